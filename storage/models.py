@@ -1,0 +1,166 @@
+"""Database tables. Schema changes go through Alembic (``storage/migrations``), never ``create_all``.
+
+Identifiers are prefixed strings (``org_``, ``env_``, ``doc_``, ``cp_``) so that an id in a log line or a
+support ticket says what it names. Times are stored as timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _utc_column(nullable: bool = False) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), nullable=nullable))
+
+
+def _json_column(nullable: bool = False) -> Any:
+    return Field(sa_column=Column(JSON, nullable=nullable))
+
+
+class Organisation(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    created_at: datetime = _utc_column()
+
+
+class ApiKey(SQLModel, table=True):
+    """Only the SHA-256 of the key is kept; ``prefix`` names it in lists and logs."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    prefix: str = Field(max_length=16, index=True)
+    key_hash: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=200)
+    scopes: list[str] = _json_column()
+    created_at: datetime = _utc_column()
+    expires_at: datetime | None = _utc_column(nullable=True)
+    revoked_at: datetime | None = _utc_column(nullable=True)
+
+
+class Envelope(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    kind: str = Field(max_length=16)  # esign | paper
+    status: str = Field(max_length=16)
+    vault_state: str = Field(max_length=16)  # not_vaulted | vaulted | released
+    title: str = Field(max_length=300)
+    external_id: str | None = Field(default=None, max_length=200, index=True)
+    parties: list[dict[str, Any]] = _json_column()
+    secured_party: dict[str, Any] | None = _json_column(nullable=True)
+    meta: dict[str, Any] = _json_column()
+    revision: int = Field(default=1)  # bumped on every change; the ETag
+    created_at: datetime = _utc_column()
+    updated_at: datetime = _utc_column()
+
+
+class VaultRecord(SQLModel, table=True):
+    """The authoritative copy of one envelope: exists once vaulted, says released forever after vault-out."""
+
+    __tablename__ = "vault_record"
+
+    id: str = Field(primary_key=True, max_length=40)  # the authoritative-copy identifier
+    envelope_id: str = Field(foreign_key="envelope.id", unique=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    source: str = Field(max_length=16)  # signed | upload
+    retain_until: datetime = _utc_column()
+    vaulted_at: datetime = _utc_column()
+    vaulted_by: str = Field(max_length=40)  # api key id
+    released_at: datetime | None = _utc_column(nullable=True)
+    released_by: str | None = Field(default=None, max_length=40)
+    release_reason: str | None = Field(default=None, max_length=32)
+    release_details: dict[str, Any] | None = _json_column(nullable=True)
+
+
+class VaultedDocument(SQLModel, table=True):
+    """One PDF of an authoritative copy: addressed by S3 key *and* version id, never by key alone."""
+
+    __tablename__ = "vaulted_document"
+    __table_args__ = (UniqueConstraint("record_id", "position"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    record_id: str = Field(foreign_key="vault_record.id", index=True, max_length=40)
+    position: int
+    filename: str = Field(max_length=255)
+    sha256: str = Field(max_length=64)
+    size: int
+    page_count: int
+    s3_bucket: str = Field(max_length=63)
+    s3_key: str = Field(max_length=1024)
+    s3_version_id: str = Field(max_length=1024)
+
+
+class CopyRecord(SQLModel, table=True):
+    """A registered non-authoritative copy: its own id and hash, traceable to its source and requester."""
+
+    __tablename__ = "copy_record"
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    envelope_id: str = Field(foreign_key="envelope.id", index=True, max_length=40)
+    document_id: str = Field(foreign_key="vaulted_document.id", max_length=40)
+    source_sha256: str = Field(max_length=64)
+    sha256: str = Field(max_length=64)
+    size: int
+    s3_bucket: str = Field(max_length=63)
+    s3_key: str = Field(max_length=1024)
+    s3_version_id: str = Field(max_length=1024)
+    issued_at: datetime = _utc_column()
+    issued_by: str = Field(max_length=40)
+
+
+class Event(SQLModel, table=True):
+    """One ledger entry: a link of its envelope's hash chain and a leaf of its organisation's Merkle log.
+
+    ``entry`` is the exact canonical (RFC 8785) bytes that were hashed; everything else is an index into it.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("org_id", "leaf_index"),
+        UniqueConstraint("envelope_id", "chain_seq"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(foreign_key="organisation.id", max_length=40)
+    leaf_index: int
+    envelope_id: str | None = Field(default=None, foreign_key="envelope.id", index=True, max_length=40)
+    chain_seq: int | None = None
+    event_type: str = Field(max_length=64)
+    occurred_at: datetime = _utc_column()
+    entry: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    entry_hash: str = Field(max_length=64)  # SHA-256(entry): the chain link the next entry names
+
+
+class LogState(SQLModel, table=True):
+    """The size of an organisation's log; its row is the lock that serialises appends."""
+
+    __tablename__ = "log_state"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    size: int = 0
+
+
+class LogTile(SQLModel, table=True):
+    """Tessera-style tile: up to 256 consecutive node hashes of one tree level, concatenated."""
+
+    __tablename__ = "log_tile"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    level: int = Field(primary_key=True)
+    idx: int = Field(primary_key=True)
+    hashes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Checkpoint(SQLModel, table=True):
+    """A signed checkpoint, also written to the WORM bucket at ``s3_key`` so a database edit shows."""
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    size: int = Field(primary_key=True)
+    root_hash: str = Field(max_length=64)
+    note: str
+    s3_key: str = Field(max_length=1024)
+    s3_version_id: str = Field(max_length=1024)
+    created_at: datetime = _utc_column()

@@ -1,0 +1,376 @@
+"""Write-once object storage over any S3 API (boto3), in the vault's terms; no HTTP-layer knowledge.
+
+Authoritative objects are addressed by version id, always: ``IfNoneMatch='*'`` does not stop a new version
+when the current one is a delete marker (seen on SeaweedFS), so "the object at key K" is not a stable notion.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
+
+from storage.errors import (
+    BucketNotWorm,
+    ChecksumMismatch,
+    ObjectConflict,
+    ObjectMissing,
+    StorageError,
+    StorageUnavailable,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+_CHECKSUM_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
+_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "NotFound"}
+# Parameters each client was built with, so a presigning client for another host can reuse them.
+_CLIENT_PARAMS: weakref.WeakKeyDictionary[Any, tuple[str, str, str, bool]] = weakref.WeakKeyDictionary()
+
+
+def make_s3_client(
+    endpoint: str, access_key: str, secret_key: str, region: str, *, quick: bool = False
+) -> S3Client:
+    """Path-style SigV4 client; ``quick`` (short timeouts, no retries) is for readiness probes."""
+    config = Config(
+        signature_version="s3v4",
+        region_name=region,
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 1 if quick else 4, "mode": "standard"},
+        connect_timeout=2 if quick else 5,
+        read_timeout=5 if quick else 60,
+        max_pool_connections=32,
+        # We send and check SHA-256 ourselves; botocore's default CRC32 would be a second, weaker checksum.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    client: S3Client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        config=config,
+    )
+    _CLIENT_PARAMS[client] = (access_key, secret_key, region, quick)
+    return client
+
+
+def _code(exc: ClientError) -> tuple[str, int]:
+    error: Any = exc.response.get("Error", {})
+    meta: Any = exc.response.get("ResponseMetadata", {})
+    return str(error.get("Code", "")), int(meta.get("HTTPStatusCode", 0))
+
+
+def storage_error(exc: Exception, what: str) -> StorageError:
+    """Translate a botocore failure into the storage error a caller can act on."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, FlexibleChecksumError):
+        return ChecksumMismatch(f"{what}: {exc}")
+    if isinstance(exc, ClientError):
+        code, status = _code(exc)
+        message = f"{what}: {code or status} {exc.response.get('Error', {}).get('Message', '')}".rstrip()
+        if code in _CHECKSUM_CODES:
+            return ChecksumMismatch(message)
+        if code in _MISSING_CODES or status == 404:
+            return ObjectMissing(message)
+        if code == "PreconditionFailed" or status == 412:
+            return ObjectConflict(message)
+        if status >= 500 or code in {"SlowDown", "ServiceUnavailable"}:
+            return StorageUnavailable(message)
+        return StorageError(message)
+    if isinstance(exc, BotoCoreError):
+        return StorageUnavailable(f"{what}: {exc}")
+    return StorageError(f"{what}: {exc!r}")
+
+
+def _raise(exc: Exception, what: str) -> NoReturn:
+    raise storage_error(exc, what) from exc
+
+
+def _b64_to_hex(value: str | None) -> str | None:
+    """A stored whole-object SHA-256 in hex; None for absent or composite (multipart ``...-N``) checksums."""
+    if not value or "-" in value:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+def ensure_bucket(client: S3Client, bucket: str, *, object_lock: bool) -> None:
+    """Create the bucket if missing: with Object Lock (implies versioning) or, otherwise, with versioning."""
+    try:
+        client.head_bucket(Bucket=bucket)
+        return
+    except ClientError as exc:
+        if _code(exc)[1] != 404:
+            _raise(exc, f"head bucket {bucket}")
+    except BotoCoreError as exc:
+        _raise(exc, f"head bucket {bucket}")
+    kwargs: dict[str, Any] = {"Bucket": bucket}
+    region = client.meta.region_name
+    if region and region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    if object_lock:
+        kwargs["ObjectLockEnabledForBucket"] = True
+    try:
+        client.create_bucket(**kwargs)
+        if not object_lock:
+            client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    except ClientError as exc:
+        if _code(exc)[0] != "BucketAlreadyOwnedByYou":
+            _raise(exc, f"create bucket {bucket}")
+    except BotoCoreError as exc:
+        _raise(exc, f"create bucket {bucket}")
+
+
+def check_worm_bucket(client: S3Client, bucket: str) -> None:
+    """Refuse to hold originals in a bucket that could lose or replace them (raise :class:`BucketNotWorm`)."""
+    missing: list[str] = []
+    try:
+        status = client.get_bucket_versioning(Bucket=bucket).get("Status")
+        if status != "Enabled":
+            missing.append(f"versioning is {status or 'never enabled'}, must be Enabled")
+        try:
+            lock = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+            if lock.get("ObjectLockEnabled") != "Enabled":
+                missing.append("Object Lock is not Enabled")
+        except ClientError as exc:
+            if _code(exc)[0] != "ObjectLockConfigurationNotFoundError":
+                raise
+            missing.append("Object Lock is not enabled (it can only be enabled when the bucket is created)")
+    except (ClientError, BotoCoreError) as exc:
+        _raise(exc, f"check bucket {bucket}")
+    if missing:
+        raise BucketNotWorm(f"bucket {bucket!r} is not write-once: " + "; ".join(missing))
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What was stored; ``version_id`` is the address of these bytes from now on ("null" if unversioned)."""
+
+    key: str
+    version_id: str
+    sha256_hex: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A version's metadata as the server reports it; ``sha256_hex`` is the checksum stored at put time."""
+
+    version_id: str
+    size: int
+    sha256_hex: str | None
+    lock_mode: str | None
+    retain_until: dt.datetime | None
+    etag: str
+
+
+class ObjectStore:
+    """One bucket seen as write-once storage: puts never replace bytes, reads check what they got."""
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self._presigners: dict[str, S3Client] = {}
+
+    def put_write_once(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        retain_until: dt.datetime | None,
+        content_type: str = "application/pdf",
+    ) -> StoredObject:
+        """Store ``data`` once under ``key`` (COMPLIANCE-locked when ``retain_until``); safe to retry."""
+        if retain_until is not None and retain_until.tzinfo is None:
+            raise ValueError("retain_until must be timezone-aware")
+        stored = self._put(key, data, content_type, retain_until)
+        if retain_until is not None:
+            self._check_lock(stored, retain_until)
+        return stored
+
+    def put_plain(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        """Store a non-authoritative object (copies bucket): still checksummed and never overwriting."""
+        return self._put(key, data, content_type, None)
+
+    def _put(
+        self, key: str, data: bytes, content_type: str, retain_until: dt.datetime | None
+    ) -> StoredObject:
+        digest = hashlib.sha256(data).digest()
+        ours = StoredObject(key, "", digest.hex(), len(data))
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": data,
+            "ContentType": content_type,
+            "ChecksumSHA256": base64.b64encode(digest).decode(),
+            "IfNoneMatch": "*",
+        }
+        if retain_until is not None:
+            kwargs["ObjectLockMode"] = "COMPLIANCE"
+            kwargs["ObjectLockRetainUntilDate"] = retain_until
+        try:
+            response = self.client.put_object(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            error = storage_error(exc, f"put {self.bucket}/{key}")
+            if isinstance(error, ObjectConflict):
+                return self._existing_or_conflict(ours)
+            raise error from exc
+        echoed = _b64_to_hex(response.get("ChecksumSHA256"))
+        if echoed is not None and echoed != ours.sha256_hex:
+            raise ChecksumMismatch(
+                f"put {self.bucket}/{key}: server stored SHA-256 {echoed}, sent {ours.sha256_hex}"
+            )
+        return StoredObject(key, response.get("VersionId") or "null", ours.sha256_hex, ours.size)
+
+    def _existing_or_conflict(self, ours: StoredObject) -> StoredObject:
+        """A 412 means the key exists: identical bytes make this a retry of an earlier success."""
+        current = self.head(ours.key, None)
+        if current.sha256_hex == ours.sha256_hex and current.size == ours.size:
+            return StoredObject(ours.key, current.version_id, ours.sha256_hex, ours.size)
+        raise ObjectConflict(
+            f"{self.bucket}/{ours.key} already holds other bytes (version {current.version_id}, "
+            f"sha256 {current.sha256_hex or 'not stored'}, {current.size} bytes)"
+        )
+
+    def _check_lock(self, stored: StoredObject, retain_until: dt.datetime) -> None:
+        """Some stores silently ignore lock headers; trust the lock only once the server reports it back."""
+        wanted = retain_until - dt.timedelta(seconds=1)  # servers keep whole seconds
+        info = self.head(stored.key, stored.version_id)
+        if info.lock_mode == "COMPLIANCE" and info.retain_until is not None:
+            if info.retain_until >= wanted:
+                return
+            if info.retain_until >= dt.datetime.now(dt.UTC):
+                # An idempotent retry may ask for a later date than the first attempt set: extend (allowed).
+                try:
+                    self.client.put_object_retention(
+                        Bucket=self.bucket,
+                        Key=stored.key,
+                        VersionId=stored.version_id,
+                        Retention={"Mode": "COMPLIANCE", "RetainUntilDate": retain_until},
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    _raise(exc, f"extend retention of {self.bucket}/{stored.key}")
+                info = self.head(stored.key, stored.version_id)
+                if info.retain_until is not None and info.retain_until >= wanted:
+                    return
+        raise StorageError(
+            f"{self.bucket}/{stored.key} version {stored.version_id} is not locked as asked: "
+            f"mode {info.lock_mode}, retain until {info.retain_until} (asked COMPLIANCE until {retain_until})"
+        )
+
+    def head(self, key: str, version_id: str | None) -> ObjectInfo:
+        """Metadata of a version (the current one when ``version_id`` is None), with its stored checksum."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        if version_id is not None:
+            kwargs["VersionId"] = version_id
+        try:
+            r = self.client.head_object(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, f"head {self.bucket}/{key}@{version_id}")
+        return ObjectInfo(
+            version_id=r.get("VersionId") or "null",
+            size=r["ContentLength"],
+            sha256_hex=_b64_to_hex(r.get("ChecksumSHA256")),
+            lock_mode=r.get("ObjectLockMode"),
+            retain_until=r.get("ObjectLockRetainUntilDate"),
+            etag=r.get("ETag", "").strip('"'),
+        )
+
+    def read(self, key: str, version_id: str) -> bytes:
+        """The version's bytes, checked against the SHA-256 stored at put time.
+
+        :class:`ChecksumMismatch` is raised only on proof (the bytes hash differently). A 5xx is
+        :class:`StorageUnavailable`: SeaweedFS answers 500 both for a damaged needle (volume CRC; HEAD still
+        answers 200) and, seen here, for seconds after a restart; the message says whether HEAD succeeds,
+        and a 500 that persists while HEAD succeeds should be treated as possible corruption.
+        """
+        return b"".join(self.iter_read(key, version_id, 1024 * 1024))
+
+    def iter_read(self, key: str, version_id: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        """Stream the version; the checksum verdict comes after the last chunk, so abort on an exception."""
+        what = f"read {self.bucket}/{key}@{version_id}"
+        try:
+            r = self.client.get_object(
+                Bucket=self.bucket, Key=key, VersionId=version_id, ChecksumMode="ENABLED"
+            )
+        except (ClientError, BotoCoreError) as exc:
+            error = storage_error(exc, what)
+            if isinstance(error, StorageUnavailable) and isinstance(exc, ClientError):
+                error = self._classify_read_failure(key, version_id, error)
+            raise error from exc
+        expected = _b64_to_hex(r.get("ChecksumSHA256"))
+        body = r["Body"]
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            for chunk in body.iter_chunks(chunk_size):
+                hasher.update(chunk)
+                size += len(chunk)
+                yield chunk
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, what)
+        finally:
+            body.close()
+        if expected is not None and hasher.hexdigest() != expected:
+            raise ChecksumMismatch(f"{what}: received bytes hash to {hasher.hexdigest()}, stored {expected}")
+        if size != r["ContentLength"]:
+            raise ChecksumMismatch(f"{what}: received {size} bytes, expected {r['ContentLength']}")
+
+    def _classify_read_failure(self, key: str, version_id: str, error: StorageError) -> StorageError:
+        try:
+            self.head(key, version_id)
+        except StorageError:
+            return error
+        return StorageUnavailable(
+            f"{error} (HEAD succeeds: if this persists, the stored bytes may be damaged)"
+        )
+
+    def presign_get(
+        self, key: str, version_id: str, expires_in: int, public_endpoint: str | None = None
+    ) -> str:
+        """A GET URL for exactly this version, signed for ``public_endpoint`` when clients reach S3 there."""
+        client = self.client if not public_endpoint else self._presigner(public_endpoint)
+        return client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key, "VersionId": version_id},
+            ExpiresIn=expires_in,
+        )
+
+    def _presigner(self, endpoint: str) -> S3Client:
+        # The host is part of the signature: re-pointing a signed URL would break it, so sign for the host.
+        if endpoint not in self._presigners:
+            params = _CLIENT_PARAMS.get(self.client)
+            if params is None:
+                raise ValueError("presigning for a public endpoint needs a client made by make_s3_client")
+            access_key, secret_key, region, _ = params
+            self._presigners[endpoint] = make_s3_client(endpoint, access_key, secret_key, region)
+        return self._presigners[endpoint]
+
+    def list_versions(self, key: str) -> list[str]:
+        """Version ids of ``key`` (newest first), delete markers excluded."""
+        versions: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=key
+            ):
+                versions += [v["VersionId"] for v in page.get("Versions", []) if v.get("Key") == key]
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, f"list versions {self.bucket}/{key}")
+        return versions

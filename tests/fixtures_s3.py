@@ -1,0 +1,56 @@
+"""Pytest fixtures for a real, locked-down embedded SeaweedFS shared by the whole session.
+
+Load with ``pytest_plugins = ["tests.fixtures_s3"]`` or ``pytest -p tests.fixtures_s3``. The port base comes
+from ``EVAULT_TEST_S3_PORT_BASE`` so parallel runs on one machine do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from storage.embedded_s3 import EmbeddedS3
+from storage.object_store import ensure_bucket, make_s3_client
+
+
+def s3_port_base() -> int:
+    return int(os.environ.get("EVAULT_TEST_S3_PORT_BASE", "28330"))
+
+
+@pytest.fixture(scope="session")
+def embedded_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
+    server = EmbeddedS3(tmp_path_factory.mktemp("embedded-s3"), s3_port_base())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(embedded_s3: EmbeddedS3) -> Any:
+    ep = embedded_s3.endpoint
+    return make_s3_client(ep.url, ep.access_key, ep.secret_key, ep.region)
+
+
+def _unique_bucket(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def worm_bucket(s3_client: Any) -> str:
+    """A fresh Object Lock bucket; locked objects cannot be removed, so it is left behind on purpose."""
+    bucket = _unique_bucket("worm")
+    ensure_bucket(s3_client, bucket, object_lock=True)
+    return bucket
+
+
+@pytest.fixture
+def plain_bucket(s3_client: Any) -> str:
+    bucket = _unique_bucket("plain")
+    ensure_bucket(s3_client, bucket, object_lock=False)
+    return bucket

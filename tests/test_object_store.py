@@ -1,0 +1,153 @@
+"""ObjectStore against the real embedded SeaweedFS: write-once, checksums, Object Lock, presigned URLs."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import time
+from typing import Any
+
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+
+from storage.errors import BucketNotWorm, ChecksumMismatch, ObjectConflict, ObjectMissing
+from storage.object_store import ObjectStore, check_worm_bucket, storage_error
+
+pytestmark = pytest.mark.s3
+
+PDF = b"%PDF-1.7\n" + b"original bytes of an authoritative copy\n" * 100
+
+
+def _retain(days: int = 1) -> dt.datetime:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).replace(microsecond=0)
+
+
+def _code(exc: ClientError) -> tuple[str, int]:
+    return exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_put_write_once_stores_locked_bytes(s3_client: Any, worm_bucket: str) -> None:
+    store = ObjectStore(s3_client, worm_bucket)
+    until = _retain()
+    stored = store.put_write_once("docs/a.pdf", PDF, retain_until=until)
+    assert stored.version_id and stored.size == len(PDF)
+    assert stored.sha256_hex == hashlib.sha256(PDF).hexdigest()
+    info = store.head("docs/a.pdf", stored.version_id)
+    assert (info.lock_mode, info.retain_until, info.sha256_hex) == ("COMPLIANCE", until, stored.sha256_hex)
+    assert store.read("docs/a.pdf", stored.version_id) == PDF
+    assert b"".join(store.iter_read("docs/a.pdf", stored.version_id, 100)) == PDF
+
+
+def test_retry_with_same_bytes_returns_same_version(s3_client: Any, worm_bucket: str) -> None:
+    store = ObjectStore(s3_client, worm_bucket)
+    first = store.put_write_once("k.pdf", PDF, retain_until=_retain())
+    again = store.put_write_once("k.pdf", PDF, retain_until=_retain())
+    assert again == first
+    assert store.list_versions("k.pdf") == [first.version_id]
+
+
+def test_different_bytes_same_key_is_a_conflict(s3_client: Any, worm_bucket: str) -> None:
+    store = ObjectStore(s3_client, worm_bucket)
+    first = store.put_write_once("k.pdf", PDF, retain_until=_retain())
+    with pytest.raises(ObjectConflict):
+        store.put_write_once("k.pdf", PDF + b"tampered", retain_until=_retain())
+    assert store.list_versions("k.pdf") == [first.version_id]
+    assert store.read("k.pdf", first.version_id) == PDF
+
+
+def test_server_refuses_a_wrong_checksum(s3_client: Any, worm_bucket: str) -> None:
+    wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
+    with pytest.raises(ClientError) as caught:
+        s3_client.put_object(Bucket=worm_bucket, Key="bad.pdf", Body=PDF, ChecksumSHA256=wrong)
+    assert _code(caught.value) == ("BadDigest", 400)
+    assert isinstance(storage_error(caught.value, "put"), ChecksumMismatch)
+    assert ObjectStore(s3_client, worm_bucket).list_versions("bad.pdf") == []
+
+
+def test_locked_version_survives_delete_and_shortening(s3_client: Any, worm_bucket: str) -> None:
+    store = ObjectStore(s3_client, worm_bucket)
+    until = _retain(days=30)
+    stored = store.put_write_once("k.pdf", PDF, retain_until=until)
+    with pytest.raises(ClientError) as caught:
+        s3_client.delete_object(Bucket=worm_bucket, Key="k.pdf", VersionId=stored.version_id)
+    assert _code(caught.value) == ("AccessDenied", 403)
+    with pytest.raises(ClientError) as caught:
+        s3_client.put_object_retention(
+            Bucket=worm_bucket,
+            Key="k.pdf",
+            VersionId=stored.version_id,
+            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": _retain(days=1)},
+            BypassGovernanceRetention=True,
+        )
+    assert _code(caught.value)[1] == 403
+    assert s3_client.delete_object(Bucket=worm_bucket, Key="k.pdf").get("DeleteMarker") is True
+    with pytest.raises(ObjectMissing):
+        store.head("k.pdf", None)
+    assert store.read("k.pdf", stored.version_id) == PDF
+    assert store.head("k.pdf", stored.version_id).retain_until == until
+    assert store.list_versions("k.pdf") == [stored.version_id]
+
+
+def test_overwrite_is_refused_with_412(s3_client: Any, worm_bucket: str) -> None:
+    store = ObjectStore(s3_client, worm_bucket)
+    stored = store.put_write_once("k.pdf", PDF, retain_until=_retain())
+    with pytest.raises(ClientError) as caught:
+        s3_client.put_object(Bucket=worm_bucket, Key="k.pdf", Body=b"replacement", IfNoneMatch="*")
+    assert _code(caught.value)[1] == 412
+    assert isinstance(storage_error(caught.value, "put"), ObjectConflict)
+    assert store.read("k.pdf", stored.version_id) == PDF
+
+
+def test_presigned_get_downloads_exact_bytes(s3_client: Any, worm_bucket: str, embedded_s3: Any) -> None:
+    store = ObjectStore(s3_client, worm_bucket)
+    stored = store.put_write_once("p.pdf", PDF, retain_until=_retain())
+    url = store.presign_get("p.pdf", stored.version_id, expires_in=60)
+    assert f"versionId={stored.version_id}" in url
+    assert httpx.get(url).content == PDF
+    # Signed for another host name of the same server: the URL carries that host and still verifies.
+    public = f"http://localhost:{embedded_s3.ports.s3}"
+    public_url = store.presign_get("p.pdf", stored.version_id, expires_in=60, public_endpoint=public)
+    assert public_url.startswith(public + "/")
+    assert httpx.get(public_url).content == PDF
+
+
+def test_presigned_get_expired_or_tampered_is_refused(s3_client: Any, worm_bucket: str) -> None:
+    store = ObjectStore(s3_client, worm_bucket)
+    stored = store.put_write_once("p.pdf", PDF, retain_until=_retain())
+    url = store.presign_get("p.pdf", stored.version_id, expires_in=60)
+    tampered = url.replace("p.pdf", "q.pdf")
+    assert httpx.get(tampered).status_code == 403
+    sig_at = url.index("X-Amz-Signature=") + len("X-Amz-Signature=")
+    flipped = url[:sig_at] + ("0" if url[sig_at] != "0" else "1") + url[sig_at + 1 :]
+    assert httpx.get(flipped).status_code == 403
+    short = store.presign_get("p.pdf", stored.version_id, expires_in=1)
+    time.sleep(2)
+    response = httpx.get(short)
+    assert response.status_code == 403 and b"expired" in response.content
+
+
+def test_check_worm_bucket(s3_client: Any, worm_bucket: str, plain_bucket: str) -> None:
+    check_worm_bucket(s3_client, worm_bucket)
+    with pytest.raises(BucketNotWorm, match="Object Lock"):
+        check_worm_bucket(s3_client, plain_bucket)
+
+
+def test_put_plain_is_checksummed_and_never_overwrites(s3_client: Any, plain_bucket: str) -> None:
+    store = ObjectStore(s3_client, plain_bucket)
+    stored = store.put_plain("copy.pdf", PDF, "application/pdf")
+    assert stored.version_id and store.read("copy.pdf", stored.version_id) == PDF
+    assert store.head("copy.pdf", stored.version_id).lock_mode is None
+    assert store.put_plain("copy.pdf", PDF, "application/pdf") == stored
+    with pytest.raises(ObjectConflict):
+        store.put_plain("copy.pdf", b"other", "application/pdf")
+
+
+def test_missing_version_is_object_missing(s3_client: Any, worm_bucket: str) -> None:
+    store = ObjectStore(s3_client, worm_bucket)
+    stored = store.put_write_once("k.pdf", PDF, retain_until=_retain())
+    with pytest.raises(ObjectMissing):
+        store.head("nope.pdf", None)
+    with pytest.raises(ObjectMissing):
+        store.read("nope.pdf", stored.version_id)

@@ -1,0 +1,62 @@
+"""The one error tree of the service.
+
+Domain code raises these; each carries a stable machine-readable ``code`` in ``Resource.ErrorType`` form and a
+category. The web layer maps categories to HTTP statuses in one place (``vault/api/errors.py``); the CLI prints
+the code and message. Nothing else turns an error into a response.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class EvaultError(Exception):
+    """Base of every expected failure. ``code`` is stable across versions: clients switch on it."""
+
+    category: ClassVar[str] = "invalid"
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(EvaultError):
+    """The request is malformed or its content is unacceptable (400)."""
+
+    category = "invalid"
+
+
+class TooLarge(EvaultError):
+    category = "too_large"
+
+
+class Unauthenticated(EvaultError):
+    category = "unauthenticated"
+
+
+class Forbidden(EvaultError):
+    category = "forbidden"
+
+
+class NotFound(EvaultError):
+    """Also what another organisation's resource looks like: a tenant cannot learn it exists."""
+
+    category = "not_found"
+
+
+class Conflict(EvaultError):
+    """The resource's state does not allow the operation (409)."""
+
+    category = "conflict"
+
+
+class PreconditionFailed(EvaultError):
+    category = "precondition_failed"
+
+
+class Unavailable(EvaultError):
+    """A dependency (object storage, database) failed; nothing was recorded as done (503)."""
+
+    category = "unavailable"

@@ -1,0 +1,25 @@
+"""The one error every transparency-log check raises.
+
+An auditor switches on ``code``; parser and library exceptions are wrapped into a ``LogError`` so that a
+malformed input never escapes as a ``ValueError`` or ``binascii.Error`` (sigstore-python's verifier style).
+"""
+
+from __future__ import annotations
+
+from vault.errors import InvalidInput
+
+MALFORMED = "Log.Malformed"  # unparseable note, checkpoint, proof or tile
+BAD_SIGNATURE = "Log.BadSignature"  # missing or wrong signature, unknown key
+WRONG_ORIGIN = "Log.WrongOrigin"
+WRONG_KEY = "Log.WrongKey"  # key name and key id do not belong together
+INVALID_PROOF = "Log.InvalidProof"  # inclusion proof does not lead to the root, or index out of range
+INCONSISTENT = "Log.Inconsistent"  # consistency proof fails: the log forked or was rewritten
+ROLLED_BACK = "Log.RolledBack"  # the new size is smaller than the trusted one
+
+CODES = frozenset(
+    {MALFORMED, BAD_SIGNATURE, WRONG_ORIGIN, WRONG_KEY, INVALID_PROOF, INCONSISTENT, ROLLED_BACK}
+)
+
+
+class LogError(InvalidInput):
+    """A log artefact failed verification; ``code`` is one of ``CODES``."""

@@ -1,0 +1,147 @@
+"""RFC 6962 / RFC 9162 Merkle tree hashing and proof verification: pure functions, no I/O.
+
+The verifiers follow RFC 9162 §2.1.3.2 (inclusion) and §2.1.4.2 (consistency) step by step, so that an
+auditor can read them side by side with the RFC; every length and range is checked before any hashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from vault.ledger.errors import INCONSISTENT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+MAX_PROOF_LEN = 64  # a tree of fewer than 2**64 leaves has no longer proof
+
+_sha256 = hashlib.sha256
+
+
+def leaf_hash(entry: bytes) -> bytes:
+    """Hash of a log entry; the 0x00 prefix keeps a leaf from ever passing for an interior node."""
+    return _sha256(b"\x00" + entry).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def root_from_leaf_hashes(hashes: Iterable[bytes]) -> bytes:
+    """Root of the tree over ``hashes`` in one pass: O(n) time, a stack of ≤ log2(n) perfect subtrees."""
+    sha = _sha256
+    stack: list[bytes] = []
+    push, pop = stack.append, stack.pop
+    count = 0
+    for h in hashes:
+        count += 1
+        merges = count
+        # The (i+1)-th leaf completes one perfect subtree per trailing zero bit of i+1.
+        while not merges & 1:
+            h = sha(b"\x01" + pop() + h).digest()
+            merges >>= 1
+        push(h)
+    if not stack:
+        return EMPTY_ROOT
+    root = pop()
+    while stack:
+        root = sha(b"\x01" + pop() + root).digest()
+    return root
+
+
+def _check_hash(value: object, what: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+        raise LogError(MALFORMED, f"{what} is not a {HASH_SIZE}-byte hash")
+    return value
+
+
+def _check_size(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
+        raise LogError(MALFORMED, f"{what} is not a tree size or index")
+    return value
+
+
+def _check_proof(proof: Sequence[bytes], code: str) -> list[bytes]:
+    if len(proof) > MAX_PROOF_LEN:
+        raise LogError(code, f"proof has {len(proof)} hashes, more than any tree needs")
+    return [_check_hash(p, "proof hash") for p in proof]
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
+    """Raise ``LogError`` unless ``proof`` puts ``leaf`` at ``index`` in the tree (``size``, ``root``)."""
+    _check_hash(leaf, "leaf hash")
+    _check_hash(root, "root hash")
+    _check_size(index, "leaf index")
+    _check_size(size, "tree size")
+    path = _check_proof(proof, INVALID_PROOF)
+    if index >= size:
+        raise LogError(INVALID_PROOF, f"leaf index {index} is not below tree size {size}")
+    fn, sn, r = index, size - 1, leaf
+    sha = _sha256
+    for p in path:
+        if sn == 0:
+            raise LogError(INVALID_PROOF, "inclusion proof is too long")
+        if fn & 1 or fn == sn:
+            r = sha(b"\x01" + p + r).digest()
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = sha(b"\x01" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise LogError(INVALID_PROOF, "inclusion proof is too short")
+    if r != root:
+        raise LogError(INVALID_PROOF, "inclusion proof does not lead to the root")
+
+
+def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes) -> None:
+    """Raise ``LogError`` unless the tree (size2, root2) extends the tree (size1, root1) by appends only."""
+    _check_size(size1, "first tree size")
+    _check_size(size2, "second tree size")
+    _check_hash(root1, "first root hash")
+    _check_hash(root2, "second root hash")
+    path = _check_proof(proof, INCONSISTENT)
+    if size2 < size1:
+        raise LogError(ROLLED_BACK, f"tree size went back from {size1} to {size2}")
+    if size1 == size2 or size1 == 0:
+        # Nothing to prove; but the claims themselves must hold.
+        if path:
+            raise LogError(INCONSISTENT, "consistency proof must be empty for these sizes")
+        if size1 == 0 and root1 != EMPTY_ROOT:
+            raise LogError(INCONSISTENT, "the empty tree has another root")
+        if size1 == size2 and root1 != root2:
+            raise LogError(INCONSISTENT, "two roots for the same tree size: the log forked")
+        return
+    if not path:
+        raise LogError(INCONSISTENT, "consistency proof is empty")
+    if size1 & (size1 - 1) == 0:  # size1 is a power of two: its root is a node of the second tree
+        path = [root1, *path]
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    sha = _sha256
+    for c in path[1:]:
+        if sn == 0:
+            raise LogError(INCONSISTENT, "consistency proof is too long")
+        if fn & 1 or fn == sn:
+            fr = sha(b"\x01" + c + fr).digest()
+            sr = sha(b"\x01" + c + sr).digest()
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = sha(b"\x01" + sr + c).digest()
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise LogError(INCONSISTENT, "consistency proof is too short")
+    if fr != root1:
+        raise LogError(INCONSISTENT, "consistency proof does not lead to the first root")
+    if sr != root2:
+        raise LogError(INCONSISTENT, "consistency proof does not lead to the second root: the log forked")
