@@ -163,4 +163,5 @@ class Checkpoint(SQLModel, table=True):
     note: str
     s3_key: str = Field(max_length=1024)
     s3_version_id: str = Field(max_length=1024)
+    timestamp_token: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = _utc_column()

@@ -15,9 +15,19 @@ WRONG_KEY = "Log.WrongKey"  # key name and key id do not belong together
 INVALID_PROOF = "Log.InvalidProof"  # inclusion proof does not lead to the root, or index out of range
 INCONSISTENT = "Log.Inconsistent"  # consistency proof fails: the log forked or was rewritten
 ROLLED_BACK = "Log.RolledBack"  # the new size is smaller than the trusted one
+CHAIN_BROKEN = "Chain.Broken"  # an envelope's entries do not link: edited, deleted, inserted or reordered
 
 CODES = frozenset(
-    {MALFORMED, BAD_SIGNATURE, WRONG_ORIGIN, WRONG_KEY, INVALID_PROOF, INCONSISTENT, ROLLED_BACK}
+    {
+        MALFORMED,
+        BAD_SIGNATURE,
+        WRONG_ORIGIN,
+        WRONG_KEY,
+        INVALID_PROOF,
+        INCONSISTENT,
+        ROLLED_BACK,
+        CHAIN_BROKEN,
+    }
 )
 
 

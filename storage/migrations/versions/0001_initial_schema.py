@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("note", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("s3_key", sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False),
         sa.Column("s3_version_id", sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False),
+        sa.Column("timestamp_token", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["org_id"],

@@ -1,0 +1,101 @@
+"""An auditor's memory of the log: accept a newer checkpoint only when it provably extends the old one.
+
+On any failure the two checkpoints and the proof are written to ``state/evidence/`` before the error is
+raised, because a fork or a rewrite is exactly what must not be lost. The last accepted checkpoint per origin
+is kept in ``state/trusted.json`` so a later rollback (a smaller or different log) is refused too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from vault.ledger.checkpoint import Checkpoint, verify_checkpoint, verify_extends
+from vault.ledger.errors import BAD_SIGNATURE, MALFORMED, LogError
+from vault.ledger.note import NoteVerifier, b64decode_strict, key_id, parse_note
+
+
+def verifier_from_pem(note: str, pem: bytes) -> NoteVerifier:
+    """Pair the trusted key with the key name its signature line uses; the key id must then agree."""
+    try:
+        public = serialization.load_pem_public_key(pem)
+    except ValueError as exc:
+        raise LogError(MALFORMED, "not a PEM public key", error=str(exc)) from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise LogError(MALFORMED, "the public key is not an Ed25519 key")
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    for signature in parse_note(note).signatures:
+        if signature.key_id == key_id(signature.name, raw):
+            return NoteVerifier(signature.name, signature.key_id, public)
+    raise LogError(BAD_SIGNATURE, "the checkpoint carries no signature by the trusted key")
+
+
+def _proof_hashes(proof_json: str) -> list[bytes]:
+    try:
+        hashes = json.loads(proof_json)["hashes"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LogError(MALFORMED, "proof must be JSON with a 'hashes' list", error=str(exc)) from None
+    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        raise LogError(MALFORMED, "proof hashes must be base64 strings")
+    return [b64decode_strict(h, "proof hash") for h in hashes]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def check_consistency(
+    old_note: str, new_note: str, proof_json: str, pem: bytes, state_dir: Path | None = None
+) -> tuple[Checkpoint, Checkpoint]:
+    old_origin = Checkpoint.parse(parse_note(old_note).text).origin
+    trusted_file = state_dir / "trusted.json" if state_dir else None
+    trusted = json.loads(trusted_file.read_text()) if trusted_file and trusted_file.exists() else {}
+    try:
+        old = verify_checkpoint(old_note, verifier_from_pem(old_note, pem), old_origin)
+        new = verify_checkpoint(new_note, verifier_from_pem(new_note, pem), old_origin)
+        verify_extends(old, new, _proof_hashes(proof_json))
+        remembered = trusted.get(old_origin)
+        if remembered is not None:
+            known = Checkpoint(old_origin, remembered["size"], base64.b64decode(remembered["root_hash"]))
+            if known.size > new.size or (known.size == new.size and known.root_hash != new.root_hash):
+                raise LogError(
+                    "Log.RolledBack",
+                    "the log is smaller than, or differs from, one already accepted",
+                    trusted_size=known.size,
+                    new_size=new.size,
+                )
+            if known.size > old.size:
+                raise LogError(
+                    "Log.Inconsistent", "OLD is older than the checkpoint already trusted; prove from it"
+                )
+    except LogError as exc:
+        if state_dir is not None:
+            evidence = {
+                "error": exc.code,
+                "message": exc.message,
+                "old": old_note,
+                "new": new_note,
+                "proof": proof_json,
+            }
+            _write_atomic(state_dir / "evidence" / f"{time.time_ns()}.json", json.dumps(evidence, indent=2))
+        raise
+    if trusted_file is not None:
+        trusted[old_origin] = {
+            "size": new.size,
+            "root_hash": base64.b64encode(new.root_hash).decode(),
+            "note": new_note,
+        }
+        _write_atomic(trusted_file, json.dumps(trusted, indent=2))
+    return old, new

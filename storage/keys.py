@@ -1,0 +1,39 @@
+"""Object keys are pure functions of identifiers (Tessera's layout rule): no I/O, tested on their own.
+
+The authoritative key embeds the SHA-256 of the bytes, so a retried vault-in of the same document lands on the
+same key (and the write-once put recognises it), while different bytes can never overwrite it.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ID = re.compile(r"[a-z]{2,4}_[A-Za-z0-9]{8,40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_id(value: str) -> str:
+    if not _ID.fullmatch(value):
+        raise ValueError(f"not an identifier: {value!r}")
+    return value
+
+
+def authoritative_key(org_id: str, envelope_id: str, position: int, sha256_hex: str) -> str:
+    if position < 0 or not _SHA256.fullmatch(sha256_hex):
+        raise ValueError("position must be >= 0 and sha256 64 lower-case hex digits")
+    return f"authoritative/{_check_id(org_id)}/{_check_id(envelope_id)}/{position:03d}-{sha256_hex}.pdf"
+
+
+def copy_key(org_id: str, envelope_id: str, copy_id: str) -> str:
+    return f"copies/{_check_id(org_id)}/{_check_id(envelope_id)}/{_check_id(copy_id)}.pdf"
+
+
+def checkpoint_key(org_id: str, size: int) -> str:
+    """Addressed by tree size: a rollback or a second history for the same size cannot hide in WORM."""
+    if size < 0:
+        raise ValueError("size must be >= 0")
+    return f"log/{_check_id(org_id)}/checkpoint/{size:020d}"
+
+
+def timestamp_key(org_id: str, size: int) -> str:
+    return checkpoint_key(org_id, size) + ".tsr"

@@ -1,0 +1,99 @@
+"""Shared fixtures: a real SeaweedFS for the session; per test, a fresh database and fresh buckets.
+
+``EVAULT_TEST_DATABASE_URL`` (a PostgreSQL URL) runs every test against PostgreSQL in a schema of its own,
+dropped afterwards; without it each test gets its own SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import create_engine, text
+
+from storage.embedded_s3 import EmbeddedS3
+from storage.settings import Settings
+from vault.api.app import create_app
+from vault.runtime import Vault, open_vault
+from vault.tenancy import SCOPES, create_api_key, create_organisation
+
+pytest_plugins = ["tests.fixtures_s3"]
+
+PG_URL = os.environ.get("EVAULT_TEST_DATABASE_URL", "")
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'evault.sqlite3'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def vault_env(embedded_s3: EmbeddedS3, database_url: str, tmp_path: Path) -> dict[str, str]:
+    endpoint = embedded_s3.endpoint
+    suffix = uuid.uuid4().hex[:10]
+    return {
+        "EVAULT_DATA_DIR": str(tmp_path / "data"),
+        "EVAULT_DATABASE_URL": database_url,
+        "EVAULT_S3_ENDPOINT": endpoint.url,
+        "EVAULT_S3_ACCESS_KEY": endpoint.access_key,
+        "EVAULT_S3_SECRET_KEY": endpoint.secret_key,
+        "EVAULT_S3_BUCKET": f"auth-{suffix}",
+        "EVAULT_S3_COPIES_BUCKET": f"copies-{suffix}",
+        "EVAULT_S3_CREATE_BUCKETS": "true",
+        "EVAULT_RETENTION_DAYS": "1",
+        "EVAULT_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+    }
+
+
+@pytest.fixture
+def vault(vault_env: dict[str, str]) -> Iterator[Vault]:
+    opened = open_vault(Settings.from_env(vault_env))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def client(vault: Vault) -> Iterator[TestClient[Any]]:
+    with TestClient(create_app(vault)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def make_key(vault: Vault) -> Callable[..., tuple[str, str]]:
+    """Return (org_id, raw key) for a new organisation (or ``org_id``) with the given scopes."""
+
+    def make(scopes: list[str] | None = None, org_id: str | None = None) -> tuple[str, str]:
+        with vault.db.session() as session:
+            if org_id is None:
+                org_id = create_organisation(session, f"Org {uuid.uuid4().hex[:6]}").id
+            _, raw = create_api_key(session, org_id, "test key", scopes or list(SCOPES))
+        return org_id, raw
+
+    return make
+
+
+@pytest.fixture
+def tenant(make_key: Callable[..., tuple[str, str]]) -> tuple[str, dict[str, str]]:
+    """An organisation with an all-scopes key, as (org_id, headers)."""
+    org_id, raw = make_key()
+    return org_id, {"X-API-Key": raw}

@@ -1,0 +1,60 @@
+"""The Litestar application: routes, dependencies, error handling, OpenAPI. Nothing else lives here."""
+
+from __future__ import annotations
+
+from litestar import Litestar, Router, get
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from vault.api.custody import CustodyController
+from vault.api.deps import provide_actor, provide_principal, vault_of
+from vault.api.envelopes import EnvelopeController
+from vault.api.errors import handle_domain_error, handle_http_error, handle_unexpected
+from vault.api.log import EnvelopeProofController, LogController, public_keys
+from vault.api.request_id import RequestIdMiddleware
+from vault.errors import EvaultError
+from vault.runtime import Vault
+
+
+@get("/health", tags=["Operations"], sync_to_thread=False)
+def health() -> dict[str, str]:
+    """Liveness: the process serves requests."""
+    return {"status": "ok"}
+
+
+def create_app(vault: Vault) -> Litestar:
+    partner = Router(
+        path="/api/v2/partner",
+        route_handlers=[EnvelopeController, CustodyController, LogController, EnvelopeProofController],
+        dependencies={
+            "principal": Provide(provide_principal),
+            "actor": Provide(provide_actor),
+        },
+        security=[{"ApiKey": []}],
+    )
+    app = Litestar(
+        route_handlers=[partner, health, public_keys],
+        dependencies={"vault": Provide(vault_of, sync_to_thread=False)},
+        middleware=[RequestIdMiddleware],
+        exception_handlers={
+            EvaultError: handle_domain_error,
+            HTTPException: handle_http_error,
+            Exception: handle_unexpected,
+        },
+        request_max_body_size=vault.settings.vault.max_upload_bytes,
+        openapi_config=OpenAPIConfig(
+            title="evault partner API",
+            version="2.0.0",
+            path="/api/v2/openapi",
+            components=Components(
+                security_schemes={
+                    "ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")
+                }
+            ),
+        ),
+        debug=False,
+    )
+    app.state.vault = vault
+    return app

@@ -1,0 +1,40 @@
+"""Dependencies every partner endpoint shares: the open vault, and the authenticated caller.
+
+Each route declares the scope it needs in ``opt={"scope": ...}``; the caller is authenticated off the event
+loop (it is a database look-up) and checked against that scope before the handler runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anyio import to_thread
+from litestar import Request
+from litestar.di import NamedDependency
+
+from vault.ledger.events import Actor
+from vault.runtime import Vault
+from vault.tenancy import Principal, authenticate
+
+
+def vault_of(request: Request[Any, Any, Any]) -> Vault:
+    vault: Vault = request.app.state.vault
+    return vault
+
+
+def _authenticate(vault: Vault, raw: str | None, scope: str | None) -> Principal:
+    with vault.db.session() as session:
+        principal = authenticate(session, raw)
+    if scope is not None:
+        principal.require(scope)
+    return principal
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    scope = request.route_handler.opt.get("scope")
+    return await to_thread.run_sync(_authenticate, vault_of(request), request.headers.get("x-api-key"), scope)
+
+
+async def provide_actor(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Actor:
+    client = request.client.host if request.client else None
+    return principal.actor(source=client, user_agent=request.headers.get("user-agent"))

@@ -1,0 +1,147 @@
+"""Appending events: one entry is a link of its envelope's hash chain and a leaf of its organisation's log.
+
+The entry is RFC 8785 JSON naming the log, its leaf index, its envelope and the hash of its predecessor in that
+envelope's chain, so the chain and the Merkle tree prove each other: an entry cannot move in the tree without
+changing its bytes, and a chain link cannot be dropped without breaking the next entry's ``prev``.
+Appends for one organisation are serialised by locking its ``log_state`` row in the caller's transaction, so
+the event commits or rolls back together with the state change it records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import rfc8785
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col, select
+
+from storage.log_tiles import SqlTileStore
+from storage.models import Event, LogState
+from vault.ids import iso
+from vault.ledger.merkle import leaf_hash
+from vault.ledger.tiles import TiledTree
+
+ENTRY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused an event: the organisation and key (by id and public prefix), and from where."""
+
+    org_id: str
+    key_id: str | None = None
+    key_prefix: str | None = None
+    source: str | None = None
+    user_agent: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def entry_bytes(
+    *,
+    org_id: str,
+    leaf_index: int,
+    envelope_id: str | None,
+    chain_seq: int | None,
+    prev: str | None,
+    event_type: str,
+    occurred_at: datetime,
+    actor: Actor,
+    data: dict[str, Any],
+) -> bytes:
+    return rfc8785.dumps(
+        {
+            "v": ENTRY_VERSION,
+            "log": org_id,
+            "index": leaf_index,
+            "envelope": envelope_id,
+            "seq": chain_seq,
+            "prev": prev,
+            "type": event_type,
+            "time": iso(occurred_at),
+            "actor": actor.as_json(),
+            "data": data,
+        }
+    )
+
+
+def lock_log(session: Session, org_id: str) -> int:
+    """Take the organisation's append lock for this transaction and return the log's current size."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(LogState).values(org_id=org_id, size=0).on_conflict_do_nothing())
+    state = session.exec(select(LogState).where(LogState.org_id == org_id).with_for_update()).one()
+    return state.size
+
+
+def chain_head(session: Session, envelope_id: str) -> Event | None:
+    return session.exec(
+        select(Event).where(Event.envelope_id == envelope_id).order_by(col(Event.chain_seq).desc()).limit(1)
+    ).first()
+
+
+def append_event(
+    session: Session,
+    *,
+    actor: Actor,
+    event_type: str,
+    occurred_at: datetime,
+    data: dict[str, Any],
+    envelope_id: str | None = None,
+) -> Event:
+    """Record one event in the caller's transaction; nothing is visible unless that transaction commits."""
+    org_id = actor.org_id
+    size = lock_log(session, org_id)
+    head = chain_head(session, envelope_id) if envelope_id else None
+    seq = None if envelope_id is None else (0 if head is None else (head.chain_seq or 0) + 1)
+    entry = entry_bytes(
+        org_id=org_id,
+        leaf_index=size,
+        envelope_id=envelope_id,
+        chain_seq=seq,
+        prev=head.entry_hash if head else None,
+        event_type=event_type,
+        occurred_at=occurred_at,
+        actor=actor,
+        data=data,
+    )
+    tree = TiledTree(SqlTileStore(session, org_id), size)
+    new_size = tree.append([leaf_hash(entry)])
+    event = Event(
+        org_id=org_id,
+        leaf_index=size,
+        envelope_id=envelope_id,
+        chain_seq=seq,
+        event_type=event_type,
+        occurred_at=occurred_at,
+        entry=entry,
+        entry_hash=hashlib.sha256(entry).hexdigest(),
+    )
+    session.add(event)
+    state = session.get(LogState, org_id)
+    assert state is not None  # created by lock_log above
+    state.size = new_size
+    session.add(state)
+    session.flush()
+    return event
+
+
+def envelope_events(session: Session, envelope_id: str) -> list[Event]:
+    return list(
+        session.exec(select(Event).where(Event.envelope_id == envelope_id).order_by(col(Event.chain_seq)))
+    )
+
+
+def log_size(session: Session, org_id: str) -> int:
+    state = session.get(LogState, org_id)
+    return state.size if state else 0
+
+
+def count_events(session: Session, org_id: str) -> int:
+    return session.exec(select(func.count()).select_from(Event).where(Event.org_id == org_id)).one()

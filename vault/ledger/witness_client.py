@@ -1,0 +1,134 @@
+"""Asks one C2SP tlog-witness to cosign a checkpoint, and trusts the answer only after verifying it.
+
+The client remembers the size the witness last cosigned (starting at 0) and proves consistency from it. When
+the witness says 409 with its own size (a restart of ours, or another submitter), the client re-proves from
+that size once. Anything else the witness refuses is ``Witness.Refused`` (the log and the witness disagree,
+which an operator must look at); a witness that cannot be reached is ``Witness.Unavailable`` (retry later).
+A cosignature that does not verify is a ``LogError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from vault.errors import Conflict, Unavailable
+from vault.ledger.checkpoint import Checkpoint
+from vault.ledger.cosignature import CosignatureVerifier, verify_cosignature
+from vault.ledger.errors import MALFORMED, LogError
+from vault.ledger.note import parse_note
+
+WITNESS_REFUSED = "Witness.Refused"
+WITNESS_UNAVAILABLE = "Witness.Unavailable"
+SIZE_CONTENT_TYPE = "text/x.tlog.size"
+MAX_RESPONSE_BYTES = 64 * 1024
+_SIZE = re.compile(r"(0|[1-9][0-9]{0,19})\n")
+
+
+class WitnessRefused(Conflict):
+    """The witness answered and would not cosign (fork, rollback, bad proof, unknown log or key)."""
+
+
+class WitnessUnavailable(Unavailable):
+    """The witness could not be reached or failed (timeout, connection refused, 5xx)."""
+
+
+ProofFor = Callable[[int, int], list[bytes]]
+
+
+def request_body(old_size: int, proof: list[bytes], note: str) -> bytes:
+    """The add-checkpoint body: ``old N``, the proof hashes in base64, a blank line, the signed note."""
+    lines = [f"old {old_size}", *(base64.b64encode(h).decode() for h in proof)]
+    return ("\n".join(lines) + "\n\n" + note).encode()
+
+
+class WitnessClient:
+    """One witness at ``url`` (its submission prefix), whose cosignatures ``verifier`` checks."""
+
+    def __init__(self, url: str, verifier: CosignatureVerifier, timeout: float) -> None:
+        self.url = url.rstrip("/") + "/add-checkpoint"
+        self.verifier = verifier
+        self.timeout = timeout
+        self.old_size = 0
+        self._lock = threading.Lock()
+
+    def cosign(self, note: str, checkpoint: Checkpoint, proof_for: ProofFor) -> str:
+        """The witness's verified cosignature line(s) for ``note``, ready to append to it."""
+        if parse_note(note).text != checkpoint.to_text():
+            raise LogError(MALFORMED, "note is not the signed form of this checkpoint")
+        with self._lock:  # one submission at a time keeps old_size meaningful
+            for attempt in range(2):
+                old = self.old_size
+                if old > checkpoint.size:
+                    raise WitnessRefused(
+                        WITNESS_REFUSED,
+                        f"witness has cosigned size {old}, above checkpoint size {checkpoint.size}",
+                        witness=self.url,
+                        witness_size=old,
+                    )
+                proof = proof_for(old, checkpoint.size) if 0 < old < checkpoint.size else []
+                status, content_type, body = self._post(request_body(old, proof, note))
+                if status == 200:
+                    lines = self._verified_lines(note, body)
+                    self.old_size = checkpoint.size
+                    return lines
+                witness_size = _conflict_size(status, content_type, body)
+                if witness_size is not None and witness_size != old and attempt == 0:
+                    self.old_size = witness_size
+                    continue
+                raise WitnessRefused(
+                    WITNESS_REFUSED,
+                    f"witness refused the checkpoint ({status}): {_snippet(body)}",
+                    witness=self.url,
+                    status=status,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _verified_lines(self, note: str, body: bytes) -> str:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LogError(MALFORMED, "witness response is not UTF-8") from exc
+        if not text.endswith("\n"):
+            raise LogError(MALFORMED, "witness response is not signature lines")
+        verify_cosignature(note + text, self.verifier)  # parses every line; unknown keys are ignored
+        before = set(parse_note(note).signatures)
+        new = [s for s in parse_note(note + text).signatures if s not in before and self.verifier.matches(s)]
+        if not new:
+            raise LogError(MALFORMED, "witness answered without a new cosignature")
+        return "".join(sig.to_line() for sig in new)
+
+    def _post(self, body: bytes) -> tuple[int, str, bytes]:
+        request = urllib.request.Request(  # noqa: S310 (the URL is operator configuration)
+            self.url, data=body, method="POST", headers={"Content-Type": "text/plain; charset=utf-8"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                return response.status, response.headers.get_content_type(), response.read(MAX_RESPONSE_BYTES)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                status, ctype, data = exc.code, exc.headers.get_content_type(), exc.read(MAX_RESPONSE_BYTES)
+            if status >= 500:
+                raise WitnessUnavailable(
+                    WITNESS_UNAVAILABLE, f"witness failed ({status})", witness=self.url, status=status
+                ) from exc
+            return status, ctype, data
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            message = f"witness unreachable: {exc}"
+            raise WitnessUnavailable(WITNESS_UNAVAILABLE, message, witness=self.url) from exc
+
+
+def _conflict_size(status: int, content_type: str, body: bytes) -> int | None:
+    """The witness's size from a 409 ``text/x.tlog.size`` answer; None for any other answer (a fork 409)."""
+    if status != 409 or content_type != SIZE_CONTENT_TYPE:
+        return None
+    match = _SIZE.fullmatch(body.decode("ascii", "replace"))
+    return int(match.group(1)) if match else None
+
+
+def _snippet(body: bytes) -> str:
+    return body[:200].decode("utf-8", "replace").strip()

@@ -1,0 +1,119 @@
+"""Opening the vault: storage, database, key and checkpointer, checked before anything is served.
+
+The API, the CLI and the tests all open the vault here, so the start-up checks (the authoritative bucket
+really has Object Lock and versioning, the schema is migrated, the signing key loads) run the same way for
+every front door.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from storage.db import Database
+from storage.embedded_s3 import EmbeddedS3
+from storage.errors import BucketNotWorm, StorageError
+from storage.object_store import ObjectStore, check_worm_bucket, ensure_bucket, make_s3_client
+from storage.settings import Settings
+from vault.ledger.checkpoints import CheckpointService
+from vault.signing import VaultKey, load_or_create_key
+
+log = logging.getLogger("evault")
+
+
+class StartupError(RuntimeError):
+    """The vault refuses to start; the message says what to fix."""
+
+
+@dataclass
+class Vault:
+    settings: Settings
+    db: Database
+    s3_client: Any
+    authoritative: ObjectStore
+    copies: ObjectStore
+    key: VaultKey
+    checkpoints: CheckpointService
+    embedded_s3: EmbeddedS3 | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _checkpointer: threading.Thread | None = None
+
+    @property
+    def public_s3_endpoint(self) -> str | None:
+        return self.settings.s3.public_endpoint or None
+
+    def start_checkpointer(self) -> None:
+        interval = self.settings.vault.checkpoint_interval_seconds
+
+        def report(exc: Exception) -> None:
+            log.warning("checkpointing failed, will retry: %s", exc)
+
+        self._checkpointer = threading.Thread(
+            target=self.checkpoints.run_periodically,
+            args=(interval, self._stop, report),
+            daemon=True,
+            name="evault-checkpointer",
+        )
+        self._checkpointer.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=30)
+        self.db.dispose()
+        if self.embedded_s3 is not None:
+            self.embedded_s3.stop()
+
+
+def open_vault(settings: Settings) -> Vault:
+    """Start (or connect to) every part and check it; on any failure stop what was started and raise."""
+    embedded: EmbeddedS3 | None = None
+    s3 = settings.s3
+    try:
+        if s3.embedded:
+            embedded = EmbeddedS3(settings.data_dir / "s3", s3.embedded_port_base)
+            endpoint = embedded.start()
+            client = make_s3_client(endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region)
+        else:
+            client = make_s3_client(s3.endpoint, s3.access_key, s3.secret_key, s3.region)
+        if s3.create_buckets:
+            ensure_bucket(client, s3.authoritative_bucket, object_lock=True)
+            ensure_bucket(client, s3.copies_bucket, object_lock=False)
+        try:
+            check_worm_bucket(client, s3.authoritative_bucket)
+        except BucketNotWorm as exc:
+            raise StartupError(
+                f"refusing to start: bucket {s3.authoritative_bucket!r} cannot hold authoritative copies: {exc}"
+            ) from exc
+        db = Database(settings.database_url)
+        db.migrate()
+        key = load_or_create_key(
+            settings.vault.signing_key_path,
+            settings.vault.key_name,
+            create="EVAULT_SIGNING_KEY" not in settings.env,
+        )
+    except StorageError as exc:
+        if embedded is not None:
+            embedded.stop()
+        raise StartupError(f"refusing to start: object storage is not usable: {exc}") from exc
+    except BaseException:
+        if embedded is not None:
+            embedded.stop()
+        raise
+    authoritative = ObjectStore(client, s3.authoritative_bucket)
+    retention = timedelta(days=settings.vault.retention_days)
+    return Vault(
+        settings=settings,
+        db=db,
+        s3_client=client,
+        authoritative=authoritative,
+        copies=ObjectStore(client, s3.copies_bucket),
+        key=key,
+        checkpoints=CheckpointService(
+            db, authoritative, key.note_signer, settings.vault.log_origin, retention
+        ),
+        embedded_s3=embedded,
+    )

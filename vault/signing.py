@@ -1,0 +1,69 @@
+"""The vault's Ed25519 key: signs checkpoints (and, later, certificates).
+
+In the embedded default it is generated on first start into the data directory (0600); in production it is
+configured (``EVAULT_SIGNING_KEY``) and a missing file stops the start instead of silently minting a new key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from vault.ledger.note import NoteSigner, NoteVerifier
+
+
+class SigningKeyError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class VaultKey:
+    name: str
+    private_key: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.private_key.public_key()
+
+    @property
+    def note_signer(self) -> NoteSigner:
+        return NoteSigner(self.name, self.private_key)
+
+    @property
+    def note_verifier(self) -> NoteVerifier:
+        return self.note_signer.verifier()
+
+    def public_pem(self) -> str:
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+
+
+def load_or_create_key(path: Path, name: str, *, create: bool) -> VaultKey:
+    if not path.exists():
+        if not create:
+            raise SigningKeyError(
+                f"signing key {path} does not exist (set EVAULT_SIGNING_KEY to a PEM Ed25519 key)"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SigningKeyError(f"signing key {path} is not an Ed25519 private key")
+    return VaultKey(name=name, private_key=key)
+
+
+def load_public_key(pem: bytes) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key

@@ -1,0 +1,80 @@
+"""Vault-out: the authoritative copy leaves this vault's control, and the record says so forever after.
+
+The object itself stays under its compliance-mode retention (it cannot be deleted anyway); what changes is
+that this vault no longer serves it as authoritative.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.models import VaultRecord
+from vault.envelopes import get_envelope, vault_record
+from vault.errors import Conflict, InvalidInput
+from vault.ids import iso, utcnow
+from vault.ledger.events import Actor, append_event
+from vault.runtime import Vault
+
+REASONS = ("transfer", "paper_out", "payoff", "other")
+
+
+def _release_details(reason: str, transferee: dict[str, Any] | None, note: str | None) -> dict[str, Any]:
+    if reason not in REASONS:
+        raise InvalidInput("VaultOut.InvalidReason", f"reason must be one of {REASONS}", field="reason")
+    if reason == "transfer" and not (
+        transferee and isinstance(transferee.get("vault_id"), str) and transferee["vault_id"].strip()
+    ):
+        raise InvalidInput(
+            "VaultOut.TransfereeRequired",
+            "a transfer names the receiving vault: transferee.vault_id",
+            field="transferee.vault_id",
+        )
+    if reason == "other" and not (note and note.strip()):
+        raise InvalidInput("VaultOut.NoteRequired", "reason 'other' needs a note saying why", field="note")
+    details: dict[str, Any] = {}
+    if transferee:
+        details["transferee"] = transferee
+    if note:
+        details["note"] = note
+    return details
+
+
+def vault_out(
+    vault: Vault,
+    actor: Actor,
+    envelope_id: str,
+    reason: str,
+    transferee: dict[str, Any] | None = None,
+    note: str | None = None,
+) -> VaultRecord:
+    details = _release_details(reason, transferee, note)
+    now = utcnow()
+    with vault.db.session() as session:
+        envelope = get_envelope(session, actor.org_id, envelope_id)
+        record = vault_record(session, envelope.id)
+        if record is None:
+            raise Conflict("Vault.NotVaulted", "this envelope has no authoritative copy to release")
+        if record.released_at is not None:
+            raise Conflict(
+                "Vault.AlreadyReleased",
+                "the authoritative copy was already released",
+                released_at=iso(record.released_at),
+            )
+        record.released_at = now
+        record.released_by = actor.key_id
+        record.release_reason = reason
+        record.release_details = details
+        envelope.vault_state = "released"
+        envelope.revision += 1
+        envelope.updated_at = now
+        session.add(record)
+        session.add(envelope)
+        append_event(
+            session,
+            actor=actor,
+            envelope_id=envelope.id,
+            event_type="vault.released",
+            occurred_at=now,
+            data={"authoritative_copy_id": record.id, "reason": reason, **details},
+        )
+    return record
