@@ -27,7 +27,7 @@ def _state(vault: Vault, org_id: str, envelope_id: str) -> tuple[int, int, list[
 
 
 def test_vault_in_stores_exact_bytes_under_compliance_lock(client: Any, vault: Vault, tenant: Any) -> None:
-    org_id, headers = tenant
+    _, headers = tenant
     envelope_id = create_envelope(client, headers)
     pdf = make_pdf(pages=3)
     response = upload(client, headers, envelope_id, pdf)
@@ -76,10 +76,11 @@ def test_multipart_vault_in_with_several_documents_and_metadata(client: Any, ten
     response = client.post(
         f"{API}/envelopes/{envelope_id}/vault-in-upload",
         headers=headers,
-        files=[("document", ("note.pdf", first, "application/pdf")),
-               ("document", ("security.pdf", second, "application/pdf"))],
-        data={"metadata": '{"secured_party": {"name": "Second Bank"}}',
-              "sha256_1": hashlib.sha256(second).hexdigest()},
+        files=[
+            ("document", ("note.pdf", first, "application/pdf")),
+            ("document", ("security.pdf", second, "application/pdf")),
+        ],
+        data={"metadata": '{"secured_party": {"name": "Second Bank"}}', "sha256_1": hashlib.sha256(second).hexdigest()},
     )
     assert response.status_code == 201, response.text
     body = response.json()

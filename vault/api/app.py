@@ -47,7 +47,7 @@ def create_app(vault: Vault) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="evault partner API",
             version="2.0.0",
-            path="/api/v2/openapi",
+            path="/api/v2",
             components=Components(
                 security_schemes={
                     "ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")
