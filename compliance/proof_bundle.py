@@ -38,9 +38,7 @@ class VerifiedBundle:
     events: list[dict[str, Any]]
 
 
-def build_bundle(
-    session: Session, key: VaultKey, envelope_id: str, checkpoint: CheckpointRow
-) -> dict[str, Any]:
+def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: CheckpointRow) -> dict[str, Any]:
     """Every event of the envelope that the checkpoint covers, each with its inclusion proof."""
     tree = tree_for(session, checkpoint.org_id, checkpoint.size)
     events = [e for e in envelope_events(session, envelope_id) if e.leaf_index < checkpoint.size]
@@ -84,9 +82,7 @@ def verifier_for(bundle_key: dict[str, Any], trusted_pem: bytes) -> NoteVerifier
     return named
 
 
-def verify_bundle(
-    text: str | bytes, trusted_pem: bytes, expected_origin: str | None = None
-) -> VerifiedBundle:
+def verify_bundle(text: str | bytes, trusted_pem: bytes, expected_origin: str | None = None) -> VerifiedBundle:
     try:
         bundle = json.loads(text)
     except ValueError as exc:
@@ -95,9 +91,7 @@ def verify_bundle(
         raise LogError(MALFORMED, f"bundle format must be {FORMAT}")
     origin = _field(bundle, "origin", str)
     if expected_origin is not None and origin != expected_origin:
-        raise LogError(
-            "Log.WrongOrigin", "bundle is for another log", origin=origin, expected=expected_origin
-        )
+        raise LogError("Log.WrongOrigin", "bundle is for another log", origin=origin, expected=expected_origin)
     verifier = verifier_for(_field(bundle, "key", dict), trusted_pem)
     checkpoint = verify_checkpoint(_field(bundle, "checkpoint", str), verifier, origin)
     envelope_id = _field(bundle, "envelope_id", str)
@@ -105,11 +99,7 @@ def verify_bundle(
     for item in _field(bundle, "events", list):
         index = _field(item, "leaf_index", int)
         entry = b64decode_strict(_field(item, "entry", str), "entry")
-        proof = [
-            b64decode_strict(h, "proof hash")
-            for h in _field(item, "inclusion_proof", list)
-            if isinstance(h, str)
-        ]
+        proof = [b64decode_strict(h, "proof hash") for h in _field(item, "inclusion_proof", list) if isinstance(h, str)]
         if len(proof) != len(item["inclusion_proof"]):
             raise LogError(MALFORMED, "proof hashes must be base64 strings")
         verify_inclusion(leaf_hash(entry), index, checkpoint.size, proof, checkpoint.root_hash)

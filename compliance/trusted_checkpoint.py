@@ -77,9 +77,7 @@ def check_consistency(
                     new_size=new.size,
                 )
             if known.size > old.size:
-                raise LogError(
-                    "Log.Inconsistent", "OLD is older than the checkpoint already trusted; prove from it"
-                )
+                raise LogError("Log.Inconsistent", "OLD is older than the checkpoint already trusted; prove from it")
     except LogError as exc:
         if state_dir is not None:
             evidence = {

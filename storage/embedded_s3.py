@@ -107,9 +107,7 @@ def _generate_tls(tls_dir: Path) -> None:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -243,9 +241,7 @@ class EmbeddedS3:
             "credentials": [{"accessKey": values["access_key"], "secretKey": values["secret_key"]}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }
-        _write_private(
-            self.config_path / "s3.json", json.dumps({"identities": [identity]}, indent=2).encode()
-        )
+        _write_private(self.config_path / "s3.json", json.dumps({"identities": [identity]}, indent=2).encode())
         _write_private(self.config_path / "security.toml", _security_toml(values, tls_dir).encode())
         return S3Endpoint(self.url("s3"), values["access_key"], values["secret_key"], REGION)
 
@@ -260,7 +256,7 @@ class EmbeddedS3:
             f"-master.port={p.master}",
             f"-master.port.grpc={p.master_grpc}",
             "-master.telemetry=false",
-            "-master.volumeSizeLimitMB=1024",
+            "-master.volumeSizeLimitMB=128",  # -volume.max=0 derives the slot count from free disk / this size
             "-master.electionTimeout=1s",
             f"-volume.port={p.volume}",
             f"-volume.port.grpc={p.volume_grpc}",
@@ -326,9 +322,7 @@ class EmbeddedS3:
         return endpoint
 
     def _wait_ready(self, endpoint: S3Endpoint, timeout: float) -> None:
-        client = make_s3_client(
-            endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region, quick=True
-        )
+        client = make_s3_client(endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region, quick=True)
         deadline = time.monotonic() + timeout
         last = "no attempt"
         assert self._proc is not None
@@ -348,8 +342,7 @@ class EmbeddedS3:
                 last = repr(exc)
             if time.monotonic() > deadline:
                 raise EmbeddedS3Error(
-                    f"embedded SeaweedFS not ready after {timeout}s (last error: {last}); log tail:\n"
-                    f"{self._log_tail()}"
+                    f"embedded SeaweedFS not ready after {timeout}s (last error: {last}); log tail:\n{self._log_tail()}"
                 )
             time.sleep(0.25)
 

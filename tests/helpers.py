@@ -9,16 +9,28 @@ API = "/api/v2/partner"
 
 
 def create_envelope(client: Any, headers: dict[str, str], kind: str = "paper", **extra: Any) -> str:
-    body = {"kind": kind, "title": "Loan 1001", "external_id": "loan-1001",
-            "parties": [{"name": "Ada Borrower", "email": "ada@example.com"}],
-            "secured_party": {"name": "First Bank", "id": "bank-1"}, **extra}
+    body = {
+        "kind": kind,
+        "title": "Loan 1001",
+        "external_id": "loan-1001",
+        "parties": [{"name": "Ada Borrower", "email": "ada@example.com"}],
+        "secured_party": {"name": "First Bank", "id": "bank-1"},
+        **extra,
+    }
     response = client.post(f"{API}/envelopes", json=body, headers=headers)
     assert response.status_code == 201, response.text
     envelope_id: str = response.json()["id"]
     return envelope_id
 
 
-def upload(client: Any, headers: dict[str, str], envelope_id: str, data: bytes, *, flow: str = "upload",
-           sha256: str | None = None) -> Any:
+def upload(
+    client: Any,
+    headers: dict[str, str],
+    envelope_id: str,
+    data: bytes,
+    *,
+    flow: str = "upload",
+    sha256: str | None = None,
+) -> Any:
     extra = {"Content-Type": "application/pdf", "X-Content-SHA256": sha256 or hashlib.sha256(data).hexdigest()}
     return client.post(f"{API}/envelopes/{envelope_id}/vault-in-{flow}", content=data, headers={**headers, **extra})

@@ -201,9 +201,7 @@ def make_signed_pdf(pages: int = 1) -> bytes:
         signing_cert=cert, signing_key=key, cert_registry=SimpleCertificateStore.from_certs([root])
     )
     meta = signers.PdfSignatureMetadata(field_name="Signature1", subfilter=SigSeedSubFilter.PADES)
-    out = signers.sign_pdf(
-        IncrementalPdfFileWriter(io.BytesIO(make_pdf(pages, "Signed agreement"))), meta, signer
-    )
+    out = signers.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(make_pdf(pages, "Signed agreement"))), meta, signer)
     signed: bytes = out.getvalue()
     return signed
 

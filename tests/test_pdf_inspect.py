@@ -21,9 +21,7 @@ def _code(data: bytes) -> str:
 
 
 def test_good_pdf_facts() -> None:
-    assert inspect_pdf(pdf_factory.make_pdf(pages=7)) == PdfFacts(
-        page_count=7, signature_count=0, pdf_version="1.3"
-    )
+    assert inspect_pdf(pdf_factory.make_pdf(pages=7)) == PdfFacts(page_count=7, signature_count=0, pdf_version="1.3")
 
 
 def test_padded_1mib_pdf_is_accepted() -> None:
@@ -50,9 +48,7 @@ def test_not_pdf(data: bytes) -> None:
     assert _code(data) == "Document.NotPdf"
 
 
-@pytest.mark.parametrize(
-    "make", [pdf_factory.make_encrypted_pdf, pdf_factory.make_encrypted_pdf_empty_password]
-)
+@pytest.mark.parametrize("make", [pdf_factory.make_encrypted_pdf, pdf_factory.make_encrypted_pdf_empty_password])
 def test_encrypted(make: Callable[[], bytes]) -> None:
     assert _code(make()) == "Document.Encrypted"
 

@@ -1,0 +1,106 @@
+"""Re-deriving an organisation's ledger from its raw entries and comparing it with what WORM holds.
+
+The database alone is not trusted: every entry is re-hashed, every envelope chain re-linked, every root
+recomputed and compared with the checkpoints signed into the WORM bucket. Findings are collected, never
+stopped at the first (Tessera's fsck), so one report names every fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import col, select
+
+from storage.keys import checkpoint_key
+from storage.models import Checkpoint as CheckpointRow
+from storage.models import Event
+from vault.ledger.chain import verify_chain
+from vault.ledger.checkpoint import verify_checkpoint
+from vault.ledger.checkpoints import tree_for
+from vault.ledger.errors import LogError
+from vault.ledger.events import log_size
+from vault.ledger.merkle import leaf_hash, root_from_leaf_hashes
+from vault.runtime import Vault
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _worm_notes(vault: Vault, org_id: str) -> dict[int, str]:
+    prefix = checkpoint_key(org_id, 0).rsplit("/", 1)[0] + "/"
+    notes: dict[int, str] = {}
+    paginator = vault.s3_client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=vault.authoritative.bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            name = obj["Key"].rsplit("/", 1)[1]
+            if name.isdigit():
+                head = vault.authoritative.head(obj["Key"], None)
+                notes[int(name)] = vault.authoritative.read(obj["Key"], head.version_id).decode()
+    return notes
+
+
+def audit_log(vault: Vault, org_id: str) -> list[Finding]:
+    findings: list[Finding] = []
+    with vault.db.session() as session:
+        events = list(session.exec(select(Event).where(Event.org_id == org_id).order_by(col(Event.leaf_index))))
+        size = log_size(session, org_id)
+        stored_leaves = tree_for(session, org_id, size).leaf_hashes(0, size) if size else []
+        rows = {r.size: r for r in session.exec(select(CheckpointRow).where(CheckpointRow.org_id == org_id))}
+    if [e.leaf_index for e in events] != list(range(size)):
+        findings.append(
+            Finding(
+                "Log.EntriesMissing",
+                "leaf indexes are not 0..size-1: entries deleted or inserted",
+                {"size": size, "events": len(events)},
+            )
+        )
+    leaves = [leaf_hash(e.entry) for e in events]
+    for event, leaf, stored in zip(events, leaves, stored_leaves, strict=False):
+        if hashlib.sha256(event.entry).hexdigest() != event.entry_hash or leaf != stored:
+            findings.append(
+                Finding(
+                    "Log.EntryEdited",
+                    "an entry no longer hashes to its leaf",
+                    {"leaf_index": event.leaf_index, "envelope_id": event.envelope_id},
+                )
+            )
+    chains: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        if event.envelope_id:
+            chains[event.envelope_id].append(event)
+    for envelope_id, chain in chains.items():
+        try:
+            verify_chain(envelope_id, [e.entry for e in sorted(chain, key=lambda e: e.chain_seq or 0)])
+        except LogError as exc:
+            findings.append(Finding(exc.code, exc.message, {"envelope_id": envelope_id, **exc.details}))
+    worm = _worm_notes(vault, org_id)
+    verifier = vault.key.note_verifier
+    for cp_size in sorted(set(worm) | set(rows)):
+        note = worm.get(cp_size)
+        if note is None:
+            findings.append(
+                Finding("Checkpoint.MissingInWorm", "a database checkpoint has no WORM copy", {"size": cp_size})
+            )
+            continue
+        try:
+            checkpoint = verify_checkpoint(note, verifier, vault.checkpoints.origin(org_id))
+        except LogError as exc:
+            findings.append(Finding(exc.code, f"WORM checkpoint: {exc.message}", {"size": cp_size}))
+            continue
+        row = rows.get(cp_size)
+        if row is None or row.note != note:
+            findings.append(
+                Finding("Checkpoint.Mismatch", "the database checkpoint differs from the WORM one", {"size": cp_size})
+            )
+        if cp_size > len(leaves) or root_from_leaf_hashes(leaves[:cp_size]) != checkpoint.root_hash:
+            findings.append(
+                Finding("Log.RootMismatch", "the entries no longer produce the signed root", {"size": cp_size})
+            )
+    return findings

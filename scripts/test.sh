@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# The test command (README quick start, command 2; .ci/run execs it).
+#
+#   bash scripts/test.sh [pytest args...]
+#
+# Idempotent, and works on a fresh machine: creates .venv and installs the package with its test extras,
+# installs PostgreSQL and docker-compose with apt when missing (as root), starts a throwaway PostgreSQL
+# cluster on 127.0.0.1:${EVAULT_TEST_PG_PORT:-55432} as an unprivileged user (stopped and removed on exit),
+# validates docker/compose.yaml, runs ruff and mypy, then pytest twice: on SQLite and on PostgreSQL.
+# Exits non-zero if any step fails or a pytest run collects no tests.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+PY=$VENV/bin/python
+PG_PORT=${EVAULT_TEST_PG_PORT:-55432}
+PG_DB=evault_test
+START=$SECONDS
+
+section() { printf '\n=== %s (+%ss)\n' "$*" "$((SECONDS - START))"; }
+die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+APT_UPDATED=0
+apt_install() {
+    is_root || die "missing $*: install it (apt-get install $*) or run this script as root"
+    command -v apt-get >/dev/null || die "missing $* and no apt-get to install it with"
+    if [ "$APT_UPDATED" = 0 ]; then
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    echo "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- Python environment ----------------------------------------------------------------------------------
+section "python environment"
+if [ ! -x "$PY" ]; then
+    echo "creating .venv"
+    if ! python3 -m venv "$VENV"; then
+        rm -rf "$VENV"
+        apt_install python3-venv
+        python3 -m venv "$VENV"
+    fi
+fi
+PIP_LOG=$(mktemp)
+if ! "$PY" -m pip install -q --disable-pip-version-check -e '.[test]' >"$PIP_LOG" 2>&1; then
+    cat "$PIP_LOG" >&2
+    rm -f "$PIP_LOG"
+    die "pip install -e '.[test]' failed"
+fi
+rm -f "$PIP_LOG"
+"$PY" --version
+
+# --- System tools: PostgreSQL server, docker-compose -------------------------------------------------------
+find_pg_bin() {
+    local d
+    if command -v initdb >/dev/null; then
+        dirname "$(readlink -f "$(command -v initdb)")"
+        return
+    fi
+    for d in /usr/lib/postgresql/*/bin; do
+        [ -x "$d/initdb" ] && echo "$d"
+    done | sort -V | tail -n 1
+}
+
+section "system tools"
+PG_BIN=$(find_pg_bin)
+missing=()
+[ -n "$PG_BIN" ] || missing+=(postgresql)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+    if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        # The package may have created and started its own "main" cluster; we use a private one instead.
+        if command -v pg_lsclusters >/dev/null; then
+            pg_lsclusters --no-header 2>/dev/null | awk '$4 == "online" { print $1, $2 }' |
+                while read -r ver name; do pg_ctlcluster "$ver" "$name" stop || true; done
+        fi
+        PG_BIN=$(find_pg_bin)
+        [ -n "$PG_BIN" ] || die "postgresql installed but no initdb found"
+    fi
+fi
+echo "postgresql: $("$PG_BIN/postgres" --version)"
+echo "docker-compose: $(docker-compose version --short 2>/dev/null || echo '?')"
+
+# --- Throwaway PostgreSQL cluster -------------------------------------------------------------------------
+# Root cannot run postgres: use the Debian package's "postgres" user, else a dedicated system user.
+if is_root; then
+    if id -u postgres >/dev/null 2>&1; then
+        PG_USER=postgres
+    else
+        PG_USER=evault-ci
+        id -u "$PG_USER" >/dev/null 2>&1 ||
+            useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
+    fi
+    as_pg() { (cd / && runuser -u "$PG_USER" -- "$@"); }
+    PG_TMP=$(mktemp -d /tmp/evault-pg.XXXXXX)
+    chown "$PG_USER" "$PG_TMP"
+else
+    PG_USER=$(id -un)
+    as_pg() { (cd / && "$@"); }
+    PG_TMP=$(mktemp -d "${TMPDIR:-/tmp}/evault-pg.XXXXXX")
+fi
+PG_DATA=$PG_TMP/data
+PG_PID=
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$PG_PID" ]; then
+        echo "stopping postgresql"
+        as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" stop -m fast -w -t 30 >/dev/null 2>&1 ||
+            as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" stop -m immediate -w >/dev/null 2>&1 ||
+            kill "$PG_PID" 2>/dev/null || true
+        wait "$PG_PID" 2>/dev/null || true # reap it: no zombie left behind
+    fi
+    rm -rf "$PG_TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+section "postgresql cluster on 127.0.0.1:$PG_PORT (user $PG_USER)"
+as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U "$PG_USER" --auth=trust --encoding=UTF8 --locale=C --no-sync \
+    >"$PG_TMP/initdb.log" 2>&1 || { cat "$PG_TMP/initdb.log" >&2; die "initdb failed"; }
+cat >>"$PG_DATA/postgresql.conf" <<EOF
+
+# evault test cluster: loopback only, private socket dir, no durability needed
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_TMP'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+# A child of this script (not daemonized by pg_ctl), so that it is reaped when it stops.
+as_pg "$PG_BIN/postgres" -D "$PG_DATA" >"$PG_TMP/server.log" 2>&1 &
+PG_PID=$!
+# Ours is ready when it is alive, its postmaster.pid says so (not another server on the same port) and
+# pg_isready gets an answer.
+pg_ready() {
+    kill -0 "$PG_PID" 2>/dev/null &&
+        [ "$(sed -n 8p "$PG_DATA/postmaster.pid" 2>/dev/null | tr -d ' ')" = ready ] &&
+        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
+}
+for _ in $(seq 1 120); do
+    pg_ready && break
+    kill -0 "$PG_PID" 2>/dev/null || break
+    sleep 0.5
+done
+if ! pg_ready; then
+    cat "$PG_TMP/server.log" >&2
+    die "postgresql did not start (is port $PG_PORT taken? set EVAULT_TEST_PG_PORT)"
+fi
+"$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT"
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$PG_DB"
+PG_URL="postgresql+psycopg://$PG_USER@127.0.0.1:$PG_PORT/$PG_DB"
+echo "database: $PG_URL"
+
+# --- Checks: each one runs, failures are collected and reported at the end ---------------------------------
+failed=()
+check() {
+    local name=$1
+    shift
+    section "$name"
+    local rc=0
+    "$@" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "--> $name: FAILED (exit $rc)"
+        failed+=("$name")
+    fi
+}
+run_pytest() {
+    local rc=0
+    "$PY" -m pytest "$@" || rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "--> pytest collected no tests: that counts as a failure"
+    fi
+    return "$rc"
+}
+run_pytest_pg() { EVAULT_TEST_DATABASE_URL="$PG_URL" run_pytest "$@"; }
+
+check "docker-compose config" docker-compose -f docker/compose.yaml config -q
+check "ruff check" "$PY" -m ruff check .
+check "ruff format --check" "$PY" -m ruff format --check .
+check "mypy" "$PY" -m mypy
+
+unset EVAULT_TEST_DATABASE_URL
+check "pytest on sqlite" run_pytest "$@"
+check "pytest on postgresql" run_pytest_pg "$@"
+
+section "summary"
+if [ "${#failed[@]}" -gt 0 ]; then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "all checks passed in $((SECONDS - START))s"

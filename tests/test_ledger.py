@@ -1,0 +1,149 @@
+"""The ledger end to end: chains, checkpoints in WORM, proof bundles checked offline, and forgeries caught."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import select
+
+from compliance.log_audit import audit_log
+from compliance.proof_bundle import verify_bundle
+from storage.models import Checkpoint as CheckpointRow
+from storage.models import Event
+from tests.helpers import API, create_envelope, upload
+from tests.pdf_factory import make_pdf
+from vault.cli import main
+from vault.ledger.chain import verify_chain
+from vault.ledger.errors import LogError
+from vault.runtime import Vault
+
+
+def _busy_envelope(client: Any, headers: dict[str, str]) -> str:
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, make_pdf()).status_code == 201
+    assert client.get(f"{API}/envelopes/{envelope_id}/vault/signed-url", headers=headers).status_code == 200
+    assert client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers).status_code == 200
+    assert (
+        client.post(
+            f"{API}/envelopes/{envelope_id}/vault-out", json={"reason": "paper_out"}, headers=headers
+        ).status_code
+        == 200
+    )
+    return envelope_id
+
+
+def _codes(vault: Vault, org_id: str) -> set[str]:
+    return {finding.code for finding in audit_log(vault, org_id)}
+
+
+def test_chain_links_every_event_and_checkpoint_lands_in_worm(client: Any, vault: Vault, tenant: Any) -> None:
+    org_id, headers = tenant
+    envelope_id = _busy_envelope(client, headers)
+    with vault.db.session() as session:
+        events = session.exec(select(Event).where(Event.envelope_id == envelope_id).order_by(Event.chain_seq)).all()
+    parsed = verify_chain(envelope_id, [e.entry for e in events])
+    assert [p["type"] for p in parsed] == [
+        "envelope.created",
+        "vault.vaulted_in",
+        "vault.retrieval_issued",
+        "vault.copy_issued",
+        "vault.released",
+    ]
+    checkpoint = client.get(f"{API}/log/checkpoint", headers=headers).json()
+    assert checkpoint["size"] == events[-1].leaf_index + 1
+    stored = vault.s3_client.get_object(
+        Bucket=vault.authoritative.bucket, Key=checkpoint["worm_key"], VersionId=checkpoint["worm_version_id"]
+    )
+    assert stored["Body"].read().decode() == checkpoint["note"]
+    assert stored["ObjectLockMode"] == "COMPLIANCE"
+    assert _codes(vault, org_id) == set()
+
+
+def test_bundle_verifies_offline_with_only_the_public_key(
+    client: Any, vault: Vault, tenant: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, headers = tenant
+    envelope_id = _busy_envelope(client, headers)
+    bundle = client.get(f"{API}/envelopes/{envelope_id}/proof", headers=headers)
+    assert bundle.status_code == 200, bundle.text
+    keys = client.get("/.well-known/evault/keys").json()["keys"][0]
+    (tmp_path / "bundle.json").write_text(bundle.text)
+    (tmp_path / "vault.pem").write_text(keys["pem"])
+    assert main(["log", "verify", str(tmp_path / "bundle.json"), "--public-key", str(tmp_path / "vault.pem")]) == 0
+    assert "5 events" in capsys.readouterr().out
+
+    tampered = bundle.json()
+    tampered["events"][1]["entry"] = tampered["events"][2]["entry"]
+    with pytest.raises(LogError) as caught:
+        verify_bundle(json.dumps(tampered), keys["pem"].encode())
+    assert caught.value.code == "Log.InvalidProof"
+    (tmp_path / "bad.json").write_text(json.dumps(tampered))
+    assert main(["log", "verify", str(tmp_path / "bad.json"), "--public-key", str(tmp_path / "vault.pem")]) == 1
+    dropped = bundle.json()
+    del dropped["events"][2]
+    with pytest.raises(LogError) as broken:
+        verify_bundle(json.dumps(dropped), keys["pem"].encode())
+    assert broken.value.code == "Chain.Broken"
+
+
+def test_consistency_between_two_checkpoints_via_cli(client: Any, tenant: Any, tmp_path: Path) -> None:
+    _, headers = tenant
+    _busy_envelope(client, headers)
+    old = client.post(f"{API}/log/checkpoint", headers=headers).json()
+    _busy_envelope(client, headers)
+    new = client.post(f"{API}/log/checkpoint", headers=headers).json()
+    proof = client.get(
+        f"{API}/log/proof/consistency", params={"first": old["size"], "second": new["size"]}, headers=headers
+    )
+    pem = client.get("/.well-known/evault/keys").json()["keys"][0]["pem"]
+    for name, content in {"old": old["note"], "new": new["note"], "proof": proof.text, "pem": pem}.items():
+        (tmp_path / name).write_text(content)
+    args = [
+        str(tmp_path / "old"),
+        str(tmp_path / "new"),
+        "--proof",
+        str(tmp_path / "proof"),
+        "--public-key",
+        str(tmp_path / "pem"),
+        "--state",
+        str(tmp_path / "state"),
+    ]
+    assert main(["log", "consistency", *args]) == 0
+    # Swapped: the newer checkpoint cannot be "extended" by the older one; evidence is kept.
+    swapped = [args[1], args[0], *args[2:]]
+    assert main(["log", "consistency", *swapped]) == 1
+    assert list((tmp_path / "state" / "evidence").iterdir())
+
+
+@pytest.mark.parametrize("fault", ["edit_entry", "delete_entry", "edit_checkpoint_row", "drop_checkpoint_row"])
+def test_database_tampering_is_detected_against_worm(client: Any, vault: Vault, tenant: Any, fault: str) -> None:
+    org_id, headers = tenant
+    envelope_id = _busy_envelope(client, headers)
+    client.post(f"{API}/log/checkpoint", headers=headers)
+    assert _codes(vault, org_id) == set()
+    with vault.db.session() as session:
+        target = session.exec(select(Event).where(Event.envelope_id == envelope_id, Event.chain_seq == 2)).one()
+        if fault == "edit_entry":
+            target.entry = target.entry.replace(b"retrieval_issued", b"retrieval_isXued")
+            session.add(target)
+        elif fault == "delete_entry":
+            session.execute(text("DELETE FROM event WHERE id = :id"), {"id": target.id})
+        else:
+            row = session.exec(select(CheckpointRow).where(CheckpointRow.org_id == org_id)).first()
+            assert row is not None
+            if fault == "edit_checkpoint_row":
+                row.note = row.note.replace("\n\n", "\nforged\n\n", 1)
+                session.add(row)
+            else:
+                session.delete(row)
+    expected = {
+        "edit_entry": {"Log.EntryEdited", "Chain.Broken", "Log.RootMismatch"},
+        "delete_entry": {"Log.EntriesMissing", "Chain.Broken", "Log.RootMismatch"},
+        "edit_checkpoint_row": {"Checkpoint.Mismatch"},
+        "drop_checkpoint_row": {"Checkpoint.Mismatch"},
+    }[fault]
+    assert expected <= _codes(vault, org_id)
