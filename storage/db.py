@@ -24,9 +24,7 @@ def _sqlite_engine(url: str) -> Engine:
     path = url.removeprefix("sqlite:///")
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        url, connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None}
-    )
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -39,9 +39,7 @@ _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "NotFound
 _CLIENT_PARAMS: weakref.WeakKeyDictionary[Any, tuple[str, str, str, bool]] = weakref.WeakKeyDictionary()
 
 
-def make_s3_client(
-    endpoint: str, access_key: str, secret_key: str, region: str, *, quick: bool = False
-) -> S3Client:
+def make_s3_client(endpoint: str, access_key: str, secret_key: str, region: str, *, quick: bool = False) -> S3Client:
     """Path-style SigV4 client; ``quick`` (short timeouts, no retries) is for readiness probes."""
     config = Config(
         signature_version="s3v4",
@@ -209,9 +207,7 @@ class ObjectStore:
         """Store a non-authoritative object (copies bucket): still checksummed and never overwriting."""
         return self._put(key, data, content_type, None)
 
-    def _put(
-        self, key: str, data: bytes, content_type: str, retain_until: dt.datetime | None
-    ) -> StoredObject:
+    def _put(self, key: str, data: bytes, content_type: str, retain_until: dt.datetime | None) -> StoredObject:
         digest = hashlib.sha256(data).digest()
         ours = StoredObject(key, "", digest.hex(), len(data))
         kwargs: dict[str, Any] = {
@@ -234,9 +230,7 @@ class ObjectStore:
             raise error from exc
         echoed = _b64_to_hex(response.get("ChecksumSHA256"))
         if echoed is not None and echoed != ours.sha256_hex:
-            raise ChecksumMismatch(
-                f"put {self.bucket}/{key}: server stored SHA-256 {echoed}, sent {ours.sha256_hex}"
-            )
+            raise ChecksumMismatch(f"put {self.bucket}/{key}: server stored SHA-256 {echoed}, sent {ours.sha256_hex}")
         return StoredObject(key, response.get("VersionId") or "null", ours.sha256_hex, ours.size)
 
     def _existing_or_conflict(self, ours: StoredObject) -> StoredObject:
@@ -307,9 +301,7 @@ class ObjectStore:
         """Stream the version; the checksum verdict comes after the last chunk, so abort on an exception."""
         what = f"read {self.bucket}/{key}@{version_id}"
         try:
-            r = self.client.get_object(
-                Bucket=self.bucket, Key=key, VersionId=version_id, ChecksumMode="ENABLED"
-            )
+            r = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=version_id, ChecksumMode="ENABLED")
         except (ClientError, BotoCoreError) as exc:
             error = storage_error(exc, what)
             if isinstance(error, StorageUnavailable) and isinstance(exc, ClientError):
@@ -338,13 +330,9 @@ class ObjectStore:
             self.head(key, version_id)
         except StorageError:
             return error
-        return StorageUnavailable(
-            f"{error} (HEAD succeeds: if this persists, the stored bytes may be damaged)"
-        )
+        return StorageUnavailable(f"{error} (HEAD succeeds: if this persists, the stored bytes may be damaged)")
 
-    def presign_get(
-        self, key: str, version_id: str, expires_in: int, public_endpoint: str | None = None
-    ) -> str:
+    def presign_get(self, key: str, version_id: str, expires_in: int, public_endpoint: str | None = None) -> str:
         """A GET URL for exactly this version, signed for ``public_endpoint`` when clients reach S3 there."""
         client = self.client if not public_endpoint else self._presigner(public_endpoint)
         return client.generate_presigned_url(
@@ -367,9 +355,7 @@ class ObjectStore:
         """Version ids of ``key`` (newest first), delete markers excluded."""
         versions: list[str] = []
         try:
-            for page in self.client.get_paginator("list_object_versions").paginate(
-                Bucket=self.bucket, Prefix=key
-            ):
+            for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key):
                 versions += [v["VersionId"] for v in page.get("Versions", []) if v.get("Key") == key]
         except (ClientError, BotoCoreError) as exc:
             _raise(exc, f"list versions {self.bucket}/{key}")

@@ -103,9 +103,7 @@ class Settings:
         if endpoint and not endpoint.startswith(("http://", "https://")):
             raise SettingsError(f"EVAULT_S3_ENDPOINT must be an http(s) URL, got {endpoint!r}")
         if endpoint and not (env.get("EVAULT_S3_ACCESS_KEY") and env.get("EVAULT_S3_SECRET_KEY")):
-            raise SettingsError(
-                "EVAULT_S3_ACCESS_KEY and EVAULT_S3_SECRET_KEY are required with EVAULT_S3_ENDPOINT"
-            )
+            raise SettingsError("EVAULT_S3_ACCESS_KEY and EVAULT_S3_SECRET_KEY are required with EVAULT_S3_ENDPOINT")
         s3 = S3Settings(
             endpoint=endpoint,
             public_endpoint=env.get("EVAULT_S3_PUBLIC_ENDPOINT", ""),

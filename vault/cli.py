@@ -79,9 +79,9 @@ def _log_consistency(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="evault", description="E-vault and compliance archive")
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "serve", help="run the API (embedded SeaweedFS + SQLite unless configured)"
-    ).set_defaults(run=_serve)
+    commands.add_parser("serve", help="run the API (embedded SeaweedFS + SQLite unless configured)").set_defaults(
+        run=_serve
+    )
     log = commands.add_parser("log", help="check transparency-log evidence offline").add_subparsers(
         dest="log_command", required=True
     )
@@ -93,13 +93,9 @@ def parser() -> argparse.ArgumentParser:
     consistency = log.add_parser("consistency", help="check that checkpoint NEW extends checkpoint OLD")
     consistency.add_argument("old")
     consistency.add_argument("new")
-    consistency.add_argument(
-        "--proof", required=True, help="consistency proof JSON from /log/proof/consistency"
-    )
+    consistency.add_argument("--proof", required=True, help="consistency proof JSON from /log/proof/consistency")
     consistency.add_argument("--public-key", required=True)
-    consistency.add_argument(
-        "--state", help="directory keeping the last accepted checkpoint and any evidence"
-    )
+    consistency.add_argument("--state", help="directory keeping the last accepted checkpoint and any evidence")
     consistency.set_defaults(run=_log_consistency)
     return root
 

@@ -107,9 +107,7 @@ def _overlay_content(lines: list[str], frame: str, width: float, height: float) 
 
 def _overlay_page(mark: CopyMark, page: PageObject) -> PageObject:
     frame, width, height = _display_frame(page)
-    overlay = PageObject.create_blank_page(
-        width=float(page.mediabox.width), height=float(page.mediabox.height)
-    )
+    overlay = PageObject.create_blank_page(width=float(page.mediabox.width), height=float(page.mediabox.height))
     font = DictionaryObject(
         {
             NameObject("/Type"): NameObject("/Font"),
@@ -118,9 +116,7 @@ def _overlay_page(mark: CopyMark, page: PageObject) -> PageObject:
             NameObject("/Encoding"): NameObject("/WinAnsiEncoding"),
         }
     )
-    light = DictionaryObject(
-        {NameObject("/Type"): NameObject("/ExtGState"), NameObject("/ca"): FloatObject(0.15)}
-    )
+    light = DictionaryObject({NameObject("/Type"): NameObject("/ExtGState"), NameObject("/ca"): FloatObject(0.15)})
     overlay[NameObject("/Resources")] = DictionaryObject(
         {
             NameObject("/Font"): DictionaryObject({NameObject("/MarkF"): font}),

@@ -49,16 +49,12 @@ class IssuedUrl:
         }
 
 
-def _vaulted(
-    vault: Vault, org_id: str, envelope_id: str
-) -> tuple[Envelope, VaultRecord, list[VaultedDocument]]:
+def _vaulted(vault: Vault, org_id: str, envelope_id: str) -> tuple[Envelope, VaultRecord, list[VaultedDocument]]:
     with vault.db.session() as session:
         envelope = get_envelope(session, org_id, envelope_id)
         record = vault_record(session, envelope.id)
         if record is None:
-            raise Conflict(
-                "Vault.NotVaulted", "this envelope has no authoritative copy yet", envelope_id=envelope_id
-            )
+            raise Conflict("Vault.NotVaulted", "this envelope has no authoritative copy yet", envelope_id=envelope_id)
         return envelope, record, vaulted_documents(session, record.id)
 
 
@@ -71,9 +67,7 @@ def _select(documents: list[VaultedDocument], document_id: str | None) -> list[V
     return chosen
 
 
-def authoritative_urls(
-    vault: Vault, actor: Actor, envelope_id: str, document_id: str | None = None
-) -> list[IssuedUrl]:
+def authoritative_urls(vault: Vault, actor: Actor, envelope_id: str, document_id: str | None = None) -> list[IssuedUrl]:
     envelope, record, documents = _vaulted(vault, actor.org_id, envelope_id)
     if record.released_at is not None:
         raise Conflict(
@@ -123,9 +117,7 @@ def _read_verified(vault: Vault, doc: VaultedDocument) -> bytes:
     return data
 
 
-def issue_copies(
-    vault: Vault, actor: Actor, envelope_id: str, document_id: str | None = None
-) -> list[IssuedUrl]:
+def issue_copies(vault: Vault, actor: Actor, envelope_id: str, document_id: str | None = None) -> list[IssuedUrl]:
     """Make, store and register one marked copy per selected document, then hand out its URL."""
     envelope, record, documents = _vaulted(vault, actor.org_id, envelope_id)
     expiry = vault.settings.vault.url_expiry_seconds
@@ -136,13 +128,9 @@ def issue_copies(
         stamped = stamp_copy(_read_verified(vault, doc), CopyMark(copy_id, envelope.id, doc.sha256, now))
         digest = hashlib.sha256(stamped).hexdigest()
         if digest == doc.sha256:
-            raise IntegrityFailure(
-                "Vault.CopyNotMarked", "a copy came out identical to the authoritative copy"
-            )
+            raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")
         try:
-            stored = vault.copies.put_plain(
-                copy_key(envelope.org_id, envelope.id, copy_id), stamped, "application/pdf"
-            )
+            stored = vault.copies.put_plain(copy_key(envelope.org_id, envelope.id, copy_id), stamped, "application/pdf")
         except StorageError as exc:
             raise Unavailable("Storage.Unavailable", "object storage did not accept the copy; retry") from exc
         with vault.db.session() as session:

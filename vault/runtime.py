@@ -112,8 +112,6 @@ def open_vault(settings: Settings) -> Vault:
         authoritative=authoritative,
         copies=ObjectStore(client, s3.copies_bucket),
         key=key,
-        checkpoints=CheckpointService(
-            db, authoritative, key.note_signer, settings.vault.log_origin, retention
-        ),
+        checkpoints=CheckpointService(db, authoritative, key.note_signer, settings.vault.log_origin, retention),
         embedded_s3=embedded,
     )

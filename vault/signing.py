@@ -46,9 +46,7 @@ class VaultKey:
 def load_or_create_key(path: Path, name: str, *, create: bool) -> VaultKey:
     if not path.exists():
         if not create:
-            raise SigningKeyError(
-                f"signing key {path} does not exist (set EVAULT_SIGNING_KEY to a PEM Ed25519 key)"
-            )
+            raise SigningKeyError(f"signing key {path} does not exist (set EVAULT_SIGNING_KEY to a PEM Ed25519 key)")
         path.parent.mkdir(parents=True, exist_ok=True)
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

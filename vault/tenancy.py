@@ -44,9 +44,7 @@ class Principal:
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
-            raise Forbidden(
-                "Auth.InsufficientScope", f"this key lacks the scope {scope}", required_scope=scope
-            )
+            raise Forbidden("Auth.InsufficientScope", f"this key lacks the scope {scope}", required_scope=scope)
 
     def actor(self, source: str | None = None, user_agent: str | None = None) -> Actor:
         return Actor(self.org_id, self.key_id, self.key_prefix, source, user_agent)
@@ -104,9 +102,7 @@ def authenticate(session: Session, raw: str | None) -> Principal:
     if not raw:
         raise Unauthenticated("Auth.MissingKey", "send your API key in the X-API-Key header")
     if not KEY_PATTERN.fullmatch(raw):
-        raise Unauthenticated(
-            "Auth.MalformedKey", "an API key is lk_ followed by at least 40 URL-safe characters"
-        )
+        raise Unauthenticated("Auth.MalformedKey", "an API key is lk_ followed by at least 40 URL-safe characters")
     key = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(raw))).first()
     if key is None:
         raise Unauthenticated("Auth.UnknownKey", "this API key is not known")

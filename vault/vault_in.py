@@ -135,18 +135,12 @@ def vault_in(
         try:
             stored.append(vault.authoritative.put_write_once(key, upload.data, retain_until=retain_until))
         except ChecksumMismatch as exc:
-            raise InvalidInput(
-                "Document.HashMismatch", "the storage server refused the bytes' checksum"
-            ) from exc
+            raise InvalidInput("Document.HashMismatch", "the storage server refused the bytes' checksum") from exc
         except StorageError as exc:
-            raise Unavailable(
-                "Storage.Unavailable", "object storage did not accept the document; retry"
-            ) from exc
+            raise Unavailable("Storage.Unavailable", "object storage did not accept the document; retry") from exc
 
     try:
-        return _record(
-            vault, actor, envelope.id, checked, stored, source, secured_party, caller_metadata, retain_until
-        )
+        return _record(vault, actor, envelope.id, checked, stored, source, secured_party, caller_metadata, retain_until)
     except (IntegrityError, _Raced):
         # A concurrent vault-in of this envelope committed first.
         return _replay_or_conflict(vault, envelope, digests)

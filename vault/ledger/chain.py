@@ -38,9 +38,7 @@ def verify_chain(envelope_id: str, entries: Sequence[bytes]) -> list[dict[str, A
         if value.get("envelope") != envelope_id:
             raise LogError(CHAIN_BROKEN, "entry belongs to another envelope", seq=seq)
         if value.get("seq") != seq:
-            raise LogError(
-                CHAIN_BROKEN, "chain sequence has a gap or is reordered", seq=seq, found=value.get("seq")
-            )
+            raise LogError(CHAIN_BROKEN, "chain sequence has a gap or is reordered", seq=seq, found=value.get("seq"))
         if value.get("prev") != prev:
             raise LogError(CHAIN_BROKEN, "entry does not name its predecessor's hash", seq=seq)
         prev = hashlib.sha256(entry).hexdigest()

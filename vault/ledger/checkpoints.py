@@ -46,10 +46,7 @@ def origin_for(prefix: str, org_id: str) -> str:
 
 def latest_checkpoint(session: Session, org_id: str) -> CheckpointRow | None:
     return session.exec(
-        select(CheckpointRow)
-        .where(CheckpointRow.org_id == org_id)
-        .order_by(col(CheckpointRow.size).desc())
-        .limit(1)
+        select(CheckpointRow).where(CheckpointRow.org_id == org_id).order_by(col(CheckpointRow.size).desc()).limit(1)
     ).first()
 
 
@@ -104,9 +101,7 @@ class CheckpointService:
         retain_until = utcnow() + self.retention
         key = checkpoint_key(org_id, checkpoint.size)
         try:
-            stored = self.worm.put_write_once(
-                key, note.encode(), retain_until=retain_until, content_type="text/plain"
-            )
+            stored = self.worm.put_write_once(key, note.encode(), retain_until=retain_until, content_type="text/plain")
         except ObjectConflict:
             # Another process signed this size first (cosignature times differ): its note is the record.
             current = self.worm.head(key, None)
@@ -158,9 +153,7 @@ class CheckpointService:
             ).all()
             return list(rows)
 
-    def run_periodically(
-        self, interval: float, stop: threading.Event, on_error: Callable[[Exception], None]
-    ) -> None:
+    def run_periodically(self, interval: float, stop: threading.Event, on_error: Callable[[Exception], None]) -> None:
         """Checkpoint every organisation with new events every ``interval`` seconds until ``stop`` is set."""
         while not stop.wait(interval):
             try:

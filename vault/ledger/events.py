@@ -133,9 +133,7 @@ def append_event(
 
 
 def envelope_events(session: Session, envelope_id: str) -> list[Event]:
-    return list(
-        session.exec(select(Event).where(Event.envelope_id == envelope_id).order_by(col(Event.chain_seq)))
-    )
+    return list(session.exec(select(Event).where(Event.envelope_id == envelope_id).order_by(col(Event.chain_seq))))
 
 
 def log_size(session: Session, org_id: str) -> int:

@@ -193,8 +193,7 @@ def open_note(message: str, verifiers: Iterable[NoteVerifier]) -> tuple[str, lis
     if not verified:
         for sig in ignored:  # say why, when a line is close to a trusted key
             if any(
-                sig.name == v.name or sig.key_id == v.key_id or v.verify(text, sig.signature)
-                for v in known.values()
+                sig.name == v.name or sig.key_id == v.key_id or v.verify(text, sig.signature) for v in known.values()
             ):
                 raise LogError(WRONG_KEY, f"{sig.name}+{sig.key_id.hex()} is not a trusted key name and id")
         raise LogError(BAD_SIGNATURE, "note has no signature from a trusted key")
