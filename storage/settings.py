@@ -41,6 +41,16 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
+    entries = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        url, _, vkey = item.partition(" ")
+        if not url.startswith(("http://", "https://")) or not vkey.strip():
+            raise SettingsError(f"EVAULT_WITNESSES entries are 'URL VKEY', got {item!r}")
+        entries.append((url, vkey.strip()))
+    return tuple(entries)
+
+
 @dataclass(frozen=True)
 class S3Settings:
     """Object storage. ``endpoint`` empty means: start the embedded SeaweedFS under the data directory."""
@@ -71,6 +81,9 @@ class VaultSettings:
     log_origin: str  # EVAULT_LOG_ORIGIN: origin prefix of every checkpoint, e.g. vault.example.com/log
     key_name: str  # EVAULT_KEY_NAME: signed-note key name of the vault's checkpoint key
     checkpoint_interval_seconds: int  # EVAULT_CHECKPOINT_INTERVAL: how often new events are checkpointed
+    witnesses: tuple[tuple[str, str], ...]  # EVAULT_WITNESSES: "URL VKEY" entries, comma-separated; each cosigns
+    tsa_url: str  # EVAULT_TSA_URL: RFC 3161 time-stamping authority for every checkpoint (empty: none)
+    tsa_roots_path: Path | None  # EVAULT_TSA_ROOTS: PEM trust roots the TSA's tokens must chain to
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,12 @@ class Settings:
             log_origin=env.get("EVAULT_LOG_ORIGIN") or "evault.local/log",
             key_name=env.get("EVAULT_KEY_NAME") or "evault.local",
             checkpoint_interval_seconds=_int(env, "EVAULT_CHECKPOINT_INTERVAL", 5, minimum=1),
+            witnesses=_witnesses(env.get("EVAULT_WITNESSES", "")),
+            tsa_url=env.get("EVAULT_TSA_URL", ""),
+            tsa_roots_path=Path(env["EVAULT_TSA_ROOTS"]) if env.get("EVAULT_TSA_ROOTS") else None,
         )
+        if vault.tsa_url and vault.tsa_roots_path is None:
+            raise SettingsError("EVAULT_TSA_ROOTS is required with EVAULT_TSA_URL: an unanchored token proves nothing")
         if vault.url_expiry_seconds > 7 * 24 * 3600:
             raise SettingsError("EVAULT_URL_EXPIRY_SECONDS must be at most 604800 (S3's presign limit)")
         for name, value in (("EVAULT_LOG_ORIGIN", vault.log_origin), ("EVAULT_KEY_NAME", vault.key_name)):

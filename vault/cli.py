@@ -76,12 +76,51 @@ def _log_consistency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from compliance.integrity import verify_vault
+    from vault.runtime import open_vault
+
+    vault = open_vault(Settings.from_env())
+    try:
+        report = verify_vault(vault)
+    finally:
+        vault.close()
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    print(
+        f"{report['documents']} documents, {report['organisations']} logs: "
+        f"{'clean' if report['clean'] else str(len(report['findings'])) + ' findings'}"
+    )
+    for finding in report["findings"]:
+        print(f"  {finding['code']}: {finding['message']} {json.dumps(finding['details'], default=str)}")
+    return 0 if report["clean"] else 2
+
+
+def _witness(args: argparse.Namespace) -> int:
+    from compliance.witness_app import serve_witness
+
+    serve_witness(Path(args.state), Path(args.key), args.log_key, args.host, args.port, name=args.name)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="evault", description="E-vault and compliance archive")
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the API (embedded SeaweedFS + SQLite unless configured)").set_defaults(
         run=_serve
     )
+    verify_all = commands.add_parser("verify", help="re-read every object and log; exit 2 on any finding")
+    verify_all.add_argument("--report", help="write the JSON report here")
+    verify_all.set_defaults(run=_verify)
+    witness = commands.add_parser("witness", help="run a C2SP tlog-witness that cosigns consistent checkpoints")
+    witness.add_argument("--state", required=True, help="directory of the witness's state and evidence")
+    witness.add_argument("--key", required=True, help="PEM Ed25519 key of the witness (created if missing)")
+    witness.add_argument("--log-key", action="append", required=True, help="'ORIGIN VKEY' of a log to witness")
+    witness.add_argument("--name", default="evault.local/witness", help="the witness's key name")
+    witness.add_argument("--host", default="127.0.0.1")
+    witness.add_argument("--port", type=int, default=8100)
+    witness.set_defaults(run=_witness)
     log = commands.add_parser("log", help="check transparency-log evidence offline").add_subparsers(
         dest="log_command", required=True
     )

@@ -19,6 +19,9 @@ from storage.errors import BucketNotWorm, StorageError
 from storage.object_store import ObjectStore, check_worm_bucket, ensure_bucket, make_s3_client
 from storage.settings import Settings
 from vault.ledger.checkpoints import CheckpointService
+from vault.ledger.cosignature import CosignatureVerifier
+from vault.ledger.timestamping import TimestampClient
+from vault.ledger.witness_client import WitnessClient
 from vault.signing import VaultKey, load_or_create_key
 
 log = logging.getLogger("evault")
@@ -105,6 +108,11 @@ def open_vault(settings: Settings) -> Vault:
         raise
     authoritative = ObjectStore(client, s3.authoritative_bucket)
     retention = timedelta(days=settings.vault.retention_days)
+    policy = settings.vault
+    cosigners = [WitnessClient(url, CosignatureVerifier.from_vkey(vkey), timeout=10) for url, vkey in policy.witnesses]
+    timestamper = None
+    if policy.tsa_url and policy.tsa_roots_path is not None:
+        timestamper = TimestampClient(policy.tsa_url, policy.tsa_roots_path.read_bytes(), timeout=10)
     return Vault(
         settings=settings,
         db=db,
@@ -112,6 +120,8 @@ def open_vault(settings: Settings) -> Vault:
         authoritative=authoritative,
         copies=ObjectStore(client, s3.copies_bucket),
         key=key,
-        checkpoints=CheckpointService(db, authoritative, key.note_signer, settings.vault.log_origin, retention),
+        checkpoints=CheckpointService(
+            db, authoritative, key.note_signer, policy.log_origin, retention, cosigners, timestamper
+        ),
         embedded_s3=embedded,
     )

@@ -128,7 +128,8 @@ def vault_in(
             field="secured_party",
         )
 
-    retain_until = utcnow() + timedelta(days=vault.settings.vault.retention_days)
+    # Whole seconds: S3 keeps retention to the second, and the record must equal the lock exactly.
+    retain_until = (utcnow() + timedelta(days=vault.settings.vault.retention_days)).replace(microsecond=0)
     stored: list[StoredObject] = []
     for position, (upload, digest, _) in enumerate(checked):
         key = authoritative_key(envelope.org_id, envelope.id, position, digest)

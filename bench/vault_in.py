@@ -1,0 +1,440 @@
+"""Vault-in benchmark: 1 MiB PDFs through the real HTTP API against raw puts to the same embedded SeaweedFS.
+
+One run starts the real stack (``open_vault`` with the locked-down embedded SeaweedFS and SQLite under a temp
+directory, ``create_app`` served by uvicorn), creates ``--count`` paper envelopes per round (untimed) and then
+times only the ``POST /envelopes/{id}/vault-in-upload`` requests, sent by ``--concurrency`` httpx clients.
+
+The floors, measured in the same run with the vault's own boto3 client and the same bytes and concurrency:
+
+- ``raw-lock``: ``put_object`` with ``ChecksumSHA256`` and ``ObjectLockMode='COMPLIANCE'`` + retain-until into
+  a fresh Object Lock bucket (what ``/work/shared/notes/seaweedfs.md`` calls the raw baseline);
+- ``raw-plain``: ``put_object`` without lock or checksum into a fresh plain bucket, for context.
+
+Phases are interleaved (raw-lock, raw-plain, service; repeated ``--rounds`` times) and each reports the median
+round; latency percentiles pool every request of every round.
+
+    python bench/vault_in.py [--count N] [--concurrency C] [--rounds R] [--server thread|process] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import importlib
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from storage.object_store import ensure_bucket
+from storage.settings import Settings
+from vault.api.app import create_app
+from vault.runtime import Vault, open_vault
+from vault.tenancy import bootstrap
+
+ROOT = Path(__file__).resolve().parents[1]
+API = "/api/v2/partner"
+MIB = 1 << 20
+DEFAULT_PORT_BASE = 58330
+
+
+def load_make_pdf() -> Callable[..., bytes]:
+    """``tests.pdf_factory.make_pdf``; ``tests`` is not an installed package, so put the checkout on the path."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    make_pdf: Callable[..., bytes] = importlib.import_module("tests.pdf_factory").make_pdf
+    return make_pdf
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --- timing -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Round:
+    seconds: float
+    latencies: list[float]
+
+
+def run_concurrently(count: int, concurrency: int, work: Callable[[int, int], None]) -> Round:
+    """Call ``work(worker, i)`` for every ``i < count`` from ``concurrency`` threads; time the whole batch."""
+    latencies = [0.0] * count
+    next_index = iter(range(count))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    start = threading.Barrier(concurrency + 1)
+
+    def worker(number: int) -> None:
+        start.wait()
+        while not errors:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                work(number, i)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            latencies[i] = time.perf_counter() - t0
+
+    threads = [threading.Thread(target=worker, args=(n,), name=f"bench-{n}") for n in range(concurrency)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return Round(seconds, latencies)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    name: str
+    objects_per_s: float  # median over rounds
+    mb_per_s: float  # MiB/s, median over rounds
+    p50_ms: float
+    p95_ms: float
+    rounds_objects_per_s: list[float]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "objects_per_s": round(self.objects_per_s, 2),
+            "mib_per_s": round(self.mb_per_s, 2),
+            "p50_ms": round(self.p50_ms, 1),
+            "p95_ms": round(self.p95_ms, 1),
+            "rounds_objects_per_s": [round(v, 2) for v in self.rounds_objects_per_s],
+        }
+
+
+def summarise(name: str, rounds: list[Round], size: int) -> PhaseResult:
+    rates = [len(r.latencies) / r.seconds for r in rounds]
+    pooled = [lat for r in rounds for lat in r.latencies]
+    rate = statistics.median(rates)
+    return PhaseResult(
+        name=name,
+        objects_per_s=rate,
+        mb_per_s=rate * size / MIB,
+        p50_ms=percentile(pooled, 0.50) * 1000,
+        p95_ms=percentile(pooled, 0.95) * 1000,
+        rounds_objects_per_s=rates,
+    )
+
+
+# --- the server -------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def serve_in_thread(vault: Vault, port: int) -> Iterator[str]:
+    config = uvicorn.Config(create_app(vault), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@contextmanager
+def serve_in_process(vault: Vault, port: int) -> Iterator[str]:
+    """The API in its own process (as deployed), sharing the embedded SeaweedFS, SQLite file and signing key."""
+    assert vault.embedded_s3 is not None
+    endpoint = vault.embedded_s3.endpoint
+    env = {
+        **os.environ,
+        "EVAULT_DATA_DIR": str(vault.settings.data_dir),
+        "EVAULT_DATABASE_URL": vault.settings.database_url,
+        "EVAULT_S3_ENDPOINT": endpoint.url,
+        "EVAULT_S3_ACCESS_KEY": endpoint.access_key,
+        "EVAULT_S3_SECRET_KEY": endpoint.secret_key,
+        "EVAULT_S3_REGION": endpoint.region,
+        "EVAULT_S3_CREATE_BUCKETS": "false",
+        "EVAULT_SIGNING_KEY": str(vault.settings.vault.signing_key_path),
+        "EVAULT_HOST": "127.0.0.1",
+        "EVAULT_PORT": str(port),
+    }
+    child = subprocess.Popen([sys.executable, __file__, "--serve-child"], env=env, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the API process did not start")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def serve_child() -> int:
+    """Entry point of the ``--server process`` child: what ``evault serve`` does, with quiet logs."""
+    settings = Settings.from_env()
+    vault = open_vault(settings)
+    try:
+        vault.start_checkpointer()
+        uvicorn.run(
+            create_app(vault), host=settings.api.host, port=settings.api.port, log_level="warning", access_log=False
+        )
+    finally:
+        vault.close()
+    return 0
+
+
+# --- the workloads ----------------------------------------------------------------------------------------------
+
+
+def b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+class Bench:
+    def __init__(self, vault: Vault, base_url: str, api_key: str, pdfs: list[bytes], concurrency: int) -> None:
+        self.vault = vault
+        self.s3 = vault.s3_client
+        self.pdfs = pdfs
+        self.concurrency = concurrency
+        self.headers = {"X-API-Key": api_key}
+        self.clients = [httpx.Client(base_url=base_url, timeout=120) for _ in range(concurrency)]
+        stamp = time.strftime("%H%M%S")
+        self.lock_bucket = f"bench-lock-{stamp}"
+        self.plain_bucket = f"bench-plain-{stamp}"
+        ensure_bucket(self.s3, self.lock_bucket, object_lock=True)
+        self.s3.create_bucket(Bucket=self.plain_bucket)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+    def raw_lock(self, tag: str, count: int) -> Round:
+        retain_until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+
+        def put(_: int, i: int) -> None:
+            data = self.pdfs[i % len(self.pdfs)]
+            self.s3.put_object(
+                Bucket=self.lock_bucket,
+                Key=f"{tag}/{i:06d}.pdf",
+                Body=data,
+                ContentType="application/pdf",
+                ChecksumSHA256=b64_sha256(data),
+                ObjectLockMode="COMPLIANCE",
+                ObjectLockRetainUntilDate=retain_until,
+            )
+
+        return run_concurrently(count, self.concurrency, put)
+
+    def raw_plain(self, tag: str, count: int) -> Round:
+        def put(_: int, i: int) -> None:
+            data = self.pdfs[i % len(self.pdfs)]
+            self.s3.put_object(
+                Bucket=self.plain_bucket, Key=f"{tag}/{i:06d}.pdf", Body=data, ContentType="application/pdf"
+            )
+
+        return run_concurrently(count, self.concurrency, put)
+
+    def create_envelopes(self, tag: str, count: int) -> list[str]:
+        ids = [""] * count
+
+        def create(worker: int, i: int) -> None:
+            body = {
+                "kind": "paper",
+                "title": f"Bench {tag} {i}",
+                "external_id": f"bench-{tag}-{i}",
+                "parties": [{"name": "Ada Borrower", "email": "ada@example.com"}],
+                "secured_party": {"name": "First Bank", "id": "bank-1"},
+            }
+            response = self.clients[worker].post(f"{API}/envelopes", json=body, headers=self.headers)
+            if response.status_code != 201:
+                raise RuntimeError(f"create envelope: {response.status_code} {response.text[:300]}")
+            ids[i] = response.json()["id"]
+
+        run_concurrently(count, self.concurrency, create)
+        return ids
+
+    def service(self, envelope_ids: list[str], digests: list[str]) -> Round:
+        def vault_in(worker: int, i: int) -> None:
+            j = i % len(self.pdfs)
+            headers = {**self.headers, "Content-Type": "application/pdf", "X-Content-SHA256": digests[j]}
+            response = self.clients[worker].post(
+                f"{API}/envelopes/{envelope_ids[i]}/vault-in-upload", content=self.pdfs[j], headers=headers
+            )
+            if response.status_code != 201:
+                raise RuntimeError(f"vault-in {envelope_ids[i]}: {response.status_code} {response.text[:300]}")
+
+        return run_concurrently(len(envelope_ids), self.concurrency, vault_in)
+
+
+# --- main -------------------------------------------------------------------------------------------------------
+
+
+def render(phases: list[PhaseResult], ratio: float, info: dict[str, Any]) -> str:
+    lines = [
+        f"vault-in bench: {info['count']} x {info['size'] // 1024} KiB PDFs, {info['concurrency']} clients, "
+        f"{info['rounds']} interleaved rounds (median), server in {info['server']}",
+        "",
+        f"| {'phase':<10} | {'obj/s':>7} | {'MiB/s':>7} | {'p50 ms':>7} | {'p95 ms':>7} | rounds obj/s |",
+        f"|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 14}|",
+    ]
+    for p in phases:
+        rounds = ", ".join(f"{v:.1f}" for v in p.rounds_objects_per_s)
+        lines.append(
+            f"| {p.name:<10} | {p.objects_per_s:7.1f} | {p.mb_per_s:7.1f} | {p.p50_ms:7.1f} | {p.p95_ms:7.1f} | "
+            f"{rounds:<12} |"
+        )
+    lines += ["", f"service / raw-lock = {ratio:.2f}  (aim >= 0.60)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--count", type=int, default=200, help="PDFs per phase and round")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--size", type=int, default=MIB, help="bytes per PDF")
+    parser.add_argument("--warmup", type=int, default=16, help="objects per phase before timing")
+    parser.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE, help="first embedded SeaweedFS port")
+    parser.add_argument("--server", choices=["thread", "process"], default="thread")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_child:
+        return serve_child()
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    make_pdf = load_make_pdf()
+    for noisy in ("httpx", "httpcore"):  # the vault's logging setup would print every request
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    t0 = time.perf_counter()
+    pdfs = [make_pdf(size_bytes=args.size, text=f"doc {i}") for i in range(args.count)]
+    digests = [hashlib.sha256(p).hexdigest() for p in pdfs]
+    assert len(set(digests)) == len(pdfs)
+    say(f"generated {len(pdfs)} PDFs in {time.perf_counter() - t0:.1f} s")
+
+    with tempfile.TemporaryDirectory(prefix="evault-bench-") as tmp:
+        settings = Settings.from_env(
+            {
+                "EVAULT_DATA_DIR": str(Path(tmp) / "data"),
+                "EVAULT_S3_EMBEDDED_PORT_BASE": str(args.port_base),
+                "EVAULT_RETENTION_DAYS": "1",
+                "EVAULT_MAX_UPLOAD_BYTES": str(max(2 * args.size, 4 * MIB)),
+            }
+        )
+        t0 = time.perf_counter()
+        vault = open_vault(settings)
+        ports = f"{args.port_base}..{args.port_base + 7}"
+        say(f"vault open (embedded SeaweedFS on ports {ports}) in {time.perf_counter() - t0:.1f} s")
+        try:
+            with vault.db.session() as session:
+                first = bootstrap(session)
+            assert first is not None
+            _, api_key = first
+            if args.server == "thread":
+                vault.start_checkpointer()
+                server = serve_in_thread(vault, free_port())
+            else:
+                server = serve_in_process(vault, free_port())
+            with server as base_url:
+                bench = Bench(vault, base_url, api_key, pdfs, args.concurrency)
+                try:
+                    results = run_phases(bench, args, digests, say)
+                finally:
+                    bench.close()
+        finally:
+            t0 = time.perf_counter()
+            vault.close()
+            say(f"vault closed in {time.perf_counter() - t0:.1f} s")
+
+    phases = [summarise(name, rounds, args.size) for name, rounds in results.items()]
+    by_name = {p.name: p for p in phases}
+    ratio = by_name["service"].objects_per_s / by_name["raw-lock"].objects_per_s
+    info = {
+        "count": args.count,
+        "size": args.size,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+        "server": args.server,
+    }
+    if args.json:
+        print(json.dumps({**info, "phases": [p.as_json() for p in phases], "ratio": round(ratio, 3)}, indent=2))
+    else:
+        print(render(phases, ratio, info))
+    return 0
+
+
+def run_phases(
+    bench: Bench, args: argparse.Namespace, digests: list[str], say: Callable[[str], None]
+) -> dict[str, list[Round]]:
+    warm = min(args.warmup, args.count)
+    if warm:
+        t0 = time.perf_counter()
+        bench.raw_lock("warmup", warm)
+        bench.raw_plain("warmup", warm)
+        bench.service(bench.create_envelopes("warmup", warm), digests)
+        say(f"warm-up ({warm} objects per phase) in {time.perf_counter() - t0:.1f} s")
+    results: dict[str, list[Round]] = {"raw-lock": [], "raw-plain": [], "service": []}
+    for r in range(args.rounds):
+        tag = f"r{r}"
+        envelope_ids = bench.create_envelopes(tag, args.count)  # untimed
+        for name in results:
+            if name == "raw-lock":
+                done = bench.raw_lock(tag, args.count)
+            elif name == "raw-plain":
+                done = bench.raw_plain(tag, args.count)
+            else:
+                done = bench.service(envelope_ids, digests)
+            results[name].append(done)
+            say(f"round {r + 1} {name:<9}: {args.count / done.seconds:6.1f} obj/s ({done.seconds:.1f} s)")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main())

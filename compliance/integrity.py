@@ -1,0 +1,69 @@
+"""``evault verify``: re-read every authoritative object and every organisation's log, report every fault.
+
+This is the nightly check's first form: object bytes against the recorded SHA-256, the version and its
+compliance lock, no other version under the key, and the ledger audit against WORM. The full verifier
+(resumable, sharded, streaming, with run records) is a later issue; it builds on these same checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from typing import Any
+
+from sqlmodel import select
+
+from compliance.log_audit import Finding, audit_log
+from storage.errors import StorageError
+from storage.models import Organisation, VaultedDocument, VaultRecord
+from vault.ids import as_utc
+from vault.runtime import Vault
+
+
+def check_document(vault: Vault, doc: VaultedDocument, record: VaultRecord) -> list[Finding]:
+    where = {"envelope_id": record.envelope_id, "document_id": doc.id}
+    findings = []
+    try:
+        info = vault.authoritative.head(doc.s3_key, doc.s3_version_id)
+        digest = hashlib.sha256()
+        for chunk in vault.authoritative.iter_read(doc.s3_key, doc.s3_version_id):
+            digest.update(chunk)
+        versions = vault.authoritative.list_versions(doc.s3_key)
+    except StorageError as exc:
+        return [Finding("Object.Unreadable", str(exc), where)]
+    if digest.hexdigest() != doc.sha256:
+        findings.append(Finding("Object.BytesChanged", "stored bytes differ from the vaulted SHA-256", where))
+    if info.lock_mode != "COMPLIANCE" or info.retain_until is None or info.retain_until < as_utc(record.retain_until):
+        findings.append(
+            Finding(
+                "Object.LockWeakened",
+                "compliance lock missing or shortened",
+                {**where, "mode": info.lock_mode, "until": str(info.retain_until)},
+            )
+        )
+    if versions != [doc.s3_version_id]:
+        findings.append(
+            Finding(
+                "Object.ExtraVersion",
+                "other versions exist under the authoritative key",
+                {**where, "versions": versions},
+            )
+        )
+    return findings
+
+
+def verify_vault(vault: Vault) -> dict[str, Any]:
+    findings: list[Finding] = []
+    with vault.db.session() as session:
+        orgs = [org.id for org in session.exec(select(Organisation))]
+        documents = list(session.exec(select(VaultedDocument, VaultRecord).join(VaultRecord)))
+    for doc, record in documents:
+        findings.extend(check_document(vault, doc, record))
+    for org_id in orgs:
+        findings.extend(audit_log(vault, org_id))
+    return {
+        "clean": not findings,
+        "organisations": len(orgs),
+        "documents": len(documents),
+        "findings": [asdict(f) for f in findings],
+    }

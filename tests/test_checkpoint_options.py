@@ -1,0 +1,69 @@
+"""Configured witnesses and TSA: every checkpoint the vault signs is cosigned and timestamped, for real."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compliance.witness_app import build_witness
+from storage.keys import timestamp_key
+from storage.settings import Settings
+from tests.helpers import API, create_envelope
+from tests.test_timestamping import Pki, other_pki, pki, tsa_url  # noqa: F401  (fixtures)
+from tests.test_witness import Served
+from vault.ledger.cosignature import CosignatureVerifier, verify_cosignature
+from vault.ledger.timestamping import verify_timestamp
+from vault.runtime import Vault, open_vault
+from vault.tenancy import bootstrap
+
+
+@pytest.fixture
+def witnessed_vault(vault_env: dict[str, str], tmp_path: Path, tsa_url: str, pki: Pki) -> Iterator[tuple[Vault, Any]]:  # noqa: F811
+    # The vault's key decides its vkey, so make the key first, then the witness that trusts it.
+    first = open_vault(Settings.from_env(vault_env))
+    origin_prefix, vkey = first.settings.vault.log_origin, first.key.note_verifier.vkey
+    with first.db.session() as session:
+        created = bootstrap(session)
+    assert created is not None
+    org, raw = created
+    first.close()
+    witness = build_witness(tmp_path / "w", tmp_path / "w.pem", [f"{origin_prefix}/{org.id} {vkey}"], name="w.test")
+    (tmp_path / "tsa-roots.pem").write_bytes(pki.root_pem)
+    with Served(witness) as server:
+        env = {
+            **vault_env,
+            "EVAULT_WITNESSES": f"{server.url} {witness.signer.verifier().vkey}",
+            "EVAULT_TSA_URL": f"{tsa_url}/tsa",
+            "EVAULT_TSA_ROOTS": str(tmp_path / "tsa-roots.pem"),
+        }
+        opened = open_vault(Settings.from_env(env))
+        try:
+            yield opened, (org.id, raw, witness)
+        finally:
+            opened.close()
+
+
+def test_checkpoints_are_cosigned_and_timestamped(witnessed_vault: tuple[Vault, Any], pki: Pki) -> None:  # noqa: F811
+    from litestar.testing import TestClient
+
+    from vault.api.app import create_app
+
+    vault, (org_id, raw, witness) = witnessed_vault
+    headers = {"X-API-Key": raw}
+    verifier = CosignatureVerifier.from_vkey(witness.signer.verifier().vkey)
+    with TestClient(create_app(vault)) as client:
+        create_envelope(client, headers)
+        first = client.post(f"{API}/log/checkpoint", headers=headers).json()
+        create_envelope(client, headers)
+        second = client.post(f"{API}/log/checkpoint", headers=headers).json()
+    assert second["size"] > first["size"]
+    for checkpoint in (first, second):
+        assert verify_cosignature(checkpoint["note"], verifier) > 0
+        token = vault.authoritative.read(
+            timestamp_key(org_id, checkpoint["size"]),
+            vault.authoritative.head(timestamp_key(org_id, checkpoint["size"]), None).version_id,
+        )
+        verify_timestamp(token, checkpoint["note"].encode(), pki.root_pem)
