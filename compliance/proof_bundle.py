@@ -14,10 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session
 
+from compliance.trusted_checkpoint import load_trusted_key, raw_key
 from storage.models import Checkpoint as CheckpointRow
 from vault.ledger.chain import verify_chain
 from vault.ledger.checkpoint import Checkpoint, verify_checkpoint
@@ -69,15 +68,9 @@ def _field(obj: Any, name: str, kind: type) -> Any:
 
 def verifier_for(bundle_key: dict[str, Any], trusted_pem: bytes) -> NoteVerifier:
     """The bundle names its key; the auditor's own PEM decides whether that key is trusted."""
-    try:
-        trusted = serialization.load_pem_public_key(trusted_pem)
-    except ValueError as exc:
-        raise LogError(MALFORMED, "the public key is not a PEM public key", error=str(exc)) from None
-    if not isinstance(trusted, Ed25519PublicKey):
-        raise LogError(MALFORMED, "the public key is not an Ed25519 key")
+    trusted = load_trusted_key(trusted_pem)
     named = NoteVerifier.from_vkey(_field(bundle_key, "vkey", str))
-    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    if named.public_key.public_bytes(*raw) != trusted.public_bytes(*raw):
+    if raw_key(named.public_key) != raw_key(trusted):
         raise LogError(WRONG_KEY, "the bundle was signed with a key other than the one you trust")
     return named
 

@@ -21,15 +21,25 @@ from vault.ledger.errors import BAD_SIGNATURE, MALFORMED, LogError
 from vault.ledger.note import NoteVerifier, b64decode_strict, key_id, parse_note
 
 
-def verifier_from_pem(note: str, pem: bytes) -> NoteVerifier:
-    """Pair the trusted key with the key name its signature line uses; the key id must then agree."""
+def load_trusted_key(pem: bytes) -> Ed25519PublicKey:
+    """The auditor's own copy of the vault's key: the only thing every offline check trusts."""
     try:
         public = serialization.load_pem_public_key(pem)
     except ValueError as exc:
         raise LogError(MALFORMED, "not a PEM public key", error=str(exc)) from None
     if not isinstance(public, Ed25519PublicKey):
         raise LogError(MALFORMED, "the public key is not an Ed25519 key")
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return public
+
+
+def raw_key(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def verifier_from_pem(note: str, pem: bytes) -> NoteVerifier:
+    """Pair the trusted key with the key name its signature line uses; the key id must then agree."""
+    public = load_trusted_key(pem)
+    raw = raw_key(public)
     for signature in parse_note(note).signatures:
         if signature.key_id == key_id(signature.name, raw):
             return NoteVerifier(signature.name, signature.key_id, public)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from typing import Any
 
 API = "/api/v2/partner"
@@ -34,3 +35,15 @@ def upload(
 ) -> Any:
     extra = {"Content-Type": "application/pdf", "X-Content-SHA256": sha256 or hashlib.sha256(data).hexdigest()}
     return client.post(f"{API}/envelopes/{envelope_id}/vault-in-{flow}", content=data, headers={**headers, **extra})
+
+
+def free_port(first: int, last: int) -> int:
+    """A loopback port in [first, last) that nothing listens on now (tests keep to their own ranges)."""
+    for port in range(first, last):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{last - 1}")

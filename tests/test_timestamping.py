@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.sign.timestamps import DummyTimeStamper
 
+from tests.helpers import free_port
 from vault.ledger.checkpoint import Checkpoint, sign_checkpoint
 from vault.ledger.note import NoteSigner
 from vault.ledger.timestamping import (
@@ -100,17 +100,6 @@ def other_pki() -> Pki:
     return _make_pki("someone else")
 
 
-def _free_port() -> int:
-    for port in range(47000, 47100):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 47000-47099")
-
-
 class _Tsa(BaseHTTPRequestHandler):
     """``/tsa`` answers honestly, ``/other`` as the untrusted TSA, ``/replay/<x>`` with its first answer
     there, ``/garbled`` with junk, ``/broken`` with HTTP 500."""
@@ -146,7 +135,7 @@ class _Tsa(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def tsa_url(pki: Pki, other_pki: Pki) -> Iterator[str]:
     handler = type("Handler", (_Tsa,), {"pki": pki, "other": other_pki, "replay": {}})
-    server = ThreadingHTTPServer(("127.0.0.1", _free_port()), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", free_port(47000, 47100)), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -226,7 +215,7 @@ def test_garbled_reply_is_invalid(tsa_url: str, pki: Pki, note: bytes) -> None:
 
 def test_tsa_down_or_failing_is_unavailable(tsa_url: str, pki: Pki, note: bytes) -> None:
     with pytest.raises(TimestampUnavailable) as exc:
-        TimestampClient(f"http://127.0.0.1:{_free_port()}/tsa", pki.root_pem, timeout=2).timestamp(note)
+        TimestampClient(f"http://127.0.0.1:{free_port(47000, 47100)}/tsa", pki.root_pem, timeout=2).timestamp(note)
     assert exc.value.code == TIMESTAMP_UNAVAILABLE
     with pytest.raises(TimestampUnavailable) as exc:
         TimestampClient(f"{tsa_url}/broken", pki.root_pem, timeout=2).timestamp(note)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import socket
 import struct
 import threading
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from litestar.testing import TestClient
 
 from compliance.witness import STATE_FILE, Witness, WitnessStateError, parse_request
 from compliance.witness_app import build_witness, create_witness_app, parse_log_keys
+from tests.helpers import free_port
 from vault.ledger.checkpoint import Checkpoint, sign_checkpoint
 from vault.ledger.cosignature import (
     CosignatureSigner,
@@ -324,20 +324,9 @@ def test_log_keys_config(log_signer: NoteSigner) -> None:
 # --- over a real socket -----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    for port in range(47100, 47999):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 47100-47999")
-
-
 class Served:
     def __init__(self, witness: Witness) -> None:
-        self.port = _free_port()
+        self.port = free_port(47100, 47999)
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             create_witness_app(witness), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
@@ -422,7 +411,7 @@ def test_client_refusals_and_unavailable(served: tuple[Served, Witness], log_sig
         wrong = Checkpoint(ORIGIN, 1, cp.root_hash)
         WitnessClient(server.url, verifier, timeout=5).cosign(note, wrong, impostor.proof)
 
-    closed = _free_port()
+    closed = free_port(47100, 47999)
     with pytest.raises(WitnessUnavailable) as uexc:
         WitnessClient(f"http://127.0.0.1:{closed}", verifier, timeout=2).cosign(note, cp, impostor.proof)
     assert uexc.value.code == WITNESS_UNAVAILABLE

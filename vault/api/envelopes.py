@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Controller, Response, get, post
@@ -15,16 +14,6 @@ from vault.runtime import Vault
 from vault.tenancy import Principal
 
 
-@dataclass
-class EnvelopeIn:
-    kind: str
-    title: str
-    external_id: str | None = None
-    parties: list[dict[str, Any]] = field(default_factory=list)
-    secured_party: dict[str, Any] | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
 def _etag(view: dict[str, Any]) -> dict[str, str]:
     return {"ETag": f'"{view["id"]}.{view["revision"]}"'}
 
@@ -35,11 +24,11 @@ class EnvelopeController(Controller):
 
     @post("/", opt={"scope": "envelopes:write"}, sync_to_thread=True)
     def create(
-        self, data: JSONBody[EnvelopeIn], vault: NamedDependency[Vault], actor: NamedDependency[Actor]
+        self, data: JSONBody[NewEnvelope], vault: NamedDependency[Vault], actor: NamedDependency[Actor]
     ) -> Response[dict[str, Any]]:
         """Register an envelope (e-sign or paper) with its parties and secured party."""
         with vault.db.session() as session:
-            envelope = create_envelope(session, actor, NewEnvelope(**data.__dict__))
+            envelope = create_envelope(session, actor, data)
             view = describe(session, envelope)
         return Response(view, status_code=201, headers=_etag(view))
 
