@@ -54,7 +54,7 @@ def check_document(vault: Vault, doc: VaultedDocument, record: VaultRecord) -> l
 
 def verify_vault(vault: Vault) -> dict[str, Any]:
     findings: list[Finding] = []
-    with vault.db.session() as session:
+    with vault.db.read_session() as session:
         orgs = [org.id for org in session.exec(select(Organisation))]
         documents = list(session.exec(select(VaultedDocument, VaultRecord).join(VaultRecord)))
     for doc, record in documents:

@@ -48,7 +48,7 @@ def _worm_notes(vault: Vault, org_id: str) -> dict[int, str]:
 
 def audit_log(vault: Vault, org_id: str) -> list[Finding]:
     findings: list[Finding] = []
-    with vault.db.session() as session:
+    with vault.db.read_session() as session:
         events = list(session.exec(select(Event).where(Event.org_id == org_id).order_by(col(Event.leaf_index))))
         size = log_size(session, org_id)
         stored_leaves = tree_for(session, org_id, size).leaf_hashes(0, size) if size else []

@@ -1,6 +1,6 @@
 """The database: engine, sessions and migrations, for SQLite (embedded) and PostgreSQL (production).
 
-SQLite write transactions start with ``BEGIN IMMEDIATE`` so that two requests never both read the log's size
+SQLite write sessions start with ``BEGIN IMMEDIATE`` so that two requests never both read the log's size
 and then race to append: the second waits for the first (busy timeout) instead of failing on upgrade.
 PostgreSQL gets the same serialisation from ``SELECT ... FOR UPDATE`` on the organisation's log row.
 """
@@ -20,7 +20,7 @@ from sqlmodel import Session
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     path = url.removeprefix("sqlite:///")
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -35,8 +35,8 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 
@@ -47,9 +47,11 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite"):
-            self.engine = _sqlite_engine(url)
+            self.engine = _sqlite_engine(url, immediate=True)
+            self.read_engine = _sqlite_engine(url, immediate=False)
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+            self.read_engine = self.engine
 
     @property
     def is_postgres(self) -> bool:
@@ -73,5 +75,12 @@ class Database:
                 session.rollback()
                 raise
 
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """For look-ups only: on SQLite a deferred transaction, so readers never queue behind writers (WAL)."""
+        with Session(self.read_engine, expire_on_commit=False) as session:
+            yield session  # closing returns the connection, and the pool ends its transaction
+
     def dispose(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()

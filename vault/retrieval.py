@@ -50,7 +50,7 @@ class IssuedUrl:
 
 
 def _vaulted(vault: Vault, org_id: str, envelope_id: str) -> tuple[Envelope, VaultRecord, list[VaultedDocument]]:
-    with vault.db.session() as session:
+    with vault.db.read_session() as session:
         envelope = get_envelope(session, org_id, envelope_id)
         record = vault_record(session, envelope.id)
         if record is None:

@@ -81,7 +81,7 @@ def _check_uploads(uploads: list[Upload], source: str) -> list[tuple[Upload, str
 
 def _replay_or_conflict(vault: Vault, envelope: Envelope, digests: list[str]) -> VaultInResult:
     """A second vault-in of the same bytes is a replay; anything else is a conflict."""
-    with vault.db.session() as session:
+    with vault.db.read_session() as session:
         record = vault_record(session, envelope.id)
         assert record is not None
         documents = vaulted_documents(session, record.id)
@@ -104,7 +104,7 @@ def vault_in(
     source: str,
     caller_metadata: dict[str, Any] | None = None,
 ) -> VaultInResult:
-    with vault.db.session() as session:
+    with vault.db.read_session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
     if SOURCES[source] != envelope.kind:
         raise Conflict(

@@ -65,7 +65,7 @@ async def _uploads(request: Request[Any, Any, Any]) -> tuple[list[Upload], dict[
 
 
 def _vault_in_response(vault: Vault, actor: Actor, result: VaultInResult) -> Response[dict[str, Any]]:
-    with vault.db.session() as session:
+    with vault.db.read_session() as session:
         view = describe(session, get_envelope(session, actor.org_id, result.record.envelope_id))
     view["replayed"] = result.replayed
     return Response(view, status_code=200 if result.replayed else 201)
@@ -154,5 +154,5 @@ class CustodyController(Controller):
     ) -> dict[str, Any]:
         """Release the authoritative copy (transfer, paper-out, payoff, other)."""
         vault_out(vault, actor, envelope_id, data.reason, data.transferee, data.note)
-        with vault.db.session() as session:
+        with vault.db.read_session() as session:
             return describe(session, get_envelope(session, actor.org_id, envelope_id))

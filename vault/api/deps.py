@@ -23,7 +23,7 @@ def vault_of(request: Request[Any, Any, Any]) -> Vault:
 
 
 def _authenticate(vault: Vault, raw: str | None, scope: str | None) -> Principal:
-    with vault.db.session() as session:
+    with vault.db.read_session() as session:
         principal = authenticate(session, raw)
     if scope is not None:
         principal.require(scope)

@@ -37,6 +37,6 @@ class EnvelopeController(Controller):
         self, envelope_id: FromPath[str], vault: NamedDependency[Vault], principal: NamedDependency[Principal]
     ) -> Response[dict[str, Any]]:
         """The envelope with its vault state and, once vaulted, its authoritative copy."""
-        with vault.db.session() as session:
+        with vault.db.read_session() as session:
             view = describe(session, get_envelope(session, principal.org_id, envelope_id))
         return Response(view, headers=_etag(view))

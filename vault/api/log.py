@@ -35,7 +35,7 @@ def _b64(hashes: list[bytes]) -> list[str]:
 
 def _current(vault: Vault, org_id: str, at_least: int = 1) -> CheckpointRow:
     """The latest checkpoint, signing one now when none covers ``at_least`` entries yet."""
-    with vault.db.session() as session:
+    with vault.db.read_session() as session:
         row = latest_checkpoint(session, org_id)
     if row is None or row.size < at_least:
         row = vault.checkpoints.checkpoint_now(org_id)
@@ -66,7 +66,7 @@ class LogController(Controller):
         tree_size: FromQuery[int],
     ) -> dict[str, Any]:
         """Inclusion proof of one leaf in the tree of a given size (RFC 9162 §2.1.3)."""
-        with vault.db.session() as session:
+        with vault.db.read_session() as session:
             size = log_size(session, principal.org_id)
             if not 0 <= leaf_index < tree_size <= size:
                 raise InvalidInput("Log.OutOfRange", "need 0 <= leaf_index < tree_size <= log size", log_size=size)
@@ -82,7 +82,7 @@ class LogController(Controller):
         second: FromQuery[int],
     ) -> dict[str, Any]:
         """Consistency proof between two tree sizes (RFC 9162 §2.1.4)."""
-        with vault.db.session() as session:
+        with vault.db.read_session() as session:
             size = log_size(session, principal.org_id)
             if not 0 <= first <= second <= size:
                 raise InvalidInput("Log.OutOfRange", "need 0 <= first <= second <= log size", log_size=size)
@@ -99,13 +99,13 @@ class EnvelopeProofController(Controller):
         self, vault: NamedDependency[Vault], principal: NamedDependency[Principal], envelope_id: FromPath[str]
     ) -> dict[str, Any]:
         """Self-contained bundle: the envelope's events, each with its inclusion proof, the checkpoint, the key."""
-        with vault.db.session() as session:
+        with vault.db.read_session() as session:
             get_envelope(session, principal.org_id, envelope_id)
             events = envelope_events(session, envelope_id)
         if not events:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
         checkpoint = _current(vault, principal.org_id, at_least=events[-1].leaf_index + 1)
-        with vault.db.session() as session:
+        with vault.db.read_session() as session:
             return build_bundle(session, vault.key, envelope_id, checkpoint)
 
 
