@@ -153,6 +153,76 @@ def summarise(name: str, rounds: list[Round], size: int) -> PhaseResult:
     )
 
 
+# --- optional per-stage timing of the service (``--stages``, thread server only) -------------------------------
+
+
+class Stages:
+    """Wall time spent in each step of a vault-in, gathered by wrapping the service's functions in place."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = {}
+        self.lock = threading.Lock()
+        self.enabled = False
+
+    def add(self, name: str, seconds: float) -> None:
+        if self.enabled:
+            with self.lock:
+                self.times.setdefault(name, []).append(seconds)
+
+    def wrap(self, owner: Any, attr: str, name: str) -> None:
+        inner = getattr(owner, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.add(name, time.perf_counter() - t0)
+
+        setattr(owner, attr, timed)
+
+    def install(self, vault: Vault) -> None:
+        from sqlalchemy import event
+
+        from storage.object_store import ObjectStore
+
+        deps = importlib.import_module("vault.api.deps")
+        custody = importlib.import_module("vault.api.custody")
+        vault_in = importlib.import_module("vault.vault_in")
+        self.wrap(deps, "_authenticate", "auth: API key lookup (db)")
+        self.wrap(vault_in, "get_envelope", "get_envelope (db, also inside _record)")
+        self.wrap(vault_in, "_check_uploads", "_check_uploads: inspect_pdf + sha256")
+        self.wrap(ObjectStore, "_put", "s3 put_object (lock + checksum)")
+        self.wrap(ObjectStore, "_check_lock", "s3 head_object (_check_lock)")
+        self.wrap(vault_in, "_record", "_record: record + ledger txn (db)")
+        self.wrap(custody, "_vault_in_response", "_vault_in_response: describe (db)")
+        self.wrap(custody, "vault_in", "vault_in() total (worker thread)")
+
+        @event.listens_for(vault.db.engine, "before_cursor_execute")
+        def _before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            conn.info["bench_t0"] = time.perf_counter()
+
+        @event.listens_for(vault.db.engine, "after_cursor_execute")
+        def _after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            seconds = time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())
+            self.add(
+                "db: BEGIN IMMEDIATE (lock wait)" if statement.startswith("BEGIN") else "db: other statements", seconds
+            )
+
+    def report(self, requests: int) -> list[dict[str, Any]]:
+        rows = []
+        for name, values in self.times.items():
+            rows.append(
+                {
+                    "stage": name,
+                    "calls": len(values),
+                    "ms_per_request": round(sum(values) / requests * 1000, 1),
+                    "p95_ms": round(percentile(values, 0.95) * 1000, 1),
+                }
+            )
+        return rows
+
+
 # --- the server -------------------------------------------------------------------------------------------------
 
 
@@ -341,11 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=16, help="objects per phase before timing")
     parser.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE, help="first embedded SeaweedFS port")
     parser.add_argument("--server", choices=["thread", "process"], default="thread")
+    parser.add_argument("--stages", action="store_true", help="also time each step of the service (thread server)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_child:
         return serve_child()
+    if args.stages and args.server != "thread":
+        parser.error("--stages needs --server thread")
+    stages = Stages()
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -377,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
                 first = bootstrap(session)
             assert first is not None
             _, api_key = first
+            if args.stages:
+                stages.install(vault)
             if args.server == "thread":
                 vault.start_checkpointer()
                 server = serve_in_thread(vault, free_port())
@@ -385,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             with server as base_url:
                 bench = Bench(vault, base_url, api_key, pdfs, args.concurrency)
                 try:
-                    results = run_phases(bench, args, digests, say)
+                    results = run_phases(bench, args, digests, say, stages)
                 finally:
                     bench.close()
         finally:
@@ -403,15 +479,24 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "server": args.server,
     }
+    stage_rows = stages.report(args.count * args.rounds) if args.stages else []
     if args.json:
-        print(json.dumps({**info, "phases": [p.as_json() for p in phases], "ratio": round(ratio, 3)}, indent=2))
+        out = {**info, "phases": [p.as_json() for p in phases], "ratio": round(ratio, 3)}
+        if stage_rows:
+            out["stages"] = stage_rows
+        print(json.dumps(out, indent=2))
     else:
         print(render(phases, ratio, info))
+        if stage_rows:
+            print(f"\n| {'service stage (timed vault-in requests)':<42} | calls | ms/request | p95 ms/call |")
+            print(f"|{'-' * 44}|-------|------------|-------------|")
+            for row in stage_rows:
+                print(f"| {row['stage']:<42} | {row['calls']:>5} | {row['ms_per_request']:>10} | {row['p95_ms']:>11} |")
     return 0
 
 
 def run_phases(
-    bench: Bench, args: argparse.Namespace, digests: list[str], say: Callable[[str], None]
+    bench: Bench, args: argparse.Namespace, digests: list[str], say: Callable[[str], None], stages: Stages
 ) -> dict[str, list[Round]]:
     warm = min(args.warmup, args.count)
     if warm:
@@ -430,7 +515,9 @@ def run_phases(
             elif name == "raw-plain":
                 done = bench.raw_plain(tag, args.count)
             else:
+                stages.enabled = True
                 done = bench.service(envelope_ids, digests)
+                stages.enabled = False
             results[name].append(done)
             say(f"round {r + 1} {name:<9}: {args.count / done.seconds:6.1f} obj/s ({done.seconds:.1f} s)")
     return results
