@@ -53,10 +53,6 @@ class Database:
             self.engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
             self.read_engine = self.engine
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.engine.dialect.name == "postgresql"
-
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision; run at every start."""
         config = Config()

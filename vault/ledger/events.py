@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 import rfc8785
-from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -139,7 +138,3 @@ def envelope_events(session: Session, envelope_id: str) -> list[Event]:
 def log_size(session: Session, org_id: str) -> int:
     state = session.get(LogState, org_id)
     return state.size if state else 0
-
-
-def count_events(session: Session, org_id: str) -> int:
-    return session.exec(select(func.count()).select_from(Event).where(Event.org_id == org_id)).one()
