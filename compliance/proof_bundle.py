@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from compliance.trusted_checkpoint import load_trusted_key, raw_key
+from compliance.trusted_checkpoint import load_trusted_key
 from storage.models import Checkpoint as CheckpointRow
 from vault.ledger.chain import verify_chain
 from vault.ledger.checkpoint import Checkpoint, verify_checkpoint
@@ -24,7 +24,7 @@ from vault.ledger.checkpoints import tree_for
 from vault.ledger.errors import INVALID_PROOF, MALFORMED, WRONG_KEY, LogError
 from vault.ledger.events import envelope_events
 from vault.ledger.merkle import leaf_hash, verify_inclusion
-from vault.ledger.note import NoteVerifier, b64decode_strict
+from vault.ledger.note import NoteVerifier, b64decode_strict, raw_public_key
 from vault.signing import VaultKey
 
 FORMAT = "evault-proof-bundle/v1"
@@ -70,7 +70,7 @@ def verifier_for(bundle_key: dict[str, Any], trusted_pem: bytes) -> NoteVerifier
     """The bundle names its key; the auditor's own PEM decides whether that key is trusted."""
     trusted = load_trusted_key(trusted_pem)
     named = NoteVerifier.from_vkey(_field(bundle_key, "vkey", str))
-    if raw_key(named.public_key) != raw_key(trusted):
+    if raw_public_key(named.public_key) != raw_public_key(trusted):
         raise LogError(WRONG_KEY, "the bundle was signed with a key other than the one you trust")
     return named
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.ledger.checkpoint import Checkpoint, verify_checkpoint, verify_extends
 from vault.ledger.errors import BAD_SIGNATURE, MALFORMED, LogError
-from vault.ledger.note import NoteVerifier, b64decode_strict, key_id, parse_note
+from vault.ledger.note import NoteVerifier, b64decode_strict, key_id, parse_note, raw_public_key
 
 
 def load_trusted_key(pem: bytes) -> Ed25519PublicKey:
@@ -32,14 +32,10 @@ def load_trusted_key(pem: bytes) -> Ed25519PublicKey:
     return public
 
 
-def raw_key(public: Ed25519PublicKey) -> bytes:
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 def verifier_from_pem(note: str, pem: bytes) -> NoteVerifier:
     """Pair the trusted key with the key name its signature line uses; the key id must then agree."""
     public = load_trusted_key(pem)
-    raw = raw_key(public)
+    raw = raw_public_key(public)
     for signature in parse_note(note).signatures:
         if signature.key_id == key_id(signature.name, raw):
             return NoteVerifier(signature.name, signature.key_id, public)

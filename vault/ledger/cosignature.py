@@ -8,16 +8,14 @@ body, and its base64 is ``keyid(4) || timestamp(8, big-endian) || Ed25519 signat
 from __future__ import annotations
 
 import base64
-import hashlib
 import struct
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from vault.ledger.checkpoint import Checkpoint
 from vault.ledger.errors import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
-from vault.ledger.note import NoteSignature, b64decode_strict, parse_note
+from vault.ledger.note import NoteSignature, b64decode_strict, key_id, parse_note, raw_public_key
 from vault.ledger.note import _check_name as check_key_name
 
 ALG_COSIGNATURE_V1 = 0x04
@@ -27,7 +25,7 @@ _SIG_LEN = 8 + 64
 
 def cosignature_key_id(name: str, public_key: bytes) -> bytes:
     """SHA-256(name || 0x0A || 0x04 || key)[:4], as tlog-cosignature requires."""
-    return hashlib.sha256(name.encode() + b"\n" + bytes([ALG_COSIGNATURE_V1]) + public_key).digest()[:4]
+    return key_id(name, public_key, ALG_COSIGNATURE_V1)
 
 
 def cosigned_message(checkpoint_body: str, timestamp: int) -> bytes:
@@ -38,17 +36,13 @@ def cosigned_message(checkpoint_body: str, timestamp: int) -> bytes:
     return f"cosignature/v1\ntime {timestamp}\n{checkpoint_body}".encode()
 
 
-def _raw(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
 class CosignatureVerifier:
     """A trusted witness: its name and Ed25519 public key, pinned as a type-0x04 vkey."""
 
     def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
         self.name = check_key_name(name)
         self.public_key = public_key
-        self.key_id = cosignature_key_id(name, _raw(public_key))
+        self.key_id = cosignature_key_id(name, raw_public_key(public_key))
 
     @classmethod
     def from_vkey(cls, vkey: str) -> CosignatureVerifier:
@@ -70,7 +64,7 @@ class CosignatureVerifier:
 
     @property
     def vkey(self) -> str:
-        raw = bytes([ALG_COSIGNATURE_V1]) + _raw(self.public_key)
+        raw = bytes([ALG_COSIGNATURE_V1]) + raw_public_key(self.public_key)
         return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(raw).decode()}"
 
     def matches(self, sig: NoteSignature) -> bool:

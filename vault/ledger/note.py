@@ -51,12 +51,12 @@ def _check_text(text: str, what: str) -> str:
     return text
 
 
-def key_id(name: str, public_key: bytes) -> bytes:
-    """The 4-byte key hash that a signature line names: SHA-256(name || 0x0A || 0x01 || key)[:4]."""
-    return hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public_key).digest()[:4]
+def key_id(name: str, public_key: bytes, signature_type: int = ALG_ED25519) -> bytes:
+    """The 4-byte key hash that a signature line names: SHA-256(name || 0x0A || type || key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n" + bytes([signature_type]) + public_key).digest()[:4]
 
 
-def _raw_public(key: Ed25519PublicKey) -> bytes:
+def raw_public_key(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -66,7 +66,7 @@ class NoteSigner:
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
         self.name = _check_name(name)
         self._key = private_key
-        self.key_id = key_id(name, _raw_public(private_key.public_key()))
+        self.key_id = key_id(name, raw_public_key(private_key.public_key()))
 
     def verifier(self) -> NoteVerifier:
         return NoteVerifier(self.name, self.key_id, self._key.public_key())
@@ -81,7 +81,7 @@ class NoteVerifier:
     def __init__(self, name: str, key_id_: bytes, public_key: Ed25519PublicKey) -> None:
         self.name = _check_name(name)
         self.public_key = public_key
-        if key_id_ != key_id(name, _raw_public(public_key)):
+        if key_id_ != key_id(name, raw_public_key(public_key)):
             raise LogError(WRONG_KEY, f"key id {key_id_.hex()} does not belong to key {name!r}")
         self.key_id = key_id_
 
@@ -107,7 +107,7 @@ class NoteVerifier:
 
     @property
     def vkey(self) -> str:
-        raw = bytes([ALG_ED25519]) + _raw_public(self.public_key)
+        raw = bytes([ALG_ED25519]) + raw_public_key(self.public_key)
         return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(raw).decode()}"
 
     def verify(self, message: bytes, signature: bytes) -> bool:
