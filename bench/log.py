@@ -22,11 +22,11 @@ from typing import Any
 
 import rfc8785
 
+from compliance.ledger.merkle import leaf_hash, root_from_leaf_hashes, verify_inclusion
+from compliance.ledger.tiles import TiledTree
 from storage.db import Database
 from storage.log_tiles import SqlTileStore
 from storage.models import Organisation
-from vault.ledger.merkle import leaf_hash, root_from_leaf_hashes, verify_inclusion
-from vault.ledger.tiles import TiledTree
 
 ORG = "org_bench"
 

@@ -45,7 +45,7 @@ import uvicorn
 from storage.object_store import ensure_bucket
 from storage.settings import Settings
 from vault.api.app import create_app
-from vault.runtime import Vault, open_vault
+from vault.runtime import Runtime, open_runtime
 from vault.tenancy import bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +181,7 @@ class Stages:
 
         setattr(owner, attr, timed)
 
-    def install(self, vault: Vault) -> None:
+    def install(self, runtime: Runtime) -> None:
         from sqlalchemy import event
 
         from storage.object_store import ObjectStore
@@ -198,11 +198,11 @@ class Stages:
         self.wrap(custody, "_vault_in_response", "_vault_in_response: describe (db)")
         self.wrap(custody, "vault_in", "vault_in() total (worker thread)")
 
-        @event.listens_for(vault.db.engine, "before_cursor_execute")
+        @event.listens_for(runtime.db.engine, "before_cursor_execute")
         def _before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
             conn.info["bench_t0"] = time.perf_counter()
 
-        @event.listens_for(vault.db.engine, "after_cursor_execute")
+        @event.listens_for(runtime.db.engine, "after_cursor_execute")
         def _after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
             seconds = time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())
             self.add(
@@ -227,8 +227,8 @@ class Stages:
 
 
 @contextmanager
-def serve_in_thread(vault: Vault, port: int) -> Iterator[str]:
-    config = uvicorn.Config(create_app(vault), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+def serve_in_thread(runtime: Runtime, port: int) -> Iterator[str]:
+    config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -245,20 +245,20 @@ def serve_in_thread(vault: Vault, port: int) -> Iterator[str]:
 
 
 @contextmanager
-def serve_in_process(vault: Vault, port: int) -> Iterator[str]:
+def serve_in_process(runtime: Runtime, port: int) -> Iterator[str]:
     """The API in its own process (as deployed), sharing the embedded SeaweedFS, SQLite file and signing key."""
-    assert vault.embedded_s3 is not None
-    endpoint = vault.embedded_s3.endpoint
+    assert runtime.embedded_s3 is not None
+    endpoint = runtime.embedded_s3.endpoint
     env = {
         **os.environ,
-        "EVAULT_DATA_DIR": str(vault.settings.data_dir),
-        "EVAULT_DATABASE_URL": vault.settings.database_url,
+        "EVAULT_DATA_DIR": str(runtime.settings.data_dir),
+        "EVAULT_DATABASE_URL": runtime.settings.database_url,
         "EVAULT_S3_ENDPOINT": endpoint.url,
         "EVAULT_S3_ACCESS_KEY": endpoint.access_key,
         "EVAULT_S3_SECRET_KEY": endpoint.secret_key,
         "EVAULT_S3_REGION": endpoint.region,
         "EVAULT_S3_CREATE_BUCKETS": "false",
-        "EVAULT_SIGNING_KEY": str(vault.settings.vault.signing_key_path),
+        "EVAULT_SIGNING_KEY": str(runtime.settings.vault.signing_key_path),
         "EVAULT_HOST": "127.0.0.1",
         "EVAULT_PORT": str(port),
     }
@@ -287,14 +287,14 @@ def serve_in_process(vault: Vault, port: int) -> Iterator[str]:
 def serve_child() -> int:
     """Entry point of the ``--server process`` child: what ``evault serve`` does, with quiet logs."""
     settings = Settings.from_env()
-    vault = open_vault(settings)
+    runtime = open_runtime(settings)
     try:
-        vault.start_checkpointer()
+        runtime.start_checkpointer()
         uvicorn.run(
-            create_app(vault), host=settings.api.host, port=settings.api.port, log_level="warning", access_log=False
+            create_app(runtime), host=settings.api.host, port=settings.api.port, log_level="warning", access_log=False
         )
     finally:
-        vault.close()
+        runtime.close()
     return 0
 
 
@@ -306,9 +306,9 @@ def b64_sha256(data: bytes) -> str:
 
 
 class Bench:
-    def __init__(self, vault: Vault, base_url: str, api_key: str, pdfs: list[bytes], concurrency: int) -> None:
-        self.vault = vault
-        self.s3 = vault.s3_client
+    def __init__(self, runtime: Runtime, base_url: str, api_key: str, pdfs: list[bytes], concurrency: int) -> None:
+        self.vault = runtime
+        self.s3 = runtime.s3_client
         self.pdfs = pdfs
         self.concurrency = concurrency
         self.headers = {"X-API-Key": api_key}
@@ -443,30 +443,30 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         t0 = time.perf_counter()
-        vault = open_vault(settings)
+        runtime = open_runtime(settings)
         ports = f"{args.port_base}..{args.port_base + 7}"
         say(f"vault open (embedded SeaweedFS on ports {ports}) in {time.perf_counter() - t0:.1f} s")
         try:
-            with vault.db.session() as session:
+            with runtime.db.session() as session:
                 first = bootstrap(session)
             assert first is not None
             _, api_key = first
             if args.stages:
-                stages.install(vault)
+                stages.install(runtime)
             if args.server == "thread":
-                vault.start_checkpointer()
-                server = serve_in_thread(vault, free_port())
+                runtime.start_checkpointer()
+                server = serve_in_thread(runtime, free_port())
             else:
-                server = serve_in_process(vault, free_port())
+                server = serve_in_process(runtime, free_port())
             with server as base_url:
-                bench = Bench(vault, base_url, api_key, pdfs, args.concurrency)
+                bench = Bench(runtime, base_url, api_key, pdfs, args.concurrency)
                 try:
                     results = run_phases(bench, args, digests, say, stages)
                 finally:
                     bench.close()
         finally:
             t0 = time.perf_counter()
-            vault.close()
+            runtime.close()
             say(f"vault closed in {time.perf_counter() - t0:.1f} s")
 
     phases = [summarise(name, rounds, args.size) for name, rounds in results.items()]

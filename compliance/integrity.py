@@ -14,21 +14,21 @@ from typing import Any
 from sqlmodel import select
 
 from compliance.log_audit import Finding, audit_log
+from compliance.sources import Sources
 from storage.errors import StorageError
+from storage.ids import as_utc
 from storage.models import Organisation, VaultedDocument, VaultRecord
-from vault.ids import as_utc
-from vault.runtime import Vault
 
 
-def check_document(vault: Vault, doc: VaultedDocument, record: VaultRecord) -> list[Finding]:
+def check_document(sources: Sources, doc: VaultedDocument, record: VaultRecord) -> list[Finding]:
     where = {"envelope_id": record.envelope_id, "document_id": doc.id}
     findings = []
     try:
-        info = vault.authoritative.head(doc.s3_key, doc.s3_version_id)
+        info = sources.authoritative.head(doc.s3_key, doc.s3_version_id)
         digest = hashlib.sha256()
-        for chunk in vault.authoritative.iter_read(doc.s3_key, doc.s3_version_id):
+        for chunk in sources.authoritative.iter_read(doc.s3_key, doc.s3_version_id):
             digest.update(chunk)
-        versions = vault.authoritative.list_versions(doc.s3_key)
+        versions = sources.authoritative.list_versions(doc.s3_key)
     except StorageError as exc:
         return [Finding("Object.Unreadable", str(exc), where)]
     if digest.hexdigest() != doc.sha256:
@@ -52,15 +52,15 @@ def check_document(vault: Vault, doc: VaultedDocument, record: VaultRecord) -> l
     return findings
 
 
-def verify_vault(vault: Vault) -> dict[str, Any]:
+def verify_vault(sources: Sources) -> dict[str, Any]:
     findings: list[Finding] = []
-    with vault.db.read_session() as session:
+    with sources.db.read_session() as session:
         orgs = [org.id for org in session.exec(select(Organisation))]
         documents = list(session.exec(select(VaultedDocument, VaultRecord).join(VaultRecord)))
     for doc, record in documents:
-        findings.extend(check_document(vault, doc, record))
+        findings.extend(check_document(sources, doc, record))
     for org_id in orgs:
-        findings.extend(audit_log(vault, org_id))
+        findings.extend(audit_log(sources, org_id))
     return {
         "clean": not findings,
         "organisations": len(orgs),

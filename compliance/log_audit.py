@@ -14,16 +14,16 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from compliance.ledger.chain import verify_chain
+from compliance.ledger.checkpoint import verify_checkpoint
+from compliance.ledger.checkpoints import tree_for
+from compliance.ledger.errors import LogError
+from compliance.ledger.events import log_size
+from compliance.ledger.merkle import leaf_hash, root_from_leaf_hashes
+from compliance.sources import Sources
 from storage.keys import checkpoint_key
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import Event
-from vault.ledger.chain import verify_chain
-from vault.ledger.checkpoint import verify_checkpoint
-from vault.ledger.checkpoints import tree_for
-from vault.ledger.errors import LogError
-from vault.ledger.events import log_size
-from vault.ledger.merkle import leaf_hash, root_from_leaf_hashes
-from vault.runtime import Vault
 
 
 @dataclass(frozen=True)
@@ -33,22 +33,22 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _worm_notes(vault: Vault, org_id: str) -> dict[int, str]:
+def _worm_notes(sources: Sources, org_id: str) -> dict[int, str]:
     prefix = checkpoint_key(org_id, 0).rsplit("/", 1)[0] + "/"
     notes: dict[int, str] = {}
-    paginator = vault.s3_client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=vault.authoritative.bucket, Prefix=prefix):
+    paginator = sources.authoritative.client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=sources.authoritative.bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             name = obj["Key"].rsplit("/", 1)[1]
             if name.isdigit():
-                head = vault.authoritative.head(obj["Key"], None)
-                notes[int(name)] = vault.authoritative.read(obj["Key"], head.version_id).decode()
+                head = sources.authoritative.head(obj["Key"], None)
+                notes[int(name)] = sources.authoritative.read(obj["Key"], head.version_id).decode()
     return notes
 
 
-def audit_log(vault: Vault, org_id: str) -> list[Finding]:
+def audit_log(sources: Sources, org_id: str) -> list[Finding]:
     findings: list[Finding] = []
-    with vault.db.read_session() as session:
+    with sources.db.read_session() as session:
         events = list(session.exec(select(Event).where(Event.org_id == org_id).order_by(col(Event.leaf_index))))
         size = log_size(session, org_id)
         stored_leaves = tree_for(session, org_id, size).leaf_hashes(0, size) if size else []
@@ -80,8 +80,8 @@ def audit_log(vault: Vault, org_id: str) -> list[Finding]:
             verify_chain(envelope_id, [e.entry for e in sorted(chain, key=lambda e: e.chain_seq or 0)])
         except LogError as exc:
             findings.append(Finding(exc.code, exc.message, {"envelope_id": envelope_id, **exc.details}))
-    worm = _worm_notes(vault, org_id)
-    verifier = vault.key.note_verifier
+    worm = _worm_notes(sources, org_id)
+    verifier = sources.checkpoint_verifier
     for cp_size in sorted(set(worm) | set(rows)):
         note = worm.get(cp_size)
         if note is None:
@@ -90,7 +90,7 @@ def audit_log(vault: Vault, org_id: str) -> list[Finding]:
             )
             continue
         try:
-            checkpoint = verify_checkpoint(note, verifier, vault.checkpoints.origin(org_id))
+            checkpoint = verify_checkpoint(note, verifier, sources.origin(org_id))
         except LogError as exc:
             findings.append(Finding(exc.code, f"WORM checkpoint: {exc.message}", {"size": cp_size}))
             continue

@@ -16,16 +16,16 @@ from typing import Any
 
 from sqlmodel import Session
 
+from compliance.ledger.chain import verify_chain
+from compliance.ledger.checkpoint import Checkpoint, verify_checkpoint
+from compliance.ledger.checkpoints import tree_for
+from compliance.ledger.errors import INVALID_PROOF, MALFORMED, WRONG_KEY, LogError
+from compliance.ledger.events import envelope_events
+from compliance.ledger.merkle import leaf_hash, verify_inclusion
+from compliance.ledger.note import NoteVerifier, b64decode_strict, raw_public_key
+from compliance.signing import VaultKey
 from compliance.trusted_checkpoint import load_trusted_key
 from storage.models import Checkpoint as CheckpointRow
-from vault.ledger.chain import verify_chain
-from vault.ledger.checkpoint import Checkpoint, verify_checkpoint
-from vault.ledger.checkpoints import tree_for
-from vault.ledger.errors import INVALID_PROOF, MALFORMED, WRONG_KEY, LogError
-from vault.ledger.events import envelope_events
-from vault.ledger.merkle import leaf_hash, verify_inclusion
-from vault.ledger.note import NoteVerifier, b64decode_strict, raw_public_key
-from vault.signing import VaultKey
 
 FORMAT = "evault-proof-bundle/v1"
 

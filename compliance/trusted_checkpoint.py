@@ -16,9 +16,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from vault.ledger.checkpoint import Checkpoint, verify_checkpoint, verify_extends
-from vault.ledger.errors import BAD_SIGNATURE, MALFORMED, LogError
-from vault.ledger.note import NoteVerifier, b64decode_strict, key_id, parse_note, raw_public_key
+from compliance.ledger.checkpoint import Checkpoint, verify_checkpoint, verify_extends
+from compliance.ledger.errors import BAD_SIGNATURE, MALFORMED, LogError
+from compliance.ledger.note import NoteVerifier, b64decode_strict, key_id, parse_note, raw_public_key
 
 
 def load_trusted_key(pem: bytes) -> Ed25519PublicKey:

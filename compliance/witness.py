@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vault.ledger.checkpoint import Checkpoint
-from vault.ledger.cosignature import CosignatureSigner, cosign
-from vault.ledger.errors import MALFORMED, LogError
-from vault.ledger.merkle import EMPTY_ROOT, HASH_SIZE, verify_consistency
-from vault.ledger.note import NoteVerifier, b64decode_strict, open_note, parse_note
+from compliance.ledger.checkpoint import Checkpoint
+from compliance.ledger.cosignature import CosignatureSigner, cosign
+from compliance.ledger.errors import MALFORMED, LogError
+from compliance.ledger.merkle import EMPTY_ROOT, HASH_SIZE, verify_consistency
+from compliance.ledger.note import NoteVerifier, b64decode_strict, open_note, parse_note
 
 MAX_PROOF_LINES = 63
 SIZE_CONTENT_TYPE = "text/x.tlog.size"

@@ -187,6 +187,7 @@ check "docker-compose config" docker-compose -f docker/compose.yaml config -q
 check "ruff check" "$PY" -m ruff check .
 check "ruff format --check" "$PY" -m ruff format --check .
 check "mypy" "$PY" -m mypy
+check "import contracts" "$VENV/bin/lint-imports"
 
 unset EVAULT_TEST_DATABASE_URL
 check "pytest on sqlite" run_pytest "$@"

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from storage.embedded_s3 import EmbeddedS3
 from storage.settings import Settings
 from vault.api.app import create_app
-from vault.runtime import Vault, open_vault
+from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
 pytest_plugins = ["tests.fixtures_s3"]
@@ -64,8 +64,8 @@ def vault_env(embedded_s3: EmbeddedS3, database_url: str, tmp_path: Path) -> dic
 
 
 @pytest.fixture
-def vault(vault_env: dict[str, str]) -> Iterator[Vault]:
-    opened = open_vault(Settings.from_env(vault_env))
+def runtime(vault_env: dict[str, str]) -> Iterator[Runtime]:
+    opened = open_runtime(Settings.from_env(vault_env))
     try:
         yield opened
     finally:
@@ -73,17 +73,17 @@ def vault(vault_env: dict[str, str]) -> Iterator[Vault]:
 
 
 @pytest.fixture
-def client(vault: Vault) -> Iterator[TestClient[Any]]:
-    with TestClient(create_app(vault)) as test_client:
+def client(runtime: Runtime) -> Iterator[TestClient[Any]]:
+    with TestClient(create_app(runtime)) as test_client:
         yield test_client
 
 
 @pytest.fixture
-def make_key(vault: Vault) -> Callable[..., tuple[str, str]]:
+def make_key(runtime: Runtime) -> Callable[..., tuple[str, str]]:
     """Return (org_id, raw key) for a new organisation (or ``org_id``) with the given scopes."""
 
     def make(scopes: list[str] | None = None, org_id: str | None = None) -> tuple[str, str]:
-        with vault.db.session() as session:
+        with runtime.db.session() as session:
             if org_id is None:
                 org_id = create_organisation(session, f"Org {uuid.uuid4().hex[:6]}").id
             _, raw = create_api_key(session, org_id, "test key", scopes or list(SCOPES))

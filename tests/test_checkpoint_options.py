@@ -8,22 +8,22 @@ from typing import Any
 
 import pytest
 
+from compliance.ledger.cosignature import CosignatureVerifier, verify_cosignature
+from compliance.ledger.timestamping import verify_timestamp
 from compliance.witness_app import build_witness
 from storage.keys import timestamp_key
 from storage.settings import Settings
 from tests.helpers import API, create_envelope
 from tests.test_timestamping import Pki, other_pki, pki, tsa_url  # noqa: F401  (fixtures)
 from tests.test_witness import Served
-from vault.ledger.cosignature import CosignatureVerifier, verify_cosignature
-from vault.ledger.timestamping import verify_timestamp
-from vault.runtime import Vault, open_vault
+from vault.runtime import Runtime, open_runtime
 from vault.tenancy import bootstrap
 
 
 @pytest.fixture
-def witnessed_vault(vault_env: dict[str, str], tmp_path: Path, tsa_url: str, pki: Pki) -> Iterator[tuple[Vault, Any]]:  # noqa: F811
+def witnessed_vault(vault_env: dict[str, str], tmp_path: Path, tsa_url: str, pki: Pki) -> Iterator[tuple[Runtime, Any]]:  # noqa: F811
     # The vault's key decides its vkey, so make the key first, then the witness that trusts it.
-    first = open_vault(Settings.from_env(vault_env))
+    first = open_runtime(Settings.from_env(vault_env))
     origin_prefix, vkey = first.settings.vault.log_origin, first.key.note_verifier.vkey
     with first.db.session() as session:
         created = bootstrap(session)
@@ -39,22 +39,22 @@ def witnessed_vault(vault_env: dict[str, str], tmp_path: Path, tsa_url: str, pki
             "EVAULT_TSA_URL": f"{tsa_url}/tsa",
             "EVAULT_TSA_ROOTS": str(tmp_path / "tsa-roots.pem"),
         }
-        opened = open_vault(Settings.from_env(env))
+        opened = open_runtime(Settings.from_env(env))
         try:
             yield opened, (org.id, raw, witness)
         finally:
             opened.close()
 
 
-def test_checkpoints_are_cosigned_and_timestamped(witnessed_vault: tuple[Vault, Any], pki: Pki) -> None:  # noqa: F811
+def test_checkpoints_are_cosigned_and_timestamped(witnessed_vault: tuple[Runtime, Any], pki: Pki) -> None:  # noqa: F811
     from litestar.testing import TestClient
 
     from vault.api.app import create_app
 
-    vault, (org_id, raw, witness) = witnessed_vault
+    runtime, (org_id, raw, witness) = witnessed_vault
     headers = {"X-API-Key": raw}
     verifier = CosignatureVerifier.from_vkey(witness.signer.verifier().vkey)
-    with TestClient(create_app(vault)) as client:
+    with TestClient(create_app(runtime)) as client:
         create_envelope(client, headers)
         first = client.post(f"{API}/log/checkpoint", headers=headers).json()
         create_envelope(client, headers)
@@ -62,8 +62,8 @@ def test_checkpoints_are_cosigned_and_timestamped(witnessed_vault: tuple[Vault, 
     assert second["size"] > first["size"]
     for checkpoint in (first, second):
         assert verify_cosignature(checkpoint["note"], verifier) > 0
-        token = vault.authoritative.read(
+        token = runtime.authoritative.read(
             timestamp_key(org_id, checkpoint["size"]),
-            vault.authoritative.head(timestamp_key(org_id, checkpoint["size"]), None).version_id,
+            runtime.authoritative.head(timestamp_key(org_id, checkpoint["size"]), None).version_id,
         )
         verify_timestamp(token, checkpoint["note"].encode(), pki.root_pem)

@@ -10,8 +10,9 @@ import pytest
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pypdf import PdfReader
 
+from compliance.copy_mark import CopyMark, unmarked_pages
 from tests import pdf_factory
-from vault.copy_mark import CopyMark, stamp_copy
+from vault.copy_stamp import stamp_copy
 
 _ISSUED = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
 
@@ -33,6 +34,7 @@ def _assert_marked_everywhere(copy: bytes, mark: CopyMark, pages: int) -> None:
             "issued 2026-03-04T05:06:07Z",
         ):
             assert expected in text, (number, expected, text)
+    assert unmarked_pages(copy, mark.copy_id) == []
 
 
 def test_mark_lines_carry_every_required_fact() -> None:
@@ -130,3 +132,11 @@ def test_long_hash_fits_on_a_narrow_page() -> None:
     # Helvetica: "source SHA-256: " is under 8.5 em, and digits and a-f are at most 0.556 em wide.
     assert text.endswith(mark.source_sha256)
     assert x + size * (8.5 + 0.556 * 64) <= 200
+
+
+def test_recogniser_names_unmarked_pages_and_unreadable_files() -> None:
+    source = pdf_factory.make_pdf(pages=3)
+    assert unmarked_pages(source, "cp_anything") == [1, 2, 3]
+    copy = stamp_copy(source, _mark(source))
+    assert unmarked_pages(copy, "cp_someother") == [1, 2, 3]
+    assert unmarked_pages(b"%PDF-1.7 garbage", "cp_x") == [0]

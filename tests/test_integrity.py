@@ -7,18 +7,18 @@ from typing import Any
 from compliance.integrity import verify_vault
 from tests.helpers import create_envelope, upload
 from tests.pdf_factory import make_pdf
-from vault.runtime import Vault
+from vault.runtime import Runtime
 
 
-def test_clean_vault_verifies_and_a_planted_version_is_named(client: Any, vault: Vault, tenant: Any) -> None:
+def test_clean_vault_verifies_and_a_planted_version_is_named(client: Any, runtime: Runtime, tenant: Any) -> None:
     _, headers = tenant
     envelope_id = create_envelope(client, headers)
     assert upload(client, headers, envelope_id, make_pdf()).status_code == 201
-    report = verify_vault(vault)
+    report = verify_vault(runtime.sources())
     assert report["clean"] and report["documents"] == 1, report
-    key = vault.s3_client.list_object_versions(Bucket=vault.authoritative.bucket)["Versions"][0]["Key"]
-    vault.s3_client.put_object(Bucket=vault.authoritative.bucket, Key=key, Body=b"%PDF-planted")
-    report = verify_vault(vault)
+    key = runtime.s3_client.list_object_versions(Bucket=runtime.authoritative.bucket)["Versions"][0]["Key"]
+    runtime.s3_client.put_object(Bucket=runtime.authoritative.bucket, Key=key, Body=b"%PDF-planted")
+    report = verify_vault(runtime.sources())
     assert not report["clean"]
     (finding,) = report["findings"]
     assert finding["code"] == "Object.ExtraVersion" and finding["details"]["envelope_id"] == envelope_id

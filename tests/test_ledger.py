@@ -10,16 +10,16 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
+from compliance.ledger.chain import verify_chain
+from compliance.ledger.errors import LogError
 from compliance.log_audit import audit_log
 from compliance.proof_bundle import verify_bundle
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import Event
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
-from vault.cli import main
-from vault.ledger.chain import verify_chain
-from vault.ledger.errors import LogError
-from vault.runtime import Vault
+from vault.cli.main import main
+from vault.runtime import Runtime
 
 
 def _busy_envelope(client: Any, headers: dict[str, str]) -> str:
@@ -36,14 +36,14 @@ def _busy_envelope(client: Any, headers: dict[str, str]) -> str:
     return envelope_id
 
 
-def _codes(vault: Vault, org_id: str) -> set[str]:
-    return {finding.code for finding in audit_log(vault, org_id)}
+def _codes(runtime: Runtime, org_id: str) -> set[str]:
+    return {finding.code for finding in audit_log(runtime.sources(), org_id)}
 
 
-def test_chain_links_every_event_and_checkpoint_lands_in_worm(client: Any, vault: Vault, tenant: Any) -> None:
+def test_chain_links_every_event_and_checkpoint_lands_in_worm(client: Any, runtime: Runtime, tenant: Any) -> None:
     org_id, headers = tenant
     envelope_id = _busy_envelope(client, headers)
-    with vault.db.session() as session:
+    with runtime.db.session() as session:
         events = session.exec(select(Event).where(Event.envelope_id == envelope_id).order_by(Event.chain_seq)).all()
     parsed = verify_chain(envelope_id, [e.entry for e in events])
     assert [p["type"] for p in parsed] == [
@@ -55,16 +55,16 @@ def test_chain_links_every_event_and_checkpoint_lands_in_worm(client: Any, vault
     ]
     checkpoint = client.get(f"{API}/log/checkpoint", headers=headers).json()
     assert checkpoint["size"] == events[-1].leaf_index + 1
-    stored = vault.s3_client.get_object(
-        Bucket=vault.authoritative.bucket, Key=checkpoint["worm_key"], VersionId=checkpoint["worm_version_id"]
+    stored = runtime.s3_client.get_object(
+        Bucket=runtime.authoritative.bucket, Key=checkpoint["worm_key"], VersionId=checkpoint["worm_version_id"]
     )
     assert stored["Body"].read().decode() == checkpoint["note"]
     assert stored["ObjectLockMode"] == "COMPLIANCE"
-    assert _codes(vault, org_id) == set()
+    assert _codes(runtime, org_id) == set()
 
 
 def test_bundle_verifies_offline_with_only_the_public_key(
-    client: Any, vault: Vault, tenant: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    client: Any, runtime: Runtime, tenant: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, headers = tenant
     envelope_id = _busy_envelope(client, headers)
@@ -120,12 +120,12 @@ def test_consistency_between_two_checkpoints_via_cli(client: Any, tenant: Any, t
 
 
 @pytest.mark.parametrize("fault", ["edit_entry", "delete_entry", "edit_checkpoint_row", "drop_checkpoint_row"])
-def test_database_tampering_is_detected_against_worm(client: Any, vault: Vault, tenant: Any, fault: str) -> None:
+def test_database_tampering_is_detected_against_worm(client: Any, runtime: Runtime, tenant: Any, fault: str) -> None:
     org_id, headers = tenant
     envelope_id = _busy_envelope(client, headers)
     client.post(f"{API}/log/checkpoint", headers=headers)
-    assert _codes(vault, org_id) == set()
-    with vault.db.session() as session:
+    assert _codes(runtime, org_id) == set()
+    with runtime.db.session() as session:
         target = session.exec(select(Event).where(Event.envelope_id == envelope_id, Event.chain_seq == 2)).one()
         if fault == "edit_entry":
             target.entry = target.entry.replace(b"retrieval_issued", b"retrieval_isXued")
@@ -146,4 +146,4 @@ def test_database_tampering_is_detected_against_worm(client: Any, vault: Vault, 
         "edit_checkpoint_row": {"Checkpoint.Mismatch"},
         "drop_checkpoint_row": {"Checkpoint.Mismatch"},
     }[fault]
-    assert expected <= _codes(vault, org_id)
+    assert expected <= _codes(runtime, org_id)

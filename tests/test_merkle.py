@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from vault.ledger.errors import INCONSISTENT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
-from vault.ledger.merkle import (
+from compliance.ledger.errors import INCONSISTENT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
+from compliance.ledger.merkle import (
     EMPTY_ROOT,
     leaf_hash,
     node_hash,

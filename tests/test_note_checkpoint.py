@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from vault.ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint, verify_extends
-from vault.ledger.errors import (
+from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint, verify_extends
+from compliance.ledger.errors import (
     BAD_SIGNATURE,
     CODES,
     INCONSISTENT,
@@ -24,9 +24,9 @@ from vault.ledger.errors import (
     WRONG_ORIGIN,
     LogError,
 )
-from vault.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
-from vault.ledger.note import NoteSigner, NoteVerifier, open_note, parse_note, sign_note
-from vault.ledger.tiles import MemoryTileStore, TiledTree
+from compliance.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from compliance.ledger.note import NoteSigner, NoteVerifier, open_note, parse_note, sign_note
+from compliance.ledger.tiles import MemoryTileStore, TiledTree
 
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"

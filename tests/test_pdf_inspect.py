@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 from pyhanko.pdf_utils.reader import PdfFileReader
 
+from compliance.errors import InvalidInput
 from tests import pdf_factory
-from vault.errors import InvalidInput
 from vault.pdf_inspect import PdfFacts, inspect_pdf
 
 

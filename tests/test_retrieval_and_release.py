@@ -14,7 +14,7 @@ from sqlmodel import select
 from storage.models import CopyRecord, Event
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
-from vault.runtime import Vault
+from vault.runtime import Runtime
 
 
 def _vaulted(client: Any, headers: dict[str, str], pdf: bytes) -> str:
@@ -23,13 +23,13 @@ def _vaulted(client: Any, headers: dict[str, str], pdf: bytes) -> str:
     return envelope_id
 
 
-def _event_types(vault: Vault, envelope_id: str) -> list[str]:
-    with vault.db.session() as session:
+def _event_types(runtime: Runtime, envelope_id: str) -> list[str]:
+    with runtime.db.session() as session:
         events = session.exec(select(Event).where(Event.envelope_id == envelope_id).order_by(Event.chain_seq)).all()
     return [e.event_type for e in events]
 
 
-def test_authoritative_url_serves_the_exact_version_and_is_recorded(client: Any, vault: Vault, tenant: Any) -> None:
+def test_authoritative_url_serves_the_exact_version_and_is_recorded(client: Any, runtime: Runtime, tenant: Any) -> None:
     _, headers = tenant
     pdf = make_pdf(pages=2)
     envelope_id = _vaulted(client, headers, pdf)
@@ -39,20 +39,22 @@ def test_authoritative_url_serves_the_exact_version_and_is_recorded(client: Any,
     assert doc["authoritative"] is True and doc["sha256"] == hashlib.sha256(pdf).hexdigest()
     assert "versionId=" in doc["url"]
     assert httpx.get(doc["url"]).content == pdf
-    assert _event_types(vault, envelope_id)[-1] == "vault.retrieval_issued"
+    assert _event_types(runtime, envelope_id)[-1] == "vault.retrieval_issued"
 
 
-def test_presigned_url_expires(client: Any, vault: Vault, tenant: Any) -> None:
+def test_presigned_url_expires(client: Any, runtime: Runtime, tenant: Any) -> None:
     _, headers = tenant
     envelope_id = _vaulted(client, headers, make_pdf())
-    doc = vault.settings.vault
+    doc = runtime.settings.vault
     object.__setattr__(doc, "url_expiry_seconds", 1)
     url = client.get(f"{API}/envelopes/{envelope_id}/vault/signed-url", headers=headers).json()["documents"][0]["url"]
     time.sleep(2.1)
     assert httpx.get(url).status_code == 403
 
 
-def test_copy_is_marked_on_every_page_registered_and_never_the_original(client: Any, vault: Vault, tenant: Any) -> None:
+def test_copy_is_marked_on_every_page_registered_and_never_the_original(
+    client: Any, runtime: Runtime, tenant: Any
+) -> None:
     _, headers = tenant
     pdf = make_pdf(pages=4)
     source_sha = hashlib.sha256(pdf).hexdigest()
@@ -68,16 +70,18 @@ def test_copy_is_marked_on_every_page_registered_and_never_the_original(client: 
     for page in reader.pages:
         text = page.extract_text()
         assert "NON-AUTHORITATIVE COPY" in text and copy["id"] in text and source_sha in text
-    assert vault.settings.s3.copies_bucket in copy["url"]
-    with vault.db.session() as session:
+    assert runtime.settings.s3.copies_bucket in copy["url"]
+    with runtime.db.session() as session:
         record = session.get(CopyRecord, copy["id"])
     assert record is not None and record.sha256 == copy["sha256"] and record.source_sha256 == source_sha
     second = client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers).json()["copies"][0]
     assert second["id"] != copy["id"]
-    assert _event_types(vault, envelope_id).count("vault.copy_issued") == 2
+    assert _event_types(runtime, envelope_id).count("vault.copy_issued") == 2
 
 
-def test_vault_out_blocks_authoritative_retrieval_and_keeps_the_lock(client: Any, vault: Vault, tenant: Any) -> None:
+def test_vault_out_blocks_authoritative_retrieval_and_keeps_the_lock(
+    client: Any, runtime: Runtime, tenant: Any
+) -> None:
     _, headers = tenant
     envelope_id = _vaulted(client, headers, make_pdf())
     url = f"{API}/envelopes/{envelope_id}/vault-out"
@@ -97,10 +101,10 @@ def test_vault_out_blocks_authoritative_retrieval_and_keeps_the_lock(client: Any
     again = client.post(url, json={"reason": "payoff"}, headers=headers)
     assert (again.status_code, again.json()["code"]) == (409, "Vault.AlreadyReleased")
     doc = client.get(f"{API}/envelopes/{envelope_id}", headers=headers).json()["vault"]["documents"][0]
-    key = vault.s3_client.list_object_versions(Bucket=vault.authoritative.bucket)["Versions"][0]["Key"]
-    head = vault.s3_client.head_object(Bucket=vault.authoritative.bucket, Key=key, VersionId=doc["version_id"])
+    key = runtime.s3_client.list_object_versions(Bucket=runtime.authoritative.bucket)["Versions"][0]["Key"]
+    head = runtime.s3_client.head_object(Bucket=runtime.authoritative.bucket, Key=key, VersionId=doc["version_id"])
     assert head["ObjectLockMode"] == "COMPLIANCE"
-    assert _event_types(vault, envelope_id)[-1] == "vault.released"
+    assert _event_types(runtime, envelope_id)[-1] == "vault.released"
 
 
 def test_retrieval_before_vault_in_is_a_conflict(client: Any, tenant: Any) -> None:

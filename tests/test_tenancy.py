@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from storage.ids import utcnow
 from storage.models import ApiKey
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
-from vault.ids import utcnow
-from vault.runtime import Vault
+from vault.runtime import Runtime
 
 ENDPOINTS = [
     ("GET", "/envelopes/{id}", "envelopes:read"),
@@ -63,16 +63,16 @@ def test_unknown_envelope_is_404(client: Any, tenant: Any) -> None:
     assert (response.status_code, response.json()["code"]) == (404, "Envelope.NotFound")
 
 
-def test_key_failures_have_distinct_codes(client: Any, vault: Vault, make_key: Any) -> None:
+def test_key_failures_have_distinct_codes(client: Any, runtime: Runtime, make_key: Any) -> None:
     org_id, raw = make_key(["envelopes:read"])
     url = f"{API}/envelopes/env_doesnotexist000000"
     assert client.get(url, headers={"X-API-Key": "sk_live_123"}).json()["code"] == "Auth.MalformedKey"
     assert client.get(url, headers={"X-API-Key": "lk_" + "x" * 43}).json()["code"] == "Auth.UnknownKey"
-    with vault.db.session() as session:
+    with runtime.db.session() as session:
         key = session.exec(select(ApiKey).where(ApiKey.org_id == org_id)).one()
         key.expires_at = utcnow() - timedelta(seconds=1)
     assert client.get(url, headers={"X-API-Key": raw}).json()["code"] == "Auth.KeyExpired"
-    with vault.db.session() as session:
+    with runtime.db.session() as session:
         key = session.exec(select(ApiKey).where(ApiKey.org_id == org_id)).one()
         key.expires_at = None
         key.revoked_at = utcnow()
@@ -80,9 +80,9 @@ def test_key_failures_have_distinct_codes(client: Any, vault: Vault, make_key: A
     assert (revoked.status_code, revoked.json()["code"]) == (401, "Auth.KeyRevoked")
 
 
-def test_keys_are_stored_only_as_hashes(vault: Vault, make_key: Any) -> None:
+def test_keys_are_stored_only_as_hashes(runtime: Runtime, make_key: Any) -> None:
     org_id, raw = make_key()
-    with vault.db.session() as session:
+    with runtime.db.session() as session:
         key = session.exec(select(ApiKey).where(ApiKey.org_id == org_id)).one()
     assert raw not in (key.key_hash, key.prefix) and raw.startswith(key.prefix) and len(raw) >= 43
 

@@ -12,18 +12,18 @@ from pathlib import Path
 import pymerkle
 import pytest
 
-from storage.db import Database
-from storage.log_tiles import SqlTileStore
-from storage.models import Organisation
-from vault.ledger.errors import INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
-from vault.ledger.merkle import (
+from compliance.ledger.errors import INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
+from compliance.ledger.merkle import (
     EMPTY_ROOT,
     leaf_hash,
     root_from_leaf_hashes,
     verify_consistency,
     verify_inclusion,
 )
-from vault.ledger.tiles import MemoryTileStore, TiledTree, TileKey
+from compliance.ledger.tiles import MemoryTileStore, TiledTree, TileKey
+from storage.db import Database
+from storage.log_tiles import SqlTileStore
+from storage.models import Organisation
 
 
 def _hashes(n: int, salt: bytes = b"") -> list[bytes]:

@@ -24,10 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.sign.timestamps import DummyTimeStamper
 
-from tests.helpers import free_port
-from vault.ledger.checkpoint import Checkpoint, sign_checkpoint
-from vault.ledger.note import NoteSigner
-from vault.ledger.timestamping import (
+from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
+from compliance.ledger.note import NoteSigner
+from compliance.ledger.timestamping import (
     TIMESTAMP_INVALID,
     TIMESTAMP_UNAVAILABLE,
     TimestampClient,
@@ -35,6 +34,7 @@ from vault.ledger.timestamping import (
     TimestampUnavailable,
     verify_timestamp,
 )
+from tests.helpers import free_port
 
 NOW = dt.datetime.now(dt.UTC)
 

@@ -19,22 +19,19 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar.testing import TestClient
 
-from compliance.witness import STATE_FILE, Witness, WitnessStateError, parse_request
-from compliance.witness_app import build_witness, create_witness_app, parse_log_keys
-from tests.helpers import free_port
-from vault.ledger.checkpoint import Checkpoint, sign_checkpoint
-from vault.ledger.cosignature import (
+from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
+from compliance.ledger.cosignature import (
     CosignatureSigner,
     CosignatureVerifier,
     cosign,
     cosignature_key_id,
     verify_cosignature,
 )
-from vault.ledger.errors import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
-from vault.ledger.merkle import leaf_hash
-from vault.ledger.note import NoteSigner, NoteVerifier, sign_note
-from vault.ledger.tiles import MemoryTileStore, TiledTree
-from vault.ledger.witness_client import (
+from compliance.ledger.errors import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
+from compliance.ledger.merkle import leaf_hash
+from compliance.ledger.note import NoteSigner, NoteVerifier, sign_note
+from compliance.ledger.tiles import MemoryTileStore, TiledTree
+from compliance.ledger.witness_client import (
     WITNESS_REFUSED,
     WITNESS_UNAVAILABLE,
     WitnessClient,
@@ -42,6 +39,9 @@ from vault.ledger.witness_client import (
     WitnessUnavailable,
     request_body,
 )
+from compliance.witness import STATE_FILE, Witness, WitnessStateError, parse_request
+from compliance.witness_app import build_witness, create_witness_app, parse_log_keys
+from tests.helpers import free_port
 
 ORIGIN = "vault.example/log/org_a"
 NOW = 1_700_000_000

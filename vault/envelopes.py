@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from compliance.errors import InvalidInput, NotFound
+from compliance.ledger.events import Actor, append_event
+from storage.ids import iso, new_id, utcnow
 from storage.models import Envelope, VaultedDocument, VaultRecord
-from vault.errors import InvalidInput, NotFound
-from vault.ids import iso, new_id, utcnow
-from vault.ledger.events import Actor, append_event
 
 KINDS = ("esign", "paper")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
 
-from vault.errors import InvalidInput
+from compliance.errors import InvalidInput
 
 # Modules whose loggers speak while a document is read; muted only inside inspect_pdf (see _Quiet).
 _PYHANKO_LOGGERS = (

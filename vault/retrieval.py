@@ -12,15 +12,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from compliance.copy_mark import CopyMark
+from compliance.errors import Conflict, EvaultError, NotFound, Unavailable
+from compliance.ledger.events import Actor, append_event
 from storage.errors import ChecksumMismatch, StorageError
+from storage.ids import iso, new_id, utcnow
 from storage.keys import copy_key
 from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
-from vault.copy_mark import CopyMark, stamp_copy
+from vault.copy_stamp import stamp_copy
 from vault.envelopes import get_envelope, vault_record, vaulted_documents
-from vault.errors import Conflict, EvaultError, NotFound, Unavailable
-from vault.ids import iso, new_id, utcnow
-from vault.ledger.events import Actor, append_event
-from vault.runtime import Vault
+from vault.runtime import Runtime
 
 
 class IntegrityFailure(EvaultError):
@@ -49,8 +50,8 @@ class IssuedUrl:
         }
 
 
-def _vaulted(vault: Vault, org_id: str, envelope_id: str) -> tuple[Envelope, VaultRecord, list[VaultedDocument]]:
-    with vault.db.read_session() as session:
+def _vaulted(runtime: Runtime, org_id: str, envelope_id: str) -> tuple[Envelope, VaultRecord, list[VaultedDocument]]:
+    with runtime.db.read_session() as session:
         envelope = get_envelope(session, org_id, envelope_id)
         record = vault_record(session, envelope.id)
         if record is None:
@@ -67,8 +68,10 @@ def _select(documents: list[VaultedDocument], document_id: str | None) -> list[V
     return chosen
 
 
-def authoritative_urls(vault: Vault, actor: Actor, envelope_id: str, document_id: str | None = None) -> list[IssuedUrl]:
-    envelope, record, documents = _vaulted(vault, actor.org_id, envelope_id)
+def authoritative_urls(
+    runtime: Runtime, actor: Actor, envelope_id: str, document_id: str | None = None
+) -> list[IssuedUrl]:
+    envelope, record, documents = _vaulted(runtime, actor.org_id, envelope_id)
     if record.released_at is not None:
         raise Conflict(
             "Vault.Released",
@@ -76,12 +79,12 @@ def authoritative_urls(vault: Vault, actor: Actor, envelope_id: str, document_id
             released_at=iso(record.released_at),
             reason=record.release_reason,
         )
-    expiry = vault.settings.vault.url_expiry_seconds
+    expiry = runtime.settings.vault.url_expiry_seconds
     expires_at = iso(utcnow() + timedelta(seconds=expiry))
     issued = [
         IssuedUrl(
             doc.id,
-            vault.authoritative.presign_get(doc.s3_key, doc.s3_version_id, expiry, vault.public_s3_endpoint),
+            runtime.authoritative.presign_get(doc.s3_key, doc.s3_version_id, expiry, runtime.public_s3_endpoint),
             doc.sha256,
             doc.s3_version_id,
             expires_at,
@@ -89,7 +92,7 @@ def authoritative_urls(vault: Vault, actor: Actor, envelope_id: str, document_id
         )
         for doc in _select(documents, document_id)
     ]
-    with vault.db.session() as session:
+    with runtime.db.session() as session:
         append_event(
             session,
             actor=actor,
@@ -101,9 +104,9 @@ def authoritative_urls(vault: Vault, actor: Actor, envelope_id: str, document_id
     return issued
 
 
-def _read_verified(vault: Vault, doc: VaultedDocument) -> bytes:
+def _read_verified(runtime: Runtime, doc: VaultedDocument) -> bytes:
     try:
-        data = vault.authoritative.read(doc.s3_key, doc.s3_version_id)
+        data = runtime.authoritative.read(doc.s3_key, doc.s3_version_id)
     except ChecksumMismatch as exc:
         raise IntegrityFailure(
             "Vault.IntegrityFailure", "stored bytes fail their checksum", document_id=doc.id
@@ -117,23 +120,25 @@ def _read_verified(vault: Vault, doc: VaultedDocument) -> bytes:
     return data
 
 
-def issue_copies(vault: Vault, actor: Actor, envelope_id: str, document_id: str | None = None) -> list[IssuedUrl]:
+def issue_copies(runtime: Runtime, actor: Actor, envelope_id: str, document_id: str | None = None) -> list[IssuedUrl]:
     """Make, store and register one marked copy per selected document, then hand out its URL."""
-    envelope, record, documents = _vaulted(vault, actor.org_id, envelope_id)
-    expiry = vault.settings.vault.url_expiry_seconds
+    envelope, record, documents = _vaulted(runtime, actor.org_id, envelope_id)
+    expiry = runtime.settings.vault.url_expiry_seconds
     issued: list[IssuedUrl] = []
     for doc in _select(documents, document_id):
         copy_id = new_id("cp")
         now = utcnow()
-        stamped = stamp_copy(_read_verified(vault, doc), CopyMark(copy_id, envelope.id, doc.sha256, now))
+        stamped = stamp_copy(_read_verified(runtime, doc), CopyMark(copy_id, envelope.id, doc.sha256, now))
         digest = hashlib.sha256(stamped).hexdigest()
         if digest == doc.sha256:
             raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")
         try:
-            stored = vault.copies.put_plain(copy_key(envelope.org_id, envelope.id, copy_id), stamped, "application/pdf")
+            stored = runtime.copies.put_plain(
+                copy_key(envelope.org_id, envelope.id, copy_id), stamped, "application/pdf"
+            )
         except StorageError as exc:
             raise Unavailable("Storage.Unavailable", "object storage did not accept the copy; retry") from exc
-        with vault.db.session() as session:
+        with runtime.db.session() as session:
             session.add(
                 CopyRecord(
                     id=copy_id,
@@ -143,7 +148,7 @@ def issue_copies(vault: Vault, actor: Actor, envelope_id: str, document_id: str 
                     source_sha256=doc.sha256,
                     sha256=digest,
                     size=len(stamped),
-                    s3_bucket=vault.copies.bucket,
+                    s3_bucket=runtime.copies.bucket,
                     s3_key=stored.key,
                     s3_version_id=stored.version_id,
                     issued_at=now,
@@ -168,7 +173,7 @@ def issue_copies(vault: Vault, actor: Actor, envelope_id: str, document_id: str 
         issued.append(
             IssuedUrl(
                 copy_id,
-                vault.copies.presign_get(stored.key, stored.version_id, expiry, vault.public_s3_endpoint),
+                runtime.copies.presign_get(stored.key, stored.version_id, expiry, runtime.public_s3_endpoint),
                 digest,
                 stored.version_id,
                 iso(now + timedelta(seconds=expiry)),

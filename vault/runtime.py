@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from compliance.ledger.checkpoints import CheckpointService
+from compliance.ledger.cosignature import CosignatureVerifier
+from compliance.ledger.timestamping import TimestampClient
+from compliance.ledger.witness_client import WitnessClient
+from compliance.signing import VaultKey, load_or_create_key
+from compliance.sources import Sources
 from storage.db import Database
 from storage.embedded_s3 import EmbeddedS3
 from storage.errors import BucketNotWorm, StorageError
 from storage.object_store import ObjectStore, check_worm_bucket, ensure_bucket, make_s3_client
 from storage.settings import Settings
-from vault.ledger.checkpoints import CheckpointService
-from vault.ledger.cosignature import CosignatureVerifier
-from vault.ledger.timestamping import TimestampClient
-from vault.ledger.witness_client import WitnessClient
-from vault.signing import VaultKey, load_or_create_key
 
 log = logging.getLogger("evault")
 
@@ -32,7 +33,7 @@ class StartupError(RuntimeError):
 
 
 @dataclass
-class Vault:
+class Runtime:
     settings: Settings
     db: Database
     s3_client: Any
@@ -43,6 +44,10 @@ class Vault:
     embedded_s3: EmbeddedS3 | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _checkpointer: threading.Thread | None = None
+
+    def sources(self) -> Sources:
+        """What the evidence checks read, without the signing key or the checkpointer."""
+        return Sources(self.db, self.authoritative, self.copies, self.key.note_verifier, self.settings.vault.log_origin)
 
     @property
     def public_s3_endpoint(self) -> str | None:
@@ -71,7 +76,7 @@ class Vault:
             self.embedded_s3.stop()
 
 
-def open_vault(settings: Settings) -> Vault:
+def open_runtime(settings: Settings) -> Runtime:
     """Start (or connect to) every part and check it; on any failure stop what was started and raise."""
     embedded: EmbeddedS3 | None = None
     s3 = settings.s3
@@ -113,7 +118,7 @@ def open_vault(settings: Settings) -> Vault:
     timestamper = None
     if policy.tsa_url and policy.tsa_roots_path is not None:
         timestamper = TimestampClient(policy.tsa_url, policy.tsa_roots_path.read_bytes(), timeout=10)
-    return Vault(
+    return Runtime(
         settings=settings,
         db=db,
         s3_client=client,

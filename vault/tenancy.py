@@ -15,10 +15,10 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
+from compliance.errors import Forbidden, Unauthenticated
+from compliance.ledger.events import Actor, append_event
+from storage.ids import as_utc, new_id, utcnow
 from storage.models import ApiKey, Organisation
-from vault.errors import Forbidden, Unauthenticated
-from vault.ids import as_utc, new_id, utcnow
-from vault.ledger.events import Actor, append_event
 
 SCOPES = (
     "envelopes:read",

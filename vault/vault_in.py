@@ -18,16 +18,16 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from compliance.errors import Conflict, InvalidInput, Unavailable
+from compliance.ledger.events import Actor, append_event
 from storage.errors import ChecksumMismatch, StorageError
+from storage.ids import iso, new_id, utcnow
 from storage.keys import authoritative_key
 from storage.models import Envelope, VaultedDocument, VaultRecord
 from storage.object_store import StoredObject
 from vault.envelopes import get_envelope, vault_record, vaulted_documents
-from vault.errors import Conflict, InvalidInput, Unavailable
-from vault.ids import iso, new_id, utcnow
-from vault.ledger.events import Actor, append_event
 from vault.pdf_inspect import PdfFacts, inspect_pdf
-from vault.runtime import Vault
+from vault.runtime import Runtime
 
 MAX_DOCUMENTS = 20
 SOURCES = {"signed": "esign", "upload": "paper"}
@@ -79,9 +79,9 @@ def _check_uploads(uploads: list[Upload], source: str) -> list[tuple[Upload, str
     return checked
 
 
-def _replay_or_conflict(vault: Vault, envelope: Envelope, digests: list[str]) -> VaultInResult:
+def _replay_or_conflict(runtime: Runtime, envelope: Envelope, digests: list[str]) -> VaultInResult:
     """A second vault-in of the same bytes is a replay; anything else is a conflict."""
-    with vault.db.read_session() as session:
+    with runtime.db.read_session() as session:
         record = vault_record(session, envelope.id)
         assert record is not None
         documents = vaulted_documents(session, record.id)
@@ -96,7 +96,7 @@ def _replay_or_conflict(vault: Vault, envelope: Envelope, digests: list[str]) ->
 
 
 def vault_in(
-    vault: Vault,
+    runtime: Runtime,
     actor: Actor,
     envelope_id: str,
     uploads: list[Upload],
@@ -104,7 +104,7 @@ def vault_in(
     source: str,
     caller_metadata: dict[str, Any] | None = None,
 ) -> VaultInResult:
-    with vault.db.read_session() as session:
+    with runtime.db.read_session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
     if SOURCES[source] != envelope.kind:
         raise Conflict(
@@ -115,7 +115,7 @@ def vault_in(
     checked = _check_uploads(uploads, source)
     digests = [digest for _, digest, _ in checked]
     if envelope.vault_state != "not_vaulted":
-        return _replay_or_conflict(vault, envelope, digests)
+        return _replay_or_conflict(runtime, envelope, digests)
     if envelope.status in {"voided", "expired"}:
         raise Conflict(
             "Envelope.NotVaultable", f"a {envelope.status} envelope cannot be vaulted", status=envelope.status
@@ -129,26 +129,28 @@ def vault_in(
         )
 
     # Whole seconds: S3 keeps retention to the second, and the record must equal the lock exactly.
-    retain_until = (utcnow() + timedelta(days=vault.settings.vault.retention_days)).replace(microsecond=0)
+    retain_until = (utcnow() + timedelta(days=runtime.settings.vault.retention_days)).replace(microsecond=0)
     stored: list[StoredObject] = []
     for position, (upload, digest, _) in enumerate(checked):
         key = authoritative_key(envelope.org_id, envelope.id, position, digest)
         try:
-            stored.append(vault.authoritative.put_write_once(key, upload.data, retain_until=retain_until))
+            stored.append(runtime.authoritative.put_write_once(key, upload.data, retain_until=retain_until))
         except ChecksumMismatch as exc:
             raise InvalidInput("Document.HashMismatch", "the storage server refused the bytes' checksum") from exc
         except StorageError as exc:
             raise Unavailable("Storage.Unavailable", "object storage did not accept the document; retry") from exc
 
     try:
-        return _record(vault, actor, envelope.id, checked, stored, source, secured_party, caller_metadata, retain_until)
+        return _record(
+            runtime, actor, envelope.id, checked, stored, source, secured_party, caller_metadata, retain_until
+        )
     except (IntegrityError, _Raced):
         # A concurrent vault-in of this envelope committed first.
-        return _replay_or_conflict(vault, envelope, digests)
+        return _replay_or_conflict(runtime, envelope, digests)
 
 
 def _record(
-    vault: Vault,
+    runtime: Runtime,
     actor: Actor,
     envelope_id: str,
     checked: list[tuple[Upload, str, PdfFacts]],
@@ -159,7 +161,7 @@ def _record(
     retain_until: datetime,
 ) -> VaultInResult:
     now = utcnow()
-    with vault.db.session() as session:
+    with runtime.db.session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
         if envelope.vault_state != "not_vaulted":
             raise _Raced
@@ -183,7 +185,7 @@ def _record(
                 sha256=digest,
                 size=len(upload.data),
                 page_count=facts.page_count,
-                s3_bucket=vault.authoritative.bucket,
+                s3_bucket=runtime.authoritative.bucket,
                 s3_key=obj.key,
                 s3_version_id=obj.version_id,
             )

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from compliance.errors import Conflict, InvalidInput
+from compliance.ledger.events import Actor, append_event
+from storage.ids import iso, utcnow
 from storage.models import VaultRecord
 from vault.envelopes import get_envelope, vault_record
-from vault.errors import Conflict, InvalidInput
-from vault.ids import iso, utcnow
-from vault.ledger.events import Actor, append_event
-from vault.runtime import Vault
+from vault.runtime import Runtime
 
 REASONS = ("transfer", "paper_out", "payoff", "other")
 
@@ -40,7 +40,7 @@ def _release_details(reason: str, transferee: dict[str, Any] | None, note: str |
 
 
 def vault_out(
-    vault: Vault,
+    runtime: Runtime,
     actor: Actor,
     envelope_id: str,
     reason: str,
@@ -49,7 +49,7 @@ def vault_out(
 ) -> VaultRecord:
     details = _release_details(reason, transferee, note)
     now = utcnow()
-    with vault.db.session() as session:
+    with runtime.db.session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
         record = vault_record(session, envelope.id)
         if record is None:

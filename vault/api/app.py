@@ -8,14 +8,14 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from compliance.errors import EvaultError
 from vault.api.custody import CustodyController
-from vault.api.deps import provide_actor, provide_principal, vault_of
+from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.envelopes import EnvelopeController
 from vault.api.errors import handle_domain_error, handle_http_error, handle_unexpected
 from vault.api.log import EnvelopeProofController, LogController, public_keys
 from vault.api.request_id import RequestIdMiddleware
-from vault.errors import EvaultError
-from vault.runtime import Vault
+from vault.runtime import Runtime
 
 
 @get("/health", tags=["Operations"], sync_to_thread=False)
@@ -24,7 +24,7 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def create_app(vault: Vault) -> Litestar:
+def create_app(runtime: Runtime) -> Litestar:
     partner = Router(
         path="/api/v2/partner",
         route_handlers=[EnvelopeController, CustodyController, LogController, EnvelopeProofController],
@@ -36,14 +36,14 @@ def create_app(vault: Vault) -> Litestar:
     )
     app = Litestar(
         route_handlers=[partner, health, public_keys],
-        dependencies={"vault": Provide(vault_of, sync_to_thread=False)},
+        dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
         middleware=[RequestIdMiddleware],
         exception_handlers={
             EvaultError: handle_domain_error,
             HTTPException: handle_http_error,
             Exception: handle_unexpected,
         },
-        request_max_body_size=vault.settings.vault.max_upload_bytes,
+        request_max_body_size=runtime.settings.vault.max_upload_bytes,
         openapi_config=OpenAPIConfig(
             title="evault partner API",
             version="2.0.0",
@@ -56,5 +56,5 @@ def create_app(vault: Vault) -> Litestar:
         ),
         debug=False,
     )
-    app.state.vault = vault
+    app.state.runtime = runtime
     return app

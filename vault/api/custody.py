@@ -17,11 +17,11 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from compliance.errors import InvalidInput
+from compliance.ledger.events import Actor
 from vault.envelopes import describe, get_envelope
-from vault.errors import InvalidInput
-from vault.ledger.events import Actor
 from vault.retrieval import authoritative_urls, issue_copies
-from vault.runtime import Vault
+from vault.runtime import Runtime
 from vault.vault_in import Upload, VaultInResult, vault_in
 from vault.vault_out import vault_out
 
@@ -64,8 +64,8 @@ async def _uploads(request: Request[Any, Any, Any]) -> tuple[list[Upload], dict[
     return [Upload(filename, body, request.headers.get("x-content-sha256"))], None
 
 
-def _vault_in_response(vault: Vault, actor: Actor, result: VaultInResult) -> Response[dict[str, Any]]:
-    with vault.db.read_session() as session:
+def _vault_in_response(runtime: Runtime, actor: Actor, result: VaultInResult) -> Response[dict[str, Any]]:
+    with runtime.db.read_session() as session:
         view = describe(session, get_envelope(session, actor.org_id, result.record.envelope_id))
     view["replayed"] = result.replayed
     return Response(view, status_code=200 if result.replayed else 201)
@@ -85,7 +85,7 @@ class CustodyController(Controller):
     async def _vault_in(
         self,
         request: Request[Any, Any, Any],
-        vault: NamedDependency[Vault],
+        runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
         envelope_id: FromPath[str],
         source: str,
@@ -93,8 +93,8 @@ class CustodyController(Controller):
         uploads, metadata = await _uploads(request)
 
         def run() -> Response[dict[str, Any]]:
-            result = vault_in(vault, actor, envelope_id, uploads, source=source, caller_metadata=metadata)
-            return _vault_in_response(vault, actor, result)
+            result = vault_in(runtime, actor, envelope_id, uploads, source=source, caller_metadata=metadata)
+            return _vault_in_response(runtime, actor, result)
 
         return await to_thread.run_sync(run)
 
@@ -102,57 +102,57 @@ class CustodyController(Controller):
     async def vault_in_signed(
         self,
         request: Request[Any, Any, Any],
-        vault: NamedDependency[Vault],
+        runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
         envelope_id: FromPath[str],
     ) -> Response[dict[str, Any]]:
         """Vault a completed e-sign envelope's signed PDF(s) as the authoritative copy (manual / recovery)."""
-        return await self._vault_in(request, vault, actor, envelope_id, "signed")
+        return await self._vault_in(request, runtime, actor, envelope_id, "signed")
 
     @post("/vault-in-upload", opt={"scope": "vault:write"})
     async def vault_in_upload(
         self,
         request: Request[Any, Any, Any],
-        vault: NamedDependency[Vault],
+        runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
         envelope_id: FromPath[str],
     ) -> Response[dict[str, Any]]:
         """Vault a paper envelope's uploaded PDF(s) as the authoritative copy."""
-        return await self._vault_in(request, vault, actor, envelope_id, "upload")
+        return await self._vault_in(request, runtime, actor, envelope_id, "upload")
 
     @get("/vault/signed-url", opt={"scope": "vault:read"}, sync_to_thread=True)
     def authoritative_url(
         self,
-        vault: NamedDependency[Vault],
+        runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
         envelope_id: FromPath[str],
         document_id: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """Short-lived download URL(s) of the authoritative copy, bound to the stored version."""
-        issued = authoritative_urls(vault, actor, envelope_id, document_id)
+        issued = authoritative_urls(runtime, actor, envelope_id, document_id)
         return {"envelope_id": envelope_id, "documents": [url.as_json() for url in issued]}
 
     @get("/vault/copy/signed-url", opt={"scope": "vault:read"}, sync_to_thread=True)
     def copy_url(
         self,
-        vault: NamedDependency[Vault],
+        runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
         envelope_id: FromPath[str],
         document_id: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """A new, registered, marked non-authoritative copy per document, by short-lived URL."""
-        issued = issue_copies(vault, actor, envelope_id, document_id)
+        issued = issue_copies(runtime, actor, envelope_id, document_id)
         return {"envelope_id": envelope_id, "copies": [url.as_json() for url in issued]}
 
     @post("/vault-out", opt={"scope": "vault:release"}, sync_to_thread=True, status_code=200)
     def release(
         self,
         data: JSONBody[VaultOutIn],
-        vault: NamedDependency[Vault],
+        runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
         envelope_id: FromPath[str],
     ) -> dict[str, Any]:
         """Release the authoritative copy (transfer, paper-out, payoff, other)."""
-        vault_out(vault, actor, envelope_id, data.reason, data.transferee, data.note)
-        with vault.db.read_session() as session:
+        vault_out(runtime, actor, envelope_id, data.reason, data.transferee, data.note)
+        with runtime.db.read_session() as session:
             return describe(session, get_envelope(session, actor.org_id, envelope_id))

@@ -12,18 +12,18 @@ from anyio import to_thread
 from litestar import Request
 from litestar.di import NamedDependency
 
-from vault.ledger.events import Actor
-from vault.runtime import Vault
+from compliance.ledger.events import Actor
+from vault.runtime import Runtime
 from vault.tenancy import Principal, authenticate
 
 
-def vault_of(request: Request[Any, Any, Any]) -> Vault:
-    vault: Vault = request.app.state.vault
-    return vault
+def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
-def _authenticate(vault: Vault, raw: str | None, scope: str | None) -> Principal:
-    with vault.db.read_session() as session:
+def _authenticate(runtime: Runtime, raw: str | None, scope: str | None) -> Principal:
+    with runtime.db.read_session() as session:
         principal = authenticate(session, raw)
     if scope is not None:
         principal.require(scope)
@@ -32,7 +32,7 @@ def _authenticate(vault: Vault, raw: str | None, scope: str | None) -> Principal
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     scope = request.route_handler.opt.get("scope")
-    return await to_thread.run_sync(_authenticate, vault_of(request), request.headers.get("x-api-key"), scope)
+    return await to_thread.run_sync(_authenticate, runtime_of(request), request.headers.get("x-api-key"), scope)
 
 
 async def provide_actor(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Actor:

@@ -13,7 +13,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from vault.errors import EvaultError
+from compliance.errors import EvaultError
 
 log = logging.getLogger("evault.api")
 

@@ -9,13 +9,13 @@ from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
+from compliance.errors import InvalidInput, NotFound
+from compliance.ledger.checkpoints import latest_checkpoint, tree_for
+from compliance.ledger.events import envelope_events, log_size
 from compliance.proof_bundle import build_bundle
 from storage.models import Checkpoint as CheckpointRow
 from vault.envelopes import get_envelope
-from vault.errors import InvalidInput, NotFound
-from vault.ledger.checkpoints import latest_checkpoint, tree_for
-from vault.ledger.events import envelope_events, log_size
-from vault.runtime import Vault
+from vault.runtime import Runtime
 from vault.tenancy import Principal
 
 
@@ -33,12 +33,12 @@ def _b64(hashes: list[bytes]) -> list[str]:
     return [base64.b64encode(h).decode() for h in hashes]
 
 
-def _current(vault: Vault, org_id: str, at_least: int = 1) -> CheckpointRow:
+def _current(runtime: Runtime, org_id: str, at_least: int = 1) -> CheckpointRow:
     """The latest checkpoint, signing one now when none covers ``at_least`` entries yet."""
-    with vault.db.read_session() as session:
+    with runtime.db.read_session() as session:
         row = latest_checkpoint(session, org_id)
     if row is None or row.size < at_least:
-        row = vault.checkpoints.checkpoint_now(org_id)
+        row = runtime.checkpoints.checkpoint_now(org_id)
     return row
 
 
@@ -48,25 +48,27 @@ class LogController(Controller):
     opt = {"scope": "compliance:read"}
 
     @get("/checkpoint", sync_to_thread=True)
-    def checkpoint(self, vault: NamedDependency[Vault], principal: NamedDependency[Principal]) -> dict[str, Any]:
+    def checkpoint(self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
         """The latest signed checkpoint (C2SP tlog-checkpoint note) of your organisation's log."""
-        return _checkpoint_view(_current(vault, principal.org_id))
+        return _checkpoint_view(_current(runtime, principal.org_id))
 
     @post("/checkpoint", sync_to_thread=True, status_code=200)
-    def checkpoint_now(self, vault: NamedDependency[Vault], principal: NamedDependency[Principal]) -> dict[str, Any]:
+    def checkpoint_now(
+        self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
+    ) -> dict[str, Any]:
         """Sign a checkpoint of the log's current head now (if it has grown)."""
-        return _checkpoint_view(vault.checkpoints.checkpoint_now(principal.org_id))
+        return _checkpoint_view(runtime.checkpoints.checkpoint_now(principal.org_id))
 
     @get("/proof/inclusion", sync_to_thread=True)
     def inclusion(
         self,
-        vault: NamedDependency[Vault],
+        runtime: NamedDependency[Runtime],
         principal: NamedDependency[Principal],
         leaf_index: FromQuery[int],
         tree_size: FromQuery[int],
     ) -> dict[str, Any]:
         """Inclusion proof of one leaf in the tree of a given size (RFC 9162 §2.1.3)."""
-        with vault.db.read_session() as session:
+        with runtime.db.read_session() as session:
             size = log_size(session, principal.org_id)
             if not 0 <= leaf_index < tree_size <= size:
                 raise InvalidInput("Log.OutOfRange", "need 0 <= leaf_index < tree_size <= log size", log_size=size)
@@ -76,13 +78,13 @@ class LogController(Controller):
     @get("/proof/consistency", sync_to_thread=True)
     def consistency(
         self,
-        vault: NamedDependency[Vault],
+        runtime: NamedDependency[Runtime],
         principal: NamedDependency[Principal],
         first: FromQuery[int],
         second: FromQuery[int],
     ) -> dict[str, Any]:
         """Consistency proof between two tree sizes (RFC 9162 §2.1.4)."""
-        with vault.db.read_session() as session:
+        with runtime.db.read_session() as session:
             size = log_size(session, principal.org_id)
             if not 0 <= first <= second <= size:
                 raise InvalidInput("Log.OutOfRange", "need 0 <= first <= second <= log size", log_size=size)
@@ -96,21 +98,21 @@ class EnvelopeProofController(Controller):
 
     @get("/", opt={"scope": "compliance:read"}, sync_to_thread=True)
     def bundle(
-        self, vault: NamedDependency[Vault], principal: NamedDependency[Principal], envelope_id: FromPath[str]
+        self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], envelope_id: FromPath[str]
     ) -> dict[str, Any]:
         """Self-contained bundle: the envelope's events, each with its inclusion proof, the checkpoint, the key."""
-        with vault.db.read_session() as session:
+        with runtime.db.read_session() as session:
             get_envelope(session, principal.org_id, envelope_id)
             events = envelope_events(session, envelope_id)
         if not events:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
-        checkpoint = _current(vault, principal.org_id, at_least=events[-1].leaf_index + 1)
-        with vault.db.read_session() as session:
-            return build_bundle(session, vault.key, envelope_id, checkpoint)
+        checkpoint = _current(runtime, principal.org_id, at_least=events[-1].leaf_index + 1)
+        with runtime.db.read_session() as session:
+            return build_bundle(session, runtime.key, envelope_id, checkpoint)
 
 
 @get("/.well-known/evault/keys", tags=["Transparency log"], sync_to_thread=False)
-def public_keys(vault: NamedDependency[Vault]) -> Response[dict[str, Any]]:
+def public_keys(runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
     """The vault's public keys, for offline verification of checkpoints, bundles and certificates."""
     return Response(
         {
@@ -118,9 +120,9 @@ def public_keys(vault: NamedDependency[Vault]) -> Response[dict[str, Any]]:
                 {
                     "use": "checkpoint",
                     "algorithm": "Ed25519",
-                    "vkey": vault.key.note_verifier.vkey,
-                    "pem": vault.key.public_pem(),
-                    "log_origin_prefix": vault.settings.vault.log_origin,
+                    "vkey": runtime.key.note_verifier.vkey,
+                    "pem": runtime.key.public_pem(),
+                    "log_origin_prefix": runtime.settings.vault.log_origin,
                 }
             ]
         },

@@ -16,17 +16,17 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
+from compliance.ledger.note import NoteSigner
+from compliance.ledger.tiles import TiledTree
 from storage.db import Database
 from storage.errors import ObjectConflict
+from storage.ids import utcnow
 from storage.keys import checkpoint_key, timestamp_key
 from storage.log_tiles import SqlTileStore
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import LogState
 from storage.object_store import ObjectStore
-from vault.ids import utcnow
-from vault.ledger.checkpoint import Checkpoint, sign_checkpoint
-from vault.ledger.note import NoteSigner
-from vault.ledger.tiles import TiledTree
 
 ProofSource = Callable[[int, int], list[bytes]]
 

@@ -6,7 +6,7 @@ malformed input never escapes as a ``ValueError`` or ``binascii.Error`` (sigstor
 
 from __future__ import annotations
 
-from vault.errors import InvalidInput
+from compliance.errors import InvalidInput
 
 MALFORMED = "Log.Malformed"  # unparseable note, checkpoint, proof or tile
 BAD_SIGNATURE = "Log.BadSignature"  # missing or wrong signature, unknown key

@@ -26,7 +26,7 @@ from rfc3161_client import (
     decode_timestamp_response,
 )
 
-from vault.errors import InvalidInput, Unavailable
+from compliance.errors import InvalidInput, Unavailable
 
 TIMESTAMP_INVALID = "Timestamp.Invalid"
 TIMESTAMP_UNAVAILABLE = "Timestamp.Unavailable"

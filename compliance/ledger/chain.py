@@ -14,7 +14,7 @@ from typing import Any
 
 import rfc8785
 
-from vault.ledger.errors import CHAIN_BROKEN, MALFORMED, LogError
+from compliance.ledger.errors import CHAIN_BROKEN, MALFORMED, LogError
 
 
 def parse_entry(entry: bytes) -> dict[str, Any]:

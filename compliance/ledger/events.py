@@ -19,11 +19,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from compliance.ledger.merkle import leaf_hash
+from compliance.ledger.tiles import TiledTree
+from storage.ids import iso
 from storage.log_tiles import SqlTileStore
 from storage.models import Event, LogState
-from vault.ids import iso
-from vault.ledger.merkle import leaf_hash
-from vault.ledger.tiles import TiledTree
 
 ENTRY_VERSION = 1
 

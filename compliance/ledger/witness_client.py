@@ -16,11 +16,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from vault.errors import Conflict, Unavailable
-from vault.ledger.checkpoint import Checkpoint
-from vault.ledger.cosignature import CosignatureVerifier, verify_cosignature
-from vault.ledger.errors import MALFORMED, LogError
-from vault.ledger.note import parse_note
+from compliance.errors import Conflict, Unavailable
+from compliance.ledger.checkpoint import Checkpoint
+from compliance.ledger.cosignature import CosignatureVerifier, verify_cosignature
+from compliance.ledger.errors import MALFORMED, LogError
+from compliance.ledger.note import parse_note
 
 WITNESS_REFUSED = "Witness.Refused"
 WITNESS_UNAVAILABLE = "Witness.Unavailable"

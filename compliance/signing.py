@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from vault.ledger.note import NoteSigner, NoteVerifier
+from compliance.ledger.note import NoteSigner, NoteVerifier
 
 
 class SigningKeyError(RuntimeError):

@@ -8,11 +8,8 @@ dependency.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import math
-import re
-from dataclasses import dataclass
 
 from pypdf import PageObject, PdfReader, PdfWriter
 from pypdf.generic import (
@@ -25,37 +22,10 @@ from pypdf.generic import (
     TextStringObject,
 )
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+from compliance.copy_mark import CopyMark
+
 _MAX_BAND_FONT = 8.0
 _MARK_COLOR = "0.65 0 0 rg"
-
-
-@dataclass(frozen=True)
-class CopyMark:
-    """Identity of one issued copy; its text is printed on every page of that copy."""
-
-    copy_id: str
-    envelope_id: str
-    source_sha256: str
-    issued_at: dt.datetime
-
-    def __post_init__(self) -> None:
-        if not _HEX64.fullmatch(self.source_sha256):
-            raise ValueError("source_sha256 must be 64 lower-case hex digits")
-        if self.issued_at.utcoffset() != dt.timedelta(0):
-            raise ValueError("issued_at must be an aware UTC datetime")
-
-    @property
-    def issued_iso(self) -> str:
-        return self.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def lines(self) -> list[str]:
-        """The band's lines; the hash gets its own line so it can be compared with the vault's record."""
-        return [
-            "NON-AUTHORITATIVE COPY - This is not the authoritative copy",
-            f"copy {self.copy_id} of envelope {self.envelope_id}, issued {self.issued_iso}",
-            f"source SHA-256: {self.source_sha256}",
-        ]
 
 
 def _pdf_string(text: str) -> str:

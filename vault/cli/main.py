@@ -12,26 +12,26 @@ import logging
 import sys
 from pathlib import Path
 
+from compliance.errors import EvaultError
 from compliance.proof_bundle import verify_bundle
+from compliance.signing import SigningKeyError
 from compliance.trusted_checkpoint import check_consistency
 from storage.settings import Settings, SettingsError
-from vault.errors import EvaultError
 from vault.runtime import StartupError
-from vault.signing import SigningKeyError
 
 
 def _serve(_: argparse.Namespace) -> int:
     import uvicorn
 
     from vault.api.app import create_app
-    from vault.runtime import open_vault
+    from vault.runtime import open_runtime
     from vault.tenancy import bootstrap
 
     settings = Settings.from_env()
     print(f"evault: opening the vault in {settings.data_dir} ...", flush=True)
-    vault = open_vault(settings)
+    runtime = open_runtime(settings)
     try:
-        with vault.db.session() as session:
+        with runtime.db.session() as session:
             first = bootstrap(session)
         base = f"{settings.api.public_url}/api/v2/partner"
         print(f"evault: serving {base}  (OpenAPI: {settings.api.public_url}/api/v2/openapi.json)", flush=True)
@@ -48,10 +48,10 @@ def _serve(_: argparse.Namespace) -> int:
                 f"{base}/envelopes",
                 flush=True,
             )
-        vault.start_checkpointer()
-        uvicorn.run(create_app(vault), host=settings.api.host, port=settings.api.port, log_level="info")
+        runtime.start_checkpointer()
+        uvicorn.run(create_app(runtime), host=settings.api.host, port=settings.api.port, log_level="info")
     finally:
-        vault.close()
+        runtime.close()
     return 0
 
 
@@ -78,13 +78,13 @@ def _log_consistency(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from compliance.integrity import verify_vault
-    from vault.runtime import open_vault
+    from vault.runtime import open_runtime
 
-    vault = open_vault(Settings.from_env())
+    runtime = open_runtime(Settings.from_env())
     try:
-        report = verify_vault(vault)
+        report = verify_vault(runtime.sources())
     finally:
-        vault.close()
+        runtime.close()
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=2))

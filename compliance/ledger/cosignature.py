@@ -13,10 +13,10 @@ import struct
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from vault.ledger.checkpoint import Checkpoint
-from vault.ledger.errors import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
-from vault.ledger.note import NoteSignature, b64decode_strict, key_id, parse_note, raw_public_key
-from vault.ledger.note import _check_name as check_key_name
+from compliance.ledger.checkpoint import Checkpoint
+from compliance.ledger.errors import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
+from compliance.ledger.note import NoteSignature, b64decode_strict, key_id, parse_note, raw_public_key
+from compliance.ledger.note import _check_name as check_key_name
 
 ALG_COSIGNATURE_V1 = 0x04
 MAX_TIMESTAMP = (1 << 63) - 1

@@ -17,8 +17,8 @@ from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
-from vault.ledger.errors import INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
-from vault.ledger.merkle import EMPTY_ROOT, HASH_SIZE
+from compliance.ledger.errors import INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
+from compliance.ledger.merkle import EMPTY_ROOT, HASH_SIZE
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT

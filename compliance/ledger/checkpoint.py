@@ -11,9 +11,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vault.ledger.errors import MALFORMED, WRONG_ORIGIN, LogError
-from vault.ledger.merkle import HASH_SIZE, verify_consistency
-from vault.ledger.note import NoteSigner, NoteVerifier, b64decode_strict, open_note, sign_note
+from compliance.ledger.errors import MALFORMED, WRONG_ORIGIN, LogError
+from compliance.ledger.merkle import HASH_SIZE, verify_consistency
+from compliance.ledger.note import NoteSigner, NoteVerifier, b64decode_strict, open_note, sign_note
 
 _SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
 MAX_SIZE = (1 << 64) - 1
