@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import select
@@ -16,8 +17,9 @@ from sqlmodel import select
 from compliance.log_audit import Finding, audit_log
 from compliance.sources import Sources
 from storage.errors import StorageError
-from storage.ids import as_utc
-from storage.models import Organisation, VaultedDocument, VaultRecord
+from storage.ids import as_utc, utcnow
+from storage.keys import AUTHORITATIVE_PREFIX, envelope_of_key
+from storage.models import Organisation, VaultClaim, VaultedDocument, VaultRecord
 
 
 def check_document(sources: Sources, doc: VaultedDocument, record: VaultRecord) -> list[Finding]:
@@ -52,13 +54,50 @@ def check_document(sources: Sources, doc: VaultedDocument, record: VaultRecord) 
     return findings
 
 
-def verify_vault(sources: Sources) -> dict[str, Any]:
+def unrecorded_objects(sources: Sources, older_than: timedelta) -> list[Finding]:
+    """Every version under the authoritative prefix that no record names.
+
+    Such an object is locked and cannot be deleted, but it must be visible. Objects a vault-in claim plans
+    are in flight and not findings while the claim is younger than ``older_than``; an older claim is a
+    finding of its own (``Vault.ClaimUnfinished``) until the reconciler completes or releases it.
+    """
+    with sources.db.read_session() as session:
+        recorded = {(d.s3_key, d.s3_version_id) for d in session.exec(select(VaultedDocument))}
+        claims = list(session.exec(select(VaultClaim)))
+    cutoff = utcnow() - older_than
+    in_flight: dict[str, str] = {}
+    findings = []
+    for claim in claims:
+        if as_utc(claim.claimed_at) < cutoff:
+            findings.append(
+                Finding(
+                    "Vault.ClaimUnfinished",
+                    "a vault-in claim was neither recorded nor released",
+                    {"envelope_id": claim.envelope_id, "claim_id": claim.claim_id},
+                )
+            )
+        in_flight.update({doc["key"]: claim.envelope_id for doc in claim.plan["documents"]})
+    for key, version_id in sources.authoritative.list_all_versions(AUTHORITATIVE_PREFIX):
+        if (key, version_id) in recorded or key in in_flight:
+            continue
+        findings.append(
+            Finding(
+                "Object.Unrecorded",
+                "an object under the authoritative prefix is named by no record",
+                {"key": key, "version_id": version_id, "envelope_id": envelope_of_key(key)},
+            )
+        )
+    return findings
+
+
+def verify_vault(sources: Sources, claim_grace: timedelta = timedelta(minutes=15)) -> dict[str, Any]:
     findings: list[Finding] = []
     with sources.db.read_session() as session:
         orgs = [org.id for org in session.exec(select(Organisation))]
         documents = list(session.exec(select(VaultedDocument, VaultRecord).join(VaultRecord)))
     for doc, record in documents:
         findings.extend(check_document(sources, doc, record))
+    findings.extend(unrecorded_objects(sources, claim_grace))
     for org_id in orgs:
         findings.extend(audit_log(sources, org_id))
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 _ID = re.compile(r"[a-z]{2,4}_[A-Za-z0-9]{8,40}")
+AUTHORITATIVE_PREFIX = "authoritative/"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -21,7 +22,15 @@ def _check_id(value: str) -> str:
 def authoritative_key(org_id: str, envelope_id: str, position: int, sha256_hex: str) -> str:
     if position < 0 or not _SHA256.fullmatch(sha256_hex):
         raise ValueError("position must be >= 0 and sha256 64 lower-case hex digits")
-    return f"authoritative/{_check_id(org_id)}/{_check_id(envelope_id)}/{position:03d}-{sha256_hex}.pdf"
+    return f"{AUTHORITATIVE_PREFIX}{_check_id(org_id)}/{_check_id(envelope_id)}/{position:03d}-{sha256_hex}.pdf"
+
+
+def envelope_of_key(key: str) -> str | None:
+    """The envelope id an authoritative key names, or None for a key outside the layout."""
+    parts = key.removeprefix(AUTHORITATIVE_PREFIX).split("/")
+    if not key.startswith(AUTHORITATIVE_PREFIX) or len(parts) != 3 or not _ID.fullmatch(parts[1]):
+        return None
+    return parts[1]
 
 
 def copy_key(org_id: str, envelope_id: str, copy_id: str) -> str:

@@ -165,3 +165,21 @@ class Checkpoint(SQLModel, table=True):
     s3_version_id: str = Field(max_length=1024)
     timestamp_token: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = _utc_column()
+
+
+class VaultClaim(SQLModel, table=True):
+    """A vault-in in flight: committed before the S3 put so a concurrent loser never writes an object.
+
+    One per envelope (the primary key). ``plan`` holds everything the record step needs (documents with their
+    keys, secured party, caller metadata, actor), so a reconcile step can finish a claim whose request died
+    between the put and the record, or release it when its objects never arrived.
+    """
+
+    __tablename__ = "vault_claim"
+
+    envelope_id: str = Field(primary_key=True, foreign_key="envelope.id", max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    claim_id: str = Field(max_length=40, unique=True)
+    digests: list[str] = _json_column()
+    plan: dict[str, Any] = _json_column()
+    claimed_at: datetime = _utc_column()

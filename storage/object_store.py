@@ -351,6 +351,22 @@ class ObjectStore:
             self._presigners[endpoint] = make_s3_client(endpoint, access_key, secret_key, region)
         return self._presigners[endpoint]
 
+    def delete_version(self, key: str, version_id: str) -> None:
+        """Remove one version of a non-authoritative object (a locked version refuses, as it must)."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, f"delete {self.bucket}/{key}@{version_id}")
+
+    def list_all_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, version id) of every version under ``prefix``, delete markers excluded, one bulk listing."""
+        try:
+            for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+                for v in page.get("Versions", []):
+                    yield v["Key"], v["VersionId"]
+        except (ClientError, BotoCoreError) as exc:
+            _raise(exc, f"list versions {self.bucket}/{prefix}")
+
     def list_versions(self, key: str) -> list[str]:
         """Version ids of ``key`` (newest first), delete markers excluded."""
         versions: list[str] = []

@@ -84,6 +84,7 @@ class VaultSettings:
     witnesses: tuple[tuple[str, str], ...]  # EVAULT_WITNESSES: "URL VKEY" entries, comma-separated; each cosigns
     tsa_url: str  # EVAULT_TSA_URL: RFC 3161 time-stamping authority for every checkpoint (empty: none)
     tsa_roots_path: Path | None  # EVAULT_TSA_ROOTS: PEM trust roots the TSA's tokens must chain to
+    claim_grace_seconds: int  # EVAULT_CLAIM_GRACE_SECONDS: a vault-in claim older than this is reconciled
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class Settings:
             witnesses=_witnesses(env.get("EVAULT_WITNESSES", "")),
             tsa_url=env.get("EVAULT_TSA_URL", ""),
             tsa_roots_path=Path(env["EVAULT_TSA_ROOTS"]) if env.get("EVAULT_TSA_ROOTS") else None,
+            claim_grace_seconds=_int(env, "EVAULT_CLAIM_GRACE_SECONDS", 900, minimum=1),
         )
         if vault.tsa_url and vault.tsa_roots_path is None:
             raise SettingsError("EVAULT_TSA_ROOTS is required with EVAULT_TSA_URL: an unanchored token proves nothing")

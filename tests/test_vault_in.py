@@ -163,16 +163,16 @@ def test_database_failure_after_store_is_completed_by_the_retry(
     pdf = make_pdf()
     import vault.vault_in as vault_in_module
 
-    real_record = vault_in_module._record
+    real_record = vault_in_module.record_claim
 
     def failing_record(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("database went away")
 
-    monkeypatch.setattr(vault_in_module, "_record", failing_record)
+    monkeypatch.setattr(vault_in_module, "record_claim", failing_record)
     failed = upload(client, headers, envelope_id, pdf)
     assert failed.status_code == 500 and failed.json()["code"] == "Server.InternalError"
     assert client.get(f"{API}/envelopes/{envelope_id}", headers=headers).json()["vault"]["state"] == "not_vaulted"
-    monkeypatch.setattr(vault_in_module, "_record", real_record)
+    monkeypatch.setattr(vault_in_module, "record_claim", real_record)
     retried = upload(client, headers, envelope_id, pdf)
     assert retried.status_code == 201
     doc = retried.json()["vault"]["documents"][0]

@@ -85,6 +85,18 @@ def get_envelope(session: Session, org_id: str, envelope_id: str) -> Envelope:
     return envelope
 
 
+def lock_envelope(session: Session, org_id: str, envelope_id: str) -> Envelope:
+    """The envelope, locked for the rest of the caller's transaction: every state change starts here.
+
+    PostgreSQL takes a row lock (``FOR UPDATE``), so a concurrent change of the same envelope waits and then
+    sees the committed state; SQLite write sessions already hold the database's one write lock.
+    """
+    envelope = session.exec(select(Envelope).where(Envelope.id == envelope_id).with_for_update()).first()
+    if envelope is None or envelope.org_id != org_id:
+        raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
+    return envelope
+
+
 def vault_record(session: Session, envelope_id: str) -> VaultRecord | None:
     return session.exec(select(VaultRecord).where(VaultRecord.envelope_id == envelope_id)).first()
 

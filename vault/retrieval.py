@@ -8,9 +8,12 @@ apart from the originals, registered with their own id and hash, and never byte-
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from sqlmodel import Session
 
 from compliance.copy_mark import CopyMark
 from compliance.errors import Conflict, EvaultError, NotFound, Unavailable
@@ -20,8 +23,10 @@ from storage.ids import iso, new_id, utcnow
 from storage.keys import copy_key
 from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
 from vault.copy_stamp import stamp_copy
-from vault.envelopes import get_envelope, vault_record, vaulted_documents
-from vault.runtime import Runtime
+from vault.custody import Custody
+from vault.envelopes import get_envelope, lock_envelope, vault_record, vaulted_documents
+
+log = logging.getLogger("evault.retrieval")
 
 
 class IntegrityFailure(EvaultError):
@@ -50,13 +55,13 @@ class IssuedUrl:
         }
 
 
-def _vaulted(runtime: Runtime, org_id: str, envelope_id: str) -> tuple[Envelope, VaultRecord, list[VaultedDocument]]:
-    with runtime.db.read_session() as session:
-        envelope = get_envelope(session, org_id, envelope_id)
-        record = vault_record(session, envelope.id)
-        if record is None:
-            raise Conflict("Vault.NotVaulted", "this envelope has no authoritative copy yet", envelope_id=envelope_id)
-        return envelope, record, vaulted_documents(session, record.id)
+def _vaulted(session: Session, org_id: str, envelope_id: str) -> tuple[Envelope, VaultRecord, list[VaultedDocument]]:
+    """The envelope, locked, with its record and documents: what is served is what the record says now."""
+    envelope = lock_envelope(session, org_id, envelope_id)
+    record = vault_record(session, envelope.id)
+    if record is None:
+        raise Conflict("Vault.NotVaulted", "this envelope has no authoritative copy yet", envelope_id=envelope_id)
+    return envelope, record, vaulted_documents(session, record.id)
 
 
 def _select(documents: list[VaultedDocument], document_id: str | None) -> list[VaultedDocument]:
@@ -69,44 +74,47 @@ def _select(documents: list[VaultedDocument], document_id: str | None) -> list[V
 
 
 def authoritative_urls(
-    runtime: Runtime, actor: Actor, envelope_id: str, document_id: str | None = None
+    custody: Custody, actor: Actor, envelope_id: str, document_id: str | None = None
 ) -> list[IssuedUrl]:
-    envelope, record, documents = _vaulted(runtime, actor.org_id, envelope_id)
-    if record.released_at is not None:
-        raise Conflict(
-            "Vault.Released",
-            "the authoritative copy was released by vault-out and is no longer served",
-            released_at=iso(record.released_at),
-            reason=record.release_reason,
-        )
-    expiry = runtime.settings.vault.url_expiry_seconds
-    expires_at = iso(utcnow() + timedelta(seconds=expiry))
-    issued = [
-        IssuedUrl(
-            doc.id,
-            runtime.authoritative.presign_get(doc.s3_key, doc.s3_version_id, expiry, runtime.public_s3_endpoint),
-            doc.sha256,
-            doc.s3_version_id,
-            expires_at,
-            {"authoritative": True, "authoritative_copy_id": record.id, "filename": doc.filename},
-        )
-        for doc in _select(documents, document_id)
-    ]
-    with runtime.db.session() as session:
+    """Check "not released" and record the issuance in one locked transaction, so a vault-out cannot slip
+    between them; presigning is local computation, so nothing slow happens under the lock."""
+    expiry = custody.policy.url_expiry_seconds
+    with custody.db.session() as session:
+        envelope, record, documents = _vaulted(session, actor.org_id, envelope_id)
+        if record.released_at is not None:
+            raise Conflict(
+                "Vault.Released",
+                "the authoritative copy was released by vault-out and is no longer served",
+                released_at=iso(record.released_at),
+                reason=record.release_reason,
+            )
+        now = utcnow()
+        expires_at = iso(now + timedelta(seconds=expiry))
+        issued = [
+            IssuedUrl(
+                doc.id,
+                custody.authoritative.presign_get(doc.s3_key, doc.s3_version_id, expiry, custody.public_s3_endpoint),
+                doc.sha256,
+                doc.s3_version_id,
+                expires_at,
+                {"authoritative": True, "authoritative_copy_id": record.id, "filename": doc.filename},
+            )
+            for doc in _select(documents, document_id)
+        ]
         append_event(
             session,
             actor=actor,
             envelope_id=envelope.id,
             event_type="vault.retrieval_issued",
-            occurred_at=utcnow(),
+            occurred_at=now,
             data={"documents": [url.id for url in issued], "expires_at": expires_at},
         )
     return issued
 
 
-def _read_verified(runtime: Runtime, doc: VaultedDocument) -> bytes:
+def _read_verified(custody: Custody, doc: VaultedDocument) -> bytes:
     try:
-        data = runtime.authoritative.read(doc.s3_key, doc.s3_version_id)
+        data = custody.authoritative.read(doc.s3_key, doc.s3_version_id)
     except ChecksumMismatch as exc:
         raise IntegrityFailure(
             "Vault.IntegrityFailure", "stored bytes fail their checksum", document_id=doc.id
@@ -120,60 +128,82 @@ def _read_verified(runtime: Runtime, doc: VaultedDocument) -> bytes:
     return data
 
 
-def issue_copies(runtime: Runtime, actor: Actor, envelope_id: str, document_id: str | None = None) -> list[IssuedUrl]:
-    """Make, store and register one marked copy per selected document, then hand out its URL."""
-    envelope, record, documents = _vaulted(runtime, actor.org_id, envelope_id)
-    expiry = runtime.settings.vault.url_expiry_seconds
-    issued: list[IssuedUrl] = []
-    for doc in _select(documents, document_id):
-        copy_id = new_id("cp")
-        now = utcnow()
-        stamped = stamp_copy(_read_verified(runtime, doc), CopyMark(copy_id, envelope.id, doc.sha256, now))
-        digest = hashlib.sha256(stamped).hexdigest()
-        if digest == doc.sha256:
-            raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")
-        try:
-            stored = runtime.copies.put_plain(
-                copy_key(envelope.org_id, envelope.id, copy_id), stamped, "application/pdf"
-            )
-        except StorageError as exc:
-            raise Unavailable("Storage.Unavailable", "object storage did not accept the copy; retry") from exc
-        with runtime.db.session() as session:
-            session.add(
-                CopyRecord(
-                    id=copy_id,
-                    org_id=envelope.org_id,
-                    envelope_id=envelope.id,
-                    document_id=doc.id,
-                    source_sha256=doc.sha256,
-                    sha256=digest,
-                    size=len(stamped),
-                    s3_bucket=runtime.copies.bucket,
-                    s3_key=stored.key,
-                    s3_version_id=stored.version_id,
-                    issued_at=now,
-                    issued_by=actor.key_id or "",
-                )
-            )
+def _register_copy(custody: Custody, actor: Actor, record: VaultRecord, copy: CopyRecord) -> None:
+    """Register the stored copy and its event under the envelope's lock; on failure remove the object again
+    (the copies bucket is not locked), so no copy exists that the register does not name."""
+    try:
+        with custody.db.session() as session:
+            lock_envelope(session, actor.org_id, copy.envelope_id)
+            session.add(copy)
             session.flush()
             append_event(
                 session,
                 actor=actor,
-                envelope_id=envelope.id,
+                envelope_id=copy.envelope_id,
                 event_type="vault.copy_issued",
-                occurred_at=now,
+                occurred_at=copy.issued_at,
                 data={
-                    "copy_id": copy_id,
-                    "document_id": doc.id,
-                    "sha256": digest,
-                    "source_sha256": doc.sha256,
+                    "copy_id": copy.id,
+                    "document_id": copy.document_id,
+                    "sha256": copy.sha256,
+                    "source_sha256": copy.source_sha256,
                     "authoritative_copy_id": record.id,
                 },
             )
+    except BaseException:
+        try:
+            custody.copies.delete_version(copy.s3_key, copy.s3_version_id)
+        except StorageError as exc:  # the verifier reports it as an unregistered copy
+            log.warning("unregistered copy %s left in %s: %s", copy.id, copy.s3_key, exc)
+        raise
+
+
+def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: str | None = None) -> list[IssuedUrl]:
+    """Make, store and register one marked copy per selected document, then hand out its URL.
+
+    Reading and stamping are slow, so they happen outside any transaction; the register entry and its
+    event commit together under the envelope's lock.
+    """
+    with custody.db.read_session() as session:
+        envelope = get_envelope(session, actor.org_id, envelope_id)
+        record = vault_record(session, envelope.id)
+        if record is None:
+            raise Conflict("Vault.NotVaulted", "this envelope has no authoritative copy yet", envelope_id=envelope_id)
+        documents = _select(vaulted_documents(session, record.id), document_id)
+    expiry = custody.policy.url_expiry_seconds
+    issued: list[IssuedUrl] = []
+    for doc in documents:
+        copy_id = new_id("cp")
+        now = utcnow()
+        stamped = stamp_copy(_read_verified(custody, doc), CopyMark(copy_id, envelope.id, doc.sha256, now))
+        digest = hashlib.sha256(stamped).hexdigest()
+        if digest == doc.sha256:
+            raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")
+        try:
+            stored = custody.copies.put_plain(
+                copy_key(envelope.org_id, envelope.id, copy_id), stamped, "application/pdf"
+            )
+        except StorageError as exc:
+            raise Unavailable("Storage.Unavailable", "object storage did not accept the copy; retry") from exc
+        copy = CopyRecord(
+            id=copy_id,
+            org_id=envelope.org_id,
+            envelope_id=envelope.id,
+            document_id=doc.id,
+            source_sha256=doc.sha256,
+            sha256=digest,
+            size=len(stamped),
+            s3_bucket=custody.copies.bucket,
+            s3_key=stored.key,
+            s3_version_id=stored.version_id,
+            issued_at=now,
+            issued_by=actor.key_id or "",
+        )
+        _register_copy(custody, actor, record, copy)
         issued.append(
             IssuedUrl(
                 copy_id,
-                runtime.copies.presign_get(stored.key, stored.version_id, expiry, runtime.public_s3_endpoint),
+                custody.copies.presign_get(stored.key, stored.version_id, expiry, custody.public_s3_endpoint),
                 digest,
                 stored.version_id,
                 iso(now + timedelta(seconds=expiry)),

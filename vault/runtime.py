@@ -24,6 +24,8 @@ from storage.embedded_s3 import EmbeddedS3
 from storage.errors import BucketNotWorm, StorageError
 from storage.object_store import ObjectStore, check_worm_bucket, ensure_bucket, make_s3_client
 from storage.settings import Settings
+from vault.custody import Custody
+from vault.reconcile import reconcile_claims
 
 log = logging.getLogger("evault")
 
@@ -44,14 +46,17 @@ class Runtime:
     embedded_s3: EmbeddedS3 | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _checkpointer: threading.Thread | None = None
+    _reconciler: threading.Thread | None = None
 
     def sources(self) -> Sources:
         """What the evidence checks read, without the signing key or the checkpointer."""
         return Sources(self.db, self.authoritative, self.copies, self.key.note_verifier, self.settings.vault.log_origin)
 
-    @property
-    def public_s3_endpoint(self) -> str | None:
-        return self.settings.s3.public_endpoint or None
+    def custody(self) -> Custody:
+        """The unit of work every custody service takes."""
+        return Custody(
+            self.db, self.authoritative, self.copies, self.settings.vault, self.settings.s3.public_endpoint or None
+        )
 
     def start_checkpointer(self) -> None:
         interval = self.settings.vault.checkpoint_interval_seconds
@@ -67,10 +72,27 @@ class Runtime:
         )
         self._checkpointer.start()
 
+    def start_reconciler(self) -> None:
+        """Finish or release stale vault-in claims now, then every third of the grace period."""
+        grace = timedelta(seconds=self.settings.vault.claim_grace_seconds)
+
+        def run() -> None:
+            while True:
+                try:
+                    reconcile_claims(self.custody(), grace)
+                except Exception as exc:  # keep going after a passing storage or database fault
+                    log.warning("reconciling vault-in claims failed, will retry: %s", exc)
+                if self._stop.wait(max(1.0, grace.total_seconds() / 3)):
+                    return
+
+        self._reconciler = threading.Thread(target=run, daemon=True, name="evault-reconciler")
+        self._reconciler.start()
+
     def close(self) -> None:
         self._stop.set()
-        if self._checkpointer is not None:
-            self._checkpointer.join(timeout=30)
+        for thread in (self._checkpointer, self._reconciler):
+            if thread is not None:
+                thread.join(timeout=30)
         self.db.dispose()
         if self.embedded_s3 is not None:
             self.embedded_s3.stop()

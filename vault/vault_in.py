@@ -1,12 +1,15 @@
 """Vault-in: an envelope's completed PDFs become its single authoritative copy.
 
-Order of work, so that nothing is lost and nothing is half-vaulted:
-1. every check that needs no write (envelope state, PDF structure, caller's SHA-256) — bad input changes nothing;
-2. each PDF is written once to the WORM bucket (``If-None-Match: *``, server-checked SHA-256, COMPLIANCE lock)
-   under a key derived from its hash — if this fails, no record claims the object;
-3. one database transaction creates the record, its documents and the ledger event. If it fails after step 2,
-   the retry lands on the same keys, the write-once put recognises the identical bytes, and the record is
-   completed with the same object versions.
+Order of work, so that nothing is lost, nothing is half-vaulted, and a loser never writes:
+1. every check that needs no write (envelope state, PDF structure, caller's SHA-256, what the record and its
+   ledger entry will hold) — bad input changes nothing;
+2. a short transaction locks the envelope and commits a claim (one per envelope) holding the whole plan: a
+   concurrent vault-in of other bytes meets the claim and gets 409 before it writes anything;
+3. each PDF is written once to the WORM bucket (``If-None-Match: *``, server-checked SHA-256, COMPLIANCE lock)
+   under a key derived from its hash — no transaction is open during the upload;
+4. a second transaction locks the envelope again, turns the claim into the record, its documents and the
+   ledger event, and removes the claim. A request that dies between 3 and 4 leaves a claim that
+   :mod:`vault.reconcile` completes from the plan (or releases, if the objects never arrived).
 """
 
 from __future__ import annotations
@@ -23,18 +26,17 @@ from compliance.ledger.events import Actor, append_event
 from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import iso, new_id, utcnow
 from storage.keys import authoritative_key
-from storage.models import Envelope, VaultedDocument, VaultRecord
-from storage.object_store import StoredObject
-from vault.envelopes import get_envelope, vault_record, vaulted_documents
+from storage.models import VaultClaim, VaultedDocument, VaultRecord
+from vault.custody import Custody
+from vault.envelopes import get_envelope, lock_envelope, vault_record, vaulted_documents
 from vault.pdf_inspect import PdfFacts, inspect_pdf
-from vault.runtime import Runtime
+from vault.vault_in_plan import build_plan, check_claimable
 
 MAX_DOCUMENTS = 20
-SOURCES = {"signed": "esign", "upload": "paper"}
 
 
-class _Raced(Exception):
-    """Another vault-in of the same envelope committed between our checks and our transaction."""
+class VaultInRaced(Exception):
+    """Our claim is gone or the envelope changed: another request (or the reconciler) finished first."""
 
 
 @dataclass(frozen=True)
@@ -79,24 +81,57 @@ def _check_uploads(uploads: list[Upload], source: str) -> list[tuple[Upload, str
     return checked
 
 
-def _replay_or_conflict(runtime: Runtime, envelope: Envelope, digests: list[str]) -> VaultInResult:
+def _replay_or_conflict(custody: Custody, envelope_id: str, digests: list[str]) -> VaultInResult:
     """A second vault-in of the same bytes is a replay; anything else is a conflict."""
-    with runtime.db.read_session() as session:
-        record = vault_record(session, envelope.id)
-        assert record is not None
+    with custody.db.read_session() as session:
+        record = vault_record(session, envelope_id)
+        if record is None:
+            raise Conflict(
+                "Vault.InProgress", "another vault-in of this envelope is in flight; retry", envelope_id=envelope_id
+            )
         documents = vaulted_documents(session, record.id)
     if [doc.sha256 for doc in documents] == digests:
         return VaultInResult(record, documents, replayed=True)
     raise Conflict(
         "Vault.AlreadyVaulted",
         "this envelope already has an authoritative copy",
-        envelope_id=envelope.id,
+        envelope_id=envelope_id,
         authoritative_copy_id=record.id,
     )
 
 
+def _claim(
+    custody: Custody, actor: Actor, envelope_id: str, source: str, digests: list[str], plan: dict[str, Any]
+) -> VaultClaim | None:
+    """Commit our claim, or adopt an unfinished claim for the same bytes (a retry); None if already vaulted."""
+    with custody.db.session() as session:
+        envelope = lock_envelope(session, actor.org_id, envelope_id)
+        if envelope.vault_state != "not_vaulted":
+            return None
+        check_claimable(envelope, source)
+        existing = session.get(VaultClaim, envelope.id)
+        if existing is not None:
+            if existing.digests != digests:
+                raise Conflict(
+                    "Vault.InProgress",
+                    "another vault-in of this envelope, with other documents, is in flight",
+                    envelope_id=envelope_id,
+                )
+            return existing
+        claim = VaultClaim(
+            envelope_id=envelope.id,
+            org_id=envelope.org_id,
+            claim_id=new_id("vc"),
+            digests=digests,
+            plan=plan,
+            claimed_at=utcnow(),
+        )
+        session.add(claim)
+    return claim
+
+
 def vault_in(
-    runtime: Runtime,
+    custody: Custody,
     actor: Actor,
     envelope_id: str,
     uploads: list[Upload],
@@ -104,73 +139,68 @@ def vault_in(
     source: str,
     caller_metadata: dict[str, Any] | None = None,
 ) -> VaultInResult:
-    with runtime.db.read_session() as session:
+    with custody.db.read_session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
-    if SOURCES[source] != envelope.kind:
-        raise Conflict(
-            "Vault.WrongFlow",
-            f"vault-in-{source} is for {SOURCES[source]} envelopes; this one is {envelope.kind}",
-            envelope_kind=envelope.kind,
-        )
+    check_claimable(envelope, source, vaulted_ok=True)
     checked = _check_uploads(uploads, source)
     digests = [digest for _, digest, _ in checked]
     if envelope.vault_state != "not_vaulted":
-        return _replay_or_conflict(runtime, envelope, digests)
-    if envelope.status in {"voided", "expired"}:
-        raise Conflict(
-            "Envelope.NotVaultable", f"a {envelope.status} envelope cannot be vaulted", status=envelope.status
-        )
-    secured_party = (caller_metadata or {}).get("secured_party") or envelope.secured_party
-    if not isinstance(secured_party, dict) or not secured_party.get("name"):
-        raise InvalidInput(
-            "Envelope.SecuredPartyRequired",
-            "the secured party (assignee of record) must be named on the envelope or in the vault-in metadata",
-            field="secured_party",
-        )
-
+        return _replay_or_conflict(custody, envelope.id, digests)
     # Whole seconds: S3 keeps retention to the second, and the record must equal the lock exactly.
-    retain_until = (utcnow() + timedelta(days=runtime.settings.vault.retention_days)).replace(microsecond=0)
-    stored: list[StoredObject] = []
-    for position, (upload, digest, _) in enumerate(checked):
-        key = authoritative_key(envelope.org_id, envelope.id, position, digest)
+    retain_until = (utcnow() + timedelta(days=custody.policy.retention_days)).replace(microsecond=0)
+    documents = [
+        {
+            "position": position,
+            "filename": upload.filename,
+            "sha256": digest,
+            "size": len(upload.data),
+            "page_count": facts.page_count,
+            "key": authoritative_key(envelope.org_id, envelope.id, position, digest),
+        }
+        for position, (upload, digest, facts) in enumerate(checked)
+    ]
+    plan = build_plan(envelope, actor, source, documents, caller_metadata, retain_until)
+    claim = _claim(custody, actor, envelope.id, source, digests, plan)
+    if claim is None:
+        return _replay_or_conflict(custody, envelope.id, digests)
+
+    retain = datetime.fromisoformat(claim.plan["retain_until"])
+    versions = []
+    for (upload, _, _), doc in zip(checked, claim.plan["documents"], strict=True):
         try:
-            stored.append(runtime.authoritative.put_write_once(key, upload.data, retain_until=retain_until))
+            versions.append(
+                custody.authoritative.put_write_once(doc["key"], upload.data, retain_until=retain).version_id
+            )
         except ChecksumMismatch as exc:
             raise InvalidInput("Document.HashMismatch", "the storage server refused the bytes' checksum") from exc
         except StorageError as exc:
             raise Unavailable("Storage.Unavailable", "object storage did not accept the document; retry") from exc
-
     try:
-        return _record(
-            runtime, actor, envelope.id, checked, stored, source, secured_party, caller_metadata, retain_until
-        )
-    except (IntegrityError, _Raced):
-        # A concurrent vault-in of this envelope committed first.
-        return _replay_or_conflict(runtime, envelope, digests)
+        return record_claim(custody, claim.envelope_id, claim.claim_id, versions)
+    except (IntegrityError, VaultInRaced):
+        return _replay_or_conflict(custody, envelope.id, digests)
 
 
-def _record(
-    runtime: Runtime,
-    actor: Actor,
-    envelope_id: str,
-    checked: list[tuple[Upload, str, PdfFacts]],
-    stored: list[StoredObject],
-    source: str,
-    secured_party: dict[str, Any],
-    caller_metadata: dict[str, Any] | None,
-    retain_until: datetime,
+def record_claim(
+    custody: Custody, envelope_id: str, claim_id: str, versions: list[str], *, reconciled: bool = False
 ) -> VaultInResult:
+    """Turn the claim into the record, its documents and the ledger event, in one transaction."""
     now = utcnow()
-    with runtime.db.session() as session:
-        envelope = get_envelope(session, actor.org_id, envelope_id)
+    with custody.db.session() as session:
+        claim = session.get(VaultClaim, envelope_id)
+        if claim is None or claim.claim_id != claim_id:
+            raise VaultInRaced
+        envelope = lock_envelope(session, claim.org_id, envelope_id)
         if envelope.vault_state != "not_vaulted":
-            raise _Raced
+            raise VaultInRaced
+        plan = claim.plan
+        actor = Actor(**plan["actor"])
         record = VaultRecord(
             id=new_id("ac"),
             envelope_id=envelope.id,
             org_id=envelope.org_id,
-            source=source,
-            retain_until=retain_until,
+            source=plan["source"],
+            retain_until=datetime.fromisoformat(plan["retain_until"]),
             vaulted_at=now,
             vaulted_by=actor.key_id or "",
         )
@@ -180,49 +210,48 @@ def _record(
             VaultedDocument(
                 id=new_id("doc"),
                 record_id=record.id,
-                position=position,
-                filename=upload.filename,
-                sha256=digest,
-                size=len(upload.data),
-                page_count=facts.page_count,
-                s3_bucket=runtime.authoritative.bucket,
-                s3_key=obj.key,
-                s3_version_id=obj.version_id,
+                position=doc["position"],
+                filename=doc["filename"],
+                sha256=doc["sha256"],
+                size=doc["size"],
+                page_count=doc["page_count"],
+                s3_bucket=custody.authoritative.bucket,
+                s3_key=doc["key"],
+                s3_version_id=version,
             )
-            for position, ((upload, digest, facts), obj) in enumerate(zip(checked, stored, strict=True))
+            for doc, version in zip(plan["documents"], versions, strict=True)
         ]
         session.add_all(documents)
         envelope.vault_state = "vaulted"
         envelope.status = "completed"
-        envelope.secured_party = secured_party
+        envelope.secured_party = plan["secured_party"]
         envelope.revision += 1
         envelope.updated_at = now
         session.add(envelope)
+        session.delete(claim)
         session.flush()
+        data: dict[str, Any] = {
+            "authoritative_copy_id": record.id,
+            "source": record.source,
+            "secured_party": plan["secured_party"],
+            "retain_until": iso(record.retain_until),
+            "caller_metadata": plan["caller_metadata"],
+            "documents": [
+                {
+                    "id": doc.id,
+                    "filename": doc.filename,
+                    "sha256": doc.sha256,
+                    "size": doc.size,
+                    "bucket": doc.s3_bucket,
+                    "key": doc.s3_key,
+                    "version_id": doc.s3_version_id,
+                }
+                for doc in documents
+            ],
+        }
+        if reconciled:
+            data["reconciled"] = True
         append_event(
-            session,
-            actor=actor,
-            envelope_id=envelope.id,
-            event_type="vault.vaulted_in",
-            occurred_at=now,
-            data={
-                "authoritative_copy_id": record.id,
-                "source": source,
-                "secured_party": secured_party,
-                "retain_until": iso(record.retain_until),
-                "caller_metadata": caller_metadata or {},
-                "documents": [
-                    {
-                        "id": doc.id,
-                        "filename": doc.filename,
-                        "sha256": doc.sha256,
-                        "size": doc.size,
-                        "bucket": doc.s3_bucket,
-                        "key": doc.s3_key,
-                        "version_id": doc.s3_version_id,
-                    }
-                    for doc in documents
-                ],
-            },
+            session, actor=actor, envelope_id=envelope.id, event_type="vault.vaulted_in", occurred_at=now, data=data
         )
     return VaultInResult(record, documents, replayed=False)

@@ -12,8 +12,8 @@ from compliance.errors import Conflict, InvalidInput
 from compliance.ledger.events import Actor, append_event
 from storage.ids import iso, utcnow
 from storage.models import VaultRecord
-from vault.envelopes import get_envelope, vault_record
-from vault.runtime import Runtime
+from vault.custody import Custody
+from vault.envelopes import lock_envelope, vault_record
 
 REASONS = ("transfer", "paper_out", "payoff", "other")
 
@@ -40,7 +40,7 @@ def _release_details(reason: str, transferee: dict[str, Any] | None, note: str |
 
 
 def vault_out(
-    runtime: Runtime,
+    custody: Custody,
     actor: Actor,
     envelope_id: str,
     reason: str,
@@ -49,8 +49,9 @@ def vault_out(
 ) -> VaultRecord:
     details = _release_details(reason, transferee, note)
     now = utcnow()
-    with runtime.db.session() as session:
-        envelope = get_envelope(session, actor.org_id, envelope_id)
+    with custody.db.session() as session:
+        # Locked first: of two concurrent vault-outs the second waits here, then sees the first's release.
+        envelope = lock_envelope(session, actor.org_id, envelope_id)
         record = vault_record(session, envelope.id)
         if record is None:
             raise Conflict("Vault.NotVaulted", "this envelope has no authoritative copy to release")

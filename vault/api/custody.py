@@ -93,7 +93,7 @@ class CustodyController(Controller):
         uploads, metadata = await _uploads(request)
 
         def run() -> Response[dict[str, Any]]:
-            result = vault_in(runtime, actor, envelope_id, uploads, source=source, caller_metadata=metadata)
+            result = vault_in(runtime.custody(), actor, envelope_id, uploads, source=source, caller_metadata=metadata)
             return _vault_in_response(runtime, actor, result)
 
         return await to_thread.run_sync(run)
@@ -129,7 +129,7 @@ class CustodyController(Controller):
         document_id: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """Short-lived download URL(s) of the authoritative copy, bound to the stored version."""
-        issued = authoritative_urls(runtime, actor, envelope_id, document_id)
+        issued = authoritative_urls(runtime.custody(), actor, envelope_id, document_id)
         return {"envelope_id": envelope_id, "documents": [url.as_json() for url in issued]}
 
     @get("/vault/copy/signed-url", opt={"scope": "vault:read"}, sync_to_thread=True)
@@ -141,7 +141,7 @@ class CustodyController(Controller):
         document_id: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """A new, registered, marked non-authoritative copy per document, by short-lived URL."""
-        issued = issue_copies(runtime, actor, envelope_id, document_id)
+        issued = issue_copies(runtime.custody(), actor, envelope_id, document_id)
         return {"envelope_id": envelope_id, "copies": [url.as_json() for url in issued]}
 
     @post("/vault-out", opt={"scope": "vault:release"}, sync_to_thread=True, status_code=200)
@@ -153,6 +153,6 @@ class CustodyController(Controller):
         envelope_id: FromPath[str],
     ) -> dict[str, Any]:
         """Release the authoritative copy (transfer, paper-out, payoff, other)."""
-        vault_out(runtime, actor, envelope_id, data.reason, data.transferee, data.note)
+        vault_out(runtime.custody(), actor, envelope_id, data.reason, data.transferee, data.note)
         with runtime.db.read_session() as session:
             return describe(session, get_envelope(session, actor.org_id, envelope_id))

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from compliance.errors import EvaultError
@@ -49,6 +50,7 @@ def _serve(_: argparse.Namespace) -> int:
                 flush=True,
             )
         runtime.start_checkpointer()
+        runtime.start_reconciler()
         uvicorn.run(create_app(runtime), host=settings.api.host, port=settings.api.port, log_level="info")
     finally:
         runtime.close()
@@ -82,7 +84,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     runtime = open_runtime(Settings.from_env())
     try:
-        report = verify_vault(runtime.sources())
+        report = verify_vault(runtime.sources(), timedelta(seconds=runtime.settings.vault.claim_grace_seconds))
     finally:
         runtime.close()
     if args.report:

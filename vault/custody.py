@@ -1,0 +1,22 @@
+"""The unit of work a custody service takes: the database and the stores it touches, and the custody policy.
+
+Services take this rather than the whole runtime, so what a function can reach is visible in its signature and
+the runtime (checkpointer, embedded server, signing key) stays with the composition root and the outer ring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.db import Database
+from storage.object_store import ObjectStore
+from storage.settings import VaultSettings
+
+
+@dataclass(frozen=True)
+class Custody:
+    db: Database
+    authoritative: ObjectStore
+    copies: ObjectStore
+    policy: VaultSettings
+    public_s3_endpoint: str | None = None

@@ -1,0 +1,89 @@
+"""Finishing vault-ins whose request died between the S3 put and the record.
+
+A claim older than the grace period (longer than any upload may take) is completed from its plan when every
+planned object is stored with its lock, and released otherwise. Objects of a released claim stay locked (they
+cannot be deleted); the verifier reports them as ``Object.Unrecorded`` and the release event explains them.
+Runs at start-up and periodically beside the checkpointer; safe to run in several processes at once, since
+both outcomes lock the envelope and check that the claim is still the same one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import col, select
+
+from compliance.ledger.events import Actor, append_event
+from storage.errors import StorageError
+from storage.ids import utcnow
+from storage.models import VaultClaim
+from vault.custody import Custody
+from vault.envelopes import lock_envelope
+from vault.vault_in import VaultInRaced, record_claim
+
+log = logging.getLogger("evault.reconcile")
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    envelope_id: str
+    claim_id: str
+    outcome: str  # completed | released | skipped
+
+
+def _stored_version(custody: Custody, doc: dict[str, Any]) -> str | None:
+    """The version at the planned key holding exactly the planned bytes under a COMPLIANCE lock, if any."""
+    for version in custody.authoritative.list_versions(doc["key"]):
+        info = custody.authoritative.head(doc["key"], version)
+        if info.sha256_hex == doc["sha256"] and info.size == doc["size"] and info.lock_mode == "COMPLIANCE":
+            return version
+    return None
+
+
+def _release(custody: Custody, claim: VaultClaim, stored: list[str]) -> None:
+    with custody.db.session() as session:
+        current = session.get(VaultClaim, claim.envelope_id)
+        if current is None or current.claim_id != claim.claim_id:
+            return
+        lock_envelope(session, claim.org_id, claim.envelope_id)
+        session.delete(current)
+        if stored:
+            append_event(
+                session,
+                actor=Actor(claim.org_id),
+                envelope_id=claim.envelope_id,
+                event_type="vault.claim_released",
+                occurred_at=utcnow(),
+                data={"claim_id": claim.claim_id, "unrecorded_keys": stored},
+            )
+
+
+def reconcile_claims(custody: Custody, older_than: timedelta) -> list[Reconciled]:
+    cutoff = utcnow() - older_than
+    with custody.db.read_session() as session:
+        claims = list(session.exec(select(VaultClaim).where(col(VaultClaim.claimed_at) < cutoff)))
+    outcomes = []
+    for claim in claims:
+        try:
+            versions = [_stored_version(custody, doc) for doc in claim.plan["documents"]]
+        except StorageError as exc:
+            log.warning("claim %s of %s not reconciled now: %s", claim.claim_id, claim.envelope_id, exc)
+            outcomes.append(Reconciled(claim.envelope_id, claim.claim_id, "skipped"))
+            continue
+        complete = [v for v in versions if v is not None]
+        try:
+            if len(complete) == len(versions):
+                record_claim(custody, claim.envelope_id, claim.claim_id, complete, reconciled=True)
+                outcome = "completed"
+            else:
+                stored = [d["key"] for d, v in zip(claim.plan["documents"], versions, strict=True) if v is not None]
+                _release(custody, claim, stored)
+                outcome = "released"
+        except VaultInRaced:
+            outcome = "skipped"  # finished by its own request or another reconciler meanwhile
+        log.info("vault-in claim %s of %s: %s", claim.claim_id, claim.envelope_id, outcome)
+        outcomes.append(Reconciled(claim.envelope_id, claim.claim_id, outcome))
+    return outcomes
