@@ -91,6 +91,7 @@ class VaultedDocument(SQLModel, table=True):
     s3_bucket: str = Field(max_length=63)
     s3_key: str = Field(max_length=1024)
     s3_version_id: str = Field(max_length=1024)
+    signatures: dict[str, Any] | None = _json_column(nullable=True)  # graded result of its signatures
 
 
 class CopyRecord(SQLModel, table=True):

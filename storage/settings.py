@@ -85,6 +85,8 @@ class VaultSettings:
     tsa_url: str  # EVAULT_TSA_URL: RFC 3161 time-stamping authority for every checkpoint (empty: none)
     tsa_roots_path: Path | None  # EVAULT_TSA_ROOTS: PEM trust roots the TSA's tokens must chain to
     claim_grace_seconds: int  # EVAULT_CLAIM_GRACE_SECONDS: a vault-in claim older than this is reconciled
+    signer_trust_roots_path: Path | None  # EVAULT_SIGNER_TRUST_ROOTS: PEM roots PDF signers are trusted under
+    require_trusted_signers: bool  # EVAULT_REQUIRE_TRUSTED_SIGNERS: refuse signatures not chaining to them
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,15 @@ class Settings:
             tsa_url=env.get("EVAULT_TSA_URL", ""),
             tsa_roots_path=Path(env["EVAULT_TSA_ROOTS"]) if env.get("EVAULT_TSA_ROOTS") else None,
             claim_grace_seconds=_int(env, "EVAULT_CLAIM_GRACE_SECONDS", 900, minimum=1),
+            signer_trust_roots_path=Path(env["EVAULT_SIGNER_TRUST_ROOTS"])
+            if env.get("EVAULT_SIGNER_TRUST_ROOTS")
+            else None,
+            require_trusted_signers=_bool(env, "EVAULT_REQUIRE_TRUSTED_SIGNERS", default=False),
         )
+        if vault.signer_trust_roots_path is not None and not vault.signer_trust_roots_path.is_file():
+            raise SettingsError(f"EVAULT_SIGNER_TRUST_ROOTS names no file: {vault.signer_trust_roots_path}")
+        if vault.require_trusted_signers and vault.signer_trust_roots_path is None:
+            raise SettingsError("EVAULT_REQUIRE_TRUSTED_SIGNERS needs EVAULT_SIGNER_TRUST_ROOTS")
         if vault.tsa_url and vault.tsa_roots_path is None:
             raise SettingsError("EVAULT_TSA_ROOTS is required with EVAULT_TSA_URL: an unanchored token proves nothing")
         if vault.url_expiry_seconds > 7 * 24 * 3600:

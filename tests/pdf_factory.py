@@ -177,13 +177,12 @@ def _cert(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-@functools.cache
-def signing_pki() -> _Pki:
-    """(signer certificate, signer key, root certificate), built once per process."""
+def make_signing_pki(label: str = "Evault Test") -> _Pki:
+    """(signer certificate, signer key, root certificate) of a fresh PKI named ``label``."""
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root = _cert("Evault Test Root CA", root_key, None, root_key)
+    root = _cert(f"{label} Root CA", root_key, None, root_key)
     signer_key = ec.generate_private_key(ec.SECP256R1())
-    signer = _cert("Evault Test Signer", signer_key, root, root_key)
+    signer = _cert(f"{label} Signer", signer_key, root, root_key)
     key_der = signer_key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -194,9 +193,15 @@ def signing_pki() -> _Pki:
     )
 
 
-def make_signed_pdf(pages: int = 1) -> bytes:
+@functools.cache
+def signing_pki() -> _Pki:
+    """The test PKI every signed test PDF uses, built once per process."""
+    return make_signing_pki()
+
+
+def make_signed_pdf(pages: int = 1, pki: _Pki | None = None) -> bytes:
     """A PAdES baseline-B signed PDF, signed by the test PKI's signer (trust root: ``signing_pki()[2]``)."""
-    cert, key, root = signing_pki()
+    cert, key, root = pki or signing_pki()
     signer = signers.SimpleSigner(
         signing_cert=cert, signing_key=key, cert_registry=SimpleCertificateStore.from_certs([root])
     )

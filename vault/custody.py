@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asn1crypto import x509 as asn1_x509
+
 from storage.db import Database
 from storage.object_store import ObjectStore
 from storage.settings import VaultSettings
@@ -20,3 +22,4 @@ class Custody:
     copies: ObjectStore
     policy: VaultSettings
     public_s3_endpoint: str | None = None
+    signer_trust_roots: tuple[asn1_x509.Certificate, ...] = ()  # parsed once, at start-up

@@ -143,6 +143,7 @@ def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
                         "size": doc.size,
                         "pages": doc.page_count,
                         "version_id": doc.s3_version_id,
+                        "signatures": doc.signatures,
                     }
                     for doc in vaulted_documents(session, record.id)
                 ],

@@ -17,6 +17,7 @@ from compliance.ledger.checkpoints import CheckpointService
 from compliance.ledger.cosignature import CosignatureVerifier
 from compliance.ledger.timestamping import TimestampClient
 from compliance.ledger.witness_client import WitnessClient
+from compliance.signatures import load_trust_roots
 from compliance.signing import VaultKey, load_or_create_key
 from compliance.sources import Sources
 from storage.db import Database
@@ -44,6 +45,7 @@ class Runtime:
     key: VaultKey
     checkpoints: CheckpointService
     embedded_s3: EmbeddedS3 | None = None
+    signer_trust_roots: tuple[Any, ...] = ()
     _stop: threading.Event = field(default_factory=threading.Event)
     _checkpointer: threading.Thread | None = None
     _reconciler: threading.Thread | None = None
@@ -55,7 +57,12 @@ class Runtime:
     def custody(self) -> Custody:
         """The unit of work every custody service takes."""
         return Custody(
-            self.db, self.authoritative, self.copies, self.settings.vault, self.settings.s3.public_endpoint or None
+            self.db,
+            self.authoritative,
+            self.copies,
+            self.settings.vault,
+            self.settings.s3.public_endpoint or None,
+            self.signer_trust_roots,
         )
 
     def start_checkpointer(self) -> None:
@@ -140,8 +147,11 @@ def open_runtime(settings: Settings) -> Runtime:
     timestamper = None
     if policy.tsa_url and policy.tsa_roots_path is not None:
         timestamper = TimestampClient(policy.tsa_url, policy.tsa_roots_path.read_bytes(), timeout=10)
+    roots_path = policy.signer_trust_roots_path
+    signer_roots = tuple(load_trust_roots(roots_path.read_bytes())) if roots_path is not None else ()
     return Runtime(
         settings=settings,
+        signer_trust_roots=signer_roots,
         db=db,
         s3_client=client,
         authoritative=authoritative,

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from compliance.errors import Conflict, InvalidInput, Unavailable
 from compliance.ledger.events import Actor, append_event
+from compliance.signatures import validate_signatures
 from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import iso, new_id, utcnow
 from storage.keys import authoritative_key
@@ -53,7 +54,31 @@ class VaultInResult:
     replayed: bool
 
 
-def _check_uploads(uploads: list[Upload], source: str) -> list[tuple[Upload, str, PdfFacts]]:
+def _check_signatures(custody: Custody, data: bytes, position: int) -> dict[str, Any]:
+    """Grade every embedded signature; refuse a broken or illegally modified one, and, when the operator
+    requires it, an untrusted signer. The graded result is kept with the record and in the ledger."""
+    result = validate_signatures(data, list(custody.signer_trust_roots))
+    if not result.acceptable:
+        raise InvalidInput(
+            "Document.SignatureInvalid",
+            "an embedded signature does not verify, or the document was changed after signing in a way "
+            "its signatures do not permit",
+            position=position,
+            signatures=result.as_json(),
+        )
+    if custody.policy.require_trusted_signers and not all(v.trusted for v in result.verdicts):
+        raise InvalidInput(
+            "Document.SignerUntrusted",
+            "a signer does not chain to the configured trust roots",
+            position=position,
+            signatures=result.as_json(),
+        )
+    return result.as_json()
+
+
+def _check_uploads(
+    custody: Custody, uploads: list[Upload], source: str
+) -> list[tuple[Upload, str, PdfFacts, dict[str, Any] | None]]:
     if not uploads:
         raise InvalidInput("Document.Missing", "send at least one PDF")
     if len(uploads) > MAX_DOCUMENTS:
@@ -77,7 +102,8 @@ def _check_uploads(uploads: list[Upload], source: str) -> list[tuple[Upload, str
                 "vault-in-signed takes signed PDFs; this one has no signature",
                 position=position,
             )
-        checked.append((upload, digest, facts))
+        signatures = _check_signatures(custody, upload.data, position) if facts.signature_count else None
+        checked.append((upload, digest, facts, signatures))
     return checked
 
 
@@ -142,8 +168,8 @@ def vault_in(
     with custody.db.read_session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
     check_claimable(envelope, source, vaulted_ok=True)
-    checked = _check_uploads(uploads, source)
-    digests = [digest for _, digest, _ in checked]
+    checked = _check_uploads(custody, uploads, source)
+    digests = [digest for _, digest, _, _ in checked]
     if envelope.vault_state != "not_vaulted":
         return _replay_or_conflict(custody, envelope.id, digests)
     # Whole seconds: S3 keeps retention to the second, and the record must equal the lock exactly.
@@ -156,8 +182,9 @@ def vault_in(
             "size": len(upload.data),
             "page_count": facts.page_count,
             "key": authoritative_key(envelope.org_id, envelope.id, position, digest),
+            "signatures": signatures,
         }
-        for position, (upload, digest, facts) in enumerate(checked)
+        for position, (upload, digest, facts, signatures) in enumerate(checked)
     ]
     plan = build_plan(envelope, actor, source, documents, caller_metadata, retain_until)
     claim = _claim(custody, actor, envelope.id, source, digests, plan)
@@ -166,7 +193,7 @@ def vault_in(
 
     retain = datetime.fromisoformat(claim.plan["retain_until"])
     versions = []
-    for (upload, _, _), doc in zip(checked, claim.plan["documents"], strict=True):
+    for (upload, _, _, _), doc in zip(checked, claim.plan["documents"], strict=True):
         try:
             versions.append(
                 custody.authoritative.put_write_once(doc["key"], upload.data, retain_until=retain).version_id
@@ -218,6 +245,7 @@ def record_claim(
                 s3_bucket=custody.authoritative.bucket,
                 s3_key=doc["key"],
                 s3_version_id=version,
+                signatures=doc.get("signatures"),
             )
             for doc, version in zip(plan["documents"], versions, strict=True)
         ]
@@ -245,6 +273,7 @@ def record_claim(
                     "bucket": doc.s3_bucket,
                     "key": doc.s3_key,
                     "version_id": doc.s3_version_id,
+                    "signatures": doc.signatures,
                 }
                 for doc in documents
             ],
