@@ -19,9 +19,9 @@ from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import iso, new_id, utcnow
 from storage.keys import copy_key
 from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
-from vault.copy_stamp import stamp_copy
 from vault.envelopes import get_envelope, vault_record, vaulted_documents
 from vault.runtime import Runtime
+from vault.stamp_worker import stamp_for_copy
 
 
 class IntegrityFailure(EvaultError):
@@ -128,7 +128,8 @@ def issue_copies(runtime: Runtime, actor: Actor, envelope_id: str, document_id: 
     for doc in _select(documents, document_id):
         copy_id = new_id("cp")
         now = utcnow()
-        stamped = stamp_copy(_read_verified(runtime, doc), CopyMark(copy_id, envelope.id, doc.sha256, now))
+        mark = CopyMark(copy_id, envelope.id, doc.sha256, now)
+        stamped = stamp_for_copy(runtime.settings.pdf, envelope.org_id, _read_verified(runtime, doc), mark)
         digest = hashlib.sha256(stamped).hexdigest()
         if digest == doc.sha256:
             raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")

@@ -25,6 +25,7 @@ from storage.ids import iso, new_id, utcnow
 from storage.keys import authoritative_key
 from storage.models import Envelope, VaultedDocument, VaultRecord
 from storage.object_store import StoredObject
+from storage.settings import PdfSettings
 from vault.envelopes import get_envelope, vault_record, vaulted_documents
 from vault.pdf_inspect import PdfFacts, inspect_pdf
 from vault.runtime import Runtime
@@ -51,14 +52,14 @@ class VaultInResult:
     replayed: bool
 
 
-def _check_uploads(uploads: list[Upload], source: str) -> list[tuple[Upload, str, PdfFacts]]:
+def _check_uploads(uploads: list[Upload], source: str, pdf: PdfSettings) -> list[tuple[Upload, str, PdfFacts]]:
     if not uploads:
         raise InvalidInput("Document.Missing", "send at least one PDF")
     if len(uploads) > MAX_DOCUMENTS:
         raise InvalidInput("Document.TooMany", f"at most {MAX_DOCUMENTS} documents per envelope")
     checked = []
     for position, upload in enumerate(uploads):
-        facts = inspect_pdf(upload.data)
+        facts = inspect_pdf(upload.data, pdf)
         digest = hashlib.sha256(upload.data).hexdigest()
         expected = upload.expected_sha256
         if expected is not None and expected.lower() != digest:
@@ -112,7 +113,7 @@ def vault_in(
             f"vault-in-{source} is for {SOURCES[source]} envelopes; this one is {envelope.kind}",
             envelope_kind=envelope.kind,
         )
-    checked = _check_uploads(uploads, source)
+    checked = _check_uploads(uploads, source, runtime.settings.pdf)
     digests = [digest for _, digest, _ in checked]
     if envelope.vault_state != "not_vaulted":
         return _replay_or_conflict(runtime, envelope, digests)
