@@ -50,7 +50,7 @@ def _one_page(page_extra: bytes = b"", content: bytes = _TEXT, extra_objects: li
 
 
 @functools.cache
-def _inflating_stream(inflated: int) -> bytes:
+def inflating_stream(inflated: int) -> bytes:
     return zlib.compress(b" " * inflated, 9)
 
 
@@ -59,7 +59,7 @@ def decompression_bomb(streams: int = 10, inflated_each: int = 74_000_000) -> by
 
     The defaults are the 0.72 MB file whose stamped copy once cost 1.5 GB of memory and 740 MB on disk.
     """
-    blob = _inflating_stream(inflated_each)
+    blob = inflating_stream(inflated_each)
     first = 6
     refs = b" ".join(b"%d 0 R" % (first + i) for i in range(streams))
     return _one_page(
@@ -158,10 +158,10 @@ def covering_annotation() -> bytes:
 
 
 def painting_link() -> bytes:
-    """A link whose appearance paints an opaque box over the whole page, with a script on activation."""
+    """A link whose appearance paints an opaque box over the whole page, its action chained to a script."""
     annot = (
         b"<< /Type /Annot /Subtype /Link /Rect [0 0 612 792] /F 4 /AP << /N 7 0 R >> /Border [0 0 12]"
-        b" /C [0 0 1] /A << /S /JavaScript /JS (app.alert(1)) >> >>"
+        b" /C [0 0 1] /A << /S /URI /URI (https://example.com/) /Next << /S /JavaScript /JS (app.alert(1)) >> >> >>"
     )
     return _one_page(b"/Annots [6 0 R]", extra_objects=[annot, _appearance(b"0 0 612 792", _WHITE_FULL_PAGE)])
 

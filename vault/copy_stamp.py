@@ -345,6 +345,7 @@ def stamp_copy(source: bytes, mark: CopyMark) -> bytes:
             ),
         }
     )
+    writer.compress_identical_objects(remove_duplicates=False, remove_unreferenced=True)  # dropped annotations
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
