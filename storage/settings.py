@@ -90,10 +90,41 @@ class VaultSettings:
 
 
 @dataclass(frozen=True)
+class PdfSettings:
+    """What one uploaded PDF may cost to vet at vault-in and to stamp per copy (the file's own counts prove nothing)."""
+
+    max_pages: int = 5000  # EVAULT_PDF_MAX_PAGES: page tree leaves, counted while walking it
+    max_objects: int = 500_000  # EVAULT_PDF_MAX_OBJECTS: cross-reference entries, counted while reading them
+    max_decoded_bytes: int = 256 * 1024 * 1024  # EVAULT_PDF_MAX_DECODED_BYTES: all streams, decoded, in total
+    max_cpu_seconds: int = 10  # EVAULT_PDF_MAX_CPU_SECONDS: CPU for vetting at vault-in, and for one stamping
+    stamp_memory_bytes: int = 1024 * 1024 * 1024  # EVAULT_PDF_STAMP_MEMORY_BYTES: address space of a stamper
+    stamp_timeout_seconds: int = 30  # EVAULT_PDF_STAMP_TIMEOUT_SECONDS: wall clock before a stamper is killed
+    stamp_concurrency: int = 2  # EVAULT_PDF_STAMP_CONCURRENCY: stamper processes at once, per service process
+    stamp_per_org: int = 1  # EVAULT_PDF_STAMP_PER_ORG: of those, at most this many for one organisation
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     host: str  # EVAULT_HOST
     port: int  # EVAULT_PORT
     public_url: str  # EVAULT_PUBLIC_URL: how clients reach the API (printed at start)
+
+
+def _pdf(env: Mapping[str, str]) -> PdfSettings:
+    d = PdfSettings()
+    pdf = PdfSettings(
+        max_pages=_int(env, "EVAULT_PDF_MAX_PAGES", d.max_pages, minimum=1),
+        max_objects=_int(env, "EVAULT_PDF_MAX_OBJECTS", d.max_objects, minimum=16),
+        max_decoded_bytes=_int(env, "EVAULT_PDF_MAX_DECODED_BYTES", d.max_decoded_bytes, minimum=1024 * 1024),
+        max_cpu_seconds=_int(env, "EVAULT_PDF_MAX_CPU_SECONDS", d.max_cpu_seconds, minimum=1),
+        stamp_memory_bytes=_int(env, "EVAULT_PDF_STAMP_MEMORY_BYTES", d.stamp_memory_bytes, minimum=256 * 1024 * 1024),
+        stamp_timeout_seconds=_int(env, "EVAULT_PDF_STAMP_TIMEOUT_SECONDS", d.stamp_timeout_seconds, minimum=1),
+        stamp_concurrency=_int(env, "EVAULT_PDF_STAMP_CONCURRENCY", d.stamp_concurrency, minimum=1),
+        stamp_per_org=_int(env, "EVAULT_PDF_STAMP_PER_ORG", d.stamp_per_org, minimum=1),
+    )
+    if pdf.stamp_per_org > pdf.stamp_concurrency:
+        raise SettingsError("EVAULT_PDF_STAMP_PER_ORG must not exceed EVAULT_PDF_STAMP_CONCURRENCY")
+    return pdf
 
 
 @dataclass(frozen=True)
@@ -103,6 +134,7 @@ class Settings:
     s3: S3Settings
     vault: VaultSettings
     api: ApiSettings
+    pdf: PdfSettings = field(default_factory=PdfSettings)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -168,4 +200,4 @@ class Settings:
             port=port,
             public_url=env.get("EVAULT_PUBLIC_URL") or f"http://{host}:{port}",
         )
-        return cls(data_dir=data_dir, database_url=database_url, s3=s3, vault=vault, api=api, env=env)
+        return cls(data_dir=data_dir, database_url=database_url, s3=s3, vault=vault, api=api, pdf=_pdf(env), env=env)

@@ -10,6 +10,7 @@ import pytest
 from pyhanko.pdf_utils.reader import PdfFileReader
 
 from compliance.errors import InvalidInput
+from storage.settings import Settings, SettingsError
 from tests import pdf_factory
 from vault.pdf_inspect import PdfFacts, inspect_pdf
 
@@ -107,3 +108,15 @@ def test_pyhanko_logs_are_silenced_only_inside_inspection(caplog: pytest.LogCapt
 
     PdfFileReader(io.BytesIO(sloppy))
     assert [r for r in caplog.records if r.name == "pyhanko.pdf_utils.reader"]
+
+
+def test_pdf_budget_is_read_from_the_environment() -> None:
+    pdf = Settings.from_env({"EVAULT_PDF_MAX_PAGES": "7", "EVAULT_PDF_MAX_DECODED_BYTES": str(1 << 21)}).pdf
+    assert (pdf.max_pages, pdf.max_decoded_bytes, pdf.max_cpu_seconds) == (7, 1 << 21, 10)
+    with pytest.raises(SettingsError, match="EVAULT_PDF_MAX_PAGES"):
+        Settings.from_env({"EVAULT_PDF_MAX_PAGES": "0"})
+    with pytest.raises(SettingsError, match="EVAULT_PDF_STAMP_PER_ORG"):
+        Settings.from_env({"EVAULT_PDF_STAMP_CONCURRENCY": "1", "EVAULT_PDF_STAMP_PER_ORG": "2"})
+    with pytest.raises(InvalidInput) as info:
+        inspect_pdf(pdf_factory.make_pdf(pages=8), pdf)
+    assert info.value.code == "Document.TooComplex" and info.value.details["setting"] == "EVAULT_PDF_MAX_PAGES"

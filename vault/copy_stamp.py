@@ -2,23 +2,39 @@
 
 Under UCC 9-105 only the vaulted original is the authoritative copy; every copy handed out must say, on every
 page, that it is not, and must not carry the original's signature fields (which would validate as broken and
-could mislead). Pages are stamped with a hand-built overlay (Helvetica, a standard font) so pypdf is the only
-dependency.
+could mislead). Nothing in the original may hide the mark:
+
+- each page's original content becomes a Form XObject drawn first, so whatever state it leaves behind
+  (unbalanced ``Q``, a clip, a transform, an open marked-content section) ends with the form; a content
+  stream shared by many pages becomes one shared form, so the work stays linear and the stream is never
+  edited (pypdf's ``merge_page`` edits a shared stream once per page: quadratic, nested N deep);
+- annotations paint above page content, so each visible appearance is flattened into the page below the mark
+  and the annotation is removed; a link keeps a plain URI/GoTo action but nothing that paints;
+- JavaScript, open actions, additional actions and optional-content configuration are dropped;
+- the mark is drawn last, outside any optional content, inside the visible part of the page (CropBox within
+  MediaBox, turned with /Rotate so it reads upright).
+
+Only small new streams are written (Flate-compressed); the original streams are carried over still encoded.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 from pypdf import PageObject, PdfReader, PdfWriter
 from pypdf.generic import (
     ArrayObject,
     DecodedStreamObject,
     DictionaryObject,
+    EncodedStreamObject,
     FloatObject,
+    IndirectObject,
     NameObject,
+    NumberObject,
     PdfObject,
+    StreamObject,
     TextStringObject,
 )
 
@@ -26,6 +42,11 @@ from compliance.copy_mark import CopyMark
 
 _MAX_BAND_FONT = 8.0
 _MARK_COLOR = "0.65 0 0 rg"
+_CATALOG_DROPPED = ("/AcroForm", "/Perms", "/DSS", "/OpenAction", "/AA", "/OCProperties")
+_HIDDEN_FLAGS = 2 | 32  # Hidden, NoView: the original does not show these appearances either
+_ORIGINAL = NameObject("/EvaultOriginal")
+_FONT = NameObject("/EvaultMarkF")
+_LIGHT = NameObject("/EvaultMarkGS")
 
 
 def _pdf_string(text: str) -> str:
@@ -38,15 +59,35 @@ def _em_width(text: str) -> float:
     return sum(0.72 if c.isupper() or c in "@%&" else 0.3 if c in " .,:;-/()|'" else 0.56 for c in text)
 
 
+def _box(value: Any) -> tuple[float, float, float, float] | None:
+    """A rectangle as (x0, y0, x1, y1) with x0 < x1 and y0 < y1, or None if it is not a usable one."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    return box if all(math.isfinite(v) for v in box) and box[2] - box[0] > 1 and box[3] - box[1] > 1 else None
+
+
+def _visible_box(page: PageObject) -> tuple[float, float, float, float]:
+    """What a viewer shows: the CropBox clipped to the MediaBox (the file may say anything about either)."""
+    media = _box(page.mediabox) or (0.0, 0.0, 612.0, 792.0)
+    crop = _box(page.get("/CropBox")) or media
+    inter = (max(media[0], crop[0]), max(media[1], crop[1]), min(media[2], crop[2]), min(media[3], crop[3]))
+    return inter if inter[2] - inter[0] > 1 and inter[3] - inter[1] > 1 else media
+
+
 def _display_frame(page: PageObject) -> tuple[str, float, float]:
-    """The ``cm`` mapping upright display coordinates onto the page's CropBox, and the display width/height.
+    """The ``cm`` mapping upright display coordinates onto the visible box, and the display width/height.
 
     /Rotate turns the page clockwise for display, so the band is drawn turned the other way to read upright.
     """
-    box = page.cropbox
-    x0, y0, x1, y1 = float(box.left), float(box.bottom), float(box.right), float(box.top)
+    x0, y0, x1, y1 = _visible_box(page)
     w, h = x1 - x0, y1 - y0
-    rotation = page.rotation % 360
+    try:
+        rotation = int(page.get("/Rotate", 0)) % 360
+    except (TypeError, ValueError):
+        rotation = 0
     if rotation == 90:
         return f"0 1 -1 0 {x1:.2f} {y0:.2f} cm", h, w
     if rotation == 180:
@@ -56,7 +97,8 @@ def _display_frame(page: PageObject) -> tuple[str, float, float]:
     return f"1 0 0 1 {x0:.2f} {y0:.2f} cm", w, h
 
 
-def _overlay_content(lines: list[str], frame: str, width: float, height: float) -> str:
+def mark_content(lines: list[str], frame: str, width: float, height: float) -> str:
+    """The mark's drawing operators: a faint diagonal COPY and the band of lines at the top."""
     margin = max(4.0, min(18.0, width * 0.03, height * 0.03))
     size = min(_MAX_BAND_FONT, (width - 2 * margin) / max(_em_width(line) for line in lines))
     lead = size * 1.25
@@ -68,16 +110,15 @@ def _overlay_content(lines: list[str], frame: str, width: float, height: float) 
     tx = width / 2 - half_w * cos + half_h * sin
     ty = height / 2 - half_w * sin - half_h * cos
     return (
-        f"q {frame} /MarkGS gs BT /MarkF {big:.2f} Tf 0.5 0.5 0.5 rg "
+        f"q {frame} {_LIGHT} gs BT {_FONT} {big:.2f} Tf 0.5 0.5 0.5 rg "
         f"{cos:.4f} {sin:.4f} {-sin:.4f} {cos:.4f} {tx:.2f} {ty:.2f} Tm (COPY) Tj ET Q\n"
-        f"q {frame} BT /MarkF {size:.2f} Tf {_MARK_COLOR} "
+        f"q {frame} BT {_FONT} {size:.2f} Tf {_MARK_COLOR} "
         f"{margin:.2f} {height - margin - size:.2f} Td {band} ET Q\n"
     )
 
 
-def _overlay_page(mark: CopyMark, page: PageObject) -> PageObject:
-    frame, width, height = _display_frame(page)
-    overlay = PageObject.create_blank_page(width=float(page.mediabox.width), height=float(page.mediabox.height))
+def mark_objects() -> tuple[DictionaryObject, DictionaryObject]:
+    """The font and the faint graphics state that the mark's operators name."""
     font = DictionaryObject(
         {
             NameObject("/Type"): NameObject("/Font"),
@@ -87,16 +128,13 @@ def _overlay_page(mark: CopyMark, page: PageObject) -> PageObject:
         }
     )
     light = DictionaryObject({NameObject("/Type"): NameObject("/ExtGState"), NameObject("/ca"): FloatObject(0.15)})
-    overlay[NameObject("/Resources")] = DictionaryObject(
-        {
-            NameObject("/Font"): DictionaryObject({NameObject("/MarkF"): font}),
-            NameObject("/ExtGState"): DictionaryObject({NameObject("/MarkGS"): light}),
-        }
-    )
-    content = DecodedStreamObject()
-    content.set_data(_overlay_content(mark.lines(), frame, width, height).encode("latin-1"))
-    overlay[NameObject("/Contents")] = content
-    return overlay
+    return font, light
+
+
+def _compressed(data: bytes) -> EncodedStreamObject:
+    stream = DecodedStreamObject()
+    stream.set_data(data)
+    return stream.flate_encode()
 
 
 def _is_signature_widget(annot: PdfObject | None) -> bool:
@@ -112,10 +150,14 @@ def _is_signature_widget(annot: PdfObject | None) -> bool:
     return False
 
 
-def _strip_signatures(reader: PdfReader) -> None:
-    """Unlink signature fields in the reader's parsed objects, so the clone never copies them or their CMS."""
-    for key in ("/AcroForm", "/Perms", "/DSS"):
-        reader.root_object.pop(NameObject(key), None)
+def _strip_reader(reader: PdfReader) -> None:
+    """Unlink what must not reach the copy in the reader's parsed objects, so the clone never copies it."""
+    root = reader.root_object
+    for key in _CATALOG_DROPPED:
+        root.pop(NameObject(key), None)
+    names = root.get("/Names")
+    if isinstance(names, DictionaryObject):
+        names.pop(NameObject("/JavaScript"), None)
     for page in reader.pages:
         # reader.pages hands out copies; edit the cached dictionary that cloning will reach.
         node = page.indirect_reference.get_object() if page.indirect_reference else page
@@ -123,21 +165,175 @@ def _strip_signatures(reader: PdfReader) -> None:
             continue
         annots = node["/Annots"].get_object()
         if not isinstance(annots, ArrayObject):
-            continue
-        kept = [ref for ref in annots if not _is_signature_widget(ref.get_object())]
-        if kept:
-            node[NameObject("/Annots")] = ArrayObject(kept)
-        else:
             del node[NameObject("/Annots")]
+            continue
+        node[NameObject("/Annots")] = ArrayObject(ref for ref in annots if not _is_signature_widget(ref.get_object()))
+
+
+class _PageStamper:
+    """Per-document state, so shared content becomes one shared form and identical marks one stream."""
+
+    def __init__(self, writer: PdfWriter, mark: CopyMark) -> None:
+        self.writer = writer
+        self.lines = mark.lines()
+        font, light = mark_objects()
+        self.font = writer._add_object(font)
+        self.light = writer._add_object(light)
+        self.forms: dict[tuple[Any, ...], IndirectObject] = {}
+        self.marks: dict[tuple[str, float, float], IndirectObject] = {}
+        self.draw_original = writer._add_object(_compressed(f"q {_ORIGINAL} Do Q\n".encode()))
+
+    def _key(self, obj: Any) -> Any:
+        return ("ref", obj.idnum) if isinstance(obj, IndirectObject) else ("id", id(obj))
+
+    def _original_form(self, page: PageObject) -> IndirectObject | None:
+        """The page's own content as a Form XObject; one form per distinct (content, resources, box)."""
+        contents = page.raw_get("/Contents") if "/Contents" in page else None
+        resources = page.raw_get("/Resources") if "/Resources" in page else DictionaryObject()
+        media = _box(page.mediabox) or (0.0, 0.0, 612.0, 792.0)
+        resolved = contents.get_object() if contents is not None else None
+        parts = [resolved] if isinstance(resolved, StreamObject) else list(resolved or [])
+        key = (tuple(self._key(p) for p in ([contents] if len(parts) == 1 else parts)), self._key(resources), media)
+        if not parts:
+            return None
+        if key in self.forms:
+            return self.forms[key]
+        streams = [p.get_object() for p in parts]
+        if len(streams) == 1 and isinstance(streams[0], StreamObject):
+            source = streams[0]
+            form: StreamObject = EncodedStreamObject() if "/Filter" in source else DecodedStreamObject()
+            form._data = source._data
+            for name in ("/Filter", "/DecodeParms"):
+                if name in source:
+                    form[NameObject(name)] = source.raw_get(name)
+        else:
+            data = b"\n".join(s.get_data() for s in streams if isinstance(s, StreamObject))
+            form = _compressed(data)
+        form[NameObject("/Type")] = NameObject("/XObject")
+        form[NameObject("/Subtype")] = NameObject("/Form")
+        form[NameObject("/BBox")] = ArrayObject(FloatObject(v) for v in media)
+        form[NameObject("/Resources")] = resources
+        self.forms[key] = self.writer._add_object(form)
+        return self.forms[key]
+
+    def _mark_stream(self, page: PageObject) -> IndirectObject:
+        frame, width, height = _display_frame(page)
+        key = (frame, round(width, 2), round(height, 2))
+        if key not in self.marks:
+            content = mark_content(self.lines, frame, width, height).encode("latin-1")
+            self.marks[key] = self.writer._add_object(_compressed(content))
+        return self.marks[key]
+
+    def _flatten_annotations(self, page: PageObject, xobjects: DictionaryObject) -> bytes:
+        """Draw each visible annotation's normal appearance where the viewer would, then drop the annotation."""
+        annots = page.get("/Annots")
+        page.pop(NameObject("/Annots"), None)
+        if not isinstance(annots, ArrayObject):
+            return b""
+        kept: list[PdfObject] = []
+        ops: list[str] = []
+        for ref in annots:
+            annot = ref.get_object()
+            if not isinstance(annot, DictionaryObject):
+                continue
+            if annot.get("/Subtype") == "/Link":
+                kept.append(self.writer._add_object(_plain_link(annot)))
+                continue
+            placed = _appearance(annot)
+            if placed is None:
+                continue
+            stream, matrix = placed
+            stream.pop(NameObject("/OC"), None)
+            name = NameObject(f"/EvaultAnnot{len(ops)}")
+            xobjects[name] = stream.indirect_reference or self.writer._add_object(stream)
+            ops.append(f"q {' '.join(f'{v:.4f}' for v in matrix)} cm {name} Do Q\n")
+        if kept:
+            page[NameObject("/Annots")] = ArrayObject(kept)
+        return "".join(ops).encode()
+
+    def stamp(self, page: PageObject) -> None:
+        xobjects = DictionaryObject()
+        contents: list[PdfObject] = []
+        form = self._original_form(page)
+        if form is not None:
+            xobjects[_ORIGINAL] = form
+            contents.append(self.draw_original)
+        flattened = self._flatten_annotations(page, xobjects)
+        if flattened:
+            contents.append(self.writer._add_object(_compressed(flattened)))
+        contents.append(self._mark_stream(page))
+        page.pop(NameObject("/AA"), None)
+        page[NameObject("/Contents")] = ArrayObject(contents)
+        page[NameObject("/Resources")] = DictionaryObject(
+            {
+                NameObject("/XObject"): xobjects,
+                NameObject("/Font"): DictionaryObject({_FONT: self.font}),
+                NameObject("/ExtGState"): DictionaryObject({_LIGHT: self.light}),
+            }
+        )
+
+
+def _plain_link(annot: DictionaryObject) -> DictionaryObject:
+    """A link that still works (URI or in-document destination) but paints nothing and runs no script."""
+    link = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Annot"),
+            NameObject("/Subtype"): NameObject("/Link"),
+            NameObject("/Rect"): ArrayObject(FloatObject(v) for v in (_box(annot.get("/Rect")) or (0, 0, 0, 0))),
+            NameObject("/Border"): ArrayObject([NumberObject(0), NumberObject(0), NumberObject(0)]),
+        }
+    )
+    action = annot.get("/A")
+    if isinstance(action, DictionaryObject) and action.get("/S") == "/URI" and "/URI" in action:
+        link[NameObject("/A")] = DictionaryObject(
+            {NameObject("/S"): NameObject("/URI"), NameObject("/URI"): action.raw_get("/URI")}
+        )
+    elif isinstance(action, DictionaryObject) and action.get("/S") == "/GoTo" and "/D" in action:
+        link[NameObject("/A")] = DictionaryObject(
+            {NameObject("/S"): NameObject("/GoTo"), NameObject("/D"): action.raw_get("/D")}
+        )
+    elif "/Dest" in annot:
+        link[NameObject("/Dest")] = annot.raw_get("/Dest")
+    return link
+
+
+def _appearance(annot: DictionaryObject) -> tuple[StreamObject, tuple[float, ...]] | None:
+    """The normal appearance stream and the ``cm`` that maps its (transformed) BBox onto /Rect (ISO 32000 12.5.5)."""
+    if annot.get("/Subtype") == "/Popup" or int(annot.get("/F", 0) or 0) & _HIDDEN_FLAGS:
+        return None
+    appearances = annot.get("/AP")
+    normal = appearances.get("/N") if isinstance(appearances, DictionaryObject) else None
+    if isinstance(normal, DictionaryObject) and not isinstance(normal, StreamObject):
+        normal = normal.get(annot.get("/AS", ""))
+    rect = _box(annot.get("/Rect"))
+    bbox = _box(normal.get("/BBox")) if isinstance(normal, StreamObject) else None
+    if not isinstance(normal, StreamObject) or rect is None or bbox is None:
+        return None
+    try:
+        a, b, c, d, e, f = (float(v) for v in normal.get("/Matrix", [1, 0, 0, 1, 0, 0]))
+    except (TypeError, ValueError):
+        return None
+    corners = [(a * x + c * y + e, b * x + d * y + f) for x in (bbox[0], bbox[2]) for y in (bbox[1], bbox[3])]
+    tx0, ty0 = min(p[0] for p in corners), min(p[1] for p in corners)
+    tw, th = max(p[0] for p in corners) - tx0, max(p[1] for p in corners) - ty0
+    if tw <= 0 or th <= 0:
+        return None
+    sx, sy = (rect[2] - rect[0]) / tw, (rect[3] - rect[1]) / th
+    return normal, (sx, 0.0, 0.0, sy, rect[0] - sx * tx0, rect[1] - sy * ty0)
 
 
 def stamp_copy(source: bytes, mark: CopyMark) -> bytes:
-    """A new PDF: every page carries the mark, signature fields are gone, metadata names the copy."""
+    """A new PDF: every page carries the mark, signature fields are gone, metadata names the copy.
+
+    Runs in-process; the service calls it through ``vault.stamp_worker`` so a hostile file meets a memory
+    limit and a timeout.
+    """
     reader = PdfReader(io.BytesIO(source))
-    _strip_signatures(reader)
+    _strip_reader(reader)
     writer = PdfWriter(clone_from=reader)
+    stamper = _PageStamper(writer, mark)
     for page in writer.pages:
-        page.merge_page(_overlay_page(mark, page), over=True)
+        stamper.stamp(page)
     title = reader.metadata.title if reader.metadata and reader.metadata.title else ""
     label = f"NON-AUTHORITATIVE COPY {mark.copy_id}"
     writer.add_metadata(
@@ -149,6 +345,7 @@ def stamp_copy(source: bytes, mark: CopyMark) -> bytes:
             ),
         }
     )
+    writer.compress_identical_objects(remove_duplicates=False, remove_unreferenced=True)  # dropped annotations
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()

@@ -6,13 +6,13 @@ the runtime (checkpointer, embedded server, signing key) stays with the composit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asn1crypto import x509 as asn1_x509
 
 from storage.db import Database
 from storage.object_store import ObjectStore
-from storage.settings import VaultSettings
+from storage.settings import PdfSettings, VaultSettings
 
 
 @dataclass(frozen=True)
@@ -23,3 +23,4 @@ class Custody:
     policy: VaultSettings
     public_s3_endpoint: str | None = None
     signer_trust_roots: tuple[asn1_x509.Certificate, ...] = ()  # parsed once, at start-up
+    pdf: PdfSettings = field(default_factory=PdfSettings)  # the vetting and stamping budget

@@ -1,23 +1,39 @@
-"""Vetting of uploaded PDFs before they enter the vault.
+"""Vetting of uploaded PDFs before they enter the vault, within a budget.
 
-pyHanko's reader is used rather than pypdf because pypdf silently opens a truncated signed PDF as its
-earlier revision; pyHanko insists on the final EOF marker and cross-reference data, so cut uploads fail.
-Every parser failure becomes an ``InvalidInput`` with a stable code: callers never see parser exceptions.
+pyHanko's reader judges completeness, because pypdf silently opens a truncated signed PDF as its earlier
+revision; pyHanko insists on the final EOF marker and cross-reference data, so cut uploads fail.
+
+Whatever is accepted must also be stampable later, and cheaply. So the page tree is counted while it is
+walked, every stream is decoded with a running total across the file (the file's /Count, /Size and /Length
+are attacker-written and prove nothing), CPU time is checked as the work goes, and finally the copy stamper
+itself (pypdf, the other parser) rehearses a copy in a child process under the copy path's own limits.
+Every failure becomes an ``InvalidInput`` with a stable code (``Document.TooComplex`` names the limit):
+callers never see parser exceptions.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import io
 import logging
+import math
+import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pypdf import PdfReader
+from pypdf.generic import ArrayObject, IndirectObject, StreamObject
 
+from compliance.copy_mark import CopyMark
 from compliance.errors import InvalidInput
+from storage.ids import new_id, utcnow
+from storage.settings import PdfSettings
+from vault.stamp_worker import StampFailure, StampLimits, run_stamp, slots_for
 
 # Modules whose loggers speak while a document is read; muted only inside inspect_pdf (see _Quiet).
 _PYHANKO_LOGGERS = (
@@ -67,12 +83,60 @@ def _malformed(message: str, error: Exception | None = None) -> InvalidInput:
     return InvalidInput("Document.Malformed", message, **details)
 
 
-def _count_pages(pages_root: generic.PdfObject) -> int:
-    """Walk the whole page tree so a dangling or cyclic node is caught now, not when the copy is rendered."""
+_SETTING = {
+    "max_pages": "EVAULT_PDF_MAX_PAGES",
+    "max_objects": "EVAULT_PDF_MAX_OBJECTS",
+    "max_decoded_bytes": "EVAULT_PDF_MAX_DECODED_BYTES",
+    "max_cpu_seconds": "EVAULT_PDF_MAX_CPU_SECONDS",
+    "stamp_memory_bytes": "EVAULT_PDF_STAMP_MEMORY_BYTES",
+}
+_FLATE = ("/FlateDecode", "/Fl")
+_DECODED_BY_PYPDF = ("/LZWDecode", "/LZW", "/RunLengthDecode", "/RL", "/ASCIIHexDecode", "/AHx", "/ASCII85Decode")
+_CHUNK = 1 << 20
+
+
+def _too_complex(limit: str, value: int) -> InvalidInput:
+    return InvalidInput(
+        "Document.TooComplex",
+        f"the PDF exceeds the vault's limit {_SETTING[limit]}={value}",
+        limit=limit,
+        setting=_SETTING[limit],
+        value=value,
+    )
+
+
+class _Budget:
+    """Running totals of one vetting, checked as they grow: CPU time of this thread and decoded bytes."""
+
+    def __init__(self, pdf: PdfSettings) -> None:
+        self.pdf = pdf
+        self.started = time.thread_time()
+        self.decoded = 0
+
+    def used(self) -> float:
+        return time.thread_time() - self.started
+
+    def tick(self) -> None:
+        if self.used() > self.pdf.max_cpu_seconds:
+            raise _too_complex("max_cpu_seconds", self.pdf.max_cpu_seconds)
+
+    def add_decoded(self, size: int) -> None:
+        self.decoded += size
+        if self.decoded > self.pdf.max_decoded_bytes:
+            raise _too_complex("max_decoded_bytes", self.pdf.max_decoded_bytes)
+
+
+def _count_pages(pages_root: generic.PdfObject, budget: _Budget) -> int:
+    """Walk the whole page tree so a dangling or cyclic node is caught now, not when the copy is rendered.
+
+    Counted as it goes, so a tree of 200,000 pages stops at the limit instead of being walked to the end.
+    """
     count = 0
     seen: set[int] = set()
     stack = [pages_root]
     while stack:
+        if len(seen) % 256 == 0:
+            budget.tick()
         node = stack.pop()
         if isinstance(node, generic.IndirectObject):
             if node.idnum in seen:
@@ -90,11 +154,79 @@ def _count_pages(pages_root: generic.PdfObject) -> int:
             stack.extend(kids.raw_get(i) for i in range(len(kids)))
         else:
             count += 1
+            if count > budget.pdf.max_pages:
+                raise _too_complex("max_pages", budget.pdf.max_pages)
+        if len(seen) > budget.pdf.max_objects:
+            raise _too_complex("max_objects", budget.pdf.max_objects)
     return count
 
 
-def inspect_pdf(data: bytes) -> PdfFacts:
-    """Accept a complete, unencrypted PDF with at least one page, or raise ``InvalidInput`` saying why not."""
+def _filters(stream: StreamObject) -> list[str]:
+    raw = stream.get("/Filter")
+    if raw is None:
+        return []
+    return [str(f) for f in raw] if isinstance(raw, ArrayObject) else [str(raw)]
+
+
+def _count_decoded(stream: StreamObject, budget: _Budget) -> None:
+    """Add what this stream decodes to, inflating in bounded chunks so a bomb stops at the budget."""
+    filters = _filters(stream)
+    data: bytes = stream._data
+    if not filters or filters[0] not in _FLATE + _DECODED_BY_PYPDF:
+        budget.add_decoded(len(data))  # unfiltered, or an image codec that neither the stamper nor text extraction runs
+        return
+    if filters[0] in _DECODED_BY_PYPDF:
+        budget.add_decoded(len(stream.get_data()))  # pypdf's own per-stream cap bounds this one
+        return
+    inflater = zlib.decompressobj()
+    pending = data
+    try:
+        while True:
+            out = inflater.decompress(pending, _CHUNK)
+            budget.add_decoded(len(out))
+            budget.tick()
+            pending = inflater.unconsumed_tail
+            if inflater.eof or not (out or pending):
+                return
+    except zlib.error:
+        return  # damaged data decodes to no more than what came out before the damage
+
+
+def _scan_objects(data: bytes, budget: _Budget) -> None:
+    """Read every object with pypdf (the stamper's parser), counting objects and decoded stream bytes."""
+    reader = PdfReader(io.BytesIO(data))
+    objects = sum(len(table) for table in reader.xref.values()) + len(reader.xref_objStm)
+    if objects > budget.pdf.max_objects:
+        raise _too_complex("max_objects", budget.pdf.max_objects)
+    for generation, table in reader.xref.items():
+        for number in table:
+            budget.tick()
+            obj = IndirectObject(number, generation, reader).get_object()
+            if isinstance(obj, StreamObject):
+                _count_decoded(obj, budget)
+
+
+def _rehearse_copy(data: bytes, budget: _Budget) -> None:
+    """Stamp a throwaway copy under the copy path's limits: what cannot be stamped now is refused now."""
+    pdf = budget.pdf
+    cpu_left = max(1, math.ceil(pdf.max_cpu_seconds - budget.used()))
+    limits = replace(StampLimits.from_settings(pdf), cpu_seconds=min(cpu_left, pdf.max_cpu_seconds))
+    mark = CopyMark(new_id("cp"), new_id("env"), hashlib.sha256(data).hexdigest(), utcnow())
+    with slots_for(pdf).slot(None, "Vault.Busy", wait_seconds=float(pdf.stamp_timeout_seconds)):
+        try:
+            run_stamp(data, mark, limits)
+        except StampFailure as exc:
+            if exc.kind == "failed":
+                raise _malformed("The PDF cannot be copied: its structure defeats the copy stamper.", exc) from exc
+            raise _too_complex(
+                "max_cpu_seconds" if exc.kind == "timeout" else "stamp_memory_bytes",
+                (limits.cpu_seconds if exc.kind == "timeout" else limits.memory_bytes),
+            ) from exc
+
+
+def inspect_pdf(data: bytes, pdf: PdfSettings | None = None) -> PdfFacts:
+    """Accept a complete, unencrypted, stampable PDF within the budget, or raise ``InvalidInput`` saying why not."""
+    budget = _Budget(pdf or PdfSettings())
     if not data:
         raise InvalidInput("Document.Empty", "The document is empty (zero bytes).")
     if not data.startswith(b"%PDF-"):
@@ -108,7 +240,7 @@ def inspect_pdf(data: bytes) -> PdfFacts:
         if encrypted:
             raise InvalidInput("Document.Encrypted", "The PDF is encrypted; upload an unencrypted document.")
         try:
-            page_count = _count_pages(reader.root.raw_get("/Pages"))
+            page_count = _count_pages(reader.root.raw_get("/Pages"), budget)
             signature_count = len(reader.embedded_signatures)
             major, minor = reader.input_version
         except InvalidInput:
@@ -117,4 +249,11 @@ def inspect_pdf(data: bytes) -> PdfFacts:
             raise _malformed("The PDF's page tree or form fields cannot be read.", exc) from exc
     if page_count == 0:
         raise _malformed("The PDF has no pages.")
+    try:
+        _scan_objects(data, budget)
+    except InvalidInput:
+        raise
+    except Exception as exc:  # RecursionError included: pypdf resolves references recursively
+        raise _malformed("An object of the PDF cannot be read.", exc) from exc
+    _rehearse_copy(data, budget)
     return PdfFacts(page_count=page_count, signature_count=signature_count, pdf_version=f"{major}.{minor}")

@@ -22,9 +22,9 @@ from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import iso, new_id, utcnow
 from storage.keys import copy_key
 from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
-from vault.copy_stamp import stamp_copy
 from vault.custody import Custody
 from vault.envelopes import get_envelope, lock_envelope, vault_record, vaulted_documents
+from vault.stamp_worker import stamp_for_copy
 
 log = logging.getLogger("evault.retrieval")
 
@@ -175,7 +175,8 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
     for doc in documents:
         copy_id = new_id("cp")
         now = utcnow()
-        stamped = stamp_copy(_read_verified(custody, doc), CopyMark(copy_id, envelope.id, doc.sha256, now))
+        mark = CopyMark(copy_id, envelope.id, doc.sha256, now)
+        stamped = stamp_for_copy(custody.pdf, envelope.org_id, _read_verified(custody, doc), mark)
         digest = hashlib.sha256(stamped).hexdigest()
         if digest == doc.sha256:
             raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")

@@ -63,6 +63,7 @@ class Runtime:
             self.settings.vault,
             self.settings.s3.public_endpoint or None,
             self.signer_trust_roots,
+            self.settings.pdf,
         )
 
     def start_checkpointer(self) -> None:

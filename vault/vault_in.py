@@ -85,7 +85,7 @@ def _check_uploads(
         raise InvalidInput("Document.TooMany", f"at most {MAX_DOCUMENTS} documents per envelope")
     checked = []
     for position, upload in enumerate(uploads):
-        facts = inspect_pdf(upload.data)
+        facts = inspect_pdf(upload.data, custody.pdf)
         digest = hashlib.sha256(upload.data).hexdigest()
         expected = upload.expected_sha256
         if expected is not None and expected.lower() != digest:

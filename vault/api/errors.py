@@ -60,7 +60,10 @@ def handle_domain_error(request: Request[Any, Any, Any], exc: EvaultError) -> Re
     status = STATUS_BY_CATEGORY[exc.category]
     if status >= 500:
         log.error("request %s failed: %s %s", request_id(request), exc.code, exc.message)
-    return error_response(request, status, exc.code, exc.message, exc.details)
+    response = error_response(request, status, exc.code, exc.message, exc.details)
+    if "retry_after_seconds" in exc.details:
+        response.headers["Retry-After"] = str(exc.details["retry_after_seconds"])
+    return response
 
 
 def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:

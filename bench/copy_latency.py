@@ -1,0 +1,170 @@
+"""Copy isolation benchmark: does one tenant's copying slow another tenant down?
+
+One run starts the real stack (embedded SeaweedFS, SQLite, uvicorn in a thread), vaults a ``--pages``-page PDF
+for tenant A and a small one for tenant B, then measures B's ``GET /envelopes/{id}`` latency twice: alone, and
+while A keeps ``--copiers`` copy requests in flight. Stamping runs in child processes within the in-process
+slots, so A's extra requests are refused with 503 ``Copy.Busy`` instead of queueing; the report counts them.
+
+    python bench/copy_latency.py [--pages N] [--requests N] [--copiers C] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from storage.settings import Settings
+from vault.api.app import create_app
+from vault.runtime import Runtime, open_runtime
+from vault.tenancy import SCOPES, create_api_key, create_organisation
+
+ROOT = Path(__file__).resolve().parents[1]
+API = "/api/v2/partner"
+
+
+@contextmanager
+def serve(runtime: Runtime, port: int) -> Iterator[str]:
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime), port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def tenant(runtime: Runtime, client: httpx.Client, pdf: bytes) -> tuple[dict[str, str], str]:
+    """A new organisation with one vaulted envelope: (headers, envelope id)."""
+    with runtime.db.session() as session:
+        org = create_organisation(session, f"Bench {uuid.uuid4().hex[:6]}")
+        _, raw = create_api_key(session, org.id, "bench", list(SCOPES))
+    headers = {"X-API-Key": raw}
+    body = {"kind": "paper", "title": "Bench", "secured_party": {"name": "First Bank"}}
+    envelope_id = client.post(f"{API}/envelopes", json=body, headers=headers).json()["id"]
+    response = client.post(
+        f"{API}/envelopes/{envelope_id}/vault-in-upload",
+        content=pdf,
+        headers={**headers, "Content-Type": "application/pdf"},
+    )
+    response.raise_for_status()
+    return headers, envelope_id
+
+
+def latencies(client: httpx.Client, url: str, headers: dict[str, str], count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        client.get(url, headers=headers).raise_for_status()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--pages", type=int, default=2000, help="pages of tenant A's document")
+    parser.add_argument("--requests", type=int, default=300, help="tenant B's GETs per phase")
+    parser.add_argument("--copiers", type=int, default=4, help="tenant A's concurrent copy requests")
+    parser.add_argument("--port", type=int, default=58390)
+    parser.add_argument("--port-base", type=int, default=58400, help="first embedded SeaweedFS port")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    make_pdf = importlib.import_module("tests.pdf_factory").make_pdf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            "EVAULT_DATA_DIR": tmp,
+            "EVAULT_S3_EMBEDDED_PORT_BASE": str(args.port_base),
+            "EVAULT_MAX_UPLOAD_BYTES": str(200 * 1024 * 1024),
+        }
+        runtime = open_runtime(Settings.from_env(env))
+        try:
+            with serve(runtime, args.port) as base, httpx.Client(base_url=base, timeout=300) as client:
+                a_headers, a_envelope = tenant(runtime, client, make_pdf(pages=args.pages))
+                b_headers, b_envelope = tenant(runtime, client, make_pdf(pages=2))
+                b_url = f"{API}/envelopes/{b_envelope}"
+                latencies(client, b_url, b_headers, 20)  # warm-up
+                alone = latencies(client, b_url, b_headers, args.requests)
+
+                stop = threading.Event()
+                outcomes: Counter[int] = Counter()
+                copy_seconds: list[float] = []
+
+                def copier() -> None:
+                    with httpx.Client(base_url=base, timeout=300) as own:
+                        while not stop.is_set():
+                            started = time.perf_counter()
+                            status = own.get(f"{API}/envelopes/{a_envelope}/vault/copy/signed-url", headers=a_headers)
+                            outcomes[status.status_code] += 1
+                            if status.status_code == 200:
+                                copy_seconds.append(time.perf_counter() - started)
+                            else:
+                                time.sleep(float(status.headers.get("Retry-After", "1")))
+
+                threads = [threading.Thread(target=copier) for _ in range(args.copiers)]
+                for thread in threads:
+                    thread.start()
+                time.sleep(1.0)  # let the copiers get going
+                loaded = latencies(client, b_url, b_headers, args.requests)
+                stop.set()
+                for thread in threads:
+                    thread.join()
+        finally:
+            runtime.close()
+
+    report: dict[str, Any] = {
+        "pages": args.pages,
+        "copiers": args.copiers,
+        "alone": summary(alone),
+        "with_copies": summary(loaded),
+        "copy_responses": dict(outcomes),
+        "copy_p50_s": round(statistics.median(copy_seconds), 2) if copy_seconds else None,
+    }
+    report["p50_ratio"] = round(report["with_copies"]["p50_ms"] / report["alone"]["p50_ms"], 2)
+    report["p99_ratio"] = round(report["with_copies"]["p99_ms"] / report["alone"]["p99_ms"], 2)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"tenant B GET latency, alone: p50 {report['alone']['p50_ms']} ms, p99 {report['alone']['p99_ms']} ms\n"
+            f"with {args.copiers} concurrent copy requests of a {args.pages}-page PDF by tenant A: "
+            f"p50 {report['with_copies']['p50_ms']} ms, p99 {report['with_copies']['p99_ms']} ms "
+            f"(x{report['p50_ratio']} / x{report['p99_ratio']})\n"
+            f"tenant A copy responses: {dict(outcomes)}, copy p50 {report['copy_p50_s']} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,283 @@
+"""Hostile uploads end in a bounded refusal at vault-in or in a correct copy whose mark is visible when rendered.
+
+Visibility is judged on pixels (pdfium renders, as a viewer would): the mark is stamped alone onto a blank page
+of the same geometry, its dark pixels are the band, and on the copy those pixels must be dark too wherever the
+original was light there. A control shows the check fails for an overlay merged under a covering annotation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pypdfium2 as pdfium
+import pytest
+from pypdf import PdfReader, PdfWriter
+from pypdf.generic import DecodedStreamObject, NameObject
+
+from compliance.copy_mark import CopyMark, unmarked_pages
+from compliance.errors import InvalidInput, Unavailable
+from storage.settings import PdfSettings
+from tests import hostile_pdfs, pdf_factory
+from tests.helpers import API, create_envelope, upload
+from vault.copy_stamp import stamp_copy
+from vault.pdf_inspect import inspect_pdf
+from vault.stamp_worker import CopyStampError, StampFailure, StampLimits, run_stamp, slots_for, stamp_for_copy
+
+BUDGET = PdfSettings()
+CPU_MARGIN = 3.0  # seconds on top of EVAULT_PDF_MAX_CPU_SECONDS: interpreter noise on a shared 2-core machine
+
+
+def _mark(source: bytes) -> CopyMark:
+    return CopyMark(
+        "cp_hostile0000000000000", "env_hostile", hashlib.sha256(source).hexdigest(), dt.datetime.now(dt.UTC)
+    )
+
+
+def _vet(data: bytes, budget: PdfSettings = BUDGET) -> tuple[Any, float]:
+    """inspect_pdf's answer (facts or the refusal) and the CPU this thread spent on it."""
+    started = time.thread_time()
+    try:
+        result: Any = inspect_pdf(data, budget)
+    except InvalidInput as exc:
+        result = exc
+    return result, time.thread_time() - started
+
+
+# --- Bounded refusals ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "limit"),
+    [
+        (hostile_pdfs.decompression_bomb, "Document.TooComplex", "max_decoded_bytes"),
+        (lambda: hostile_pdfs.decompression_bomb(2000, 200_000), "Document.TooComplex", "max_decoded_bytes"),
+        (hostile_pdfs.huge_page_tree, "Document.TooComplex", "max_pages"),
+        (lambda: hostile_pdfs.shared_content(BUDGET.max_pages + 1), "Document.TooComplex", "max_pages"),
+        (hostile_pdfs.self_reference, "Document.Malformed", None),
+    ],
+    ids=["bomb-10x74MB", "bomb-2000x200KB", "200k-pages", "shared-over-limit", "self-reference"],
+)
+def test_hostile_file_is_refused_within_the_budget(make: Callable[[], bytes], code: str, limit: str | None) -> None:
+    data = make()
+    wall = time.monotonic()
+    result, cpu = _vet(data)
+    wall = time.monotonic() - wall
+    assert isinstance(result, InvalidInput), result
+    assert result.code == code
+    assert result.details.get("limit") == limit
+    assert cpu <= BUDGET.max_cpu_seconds + CPU_MARGIN, cpu
+    assert wall <= BUDGET.max_cpu_seconds + BUDGET.stamp_timeout_seconds, wall
+
+
+def test_each_limit_is_configurable() -> None:
+    data = pdf_factory.make_pdf(pages=10)
+    for field, value, limit in [
+        ("max_pages", 9, "max_pages"),
+        ("max_objects", 16, "max_objects"),
+        ("max_decoded_bytes", 100, "max_decoded_bytes"),
+    ]:
+        result, _ = _vet(data, dataclasses.replace(BUDGET, **{field: value}))
+        assert isinstance(result, InvalidInput) and result.code == "Document.TooComplex", (field, result)
+        assert result.details["limit"] == limit and result.details["value"] == value
+    assert _vet(data)[0].page_count == 10
+
+
+@pytest.mark.s3
+def test_bomb_over_http_is_refused_and_nothing_is_vaulted(client: Any, tenant: tuple[str, dict[str, str]]) -> None:
+    _, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    response = upload(client, headers, envelope_id, hostile_pdfs.decompression_bomb())
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "Document.TooComplex"
+    assert response.json()["details"]["setting"] == "EVAULT_PDF_MAX_DECODED_BYTES"
+    assert client.get(f"{API}/envelopes/{envelope_id}", headers=headers).json()["vault"]["state"] == "not_vaulted"
+
+
+# --- Correct copies, linear and within the child's limits ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "pages"),
+    [
+        (lambda: hostile_pdfs.shared_content(BUDGET.max_pages), BUDGET.max_pages),
+        (hostile_pdfs.deep_reference_chain, 1),
+        (hostile_pdfs.object_stream_loop, 1),
+    ],
+    ids=["shared-content-5000-pages", "deep-reference-chain", "object-stream-loop"],
+)
+def test_accepted_hostile_file_copies_correctly_within_limits(make: Callable[[], bytes], pages: int) -> None:
+    source = make()
+    facts, cpu = _vet(source)
+    assert not isinstance(facts, InvalidInput), facts
+    assert facts.page_count == pages and cpu <= BUDGET.max_cpu_seconds + CPU_MARGIN
+    limits = StampLimits.from_settings(BUDGET)
+    mark = _mark(source)
+    outcome = run_stamp(source, mark, limits)
+    assert outcome.peak_rss_bytes < limits.memory_bytes
+    assert outcome.cpu_seconds <= BUDGET.max_cpu_seconds
+    assert len(outcome.pdf) < 4 * len(source) + 100_000  # original streams carried over compressed, not inflated
+    assert unmarked_pages(outcome.pdf, mark.copy_id) == []
+
+
+def test_stamper_child_meets_its_memory_limit() -> None:
+    """Five 74 MB content streams on one page: joining them needs more than 256 MiB, and the child is refused."""
+    blob = hostile_pdfs.inflating_stream(74_000_000)
+    refs = b" ".join(b"%d 0 R" % (6 + i) for i in range(5))
+    source = hostile_pdfs.assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents [" + refs + b"] >>",
+            b"null",
+            b"null",
+            *[hostile_pdfs.stream(b"/Filter /FlateDecode", blob) for _ in range(5)],
+        ]
+    )
+    with pytest.raises(StampFailure) as info:
+        run_stamp(source, _mark(source), StampLimits(256 * 1024 * 1024, 30, 60.0))
+    assert info.value.kind == "memory"
+
+
+def test_stamper_child_is_killed_at_its_deadline() -> None:
+    source = hostile_pdfs.shared_content(20_000)  # never vetted: over the page limit, takes seconds to stamp
+    started = time.monotonic()
+    with pytest.raises(StampFailure) as info:
+        run_stamp(source, _mark(source), StampLimits(1 << 30, 30, 0.5))
+    assert info.value.kind == "timeout"
+    assert time.monotonic() - started < 5
+
+
+def test_copy_path_failures_are_stable_codes(caplog: pytest.LogCaptureFixture) -> None:
+    broken = hostile_pdfs.self_reference()  # never vetted: vault-in refuses it
+    with pytest.raises(CopyStampError) as info:
+        stamp_for_copy(BUDGET, "org_a", broken, _mark(broken))
+    assert info.value.code == "Copy.StampFailed" and info.value.category == "integrity"
+    assert "stamping copy" in caplog.text
+    slow = hostile_pdfs.shared_content(20_000)
+    with pytest.raises(CopyStampError) as info:
+        stamp_for_copy(
+            dataclasses.replace(BUDGET, max_cpu_seconds=1, stamp_timeout_seconds=1), "org_a", slow, _mark(slow)
+        )
+    assert info.value.code == "Copy.StampTimeout"
+
+
+def test_slots_cap_per_key_and_in_total() -> None:
+    slots = slots_for(dataclasses.replace(BUDGET, stamp_concurrency=3, stamp_per_org=2))
+    with slots.slot("org_a", "Copy.Busy"), slots.slot("org_a", "Copy.Busy"):
+        with pytest.raises(Unavailable) as info:
+            with slots.slot("org_a", "Copy.Busy"):
+                pass
+        assert info.value.code == "Copy.Busy" and info.value.details["retry_after_seconds"] > 0
+        with slots.slot("org_b", "Copy.Busy"), pytest.raises(Unavailable):
+            with slots.slot("org_c", "Copy.Busy"):
+                pass
+    with slots.slot("org_a", "Copy.Busy"), slots.slot("org_a", "Copy.Busy"), slots.slot("org_b", "Copy.Busy"):
+        pass  # every slot was given back
+
+
+@pytest.mark.s3
+def test_copy_request_beyond_the_tenants_share_is_503_with_retry_after(
+    client: Any, runtime: Any, tenant: tuple[str, dict[str, str]]
+) -> None:
+    org_id, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, pdf_factory.make_pdf()).status_code in (200, 201)
+    with slots_for(runtime.settings.pdf).slot(org_id, "Copy.Busy"):
+        response = client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers)
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "Copy.Busy"
+    assert int(response.headers["Retry-After"]) > 0
+    assert client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers).status_code == 200
+
+
+# --- The mark is visible when rendered --------------------------------------------------------------------------
+
+
+def _gray(data: bytes, index: int) -> tuple[int, int, bytes]:
+    document = pdfium.PdfDocument(data)
+    try:
+        bitmap = document[index].render(scale=1.5, grayscale=True, may_draw_forms=True)
+        width, height, stride = bitmap.width, bitmap.height, bitmap.stride
+        buffer = bytes(bitmap.buffer)
+    finally:
+        document.close()
+    return width, height, b"".join(buffer[row * stride : row * stride + width] for row in range(height))
+
+
+def _blank_like(source: bytes) -> bytes:
+    """The same pages (boxes, rotation) with nothing on them."""
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(source)))
+    for page in writer.pages:
+        page[NameObject("/Contents")] = writer._add_object(DecodedStreamObject())
+        page.pop(NameObject("/Annots"), None)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _mark_shown(copy: bytes, original: bytes, alone: bytes, index: int) -> float:
+    """Share of the mark's dark pixels (where the original is light) that are dark on the copy too."""
+    (*size, copy_px), (*alone_size, alone_px), (*original_size, original_px) = (
+        _gray(pdf, index) for pdf in (copy, alone, original)
+    )
+    assert size == alone_size == original_size
+    band = [i for i, value in enumerate(alone_px) if value < 128]
+    assert len(band) > 500, "the mark-alone rendering shows no band"
+    open_area = [i for i in band if original_px[i] > 200]
+    assert len(open_area) > len(band) // 2
+    return sum(1 for i in open_area if copy_px[i] < 160) / len(open_area)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        hostile_pdfs.covering_annotation,
+        hostile_pdfs.painting_link,
+        hostile_pdfs.odd_cropbox,
+        hostile_pdfs.rotated_cropped_page,
+        hostile_pdfs.hiding_optional_content,
+        pdf_factory.make_landscape_and_rotated_pdf,
+    ],
+)
+def test_mark_is_visible_on_every_rendered_page(make: Callable[[], bytes]) -> None:
+    source = make()
+    inspect_pdf(source, BUDGET)
+    mark = _mark(source)
+    copy = run_stamp(source, mark, StampLimits.from_settings(BUDGET)).pdf
+    alone = stamp_copy(_blank_like(source), mark)
+    for index in range(len(PdfReader(io.BytesIO(source)).pages)):
+        assert _mark_shown(copy, source, alone, index) > 0.9, index
+    assert unmarked_pages(copy, mark.copy_id) == []
+
+
+def test_render_check_sees_an_overlay_hidden_by_a_covering_annotation() -> None:
+    """Control: the old way (overlay merged into the content stream) is pixel-identical under the annotation."""
+    source = hostile_pdfs.covering_annotation()
+    mark = _mark(source)
+    alone = stamp_copy(_blank_like(source), mark)
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(source)))
+    writer.pages[0].merge_page(PdfReader(io.BytesIO(alone)).pages[0], over=True)
+    out = io.BytesIO()
+    writer.write(out)
+    assert _mark_shown(out.getvalue(), source, alone, 0) < 0.05
+
+
+def test_copy_drops_scripts_optional_content_and_painting_annotations() -> None:
+    for source in (hostile_pdfs.painting_link(), hostile_pdfs.hiding_optional_content()):
+        copy = stamp_copy(source, _mark(source))
+        reader = PdfReader(io.BytesIO(copy))
+        for key in ("/OpenAction", "/AA", "/OCProperties", "/AcroForm"):
+            assert key not in reader.trailer["/Root"]
+        assert b"JavaScript" not in copy
+        for annot in reader.pages[0].get("/Annots", []):
+            annot = annot.get_object()
+            assert annot["/Subtype"] == "/Link" and "/AP" not in annot
+            assert list(annot["/Border"]) == [0, 0, 0]
+    link = PdfReader(io.BytesIO(stamp_copy(hostile_pdfs.painting_link(), _mark(b"x")))).pages[0]["/Annots"][0]
+    assert link.get_object()["/A"] == {"/S": "/URI", "/URI": "https://example.com/"}

@@ -1,0 +1,184 @@
+"""Stamping in a child process with a memory limit and a deadline, and a cap on how many run at once.
+
+A copy is made from a document an outsider wrote. pypdf holds the whole file (and whatever it decodes) in
+memory and has no time limit, so each stamping runs in a fresh process forked from a clean forkserver (never
+from the threaded service process), with ``RLIMIT_AS`` and ``RLIMIT_CPU`` set in the child and a wall-clock
+deadline in the parent, which kills it. Failures come back as :class:`StampFailure` with a kind the callers
+turn into their own stable codes.
+
+The concurrency cap is in-process state (:class:`StampSlots`): each service process has its own, so with
+several workers the machine-wide bound is workers x ``EVAULT_PDF_STAMP_CONCURRENCY``. A request that finds no
+free slot is refused with a retry hint instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import resource
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Literal
+
+from compliance.copy_mark import CopyMark
+from compliance.errors import EvaultError, Unavailable
+from storage.settings import PdfSettings
+from vault.copy_stamp import stamp_copy
+
+log = logging.getLogger("evault.stamp")
+_CTX = multiprocessing.get_context("forkserver")
+_CTX.set_forkserver_preload(["vault.stamp_worker"])
+Kind = Literal["failed", "timeout", "memory"]
+
+
+@dataclass(frozen=True)
+class StampLimits:
+    memory_bytes: int
+    cpu_seconds: int
+    timeout_seconds: float
+
+    @classmethod
+    def from_settings(cls, pdf: PdfSettings) -> StampLimits:
+        return cls(pdf.stamp_memory_bytes, pdf.max_cpu_seconds, float(pdf.stamp_timeout_seconds))
+
+
+@dataclass(frozen=True)
+class StampOutcome:
+    pdf: bytes
+    peak_rss_bytes: int  # the child's own high-water mark (ru_maxrss), measured inside it
+    cpu_seconds: float
+
+
+class CopyStampError(EvaultError):
+    """A vetted document could not be stamped: a bug or a budget set too low, never the client's doing (500)."""
+
+    category = "integrity"
+
+
+_COPY_CODES = {"failed": "Copy.StampFailed", "timeout": "Copy.StampTimeout", "memory": "Copy.TooComplex"}
+
+
+class StampFailure(Exception):
+    """The child could not stamp: ``kind`` says whether it failed, ran out of time, or out of memory."""
+
+    def __init__(self, kind: Kind, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def _child(conn: Connection, source: bytes, mark: CopyMark, limits: StampLimits) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+    try:
+        pdf = stamp_copy(source, mark)
+    except MemoryError:
+        conn.send(("memory", f"address space limit of {limits.memory_bytes} bytes reached"))
+        return
+    except RecursionError as exc:
+        conn.send(("failed", f"RecursionError: {exc}"))
+        return
+    except Exception as exc:
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"[:500]))
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    conn.send(("ok", usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime))
+    conn.send_bytes(pdf)
+
+
+def _died(exitcode: int | None) -> StampFailure:
+    if exitcode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return StampFailure("timeout", f"stamper killed by signal {-(exitcode or 0)}")
+    return StampFailure("failed", f"stamper exited with {exitcode}")
+
+
+def run_stamp(source: bytes, mark: CopyMark, limits: StampLimits) -> StampOutcome:
+    """Stamp in a child process; raise :class:`StampFailure` on any failure, never a parser exception."""
+    receiver, sender = _CTX.Pipe(duplex=False)
+    child = _CTX.Process(target=_child, args=(sender, source, mark, limits), daemon=True)
+    deadline = time.monotonic() + limits.timeout_seconds
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(limits.timeout_seconds):
+            raise StampFailure("timeout", f"no answer within {limits.timeout_seconds:.0f} s")
+        header = receiver.recv()
+        if header[0] != "ok":
+            raise StampFailure(header[0], header[1])
+        if not receiver.poll(max(0.0, deadline - time.monotonic())):
+            raise StampFailure("timeout", f"no result within {limits.timeout_seconds:.0f} s")
+        pdf = receiver.recv_bytes()
+    except (EOFError, OSError):
+        child.join(1)
+        raise _died(child.exitcode) from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receiver.close()
+    return StampOutcome(pdf, int(header[1]), float(header[2]))
+
+
+class StampSlots:
+    """At most ``total`` stampings at once in this process, and at most ``per_key`` for one key (tenant)."""
+
+    def __init__(self, total: int, per_key: int) -> None:
+        self.total, self.per_key = total, per_key
+        self._lock = threading.Condition()
+        self._running = 0
+        self._by_key: Counter[str] = Counter()
+
+    def _free(self, key: str | None) -> bool:
+        return self._running < self.total and (key is None or self._by_key[key] < self.per_key)
+
+    @contextmanager
+    def slot(self, key: str | None, busy_code: str, wait_seconds: float = 0.0) -> Iterator[None]:
+        """Hold a slot, waiting at most ``wait_seconds``; refuse with ``busy_code`` (503, Retry-After)."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._free(key), timeout=wait_seconds):
+                raise Unavailable(
+                    busy_code, "too many documents are being stamped; retry shortly", retry_after_seconds=2
+                )
+            self._running += 1
+            if key is not None:
+                self._by_key[key] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if key is not None:
+                    self._by_key[key] -= 1
+                    if not self._by_key[key]:
+                        del self._by_key[key]
+                self._lock.notify_all()
+
+
+_SLOTS: dict[tuple[int, int], StampSlots] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def slots_for(pdf: PdfSettings) -> StampSlots:
+    """This process's slots for these caps (one instance per configuration, shared by every request)."""
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(
+            (pdf.stamp_concurrency, pdf.stamp_per_org), StampSlots(pdf.stamp_concurrency, pdf.stamp_per_org)
+        )
+
+
+def stamp_for_copy(pdf: PdfSettings, org_id: str, source: bytes, mark: CopyMark) -> bytes:
+    """The marked copy, made in a child within this tenant's and the process's share of slots."""
+    with slots_for(pdf).slot(org_id, "Copy.Busy"):
+        try:
+            return run_stamp(source, mark, StampLimits.from_settings(pdf)).pdf
+        except StampFailure as exc:
+            log.error("stamping copy %s of %s failed: %s", mark.copy_id, mark.source_sha256, exc)
+            raise CopyStampError(
+                _COPY_CODES[exc.kind], "the copy could not be stamped", copy_id=mark.copy_id, reason=exc.kind
+            ) from exc
