@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 
 from storage.object_store import check_worm_bucket
 from vault.api.errors import error_response
@@ -62,7 +63,7 @@ def _boundary(runtime: Runtime) -> str:
 
 
 @get("/ready", tags=["Operations"], sync_to_thread=True)
-def ready(request: Request[Any, Any, Any], runtime: Runtime) -> Response[dict[str, Any]]:
+def ready(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
     """Readiness: 200 with every check's status, or 503 ``Service.NotReady`` naming the failing checks."""
     checks = _checks(runtime)
     failing = sorted(name for name, status in checks.items() if status != OK)
