@@ -78,7 +78,7 @@ class Runtime:
         return self.embedded_s3 is None or self.embedded_s3.alive()
 
     def start_watchdog(self, on_failure: Callable[[str], None], interval: float = 1.0) -> None:
-        """Call ``on_failure`` once if the embedded store or the checkpointer dies while the vault is open.
+        """Call ``on_failure`` once if the embedded store's process dies while the vault is open.
 
         The service then stops with a non-zero exit for its supervisor to restart it whole, instead of
         answering 503 forever; a death during :meth:`close` (ours, or a terminal's Ctrl-C reaching weed
@@ -88,15 +88,10 @@ class Runtime:
         def watch() -> None:
             while not self._stop.wait(interval):
                 if not self.store_alive():
-                    failure = "the embedded object store (weed) exited"
-                elif self._checkpointer is not None and not self._checkpointer.is_alive():
-                    failure = "the checkpointer thread ended"
-                else:
-                    continue
-                if not self._stop.is_set():
-                    log.error("%s; stopping the service", failure)
-                    on_failure(failure)
-                return
+                    if not self._stop.is_set():
+                        log.error("the embedded object store (weed) exited; stopping the service")
+                        on_failure("the embedded object store (weed) exited")
+                    return
 
         self._watchdog = threading.Thread(target=watch, daemon=True, name="evault-watchdog")
         self._watchdog.start()

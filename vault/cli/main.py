@@ -102,8 +102,9 @@ def _serve(_: argparse.Namespace) -> int:
         server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="info", timeout_graceful_shutdown=10))
 
         def stop_serving(reason: str) -> None:
-            failures.append(reason)
-            server.should_exit = True
+            if not server.should_exit:  # already stopping on a signal (a terminal's Ctrl-C reaches weed too)
+                failures.append(reason)
+                server.should_exit = True
 
         runtime.start_checkpointer()
         runtime.start_watchdog(stop_serving)
