@@ -3,6 +3,8 @@
 SQLite write sessions start with ``BEGIN IMMEDIATE`` so that two requests never both read the log's size
 and then race to append: the second waits for the first (busy timeout) instead of failing on upgrade.
 PostgreSQL gets the same serialisation from ``SELECT ... FOR UPDATE`` on the organisation's log row.
+Every wait is bounded by ``timeout`` (connecting, taking a pooled connection, SQLite's write lock), so an
+unavailable database fails fast with an error the API answers as 503 instead of hanging the request.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from sqlmodel import Session
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+def _sqlite_engine(url: str, *, immediate: bool, timeout: float) -> Engine:
     path = url.removeprefix("sqlite:///")
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None})
+    engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False, "isolation_level": None})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -44,14 +46,26 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
 class Database:
     """Owns the engine; hands out sessions whose transaction commits on success and rolls back on error."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = 10) -> None:
         self.url = url
         if url.startswith("sqlite"):
-            self.engine = _sqlite_engine(url, immediate=True)
-            self.read_engine = _sqlite_engine(url, immediate=False)
+            self.engine = _sqlite_engine(url, immediate=True, timeout=timeout)
+            self.read_engine = _sqlite_engine(url, immediate=False, timeout=timeout)
         else:
-            self.engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+            self.engine = create_engine(
+                url,
+                pool_size=10,
+                max_overflow=10,
+                pool_pre_ping=True,
+                pool_timeout=timeout,
+                connect_args={"connect_timeout": max(2, round(timeout))},  # libpq's minimum is 2 s
+            )
             self.read_engine = self.engine
+
+    def ping(self) -> None:
+        """One trivial query on a pooled connection; raises what the driver raises (readiness probes)."""
+        with self.read_engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision; run at every start."""

@@ -217,6 +217,10 @@ class EmbeddedS3:
         """http://127.0.0.1:<port> of ``s3``, ``master``, ``volume`` or ``filer`` (for checks and tests)."""
         return f"http://127.0.0.1:{getattr(self.ports, component)}"
 
+    def alive(self) -> bool:
+        """weed runs (a supervisor's cheap check: no I/O)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def _prepare_config(self) -> S3Endpoint:
         """Create secrets once, then (re)write s3.json and security.toml from them."""
         self.data_path.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,16 @@ set) keeps everything under one data directory: SQLite, a locked-down SeaweedFS 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
 
 
 class SettingsError(ValueError):
@@ -41,14 +47,84 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _port(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int = 65535) -> int:
+    value = _int(env, name, default, minimum)
+    if value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def _vkey_syntax_ok(vkey: str) -> bool:
+    """``name+hex8+base64(0x04 || 32-byte key)``: the form only; the runtime parses and checks the key id."""
+    name, _, rest = vkey.partition("+")
+    hex_id, _, key64 = rest.partition("+")
+    if not name or not name.isprintable() or not re.fullmatch(r"[0-9a-f]{8}", hex_id):
+        return False
+    try:
+        raw = base64.b64decode(key64, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) == 33 and raw[0] == 0x04
+
+
 def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
     entries = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
         url, _, vkey = item.partition(" ")
         if not url.startswith(("http://", "https://")) or not vkey.strip():
             raise SettingsError(f"EVAULT_WITNESSES entries are 'URL VKEY', got {item!r}")
+        if not _vkey_syntax_ok(vkey.strip()):
+            raise SettingsError(f"EVAULT_WITNESSES: {vkey.strip()!r} is not a cosignature/v1 vkey (name+hash+key)")
         entries.append((url, vkey.strip()))
     return tuple(entries)
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _bucket(env: Mapping[str, str], name: str, default: str) -> str:
+    """S3's bucket naming rules (3-63 of a-z 0-9 . -, no '..', not an IP address)."""
+    value = env.get(name) or default
+    if (
+        not _BUCKET.fullmatch(value)
+        or ".." in value
+        or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value)
+        or value.startswith("xn--")
+        or value.endswith("-s3alias")
+    ):
+        raise SettingsError(f"{name} must be a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-'), got {value!r}")
+    return value
+
+
+def _tsa_roots(env: Mapping[str, str]) -> Path | None:
+    raw = env.get("EVAULT_TSA_ROOTS")
+    if not raw:
+        return None
+    path = Path(raw)
+    try:
+        x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as exc:
+        raise SettingsError(f"EVAULT_TSA_ROOTS: cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise SettingsError(f"EVAULT_TSA_ROOTS: {path} holds no PEM certificates") from None
+    return path
+
+
+def _http_url(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if value and not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must be an http(s) URL, got {mask_url(value)!r}")
+    return value
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for repr and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{netloc[2]}").geturl()
 
 
 @dataclass(frozen=True)
@@ -59,7 +135,7 @@ class S3Settings:
     public_endpoint: str  # EVAULT_S3_PUBLIC_ENDPOINT: host used in presigned URLs handed to clients
     region: str  # EVAULT_S3_REGION
     access_key: str  # EVAULT_S3_ACCESS_KEY
-    secret_key: str  # EVAULT_S3_SECRET_KEY
+    secret_key: str = field(repr=False)  # EVAULT_S3_SECRET_KEY (never in repr or logs)
     authoritative_bucket: str  # EVAULT_S3_BUCKET: Object Lock + versioning, holds originals and checkpoints
     copies_bucket: str  # EVAULT_S3_COPIES_BUCKET: non-authoritative copies, apart from the originals
     create_buckets: bool  # EVAULT_S3_CREATE_BUCKETS: create missing buckets (with Object Lock) at start
@@ -106,7 +182,7 @@ class PdfSettings:
 @dataclass(frozen=True)
 class ApiSettings:
     host: str  # EVAULT_HOST
-    port: int  # EVAULT_PORT
+    port: int  # EVAULT_PORT: 0 picks a free port (printed at start)
     public_url: str  # EVAULT_PUBLIC_URL: how clients reach the API (printed at start)
 
 
@@ -127,15 +203,24 @@ def _pdf(env: Mapping[str, str]) -> PdfSettings:
     return pdf
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     data_dir: Path  # EVAULT_DATA_DIR: everything the embedded default keeps
     database_url: str  # EVAULT_DATABASE_URL: default sqlite under data_dir; postgresql+psycopg://... in prod
+    database_timeout: float  # EVAULT_DATABASE_TIMEOUT: seconds to wait for a connection or SQLite's lock
     s3: S3Settings
     vault: VaultSettings
     api: ApiSettings
     pdf: PdfSettings = field(default_factory=PdfSettings)
-    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    env: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def __repr__(self) -> str:
+        """Without the environment, and with the database password masked."""
+        return (
+            f"Settings(data_dir={self.data_dir!r}, database_url={mask_url(self.database_url)!r}, "
+            f"database_timeout={self.database_timeout!r}, s3={self.s3!r}, vault={self.vault!r}, api={self.api!r}, "
+            f"pdf={self.pdf!r})"
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -147,25 +232,23 @@ class Settings:
             raise SettingsError("EVAULT_DATABASE_URL must be a sqlite:// or postgresql+psycopg:// URL")
         if database_url.startswith("postgresql://"):
             database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
-        endpoint = env.get("EVAULT_S3_ENDPOINT", "")
-        if endpoint and not endpoint.startswith(("http://", "https://")):
-            raise SettingsError(f"EVAULT_S3_ENDPOINT must be an http(s) URL, got {endpoint!r}")
+        endpoint = _http_url(env, "EVAULT_S3_ENDPOINT")
         if endpoint and not (env.get("EVAULT_S3_ACCESS_KEY") and env.get("EVAULT_S3_SECRET_KEY")):
             raise SettingsError("EVAULT_S3_ACCESS_KEY and EVAULT_S3_SECRET_KEY are required with EVAULT_S3_ENDPOINT")
         s3 = S3Settings(
             endpoint=endpoint,
-            public_endpoint=env.get("EVAULT_S3_PUBLIC_ENDPOINT", ""),
+            public_endpoint=_http_url(env, "EVAULT_S3_PUBLIC_ENDPOINT"),
             region=env.get("EVAULT_S3_REGION") or "us-east-1",
             access_key=env.get("EVAULT_S3_ACCESS_KEY", ""),
             secret_key=env.get("EVAULT_S3_SECRET_KEY", ""),
-            authoritative_bucket=env.get("EVAULT_S3_BUCKET") or "evault-authoritative",
-            copies_bucket=env.get("EVAULT_S3_COPIES_BUCKET") or "evault-copies",
+            authoritative_bucket=_bucket(env, "EVAULT_S3_BUCKET", "evault-authoritative"),
+            copies_bucket=_bucket(env, "EVAULT_S3_COPIES_BUCKET", "evault-copies"),
             create_buckets=_bool(env, "EVAULT_S3_CREATE_BUCKETS", default=not endpoint),
-            embedded_port_base=_int(env, "EVAULT_S3_EMBEDDED_PORT_BASE", 18330, minimum=1024),
+            embedded_port_base=_port(env, "EVAULT_S3_EMBEDDED_PORT_BASE", 18330, minimum=1024, maximum=65535 - 7),
         )
         if s3.authoritative_bucket == s3.copies_bucket:
             raise SettingsError("EVAULT_S3_COPIES_BUCKET must differ from EVAULT_S3_BUCKET")
-        port = _int(env, "EVAULT_PORT", 8000, minimum=0)
+        port = _port(env, "EVAULT_PORT", 8000, minimum=0)
         host = env.get("EVAULT_HOST") or "127.0.0.1"
         vault = VaultSettings(
             retention_days=_int(env, "EVAULT_RETENTION_DAYS", 3650, minimum=1),
@@ -176,8 +259,8 @@ class Settings:
             key_name=env.get("EVAULT_KEY_NAME") or "evault.local",
             checkpoint_interval_seconds=_int(env, "EVAULT_CHECKPOINT_INTERVAL", 5, minimum=1),
             witnesses=_witnesses(env.get("EVAULT_WITNESSES", "")),
-            tsa_url=env.get("EVAULT_TSA_URL", ""),
-            tsa_roots_path=Path(env["EVAULT_TSA_ROOTS"]) if env.get("EVAULT_TSA_ROOTS") else None,
+            tsa_url=_http_url(env, "EVAULT_TSA_URL"),
+            tsa_roots_path=_tsa_roots(env),
             claim_grace_seconds=_int(env, "EVAULT_CLAIM_GRACE_SECONDS", 900, minimum=1),
             signer_trust_roots_path=Path(env["EVAULT_SIGNER_TRUST_ROOTS"])
             if env.get("EVAULT_SIGNER_TRUST_ROOTS")
@@ -198,6 +281,16 @@ class Settings:
         api = ApiSettings(
             host=host,
             port=port,
-            public_url=env.get("EVAULT_PUBLIC_URL") or f"http://{host}:{port}",
+            public_url=_http_url(env, "EVAULT_PUBLIC_URL") or f"http://{host}:{port}",
         )
-        return cls(data_dir=data_dir, database_url=database_url, s3=s3, vault=vault, api=api, pdf=_pdf(env), env=env)
+        timeout = _int(env, "EVAULT_DATABASE_TIMEOUT", 10, minimum=1)
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            database_timeout=timeout,
+            s3=s3,
+            vault=vault,
+            api=api,
+            pdf=_pdf(env),
+            env=env,
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -46,8 +47,10 @@ class Runtime:
     checkpoints: CheckpointService
     embedded_s3: EmbeddedS3 | None = None
     signer_trust_roots: tuple[Any, ...] = ()
+    probe_client: Any = None  # short timeouts, no retries: for readiness checks that must answer quickly
     _stop: threading.Event = field(default_factory=threading.Event)
     _checkpointer: threading.Thread | None = None
+    _watchdog: threading.Thread | None = None
     _reconciler: threading.Thread | None = None
 
     def sources(self) -> Sources:
@@ -96,9 +99,36 @@ class Runtime:
         self._reconciler = threading.Thread(target=run, daemon=True, name="evault-reconciler")
         self._reconciler.start()
 
+    def checkpointer_alive(self) -> bool:
+        return self._checkpointer is not None and self._checkpointer.is_alive()
+
+    def store_alive(self) -> bool:
+        """The embedded store's process still runs (always true for an external S3)."""
+        return self.embedded_s3 is None or self.embedded_s3.alive()
+
+    def start_watchdog(self, on_failure: Callable[[str], None], interval: float = 1.0) -> None:
+        """Call ``on_failure`` once if the embedded store's process dies while the vault is open.
+
+        The service then stops with a non-zero exit for its supervisor to restart it whole, instead of
+        answering 503 forever; a death during :meth:`close` (ours, or a terminal's Ctrl-C reaching weed
+        too) is not a failure.
+        """
+
+        def watch() -> None:
+            while not self._stop.wait(interval):
+                if not self.store_alive():
+                    if not self._stop.is_set():
+                        log.error("the embedded object store (weed) exited; stopping the service")
+                        on_failure("the embedded object store (weed) exited")
+                    return
+
+        self._watchdog = threading.Thread(target=watch, daemon=True, name="evault-watchdog")
+        self._watchdog.start()
+
     def close(self) -> None:
+        """Stop in the reverse order of opening: threads, then the database, then the store they use."""
         self._stop.set()
-        for thread in (self._checkpointer, self._reconciler):
+        for thread in (self._watchdog, self._checkpointer, self._reconciler):
             if thread is not None:
                 thread.join(timeout=30)
         self.db.dispose()
@@ -109,14 +139,23 @@ class Runtime:
 def open_runtime(settings: Settings) -> Runtime:
     """Start (or connect to) every part and check it; on any failure stop what was started and raise."""
     embedded: EmbeddedS3 | None = None
+    db: Database | None = None
     s3 = settings.s3
+    policy = settings.vault
     try:
+        # Configuration that can be wrong is parsed before anything starts.
+        witnesses = [(url, CosignatureVerifier.from_vkey(vkey)) for url, vkey in policy.witnesses]
+        tsa_roots = policy.tsa_roots_path.read_bytes() if policy.tsa_url and policy.tsa_roots_path else None
+        roots_path = policy.signer_trust_roots_path
+        signer_roots = tuple(load_trust_roots(roots_path.read_bytes())) if roots_path is not None else ()
         if s3.embedded:
             embedded = EmbeddedS3(settings.data_dir / "s3", s3.embedded_port_base)
             endpoint = embedded.start()
-            client = make_s3_client(endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region)
+            credentials = (endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region)
         else:
-            client = make_s3_client(s3.endpoint, s3.access_key, s3.secret_key, s3.region)
+            credentials = (s3.endpoint, s3.access_key, s3.secret_key, s3.region)
+        client = make_s3_client(*credentials)
+        probe_client = make_s3_client(*credentials, quick=True)
         if s3.create_buckets:
             ensure_bucket(client, s3.authoritative_bucket, object_lock=True)
             ensure_bucket(client, s3.copies_bucket, object_lock=False)
@@ -126,30 +165,29 @@ def open_runtime(settings: Settings) -> Runtime:
             raise StartupError(
                 f"refusing to start: bucket {s3.authoritative_bucket!r} cannot hold authoritative copies: {exc}"
             ) from exc
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         db.migrate()
-        key = load_or_create_key(
-            settings.vault.signing_key_path,
-            settings.vault.key_name,
-            create="EVAULT_SIGNING_KEY" not in settings.env,
-        )
-    except StorageError as exc:
+        try:
+            key = load_or_create_key(
+                settings.vault.signing_key_path,
+                settings.vault.key_name,
+                create="EVAULT_SIGNING_KEY" not in settings.env,
+            )
+        except ValueError as exc:  # not PEM, or encrypted
+            raise StartupError(f"refusing to start: signing key {settings.vault.signing_key_path}: {exc}") from exc
+    except BaseException as exc:
+        # Nothing started may outlive a failed start: the next start on this data directory must work.
+        if db is not None:
+            db.dispose()
         if embedded is not None:
             embedded.stop()
-        raise StartupError(f"refusing to start: object storage is not usable: {exc}") from exc
-    except BaseException:
-        if embedded is not None:
-            embedded.stop()
+        if isinstance(exc, StorageError):
+            raise StartupError(f"refusing to start: object storage is not usable: {exc}") from exc
         raise
     authoritative = ObjectStore(client, s3.authoritative_bucket)
-    retention = timedelta(days=settings.vault.retention_days)
-    policy = settings.vault
-    cosigners = [WitnessClient(url, CosignatureVerifier.from_vkey(vkey), timeout=10) for url, vkey in policy.witnesses]
-    timestamper = None
-    if policy.tsa_url and policy.tsa_roots_path is not None:
-        timestamper = TimestampClient(policy.tsa_url, policy.tsa_roots_path.read_bytes(), timeout=10)
-    roots_path = policy.signer_trust_roots_path
-    signer_roots = tuple(load_trust_roots(roots_path.read_bytes())) if roots_path is not None else ()
+    retention = timedelta(days=policy.retention_days)
+    cosigners = [WitnessClient(url, verifier, timeout=10) for url, verifier in witnesses]
+    timestamper = TimestampClient(policy.tsa_url, tsa_roots, timeout=10) if tsa_roots is not None else None
     return Runtime(
         settings=settings,
         signer_trust_roots=signer_roots,
@@ -162,4 +200,5 @@ def open_runtime(settings: Settings) -> Runtime:
             db, authoritative, key.note_signer, policy.log_origin, retention, cosigners, timestamper
         ),
         embedded_s3=embedded,
+        probe_client=probe_client,
     )

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from litestar import Litestar, Router, get
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.errors import EvaultError
 from vault.api.custody import CustodyController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.envelopes import EnvelopeController
-from vault.api.errors import handle_domain_error, handle_http_error, handle_unexpected
+from vault.api.errors import handle_database_error, handle_domain_error, handle_http_error, handle_unexpected
+from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
-from vault.api.request_id import RequestIdMiddleware
+from vault.api.request_id import add_id_headers
 from vault.runtime import Runtime
-
-
-@get("/health", tags=["Operations"], sync_to_thread=False)
-def health() -> dict[str, str]:
-    """Liveness: the process serves requests."""
-    return {"status": "ok"}
 
 
 def create_app(runtime: Runtime) -> Litestar:
@@ -35,12 +31,13 @@ def create_app(runtime: Runtime) -> Litestar:
         security=[{"ApiKey": []}],
     )
     app = Litestar(
-        route_handlers=[partner, health, public_keys],
+        route_handlers=[partner, health, ready, public_keys],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
-        middleware=[RequestIdMiddleware],
+        before_send=[add_id_headers],
         exception_handlers={
             EvaultError: handle_domain_error,
             HTTPException: handle_http_error,
+            SQLAlchemyError: handle_database_error,
             Exception: handle_unexpected,
         },
         request_max_body_size=runtime.settings.vault.max_upload_bytes,

@@ -1,8 +1,10 @@
 """The one place where errors become HTTP: every failure leaves as the same JSON body.
 
-``{"code": "Resource.ErrorType", "message": ..., "details": {...}, "request_id": ...}``. Domain errors carry
-their code; Litestar's own errors (validation, unknown route, body too large) get codes here; anything
-unexpected is a 500 ``Server.InternalError`` whose details never leak internals.
+``{"code": "Resource.ErrorType", "message": ..., "details": {...}, "request_id": ..., "correlation_id": ...}``.
+Domain errors carry their code; Litestar's own errors (validation, unknown route, wrong method, body too
+large) get codes here; a database that cannot be reached is a 503 ``Database.Unavailable``; anything
+unexpected is a 500 ``Server.InternalError`` whose details never leak internals. Every 503 says when to
+retry (``Retry-After``).
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from compliance.errors import EvaultError
+from vault.api.request_id import ids
 
 log = logging.getLogger("evault.api")
 
+RETRY_AFTER_SECONDS = 5
 STATUS_BY_CATEGORY = {
     "invalid": 400,
     "unauthenticated": 401,
@@ -38,11 +44,13 @@ CODE_BY_STATUS = {
     415: "Request.UnsupportedMediaType",
     429: "Request.RateLimited",
 }
+# SQLite reports a bug (no such table) and a busy database with the same exception class; only these are
+# the database being unavailable.
+_SQLITE_UNAVAILABLE = ("database is locked", "database is busy", "unable to open database", "disk i/o error")
 
 
-def request_id(request: Request[Any, Any, Any]) -> str | None:
-    value = request.scope.get("state", {}).get("request_id")
-    return value if isinstance(value, str) else None
+def request_id(request: Request[Any, Any, Any]) -> str:
+    return ids(request.scope)[0]
 
 
 def error_response(
@@ -51,9 +59,16 @@ def error_response(
     code: str,
     message: str,
     details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
-    body = {"code": code, "message": message, "details": details or {}, "request_id": request_id(request)}
-    return Response(body, status_code=status, media_type="application/json")
+    rid, correlation = ids(request.scope)
+    body = {"code": code, "message": message, "details": details or {}, "request_id": rid}
+    if correlation is not None:
+        body["correlation_id"] = correlation
+    headers = dict(headers or {})
+    if status == 503:
+        headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def handle_domain_error(request: Request[Any, Any, Any], exc: EvaultError) -> Response[dict[str, Any]]:
@@ -73,7 +88,28 @@ def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Re
         details["errors"] = exc.extra
     code = CODE_BY_STATUS.get(status, "Request.Error" if status < 500 else "Server.InternalError")
     message = exc.detail if status < 500 else "internal error"
-    return error_response(request, status, code, message, details)
+    return error_response(request, status, code, message, details, headers=exc.headers)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """A failure to reach or lock the database (retrying may help), as opposed to a bug in a query."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    module = type(exc.orig).__module__
+    if module.startswith("sqlite3"):
+        return any(text in str(exc.orig).lower() for text in _SQLITE_UNAVAILABLE)
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def handle_database_error(request: Request[Any, Any, Any], exc: SQLAlchemyError) -> Response[dict[str, Any]]:
+    if not database_unavailable(exc):
+        return handle_unexpected(request, exc)
+    log.warning("request %s: database unavailable: %s", request_id(request), type(exc.__cause__ or exc).__name__)
+    return error_response(request, 503, "Database.Unavailable", "the database is unavailable; retry later")
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

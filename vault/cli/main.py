@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
+import socket
 import sys
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 
 from compliance.errors import EvaultError
 from compliance.proof_bundle import verify_bundle
@@ -20,8 +24,58 @@ from compliance.trusted_checkpoint import check_consistency
 from storage.settings import Settings, SettingsError
 from vault.runtime import StartupError
 
+BOOTSTRAP_KEY_FILE = "bootstrap-key.txt"
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT asked the service to stop (a BaseException, so no ``except Exception`` swallows it)."""
+
+
+def _raise_stopped(signum: int, _frame: FrameType | None) -> None:
+    raise _Stopped(signum)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the API's socket before anything is created: a busy port then stops the start with nothing to undo
+    (and no one-time bootstrap key printed for a service that never ran)."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as exc:
+        listener.close()
+        raise StartupError(f"cannot listen on {host}:{port} (EVAULT_HOST, EVAULT_PORT): {exc.strerror}") from None
+    return listener
+
+
+def _announce_bootstrap_key(settings: Settings, base: str, org_id: str, raw_key: str) -> None:
+    """Show the one-time key on a terminal only; anywhere else (a log, a pipe) it goes to a 0600 file."""
+    if sys.stdout.isatty():
+        print(f"evault: created organisation {org_id} with an all-scopes API key (shown only now):", flush=True)
+        print(f"    X-API-Key: {raw_key}", flush=True)
+        print(
+            f"    try: curl -s -H 'X-API-Key: {raw_key}' -H 'Content-Type: application/json' "
+            f'-d \'{{"kind":"paper","title":"Loan 1","secured_party":{{"name":"Bank"}}}}\' '
+            f"{base}/envelopes",
+            flush=True,
+        )
+        return
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = settings.data_dir / BOOTSTRAP_KEY_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"organisation: {org_id}\nX-API-Key: {raw_key}\n")
+    os.chmod(path, 0o600)
+    print(
+        f"evault: created organisation {org_id} with an all-scopes API key; stdout is not a terminal, so the "
+        f"key is in {path} (mode 0600): read it, then delete the file",
+        flush=True,
+    )
+
 
 def _serve(_: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until the embedded store dies (exit 1, for a supervisor)."""
     import uvicorn
 
     from vault.api.app import create_app
@@ -29,31 +83,51 @@ def _serve(_: argparse.Namespace) -> int:
     from vault.tenancy import bootstrap
 
     settings = Settings.from_env()
-    print(f"evault: opening the vault in {settings.data_dir} ...", flush=True)
-    runtime = open_runtime(settings)
+    listener = _listen(settings.api.host, settings.api.port)
+    public_url = settings.api.public_url
+    if settings.api.port == 0 and not settings.env.get("EVAULT_PUBLIC_URL"):
+        public_url = f"http://{settings.api.host}:{listener.getsockname()[1]}"
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in handled}
+    runtime = None
+    failures: list[str] = []
     try:
+        print(f"evault: opening the vault in {settings.data_dir} ...", flush=True)
+        runtime = open_runtime(settings)
         with runtime.db.session() as session:
             first = bootstrap(session)
-        base = f"{settings.api.public_url}/api/v2/partner"
-        print(f"evault: serving {base}  (OpenAPI: {settings.api.public_url}/api/v2/openapi.json)", flush=True)
+        base = f"{public_url}/api/v2/partner"
+        print(f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)", flush=True)
         if first is not None:
-            org, raw_key = first
-            print(
-                f"evault: created organisation {org.id} with an all-scopes API key (shown only now):",
-                flush=True,
-            )
-            print(f"    X-API-Key: {raw_key}", flush=True)
-            print(
-                f"    try: curl -s -H 'X-API-Key: {raw_key}' -H 'Content-Type: application/json' "
-                f'-d \'{{"kind":"paper","title":"Loan 1","secured_party":{{"name":"Bank"}}}}\' '
-                f"{base}/envelopes",
-                flush=True,
-            )
+            _announce_bootstrap_key(settings, base, first[0].id, first[1])
+        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="info", timeout_graceful_shutdown=10))
+
+        def stop_serving(reason: str) -> None:
+            if not server.should_exit:  # already stopping on a signal (a terminal's Ctrl-C reaches weed too)
+                failures.append(reason)
+                server.should_exit = True
+
         runtime.start_checkpointer()
         runtime.start_reconciler()
-        uvicorn.run(create_app(runtime), host=settings.api.host, port=settings.api.port, log_level="info")
+        runtime.start_watchdog(stop_serving)
+        # uvicorn catches the signal, shuts down gracefully, then raises it again: that ends up in _Stopped.
+        server.run(sockets=[listener])
+    except _Stopped:
+        pass
     finally:
-        runtime.close()
+        for sig in handled:
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the clean-up short
+        try:
+            if runtime is not None:
+                runtime.close()
+            listener.close()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if failures:
+        print(f"evault: {failures[0]}; exiting so that a supervisor restarts the service", file=sys.stderr)
+        return 1
+    print("evault: stopped", flush=True)
     return 0
 
 
