@@ -1,7 +1,8 @@
 """Database tables. Schema changes go through Alembic (``storage/migrations``), never ``create_all``.
 
 Identifiers are prefixed strings (``org_``, ``env_``, ``doc_``, ``cp_``) so that an id in a log line or a
-support ticket says what it names. Times are stored as timezone-aware UTC.
+support ticket says what it names. Times are stored as timezone-aware UTC. Log positions and sizes are 64-bit.
+Checks and triggers (states, sizes, digests, append-only ledger) live in migration ``0002a_invariants``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKeyConstraint, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -19,6 +20,13 @@ def _utc_column(nullable: bool = False) -> Any:
 
 def _json_column(nullable: bool = False) -> Any:
     return Field(sa_column=Column(JSON, nullable=nullable))
+
+
+def _envelope_of_org(table: str) -> ForeignKeyConstraint:
+    """A row names its envelope *and* that envelope's organisation, so the two cannot disagree."""
+    return ForeignKeyConstraint(
+        ["envelope_id", "org_id"], ["envelope.id", "envelope.org_id"], name=f"fk_{table}_envelope_org"
+    )
 
 
 class Organisation(SQLModel, table=True):
@@ -42,6 +50,8 @@ class ApiKey(SQLModel, table=True):
 
 
 class Envelope(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("id", "org_id", name="uq_envelope_id_org_id"),)  # for org-tied keys
+
     id: str = Field(primary_key=True, max_length=40)
     org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
     kind: str = Field(max_length=16)  # esign | paper
@@ -61,6 +71,7 @@ class VaultRecord(SQLModel, table=True):
     """The authoritative copy of one envelope: exists once vaulted, says released forever after vault-out."""
 
     __tablename__ = "vault_record"
+    __table_args__ = (_envelope_of_org("vault_record"),)
 
     id: str = Field(primary_key=True, max_length=40)  # the authoritative-copy identifier
     envelope_id: str = Field(foreign_key="envelope.id", unique=True, max_length=40)
@@ -86,7 +97,7 @@ class VaultedDocument(SQLModel, table=True):
     position: int
     filename: str = Field(max_length=255)
     sha256: str = Field(max_length=64)
-    size: int
+    size: int = Field(sa_type=BigInteger)
     page_count: int
     s3_bucket: str = Field(max_length=63)
     s3_key: str = Field(max_length=1024)
@@ -98,6 +109,7 @@ class CopyRecord(SQLModel, table=True):
     """A registered non-authoritative copy: its own id and hash, traceable to its source and requester."""
 
     __tablename__ = "copy_record"
+    __table_args__ = (_envelope_of_org("copy_record"),)
 
     id: str = Field(primary_key=True, max_length=40)
     org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
@@ -105,7 +117,7 @@ class CopyRecord(SQLModel, table=True):
     document_id: str = Field(foreign_key="vaulted_document.id", max_length=40)
     source_sha256: str = Field(max_length=64)
     sha256: str = Field(max_length=64)
-    size: int
+    size: int = Field(sa_type=BigInteger)
     s3_bucket: str = Field(max_length=63)
     s3_key: str = Field(max_length=1024)
     s3_version_id: str = Field(max_length=1024)
@@ -122,13 +134,14 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("org_id", "leaf_index"),
         UniqueConstraint("envelope_id", "chain_seq"),
+        _envelope_of_org("event"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     org_id: str = Field(foreign_key="organisation.id", max_length=40)
-    leaf_index: int
+    leaf_index: int = Field(sa_type=BigInteger)
     envelope_id: str | None = Field(default=None, foreign_key="envelope.id", index=True, max_length=40)
-    chain_seq: int | None = None
+    chain_seq: int | None = Field(default=None, sa_type=BigInteger)
     event_type: str = Field(max_length=64)
     occurred_at: datetime = _utc_column()
     entry: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
@@ -141,7 +154,7 @@ class LogState(SQLModel, table=True):
     __tablename__ = "log_state"
 
     org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
-    size: int = 0
+    size: int = Field(default=0, sa_type=BigInteger)
 
 
 class LogTile(SQLModel, table=True):
@@ -151,7 +164,7 @@ class LogTile(SQLModel, table=True):
 
     org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
     level: int = Field(primary_key=True)
-    idx: int = Field(primary_key=True)
+    idx: int = Field(primary_key=True, sa_type=BigInteger)
     hashes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
@@ -159,7 +172,7 @@ class Checkpoint(SQLModel, table=True):
     """A signed checkpoint, also written to the WORM bucket at ``s3_key`` so a database edit shows."""
 
     org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
-    size: int = Field(primary_key=True)
+    size: int = Field(primary_key=True, sa_type=BigInteger)
     root_hash: str = Field(max_length=64)
     note: str
     s3_key: str = Field(max_length=1024)

@@ -16,7 +16,7 @@ from compliance.log_audit import audit_log
 from compliance.proof_bundle import verify_bundle
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import Event
-from tests.helpers import API, create_envelope, upload
+from tests.helpers import API, create_envelope, disarm_triggers, upload
 from tests.pdf_factory import make_pdf
 from vault.cli.main import main
 from vault.runtime import Runtime
@@ -126,6 +126,8 @@ def test_database_tampering_is_detected_against_worm(client: Any, runtime: Runti
     client.post(f"{API}/log/checkpoint", headers=headers)
     assert _codes(runtime, org_id) == set()
     with runtime.db.session() as session:
+        disarm_triggers(session, "event")  # the database refuses these edits: this attacker owns it
+        disarm_triggers(session, "checkpoint")
         target = session.exec(select(Event).where(Event.envelope_id == envelope_id, Event.chain_seq == 2)).one()
         if fault == "edit_entry":
             target.entry = target.entry.replace(b"retrieval_issued", b"retrieval_isXued")
