@@ -16,11 +16,13 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE, never a batch rebuild: on SQLite a rebuild would drop the table's append-only triggers
+# (0002a) and break the triggers of other tables that name it.
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("vaulted_document") as batch_op:
-        batch_op.add_column(sa.Column("signatures", sa.JSON(), nullable=True))
+    op.add_column("vaulted_document", sa.Column("signatures", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("vaulted_document") as batch_op:
-        batch_op.drop_column("signatures")
+    op.drop_column("vaulted_document", "signatures")
