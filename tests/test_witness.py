@@ -365,7 +365,7 @@ def test_client_over_http_cosigns_recovers_and_refuses_a_fork(
     note, cp = log.checkpoint()
     client = WitnessClient(server.url, verifier, timeout=5)
     line = client.cosign(note, cp, log.proof)
-    assert verify_cosignature(note + line, verifier) > 0 and client.old_size == 7
+    assert verify_cosignature(note + line, verifier) > 0 and client.known_size(ORIGIN) == 7
 
     # A second client (say, after a restart of the checkpoint service) starts from 0, gets 409 and recovers.
     log.append(300)
@@ -378,7 +378,7 @@ def test_client_over_http_cosigns_recovers_and_refuses_a_fork(
 
     fresh = WitnessClient(server.url + "/", verifier, timeout=5)
     line2 = fresh.cosign(note2, cp2, proof_for)
-    assert calls == [(7, 307)] and fresh.old_size == 307
+    assert calls == [(7, 307)] and fresh.known_size(ORIGIN) == 307
     verify_cosignature(note2 + line2, verifier)
 
     forked = Log(log_signer)
