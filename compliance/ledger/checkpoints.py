@@ -209,6 +209,7 @@ class CheckpointService:
                 select(LogState.org_id)
                 .outerjoin(newest, newest.c.org_id == LogState.org_id)
                 .where((newest.c.size.is_(None)) | (newest.c.size < LogState.size))
+                .order_by(col(LogState.org_id))
             ).all()
             return list(rows)
 
