@@ -18,6 +18,7 @@ import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -61,7 +62,7 @@ def _check_schema(url: str) -> None:
         path = make_url(url).database
         if not path or path == ":memory:" or not Path(path).is_file() or Path(path).stat().st_size == 0:
             raise AttachError(NO_VAULT, f"no vault database at {path} (wrong directory or EVAULT_DATA_DIR?)")
-        probe_url = f"sqlite:///file:{Path(path).resolve()}?mode=ro&uri=true"  # read-only: creates nothing
+        probe_url = f"sqlite:///file:{quote(str(Path(path).resolve()))}?mode=ro&uri=true"  # read-only: creates nothing
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     heads = set(ScriptDirectory.from_config(config).get_heads())
