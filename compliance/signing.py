@@ -2,10 +2,13 @@
 
 In the embedded default it is generated on first start into the data directory (0600); in production it is
 configured (``EVAULT_SIGNING_KEY``) and a missing file stops the start instead of silently minting a new key.
+The public half is written beside it (``<key>.pub``, PEM) so that checks which must not hold the private key
+(``evault verify`` beside the live service) can find it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +16,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from compliance.ledger.note import NoteSigner, NoteVerifier
+from compliance.ledger.note import NoteSigner, NoteVerifier, key_id, raw_public_key
+
+log = logging.getLogger("evault.signing")
 
 
 class SigningKeyError(RuntimeError):
@@ -57,7 +62,29 @@ def load_or_create_key(path: Path, name: str, *, create: bool) -> VaultKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningKeyError(f"signing key {path} is not an Ed25519 private key")
-    return VaultKey(name=name, private_key=key)
+    vault_key = VaultKey(name=name, private_key=key)
+    _write_public_key(public_key_path(path), vault_key.public_pem().encode())
+    return vault_key
+
+
+def public_key_path(private_key_path: Path) -> Path:
+    """Where the public half of the key at ``private_key_path`` is kept: ``x.pem`` -> ``x.pub``, else ``x.pub``
+    appended, so the private key is never the target."""
+    if private_key_path.suffix == ".pem":
+        return private_key_path.with_suffix(".pub")
+    return private_key_path.with_name(private_key_path.name + ".pub")
+
+
+def _write_public_key(path: Path, pem: bytes) -> None:
+    """Keep ``path`` equal to the loaded key's public half; a read-only key directory only costs a warning."""
+    try:
+        if path.exists() and path.read_bytes() == pem:
+            return
+        tmp = path.with_suffix(".pub.tmp")
+        tmp.write_bytes(pem)
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("could not write the public key to %s (set EVAULT_PUBLIC_KEY for evault verify): %s", path, exc)
 
 
 def load_public_key(pem: bytes) -> Ed25519PublicKey:
@@ -65,3 +92,9 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
     return key
+
+
+def checkpoint_verifier(pem: bytes, name: str) -> NoteVerifier:
+    """The verifier of the vault's checkpoints from its public key alone (no private key needed)."""
+    public = load_public_key(pem)
+    return NoteVerifier(name, key_id(name, raw_public_key(public)), public)

@@ -1,5 +1,10 @@
 """An auditor's memory of the log: accept a newer checkpoint only when it provably extends the old one.
 
+Once a checkpoint of an origin is remembered, OLD must be exactly that checkpoint (same size and root): a proof
+from any other OLD (newer, older, or on another branch) says nothing about the history already accepted, and
+would let a forked log move the memory onto the fork. OLD of the remembered size with another root is a fork
+(``Log.Forked``); any other OLD is ``Log.ProveFromTrusted``: ask for a proof from the remembered size.
+
 On any failure the two checkpoints and the proof are written to ``state/evidence/`` before the error is
 raised, because a fork or a rewrite is exactly what must not be lost. The last accepted checkpoint per origin
 is kept in ``state/trusted.json`` so a later rollback (a smaller or different log) is refused too.
@@ -12,12 +17,13 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from compliance.ledger.checkpoint import Checkpoint, verify_checkpoint, verify_extends
-from compliance.ledger.errors import BAD_SIGNATURE, MALFORMED, LogError
+from compliance.ledger.errors import BAD_SIGNATURE, FORKED, MALFORMED, PROVE_FROM_TRUSTED, LogError
 from compliance.ledger.note import NoteVerifier, b64decode_strict, key_id, parse_note, raw_public_key
 
 
@@ -62,33 +68,45 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _check_old_is_remembered(old: Checkpoint, new: Checkpoint, remembered: dict[str, Any] | None) -> None:
+    """OLD must be the checkpoint already trusted for this origin, if there is one."""
+    if remembered is None:
+        return  # first use: the auditor trusts OLD as given
+    size, root = remembered["size"], base64.b64decode(remembered["root_hash"])
+    details = {"trusted_size": size, "trusted_root_hash": remembered["root_hash"], "old_size": old.size}
+    for which, checkpoint in (("OLD", old), ("NEW", new)):
+        if checkpoint.size == size and checkpoint.root_hash != root:
+            raise LogError(
+                FORKED, f"{which} has the trusted checkpoint's size but another root: the log forked", **details
+            )
+    if old.size == size:
+        return
+    raise LogError(
+        PROVE_FROM_TRUSTED,
+        f"OLD is not the checkpoint already trusted; prove consistency from size {size} "
+        f"(GET /log/proof/consistency?first={size}&second=<NEW size>) with the remembered note as OLD",
+        **details,
+    )
+
+
 def check_consistency(
     old_note: str, new_note: str, proof_json: str, pem: bytes, state_dir: Path | None = None
 ) -> tuple[Checkpoint, Checkpoint]:
     old_origin = Checkpoint.parse(parse_note(old_note).text).origin
     trusted_file = state_dir / "trusted.json" if state_dir else None
     trusted = json.loads(trusted_file.read_text()) if trusted_file and trusted_file.exists() else {}
+    remembered = trusted.get(old_origin)
     try:
         old = verify_checkpoint(old_note, verifier_from_pem(old_note, pem), old_origin)
         new = verify_checkpoint(new_note, verifier_from_pem(new_note, pem), old_origin)
+        _check_old_is_remembered(old, new, remembered)
         verify_extends(old, new, _proof_hashes(proof_json))
-        remembered = trusted.get(old_origin)
-        if remembered is not None:
-            known = Checkpoint(old_origin, remembered["size"], base64.b64decode(remembered["root_hash"]))
-            if known.size > new.size or (known.size == new.size and known.root_hash != new.root_hash):
-                raise LogError(
-                    "Log.RolledBack",
-                    "the log is smaller than, or differs from, one already accepted",
-                    trusted_size=known.size,
-                    new_size=new.size,
-                )
-            if known.size > old.size:
-                raise LogError("Log.Inconsistent", "OLD is older than the checkpoint already trusted; prove from it")
     except LogError as exc:
         if state_dir is not None:
             evidence = {
                 "error": exc.code,
                 "message": exc.message,
+                "trusted": remembered.get("note") if remembered else None,
                 "old": old_note,
                 "new": new_note,
                 "proof": proof_json,

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -39,6 +39,7 @@ from storage.object_store import make_s3_client
 REGION = "us-east-1"
 _GRPC_COMPONENTS = ("master", "volume", "filer", "s3", "client")
 _LOG_TAIL_BYTES = 4000
+ENDPOINT_FILE = "endpoint.json"  # in the config dir while running: how other processes attach (0600)
 
 
 class EmbeddedS3Error(StorageError):
@@ -323,6 +324,8 @@ class EmbeddedS3:
             self.stop()
             raise
         self._endpoint = endpoint
+        published = {**asdict(endpoint), "pid": self._proc.pid}
+        _write_private(self.config_path / ENDPOINT_FILE, json.dumps(published).encode())
         return endpoint
 
     def _wait_ready(self, endpoint: S3Endpoint, timeout: float) -> None:
@@ -360,6 +363,7 @@ class EmbeddedS3:
         """SIGTERM, wait up to ``timeout``, then SIGKILL; never returns with the process still alive."""
         proc, self._proc = self._proc, None
         if proc is not None:
+            (self.config_path / ENDPOINT_FILE).unlink(missing_ok=True)
             atexit.unregister(self.stop)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

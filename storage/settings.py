@@ -156,7 +156,7 @@ class VaultSettings:
     signing_key_path: Path  # EVAULT_SIGNING_KEY: PEM Ed25519 private key; generated if absent (embedded)
     log_origin: str  # EVAULT_LOG_ORIGIN: origin prefix of every checkpoint, e.g. vault.example.com/log
     key_name: str  # EVAULT_KEY_NAME: signed-note key name of the vault's checkpoint key
-    checkpoint_interval_seconds: int  # EVAULT_CHECKPOINT_INTERVAL: how often new events are checkpointed
+    checkpoint_interval_seconds: int  # EVAULT_CHECKPOINT_INTERVAL: seconds between a busy log's checkpoints
     witnesses: tuple[tuple[str, str], ...]  # EVAULT_WITNESSES: "URL VKEY" entries, comma-separated; each cosigns
     tsa_url: str  # EVAULT_TSA_URL: RFC 3161 time-stamping authority for every checkpoint (empty: none)
     tsa_roots_path: Path | None  # EVAULT_TSA_ROOTS: PEM trust roots the TSA's tokens must chain to
@@ -257,7 +257,7 @@ class Settings:
             signing_key_path=Path(env.get("EVAULT_SIGNING_KEY") or data_dir / "vault-signing-key.pem"),
             log_origin=env.get("EVAULT_LOG_ORIGIN") or "evault.local/log",
             key_name=env.get("EVAULT_KEY_NAME") or "evault.local",
-            checkpoint_interval_seconds=_int(env, "EVAULT_CHECKPOINT_INTERVAL", 5, minimum=1),
+            checkpoint_interval_seconds=_int(env, "EVAULT_CHECKPOINT_INTERVAL", 300, minimum=1),
             witnesses=_witnesses(env.get("EVAULT_WITNESSES", "")),
             tsa_url=_http_url(env, "EVAULT_TSA_URL"),
             tsa_roots_path=_tsa_roots(env),

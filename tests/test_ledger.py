@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlmodel import select
 
 from compliance.ledger.chain import verify_chain
+from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
+from compliance.ledger.checkpoints import CHECKPOINT_FORGED, CheckpointForged, tree_for
 from compliance.ledger.errors import LogError
+from compliance.ledger.events import log_size
+from compliance.ledger.note import NoteSigner
 from compliance.log_audit import audit_log
 from compliance.proof_bundle import verify_bundle
+from storage.keys import checkpoint_key
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import Event
 from tests.helpers import API, create_envelope, disarm_triggers, upload
@@ -149,3 +156,48 @@ def test_database_tampering_is_detected_against_worm(client: Any, runtime: Runti
         "drop_checkpoint_row": {"Checkpoint.Mismatch"},
     }[fault]
     assert expected <= _codes(runtime, org_id)
+
+
+def _forged_note(runtime: Runtime, org_id: str, size: int, forgery: str) -> bytes:
+    """A note for ``size`` of ``org_id``'s log that is not the vault's checkpoint of that tree."""
+    with runtime.db.read_session() as session:
+        root, earlier_root = tree_for(session, org_id, size).root(), tree_for(session, org_id, size - 1).root()
+    origin, name = runtime.checkpoints.origin(org_id), runtime.settings.vault.key_name
+    if forgery == "unsigned":  # the right checkpoint text, without any signature
+        return (Checkpoint(origin, size, root).to_text() + "\n").encode()
+    if forgery == "other_key":  # the right tree, signed by a key of the same name that is not the vault's
+        return sign_checkpoint(Checkpoint(origin, size, root), NoteSigner(name, Ed25519PrivateKey.generate())).encode()
+    signer = runtime.key.note_signer  # the two below would need the vault's key: they stand for a replay
+    if forgery == "other_origin":  # another log's checkpoint of the same size and root
+        return sign_checkpoint(Checkpoint(origin + "x", size, root), signer).encode()
+    return sign_checkpoint(Checkpoint(origin, size, earlier_root), signer).encode()  # wrong_root
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "other_key", "other_origin", "wrong_root"])
+def test_a_note_planted_at_the_next_checkpoint_key_is_never_adopted(
+    client: Any, runtime: Runtime, tenant: Any, s3_client: Any, forgery: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    org_id, headers = tenant
+    _busy_envelope(client, headers)
+    honest = client.post(f"{API}/log/checkpoint", headers=headers).json()
+    create_envelope(client, headers)
+    with runtime.db.read_session() as session:
+        size = log_size(session, org_id)
+    assert size > honest["size"]
+    # Someone holding the bucket's admin credentials writes first, before the checkpointer signs this size.
+    s3_client.put_object(
+        Bucket=runtime.authoritative.bucket,
+        Key=checkpoint_key(org_id, size),
+        Body=_forged_note(runtime, org_id, size, forgery),
+    )
+    with caplog.at_level(logging.ERROR, logger="evault.checkpoints"), pytest.raises(CheckpointForged) as refused:
+        runtime.checkpoints.checkpoint_now(org_id)
+    assert refused.value.code == CHECKPOINT_FORGED and refused.value.details["size"] == size
+    assert any(r.levelno == logging.ERROR and CHECKPOINT_FORGED in r.getMessage() for r in caplog.records)
+    with runtime.db.read_session() as session:
+        sizes = [r.size for r in session.exec(select(CheckpointRow).where(CheckpointRow.org_id == org_id))]
+    assert size not in sizes
+    answer = client.post(f"{API}/log/checkpoint", headers=headers)
+    assert answer.status_code == 500 and answer.json()["code"] == CHECKPOINT_FORGED
+    served = client.get(f"{API}/log/checkpoint", headers=headers).json()
+    assert served["note"] == honest["note"] and served["size"] == honest["size"]

@@ -6,19 +6,24 @@ Vectors: golang/mod sumdb/note/note_test.go (the PeterNeumann and EnochRoot keys
 from __future__ import annotations
 
 import base64
+import json
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint, verify_extends
 from compliance.ledger.errors import (
     BAD_SIGNATURE,
     CODES,
+    FORKED,
     INCONSISTENT,
     INVALID_PROOF,
     MALFORMED,
+    PROVE_FROM_TRUSTED,
     ROLLED_BACK,
     WRONG_KEY,
     WRONG_ORIGIN,
@@ -27,6 +32,7 @@ from compliance.ledger.errors import (
 from compliance.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
 from compliance.ledger.note import NoteSigner, NoteVerifier, open_note, parse_note, sign_note
 from compliance.ledger.tiles import MemoryTileStore, TiledTree
+from compliance.trusted_checkpoint import check_consistency
 
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
@@ -281,3 +287,61 @@ def test_fuzzed_notes_and_proofs_only_raise_log_error(signer: NoteSigner) -> Non
             mutated_proof = mutated_proof[: rng.randrange(len(mutated_proof))]
         with pytest.raises(LogError):
             verify_inclusion(hashes[123], rng.choice([123, 124, 299, 300]), 300, mutated_proof, tree.root())
+
+
+# --- the auditor's remembered checkpoint ------------------------------------------------------------------
+
+
+class _Auditor:
+    """Real signed checkpoints of an honest tree and of a fork sharing its first 8 entries."""
+
+    def __init__(self, signer: NoteSigner, state: Path) -> None:
+        self.signer, self.state = signer, state
+        self.pem = signer.verifier().public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        self.honest, hashes = _log(30)
+        self.forked = TiledTree(MemoryTileStore(), 0)
+        self.forked.append(hashes[:8] + [leaf_hash(b"forged " + str(i).encode()) for i in range(8, 30)])
+
+    def check(self, tree: TiledTree, old: int, new: int) -> tuple[Checkpoint, Checkpoint]:
+        notes = [sign_checkpoint(Checkpoint(ORIGIN, n, tree.root(n)), self.signer) for n in (old, new)]
+        proof = json.dumps({"hashes": [base64.b64encode(h).decode() for h in tree.consistency_proof(old, new)]})
+        return check_consistency(notes[0], notes[1], proof, self.pem, self.state)
+
+    def refused(self, code: str, tree: TiledTree, old: int, new: int) -> dict[str, object]:
+        before = (self.state / "trusted.json").read_text()
+        _raises(code, lambda: self.check(tree, old, new))
+        assert (self.state / "trusted.json").read_text() == before  # the memory did not move
+        newest = max((self.state / "evidence").iterdir())
+        evidence: dict[str, object] = json.loads(newest.read_text())
+        assert evidence["error"] == code and evidence["trusted"] == json.loads(before)[ORIGIN]["note"]
+        return evidence
+
+
+def test_auditor_refuses_a_fork_that_does_not_start_at_the_remembered_checkpoint(
+    signer: NoteSigner, tmp_path: Path
+) -> None:
+    auditor = _Auditor(signer, tmp_path)
+    auditor.check(auditor.honest, 5, 10)  # remembered: the honest size 10
+    # OLD newer than the remembered checkpoint, on the fork: the fork's own proof from 15 to 20 is valid.
+    auditor.refused(PROVE_FROM_TRUSTED, auditor.forked, 15, 20)
+    # OLD of the remembered size with another root: a fork, whatever the proof says.
+    auditor.refused(FORKED, auditor.forked, 10, 20)
+    # OLD older than the remembered checkpoint (even honest) says nothing about what was accepted.
+    auditor.refused(PROVE_FROM_TRUSTED, auditor.honest, 5, 20)
+    # From the remembered checkpoint the honest log proves itself, and the memory moves on.
+    assert len(list((tmp_path / "evidence").iterdir())) == 3
+    old, new = auditor.check(auditor.honest, 10, 20)
+    assert (old.size, new.size) == (10, 20)
+    assert json.loads((tmp_path / "trusted.json").read_text())[ORIGIN]["size"] == 20
+    auditor.refused(FORKED, auditor.forked, 20, 30)
+
+
+def test_auditor_refuses_a_new_checkpoint_of_the_remembered_size_with_another_root(
+    signer: NoteSigner, tmp_path: Path
+) -> None:
+    auditor = _Auditor(signer, tmp_path)
+    auditor.check(auditor.honest, 5, 20)
+    honest_5 = sign_checkpoint(Checkpoint(ORIGIN, 5, auditor.honest.root(5)), signer)
+    forked_20 = sign_checkpoint(Checkpoint(ORIGIN, 20, auditor.forked.root(20)), signer)
+    proof = json.dumps({"hashes": []})
+    _raises(FORKED, lambda: check_consistency(honest_5, forked_20, proof, auditor.pem, tmp_path))

@@ -11,8 +11,11 @@ import hashlib
 import json
 import struct
 import threading
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -20,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar.testing import TestClient
 
 from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
+from compliance.ledger.checkpoints import CheckpointService, latest_checkpoint
 from compliance.ledger.cosignature import (
     CosignatureSigner,
     CosignatureVerifier,
@@ -41,7 +45,8 @@ from compliance.ledger.witness_client import (
 )
 from compliance.witness import STATE_FILE, Witness, WitnessStateError, parse_request
 from compliance.witness_app import build_witness, create_witness_app, parse_log_keys
-from tests.helpers import free_port
+from tests.helpers import create_envelope, free_port
+from vault.runtime import Runtime
 
 ORIGIN = "vault.example/log/org_a"
 NOW = 1_700_000_000
@@ -325,8 +330,8 @@ def test_log_keys_config(log_signer: NoteSigner) -> None:
 
 
 class Served:
-    def __init__(self, witness: Witness) -> None:
-        self.port = free_port(47100, 47999)
+    def __init__(self, witness: Witness, ports: tuple[int, int] = (47100, 47999)) -> None:
+        self.port = free_port(*ports)
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             create_witness_app(witness), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
@@ -365,7 +370,7 @@ def test_client_over_http_cosigns_recovers_and_refuses_a_fork(
     note, cp = log.checkpoint()
     client = WitnessClient(server.url, verifier, timeout=5)
     line = client.cosign(note, cp, log.proof)
-    assert verify_cosignature(note + line, verifier) > 0 and client.old_size == 7
+    assert verify_cosignature(note + line, verifier) > 0 and client.known_size(ORIGIN) == 7
 
     # A second client (say, after a restart of the checkpoint service) starts from 0, gets 409 and recovers.
     log.append(300)
@@ -378,7 +383,7 @@ def test_client_over_http_cosigns_recovers_and_refuses_a_fork(
 
     fresh = WitnessClient(server.url + "/", verifier, timeout=5)
     line2 = fresh.cosign(note2, cp2, proof_for)
-    assert calls == [(7, 307)] and fresh.old_size == 307
+    assert calls == [(7, 307)] and fresh.known_size(ORIGIN) == 307
     verify_cosignature(note2 + line2, verifier)
 
     forked = Log(log_signer)
@@ -425,3 +430,120 @@ def test_client_refuses_a_note_of_another_checkpoint(log_signer: NoteSigner) -> 
     with pytest.raises(LogError) as exc:
         WitnessClient("http://127.0.0.1:1", verifier, timeout=1).cosign(other, cp, lambda a, b: [])
     assert exc.value.code == MALFORMED
+
+
+# --- one witness, many organisations' logs, in the vault's checkpointer ------------------------------------
+
+WITNESS_PORTS = (8200, 8300)
+
+
+def _witnessed_service(runtime: Runtime, clients: list[WitnessClient]) -> CheckpointService:
+    return CheckpointService(
+        runtime.db,
+        runtime.authoritative,
+        runtime.key.note_signer,
+        runtime.settings.vault.log_origin,
+        timedelta(days=1),
+        clients,
+    )
+
+
+def _witness_for(runtime: Runtime, tmp_path: Path, org_ids: list[str]) -> Witness:
+    vkey = runtime.key.note_verifier.vkey
+    logs = [f"{runtime.checkpoints.origin(org_id)} {vkey}" for org_id in org_ids]
+    return build_witness(tmp_path / "w", tmp_path / "w.pem", logs, name="w.test")
+
+
+def test_one_witness_cosigns_every_organisations_log(
+    runtime: Runtime, client: Any, make_key: Any, tmp_path: Path
+) -> None:
+    (org_a, key_a), (org_b, key_b) = make_key(), make_key()
+    for _ in range(3):  # org A's log grows past org B's: a shared last-seen size would refuse B
+        create_envelope(client, {"X-API-Key": key_a})
+    witness = _witness_for(runtime, tmp_path, [org_a, org_b])
+    verifier = CosignatureVerifier.from_vkey(witness.signer.verifier().vkey)
+    with Served(witness, WITNESS_PORTS) as server:
+        service = _witnessed_service(runtime, [WitnessClient(server.url, verifier, timeout=5)])
+        rows = [service.checkpoint_now(org_a), service.checkpoint_now(org_b)]
+        create_envelope(client, {"X-API-Key": key_b})
+        create_envelope(client, {"X-API-Key": key_a})
+        rows += [service.checkpoint_now(org_b), service.checkpoint_now(org_a)]
+    a1, b1, b2, a2 = (r.size for r in rows)
+    assert a1 > b1 and (b2, a2) == (b1 + 1, a1 + 1)
+    for row in rows:
+        assert verify_cosignature(row.note, verifier) > 0
+    state = witness.load_state()
+    assert {origin: s.size for origin, s in state.items()} == {
+        runtime.checkpoints.origin(org_a): a2,
+        runtime.checkpoints.origin(org_b): b2,
+    }
+
+
+def test_a_refused_organisation_does_not_stop_the_others(
+    runtime: Runtime, client: Any, make_key: Any, tmp_path: Path
+) -> None:
+    orgs = sorted([make_key()[0], make_key()[0]])
+    bad, good = orgs  # the checkpointer meets the refused log first
+    witness = _witness_for(runtime, tmp_path, [good])  # the witness does not know ``bad``'s log: 404
+    verifier = CosignatureVerifier.from_vkey(witness.signer.verifier().vkey)
+    errors: list[tuple[str | None, Exception]] = []
+    with Served(witness, WITNESS_PORTS) as server:
+        service = _witnessed_service(runtime, [WitnessClient(server.url, verifier, timeout=5)])
+        stop = threading.Event()
+        loop = threading.Thread(
+            target=service.run_periodically, args=(0.05, stop, lambda org, exc: errors.append((org, exc)))
+        )
+        loop.start()
+        try:
+            for _ in range(200):
+                with runtime.db.read_session() as session:
+                    done = latest_checkpoint(session, good)
+                if done is not None and errors:
+                    break
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            loop.join(10)
+    assert done is not None and verify_cosignature(done.note, verifier) > 0
+    assert {org for org, _ in errors} == {bad}
+    assert all(isinstance(exc, WitnessRefused) and exc.details["status"] == 404 for _, exc in errors)
+    with runtime.db.read_session() as session:
+        assert latest_checkpoint(session, bad) is None
+
+
+class _Stalled:
+    """A cosigner that holds one log's checkpoint until released (a witness that hangs for that log)."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def cosign(self, note: str, checkpoint: Checkpoint, proof_for: Any) -> str:
+        if checkpoint.origin == self.origin:
+            self.entered.set()
+            self.release.wait(10)
+        return ""
+
+
+def test_a_hanging_witness_for_one_organisation_does_not_hold_up_another(runtime: Runtime, make_key: Any) -> None:
+    slow, fast = make_key()[0], make_key()[0]
+    stalled = _Stalled(runtime.checkpoints.origin(slow))
+    service = CheckpointService(
+        runtime.db,
+        runtime.authoritative,
+        runtime.key.note_signer,
+        runtime.settings.vault.log_origin,
+        timedelta(days=1),
+        [stalled],
+    )
+    held = threading.Thread(target=service.checkpoint_now, args=(slow,))
+    held.start()
+    try:
+        assert stalled.entered.wait(10)
+        started = time.monotonic()
+        assert service.checkpoint_now(fast).size > 0
+        assert time.monotonic() - started < 5
+    finally:
+        stalled.release.set()
+        held.join(10)

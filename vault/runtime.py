@@ -72,8 +72,9 @@ class Runtime:
     def start_checkpointer(self) -> None:
         interval = self.settings.vault.checkpoint_interval_seconds
 
-        def report(exc: Exception) -> None:
-            log.warning("checkpointing failed, will retry: %s", exc)
+        def report(org_id: str | None, exc: Exception) -> None:
+            code = getattr(exc, "code", type(exc).__name__)
+            log.warning("checkpointing %s failed, will retry: %s: %s", org_id or "(all)", code, exc)
 
         self._checkpointer = threading.Thread(
             target=self.checkpoints.run_periodically,

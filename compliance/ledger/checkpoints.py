@@ -3,10 +3,18 @@
 A checkpoint goes to the database *and* to the WORM bucket under a compliance-mode lock, addressed by tree
 size: an edit, deletion or rollback of the database alone then disagrees with what WORM holds. Witness
 cosignatures and an RFC 3161 timestamp are added when configured.
+
+Whoever holds the bucket's credentials can put a note at a checkpoint key before we do. A note found there is
+adopted only when it is ours: signed by the vault's key, for this log's origin, size and locally computed root.
+Anything else is ``Checkpoint.Forged``, logged at ERROR and never stored in the database nor served.
+
+Each organisation is checkpointed under its own lock, and one organisation's failure (a refusing witness, a
+failing TSA) is reported and does not hold up the others.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -16,7 +24,9 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
+from compliance.errors import EvaultError
+from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
+from compliance.ledger.errors import LogError
 from compliance.ledger.note import NoteSigner
 from compliance.ledger.tiles import TiledTree
 from storage.db import Database
@@ -29,6 +39,15 @@ from storage.models import LogState
 from storage.object_store import ObjectStore
 
 ProofSource = Callable[[int, int], list[bytes]]
+CHECKPOINT_FORGED = "Checkpoint.Forged"
+
+log = logging.getLogger("evault.checkpoints")
+
+
+class CheckpointForged(EvaultError):
+    """WORM holds, at a checkpoint's key, a note that is not the vault's checkpoint of that tree: an attack."""
+
+    category = "integrity"
 
 
 class Cosigner(Protocol):
@@ -72,10 +91,16 @@ class CheckpointService:
         self.retention = retention
         self.cosigners = cosigners
         self.timestamper = timestamper
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def origin(self, org_id: str) -> str:
         return origin_for(self.origin_prefix, org_id)
+
+    def _org_lock(self, org_id: str) -> threading.Lock:
+        """One lock per organisation: a slow witness or TSA for one log never holds up another."""
+        with self._locks_guard:
+            return self._locks.setdefault(org_id, threading.Lock())
 
     def consistency_proof(self, org_id: str, size1: int, size2: int) -> list[bytes]:
         with self.db.session() as session:
@@ -83,7 +108,7 @@ class CheckpointService:
 
     def checkpoint_now(self, org_id: str) -> CheckpointRow:
         """Sign the log's current head unless the latest checkpoint already covers it."""
-        with self._lock:
+        with self._org_lock(org_id):
             with self.db.session() as session:
                 state = session.get(LogState, org_id)
                 size = state.size if state else 0
@@ -103,9 +128,10 @@ class CheckpointService:
         try:
             stored = self.worm.put_write_once(key, note.encode(), retain_until=retain_until, content_type="text/plain")
         except ObjectConflict:
-            # Another process signed this size first (cosignature times differ): its note is the record.
+            # Another process signed this size first (cosignature times differ): its note is the record,
+            # but only once it is proven to be ours and of this very tree.
             current = self.worm.head(key, None)
-            note = self.worm.read(key, current.version_id).decode()
+            note = self._adoptable(org_id, checkpoint, key, self.worm.read(key, current.version_id))
             stored_version = current.version_id
         else:
             stored_version = stored.version_id
@@ -138,6 +164,39 @@ class CheckpointService:
                 return existing
         return row
 
+    def _adoptable(self, org_id: str, checkpoint: Checkpoint, key: str, found: bytes) -> str:
+        """The note found at ``key`` if it is the vault's signed checkpoint of ``checkpoint``; else raise."""
+        reason = None
+        try:
+            note = found.decode("utf-8")
+            theirs = verify_checkpoint(note, self.signer.verifier(), checkpoint.origin)
+        except UnicodeDecodeError:
+            reason = "not UTF-8"
+        except LogError as exc:
+            reason = f"{exc.code}: {exc.message}"
+        else:
+            if theirs != checkpoint:
+                reason = f"signs size {theirs.size} with another root or extensions than this log's"
+        if reason is None:
+            return note
+        log.error(
+            "%s: refusing the note at %s/%s for %s size %d: %s",
+            CHECKPOINT_FORGED,
+            self.worm.bucket,
+            key,
+            org_id,
+            checkpoint.size,
+            reason,
+        )
+        raise CheckpointForged(
+            CHECKPOINT_FORGED,
+            "WORM holds a note at this checkpoint's key that is not the vault's checkpoint of this tree",
+            org_id=org_id,
+            size=checkpoint.size,
+            worm_key=key,
+            reason=reason,
+        )
+
     def due_organisations(self) -> list[str]:
         """Organisations whose log has grown past their latest checkpoint."""
         with self.db.session() as session:
@@ -150,14 +209,26 @@ class CheckpointService:
                 select(LogState.org_id)
                 .outerjoin(newest, newest.c.org_id == LogState.org_id)
                 .where((newest.c.size.is_(None)) | (newest.c.size < LogState.size))
+                .order_by(col(LogState.org_id))
             ).all()
             return list(rows)
 
-    def run_periodically(self, interval: float, stop: threading.Event, on_error: Callable[[Exception], None]) -> None:
+    def checkpoint_due(self, on_error: Callable[[str | None, Exception], None]) -> None:
+        """One round: checkpoint each organisation whose log grew; a failure is reported per organisation."""
+        try:
+            due = self.due_organisations()
+        except Exception as exc:  # a passing database fault: try again next round
+            on_error(None, exc)
+            return
+        for org_id in due:
+            try:
+                self.checkpoint_now(org_id)
+            except Exception as exc:  # one organisation's witness, TSA or forgery must not stop the others
+                on_error(org_id, exc)
+
+    def run_periodically(
+        self, interval: float, stop: threading.Event, on_error: Callable[[str | None, Exception], None]
+    ) -> None:
         """Checkpoint every organisation with new events every ``interval`` seconds until ``stop`` is set."""
         while not stop.wait(interval):
-            try:
-                for org_id in self.due_organisations():
-                    self.checkpoint_now(org_id)
-            except Exception as exc:  # keep checkpointing after a passing storage or database fault
-                on_error(exc)
+            self.checkpoint_due(on_error)

@@ -15,6 +15,8 @@ WRONG_KEY = "Log.WrongKey"  # key name and key id do not belong together
 INVALID_PROOF = "Log.InvalidProof"  # inclusion proof does not lead to the root, or index out of range
 INCONSISTENT = "Log.Inconsistent"  # consistency proof fails: the log forked or was rewritten
 ROLLED_BACK = "Log.RolledBack"  # the new size is smaller than the trusted one
+FORKED = "Log.Forked"  # a checkpoint of the trusted size with another root: two histories signed
+PROVE_FROM_TRUSTED = "Log.ProveFromTrusted"  # the proof starts elsewhere than the checkpoint already trusted
 CHAIN_BROKEN = "Chain.Broken"  # an envelope's entries do not link: edited, deleted, inserted or reordered
 
 CODES = frozenset(
@@ -26,6 +28,8 @@ CODES = frozenset(
         INVALID_PROOF,
         INCONSISTENT,
         ROLLED_BACK,
+        FORKED,
+        PROVE_FROM_TRUSTED,
         CHAIN_BROKEN,
     }
 )

@@ -1,6 +1,8 @@
 """Asks one C2SP tlog-witness to cosign a checkpoint, and trusts the answer only after verifying it.
 
-The client remembers the size the witness last cosigned (starting at 0) and proves consistency from it. When
+The client remembers, per log origin, the size the witness last cosigned of that log (starting at 0) and
+proves consistency from it: one witness serves every organisation's log, and each log has its own history.
+When
 the witness says 409 with its own size (a restart of ours, or another submitter), the client re-proves from
 that size once. Anything else the witness refuses is ``Witness.Refused`` (the log and the witness disagree,
 which an operator must look at); a witness that cannot be reached is ``Witness.Unavailable`` (retry later).
@@ -53,37 +55,49 @@ class WitnessClient:
         self.url = url.rstrip("/") + "/add-checkpoint"
         self.verifier = verifier
         self.timeout = timeout
-        self.old_size = 0
-        self._lock = threading.Lock()
+        self._sizes: dict[str, int] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def known_size(self, origin: str) -> int:
+        """The size of ``origin``'s log that this witness last cosigned, as far as this client knows."""
+        return self._sizes.get(origin, 0)
+
+    def _origin_lock(self, origin: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(origin, threading.Lock())
 
     def cosign(self, note: str, checkpoint: Checkpoint, proof_for: ProofFor) -> str:
         """The witness's verified cosignature line(s) for ``note``, ready to append to it."""
         if parse_note(note).text != checkpoint.to_text():
             raise LogError(MALFORMED, "note is not the signed form of this checkpoint")
-        with self._lock:  # one submission at a time keeps old_size meaningful
+        origin = checkpoint.origin
+        with self._origin_lock(origin):  # one submission per log at a time keeps its size meaningful
             for attempt in range(2):
-                old = self.old_size
+                old = self.known_size(origin)
                 if old > checkpoint.size:
                     raise WitnessRefused(
                         WITNESS_REFUSED,
                         f"witness has cosigned size {old}, above checkpoint size {checkpoint.size}",
                         witness=self.url,
+                        origin=origin,
                         witness_size=old,
                     )
                 proof = proof_for(old, checkpoint.size) if 0 < old < checkpoint.size else []
                 status, content_type, body = self._post(request_body(old, proof, note))
                 if status == 200:
                     lines = self._verified_lines(note, body)
-                    self.old_size = checkpoint.size
+                    self._sizes[origin] = checkpoint.size
                     return lines
                 witness_size = _conflict_size(status, content_type, body)
                 if witness_size is not None and witness_size != old and attempt == 0:
-                    self.old_size = witness_size
+                    self._sizes[origin] = witness_size
                     continue
                 raise WitnessRefused(
                     WITNESS_REFUSED,
                     f"witness refused the checkpoint ({status}): {_snippet(body)}",
                     witness=self.url,
+                    origin=origin,
                     status=status,
                 )
         raise AssertionError("unreachable")  # pragma: no cover

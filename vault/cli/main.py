@@ -152,15 +152,29 @@ def _log_consistency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from compliance.integrity import verify_vault
-    from vault.runtime import open_runtime
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_COULD_NOT_RUN = 0, 2, 3
 
-    runtime = open_runtime(Settings.from_env())
+
+def _verify(args: argparse.Namespace) -> int:
+    """Attach to the running vault (never start, migrate or create one) and check it: 0 clean, 2 findings, 3
+    could not run (no vault here, store not running, schema not current, no public key)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from compliance.attach import AttachError, attach_sources
+    from compliance.integrity import verify_vault
+    from storage.errors import StorageError
+
     try:
-        report = verify_vault(runtime.sources(), timedelta(seconds=runtime.settings.vault.claim_grace_seconds))
-    finally:
-        runtime.close()
+        settings = Settings.from_env()
+        sources = attach_sources(settings)
+        try:
+            report = verify_vault(sources, timedelta(seconds=settings.vault.claim_grace_seconds))
+        finally:
+            sources.db.dispose()
+    except (AttachError, SettingsError, StorageError, SQLAlchemyError) as exc:
+        label = getattr(exc, "code", type(exc).__name__)
+        print(f"evault verify: could not run: {label}: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=2))
@@ -170,7 +184,7 @@ def _verify(args: argparse.Namespace) -> int:
     )
     for finding in report["findings"]:
         print(f"  {finding['code']}: {finding['message']} {json.dumps(finding['details'], default=str)}")
-    return 0 if report["clean"] else 2
+    return EXIT_CLEAN if report["clean"] else EXIT_FINDINGS
 
 
 def _witness(args: argparse.Namespace) -> int:
@@ -186,7 +200,9 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run the API (embedded SeaweedFS + SQLite unless configured)").set_defaults(
         run=_serve
     )
-    verify_all = commands.add_parser("verify", help="re-read every object and log; exit 2 on any finding")
+    verify_all = commands.add_parser(
+        "verify", help="re-read every object and log of the running vault; exit 2 on findings, 3 if it cannot run"
+    )
     verify_all.add_argument("--report", help="write the JSON report here")
     verify_all.set_defaults(run=_verify)
     witness = commands.add_parser("witness", help="run a C2SP tlog-witness that cosigns consistent checkpoints")

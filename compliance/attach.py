@@ -1,0 +1,140 @@
+"""Attaching the evidence checks to a vault that is already running, without starting or changing anything.
+
+``evault verify`` runs beside the live service (the nightly job): it must not start a second embedded store,
+migrate the schema, mint a signing key or create an empty vault where none is. So it reads only what the
+running vault published: the database named by the settings (its schema must already be at the newest
+Alembic head), the S3 service (external from the settings; the embedded one from the ``endpoint.json`` its
+running server keeps in its config directory) and the vault's *public* key. Anything missing is an
+``AttachError``: the check could not run, which is not the same as a clean vault.
+
+The embedded endpoint file is ``<data_dir>/s3/seaweedfs/config/endpoint.json`` with ``url``, ``access_key``,
+``secret_key``, ``region`` and ``pid`` (of the server); it is written when the server is ready and removed
+when it stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from compliance.errors import Unavailable
+from compliance.ledger.note import NoteVerifier
+from compliance.signing import checkpoint_verifier, public_key_path
+from compliance.sources import Sources
+from storage.db import MIGRATIONS, Database
+from storage.errors import StorageError
+from storage.object_store import ObjectStore, check_worm_bucket, make_s3_client
+from storage.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+NO_VAULT = "Attach.NoVault"  # no database (missing, empty, or not an evault schema)
+SCHEMA_NOT_CURRENT = "Attach.SchemaNotCurrent"
+STORE_NOT_RUNNING = "Attach.StoreNotRunning"
+STORE_UNUSABLE = "Attach.StoreUnusable"
+NO_PUBLIC_KEY = "Attach.NoPublicKey"
+
+
+class AttachError(Unavailable):
+    """The running vault could not be found or read: nothing was checked."""
+
+
+def embedded_endpoint_file(data_dir: Path) -> Path:
+    return data_dir / "s3" / "seaweedfs" / "config" / "endpoint.json"
+
+
+def _check_schema(url: str) -> None:
+    """The database exists and its schema is exactly at the newest head (never created, never migrated)."""
+    probe_url = url
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if not path or path == ":memory:" or not Path(path).is_file() or Path(path).stat().st_size == 0:
+            raise AttachError(NO_VAULT, f"no vault database at {path} (wrong directory or EVAULT_DATA_DIR?)")
+        probe_url = f"sqlite:///file:{quote(str(Path(path).resolve()))}?mode=ro&uri=true"  # read-only: creates nothing
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    engine = create_engine(probe_url)
+    try:
+        with engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+    except SQLAlchemyError as exc:
+        raise AttachError(NO_VAULT, f"cannot read the vault database: {exc.__class__.__name__}: {exc}") from None
+    finally:
+        engine.dispose()
+    if not current:
+        raise AttachError(NO_VAULT, "the database holds no evault schema")
+    if current != heads:
+        raise AttachError(
+            SCHEMA_NOT_CURRENT,
+            "the database schema is not at the newest revision; start the service to migrate it",
+            current=sorted(current),
+            newest=sorted(heads),
+        )
+
+
+def _verifier(settings: Settings) -> NoteVerifier:
+    configured = settings.env.get("EVAULT_PUBLIC_KEY")
+    path = Path(configured) if configured else public_key_path(settings.vault.signing_key_path)
+    try:
+        return checkpoint_verifier(path.read_bytes(), settings.vault.key_name)
+    except OSError as exc:
+        message = f"cannot read the vault's public key {path} (or set EVAULT_PUBLIC_KEY): {exc}"
+        raise AttachError(NO_PUBLIC_KEY, message) from None
+    except ValueError as exc:
+        raise AttachError(NO_PUBLIC_KEY, f"{path} is not the vault's Ed25519 public key (PEM): {exc}") from None
+
+
+def _embedded_client(data_dir: Path) -> S3Client:
+    path = embedded_endpoint_file(data_dir)
+    try:
+        endpoint = json.loads(path.read_text())
+        url, access_key, secret_key = endpoint["url"], endpoint["access_key"], endpoint["secret_key"]
+        region, pid = endpoint["region"], int(endpoint["pid"])
+    except FileNotFoundError:
+        raise AttachError(
+            STORE_NOT_RUNNING, f"the embedded store is not running ({path} is missing): start `evault serve`"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AttachError(STORE_UNUSABLE, f"cannot read {path}: {exc}") from None
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        raise AttachError(STORE_NOT_RUNNING, f"the embedded store (pid {pid}) in {path} is not running") from None
+    except PermissionError:
+        pass  # it exists, under another user
+    return make_s3_client(url, access_key, secret_key, region)
+
+
+def attach_sources(settings: Settings) -> Sources:
+    """What the checks read, taken from the running vault; raise :class:`AttachError` if any part is missing."""
+    _check_schema(settings.database_url)
+    verifier = _verifier(settings)
+    s3 = settings.s3
+    if s3.embedded:
+        client = _embedded_client(settings.data_dir)
+    else:
+        client = make_s3_client(s3.endpoint, s3.access_key, s3.secret_key, s3.region)
+    try:
+        check_worm_bucket(client, s3.authoritative_bucket)
+    except StorageError as exc:
+        raise AttachError(STORE_UNUSABLE, f"the authoritative bucket cannot be checked: {exc}") from None
+    return Sources(
+        Database(settings.database_url),
+        ObjectStore(client, s3.authoritative_bucket),
+        ObjectStore(client, s3.copies_bucket),
+        verifier,
+        settings.vault.log_origin,
+    )
