@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
+from compliance.ledger.map_store import commit_head_map
 from compliance.ledger.note import NoteSigner
 from compliance.ledger.tiles import TiledTree
 from storage.db import Database
@@ -85,6 +86,7 @@ class CheckpointService:
         """Sign the log's current head unless the latest checkpoint already covers it."""
         with self._lock:
             with self.db.session() as session:
+                commit_head_map(session, org_id)  # the map.root entry becomes the last entry this checkpoint signs
                 state = session.get(LogState, org_id)
                 size = state.size if state else 0
                 latest = latest_checkpoint(session, org_id)

@@ -16,6 +16,7 @@ INVALID_PROOF = "Log.InvalidProof"  # inclusion proof does not lead to the root,
 INCONSISTENT = "Log.Inconsistent"  # consistency proof fails: the log forked or was rewritten
 ROLLED_BACK = "Log.RolledBack"  # the new size is smaller than the trusted one
 CHAIN_BROKEN = "Chain.Broken"  # an envelope's entries do not link: edited, deleted, inserted or reordered
+INCOMPLETE = "Log.Incomplete"  # the head map names a later head than the history shown: events were cut off
 
 CODES = frozenset(
     {
@@ -27,6 +28,7 @@ CODES = frozenset(
         INCONSISTENT,
         ROLLED_BACK,
         CHAIN_BROKEN,
+        INCOMPLETE,
     }
 )
 
