@@ -55,6 +55,7 @@ def map_root_ending(session: Session, org_id: str, checkpoint_size: int) -> MapR
 
 
 def _load(session: Session, org_id: str, version: int) -> HeadMap:
+    """Rebuild the map as committed at ``version`` from its leaves, hashed through (O(n))."""
     heads: dict[int, Head] = {}
     rows = session.execute(
         select(MapLeaf.envelope_key, MapLeaf.seq, MapLeaf.entry_hash)
@@ -63,24 +64,22 @@ def _load(session: Session, org_id: str, version: int) -> HeadMap:
     )
     for key, seq, entry_hash in rows:
         heads[int(key, 16)] = Head(seq, bytes.fromhex(entry_hash))
-    return HeadMap(tree_id_for(org_id), heads)
-
-
-def map_at(session: Session, org_id: str, version: int) -> HeadMap:
-    """The map as committed at ``version``, rebuilt from its leaves unless it is cached. Do not mutate it."""
-    key = _cache_key(session, org_id, version)
-    with _cache_lock:
-        cached = _cache.get(key)
-    if cached is None:
-        cached = _load(session, org_id, version)
-        _remember(key, cached)
-    return cached
+    head_map = HeadMap(tree_id_for(org_id), heads)
+    head_map.root()
+    return head_map
 
 
 def prove_at(session: Session, org_id: str, version: int, envelope_id: str) -> MapProof:
-    head_map = map_at(session, org_id, version)
-    with _cache_lock:  # proving fills the interior-hash cache: one thread at a time per map
-        return head_map.prove(map_key(envelope_id))
+    """The map proof for ``envelope_id`` as committed at ``version`` (cached map, or rebuilt from its leaves)."""
+    key = _cache_key(session, org_id, version)
+    with _cache_lock:  # held while proving: a commit takes a cached map out under this lock before changing it
+        cached = _cache.get(key)
+        if cached is not None:
+            return cached.prove(map_key(envelope_id))
+    loaded = _load(session, org_id, version)
+    proof = loaded.prove(map_key(envelope_id))
+    _remember(key, loaded)
+    return proof
 
 
 def commit_head_map(session: Session, org_id: str) -> MapRoot | None:
