@@ -4,6 +4,11 @@ Each phase is set beside its floor, raw ``hashlib.sha256`` over the same work, s
 tiling, the database and Python cost on top of the hashing that cannot be avoided.
 
     python bench/log.py [--entries N] [--proofs M] [--batch B] [--json]
+    python bench/log.py --skip-log --map-envelopes 1000000   # the head map section only
+
+The head-map section builds the map of N envelope heads from scratch (what a cold cache and the auditor do),
+updates it with one checkpoint's batch of changed heads, proves and verifies heads and absences, and times the
+SQL side: writing the leaves and rebuilding a past version from them.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from typing import Any
 
 import rfc8785
 
+from compliance.ledger.head_map import Head, HeadMap, map_key, tree_id_for, verify_map_proof
+from compliance.ledger.map_store import _load
 from compliance.ledger.merkle import leaf_hash, root_from_leaf_hashes, verify_inclusion
 from compliance.ledger.tiles import TiledTree
 from storage.db import Database
 from storage.log_tiles import SqlTileStore
-from storage.models import Organisation
+from storage.models import MapLeaf, Organisation
 
 ORG = "org_bench"
 
@@ -156,6 +163,86 @@ def run(n: int, m: int, batch: int, seed: int) -> dict[str, Any]:
     }
 
 
+def run_map(n: int, batch: int, m: int, seed: int) -> dict[str, Any]:
+    """Head map of ``n`` envelopes: build, one checkpoint's batch update, proofs, and the SQL leaves."""
+    import resource
+
+    rng = random.Random(seed)
+    tree_id = tree_id_for(ORG)
+    heads = {map_key(f"env_{i:020d}"): Head(rng.randrange(8), rng.randbytes(32)) for i in range(n)}
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    tree = HeadMap(tree_id, heads)
+    root = tree.root()
+    build_s = time.perf_counter() - t0
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
+    keys = list(heads)
+    changes = {k: Head(heads[k].seq + 1, rng.randbytes(32)) for k in rng.sample(keys, batch // 2)}
+    changes |= {map_key(f"env_new_{i}"): Head(0, rng.randbytes(32)) for i in range(batch - batch // 2)}
+    t0 = time.perf_counter()
+    root = tree.update(changes)
+    update_s = time.perf_counter() - t0
+    present = rng.sample(list(tree.heads), m)
+    absent = [map_key(f"env_missing_{i}") for i in range(m)]
+    sizes, depths, nonempty = [], [], []
+    t0 = time.perf_counter()
+    proofs = [tree.prove(k) for k in present + absent]
+    prove_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for key, proof in zip(present + absent, proofs, strict=True):
+        found = verify_map_proof(tree_id, key, proof, root)
+        assert (found is not None) == (key in tree.heads)
+    verify_s = time.perf_counter() - t0
+    for proof in proofs:
+        sizes.append(len(json.dumps(proof.as_json(), separators=(",", ":"))))
+        depths.append(len(proof.siblings))
+        nonempty.append(sum(s is not None for s in proof.siblings))
+
+    workdir = Path(tempfile.mkdtemp(prefix="evault-bench-map-"))
+    db = Database(f"sqlite:///{workdir / 'map.db'}")
+    db.migrate()
+    with db.session() as session:
+        session.add(Organisation(id=ORG, name="bench", created_at=dt.datetime.now(dt.UTC)))
+    t0 = time.perf_counter()
+    with db.session() as session:
+        session.execute(
+            MapLeaf.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                {
+                    "org_id": ORG,
+                    "envelope_key": f"{k:064x}",
+                    "version": 1,
+                    "seq": h.seq,
+                    "entry_hash": h.entry_hash.hex(),
+                }
+                for k, h in heads.items()
+            ],
+        )
+    write_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with db.read_session() as session:
+        loaded = _load(session, ORG, 1)
+    load_s = time.perf_counter() - t0
+    assert loaded.root() == HeadMap(tree_id, heads).root()
+    db.dispose()
+    return {
+        "envelopes": n,
+        "batch": batch,
+        "build_s": build_s,
+        "build_rss_mib": rss_kib / 1024,
+        "update_s": update_s,
+        "update_per_head_ms": update_s / batch * 1000,
+        "prove_per_proof_us": prove_s / len(proofs) * 1e6,
+        "verify_per_proof_us": verify_s / len(proofs) * 1e6,
+        "proof_depth_avg": sum(depths) / len(depths),
+        "proof_depth_max": max(depths),
+        "proof_nonempty_siblings_avg": sum(nonempty) / len(nonempty),
+        "proof_json_bytes_avg": sum(sizes) / len(sizes),
+        "sql_write_leaves_s": write_s,
+        "sql_load_version_s": load_s,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--entries", type=int, default=1_000_000)
@@ -163,7 +250,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--map-envelopes", type=int, default=0, help="also run the head-map section with N envelopes")
+    parser.add_argument("--map-batch", type=int, default=1000, help="changed heads in one checkpoint's map update")
+    parser.add_argument("--skip-log", action="store_true", help="run only the head-map section")
     args = parser.parse_args(argv)
+    if args.map_envelopes:
+        mapped = run_map(args.map_envelopes, args.map_batch, min(args.proofs, 1000), args.seed)
+        if args.json:
+            json.dump(mapped, sys.stdout, indent=2)
+            print()
+        else:
+            print_map(mapped)
+    if args.skip_log:
+        return 0
     result = run(args.entries, args.proofs, args.batch, args.seed)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
@@ -191,6 +290,19 @@ def main(argv: list[str] | None = None) -> int:
         sep="",
     )
     return 0
+
+
+def print_map(r: dict[str, Any]) -> None:
+    print(f"head map: {r['envelopes']:,} envelopes")
+    print(f"  build from scratch     {r['build_s']:8.2f} s   (+{r['build_rss_mib']:.0f} MiB resident)")
+    print(f"  checkpoint update      {r['update_s']:8.3f} s   for {r['batch']:,} changed heads")
+    print(f"  prove / verify         {r['prove_per_proof_us']:8.0f} us / {r['verify_per_proof_us']:.0f} us per proof")
+    print(
+        f"  proof                  {r['proof_depth_avg']:8.1f} levels avg (max {r['proof_depth_max']}), "
+        f"{r['proof_nonempty_siblings_avg']:.1f} non-empty siblings, {r['proof_json_bytes_avg']:.0f} B JSON"
+    )
+    write_s, rebuild_s = r["sql_write_leaves_s"], r["sql_load_version_s"]
+    print(f"  SQL: leaves written {write_s:.2f} s, an old version rebuilt from them {rebuild_s:.2f} s")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,13 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from compliance.ledger.chain import verify_chain
+from compliance.ledger.chain import parse_entry, verify_chain
 from compliance.ledger.checkpoint import verify_checkpoint
 from compliance.ledger.checkpoints import tree_for
 from compliance.ledger.errors import LogError
 from compliance.ledger.events import log_size
+from compliance.ledger.head_map import Head, HeadMap, map_key, tree_id_for
+from compliance.ledger.map_store import MAP_ROOT_EVENT
 from compliance.ledger.merkle import leaf_hash, root_from_leaf_hashes
 from compliance.sources import Sources
 from storage.keys import checkpoint_key
@@ -44,6 +46,34 @@ def _worm_notes(sources: Sources, org_id: str) -> dict[int, str]:
                 head = sources.authoritative.head(obj["Key"], None)
                 notes[int(name)] = sources.authoritative.read(obj["Key"], head.version_id).decode()
     return notes
+
+
+def _map_findings(org_id: str, events: list[Event]) -> list[Finding]:
+    """Re-derive the head map from the entries and compare every committed ``map.root`` with it."""
+    findings: list[Finding] = []
+    head_map, pending = HeadMap(tree_id_for(org_id)), dict[int, Head]()
+    for event in events:
+        try:
+            value = parse_entry(event.entry)
+        except LogError:
+            continue  # reported as an edited entry or a broken chain
+        envelope, seq, data = value.get("envelope"), value.get("seq"), value.get("data")
+        if isinstance(envelope, str) and isinstance(seq, int):
+            pending[map_key(envelope)] = Head(seq, hashlib.sha256(event.entry).digest())
+        elif value.get("type") == MAP_ROOT_EVENT and envelope is None:
+            expected = head_map.update(pending)
+            pending = {}
+            claimed = data.get("map_root") if isinstance(data, dict) else None
+            version = data.get("version") if isinstance(data, dict) else None
+            if claimed != expected.hex() or version != event.leaf_index:
+                findings.append(
+                    Finding(
+                        "Map.RootMismatch",
+                        "a committed head-map root is not the map the entries before it produce",
+                        {"leaf_index": event.leaf_index, "claimed": claimed, "derived": expected.hex()},
+                    )
+                )
+    return findings
 
 
 def audit_log(sources: Sources, org_id: str) -> list[Finding]:
@@ -80,6 +110,7 @@ def audit_log(sources: Sources, org_id: str) -> list[Finding]:
             verify_chain(envelope_id, [e.entry for e in sorted(chain, key=lambda e: e.chain_seq or 0)])
         except LogError as exc:
             findings.append(Finding(exc.code, exc.message, {"envelope_id": envelope_id, **exc.details}))
+    findings.extend(_map_findings(org_id, events))
     worm = _worm_notes(sources, org_id)
     verifier = sources.checkpoint_verifier
     for cp_size in sorted(set(worm) | set(rows)):

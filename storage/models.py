@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKeyConstraint, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKeyConstraint, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -197,3 +197,30 @@ class VaultClaim(SQLModel, table=True):
     digests: list[str] = _json_column()
     plan: dict[str, Any] = _json_column()
     claimed_at: datetime = _utc_column()
+
+
+class MapLeaf(SQLModel, table=True):
+    """One envelope's head in the head map as of ``version`` (the log size the map covers); rows are only added.
+
+    The map at version V is, per key, the row with the greatest version <= V: enough to rebuild any past map.
+    """
+
+    __tablename__ = "map_leaf"
+    __table_args__ = (Index("ix_map_leaf_org_version", "org_id", "version"),)
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    envelope_key: str = Field(primary_key=True, max_length=64)  # hex SHA-256 of the envelope id
+    version: int = Field(primary_key=True, sa_type=BigInteger)
+    seq: int = Field(sa_type=BigInteger)
+    entry_hash: str = Field(max_length=64)
+
+
+class MapRoot(SQLModel, table=True):
+    """The head map's root at one version, and the leaf index of the ``map.root`` log entry that commits it."""
+
+    __tablename__ = "map_root"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    version: int = Field(primary_key=True, sa_type=BigInteger)
+    root_hash: str = Field(max_length=64)
+    entry_index: int = Field(sa_type=BigInteger)

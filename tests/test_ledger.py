@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlmodel import select
@@ -61,7 +64,7 @@ def test_chain_links_every_event_and_checkpoint_lands_in_worm(client: Any, runti
         "vault.released",
     ]
     checkpoint = client.get(f"{API}/log/checkpoint", headers=headers).json()
-    assert checkpoint["size"] == events[-1].leaf_index + 1
+    assert checkpoint["size"] == events[-1].leaf_index + 2  # the last entry signed is the map.root commit
     stored = runtime.s3_client.get_object(
         Bucket=runtime.authoritative.bucket, Key=checkpoint["worm_key"], VersionId=checkpoint["worm_version_id"]
     )
@@ -81,7 +84,7 @@ def test_bundle_verifies_offline_with_only_the_public_key(
     (tmp_path / "bundle.json").write_text(bundle.text)
     (tmp_path / "vault.pem").write_text(keys["pem"])
     assert main(["log", "verify", str(tmp_path / "bundle.json"), "--public-key", str(tmp_path / "vault.pem")]) == 0
-    assert "5 events" in capsys.readouterr().out
+    assert "complete: event 4 is the envelope's head at checkpoint size" in capsys.readouterr().out
 
     tampered = bundle.json()
     tampered["events"][1]["entry"] = tampered["events"][2]["entry"]
@@ -95,6 +98,68 @@ def test_bundle_verifies_offline_with_only_the_public_key(
     with pytest.raises(LogError) as broken:
         verify_bundle(json.dumps(dropped), keys["pem"].encode())
     assert broken.value.code == "Chain.Broken"
+
+
+def test_bundle_without_its_vault_out_is_refused_as_incomplete(
+    client: Any, tenant: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, headers = tenant
+    envelope_id = _busy_envelope(client, headers)
+    bundle = client.get(f"{API}/envelopes/{envelope_id}/proof", headers=headers).json()
+    pem = client.get("/.well-known/evault/keys").json()["keys"][0]["pem"]
+    (tmp_path / "vault.pem").write_text(pem)
+    truncated = {**bundle, "events": bundle["events"][:-1]}  # vault.released cut off: the chain alone still links
+    with pytest.raises(LogError) as caught:
+        verify_bundle(json.dumps(truncated), pem.encode())
+    assert caught.value.code == "Log.Incomplete"
+    (tmp_path / "cut.json").write_text(json.dumps(truncated))
+    assert main(["log", "verify", str(tmp_path / "cut.json"), "--public-key", str(tmp_path / "vault.pem")]) == 1
+    assert "Log.Incomplete" in capsys.readouterr().err
+    # Relabelled as v1 (no map), the same cut history verifies only as a prefix, and the CLI says so.
+    v1 = {key: value for key, value in truncated.items() if key != "map"} | {"format": "evault-proof-bundle/v1"}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    assert main(["log", "verify", str(tmp_path / "v1.json"), "--public-key", str(tmp_path / "vault.pem")]) == 0
+    out = capsys.readouterr().out
+    assert "events 0..3" in out and "completeness NOT proven (v1 bundle)" in out and "complete:" not in out
+
+
+@pytest.mark.parametrize("forgery", ["head_seq", "map_root_in_entry", "no_map"])
+def test_bundle_with_a_forged_map_is_refused(client: Any, tenant: Any, forgery: str) -> None:
+    _, headers = tenant
+    envelope_id = _busy_envelope(client, headers)
+    bundle = client.get(f"{API}/envelopes/{envelope_id}/proof", headers=headers).json()
+    pem = client.get("/.well-known/evault/keys").json()["keys"][0]["pem"].encode()
+    bundle["events"] = bundle["events"][:-1]
+    if forgery == "head_seq":  # make the map "agree" with the cut history
+        bundle["map"]["proof"]["leaf"]["seq"] = 3
+        bundle["map"]["proof"]["leaf"]["entry_hash"] = hashlib.sha256(
+            base64.b64decode(bundle["events"][-1]["entry"])
+        ).hexdigest()
+    elif forgery == "map_root_in_entry":  # rewrite the committed root itself
+        entry = json.loads(base64.b64decode(bundle["map"]["entry"]["entry"]))
+        entry["data"]["map_root"] = "00" * 32
+        bundle["map"]["entry"]["entry"] = base64.b64encode(rfc8785.dumps(entry)).decode()
+    else:
+        del bundle["map"]
+    with pytest.raises(LogError) as caught:
+        verify_bundle(json.dumps(bundle), pem)
+    assert caught.value.code == {"head_seq": "Log.InvalidProof", "map_root_in_entry": "Log.InvalidProof"}.get(
+        forgery, "Log.Malformed"
+    )
+
+
+def test_bundle_endpoint_commits_a_fresh_map_for_a_newer_head(client: Any, runtime: Runtime, tenant: Any) -> None:
+    org_id, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, make_pdf()).status_code == 201
+    before = client.post(f"{API}/log/checkpoint", headers=headers).json()
+    assert client.get(f"{API}/envelopes/{envelope_id}/vault/signed-url", headers=headers).status_code == 200
+    bundle = client.get(f"{API}/envelopes/{envelope_id}/proof", headers=headers)
+    pem = client.get("/.well-known/evault/keys").json()["keys"][0]["pem"].encode()
+    result = verify_bundle(bundle.text, pem)
+    assert result.completeness is not None and result.completeness.head_seq == 2
+    assert result.checkpoint.size > before["size"]
+    assert _codes(runtime, org_id) == set()
 
 
 def test_consistency_between_two_checkpoints_via_cli(client: Any, tenant: Any, tmp_path: Path) -> None:

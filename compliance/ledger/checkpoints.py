@@ -27,6 +27,7 @@ from sqlmodel import Session, col, select
 from compliance.errors import EvaultError
 from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from compliance.ledger.errors import LogError
+from compliance.ledger.map_store import commit_head_map
 from compliance.ledger.note import NoteSigner
 from compliance.ledger.tiles import TiledTree
 from storage.db import Database
@@ -110,6 +111,7 @@ class CheckpointService:
         """Sign the log's current head unless the latest checkpoint already covers it."""
         with self._org_lock(org_id):
             with self.db.session() as session:
+                commit_head_map(session, org_id)  # the map.root entry becomes the last entry this checkpoint signs
                 state = session.get(LogState, org_id)
                 size = state.size if state else 0
                 latest = latest_checkpoint(session, org_id)

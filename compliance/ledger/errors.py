@@ -18,6 +18,7 @@ ROLLED_BACK = "Log.RolledBack"  # the new size is smaller than the trusted one
 FORKED = "Log.Forked"  # a checkpoint of the trusted size with another root: two histories signed
 PROVE_FROM_TRUSTED = "Log.ProveFromTrusted"  # the proof starts elsewhere than the checkpoint already trusted
 CHAIN_BROKEN = "Chain.Broken"  # an envelope's entries do not link: edited, deleted, inserted or reordered
+INCOMPLETE = "Log.Incomplete"  # the head map names a later head than the history shown: events were cut off
 
 CODES = frozenset(
     {
@@ -31,6 +32,7 @@ CODES = frozenset(
         FORKED,
         PROVE_FROM_TRUSTED,
         CHAIN_BROKEN,
+        INCOMPLETE,
     }
 )
 

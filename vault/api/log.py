@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery
 from compliance.errors import InvalidInput, NotFound
 from compliance.ledger.checkpoints import latest_checkpoint, tree_for
 from compliance.ledger.events import envelope_events, log_size
+from compliance.ledger.map_store import map_root_ending
 from compliance.proof_bundle import build_bundle
 from storage.models import Checkpoint as CheckpointRow
 from vault.envelopes import get_envelope
@@ -107,6 +108,10 @@ class EnvelopeProofController(Controller):
         if not events:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
         checkpoint = _current(runtime, principal.org_id, at_least=events[-1].leaf_index + 1)
+        with runtime.db.read_session() as session:
+            mapped = map_root_ending(session, principal.org_id, checkpoint.size) is not None
+        if not mapped:  # signed before the head map existed: commit a map and sign a checkpoint ending with it
+            checkpoint = runtime.checkpoints.checkpoint_now(principal.org_id)
         with runtime.db.read_session() as session:
             return build_bundle(session, runtime.key, envelope_id, checkpoint)
 

@@ -133,10 +133,16 @@ def _serve(_: argparse.Namespace) -> int:
 
 def _log_verify(args: argparse.Namespace) -> int:
     result = verify_bundle(Path(args.bundle).read_bytes(), Path(args.public_key).read_bytes(), args.origin)
-    print(
-        f"OK: {len(result.events)} events of envelope {result.envelope_id} are in checkpoint "
-        f"{result.checkpoint.origin} size {result.checkpoint.size}, and their chain is unbroken"
-    )
+    where = f"checkpoint {result.checkpoint.origin} size {result.checkpoint.size}"
+    done = result.completeness
+    if done is not None and done.head_seq is None:
+        print(f"OK: absent: envelope {result.envelope_id} has no events at {where} (map of size {done.map_version})")
+        return 0
+    print(f"OK: events 0..{len(result.events) - 1} of envelope {result.envelope_id} are in {where}; chain unbroken")
+    if done is None:
+        print("completeness NOT proven (v1 bundle): later events, such as a vault-out, may have been left out")
+    else:
+        print(f"complete: event {done.head_seq} is the envelope's head at checkpoint size {result.checkpoint.size}")
     return 0
 
 
