@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -59,3 +60,14 @@ def disarm_triggers(session: Any, table: str) -> None:
     query = text("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :table")
     for name in list(session.execute(query, {"table": table}).scalars()):
         session.execute(text(f"DROP TRIGGER {name}"))
+
+
+def bootstrap_key(line: str) -> str | None:
+    """The one-time key ``evault serve`` announces on this output line: printed on a terminal, else in the
+    0600 file whose path the line names."""
+    if "X-API-Key: " in line:
+        return line.split("X-API-Key: ", 1)[1].strip()
+    if "key is in " in line:
+        path = Path(line.split("key is in ", 1)[1].split(" (mode", 1)[0])
+        return path.read_text().split("X-API-Key: ", 1)[1].strip()
+    return None

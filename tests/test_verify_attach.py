@@ -1,7 +1,7 @@
 """``evault verify`` beside a live ``evault serve``: it attaches, never starts or creates a vault, and says
 "could not run" (exit 3) rather than "clean" when there is nothing to check.
 
-The service runs as a real subprocess with its own data directory, embedded SeaweedFS (ports 33400-33407) and
+The service runs as a real subprocess with its own data directory, embedded SeaweedFS (ports 23400-23407, below the ephemeral range) and
 API port (8200-8299); verify runs in other processes, as the nightly job does.
 """
 
@@ -25,11 +25,11 @@ import pytest
 
 from compliance.attach import embedded_endpoint_file
 from storage.object_store import make_s3_client
-from tests.helpers import create_envelope, free_port, upload
+from tests.helpers import bootstrap_key, create_envelope, free_port, upload
 from tests.pdf_factory import make_pdf
 
 REPO = Path(__file__).resolve().parent.parent
-STORE_PORT_BASE = 33400
+STORE_PORT_BASE = 23400
 
 
 def _env(**values: str) -> dict[str, str]:
@@ -74,8 +74,9 @@ class LiveService:
                     break
                 continue
             self.output.append(line)
-            if "X-API-Key: " in line:
-                return line.split("X-API-Key: ", 1)[1].strip()
+            key = bootstrap_key(line)
+            if key is not None:
+                return key
         raise AssertionError("evault serve did not start:\n" + "".join(self.output))
 
     def stop(self) -> None:
