@@ -317,7 +317,7 @@ class EmbeddedS3:
             return
         if pid_is_weed_of(pid, self.data_path):
             log.warning("stopping weed pid %d left running by an earlier start", pid)
-            terminate_group(pid, 20)
+            terminate_group(pid, 5)  # a crashed service's weed: no long goodbye
         pid_file.unlink(missing_ok=True)
 
     def start(self, timeout: float = 60) -> S3Endpoint:

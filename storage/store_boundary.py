@@ -94,13 +94,21 @@ def terminate_group(pid: int, timeout: float, proc: subprocess.Popen[bytes] | No
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc is not None:
-            if proc.poll() is not None:
-                break
-        elif not Path(f"/proc/{pid}").exists():
+        if proc.poll() is not None if proc is not None else _gone(pid):
             break
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)  # weed and anything it left in its group
     if proc is not None:
         proc.wait()
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie (reaped here if it is our own child)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return True
+    return state in {"Z", "X"}
