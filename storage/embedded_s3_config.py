@@ -26,10 +26,11 @@ _JWT_NAMES = ("jwt_signing", "jwt_signing_read", "jwt_filer_signing", "jwt_filer
 
 # What the service's identity may do, as narrow as SeaweedFS 4.48's identity actions allow (found by trying):
 # Read (get/head objects, bucket versioning), GetObjectRetention, GetBucketObjectLockConfiguration (the
-# start-up WORM check), List (objects, versions, buckets), Write (put objects; 4.48 has no finer action: it also covers deletes, which Object Lock refuses
-# on locked versions, and bucket settings such as versioning or lifecycle) and PutObjectRetention (a put with
-# lock headers and extending retention need it; shortening stays refused by COMPLIANCE). No Admin: creating
-# or deleting buckets, bucket encryption/ownership and governance bypass are refused.
+# start-up WORM check), List (objects, versions, buckets), Write (put objects; 4.48 has no finer action: it
+# also covers deletes, which Object Lock refuses on locked versions, and bucket settings such as versioning
+# or lifecycle) and PutObjectRetention (a put with lock headers and extending retention need it; shortening
+# stays refused by COMPLIANCE). No Admin: creating or deleting buckets, bucket encryption and ownership,
+# governance bypass are refused.
 SERVICE_ACTIONS = (
     "Read",
     "GetObjectRetention",
