@@ -88,9 +88,9 @@ class UnixSocketRelay:
 
     def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
         thread = threading.Thread(target=self._run, args=(target, *args), name=name, daemon=True)
-        with self._lock:
+        with self._lock:  # started under the lock: stop() never sees a thread it cannot join
             self._threads.add(thread)
-        thread.start()
+            thread.start()
 
     def _run(self, target: Callable[..., None], *args: object) -> None:
         try:
