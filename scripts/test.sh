@@ -183,7 +183,7 @@ run_pytest() {
 }
 run_pytest_pg() { EVAULT_TEST_DATABASE_URL="$PG_URL" run_pytest "$@"; }
 
-check "docker-compose config" docker-compose -f docker/compose.yaml config -q
+check "docker-compose config" docker-compose --env-file docker/example.env -f docker/compose.yaml config -q
 check "ruff check" "$PY" -m ruff check .
 check "ruff format --check" "$PY" -m ruff format --check .
 check "mypy" "$PY" -m mypy

@@ -150,7 +150,7 @@ def open_runtime(settings: Settings) -> Runtime:
         roots_path = policy.signer_trust_roots_path
         signer_roots = tuple(load_trust_roots(roots_path.read_bytes())) if roots_path is not None else ()
         if s3.embedded:
-            embedded = EmbeddedS3(settings.data_dir / "s3", s3.embedded_port_base)
+            embedded = EmbeddedS3.from_settings(settings)
             endpoint = embedded.start()
             credentials = (endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region)
         else:
