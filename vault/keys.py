@@ -25,7 +25,7 @@ _DURATION = re.compile(r"(\d{1,7})([smhd])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _LONGEST = timedelta(days=36500)
 _PREFIX = re.compile(rf"lk_[A-Za-z0-9_-]{{1,{PREFIX_LENGTH - 3}}}")
-_ID = re.compile(r"key_[a-z0-9]{20}")
+_ID = re.compile(r"key_[A-Za-z0-9]{1,40}")
 
 
 def parse_duration(text: str) -> timedelta:
