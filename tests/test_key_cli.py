@@ -241,7 +241,6 @@ def _together(*calls: Callable[[], Any]) -> list[Any]:
 
 def test_concurrent_revoke_and_rotate_end_consistent(runtime: Runtime) -> None:
     """Either the revoke wins and nothing is rotated, or the rotation came first and its successor lives on."""
-    outcomes = set()
     for _ in range(TRIALS):
         key, _ = _new_key(runtime)
 
@@ -262,12 +261,9 @@ def test_concurrent_revoke_and_rotate_end_consistent(runtime: Runtime) -> None:
         if isinstance(rotated, Conflict):
             assert rotated.code == "Key.AlreadyRevoked" and successors == []
             assert types == ["org.created", "key.created", "key.revoked"]
-            outcomes.add("revoked first")
         else:
             assert successors and successors[0].id == rotated[1].id and successors[0].revoked_at is None
             assert types == ["org.created", "key.created", "key.rotated", "key.revoked"], types
-            outcomes.add("rotated first")
-    assert outcomes
 
 
 def test_concurrent_revokes_have_one_winner(runtime: Runtime) -> None:
