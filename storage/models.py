@@ -42,7 +42,7 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = _utc_column()
     expires_at: datetime | None = _utc_column(nullable=True)
     revoked_at: datetime | None = _utc_column(nullable=True)
-    rotated_from: str | None = Field(default=None, foreign_key="apikey.id", unique=True, max_length=40)
+    rotated_from: str | None = Field(default=None, foreign_key="apikey.id", unique=True, index=True, max_length=40)
 
 
 class Envelope(SQLModel, table=True):
