@@ -19,11 +19,10 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from compliance.errors import Conflict
-from storage.db import MIGRATIONS
+from storage.db import MIGRATIONS, Database
 from storage.ids import as_utc, utcnow
 from storage.models import ApiKey, Event
 from tests.helpers import API, free_port
@@ -208,15 +207,15 @@ def test_unmigrated_database_is_refused(
     config.set_main_option("script_location", str(MIGRATIONS))
     script = ScriptDirectory.from_config(config)
     previous = script.get_revision(script.get_current_head()).down_revision
-    engine = create_engine(database_url)
-    with engine.begin() as connection:
+    db = Database(database_url)  # the engine Database.migrate uses: the migration environment expects it
+    with db.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, str(previous))
     assert main(["org", "create", "X"]) == 3
     assert str(previous) in capsys.readouterr().err
-    with Session(engine) as session:
+    with db.read_session() as session:
         assert session.exec(select(Event)).first() is None
-    engine.dispose()
+    db.dispose()
 
 
 def _together(*calls: Callable[[], Any]) -> list[Any]:
