@@ -1,7 +1,7 @@
 """apikey.rotated_from: a rotated key names the key it replaced (unique: one successor per key)
 
 Revision ID: 0005_key_rotation
-Revises: 0003_vault_claim
+Revises: 0007_head_map
 Create Date: 2026-11-30 10:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0005_key_rotation"
-down_revision = "0003_vault_claim"
+down_revision = "0007_head_map"
 branch_labels = None
 depends_on = None
 
