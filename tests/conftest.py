@@ -22,7 +22,7 @@ from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
-pytest_plugins = ["tests.fixtures_s3"]
+pytest_plugins = ["tests.fixtures_s3", "tests.pg_cluster"]
 
 PG_URL = os.environ.get("EVAULT_TEST_DATABASE_URL", "")
 
