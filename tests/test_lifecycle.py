@@ -341,3 +341,26 @@ def test_good_settings_load() -> None:
     )
     assert settings.vault.witnesses == (("https://w.example", vkey),)
     assert (settings.api.port, settings.s3.authoritative_bucket) == (0, "my.bucket-1")
+
+
+def test_data_directory_and_database_files_are_private_under_a_permissive_umask(
+    vault_env: dict[str, str], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "private-vault"
+    env = {**vault_env, "EVAULT_DATA_DIR": str(data_dir), "EVAULT_DATABASE_URL": f"sqlite:///{data_dir / 'e.db'}"}
+    old = os.umask(0)
+    try:
+        runtime = open_runtime(Settings.from_env(env))
+        try:
+            with runtime.db.session() as session:
+                create_organisation(session, "Modes")  # a write, so the WAL and shared-memory files exist
+        finally:
+            runtime.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    files = [p for p in data_dir.iterdir() if p.name.startswith("e.db")]
+    assert {p.name for p in files} >= {"e.db"}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), {p.name: oct(p.stat().st_mode) for p in files}
+    key = data_dir / "vault-signing-key.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600

@@ -8,6 +8,7 @@ every front door.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,6 +145,9 @@ def open_runtime(settings: Settings) -> Runtime:
     s3 = settings.s3
     policy = settings.vault
     try:
+        # Everything the vault keeps locally is the service's alone, whatever the umask.
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(settings.data_dir, 0o700)
         # Configuration that can be wrong is parsed before anything starts.
         witnesses = [(url, CosignatureVerifier.from_vkey(vkey)) for url, vkey in policy.witnesses]
         tsa_roots = policy.tsa_roots_path.read_bytes() if policy.tsa_url and policy.tsa_roots_path else None
