@@ -45,18 +45,6 @@ def s3_admin_client(embedded_s3: EmbeddedS3) -> Any:
     return make_s3_client(ep.url, ep.access_key, ep.secret_key, ep.region)
 
 
-@pytest.fixture(autouse=True)
-def _vault_env_buckets(request: pytest.FixtureRequest) -> None:
-    """Tests that open a vault on the session store name fresh buckets in ``vault_env``; the service identity
-    cannot create them, so create them here with the admin identity, as EmbeddedS3 does at start-up."""
-    if "vault_env" not in request.fixturenames:
-        return
-    env: dict[str, str] = request.getfixturevalue("vault_env")
-    admin = request.getfixturevalue("s3_admin_client")
-    ensure_bucket(admin, env["EVAULT_S3_BUCKET"], object_lock=True)
-    ensure_bucket(admin, env["EVAULT_S3_COPIES_BUCKET"], object_lock=False)
-
-
 def _unique_bucket(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

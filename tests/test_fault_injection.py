@@ -26,10 +26,9 @@ from litestar.testing import TestClient
 from compliance.integrity import verify_vault
 from storage.embedded_s3 import EmbeddedS3
 from storage.keys import authoritative_key
-from storage.object_store import ensure_bucket, make_s3_client
 from storage.settings import Settings
 from tests.fixtures_s3 import s3_port_base
-from tests.helpers import API, upload
+from tests.helpers import API, store_env, upload
 from tests.pdf_factory import make_pdf
 from tests.pg_cluster import PrivateCluster
 from vault.api.app import create_app
@@ -144,23 +143,8 @@ def own_store(tmp_path: Path) -> Iterator[EmbeddedS3]:
         store.stop(timeout=3)
 
 
-def _env_for(vault_env: dict[str, str], store: EmbeddedS3) -> dict[str, str]:
-    admin = store.admin_endpoint
-    admin_client = make_s3_client(admin.url, admin.access_key, admin.secret_key, admin.region)
-    ensure_bucket(admin_client, vault_env["EVAULT_S3_BUCKET"], object_lock=True)
-    ensure_bucket(admin_client, vault_env["EVAULT_S3_COPIES_BUCKET"], object_lock=False)
-    service = store.endpoint
-    return {
-        **vault_env,
-        "EVAULT_S3_ENDPOINT": service.url,
-        "EVAULT_S3_ACCESS_KEY": service.access_key,
-        "EVAULT_S3_SECRET_KEY": service.secret_key,
-        "EVAULT_S3_CREATE_BUCKETS": "false",
-    }
-
-
 def test_store_killed_and_restarted_under_load(vault_env: dict[str, str], own_store: EmbeddedS3) -> None:
-    runtime, client, headers, org_id = _open(_env_for(vault_env, own_store))
+    runtime, client, headers, org_id = _open({**vault_env, **store_env(own_store, uuid.uuid4().hex[:10])})
     try:
         with client:
             load = Load(client, headers, org_id)

@@ -33,7 +33,7 @@ from storage.ids import utcnow
 from storage.models import ApiKey, VaultedDocument, VaultRecord
 from storage.settings import Settings
 from tests.conftest import PG_URL
-from tests.helpers import create_envelope, upload
+from tests.helpers import create_envelope, store_env, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
 from vault.keys import revoke_key
@@ -157,17 +157,11 @@ def _tenant(client: TestClient[Any], runtime: Runtime, name: str) -> tuple[dict[
 @pytest.fixture(scope="module")
 def world(embedded_s3: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     directory = tmp_path_factory.mktemp("matrix")
-    suffix = uuid.uuid4().hex[:10]
     with ExitStack() as stack:
         env = {
             "EVAULT_DATA_DIR": str(directory / "data"),
             "EVAULT_DATABASE_URL": _database_url(stack, directory),
-            "EVAULT_S3_ENDPOINT": embedded_s3.endpoint.url,
-            "EVAULT_S3_ACCESS_KEY": embedded_s3.endpoint.access_key,
-            "EVAULT_S3_SECRET_KEY": embedded_s3.endpoint.secret_key,
-            "EVAULT_S3_BUCKET": f"auth-{suffix}",
-            "EVAULT_S3_COPIES_BUCKET": f"copies-{suffix}",
-            "EVAULT_S3_CREATE_BUCKETS": "true",
+            **store_env(embedded_s3, uuid.uuid4().hex[:10]),
             "EVAULT_RETENTION_DAYS": "1",
         }
         runtime = open_runtime(Settings.from_env(env))
