@@ -70,6 +70,10 @@ PG_BIN=$(find_pg_bin)
 missing=()
 [ -n "$PG_BIN" ] || missing+=(postgresql)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# The embedded store's boundary: unshare (util-linux), ip (iproute2); tests run clients as another user.
+command -v unshare >/dev/null || missing+=(util-linux)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v setpriv >/dev/null || missing+=(util-linux)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
     if [[ " ${missing[*]} " == *" postgresql "* ]]; then
