@@ -41,6 +41,15 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _rate(env: Mapping[str, str], name: str, default: str) -> tuple[int, int]:
+    """``QUOTA/WINDOW_SECONDS``, e.g. ``100/60``."""
+    raw = env.get(name) or default
+    quota, _, window = raw.partition("/")
+    if not (quota.isdigit() and window.isdigit() and int(quota) >= 1 and int(window) >= 1):
+        raise SettingsError(f"{name} must be QUOTA/WINDOW_SECONDS with both at least 1, e.g. 100/60, got {raw!r}")
+    return int(quota), int(window)
+
+
 def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
     entries = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
@@ -62,6 +71,7 @@ class S3Settings:
     secret_key: str  # EVAULT_S3_SECRET_KEY
     authoritative_bucket: str  # EVAULT_S3_BUCKET: Object Lock + versioning, holds originals and checkpoints
     copies_bucket: str  # EVAULT_S3_COPIES_BUCKET: non-authoritative copies, apart from the originals
+    staging_bucket: str  # EVAULT_S3_STAGING_BUCKET: staged uploads (no lock, they expire); default the copies one
     create_buckets: bool  # EVAULT_S3_CREATE_BUCKETS: create missing buckets (with Object Lock) at start
     embedded_port_base: int  # EVAULT_S3_EMBEDDED_PORT_BASE: first of eight loopback ports of embedded weed
 
@@ -85,6 +95,7 @@ class VaultSettings:
     tsa_url: str  # EVAULT_TSA_URL: RFC 3161 time-stamping authority for every checkpoint (empty: none)
     tsa_roots_path: Path | None  # EVAULT_TSA_ROOTS: PEM trust roots the TSA's tokens must chain to
     claim_grace_seconds: int  # EVAULT_CLAIM_GRACE_SECONDS: a vault-in claim older than this is reconciled
+    staging_ttl_seconds: int  # EVAULT_STAGING_TTL_SECONDS: a staged upload not vaulted by then is refused, deleted
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,9 @@ class ApiSettings:
     host: str  # EVAULT_HOST
     port: int  # EVAULT_PORT
     public_url: str  # EVAULT_PUBLIC_URL: how clients reach the API (printed at start)
+    idempotency_ttl_seconds: int  # EVAULT_IDEMPOTENCY_TTL_SECONDS: how long an Idempotency-Key replays
+    rate_limit: tuple[int, int]  # EVAULT_RATE_LIMIT: QUOTA/WINDOW requests per API key, e.g. 100/60
+    rate_limit_copies: tuple[int, int]  # EVAULT_RATE_LIMIT_COPIES: copy issuances per API key, e.g. 10/60
 
 
 @dataclass(frozen=True)
@@ -126,11 +140,14 @@ class Settings:
             secret_key=env.get("EVAULT_S3_SECRET_KEY", ""),
             authoritative_bucket=env.get("EVAULT_S3_BUCKET") or "evault-authoritative",
             copies_bucket=env.get("EVAULT_S3_COPIES_BUCKET") or "evault-copies",
+            staging_bucket=env.get("EVAULT_S3_STAGING_BUCKET") or env.get("EVAULT_S3_COPIES_BUCKET") or "evault-copies",
             create_buckets=_bool(env, "EVAULT_S3_CREATE_BUCKETS", default=not endpoint),
             embedded_port_base=_int(env, "EVAULT_S3_EMBEDDED_PORT_BASE", 18330, minimum=1024),
         )
         if s3.authoritative_bucket == s3.copies_bucket:
             raise SettingsError("EVAULT_S3_COPIES_BUCKET must differ from EVAULT_S3_BUCKET")
+        if s3.staging_bucket == s3.authoritative_bucket:
+            raise SettingsError("EVAULT_S3_STAGING_BUCKET must differ from EVAULT_S3_BUCKET")
         port = _int(env, "EVAULT_PORT", 8000, minimum=0)
         host = env.get("EVAULT_HOST") or "127.0.0.1"
         vault = VaultSettings(
@@ -145,6 +162,7 @@ class Settings:
             tsa_url=env.get("EVAULT_TSA_URL", ""),
             tsa_roots_path=Path(env["EVAULT_TSA_ROOTS"]) if env.get("EVAULT_TSA_ROOTS") else None,
             claim_grace_seconds=_int(env, "EVAULT_CLAIM_GRACE_SECONDS", 900, minimum=1),
+            staging_ttl_seconds=_int(env, "EVAULT_STAGING_TTL_SECONDS", 7 * 24 * 3600, minimum=1),
         )
         if vault.tsa_url and vault.tsa_roots_path is None:
             raise SettingsError("EVAULT_TSA_ROOTS is required with EVAULT_TSA_URL: an unanchored token proves nothing")
@@ -157,5 +175,8 @@ class Settings:
             host=host,
             port=port,
             public_url=env.get("EVAULT_PUBLIC_URL") or f"http://{host}:{port}",
+            idempotency_ttl_seconds=_int(env, "EVAULT_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=1),
+            rate_limit=_rate(env, "EVAULT_RATE_LIMIT", "100/60"),
+            rate_limit_copies=_rate(env, "EVAULT_RATE_LIMIT_COPIES", "10/60"),
         )
         return cls(data_dir=data_dir, database_url=database_url, s3=s3, vault=vault, api=api, env=env)

@@ -6,11 +6,19 @@ the runtime (checkpointer, embedded server, signing key) stays with the composit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlmodel import Session
+
 from storage.db import Database
+from storage.models import Envelope
 from storage.object_store import ObjectStore
 from storage.settings import VaultSettings
+
+# Called by a service inside the transaction of its change, after the change, with the envelope it changed:
+# the outer ring records the request's idempotency record there, so it commits with the change or not at all.
+OnCommit = Callable[[Session, Envelope], None]
 
 
 @dataclass(frozen=True)
@@ -20,3 +28,8 @@ class Custody:
     copies: ObjectStore
     policy: VaultSettings
     public_s3_endpoint: str | None = None
+    staging: ObjectStore | None = None  # staged uploads; None: the copies bucket
+
+    @property
+    def staging_store(self) -> ObjectStore:
+        return self.staging or self.copies

@@ -8,6 +8,7 @@ unexpected is a 500 ``Server.InternalError`` whose details never leak internals.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -25,6 +26,7 @@ STATUS_BY_CATEGORY = {
     "conflict": 409,
     "precondition_failed": 412,
     "too_large": 413,
+    "rate_limited": 429,
     "integrity": 500,
     "unavailable": 503,
 }
@@ -51,9 +53,10 @@ def error_response(
     code: str,
     message: str,
     details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
     body = {"code": code, "message": message, "details": details or {}, "request_id": request_id(request)}
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def handle_domain_error(request: Request[Any, Any, Any], exc: EvaultError) -> Response[dict[str, Any]]:
@@ -67,10 +70,25 @@ def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     status = exc.status_code
     details: dict[str, Any] = {}
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
-        details["errors"] = exc.extra
+        details["errors"] = [_field_error(item) for item in exc.extra]
     code = CODE_BY_STATUS.get(status, "Request.Error" if status < 500 else "Server.InternalError")
     message = exc.detail if status < 500 else "internal error"
-    return error_response(request, status, code, message, details)
+    return error_response(request, status, code, message, details, dict(exc.headers or {}))
+
+
+_MISSING = re.compile(r"missing required field `([^`]+)`(?: - at `\$\.?([^`]*)`)?")
+
+
+def _field_error(item: Any) -> dict[str, Any]:
+    """Litestar's ``{"key", "message", "source"}`` as ``{"field", "message", "source"}``. For a missing field
+    Litestar names the whole body (``data``); the field is then read from msgspec's message."""
+    if not isinstance(item, dict):
+        return {"field": None, "message": str(item), "source": None}
+    message = str(item.get("message", ""))
+    field = item.get("key")
+    if (missing := _MISSING.search(message)) is not None:
+        field = ".".join(filter(None, (missing.group(2), missing.group(1))))
+    return {"field": field, "message": message, "source": item.get("source")}
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -51,6 +51,7 @@ def _serve(_: argparse.Namespace) -> int:
             )
         runtime.start_checkpointer()
         runtime.start_reconciler()
+        runtime.start_sweeper()
         uvicorn.run(create_app(runtime), host=settings.api.host, port=settings.api.port, log_level="info")
     finally:
         runtime.close()
