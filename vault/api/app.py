@@ -14,6 +14,7 @@ from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.envelopes import EnvelopeController
 from vault.api.errors import handle_domain_error, handle_http_error, handle_unexpected
 from vault.api.log import EnvelopeProofController, LogController, public_keys
+from vault.api.ratelimit_headers import RateLimitHeadersMiddleware
 from vault.api.request_id import RequestIdMiddleware
 from vault.runtime import Runtime
 
@@ -37,7 +38,7 @@ def create_app(runtime: Runtime) -> Litestar:
     app = Litestar(
         route_handlers=[partner, health, public_keys],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
-        middleware=[RequestIdMiddleware],
+        middleware=[RequestIdMiddleware, RateLimitHeadersMiddleware],
         exception_handlers={
             EvaultError: handle_domain_error,
             HTTPException: handle_http_error,
