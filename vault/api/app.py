@@ -14,6 +14,7 @@ from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.envelopes import EnvelopeController
 from vault.api.errors import handle_domain_error, handle_http_error, handle_unexpected
 from vault.api.log import EnvelopeProofController, LogController, public_keys
+from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import RateLimitHeadersMiddleware
 from vault.api.request_id import RequestIdMiddleware
 from vault.runtime import Runtime
@@ -49,6 +50,7 @@ def create_app(runtime: Runtime) -> Litestar:
             title="evault partner API",
             version="2.0.0",
             path="/api/v2",
+            render_plugins=[CompletedJsonRenderPlugin()],
             components=Components(
                 security_schemes={
                     "ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")

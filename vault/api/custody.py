@@ -11,10 +11,21 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from compliance.ledger.events import Actor
 from vault.api.conventions import Hook, Outcome, if_match, json_digest, mutate
+from vault.api.schemas import (
+    READ_ERRORS,
+    UPLOAD_ERRORS,
+    WRITE_ERRORS,
+    AuthoritativeUrls,
+    CopyUrls,
+    EnvelopeView,
+    VaultInView,
+    answers,
+)
 from vault.api.uploads import read_uploads
 from vault.listing import show_envelope
 from vault.retrieval import authoritative_urls, issue_copies
@@ -37,6 +48,12 @@ def _replayed(runtime: Runtime, actor: Actor, result: VaultInResult) -> Outcome 
         return None
     view, tag = show_envelope(runtime.custody(), actor.org_id, result.record.envelope_id)
     return Outcome(200, {**view, "replayed": True}, {"ETag": tag})
+
+
+VAULT_IN_ANSWERS = {
+    **answers(201, VaultInView, UPLOAD_ERRORS, "Vaulted: the authoritative copy is written and recorded"),
+    200: ResponseSpec(data_container=VaultInView, description="The same bytes again: a replay, nothing written"),
+}
 
 
 class CustodyController(Controller):
@@ -68,7 +85,7 @@ class CustodyController(Controller):
 
         return await mutate(request, runtime, actor.org_id, digest, 201, call, replayed=False)
 
-    @post("/vault-in-signed", opt={"scope": "vault:write"})
+    @post("/vault-in-signed", opt={"scope": "vault:write"}, responses=VAULT_IN_ANSWERS)
     async def vault_in_signed(
         self,
         request: Request[Any, Any, Any],
@@ -79,7 +96,7 @@ class CustodyController(Controller):
         """Vault a completed e-sign envelope's signed PDF(s) as the authoritative copy (manual / recovery)."""
         return await self._vault_in(request, runtime, actor, envelope_id, "signed")
 
-    @post("/vault-in-upload", opt={"scope": "vault:write"})
+    @post("/vault-in-upload", opt={"scope": "vault:write"}, responses=VAULT_IN_ANSWERS)
     async def vault_in_upload(
         self,
         request: Request[Any, Any, Any],
@@ -90,7 +107,12 @@ class CustodyController(Controller):
         """Vault a paper envelope's PDF(s) as the authoritative copy: from the body, or (empty body) as staged."""
         return await self._vault_in(request, runtime, actor, envelope_id, "upload")
 
-    @get("/vault/signed-url", opt={"scope": "vault:read"}, sync_to_thread=True)
+    @get(
+        "/vault/signed-url",
+        opt={"scope": "vault:read"},
+        sync_to_thread=True,
+        responses=answers(200, AuthoritativeUrls, (*READ_ERRORS, 409), "Presigned URLs"),
+    )
     def authoritative_url(
         self,
         runtime: NamedDependency[Runtime],
@@ -102,7 +124,12 @@ class CustodyController(Controller):
         issued = authoritative_urls(runtime.custody(), actor, envelope_id, document_id)
         return {"envelope_id": envelope_id, "documents": [url.as_json() for url in issued]}
 
-    @get("/vault/copy/signed-url", opt={"scope": "vault:read", "rate_policy": "copies"}, sync_to_thread=True)
+    @get(
+        "/vault/copy/signed-url",
+        opt={"scope": "vault:read", "rate_policy": "copies"},
+        sync_to_thread=True,
+        responses=answers(200, CopyUrls, (*READ_ERRORS, 409), "New registered copies"),
+    )
     def copy_url(
         self,
         runtime: NamedDependency[Runtime],
@@ -114,7 +141,12 @@ class CustodyController(Controller):
         issued = issue_copies(runtime.custody(), actor, envelope_id, document_id)
         return {"envelope_id": envelope_id, "copies": [url.as_json() for url in issued]}
 
-    @post("/vault-out", opt={"scope": "vault:release"})
+    @post(
+        "/vault-out",
+        opt={"scope": "vault:release"},
+        status_code=200,
+        responses=answers(200, EnvelopeView, WRITE_ERRORS, "Released"),
+    )
     async def release(
         self,
         request: Request[Any, Any, Any],

@@ -16,6 +16,15 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from compliance.ledger.events import Actor
 from vault.api.conventions import Hook, conditional, if_match, json_digest, mutate
+from vault.api.schemas import (
+    READ_ERRORS,
+    UPLOAD_ERRORS,
+    WRITE_ERRORS,
+    EnvelopePage,
+    EnvelopeStatus,
+    EnvelopeView,
+    answers,
+)
 from vault.api.uploads import read_uploads
 from vault.envelopes import NewEnvelope, register_envelope
 from vault.listing import DEFAULT_LIMIT, EnvelopeFilter, envelope_status, list_envelopes, show_envelope
@@ -34,7 +43,7 @@ class EnvelopeController(Controller):
     path = "/envelopes"
     tags = ["Envelopes"]
 
-    @post("/", opt={"scope": "envelopes:write"})
+    @post("/", opt={"scope": "envelopes:write"}, responses=answers(201, EnvelopeView, WRITE_ERRORS, "Created"))
     async def create(
         self,
         request: Request[Any, Any, Any],
@@ -49,7 +58,12 @@ class EnvelopeController(Controller):
 
         return await mutate(request, runtime, actor.org_id, json_digest(await request.body()), 201, call)
 
-    @get("/", opt={"scope": "envelopes:read"}, sync_to_thread=True)
+    @get(
+        "/",
+        opt={"scope": "envelopes:read"},
+        sync_to_thread=True,
+        responses=answers(200, EnvelopePage, READ_ERRORS, "One page of envelopes"),
+    )
     def index(
         self,
         runtime: NamedDependency[Runtime],
@@ -71,7 +85,12 @@ class EnvelopeController(Controller):
         )
         return list_envelopes(runtime.custody(), principal.org_id, where, cursor, limit)
 
-    @get("/{envelope_id:str}", opt={"scope": "envelopes:read"}, sync_to_thread=True)
+    @get(
+        "/{envelope_id:str}",
+        opt={"scope": "envelopes:read"},
+        sync_to_thread=True,
+        responses=answers(200, EnvelopeView, (*READ_ERRORS, 304), "The envelope, with its ETag"),
+    )
     def read(
         self,
         request: Request[Any, Any, Any],
@@ -83,7 +102,12 @@ class EnvelopeController(Controller):
         view, tag = show_envelope(runtime.custody(), principal.org_id, envelope_id)
         return conditional(request, view, tag)
 
-    @get("/{envelope_id:str}/status", opt={"scope": "envelopes:read"}, sync_to_thread=True)
+    @get(
+        "/{envelope_id:str}/status",
+        opt={"scope": "envelopes:read"},
+        sync_to_thread=True,
+        responses=answers(200, EnvelopeStatus, (*READ_ERRORS, 304), "The states, with the ETag"),
+    )
     def status(
         self,
         request: Request[Any, Any, Any],
@@ -95,7 +119,11 @@ class EnvelopeController(Controller):
         view, tag = envelope_status(runtime.custody(), principal.org_id, envelope_id)
         return conditional(request, view, tag)
 
-    @post("/{envelope_id:str}/upload", opt={"scope": "envelopes:write"})
+    @post(
+        "/{envelope_id:str}/upload",
+        opt={"scope": "envelopes:write"},
+        responses=answers(201, EnvelopeView, UPLOAD_ERRORS, "Staged"),
+    )
     async def upload(
         self,
         request: Request[Any, Any, Any],
@@ -112,7 +140,12 @@ class EnvelopeController(Controller):
 
         return await mutate(request, runtime, actor.org_id, digest, 201, call)
 
-    @post("/{envelope_id:str}/void", opt={"scope": "envelopes:write"})
+    @post(
+        "/{envelope_id:str}/void",
+        opt={"scope": "envelopes:write"},
+        status_code=200,
+        responses=answers(200, EnvelopeView, WRITE_ERRORS, "Voided"),
+    )
     async def void(
         self,
         request: Request[Any, Any, Any],

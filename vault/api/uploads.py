@@ -35,7 +35,12 @@ async def read_uploads(
     no PDFs, which vault-in-upload takes as "vault what was staged"."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        form = await request.form()
+        try:
+            form = await request.form()
+        except (UnicodeDecodeError, ValueError):  # Litestar decodes a part without filename as UTF-8 text
+            raise InvalidInput(
+                "Request.InvalidPart", "multipart parts must be files with a filename, or UTF-8 fields"
+            ) from None
         parts: list[tuple[str, str | None, bytes]] = []
         uploads: list[Upload] = []
         metadata = None
@@ -46,7 +51,10 @@ async def read_uploads(
             else:
                 data = str(value).encode("utf-8", "surrogatepass")
                 parts.append((name, None, data))
-        for position, part in enumerate(form.getall("document")):
+        documents = form.getall("document", [])
+        if not documents:
+            raise InvalidInput("Document.Missing", "a multipart body needs at least one document part")
+        for position, part in enumerate(documents):
             if not isinstance(part, UploadFile):
                 raise InvalidInput("Request.InvalidPart", "each document part must be a file", field="document")
             sha = form.get(f"sha256_{position}")
