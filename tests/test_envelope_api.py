@@ -343,3 +343,13 @@ def test_expiry_is_swept_without_a_read_and_spares_vaulted(client: Any, runtime:
     assert _get(client, headers, kept)["status"] == "completed"
     listed = client.get(f"{API}/envelopes", params={"status": "expired"}, headers=headers).json()
     assert [i["id"] for i in listed["items"]] == [lapsing]
+
+
+def test_vault_out_refuses_what_the_ledger_cannot_hold(client: Any, runtime: Runtime, tenant: Any) -> None:
+    _, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, make_pdf()).status_code == 201
+    body = {"reason": "transfer", "transferee": {"vault_id": "v-2", "n": 2**60}}
+    response = client.post(f"{API}/envelopes/{envelope_id}/vault-out", json=body, headers=headers)
+    assert (response.status_code, response.json()["code"]) == (400, "Request.InvalidMetadata")
+    assert "vault.released" not in _events(runtime, envelope_id)

@@ -51,7 +51,7 @@ def _text_ok(value: str, limit: int) -> bool:
     return bool(value.strip()) and len(value) <= limit and "\x00" not in value
 
 
-def _check_json(value: Any, where: str) -> None:
+def check_ledger_json(value: Any, where: str) -> None:
     """What goes into the ledger must encode as its canonical JSON (RFC 8785), within a bounded size."""
     try:
         encoded = rfc8785.dumps(value)
@@ -87,7 +87,7 @@ def _check_new(new: NewEnvelope) -> None:
     if new.secured_party is not None:
         _check_party(new.secured_party, "secured_party")
     for where, value in (("parties", new.parties), ("secured_party", new.secured_party), ("metadata", new.metadata)):
-        _check_json(value, where)
+        check_ledger_json(value, where)
     if new.expires_at is not None and (new.expires_at.tzinfo is None or as_utc(new.expires_at) <= utcnow()):
         raise InvalidInput(
             "Envelope.InvalidExpiry", "expires_at must be a future time with a UTC offset", field="expires_at"
@@ -128,7 +128,7 @@ def register_envelope(db: Database, actor: Actor, new: NewEnvelope, on_commit: O
 
 
 def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelope:
-    _check_new(new)
+    """Insert the envelope and its event in the caller's transaction (checked by :func:`register_envelope`)."""
     now = utcnow()
     envelope = Envelope(
         id=new_id("env"),

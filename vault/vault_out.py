@@ -13,7 +13,7 @@ from compliance.ledger.events import Actor, append_event
 from storage.ids import iso, utcnow
 from storage.models import VaultRecord
 from vault.custody import Custody, OnCommit
-from vault.envelopes import lock_envelope, vault_record
+from vault.envelopes import check_ledger_json, lock_envelope, vault_record
 from vault.lifecycle import check_if_match, transition
 
 REASONS = ("transfer", "paper_out", "payoff", "other")
@@ -32,6 +32,7 @@ def _release_details(reason: str, transferee: dict[str, Any] | None, note: str |
         )
     if reason == "other" and not (note and note.strip()):
         raise InvalidInput("VaultOut.NoteRequired", "reason 'other' needs a note saying why", field="note")
+    check_ledger_json({"transferee": transferee, "note": note}, "transferee")
     details: dict[str, Any] = {}
     if transferee:
         details["transferee"] = transferee

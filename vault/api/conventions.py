@@ -109,9 +109,9 @@ def _run(
         if pending is not None:
             abandon(runtime.db, pending)
         raise
-    if captured:
+    if unchanged is None:
         return captured[-1].response()
-    assert unchanged is not None, "a service that changed nothing must say what to answer"
+    # Nothing changed (a replay by content), even if a hook ran in a transaction that then rolled back.
     if pending is not None:
         complete_alone(runtime.db, pending, unchanged.status, unchanged.body, unchanged.headers)
     return unchanged.response()
