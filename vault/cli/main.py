@@ -52,7 +52,10 @@ def _serve(_: argparse.Namespace) -> int:
         runtime.start_checkpointer()
         runtime.start_reconciler()
         runtime.start_sweeper()
-        uvicorn.run(create_app(runtime), host=settings.api.host, port=settings.api.port, log_level="info")
+        app = create_app(runtime)
+        # uvicorn re-raises SIGTERM after its graceful shutdown, so ``finally`` never runs: close on shutdown.
+        app.on_shutdown.append(runtime.close)
+        uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="info")
     finally:
         runtime.close()
     return 0
