@@ -192,7 +192,7 @@ class Stages:
         self.wrap(deps, "_authenticate", "auth: API key lookup (db)")
         self.wrap(vault_in, "get_envelope", "get_envelope (db)")
         self.wrap(vault_in, "_claim", "_claim: lock envelope + claim txn (db)")
-        self.wrap(vault_in, "_check_uploads", "_check_uploads: inspect_pdf + sha256")
+        self.wrap(vault_in, "check_uploads", "check_uploads: inspect_pdf + signatures + sha256")
         self.wrap(ObjectStore, "_put", "s3 put_object (lock + checksum)")
         self.wrap(ObjectStore, "_check_lock", "s3 head_object (_check_lock)")
         self.wrap(vault_in, "record_claim", "record_claim: record + ledger txn (db)")

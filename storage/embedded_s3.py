@@ -176,7 +176,7 @@ class EmbeddedS3:
         return cls(
             settings.data_dir / "s3",
             s3.embedded_port_base,
-            buckets=[(s3.authoritative_bucket, True), (s3.copies_bucket, False)],
+            buckets=[(s3.authoritative_bucket, True), *((b, False) for b in {s3.copies_bucket, s3.staging_bucket})],
             unprotected=s3.embedded_unprotected,
         )
 

@@ -37,6 +37,11 @@ def copy_key(org_id: str, envelope_id: str, copy_id: str) -> str:
     return f"copies/{_check_id(org_id)}/{_check_id(envelope_id)}/{_check_id(copy_id)}.pdf"
 
 
+def staging_key(org_id: str, envelope_id: str, upload_id: str) -> str:
+    """Staged uploads: not authoritative, not locked, deleted when vaulted or expired."""
+    return f"staging/{_check_id(org_id)}/{_check_id(envelope_id)}/{_check_id(upload_id)}.pdf"
+
+
 def checkpoint_key(org_id: str, size: int) -> str:
     """Addressed by tree size: a rollback or a second history for the same size cannot hide in WORM."""
     if size < 0:

@@ -69,6 +69,7 @@ class Envelope(SQLModel, table=True):
     revision: int = Field(default=1)  # bumped on every change; the ETag
     created_at: datetime = _utc_column()
     updated_at: datetime = _utc_column()
+    expires_at: datetime | None = _utc_column(nullable=True)  # not vaulted by then: expired
 
 
 class VaultRecord(SQLModel, table=True):
@@ -228,3 +229,49 @@ class MapRoot(SQLModel, table=True):
     version: int = Field(primary_key=True, sa_type=BigInteger)
     root_hash: str = Field(max_length=64)
     entry_index: int = Field(sa_type=BigInteger)
+
+
+class StagedDocument(SQLModel, table=True):
+    """A pre-signed PDF uploaded to a paper envelope and waiting for vault-in: not locked, and it expires."""
+
+    __tablename__ = "staged_document"
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    envelope_id: str = Field(foreign_key="envelope.id", index=True, max_length=40)
+    filename: str = Field(max_length=255)
+    sha256: str = Field(max_length=64)
+    size: int
+    s3_bucket: str = Field(max_length=63)
+    s3_key: str = Field(max_length=1024)
+    s3_version_id: str = Field(max_length=1024)
+    staged_at: datetime = _utc_column()
+    expires_at: datetime = _utc_column()
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """One ``Idempotency-Key`` of one organisation: in flight (``status`` null) or its first response."""
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (UniqueConstraint("org_id", "key"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", max_length=40)
+    key: str = Field(max_length=255)
+    fingerprint: str = Field(max_length=64)
+    status: int | None = None
+    body: Any = _json_column(nullable=True)
+    headers: dict[str, str] | None = _json_column(nullable=True)
+    created_at: datetime = _utc_column()
+    expires_at: datetime = _utc_column()
+
+
+class RateCounter(SQLModel, table=True):
+    """Requests of one API key in one fixed window of one policy: shared by every worker."""
+
+    __tablename__ = "rate_counter"
+
+    key_id: str = Field(primary_key=True, max_length=40)
+    policy: str = Field(primary_key=True, max_length=32)
+    window_start: int = Field(primary_key=True)  # epoch seconds
+    count: int = 0

@@ -75,6 +75,15 @@ def _accept(env: Mapping[str, str], name: str) -> bool:
     return raw == "accept"
 
 
+def _rate(env: Mapping[str, str], name: str, default: str) -> tuple[int, int]:
+    """``QUOTA/WINDOW_SECONDS``, e.g. ``100/60``."""
+    raw = env.get(name) or default
+    quota, _, window = raw.partition("/")
+    if not (quota.isdigit() and window.isdigit() and int(quota) >= 1 and int(window) >= 1):
+        raise SettingsError(f"{name} must be QUOTA/WINDOW_SECONDS with both at least 1, e.g. 100/60, got {raw!r}")
+    return int(quota), int(window)
+
+
 def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
     entries = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
@@ -146,6 +155,7 @@ class S3Settings:
     secret_key: str = field(repr=False)  # EVAULT_S3_SECRET_KEY (never in repr or logs)
     authoritative_bucket: str  # EVAULT_S3_BUCKET: Object Lock + versioning, holds originals and checkpoints
     copies_bucket: str  # EVAULT_S3_COPIES_BUCKET: non-authoritative copies, apart from the originals
+    staging_bucket: str  # EVAULT_S3_STAGING_BUCKET: staged uploads (no lock, they expire); default the copies one
     create_buckets: bool  # EVAULT_S3_CREATE_BUCKETS: create missing buckets (with Object Lock) at start
     embedded_port_base: int  # EVAULT_S3_EMBEDDED_PORT_BASE: first of eight loopback ports of embedded weed
     # EVAULT_S3_EMBEDDED_UNPROTECTED=accept: start the embedded store even where no private network namespace
@@ -175,6 +185,8 @@ class VaultSettings:
     signer_trust_roots_path: Path | None  # EVAULT_SIGNER_TRUST_ROOTS: PEM roots PDF signers are trusted under
     require_trusted_signers: bool  # EVAULT_REQUIRE_TRUSTED_SIGNERS: refuse signatures not chaining to them
 
+    staging_ttl_seconds: int  # EVAULT_STAGING_TTL_SECONDS: a staged upload not vaulted by then is refused, deleted
+
 
 @dataclass(frozen=True)
 class PdfSettings:
@@ -195,6 +207,9 @@ class ApiSettings:
     host: str  # EVAULT_HOST
     port: int  # EVAULT_PORT: 0 picks a free port (printed at start)
     public_url: str  # EVAULT_PUBLIC_URL: how clients reach the API (printed at start)
+    idempotency_ttl_seconds: int  # EVAULT_IDEMPOTENCY_TTL_SECONDS: how long an Idempotency-Key replays
+    rate_limit: tuple[int, int]  # EVAULT_RATE_LIMIT: QUOTA/WINDOW requests per API key, e.g. 100/60
+    rate_limit_copies: tuple[int, int]  # EVAULT_RATE_LIMIT_COPIES: copy issuances per API key, e.g. 10/60
 
 
 def _pdf(env: Mapping[str, str]) -> PdfSettings:
@@ -254,12 +269,17 @@ class Settings:
             secret_key=env.get("EVAULT_S3_SECRET_KEY", ""),
             authoritative_bucket=_bucket(env, "EVAULT_S3_BUCKET", "evault-authoritative"),
             copies_bucket=_bucket(env, "EVAULT_S3_COPIES_BUCKET", "evault-copies"),
+            staging_bucket=_bucket(
+                env, "EVAULT_S3_STAGING_BUCKET", env.get("EVAULT_S3_COPIES_BUCKET") or "evault-copies"
+            ),
             create_buckets=_bool(env, "EVAULT_S3_CREATE_BUCKETS", default=not endpoint),
             embedded_port_base=_port(env, "EVAULT_S3_EMBEDDED_PORT_BASE", 18330, minimum=1024, maximum=65535 - 7),
             embedded_unprotected=_accept(env, "EVAULT_S3_EMBEDDED_UNPROTECTED"),
         )
         if s3.authoritative_bucket == s3.copies_bucket:
             raise SettingsError("EVAULT_S3_COPIES_BUCKET must differ from EVAULT_S3_BUCKET")
+        if s3.staging_bucket == s3.authoritative_bucket:
+            raise SettingsError("EVAULT_S3_STAGING_BUCKET must differ from EVAULT_S3_BUCKET")
         port = _port(env, "EVAULT_PORT", 8000, minimum=0)
         host = env.get("EVAULT_HOST") or "127.0.0.1"
         vault = VaultSettings(
@@ -278,6 +298,7 @@ class Settings:
             if env.get("EVAULT_SIGNER_TRUST_ROOTS")
             else None,
             require_trusted_signers=_bool(env, "EVAULT_REQUIRE_TRUSTED_SIGNERS", default=False),
+            staging_ttl_seconds=_int(env, "EVAULT_STAGING_TTL_SECONDS", 7 * 24 * 3600, minimum=1),
         )
         if vault.signer_trust_roots_path is not None and not vault.signer_trust_roots_path.is_file():
             raise SettingsError(f"EVAULT_SIGNER_TRUST_ROOTS names no file: {vault.signer_trust_roots_path}")
@@ -294,6 +315,9 @@ class Settings:
             host=host,
             port=port,
             public_url=_http_url(env, "EVAULT_PUBLIC_URL") or f"http://{host}:{port}",
+            idempotency_ttl_seconds=_int(env, "EVAULT_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=1),
+            rate_limit=_rate(env, "EVAULT_RATE_LIMIT", "100/60"),
+            rate_limit_copies=_rate(env, "EVAULT_RATE_LIMIT_COPIES", "10/60"),
         )
         timeout = _int(env, "EVAULT_DATABASE_TIMEOUT", 10, minimum=1)
         return cls(

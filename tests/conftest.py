@@ -54,6 +54,8 @@ def vault_env(embedded_s3: EmbeddedS3, database_url: str, tmp_path: Path) -> dic
         **store_env(embedded_s3, uuid.uuid4().hex[:10]),
         "EVAULT_RETENTION_DAYS": "1",
         "EVAULT_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+        "EVAULT_RATE_LIMIT": "100000/60",  # tests that count requests set their own
+        "EVAULT_RATE_LIMIT_COPIES": "100000/60",
     }
 
 

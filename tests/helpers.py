@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ def create_envelope(client: Any, headers: dict[str, str], kind: str = "paper", *
     body = {
         "kind": kind,
         "title": "Loan 1001",
-        "external_id": "loan-1001",
+        "external_id": f"loan-{uuid.uuid4().hex[:12]}",
         "parties": [{"name": "Ada Borrower", "email": "ada@example.com"}],
         "secured_party": {"name": "First Bank", "id": "bank-1"},
         **extra,

@@ -1,22 +1,34 @@
 """Envelopes: registering one to vault, and reading it back within its organisation only.
 
-The full e-sign lifecycle (sending, signing, voiding) comes later; here an envelope is registered with what
-custody needs: its kind, its parties and the secured party that is the assignee of record.
+An envelope is registered with what custody needs: its kind, its parties, the secured party that is the
+assignee of record, an optional ``external_id`` (unique per organisation) and an optional ``expires_at``.
+Its states and their transitions live in :mod:`vault.lifecycle`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import rfc8785
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from compliance.errors import InvalidInput, NotFound
+from compliance.errors import Conflict, InvalidInput, NotFound
 from compliance.ledger.events import Actor, append_event
-from storage.ids import iso, new_id, utcnow
-from storage.models import Envelope, VaultedDocument, VaultRecord
+from storage.db import Database
+from storage.ids import as_utc, iso, new_id, utcnow
+from storage.models import Envelope, StagedDocument, VaultedDocument, VaultRecord
+from vault.custody import OnCommit
+from vault.lifecycle import initial_status
 
 KINDS = ("esign", "paper")
+ENVELOPE_ID = re.compile(r"env_[a-z0-9]{20}")
+MAX_TITLE = 300
+MAX_EXTERNAL_ID = 200
+MAX_JSON_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -27,28 +39,102 @@ class NewEnvelope:
     parties: list[dict[str, Any]] = field(default_factory=list)
     secured_party: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    expires_at: datetime | None = None
+
+
+def _text_ok(value: str, limit: int) -> bool:
+    """Non-blank, within ``limit``, no NUL (PostgreSQL text refuses it) and encodable as UTF-8."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return bool(value.strip()) and len(value) <= limit and "\x00" not in value
+
+
+def check_ledger_json(value: Any, where: str) -> None:
+    """What goes into the ledger must encode as its canonical JSON (RFC 8785), within a bounded size."""
+    try:
+        encoded = rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, ValueError, TypeError, UnicodeError) as exc:
+        raise InvalidInput(
+            "Request.InvalidMetadata", f"{where} must be JSON the ledger can hold", field=where, error=str(exc)
+        ) from None
+    if len(encoded) > MAX_JSON_BYTES or "\\u0000" in encoded.decode():
+        raise InvalidInput("Request.InvalidMetadata", f"{where} is too large or holds NUL", field=where)
 
 
 def _check_party(party: dict[str, Any], where: str) -> None:
-    if not isinstance(party.get("name"), str) or not party["name"].strip():
+    name = party.get("name")
+    if not isinstance(name, str) or not _text_ok(name, 200):
         raise InvalidInput("Envelope.InvalidParty", f"{where}.name is required", field=f"{where}.name")
 
 
-def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelope:
+def _check_new(new: NewEnvelope) -> None:
     if new.kind not in KINDS:
         raise InvalidInput("Envelope.InvalidKind", f"kind must be one of {KINDS}", field="kind")
-    if not new.title.strip():
-        raise InvalidInput("Envelope.InvalidTitle", "title must not be empty", field="title")
+    if not _text_ok(new.title, MAX_TITLE):
+        raise InvalidInput(
+            "Envelope.InvalidTitle", f"title must be 1-{MAX_TITLE} characters, without NUL", field="title"
+        )
+    if new.external_id is not None and not _text_ok(new.external_id, MAX_EXTERNAL_ID):
+        raise InvalidInput(
+            "Envelope.InvalidExternalId",
+            f"external_id must be 1-{MAX_EXTERNAL_ID} characters, without NUL",
+            field="external_id",
+        )
     for i, party in enumerate(new.parties):
         _check_party(party, f"parties[{i}]")
     if new.secured_party is not None:
         _check_party(new.secured_party, "secured_party")
+    for where, value in (("parties", new.parties), ("secured_party", new.secured_party), ("metadata", new.metadata)):
+        check_ledger_json(value, where)
+    if new.expires_at is not None and (new.expires_at.tzinfo is None or as_utc(new.expires_at) <= utcnow()):
+        raise InvalidInput(
+            "Envelope.InvalidExpiry", "expires_at must be a future time with a UTC offset", field="expires_at"
+        )
+
+
+def _by_external_id(session: Session, org_id: str, external_id: str) -> Envelope | None:
+    return session.exec(select(Envelope).where(Envelope.org_id == org_id, Envelope.external_id == external_id)).first()
+
+
+def _duplicate(existing: Envelope) -> Conflict:
+    return Conflict(
+        "Envelope.DuplicateExternalId",
+        "an envelope with this external_id already exists in your organisation",
+        external_id=existing.external_id,
+        envelope_id=existing.id,
+    )
+
+
+def register_envelope(db: Database, actor: Actor, new: NewEnvelope, on_commit: OnCommit | None = None) -> Envelope:
+    """Create the envelope and its ``envelope.created`` event in one transaction; a duplicate external id is 409
+    with the existing envelope's id, also when two creates race (the partial unique index decides)."""
+    _check_new(new)
+    try:
+        with db.session() as session:
+            if new.external_id is not None and (found := _by_external_id(session, actor.org_id, new.external_id)):
+                raise _duplicate(found)
+            envelope = create_envelope(session, actor, new)
+            if on_commit is not None:
+                on_commit(session, envelope)
+    except IntegrityError:
+        with db.read_session() as session:
+            found = _by_external_id(session, actor.org_id, new.external_id or "")
+        if found is None:
+            raise
+        raise _duplicate(found) from None
+    return envelope
+
+
+def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelope:
+    """Insert the envelope and its event in the caller's transaction (checked by :func:`register_envelope`)."""
     now = utcnow()
     envelope = Envelope(
         id=new_id("env"),
         org_id=actor.org_id,
         kind=new.kind,
-        status="draft" if new.kind == "esign" else "awaiting_upload",
+        status=initial_status(new.kind),
         vault_state="not_vaulted",
         title=new.title,
         external_id=new.external_id,
@@ -57,6 +143,7 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
         meta=new.metadata,
         created_at=now,
         updated_at=now,
+        expires_at=new.expires_at,
     )
     session.add(envelope)
     session.flush()
@@ -72,6 +159,7 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
             "external_id": envelope.external_id,
             "parties": envelope.parties,
             "secured_party": envelope.secured_party,
+            **({"expires_at": iso(envelope.expires_at)} if envelope.expires_at else {}),
         },
     )
     return envelope
@@ -79,7 +167,7 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
 
 def get_envelope(session: Session, org_id: str, envelope_id: str) -> Envelope:
     """Another organisation's envelope is indistinguishable from one that does not exist."""
-    envelope = session.get(Envelope, envelope_id)
+    envelope = session.get(Envelope, envelope_id) if ENVELOPE_ID.fullmatch(envelope_id) else None
     if envelope is None or envelope.org_id != org_id:
         raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
     return envelope
@@ -91,6 +179,8 @@ def lock_envelope(session: Session, org_id: str, envelope_id: str) -> Envelope:
     PostgreSQL takes a row lock (``FOR UPDATE``), so a concurrent change of the same envelope waits and then
     sees the committed state; SQLite write sessions already hold the database's one write lock.
     """
+    if not ENVELOPE_ID.fullmatch(envelope_id):
+        raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
     envelope = session.exec(select(Envelope).where(Envelope.id == envelope_id).with_for_update()).first()
     if envelope is None or envelope.org_id != org_id:
         raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
@@ -99,6 +189,17 @@ def lock_envelope(session: Session, org_id: str, envelope_id: str) -> Envelope:
 
 def vault_record(session: Session, envelope_id: str) -> VaultRecord | None:
     return session.exec(select(VaultRecord).where(VaultRecord.envelope_id == envelope_id)).first()
+
+
+def staged_documents(session: Session, envelope_id: str) -> list[StagedDocument]:
+    """Uploads waiting for vault-in, oldest first (the order vault-in will vault them in)."""
+    return list(
+        session.exec(
+            select(StagedDocument)
+            .where(StagedDocument.envelope_id == envelope_id)
+            .order_by(col(StagedDocument.staged_at), col(StagedDocument.id))
+        )
+    )
 
 
 def vaulted_documents(session: Session, record_id: str) -> list[VaultedDocument]:
@@ -111,20 +212,40 @@ def vaulted_documents(session: Session, record_id: str) -> list[VaultedDocument]
     )
 
 
-def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
-    """The envelope as the API shows it, with its vault record when there is one."""
-    view: dict[str, Any] = {
+def summary(envelope: Envelope) -> dict[str, Any]:
+    """What a list shows of an envelope: its own row, no documents."""
+    return {
         "id": envelope.id,
         "kind": envelope.kind,
         "status": envelope.status,
+        "vault_state": envelope.vault_state,
         "title": envelope.title,
         "external_id": envelope.external_id,
-        "parties": envelope.parties,
-        "secured_party": envelope.secured_party,
-        "metadata": envelope.meta,
         "revision": envelope.revision,
         "created_at": iso(envelope.created_at),
         "updated_at": iso(envelope.updated_at),
+        "expires_at": iso(envelope.expires_at) if envelope.expires_at else None,
+    }
+
+
+def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
+    """The envelope as the API shows it, with its staged uploads and, once vaulted, its vault record."""
+    view: dict[str, Any] = {
+        **summary(envelope),
+        "parties": envelope.parties,
+        "secured_party": envelope.secured_party,
+        "metadata": envelope.meta,
+        "staged_documents": [
+            {
+                "id": doc.id,
+                "filename": doc.filename,
+                "sha256": doc.sha256,
+                "size": doc.size,
+                "staged_at": iso(doc.staged_at),
+                "expires_at": iso(doc.expires_at),
+            }
+            for doc in (staged_documents(session, envelope.id) if envelope.status == "awaiting_upload" else [])
+        ],
         "vault": {"state": envelope.vault_state},
     }
     record = vault_record(session, envelope.id)

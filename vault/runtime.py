@@ -28,6 +28,7 @@ from storage.errors import BucketNotWorm, StorageError
 from storage.object_store import ObjectStore, check_worm_bucket, ensure_bucket, make_s3_client
 from storage.settings import Settings
 from vault.custody import Custody
+from vault.expiry import sweep
 from vault.reconcile import reconcile_claims
 
 log = logging.getLogger("evault")
@@ -53,6 +54,7 @@ class Runtime:
     _checkpointer: threading.Thread | None = None
     _watchdog: threading.Thread | None = None
     _reconciler: threading.Thread | None = None
+    _sweeper: threading.Thread | None = None
 
     def sources(self) -> Sources:
         """What the evidence checks read, without the signing key or the checkpointer."""
@@ -68,6 +70,7 @@ class Runtime:
             self.settings.s3.public_endpoint or None,
             self.signer_trust_roots,
             self.settings.pdf,
+            ObjectStore(self.s3_client, self.settings.s3.staging_bucket),
         )
 
     def start_checkpointer(self) -> None:
@@ -127,10 +130,25 @@ class Runtime:
         self._watchdog = threading.Thread(target=watch, daemon=True, name="evault-watchdog")
         self._watchdog.start()
 
+    def start_sweeper(self, interval_seconds: float = 30.0) -> None:
+        """Apply deadlines in the background: envelope expiry, staged uploads, idempotency keys, rate counters."""
+        api = self.settings.api
+        window = max(api.rate_limit[1], api.rate_limit_copies[1])
+
+        def run() -> None:
+            while not self._stop.wait(interval_seconds):
+                try:
+                    sweep(self.custody(), window)
+                except Exception as exc:  # keep going after a passing storage or database fault
+                    log.warning("sweeping deadlines failed, will retry: %s", exc)
+
+        self._sweeper = threading.Thread(target=run, daemon=True, name="evault-sweeper")
+        self._sweeper.start()
+
     def close(self) -> None:
         """Stop in the reverse order of opening: threads, then the database, then the store they use."""
         self._stop.set()
-        for thread in (self._watchdog, self._checkpointer, self._reconciler):
+        for thread in (self._watchdog, self._checkpointer, self._reconciler, self._sweeper):
             if thread is not None:
                 thread.join(timeout=30)
         self.db.dispose()
@@ -164,6 +182,8 @@ def open_runtime(settings: Settings) -> Runtime:
         if s3.create_buckets:
             ensure_bucket(client, s3.authoritative_bucket, object_lock=True)
             ensure_bucket(client, s3.copies_bucket, object_lock=False)
+            if s3.staging_bucket != s3.copies_bucket:
+                ensure_bucket(client, s3.staging_bucket, object_lock=False)
         try:
             check_worm_bucket(client, s3.authoritative_bucket)
         except BucketNotWorm as exc:

@@ -28,8 +28,10 @@ from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import iso, new_id, utcnow
 from storage.keys import authoritative_key
 from storage.models import VaultClaim, VaultedDocument, VaultRecord
-from vault.custody import Custody
+from vault.custody import Custody, OnCommit
 from vault.envelopes import get_envelope, lock_envelope, vault_record, vaulted_documents
+from vault.expiry import settle
+from vault.lifecycle import check_if_match, require_not_due, transition
 from vault.pdf_inspect import PdfFacts, inspect_pdf
 from vault.vault_in_plan import build_plan, check_claimable
 
@@ -76,7 +78,7 @@ def _check_signatures(custody: Custody, data: bytes, position: int) -> dict[str,
     return result.as_json()
 
 
-def _check_uploads(
+def check_uploads(
     custody: Custody, uploads: list[Upload], source: str
 ) -> list[tuple[Upload, str, PdfFacts, dict[str, Any] | None]]:
     if not uploads:
@@ -127,14 +129,22 @@ def _replay_or_conflict(custody: Custody, envelope_id: str, digests: list[str]) 
 
 
 def _claim(
-    custody: Custody, actor: Actor, envelope_id: str, source: str, digests: list[str], plan: dict[str, Any]
+    custody: Custody,
+    actor: Actor,
+    envelope_id: str,
+    source: str,
+    digests: list[str],
+    plan: dict[str, Any],
+    if_match: str | None,
 ) -> VaultClaim | None:
     """Commit our claim, or adopt an unfinished claim for the same bytes (a retry); None if already vaulted."""
     with custody.db.session() as session:
         envelope = lock_envelope(session, actor.org_id, envelope_id)
         if envelope.vault_state != "not_vaulted":
             return None
+        check_if_match(envelope, if_match)
         check_claimable(envelope, source)
+        require_not_due(envelope, utcnow())
         existing = session.get(VaultClaim, envelope.id)
         if existing is not None:
             if existing.digests != digests:
@@ -164,11 +174,15 @@ def vault_in(
     *,
     source: str,
     caller_metadata: dict[str, Any] | None = None,
+    if_match: str | None = None,
+    on_commit: OnCommit | None = None,
 ) -> VaultInResult:
+    """``if_match`` is checked under the claim's lock; ``on_commit`` runs in the record's transaction."""
+    settle(custody, actor.org_id, envelope_id)
     with custody.db.read_session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
     check_claimable(envelope, source, vaulted_ok=True)
-    checked = _check_uploads(custody, uploads, source)
+    checked = check_uploads(custody, uploads, source)
     digests = [digest for _, digest, _, _ in checked]
     if envelope.vault_state != "not_vaulted":
         return _replay_or_conflict(custody, envelope.id, digests)
@@ -187,7 +201,7 @@ def vault_in(
         for position, (upload, digest, facts, signatures) in enumerate(checked)
     ]
     plan = build_plan(envelope, actor, source, documents, caller_metadata, retain_until)
-    claim = _claim(custody, actor, envelope.id, source, digests, plan)
+    claim = _claim(custody, actor, envelope.id, source, digests, plan, if_match)
     if claim is None:
         return _replay_or_conflict(custody, envelope.id, digests)
 
@@ -203,13 +217,19 @@ def vault_in(
         except StorageError as exc:
             raise Unavailable("Storage.Unavailable", "object storage did not accept the document; retry") from exc
     try:
-        return record_claim(custody, claim.envelope_id, claim.claim_id, versions)
+        return record_claim(custody, claim.envelope_id, claim.claim_id, versions, on_commit=on_commit)
     except (IntegrityError, VaultInRaced):
         return _replay_or_conflict(custody, envelope.id, digests)
 
 
 def record_claim(
-    custody: Custody, envelope_id: str, claim_id: str, versions: list[str], *, reconciled: bool = False
+    custody: Custody,
+    envelope_id: str,
+    claim_id: str,
+    versions: list[str],
+    *,
+    reconciled: bool = False,
+    on_commit: OnCommit | None = None,
 ) -> VaultInResult:
     """Turn the claim into the record, its documents and the ledger event, in one transaction."""
     now = utcnow()
@@ -250,11 +270,8 @@ def record_claim(
             for doc, version in zip(plan["documents"], versions, strict=True)
         ]
         session.add_all(documents)
-        envelope.vault_state = "vaulted"
-        envelope.status = "completed"
+        transition(envelope, now, status="completed", vault_state="vaulted")
         envelope.secured_party = plan["secured_party"]
-        envelope.revision += 1
-        envelope.updated_at = now
         session.add(envelope)
         session.delete(claim)
         session.flush()
@@ -283,4 +300,6 @@ def record_claim(
         append_event(
             session, actor=actor, envelope_id=envelope.id, event_type="vault.vaulted_in", occurred_at=now, data=data
         )
+        if on_commit is not None:
+            on_commit(session, envelope)
     return VaultInResult(record, documents, replayed=False)

@@ -12,8 +12,9 @@ from compliance.errors import Conflict, InvalidInput
 from compliance.ledger.events import Actor, append_event
 from storage.ids import iso, utcnow
 from storage.models import VaultRecord
-from vault.custody import Custody
-from vault.envelopes import lock_envelope, vault_record
+from vault.custody import Custody, OnCommit
+from vault.envelopes import check_ledger_json, lock_envelope, vault_record
+from vault.lifecycle import check_if_match, transition
 
 REASONS = ("transfer", "paper_out", "payoff", "other")
 
@@ -31,6 +32,7 @@ def _release_details(reason: str, transferee: dict[str, Any] | None, note: str |
         )
     if reason == "other" and not (note and note.strip()):
         raise InvalidInput("VaultOut.NoteRequired", "reason 'other' needs a note saying why", field="note")
+    check_ledger_json({"transferee": transferee, "note": note}, "transferee")
     details: dict[str, Any] = {}
     if transferee:
         details["transferee"] = transferee
@@ -46,12 +48,16 @@ def vault_out(
     reason: str,
     transferee: dict[str, Any] | None = None,
     note: str | None = None,
+    *,
+    if_match: str | None = None,
+    on_commit: OnCommit | None = None,
 ) -> VaultRecord:
     details = _release_details(reason, transferee, note)
     now = utcnow()
     with custody.db.session() as session:
         # Locked first: of two concurrent vault-outs the second waits here, then sees the first's release.
         envelope = lock_envelope(session, actor.org_id, envelope_id)
+        check_if_match(envelope, if_match)
         record = vault_record(session, envelope.id)
         if record is None:
             raise Conflict("Vault.NotVaulted", "this envelope has no authoritative copy to release")
@@ -65,9 +71,7 @@ def vault_out(
         record.released_by = actor.key_id
         record.release_reason = reason
         record.release_details = details
-        envelope.vault_state = "released"
-        envelope.revision += 1
-        envelope.updated_at = now
+        transition(envelope, now, vault_state="released")
         session.add(record)
         session.add(envelope)
         append_event(
@@ -78,4 +82,6 @@ def vault_out(
             occurred_at=now,
             data={"authoritative_copy_id": record.id, "reason": reason, **details},
         )
+        if on_commit is not None:
+            on_commit(session, envelope)
     return record

@@ -16,6 +16,8 @@ from vault.api.envelopes import EnvelopeController
 from vault.api.errors import handle_database_error, handle_domain_error, handle_http_error, handle_unexpected
 from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
+from vault.api.openapi import CompletedJsonRenderPlugin
+from vault.api.ratelimit_headers import RateLimitHeadersMiddleware
 from vault.api.request_id import add_id_headers
 from vault.runtime import Runtime
 
@@ -34,6 +36,7 @@ def create_app(runtime: Runtime) -> Litestar:
         route_handlers=[partner, health, ready, public_keys],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
         before_send=[add_id_headers],
+        middleware=[RateLimitHeadersMiddleware],
         exception_handlers={
             EvaultError: handle_domain_error,
             HTTPException: handle_http_error,
@@ -45,6 +48,7 @@ def create_app(runtime: Runtime) -> Litestar:
             title="evault partner API",
             version="2.0.0",
             path="/api/v2",
+            render_plugins=[CompletedJsonRenderPlugin()],
             components=Components(
                 security_schemes={
                     "ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")

@@ -1,74 +1,38 @@
-"""Vault endpoints: vault-in (signed or uploaded), authoritative and copy URLs, vault-out.
+"""Vault endpoints: vault-in (signed, uploaded, or what was staged), authoritative and copy URLs, vault-out.
 
-A vault-in body is either one raw ``application/pdf`` (with optional ``X-Content-SHA256`` and ``?filename=``)
-or ``multipart/form-data`` with one or more ``document`` file parts (each may have a ``sha256`` field
-``sha256_<n>`` for the n-th) and an optional ``metadata`` JSON part.
+A vault-in body is a raw ``application/pdf`` or ``multipart/form-data`` (see :mod:`vault.api.uploads`); an
+empty ``vault-in-upload`` vaults the documents staged by ``POST .../upload``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from anyio import to_thread
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from compliance.errors import InvalidInput
 from compliance.ledger.events import Actor
-from vault.envelopes import describe, get_envelope
+from vault.api.conventions import Hook, Outcome, if_match, json_digest, mutate
+from vault.api.schemas import (
+    READ_ERRORS,
+    UPLOAD_ERRORS,
+    WRITE_ERRORS,
+    AuthoritativeUrls,
+    CopyUrls,
+    EnvelopeView,
+    VaultInView,
+    answers,
+)
+from vault.api.uploads import read_uploads
+from vault.listing import show_envelope
 from vault.retrieval import authoritative_urls, issue_copies
 from vault.runtime import Runtime
-from vault.vault_in import Upload, VaultInResult, vault_in
+from vault.staging import vault_in_staged
+from vault.vault_in import VaultInResult, vault_in
 from vault.vault_out import vault_out
-
-
-async def _uploads(request: Request[Any, Any, Any]) -> tuple[list[Upload], dict[str, Any] | None]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        form = await request.form()
-        metadata = None
-        if "metadata" in form:
-            try:
-                metadata = json.loads(form["metadata"])
-            except (TypeError, ValueError):
-                raise InvalidInput(
-                    "Request.InvalidMetadata", "metadata must be a JSON object", field="metadata"
-                ) from None
-            if not isinstance(metadata, dict):
-                raise InvalidInput("Request.InvalidMetadata", "metadata must be a JSON object", field="metadata")
-        uploads = []
-        for position, part in enumerate(form.getall("document")):
-            if not isinstance(part, UploadFile):
-                raise InvalidInput("Request.InvalidPart", "each document part must be a file", field="document")
-            sha = form.get(f"sha256_{position}")
-            uploads.append(
-                Upload(
-                    part.filename or f"document-{position}.pdf",
-                    await part.read(),
-                    sha if isinstance(sha, str) else None,
-                )
-            )
-        return uploads, metadata
-    if content_type not in {"application/pdf", "application/octet-stream"}:
-        raise InvalidInput(
-            "Request.UnsupportedMediaType",
-            "send application/pdf or multipart/form-data",
-            content_type=content_type,
-        )
-    body = await request.body()
-    filename = request.query_params.get("filename") or "document.pdf"
-    return [Upload(filename, body, request.headers.get("x-content-sha256"))], None
-
-
-def _vault_in_response(runtime: Runtime, actor: Actor, result: VaultInResult) -> Response[dict[str, Any]]:
-    with runtime.db.read_session() as session:
-        view = describe(session, get_envelope(session, actor.org_id, result.record.envelope_id))
-    view["replayed"] = result.replayed
-    return Response(view, status_code=200 if result.replayed else 201)
 
 
 @dataclass
@@ -78,49 +42,77 @@ class VaultOutIn:
     note: str | None = None
 
 
+def _replayed(runtime: Runtime, actor: Actor, result: VaultInResult) -> Outcome | None:
+    """A vault-in that changed nothing (the same bytes again) answers 200 with ``replayed: true``."""
+    if not result.replayed:
+        return None
+    view, tag = show_envelope(runtime.custody(), actor.org_id, result.record.envelope_id)
+    return Outcome(200, {**view, "replayed": True}, {"ETag": tag})
+
+
+VAULT_IN_ANSWERS = {
+    **answers(201, VaultInView, UPLOAD_ERRORS, "Vaulted: the authoritative copy is written and recorded"),
+    200: ResponseSpec(data_container=VaultInView, description="The same bytes again: a replay, nothing written"),
+}
+
+
 class CustodyController(Controller):
     path = "/envelopes/{envelope_id:str}"
     tags = ["Vault"]
 
     async def _vault_in(
-        self,
-        request: Request[Any, Any, Any],
-        runtime: NamedDependency[Runtime],
-        actor: NamedDependency[Actor],
-        envelope_id: FromPath[str],
-        source: str,
-    ) -> Response[dict[str, Any]]:
-        uploads, metadata = await _uploads(request)
+        self, request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, envelope_id: str, source: str
+    ) -> Response[Any]:
+        uploads, metadata, digest = await read_uploads(request, empty_ok=source == "upload")
+        precondition = if_match(request)
 
-        def run() -> Response[dict[str, Any]]:
-            result = vault_in(runtime.custody(), actor, envelope_id, uploads, source=source, caller_metadata=metadata)
-            return _vault_in_response(runtime, actor, result)
+        def call(hook: Hook) -> Outcome | None:
+            custody = runtime.custody()
+            if not uploads:
+                result = vault_in_staged(custody, actor, envelope_id, if_match=precondition, on_commit=hook)
+            else:
+                result = vault_in(
+                    custody,
+                    actor,
+                    envelope_id,
+                    uploads,
+                    source=source,
+                    caller_metadata=metadata,
+                    if_match=precondition,
+                    on_commit=hook,
+                )
+            return _replayed(runtime, actor, result)
 
-        return await to_thread.run_sync(run)
+        return await mutate(request, runtime, actor.org_id, digest, 201, call, replayed=False)
 
-    @post("/vault-in-signed", opt={"scope": "vault:write"})
+    @post("/vault-in-signed", opt={"scope": "vault:write"}, responses=VAULT_IN_ANSWERS)
     async def vault_in_signed(
         self,
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
         envelope_id: FromPath[str],
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[Any]:
         """Vault a completed e-sign envelope's signed PDF(s) as the authoritative copy (manual / recovery)."""
         return await self._vault_in(request, runtime, actor, envelope_id, "signed")
 
-    @post("/vault-in-upload", opt={"scope": "vault:write"})
+    @post("/vault-in-upload", opt={"scope": "vault:write"}, responses=VAULT_IN_ANSWERS)
     async def vault_in_upload(
         self,
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
         envelope_id: FromPath[str],
-    ) -> Response[dict[str, Any]]:
-        """Vault a paper envelope's uploaded PDF(s) as the authoritative copy."""
+    ) -> Response[Any]:
+        """Vault a paper envelope's PDF(s) as the authoritative copy: from the body, or (empty body) as staged."""
         return await self._vault_in(request, runtime, actor, envelope_id, "upload")
 
-    @get("/vault/signed-url", opt={"scope": "vault:read"}, sync_to_thread=True)
+    @get(
+        "/vault/signed-url",
+        opt={"scope": "vault:read"},
+        sync_to_thread=True,
+        responses=answers(200, AuthoritativeUrls, (*READ_ERRORS, 409), "Presigned URLs"),
+    )
     def authoritative_url(
         self,
         runtime: NamedDependency[Runtime],
@@ -132,7 +124,12 @@ class CustodyController(Controller):
         issued = authoritative_urls(runtime.custody(), actor, envelope_id, document_id)
         return {"envelope_id": envelope_id, "documents": [url.as_json() for url in issued]}
 
-    @get("/vault/copy/signed-url", opt={"scope": "vault:read"}, sync_to_thread=True)
+    @get(
+        "/vault/copy/signed-url",
+        opt={"scope": "vault:read", "rate_policy": "copies"},
+        sync_to_thread=True,
+        responses=answers(200, CopyUrls, (*READ_ERRORS, 409), "New registered copies"),
+    )
     def copy_url(
         self,
         runtime: NamedDependency[Runtime],
@@ -144,15 +141,33 @@ class CustodyController(Controller):
         issued = issue_copies(runtime.custody(), actor, envelope_id, document_id)
         return {"envelope_id": envelope_id, "copies": [url.as_json() for url in issued]}
 
-    @post("/vault-out", opt={"scope": "vault:release"}, sync_to_thread=True, status_code=200)
-    def release(
+    @post(
+        "/vault-out",
+        opt={"scope": "vault:release"},
+        status_code=200,
+        responses=answers(200, EnvelopeView, WRITE_ERRORS, "Released"),
+    )
+    async def release(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[VaultOutIn],
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
         envelope_id: FromPath[str],
-    ) -> dict[str, Any]:
+    ) -> Response[Any]:
         """Release the authoritative copy (transfer, paper-out, payoff, other)."""
-        vault_out(runtime.custody(), actor, envelope_id, data.reason, data.transferee, data.note)
-        with runtime.db.read_session() as session:
-            return describe(session, get_envelope(session, actor.org_id, envelope_id))
+        precondition = if_match(request)
+
+        def call(hook: Hook) -> None:
+            vault_out(
+                runtime.custody(),
+                actor,
+                envelope_id,
+                data.reason,
+                data.transferee,
+                data.note,
+                if_match=precondition,
+                on_commit=hook,
+            )
+
+        return await mutate(request, runtime, actor.org_id, json_digest(await request.body()), 200, call)

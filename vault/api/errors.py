@@ -10,6 +10,7 @@ retry (``Retry-After``).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -31,6 +32,7 @@ STATUS_BY_CATEGORY = {
     "conflict": 409,
     "precondition_failed": 412,
     "too_large": 413,
+    "rate_limited": 429,
     "integrity": 500,
     "unavailable": 503,
 }
@@ -85,7 +87,7 @@ def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     status = exc.status_code
     details: dict[str, Any] = {}
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
-        details["errors"] = exc.extra
+        details["errors"] = [_field_error(item) for item in exc.extra]
     code = CODE_BY_STATUS.get(status, "Request.Error" if status < 500 else "Server.InternalError")
     message = exc.detail if status < 500 else "internal error"
     return error_response(request, status, code, message, details, headers=exc.headers)
@@ -110,6 +112,21 @@ def handle_database_error(request: Request[Any, Any, Any], exc: SQLAlchemyError)
         return handle_unexpected(request, exc)
     log.warning("request %s: database unavailable: %s", request_id(request), type(exc.__cause__ or exc).__name__)
     return error_response(request, 503, "Database.Unavailable", "the database is unavailable; retry later")
+
+
+_MISSING = re.compile(r"missing required field `([^`]+)`(?: - at `\$\.?([^`]*)`)?")
+
+
+def _field_error(item: Any) -> dict[str, Any]:
+    """Litestar's ``{"key", "message", "source"}`` as ``{"field", "message", "source"}``. For a missing field
+    Litestar names the whole body (``data``); the field is then read from msgspec's message."""
+    if not isinstance(item, dict):
+        return {"field": None, "message": str(item), "source": None}
+    message = str(item.get("message", ""))
+    field = item.get("key")
+    if (missing := _MISSING.search(message)) is not None:
+        field = ".".join(filter(None, (missing.group(2), missing.group(1))))
+    return {"field": field, "message": message, "source": item.get("source")}
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

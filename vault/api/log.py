@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
@@ -15,6 +15,16 @@ from compliance.ledger.events import envelope_events, log_size
 from compliance.ledger.map_store import map_root_ending
 from compliance.proof_bundle import build_bundle
 from storage.models import Checkpoint as CheckpointRow
+from vault.api.conventions import Hook, Outcome, mutate, raw_digest
+from vault.api.schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    CheckpointView,
+    ConsistencyProofView,
+    InclusionProofView,
+    ProofBundleView,
+    answers,
+)
 from vault.envelopes import get_envelope
 from vault.runtime import Runtime
 from vault.tenancy import Principal
@@ -48,19 +58,27 @@ class LogController(Controller):
     tags = ["Transparency log"]
     opt = {"scope": "compliance:read"}
 
-    @get("/checkpoint", sync_to_thread=True)
+    @get("/checkpoint", sync_to_thread=True, responses=answers(200, CheckpointView, READ_ERRORS, "The checkpoint"))
     def checkpoint(self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
         """The latest signed checkpoint (C2SP tlog-checkpoint note) of your organisation's log."""
         return _checkpoint_view(_current(runtime, principal.org_id))
 
-    @post("/checkpoint", sync_to_thread=True, status_code=200)
-    def checkpoint_now(
-        self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
-    ) -> dict[str, Any]:
+    @post("/checkpoint", status_code=200, responses=answers(200, CheckpointView, WRITE_ERRORS, "The checkpoint"))
+    async def checkpoint_now(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
+    ) -> Response[Any]:
         """Sign a checkpoint of the log's current head now (if it has grown)."""
-        return _checkpoint_view(runtime.checkpoints.checkpoint_now(principal.org_id))
 
-    @get("/proof/inclusion", sync_to_thread=True)
+        def call(_: Hook) -> Outcome:
+            return Outcome(200, _checkpoint_view(runtime.checkpoints.checkpoint_now(principal.org_id)))
+
+        return await mutate(request, runtime, principal.org_id, raw_digest(await request.body()), 200, call)
+
+    @get(
+        "/proof/inclusion",
+        sync_to_thread=True,
+        responses=answers(200, InclusionProofView, READ_ERRORS, "RFC 9162 inclusion proof"),
+    )
     def inclusion(
         self,
         runtime: NamedDependency[Runtime],
@@ -76,7 +94,11 @@ class LogController(Controller):
             proof = tree_for(session, principal.org_id, size).inclusion_proof(leaf_index, tree_size)
         return {"leaf_index": leaf_index, "tree_size": tree_size, "hashes": _b64(proof)}
 
-    @get("/proof/consistency", sync_to_thread=True)
+    @get(
+        "/proof/consistency",
+        sync_to_thread=True,
+        responses=answers(200, ConsistencyProofView, READ_ERRORS, "RFC 9162 consistency proof"),
+    )
     def consistency(
         self,
         runtime: NamedDependency[Runtime],
@@ -97,7 +119,12 @@ class EnvelopeProofController(Controller):
     path = "/envelopes/{envelope_id:str}/proof"
     tags = ["Transparency log"]
 
-    @get("/", opt={"scope": "compliance:read"}, sync_to_thread=True)
+    @get(
+        "/",
+        opt={"scope": "compliance:read"},
+        sync_to_thread=True,
+        responses=answers(200, ProofBundleView, READ_ERRORS, "Proof bundle evault-proof-bundle/v1"),
+    )
     def bundle(
         self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], envelope_id: FromPath[str]
     ) -> dict[str, Any]:

@@ -110,6 +110,7 @@ def _serve(_: argparse.Namespace) -> int:
 
         runtime.start_checkpointer()
         runtime.start_reconciler()
+        runtime.start_sweeper()
         runtime.start_watchdog(stop_serving)
         # uvicorn catches the signal, shuts down gracefully, then raises it again: that ends up in _Stopped.
         server.run(sockets=[listener])

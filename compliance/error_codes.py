@@ -1,0 +1,160 @@
+"""Every stable error code, its HTTP status and what it means: the one list clients and the README rely on.
+
+``tests/test_error_codes.py`` greps the source tree for code literals and fails when one is missing here or
+listed here but raised nowhere, and checks that the README's table is :func:`markdown_table` exactly.
+Status ``None``: not an HTTP answer, but a finding of ``evault verify`` or of the offline verifiers.
+Print the table with ``python -m compliance.error_codes``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class ErrorCode(NamedTuple):
+    status: int | None
+    meaning: str
+
+
+CODES: dict[str, ErrorCode] = {
+    # requests
+    "Request.Invalid": ErrorCode(
+        400, "the body, a query or a path parameter is malformed; details.errors names the field"
+    ),
+    "Request.InvalidCursor": ErrorCode(400, "the list cursor is not one this API issued"),
+    "Request.InvalidMetadata": ErrorCode(
+        400, "metadata/parties are not JSON the ledger can hold (size, depth, numbers)"
+    ),
+    "Request.InvalidPart": ErrorCode(400, "a multipart document part is not a file"),
+    "Request.UnsupportedMediaType": ErrorCode(400, "send application/pdf or multipart/form-data"),
+    "Request.Error": ErrorCode(400, "another client error reported by the HTTP layer"),
+    "Request.TooLarge": ErrorCode(413, "the body is larger than EVAULT_MAX_UPLOAD_BYTES"),
+    "Request.RateLimited": ErrorCode(429, "the key's quota for this window is spent; see Retry-After"),
+    "Route.NotFound": ErrorCode(404, "no such endpoint"),
+    "Route.MethodNotAllowed": ErrorCode(405, "the endpoint exists but not for this method; see Allow"),
+    "Idempotency.InvalidKey": ErrorCode(400, "Idempotency-Key is not 1-255 printable ASCII characters"),
+    "Idempotency.KeyReused": ErrorCode(409, "this Idempotency-Key was used for a different request"),
+    "Idempotency.InProgress": ErrorCode(409, "a request with this Idempotency-Key is still in flight"),
+    # authentication
+    "Auth.MissingKey": ErrorCode(401, "no X-API-Key header"),
+    "Auth.MalformedKey": ErrorCode(401, "the key is not lk_ followed by 40+ URL-safe characters"),
+    "Auth.UnknownKey": ErrorCode(401, "the key is not known"),
+    "Auth.KeyRevoked": ErrorCode(401, "the key was revoked"),
+    "Auth.KeyExpired": ErrorCode(401, "the key has expired"),
+    "Auth.Unauthenticated": ErrorCode(401, "authentication failed in the HTTP layer"),
+    "Auth.InsufficientScope": ErrorCode(403, "the key lacks the operation's scope (details.required_scope)"),
+    "Auth.Forbidden": ErrorCode(403, "refused by the HTTP layer"),
+    # envelopes
+    "Envelope.NotFound": ErrorCode(404, "no such envelope in your organisation"),
+    "Envelope.InvalidKind": ErrorCode(400, "kind is not esign or paper"),
+    "Envelope.InvalidTitle": ErrorCode(400, "title is empty, too long or holds NUL"),
+    "Envelope.InvalidExternalId": ErrorCode(400, "external_id is empty, too long or holds NUL"),
+    "Envelope.InvalidParty": ErrorCode(400, "a party has no usable name"),
+    "Envelope.InvalidExpiry": ErrorCode(400, "expires_at is not a future time with a UTC offset"),
+    "Envelope.InvalidReason": ErrorCode(400, "a void needs a reason of 1-500 characters"),
+    "Envelope.SecuredPartyRequired": ErrorCode(400, "vault-in needs the secured party named"),
+    "Envelope.DuplicateExternalId": ErrorCode(409, "external_id is taken in your organisation (details.envelope_id)"),
+    "Envelope.InvalidTransition": ErrorCode(409, "the lifecycle forbids this change from the current state (details)"),
+    "Envelope.NotVaultable": ErrorCode(409, "a voided or expired envelope cannot be vaulted"),
+    "Envelope.PreconditionFailed": ErrorCode(412, "If-Match does not match the envelope's ETag; nothing changed"),
+    # documents
+    "Document.Empty": ErrorCode(400, "zero bytes"),
+    "Document.NotPdf": ErrorCode(400, "the bytes are not a PDF"),
+    "Document.Encrypted": ErrorCode(400, "the PDF is encrypted"),
+    "Document.Malformed": ErrorCode(400, "the PDF is truncated or broken"),
+    "Document.HashMismatch": ErrorCode(400, "the SHA-256 sent does not match the bytes"),
+    "Document.NotSigned": ErrorCode(400, "vault-in-signed takes signed PDFs only"),
+    "Document.Missing": ErrorCode(400, "no PDF sent and none staged"),
+    "Document.TooMany": ErrorCode(400, "more than 20 documents for one envelope"),
+    "Document.NotFound": ErrorCode(404, "no such document in this envelope"),
+    "Staging.Expired": ErrorCode(409, "staged uploads passed EVAULT_STAGING_TTL_SECONDS; upload again"),
+    # custody
+    "Vault.AlreadyVaulted": ErrorCode(409, "the envelope already has another authoritative copy"),
+    "Vault.InProgress": ErrorCode(409, "another vault-in of this envelope is in flight"),
+    "Vault.NotVaulted": ErrorCode(409, "the envelope has no authoritative copy yet"),
+    "Vault.Released": ErrorCode(409, "the authoritative copy was released by vault-out"),
+    "Vault.AlreadyReleased": ErrorCode(409, "vault-out already happened"),
+    "Vault.WrongFlow": ErrorCode(409, "vault-in-signed is for e-sign envelopes, upload for paper ones"),
+    "VaultOut.InvalidReason": ErrorCode(400, "reason is not transfer, paper_out, payoff or other"),
+    "VaultOut.TransfereeRequired": ErrorCode(400, "a transfer names transferee.vault_id"),
+    "VaultOut.NoteRequired": ErrorCode(400, "reason other needs a note"),
+    "Log.OutOfRange": ErrorCode(400, "proof indices outside the log"),
+    "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
+    "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original"),
+    "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
+    "Storage.Unavailable": ErrorCode(503, "object storage failed; nothing was recorded as done"),
+    # documents: budgets and signatures
+    "Document.TooComplex": ErrorCode(400, "the PDF exceeds a vetting budget (details name limit and setting)"),
+    "Document.SignatureInvalid": ErrorCode(
+        400, "an embedded signature does not verify, or a later change is one its signatures forbid"
+    ),
+    "Document.SignerUntrusted": ErrorCode(400, "a signer does not chain to EVAULT_SIGNER_TRUST_ROOTS (when required)"),
+    # copies and capacity
+    "Copy.StampFailed": ErrorCode(500, "the copy could not be stamped; logged with the request id"),
+    "Copy.StampTimeout": ErrorCode(500, "stamping the copy passed its wall-clock deadline"),
+    "Copy.TooComplex": ErrorCode(500, "stamping the copy passed its memory or CPU limit"),
+    "Copy.Busy": ErrorCode(503, "stamping capacity is in use; see Retry-After"),
+    "Vault.Busy": ErrorCode(503, "vetting capacity is in use; see Retry-After"),
+    # service health
+    "Database.Unavailable": ErrorCode(503, "the database cannot be reached or locked; see Retry-After"),
+    "Service.NotReady": ErrorCode(503, "a readiness check fails (details.failing names it)"),
+    "Checkpoint.Forged": ErrorCode(500, "a note at a checkpoint key is not the vault's checkpoint of this tree"),
+    "Log.MapNotCommitted": ErrorCode(409, "the checkpoint does not end with a head-map commit; retry"),
+    # evault org / key commands (exit 1)
+    "Organisation.InvalidName": ErrorCode(None, "an organisation name is empty or too long"),
+    "Organisation.NotFound": ErrorCode(None, "no such organisation"),
+    "Key.NotFound": ErrorCode(None, "no key matches the id or prefix"),
+    "Key.Ambiguous": ErrorCode(None, "the prefix matches several keys (details list them)"),
+    "Key.AlreadyRevoked": ErrorCode(None, "the key was revoked already"),
+    "Key.AlreadyRotated": ErrorCode(None, "the key has a successor already"),
+    "Key.Expired": ErrorCode(None, "an expired key cannot be rotated"),
+    "Key.InvalidDuration": ErrorCode(None, "a duration is not like 30m, 24h or 7d"),
+    "Key.InvalidName": ErrorCode(None, "a key name is empty or too long"),
+    "Key.InvalidReference": ErrorCode(None, "not a key id, key prefix or key"),
+    "Key.InvalidScopes": ErrorCode(None, "scopes are empty or unknown"),
+    # evault verify could not run (exit 3)
+    "Attach.NoVault": ErrorCode(None, "no vault database here (missing, empty, or not an evault schema)"),
+    "Attach.SchemaNotCurrent": ErrorCode(None, "the schema is not at the newest revision"),
+    "Attach.StoreNotRunning": ErrorCode(None, "the embedded store is not running"),
+    "Attach.StoreUnusable": ErrorCode(None, "the authoritative bucket cannot be checked"),
+    "Attach.NoPublicKey": ErrorCode(None, "the vault's public key cannot be read"),
+    # findings of evault verify and of the offline verifiers
+    "Object.BytesChanged": ErrorCode(None, "an authoritative object's bytes differ from the record"),
+    "Object.ExtraVersion": ErrorCode(None, "an authoritative key has versions the record does not name"),
+    "Object.LockWeakened": ErrorCode(None, "an object's retention is shorter or weaker than recorded"),
+    "Object.Unreadable": ErrorCode(None, "an authoritative object cannot be read"),
+    "Object.Unrecorded": ErrorCode(None, "an object under the authoritative prefix that no record names"),
+    "Vault.ClaimUnfinished": ErrorCode(None, "a vault-in claim older than the grace period"),
+    "Checkpoint.Mismatch": ErrorCode(None, "a checkpoint in the database differs from WORM"),
+    "Checkpoint.MissingInWorm": ErrorCode(None, "a checkpoint is missing from WORM"),
+    "Chain.Broken": ErrorCode(None, "an envelope's hash chain does not link"),
+    "Log.Malformed": ErrorCode(None, "a checkpoint, proof or bundle does not parse"),
+    "Log.BadSignature": ErrorCode(None, "a checkpoint signature does not verify"),
+    "Log.WrongOrigin": ErrorCode(None, "a checkpoint names another log"),
+    "Log.WrongKey": ErrorCode(None, "a checkpoint is signed by another key"),
+    "Log.InvalidProof": ErrorCode(None, "an inclusion proof does not verify"),
+    "Log.Inconsistent": ErrorCode(None, "a newer checkpoint does not extend the older one"),
+    "Log.RolledBack": ErrorCode(None, "a checkpoint is older than one already accepted"),
+    "Log.EntriesMissing": ErrorCode(None, "log entries are missing"),
+    "Log.EntryEdited": ErrorCode(None, "a log entry differs from its hash"),
+    "Log.RootMismatch": ErrorCode(None, "the recomputed root differs from the checkpoint"),
+    "Witness.Refused": ErrorCode(None, "a witness refused to cosign"),
+    "Witness.Unavailable": ErrorCode(None, "a witness could not be reached"),
+    "Timestamp.Invalid": ErrorCode(None, "a TSA token does not verify"),
+    "Timestamp.Unavailable": ErrorCode(None, "the TSA could not be reached"),
+    "Log.Forked": ErrorCode(None, "a checkpoint of the remembered size has another root"),
+    "Log.ProveFromTrusted": ErrorCode(None, "prove consistency from the remembered checkpoint"),
+    "Log.Incomplete": ErrorCode(None, "a bundle's last event is not the head the map commits to"),
+    "Map.RootMismatch": ErrorCode(None, "a committed head-map root differs from the one re-derived from the log"),
+}
+
+
+def markdown_table() -> str:
+    rows = ["| code | status | meaning |", "|---|---|---|"]
+    for code, entry in sorted(CODES.items(), key=lambda item: (item[1].status or 999, item[0])):
+        rows.append(f"| `{code}` | {entry.status or '—'} | {entry.meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

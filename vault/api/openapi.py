@@ -1,0 +1,185 @@
+"""What Litestar's generated OpenAPI document cannot say by itself, added once at start-up.
+
+Litestar builds operations from the handlers (typed answers come from :mod:`vault.api.schemas`); this adds the
+raw and multipart PDF request bodies (read by hand, so invisible to Litestar), the convention headers
+(Idempotency-Key, If-Match, If-None-Match, ETag, Location, RateLimit, Retry-After), each operation's required
+scope (``x-required-scope``), realistic examples (a small valid PDF among them) and OpenAPI ``links`` from every
+answer that names an envelope to the operations on it, so stateful testing can follow create → upload →
+vault-in → copies → vault-out.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.routes import HTTPRoute
+
+PDF_OPS = ("vault-in-signed", "vault-in-upload", "upload")
+ENVELOPE_OPS_WITH_ETAG = ("/envelopes/{envelope_id}", "/envelopes/{envelope_id}/status")
+_STRING = {"type": "string"}
+
+
+def sample_pdf() -> str:
+    """A one-page PDF in plain ASCII (so it survives being a JSON string), with a correct xref table."""
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << >> >>",
+        "<< /Length 0 >>\nstream\n\nendstream",
+    ]
+    out = "%PDF-1.4\n"
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n"
+    out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+    return out
+
+
+def _header(name: str, description: str, example: str | None = None) -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "header", "required": False, "description": description}
+    param["schema"] = {"type": "string", "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"}
+    if example is not None:
+        param["example"] = example
+    return param
+
+
+def _pdf_body(optional: bool) -> dict[str, Any]:
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "required": not optional,
+        "description": "One PDF as the raw body, or several as multipart `document` parts"
+        + ("; no body at all vaults what was staged by POST .../upload" if optional else ""),
+        "content": {
+            "application/pdf": {"schema": binary, "example": sample_pdf()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["document"],
+                    "properties": {
+                        "document": {"type": "array", "items": binary, "minItems": 1, "maxItems": 20},
+                        "metadata": {"type": "string", "description": "a JSON object (e.g. the secured party)"},
+                        "sha256_0": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "of document 0"},
+                    },
+                },
+                "encoding": {"document": {"contentType": "application/pdf"}},
+            },
+        },
+    }
+
+
+_EXAMPLES = {
+    ("/envelopes", "post"): {
+        "kind": "paper",
+        "title": "Loan 1001",
+        "external_id": "loan-1001",
+        "parties": [{"name": "Ada Borrower", "email": "ada@example.com"}],
+        "secured_party": {"name": "First Bank", "id": "bank-1"},
+    },
+    ("/envelopes/{envelope_id}/void", "post"): {"reason": "withdrawn by the borrower"},
+    ("/envelopes/{envelope_id}/vault-out", "post"): {"reason": "payoff"},
+}
+
+
+def _scopes(app: Litestar, prefix: str) -> dict[tuple[str, str], str | None]:
+    found: dict[tuple[str, str], str | None] = {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+        for handler in route.route_handlers:
+            if isinstance(handler, HTTPRouteHandler):
+                for method in handler.http_methods:
+                    found[(path.removeprefix(prefix), method.lower())] = handler.opt.get("scope")
+    return found
+
+
+def _links(paths: dict[str, Any], prefix: str) -> dict[str, Any]:
+    links: dict[str, Any] = {}
+    for path, item in paths.items():
+        if not path.startswith(f"{prefix}/envelopes/{{envelope_id}}"):
+            continue
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "operationId" not in operation:
+                continue
+            parameters: dict[str, str] = {"path.envelope_id": "$response.body#/id"}
+            if method == "post" and "/log/" not in path:
+                parameters["header.If-Match"] = "$response.header.ETag"
+            links[operation["operationId"]] = {"operationId": operation["operationId"], "parameters": parameters}
+    return links
+
+
+def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partner") -> None:
+    """Add to the generated document in place (it is the one Litestar serves)."""
+    scopes = _scopes(app, "")
+    paths: dict[str, Any] = schema.get("paths", {})
+    links = _links(paths, prefix)
+    rate_headers = {
+        "RateLimit-Policy": {
+            "description": 'e.g. "default";q=100;w=60 (draft-ietf-httpapi-ratelimit-headers-08+)',
+            "schema": _STRING,
+        },
+        "RateLimit": {"description": 'e.g. "default";r=42;t=17', "schema": _STRING},
+    }
+    for path, item in paths.items():
+        relative = path.removeprefix(prefix)
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or not path.startswith(prefix):
+                continue
+            scope = scopes.get((path, method))
+            operation["x-required-scope"] = scope
+            operation["description"] = f"{operation.get('description') or ''}\n\nRequired scope: `{scope}`.".strip()
+            params = operation.setdefault("parameters", [])
+            if method == "post":
+                params.append(_header("Idempotency-Key", "replays the first answer for 24 h (see README)", "key-1"))
+                if relative.startswith("/envelopes/"):
+                    params.append(_header("If-Match", "the ETag you read; 412 when the envelope changed since"))
+            if relative in ENVELOPE_OPS_WITH_ETAG and method == "get":
+                params.append(_header("If-None-Match", "the ETag you hold; 304 when unchanged"))
+            if relative.rsplit("/", 1)[-1] in PDF_OPS:
+                params.append(_header("X-Content-SHA256", "SHA-256 (hex) of the raw PDF body"))
+                params.append({"name": "filename", "in": "query", "required": False, "schema": _STRING})
+                operation["requestBody"] = _pdf_body(optional=relative.endswith("vault-in-upload"))
+            example = _EXAMPLES.get((relative, method))
+            if example is not None:
+                operation["requestBody"]["content"]["application/json"]["example"] = example
+            for status, response in operation.get("responses", {}).items():
+                headers = response.setdefault("headers", {})
+                headers.update(rate_headers)
+                if status == "429":
+                    headers["Retry-After"] = {
+                        "description": "seconds until the window resets",
+                        "schema": {"type": "integer"},
+                    }
+                if (
+                    relative.startswith("/envelopes")
+                    and status in ("200", "201", "304")
+                    and "{envelope_id}" in relative
+                ):
+                    headers["ETag"] = {"description": "the envelope's revision", "schema": _STRING}
+                if status == "201":
+                    headers["Location"] = {"description": "the envelope's URL", "schema": _STRING}
+                    headers["ETag"] = {"description": "the envelope's revision", "schema": _STRING}
+                body = response.get("content", {}).get("application/json", {}).get("schema", {})
+                ref = body.get("$ref", "")
+                if status in ("200", "201") and ref.rsplit("/", 1)[-1] in {"EnvelopeView", "VaultInView"}:
+                    response["links"] = links
+
+
+class CompletedJsonRenderPlugin(JsonRenderPlugin):
+    """Serves ``openapi.json`` completed by :func:`complete` (once: Litestar hands it the same cached dict)."""
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        if id(openapi_schema) != self._completed:
+            complete(request.app, openapi_schema)
+            self._completed = id(openapi_schema)
+        return super().render(request, openapi_schema)
+
+    _completed: int = 0

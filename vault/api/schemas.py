@@ -1,0 +1,206 @@
+"""The shapes of the partner API's answers, as typed models for the OpenAPI document.
+
+Services shape their answers as plain JSON (so an idempotent replay is the stored body, byte for byte); these
+dataclasses are what that JSON is, and each handler names them in its ``responses``. ``tests/test_contract.py``
+checks the live answers against the document. Caller-supplied free-form JSON (parties, metadata) stays an object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.openapi.datastructures import ResponseSpec
+
+
+@dataclass
+class ErrorBody:
+    """Every error, everywhere. ``code`` is stable (``Resource.ErrorType``); ``details`` depends on it."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+    request_id: str | None
+
+
+@dataclass
+class StagedDocumentView:
+    id: str
+    filename: str
+    sha256: str
+    size: int
+    staged_at: str
+    expires_at: str
+
+
+@dataclass
+class VaultedDocumentView:
+    id: str
+    filename: str
+    sha256: str
+    size: int
+    pages: int
+    version_id: str
+
+
+@dataclass
+class ReleaseView:
+    at: str
+    by: str | None
+    reason: str | None
+    details: dict[str, Any] | None
+
+
+@dataclass
+class VaultView:
+    """``state`` always; the rest once vaulted."""
+
+    state: str
+    authoritative_copy_id: str | None = None
+    source: str | None = None
+    vaulted_at: str | None = None
+    retain_until: str | None = None
+    documents: list[VaultedDocumentView] | None = None
+    released: ReleaseView | None = None
+
+
+@dataclass
+class EnvelopeSummary:
+    id: str
+    kind: str
+    status: str
+    vault_state: str
+    title: str
+    external_id: str | None
+    revision: int
+    created_at: str
+    updated_at: str
+    expires_at: str | None
+
+
+@dataclass
+class EnvelopeView(EnvelopeSummary):
+    parties: list[dict[str, Any]]
+    secured_party: dict[str, Any] | None
+    metadata: dict[str, Any]
+    staged_documents: list[StagedDocumentView]
+    vault: VaultView
+
+
+@dataclass
+class VaultInView(EnvelopeView):
+    replayed: bool
+
+
+@dataclass
+class EnvelopePage:
+    items: list[EnvelopeSummary]
+    next_cursor: str | None
+
+
+@dataclass
+class EnvelopeStatus:
+    id: str
+    status: str
+    vault_state: str
+    revision: int
+    updated_at: str
+
+
+@dataclass
+class IssuedUrlView:
+    id: str
+    url: str
+    sha256: str
+    version_id: str
+    expires_at: str
+    authoritative: bool
+    authoritative_copy_id: str | None = None
+    filename: str | None = None
+    document_id: str | None = None
+    source_sha256: str | None = None
+
+
+@dataclass
+class AuthoritativeUrls:
+    envelope_id: str
+    documents: list[IssuedUrlView]
+
+
+@dataclass
+class CopyUrls:
+    envelope_id: str
+    copies: list[IssuedUrlView]
+
+
+@dataclass
+class CheckpointView:
+    size: int
+    root_hash: str
+    note: str
+    worm_key: str
+    worm_version_id: str
+
+
+@dataclass
+class InclusionProofView:
+    leaf_index: int
+    tree_size: int
+    hashes: list[str]
+
+
+@dataclass
+class ConsistencyProofView:
+    first: int
+    second: int
+    hashes: list[str]
+
+
+@dataclass
+class BundleKey:
+    vkey: str
+    pem: str
+
+
+@dataclass
+class BundleEvent:
+    leaf_index: int
+    entry: str
+    inclusion_proof: list[str]
+
+
+@dataclass
+class ProofBundleView:
+    format: str
+    origin: str
+    envelope_id: str
+    checkpoint: str
+    key: BundleKey
+    events: list[BundleEvent]
+
+
+_MEANING = {
+    304: "Not modified: If-None-Match names the current ETag",
+    400: "Bad input (details name the field); nothing changed",
+    401: "Missing, malformed, unknown, revoked or expired API key",
+    403: "The key lacks this operation's scope",
+    404: "No such envelope (or document) in your organisation",
+    409: "The envelope's state or the Idempotency-Key forbids this now",
+    412: "If-Match does not match the envelope's ETag; nothing changed",
+    413: "Body larger than EVAULT_MAX_UPLOAD_BYTES",
+    429: "Rate limit spent; see Retry-After",
+    500: "A bug or an integrity failure; quote the request id",
+    503: "A dependency (object storage, database) is unavailable; retry",
+}
+READ_ERRORS = (400, 401, 403, 404, 429, 500, 503)
+WRITE_ERRORS = (*READ_ERRORS, 409, 412)
+UPLOAD_ERRORS = (*WRITE_ERRORS, 413)
+
+
+def answers(status: int, model: type[Any] | None, errors: tuple[int, ...], description: str) -> dict[int, ResponseSpec]:
+    """The handler's success answer and every error it may give, each with its typed body."""
+    specs = {code: ResponseSpec(data_container=ErrorBody, description=_MEANING[code]) for code in errors}
+    if 304 in errors:
+        specs[304] = ResponseSpec(data_container=None, description=_MEANING[304])
+    specs[status] = ResponseSpec(data_container=model, description=description, generate_examples=False)
+    return specs

@@ -1,0 +1,162 @@
+"""The paper flow's staging area: a pre-signed PDF uploaded now, vaulted later.
+
+``upload`` vets each PDF exactly as vault-in does, stores it under ``staging/<org>/<env>/<upload_id>.pdf`` in the
+staging bucket (no lock: staged bytes are not the authoritative copy) and registers it with an expiry. An empty
+``vault-in-upload`` then vaults the staged documents: each is read back, its SHA-256 checked against the
+register, and the bytes go through vault-in's normal path, written afresh by the write-once put (never
+CopyObject, which would drop the lock). Expired staged documents are refused and swept away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import timedelta
+
+from compliance.errors import Conflict, InvalidInput, Unavailable
+from compliance.ledger.events import Actor, append_event
+from storage.errors import StorageError
+from storage.ids import as_utc, iso, new_id, utcnow
+from storage.keys import staging_key
+from storage.models import Envelope, StagedDocument
+from vault.custody import Custody, OnCommit
+from vault.envelopes import get_envelope, lock_envelope, staged_documents
+from vault.expiry import settle
+from vault.lifecycle import check_if_match, require_not_due, touch
+from vault.retrieval import IntegrityFailure
+from vault.vault_in import MAX_DOCUMENTS, Upload, VaultInResult, check_uploads, vault_in
+from vault.vault_in_plan import check_claimable, safe_filename
+
+log = logging.getLogger("evault.staging")
+
+
+def _check_stageable(envelope: Envelope) -> None:
+    check_claimable(envelope, "upload")
+    if envelope.vault_state != "not_vaulted" or envelope.status != "awaiting_upload":
+        raise Conflict(
+            "Envelope.InvalidTransition",
+            f"uploads are taken while awaiting_upload; this envelope is {envelope.status}",
+            status=envelope.status,
+            vault_state=envelope.vault_state,
+        )
+
+
+def _remove(custody: Custody, rows: list[StagedDocument]) -> None:
+    for row in rows:
+        try:
+            custody.staging_store.delete_version(row.s3_key, row.s3_version_id)
+        except StorageError as exc:  # the sweep retries rows; an object without a row is left to a bucket rule
+            log.warning("staged object %s not removed: %s", row.s3_key, exc)
+
+
+def stage_upload(
+    custody: Custody,
+    actor: Actor,
+    envelope_id: str,
+    uploads: list[Upload],
+    *,
+    if_match: str | None = None,
+    on_commit: OnCommit | None = None,
+) -> list[StagedDocument]:
+    checked = check_uploads(custody, uploads, "upload")
+    settle(custody, actor.org_id, envelope_id)
+    with custody.db.read_session() as session:
+        _check_stageable(get_envelope(session, actor.org_id, envelope_id))
+    now = utcnow()
+    expires_at = now + timedelta(seconds=custody.policy.staging_ttl_seconds)
+    rows: list[StagedDocument] = []
+    try:
+        for position, (upload, digest, _, _) in enumerate(checked):
+            upload_id = new_id("up")
+            try:
+                stored = custody.staging_store.put_plain(
+                    staging_key(actor.org_id, envelope_id, upload_id), upload.data, "application/pdf"
+                )
+            except StorageError as exc:
+                raise Unavailable("Storage.Unavailable", "object storage did not accept the upload; retry") from exc
+            rows.append(
+                StagedDocument(
+                    id=upload_id,
+                    org_id=actor.org_id,
+                    envelope_id=envelope_id,
+                    filename=safe_filename(upload.filename, position),
+                    sha256=digest,
+                    size=len(upload.data),
+                    s3_bucket=custody.staging_store.bucket,
+                    s3_key=stored.key,
+                    s3_version_id=stored.version_id,
+                    staged_at=now,
+                    expires_at=expires_at,
+                )
+            )
+        with custody.db.session() as session:
+            envelope = lock_envelope(session, actor.org_id, envelope_id)
+            check_if_match(envelope, if_match)
+            require_not_due(envelope, now)
+            _check_stageable(envelope)
+            if len(staged_documents(session, envelope.id)) + len(rows) > MAX_DOCUMENTS:
+                raise InvalidInput("Document.TooMany", f"at most {MAX_DOCUMENTS} documents per envelope")
+            session.add_all(rows)
+            touch(envelope, now)
+            session.add(envelope)
+            session.flush()
+            append_event(
+                session,
+                actor=actor,
+                envelope_id=envelope.id,
+                event_type="envelope.document_staged",
+                occurred_at=now,
+                data={
+                    "documents": [{"id": r.id, "filename": r.filename, "sha256": r.sha256} for r in rows],
+                    "expires_at": iso(expires_at),
+                },
+            )
+            if on_commit is not None:
+                on_commit(session, envelope)
+    except BaseException:
+        _remove(custody, rows)
+        raise
+    return rows
+
+
+def _read_staged(custody: Custody, row: StagedDocument) -> bytes:
+    try:
+        data = custody.staging_store.read(row.s3_key, row.s3_version_id)
+    except StorageError as exc:
+        raise Unavailable("Storage.Unavailable", "a staged document could not be read; retry") from exc
+    if hashlib.sha256(data).hexdigest() != row.sha256:
+        raise IntegrityFailure("Vault.IntegrityFailure", "a staged document changed since upload", upload_id=row.id)
+    return data
+
+
+def vault_in_staged(
+    custody: Custody,
+    actor: Actor,
+    envelope_id: str,
+    *,
+    if_match: str | None = None,
+    on_commit: OnCommit | None = None,
+) -> VaultInResult:
+    """Vault what was staged, in upload order; an expired staged document is refused, not skipped."""
+    settle(custody, actor.org_id, envelope_id)
+    with custody.db.read_session() as session:
+        envelope = get_envelope(session, actor.org_id, envelope_id)
+        rows = staged_documents(session, envelope.id) if envelope.status == "awaiting_upload" else []
+    if not rows and envelope.vault_state != "not_vaulted":
+        raise Conflict(
+            "Vault.AlreadyVaulted", "this envelope already has an authoritative copy", envelope_id=envelope_id
+        )
+    if not rows:
+        raise InvalidInput("Document.Missing", "send a PDF, or upload one first (POST .../upload)")
+    now = utcnow()
+    stale = [row.id for row in rows if as_utc(row.expires_at) <= now]
+    if stale:
+        raise Conflict("Staging.Expired", "staged documents expired; upload them again", upload_ids=stale)
+    uploads = [Upload(row.filename, _read_staged(custody, row), row.sha256) for row in rows]
+    result = vault_in(custody, actor, envelope_id, uploads, source="upload", if_match=if_match, on_commit=on_commit)
+    _remove(custody, rows)
+    with custody.db.session() as session:
+        for row in rows:
+            if (current := session.get(StagedDocument, row.id)) is not None:
+                session.delete(current)
+    return result
