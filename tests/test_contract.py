@@ -11,7 +11,6 @@ the registered PDF strategy instead. Bounded: a few examples per operation and a
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import bootstrap_key, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ",".join(
@@ -46,8 +45,8 @@ def _is_free(port: int) -> bool:
 
 
 def _free_s3_base() -> int:
-    """Eight consecutive free ports for the embedded SeaweedFS, within this suite's range 37400-37499."""
-    for base in range(37400, 37500, 10):
+    """Eight consecutive free ports for the embedded SeaweedFS, in 27400-27499 (below the ephemeral range)."""
+    for base in range(27400, 27500, 10):
         if all(_is_free(p) for p in range(base, base + 8)):
             return base
     raise RuntimeError("no free port range for the embedded S3 server")
@@ -74,7 +73,7 @@ def live_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
         key = None
         for _ in range(120):
             text = (tmp_path / "serve.log").read_text()
-            key = key or (m.group(0) if (m := re.search(r"lk_[A-Za-z0-9_-]{40,}", text)) else None)
+            key = key or next((k for line in text.splitlines() if (k := bootstrap_key(line))), None)
             try:
                 if key and httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break

@@ -287,7 +287,7 @@ def live_server(vault_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str
         **os.environ,
         **vault_env,
         "EVAULT_PORT": str(port),
-        "EVAULT_S3_EMBEDDED_PORT_BASE": str(free_port(38400, 38492)),
+        "EVAULT_S3_EMBEDDED_PORT_BASE": str(free_port(28400, 28492)),
         "PYTHONPATH": str(ROOT),
     }
     log = (tmp_path / "serve.log").open("w")
