@@ -10,12 +10,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKeyConstraint, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    LargeBinary,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 
-def _utc_column(nullable: bool = False) -> Any:
-    return Field(sa_column=Column(DateTime(timezone=True), nullable=nullable))
+def _utc_column(nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index))
 
 
 def _json_column(nullable: bool = False) -> Any:
@@ -54,7 +64,18 @@ class ApiKey(SQLModel, table=True):
 
 
 class Envelope(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("id", "org_id", name="uq_envelope_id_org_id"),)  # for org-tied keys
+    __table_args__ = (
+        UniqueConstraint("id", "org_id", name="uq_envelope_id_org_id"),  # for org-tied keys
+        Index(  # one external id per organisation, where one is given
+            "ux_envelope_org_external_id",
+            "org_id",
+            "external_id",
+            unique=True,
+            postgresql_where=text("external_id IS NOT NULL"),
+            sqlite_where=text("external_id IS NOT NULL"),
+        ),
+        Index("ix_envelope_org_created", "org_id", "created_at", "id"),  # the list's stable order
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
@@ -202,6 +223,7 @@ class VaultClaim(SQLModel, table=True):
     digests: list[str] = _json_column()
     plan: dict[str, Any] = _json_column()
     claimed_at: datetime = _utc_column()
+    lease_until: datetime = _utc_column()  # until then the claim belongs to the request holding claim_id
 
 
 class MapLeaf(SQLModel, table=True):
@@ -246,7 +268,7 @@ class StagedDocument(SQLModel, table=True):
     s3_key: str = Field(max_length=1024)
     s3_version_id: str = Field(max_length=1024)
     staged_at: datetime = _utc_column()
-    expires_at: datetime = _utc_column()
+    expires_at: datetime = _utc_column(index=True)
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -263,7 +285,7 @@ class IdempotencyRecord(SQLModel, table=True):
     body: Any = _json_column(nullable=True)
     headers: dict[str, str] | None = _json_column(nullable=True)
     created_at: datetime = _utc_column()
-    expires_at: datetime = _utc_column()
+    expires_at: datetime = _utc_column(index=True)
 
 
 class RateCounter(SQLModel, table=True):

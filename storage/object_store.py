@@ -225,13 +225,22 @@ class ObjectStore:
             response = self.client.put_object(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             error = storage_error(exc, f"put {self.bucket}/{key}")
-            if isinstance(error, ObjectConflict):
+            # SeaweedFS answers 500, not 412, to the loser of two racing conditional puts of one key: when the
+            # key now exists, judge it as a 412 (identical bytes are ours; other bytes are a conflict).
+            if isinstance(error, ObjectConflict) or (isinstance(error, StorageUnavailable) and self._exists(key)):
                 return self._existing_or_conflict(ours)
             raise error from exc
         echoed = _b64_to_hex(response.get("ChecksumSHA256"))
         if echoed is not None and echoed != ours.sha256_hex:
             raise ChecksumMismatch(f"put {self.bucket}/{key}: server stored SHA-256 {echoed}, sent {ours.sha256_hex}")
         return StoredObject(key, response.get("VersionId") or "null", ours.sha256_hex, ours.size)
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.head(key, None)
+        except StorageError:
+            return False
+        return True
 
     def _existing_or_conflict(self, ours: StoredObject) -> StoredObject:
         """A 412 means the key exists: identical bytes make this a retry of an earlier success."""

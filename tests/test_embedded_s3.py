@@ -5,14 +5,17 @@ The boundary itself (namespace, other users, restarts, least privilege) is teste
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import stat
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from storage.embedded_s3 import EmbeddedS3, EmbeddedS3Error
+from storage.object_store import ObjectStore
 from tests.fixtures_s3 import s3_port_base
 from tests.store_netns import run_in_store_netns
 
@@ -71,3 +74,13 @@ def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
 def test_early_exit_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EmbeddedS3Error, match="exited early with code 1"):
         EmbeddedS3(tmp_path, s3_port_base() + 20, weed_binary="/bin/false", buckets=(), unprotected=False).start()
+
+
+def test_a_bucket_with_writes_takes_one_volume_not_seven(
+    embedded_s3: EmbeddedS3, worm_bucket: str, s3_admin_client: Any
+) -> None:
+    """weed's default growth of 7 volumes per bucket exhausts the machine's volume slots after ~90 buckets."""
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    ObjectStore(s3_admin_client, worm_bucket).put_write_once("a.pdf", b"%PDF-grow", retain_until=until)
+    volumes = list(embedded_s3.data_path.glob(f"{worm_bucket}_*.dat"))
+    assert len(volumes) == 1, volumes

@@ -13,10 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from compliance.integrity import verify_vault
 from storage.errors import StorageUnavailable
+from storage.ids import utcnow
 from storage.models import Event, VaultClaim, VaultedDocument
 from storage.object_store import ObjectStore
 from tests.helpers import API, create_envelope, upload
@@ -40,6 +42,11 @@ def _objects(runtime: Runtime, org_id: str, envelope_id: str) -> list[str]:
     return [v["Key"] for v in listed.get("Versions", [])]
 
 
+def _expire_leases(runtime: Runtime) -> None:
+    with runtime.db.session() as session:
+        session.execute(update(VaultClaim).values(lease_until=utcnow() - timedelta(seconds=1)))
+
+
 def _claims(runtime: Runtime) -> list[VaultClaim]:
     with runtime.db.read_session() as session:
         return list(session.exec(select(VaultClaim)))
@@ -61,6 +68,8 @@ def test_crash_after_put_is_completed_by_the_reconciler(
     with pytest.raises(SystemExit):
         vault_in_module.vault_in(runtime.custody(), actor, envelope_id, [Upload("loan.pdf", pdf)], source="upload")
     monkeypatch.undo()
+    assert upload(client, headers, envelope_id, pdf).json()["code"] == "Vault.InProgress"  # the dead one's lease
+    _expire_leases(runtime)  # time passes: the dead request's lease runs out
     assert len(_objects(runtime, org_id, envelope_id)) == 1 and len(_claims(runtime)) == 1
     assert "Vault.ClaimUnfinished" in _codes(verify_vault(runtime.sources(), NOW))
     # A young claim is in flight: its object is not reported as unrecorded.

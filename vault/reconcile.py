@@ -64,7 +64,8 @@ def _release(custody: Custody, claim: VaultClaim, stored: list[str]) -> None:
 def reconcile_claims(custody: Custody, older_than: timedelta) -> list[Reconciled]:
     cutoff = utcnow() - older_than
     with custody.db.read_session() as session:
-        claims = list(session.exec(select(VaultClaim).where(col(VaultClaim.claimed_at) < cutoff)))
+        stale = (col(VaultClaim.claimed_at) < cutoff) & (col(VaultClaim.lease_until) < utcnow())
+        claims = list(session.exec(select(VaultClaim).where(stale)))
     outcomes = []
     for claim in claims:
         try:

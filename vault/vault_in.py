@@ -15,17 +15,20 @@ Order of work, so that nothing is lost, nothing is half-vaulted, and a loser nev
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlmodel import col
 
 from compliance.errors import Conflict, InvalidInput, Unavailable
 from compliance.ledger.events import Actor, append_event
 from compliance.signatures import validate_signatures
 from storage.errors import ChecksumMismatch, StorageError
-from storage.ids import iso, new_id, utcnow
+from storage.ids import as_utc, iso, new_id, utcnow
 from storage.keys import authoritative_key
 from storage.models import VaultClaim, VaultedDocument, VaultRecord
 from vault.custody import Custody, OnCommit
@@ -36,6 +39,11 @@ from vault.pdf_inspect import PdfFacts, inspect_pdf
 from vault.vault_in_plan import build_plan, check_claimable
 
 MAX_DOCUMENTS = 20
+# How long a claim belongs to the request that made it. The body is already received when the claim is made,
+# so this bounds only the puts into the store and the record step; a retry of the same bytes waits this long
+# (409 Vault.InProgress with Retry-After) unless the first attempt failed and ended its lease.
+CLAIM_LEASE_SECONDS = 60
+log = logging.getLogger("evault.vault_in")
 
 
 class VaultInRaced(Exception):
@@ -145,14 +153,21 @@ def _claim(
         check_if_match(envelope, if_match)
         check_claimable(envelope, source)
         require_not_due(envelope, utcnow())
+        now = utcnow()
         existing = session.get(VaultClaim, envelope.id)
         if existing is not None:
-            if existing.digests != digests:
+            if existing.digests != digests or as_utc(existing.lease_until) > now:
                 raise Conflict(
                     "Vault.InProgress",
-                    "another vault-in of this envelope, with other documents, is in flight",
+                    "another vault-in of this envelope is in flight; retry",
                     envelope_id=envelope_id,
+                    retry_after_seconds=CLAIM_LEASE_SECONDS,
                 )
+            # A retry of the same bytes whose first attempt failed or died: it takes the claim over, so only
+            # one request at a time ever puts this envelope's objects.
+            existing.claim_id = new_id("vc")
+            existing.lease_until = now + timedelta(seconds=CLAIM_LEASE_SECONDS)
+            session.add(existing)
             return existing
         claim = VaultClaim(
             envelope_id=envelope.id,
@@ -160,10 +175,24 @@ def _claim(
             claim_id=new_id("vc"),
             digests=digests,
             plan=plan,
-            claimed_at=utcnow(),
+            claimed_at=now,
+            lease_until=now + timedelta(seconds=CLAIM_LEASE_SECONDS),
         )
         session.add(claim)
     return claim
+
+
+def _end_lease(custody: Custody, claim: VaultClaim) -> None:
+    """Our attempt failed: let a retry of the same bytes take the claim over at once (best effort)."""
+    try:
+        with custody.db.session() as session:
+            session.execute(
+                update(VaultClaim)
+                .where(col(VaultClaim.envelope_id) == claim.envelope_id, col(VaultClaim.claim_id) == claim.claim_id)
+                .values(lease_until=utcnow())
+            )
+    except SQLAlchemyError as exc:  # the lease then simply runs out
+        log.warning("could not end the lease of vault-in claim %s: %s", claim.claim_id, exc)
 
 
 def vault_in(
@@ -205,9 +234,21 @@ def vault_in(
     if claim is None:
         return _replay_or_conflict(custody, envelope.id, digests)
 
+    try:
+        versions = _put_documents(custody, claim, [upload for upload, _, _, _ in checked])
+        return record_claim(custody, claim.envelope_id, claim.claim_id, versions, on_commit=on_commit)
+    except (IntegrityError, VaultInRaced):
+        return _replay_or_conflict(custody, envelope.id, digests)
+    except Exception:
+        _end_lease(custody, claim)
+        raise
+
+
+def _put_documents(custody: Custody, claim: VaultClaim, uploads: list[Upload]) -> list[str]:
+    """Each document written once under its claimed key; no transaction is open meanwhile."""
     retain = datetime.fromisoformat(claim.plan["retain_until"])
     versions = []
-    for (upload, _, _, _), doc in zip(checked, claim.plan["documents"], strict=True):
+    for upload, doc in zip(uploads, claim.plan["documents"], strict=True):
         try:
             versions.append(
                 custody.authoritative.put_write_once(doc["key"], upload.data, retain_until=retain).version_id
@@ -216,10 +257,7 @@ def vault_in(
             raise InvalidInput("Document.HashMismatch", "the storage server refused the bytes' checksum") from exc
         except StorageError as exc:
             raise Unavailable("Storage.Unavailable", "object storage did not accept the document; retry") from exc
-    try:
-        return record_claim(custody, claim.envelope_id, claim.claim_id, versions, on_commit=on_commit)
-    except (IntegrityError, VaultInRaced):
-        return _replay_or_conflict(custody, envelope.id, digests)
+    return versions
 
 
 def record_claim(

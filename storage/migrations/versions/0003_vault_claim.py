@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("digests", sa.JSON(), nullable=False),
         sa.Column("plan", sa.JSON(), nullable=False),
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["envelope_id"], ["envelope.id"]),
         sa.ForeignKeyConstraint(["org_id"], ["organisation.id"]),
         sa.PrimaryKeyConstraint("envelope_id"),
