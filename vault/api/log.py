@@ -15,6 +15,7 @@ from compliance.ledger.events import envelope_events, log_size
 from compliance.ledger.map_store import map_root_ending
 from compliance.proof_bundle import build_bundle
 from storage.models import Checkpoint as CheckpointRow
+from vault.api.evidence import document_signing_keys
 from vault.envelopes import get_envelope
 from vault.runtime import Runtime
 from vault.tenancy import Principal
@@ -128,7 +129,8 @@ def public_keys(runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
                     "vkey": runtime.key.note_verifier.vkey,
                     "pem": runtime.key.public_pem(),
                     "log_origin_prefix": runtime.settings.vault.log_origin,
-                }
+                },
+                *document_signing_keys(runtime),
             ]
         },
         headers={"Cache-Control": "public, max-age=300"},
