@@ -23,8 +23,8 @@ from compliance.proof_bundle import verify_bundle
 from compliance.signing import SigningKeyError
 from compliance.trusted_checkpoint import check_consistency
 from storage.settings import Settings, SettingsError
-from vault.cli.keys import add_commands as add_key_commands
 from vault.cli.evidence import add_cert_commands, add_trust_options, trust_from
+from vault.cli.keys import add_commands as add_key_commands
 from vault.runtime import StartupError
 
 BOOTSTRAP_KEY_FILE = "bootstrap-key.txt"
