@@ -15,7 +15,8 @@ from compliance.conditions import AllOf, overall
 from compliance.evidence import gather
 from storage.ids import new_id, utcnow
 from storage.keys import authoritative_key
-from storage.models import ApiKey, Envelope, Event, VaultedDocument, VaultRecord
+from storage.models import ApiKey, CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
+from storage.object_store import ensure_bucket
 from storage.settings import Settings
 from tests.helpers import API, create_envelope, disarm_triggers, upload
 from tests.pdf_factory import make_pdf
@@ -108,11 +109,13 @@ def test_an_empty_conjunction_fails(runtime: Runtime, tenant: Any, client: Any) 
     assert AllOf(()).verify(gather(runtime.sources(), policy_of(runtime), org_id, envelope_id)).status == "fail"
 
 
-def test_1_second_version_put_at_the_authoritative_key(client: Any, tenant: Any, runtime: Runtime) -> None:
+def test_1_second_version_put_at_the_authoritative_key(
+    client: Any, tenant: Any, runtime: Runtime, s3_admin_client: Any
+) -> None:
     _, headers = tenant
     envelope_id = _vaulted(client, headers)
     doc = _document(runtime, envelope_id)
-    runtime.s3_client.put_object(Bucket=doc.s3_bucket, Key=doc.s3_key, Body=b"%PDF-1.7 replaced")  # admin creds
+    s3_admin_client.put_object(Bucket=doc.s3_bucket, Key=doc.s3_key, Body=b"%PDF-1.7 replaced")
     result = _check(client, headers, envelope_id)
     assert _status(result)["1"] == "fail" and "other version" in _reasons(result, "1")
     assert result["verdict"] == "fail"
@@ -188,11 +191,13 @@ def test_3_custodian_not_the_one_named_in_settings(client: Any, tenant: Any, sec
 
 
 def test_3_record_kept_outside_the_custodians_bucket(
-    client: Any, tenant: Any, second_runtime: Any, vault_env: dict[str, str]
+    client: Any, tenant: Any, second_runtime: Any, vault_env: dict[str, str], s3_admin_client: Any
 ) -> None:
     _, headers = tenant
     envelope_id = _vaulted(client, headers)
-    elsewhere = second_runtime(EVAULT_S3_BUCKET=vault_env["EVAULT_S3_BUCKET"] + "-b")
+    other_bucket = vault_env["EVAULT_S3_BUCKET"] + "-b"
+    ensure_bucket(s3_admin_client, other_bucket, object_lock=True)
+    elsewhere = second_runtime(EVAULT_S3_BUCKET=other_bucket)
     result = _check(elsewhere, headers, envelope_id)
     assert _status(result)["3"] == "fail" and "not the custodian's bucket" in _reasons(result, "3")
 
@@ -209,28 +214,30 @@ def test_4_event_by_a_key_that_never_had_the_scope(client: Any, tenant: Any, run
     assert _status(result)["4"] == "fail" and "does not hold vault:write" in _reasons(result, "4")
 
 
-def test_5_unregistered_object_under_the_copy_prefix(client: Any, tenant: Any, runtime: Runtime) -> None:
+def test_5_unregistered_object_under_the_copy_prefix(
+    client: Any, tenant: Any, runtime: Runtime, s3_admin_client: Any
+) -> None:
     org_id, headers = tenant
     envelope_id = _vaulted(client, headers)
     stray = f"copies/{org_id}/{envelope_id}/cp_handmade0000.pdf"
-    runtime.s3_client.put_object(Bucket=runtime.copies.bucket, Key=stray, Body=make_pdf())
+    s3_admin_client.put_object(Bucket=runtime.copies.bucket, Key=stray, Body=make_pdf())
     result = _check(client, headers, envelope_id)
     assert _status(result)["5"] == "fail" and f"unregistered object {stray}" in _reasons(result, "5")
 
 
-def test_5_registered_copy_replaced_by_an_unmarked_file(client: Any, tenant: Any, runtime: Runtime) -> None:
+def test_5_registered_copy_replaced_by_an_unmarked_file(
+    client: Any, tenant: Any, runtime: Runtime, s3_admin_client: Any
+) -> None:
     _, headers = tenant
     envelope_id = _vaulted(client, headers)
     pdf = make_pdf(pages=2)
     (copy_row,) = _copies(runtime, envelope_id)
-    runtime.s3_client.put_object(Bucket=copy_row["bucket"], Key=copy_row["key"], Body=pdf)
+    s3_admin_client.put_object(Bucket=copy_row["bucket"], Key=copy_row["key"], Body=pdf)
     result = _check(client, headers, envelope_id)
     assert _status(result)["5"] == "fail" and "unregistered object" in _reasons(result, "5")
 
 
 def _copies(runtime: Runtime, envelope_id: str) -> list[dict[str, str]]:
-    from storage.models import CopyRecord
-
     with runtime.db.read_session() as session:
         rows = session.exec(select(CopyRecord).where(CopyRecord.envelope_id == envelope_id)).all()
     return [{"bucket": r.s3_bucket, "key": r.s3_key, "id": r.id} for r in rows]
