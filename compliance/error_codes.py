@@ -28,6 +28,7 @@ CODES: dict[str, ErrorCode] = {
     "Request.InvalidPart": ErrorCode(400, "a multipart document part is not a file"),
     "Request.UnsupportedMediaType": ErrorCode(400, "send application/pdf or multipart/form-data"),
     "Request.Error": ErrorCode(400, "another client error reported by the HTTP layer"),
+    "Request.InvalidFormat": ErrorCode(400, "format is not one this endpoint serves (json, csv or pdf)"),
     "Request.TooLarge": ErrorCode(413, "the body is larger than EVAULT_MAX_UPLOAD_BYTES"),
     "Request.RateLimited": ErrorCode(429, "the key's quota for this window is spent; see Retry-After"),
     "Route.NotFound": ErrorCode(404, "no such endpoint"),
@@ -145,6 +146,10 @@ CODES: dict[str, ErrorCode] = {
     "Log.Forked": ErrorCode(None, "a checkpoint of the remembered size has another root"),
     "Log.ProveFromTrusted": ErrorCode(None, "prove consistency from the remembered checkpoint"),
     "Log.Incomplete": ErrorCode(None, "a bundle's last event is not the head the map commits to"),
+    "Certificate.Malformed": ErrorCode(None, "a certificate file does not parse as evault-certificate/v1"),
+    "Certificate.BadSignature": ErrorCode(None, "a certificate's signature does not verify with the trusted key"),
+    "Certificate.Inconsistent": ErrorCode(None, "a signed certificate whose claims its own proofs contradict"),
+    "Witness.QuorumNotMet": ErrorCode(None, "fewer trusted witnesses cosigned the checkpoint than required"),
     "Map.RootMismatch": ErrorCode(None, "a committed head-map root differs from the one re-derived from the log"),
 }
 

@@ -88,6 +88,10 @@ def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: 
             "entry": _proven(tree, checkpoint.size, map_entry),
             "proof": prove_at(session, org_id, committed.version, envelope_id).as_json(),
         },
+        # The TSA's reply over the note, if one was taken: checked by `--tsa-roots`, ignored otherwise.
+        "timestamp_token": base64.b64encode(checkpoint.timestamp_token).decode()
+        if checkpoint.timestamp_token
+        else None,
     }
 
 

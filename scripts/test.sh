@@ -53,7 +53,7 @@ fi
 rm -f "$PIP_LOG"
 "$PY" --version
 
-# --- System tools: PostgreSQL server, docker-compose -------------------------------------------------------
+# --- System tools: PostgreSQL server, docker-compose, poppler-utils (pdfsig) ----------------------------------
 find_pg_bin() {
     local d
     if command -v initdb >/dev/null; then
@@ -74,6 +74,7 @@ command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v setpriv >/dev/null || missing+=(util-linux)
+command -v pdfsig >/dev/null || missing+=(poppler-utils)  # certificate PDFs are checked with poppler too
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
     if [[ " ${missing[*]} " == *" postgresql "* ]]; then

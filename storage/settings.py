@@ -203,6 +203,36 @@ class PdfSettings:
 
 
 @dataclass(frozen=True)
+class EvidenceSettings:
+    """Who keeps the authoritative copies, and the identity that signs the certificate PDFs people read."""
+
+    custodian_name: str = "evault operator"  # EVAULT_CUSTODIAN_NAME: the vault operator, named in certificates
+    custodian_id: str = "evault.local"  # EVAULT_CUSTODIAN_ID: its identifier (default: EVAULT_KEY_NAME)
+    document_signing_key_path: Path | None = None  # EVAULT_DOCUMENT_SIGNING_KEY: PEM ECDSA P-256 key (PDFs)
+    document_signing_cert_path: Path | None = None  # EVAULT_DOCUMENT_SIGNING_CERT: its PEM X.509 certificate
+
+
+def _evidence(env: Mapping[str, str], key_name: str) -> EvidenceSettings:
+    name = (env.get("EVAULT_CUSTODIAN_NAME") or "evault operator").strip()
+    custodian_id = (env.get("EVAULT_CUSTODIAN_ID") or key_name).strip()
+    for var, value in (("EVAULT_CUSTODIAN_NAME", name), ("EVAULT_CUSTODIAN_ID", custodian_id)):
+        if not value or not value.isprintable() or len(value) > 200:
+            raise SettingsError(f"{var} must be 1-200 printable characters, got {value!r}")
+    key, cert = env.get("EVAULT_DOCUMENT_SIGNING_KEY"), env.get("EVAULT_DOCUMENT_SIGNING_CERT")
+    if bool(key) != bool(cert):
+        raise SettingsError("EVAULT_DOCUMENT_SIGNING_KEY and EVAULT_DOCUMENT_SIGNING_CERT go together")
+    for var, raw in (("EVAULT_DOCUMENT_SIGNING_KEY", key), ("EVAULT_DOCUMENT_SIGNING_CERT", cert)):
+        if raw and not Path(raw).is_file():
+            raise SettingsError(f"{var} names no file: {raw}")
+    if cert:
+        try:
+            x509.load_pem_x509_certificate(Path(cert).read_bytes())
+        except ValueError:
+            raise SettingsError(f"EVAULT_DOCUMENT_SIGNING_CERT: {cert} is not a PEM certificate") from None
+    return EvidenceSettings(name, custodian_id, Path(key) if key else None, Path(cert) if cert else None)
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     host: str  # EVAULT_HOST
     port: int  # EVAULT_PORT: 0 picks a free port (printed at start)
@@ -238,6 +268,7 @@ class Settings:
     vault: VaultSettings
     api: ApiSettings
     pdf: PdfSettings = field(default_factory=PdfSettings)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
@@ -245,7 +276,7 @@ class Settings:
         return (
             f"Settings(data_dir={self.data_dir!r}, database_url={mask_url(self.database_url)!r}, "
             f"database_timeout={self.database_timeout!r}, s3={self.s3!r}, vault={self.vault!r}, api={self.api!r}, "
-            f"pdf={self.pdf!r})"
+            f"pdf={self.pdf!r}, evidence={self.evidence!r})"
         )
 
     @classmethod
@@ -328,5 +359,6 @@ class Settings:
             vault=vault,
             api=api,
             pdf=_pdf(env),
+            evidence=_evidence(env, vault.key_name),
             env=env,
         )

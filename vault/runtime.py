@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from compliance.document_signing import DocumentSigner, load_or_create_document_signer
 from compliance.ledger.checkpoints import CheckpointService
 from compliance.ledger.cosignature import CosignatureVerifier
 from compliance.ledger.timestamping import TimestampClient
@@ -48,6 +49,7 @@ class Runtime:
     key: VaultKey
     checkpoints: CheckpointService
     embedded_s3: EmbeddedS3 | None = None
+    document_signer: DocumentSigner | None = None  # signs certificate PDFs (PAdES, ECDSA P-256)
     signer_trust_roots: tuple[Any, ...] = ()
     probe_client: Any = None  # short timeouts, no retries: for readiness checks that must answer quickly
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -200,6 +202,16 @@ def open_runtime(settings: Settings) -> Runtime:
             )
         except ValueError as exc:  # not PEM, or encrypted
             raise StartupError(f"refusing to start: signing key {settings.vault.signing_key_path}: {exc}") from exc
+        evidence = settings.evidence
+        try:
+            document_signer = load_or_create_document_signer(
+                settings.data_dir,
+                evidence.document_signing_key_path,
+                evidence.document_signing_cert_path,
+                f"{evidence.custodian_name} document signing",
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise StartupError(f"refusing to start: document-signing identity: {exc}") from exc
     except BaseException as exc:
         # Nothing started may outlive a failed start: the next start on this data directory must work.
         if db is not None:
@@ -225,5 +237,6 @@ def open_runtime(settings: Settings) -> Runtime:
             db, authoritative, key.note_signer, policy.log_origin, retention, cosigners, timestamper
         ),
         embedded_s3=embedded,
+        document_signer=document_signer,
         probe_client=probe_client,
     )

@@ -46,8 +46,9 @@ class Principal:
         if scope not in self.scopes:
             raise Forbidden("Auth.InsufficientScope", f"this key lacks the scope {scope}", required_scope=scope)
 
-    def actor(self, source: str | None = None, user_agent: str | None = None) -> Actor:
-        return Actor(self.org_id, self.key_id, self.key_prefix, source, user_agent)
+    def actor(self) -> Actor:
+        """The caller as the ledger records it: organisation and key, nothing about the client."""
+        return Actor(self.org_id, self.key_id, self.key_prefix)
 
 
 def hash_key(raw: str) -> str:

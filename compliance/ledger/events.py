@@ -10,6 +10,7 @@ the event commits or rolls back together with the state change it records.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,15 +29,26 @@ from storage.models import Event, LogState
 ENTRY_VERSION = 1
 
 
+_COMPONENT = re.compile(r"[a-z][a-z0-9-]{0,39}")
+
+
 @dataclass(frozen=True)
 class Actor:
-    """Who caused an event: the organisation and key (by id and public prefix), and from where."""
+    """Who caused an event: the organisation and its API key (by id and public prefix), or a named component.
+
+    The log is permanent and public to every auditor of the organisation, so it keeps no personal data: no
+    client address and no user agent (a keyed hash of them would still be personal data, and could never be
+    erased). ``source`` names a system component that acts without a key (``head-map``), never a client.
+    """
 
     org_id: str
     key_id: str | None = None
     key_prefix: str | None = None
     source: str | None = None
-    user_agent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source is not None and not _COMPONENT.fullmatch(self.source):
+            raise ValueError("Actor.source names a component (lower-case word), never a client address")
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -14,6 +14,7 @@ from vault.api.custody import CustodyController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.envelopes import EnvelopeController
 from vault.api.errors import handle_database_error, handle_domain_error, handle_http_error, handle_unexpected
+from vault.api.evidence import EvidenceController
 from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
 from vault.api.openapi import CompletedJsonRenderPlugin
@@ -25,7 +26,13 @@ from vault.runtime import Runtime
 def create_app(runtime: Runtime) -> Litestar:
     partner = Router(
         path="/api/v2/partner",
-        route_handlers=[EnvelopeController, CustodyController, LogController, EnvelopeProofController],
+        route_handlers=[
+            EnvelopeController,
+            CustodyController,
+            LogController,
+            EnvelopeProofController,
+            EvidenceController,
+        ],
         dependencies={
             "principal": Provide(provide_principal),
             "actor": Provide(provide_actor),

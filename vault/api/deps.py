@@ -60,6 +60,6 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     )
 
 
-async def provide_actor(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Actor:
-    client = request.client.host if request.client else None
-    return principal.actor(source=client, user_agent=request.headers.get("user-agent"))
+async def provide_actor(principal: NamedDependency[Principal]) -> Actor:
+    """The key, never the client's address or user agent: ledger entries are permanent (see README)."""
+    return principal.actor()

@@ -16,6 +16,7 @@ from compliance.ledger.map_store import map_root_ending
 from compliance.proof_bundle import build_bundle
 from storage.models import Checkpoint as CheckpointRow
 from vault.api.conventions import Hook, Outcome, mutate, raw_digest
+from vault.api.evidence import document_signing_keys
 from vault.api.schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -155,7 +156,8 @@ def public_keys(runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
                     "vkey": runtime.key.note_verifier.vkey,
                     "pem": runtime.key.public_pem(),
                     "log_origin_prefix": runtime.settings.vault.log_origin,
-                }
+                },
+                *document_signing_keys(runtime),
             ]
         },
         headers={"Cache-Control": "public, max-age=300"},

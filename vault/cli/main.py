@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from compliance.proof_bundle import verify_bundle
 from compliance.signing import SigningKeyError
 from compliance.trusted_checkpoint import check_consistency
 from storage.settings import Settings, SettingsError
+from vault.cli.evidence import add_cert_commands, add_trust_options, trust_from
 from vault.cli.keys import add_commands as add_key_commands
 from vault.runtime import StartupError
 
@@ -134,7 +136,11 @@ def _serve(_: argparse.Namespace) -> int:
 
 
 def _log_verify(args: argparse.Namespace) -> int:
-    result = verify_bundle(Path(args.bundle).read_bytes(), Path(args.public_key).read_bytes(), args.origin)
+    text = Path(args.bundle).read_bytes()
+    result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin)
+    token = json.loads(text).get("timestamp_token")
+    for line in trust_from(args).check(json.loads(text)["checkpoint"], base64.b64decode(token) if token else None):
+        print(line)
     where = f"checkpoint {result.checkpoint.origin} size {result.checkpoint.size}"
     done = result.completeness
     if done is not None and done.head_seq is None:
@@ -229,6 +235,7 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle")
     verify.add_argument("--public-key", required=True, help="the vault's PEM public key you trust")
     verify.add_argument("--origin", help="the log origin you expect (default: the bundle's)")
+    add_trust_options(verify)
     verify.set_defaults(run=_log_verify)
     consistency = log.add_parser("consistency", help="check that checkpoint NEW extends checkpoint OLD")
     consistency.add_argument("old")
@@ -237,6 +244,7 @@ def parser() -> argparse.ArgumentParser:
     consistency.add_argument("--public-key", required=True)
     consistency.add_argument("--state", help="directory keeping the last accepted checkpoint and any evidence")
     consistency.set_defaults(run=_log_consistency)
+    add_cert_commands(commands)
     return root
 
 

@@ -1,0 +1,108 @@
+"""Evidence of the present: the §9-105 compliance check, the signed certificate (JSON or PDF), the audit trail.
+
+Each route parses, calls one compliance service with the runtime's sources, key and settings, and shapes the
+answer; ``?format=`` overrides the ``Accept`` header (``pdf`` for the certificate, ``csv`` for the trail).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+
+from compliance.audit_trail import as_csv, audit_trail
+from compliance.certificate import covering_checkpoint, issue_certificate
+from compliance.certificate_pdf import certificate_pdf
+from compliance.conditions import check_compliance
+from compliance.errors import InvalidInput
+from compliance.evidence import Custodian, Policy
+from compliance.ledger.events import Actor
+from vault.runtime import Runtime
+
+
+def policy_of(runtime: Runtime) -> Policy:
+    evidence = runtime.settings.evidence
+    return Policy(Custodian(evidence.custodian_name, evidence.custodian_id), runtime.settings.s3.authoritative_bucket)
+
+
+def document_signing_keys(runtime: Runtime) -> list[dict[str, Any]]:
+    """The published half of the document-signing identity, for ``/.well-known/evault/keys``."""
+    signer = runtime.document_signer
+    if signer is None:
+        return []
+    return [{"use": "document-signing", "algorithm": "ECDSA-P256", "pem": signer.certificate_pem()}]
+
+
+def _wants(request: Request[Any, Any, Any], chosen: str | None, kinds: dict[str, str]) -> str:
+    """The representation asked for: ``?format=`` first, then the Accept header, else JSON."""
+    if chosen is not None:
+        if chosen not in kinds:
+            raise InvalidInput("Request.InvalidFormat", f"format must be one of {sorted(kinds)}", field="format")
+        return chosen
+    accept = request.headers.get("accept", "")
+    return next((name for name, media in kinds.items() if media in accept), "json")
+
+
+class EvidenceController(Controller):
+    path = "/envelopes/{envelope_id:str}"
+    tags = ["Compliance"]
+
+    @get("/compliance", opt={"scope": "compliance:read"}, sync_to_thread=True)
+    def compliance(
+        self,
+        runtime: NamedDependency[Runtime],
+        actor: NamedDependency[Actor],
+        envelope_id: FromPath[str],
+        checkpoint: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        """The six conditions of UCC §9-105(b), checked now against live storage and the ledger.
+
+        ``?checkpoint=now`` signs a checkpoint first, so that no event is left pending.
+        """
+        if checkpoint not in (None, "now"):
+            raise InvalidInput("Request.Invalid", "checkpoint may only be 'now'", field="checkpoint")
+        sources = runtime.sources()
+        if checkpoint == "now":
+            covering_checkpoint(sources, runtime.checkpoints, actor.org_id, envelope_id)
+        verdict = check_compliance(sources, policy_of(runtime), actor, envelope_id)
+        return {"envelope_id": envelope_id, **verdict.as_json()}
+
+    @get("/vault/certificate", opt={"scope": "compliance:read"}, sync_to_thread=True)
+    def certificate(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        actor: NamedDependency[Actor],
+        envelope_id: FromPath[str],
+        format: FromQuery[str | None] = None,
+    ) -> Response[Any]:
+        """The signed ``evault-certificate/v1`` (JSON), or a one-page PAdES-signed PDF of it for people."""
+        kind = _wants(request, format, {"json": "application/json", "pdf": "application/pdf"})
+        document = issue_certificate(
+            runtime.sources(), runtime.key, runtime.checkpoints, policy_of(runtime), actor, envelope_id
+        )
+        if kind == "pdf" and runtime.document_signer is not None:
+            pdf = certificate_pdf(document, runtime.document_signer)
+            disposition = f'inline; filename="certificate-{envelope_id}.pdf"'
+            return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": disposition})
+        return Response(document, media_type="application/json")
+
+    @get("/audit", opt={"scope": "compliance:read"}, sync_to_thread=True)
+    def audit(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        actor: NamedDependency[Actor],
+        envelope_id: FromPath[str],
+        format: FromQuery[str | None] = None,
+    ) -> Response[Any]:
+        """Every event of the envelope: actor, time, type, data, chain hashes and exact entry bytes (JSON);
+        ``text/csv`` for people."""
+        kind = _wants(request, format, {"json": "application/json", "csv": "text/csv"})
+        trail = audit_trail(runtime.sources(), actor.org_id, envelope_id)
+        if kind == "csv":
+            disposition = f'attachment; filename="audit-{envelope_id}.csv"'
+            return Response(as_csv(trail), media_type="text/csv", headers={"Content-Disposition": disposition})
+        return Response(trail, media_type="application/json")

@@ -1,0 +1,83 @@
+"""``evault cert verify``: check a §9-105 certificate offline, and the checkpoint options it shares with
+``evault log verify`` (witness keys with an N-of-M policy, TSA roots).
+
+Exit codes: 0 the certificate is authentic and consistent (its verdict is printed: a valid certificate may
+say "fail"), 2 it is invalid, 3 the check could not run (unreadable file or key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from compliance.certificate_check import verify_certificate
+from compliance.checkpoint_trust import CheckpointTrust
+from compliance.errors import EvaultError
+
+EXIT_VALID, EXIT_INVALID, EXIT_COULD_NOT_RUN = 0, 2, 3
+
+
+def add_trust_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--witness-key", action="append", default=[], help="a witness's vkey (repeat for each)")
+    parser.add_argument("--witnesses-required", type=int, help="how many of the witness keys must cosign (default all)")
+    parser.add_argument("--tsa-roots", help="PEM roots the checkpoint's RFC 3161 timestamp must chain to")
+
+
+def trust_from(args: argparse.Namespace) -> CheckpointTrust:
+    return CheckpointTrust(
+        tuple(args.witness_key),
+        args.witnesses_required,
+        Path(args.tsa_roots).read_bytes() if args.tsa_roots else None,
+    )
+
+
+def _summary(certificate: dict[str, Any]) -> list[str]:
+    envelope, conditions = certificate["envelope"], certificate["conditions"]
+    lines = [f"envelope {envelope['id']} ({envelope['title']}), issued {certificate['issued_at']}"]
+    for doc in (certificate.get("authoritative_copy") or {}).get("documents", []):
+        lines.append(
+            f"  document {doc['id']} sha256 {doc['sha256']} version {doc['version_id']} lock {doc['lock_mode']}"
+        )
+    assignee = certificate.get("assignee_of_record") or {}
+    lines.append(f"  assignee of record: {assignee.get('name')}; custodian: {certificate['custodian']['name']}")
+    lines.append(
+        f"  copies issued: {len(certificate['copies'])}; vault-out: {certificate.get('vault_out') is not None}"
+    )
+    for result in conditions["conditions"]:
+        lines.append(f"  ({result['condition']}) {result['status']}: {result['title']}")
+    lines.append(f"verdict: {conditions['verdict']}")
+    return lines
+
+
+def cert_verify(args: argparse.Namespace) -> int:
+    try:
+        text = Path(args.certificate).read_bytes()
+        pem = Path(args.public_key).read_bytes()
+        trust = trust_from(args)
+    except OSError as exc:
+        print(f"evault cert verify: could not run: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    try:
+        result = verify_certificate(text, pem, trust)
+    except EvaultError as exc:
+        print(f"INVALID: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_INVALID
+    done = result.bundle.completeness
+    print(f"OK: signature valid; {len(result.bundle.events)} events proven in {result.bundle.checkpoint.origin} ")
+    print(f"size {result.bundle.checkpoint.size}; complete at head {done.head_seq if done else None}")
+    for line in [*result.trust, *_summary(result.certificate)]:
+        print(line)
+    return EXIT_VALID
+
+
+def add_cert_commands(commands: Any) -> None:
+    cert = commands.add_parser("cert", help="check §9-105 certificates offline").add_subparsers(
+        dest="cert_command", required=True
+    )
+    verify = cert.add_parser("verify", help="verify an evault-certificate/v1 with only the vault's public key")
+    verify.add_argument("certificate")
+    verify.add_argument("--public-key", required=True, help="the vault's PEM public key you trust")
+    add_trust_options(verify)
+    verify.set_defaults(run=cert_verify)
