@@ -31,7 +31,7 @@ from compliance.ledger.note import NoteVerifier
 from compliance.signing import checkpoint_verifier, public_key_path
 from compliance.sources import Sources
 from storage.db import MIGRATIONS, Database
-from storage.errors import StorageError
+from storage.errors import BucketNotWorm, StorageError
 from storage.object_store import ObjectStore, check_worm_bucket, make_s3_client
 from storage.settings import Settings
 
@@ -129,6 +129,8 @@ def attach_sources(settings: Settings) -> Sources:
         client = make_s3_client(s3.endpoint, s3.access_key, s3.secret_key, s3.region)
     try:
         check_worm_bucket(client, s3.authoritative_bucket)
+    except BucketNotWorm:
+        pass  # reachable but misconfigured: the verifier reports it (Storage.Misconfigured)
     except StorageError as exc:
         raise AttachError(STORE_UNUSABLE, f"the authoritative bucket cannot be checked: {exc}") from None
     return Sources(

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Integer, MetaData, Table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, select
 
-from compliance.log_audit import audit_log
+from compliance.verifier import audit_log
 from storage.db import MIGRATIONS, Database
 from storage.log_tiles import SqlTileStore
 from storage.models import (

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from compliance.integrity import verify_vault
+from compliance.verifier import verify_vault
 from storage.errors import StorageUnavailable
 from storage.models import Event, VaultClaim, VaultedDocument
 from storage.object_store import ObjectStore
