@@ -115,7 +115,7 @@ def _embedded_client(data_dir: Path) -> S3Client:
         raise AttachError(STORE_NOT_RUNNING, f"the embedded store (pid {pid}) in {path} is not running") from None
     except PermissionError:
         pass  # it exists, under another user
-    return make_s3_client(url, access_key, secret_key, region)
+    return make_s3_client(url, access_key, secret_key, region, attempts=1)
 
 
 def attach_sources(settings: Settings) -> Sources:
@@ -126,7 +126,7 @@ def attach_sources(settings: Settings) -> Sources:
     if s3.embedded:
         client = _embedded_client(settings.data_dir)
     else:
-        client = make_s3_client(s3.endpoint, s3.access_key, s3.secret_key, s3.region)
+        client = make_s3_client(s3.endpoint, s3.access_key, s3.secret_key, s3.region, attempts=1)
     try:
         check_worm_bucket(client, s3.authoritative_bucket)
     except BucketNotWorm:

@@ -39,13 +39,16 @@ _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "NotFound
 _CLIENT_PARAMS: weakref.WeakKeyDictionary[Any, tuple[str, str, str, bool]] = weakref.WeakKeyDictionary()
 
 
-def make_s3_client(endpoint: str, access_key: str, secret_key: str, region: str, *, quick: bool = False) -> S3Client:
-    """Path-style SigV4 client; ``quick`` (short timeouts, no retries) is for readiness probes."""
+def make_s3_client(
+    endpoint: str, access_key: str, secret_key: str, region: str, *, quick: bool = False, attempts: int = 4
+) -> S3Client:
+    """Path-style SigV4 client; ``quick`` (short timeouts, no retries) is for readiness probes; ``attempts`` is
+    botocore's own retry budget (the verifier retries itself: a damaged needle costs SeaweedFS ~16 s a GET)."""
     config = Config(
         signature_version="s3v4",
         region_name=region,
         s3={"addressing_style": "path"},
-        retries={"max_attempts": 1 if quick else 4, "mode": "standard"},
+        retries={"max_attempts": 1 if quick else attempts, "mode": "standard"},
         connect_timeout=2 if quick else 5,
         read_timeout=5 if quick else 60,
         max_pool_connections=32,

@@ -41,6 +41,8 @@ class Options:
     claim_grace: timedelta = timedelta(minutes=15)
     retention: timedelta | None = None
     stop_after: int | None = None  # test hook: interrupt after this many objects
+    read_attempts: int = 3
+    retry_pause: float = 0.3
     record: bool = True  # write run records, open findings and ledger events
     progress: Display | None = None
 
@@ -142,6 +144,8 @@ def verify(
         claim_grace=options.claim_grace,
         retention=options.retention,
         stop_after=options.stop_after,
+        read_attempts=options.read_attempts,
+        retry_pause=options.retry_pause,
     )
     if options.progress is not None:
         ctx.on_progress = options.progress
