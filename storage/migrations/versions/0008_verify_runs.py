@@ -62,7 +62,7 @@ def upgrade() -> None:
         sa.Column("code", _str(length=64), nullable=False),
         sa.Column("org_id", _str(length=40), nullable=True),
         sa.Column("subject", sa.JSON(), nullable=False),
-        sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("message", _str(), nullable=False),
         sa.Column("details", sa.JSON(), nullable=False),
         sa.Column("found_at", sa.DateTime(timezone=True), nullable=False),
     )
