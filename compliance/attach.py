@@ -30,7 +30,7 @@ from compliance.sources import Sources
 from storage.db import MIGRATIONS, Database
 from storage.embedded_s3_attach import EmbeddedS3NotRunning
 from storage.embedded_s3_attach import attach as attach_embedded
-from storage.errors import StorageError
+from storage.errors import BucketNotWorm, StorageError
 from storage.object_store import ObjectStore, check_worm_bucket, make_s3_client
 from storage.settings import Settings
 
@@ -98,7 +98,7 @@ def _embedded_client(data_dir: Path) -> S3Client:
         endpoint = attach_embedded(data_dir / "s3")
     except EmbeddedS3NotRunning as exc:
         raise AttachError(STORE_NOT_RUNNING, f"{exc}: start `evault serve`") from None
-    return make_s3_client(endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region)
+    return make_s3_client(endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region, attempts=1)
 
 
 def attach_sources(settings: Settings) -> Sources:
@@ -109,9 +109,11 @@ def attach_sources(settings: Settings) -> Sources:
     if s3.embedded:
         client = _embedded_client(settings.data_dir)
     else:
-        client = make_s3_client(s3.endpoint, s3.access_key, s3.secret_key, s3.region)
+        client = make_s3_client(s3.endpoint, s3.access_key, s3.secret_key, s3.region, attempts=1)
     try:
         check_worm_bucket(client, s3.authoritative_bucket)
+    except BucketNotWorm:
+        pass  # reachable but misconfigured: the verifier reports it (Storage.Misconfigured)
     except StorageError as exc:
         raise AttachError(STORE_UNUSABLE, f"the authoritative bucket cannot be checked: {exc}") from None
     return Sources(

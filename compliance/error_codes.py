@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from compliance.verifier.codes import CODES as FINDING_CODES
+
 
 class ErrorCode(NamedTuple):
     status: int | None
@@ -119,15 +121,22 @@ CODES: dict[str, ErrorCode] = {
     "Attach.StoreNotRunning": ErrorCode(None, "the embedded store is not running"),
     "Attach.StoreUnusable": ErrorCode(None, "the authoritative bucket cannot be checked"),
     "Attach.NoPublicKey": ErrorCode(None, "the vault's public key cannot be read"),
+    "Attach.NoReportKey": ErrorCode(None, "the report-signing key cannot be loaded"),
+    "Verify.EmptyVault": ErrorCode(None, "nothing to verify: an empty vault is never clean (exit 3)"),
+    "Verify.RunFinished": ErrorCode(None, "--resume names a run that already finished"),
+    "Verify.UnknownRun": ErrorCode(None, "--resume names no run"),
+    "Verify.UnknownEnvelope": ErrorCode(None, "--envelope names no envelope"),
+    "Verify.UnknownOrganisation": ErrorCode(None, "--org names no organisation"),
+    "Report.Malformed": ErrorCode(None, "a verifier report does not parse"),
+    "Report.BadSignature": ErrorCode(None, "a verifier report's signature does not verify"),
+    "Report.NotEndorsed": ErrorCode(None, "the report key is not endorsed by the vault key you trust"),
     # findings of evault verify and of the offline verifiers
     "Object.BytesChanged": ErrorCode(None, "an authoritative object's bytes differ from the record"),
     "Object.ExtraVersion": ErrorCode(None, "an authoritative key has versions the record does not name"),
-    "Object.LockWeakened": ErrorCode(None, "an object's retention is shorter or weaker than recorded"),
     "Object.Unreadable": ErrorCode(None, "an authoritative object cannot be read"),
     "Object.Unrecorded": ErrorCode(None, "an object under the authoritative prefix that no record names"),
     "Vault.ClaimUnfinished": ErrorCode(None, "a vault-in claim older than the grace period"),
     "Checkpoint.Mismatch": ErrorCode(None, "a checkpoint in the database differs from WORM"),
-    "Checkpoint.MissingInWorm": ErrorCode(None, "a checkpoint is missing from WORM"),
     "Chain.Broken": ErrorCode(None, "an envelope's hash chain does not link"),
     "Log.Malformed": ErrorCode(None, "a checkpoint, proof or bundle does not parse"),
     "Log.BadSignature": ErrorCode(None, "a checkpoint signature does not verify"),
@@ -152,6 +161,9 @@ CODES: dict[str, ErrorCode] = {
     "Witness.QuorumNotMet": ErrorCode(None, "fewer trusted witnesses cosigned the checkpoint than required"),
     "Map.RootMismatch": ErrorCode(None, "a committed head-map root differs from the one re-derived from the log"),
 }
+
+# Every finding of the verifier, from its own registry (one home for what each fault means).
+CODES.update({c.code: ErrorCode(None, c.meaning) for c in FINDING_CODES.values() if c.code not in CODES})
 
 
 def markdown_table() -> str:

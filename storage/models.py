@@ -2,7 +2,7 @@
 
 Identifiers are prefixed strings (``org_``, ``env_``, ``doc_``, ``cp_``) so that an id in a log line or a
 support ticket says what it names. Times are stored as timezone-aware UTC. Log positions and sizes are 64-bit.
-Checks and triggers (states, sizes, digests, append-only ledger) live in migration ``0002a_invariants``.
+Checks and triggers (states, sizes, digests, append-only ledger) live in migration ``0002_invariants``.
 """
 
 from __future__ import annotations
@@ -297,3 +297,63 @@ class RateCounter(SQLModel, table=True):
     policy: str = Field(primary_key=True, max_length=32)
     window_start: int = Field(primary_key=True)  # epoch seconds
     count: int = 0
+
+
+class VerifyRun(SQLModel, table=True):
+    """One run of the nightly verifier: its fixed scope, code version, counts and verdict."""
+
+    __tablename__ = "verify_run"
+
+    id: str = Field(primary_key=True, max_length=40)
+    started_at: datetime = _utc_column()
+    finished_at: datetime | None = _utc_column(nullable=True)
+    status: str = Field(max_length=16)  # running | finished | failed
+    scope: dict[str, Any] = _json_column()
+    code_version: str = Field(max_length=200)
+    counts: dict[str, Any] = _json_column()
+    verdict: str | None = Field(default=None, max_length=16)  # clean | findings
+
+
+class VerifyProgress(SQLModel, table=True):
+    """How far one unit of a run's work (objects, copies or the log of one organisation) durably got."""
+
+    __tablename__ = "verify_progress"
+
+    run_id: str = Field(primary_key=True, foreign_key="verify_run.id", max_length=40)
+    unit: str = Field(primary_key=True, max_length=120)
+    state: str = Field(max_length=16)  # pending | done
+    position: str | None = Field(default=None, max_length=1024)  # every key <= this one is checked
+    checked: int = Field(default=0, sa_type=BigInteger)
+    updated_at: datetime = _utc_column()
+
+
+class VerifyFinding(SQLModel, table=True):
+    """A finding of one run, kept once per fingerprint (a resumed run finds it again without a duplicate)."""
+
+    __tablename__ = "verify_finding"
+
+    run_id: str = Field(primary_key=True, foreign_key="verify_run.id", max_length=40)
+    fingerprint: str = Field(primary_key=True, max_length=64)
+    code: str = Field(max_length=64)
+    org_id: str | None = Field(default=None, max_length=40)
+    subject: dict[str, Any] = _json_column()
+    message: str
+    details: dict[str, Any] = _json_column()
+    found_at: datetime = _utc_column()
+
+
+class OpenFinding(SQLModel, table=True):
+    """A fault seen and not yet seen fixed: recorded in the ledger once, not again every night."""
+
+    __tablename__ = "open_finding"
+
+    fingerprint: str = Field(primary_key=True, max_length=64)
+    code: str = Field(max_length=64)
+    org_id: str | None = Field(default=None, max_length=40)
+    subject: dict[str, Any] = _json_column()
+    first_run_id: str = Field(max_length=40)
+    first_seen_at: datetime = _utc_column()
+    last_run_id: str = Field(max_length=40)
+    last_seen_at: datetime = _utc_column()
+    event_leaf_index: int | None = Field(default=None, sa_type=BigInteger)
+    closed_at: datetime | None = _utc_column(nullable=True)

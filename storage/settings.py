@@ -184,8 +184,10 @@ class VaultSettings:
     claim_grace_seconds: int  # EVAULT_CLAIM_GRACE_SECONDS: a vault-in claim older than this is reconciled
     signer_trust_roots_path: Path | None  # EVAULT_SIGNER_TRUST_ROOTS: PEM roots PDF signers are trusted under
     require_trusted_signers: bool  # EVAULT_REQUIRE_TRUSTED_SIGNERS: refuse signatures not chaining to them
-
+    # EVAULT_REPORT_SIGNING_KEY: PEM Ed25519 key that signs verifier reports (generated if absent, endorsed by
+    # the vault key at every start); the verifier holds this one, never the vault key.
     staging_ttl_seconds: int  # EVAULT_STAGING_TTL_SECONDS: a staged upload not vaulted by then is refused, deleted
+    report_key_path: Path = Path("report-signing-key.pem")
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,7 @@ class Settings:
             else None,
             require_trusted_signers=_bool(env, "EVAULT_REQUIRE_TRUSTED_SIGNERS", default=False),
             staging_ttl_seconds=_int(env, "EVAULT_STAGING_TTL_SECONDS", 7 * 24 * 3600, minimum=1),
+            report_key_path=Path(env.get("EVAULT_REPORT_SIGNING_KEY") or data_dir / "report-signing-key.pem"),
         )
         if vault.signer_trust_roots_path is not None and not vault.signer_trust_roots_path.is_file():
             raise SettingsError(f"EVAULT_SIGNER_TRUST_ROOTS names no file: {vault.signer_trust_roots_path}")

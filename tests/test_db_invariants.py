@@ -1,4 +1,4 @@
-"""The database refuses invariant-breaking writes itself (migration 0002a_invariants), on SQLite and PostgreSQL.
+"""The database refuses invariant-breaking writes itself (migration 0002_invariants), on SQLite and PostgreSQL.
 
 Every refused write below names the rule that refused it, so a case cannot pass by failing for another reason;
 the honest writes the application makes still go through; models and migrations agree; and an attacker who
@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Integer, MetaData, Table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, select
 
-from compliance.log_audit import audit_log
+from compliance.verifier import audit_log
 from storage.db import MIGRATIONS, Database
 from storage.log_tiles import SqlTileStore
 from storage.models import (

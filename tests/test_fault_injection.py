@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from compliance.integrity import verify_vault
+from compliance.verifier import verify_vault
 from storage.embedded_s3 import EmbeddedS3
 from storage.keys import authoritative_key
 from storage.settings import Settings

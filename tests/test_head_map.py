@@ -25,8 +25,8 @@ from compliance.ledger.head_map import (
     verify_map_proof,
 )
 from compliance.ledger.map_store import _cache, map_root_ending
-from compliance.log_audit import audit_log
 from compliance.proof_bundle import build_bundle, verify_bundle
+from compliance.verifier import audit_log
 from storage.ids import utcnow
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import Event, MapLeaf, MapRoot

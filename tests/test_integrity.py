@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compliance.integrity import verify_vault
+from compliance.verifier import verify_vault
 from tests.helpers import create_envelope, upload
 from tests.pdf_factory import make_pdf
 from vault.runtime import Runtime

@@ -22,8 +22,8 @@ from compliance.ledger.errors import LogError
 from compliance.ledger.events import log_size
 from compliance.ledger.map_store import commit_head_map
 from compliance.ledger.note import NoteSigner
-from compliance.log_audit import audit_log
 from compliance.proof_bundle import verify_bundle
+from compliance.verifier import audit_log
 from storage.keys import checkpoint_key
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import Event
@@ -219,7 +219,7 @@ def test_database_tampering_is_detected_against_worm(client: Any, runtime: Runti
         "edit_entry": {"Log.EntryEdited", "Chain.Broken", "Log.RootMismatch"},
         "delete_entry": {"Log.EntriesMissing", "Chain.Broken", "Log.RootMismatch"},
         "edit_checkpoint_row": {"Checkpoint.Mismatch"},
-        "drop_checkpoint_row": {"Checkpoint.Mismatch"},
+        "drop_checkpoint_row": {"Checkpoint.Missing"},
     }[fault]
     assert expected <= _codes(runtime, org_id)
 

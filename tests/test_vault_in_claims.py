@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from compliance.integrity import verify_vault
+from compliance.verifier import verify_vault
 from storage.errors import StorageUnavailable
 from storage.ids import utcnow
 from storage.models import Event, VaultClaim, VaultedDocument

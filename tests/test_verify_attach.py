@@ -28,15 +28,12 @@ from tests.helpers import bootstrap_key, create_envelope, free_port, upload
 from tests.pdf_factory import make_pdf
 
 REPO = Path(__file__).resolve().parent.parent
-STORE_PORT_BASE = 23400
+STORE_PORT_BASE = int(os.environ.get("EVAULT_TEST_SERVE_PORT_BASE", "23400"))
+API_PORTS = int(os.environ.get("EVAULT_TEST_API_PORT_BASE", "8200"))
 
 
 def _endpoint_file(data_dir: Path) -> Path:
     """Where the running server publishes how to reach its store."""
-    return data_dir / "s3" / "seaweedfs" / "config" / "endpoint.json"
-
-
-def ENDPOINT_FILE(data_dir: Path) -> Path:
     return data_dir / "s3" / "seaweedfs" / "config" / "endpoint.json"
 
 
@@ -99,7 +96,7 @@ class LiveService:
 
 @pytest.fixture
 def live(tmp_path: Path, database_url: str) -> Iterator[tuple[LiveService, dict[str, str], str]]:
-    port = free_port(8200, 8300)
+    port = free_port(API_PORTS, API_PORTS + 100)
     env = _env(
         EVAULT_DATA_DIR=str(tmp_path / "vault"),
         EVAULT_DATABASE_URL=database_url,
@@ -137,9 +134,21 @@ def test_verify_attaches_to_the_live_service(live: tuple[LiveService, dict[str, 
 
     done = _evault(["verify", "--report", str(tmp_path / "report.json")], env, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 documents, 1 logs: clean" in done.stdout
-    assert json.loads((tmp_path / "report.json").read_text())["documents"] == 2
+    assert "2 objects, 0 copies" in done.stdout and "of 1 logs: clean" in done.stdout
+    signed = json.loads((tmp_path / "report.json").read_text())
+    assert signed["report"]["counts"]["objects"] == 2 and signed["report"]["verdict"] == "clean"
     assert service.proc.poll() is None  # the service still runs
+    # The report checks offline against the vault's public key alone (endorsement, then signature).
+    vault_pem = str(tmp_path / "vault" / "vault-signing-key.pub")
+    checked = _evault(["report", "verify", str(tmp_path / "report.json"), "--public-key", vault_pem], env, tmp_path)
+    assert checked.returncode == 0 and "OK: report of run vr_" in checked.stdout, checked.stdout + checked.stderr
+    keys = httpx.get(f"{url}/.well-known/evault/keys").json()["keys"]
+    assert [k["use"] for k in keys] == ["checkpoint", "report-signing"]
+    assert keys[1]["pem"] == signed["signature"]["report_key"]["pem"]
+    signed["report"]["verdict"] = "findings"  # a report changed after signing
+    (tmp_path / "changed.json").write_text(json.dumps(signed))
+    refused = _evault(["report", "verify", str(tmp_path / "changed.json"), "--public-key", vault_pem], env, tmp_path)
+    assert refused.returncode == 1 and "Report.BadSignature" in refused.stderr
 
     # A second version planted under an authoritative key, with the store's admin credentials.
     published: dict[str, Any] = json.loads(_endpoint_file(tmp_path / "vault").read_text())

@@ -23,6 +23,7 @@ from compliance.ledger.witness_client import WitnessClient
 from compliance.signatures import load_trust_roots
 from compliance.signing import VaultKey, load_or_create_key
 from compliance.sources import Sources
+from compliance.verifier.report import ReportKey, endorse_report_key
 from storage.db import Database
 from storage.embedded_s3 import EmbeddedS3
 from storage.errors import BucketNotWorm, StorageError
@@ -52,6 +53,7 @@ class Runtime:
     document_signer: DocumentSigner | None = None  # signs certificate PDFs (PAdES, ECDSA P-256)
     signer_trust_roots: tuple[Any, ...] = ()
     probe_client: Any = None  # short timeouts, no retries: for readiness checks that must answer quickly
+    report_key: ReportKey | None = None  # the verifier's report-signing key, endorsed by the vault key
     _stop: threading.Event = field(default_factory=threading.Event)
     _checkpointer: threading.Thread | None = None
     _watchdog: threading.Thread | None = None
@@ -212,6 +214,12 @@ def open_runtime(settings: Settings) -> Runtime:
             )
         except (ValueError, RuntimeError) as exc:
             raise StartupError(f"refusing to start: document-signing identity: {exc}") from exc
+        try:
+            report_key = endorse_report_key(
+                settings.vault.report_key_path, key, create="EVAULT_REPORT_SIGNING_KEY" not in settings.env
+            )
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"refusing to start: report signing key: {exc}") from exc
     except BaseException as exc:
         # Nothing started may outlive a failed start: the next start on this data directory must work.
         if db is not None:
@@ -239,4 +247,5 @@ def open_runtime(settings: Settings) -> Runtime:
         embedded_s3=embedded,
         document_signer=document_signer,
         probe_client=probe_client,
+        report_key=report_key,
     )

@@ -158,6 +158,19 @@ def public_keys(runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
                     "log_origin_prefix": runtime.settings.vault.log_origin,
                 },
                 *document_signing_keys(runtime),
+                *(
+                    [
+                        {
+                            "use": "report-signing",
+                            "algorithm": "Ed25519",
+                            "pem": runtime.report_key.public_pem,
+                            # The vault key's signature over "evault report-signing key v1\n" + the raw key.
+                            "endorsement": runtime.report_key.endorsement,
+                        }
+                    ]
+                    if runtime.report_key is not None
+                    else []
+                ),
             ]
         },
         headers={"Cache-Control": "public, max-age=300"},

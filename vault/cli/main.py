@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -171,34 +171,83 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_COULD_NOT_RUN = 0, 2, 3
 
 def _verify(args: argparse.Namespace) -> int:
     """Attach to the running vault (never start, migrate or create one) and check it: 0 clean, 2 findings, 3
-    could not run (no vault here, store not running, schema not current, no public key)."""
+    could not run (no vault here, an empty vault, store not running, schema not current, no public key)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from compliance.attach import AttachError, attach_sources
-    from compliance.integrity import verify_vault
+    from compliance.verifier import CannotVerify, Options, fix_scope, verify
+    from compliance.verifier.context import Interrupted
+    from compliance.verifier.progress import progress_display
+    from compliance.verifier.report import ReportSigner
+    from compliance.verifier.run import estimate_objects
+    from compliance.verifier.scope import parse_shard
     from storage.errors import StorageError
 
     try:
         settings = Settings.from_env()
+        signer = None
+        if args.report:
+            try:
+                signer = ReportSigner(settings.vault.report_key_path)
+            except (OSError, ValueError) as exc:
+                raise AttachError(
+                    "Attach.NoReportKey", f"cannot load the report signing key (EVAULT_REPORT_SIGNING_KEY): {exc}"
+                ) from None
         sources = attach_sources(settings)
         try:
-            report = verify_vault(sources, timedelta(seconds=settings.vault.claim_grace_seconds))
+            options = Options(
+                concurrency=args.concurrency,
+                claim_grace=timedelta(seconds=settings.vault.claim_grace_seconds),
+                retention=timedelta(days=settings.vault.retention_days),
+                stop_after=int(os.environ["EVAULT_VERIFY_STOP_AFTER"])
+                if "EVAULT_VERIFY_STOP_AFTER" in os.environ
+                else None,
+            )
+            scope = None
+            if not args.resume:
+                since = datetime.fromisoformat(args.since.replace("Z", "+00:00")) if args.since else None
+                if since is not None and since.tzinfo is None:
+                    since = since.replace(tzinfo=UTC)
+                shard = parse_shard(args.shard) if args.shard else None
+                scope = fix_scope(sources, args.org or (), args.envelope or (), since, shard)
+            total = estimate_objects(sources, scope) if scope is not None else 0
+            with progress_display(total) as display:
+                options.progress = display
+                outcome = verify(sources, scope, resume=args.resume, options=options)
         finally:
             sources.db.dispose()
-    except (AttachError, SettingsError, StorageError, SQLAlchemyError) as exc:
+    except Interrupted as exc:
+        print(f"evault verify: interrupted: {exc}; resume with --resume", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    except (AttachError, CannotVerify, SettingsError, StorageError, SQLAlchemyError, ValueError) as exc:
         label = getattr(exc, "code", type(exc).__name__)
         print(f"evault verify: could not run: {label}: {exc}", file=sys.stderr)
         return EXIT_COULD_NOT_RUN
+    report = outcome.as_json()
     if args.report:
+        assert signer is not None
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=2))
+        Path(args.report).write_text(json.dumps(signer.sign(report), indent=2))
+    counts = outcome.counts
     print(
-        f"{report['documents']} documents, {report['organisations']} logs: "
-        f"{'clean' if report['clean'] else str(len(report['findings'])) + ' findings'}"
+        f"run {outcome.run_id}: {counts.get('objects', 0)} objects, {counts.get('copies', 0)} copies, "
+        f"{counts.get('entries', 0)} log entries of {len(outcome.scope.log_sizes)} logs: "
+        f"{'clean' if outcome.clean else str(len(outcome.findings)) + ' findings'}"
     )
-    for finding in report["findings"]:
-        print(f"  {finding['code']}: {finding['message']} {json.dumps(finding['details'], default=str)}")
-    return EXIT_CLEAN if report["clean"] else EXIT_FINDINGS
+    for finding in outcome.findings:
+        print(f"  {finding.code}: {finding.message} {json.dumps(finding.details, default=str)}")
+    return EXIT_CLEAN if outcome.clean else EXIT_FINDINGS
+
+
+def _report_verify(args: argparse.Namespace) -> int:
+    from compliance.verifier.report import verify_report
+
+    report = verify_report(Path(args.file).read_bytes(), Path(args.public_key).read_bytes())
+    print(
+        f"OK: report of run {report.get('run_id')} ({report.get('verdict')}, {len(report.get('findings', []))} "
+        "findings) is signed by a report key the vault key endorses"
+    )
+    return 0
 
 
 def _witness(args: argparse.Namespace) -> int:
@@ -217,9 +266,22 @@ def parser() -> argparse.ArgumentParser:
     verify_all = commands.add_parser(
         "verify", help="re-read every object and log of the running vault; exit 2 on findings, 3 if it cannot run"
     )
-    verify_all.add_argument("--report", help="write the JSON report here")
+    verify_all.add_argument("--report", help="write the signed JSON report here")
+    verify_all.add_argument("--org", action="append", help="only this organisation (repeatable)")
+    verify_all.add_argument("--envelope", action="append", help="only this envelope (repeatable)")
+    verify_all.add_argument("--since", help="only records vaulted or changed since this ISO time")
+    verify_all.add_argument("--shard", help="I/N: objects by a stable hash of their key, logs by organisation")
+    verify_all.add_argument("--concurrency", type=int, default=8, help="objects read at once (default 8)")
+    verify_all.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run in its fixed scope")
     verify_all.set_defaults(run=_verify)
     add_key_commands(commands)
+    report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(
+        dest="report_command", required=True
+    )
+    report_verify = report.add_parser("verify", help="check a signed report against the vault's public key")
+    report_verify.add_argument("file")
+    report_verify.add_argument("--public-key", required=True, help="the vault's PEM public key you trust")
+    report_verify.set_defaults(run=_report_verify)
     witness = commands.add_parser("witness", help="run a C2SP tlog-witness that cosigns consistent checkpoints")
     witness.add_argument("--state", required=True, help="directory of the witness's state and evidence")
     witness.add_argument("--key", required=True, help="PEM Ed25519 key of the witness (created if missing)")

@@ -1,7 +1,7 @@
 """vault_claim: a vault-in claims its envelope before the S3 put
 
 Revision ID: 0003_vault_claim
-Revises: 0002a_invariants
+Revises: 0002_invariants
 Create Date: 2026-11-29 14:10:00
 """
 
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0003_vault_claim"
-down_revision = "0002a_invariants"
+down_revision = "0002_invariants"
 branch_labels = None
 depends_on = None
 

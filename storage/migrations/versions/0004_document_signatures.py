@@ -1,6 +1,6 @@
 """vaulted_document.signatures: the graded result of the document's embedded signatures
 
-Revision ID: 0006_document_signatures
+Revision ID: 0004_document_signatures
 Revises: 0003_vault_claim
 Create Date: 2026-11-29 14:30:00
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_document_signatures"
+revision = "0004_document_signatures"
 down_revision = "0003_vault_claim"
 branch_labels = None
 depends_on = None
 
 
 # Plain ALTER TABLE, never a batch rebuild: on SQLite a rebuild would drop the table's append-only triggers
-# (0002a) and break the triggers of other tables that name it.
+# (0002) and break the triggers of other tables that name it.
 
 
 def upgrade() -> None:

@@ -1,7 +1,7 @@
 """head map: per-version envelope heads and the map roots committed to the log
 
-Revision ID: 0007_head_map
-Revises: 0006_document_signatures
+Revision ID: 0005_head_map
+Revises: 0004_document_signatures
 Create Date: 2026-11-30 10:00:00.000000
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0007_head_map"
-down_revision = "0006_document_signatures"
+revision = "0005_head_map"
+down_revision = "0004_document_signatures"
 branch_labels = None
 depends_on = None
 
@@ -55,7 +55,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["org_id"], ["organisation.id"]),
         sa.PrimaryKeyConstraint("org_id", "version"),
     )
-    # Append-only, like the log that commits them (0002a's evault_refuse on PostgreSQL).
+    # Append-only, like the log that commits them (0002's evault_refuse on PostgreSQL).
     for table in APPEND_ONLY:
         for statement in _triggers(op.get_bind().dialect.name, table):
             op.execute(statement)

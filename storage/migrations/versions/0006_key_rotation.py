@@ -1,7 +1,7 @@
 """apikey.rotated_from: a rotated key names the key it replaced (unique: one successor per key)
 
-Revision ID: 0005_key_rotation
-Revises: 0007_head_map
+Revision ID: 0006_key_rotation
+Revises: 0005_head_map
 Create Date: 2026-11-30 10:00:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0005_key_rotation"
-down_revision = "0007_head_map"
+revision = "0006_key_rotation"
+down_revision = "0005_head_map"
 branch_labels = None
 depends_on = None
 

@@ -4,12 +4,12 @@ The application already keeps these rules; the database now refuses a write that
 it. Checks pin states, sizes and digests; composite foreign keys keep a row's organisation that of its
 envelope; triggers make the ledger, checkpoints, documents and copies append-only, let a vault record change
 only to record its release (once), and let log tiles and the log size only grow. A database owner can still
-drop a trigger: the WORM audit (``compliance.log_audit``) remains the defence that does not trust the database.
+drop a trigger: the WORM audit (``compliance.verifier``) remains the defence that does not trust the database.
 
 On SQLite the tables are recreated (batch mode; ``env.py`` turns foreign keys off around it), data kept.
 Triggers come last: SQLite checks every trigger's body when a table is renamed.
 
-Revision ID: 0002a_invariants
+Revision ID: 0002_invariants
 Revises: 0001
 Create Date: 2026-11-24 09:00:00
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002a_invariants"
+revision = "0002_invariants"
 down_revision = "0001"
 branch_labels = None
 depends_on = None

@@ -1,7 +1,7 @@
 """partner API: staged documents, idempotency records, rate counters, envelope expiry, unique external ids
 
-Revision ID: 0004_staged_documents
-Revises: 0005_key_rotation
+Revision ID: 0007_staged_documents
+Revises: 0006_key_rotation
 Create Date: 2026-11-29 16:00:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0004_staged_documents"
-down_revision = "0005_key_rotation"
+revision = "0007_staged_documents"
+down_revision = "0006_key_rotation"
 branch_labels = None
 depends_on = None
 
@@ -22,7 +22,7 @@ def _str(length: int) -> sqlmodel.sql.sqltypes.AutoString:
 
 
 def upgrade() -> None:
-    # Plain ALTER TABLE, never a batch rebuild (a rebuild would drop 0002a's triggers on SQLite).
+    # Plain ALTER TABLE, never a batch rebuild (a rebuild would drop 0002's triggers on SQLite).
     op.add_column("envelope", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
     # One external id per organisation, where one is given.
     op.create_index(

@@ -1,0 +1,220 @@
+"""Verifier benchmark: ``evault verify`` against raw ``get_object`` + ``hashlib.sha256`` over the same objects.
+
+One run starts the real stack (embedded SeaweedFS + SQLite under a temp directory), vaults a corpus through the
+API (untimed), then times, interleaved and at the same concurrency:
+
+- ``raw``: a pool of threads doing ``get_object`` + streaming SHA-256 of every recorded version (the floor);
+- ``verify``: ``evault verify`` as a separate process attached to the running store (as the nightly job runs),
+  its peak resident memory read from ``getrusage`` of the child.
+
+Then the log pass alone: chain and tree verification over ``--log-entries`` synthetic entries held in memory
+(parse, chain link, compact-range tree, head-map bookkeeping), in entries/s.
+
+    python bench/verify.py            # 2,000 PDFs of 256 KiB + 20 of 50 MiB, a log of 10^6 entries
+    python bench/verify.py --quick    # 200 of 256 KiB + 2 of 8 MiB, a log of 10^5 entries
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from litestar.testing import TestClient  # noqa: E402
+from sqlmodel import select  # noqa: E402
+
+from compliance.ledger.events import Actor, entry_bytes  # noqa: E402
+from compliance.ledger.merkle import leaf_hash  # noqa: E402
+from compliance.sources import Sources  # noqa: E402
+from compliance.verifier.context import Context, MemoryRunLog  # noqa: E402
+from compliance.verifier.logs import LogAudit  # noqa: E402
+from compliance.verifier.scope import Scope  # noqa: E402
+from storage.ids import utcnow  # noqa: E402
+from storage.models import Event, VaultedDocument  # noqa: E402
+from storage.settings import Settings  # noqa: E402
+from tests.pdf_factory import make_pdf  # noqa: E402
+from vault.api.app import create_app  # noqa: E402
+from vault.runtime import open_runtime  # noqa: E402
+from vault.tenancy import SCOPES, create_api_key, create_organisation  # noqa: E402
+
+API = "/api/v2/partner"
+
+
+def _vault_corpus(client: Any, headers: dict[str, str], count: int, size: int) -> None:
+    template = make_pdf(size_bytes=size)
+    for n in range(count):
+        envelope = client.post(
+            f"{API}/envelopes",
+            json={"kind": "paper", "title": f"Loan {n}", "secured_party": {"name": "Bank"}},
+            headers=headers,
+        ).json()["id"]
+        # Same size, different bytes: the title carries the index.
+        data = template.replace(b"Loan agreement", f"Loan {n:09d}".encode()[:14], 1)
+        sha = hashlib.sha256(data).hexdigest()
+        answer = client.post(
+            f"{API}/envelopes/{envelope}/vault-in-upload",
+            content=data,
+            headers={**headers, "Content-Type": "application/pdf", "X-Content-SHA256": sha},
+        )
+        assert answer.status_code == 201, answer.text
+
+
+def _raw(client: Any, bucket: str, objects: list[tuple[str, str]], concurrency: int) -> tuple[float, int]:
+    def one(item: tuple[str, str]) -> int:
+        body = client.get_object(Bucket=bucket, Key=item[0], VersionId=item[1])["Body"]
+        digest, size = hashlib.sha256(), 0
+        for chunk in body.iter_chunks(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+        return size
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        total = sum(pool.map(one, objects))
+    return time.perf_counter() - start, total
+
+
+def _verify_process(env: dict[str, str], concurrency: int) -> tuple[float, int, str]:
+    start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    done = subprocess.run(
+        [sys.executable, "-m", "vault.cli.main", "verify", "--concurrency", str(concurrency)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if done.returncode != 0:
+        raise SystemExit(f"evault verify exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return elapsed, max(peak_kib, before), done.stdout.strip().splitlines()[0]
+
+
+def _log_bench(entries: int) -> float:
+    """Chain + tree + map bookkeeping over in-memory entries (the database fetch is not in this number)."""
+    org = "org_benchlog0000000000"
+    envelopes = max(1, entries // 10)
+    heads: dict[str, tuple[int, str]] = {}
+    events = []
+    now = utcnow()
+    for index in range(entries):
+        envelope = f"env_{index % envelopes:020d}"
+        seq, prev = (heads[envelope][0] + 1, heads[envelope][1]) if envelope in heads else (0, None)
+        entry = entry_bytes(
+            org_id=org,
+            leaf_index=index,
+            envelope_id=envelope,
+            chain_seq=seq,
+            prev=prev,
+            event_type="bench.event",
+            occurred_at=now,
+            actor=Actor(org),
+            data={"n": index},
+        )
+        digest = hashlib.sha256(entry).hexdigest()
+        heads[envelope] = (seq, digest)
+        events.append(
+            Event(
+                org_id=org,
+                leaf_index=index,
+                envelope_id=envelope,
+                chain_seq=seq,
+                event_type="bench.event",
+                occurred_at=now,
+                entry=entry,
+                entry_hash=digest,
+            )
+        )
+    leaves = [leaf_hash(e.entry) for e in events]
+    runs = MemoryRunLog()
+    ctx = Context(Sources(None, None, None, None, "bench"), Scope(), runs)  # type: ignore[arg-type]
+    audit = LogAudit(ctx, org, entries)
+    audit._stored_leaf = lambda _session, index: leaves[index]  # type: ignore[method-assign]
+    start = time.perf_counter()
+    for event in events:
+        audit.entry(None, event)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - start
+    assert not runs.findings, list(runs.findings.values())[:3]
+    return entries / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--port-base", type=int, default=24440)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    small, large = (200, 2) if args.quick else (2000, 20)
+    large_size = (8 if args.quick else 50) * 1024 * 1024
+    log_entries = 100_000 if args.quick else 1_000_000
+    result: dict[str, Any] = {"corpus": f"{small} x 256 KiB + {large} x {large_size >> 20} MiB"}
+    with tempfile.TemporaryDirectory(prefix="evault-bench-verify-") as tmp:
+        env = {
+            "EVAULT_DATA_DIR": str(Path(tmp) / "data"),
+            "EVAULT_S3_EMBEDDED_PORT_BASE": str(args.port_base),
+            "EVAULT_MAX_UPLOAD_BYTES": str(large_size + 1024 * 1024),
+            "EVAULT_PDF_MAX_DECODED_BYTES": str(2 * large_size),
+            "EVAULT_RETENTION_DAYS": "1",
+        }
+        runtime = open_runtime(Settings.from_env(env))
+        try:
+            with runtime.db.session() as session:
+                org = create_organisation(session, "Bench").id
+                _, raw_key = create_api_key(session, org, "bench", list(SCOPES))
+            headers = {"X-API-Key": raw_key}
+            with TestClient(create_app(runtime), timeout=600) as client:
+                _vault_corpus(client, headers, small, 256 * 1024)
+                _vault_corpus(client, headers, large, large_size)
+                client.post(f"{API}/log/checkpoint", headers=headers)
+            with runtime.db.read_session() as session:
+                objects = [(d.s3_key, d.s3_version_id) for d in session.exec(select(VaultedDocument))]
+            child_env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")},
+                **env,
+                "PYTHONPATH": str(ROOT),
+            }
+            raw_times, verify_times, peak, line, total = [], [], 0, "", 0
+            for _ in range(args.rounds):
+                elapsed, total = _raw(runtime.s3_client, runtime.authoritative.bucket, objects, args.concurrency)
+                raw_times.append(elapsed)
+                elapsed, peak_kib, line = _verify_process(child_env, args.concurrency)
+                verify_times.append(elapsed)
+                peak = max(peak, peak_kib)
+        finally:
+            runtime.close()
+    raw_s, verify_s = min(raw_times), min(verify_times)
+    result.update(
+        objects=len(objects),
+        megabytes=round(total / 1e6, 1),
+        concurrency=args.concurrency,
+        raw_objects_per_s=round(len(objects) / raw_s, 1),
+        raw_mb_per_s=round(total / 1e6 / raw_s, 1),
+        verify_objects_per_s=round(len(objects) / verify_s, 1),
+        verify_mb_per_s=round(total / 1e6 / verify_s, 1),
+        ratio_to_raw=round(raw_s / verify_s, 2),
+        verify_peak_rss_mb=round(peak / 1024, 1),
+        verify_says=line,
+    )
+    result["log_entries"] = log_entries
+    result["log_entries_per_s"] = round(_log_bench(log_entries))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

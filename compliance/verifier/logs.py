@@ -1,0 +1,325 @@
+"""Each organisation's log re-derived from its raw entries in one streaming pass, compared with WORM.
+
+Events are streamed in leaf order in batches; the pass keeps only a compact range (a stack of at most log2(n)
+subtree roots) for the tree, the last sequence number and entry hash per envelope for the chains, and the head
+map for the ``map.root`` commits. At each checkpoint size the recomputed root must equal the signed one: that
+is consistency with every earlier checkpoint. Each consecutive pair is also checked with a consistency proof
+from the tile store, and each checkpoint object itself (lock, retention, other versions, signature, origin).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from itertools import groupby
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from compliance.ledger.chain import parse_entry
+from compliance.ledger.checkpoint import Checkpoint, verify_checkpoint
+from compliance.ledger.checkpoints import tree_for
+from compliance.ledger.errors import LogError
+from compliance.ledger.events import log_size
+from compliance.ledger.head_map import Head, HeadMap, map_key, tree_id_for
+from compliance.ledger.map_store import MAP_ROOT_EVENT
+from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
+from compliance.ledger.tiles import TILE_WIDTH
+from compliance.verifier.context import Context, MemoryRunLog
+from compliance.verifier.findings import Finding
+from compliance.verifier.reads import read_version
+from compliance.verifier.scope import Scope
+from storage.ids import as_utc
+from storage.keys import checkpoint_key
+from storage.log_tiles import SqlTileStore
+from storage.models import Checkpoint as CheckpointRow
+from storage.models import Event
+from storage.object_store import VersionEntry
+
+BATCH = 1000
+_sha256 = hashlib.sha256
+
+
+class CompactRange:
+    """The right edge of an RFC 6962 tree: one root per perfect subtree, so memory is O(log n)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.stack: list[bytes] = []
+
+    def append(self, leaf: bytes) -> None:
+        self.size += 1
+        merges, h = self.size, leaf
+        while not merges & 1:
+            h = _sha256(b"\x01" + self.stack.pop() + h).digest()
+            merges >>= 1
+        self.stack.append(h)
+
+    def root(self) -> bytes:
+        if not self.stack:
+            return EMPTY_ROOT
+        root = self.stack[-1]
+        for left in reversed(self.stack[:-1]):
+            root = _sha256(b"\x01" + left + root).digest()
+        return root
+
+
+@dataclass
+class _Signed:
+    size: int
+    root: bytes
+
+
+class LogAudit:
+    """One organisation's log, up to ``limit`` (its size when the run started)."""
+
+    def __init__(self, ctx: Context, org_id: str, limit: int) -> None:
+        self.ctx, self.org_id, self.limit = ctx, org_id, limit
+        self.tree = CompactRange()
+        self.chains: dict[str, tuple[int, str]] = {}  # envelope -> (last seq, its entry hash)
+        self.head_map, self.pending = HeadMap(tree_id_for(org_id)), dict[int, Head]()
+        self.expected_index = 0
+        self.tile: tuple[int, bytes] | None = None
+        self.last_signed: _Signed | None = None
+        self.entries = 0
+
+    def report(self, code: str, message: str, **details: Any) -> None:
+        self.ctx.report(Finding(code, message, {"org_id": self.org_id, **details}))
+
+    # --- entries ------------------------------------------------------------------------------------------
+
+    def _stored_leaf(self, session: Session, index: int) -> bytes | None:
+        tile_index = index // TILE_WIDTH
+        if self.tile is None or self.tile[0] != tile_index:
+            tiles = SqlTileStore(session, self.org_id).read_tiles({(0, tile_index)})
+            self.tile = (tile_index, tiles.get((0, tile_index), b""))
+        offset = (index % TILE_WIDTH) * 32
+        stored = self.tile[1][offset : offset + 32]
+        return stored if len(stored) == 32 else None
+
+    def entry(self, session: Session, event: Event) -> None:
+        index = event.leaf_index
+        if index > self.expected_index:
+            self.report(
+                "Log.EntriesMissing",
+                "leaf indexes have a gap: entries were deleted",
+                leaf_index=self.expected_index,
+                missing=[self.expected_index, index - 1],
+            )
+        elif index < self.expected_index:
+            self.report("Log.EntryInserted", "a second entry at one leaf index", leaf_index=index)
+        self.expected_index = index + 1
+        leaf = leaf_hash(event.entry)
+        where = {"leaf_index": index, "envelope_id": event.envelope_id}
+        if _sha256(event.entry).hexdigest() != event.entry_hash or self._stored_leaf(session, index) != leaf:
+            self.report("Log.EntryEdited", "an entry no longer hashes to its leaf or its stored hash", **where)
+        try:
+            value = parse_entry(event.entry)
+        except LogError as exc:
+            self.report("Log.EntryEdited", f"an entry is not canonical: {exc.message}", **where)
+            value = {}
+        if value and (value.get("index") != index or value.get("log") != self.org_id):
+            self.report(
+                "Log.EntryInserted", "an entry sits at a position it does not name", **where, names=value.get("index")
+            )
+        if value and value.get("envelope") != event.envelope_id:
+            self.report("Log.EntryEdited", "an entry's envelope differs from its row", **where)
+        self._chain(event, value)
+        self._map(event, value)
+        self.tree.append(leaf)
+        self.entries += 1
+
+    def _chain(self, event: Event, value: dict[str, Any]) -> None:
+        envelope = value.get("envelope") if value else event.envelope_id
+        if not isinstance(envelope, str):
+            return
+        last = self.chains.get(envelope)
+        seq, prev = value.get("seq"), value.get("prev")
+        expected_seq, expected_prev = (0, None) if last is None else (last[0] + 1, last[1])
+        if seq != expected_seq or prev != expected_prev:
+            self.report(
+                "Chain.Broken",
+                "the envelope's chain has a gap, a reordering or a wrong predecessor",
+                envelope_id=envelope,
+                leaf_index=event.leaf_index,
+                seq=seq,
+                expected_seq=expected_seq,
+            )
+        self.chains[envelope] = (seq if isinstance(seq, int) else expected_seq, _sha256(event.entry).hexdigest())
+
+    def _map(self, event: Event, value: dict[str, Any]) -> None:
+        envelope, seq, data = value.get("envelope"), value.get("seq"), value.get("data")
+        if isinstance(envelope, str) and isinstance(seq, int):
+            self.pending[map_key(envelope)] = Head(seq, _sha256(event.entry).digest())
+        elif value.get("type") == MAP_ROOT_EVENT and envelope is None:
+            expected = self.head_map.update(self.pending)
+            self.pending = {}
+            claimed = data.get("map_root") if isinstance(data, dict) else None
+            version = data.get("version") if isinstance(data, dict) else None
+            if claimed != expected.hex() or version != event.leaf_index:
+                self.report(
+                    "Map.RootMismatch",
+                    "a committed head-map root is not the map the entries before it produce",
+                    leaf_index=event.leaf_index,
+                    claimed=claimed,
+                    derived=expected.hex(),
+                )
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+
+    def checkpoint(self, session: Session, size: int, row: CheckpointRow | None, versions: list[VersionEntry]) -> None:
+        key = checkpoint_key(self.org_id, size)
+        where = {"size": size, "key": key}
+        if self.tree.size < size:
+            self.report(
+                "Log.EntriesMissing", "the log ends before a signed checkpoint's size", **where, entries=self.tree.size
+            )
+        live = [v for v in versions if not v.delete_marker]
+        if not live:
+            self.report("Checkpoint.Missing", "a database checkpoint has no WORM copy", **where, missing_in="worm")
+            return
+        if row is None:
+            self.report("Checkpoint.Missing", "a WORM checkpoint has no database row", **where, missing_in="database")
+        if len(versions) > 1:
+            self.report(
+                "Checkpoint.ExtraVersion",
+                "other versions or delete markers sit on the checkpoint's key",
+                **where,
+                versions=[v.version_id for v in versions],
+            )
+        version_id = row.s3_version_id if row is not None else live[-1].version_id
+        body = bytearray()
+        result = read_version(self.ctx, self.ctx.sources.authoritative, key, version_id, body.extend)
+        if result.info is None:
+            code = "Checkpoint.Missing" if result.failure == "missing" else "Object.Unreadable"
+            self.report(code, f"the WORM checkpoint cannot be read ({result.failure})", **where, version_id=version_id)
+            return
+        info = result.info
+        if info.lock_mode != "COMPLIANCE":
+            self.report(
+                "Checkpoint.Unlocked", "the WORM checkpoint is not COMPLIANCE-locked", **where, mode=info.lock_mode
+            )
+        elif row is not None and self.ctx.retention is not None and info.retain_until is not None:
+            wanted = as_utc(row.created_at) + self.ctx.retention - timedelta(minutes=5)
+            if as_utc(info.retain_until) < wanted:
+                self.report(
+                    "Checkpoint.Unlocked",
+                    "the checkpoint's retention was shortened",
+                    **where,
+                    until=str(info.retain_until),
+                )
+        try:
+            note = bytes(body).decode("utf-8")
+            signed = verify_checkpoint(note, self.ctx.sources.checkpoint_verifier, self.ctx.sources.origin(self.org_id))
+            if signed.size != size:
+                raise LogError("Log.Malformed", f"the note signs size {signed.size}")
+        except (UnicodeDecodeError, LogError) as exc:
+            reason = exc.message if isinstance(exc, LogError) else "not UTF-8"
+            self.report("Checkpoint.Forged", f"the WORM checkpoint is not the vault's note: {reason}", **where)
+            return
+        if row is not None and (row.note != note or row.root_hash != signed.root_hash.hex()):
+            self.report("Checkpoint.Mismatch", "the database checkpoint differs from the WORM one", **where)
+        if self.tree.size != size or self.tree.root() != signed.root_hash:
+            self.report("Log.RootMismatch", "the entries no longer produce the signed root", **where)
+        self._consistency(session, signed)
+
+    def _consistency(self, session: Session, signed: Checkpoint) -> None:
+        previous = self.last_signed
+        self.last_signed = _Signed(signed.size, signed.root_hash)
+        if previous is None or previous.size == 0:
+            return
+        try:
+            proof = tree_for(session, self.org_id, signed.size).consistency_proof(previous.size, signed.size)
+            verify_consistency(previous.size, signed.size, proof, previous.root, signed.root_hash)
+        except LogError as exc:
+            self.report(
+                "Log.Inconsistent",
+                f"no valid consistency proof from size {previous.size}: {exc.message}",
+                size=signed.size,
+                from_size=previous.size,
+            )
+
+
+def _worm_checkpoints(ctx: Context, org_id: str) -> Iterator[tuple[int, list[VersionEntry]]]:
+    prefix = checkpoint_key(org_id, 0).rsplit("/", 1)[0] + "/"
+    for key, group in groupby(ctx.sources.authoritative.list_entries(prefix), key=lambda e: e.key):
+        name = key.rsplit("/", 1)[1]
+        if name.isdigit():
+            yield int(name), list(group)
+
+
+def _checkpoint_rows(session: Session, org_id: str) -> Iterator[CheckpointRow]:
+    stmt = select(CheckpointRow).where(CheckpointRow.org_id == org_id).order_by(col(CheckpointRow.size))
+    yield from session.exec(stmt.execution_options(yield_per=BATCH))
+
+
+def _checkpoints(
+    ctx: Context, session: Session, org_id: str, limit: int
+) -> Iterator[tuple[int, CheckpointRow | None, list[VersionEntry]]]:
+    """Database rows and WORM keys merged by size, up to ``limit``."""
+    rows, worm = _checkpoint_rows(session, org_id), _worm_checkpoints(ctx, org_id)
+    row, listed = next(rows, None), next(worm, None)
+    item: tuple[CheckpointRow | None, list[VersionEntry]]
+    while row is not None or listed is not None:
+        if listed is None or (row is not None and row.size < listed[0]):
+            assert row is not None
+            size, item = row.size, (row, list[VersionEntry]())
+            row = next(rows, None)
+        elif row is None or listed[0] < row.size:
+            size, item = listed[0], (None, listed[1])
+            listed = next(worm, None)
+        else:
+            size, item = row.size, (row, listed[1])
+            row, listed = next(rows, None), next(worm, None)
+        if size > limit:
+            return
+        yield size, item[0], item[1]
+
+
+def _events(session: Session, org_id: str, limit: int) -> Iterator[Event]:
+    stmt = (
+        select(Event)
+        .where(Event.org_id == org_id, col(Event.leaf_index) < limit)
+        .order_by(col(Event.leaf_index), col(Event.id))
+    )
+    yield from session.exec(stmt.execution_options(yield_per=BATCH))
+
+
+def check_log(ctx: Context, org_id: str) -> None:
+    """Audit one organisation's log; a unit of work that is either done or re-done whole on resume."""
+    unit = f"log:{org_id}"
+    if ctx.runs.unit_state(unit).done:
+        return
+    with ctx.sources.db.read_session() as events_session, ctx.sources.db.read_session() as session:
+        limit = ctx.scope.log_sizes.get(org_id)
+        if limit is None:
+            limit = log_size(session, org_id)
+        audit = LogAudit(ctx, org_id, limit)
+        events = _events(events_session, org_id, limit)
+        event = next(events, None)
+        for size, row, versions in _checkpoints(ctx, session, org_id, limit):
+            while event is not None and audit.tree.size < size:
+                audit.entry(session, event)
+                event = next(events, None)
+            audit.checkpoint(session, size, row, versions)
+        while event is not None:
+            audit.entry(session, event)
+            event = next(events, None)
+        if audit.expected_index < limit:
+            audit.report(
+                "Log.EntriesMissing",
+                "the log ends before its recorded size",
+                leaf_index=audit.expected_index,
+                size=limit,
+            )
+    ctx.count("entries", audit.entries)
+    ctx.runs.save_position(unit, None, audit.entries, done=True)
+
+
+def audit_log(sources: Any, org_id: str) -> list[Finding]:
+    """Every finding of one organisation's log, recording nothing (for tests and library callers)."""
+    runs = MemoryRunLog()
+    check_log(Context(sources, Scope(), runs), org_id)
+    return list(runs.findings.values())

@@ -1,0 +1,61 @@
+"""Reading one stored version as an auditor: stream it, re-hash it, and tell damage from a passing fault.
+
+A read that fails with a server error is tried again a bounded number of times and then reported as
+``Object.Unreadable``: SeaweedFS answers 500 on GET for a damaged needle while HEAD still answers 200.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import groupby
+
+from compliance.verifier.context import Context
+from storage.errors import ChecksumMismatch, ObjectMissing, StorageError, StorageUnavailable
+from storage.object_store import ObjectInfo, ObjectStore, VersionEntry
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    info: ObjectInfo | None  # None: the version could not be read (see ``failure``)
+    sha256: str | None  # of the bytes received
+    size: int
+    failure: str | None = None  # "missing", "unreadable" or "checksum"
+    error: str | None = None
+
+
+def read_version(
+    ctx: Context, store: ObjectStore, key: str, version_id: str, sink: Callable[[bytes], object] | None = None
+) -> ReadResult:
+    """Stream ``key@version_id`` in bounded memory (``sink`` sees each chunk), hashing as it goes."""
+    error: StorageError | None = None
+    for attempt in range(ctx.read_attempts):
+        digest, size = hashlib.sha256(), 0
+        try:
+            info, chunks = store.open_read(key, version_id)
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                if sink is not None:
+                    sink(chunk)
+        except ChecksumMismatch as exc:
+            return ReadResult(None, digest.hexdigest(), size, "checksum", str(exc))
+        except ObjectMissing as exc:
+            return ReadResult(None, None, 0, "missing", str(exc))
+        except StorageUnavailable as exc:
+            error = exc
+            time.sleep(ctx.retry_pause * (attempt + 1))
+            continue
+        except StorageError as exc:
+            return ReadResult(None, None, 0, "unreadable", str(exc))
+        ctx.count("bytes_read", 0, size)
+        return ReadResult(info, digest.hexdigest(), size)
+    return ReadResult(None, None, 0, "unreadable", f"{error} (after {ctx.read_attempts} attempts)")
+
+
+def by_key(entries: Iterable[VersionEntry]) -> Iterator[tuple[str, list[VersionEntry]]]:
+    """A listing grouped per key (the listing is in key order)."""
+    for key, group in groupby(entries, key=lambda e: e.key):
+        yield key, list(group)
