@@ -19,6 +19,7 @@ from compliance.conditions import check_compliance
 from compliance.errors import InvalidInput
 from compliance.evidence import Custodian, Policy
 from compliance.ledger.events import Actor
+from vault.api.schemas import READ_ERRORS, WRITE_ERRORS, answers
 from vault.runtime import Runtime
 
 
@@ -49,7 +50,12 @@ class EvidenceController(Controller):
     path = "/envelopes/{envelope_id:str}"
     tags = ["Compliance"]
 
-    @get("/compliance", opt={"scope": "compliance:read"}, sync_to_thread=True)
+    @get(
+        "/compliance",
+        opt={"scope": "compliance:read"},
+        sync_to_thread=True,
+        responses=answers(200, None, READ_ERRORS, "Each §9-105 condition's result with evidence, and the verdict"),
+    )
     def compliance(
         self,
         runtime: NamedDependency[Runtime],
@@ -69,7 +75,12 @@ class EvidenceController(Controller):
         verdict = check_compliance(sources, policy_of(runtime), actor, envelope_id)
         return {"envelope_id": envelope_id, **verdict.as_json()}
 
-    @get("/vault/certificate", opt={"scope": "compliance:read"}, sync_to_thread=True)
+    @get(
+        "/vault/certificate",
+        opt={"scope": "compliance:read"},
+        sync_to_thread=True,
+        responses=answers(200, None, WRITE_ERRORS, "evault-certificate/v1 (JSON), or the signed one-page PDF"),
+    )
     def certificate(
         self,
         request: Request[Any, Any, Any],
@@ -89,7 +100,12 @@ class EvidenceController(Controller):
             return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": disposition})
         return Response(document, media_type="application/json")
 
-    @get("/audit", opt={"scope": "compliance:read"}, sync_to_thread=True)
+    @get(
+        "/audit",
+        opt={"scope": "compliance:read"},
+        sync_to_thread=True,
+        responses=answers(200, None, READ_ERRORS, "Every event with its exact entry bytes (JSON), or CSV"),
+    )
     def audit(
         self,
         request: Request[Any, Any, Any],
