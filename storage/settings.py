@@ -182,6 +182,7 @@ class VaultSettings:
     tsa_url: str  # EVAULT_TSA_URL: RFC 3161 time-stamping authority for every checkpoint (empty: none)
     tsa_roots_path: Path | None  # EVAULT_TSA_ROOTS: PEM trust roots the TSA's tokens must chain to
     claim_grace_seconds: int  # EVAULT_CLAIM_GRACE_SECONDS: a vault-in claim older than this is reconciled
+    claim_lease_seconds: int  # EVAULT_CLAIM_LEASE_SECONDS: how long a vault-in claim belongs to its request
     signer_trust_roots_path: Path | None  # EVAULT_SIGNER_TRUST_ROOTS: PEM roots PDF signers are trusted under
     require_trusted_signers: bool  # EVAULT_REQUIRE_TRUSTED_SIGNERS: refuse signatures not chaining to them
     # EVAULT_REPORT_SIGNING_KEY: PEM Ed25519 key that signs verifier reports (generated if absent, endorsed by
@@ -327,6 +328,7 @@ class Settings:
             tsa_url=_http_url(env, "EVAULT_TSA_URL"),
             tsa_roots_path=_tsa_roots(env),
             claim_grace_seconds=_int(env, "EVAULT_CLAIM_GRACE_SECONDS", 900, minimum=1),
+            claim_lease_seconds=_int(env, "EVAULT_CLAIM_LEASE_SECONDS", 60, minimum=1),
             signer_trust_roots_path=Path(env["EVAULT_SIGNER_TRUST_ROOTS"])
             if env.get("EVAULT_SIGNER_TRUST_ROOTS")
             else None,

@@ -96,6 +96,8 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/envelopes/{envelope_id}/vault-in-signed"): {"pdf": True},
     ("POST", "/envelopes/{envelope_id}/vault-in-upload"): {"pdf": True},
     ("POST", "/envelopes/{envelope_id}/vault-out"): {"json": {"reason": "payoff"}},
+    ("POST", "/envelopes/{envelope_id}/upload"): {"pdf": True},
+    ("POST", "/envelopes/{envelope_id}/void"): {"json": {"reason": "matrix"}},
     ("GET", "/log/proof/inclusion"): {"params": {"leaf_index": 0, "tree_size": 1}},
     ("GET", "/log/proof/consistency"): {"params": {"first": 0, "second": 1}},
 }

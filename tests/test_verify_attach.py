@@ -143,8 +143,8 @@ def test_verify_attaches_to_the_live_service(live: tuple[LiveService, dict[str, 
     checked = _evault(["report", "verify", str(tmp_path / "report.json"), "--public-key", vault_pem], env, tmp_path)
     assert checked.returncode == 0 and "OK: report of run vr_" in checked.stdout, checked.stdout + checked.stderr
     keys = httpx.get(f"{url}/.well-known/evault/keys").json()["keys"]
-    assert [k["use"] for k in keys] == ["checkpoint", "report-signing"]
-    assert keys[1]["pem"] == signed["signature"]["report_key"]["pem"]
+    assert [k["use"] for k in keys] == ["checkpoint", "document-signing", "report-signing"]
+    assert keys[2]["pem"] == signed["signature"]["report_key"]["pem"]
     signed["report"]["verdict"] = "findings"  # a report changed after signing
     (tmp_path / "changed.json").write_text(json.dumps(signed))
     refused = _evault(["report", "verify", str(tmp_path / "changed.json"), "--public-key", vault_pem], env, tmp_path)

@@ -39,10 +39,6 @@ from vault.pdf_inspect import PdfFacts, inspect_pdf
 from vault.vault_in_plan import build_plan, check_claimable
 
 MAX_DOCUMENTS = 20
-# How long a claim belongs to the request that made it. The body is already received when the claim is made,
-# so this bounds only the puts into the store and the record step; a retry of the same bytes waits this long
-# (409 Vault.InProgress with Retry-After) unless the first attempt failed and ended its lease.
-CLAIM_LEASE_SECONDS = 60
 log = logging.getLogger("evault.vault_in")
 
 
@@ -161,12 +157,12 @@ def _claim(
                     "Vault.InProgress",
                     "another vault-in of this envelope is in flight; retry",
                     envelope_id=envelope_id,
-                    retry_after_seconds=CLAIM_LEASE_SECONDS,
+                    retry_after_seconds=custody.policy.claim_lease_seconds,
                 )
             # A retry of the same bytes whose first attempt failed or died: it takes the claim over, so only
             # one request at a time ever puts this envelope's objects.
             existing.claim_id = new_id("vc")
-            existing.lease_until = now + timedelta(seconds=CLAIM_LEASE_SECONDS)
+            existing.lease_until = now + timedelta(seconds=custody.policy.claim_lease_seconds)
             session.add(existing)
             return existing
         claim = VaultClaim(
@@ -176,7 +172,7 @@ def _claim(
             digests=digests,
             plan=plan,
             claimed_at=now,
-            lease_until=now + timedelta(seconds=CLAIM_LEASE_SECONDS),
+            lease_until=now + timedelta(seconds=custody.policy.claim_lease_seconds),
         )
         session.add(claim)
     return claim
