@@ -48,17 +48,22 @@ class VaultKey:
         ).decode()
 
 
+def create_key_file(path: Path) -> None:
+    """A new Ed25519 private key in PEM, created 0600 and never over an existing file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+
+
 def load_or_create_key(path: Path, name: str, *, create: bool) -> VaultKey:
     if not path.exists():
         if not create:
             raise SigningKeyError(f"signing key {path} does not exist (set EVAULT_SIGNING_KEY to a PEM Ed25519 key)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+        create_key_file(path)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningKeyError(f"signing key {path} is not an Ed25519 private key")

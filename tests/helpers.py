@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,20 @@ def store_env(store: EmbeddedS3, suffix: str) -> dict[str, str]:
         "EVAULT_S3_COPIES_BUCKET": f"copies-{suffix}",
         "EVAULT_S3_CREATE_BUCKETS": "false",
     }
+
+
+def together(*calls: Callable[[], Any]) -> list[Any]:
+    """Run the calls in threads released at once by a barrier (a race); return their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int, call: Callable[[], Any]) -> None:
+        barrier.wait()
+        results[i] = call()
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results

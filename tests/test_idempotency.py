@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +11,7 @@ from sqlmodel import col, select
 
 from storage.ids import utcnow
 from storage.models import Envelope, Event, IdempotencyRecord
-from tests.helpers import API, create_envelope
+from tests.helpers import API, create_envelope, together
 from tests.pdf_factory import make_pdf
 from vault.idempotency import begin, fingerprint
 from vault.runtime import Runtime
@@ -39,22 +37,6 @@ def _events(runtime: Runtime, envelope_id: str) -> list[str]:
     with runtime.db.read_session() as session:
         rows = session.exec(select(Event).where(Event.envelope_id == envelope_id).order_by(col(Event.chain_seq)))
         return [e.event_type for e in rows]
-
-
-def _together(*calls: Callable[[], Any]) -> list[Any]:
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        barrier.wait()
-        results[i] = call()
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def test_a_retry_replays_the_first_response(client: Any, runtime: Runtime, tenant: Any) -> None:
@@ -177,7 +159,7 @@ def test_concurrent_requests_with_one_key_execute_once(client: Any, runtime: Run
     for trial in range(TRIALS):
         body = _body()
         keyed = {**headers, "Idempotency-Key": f"race-{trial}"}
-        a, b = _together(
+        a, b = together(
             lambda body=body, keyed=keyed: client.post(f"{API}/envelopes", json=body, headers=keyed),
             lambda body=body, keyed=keyed: client.post(f"{API}/envelopes", json=body, headers=keyed),
         )
@@ -197,7 +179,7 @@ def test_concurrent_vault_ins_with_one_key_vault_once(client: Any, runtime: Runt
         pdf = make_pdf()
         keyed = {**headers, "Idempotency-Key": f"vrace-{trial}", "Content-Type": "application/pdf"}
         url = f"{API}/envelopes/{envelope_id}/vault-in-upload"
-        a, b = _together(
+        a, b = together(
             lambda url=url, pdf=pdf, keyed=keyed: client.post(url, content=pdf, headers=keyed),
             lambda url=url, pdf=pdf, keyed=keyed: client.post(url, content=pdf, headers=keyed),
         )

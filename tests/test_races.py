@@ -7,36 +7,17 @@ same.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from sqlmodel import col, select
 
 from storage.models import Event, VaultClaim
-from tests.helpers import API, create_envelope, upload
+from tests.helpers import API, create_envelope, together, upload
 from tests.pdf_factory import make_pdf
 from vault.runtime import Runtime
 
 TRIALS = 4
-
-
-def _together(*calls: Callable[[], Any]) -> list[Any]:
-    """Run the calls in threads released at once; return their results in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        barrier.wait()
-        results[i] = call()
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def _events(runtime: Runtime, envelope_id: str) -> list[str]:
@@ -60,7 +41,7 @@ def test_concurrent_vault_outs_have_one_winner(client: Any, runtime: Runtime, te
             body = {"reason": "transfer", "transferee": {"vault_id": to}}
             return client.post(f"{API}/envelopes/{envelope_id}/vault-out", json=body, headers=headers)
 
-        a, b = _together(lambda: release("vault-a"), lambda: release("vault-b"))
+        a, b = together(lambda: release("vault-a"), lambda: release("vault-b"))
         assert sorted([a.status_code, b.status_code]) == [200, 409], (a.text, b.text)
         loser = a if a.status_code == 409 else b
         winner = b if loser is a else a
@@ -74,7 +55,7 @@ def test_vault_out_racing_retrieval_never_serves_after_release(client: Any, runt
     _, headers = tenant
     for _ in range(TRIALS):
         envelope_id = _vaulted(client, headers)
-        out, url = _together(
+        out, url = together(
             lambda envelope_id=envelope_id: client.post(
                 f"{API}/envelopes/{envelope_id}/vault-out", json={"reason": "payoff"}, headers=headers
             ),
@@ -100,7 +81,7 @@ def test_concurrent_vault_ins_of_other_bytes_leave_one_record_and_only_its_objec
     for _ in range(TRIALS):
         envelope_id = create_envelope(client, headers)
         first, second = make_pdf(text="first"), make_pdf(text="second")
-        a, b = _together(
+        a, b = together(
             partial(upload, client, headers, envelope_id, first),
             partial(upload, client, headers, envelope_id, second),
         )
@@ -123,7 +104,7 @@ def test_concurrent_vault_ins_of_the_same_bytes_are_one_vault_in_and_a_replay(
     for _ in range(TRIALS):
         envelope_id = create_envelope(client, headers)
         pdf = make_pdf(text="same")
-        a, b = _together(
+        a, b = together(
             partial(upload, client, headers, envelope_id, pdf), partial(upload, client, headers, envelope_id, pdf)
         )
         codes = sorted([a.status_code, b.status_code])
@@ -136,7 +117,7 @@ def test_vault_in_racing_vault_out_keeps_the_chain_in_order(client: Any, runtime
     _, headers = tenant
     for _ in range(TRIALS):
         envelope_id = create_envelope(client, headers)
-        vin, out = _together(
+        vin, out = together(
             partial(upload, client, headers, envelope_id, make_pdf()),
             partial(
                 client.post, f"{API}/envelopes/{envelope_id}/vault-out", json={"reason": "payoff"}, headers=headers

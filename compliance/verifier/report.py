@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from compliance.errors import EvaultError
 from compliance.ledger.note import raw_public_key
-from compliance.signing import VaultKey, load_public_key
+from compliance.signing import VaultKey, create_key_file, load_public_key
 
 FORMAT = "evault-verify-report/v1"
 ENDORSEMENT_CONTEXT = b"evault report-signing key v1\n"
@@ -65,13 +64,7 @@ def endorse_report_key(path: Path, vault_key: VaultKey, *, create: bool) -> Repo
     if not path.exists():
         if not create:
             raise FileNotFoundError(f"report signing key {path} does not exist (EVAULT_REPORT_SIGNING_KEY)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+        create_key_file(path)
     public = _load_private(path).public_key()
     endorsement = base64.b64encode(vault_key.private_key.sign(ENDORSEMENT_CONTEXT + raw_public_key(public))).decode()
     target = endorsement_path(path)
