@@ -23,6 +23,8 @@ import pytest
 
 from tests.helpers import bootstrap_key, free_port
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ",".join(
     (

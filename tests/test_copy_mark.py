@@ -14,6 +14,8 @@ from compliance.copy_mark import CopyMark, unmarked_pages
 from tests import pdf_factory
 from vault.copy_stamp import stamp_copy
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 _ISSUED = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
 
 

@@ -19,7 +19,7 @@ from storage.object_store import ObjectStore
 from tests.fixtures_s3 import s3_port_base
 from tests.store_netns import run_in_store_netns
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.once]
 
 _JWT_CHECK = r"""
 import json, sys, time, urllib.request, urllib.error

@@ -170,6 +170,7 @@ def test_store_killed_and_restarted_under_load(vault_env: dict[str, str], own_st
         runtime.close()
 
 
+@pytest.mark.once  # its own PostgreSQL cluster, whatever the pass
 def test_postgres_stopped_and_restarted_under_load(vault_env: dict[str, str], private_pg: PrivateCluster) -> None:
     env = {**vault_env, "EVAULT_DATABASE_URL": private_pg.url, "EVAULT_DATABASE_TIMEOUT": "2"}
     runtime, client, headers, org_id = _open(env)

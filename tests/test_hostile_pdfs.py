@@ -29,6 +29,8 @@ from vault.copy_stamp import stamp_copy
 from vault.pdf_inspect import inspect_pdf
 from vault.stamp_worker import CopyStampError, StampFailure, StampLimits, run_stamp, slots_for, stamp_for_copy
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 BUDGET = PdfSettings()
 CPU_MARGIN = 3.0  # seconds on top of EVAULT_PDF_MAX_CPU_SECONDS: interpreter noise on a shared 2-core machine
 

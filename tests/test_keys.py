@@ -6,6 +6,8 @@ import pytest
 
 from storage.keys import authoritative_key, checkpoint_key, copy_key, envelope_of_key
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 ORG, ENV, SHA = "org_abcdefgh12", "env_abcdefgh34", "0f" * 32
 
 

@@ -39,6 +39,8 @@ from vault.api.app import create_app
 from vault.runtime import open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 ROOT = Path(__file__).resolve().parents[1]
 STOP_WITHIN = 30  # seconds from SIGTERM to exit, weed's own shutdown included
 

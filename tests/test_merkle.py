@@ -22,6 +22,8 @@ from compliance.ledger.merkle import (
     verify_inclusion,
 )
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 h = bytes.fromhex
 
 LEAVES = [h(x) for x in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657"]] + [

@@ -34,6 +34,8 @@ from compliance.ledger.note import NoteSigner, NoteVerifier, open_note, parse_no
 from compliance.ledger.tiles import MemoryTileStore, TiledTree
 from compliance.trusted_checkpoint import check_consistency
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 ENOCH_VKEY = "EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"

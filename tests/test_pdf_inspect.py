@@ -14,6 +14,8 @@ from storage.settings import Settings, SettingsError
 from tests import pdf_factory
 from vault.pdf_inspect import PdfFacts, inspect_pdf
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 
 def _code(data: bytes) -> str:
     with pytest.raises(InvalidInput) as info:

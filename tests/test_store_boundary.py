@@ -41,7 +41,7 @@ from tests.store_netns import (
     weed_listeners,
 )
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.once]
 ROOT = Path(__file__).resolve().parents[1]
 DENIED = {"ECONNREFUSED", "EACCES"}
 

@@ -25,6 +25,8 @@ from storage.db import Database
 from storage.log_tiles import SqlTileStore
 from storage.models import Organisation
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 
 def _hashes(n: int, salt: bytes = b"") -> list[bytes]:
     return [hashlib.sha256(salt + i.to_bytes(8, "big")).digest() for i in range(n)]

@@ -36,6 +36,8 @@ from compliance.ledger.timestamping import (
 )
 from tests.helpers import free_port
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 NOW = dt.datetime.now(dt.UTC)
 
 

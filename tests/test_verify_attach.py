@@ -27,6 +27,8 @@ from storage.object_store import make_s3_client
 from tests.helpers import bootstrap_key, create_envelope, free_port, upload
 from tests.pdf_factory import make_pdf
 
+pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
+
 REPO = Path(__file__).resolve().parent.parent
 STORE_PORT_BASE = int(os.environ.get("EVAULT_TEST_SERVE_PORT_BASE", "23400"))
 API_PORTS = int(os.environ.get("EVAULT_TEST_API_PORT_BASE", "8200"))
