@@ -175,11 +175,11 @@ def test_service_identity_cannot_create_buckets_but_does_its_job(
 def test_no_boundary_means_no_start(store_dir: Path) -> None:
     base = s3_port_base() + 40
     store = EmbeddedS3(store_dir, base, buckets=(), unprotected=False, unshare="/nonexistent/unshare")
-    threads = threading.active_count()
+    threads = set(threading.enumerate())  # other tests' threads may still end meanwhile
     with pytest.raises(EmbeddedS3Error, match="EVAULT_S3_EMBEDDED_UNPROTECTED=accept"):
         store.start()
     assert store.boundary is None and not store.alive()
-    assert threading.active_count() == threads
+    assert set(threading.enumerate()) - threads == set()  # none of ours is left
     assert not _processes_mentioning(str(store_dir))
     assert Settings.from_env({"EVAULT_S3_EMBEDDED_UNPROTECTED": "accept"}).s3.embedded_unprotected
     assert not Settings.from_env({}).s3.embedded_unprotected
@@ -292,14 +292,14 @@ def test_a_failed_start_leaves_nothing_running(store_dir: Path, tmp_path: Path) 
     hang = tmp_path / "hang.sh"
     hang.write_text("#!/bin/sh\nexec sleep 600\n")
     hang.chmod(0o755)
-    threads = threading.active_count()
+    threads = set(threading.enumerate())  # other tests' threads may still end meanwhile
     base = s3_port_base() + 30
     with pytest.raises(EmbeddedS3Error, match="not ready after 2"):
         EmbeddedS3(store_dir, base, weed_binary=str(hang), buckets=(), unprotected=False).start(timeout=2)
     with pytest.raises(EmbeddedS3Error, match="exited early with code 1"):
         EmbeddedS3(store_dir, base, weed_binary="/bin/false", buckets=(), unprotected=False).start()
     assert not _processes_mentioning(str(store_dir))
-    assert threading.active_count() == threads
+    assert set(threading.enumerate()) - threads == set()  # none of ours is left
     with socket.socket() as s:  # the relay's port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", base))
@@ -371,7 +371,7 @@ def test_relay_stop_closes_every_connection_and_thread(tmp_path: Path) -> None:
             threading.Thread(target=lambda c=conn: [c.sendall(d) for d in iter(lambda: c.recv(65536), b"")]).start()
 
     threading.Thread(target=echo, daemon=True).start()
-    threads = threading.active_count()
+    threads = set(threading.enumerate())  # other tests' threads may still end meanwhile
     relay = UnixSocketRelay(s3_port_base() + 60, lambda: str(path))
     relay.start()
     clients = [socket.create_connection(("127.0.0.1", relay.port)) for _ in range(3)]
@@ -395,6 +395,6 @@ def test_relay_stop_closes_every_connection_and_thread(tmp_path: Path) -> None:
     for conn in accepted:
         conn.close()
     time.sleep(0.2)
-    assert threading.active_count() <= threads
+    assert set(threading.enumerate()) - threads == set()  # none of ours is left
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", relay.port), timeout=2)
