@@ -5,7 +5,7 @@
 #
 # Idempotent, and works on a fresh machine: creates .venv and installs the package with its test extras,
 # installs PostgreSQL and docker-compose with apt when missing (as root), starts a throwaway PostgreSQL
-# cluster on 127.0.0.1:${EVAULT_TEST_PG_PORT:-55432} as an unprivileged user (stopped and removed on exit),
+# cluster on 127.0.0.1:${EVAULT_TEST_PG_PORT:-25432} as an unprivileged user (stopped and removed on exit),
 # validates docker/compose.yaml, runs ruff and mypy, then pytest twice: on SQLite and on PostgreSQL.
 # Exits non-zero if any step fails or a pytest run collects no tests.
 set -euo pipefail
@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 VENV=$ROOT/.venv
 PY=$VENV/bin/python
-PG_PORT=${EVAULT_TEST_PG_PORT:-55432}
+PG_PORT=${EVAULT_TEST_PG_PORT:-25432}  # below the ephemeral range (32768-60999)
 PG_DB=evault_test
 START=$SECONDS
 

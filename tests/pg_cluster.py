@@ -79,7 +79,7 @@ class PrivateCluster:
 
 @pytest.fixture
 def private_pg() -> Iterator[PrivateCluster]:
-    cluster = PrivateCluster(free_port(55600, 55651))
+    cluster = PrivateCluster(free_port(25600, 25651))  # below the ephemeral range (32768-60999)
     try:
         cluster.init()
         cluster.start()

@@ -330,7 +330,7 @@ def test_log_keys_config(log_signer: NoteSigner) -> None:
 
 
 class Served:
-    def __init__(self, witness: Witness, ports: tuple[int, int] = (47100, 47999)) -> None:
+    def __init__(self, witness: Witness, ports: tuple[int, int] = (26100, 26999)) -> None:
         self.port = free_port(*ports)
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
@@ -416,7 +416,7 @@ def test_client_refusals_and_unavailable(served: tuple[Served, Witness], log_sig
         wrong = Checkpoint(ORIGIN, 1, cp.root_hash)
         WitnessClient(server.url, verifier, timeout=5).cosign(note, wrong, impostor.proof)
 
-    closed = free_port(47100, 47999)
+    closed = free_port(26100, 26999)
     with pytest.raises(WitnessUnavailable) as uexc:
         WitnessClient(f"http://127.0.0.1:{closed}", verifier, timeout=2).cosign(note, cp, impostor.proof)
     assert uexc.value.code == WITNESS_UNAVAILABLE
