@@ -239,9 +239,9 @@ def test_a_resumed_run_reports_what_an_uninterrupted_run_reports(
         run = session.exec(select(VerifyRun).where(VerifyRun.status == "running")).one()
     seen: list[str] = []
     original = objects_module.check_document
-    objects_module.check_document = lambda ctx, doc, record, versions: (  # type: ignore[assignment]
+    objects_module.check_document = lambda ctx, doc, *rest: (  # type: ignore[assignment]
         seen.append(doc.s3_key),
-        original(ctx, doc, record, versions),
+        original(ctx, doc, *rest),
     )[1]
     try:
         resumed = verify(runtime.sources(), resume=run.id, options=Options(concurrency=2))
@@ -262,9 +262,9 @@ def test_shards_cover_every_object_exactly_once(client: Any, runtime: Runtime, t
     try:
         for index in range(3):
             checked: list[str] = []
-            objects_module.check_document = lambda ctx, doc, record, versions, checked=checked: (  # type: ignore[assignment]
+            objects_module.check_document = lambda ctx, doc, *rest, checked=checked: (  # type: ignore[assignment]
                 checked.append(doc.s3_key),
-                original(ctx, doc, record, versions),
+                original(ctx, doc, *rest),
             )[1]
             scope = fix_scope(runtime.sources(), shard=(index, 3))
             assert verify(runtime.sources(), scope, options=Options(record=False)).clean

@@ -16,9 +16,47 @@ import rfc8785
 
 from compliance.ledger.errors import CHAIN_BROKEN, MALFORMED, LogError
 
+MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers have no canonical form
+
+
+def _refuse(text: str) -> Any:
+    raise ValueError(f"no fast canonical form for {text}")
+
+
+def _safe_int(text: str) -> int:
+    number = int(text)
+    if abs(number) > MAX_SAFE_INTEGER:
+        raise ValueError("integer beyond 2^53")
+    return number
+
+
+def _fast_canonical(entry: bytes) -> dict[str, Any] | None:
+    """The entry parsed, when json's C encoder proves it canonical; None when only RFC 8785 itself can tell.
+
+    For ASCII text holding no floats, no NaN/Infinity and only integers within 2^53, ``json.dumps`` with sorted
+    keys and no whitespace writes exactly the RFC 8785 bytes: keys are ASCII (UTF-16 and code point order
+    agree), integers print alike, and both escape only ``"``, ``\\`` and control characters, the same way.
+    """
+    if not entry.isascii():
+        return None
+    try:
+        value = json.loads(entry, parse_float=_refuse, parse_int=_safe_int, parse_constant=_refuse)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    try:
+        fast = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate, escaped
+        return None
+    return value if fast == entry else None
+
 
 def parse_entry(entry: bytes) -> dict[str, Any]:
     """Parse an entry and insist it is in canonical form, so two encodings of one event cannot coexist."""
+    fast = _fast_canonical(entry)
+    if fast is not None:
+        return fast
     try:
         value = json.loads(entry)
         canonical = rfc8785.dumps(value)

@@ -70,9 +70,14 @@ class Context:
     read_attempts: int = 3  # a read failing with a server error is tried this often, then reported
     retry_pause: float = 0.3
     stop_after: int | None = None  # test hook: raise Interrupted after this many objects (this process)
+    stop_after_entries: int | None = None  # test hook: the same after this many log entries
+    save_seconds: float = 2.0  # durable positions are saved at most this often
+    log_save_every: int = 1 << 14  # a log's position is saved at multiples of this many entries (a power of 2)
+    stopping: threading.Event = field(default_factory=threading.Event)  # another pass of the run failed
     on_progress: Callable[[str, int, int], None] = lambda _what, _items, _bytes: None
     counts: Counter[str] = field(default_factory=Counter)
     done_here: int = 0
+    entries_here: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def report(self, finding: Finding) -> None:
@@ -91,3 +96,13 @@ class Context:
         self.done_here += 1
         if self.stop_after is not None and self.done_here >= self.stop_after:
             raise Interrupted(f"stopped after {self.done_here} objects (test hook)")
+        if self.stopping.is_set():
+            raise Interrupted("another pass of this run stopped")
+
+    def log_step(self) -> None:
+        """One log entry audited in this process; the test hook (or a failed pass) interrupts the audit here."""
+        self.entries_here += 1
+        if self.stop_after_entries is not None and self.entries_here >= self.stop_after_entries:
+            raise Interrupted(f"stopped after {self.entries_here} log entries (test hook)")
+        if self.entries_here % 1024 == 0 and self.stopping.is_set():
+            raise Interrupted("another pass of this run stopped")

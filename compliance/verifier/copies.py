@@ -19,7 +19,7 @@ from compliance.verifier.context import Context
 from compliance.verifier.findings import Finding
 from compliance.verifier.merge import binary_order, merge_by_key
 from compliance.verifier.objects import _in_window
-from compliance.verifier.pipeline import run_ordered
+from compliance.verifier.pipeline import prefetch, run_ordered
 from compliance.verifier.reads import by_key, read_version
 from storage.models import CopyRecord
 from storage.object_store import VersionEntry
@@ -122,7 +122,7 @@ def check_copies(ctx: Context, org_id: str) -> None:
 
     def jobs() -> Iterator[tuple[str, Any]]:
         merged = merge_by_key(
-            _register(ctx, org_id, state.position), lambda c: c.s3_key, _listing(ctx, org_id, state.position)
+            _register(ctx, org_id, state.position), lambda c: c.s3_key, prefetch(_listing(ctx, org_id, state.position))
         )
         for key, copies, versions in merged:
             if ctx.scope.key_in_shard(key):

@@ -10,6 +10,7 @@ from the tile store, and each checkpoint object itself (lock, retention, other v
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,6 +30,7 @@ from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
 from compliance.ledger.tiles import TILE_WIDTH
 from compliance.verifier.context import Context, MemoryRunLog
 from compliance.verifier.findings import Finding
+from compliance.verifier.log_resume import LogState, rebuild
 from compliance.verifier.reads import read_version
 from compliance.verifier.scope import Scope
 from storage.ids import as_utc
@@ -83,10 +85,25 @@ class LogAudit:
         self.expected_index = 0
         self.tile: tuple[int, bytes] | None = None
         self.last_signed: _Signed | None = None
-        self.entries = 0
+        self.entries = 0  # audited in this process
+        self.last_map_root = -1
+        self.faulty = False  # a log finding so far: no resumable state is saved past it
 
     def report(self, code: str, message: str, **details: Any) -> None:
+        self.faulty = True
         self.ctx.report(Finding(code, message, {"org_id": self.org_id, **details}))
+
+    def state(self) -> LogState:
+        signed = (self.last_signed.size, self.last_signed.root) if self.last_signed else None
+        return LogState(self.tree.size, tuple(self.tree.stack), signed, self.last_map_root)
+
+    def restore(self, session: Session, state: LogState) -> None:
+        """Continue from a saved position of a clean prefix (see ``log_resume``)."""
+        self.tree.size, self.tree.stack = state.size, list(state.stack)
+        self.last_signed = _Signed(*state.signed) if state.signed else None
+        self.expected_index, self.last_map_root = state.size, state.last_map_root
+        self.chains, committed, self.pending = rebuild(session, self.org_id, state)
+        self.head_map = HeadMap(tree_id_for(self.org_id), committed)
 
     # --- entries ------------------------------------------------------------------------------------------
 
@@ -155,7 +172,7 @@ class LogAudit:
             self.pending[map_key(envelope)] = Head(seq, _sha256(event.entry).digest())
         elif value.get("type") == MAP_ROOT_EVENT and envelope is None:
             expected = self.head_map.update(self.pending)
-            self.pending = {}
+            self.pending, self.last_map_root = {}, event.leaf_index
             claimed = data.get("map_root") if isinstance(data, dict) else None
             version = data.get("version") if isinstance(data, dict) else None
             if claimed != expected.hex() or version != event.leaf_index:
@@ -278,35 +295,55 @@ def _checkpoints(
         yield size, item[0], item[1]
 
 
-def _events(session: Session, org_id: str, limit: int) -> Iterator[Event]:
+def _events(session: Session, org_id: str, start: int, limit: int) -> Iterator[Event]:
     stmt = (
         select(Event)
-        .where(Event.org_id == org_id, col(Event.leaf_index) < limit)
+        .where(Event.org_id == org_id, col(Event.leaf_index) >= start, col(Event.leaf_index) < limit)
         .order_by(col(Event.leaf_index), col(Event.id))
     )
     yield from session.exec(stmt.execution_options(yield_per=BATCH))
 
 
 def check_log(ctx: Context, org_id: str) -> None:
-    """Audit one organisation's log; a unit of work that is either done or re-done whole on resume."""
+    """Audit one organisation's log; an interrupted audit resumes from its last saved clean position."""
     unit = f"log:{org_id}"
-    if ctx.runs.unit_state(unit).done:
+    progress = ctx.runs.unit_state(unit)
+    if progress.done:
         return
     with ctx.sources.db.read_session() as events_session, ctx.sources.db.read_session() as session:
         limit = ctx.scope.log_sizes.get(org_id)
         if limit is None:
             limit = log_size(session, org_id)
         audit = LogAudit(ctx, org_id, limit)
-        events = _events(events_session, org_id, limit)
+        saved = LogState.decode(progress.position)
+        if saved is not None:
+            audit.restore(session, saved)
+        start = audit.tree.size
+        events = _events(events_session, org_id, start, limit)
         event = next(events, None)
-        for size, row, versions in _checkpoints(ctx, session, org_id, limit):
-            while event is not None and audit.tree.size < size:
-                audit.entry(session, event)
-                event = next(events, None)
-            audit.checkpoint(session, size, row, versions)
-        while event is not None:
+        last_save = time.monotonic()
+
+        def advance() -> None:
+            nonlocal event, last_save
+            assert event is not None
             audit.entry(session, event)
             event = next(events, None)
+            size = audit.tree.size
+            if size % ctx.log_save_every == 0 and not audit.faulty and time.monotonic() - last_save >= ctx.save_seconds:
+                position = audit.state().encode()
+                if position is not None:
+                    ctx.runs.save_position(unit, position, size)
+                    last_save = time.monotonic()
+            ctx.log_step()
+
+        for size, row, versions in _checkpoints(ctx, session, org_id, limit):
+            if size < start:
+                continue  # verified before the interruption
+            while event is not None and audit.tree.size < size:
+                advance()
+            audit.checkpoint(session, size, row, versions)
+        while event is not None:
+            advance()
         if audit.expected_index < limit:
             audit.report(
                 "Log.EntriesMissing",
@@ -315,7 +352,7 @@ def check_log(ctx: Context, org_id: str) -> None:
                 size=limit,
             )
     ctx.count("entries", audit.entries)
-    ctx.runs.save_position(unit, None, audit.entries, done=True)
+    ctx.runs.save_position(unit, None, audit.tree.size, done=True)
 
 
 def audit_log(sources: Any, org_id: str) -> list[Finding]:

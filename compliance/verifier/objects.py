@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from compliance.verifier.context import Context
 from compliance.verifier.findings import Finding
 from compliance.verifier.merge import binary_order, merge_by_key
-from compliance.verifier.pipeline import run_ordered
+from compliance.verifier.pipeline import prefetch, run_ordered
 from compliance.verifier.reads import by_key, read_version
 from storage.ids import as_utc, iso
 from storage.keys import AUTHORITATIVE_PREFIX, envelope_of_key
@@ -65,23 +65,36 @@ def _listing(ctx: Context, org_id: str, after: str | None) -> Iterator[tuple[str
                 yield key, versions
 
 
-def _ledgered_documents(ctx: Context, envelope_id: str) -> tuple[dict[str, dict[str, Any]], str | None] | None:
-    """The documents (by id) and retention date that the envelope's ``vault.vaulted_in`` entry records."""
+Ledgered = dict[str, tuple[dict[str, dict[str, Any]], str | None]]  # envelope -> (documents by id, retain_until)
+PAGE = 256  # keys whose ledger entries are loaded in one query
+
+
+def _ledger_page(ctx: Context, envelope_ids: set[str]) -> Ledgered:
+    """What the ``vault.vaulted_in`` entries of these envelopes record, in one query (not one per object)."""
+    found: Ledgered = {}
+    if not envelope_ids:
+        return found
     with ctx.sources.db.read_session() as session:
-        event = session.exec(
-            select(Event).where(Event.envelope_id == envelope_id, Event.event_type == "vault.vaulted_in")
-        ).first()
-    if event is None:
-        return None
-    try:
-        data = json.loads(event.entry)["data"]
-        return {d["id"]: d for d in data["documents"]}, data.get("retain_until")
-    except (ValueError, KeyError, TypeError):
-        return {}, None  # the entry itself is reported by the log audit
+        rows = session.exec(
+            select(Event.envelope_id, Event.entry)
+            .where(col(Event.envelope_id).in_(sorted(envelope_ids)), Event.event_type == "vault.vaulted_in")
+            .order_by(col(Event.leaf_index))
+        )
+        for envelope_id, entry in rows:
+            if envelope_id is None or envelope_id in found:
+                continue
+            try:
+                data = json.loads(entry)["data"]
+                found[envelope_id] = {d["id"]: d for d in data["documents"]}, data.get("retain_until")
+            except (ValueError, KeyError, TypeError):
+                found[envelope_id] = {}, None  # the entry itself is reported by the log audit
+    return found
 
 
-def _record_findings(ctx: Context, doc: VaultedDocument, record: VaultRecord, where: dict[str, Any]) -> list[Finding]:
-    ledgered = _ledgered_documents(ctx, record.envelope_id)
+def _record_findings(
+    doc: VaultedDocument, record: VaultRecord, ledger: Ledgered, where: dict[str, Any]
+) -> list[Finding]:
+    ledgered = ledger.get(record.envelope_id)
     if ledgered is None:
         return [Finding("Record.Edited", "a vault record has no vault.vaulted_in ledger entry", where)]
     documents, retain_until = ledgered
@@ -103,7 +116,9 @@ def _record_findings(ctx: Context, doc: VaultedDocument, record: VaultRecord, wh
     return []
 
 
-def check_document(ctx: Context, doc: VaultedDocument, record: VaultRecord, versions: list[VersionEntry]) -> None:
+def check_document(
+    ctx: Context, doc: VaultedDocument, record: VaultRecord, versions: list[VersionEntry], ledger: Ledgered
+) -> None:
     """Every check of one recorded version; each fault is reported and the others still run."""
     where = {
         "org_id": record.org_id,
@@ -112,7 +127,7 @@ def check_document(ctx: Context, doc: VaultedDocument, record: VaultRecord, vers
         "key": doc.s3_key,
         "version_id": doc.s3_version_id,
     }
-    for finding in _record_findings(ctx, doc, record, where):
+    for finding in _record_findings(doc, record, ledger, where):
         ctx.report(finding)
     others = [v for v in versions if v.version_id != doc.s3_version_id]
     if others:
@@ -143,7 +158,13 @@ def check_document(ctx: Context, doc: VaultedDocument, record: VaultRecord, vers
             Finding(
                 "Object.BytesChanged",
                 "stored bytes (or the checksum S3 stored) differ from the vaulted SHA-256",
-                {**where, "read_sha256": result.sha256, "stored_sha256": stored, "recorded_sha256": doc.sha256},
+                {
+                    **where,
+                    "read_sha256": result.sha256,
+                    "stored_sha256": stored,
+                    "recorded_sha256": doc.sha256,
+                    "error": result.error,
+                },
             )
         )
     if info is None:
@@ -179,9 +200,13 @@ def check_unrecorded(
     """Versions on ``key`` that no record names (looked up in the database, whatever the run's filters)."""
     if key in in_flight:
         return
-    recorded = recorded | _recorded_versions(ctx, key)
-    for version in versions:
-        if version.delete_marker or version.version_id in recorded or not _in_window(ctx, version.last_modified):
+    candidates = [
+        v for v in versions if not v.delete_marker and v.version_id not in recorded and _in_window(ctx, v.last_modified)
+    ]
+    if candidates:  # named by a record outside this run's filters, or listed out of order?
+        recorded = _recorded_versions(ctx, key)
+    for version in candidates:
+        if version.version_id in recorded:
             continue
         ctx.report(
             Finding(
@@ -220,6 +245,23 @@ def _claims(ctx: Context, org_id: str) -> set[str]:
     return keys
 
 
+def _pages(
+    ctx: Context, org_id: str, after: str | None
+) -> Iterator[tuple[str, list[Doc], list[VersionEntry], Ledgered]]:
+    """The merged keys in shard, a page at a time with the ledger entries of the page's envelopes."""
+    merged = merge_by_key(_documents(ctx, org_id, after), lambda d: d[0].s3_key, prefetch(_listing(ctx, org_id, after)))
+    page: list[tuple[str, list[Doc], list[VersionEntry]]] = []
+    for item in merged:
+        if ctx.scope.key_in_shard(item[0]):
+            page.append(item)
+        if len(page) >= PAGE:
+            ledger = _ledger_page(ctx, {record.envelope_id for _, docs, _ in page for _, record in docs})
+            yield from ((key, docs, versions, ledger) for key, docs, versions in page)
+            page = []
+    ledger = _ledger_page(ctx, {record.envelope_id for _, docs, _ in page for _, record in docs})
+    yield from ((key, docs, versions, ledger) for key, docs, versions in page)
+
+
 def check_objects(ctx: Context, org_id: str) -> None:
     unit = f"objects:{org_id}"
     state = ctx.runs.unit_state(unit)
@@ -228,26 +270,24 @@ def check_objects(ctx: Context, org_id: str) -> None:
     in_flight = _claims(ctx, org_id)
 
     def jobs() -> Iterator[tuple[str, Any]]:
-        merged = merge_by_key(
-            _documents(ctx, org_id, state.position), lambda d: d[0].s3_key, _listing(ctx, org_id, state.position)
-        )
-        for key, docs, versions in merged:
-            if not ctx.scope.key_in_shard(key):
-                continue
-            yield (
-                key,
-                lambda docs=docs, versions=versions, key=key: _check_key(ctx, org_id, key, docs, versions, in_flight),
-            )
+        for key, docs, versions, ledger in _pages(ctx, org_id, state.position):
+            yield key, lambda k=key, d=docs, v=versions, led=ledger: _check_key(ctx, org_id, k, d, v, in_flight, led)
 
     run_ordered(ctx, unit, jobs())
 
 
 def _check_key(
-    ctx: Context, org_id: str, key: str, docs: list[Doc], versions: list[VersionEntry], in_flight: set[str]
+    ctx: Context,
+    org_id: str,
+    key: str,
+    docs: list[Doc],
+    versions: list[VersionEntry],
+    in_flight: set[str],
+    ledger: Ledgered,
 ) -> None:
     if docs and not versions:  # not in the listing: ask for this key alone before calling it missing
         versions = [v for v in ctx.sources.authoritative.list_entries(key) if v.key == key]
     for doc, record in docs:
-        check_document(ctx, doc, record, versions)
+        check_document(ctx, doc, record, versions, ledger)
     check_unrecorded(ctx, org_id, key, versions, {d.s3_version_id for d, _ in docs}, in_flight)
     ctx.count("objects", len(docs) or 1)

@@ -20,7 +20,7 @@ from storage.object_store import ObjectInfo, ObjectStore, VersionEntry
 @dataclass(frozen=True)
 class ReadResult:
     info: ObjectInfo | None  # None: the version could not be read (see ``failure``)
-    sha256: str | None  # of the bytes received
+    sha256: str | None  # of the bytes received (None when they did not hash to the stored checksum)
     size: int
     failure: str | None = None  # "missing", "unreadable" or "checksum"
     error: str | None = None
@@ -32,16 +32,20 @@ def read_version(
     """Stream ``key@version_id`` in bounded memory (``sink`` sees each chunk), hashing as it goes."""
     error: StorageError | None = None
     for attempt in range(ctx.read_attempts):
-        digest, size = hashlib.sha256(), 0
+        size = 0
         try:
             info, chunks = store.open_read(key, version_id)
+            # ``open_read``'s chunks already hash against the stored checksum and raise on a difference: hash a
+            # second time only when the store kept no whole-object checksum (a composite or absent one).
+            digest = hashlib.sha256() if info.sha256_hex is None else None
             for chunk in chunks:
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 size += len(chunk)
                 if sink is not None:
                     sink(chunk)
         except ChecksumMismatch as exc:
-            return ReadResult(None, digest.hexdigest(), size, "checksum", str(exc))
+            return ReadResult(None, None, size, "checksum", str(exc))
         except ObjectMissing as exc:
             return ReadResult(None, None, 0, "missing", str(exc))
         except StorageUnavailable as exc:
@@ -51,7 +55,7 @@ def read_version(
         except StorageError as exc:
             return ReadResult(None, None, 0, "unreadable", str(exc))
         ctx.count("bytes_read", 0, size)
-        return ReadResult(info, digest.hexdigest(), size)
+        return ReadResult(info, digest.hexdigest() if digest is not None else info.sha256_hex, size)
     return ReadResult(None, None, 0, "unreadable", f"{error} (after {ctx.read_attempts} attempts)")
 
 

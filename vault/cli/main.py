@@ -19,13 +19,10 @@ from pathlib import Path
 from types import FrameType
 
 from compliance.errors import EvaultError
-from compliance.proof_bundle import verify_bundle
 from compliance.signing import SigningKeyError
-from compliance.trusted_checkpoint import check_consistency
 from storage.settings import Settings, SettingsError
 from vault.cli.evidence import add_cert_commands, add_trust_options, trust_from
 from vault.cli.keys import add_commands as add_key_commands
-from vault.runtime import StartupError
 
 BOOTSTRAP_KEY_FILE = "bootstrap-key.txt"
 
@@ -42,6 +39,8 @@ def _listen(host: str, port: int) -> socket.socket:
     """Bind the API's socket before anything is created: a busy port then stops the start with nothing to undo
     (and no one-time bootstrap key printed for a service that never ran)."""
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    from vault.runtime import StartupError
+
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
@@ -136,6 +135,8 @@ def _serve(_: argparse.Namespace) -> int:
 
 
 def _log_verify(args: argparse.Namespace) -> int:
+    from compliance.proof_bundle import verify_bundle
+
     text = Path(args.bundle).read_bytes()
     result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin)
     token = json.loads(text).get("timestamp_token")
@@ -155,6 +156,8 @@ def _log_verify(args: argparse.Namespace) -> int:
 
 
 def _log_consistency(args: argparse.Namespace) -> int:
+    from compliance.trusted_checkpoint import check_consistency
+
     old, new = check_consistency(
         Path(args.old).read_text(),
         Path(args.new).read_text(),
@@ -310,12 +313,22 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _refusals() -> tuple[type[Exception], ...]:
+    """What a command reports and exits 1 on. ``vault.runtime`` is imported only here and where the service
+    starts: it pulls in the whole service, which ``evault verify`` (a nightly process) does not need."""
+    from vault.runtime import StartupError
+
+    return (EvaultError, SettingsError, StartupError, SigningKeyError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except (EvaultError, SettingsError, StartupError, SigningKeyError, OSError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _refusals()):
+            raise
         label = getattr(exc, "code", type(exc).__name__)
         print(f"evault: {label}: {exc}", file=sys.stderr)
         details = getattr(exc, "details", None)
