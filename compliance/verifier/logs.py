@@ -317,7 +317,10 @@ def check_log(ctx: Context, org_id: str) -> None:
         audit = LogAudit(ctx, org_id, limit)
         saved = LogState.decode(progress.position)
         if saved is not None:
-            audit.restore(session, saved)
+            try:
+                audit.restore(session, saved)
+            except (LogError, TypeError, ValueError):  # an entry before the position changed since: start over
+                audit = LogAudit(ctx, org_id, limit)
         start = audit.tree.size
         events = _events(events_session, org_id, start, limit)
         event = next(events, None)

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from compliance.errors import Unavailable
 from compliance.ledger.events import log_size
 from compliance.sources import Sources
-from compliance.verifier.context import Context, MemoryRunLog
+from compliance.verifier.context import Context, Interrupted, MemoryRunLog
 from compliance.verifier.copies import check_copies
 from compliance.verifier.findings import Finding
 from compliance.verifier.health import check_storage
@@ -174,8 +174,11 @@ def verify(
             for org_id in sorted(scope.log_sizes):
                 check_objects(ctx, org_id)
                 check_copies(ctx, org_id)
-        except BaseException:
+        except BaseException as exc:
             ctx.stopping.set()  # the log pass stops at its next entry; its position is durable
+            failure = logs.exception()
+            if isinstance(exc, Interrupted) and failure is not None and not isinstance(failure, Interrupted):
+                raise failure from None  # the log pass failed first: that is the cause, not the stop it caused
             raise
         logs.result()
     counts = {k: v for k, v in sorted(ctx.counts.items()) if not k.startswith("finding:")}
