@@ -95,6 +95,34 @@ def test_a_log_with_a_finding_is_never_resumed_past_it(client: Any, runtime: Run
         assert resumed.counts["entries"] == log_size(session, org_id)  # audited again from leaf 0
 
 
+def test_an_entry_changed_before_the_saved_position_restarts_the_log_audit(
+    client: Any, runtime: Runtime, tenant: Any
+) -> None:
+    org_id, headers = tenant
+    for _ in range(4):
+        _vaulted(client, headers)
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    scope = fix_scope(runtime.sources())
+    with pytest.raises(Interrupted):
+        verify(runtime.sources(), scope, options=Options(stop_after_entries=10, **RESUMABLE))  # type: ignore[arg-type]
+    run = _running_run(runtime)
+    saved = _log_position(runtime, run.id, org_id)
+    assert saved is not None and saved.size == 8
+    with runtime.db.session() as session:  # an envelope's latest entry before the position, made non-canonical
+        disarm_triggers(session, "event")
+        event = session.exec(
+            select(Event)
+            .where(Event.org_id == org_id, Event.leaf_index < saved.size, col(Event.envelope_id).is_not(None))
+            .order_by(col(Event.leaf_index).desc())
+        ).first()
+        assert event is not None
+        event.entry = event.entry.replace(b"{", b"{ ", 1)
+        session.add(event)
+    resumed = verify(runtime.sources(), resume=run.id, options=Options(**RESUMABLE))  # type: ignore[arg-type]
+    assert resumed.counts["entries"] == scope.log_sizes[org_id]  # audited again from leaf 0
+    assert event.envelope_id in {d.get("envelope_id") for d in _by_code(resumed.findings)["Log.EntryEdited"]}
+
+
 def _cli(vault_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: Any, *args: str) -> tuple[int, str]:
     for name, value in vault_env.items():
         monkeypatch.setenv(name, value)
