@@ -56,6 +56,12 @@ class PreconditionFailed(EvaultError):
     category = "precondition_failed"
 
 
+class RateLimited(EvaultError):
+    """Too many requests for the caller's quota in this window (429, with Retry-After)."""
+
+    category = "rate_limited"
+
+
 class Unavailable(EvaultError):
     """A dependency (object storage, database) failed; nothing was recorded as done (503)."""
 

@@ -15,6 +15,7 @@ from compliance.errors import InvalidInput, NotFound
 from compliance.ledger.events import Actor, append_event
 from storage.ids import iso, new_id, utcnow
 from storage.models import Envelope, VaultedDocument, VaultRecord
+from vault.field_limits import check_envelope_fields
 
 KINDS = ("esign", "paper")
 
@@ -37,8 +38,9 @@ def _check_party(party: dict[str, Any], where: str) -> None:
 def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelope:
     if new.kind not in KINDS:
         raise InvalidInput("Envelope.InvalidKind", f"kind must be one of {KINDS}", field="kind")
-    if not new.title.strip():
+    if not isinstance(new.title, str) or not new.title.strip():
         raise InvalidInput("Envelope.InvalidTitle", "title must not be empty", field="title")
+    check_envelope_fields(new.title, new.external_id, new.parties, new.secured_party, new.metadata)
     for i, party in enumerate(new.parties):
         _check_party(party, f"parties[{i}]")
     if new.secured_party is not None:

@@ -23,6 +23,8 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO
 
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -34,6 +36,7 @@ from compliance.errors import InvalidInput
 from storage.ids import new_id, utcnow
 from storage.settings import PdfSettings
 from vault.stamp_worker import StampFailure, StampLimits, run_stamp, slots_for
+from vault.upload_spool import SpooledDocument
 
 # Modules whose loggers speak while a document is read; muted only inside inspect_pdf (see _Quiet).
 _PYHANKO_LOGGERS = (
@@ -192,9 +195,11 @@ def _count_decoded(stream: StreamObject, budget: _Budget) -> None:
         return  # damaged data decodes to no more than what came out before the damage
 
 
-def _scan_objects(data: bytes, budget: _Budget) -> None:
-    """Read every object with pypdf (the stamper's parser), counting objects and decoded stream bytes."""
-    reader = PdfReader(io.BytesIO(data))
+def _scan_objects(stream: BinaryIO, budget: _Budget) -> None:
+    """Read every object with pypdf (the stamper's parser), counting objects and decoded stream bytes.
+
+    Each stream is dropped from pypdf's cache once counted, so a spooled file is never held whole in memory."""
+    reader = PdfReader(stream)
     objects = sum(len(table) for table in reader.xref.values()) + len(reader.xref_objStm)
     if objects > budget.pdf.max_objects:
         raise _too_complex("max_objects", budget.pdf.max_objects)
@@ -204,14 +209,15 @@ def _scan_objects(data: bytes, budget: _Budget) -> None:
             obj = IndirectObject(number, generation, reader).get_object()
             if isinstance(obj, StreamObject):
                 _count_decoded(obj, budget)
+                reader.resolved_objects.pop((generation, number), None)
 
 
-def _rehearse_copy(data: bytes, budget: _Budget) -> None:
+def _rehearse_copy(data: bytes | Path, sha256_hex: str, budget: _Budget) -> None:
     """Stamp a throwaway copy under the copy path's limits: what cannot be stamped now is refused now."""
     pdf = budget.pdf
     cpu_left = max(1, math.ceil(pdf.max_cpu_seconds - budget.used()))
     limits = replace(StampLimits.from_settings(pdf), cpu_seconds=min(cpu_left, pdf.max_cpu_seconds))
-    mark = CopyMark(new_id("cp"), new_id("env"), hashlib.sha256(data).hexdigest(), utcnow())
+    mark = CopyMark(new_id("cp"), new_id("env"), sha256_hex, utcnow())
     with slots_for(pdf).slot(None, "Vault.Busy", wait_seconds=float(pdf.stamp_timeout_seconds)):
         try:
             run_stamp(data, mark, limits)
@@ -224,16 +230,34 @@ def _rehearse_copy(data: bytes, budget: _Budget) -> None:
             ) from exc
 
 
-def inspect_pdf(data: bytes, pdf: PdfSettings | None = None) -> PdfFacts:
-    """Accept a complete, unencrypted, stampable PDF within the budget, or raise ``InvalidInput`` saying why not."""
+def _open(data: bytes | SpooledDocument) -> BinaryIO:
+    return data.open() if isinstance(data, SpooledDocument) else io.BytesIO(data)
+
+
+def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None) -> PdfFacts:
+    """Accept a complete, unencrypted, stampable PDF within the budget, or raise ``InvalidInput`` saying why not.
+
+    A spooled document is read through file handles (pyHanko and pypdf seek in it), never loaded whole."""
     budget = _Budget(pdf or PdfSettings())
-    if not data:
+    size = data.size if isinstance(data, SpooledDocument) else len(data)
+    if not size:
         raise InvalidInput("Document.Empty", "The document is empty (zero bytes).")
-    if not data.startswith(b"%PDF-"):
+    head = data.head(5) if isinstance(data, SpooledDocument) else data[:5]
+    if head != b"%PDF-":
         raise InvalidInput("Document.NotPdf", "The document is not a PDF: it does not start with '%PDF-'.")
+    with _open(data) as stream:
+        facts = _vet(stream, budget)
+    if isinstance(data, SpooledDocument):
+        _rehearse_copy(data.path or bytes(data.head(size)), data.sha256_hex, budget)
+    else:
+        _rehearse_copy(data, hashlib.sha256(data).hexdigest(), budget)
+    return facts
+
+
+def _vet(stream: BinaryIO, budget: _Budget) -> PdfFacts:
     with _quiet_pyhanko():
         try:
-            reader = PdfFileReader(io.BytesIO(data))
+            reader = PdfFileReader(stream)
             encrypted = reader.encrypted
         except Exception as exc:
             raise _malformed("The PDF is truncated or its structure cannot be read.", exc) from exc
@@ -250,10 +274,10 @@ def inspect_pdf(data: bytes, pdf: PdfSettings | None = None) -> PdfFacts:
     if page_count == 0:
         raise _malformed("The PDF has no pages.")
     try:
-        _scan_objects(data, budget)
+        stream.seek(0)
+        _scan_objects(stream, budget)
     except InvalidInput:
         raise
     except Exception as exc:  # RecursionError included: pypdf resolves references recursively
         raise _malformed("An object of the PDF cannot be read.", exc) from exc
-    _rehearse_copy(data, budget)
     return PdfFacts(page_count=page_count, signature_count=signature_count, pdf_version=f"{major}.{minor}")

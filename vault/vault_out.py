@@ -14,6 +14,7 @@ from storage.ids import iso, utcnow
 from storage.models import VaultRecord
 from vault.custody import Custody
 from vault.envelopes import lock_envelope, vault_record
+from vault.field_limits import check_release
 
 REASONS = ("transfer", "paper_out", "payoff", "other")
 
@@ -21,6 +22,7 @@ REASONS = ("transfer", "paper_out", "payoff", "other")
 def _release_details(reason: str, transferee: dict[str, Any] | None, note: str | None) -> dict[str, Any]:
     if reason not in REASONS:
         raise InvalidInput("VaultOut.InvalidReason", f"reason must be one of {REASONS}", field="reason")
+    check_release(transferee, note)
     if reason == "transfer" and not (
         transferee and isinstance(transferee.get("vault_id"), str) and transferee["vault_id"].strip()
     ):

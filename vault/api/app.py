@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from compliance.errors import EvaultError
 from vault.api.custody import CustodyController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
+from vault.api.edge import edge_middleware
 from vault.api.envelopes import EnvelopeController
 from vault.api.errors import handle_database_error, handle_domain_error, handle_http_error, handle_unexpected
 from vault.api.health import health, ready
@@ -34,6 +35,7 @@ def create_app(runtime: Runtime) -> Litestar:
         route_handlers=[partner, health, ready, public_keys],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
         before_send=[add_id_headers],
+        middleware=[edge_middleware(runtime)],
         exception_handlers={
             EvaultError: handle_domain_error,
             HTTPException: handle_http_error,

@@ -1,67 +1,26 @@
 """Vault endpoints: vault-in (signed or uploaded), authoritative and copy URLs, vault-out.
 
-A vault-in body is either one raw ``application/pdf`` (with optional ``X-Content-SHA256`` and ``?filename=``)
-or ``multipart/form-data`` with one or more ``document`` file parts (each may have a ``sha256`` field
-``sha256_<n>`` for the n-th) and an optional ``metadata`` JSON part.
+A vault-in body is a raw ``application/pdf`` or ``multipart/form-data``, read as it streams in by
+:mod:`vault.api.upload_body`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from anyio import to_thread
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from compliance.errors import InvalidInput
 from compliance.ledger.events import Actor
+from vault.api.upload_body import close_uploads, read_uploads
 from vault.envelopes import describe, get_envelope
 from vault.retrieval import authoritative_urls, issue_copies
 from vault.runtime import Runtime
-from vault.vault_in import Upload, VaultInResult, vault_in
+from vault.vault_in import VaultInResult, vault_in
 from vault.vault_out import vault_out
-
-
-async def _uploads(request: Request[Any, Any, Any]) -> tuple[list[Upload], dict[str, Any] | None]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        form = await request.form()
-        metadata = None
-        if "metadata" in form:
-            try:
-                metadata = json.loads(form["metadata"])
-            except (TypeError, ValueError):
-                raise InvalidInput(
-                    "Request.InvalidMetadata", "metadata must be a JSON object", field="metadata"
-                ) from None
-            if not isinstance(metadata, dict):
-                raise InvalidInput("Request.InvalidMetadata", "metadata must be a JSON object", field="metadata")
-        uploads = []
-        for position, part in enumerate(form.getall("document")):
-            if not isinstance(part, UploadFile):
-                raise InvalidInput("Request.InvalidPart", "each document part must be a file", field="document")
-            sha = form.get(f"sha256_{position}")
-            uploads.append(
-                Upload(
-                    part.filename or f"document-{position}.pdf",
-                    await part.read(),
-                    sha if isinstance(sha, str) else None,
-                )
-            )
-        return uploads, metadata
-    if content_type not in {"application/pdf", "application/octet-stream"}:
-        raise InvalidInput(
-            "Request.UnsupportedMediaType",
-            "send application/pdf or multipart/form-data",
-            content_type=content_type,
-        )
-    body = await request.body()
-    filename = request.query_params.get("filename") or "document.pdf"
-    return [Upload(filename, body, request.headers.get("x-content-sha256"))], None
 
 
 def _vault_in_response(runtime: Runtime, actor: Actor, result: VaultInResult) -> Response[dict[str, Any]]:
@@ -90,10 +49,15 @@ class CustodyController(Controller):
         envelope_id: FromPath[str],
         source: str,
     ) -> Response[dict[str, Any]]:
-        uploads, metadata = await _uploads(request)
+        uploads, metadata = await read_uploads(request, runtime.settings.edge.spool_memory_bytes)
 
         def run() -> Response[dict[str, Any]]:
-            result = vault_in(runtime.custody(), actor, envelope_id, uploads, source=source, caller_metadata=metadata)
+            try:
+                result = vault_in(
+                    runtime.custody(), actor, envelope_id, uploads, source=source, caller_metadata=metadata
+                )
+            finally:
+                close_uploads(uploads)
             return _vault_in_response(runtime, actor, result)
 
         return await to_thread.run_sync(run)

@@ -13,6 +13,7 @@ from litestar import Request
 from litestar.di import NamedDependency
 
 from compliance.ledger.events import Actor
+from vault.api.edge import PRINCIPAL_STATE
 from vault.runtime import Runtime
 from vault.tenancy import Principal, authenticate
 
@@ -31,6 +32,9 @@ def _authenticate(runtime: Runtime, raw: str | None, scope: str | None) -> Princ
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    known: Principal | None = request.scope.get("state", {}).get(PRINCIPAL_STATE)
+    if known is not None:  # authenticated at the edge, before the body was read
+        return known
     scope = request.route_handler.opt.get("scope")
     return await to_thread.run_sync(_authenticate, runtime_of(request), request.headers.get("x-api-key"), scope)
 

@@ -31,6 +31,7 @@ STATUS_BY_CATEGORY = {
     "conflict": 409,
     "precondition_failed": 412,
     "too_large": 413,
+    "rate_limited": 429,
     "integrity": 500,
     "unavailable": 503,
 }
