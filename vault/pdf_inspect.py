@@ -13,11 +13,14 @@ callers never see parser exceptions.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import io
 import logging
 import math
+import os
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -96,6 +99,14 @@ _SETTING = {
 _FLATE = ("/FlateDecode", "/Fl")
 _DECODED_BY_PYPDF = ("/LZWDecode", "/LZW", "/RunLengthDecode", "/RL", "/ASCIIHexDecode", "/AHx", "/ASCII85Decode")
 _CHUNK = 1 << 20
+# pypdf reads each stream's raw bytes whole while it parses the object, so vetting holds the largest stream of the
+# file in memory for a moment. Vetting is CPU-bound: more at once than cores gains nothing, and this bounds
+# that memory to a few streams whatever the number of uploads in flight (those wait here, spooled).
+_VETTING = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+# And a large file (whose streams can be large) is vetted one at a time: the memory vetting holds is then at most
+# one large file's largest stream plus a few small files', whatever the number and size of uploads in flight.
+_LARGE = 8 * 1024 * 1024
+_VETTING_LARGE = threading.Lock()
 
 
 def _too_complex(limit: str, value: int) -> InvalidInput:
@@ -182,15 +193,21 @@ def _count_decoded(stream: StreamObject, budget: _Budget) -> None:
         budget.add_decoded(len(stream.get_data()))  # pypdf's own per-stream cap bounds this one
         return
     inflater = zlib.decompressobj()
-    pending = data
+    view = memoryview(data)
     try:
-        while True:
-            out = inflater.decompress(pending, _CHUNK)
-            budget.add_decoded(len(out))
-            budget.tick()
-            pending = inflater.unconsumed_tail
-            if inflater.eof or not (out or pending):
-                return
+        # Fed 1 MiB of input at a time: unconsumed_tail is a copy, so feeding the whole stream would copy it
+        # over and over.
+        for start in range(0, len(view), _CHUNK):
+            pending: bytes | memoryview = view[start : start + _CHUNK]
+            while pending:
+                out = inflater.decompress(pending, _CHUNK)
+                budget.add_decoded(len(out))
+                budget.tick()
+                if inflater.eof:
+                    return
+                pending = inflater.unconsumed_tail
+                if not out and not pending:
+                    break
     except zlib.error:
         return  # damaged data decodes to no more than what came out before the damage
 
@@ -220,7 +237,7 @@ def _rehearse_copy(data: bytes | Path, sha256_hex: str, budget: _Budget) -> None
     mark = CopyMark(new_id("cp"), new_id("env"), sha256_hex, utcnow())
     with slots_for(pdf).slot(None, "Vault.Busy", wait_seconds=float(pdf.stamp_timeout_seconds)):
         try:
-            run_stamp(data, mark, limits)
+            run_stamp(data, mark, limits, keep=False)
         except StampFailure as exc:
             if exc.kind == "failed":
                 raise _malformed("The PDF cannot be copied: its structure defeats the copy stamper.", exc) from exc
@@ -245,7 +262,7 @@ def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None) -
     head = data.head(5) if isinstance(data, SpooledDocument) else data[:5]
     if head != b"%PDF-":
         raise InvalidInput("Document.NotPdf", "The document is not a PDF: it does not start with '%PDF-'.")
-    with _open(data) as stream:
+    with _VETTING_LARGE if size > _LARGE else contextlib.nullcontext(), _VETTING, _open(data) as stream:
         facts = _vet(stream, budget)
     if isinstance(data, SpooledDocument):
         _rehearse_copy(data.path or bytes(data.head(size)), data.sha256_hex, budget)

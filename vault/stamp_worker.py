@@ -74,7 +74,7 @@ class StampFailure(Exception):
         self.detail = detail
 
 
-def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: StampLimits) -> None:
+def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: StampLimits, keep: bool) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
     try:
@@ -90,7 +90,7 @@ def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: Stamp
         return
     usage = resource.getrusage(resource.RUSAGE_SELF)
     conn.send(("ok", usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime))
-    conn.send_bytes(pdf)
+    conn.send_bytes(pdf if keep else b"")
 
 
 def _died(exitcode: int | None) -> StampFailure:
@@ -99,12 +99,13 @@ def _died(exitcode: int | None) -> StampFailure:
     return StampFailure("failed", f"stamper exited with {exitcode}")
 
 
-def run_stamp(source: bytes | Path, mark: CopyMark, limits: StampLimits) -> StampOutcome:
+def run_stamp(source: bytes | Path, mark: CopyMark, limits: StampLimits, *, keep: bool = True) -> StampOutcome:
     """Stamp in a child process; raise :class:`StampFailure` on any failure, never a parser exception.
 
-    A path is read by the child (under its memory limit), so a large upload is not copied through the pipe."""
+    A path is read by the child (under its memory limit), so a large upload is not copied through the pipe;
+    a rehearsal (``keep=False``) gets no copy back, only the verdict."""
     receiver, sender = _CTX.Pipe(duplex=False)
-    child = _CTX.Process(target=_child, args=(sender, source, mark, limits), daemon=True)
+    child = _CTX.Process(target=_child, args=(sender, source, mark, limits, keep), daemon=True)
     deadline = time.monotonic() + limits.timeout_seconds
     child.start()
     sender.close()

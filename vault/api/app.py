@@ -10,6 +10,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.errors import EvaultError
+from vault.api.allocator import return_large_buffers
 from vault.api.custody import CustodyController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.edge import edge_middleware
@@ -22,6 +23,7 @@ from vault.runtime import Runtime
 
 
 def create_app(runtime: Runtime) -> Litestar:
+    return_large_buffers()
     partner = Router(
         path="/api/v2/partner",
         route_handlers=[EnvelopeController, CustodyController, LogController, EnvelopeProofController],
