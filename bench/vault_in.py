@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from storage.object_store import ensure_bucket
+from storage.object_store import ensure_bucket, make_s3_client
 from storage.settings import Settings
 from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
@@ -356,8 +356,12 @@ class Bench:
         stamp = time.strftime("%H%M%S")
         self.lock_bucket = f"bench-lock-{stamp}"
         self.plain_bucket = f"bench-plain-{stamp}"
-        ensure_bucket(self.s3, self.lock_bucket, object_lock=True)
-        self.s3.create_bucket(Bucket=self.plain_bucket)
+        # The service identity cannot create buckets: the embedded store's admin identity makes them.
+        assert runtime.embedded_s3 is not None
+        admin = runtime.embedded_s3.admin_endpoint
+        admin_s3 = make_s3_client(admin.url, admin.access_key, admin.secret_key, admin.region)
+        ensure_bucket(admin_s3, self.lock_bucket, object_lock=True)
+        admin_s3.create_bucket(Bucket=self.plain_bucket)
 
     def close(self) -> None:
         for client in self.clients:

@@ -7,15 +7,12 @@ Alembic head), the S3 service (external from the settings; the embedded one from
 running server keeps in its config directory) and the vault's *public* key. Anything missing is an
 ``AttachError``: the check could not run, which is not the same as a clean vault.
 
-The embedded endpoint file is ``<data_dir>/s3/seaweedfs/config/endpoint.json`` with ``url``, ``access_key``,
-``secret_key``, ``region`` and ``pid`` (of the server); it is written when the server is ready and removed
-when it stops.
+The embedded endpoint file is ``<data_dir>/s3/seaweedfs/config/endpoint.json``, read by
+:func:`storage.embedded_s3_attach.attach`, which also checks that weed still runs for that directory.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -31,6 +28,8 @@ from compliance.ledger.note import NoteVerifier
 from compliance.signing import checkpoint_verifier, public_key_path
 from compliance.sources import Sources
 from storage.db import MIGRATIONS, Database
+from storage.embedded_s3_attach import EmbeddedS3NotRunning
+from storage.embedded_s3_attach import attach as attach_embedded
 from storage.errors import StorageError
 from storage.object_store import ObjectStore, check_worm_bucket, make_s3_client
 from storage.settings import Settings
@@ -49,10 +48,6 @@ NO_PUBLIC_KEY = "Attach.NoPublicKey"
 
 class AttachError(Unavailable):
     """The running vault could not be found or read: nothing was checked."""
-
-
-def embedded_endpoint_file(data_dir: Path) -> Path:
-    return data_dir / "s3" / "seaweedfs" / "config" / "endpoint.json"
 
 
 def _check_schema(url: str) -> None:
@@ -98,24 +93,12 @@ def _verifier(settings: Settings) -> NoteVerifier:
 
 
 def _embedded_client(data_dir: Path) -> S3Client:
-    path = embedded_endpoint_file(data_dir)
+    """The running embedded store's service endpoint, from what that server published (storage's ``attach``)."""
     try:
-        endpoint = json.loads(path.read_text())
-        url, access_key, secret_key = endpoint["url"], endpoint["access_key"], endpoint["secret_key"]
-        region, pid = endpoint["region"], int(endpoint["pid"])
-    except FileNotFoundError:
-        raise AttachError(
-            STORE_NOT_RUNNING, f"the embedded store is not running ({path} is missing): start `evault serve`"
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AttachError(STORE_UNUSABLE, f"cannot read {path}: {exc}") from None
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        raise AttachError(STORE_NOT_RUNNING, f"the embedded store (pid {pid}) in {path} is not running") from None
-    except PermissionError:
-        pass  # it exists, under another user
-    return make_s3_client(url, access_key, secret_key, region)
+        endpoint = attach_embedded(data_dir / "s3")
+    except EmbeddedS3NotRunning as exc:
+        raise AttachError(STORE_NOT_RUNNING, f"{exc}: start `evault serve`") from None
+    return make_s3_client(endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region)
 
 
 def attach_sources(settings: Settings) -> Sources:

@@ -70,6 +70,10 @@ PG_BIN=$(find_pg_bin)
 missing=()
 [ -n "$PG_BIN" ] || missing+=(postgresql)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# The embedded store's boundary: unshare (util-linux), ip (iproute2); tests run clients as another user.
+command -v unshare >/dev/null || missing+=(util-linux)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v setpriv >/dev/null || missing+=(util-linux)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
     if [[ " ${missing[*]} " == *" postgresql "* ]]; then
@@ -183,7 +187,7 @@ run_pytest() {
 }
 run_pytest_pg() { EVAULT_TEST_DATABASE_URL="$PG_URL" run_pytest "$@"; }
 
-check "docker-compose config" docker-compose -f docker/compose.yaml config -q
+check "docker-compose config" docker-compose --env-file docker/example.env -f docker/compose.yaml config -q
 check "ruff check" "$PY" -m ruff check .
 check "ruff format --check" "$PY" -m ruff format --check .
 check "mypy" "$PY" -m mypy

@@ -9,6 +9,7 @@ unavailable database fails fast with an error the API answers as 503 instead of 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +23,18 @@ from sqlmodel import Session
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def _private_file(path: Path) -> None:
+    """The database file is the service's alone (0600, whatever the umask); SQLite gives its -wal and -shm
+    files the database file's mode. A new parent directory is 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
 def _sqlite_engine(url: str, *, immediate: bool, timeout: float) -> Engine:
     path = url.removeprefix("sqlite:///")
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(path))
     engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False, "isolation_level": None})
 
     @event.listens_for(engine, "connect")

@@ -36,7 +36,10 @@ class Organisation(SQLModel, table=True):
 
 
 class ApiKey(SQLModel, table=True):
-    """Only the SHA-256 of the key is kept; ``prefix`` names it in lists and logs."""
+    """Only the SHA-256 of the key is kept; ``prefix`` names it in lists and logs.
+
+    ``rotated_from`` names the key this one replaced; unique, so a key has at most one successor.
+    """
 
     id: str = Field(primary_key=True, max_length=40)
     org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
@@ -47,6 +50,7 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = _utc_column()
     expires_at: datetime | None = _utc_column(nullable=True)
     revoked_at: datetime | None = _utc_column(nullable=True)
+    rotated_from: str | None = Field(default=None, foreign_key="apikey.id", unique=True, index=True, max_length=40)
 
 
 class Envelope(SQLModel, table=True):

@@ -67,6 +67,14 @@ def _vkey_syntax_ok(vkey: str) -> bool:
     return len(raw) == 33 and raw[0] == 0x04
 
 
+def _accept(env: Mapping[str, str], name: str) -> bool:
+    """An explicit opt-in: only the word ``accept`` turns it on, so a stray ``1`` cannot weaken the store."""
+    raw = env.get(name, "")
+    if raw not in {"", "accept"}:
+        raise SettingsError(f"{name} must be empty or 'accept', got {raw!r}")
+    return raw == "accept"
+
+
 def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
     entries = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
@@ -140,6 +148,9 @@ class S3Settings:
     copies_bucket: str  # EVAULT_S3_COPIES_BUCKET: non-authoritative copies, apart from the originals
     create_buckets: bool  # EVAULT_S3_CREATE_BUCKETS: create missing buckets (with Object Lock) at start
     embedded_port_base: int  # EVAULT_S3_EMBEDDED_PORT_BASE: first of eight loopback ports of embedded weed
+    # EVAULT_S3_EMBEDDED_UNPROTECTED=accept: start the embedded store even where no private network namespace
+    # can be made (no unshare, user namespaces disabled); its admin ports are then open to every local process.
+    embedded_unprotected: bool
 
     @property
     def embedded(self) -> bool:
@@ -269,6 +280,7 @@ class Settings:
             copies_bucket=_bucket(env, "EVAULT_S3_COPIES_BUCKET", "evault-copies"),
             create_buckets=_bool(env, "EVAULT_S3_CREATE_BUCKETS", default=not endpoint),
             embedded_port_base=_port(env, "EVAULT_S3_EMBEDDED_PORT_BASE", 18330, minimum=1024, maximum=65535 - 7),
+            embedded_unprotected=_accept(env, "EVAULT_S3_EMBEDDED_UNPROTECTED"),
         )
         if s3.authoritative_bucket == s3.copies_bucket:
             raise SettingsError("EVAULT_S3_COPIES_BUCKET must differ from EVAULT_S3_BUCKET")

@@ -18,11 +18,12 @@ from sqlalchemy import create_engine, text
 
 from storage.embedded_s3 import EmbeddedS3
 from storage.settings import Settings
+from tests.helpers import store_env
 from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
-pytest_plugins = ["tests.fixtures_s3"]
+pytest_plugins = ["tests.fixtures_s3", "tests.pg_cluster"]
 
 PG_URL = os.environ.get("EVAULT_TEST_DATABASE_URL", "")
 
@@ -47,17 +48,10 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def vault_env(embedded_s3: EmbeddedS3, database_url: str, tmp_path: Path) -> dict[str, str]:
-    endpoint = embedded_s3.endpoint
-    suffix = uuid.uuid4().hex[:10]
     return {
         "EVAULT_DATA_DIR": str(tmp_path / "data"),
         "EVAULT_DATABASE_URL": database_url,
-        "EVAULT_S3_ENDPOINT": endpoint.url,
-        "EVAULT_S3_ACCESS_KEY": endpoint.access_key,
-        "EVAULT_S3_SECRET_KEY": endpoint.secret_key,
-        "EVAULT_S3_BUCKET": f"auth-{suffix}",
-        "EVAULT_S3_COPIES_BUCKET": f"copies-{suffix}",
-        "EVAULT_S3_CREATE_BUCKETS": "true",
+        **store_env(embedded_s3, uuid.uuid4().hex[:10]),
         "EVAULT_RETENTION_DAYS": "1",
         "EVAULT_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
     }

@@ -23,7 +23,7 @@ def s3_port_base() -> int:
 
 @pytest.fixture(scope="session")
 def embedded_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
-    server = EmbeddedS3(tmp_path_factory.mktemp("embedded-s3"), s3_port_base())
+    server = EmbeddedS3(tmp_path_factory.mktemp("embedded-s3"), s3_port_base(), buckets=(), unprotected=False)
     server.start()
     try:
         yield server
@@ -33,7 +33,15 @@ def embedded_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3
 
 @pytest.fixture(scope="session")
 def s3_client(embedded_s3: EmbeddedS3) -> Any:
+    """The service identity: objects only; it cannot create buckets."""
     ep = embedded_s3.endpoint
+    return make_s3_client(ep.url, ep.access_key, ep.secret_key, ep.region)
+
+
+@pytest.fixture(scope="session")
+def s3_admin_client(embedded_s3: EmbeddedS3) -> Any:
+    """The bucket-creating identity (what EmbeddedS3 uses at start-up)."""
+    ep = embedded_s3.admin_endpoint
     return make_s3_client(ep.url, ep.access_key, ep.secret_key, ep.region)
 
 
@@ -42,15 +50,15 @@ def _unique_bucket(prefix: str) -> str:
 
 
 @pytest.fixture
-def worm_bucket(s3_client: Any) -> str:
+def worm_bucket(s3_admin_client: Any) -> str:
     """A fresh Object Lock bucket; locked objects cannot be removed, so it is left behind on purpose."""
     bucket = _unique_bucket("worm")
-    ensure_bucket(s3_client, bucket, object_lock=True)
+    ensure_bucket(s3_admin_client, bucket, object_lock=True)
     return bucket
 
 
 @pytest.fixture
-def plain_bucket(s3_client: Any) -> str:
+def plain_bucket(s3_admin_client: Any) -> str:
     bucket = _unique_bucket("plain")
-    ensure_bucket(s3_client, bucket, object_lock=False)
+    ensure_bucket(s3_admin_client, bucket, object_lock=False)
     return bucket

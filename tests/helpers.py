@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
+
+from storage.embedded_s3 import EmbeddedS3
+from storage.object_store import ensure_bucket, make_s3_client
 
 API = "/api/v2/partner"
 
@@ -59,3 +63,32 @@ def disarm_triggers(session: Any, table: str) -> None:
     query = text("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :table")
     for name in list(session.execute(query, {"table": table}).scalars()):
         session.execute(text(f"DROP TRIGGER {name}"))
+
+
+def bootstrap_key(line: str) -> str | None:
+    """The one-time key ``evault serve`` announces on this output line: printed on a terminal, else in the
+    0600 file whose path the line names."""
+    if "X-API-Key: " in line:
+        return line.split("X-API-Key: ", 1)[1].strip()
+    if "key is in " in line:
+        path = Path(line.split("key is in ", 1)[1].split(" (mode", 1)[0])
+        return path.read_text().split("X-API-Key: ", 1)[1].strip()
+    return None
+
+
+def store_env(store: EmbeddedS3, suffix: str) -> dict[str, str]:
+    """The S3 settings of a vault on ``store`` with fresh buckets of its own. The service identity cannot
+    create buckets, so they are made here with the admin identity, as EmbeddedS3 does at start-up."""
+    admin = store.admin_endpoint
+    admin_client = make_s3_client(admin.url, admin.access_key, admin.secret_key, admin.region)
+    ensure_bucket(admin_client, f"auth-{suffix}", object_lock=True)
+    ensure_bucket(admin_client, f"copies-{suffix}", object_lock=False)
+    service = store.endpoint
+    return {
+        "EVAULT_S3_ENDPOINT": service.url,
+        "EVAULT_S3_ACCESS_KEY": service.access_key,
+        "EVAULT_S3_SECRET_KEY": service.secret_key,
+        "EVAULT_S3_BUCKET": f"auth-{suffix}",
+        "EVAULT_S3_COPIES_BUCKET": f"copies-{suffix}",
+        "EVAULT_S3_CREATE_BUCKETS": "false",
+    }

@@ -11,13 +11,11 @@ import base64
 import os
 import pty
 import select as io_select
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -36,6 +34,7 @@ from compliance.ledger.cosignature import CosignatureSigner
 from storage.models import Envelope
 from storage.settings import Settings, SettingsError
 from tests.helpers import API, create_envelope, free_port
+from tests.pg_cluster import PrivateCluster
 from vault.api.app import create_app
 from vault.runtime import open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
@@ -241,80 +240,6 @@ def test_a_start_that_fails_after_weed_started_leaves_no_weed(data_dir: Path, tm
 # --- PostgreSQL really stopped ----------------------------------------------------------------------------
 
 
-def _pg_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-    assert found, "PostgreSQL server binaries are required (apt-get install postgresql)"
-    return found[-1].parent
-
-
-class PrivateCluster:
-    """A throwaway PostgreSQL cluster that a test can stop and start under a running vault."""
-
-    def __init__(self, port: int) -> None:
-        self.bin = _pg_bin()
-        self.port = port
-        self.root = Path(tempfile.mkdtemp(prefix="evault-pg-"))  # not under pytest's 0700 directories
-        self.data = self.root / "data"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.user = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
-        if os.geteuid() == 0:
-            shutil.chown(self.root, self.user)
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/postgres"
-
-    def _as_pg(self, *args: str) -> list[str]:
-        return ["runuser", "-u", self.user, "--", *args] if os.geteuid() == 0 else list(args)
-
-    def init(self) -> None:
-        subprocess.run(
-            self._as_pg(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "--no-sync"),
-            check=True,
-            cwd="/",
-            capture_output=True,
-        )
-        with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(
-                f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.root}'\n"
-                "fsync = off\n"
-            )
-
-    def start(self) -> None:
-        log = open(self.root / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            self._as_pg(str(self.bin / "postgres"), "-D", str(self.data)), cwd="/", stdout=log, stderr=log
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        while subprocess.run([str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]).returncode:
-            assert self.proc.poll() is None and time.monotonic() < deadline, (self.root / "server.log").read_text()
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        subprocess.run(
-            self._as_pg(str(self.bin / "pg_ctl"), "-D", str(self.data), "stop", "-m", "fast", "-w"),
-            cwd="/",
-            capture_output=True,
-        )
-        self.proc.wait(30)
-        self.proc = None
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivateCluster]:
-    cluster = PrivateCluster(free_port(55600, 55651))
-    try:
-        cluster.init()
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
-
-
 def test_stopped_postgres_is_503_database_unavailable_then_recovers(
     vault_env: dict[str, str], private_pg: PrivateCluster
 ) -> None:
@@ -416,3 +341,26 @@ def test_good_settings_load() -> None:
     )
     assert settings.vault.witnesses == (("https://w.example", vkey),)
     assert (settings.api.port, settings.s3.authoritative_bucket) == (0, "my.bucket-1")
+
+
+def test_data_directory_and_database_files_are_private_under_a_permissive_umask(
+    vault_env: dict[str, str], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "private-vault"
+    env = {**vault_env, "EVAULT_DATA_DIR": str(data_dir), "EVAULT_DATABASE_URL": f"sqlite:///{data_dir / 'e.db'}"}
+    old = os.umask(0)
+    try:
+        runtime = open_runtime(Settings.from_env(env))
+        try:
+            with runtime.db.session() as session:
+                create_organisation(session, "Modes")  # a write, so the WAL and shared-memory files exist
+        finally:
+            runtime.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    files = [p for p in data_dir.iterdir() if p.name.startswith("e.db")]
+    assert {p.name for p in files} >= {"e.db"}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), {p.name: oct(p.stat().st_mode) for p in files}
+    key = data_dir / "vault-signing-key.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600

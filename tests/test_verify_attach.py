@@ -1,8 +1,8 @@
 """``evault verify`` beside a live ``evault serve``: it attaches, never starts or creates a vault, and says
 "could not run" (exit 3) rather than "clean" when there is nothing to check.
 
-The service runs as a real subprocess with its own data directory, embedded SeaweedFS (ports 33400-33407) and
-API port (8200-8299); verify runs in other processes, as the nightly job does.
+The service runs as a real subprocess with its own data directory, embedded SeaweedFS (ports 23400-23407, below
+the ephemeral range) and API port (8200-8299); verify runs in other processes, as the nightly job does.
 """
 
 from __future__ import annotations
@@ -23,13 +23,21 @@ from typing import Any
 import httpx
 import pytest
 
-from compliance.attach import embedded_endpoint_file
 from storage.object_store import make_s3_client
-from tests.helpers import create_envelope, free_port, upload
+from tests.helpers import bootstrap_key, create_envelope, free_port, upload
 from tests.pdf_factory import make_pdf
 
 REPO = Path(__file__).resolve().parent.parent
-STORE_PORT_BASE = 33400
+STORE_PORT_BASE = 23400
+
+
+def _endpoint_file(data_dir: Path) -> Path:
+    """Where the running server publishes how to reach its store."""
+    return data_dir / "s3" / "seaweedfs" / "config" / "endpoint.json"
+
+
+def ENDPOINT_FILE(data_dir: Path) -> Path:
+    return data_dir / "s3" / "seaweedfs" / "config" / "endpoint.json"
 
 
 def _env(**values: str) -> dict[str, str]:
@@ -74,8 +82,9 @@ class LiveService:
                     break
                 continue
             self.output.append(line)
-            if "X-API-Key: " in line:
-                return line.split("X-API-Key: ", 1)[1].strip()
+            key = bootstrap_key(line)
+            if key is not None:
+                return key
         raise AssertionError("evault serve did not start:\n" + "".join(self.output))
 
     def stop(self) -> None:
@@ -133,7 +142,7 @@ def test_verify_attaches_to_the_live_service(live: tuple[LiveService, dict[str, 
     assert service.proc.poll() is None  # the service still runs
 
     # A second version planted under an authoritative key, with the store's admin credentials.
-    published: dict[str, Any] = json.loads(embedded_endpoint_file(tmp_path / "vault").read_text())
+    published: dict[str, Any] = json.loads(_endpoint_file(tmp_path / "vault").read_text())
     admin = make_s3_client(published["url"], published["access_key"], published["secret_key"], published["region"])
     listed = admin.list_objects_v2(Bucket="evault-authoritative", Prefix="authoritative/")
     admin.put_object(Bucket="evault-authoritative", Key=listed["Contents"][0]["Key"], Body=b"%PDF-1.7 planted")
@@ -143,7 +152,7 @@ def test_verify_attaches_to_the_live_service(live: tuple[LiveService, dict[str, 
 
     # Once the service has stopped, there is no store to attach to: could not run, not clean.
     service.stop()
-    assert not embedded_endpoint_file(tmp_path / "vault").exists()
+    assert not _endpoint_file(tmp_path / "vault").exists()
     stopped = _evault(["verify"], env, tmp_path)
     assert stopped.returncode == 3, stopped.stdout + stopped.stderr
     assert "Attach.StoreNotRunning" in stopped.stderr

@@ -8,6 +8,7 @@ every front door.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,13 +145,16 @@ def open_runtime(settings: Settings) -> Runtime:
     s3 = settings.s3
     policy = settings.vault
     try:
+        # Everything the vault keeps locally is the service's alone, whatever the umask.
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(settings.data_dir, 0o700)
         # Configuration that can be wrong is parsed before anything starts.
         witnesses = [(url, CosignatureVerifier.from_vkey(vkey)) for url, vkey in policy.witnesses]
         tsa_roots = policy.tsa_roots_path.read_bytes() if policy.tsa_url and policy.tsa_roots_path else None
         roots_path = policy.signer_trust_roots_path
         signer_roots = tuple(load_trust_roots(roots_path.read_bytes())) if roots_path is not None else ()
         if s3.embedded:
-            embedded = EmbeddedS3(settings.data_dir / "s3", s3.embedded_port_base)
+            embedded = EmbeddedS3.from_settings(settings)
             endpoint = embedded.start()
             credentials = (endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region)
         else:

@@ -15,9 +15,9 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from compliance.errors import Forbidden, Unauthenticated
+from compliance.errors import Forbidden, InvalidInput, Unauthenticated
 from compliance.ledger.events import Actor, append_event
-from storage.ids import as_utc, new_id, utcnow
+from storage.ids import as_utc, iso, new_id, utcnow
 from storage.models import ApiKey, Organisation
 
 SCOPES = (
@@ -54,7 +54,15 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def _checked_name(name: str, code: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200 or not name.isprintable():
+        raise InvalidInput(code, "a name is 1 to 200 printable characters", name=name[:200])
+    return name
+
+
 def create_organisation(session: Session, name: str) -> Organisation:
+    name = _checked_name(name, "Organisation.InvalidName")
     org = Organisation(id=new_id("org"), name=name, created_at=utcnow())
     session.add(org)
     session.flush()
@@ -68,32 +76,57 @@ def create_organisation(session: Session, name: str) -> Organisation:
     return org
 
 
-def create_api_key(
-    session: Session, org_id: str, name: str, scopes: list[str], expires_at: datetime | None = None
+def issue_key(
+    session: Session,
+    org_id: str,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+    rotated_from: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """Return the stored key and the raw key, which is never stored or shown again."""
+    """Store a new key (its hash) without logging it; callers append the event that says why it exists."""
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
-        raise ValueError(f"scopes must be a non-empty subset of {SCOPES}; unknown: {unknown}")
+        raise InvalidInput(
+            "Key.InvalidScopes",
+            "scopes must be a non-empty subset of the known scopes",
+            unknown=unknown,
+            known=list(SCOPES),
+        )
     raw = "lk_" + secrets.token_urlsafe(32)
     key = ApiKey(
         id=new_id("key"),
         org_id=org_id,
         prefix=raw[:PREFIX_LENGTH],
         key_hash=hash_key(raw),
-        name=name,
+        name=_checked_name(name, "Key.InvalidName"),
         scopes=sorted(set(scopes)),
         created_at=utcnow(),
         expires_at=expires_at,
+        rotated_from=rotated_from,
     )
     session.add(key)
     session.flush()
+    return key, raw
+
+
+def create_api_key(
+    session: Session, org_id: str, name: str, scopes: list[str], expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Return the stored key and the raw key, which is never stored or shown again."""
+    key, raw = issue_key(session, org_id, name, scopes, expires_at)
     append_event(
         session,
         actor=Actor(org_id),
         event_type="key.created",
         occurred_at=key.created_at,
-        data={"key_id": key.id, "prefix": key.prefix, "name": name, "scopes": key.scopes},
+        data={
+            "key_id": key.id,
+            "prefix": key.prefix,
+            "name": key.name,
+            "scopes": key.scopes,
+            "expires_at": iso(expires_at) if expires_at else None,
+        },
     )
     return key, raw
 

@@ -22,6 +22,7 @@ from compliance.proof_bundle import verify_bundle
 from compliance.signing import SigningKeyError
 from compliance.trusted_checkpoint import check_consistency
 from storage.settings import Settings, SettingsError
+from vault.cli.keys import add_commands as add_key_commands
 from vault.runtime import StartupError
 
 BOOTSTRAP_KEY_FILE = "bootstrap-key.txt"
@@ -211,6 +212,7 @@ def parser() -> argparse.ArgumentParser:
     )
     verify_all.add_argument("--report", help="write the JSON report here")
     verify_all.set_defaults(run=_verify)
+    add_key_commands(commands)
     witness = commands.add_parser("witness", help="run a C2SP tlog-witness that cosigns consistent checkpoints")
     witness.add_argument("--state", required=True, help="directory of the witness's state and evidence")
     witness.add_argument("--key", required=True, help="PEM Ed25519 key of the witness (created if missing)")

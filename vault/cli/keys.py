@@ -1,0 +1,201 @@
+"""``evault org ...`` and ``evault key ...``: manage organisations and API keys beside a running server.
+
+These commands open only the database named by the settings: no object store, no signing key, no migration.
+A database that is missing or not at the newest schema is refused with exit code 3 (and a missing SQLite file
+is never created), because a key written to the wrong database would silently never work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from storage.db import MIGRATIONS, Database
+from storage.ids import iso
+from storage.settings import Settings
+from vault.keys import add_key, key_view, keys, organisations, parse_duration, revoke_key, rotate_key
+from vault.tenancy import SCOPES, create_organisation
+
+NOT_READY = 3
+KEY_COLUMNS = ["id", "prefix", "org_id", "name", "scopes", "status", "created_at", "expires_at", "rotated_from"]
+
+
+class DatabaseNotReady(Exception):
+    """The database is missing or not migrated; ``evault serve`` creates and migrates it."""
+
+
+def _sqlite_path(url: str) -> str | None:
+    return url.removeprefix("sqlite:///").split("?", 1)[0] if url.startswith("sqlite") else None
+
+
+def _revisions(connection: Connection) -> set[str]:
+    """The schema revisions Alembic recorded; none when it never ran here."""
+    if not inspect(connection).has_table("alembic_version"):
+        return set()
+    return {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
+
+
+@contextmanager
+def open_database(settings: Settings) -> Iterator[Database]:
+    """The live database, checked to exist and to be at the newest schema head, never created or migrated."""
+    url = settings.database_url
+    path = _sqlite_path(url)
+    if path is not None and (path in ("", ":memory:") or not Path(path).is_file()):
+        raise DatabaseNotReady(f"no database at {path or url}; start `evault serve` once, or set EVAULT_DATABASE_URL")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    db = Database(url)
+    try:
+        try:
+            with db.read_engine.connect() as connection:
+                current = _revisions(connection)
+        except SQLAlchemyError as exc:
+            shown = make_url(url).render_as_string(hide_password=True)
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise DatabaseNotReady(f"cannot open the database {shown}: {reason}") from None
+        if current != heads:
+            raise DatabaseNotReady(
+                f"the database schema is at {sorted(current) or 'nothing'}, this evault needs {sorted(heads)}; "
+                "start `evault serve` (it migrates) before managing keys"
+            )
+        yield db
+    finally:
+        db.dispose()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
+    lines = [[c.upper() for c in columns], *cells]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def _print(args: argparse.Namespace, data: Any, human: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else human)
+
+
+def _org_create(args: argparse.Namespace, db: Database) -> int:
+    with db.session() as session:
+        org = create_organisation(session, args.name)
+    view = {"id": org.id, "name": org.name, "created_at": iso(org.created_at)}
+    _print(args, view, f"created organisation {org.id} ({org.name})")
+    return 0
+
+
+def _org_list(args: argparse.Namespace, db: Database) -> int:
+    with db.read_session() as session:
+        views = [{"id": o.id, "name": o.name, "created_at": iso(o.created_at)} for o in organisations(session)]
+    _print(args, views, _table(views, ["id", "name", "created_at"]))
+    return 0
+
+
+def _key_create(args: argparse.Namespace, db: Database) -> int:
+    expires_in = parse_duration(args.expires_in) if args.expires_in else None
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    with db.session() as session:
+        key, raw = add_key(session, args.org, args.name, scopes, expires_in)
+    view = key_view(key)
+    _print(args, {**view, "key": raw}, _shown_once(raw, view))
+    return 0
+
+
+def _shown_once(raw: str, view: dict[str, Any]) -> str:
+    return (
+        f"created key {view['id']} ({view['prefix']}) '{view['name']}' for {view['org_id']}, "
+        f"scopes {_cell(view['scopes'])}, expires {_cell(view['expires_at'])}\n"
+        f"    X-API-Key: {raw}\n"
+        "store it now: it is shown only this once"
+    )
+
+
+def _key_list(args: argparse.Namespace, db: Database) -> int:
+    with db.read_session() as session:
+        views = [key_view(k) for k in keys(session, args.org)]
+    _print(args, views, _table(views, KEY_COLUMNS))
+    return 0
+
+
+def _key_revoke(args: argparse.Namespace, db: Database) -> int:
+    with db.session() as session:
+        key = revoke_key(session, args.key)
+    _print(args, key_view(key), f"revoked key {key.id} ({key.prefix}) of {key.org_id}")
+    return 0
+
+
+def _key_rotate(args: argparse.Namespace, db: Database) -> int:
+    grace = parse_duration(args.grace)
+    with db.session() as session:
+        old, new, raw = rotate_key(session, args.key, grace)
+    new_view, old_view = key_view(new), key_view(old)
+    human = f"rotated key {old.id} ({old.prefix}): it stops working at {old_view['expires_at']}\n"
+    _print(args, {"key": raw, "new": new_view, "old": old_view}, human + _shown_once(raw, new_view))
+    return 0
+
+
+def _against_database(command: Callable[[argparse.Namespace, Database], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            with open_database(Settings.from_env()) as db:
+                return command(args, db)
+        except DatabaseNotReady as exc:
+            print(f"evault: Database.NotReady: {exc}", file=sys.stderr)
+            return NOT_READY
+
+    return run
+
+
+def _command(
+    group: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    command: Callable[[argparse.Namespace, Database], int],
+) -> argparse.ArgumentParser:
+    sub = group.add_parser(name, help=help_text)
+    sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sub.set_defaults(run=_against_database(command))
+    return sub
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``org`` and ``key`` on the root parser's subcommands."""
+    org = commands.add_parser("org", help="organisations (against the live database)").add_subparsers(
+        dest="org_command", required=True
+    )
+    _command(org, "create", "create an organisation", _org_create).add_argument("name")
+    _command(org, "list", "list organisations", _org_list)
+
+    key = commands.add_parser("key", help="API keys (against the live database)").add_subparsers(
+        dest="key_command", required=True
+    )
+    create = _command(key, "create", "create an API key; it is shown only once", _key_create)
+    create.add_argument("--org", required=True, help="organisation id (org_...)")
+    create.add_argument("--scopes", required=True, help=f"comma-separated, of: {','.join(SCOPES)}")
+    create.add_argument("--name", required=True, help="what the key is for, e.g. 'loan system prod'")
+    create.add_argument("--expires-in", help="lifetime, e.g. 30d, 12h (default: no expiry)")
+    _command(key, "list", "list API keys (never the keys themselves)", _key_list).add_argument(
+        "--org", help="only this organisation's keys"
+    )
+    _command(key, "revoke", "revoke a key now", _key_revoke).add_argument(
+        "key", help="key id (key_...) or prefix (lk_...)"
+    )
+    rotate = _command(key, "rotate", "issue a successor; the old key works for the grace period", _key_rotate)
+    rotate.add_argument("key", help="key id (key_...) or prefix (lk_...)")
+    rotate.add_argument("--grace", default="24h", help="how long the old key keeps working, e.g. 30m, 24h, 7d, 0")
