@@ -69,9 +69,10 @@ def stage_upload(
         for position, (upload, digest, _, _) in enumerate(checked):
             upload_id = new_id("up")
             try:
-                stored = custody.staging_store.put_plain(
-                    staging_key(actor.org_id, envelope_id, upload_id), upload.data, "application/pdf"
-                )
+                with upload.open() as body:
+                    stored = custody.staging_store.put_write_once_file(
+                        staging_key(actor.org_id, envelope_id, upload_id), body, upload.size, digest, retain_until=None
+                    )
             except StorageError as exc:
                 raise Unavailable("Storage.Unavailable", "object storage did not accept the upload; retry") from exc
             rows.append(
@@ -81,7 +82,7 @@ def stage_upload(
                     envelope_id=envelope_id,
                     filename=safe_filename(upload.filename, position),
                     sha256=digest,
-                    size=len(upload.data),
+                    size=upload.size,
                     s3_bucket=custody.staging_store.bucket,
                     s3_key=stored.key,
                     s3_version_id=stored.version_id,
