@@ -36,7 +36,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ def free_port() -> int:
 class Round:
     seconds: float
     latencies: list[float]
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds this round, per process group
 
 
 def run_concurrently(count: int, concurrency: int, work: Callable[[int, int], None]) -> Round:
@@ -130,6 +132,7 @@ class PhaseResult:
     p95_ms: float
     p99_ms: float
     rounds_objects_per_s: list[float]
+    cpu_ms_per_object: dict[str, float]  # per process group, over every round
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +143,7 @@ class PhaseResult:
             "p95_ms": round(self.p95_ms, 1),
             "p99_ms": round(self.p99_ms, 1),
             "rounds_objects_per_s": [round(v, 2) for v in self.rounds_objects_per_s],
+            "cpu_ms_per_object": {k: round(v, 2) for k, v in self.cpu_ms_per_object.items()},
         }
 
 
@@ -147,6 +151,8 @@ def summarise(name: str, rounds: list[Round], size: int) -> PhaseResult:
     rates = [len(r.latencies) / r.seconds for r in rounds]
     pooled = [lat for r in rounds for lat in r.latencies]
     rate = statistics.median(rates)
+    groups = {group for r in rounds for group in r.cpu}
+    cpu = {g: 1000 * sum(r.cpu.get(g, 0.0) for r in rounds) / len(pooled) for g in sorted(groups)}
     return PhaseResult(
         name=name,
         objects_per_s=rate,
@@ -155,7 +161,51 @@ def summarise(name: str, rounds: list[Round], size: int) -> PhaseResult:
         p95_ms=percentile(pooled, 0.95) * 1000,
         p99_ms=percentile(pooled, 0.99) * 1000,
         rounds_objects_per_s=rates,
+        cpu_ms_per_object=cpu,
     )
+
+
+# --- CPU per process group: where the two cores go ----------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_PIDS: list[int] = []  # the --server process child, while it runs
+
+
+def _stat(pid: int) -> tuple[str, int, float] | None:
+    """(comm, parent pid, CPU seconds) of a live process, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_snapshot() -> dict[str, float]:
+    """CPU seconds so far of this process (clients, the store's relay, and the API with --server thread), the
+    API child (with its stamper children), and the SeaweedFS processes: every descendant of this process."""
+    stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _stat(int(d))) is not None}
+    children: dict[int, list[int]] = {}
+    for pid, (_, parent, _) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    totals = {"bench": stats[os.getpid()][2], "api": 0.0, "weed": 0.0, "other": 0.0}
+    stack: list[tuple[int, str | None]] = [(child, None) for child in children.get(os.getpid(), [])]
+    while stack:
+        pid, group = stack.pop()
+        comm, _, cpu = stats[pid]
+        group = group or ("api" if pid in SERVER_PIDS else "weed" if comm == "weed" else None)
+        totals[group or "other"] += cpu
+        stack.extend((child, group) for child in children.get(pid, []))
+    return totals
+
+
+def timed_cpu(run: Callable[[], Round]) -> Round:
+    before = cpu_snapshot()
+    done = run()
+    after = cpu_snapshot()
+    return replace(done, cpu={name: after[name] - before[name] for name in after})
 
 
 # --- optional per-stage timing of the service (``--stages``, thread server only) -------------------------------
@@ -298,6 +348,7 @@ def serve_in_process(runtime: Runtime, port: int) -> Iterator[str]:
         "EVAULT_RATE_LIMIT": BENCH_RATE_LIMIT,
     }
     child = subprocess.Popen([sys.executable, __file__, "--serve-child"], env=env, cwd=ROOT)
+    SERVER_PIDS.append(child.pid)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -443,7 +494,23 @@ def render(phases: list[PhaseResult], ratio: float, info: dict[str, Any]) -> str
             f"| {p.name:<10} | {p.objects_per_s:7.1f} | {p.mb_per_s:7.1f} | {p.p50_ms:7.1f} | {p.p99_ms:7.1f} | "
             f"{rounds:<12} |"
         )
-    lines += ["", f"service / raw-lock = {ratio:.2f}  (aim >= 0.60)"]
+    lines += ["", f"service / raw-lock = {ratio:.2f}  (aim >= 0.60)", ""]
+    cores = os.cpu_count() or 1
+    lines += [
+        f"CPU ms per object (bench = clients + the store's relay, and the API itself with --server thread); "
+        f"bound = {cores} cores / total",
+        "",
+        "| phase      |   bench |     api |    weed |   other |   total | bound obj/s |",
+        f"|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 13}|",
+    ]
+    for p in phases:
+        c = p.cpu_ms_per_object
+        total = sum(c.values())
+        bound = cores * 1000 / total if total else float("inf")
+        lines.append(
+            f"| {p.name:<10} | {c.get('bench', 0):7.1f} | {c.get('api', 0):7.1f} | {c.get('weed', 0):7.1f} | "
+            f"{c.get('other', 0):7.1f} | {total:7.1f} | {bound:11.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -568,12 +635,12 @@ def run_phases(
         envelope_ids = bench.create_envelopes(tag, args.count)  # untimed
         for name in results:
             if name == "raw-lock":
-                done = bench.raw_lock(tag, args.count)
+                done = timed_cpu(partial(bench.raw_lock, tag, args.count))
             elif name == "raw-plain":
-                done = bench.raw_plain(tag, args.count)
+                done = timed_cpu(partial(bench.raw_plain, tag, args.count))
             else:
                 stages.enabled = True
-                done = bench.service(envelope_ids, digests)
+                done = timed_cpu(partial(bench.service, envelope_ids, digests))
                 stages.enabled = False
             results[name].append(done)
             say(f"round {r + 1} {name:<9}: {args.count / done.seconds:6.1f} obj/s ({done.seconds:.1f} s)")
