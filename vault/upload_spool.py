@@ -16,12 +16,22 @@ import tempfile
 from pathlib import Path
 from typing import IO, BinaryIO
 
+_SPOOL_DIR: Path | None = None
+
 
 def private_dir(base: Path | None = None) -> Path:
-    """A directory only this user can enter, for spooled uploads (created once per process)."""
+    """A new directory only this user can enter, for spooled uploads."""
     path = Path(tempfile.mkdtemp(prefix="evault-uploads-", dir=base))
     os.chmod(path, 0o700)
     return path
+
+
+def spool_dir() -> Path:
+    """This process's private directory for spooled uploads (made again if something removed it)."""
+    global _SPOOL_DIR
+    if _SPOOL_DIR is None or not _SPOOL_DIR.is_dir():
+        _SPOOL_DIR = private_dir()
+    return _SPOOL_DIR
 
 
 class SpooledDocument:

@@ -68,6 +68,11 @@ class Upload:
     def open(self) -> BinaryIO:
         return self.data.open() if isinstance(self.data, SpooledDocument) else io.BytesIO(self.data)
 
+    def close(self) -> None:
+        """Remove a spool's file; bytes in memory need nothing."""
+        if isinstance(self.data, SpooledDocument):
+            self.data.close()
+
 
 @dataclass(frozen=True)
 class VaultInResult:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from litestar import Request
@@ -23,20 +22,11 @@ from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMul
 from compliance.errors import InvalidInput
 from vault.api.conventions import parts_digest, raw_digest
 from vault.field_limits import check_json_depth, check_line
-from vault.upload_spool import SpooledDocument, private_dir
+from vault.upload_spool import SpooledDocument, spool_dir
 from vault.vault_in import MAX_DOCUMENTS, Upload
 
 MAX_FIELD_BYTES = 64 * 1024  # a text part (metadata, a sha256 field)
 MAX_PARTS = 2 * MAX_DOCUMENTS + 2
-_SPOOL_DIR: Path | None = None
-
-
-def spool_dir() -> Path:
-    """This process's private directory for spooled uploads."""
-    global _SPOOL_DIR
-    if _SPOOL_DIR is None or not _SPOOL_DIR.is_dir():
-        _SPOOL_DIR = private_dir()
-    return _SPOOL_DIR
 
 
 def _metadata(raw: bytes) -> dict[str, Any]:
@@ -54,8 +44,7 @@ def _metadata(raw: bytes) -> dict[str, Any]:
 
 def close_uploads(uploads: list[Upload]) -> None:
     for upload in uploads:
-        if isinstance(upload.data, SpooledDocument):
-            upload.data.close()
+        upload.close()
 
 
 async def _raw(request: Request[Any, Any, Any], memory_bytes: int) -> SpooledDocument:
@@ -156,9 +145,9 @@ async def read_uploads(
             "Request.UnsupportedMediaType", "send application/pdf or multipart/form-data", content_type=media_type
         )
     spool = await _raw(request, memory_bytes)
-    if not media_type:
+    if not media_type:  # vault-in-upload of what was staged: the body must be empty
+        spool.close()
         if spool.size:
-            spool.close()
             raise InvalidInput(
                 "Request.UnsupportedMediaType", "send application/pdf or multipart/form-data", content_type=""
             )
