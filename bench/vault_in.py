@@ -23,6 +23,7 @@ import base64
 import datetime as dt
 import hashlib
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -35,7 +36,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 API = "/api/v2/partner"
 BENCH_RATE_LIMIT = "1000000/60"
 MIB = 1 << 20
-DEFAULT_PORT_BASE = 58330
+DEFAULT_PORT_BASE = 26430  # below Linux's ephemeral range (32768+), where ports collide
 
 
 def load_make_pdf() -> Callable[..., bytes]:
@@ -77,6 +79,7 @@ def free_port() -> int:
 class Round:
     seconds: float
     latencies: list[float]
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds this round, per process group
 
 
 def run_concurrently(count: int, concurrency: int, work: Callable[[int, int], None]) -> Round:
@@ -127,7 +130,9 @@ class PhaseResult:
     mb_per_s: float  # MiB/s, median over rounds
     p50_ms: float
     p95_ms: float
+    p99_ms: float
     rounds_objects_per_s: list[float]
+    cpu_ms_per_object: dict[str, float]  # per process group, over every round
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -136,7 +141,9 @@ class PhaseResult:
             "mib_per_s": round(self.mb_per_s, 2),
             "p50_ms": round(self.p50_ms, 1),
             "p95_ms": round(self.p95_ms, 1),
+            "p99_ms": round(self.p99_ms, 1),
             "rounds_objects_per_s": [round(v, 2) for v in self.rounds_objects_per_s],
+            "cpu_ms_per_object": {k: round(v, 2) for k, v in self.cpu_ms_per_object.items()},
         }
 
 
@@ -144,14 +151,61 @@ def summarise(name: str, rounds: list[Round], size: int) -> PhaseResult:
     rates = [len(r.latencies) / r.seconds for r in rounds]
     pooled = [lat for r in rounds for lat in r.latencies]
     rate = statistics.median(rates)
+    groups = {group for r in rounds for group in r.cpu}
+    cpu = {g: 1000 * sum(r.cpu.get(g, 0.0) for r in rounds) / len(pooled) for g in sorted(groups)}
     return PhaseResult(
         name=name,
         objects_per_s=rate,
         mb_per_s=rate * size / MIB,
         p50_ms=percentile(pooled, 0.50) * 1000,
         p95_ms=percentile(pooled, 0.95) * 1000,
+        p99_ms=percentile(pooled, 0.99) * 1000,
         rounds_objects_per_s=rates,
+        cpu_ms_per_object=cpu,
     )
+
+
+# --- CPU per process group: where the two cores go ----------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_PIDS: list[int] = []  # the --server process child, while it runs
+
+
+def _stat(pid: int) -> tuple[str, int, float] | None:
+    """(comm, parent pid, CPU seconds) of a live process, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_snapshot() -> dict[str, float]:
+    """CPU seconds so far of this process (clients, the store's relay, and the API with --server thread), the
+    API child (with its stamper children), and the SeaweedFS processes: every descendant of this process."""
+    stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _stat(int(d))) is not None}
+    children: dict[int, list[int]] = {}
+    for pid, (_, parent, _) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    totals = {"bench": stats[os.getpid()][2], "api": 0.0, "weed": 0.0, "other": 0.0}
+    stack: list[tuple[int, str | None]] = [(child, None) for child in children.get(os.getpid(), [])]
+    while stack:
+        pid, group = stack.pop()
+        comm, _, cpu = stats[pid]
+        group = group or ("api" if pid in SERVER_PIDS else "weed" if comm == "weed" else None)
+        totals[group or "other"] += cpu
+        stack.extend((child, group) for child in children.get(pid, []))
+    return totals
+
+
+def timed_cpu(run: Callable[[], Round]) -> Round:
+    before = cpu_snapshot()
+    done = run()
+    after = cpu_snapshot()
+    return replace(done, cpu={name: after[name] - before[name] for name in after})
 
 
 # --- optional per-stage timing of the service (``--stages``, thread server only) -------------------------------
@@ -172,6 +226,17 @@ class Stages:
 
     def wrap(self, owner: Any, attr: str, name: str) -> None:
         inner = getattr(owner, attr)
+        if inspect.iscoroutinefunction(inner):
+
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return await inner(*args, **kwargs)
+                finally:
+                    self.add(name, time.perf_counter() - t0)
+
+            setattr(owner, attr, timed_async)
+            return
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
@@ -187,17 +252,20 @@ class Stages:
 
         from storage.object_store import ObjectStore
 
-        deps = importlib.import_module("vault.api.deps")
         custody = importlib.import_module("vault.api.custody")
         vault_in = importlib.import_module("vault.vault_in")
-        self.wrap(deps, "_authenticate", "auth: API key lookup (db)")
         self.wrap(vault_in, "get_envelope", "get_envelope (db)")
         self.wrap(vault_in, "_claim", "_claim: lock envelope + claim txn (db)")
-        self.wrap(vault_in, "check_uploads", "check_uploads: inspect_pdf + signatures + sha256")
-        self.wrap(ObjectStore, "_put", "s3 put_object (lock + checksum)")
+        edge = importlib.import_module("vault.api.edge")
+        upload_body = importlib.import_module("vault.api.upload_body")
+        self.wrap(edge, "_authenticate", "edge: API key lookup (db)")
+        self.wrap(upload_body, "_raw", "body: receive + spool + sha256 (event loop)")
+        self.wrap(vault_in, "check_uploads", "check_uploads: vetting (+ signatures)")
+        self.wrap(importlib.import_module("vault.pdf_inspect"), "_rehearse_copy", "  of which: stamper rehearsal")
+        self.wrap(ObjectStore, "_put", "s3 put_object (lock + checksum, unsigned)")
         self.wrap(ObjectStore, "_check_lock", "s3 head_object (_check_lock)")
         self.wrap(vault_in, "record_claim", "record_claim: record + ledger txn (db)")
-        self.wrap(custody, "_vault_in_response", "_vault_in_response: describe (db)")
+        self.wrap(custody, "_replayed", "_replayed (db)")
         self.wrap(custody, "vault_in", "vault_in() total (worker thread)")
 
         @event.listens_for(runtime.db.engine, "before_cursor_execute")
@@ -246,6 +314,17 @@ def serve_in_thread(runtime: Runtime, port: int) -> Iterator[str]:
         thread.join(timeout=30)
 
 
+SERVER_PEAK_RSS: list[int] = []  # VmHWM of the --server process child, read just before it is stopped
+
+
+def peak_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 @contextmanager
 def serve_in_process(runtime: Runtime, port: int) -> Iterator[str]:
     """The API in its own process (as deployed), sharing the embedded SeaweedFS, SQLite file and signing key."""
@@ -261,11 +340,15 @@ def serve_in_process(runtime: Runtime, port: int) -> Iterator[str]:
         "EVAULT_S3_REGION": endpoint.region,
         "EVAULT_S3_CREATE_BUCKETS": "false",
         "EVAULT_SIGNING_KEY": str(runtime.settings.vault.signing_key_path),
+        "EVAULT_MAX_UPLOAD_BYTES": str(runtime.settings.vault.max_upload_bytes),
+        "EVAULT_MAX_UPLOADS_PER_KEY": str(runtime.settings.edge.max_uploads_per_key),
+        "EVAULT_MAX_UPLOADS": str(runtime.settings.edge.max_uploads),
         "EVAULT_HOST": "127.0.0.1",
         "EVAULT_PORT": str(port),
         "EVAULT_RATE_LIMIT": BENCH_RATE_LIMIT,
     }
     child = subprocess.Popen([sys.executable, __file__, "--serve-child"], env=env, cwd=ROOT)
+    SERVER_PIDS.append(child.pid)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -279,6 +362,8 @@ def serve_in_process(runtime: Runtime, port: int) -> Iterator[str]:
                 time.sleep(0.1)
         yield base
     finally:
+        if child.poll() is None:
+            SERVER_PEAK_RSS.append(peak_rss(child.pid))
         child.terminate()
         try:
             child.wait(timeout=30)
@@ -309,7 +394,10 @@ def b64_sha256(data: bytes) -> str:
 
 
 class Bench:
-    def __init__(self, runtime: Runtime, base_url: str, api_key: str, pdfs: list[bytes], concurrency: int) -> None:
+    def __init__(
+        self, runtime: Runtime, base_url: str, api_key: str, pdfs: list[bytes], concurrency: int, flow: str = "upload"
+    ) -> None:
+        self.flow = flow
         self.vault = runtime
         self.s3 = runtime.s3_client
         self.pdfs = pdfs
@@ -361,7 +449,7 @@ class Bench:
 
         def create(worker: int, i: int) -> None:
             body = {
-                "kind": "paper",
+                "kind": "paper" if self.flow == "upload" else "esign",
                 "title": f"Bench {tag} {i}",
                 "external_id": f"bench-{tag}-{i}",
                 "parties": [{"name": "Ada Borrower", "email": "ada@example.com"}],
@@ -380,7 +468,7 @@ class Bench:
             j = i % len(self.pdfs)
             headers = {**self.headers, "Content-Type": "application/pdf", "X-Content-SHA256": digests[j]}
             response = self.clients[worker].post(
-                f"{API}/envelopes/{envelope_ids[i]}/vault-in-upload", content=self.pdfs[j], headers=headers
+                f"{API}/envelopes/{envelope_ids[i]}/vault-in-{self.flow}", content=self.pdfs[j], headers=headers
             )
             if response.status_code != 201:
                 raise RuntimeError(f"vault-in {envelope_ids[i]}: {response.status_code} {response.text[:300]}")
@@ -394,18 +482,35 @@ class Bench:
 def render(phases: list[PhaseResult], ratio: float, info: dict[str, Any]) -> str:
     lines = [
         f"vault-in bench: {info['count']} x {info['size'] // 1024} KiB PDFs, {info['concurrency']} clients, "
-        f"{info['rounds']} interleaved rounds (median), server in {info['server']}",
+        f"{info['rounds']} interleaved rounds (median), server in {info['server']}, vault-in-{info['flow']}, "
+        f"{info['database']}, server peak RSS {info['server_peak_rss_mib']} MiB",
         "",
-        f"| {'phase':<10} | {'obj/s':>7} | {'MiB/s':>7} | {'p50 ms':>7} | {'p95 ms':>7} | rounds obj/s |",
+        f"| {'phase':<10} | {'obj/s':>7} | {'MiB/s':>7} | {'p50 ms':>7} | {'p99 ms':>7} | rounds obj/s |",
         f"|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 14}|",
     ]
     for p in phases:
         rounds = ", ".join(f"{v:.1f}" for v in p.rounds_objects_per_s)
         lines.append(
-            f"| {p.name:<10} | {p.objects_per_s:7.1f} | {p.mb_per_s:7.1f} | {p.p50_ms:7.1f} | {p.p95_ms:7.1f} | "
+            f"| {p.name:<10} | {p.objects_per_s:7.1f} | {p.mb_per_s:7.1f} | {p.p50_ms:7.1f} | {p.p99_ms:7.1f} | "
             f"{rounds:<12} |"
         )
-    lines += ["", f"service / raw-lock = {ratio:.2f}  (aim >= 0.60)"]
+    lines += ["", f"service / raw-lock = {ratio:.2f}  (aim >= 0.60)", ""]
+    cores = os.cpu_count() or 1
+    lines += [
+        f"CPU ms per object (bench = clients + the store's relay, and the API itself with --server thread); "
+        f"bound = {cores} cores / total",
+        "",
+        "| phase      |   bench |     api |    weed |   other |   total | bound obj/s |",
+        f"|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 13}|",
+    ]
+    for p in phases:
+        c = p.cpu_ms_per_object
+        total = sum(c.values())
+        bound = cores * 1000 / total if total else float("inf")
+        lines.append(
+            f"| {p.name:<10} | {c.get('bench', 0):7.1f} | {c.get('api', 0):7.1f} | {c.get('weed', 0):7.1f} | "
+            f"{c.get('other', 0):7.1f} | {total:7.1f} | {bound:11.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -420,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=["thread", "process"], default="thread")
     parser.add_argument("--stages", action="store_true", help="also time each step of the service (thread server)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--flow", choices=["upload", "signed"], default="upload", help="paper PDFs or signed PDFs")
+    parser.add_argument("--database-url", default="", help="e.g. postgresql+psycopg://... (default: SQLite)")
     parser.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_child:
@@ -436,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     t0 = time.perf_counter()
     pdfs = [make_pdf(size_bytes=args.size, text=f"doc {i}") for i in range(args.count)]
+    if args.flow == "signed":  # a PAdES signature by the tests' PKI over each padded PDF (about +10 KiB)
+        signed_pdfs = importlib.import_module("tests.signed_pdfs")
+        pdfs = [signed_pdfs._sign(pdf, "Signature1") for pdf in pdfs]
     digests = [hashlib.sha256(p).hexdigest() for p in pdfs]
     assert len(set(digests)) == len(pdfs)
     say(f"generated {len(pdfs)} PDFs in {time.perf_counter() - t0:.1f} s")
@@ -448,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
                 "EVAULT_RETENTION_DAYS": "1",
                 "EVAULT_MAX_UPLOAD_BYTES": str(max(2 * args.size, 4 * MIB)),
                 "EVAULT_RATE_LIMIT": BENCH_RATE_LIMIT,  # the benchmark measures throughput, not the limiter
+                "EVAULT_MAX_UPLOADS_PER_KEY": str(max(4, args.concurrency)),
+                "EVAULT_MAX_UPLOADS": str(max(16, args.concurrency)),
+                **({"EVAULT_DATABASE_URL": args.database_url} if args.database_url else {}),
             }
         )
         t0 = time.perf_counter()
@@ -467,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 server = serve_in_process(runtime, free_port())
             with server as base_url:
-                bench = Bench(runtime, base_url, api_key, pdfs, args.concurrency)
+                bench = Bench(runtime, base_url, api_key, pdfs, args.concurrency, args.flow)
                 try:
                     results = run_phases(bench, args, digests, say, stages)
                 finally:
@@ -486,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "rounds": args.rounds,
         "server": args.server,
+        "flow": args.flow,
+        "database": "postgresql" if args.database_url.startswith("postgresql") else "sqlite",
+        "server_peak_rss_mib": round(SERVER_PEAK_RSS[-1] / MIB) if SERVER_PEAK_RSS else None,
     }
     stage_rows = stages.report(args.count * args.rounds) if args.stages else []
     if args.json:
@@ -519,12 +635,12 @@ def run_phases(
         envelope_ids = bench.create_envelopes(tag, args.count)  # untimed
         for name in results:
             if name == "raw-lock":
-                done = bench.raw_lock(tag, args.count)
+                done = timed_cpu(partial(bench.raw_lock, tag, args.count))
             elif name == "raw-plain":
-                done = bench.raw_plain(tag, args.count)
+                done = timed_cpu(partial(bench.raw_plain, tag, args.count))
             else:
                 stages.enabled = True
-                done = bench.service(envelope_ids, digests)
+                done = timed_cpu(partial(bench.service, envelope_ids, digests))
                 stages.enabled = False
             results[name].append(done)
             say(f"round {r + 1} {name:<9}: {args.count / done.seconds:6.1f} obj/s ({done.seconds:.1f} s)")

@@ -28,11 +28,23 @@ CODES: dict[str, ErrorCode] = {
         400, "metadata/parties are not JSON the ledger can hold (size, depth, numbers)"
     ),
     "Request.InvalidPart": ErrorCode(400, "a multipart document part is not a file"),
+    "Request.FieldTooLong": ErrorCode(400, "a field is longer than its limit (details.field, details.limit)"),
+    "Request.TooMany": ErrorCode(400, "a list has more items than its limit (details.field, details.limit)"),
+    "Request.TooDeep": ErrorCode(400, "JSON nests deeper than the limit (details.field, details.limit)"),
+    "Request.NumberOutOfRange": ErrorCode(400, "a number is not finite or beyond +-2**53 (details.field)"),
+    "Request.InvalidCharacter": ErrorCode(400, "a string holds NUL, a control or a lone surrogate (details.field)"),
+    "Request.InvalidField": ErrorCode(400, "a field has the wrong type (details.field)"),
     "Request.UnsupportedMediaType": ErrorCode(400, "send application/pdf or multipart/form-data"),
     "Request.Error": ErrorCode(400, "another client error reported by the HTTP layer"),
     "Request.InvalidFormat": ErrorCode(400, "format is not one this endpoint serves (json, csv or pdf)"),
-    "Request.TooLarge": ErrorCode(413, "the body is larger than EVAULT_MAX_UPLOAD_BYTES"),
+    "Request.TooLarge": ErrorCode(
+        413, "the body is larger than the route takes: EVAULT_MAX_UPLOAD_BYTES or EVAULT_MAX_JSON_BYTES (details)"
+    ),
     "Request.RateLimited": ErrorCode(429, "the key's quota for this window is spent; see Retry-After"),
+    "Request.TooManyUploads": ErrorCode(
+        429, "the key has EVAULT_MAX_UPLOADS_PER_KEY uploads in flight; see Retry-After"
+    ),
+    "Request.ServerBusy": ErrorCode(503, "the service has EVAULT_MAX_UPLOADS uploads in flight; see Retry-After"),
     "Route.NotFound": ErrorCode(404, "no such endpoint"),
     "Route.MethodNotAllowed": ErrorCode(405, "the endpoint exists but not for this method; see Allow"),
     "Idempotency.InvalidKey": ErrorCode(400, "Idempotency-Key is not 1-255 printable ASCII characters"),

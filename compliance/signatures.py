@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from asn1crypto import pem as asn1_pem
 from asn1crypto import x509 as asn1_x509
@@ -163,11 +163,12 @@ def _verdict(sig: Any, context: ValidationContext) -> SignatureVerdict:
     )
 
 
-def validate_signatures(data: bytes, trust_roots: list[asn1_x509.Certificate]) -> DocumentSignatures:
-    """Grade every signature of a PDF the caller has already vetted as readable and unencrypted."""
+def validate_signatures(data: bytes | BinaryIO, trust_roots: list[asn1_x509.Certificate]) -> DocumentSignatures:
+    """Grade every signature of a PDF the caller has already vetted as readable and unencrypted (its bytes, or a
+    seekable stream of them: pyHanko reads the signed ranges from it)."""
     context = ValidationContext(trust_roots=trust_roots, allow_fetching=False)
     try:
-        embedded = PdfFileReader(io.BytesIO(data)).embedded_signatures
+        embedded = PdfFileReader(io.BytesIO(data) if isinstance(data, bytes) else data).embedded_signatures
     except Exception as exc:  # a signature dictionary whose CMS cannot even be parsed
         return DocumentSignatures((_failed("(unparsable)", "signature", exc),))
     return DocumentSignatures(tuple(_verdict(sig, context) for sig in embedded))

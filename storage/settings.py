@@ -236,6 +236,16 @@ def _evidence(env: Mapping[str, str], key_name: str) -> EvidenceSettings:
 
 
 @dataclass(frozen=True)
+class EdgeSettings:
+    """What a request may cost before any work is done for it (checked at the edge, in this process)."""
+
+    max_json_bytes: int = 64 * 1024  # EVAULT_MAX_JSON_BYTES: a JSON body larger than this is refused with 413
+    max_uploads_per_key: int = 4  # EVAULT_MAX_UPLOADS_PER_KEY: uploads in flight for one API key (429 beyond)
+    max_uploads: int = 16  # EVAULT_MAX_UPLOADS: uploads in flight in this process in total (503 beyond)
+    spool_memory_bytes: int = 1024 * 1024  # EVAULT_UPLOAD_SPOOL_MEMORY_BYTES: kept in memory, the rest on disk
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     host: str  # EVAULT_HOST
     port: int  # EVAULT_PORT: 0 picks a free port (printed at start)
@@ -243,6 +253,19 @@ class ApiSettings:
     idempotency_ttl_seconds: int  # EVAULT_IDEMPOTENCY_TTL_SECONDS: how long an Idempotency-Key replays
     rate_limit: tuple[int, int]  # EVAULT_RATE_LIMIT: QUOTA/WINDOW requests per API key, e.g. 100/60
     rate_limit_copies: tuple[int, int]  # EVAULT_RATE_LIMIT_COPIES: copy issuances per API key, e.g. 10/60
+
+
+def _edge(env: Mapping[str, str]) -> EdgeSettings:
+    d = EdgeSettings()
+    edge = EdgeSettings(
+        max_json_bytes=_int(env, "EVAULT_MAX_JSON_BYTES", d.max_json_bytes, minimum=1024),
+        max_uploads_per_key=_int(env, "EVAULT_MAX_UPLOADS_PER_KEY", d.max_uploads_per_key, minimum=1),
+        max_uploads=_int(env, "EVAULT_MAX_UPLOADS", d.max_uploads, minimum=1),
+        spool_memory_bytes=_int(env, "EVAULT_UPLOAD_SPOOL_MEMORY_BYTES", d.spool_memory_bytes, minimum=0),
+    )
+    if edge.max_uploads_per_key > edge.max_uploads:
+        raise SettingsError("EVAULT_MAX_UPLOADS_PER_KEY must not exceed EVAULT_MAX_UPLOADS")
+    return edge
 
 
 def _pdf(env: Mapping[str, str]) -> PdfSettings:
@@ -272,6 +295,7 @@ class Settings:
     api: ApiSettings
     pdf: PdfSettings = field(default_factory=PdfSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
     env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
@@ -279,7 +303,7 @@ class Settings:
         return (
             f"Settings(data_dir={self.data_dir!r}, database_url={mask_url(self.database_url)!r}, "
             f"database_timeout={self.database_timeout!r}, s3={self.s3!r}, vault={self.vault!r}, api={self.api!r}, "
-            f"pdf={self.pdf!r}, evidence={self.evidence!r})"
+            f"pdf={self.pdf!r}, evidence={self.evidence!r}, edge={self.edge!r})"
         )
 
     @classmethod
@@ -365,5 +389,6 @@ class Settings:
             api=api,
             pdf=_pdf(env),
             evidence=_evidence(env, vault.key_name),
+            edge=_edge(env),
             env=env,
         )

@@ -91,7 +91,8 @@ def test_validation_errors_name_the_field(client: Any, tenant: Any) -> None:
     assert body["code"] == "Request.Invalid" and body["request_id"]
     assert [e["field"] for e in body["details"]["errors"]] == ["kind"]
     bad_title = client.post(f"{API}/envelopes", json={"kind": "paper", "title": "a\x00b"}, headers=headers)
-    assert (bad_title.status_code, bad_title.json()["code"]) == (400, "Envelope.InvalidTitle")
+    assert (bad_title.status_code, bad_title.json()["code"]) == (400, "Request.InvalidCharacter")
+    assert bad_title.json()["details"]["field"] == "title"
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     expired = client.post(f"{API}/envelopes", json={"kind": "paper", "title": "t", "expires_at": past}, headers=headers)
     assert (expired.status_code, expired.json()["code"]) == (400, "Envelope.InvalidExpiry")
@@ -351,5 +352,6 @@ def test_vault_out_refuses_what_the_ledger_cannot_hold(client: Any, runtime: Run
     assert upload(client, headers, envelope_id, make_pdf()).status_code == 201
     body = {"reason": "transfer", "transferee": {"vault_id": "v-2", "n": 2**60}}
     response = client.post(f"{API}/envelopes/{envelope_id}/vault-out", json=body, headers=headers)
-    assert (response.status_code, response.json()["code"]) == (400, "Request.InvalidMetadata")
+    assert (response.status_code, response.json()["code"]) == (400, "Request.NumberOutOfRange")
+    assert response.json()["details"]["field"] == "transferee.n"
     assert "vault.released" not in _events(runtime, envelope_id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import io
+import os
 import time
 from typing import Any
 
@@ -151,3 +153,39 @@ def test_missing_version_is_object_missing(s3_client: Any, worm_bucket: str) -> 
         store.head("nope.pdf", None)
     with pytest.raises(ObjectMissing):
         store.read("nope.pdf", stored.version_id)
+
+
+def _sent_headers(s3_client: Any) -> list[dict[str, str]]:
+    """Headers of every PutObject request this client sends from now on (a botocore event hook)."""
+    sent: list[dict[str, str]] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        sent.append({k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
+
+    s3_client.meta.events.register("before-send.s3.PutObject", capture)
+    return sent
+
+
+def test_put_write_once_file_streams_with_the_callers_digest_unsigned(s3_client: Any, worm_bucket: str) -> None:
+    store = ObjectStore(s3_client, worm_bucket)
+    data = os.urandom(3 * 1024 * 1024)
+    digest = hashlib.sha256(data).hexdigest()
+    sent = _sent_headers(s3_client)
+    stored = store.put_write_once_file("f.pdf", io.BytesIO(data), len(data), digest, retain_until=_retain())
+    assert (stored.sha256_hex, stored.size) == (digest, len(data))
+    assert store.read("f.pdf", stored.version_id) == data
+    (headers,) = sent
+    # botocore did not hash the body for the signature; the server checks the signed checksum header instead.
+    assert headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+    assert headers["x-amz-checksum-sha256"] == base64.b64encode(bytes.fromhex(digest)).decode()
+    assert "x-amz-checksum-sha256" in headers["Authorization"]
+
+
+def test_put_write_once_file_with_a_wrong_digest_is_refused_unsigned(s3_client: Any, worm_bucket: str) -> None:
+    store = ObjectStore(s3_client, worm_bucket)
+    sent = _sent_headers(s3_client)
+    wrong = hashlib.sha256(b"other bytes").hexdigest()
+    with pytest.raises(ChecksumMismatch):
+        store.put_write_once_file("w.pdf", io.BytesIO(PDF), len(PDF), wrong, retain_until=_retain())
+    assert sent and sent[0]["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+    assert store.list_versions("w.pdf") == []

@@ -101,7 +101,7 @@ def test_failed_put_keeps_the_claim_for_a_same_bytes_retry_and_blocks_other_byte
     def unavailable(*_: Any, **__: Any) -> None:
         raise StorageUnavailable("store down")
 
-    monkeypatch.setattr(ObjectStore, "put_write_once", unavailable)
+    monkeypatch.setattr(ObjectStore, "put_write_once_file", unavailable)
     failed = upload(client, headers, envelope_id, pdf)
     assert (failed.status_code, failed.json()["code"]) == (503, "Storage.Unavailable")
     monkeypatch.undo()
@@ -121,7 +121,7 @@ def test_claim_whose_objects_never_arrived_is_released(
     def unavailable(*_: Any, **__: Any) -> None:
         raise StorageUnavailable("store down")
 
-    monkeypatch.setattr(ObjectStore, "put_write_once", unavailable)
+    monkeypatch.setattr(ObjectStore, "put_write_once_file", unavailable)
     assert upload(client, headers, envelope_id, make_pdf()).status_code == 503
     monkeypatch.undo()
     assert reconcile_claims(runtime.custody(), timedelta(hours=1)) == []  # young claims are left alone

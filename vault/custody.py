@@ -32,6 +32,7 @@ class Custody:
     signer_trust_roots: tuple[asn1_x509.Certificate, ...] = ()  # parsed once, at start-up
     pdf: PdfSettings = field(default_factory=PdfSettings)  # the vetting and stamping budget
     staging: ObjectStore | None = None  # staged uploads; None: the copies bucket
+    spool_memory_bytes: int = 1024 * 1024  # of a document read back for vault-in, kept in memory (rest on disk)
 
     @property
     def staging_store(self) -> ObjectStore:

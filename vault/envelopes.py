@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import rfc8785
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -22,13 +21,11 @@ from storage.db import Database
 from storage.ids import as_utc, iso, new_id, utcnow
 from storage.models import Envelope, StagedDocument, VaultedDocument, VaultRecord
 from vault.custody import OnCommit
+from vault.field_limits import check_envelope_fields
 from vault.lifecycle import initial_status
 
 KINDS = ("esign", "paper")
 ENVELOPE_ID = re.compile(r"env_[a-z0-9]{20}")
-MAX_TITLE = 300
-MAX_EXTERNAL_ID = 200
-MAX_JSON_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,52 +39,14 @@ class NewEnvelope:
     expires_at: datetime | None = None
 
 
-def _text_ok(value: str, limit: int) -> bool:
-    """Non-blank, within ``limit``, no NUL (PostgreSQL text refuses it) and encodable as UTF-8."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return bool(value.strip()) and len(value) <= limit and "\x00" not in value
-
-
-def check_ledger_json(value: Any, where: str) -> None:
-    """What goes into the ledger must encode as its canonical JSON (RFC 8785), within a bounded size."""
-    try:
-        encoded = rfc8785.dumps(value)
-    except (rfc8785.CanonicalizationError, ValueError, TypeError, UnicodeError) as exc:
-        raise InvalidInput(
-            "Request.InvalidMetadata", f"{where} must be JSON the ledger can hold", field=where, error=str(exc)
-        ) from None
-    if len(encoded) > MAX_JSON_BYTES or "\\u0000" in encoded.decode():
-        raise InvalidInput("Request.InvalidMetadata", f"{where} is too large or holds NUL", field=where)
-
-
-def _check_party(party: dict[str, Any], where: str) -> None:
-    name = party.get("name")
-    if not isinstance(name, str) or not _text_ok(name, 200):
-        raise InvalidInput("Envelope.InvalidParty", f"{where}.name is required", field=f"{where}.name")
-
-
 def _check_new(new: NewEnvelope) -> None:
     if new.kind not in KINDS:
         raise InvalidInput("Envelope.InvalidKind", f"kind must be one of {KINDS}", field="kind")
-    if not _text_ok(new.title, MAX_TITLE):
-        raise InvalidInput(
-            "Envelope.InvalidTitle", f"title must be 1-{MAX_TITLE} characters, without NUL", field="title"
-        )
-    if new.external_id is not None and not _text_ok(new.external_id, MAX_EXTERNAL_ID):
-        raise InvalidInput(
-            "Envelope.InvalidExternalId",
-            f"external_id must be 1-{MAX_EXTERNAL_ID} characters, without NUL",
-            field="external_id",
-        )
-    for i, party in enumerate(new.parties):
-        _check_party(party, f"parties[{i}]")
-    if new.secured_party is not None:
-        _check_party(new.secured_party, "secured_party")
-    for where, value in (("parties", new.parties), ("secured_party", new.secured_party), ("metadata", new.metadata)):
-        check_ledger_json(value, where)
+    if not isinstance(new.title, str) or not new.title.strip():
+        raise InvalidInput("Envelope.InvalidTitle", "title must not be empty", field="title")
+    if new.external_id is not None and (not isinstance(new.external_id, str) or not new.external_id.strip()):
+        raise InvalidInput("Envelope.InvalidExternalId", "external_id must not be empty", field="external_id")
+    check_envelope_fields(new.title, new.external_id, new.parties, new.secured_party, new.metadata)
     if new.expires_at is not None and (new.expires_at.tzinfo is None or as_utc(new.expires_at) <= utcnow()):
         raise InvalidInput(
             "Envelope.InvalidExpiry", "expires_at must be a future time with a UTC offset", field="expires_at"

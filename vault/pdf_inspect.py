@@ -14,16 +14,20 @@ callers never see parser exceptions.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import io
 import logging
 import math
+import os
+import threading
 import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import BinaryIO
 
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -36,6 +40,7 @@ from storage.ids import new_id, utcnow
 from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
 from vault.stamp_worker import StampFailure, StampLimits, run_stamp, slots_for
+from vault.upload_spool import SpooledDocument
 
 # Modules whose loggers speak while a document is read; muted only inside inspect_pdf (see _Quiet).
 _PYHANKO_LOGGERS = (
@@ -95,6 +100,14 @@ _SETTING = {
 _FLATE = ("/FlateDecode", "/Fl")
 _DECODED_BY_PYPDF = ("/LZWDecode", "/LZW", "/RunLengthDecode", "/RL", "/ASCIIHexDecode", "/AHx", "/ASCII85Decode")
 _CHUNK = 1 << 20
+# pypdf reads each stream's raw bytes whole while it parses the object, so vetting holds the largest stream of the
+# file in memory for a moment. Vetting is CPU-bound: more at once than cores gains nothing, and this bounds
+# that memory to a few streams whatever the number of uploads in flight (those wait here, spooled).
+_VETTING = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+# And a large file (whose streams can be large) is vetted one at a time: the memory vetting holds is then at most
+# one large file's largest stream plus a few small files', whatever the number and size of uploads in flight.
+_LARGE = 8 * 1024 * 1024
+_VETTING_LARGE = threading.Lock()
 
 
 def _too_complex(limit: str, value: int) -> InvalidInput:
@@ -181,22 +194,30 @@ def _count_decoded(stream: StreamObject, budget: _Budget) -> None:
         budget.add_decoded(len(stream.get_data()))  # pypdf's own per-stream cap bounds this one
         return
     inflater = zlib.decompressobj()
-    pending = data
+    view = memoryview(data)
     try:
-        while True:
-            out = inflater.decompress(pending, _CHUNK)
-            budget.add_decoded(len(out))
-            budget.tick()
-            pending = inflater.unconsumed_tail
-            if inflater.eof or not (out or pending):
-                return
+        # Fed 1 MiB of input at a time: unconsumed_tail is a copy, so feeding the whole stream would copy it
+        # over and over.
+        for start in range(0, len(view), _CHUNK):
+            pending: bytes | memoryview = view[start : start + _CHUNK]
+            while pending:
+                out = inflater.decompress(pending, _CHUNK)
+                budget.add_decoded(len(out))
+                budget.tick()
+                if inflater.eof:
+                    return
+                pending = inflater.unconsumed_tail
+                if not out and not pending:
+                    break
     except zlib.error:
         return  # damaged data decodes to no more than what came out before the damage
 
 
-def _scan_objects(data: bytes, budget: _Budget) -> None:
-    """Read every object with pypdf (the stamper's parser), counting objects and decoded stream bytes."""
-    reader = PdfReader(io.BytesIO(data))
+def _scan_objects(stream: BinaryIO, budget: _Budget) -> None:
+    """Read every object with pypdf (the stamper's parser), counting objects and decoded stream bytes.
+
+    Each stream is dropped from pypdf's cache once counted, so a spooled file is never held whole in memory."""
+    reader = PdfReader(stream)
     objects = sum(len(table) for table in reader.xref.values()) + len(reader.xref_objStm)
     if objects > budget.pdf.max_objects:
         raise _too_complex("max_objects", budget.pdf.max_objects)
@@ -206,6 +227,7 @@ def _scan_objects(data: bytes, budget: _Budget) -> None:
             obj = IndirectObject(number, generation, reader).get_object()
             if isinstance(obj, StreamObject):
                 _count_decoded(obj, budget)
+                reader.resolved_objects.pop((generation, number), None)
 
 
 # A document this small cannot make the stamper's memory or time run away (the vetting has just counted every
@@ -215,13 +237,16 @@ IN_PROCESS_MAX_DECODED = 8 * 1024 * 1024
 IN_PROCESS_MAX_PAGES = 100
 
 
-def _rehearse_copy(data: bytes, budget: _Budget, page_count: int) -> None:
-    """Stamp a throwaway copy with the copy path's own code: what cannot be stamped now is refused now."""
+def _rehearse_copy(data: bytes | SpooledDocument, sha256_hex: str, budget: _Budget, page_count: int) -> None:
+    """Stamp a throwaway copy with the copy path's own code, under its limits: what cannot be stamped now is
+    refused now. A spooled document goes to the child by path, so it is never copied through the pipe."""
     pdf = budget.pdf
-    mark = CopyMark(new_id("cp"), new_id("env"), hashlib.sha256(data).hexdigest(), utcnow())
-    if budget.decoded <= IN_PROCESS_MAX_DECODED and page_count <= IN_PROCESS_MAX_PAGES:
+    mark = CopyMark(new_id("cp"), new_id("env"), sha256_hex, utcnow())
+    size = data.size if isinstance(data, SpooledDocument) else len(data)
+    small = size <= IN_PROCESS_MAX_DECODED and budget.decoded <= IN_PROCESS_MAX_DECODED
+    if small and page_count <= IN_PROCESS_MAX_PAGES:
         try:
-            stamp_copy(data, mark)
+            stamp_copy(data.head(size) if isinstance(data, SpooledDocument) else data, mark)
         except Exception as exc:  # RecursionError included: the same failure the copy path would meet
             raise _malformed("The PDF cannot be copied: its structure defeats the copy stamper.", exc) from exc
         if budget.used() > pdf.max_cpu_seconds:
@@ -231,7 +256,8 @@ def _rehearse_copy(data: bytes, budget: _Budget, page_count: int) -> None:
     limits = replace(StampLimits.from_settings(pdf), cpu_seconds=min(cpu_left, pdf.max_cpu_seconds))
     with slots_for(pdf).slot(None, "Vault.Busy", wait_seconds=float(pdf.stamp_timeout_seconds)):
         try:
-            run_stamp(data, mark, limits)
+            source = (data.path or data.head(size)) if isinstance(data, SpooledDocument) else data
+            run_stamp(source, mark, limits, keep=False)
         except StampFailure as exc:
             if exc.kind == "failed":
                 raise _malformed("The PDF cannot be copied: its structure defeats the copy stamper.", exc) from exc
@@ -241,16 +267,32 @@ def _rehearse_copy(data: bytes, budget: _Budget, page_count: int) -> None:
             ) from exc
 
 
-def inspect_pdf(data: bytes, pdf: PdfSettings | None = None) -> PdfFacts:
-    """Accept a complete, unencrypted, stampable PDF within the budget, or raise ``InvalidInput`` saying why not."""
+def _open(data: bytes | SpooledDocument) -> BinaryIO:
+    return data.open() if isinstance(data, SpooledDocument) else io.BytesIO(data)
+
+
+def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None) -> PdfFacts:
+    """Accept a complete, unencrypted, stampable PDF within the budget, or raise ``InvalidInput`` saying why not.
+
+    A spooled document is read through file handles (pyHanko and pypdf seek in it), never loaded whole."""
     budget = _Budget(pdf or PdfSettings())
-    if not data:
+    size = data.size if isinstance(data, SpooledDocument) else len(data)
+    if not size:
         raise InvalidInput("Document.Empty", "The document is empty (zero bytes).")
-    if not data.startswith(b"%PDF-"):
+    head = data.head(5) if isinstance(data, SpooledDocument) else data[:5]
+    if head != b"%PDF-":
         raise InvalidInput("Document.NotPdf", "The document is not a PDF: it does not start with '%PDF-'.")
+    with _VETTING_LARGE if size > _LARGE else contextlib.nullcontext(), _VETTING, _open(data) as stream:
+        facts = _vet(stream, budget)
+    sha256_hex = data.sha256_hex if isinstance(data, SpooledDocument) else hashlib.sha256(data).hexdigest()
+    _rehearse_copy(data, sha256_hex, budget, facts.page_count)
+    return facts
+
+
+def _vet(stream: BinaryIO, budget: _Budget) -> PdfFacts:
     with _quiet_pyhanko():
         try:
-            reader = PdfFileReader(io.BytesIO(data))
+            reader = PdfFileReader(stream)
             encrypted = reader.encrypted
         except Exception as exc:
             raise _malformed("The PDF is truncated or its structure cannot be read.", exc) from exc
@@ -267,10 +309,10 @@ def inspect_pdf(data: bytes, pdf: PdfSettings | None = None) -> PdfFacts:
     if page_count == 0:
         raise _malformed("The PDF has no pages.")
     try:
-        _scan_objects(data, budget)
+        stream.seek(0)
+        _scan_objects(stream, budget)
     except InvalidInput:
         raise
     except Exception as exc:  # RecursionError included: pypdf resolves references recursively
         raise _malformed("An object of the PDF cannot be read.", exc) from exc
-    _rehearse_copy(data, budget, page_count)
     return PdfFacts(page_count=page_count, signature_count=signature_count, pdf_version=f"{major}.{minor}")

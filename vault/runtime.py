@@ -75,6 +75,7 @@ class Runtime:
             self.signer_trust_roots,
             self.settings.pdf,
             ObjectStore(self.s3_client, self.settings.s3.staging_bucket),
+            self.settings.edge.spool_memory_bytes,
         )
 
     def start_checkpointer(self) -> None:

@@ -9,7 +9,6 @@ CopyObject, which would drop the lock). Expired staged documents are refused and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import timedelta
 
@@ -24,6 +23,7 @@ from vault.envelopes import get_envelope, lock_envelope, staged_documents
 from vault.expiry import settle
 from vault.lifecycle import check_if_match, require_not_due, touch
 from vault.retrieval import IntegrityFailure
+from vault.upload_spool import SpooledDocument, spool_dir
 from vault.vault_in import MAX_DOCUMENTS, Upload, VaultInResult, check_uploads, vault_in
 from vault.vault_in_plan import check_claimable, safe_filename
 
@@ -69,9 +69,10 @@ def stage_upload(
         for position, (upload, digest, _, _) in enumerate(checked):
             upload_id = new_id("up")
             try:
-                stored = custody.staging_store.put_plain(
-                    staging_key(actor.org_id, envelope_id, upload_id), upload.data, "application/pdf"
-                )
+                with upload.open() as body:
+                    stored = custody.staging_store.put_write_once_file(
+                        staging_key(actor.org_id, envelope_id, upload_id), body, upload.size, digest, retain_until=None
+                    )
             except StorageError as exc:
                 raise Unavailable("Storage.Unavailable", "object storage did not accept the upload; retry") from exc
             rows.append(
@@ -81,7 +82,7 @@ def stage_upload(
                     envelope_id=envelope_id,
                     filename=safe_filename(upload.filename, position),
                     sha256=digest,
-                    size=len(upload.data),
+                    size=upload.size,
                     s3_bucket=custody.staging_store.bucket,
                     s3_key=stored.key,
                     s3_version_id=stored.version_id,
@@ -119,14 +120,19 @@ def stage_upload(
     return rows
 
 
-def _read_staged(custody: Custody, row: StagedDocument) -> bytes:
+def _read_staged(custody: Custody, row: StagedDocument) -> SpooledDocument:
+    """The staged bytes, streamed into a spool (so a large one is not held in memory) and hashed on the way."""
+    spool = SpooledDocument(spool_dir(), custody.spool_memory_bytes)
     try:
-        data = custody.staging_store.read(row.s3_key, row.s3_version_id)
+        for chunk in custody.staging_store.iter_read(row.s3_key, row.s3_version_id):
+            spool.write(chunk)
     except StorageError as exc:
+        spool.close()
         raise Unavailable("Storage.Unavailable", "a staged document could not be read; retry") from exc
-    if hashlib.sha256(data).hexdigest() != row.sha256:
+    if spool.finish().sha256_hex != row.sha256:
+        spool.close()
         raise IntegrityFailure("Vault.IntegrityFailure", "a staged document changed since upload", upload_id=row.id)
-    return data
+    return spool
 
 
 def vault_in_staged(
@@ -152,8 +158,14 @@ def vault_in_staged(
     stale = [row.id for row in rows if as_utc(row.expires_at) <= now]
     if stale:
         raise Conflict("Staging.Expired", "staged documents expired; upload them again", upload_ids=stale)
-    uploads = [Upload(row.filename, _read_staged(custody, row), row.sha256) for row in rows]
-    result = vault_in(custody, actor, envelope_id, uploads, source="upload", if_match=if_match, on_commit=on_commit)
+    uploads: list[Upload] = []
+    try:
+        for row in rows:
+            uploads.append(Upload(row.filename, _read_staged(custody, row), row.sha256))
+        result = vault_in(custody, actor, envelope_id, uploads, source="upload", if_match=if_match, on_commit=on_commit)
+    finally:
+        for upload in uploads:
+            upload.close()
     _remove(custody, rows)
     with custody.db.session() as session:
         for row in rows:

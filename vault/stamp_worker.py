@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Literal
 
 from compliance.copy_mark import CopyMark
@@ -73,11 +74,11 @@ class StampFailure(Exception):
         self.detail = detail
 
 
-def _child(conn: Connection, source: bytes, mark: CopyMark, limits: StampLimits) -> None:
+def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: StampLimits, keep: bool) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
     try:
-        pdf = stamp_copy(source, mark)
+        pdf = stamp_copy(source.read_bytes() if isinstance(source, Path) else source, mark)
     except MemoryError:
         conn.send(("memory", f"address space limit of {limits.memory_bytes} bytes reached"))
         return
@@ -89,7 +90,7 @@ def _child(conn: Connection, source: bytes, mark: CopyMark, limits: StampLimits)
         return
     usage = resource.getrusage(resource.RUSAGE_SELF)
     conn.send(("ok", usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime))
-    conn.send_bytes(pdf)
+    conn.send_bytes(pdf if keep else b"")
 
 
 def _died(exitcode: int | None) -> StampFailure:
@@ -98,10 +99,13 @@ def _died(exitcode: int | None) -> StampFailure:
     return StampFailure("failed", f"stamper exited with {exitcode}")
 
 
-def run_stamp(source: bytes, mark: CopyMark, limits: StampLimits) -> StampOutcome:
-    """Stamp in a child process; raise :class:`StampFailure` on any failure, never a parser exception."""
+def run_stamp(source: bytes | Path, mark: CopyMark, limits: StampLimits, *, keep: bool = True) -> StampOutcome:
+    """Stamp in a child process; raise :class:`StampFailure` on any failure, never a parser exception.
+
+    A path is read by the child (under its memory limit), so a large upload is not copied through the pipe;
+    a rehearsal (``keep=False``) gets no copy back, only the verdict."""
     receiver, sender = _CTX.Pipe(duplex=False)
-    child = _CTX.Process(target=_child, args=(sender, source, mark, limits), daemon=True)
+    child = _CTX.Process(target=_child, args=(sender, source, mark, limits, keep), daemon=True)
     deadline = time.monotonic() + limits.timeout_seconds
     child.start()
     sender.close()

@@ -15,10 +15,11 @@ Order of work, so that nothing is lost, nothing is half-vaulted, and a loser nev
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -36,6 +37,7 @@ from vault.envelopes import get_envelope, lock_envelope, vault_record, vaulted_d
 from vault.expiry import settle
 from vault.lifecycle import check_if_match, require_not_due, transition
 from vault.pdf_inspect import PdfFacts, inspect_pdf
+from vault.upload_spool import SpooledDocument
 from vault.vault_in_plan import build_plan, check_claimable
 
 MAX_DOCUMENTS = 20
@@ -48,9 +50,28 @@ class VaultInRaced(Exception):
 
 @dataclass(frozen=True)
 class Upload:
+    """One document: its bytes in memory, or spooled (hashed once as it arrived, read through file handles)."""
+
     filename: str
-    data: bytes
+    data: bytes | SpooledDocument
     expected_sha256: str | None = None
+
+    @property
+    def size(self) -> int:
+        return self.data.size if isinstance(self.data, SpooledDocument) else len(self.data)
+
+    def sha256_hex(self) -> str:
+        if isinstance(self.data, SpooledDocument):
+            return self.data.sha256_hex
+        return hashlib.sha256(self.data).hexdigest()
+
+    def open(self) -> BinaryIO:
+        return self.data.open() if isinstance(self.data, SpooledDocument) else io.BytesIO(self.data)
+
+    def close(self) -> None:
+        """Remove a spool's file; bytes in memory need nothing."""
+        if isinstance(self.data, SpooledDocument):
+            self.data.close()
 
 
 @dataclass(frozen=True)
@@ -60,10 +81,11 @@ class VaultInResult:
     replayed: bool
 
 
-def _check_signatures(custody: Custody, data: bytes, position: int) -> dict[str, Any]:
+def _check_signatures(custody: Custody, upload: Upload, position: int) -> dict[str, Any]:
     """Grade every embedded signature; refuse a broken or illegally modified one, and, when the operator
     requires it, an untrusted signer. The graded result is kept with the record and in the ledger."""
-    result = validate_signatures(data, list(custody.signer_trust_roots))
+    with upload.open() as reader:
+        result = validate_signatures(reader, list(custody.signer_trust_roots))
     if not result.acceptable:
         raise InvalidInput(
             "Document.SignatureInvalid",
@@ -92,7 +114,7 @@ def check_uploads(
     checked = []
     for position, upload in enumerate(uploads):
         facts = inspect_pdf(upload.data, custody.pdf)
-        digest = hashlib.sha256(upload.data).hexdigest()
+        digest = upload.sha256_hex()
         expected = upload.expected_sha256
         if expected is not None and expected.lower() != digest:
             raise InvalidInput(
@@ -108,7 +130,7 @@ def check_uploads(
                 "vault-in-signed takes signed PDFs; this one has no signature",
                 position=position,
             )
-        signatures = _check_signatures(custody, upload.data, position) if facts.signature_count else None
+        signatures = _check_signatures(custody, upload, position) if facts.signature_count else None
         checked.append((upload, digest, facts, signatures))
     return checked
 
@@ -218,7 +240,7 @@ def vault_in(
             "position": position,
             "filename": upload.filename,
             "sha256": digest,
-            "size": len(upload.data),
+            "size": upload.size,
             "page_count": facts.page_count,
             "key": authoritative_key(envelope.org_id, envelope.id, position, digest),
             "signatures": signatures,
@@ -246,9 +268,11 @@ def _put_documents(custody: Custody, claim: VaultClaim, uploads: list[Upload]) -
     versions = []
     for upload, doc in zip(uploads, claim.plan["documents"], strict=True):
         try:
-            versions.append(
-                custody.authoritative.put_write_once(doc["key"], upload.data, retain_until=retain).version_id
-            )
+            with upload.open() as body:
+                stored = custody.authoritative.put_write_once_file(
+                    doc["key"], body, upload.size, doc["sha256"], retain_until=retain
+                )
+            versions.append(stored.version_id)
         except ChecksumMismatch as exc:
             raise InvalidInput("Document.HashMismatch", "the storage server refused the bytes' checksum") from exc
         except StorageError as exc:

@@ -13,18 +13,14 @@ import unicodedata
 from datetime import datetime
 from typing import Any
 
-import rfc8785
-
 from compliance.errors import Conflict, InvalidInput
 from compliance.ledger.events import Actor
 from storage.ids import iso
 from storage.models import Envelope
+from vault.field_limits import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, check_json, check_party
 
 SOURCES = {"signed": "esign", "upload": "paper"}
 MAX_FILENAME = 200
-MAX_METADATA_BYTES = 16 * 1024
-MAX_METADATA_DEPTH = 16
-MAX_PARTY_NAME = 200
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
@@ -50,38 +46,12 @@ def safe_filename(name: str, position: int) -> str:
     return cleaned[:MAX_FILENAME] or f"document-{position}.pdf"
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth, stopping as soon as it passes ``limit`` (so a hostile document costs little)."""
-    stack = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 def _check_metadata(metadata: dict[str, Any]) -> None:
-    if _depth(metadata, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
-        raise InvalidInput(
-            "Request.InvalidMetadata", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels", field="metadata"
-        )
     try:
-        encoded = rfc8785.dumps(metadata)
-    except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
-        raise InvalidInput(
-            "Request.InvalidMetadata",
-            "metadata must be JSON with integers within +-2**53 and finite numbers",
-            field="metadata",
-            error=str(exc),
-        ) from None
-    if len(encoded) > MAX_METADATA_BYTES:
-        raise InvalidInput(
-            "Request.InvalidMetadata", f"metadata is larger than {MAX_METADATA_BYTES} bytes", field="metadata"
-        )
+        check_json(metadata, "metadata", max_depth=MAX_METADATA_DEPTH, max_bytes=MAX_METADATA_BYTES)
+    except InvalidInput as exc:
+        # The stable vault-in code stays Request.InvalidMetadata; what exactly is wrong travels in the details.
+        raise InvalidInput("Request.InvalidMetadata", exc.message, **{**exc.details, "reason": exc.code}) from None
 
 
 def _secured_party(envelope: Envelope, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +63,10 @@ def _secured_party(envelope: Envelope, metadata: dict[str, Any]) -> dict[str, An
             "the secured party (assignee of record) must be named on the envelope or in the vault-in metadata",
             field="secured_party",
         )
-    if len(name) > MAX_PARTY_NAME or "\x00" in name:
-        raise InvalidInput("Envelope.InvalidParty", "secured_party.name is too long or has NUL", field="secured_party")
+    try:
+        check_party(party, "secured_party")
+    except InvalidInput as exc:
+        raise InvalidInput("Envelope.InvalidParty", exc.message, **{**exc.details, "reason": exc.code}) from None
     return party
 
 

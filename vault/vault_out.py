@@ -13,7 +13,8 @@ from compliance.ledger.events import Actor, append_event
 from storage.ids import iso, utcnow
 from storage.models import VaultRecord
 from vault.custody import Custody, OnCommit
-from vault.envelopes import check_ledger_json, lock_envelope, vault_record
+from vault.envelopes import lock_envelope, vault_record
+from vault.field_limits import check_release
 from vault.lifecycle import check_if_match, transition
 
 REASONS = ("transfer", "paper_out", "payoff", "other")
@@ -22,6 +23,7 @@ REASONS = ("transfer", "paper_out", "payoff", "other")
 def _release_details(reason: str, transferee: dict[str, Any] | None, note: str | None) -> dict[str, Any]:
     if reason not in REASONS:
         raise InvalidInput("VaultOut.InvalidReason", f"reason must be one of {REASONS}", field="reason")
+    check_release(transferee, note)
     if reason == "transfer" and not (
         transferee and isinstance(transferee.get("vault_id"), str) and transferee["vault_id"].strip()
     ):
@@ -32,7 +34,6 @@ def _release_details(reason: str, transferee: dict[str, Any] | None, note: str |
         )
     if reason == "other" and not (note and note.strip()):
         raise InvalidInput("VaultOut.NoteRequired", "reason 'other' needs a note saying why", field="note")
-    check_ledger_json({"transferee": transferee, "note": note}, "transferee")
     details: dict[str, Any] = {}
     if transferee:
         details["transferee"] = transferee

@@ -10,20 +10,23 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.errors import EvaultError
+from vault.api.allocator import return_large_buffers
 from vault.api.custody import CustodyController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
+from vault.api.edge import edge_middleware
 from vault.api.envelopes import EnvelopeController
 from vault.api.errors import handle_database_error, handle_domain_error, handle_http_error, handle_unexpected
 from vault.api.evidence import EvidenceController
 from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
 from vault.api.openapi import CompletedJsonRenderPlugin
-from vault.api.ratelimit_headers import RateLimitHeadersMiddleware
+from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.runtime import Runtime
 
 
 def create_app(runtime: Runtime) -> Litestar:
+    return_large_buffers()
     partner = Router(
         path="/api/v2/partner",
         route_handlers=[
@@ -42,8 +45,8 @@ def create_app(runtime: Runtime) -> Litestar:
     app = Litestar(
         route_handlers=[partner, health, ready, public_keys],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
-        before_send=[add_id_headers],
-        middleware=[RateLimitHeadersMiddleware],
+        before_send=[add_id_headers, add_rate_headers],
+        middleware=[edge_middleware(runtime)],
         exception_handlers={
             EvaultError: handle_domain_error,
             HTTPException: handle_http_error,

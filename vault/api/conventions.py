@@ -59,14 +59,14 @@ def json_digest(body: bytes) -> str:
         return "raw:" + hashlib.sha256(body).hexdigest()
 
 
-def parts_digest(parts: list[tuple[str, str | None, bytes]]) -> str:
-    """Multipart: each part's name, filename and SHA-256, in order, so a new boundary is the same body."""
-    listed = [[name, filename, hashlib.sha256(data).hexdigest()] for name, filename, data in parts]
-    return "multipart:" + hashlib.sha256(json.dumps(listed).encode()).hexdigest()
+def parts_digest(parts: list[tuple[str, str | None, str]]) -> str:
+    """Multipart: each part's name, filename and SHA-256 (hex), in order, so a new boundary is the same body."""
+    return "multipart:" + hashlib.sha256(json.dumps([list(part) for part in parts]).encode()).hexdigest()
 
 
-def raw_digest(body: bytes) -> str:
-    return "raw:" + hashlib.sha256(body).hexdigest()
+def raw_digest(sha256_hex: str) -> str:
+    """A raw body, by the SHA-256 it was hashed to as it arrived."""
+    return "raw:" + sha256_hex
 
 
 Hook = Callable[[Session, Envelope], None]

@@ -1,7 +1,7 @@
 """Vault endpoints: vault-in (signed, uploaded, or what was staged), authoritative and copy URLs, vault-out.
 
-A vault-in body is a raw ``application/pdf`` or ``multipart/form-data`` (see :mod:`vault.api.uploads`); an
-empty ``vault-in-upload`` vaults the documents staged by ``POST .../upload``.
+A vault-in body is a raw ``application/pdf`` or ``multipart/form-data``, read as it streams in by
+:mod:`vault.api.upload_body`; an empty ``vault-in-upload`` vaults the documents staged by ``POST .../upload``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from vault.api.schemas import (
     VaultInView,
     answers,
 )
-from vault.api.uploads import read_uploads
+from vault.api.upload_body import close_uploads, read_uploads
 from vault.listing import show_envelope
 from vault.retrieval import authoritative_urls, issue_copies
 from vault.runtime import Runtime
@@ -63,7 +63,9 @@ class CustodyController(Controller):
     async def _vault_in(
         self, request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, envelope_id: str, source: str
     ) -> Response[Any]:
-        uploads, metadata, digest = await read_uploads(request, empty_ok=source == "upload")
+        uploads, metadata, digest = await read_uploads(
+            request, runtime.settings.edge.spool_memory_bytes, empty_ok=source == "upload"
+        )
         precondition = if_match(request)
 
         def call(hook: Hook) -> Outcome | None:
@@ -83,7 +85,10 @@ class CustodyController(Controller):
                 )
             return _replayed(runtime, actor, result)
 
-        return await mutate(request, runtime, actor.org_id, digest, 201, call, replayed=False)
+        try:
+            return await mutate(request, runtime, actor.org_id, digest, 201, call, replayed=False)
+        finally:
+            close_uploads(uploads)
 
     @post("/vault-in-signed", opt={"scope": "vault:write"}, responses=VAULT_IN_ANSWERS)
     async def vault_in_signed(

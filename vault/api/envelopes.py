@@ -25,7 +25,7 @@ from vault.api.schemas import (
     EnvelopeView,
     answers,
 )
-from vault.api.uploads import read_uploads
+from vault.api.upload_body import close_uploads, read_uploads
 from vault.envelopes import NewEnvelope, register_envelope
 from vault.listing import DEFAULT_LIMIT, EnvelopeFilter, envelope_status, list_envelopes, show_envelope
 from vault.runtime import Runtime
@@ -132,13 +132,16 @@ class EnvelopeController(Controller):
         actor: NamedDependency[Actor],
     ) -> Response[Any]:
         """Stage a pre-signed PDF for a paper envelope; an empty vault-in-upload later vaults what is staged."""
-        uploads, _, digest = await read_uploads(request)
+        uploads, _, digest = await read_uploads(request, runtime.settings.edge.spool_memory_bytes)
         precondition = if_match(request)
 
         def call(hook: Hook) -> None:
             stage_upload(runtime.custody(), actor, envelope_id, uploads, if_match=precondition, on_commit=hook)
 
-        return await mutate(request, runtime, actor.org_id, digest, 201, call)
+        try:
+            return await mutate(request, runtime, actor.org_id, digest, 201, call)
+        finally:
+            close_uploads(uploads)
 
     @post(
         "/{envelope_id:str}/void",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -73,7 +74,8 @@ class LogController(Controller):
         def call(_: Hook) -> Outcome:
             return Outcome(200, _checkpoint_view(runtime.checkpoints.checkpoint_now(principal.org_id)))
 
-        return await mutate(request, runtime, principal.org_id, raw_digest(await request.body()), 200, call)
+        digest = raw_digest(hashlib.sha256(await request.body()).hexdigest())
+        return await mutate(request, runtime, principal.org_id, digest, 200, call)
 
     @get(
         "/proof/inclusion",

@@ -4,10 +4,9 @@ identified a key (401, unknown routes before authentication) carry none: there i
 
 from __future__ import annotations
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 
-from vault.api.deps import RATE_STATE
+from vault.api.edge import RATE_STATE
 from vault.ratelimit import Usage
 
 
@@ -22,20 +21,8 @@ def rate_headers(usages: list[Usage], status: int) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-class RateLimitHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_limits(message: Message) -> None:
-            usages = scope.get("state", {}).get(RATE_STATE)
-            if message["type"] == "http.response.start" and usages:
-                extra = rate_headers(usages, message["status"])
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_limits)
+async def add_rate_headers(message: Message, scope: Scope) -> None:
+    """``before_send`` hook, so it also marks the 429 the edge raises before any route middleware could."""
+    usages = scope.get("state", {}).get(RATE_STATE)
+    if message["type"] == "http.response.start" and usages:
+        message["headers"] = [*message.get("headers", []), *rate_headers(usages, message["status"])]

@@ -1,0 +1,215 @@
+"""Limits at the edge: what a request may cost is settled from its headers, before any of its body is read.
+
+For every route, in this order:
+
+1. a partner route authenticates the API key, counts the request against the key's rate limits (429) and
+   checks the route's scope (403), from the headers alone, so an unauthenticated or throttled caller cannot
+   make the service read, buffer or parse a byte of its body;
+2. the body limit is the route's: the document routes (paths ending ``/vault-in-signed``,
+   ``/vault-in-upload``, ``/upload``) take ``EVAULT_MAX_UPLOAD_BYTES``, every other route
+   ``EVAULT_MAX_JSON_BYTES``. A ``Content-Length`` above it is 413 ``Request.TooLarge`` at once; a body that
+   grows past it while streaming is cut off with the same 413;
+3. a JSON body is read here (it is small), and nesting deeper than ``MAX_BODY_DEPTH`` is 400
+   ``Request.TooDeep`` before any decoder (they recurse) sees it;
+4. a document upload takes a slot: at most ``EVAULT_MAX_UPLOADS_PER_KEY`` in flight per API key (else 429
+   ``Request.TooManyUploads``) and ``EVAULT_MAX_UPLOADS`` in total (else 503 ``Request.ServerBusy``), both
+   with ``Retry-After``, instead of queueing without bound.
+
+The slots are in-process counters: ``evault serve`` runs one worker process (on 2 cores a second one measured
+slower), so they are the service's caps. Several processes would each have their own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from anyio import to_thread
+from litestar.enums import ScopeType
+from litestar.middleware import DefineMiddleware
+from litestar.types import ASGIApp, HTTPRequestEvent, Receive, ReceiveMessage, Scope, Send
+
+from compliance.errors import RateLimited, TooLarge, Unavailable
+from vault.field_limits import MAX_BODY_DEPTH, check_json_depth
+from vault.ratelimit import Policy, admit, refuse_if_spent
+from vault.runtime import Runtime
+from vault.tenancy import Principal, authenticate
+
+PARTNER_PREFIX = "/api/v2/partner/"
+UPLOAD_SUFFIXES = ("/vault-in-signed", "/vault-in-upload", "/upload")
+PRINCIPAL_STATE = "evault.principal"
+RATE_STATE = "rate_limit_usage"
+RETRY_AFTER_SECONDS = 1
+
+
+class UploadSlots:
+    """Uploads in flight, per API key and in total; a request that finds none free is refused, not queued."""
+
+    def __init__(self, total: int, per_key: int) -> None:
+        self.total, self.per_key = total, per_key
+        self._lock = threading.Lock()
+        self._running = 0
+        self._by_key: Counter[str] = Counter()
+
+    @contextmanager
+    def hold(self, key_id: str) -> Iterator[None]:
+        with self._lock:
+            if self._by_key[key_id] >= self.per_key:
+                raise RateLimited(
+                    "Request.TooManyUploads",
+                    f"this API key has {self.per_key} uploads in flight; retry when one finishes",
+                    limit=self.per_key,
+                    setting="EVAULT_MAX_UPLOADS_PER_KEY",
+                    retry_after_seconds=RETRY_AFTER_SECONDS,
+                )
+            if self._running >= self.total:
+                raise Unavailable(
+                    "Request.ServerBusy",
+                    "the service has as many uploads in flight as it takes; retry shortly",
+                    limit=self.total,
+                    setting="EVAULT_MAX_UPLOADS",
+                    retry_after_seconds=RETRY_AFTER_SECONDS,
+                )
+            self._running += 1
+            self._by_key[key_id] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._by_key[key_id] -= 1
+                if not self._by_key[key_id]:
+                    del self._by_key[key_id]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _too_large(limit: int, setting: str) -> TooLarge:
+    return TooLarge("Request.TooLarge", f"the body is larger than {limit} bytes", limit=limit, setting=setting)
+
+
+def _policies(runtime: Runtime, route_policy: str | None) -> list[Policy]:
+    api = runtime.settings.api
+    policies = [Policy("default", *api.rate_limit)]
+    if route_policy == "copies":
+        policies.append(Policy("copies", *api.rate_limit_copies))
+    return policies
+
+
+def _authenticate(
+    runtime: Runtime, raw: str | None, scope: str | None, route_policy: str | None, state: dict[str, Any]
+) -> Principal:
+    """Who is calling, counted against their rate limits (the usage goes to ``state`` for the headers)."""
+    with runtime.db.read_session() as session:
+        principal = authenticate(session, raw)
+    state[RATE_STATE] = usages = admit(runtime.db, principal.key_id, _policies(runtime, route_policy))
+    refuse_if_spent(usages)
+    if scope is not None:
+        principal.require(scope)
+    return principal
+
+
+class EdgeMiddleware:
+    """ASGI middleware around every route (after routing, so the route's scope requirement is known)."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime, slots: UploadSlots) -> None:
+        self.app, self.runtime, self.slots = app, runtime, slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        principal = None
+        if path.startswith(PARTNER_PREFIX):
+            opt = scope["route_handler"].opt
+            state = scope.setdefault("state", {})
+            raw_key = _header(scope, b"x-api-key")
+            principal = await to_thread.run_sync(
+                _authenticate, self.runtime, raw_key, opt.get("scope"), opt.get("rate_policy"), state
+            )
+            state[PRINCIPAL_STATE] = principal
+        upload = path.endswith(UPLOAD_SUFFIXES)
+        settings = self.runtime.settings
+        limit, setting = (
+            (settings.vault.max_upload_bytes, "EVAULT_MAX_UPLOAD_BYTES")
+            if upload
+            else (settings.edge.max_json_bytes, "EVAULT_MAX_JSON_BYTES")
+        )
+        length = _header(scope, b"content-length")
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            raise _too_large(limit, setting)
+        if not upload:
+            await self.app(scope, await _buffered(receive, limit, setting), send)
+            return
+        if principal is None:  # a document route outside the partner API has no caller to count
+            await self.app(scope, _counted(receive, limit, setting), send)
+            return
+        with self.slots.hold(principal.key_id):
+            await self.app(scope, _counted(receive, limit, setting), send)
+
+
+def _counted(receive: Receive, limit: int, setting: str) -> Receive:
+    """``receive`` that refuses a body growing past ``limit`` (chunked, or lying about its length)."""
+    total = 0
+
+    async def wrapped() -> ReceiveMessage:
+        nonlocal total
+        message = await receive()
+        if message["type"] == "http.request":
+            total += len(message.get("body", b""))
+            if total > limit:
+                raise _too_large(limit, setting)
+        return message
+
+    return wrapped
+
+
+async def _buffered(receive: Receive, limit: int, setting: str) -> Receive:
+    """Read a small body whole (within ``limit``), refuse nesting deeper than any route takes, replay it."""
+    counted = _counted(receive, limit, setting)
+    chunks: list[bytes] = []
+    while True:
+        message = await counted()
+        if message["type"] != "http.request":
+            return _replay(b"", receive, message)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    if body:
+        check_json_depth(body, "body", MAX_BODY_DEPTH)
+    return _replay(body, receive, None)
+
+
+def _replay(body: bytes, receive: Receive, pending: Any) -> Receive:
+    sent = False
+
+    async def wrapped() -> ReceiveMessage:
+        nonlocal sent
+        if not sent:
+            sent = True
+            if pending is not None:
+                message: ReceiveMessage = pending
+                return message
+            replayed: HTTPRequestEvent = {"type": "http.request", "body": body, "more_body": False}
+            return replayed
+        return await receive()
+
+    return wrapped
+
+
+def edge_middleware(runtime: Runtime) -> DefineMiddleware:
+    """The middleware for this runtime, with one set of upload slots shared by every route."""
+    edge = runtime.settings.edge
+    return DefineMiddleware(
+        EdgeMiddleware, runtime=runtime, slots=UploadSlots(edge.max_uploads, edge.max_uploads_per_key)
+    )

@@ -1,0 +1,162 @@
+"""What a request's fields may hold, checked before anything is written, the same for SQLite and PostgreSQL.
+
+Whatever a caller sends ends up in a database row and, for good, in a ledger entry encoded as RFC 8785 JSON.
+So every value is bounded here, once, for envelope creation, vault-in and vault-out alike: string lengths,
+list counts, nesting depth, integers within +-2**53 (what RFC 8785 and every JSON reader agree on), the
+canonical encoding's size, and no NUL, control or lone surrogate characters (PostgreSQL cannot store NUL or a
+lone surrogate). Each refusal is a 400 whose code says what is wrong and whose ``details.field`` says where:
+
+- ``Request.FieldTooLong`` (``limit``), ``Request.TooMany`` (``limit``), ``Request.TooDeep`` (``limit``),
+- ``Request.NumberOutOfRange``, ``Request.InvalidCharacter``, ``Request.InvalidField`` (wrong type),
+- ``Request.TooLarge`` is 413 and only for bodies; an encoded field over its size is ``Request.FieldTooLong``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import rfc8785
+
+from compliance.errors import InvalidInput
+
+MAX_TITLE = 300
+MAX_EXTERNAL_ID = 200
+MAX_PARTY_FIELD = 200
+MAX_PARTIES = 100
+MAX_PARTY_BYTES = 4 * 1024
+MAX_TEXT = 1000
+MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 16
+MAX_BODY_DEPTH = 32  # a whole JSON body: deeper is refused before it is decoded (decoders recurse)
+MAX_SAFE_INTEGER = 2**53
+# C0 controls and DEL; free text (notes, metadata) may keep tab and line breaks.
+_LINE_UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_TEXT_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def refuse(code: str, field: str, message: str, **details: Any) -> InvalidInput:
+    return InvalidInput(code, message, field=field, **details)
+
+
+def check_line(value: Any, field: str, limit: int, *, required: bool = False) -> None:
+    """A one-line string: at most ``limit`` characters, no control characters."""
+    if value is None and not required:
+        return
+    if not isinstance(value, str):
+        raise refuse("Request.InvalidField", field, f"{field} must be a string")
+    if len(value) > limit:
+        raise refuse("Request.FieldTooLong", field, f"{field} is longer than {limit} characters", limit=limit)
+    if _LINE_UNSAFE.search(value):
+        raise refuse("Request.InvalidCharacter", field, f"{field} holds a NUL, control or lone surrogate character")
+
+
+def check_text(value: str | None, field: str, limit: int = MAX_TEXT) -> None:
+    """Free text: at most ``limit`` characters; tab and line breaks allowed, other controls not."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise refuse("Request.InvalidField", field, f"{field} must be a string")
+    if len(value) > limit:
+        raise refuse("Request.FieldTooLong", field, f"{field} is longer than {limit} characters", limit=limit)
+    if _TEXT_UNSAFE.search(value):
+        raise refuse("Request.InvalidCharacter", field, f"{field} holds a NUL, control or lone surrogate character")
+
+
+def json_depth(raw: bytes, limit: int) -> int:
+    """Nesting depth of raw JSON text, without decoding it (strings skipped); stops once past ``limit``."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(_JSON_STRING.sub(b'""', raw)):
+        depth += 1 if match.group() in (b"[", b"{") else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
+
+def check_json_depth(raw: bytes, field: str, limit: int = MAX_BODY_DEPTH) -> None:
+    if json_depth(raw, limit) > limit:
+        raise refuse("Request.TooDeep", field, f"{field} nests deeper than {limit} levels", limit=limit)
+
+
+def check_json(
+    value: Any, field: str, *, max_depth: int = MAX_METADATA_DEPTH, max_bytes: int = MAX_METADATA_BYTES
+) -> None:
+    """A JSON value kept for good: bounded depth, safe integers, clean strings (keys too), bounded encoding."""
+    stack: list[tuple[Any, str, int]] = [(value, field, 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > max_depth:
+            raise refuse("Request.TooDeep", field, f"{field} nests deeper than {max_depth} levels", limit=max_depth)
+        if isinstance(item, dict):
+            for key, child in item.items():
+                check_text(key, f"{where}.<key>", MAX_TEXT)
+                stack.append((child, f"{where}.{key}", depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+        elif isinstance(item, str):
+            check_text(item, where, max_bytes)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not -MAX_SAFE_INTEGER < item < MAX_SAFE_INTEGER:
+                raise refuse("Request.NumberOutOfRange", where, f"{where} is beyond +-2**53", limit=MAX_SAFE_INTEGER)
+        elif isinstance(item, float):
+            if not math.isfinite(item) or abs(item) >= MAX_SAFE_INTEGER:
+                raise refuse("Request.NumberOutOfRange", where, f"{where} is not finite or beyond +-2**53")
+        else:
+            raise refuse("Request.InvalidField", where, f"{where} is not a JSON value")
+    try:
+        encoded = rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
+        raise refuse(
+            "Request.InvalidField", field, f"{field} cannot be encoded as canonical JSON", error=str(exc)
+        ) from None
+    if len(encoded) > max_bytes:
+        raise refuse("Request.FieldTooLong", field, f"{field} encodes to more than {max_bytes} bytes", limit=max_bytes)
+
+
+def check_party(party: Any, field: str) -> None:
+    """A party: an object with a name, and an email and role if given, each one line of at most 200 characters."""
+    if not isinstance(party, dict):
+        raise refuse("Envelope.InvalidParty", field, f"{field} must be an object")
+    if not isinstance(party.get("name"), str) or not party["name"].strip():
+        raise refuse("Envelope.InvalidParty", f"{field}.name", f"{field}.name is required")
+    for name in ("name", "email", "role"):
+        check_line(party.get(name), f"{field}.{name}", MAX_PARTY_FIELD)
+    check_json(party, field, max_depth=4, max_bytes=MAX_PARTY_BYTES)
+
+
+def check_parties(parties: Any, field: str = "parties") -> None:
+    if not isinstance(parties, list):
+        raise refuse("Request.InvalidField", field, f"{field} must be a list")
+    if len(parties) > MAX_PARTIES:
+        raise refuse("Request.TooMany", field, f"at most {MAX_PARTIES} {field}", limit=MAX_PARTIES)
+    for i, party in enumerate(parties):
+        check_party(party, f"{field}[{i}]")
+
+
+def check_envelope_fields(title: str, external_id: str | None, parties: Any, secured_party: Any, metadata: Any) -> None:
+    """Everything a new envelope holds, bounded before its row and its ``envelope.created`` event exist."""
+    check_line(title, "title", MAX_TITLE, required=True)
+    check_line(external_id, "external_id", MAX_EXTERNAL_ID)
+    check_parties(parties)
+    if secured_party is not None:
+        check_party(secured_party, "secured_party")
+    if not isinstance(metadata, dict):
+        raise refuse("Request.InvalidField", "metadata", "metadata must be an object")
+    check_json(metadata, "metadata")
+
+
+def check_release(transferee: Any, note: str | None) -> None:
+    """A vault-out's free text and transferee, bounded before its event is written."""
+    check_text(note, "note")
+    if transferee is not None:
+        if not isinstance(transferee, dict):
+            raise refuse("Request.InvalidField", "transferee", "transferee must be an object")
+        check_line(transferee.get("vault_id"), "transferee.vault_id", MAX_EXTERNAL_ID)
+        check_json(transferee, "transferee", max_depth=4, max_bytes=MAX_PARTY_BYTES)
