@@ -25,8 +25,9 @@ from typing import Any
 
 from botocore.awsrequest import AWSHTTPConnection
 
+from storage.buckets import ensure_bucket
 from storage.embedded_s3 import EmbeddedS3
-from storage.object_store import ensure_bucket, make_s3_client
+from storage.s3_client import make_s3_client
 
 MIB = 1 << 20
 _RAW_HOST = "localhost"

@@ -44,7 +44,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from storage.object_store import ensure_bucket, make_s3_client
+from storage.buckets import ensure_bucket
+from storage.s3_client import make_s3_client
 from storage.settings import Settings
 from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime

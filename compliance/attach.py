@@ -27,11 +27,13 @@ from compliance.errors import Unavailable
 from compliance.ledger.note import NoteVerifier
 from compliance.signing import checkpoint_verifier, public_key_path
 from compliance.sources import Sources
+from storage.buckets import check_worm_bucket
 from storage.db import MIGRATIONS, Database
 from storage.embedded_s3_attach import EmbeddedS3NotRunning
 from storage.embedded_s3_attach import attach as attach_embedded
 from storage.errors import BucketNotWorm, StorageError
-from storage.object_store import ObjectStore, check_worm_bucket, make_s3_client
+from storage.object_store import ObjectStore
+from storage.s3_client import make_s3_client
 from storage.settings import Settings
 
 if TYPE_CHECKING:

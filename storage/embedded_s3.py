@@ -28,9 +28,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from storage.buckets import ensure_bucket
 from storage.embedded_s3_config import write_config, write_private
 from storage.errors import StorageError
-from storage.object_store import ensure_bucket, make_s3_client
+from storage.s3_client import make_s3_client
 from storage.s3_relay import UnixSocketRelay
 from storage.settings import Settings
 from storage.store_boundary import (
@@ -55,7 +56,7 @@ class EmbeddedS3Error(StorageError):
 
 @dataclass(frozen=True)
 class S3Endpoint:
-    """How to reach an S3 service: what :func:`storage.object_store.make_s3_client` needs."""
+    """How to reach an S3 service: what :func:`storage.s3_client.make_s3_client` needs."""
 
     url: str
     access_key: str

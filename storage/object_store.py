@@ -7,160 +7,27 @@ when the current one is a delete marker (seen on SeaweedFS), so "the object at k
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hashlib
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.errors import (
-    BucketNotWorm,
-    ChecksumMismatch,
-    ObjectConflict,
-    ObjectMissing,
-    StorageError,
-    StorageUnavailable,
+from storage.errors import ChecksumMismatch, ObjectConflict, StorageError, StorageUnavailable
+from storage.s3_client import (
+    b64_to_hex,
+    client_params,
+    make_s3_client,
+    raise_storage_error,
+    storage_error,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 else:
     S3Client = Any
-
-_CHECKSUM_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
-_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "NotFound"}
-# Parameters each client was built with, so a presigning client for another host can reuse them.
-_CLIENT_PARAMS: weakref.WeakKeyDictionary[Any, tuple[str, str, str, bool]] = weakref.WeakKeyDictionary()
-
-
-def make_s3_client(
-    endpoint: str, access_key: str, secret_key: str, region: str, *, quick: bool = False, attempts: int = 4
-) -> S3Client:
-    """Path-style SigV4 client; ``quick`` (short timeouts, no retries) is for readiness probes; ``attempts`` is
-    botocore's own retry budget (the verifier retries itself: a damaged needle costs SeaweedFS ~16 s a GET)."""
-    config = Config(
-        signature_version="s3v4",
-        region_name=region,
-        # UNSIGNED-PAYLOAD: botocore would otherwise hash every body a second time for the SigV4 signature over
-        # plain http. The body is still bound: every put carries ChecksumSHA256 (a signed header), which the
-        # server checks against the bytes it receives (a wrong one is 400 BadDigest, tested).
-        s3={"addressing_style": "path", "payload_signing_enabled": False},
-        retries={"max_attempts": 1 if quick else attempts, "mode": "standard"},
-        connect_timeout=2 if quick else 5,
-        read_timeout=5 if quick else 60,
-        max_pool_connections=32,
-        # We send and check SHA-256 ourselves; botocore's default CRC32 would be a second, weaker checksum.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    client: S3Client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name=region,
-        config=config,
-    )
-    _CLIENT_PARAMS[client] = (access_key, secret_key, region, quick)
-    return client
-
-
-def _code(exc: ClientError) -> tuple[str, int]:
-    error: Any = exc.response.get("Error", {})
-    meta: Any = exc.response.get("ResponseMetadata", {})
-    return str(error.get("Code", "")), int(meta.get("HTTPStatusCode", 0))
-
-
-def storage_error(exc: Exception, what: str) -> StorageError:
-    """Translate a botocore failure into the storage error a caller can act on."""
-    if isinstance(exc, StorageError):
-        return exc
-    if isinstance(exc, FlexibleChecksumError):
-        return ChecksumMismatch(f"{what}: {exc}")
-    if isinstance(exc, ClientError):
-        code, status = _code(exc)
-        message = f"{what}: {code or status} {exc.response.get('Error', {}).get('Message', '')}".rstrip()
-        if code in _CHECKSUM_CODES:
-            return ChecksumMismatch(message)
-        if code in _MISSING_CODES or status == 404:
-            return ObjectMissing(message)
-        if code == "PreconditionFailed" or status == 412:
-            return ObjectConflict(message)
-        if status >= 500 or code in {"SlowDown", "ServiceUnavailable"}:
-            return StorageUnavailable(message)
-        return StorageError(message)
-    if isinstance(exc, BotoCoreError):
-        return StorageUnavailable(f"{what}: {exc}")
-    return StorageError(f"{what}: {exc!r}")
-
-
-def _raise(exc: Exception, what: str) -> NoReturn:
-    raise storage_error(exc, what) from exc
-
-
-def _b64_to_hex(value: str | None) -> str | None:
-    """A stored whole-object SHA-256 in hex; None for absent or composite (multipart ``...-N``) checksums."""
-    if not value or "-" in value:
-        return None
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw.hex() if len(raw) == 32 else None
-
-
-def ensure_bucket(client: S3Client, bucket: str, *, object_lock: bool) -> None:
-    """Create the bucket if missing: with Object Lock (implies versioning) or, otherwise, with versioning."""
-    try:
-        client.head_bucket(Bucket=bucket)
-        return
-    except ClientError as exc:
-        if _code(exc)[1] != 404:
-            _raise(exc, f"head bucket {bucket}")
-    except BotoCoreError as exc:
-        _raise(exc, f"head bucket {bucket}")
-    kwargs: dict[str, Any] = {"Bucket": bucket}
-    region = client.meta.region_name
-    if region and region != "us-east-1":
-        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    if object_lock:
-        kwargs["ObjectLockEnabledForBucket"] = True
-    try:
-        client.create_bucket(**kwargs)
-        if not object_lock:
-            client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    except ClientError as exc:
-        if _code(exc)[0] != "BucketAlreadyOwnedByYou":
-            _raise(exc, f"create bucket {bucket}")
-    except BotoCoreError as exc:
-        _raise(exc, f"create bucket {bucket}")
-
-
-def check_worm_bucket(client: S3Client, bucket: str) -> None:
-    """Refuse to hold originals in a bucket that could lose or replace them (raise :class:`BucketNotWorm`)."""
-    missing: list[str] = []
-    try:
-        status = client.get_bucket_versioning(Bucket=bucket).get("Status")
-        if status != "Enabled":
-            missing.append(f"versioning is {status or 'never enabled'}, must be Enabled")
-        try:
-            lock = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
-            if lock.get("ObjectLockEnabled") != "Enabled":
-                missing.append("Object Lock is not Enabled")
-        except ClientError as exc:
-            if _code(exc)[0] != "ObjectLockConfigurationNotFoundError":
-                raise
-            missing.append("Object Lock is not enabled (it can only be enabled when the bucket is created)")
-    except (ClientError, BotoCoreError) as exc:
-        _raise(exc, f"check bucket {bucket}")
-    if missing:
-        raise BucketNotWorm(f"bucket {bucket!r} is not write-once: " + "; ".join(missing))
 
 
 @dataclass(frozen=True)
@@ -194,30 +61,6 @@ class VersionEntry:
     delete_marker: bool
     is_latest: bool
     last_modified: dt.datetime | None
-
-
-def bucket_problems(client: S3Client, bucket: str, *, worm: bool) -> list[str]:
-    """What is wrong with a bucket's configuration (empty when sound): it exists, versioning is Enabled and,
-    for the WORM bucket, Object Lock is enabled. Raises :class:`StorageError` only when S3 cannot answer."""
-    try:
-        client.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        if _code(exc)[1] == 404:
-            return [f"bucket {bucket!r} does not exist"]
-        _raise(exc, f"head bucket {bucket}")
-    except BotoCoreError as exc:
-        _raise(exc, f"head bucket {bucket}")
-    if worm:
-        try:
-            check_worm_bucket(client, bucket)
-        except BucketNotWorm as exc:
-            return [str(exc)]
-        return []
-    try:
-        status = client.get_bucket_versioning(Bucket=bucket).get("Status")
-    except (ClientError, BotoCoreError) as exc:
-        _raise(exc, f"check bucket {bucket}")
-    return [] if status == "Enabled" else [f"bucket {bucket!r} versioning is {status or 'never enabled'}"]
 
 
 class ObjectStore:
@@ -299,7 +142,7 @@ class ObjectStore:
             if isinstance(error, ObjectConflict) or (isinstance(error, StorageUnavailable) and self._exists(key)):
                 return self._existing_or_conflict(ours)
             raise error from exc
-        echoed = _b64_to_hex(response.get("ChecksumSHA256"))
+        echoed = b64_to_hex(response.get("ChecksumSHA256"))
         if echoed is not None and echoed != ours.sha256_hex:
             raise ChecksumMismatch(f"put {self.bucket}/{key}: server stored SHA-256 {echoed}, sent {ours.sha256_hex}")
         return StoredObject(key, response.get("VersionId") or "null", ours.sha256_hex, ours.size)
@@ -338,7 +181,7 @@ class ObjectStore:
                         Retention={"Mode": "COMPLIANCE", "RetainUntilDate": retain_until},
                     )
                 except (ClientError, BotoCoreError) as exc:
-                    _raise(exc, f"extend retention of {self.bucket}/{stored.key}")
+                    raise_storage_error(exc, f"extend retention of {self.bucket}/{stored.key}")
                 info = self.head(stored.key, stored.version_id)
                 if info.retain_until is not None and info.retain_until >= wanted:
                     return
@@ -355,11 +198,11 @@ class ObjectStore:
         try:
             r = self.client.head_object(**kwargs)
         except (ClientError, BotoCoreError) as exc:
-            _raise(exc, f"head {self.bucket}/{key}@{version_id}")
+            raise_storage_error(exc, f"head {self.bucket}/{key}@{version_id}")
         return ObjectInfo(
             version_id=r.get("VersionId") or "null",
             size=r["ContentLength"],
-            sha256_hex=_b64_to_hex(r.get("ChecksumSHA256")),
+            sha256_hex=b64_to_hex(r.get("ChecksumSHA256")),
             lock_mode=r.get("ObjectLockMode"),
             retain_until=r.get("ObjectLockRetainUntilDate"),
             etag=r.get("ETag", "").strip('"'),
@@ -395,7 +238,7 @@ class ObjectStore:
         info = ObjectInfo(
             version_id=r.get("VersionId") or version_id,
             size=r["ContentLength"],
-            sha256_hex=_b64_to_hex(r.get("ChecksumSHA256")),
+            sha256_hex=b64_to_hex(r.get("ChecksumSHA256")),
             lock_mode=r.get("ObjectLockMode"),
             retain_until=r.get("ObjectLockRetainUntilDate"),
             etag=r.get("ETag", "").strip('"'),
@@ -413,7 +256,7 @@ class ObjectStore:
                 size += len(chunk)
                 yield chunk
         except (ClientError, BotoCoreError) as exc:
-            _raise(exc, what)
+            raise_storage_error(exc, what)
         finally:
             body.close()
         if info.sha256_hex is not None and hasher.hexdigest() != info.sha256_hex:
@@ -440,10 +283,10 @@ class ObjectStore:
     def _presigner(self, endpoint: str) -> S3Client:
         # The host is part of the signature: re-pointing a signed URL would break it, so sign for the host.
         if endpoint not in self._presigners:
-            params = _CLIENT_PARAMS.get(self.client)
+            params = client_params(self.client)
             if params is None:
                 raise ValueError("presigning for a public endpoint needs a client made by make_s3_client")
-            access_key, secret_key, region, _ = params
+            access_key, secret_key, region = params
             self._presigners[endpoint] = make_s3_client(endpoint, access_key, secret_key, region)
         return self._presigners[endpoint]
 
@@ -452,7 +295,7 @@ class ObjectStore:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
         except (ClientError, BotoCoreError) as exc:
-            _raise(exc, f"delete {self.bucket}/{key}@{version_id}")
+            raise_storage_error(exc, f"delete {self.bucket}/{key}@{version_id}")
 
     def list_all_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
         """(key, version id) of every version under ``prefix``, delete markers excluded, one bulk listing."""
@@ -461,7 +304,7 @@ class ObjectStore:
                 for v in page.get("Versions", []):
                     yield v["Key"], v["VersionId"]
         except (ClientError, BotoCoreError) as exc:
-            _raise(exc, f"list versions {self.bucket}/{prefix}")
+            raise_storage_error(exc, f"list versions {self.bucket}/{prefix}")
 
     def list_entries(self, prefix: str) -> Iterator[VersionEntry]:
         """Every version *and* delete marker under ``prefix`` in key order (newest first within a key), from one
@@ -478,7 +321,7 @@ class ObjectStore:
                 entries.sort(key=lambda e: e.key)
                 yield from entries
         except (ClientError, BotoCoreError) as exc:
-            _raise(exc, f"list versions {self.bucket}/{prefix}")
+            raise_storage_error(exc, f"list versions {self.bucket}/{prefix}")
 
     def list_versions(self, key: str) -> list[str]:
         """Version ids of ``key`` (newest first), delete markers excluded."""
@@ -487,5 +330,5 @@ class ObjectStore:
             for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key):
                 versions += [v["VersionId"] for v in page.get("Versions", []) if v.get("Key") == key]
         except (ClientError, BotoCoreError) as exc:
-            _raise(exc, f"list versions {self.bucket}/{key}")
+            raise_storage_error(exc, f"list versions {self.bucket}/{key}")
         return versions

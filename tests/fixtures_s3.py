@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from storage.buckets import ensure_bucket
 from storage.embedded_s3 import EmbeddedS3
-from storage.object_store import ensure_bucket, make_s3_client
+from storage.s3_client import make_s3_client
 
 
 def s3_port_base() -> int:

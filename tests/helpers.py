@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from storage.buckets import ensure_bucket
 from storage.embedded_s3 import EmbeddedS3
-from storage.object_store import ensure_bucket, make_s3_client
+from storage.s3_client import make_s3_client
 
 API = "/api/v2/partner"
 

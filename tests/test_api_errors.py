@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from storage.object_store import ObjectStore, make_s3_client
+from storage.object_store import ObjectStore
+from storage.s3_client import make_s3_client
 from storage.settings import Settings
 from tests.helpers import API, create_envelope, free_port, upload
 from tests.pdf_factory import make_pdf

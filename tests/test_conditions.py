@@ -13,10 +13,10 @@ from sqlmodel import select
 
 from compliance.conditions import AllOf, overall
 from compliance.evidence import gather
+from storage.buckets import ensure_bucket
 from storage.ids import new_id, utcnow
 from storage.keys import authoritative_key
 from storage.models import ApiKey, CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
-from storage.object_store import ensure_bucket
 from storage.settings import Settings
 from tests.helpers import API, create_envelope, disarm_triggers, upload
 from tests.pdf_factory import make_pdf

@@ -14,8 +14,10 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from storage.buckets import check_worm_bucket
 from storage.errors import BucketNotWorm, ChecksumMismatch, ObjectConflict, ObjectMissing
-from storage.object_store import ObjectStore, check_worm_bucket, storage_error
+from storage.object_store import ObjectStore
+from storage.s3_client import storage_error
 
 pytestmark = pytest.mark.s3
 

@@ -27,9 +27,11 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from storage.buckets import ensure_bucket
 from storage.embedded_s3 import EmbeddedS3, EmbeddedS3Error
 from storage.embedded_s3_attach import EmbeddedS3NotRunning, attach
-from storage.object_store import ObjectStore, ensure_bucket, make_s3_client
+from storage.object_store import ObjectStore
+from storage.s3_client import make_s3_client
 from storage.s3_relay import UnixSocketRelay
 from storage.settings import Settings, SettingsError
 from tests.fixtures_s3 import s3_port_base
@@ -310,7 +312,7 @@ UNPRIVILEGED_START = textwrap.dedent(
     import json, os, sys
     from pathlib import Path
     from storage.embedded_s3 import EmbeddedS3
-    from storage.object_store import make_s3_client
+    from storage.s3_client import make_s3_client
     data, base, weed = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     s = EmbeddedS3(data, base, weed_binary=weed, buckets=[("nobody-bucket", True)], unprotected=False)
     ep = s.start()

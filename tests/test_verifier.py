@@ -27,7 +27,8 @@ from compliance.verifier.report import ReportSigner, verify_report
 from storage.embedded_s3 import EmbeddedS3
 from storage.keys import checkpoint_key
 from storage.models import CopyRecord, Event, OpenFinding, VaultedDocument, VaultRecord, VerifyRun
-from storage.object_store import ObjectStore, make_s3_client
+from storage.object_store import ObjectStore
+from storage.s3_client import make_s3_client
 from tests.helpers import API, create_envelope, disarm_triggers, upload
 from tests.pdf_factory import make_pdf
 from vault.cli.main import main

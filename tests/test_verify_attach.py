@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from storage.object_store import make_s3_client
+from storage.s3_client import make_s3_client
 from tests.helpers import bootstrap_key, create_envelope, free_port, upload
 from tests.pdf_factory import make_pdf
 

@@ -24,10 +24,12 @@ from compliance.signatures import load_trust_roots
 from compliance.signing import VaultKey, load_or_create_key
 from compliance.sources import Sources
 from compliance.verifier.report import ReportKey, endorse_report_key
+from storage.buckets import check_worm_bucket, ensure_bucket
 from storage.db import Database
 from storage.embedded_s3 import EmbeddedS3
 from storage.errors import BucketNotWorm, StorageError
-from storage.object_store import ObjectStore, check_worm_bucket, ensure_bucket, make_s3_client
+from storage.object_store import ObjectStore
+from storage.s3_client import make_s3_client
 from storage.settings import Settings
 from vault.custody import Custody
 from vault.expiry import sweep

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compliance.verifier.context import Context
 from compliance.verifier.findings import Finding
-from storage.object_store import bucket_problems
+from storage.buckets import bucket_problems
 
 
 def check_storage(ctx: Context) -> None:

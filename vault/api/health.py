@@ -13,7 +13,7 @@ from typing import Any
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
-from storage.object_store import check_worm_bucket
+from storage.buckets import check_worm_bucket
 from vault.api.errors import error_response
 from vault.runtime import Runtime
 

@@ -1,0 +1,112 @@
+"""The S3 client the vault uses, and what its failures mean in the vault's terms (``storage.errors``).
+
+One place builds every client (path-style SigV4, our own SHA-256 instead of botocore's CRC32, no second hash
+of the body for the signature), so the service, the verifier, the CLI and the tests talk to S3 alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import weakref
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
+
+from storage.errors import ChecksumMismatch, ObjectConflict, ObjectMissing, StorageError, StorageUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+_CHECKSUM_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
+_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "NotFound"}
+# Parameters each client was built with, so a presigning client for another host can reuse them.
+_CLIENT_PARAMS: weakref.WeakKeyDictionary[Any, tuple[str, str, str, bool]] = weakref.WeakKeyDictionary()
+
+
+def make_s3_client(
+    endpoint: str, access_key: str, secret_key: str, region: str, *, quick: bool = False, attempts: int = 4
+) -> S3Client:
+    """Path-style SigV4 client; ``quick`` (short timeouts, no retries) is for readiness probes; ``attempts`` is
+    botocore's own retry budget (the verifier retries itself: a damaged needle costs SeaweedFS ~16 s a GET)."""
+    config = Config(
+        signature_version="s3v4",
+        region_name=region,
+        # UNSIGNED-PAYLOAD: botocore would otherwise hash every body a second time for the SigV4 signature over
+        # plain http. The body is still bound: every put carries ChecksumSHA256 (a signed header), which the
+        # server checks against the bytes it receives (a wrong one is 400 BadDigest, tested).
+        s3={"addressing_style": "path", "payload_signing_enabled": False},
+        retries={"max_attempts": 1 if quick else attempts, "mode": "standard"},
+        connect_timeout=2 if quick else 5,
+        read_timeout=5 if quick else 60,
+        max_pool_connections=32,
+        # We send and check SHA-256 ourselves; botocore's default CRC32 would be a second, weaker checksum.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    client: S3Client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        config=config,
+    )
+    _CLIENT_PARAMS[client] = (access_key, secret_key, region, quick)
+    return client
+
+
+def error_code(exc: ClientError) -> tuple[str, int]:
+    """The S3 error code and HTTP status of a failed request."""
+    error: Any = exc.response.get("Error", {})
+    meta: Any = exc.response.get("ResponseMetadata", {})
+    return str(error.get("Code", "")), int(meta.get("HTTPStatusCode", 0))
+
+
+def storage_error(exc: Exception, what: str) -> StorageError:
+    """Translate a botocore failure into the storage error a caller can act on."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, FlexibleChecksumError):
+        return ChecksumMismatch(f"{what}: {exc}")
+    if isinstance(exc, ClientError):
+        code, status = error_code(exc)
+        message = f"{what}: {code or status} {exc.response.get('Error', {}).get('Message', '')}".rstrip()
+        if code in _CHECKSUM_CODES:
+            return ChecksumMismatch(message)
+        if code in _MISSING_CODES or status == 404:
+            return ObjectMissing(message)
+        if code == "PreconditionFailed" or status == 412:
+            return ObjectConflict(message)
+        if status >= 500 or code in {"SlowDown", "ServiceUnavailable"}:
+            return StorageUnavailable(message)
+        return StorageError(message)
+    if isinstance(exc, BotoCoreError):
+        return StorageUnavailable(f"{what}: {exc}")
+    return StorageError(f"{what}: {exc!r}")
+
+
+def raise_storage_error(exc: Exception, what: str) -> NoReturn:
+    """Raise :func:`storage_error` of ``exc``, chained to it."""
+    raise storage_error(exc, what) from exc
+
+
+def b64_to_hex(value: str | None) -> str | None:
+    """A stored whole-object SHA-256 in hex; None for absent or composite (multipart ``...-N``) checksums."""
+    if not value or "-" in value:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+def client_params(client: S3Client) -> tuple[str, str, str] | None:
+    """Access key, secret key and region a client was made with (None if not by :func:`make_s3_client`)."""
+    params = _CLIENT_PARAMS.get(client)
+    return None if params is None else params[:3]
