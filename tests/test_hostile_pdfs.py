@@ -27,7 +27,15 @@ from tests import hostile_pdfs, pdf_factory
 from tests.helpers import API, create_envelope, upload
 from vault.copy_stamp import stamp_copy
 from vault.pdf_inspect import inspect_pdf
-from vault.stamp_worker import CopyStampError, StampFailure, StampLimits, run_stamp, slots_for, stamp_for_copy
+from vault.stamp_worker import (
+    CopyStampError,
+    StampFailure,
+    StampLimits,
+    busy,
+    run_stamp,
+    slots_for,
+    stamp_for_copy,
+)
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
 
@@ -171,15 +179,19 @@ def test_copy_path_failures_are_stable_codes(caplog: pytest.LogCaptureFixture) -
 
 def test_slots_cap_per_key_and_in_total() -> None:
     slots = slots_for(dataclasses.replace(BUDGET, stamp_concurrency=3, stamp_per_org=2))
-    with slots.slot("org_a", "Copy.Busy"), slots.slot("org_a", "Copy.Busy"):
+    with slots.slot("org_a", busy("Copy.Busy")), slots.slot("org_a", busy("Copy.Busy")):
         with pytest.raises(Unavailable) as info:
-            with slots.slot("org_a", "Copy.Busy"):
+            with slots.slot("org_a", busy("Copy.Busy")):
                 pass
         assert info.value.code == "Copy.Busy" and info.value.details["retry_after_seconds"] > 0
-        with slots.slot("org_b", "Copy.Busy"), pytest.raises(Unavailable):
-            with slots.slot("org_c", "Copy.Busy"):
+        with slots.slot("org_b", busy("Copy.Busy")), pytest.raises(Unavailable):
+            with slots.slot("org_c", busy("Copy.Busy")):
                 pass
-    with slots.slot("org_a", "Copy.Busy"), slots.slot("org_a", "Copy.Busy"), slots.slot("org_b", "Copy.Busy"):
+    with (
+        slots.slot("org_a", busy("Copy.Busy")),
+        slots.slot("org_a", busy("Copy.Busy")),
+        slots.slot("org_b", busy("Copy.Busy")),
+    ):
         pass  # every slot was given back
 
 
@@ -190,7 +202,7 @@ def test_copy_request_beyond_the_tenants_share_is_503_with_retry_after(
     org_id, headers = tenant
     envelope_id = create_envelope(client, headers)
     assert upload(client, headers, envelope_id, pdf_factory.make_pdf()).status_code in (200, 201)
-    with slots_for(runtime.settings.pdf).slot(org_id, "Copy.Busy"):
+    with slots_for(runtime.settings.pdf).slot(org_id, busy("Copy.Busy")):
         response = client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers)
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "Copy.Busy"

@@ -42,28 +42,25 @@ def refuse(code: str, field: str, message: str, **details: Any) -> InvalidInput:
     return InvalidInput(code, message, field=field, **details)
 
 
-def check_line(value: Any, field: str, limit: int, *, required: bool = False) -> None:
-    """A one-line string: at most ``limit`` characters, no control characters."""
-    if value is None and not required:
-        return
+def _check_string(value: Any, field: str, limit: int, unsafe: re.Pattern[str]) -> None:
     if not isinstance(value, str):
         raise refuse("Request.InvalidField", field, f"{field} must be a string")
     if len(value) > limit:
         raise refuse("Request.FieldTooLong", field, f"{field} is longer than {limit} characters", limit=limit)
-    if _LINE_UNSAFE.search(value):
+    if unsafe.search(value):
         raise refuse("Request.InvalidCharacter", field, f"{field} holds a NUL, control or lone surrogate character")
+
+
+def check_line(value: Any, field: str, limit: int, *, required: bool = False) -> None:
+    """A one-line string: at most ``limit`` characters, no control characters."""
+    if value is not None or required:
+        _check_string(value, field, limit, _LINE_UNSAFE)
 
 
 def check_text(value: str | None, field: str, limit: int = MAX_TEXT) -> None:
     """Free text: at most ``limit`` characters; tab and line breaks allowed, other controls not."""
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise refuse("Request.InvalidField", field, f"{field} must be a string")
-    if len(value) > limit:
-        raise refuse("Request.FieldTooLong", field, f"{field} is longer than {limit} characters", limit=limit)
-    if _TEXT_UNSAFE.search(value):
-        raise refuse("Request.InvalidCharacter", field, f"{field} holds a NUL, control or lone surrogate character")
+    if value is not None:
+        _check_string(value, field, limit, _TEXT_UNSAFE)
 
 
 def json_depth(raw: bytes, limit: int) -> int:

@@ -39,7 +39,7 @@ from compliance.errors import InvalidInput
 from storage.ids import new_id, utcnow
 from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
-from vault.stamp_worker import StampFailure, StampLimits, run_stamp, slots_for
+from vault.stamp_worker import StampFailure, StampLimits, busy, run_stamp, slots_for
 from vault.upload_spool import SpooledDocument
 
 # Modules whose loggers speak while a document is read; muted only inside inspect_pdf (see _Quiet).
@@ -254,7 +254,7 @@ def _rehearse_copy(data: bytes | SpooledDocument, sha256_hex: str, budget: _Budg
         return
     cpu_left = max(1, math.ceil(pdf.max_cpu_seconds - budget.used()))
     limits = replace(StampLimits.from_settings(pdf), cpu_seconds=min(cpu_left, pdf.max_cpu_seconds))
-    with slots_for(pdf).slot(None, "Vault.Busy", wait_seconds=float(pdf.stamp_timeout_seconds)):
+    with slots_for(pdf).slot(None, busy("Vault.Busy"), wait_seconds=float(pdf.stamp_timeout_seconds)):
         try:
             source = (data.path or data.head(size)) if isinstance(data, SpooledDocument) else data
             run_stamp(source, mark, limits, keep=False)

@@ -6,7 +6,7 @@ from the threaded service process), with ``RLIMIT_AS`` and ``RLIMIT_CPU`` set in
 deadline in the parent, which kills it. Failures come back as :class:`StampFailure` with a kind the callers
 turn into their own stable codes.
 
-The concurrency cap is in-process state (:class:`StampSlots`): each service process has its own, so with
+The concurrency cap is in-process state (:class:`~vault.slots.Slots`): each service process has its own, so with
 several workers the machine-wide bound is workers x ``EVAULT_PDF_STAMP_CONCURRENCY``. A request that finds no
 free slot is refused with a retry hint instead of queueing without bound.
 """
@@ -19,9 +19,6 @@ import resource
 import signal
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -31,6 +28,7 @@ from compliance.copy_mark import CopyMark
 from compliance.errors import EvaultError, Unavailable
 from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
+from vault.slots import Refusal, Slots
 
 log = logging.getLogger("evault.stamp")
 _CTX = multiprocessing.get_context("forkserver")
@@ -129,56 +127,30 @@ def run_stamp(source: bytes | Path, mark: CopyMark, limits: StampLimits, *, keep
     return StampOutcome(pdf, int(header[1]), float(header[2]))
 
 
-class StampSlots:
-    """At most ``total`` stampings at once in this process, and at most ``per_key`` for one key (tenant)."""
+def busy(code: str) -> Refusal:
+    """The refusal of a stamping that found no free slot: ``code`` is the caller's (``Copy.Busy``, ...)."""
 
-    def __init__(self, total: int, per_key: int) -> None:
-        self.total, self.per_key = total, per_key
-        self._lock = threading.Condition()
-        self._running = 0
-        self._by_key: Counter[str] = Counter()
+    def refuse(_key_full: bool, _limit: int) -> Unavailable:
+        return Unavailable(code, "too many documents are being stamped; retry shortly", retry_after_seconds=2)
 
-    def _free(self, key: str | None) -> bool:
-        return self._running < self.total and (key is None or self._by_key[key] < self.per_key)
-
-    @contextmanager
-    def slot(self, key: str | None, busy_code: str, wait_seconds: float = 0.0) -> Iterator[None]:
-        """Hold a slot, waiting at most ``wait_seconds``; refuse with ``busy_code`` (503, Retry-After)."""
-        with self._lock:
-            if not self._lock.wait_for(lambda: self._free(key), timeout=wait_seconds):
-                raise Unavailable(
-                    busy_code, "too many documents are being stamped; retry shortly", retry_after_seconds=2
-                )
-            self._running += 1
-            if key is not None:
-                self._by_key[key] += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running -= 1
-                if key is not None:
-                    self._by_key[key] -= 1
-                    if not self._by_key[key]:
-                        del self._by_key[key]
-                self._lock.notify_all()
+    return refuse
 
 
-_SLOTS: dict[tuple[int, int], StampSlots] = {}
+_SLOTS: dict[tuple[int, int], Slots] = {}
 _SLOTS_LOCK = threading.Lock()
 
 
-def slots_for(pdf: PdfSettings) -> StampSlots:
+def slots_for(pdf: PdfSettings) -> Slots:
     """This process's slots for these caps (one instance per configuration, shared by every request)."""
     with _SLOTS_LOCK:
         return _SLOTS.setdefault(
-            (pdf.stamp_concurrency, pdf.stamp_per_org), StampSlots(pdf.stamp_concurrency, pdf.stamp_per_org)
+            (pdf.stamp_concurrency, pdf.stamp_per_org), Slots(pdf.stamp_concurrency, pdf.stamp_per_org)
         )
 
 
 def stamp_for_copy(pdf: PdfSettings, org_id: str, source: bytes, mark: CopyMark) -> bytes:
     """The marked copy, made in a child within this tenant's and the process's share of slots."""
-    with slots_for(pdf).slot(org_id, "Copy.Busy"):
+    with slots_for(pdf).slot(org_id, busy("Copy.Busy")):
         try:
             return run_stamp(source, mark, StampLimits.from_settings(pdf)).pdf
         except StampFailure as exc:

@@ -21,10 +21,6 @@ slower), so they are the service's caps. Several processes would each have their
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from anyio import to_thread
@@ -36,6 +32,7 @@ from compliance.errors import RateLimited, TooLarge, Unavailable
 from vault.field_limits import MAX_BODY_DEPTH, check_json_depth
 from vault.ratelimit import Policy, admit, refuse_if_spent
 from vault.runtime import Runtime
+from vault.slots import Slots
 from vault.tenancy import Principal, authenticate
 
 PARTNER_PREFIX = "/api/v2/partner/"
@@ -45,44 +42,23 @@ RATE_STATE = "rate_limit_usage"
 RETRY_AFTER_SECONDS = 1
 
 
-class UploadSlots:
-    """Uploads in flight, per API key and in total; a request that finds none free is refused, not queued."""
-
-    def __init__(self, total: int, per_key: int) -> None:
-        self.total, self.per_key = total, per_key
-        self._lock = threading.Lock()
-        self._running = 0
-        self._by_key: Counter[str] = Counter()
-
-    @contextmanager
-    def hold(self, key_id: str) -> Iterator[None]:
-        with self._lock:
-            if self._by_key[key_id] >= self.per_key:
-                raise RateLimited(
-                    "Request.TooManyUploads",
-                    f"this API key has {self.per_key} uploads in flight; retry when one finishes",
-                    limit=self.per_key,
-                    setting="EVAULT_MAX_UPLOADS_PER_KEY",
-                    retry_after_seconds=RETRY_AFTER_SECONDS,
-                )
-            if self._running >= self.total:
-                raise Unavailable(
-                    "Request.ServerBusy",
-                    "the service has as many uploads in flight as it takes; retry shortly",
-                    limit=self.total,
-                    setting="EVAULT_MAX_UPLOADS",
-                    retry_after_seconds=RETRY_AFTER_SECONDS,
-                )
-            self._running += 1
-            self._by_key[key_id] += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running -= 1
-                self._by_key[key_id] -= 1
-                if not self._by_key[key_id]:
-                    del self._by_key[key_id]
+def _refuse_upload(key_full: bool, limit: int) -> RateLimited | Unavailable:
+    """No upload slot: the key's own share (429) or the whole process's (503), both with ``Retry-After``."""
+    if key_full:
+        return RateLimited(
+            "Request.TooManyUploads",
+            f"this API key has {limit} uploads in flight; retry when one finishes",
+            limit=limit,
+            setting="EVAULT_MAX_UPLOADS_PER_KEY",
+            retry_after_seconds=RETRY_AFTER_SECONDS,
+        )
+    return Unavailable(
+        "Request.ServerBusy",
+        "the service has as many uploads in flight as it takes; retry shortly",
+        limit=limit,
+        setting="EVAULT_MAX_UPLOADS",
+        retry_after_seconds=RETRY_AFTER_SECONDS,
+    )
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -120,7 +96,7 @@ def _authenticate(
 class EdgeMiddleware:
     """ASGI middleware around every route (after routing, so the route's scope requirement is known)."""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime, slots: UploadSlots) -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime, slots: Slots) -> None:
         self.app, self.runtime, self.slots = app, runtime, slots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -153,7 +129,7 @@ class EdgeMiddleware:
         if principal is None:  # a document route outside the partner API has no caller to count
             await self.app(scope, _counted(receive, limit, setting), send)
             return
-        with self.slots.hold(principal.key_id):
+        with self.slots.slot(principal.key_id, _refuse_upload):
             await self.app(scope, _counted(receive, limit, setting), send)
 
 
@@ -210,6 +186,4 @@ def _replay(body: bytes, receive: Receive, pending: Any) -> Receive:
 def edge_middleware(runtime: Runtime) -> DefineMiddleware:
     """The middleware for this runtime, with one set of upload slots shared by every route."""
     edge = runtime.settings.edge
-    return DefineMiddleware(
-        EdgeMiddleware, runtime=runtime, slots=UploadSlots(edge.max_uploads, edge.max_uploads_per_key)
-    )
+    return DefineMiddleware(EdgeMiddleware, runtime=runtime, slots=Slots(edge.max_uploads, edge.max_uploads_per_key))
