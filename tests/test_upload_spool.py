@@ -21,10 +21,9 @@ def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
     return {**vault_env, "EVAULT_UPLOAD_SPOOL_MEMORY_BYTES": "0"}
 
 
-def test_spool_files_are_removed_after_staging_vaulting_and_refusals(
-    client: Any, tenant: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _, headers = tenant
+@pytest.fixture
+def spools(monkeypatch: pytest.MonkeyPatch) -> tuple[list[SpooledDocument], list[SpooledDocument]]:
+    """(every spool made, every spool closed) while the test runs."""
     opened: list[SpooledDocument] = []
     closed: list[SpooledDocument] = []
     real_init, real_close = SpooledDocument.__init__, SpooledDocument.close
@@ -39,6 +38,14 @@ def test_spool_files_are_removed_after_staging_vaulting_and_refusals(
 
     monkeypatch.setattr(SpooledDocument, "__init__", init)
     monkeypatch.setattr(SpooledDocument, "close", close)
+    return opened, closed
+
+
+def test_spool_files_are_removed_after_staging_vaulting_and_refusals(
+    client: Any, tenant: Any, spools: tuple[list[SpooledDocument], list[SpooledDocument]]
+) -> None:
+    _, headers = tenant
+    opened, closed = spools
     envelope_id = create_envelope(client, headers)
     pdf = make_pdf(size_bytes=2 * MiB)
     staged = client.post(
@@ -56,3 +63,23 @@ def test_spool_files_are_removed_after_staging_vaulting_and_refusals(
     assert list(spool_dir().iterdir()) == []
     # the staged upload, the refused one, the empty vault-in body and the staged read-back: each one closed
     assert len(opened) == 4 and all(spool in closed for spool in opened)
+
+
+@pytest.mark.parametrize(
+    "metadata, code",
+    [("not json", "Request.InvalidMetadata"), ('{"a": ' * 40 + "1" + "}" * 40, "Request.InvalidMetadata")],
+    ids=["not-json", "too-deep"],
+)
+def test_a_multipart_body_refused_after_its_documents_arrived_leaves_no_spool(
+    client: Any, tenant: Any, spools: tuple[list[SpooledDocument], list[SpooledDocument]], metadata: str, code: str
+) -> None:
+    _, headers = tenant
+    opened, closed = spools
+    envelope_id = create_envelope(client, headers)
+    files = [("document", ("a.pdf", make_pdf(), "application/pdf")), ("document", ("b.pdf", make_pdf(), "x/y"))]
+    response = client.post(
+        f"{API}/envelopes/{envelope_id}/vault-in-upload", files=files, data={"metadata": metadata}, headers=headers
+    )
+    assert (response.status_code, response.json()["code"]) == (400, code), response.text
+    assert len(opened) == 2 and all(spool in closed for spool in opened)
+    assert list(spool_dir().iterdir()) == []

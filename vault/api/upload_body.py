@@ -105,25 +105,21 @@ async def _multipart(
                     break
             if not parser.closed:
                 raise InvalidInput("Request.Invalid", "the multipart body ended early")
-    except (ParserError, ParserLimitReached) as exc:
-        for _, doc in documents:
+        if not documents:
+            raise InvalidInput("Document.Missing", "a multipart body needs at least one document part")
+        metadata = _metadata(fields["metadata"]) if "metadata" in fields else None
+        uploads = []
+        for position, (filename, doc) in enumerate(documents):
+            sha = fields.get(f"sha256_{position}")
+            expected = sha.decode("ascii", "replace") if sha is not None else None
+            check_line(expected, f"sha256_{position}", 64 * 2)
+            uploads.append(Upload(filename or f"document-{position}.pdf", doc, expected))
+    except BaseException as exc:  # a refused body leaves no spool behind, finished or not
+        for doc in [d for _, d in documents] + ([spool] if spool is not None else []):
             doc.close()
-        raise InvalidInput("Request.Invalid", f"invalid multipart/form-data: {exc}") from None
-    except BaseException:
-        for _, doc in documents:
-            doc.close()
-        if spool is not None:
-            spool.close()
+        if isinstance(exc, (ParserError, ParserLimitReached)):
+            raise InvalidInput("Request.Invalid", f"invalid multipart/form-data: {exc}") from None
         raise
-    if not documents:
-        raise InvalidInput("Document.Missing", "a multipart body needs at least one document part")
-    metadata = _metadata(fields["metadata"]) if "metadata" in fields else None
-    uploads = []
-    for position, (filename, doc) in enumerate(documents):
-        sha = fields.get(f"sha256_{position}")
-        expected = sha.decode("ascii", "replace") if sha is not None else None
-        check_line(expected, f"sha256_{position}", 64 * 2)
-        uploads.append(Upload(filename or f"document-{position}.pdf", doc, expected))
     return uploads, metadata, parts_digest(parts)
 
 
