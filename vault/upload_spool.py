@@ -19,18 +19,12 @@ from typing import IO, BinaryIO
 _SPOOL_DIR: Path | None = None
 
 
-def private_dir(base: Path | None = None) -> Path:
-    """A new directory only this user can enter, for spooled uploads."""
-    path = Path(tempfile.mkdtemp(prefix="evault-uploads-", dir=base))
-    os.chmod(path, 0o700)
-    return path
-
-
 def spool_dir() -> Path:
-    """This process's private directory for spooled uploads (made again if something removed it)."""
+    """This process's private (0700) directory for spooled uploads (made again if something removed it)."""
     global _SPOOL_DIR
     if _SPOOL_DIR is None or not _SPOOL_DIR.is_dir():
-        _SPOOL_DIR = private_dir()
+        _SPOOL_DIR = Path(tempfile.mkdtemp(prefix="evault-uploads-"))
+        os.chmod(_SPOOL_DIR, 0o700)
     return _SPOOL_DIR
 
 
