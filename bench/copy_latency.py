@@ -21,37 +21,17 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from storage.settings import Settings
-from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
 ROOT = Path(__file__).resolve().parents[1]
 API = "/api/v2/partner"
-
-
-@contextmanager
-def serve(runtime: Runtime, port: int) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def tenant(runtime: Runtime, client: httpx.Client, pdf: bytes) -> tuple[dict[str, str], str]:
@@ -93,20 +73,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", type=int, default=2000, help="pages of tenant A's document")
     parser.add_argument("--requests", type=int, default=300, help="tenant B's GETs per phase")
     parser.add_argument("--copiers", type=int, default=4, help="tenant A's concurrent copy requests")
-    parser.add_argument("--port", type=int, default=58390)
-    parser.add_argument("--port-base", type=int, default=58400, help="first embedded SeaweedFS port")
+    # below Linux's ephemeral range (32768+), where ports collide
+    parser.add_argument("--port", type=int, default=26390)
+    parser.add_argument("--port-base", type=int, default=26400, help="first embedded SeaweedFS port")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     make_pdf = importlib.import_module("tests.pdf_factory").make_pdf
+    vault_in_bench = importlib.import_module("bench.vault_in")
+    serve = vault_in_bench.serve_in_thread  # uvicorn in a thread, as vault-in's bench
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             "EVAULT_DATA_DIR": tmp,
             "EVAULT_S3_EMBEDDED_PORT_BASE": str(args.port_base),
             "EVAULT_MAX_UPLOAD_BYTES": str(200 * 1024 * 1024),
+            # the bench measures stamping's isolation, not the per-key rate limits (their own tests do)
+            "EVAULT_RATE_LIMIT": vault_in_bench.BENCH_RATE_LIMIT,
+            "EVAULT_RATE_LIMIT_COPIES": vault_in_bench.BENCH_RATE_LIMIT,
         }
         runtime = open_runtime(Settings.from_env(env))
         try:
