@@ -99,13 +99,17 @@ def store_env(store: EmbeddedS3, suffix: str) -> dict[str, str]:
 
 
 def together(*calls: Callable[[], Any]) -> list[Any]:
-    """Run the calls in threads released at once by a barrier (a race); return their results in order."""
+    """Run the calls in threads released at once by a barrier (a race); return, in order, each call's result
+    or the exception it raised (so a test can assert which one lost, and how)."""
     barrier = threading.Barrier(len(calls))
     results: list[Any] = [None] * len(calls)
 
     def run(i: int, call: Callable[[], Any]) -> None:
         barrier.wait()
-        results[i] = call()
+        try:
+            results[i] = call()
+        except Exception as exc:
+            results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
     for t in threads:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -25,7 +24,7 @@ from compliance.errors import Conflict
 from storage.db import MIGRATIONS, Database
 from storage.ids import as_utc, utcnow
 from storage.models import ApiKey, Event
-from tests.helpers import API, free_port
+from tests.helpers import API, free_port, together
 from vault.cli.main import main
 from vault.keys import revoke_key, rotate_key
 from vault.runtime import Runtime
@@ -218,26 +217,6 @@ def test_unmigrated_database_is_refused(
     db.dispose()
 
 
-def _together(*calls: Callable[[], Any]) -> list[Any]:
-    """Run the calls in threads released at once; each result is its return value or the error it raised."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int, call: Callable[[], Any]) -> None:
-        barrier.wait()
-        try:
-            results[i] = call()
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
-
-
 def test_concurrent_revoke_and_rotate_end_consistent(runtime: Runtime) -> None:
     """Either the revoke wins and nothing is rotated, or the rotation came first and its successor lives on."""
     for _ in range(TRIALS):
@@ -251,7 +230,7 @@ def test_concurrent_revoke_and_rotate_end_consistent(runtime: Runtime) -> None:
             with runtime.db.session() as session:
                 return rotate_key(session, key_id, timedelta(hours=1))
 
-        revoked, rotated = _together(revoke, rotate)
+        revoked, rotated = together(revoke, rotate)
         assert isinstance(revoked, ApiKey), revoked
         types = [e["type"] for e in _events(runtime, key.org_id)]
         with runtime.db.read_session() as session:
@@ -273,7 +252,7 @@ def test_concurrent_revokes_have_one_winner(runtime: Runtime) -> None:
             with runtime.db.session() as session:
                 return revoke_key(session, key_id)
 
-        results = _together(revoke, revoke)
+        results = together(revoke, revoke)
         errors = [r for r in results if isinstance(r, Exception)]
         assert len(errors) == 1 and isinstance(errors[0], Conflict) and errors[0].code == "Key.AlreadyRevoked"
         assert [e["type"] for e in _events(runtime, key.org_id)].count("key.revoked") == 1
