@@ -60,10 +60,9 @@ class MemoryRunLog:
 
 
 @dataclass
-class Context:
-    sources: Sources
-    scope: Scope
-    runs: RunLog
+class Tuning:
+    """How a run reads, retries and saves: the caller's options are these, and every check reads them here."""
+
     concurrency: int = 8
     claim_grace: timedelta = timedelta(minutes=15)
     retention: timedelta | None = None  # checkpoints' expected retention; None: only the lock mode is checked
@@ -73,6 +72,14 @@ class Context:
     stop_after_entries: int | None = None  # test hook: the same after this many log entries
     save_seconds: float = 2.0  # durable positions are saved at most this often
     log_save_every: int = 1 << 14  # a log's position is saved at multiples of this many entries (a power of 2)
+
+
+@dataclass
+class Context:
+    sources: Sources
+    scope: Scope
+    runs: RunLog
+    tuning: Tuning = field(default_factory=Tuning)
     stopping: threading.Event = field(default_factory=threading.Event)  # another pass of the run failed
     on_progress: Callable[[str, int, int], None] = lambda _what, _items, _bytes: None
     counts: Counter[str] = field(default_factory=Counter)
@@ -94,7 +101,7 @@ class Context:
     def step(self) -> None:
         """One object checked in this process; the test hook interrupts the run here."""
         self.done_here += 1
-        if self.stop_after is not None and self.done_here >= self.stop_after:
+        if self.tuning.stop_after is not None and self.done_here >= self.tuning.stop_after:
             raise Interrupted(f"stopped after {self.done_here} objects (test hook)")
         if self.stopping.is_set():
             raise Interrupted("another pass of this run stopped")
@@ -102,7 +109,7 @@ class Context:
     def log_step(self) -> None:
         """One log entry audited in this process; the test hook (or a failed pass) interrupts the audit here."""
         self.entries_here += 1
-        if self.stop_after_entries is not None and self.entries_here >= self.stop_after_entries:
+        if self.tuning.stop_after_entries is not None and self.entries_here >= self.tuning.stop_after_entries:
             raise Interrupted(f"stopped after {self.entries_here} log entries (test hook)")
         if self.entries_here % 1024 == 0 and self.stopping.is_set():
             raise Interrupted("another pass of this run stopped")

@@ -218,8 +218,8 @@ class LogAudit:
             self.report(
                 "Checkpoint.Unlocked", "the WORM checkpoint is not COMPLIANCE-locked", **where, mode=info.lock_mode
             )
-        elif row is not None and self.ctx.retention is not None and info.retain_until is not None:
-            wanted = as_utc(row.created_at) + self.ctx.retention - timedelta(minutes=5)
+        elif row is not None and self.ctx.tuning.retention is not None and info.retain_until is not None:
+            wanted = as_utc(row.created_at) + self.ctx.tuning.retention - timedelta(minutes=5)
             if as_utc(info.retain_until) < wanted:
                 self.report(
                     "Checkpoint.Unlocked",
@@ -332,7 +332,11 @@ def check_log(ctx: Context, org_id: str) -> None:
             audit.entry(session, event)
             event = next(events, None)
             size = audit.tree.size
-            if size % ctx.log_save_every == 0 and not audit.faulty and time.monotonic() - last_save >= ctx.save_seconds:
+            if (
+                size % ctx.tuning.log_save_every == 0
+                and not audit.faulty
+                and time.monotonic() - last_save >= ctx.tuning.save_seconds
+            ):
                 position = audit.state().encode()
                 if position is not None:
                     ctx.runs.save_position(unit, position, size)

@@ -233,7 +233,7 @@ def _claims(ctx: Context, org_id: str) -> set[str]:
     now = ctx.scope.started_at or datetime.now().astimezone()
     keys: set[str] = set()
     for claim in claims:
-        if as_utc(claim.claimed_at) < now - ctx.claim_grace:
+        if as_utc(claim.claimed_at) < now - ctx.tuning.claim_grace:
             ctx.report(
                 Finding(
                     "Vault.ClaimUnfinished",

@@ -69,19 +69,19 @@ def run_ordered(ctx: Context, unit: str, jobs: Iterable[tuple[str, Callable[[], 
     position, checked = state.position, state.checked
     last_save = time.monotonic()
     pending: deque[tuple[str, Future[None]]] = deque()
-    window = WINDOW_PER_THREAD * max(1, ctx.concurrency)
+    window = WINDOW_PER_THREAD * max(1, ctx.tuning.concurrency)
 
     def settle_oldest() -> None:
         nonlocal position, checked, last_save
         key, future = pending.popleft()
         future.result()  # a bug in a check stops the run; a fault in the vault is a finding, not an exception
         position, checked = key, checked + 1
-        if time.monotonic() - last_save >= ctx.save_seconds:
+        if time.monotonic() - last_save >= ctx.tuning.save_seconds:
             ctx.runs.save_position(unit, position, checked)
             last_save = time.monotonic()
         ctx.step()
 
-    pool = ThreadPoolExecutor(max(1, ctx.concurrency), thread_name_prefix="verify")
+    pool = ThreadPoolExecutor(max(1, ctx.tuning.concurrency), thread_name_prefix="verify")
     finished = False
     try:
         for key, job in jobs:

@@ -31,7 +31,7 @@ def read_version(
 ) -> ReadResult:
     """Stream ``key@version_id`` in bounded memory (``sink`` sees each chunk), hashing as it goes."""
     error: StorageError | None = None
-    for attempt in range(ctx.read_attempts):
+    for attempt in range(ctx.tuning.read_attempts):
         size = 0
         try:
             info, chunks = store.open_read(key, version_id)
@@ -50,13 +50,13 @@ def read_version(
             return ReadResult(None, None, 0, "missing", str(exc))
         except StorageUnavailable as exc:
             error = exc
-            time.sleep(ctx.retry_pause * (attempt + 1))
+            time.sleep(ctx.tuning.retry_pause * (attempt + 1))
             continue
         except StorageError as exc:
             return ReadResult(None, None, 0, "unreadable", str(exc))
         ctx.count("bytes_read", 0, size)
         return ReadResult(info, digest.hexdigest() if digest is not None else info.sha256_hex, size)
-    return ReadResult(None, None, 0, "unreadable", f"{error} (after {ctx.read_attempts} attempts)")
+    return ReadResult(None, None, 0, "unreadable", f"{error} (after {ctx.tuning.read_attempts} attempts)")
 
 
 def by_key(entries: Iterable[VersionEntry]) -> Iterator[tuple[str, list[VersionEntry]]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from compliance.errors import Unavailable
 from compliance.ledger.events import log_size
 from compliance.sources import Sources
-from compliance.verifier.context import Context, Interrupted, MemoryRunLog
+from compliance.verifier.context import Context, Interrupted, MemoryRunLog, Tuning
 from compliance.verifier.copies import check_copies
 from compliance.verifier.findings import Finding
 from compliance.verifier.health import check_storage
@@ -37,16 +37,7 @@ class CannotVerify(Unavailable):
 
 
 @dataclass
-class Options:
-    concurrency: int = 8
-    claim_grace: timedelta = timedelta(minutes=15)
-    retention: timedelta | None = None
-    stop_after: int | None = None  # test hook: interrupt after this many objects
-    stop_after_entries: int | None = None  # test hook: interrupt the log pass after this many entries
-    save_seconds: float = 2.0
-    log_save_every: int = 1 << 14
-    read_attempts: int = 3
-    retry_pause: float = 0.3
+class Options(Tuning):
     record: bool = True  # write run records, open findings and ledger events
     progress: Display | None = None
 
@@ -149,20 +140,7 @@ def verify(
     else:
         scope = scope or fix_scope(sources)
         runs = DbRunLog.start(sources.db, scope) if options.record else MemoryRunLog()
-    ctx = Context(
-        sources,
-        scope,
-        runs,
-        concurrency=options.concurrency,
-        claim_grace=options.claim_grace,
-        retention=options.retention,
-        stop_after=options.stop_after,
-        stop_after_entries=options.stop_after_entries,
-        save_seconds=options.save_seconds,
-        log_save_every=options.log_save_every,
-        read_attempts=options.read_attempts,
-        retry_pause=options.retry_pause,
-    )
+    ctx = Context(sources, scope, runs, tuning=options)
     if options.progress is not None:
         ctx.on_progress = options.progress
     check_storage(ctx)
