@@ -16,6 +16,10 @@ VENV=$ROOT/.venv
 PY=$VENV/bin/python
 PG_PORT=${EVAULT_TEST_PG_PORT:-25432}  # below the ephemeral range (32768-60999)
 PG_DB=evault_test
+# The PostgreSQL pass's own embedded-store port bases (the SQLite pass reads EVAULT_TEST_S3_PORT_BASE and
+# EVAULT_TEST_SERVE_PORT_BASE, defaults 28330 and 23400), so that two runs on one machine can be moved apart.
+PG_PASS_S3_BASE=${EVAULT_TEST_PG_S3_PORT_BASE:-29330}
+PG_PASS_SERVE_BASE=${EVAULT_TEST_PG_SERVE_PORT_BASE:-23500}
 START=$SECONDS
 
 section() { printf '\n=== %s (+%ss)\n' "$*" "$((SECONDS - START))"; }
@@ -190,7 +194,8 @@ run_pytest() {
 # passes share 2 cores well), on its own S3 ports, and skips the tests marked `once` (independent of the
 # database under test: servers on the embedded defaults, pure functions, their own PostgreSQL cluster).
 run_pytest_pg() {
-    EVAULT_TEST_DATABASE_URL="$PG_URL" EVAULT_TEST_S3_PORT_BASE=29330 EVAULT_TEST_SERVE_PORT_BASE=23500 \
+    EVAULT_TEST_DATABASE_URL="$PG_URL" EVAULT_TEST_S3_PORT_BASE="$PG_PASS_S3_BASE" \
+        EVAULT_TEST_SERVE_PORT_BASE="$PG_PASS_SERVE_BASE" \
         run_pytest -m "not once" "$@"
 }
 
