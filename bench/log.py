@@ -27,8 +27,8 @@ from typing import Any
 
 import rfc8785
 
-from compliance.ledger.head_map import Head, HeadMap, map_key, tree_id_for, verify_map_proof
-from compliance.ledger.map_store import _load
+from compliance.headmap.sparse_tree import Head, HeadMap, map_key, tree_id_for, verify_map_proof
+from compliance.headmap.sql_store import _load
 from compliance.ledger.merkle import leaf_hash, root_from_leaf_hashes, verify_inclusion
 from compliance.ledger.tiles import TiledTree
 from storage.db import Database

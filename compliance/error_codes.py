@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from compliance.verifier.codes import CODES as FINDING_CODES
+from compliance.finding_codes import CODES as FINDING_CODES
 
 
 class ErrorCode(NamedTuple):

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
-from compliance.ledger.checkpoints import tree_for
+from compliance.checkpoints.publisher import tree_for
+from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
 from compliance.ledger.events import log_size
 from compliance.sources import Sources
 from compliance.verifier import CannotVerify, Options, fix_scope, verify

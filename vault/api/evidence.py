@@ -12,12 +12,12 @@ from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
-from compliance.audit_trail import as_csv, audit_trail
-from compliance.certificate import covering_checkpoint, issue_certificate
-from compliance.certificate_pdf import certificate_pdf
-from compliance.conditions import check_compliance
+from compliance.audit.trail import as_csv, audit_trail
+from compliance.certificates.issuance import covering_checkpoint, issue_certificate
+from compliance.certificates.pdf_page import certificate_pdf
+from compliance.conditions.evidence import Custodian, Policy
+from compliance.conditions.policies import check_compliance
 from compliance.errors import InvalidInput
-from compliance.evidence import Custodian, Policy
 from compliance.ledger.events import Actor
 from vault.api.schemas import READ_ERRORS, WRITE_ERRORS, answers
 from vault.runtime import Runtime

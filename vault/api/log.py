@@ -10,11 +10,11 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
+from compliance.bundles.proof_bundle import build_bundle
+from compliance.checkpoints.publisher import latest_checkpoint, tree_for
 from compliance.errors import InvalidInput, NotFound
-from compliance.ledger.checkpoints import latest_checkpoint, tree_for
+from compliance.headmap.sql_store import map_root_ending
 from compliance.ledger.events import envelope_events, log_size
-from compliance.ledger.map_store import map_root_ending
-from compliance.proof_bundle import build_bundle
 from storage.models import Checkpoint as CheckpointRow
 from vault.api.conventions import Hook, Outcome, mutate, raw_digest
 from vault.api.evidence import document_signing_keys

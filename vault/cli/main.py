@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from compliance.errors import EvaultError
-from compliance.signing import SigningKeyError
+from compliance.ledger.vault_key import SigningKeyError
 from storage.settings import Settings, SettingsError
 from vault.cli.evidence import add_cert_commands, add_trust_options, trust_from
 from vault.cli.keys import add_commands as add_key_commands
@@ -135,7 +135,7 @@ def _serve(_: argparse.Namespace) -> int:
 
 
 def _log_verify(args: argparse.Namespace) -> int:
-    from compliance.proof_bundle import verify_bundle
+    from compliance.bundles.proof_bundle import verify_bundle
 
     text = Path(args.bundle).read_bytes()
     result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin)
@@ -156,7 +156,7 @@ def _log_verify(args: argparse.Namespace) -> int:
 
 
 def _log_consistency(args: argparse.Namespace) -> int:
-    from compliance.trusted_checkpoint import check_consistency
+    from compliance.checkpoints.auditor_memory import check_consistency
 
     old, new = check_consistency(
         Path(args.old).read_text(),
@@ -254,7 +254,7 @@ def _report_verify(args: argparse.Namespace) -> int:
 
 
 def _witness(args: argparse.Namespace) -> int:
-    from compliance.witness_app import serve_witness
+    from compliance.witness.http_app import serve_witness
 
     serve_witness(Path(args.state), Path(args.key), args.log_key, args.host, args.port, name=args.name)
     return 0

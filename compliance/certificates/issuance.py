@@ -4,7 +4,7 @@
 "value": <base64>}}``. The signature is Ed25519 over the RFC 8785 encoding of ``certificate``, so it verifies
 whatever the JSON's layout on the wire, with the same key that signs checkpoints. The certificate embeds the
 envelope's v2 proof bundle (every event, inclusion proofs, the head map proof, the signed checkpoint), so its
-claims about the history can be re-checked offline (``compliance/certificate_check.py``).
+claims about the history can be re-checked offline (``compliance/certificates/offline_check.py``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import select
 
-from compliance.conditions import Verdict, check_compliance
+from compliance.bundles.proof_bundle import build_bundle
+from compliance.checkpoints.publisher import CheckpointService, latest_checkpoint
+from compliance.conditions.evidence import Policy
+from compliance.conditions.policies import Verdict, check_compliance
 from compliance.errors import NotFound
-from compliance.evidence import Policy
-from compliance.ledger.checkpoints import CheckpointService, latest_checkpoint
+from compliance.headmap.sql_store import map_root_ending
 from compliance.ledger.events import Actor, envelope_events
-from compliance.ledger.map_store import map_root_ending
-from compliance.proof_bundle import build_bundle
-from compliance.signing import VaultKey
+from compliance.ledger.vault_key import VaultKey
 from compliance.sources import Sources
 from storage.ids import iso, utcnow
 from storage.models import Checkpoint as CheckpointRow

@@ -14,11 +14,11 @@ import io
 import json
 from typing import Any
 
+from compliance.conditions.evidence import as_dict
 from compliance.errors import NotFound
-from compliance.evidence import as_dict
 from compliance.ledger.chain import parse_entry
-from compliance.ledger.errors import LogError
 from compliance.ledger.events import envelope_events
+from compliance.ledger.log_error import LogError
 from compliance.sources import Sources
 from storage.models import Envelope, Event
 
