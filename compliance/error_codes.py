@@ -134,6 +134,8 @@ CODES: dict[str, ErrorCode] = {
     "Attach.StoreNotRunning": ErrorCode(None, "the embedded store is not running"),
     "Attach.StoreUnusable": ErrorCode(None, "the authoritative bucket cannot be checked"),
     "Attach.NoPublicKey": ErrorCode(None, "the vault's public key cannot be read"),
+    "Subject.InvalidId": ErrorCode(None, "evault erase names something that is not a subject id (sub_...)"),
+    "Subject.NotFound": ErrorCode(None, "evault erase names no data subject"),
     "Database.NotReady": ErrorCode(None, "an operator command finds no database, or one not migrated (exit 3)"),
     "Attach.NoReportKey": ErrorCode(None, "the report-signing key cannot be loaded"),
     "Verify.EmptyVault": ErrorCode(None, "nothing to verify: an empty vault is never clean (exit 3)"),
