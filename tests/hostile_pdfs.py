@@ -200,3 +200,48 @@ def hiding_optional_content() -> bytes:
         ]
     )
     return data
+
+
+# --- Files that try to look like their own copy (the copy mark's camouflage) -------------------------------
+
+_BAND_RED = b"0.65 0 0 rg"  # compliance.conditions.copy_mark.BAND_RGB
+
+
+def camouflage() -> bytes:
+    """The finding's page: painted 50% grey, with a header bar in the band's own red where the old mark's
+    red text sat, so a mark drawn over the page (red text, a faint grey COPY) rendered pixel-identical."""
+    content = b"0.5 g 0 0 612 792 re f " + _BAND_RED + b" 0 712 612 80 re f 0 g " + _TEXT.replace(b"700", b"600")
+    return _one_page(content=content)
+
+
+def overreaching_camouflage() -> bytes:
+    """The camouflage, reaching for where the band will be: its paint, a white box and text claiming to be
+    the mark are drawn above its own MediaBox, and an opaque annotation sits there too."""
+    claim = b"BT /F1 8 Tf 1 1 1 rg 20 810 Td (NON-AUTHORITATIVE COPY - copy cp_guess) Tj ET"
+    content = b"0.5 g 0 0 612 1200 re f " + _BAND_RED + b" 0 712 612 488 re f 1 1 1 rg 0 800 612 60 re f " + claim
+    annot = b"<< /Type /Annot /Subtype /Stamp /Rect [0 792 612 900] /F 4 /AP << /N 7 0 R >> >>"
+    return _one_page(
+        b"/Annots [6 0 R]", content=content, extra_objects=[annot, _appearance(b"0 0 612 108", _WHITE_FULL_PAGE)]
+    )
+
+
+def picture_page(width: float, height: float, pixels: tuple[int, int, bytes]) -> bytes:
+    """One page ``width`` x ``height`` points that is nothing but a picture: ``pixels`` is (columns, rows,
+    packed RGB top row first), for instance a rendered page of one of the vault's own copies."""
+    columns, rows, rgb = pixels
+    image = stream(
+        b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8"
+        b" /Filter /FlateDecode" % (columns, rows),
+        zlib.compress(rgb, 6),
+    )
+    draw = b"q %.4f 0 0 %.4f 0 0 cm /Im0 Do Q" % (width, height)
+    return assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %.4f %.4f] /Resources << /XObject << /Im0 5 0 R >> >>"
+            b" /Contents 4 0 R >>" % (width, height),
+            stream(b"", draw),
+            image,
+        ]
+    )
