@@ -49,8 +49,12 @@ def _differing(row: bytes, other: bytes) -> int:
 
 
 def on_canvas(original: bytes, index: int, width: int, height: int, dpi: float = 72) -> list[bytes]:
-    """The original page's rendering placed at the bottom left of a white ``width`` x ``height`` canvas."""
-    _, source_height, source_rows = gray(original, index, dpi)
+    """The original page's rendering placed at the bottom left of a white ``width`` x ``height`` canvas (all
+    white if the page displays as nothing, such as a CropBox outside its MediaBox)."""
+    document = pdfium.PdfDocument(original)
+    shows_nothing = min(document.get_page_size(index)) <= 1  # pdfium cannot even make a bitmap of it
+    document.close()
+    _, source_height, source_rows = (0, 0, []) if shows_nothing else gray(original, index, dpi)
     offset = max(0, height - source_height)
     white = b"\xff" * width
     rows = [source_rows[row - offset] if 0 <= row - offset < source_height else b"" for row in range(height)]

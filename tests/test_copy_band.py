@@ -30,7 +30,7 @@ from storage.settings import PdfSettings
 from tests import hostile_pdfs, pdf_factory, rendering
 from vault.copy_stamp import mark_objects, stamp_copy
 from vault.pdf_inspect import inspect_pdf
-from vault.stamp_worker import StampLimits, run_stamp
+from vault.stamp_worker import StampFailure, StampLimits, run_stamp
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
 
@@ -62,6 +62,11 @@ CORPUS: dict[str, Callable[[], bytes]] = {
     "object-stream-loop": hostile_pdfs.object_stream_loop,
     "shared-content": lambda: hostile_pdfs.shared_content(3),
     "landscape-rotated-cropped": pdf_factory.make_landscape_and_rotated_pdf,
+    "rotate-180": lambda: hostile_pdfs.one_page(b"/Rotate 180 /CropBox [20 30 500 700]"),
+    "rotate-minus-90": lambda: hostile_pdfs.one_page(b"/Rotate -90"),
+    "rotate-minus-135": lambda: hostile_pdfs.one_page(b"/Rotate -135"),
+    "rotate-450": lambda: hostile_pdfs.one_page(b"/Rotate 450"),
+    "cropbox-outside-mediabox": lambda: hostile_pdfs.one_page(b"/CropBox [700 800 900 1000]"),
     "narrow-tall": lambda: pdf_factory.make_pdf(pages=1, page_size=(200.0, 3000.0)),
 }
 
@@ -155,6 +160,20 @@ def test_the_stamper_process_checks_the_copy_it_makes() -> None:
     outcome = run_stamp(source, mark, StampLimits.from_settings(PdfSettings()))
     assert outcome.check.passed and outcome.check.min_difference >= MIN_DIFFERENCE
     assert check_copy(source, outcome.pdf, mark.copy_id).passed
+
+
+def test_checking_a_dense_page_stays_within_the_stampers_limits() -> None:
+    """pdfium holds a parsed page in memory: under the stamper's limits a dense page (13 MB of content) is
+    checked, and under a tighter address space it is a memory failure, not a crash read as a malformed file."""
+    source = hostile_pdfs.dense_page(1_000_000)
+    mark = _mark(source)
+    limits = StampLimits.from_settings(PdfSettings())
+    outcome = run_stamp(source, mark, limits, keep=False)
+    assert outcome.check.passed
+    assert outcome.peak_rss_bytes < limits.memory_bytes and outcome.cpu_seconds <= limits.cpu_seconds
+    with pytest.raises(StampFailure) as info:
+        run_stamp(source, mark, StampLimits(256 * 1024 * 1024, 30, 60.0), keep=False)
+    assert info.value.kind == "memory"
 
 
 def test_unreadable_files_fail_the_check() -> None:

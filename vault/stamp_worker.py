@@ -108,6 +108,8 @@ def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: Stamp
 def _died(exitcode: int | None) -> StampFailure:
     if exitcode in (-signal.SIGXCPU, -signal.SIGKILL):
         return StampFailure("timeout", f"stamper killed by signal {-(exitcode or 0)}")
+    if exitcode == -signal.SIGABRT:  # pdfium aborts, rather than raise, when RLIMIT_AS refuses it memory
+        return StampFailure("memory", "stamper aborted: pdfium ran out of its address space")
     return StampFailure("failed", f"stamper exited with {exitcode}")
 
 

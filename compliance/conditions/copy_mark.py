@@ -92,9 +92,10 @@ def visible_box(page: PageObject) -> Box:
 def rotation(page: PageObject) -> int:
     """/Rotate as 0, 90, 180 or 270, read the way pdfium reads it (whole quarter turns, clockwise)."""
     try:
-        quarters = int(page.get("/Rotate", 0)) // 90
+        degrees = int(page.get("/Rotate", 0))
     except (TypeError, ValueError, OverflowError):
         return 0
+    quarters = abs(degrees) // 90 * (1 if degrees >= 0 else -1)  # C's division, as pdfium does it
     return quarters % 4 * 90
 
 

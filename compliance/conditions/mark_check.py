@@ -3,7 +3,9 @@
 A copy passes when, on every page:
 
 - its geometry is the mark's: the copy page displays as wide as the original page and exactly
-  ``band_for_original(h)`` taller (``copy_mark`` defines the band), with the same number of pages;
+  ``band_for_original(h)`` taller (``copy_mark`` defines the band), with the same number of pages; an
+  original page that pdfium displays as nothing (under 1 pt either way) has nothing to compare, and its copy
+  page is held to the band alone;
 - the rendered copy differs from the rendered original in at least ``MIN_DIFFERENCE`` of its pixels. The
   comparison places the original's rendering below the band on a canvas of the copy's size, white (unpainted
   paper) elsewhere, and counts a pixel as different when its grey level differs by more than 31 of 255. The
@@ -83,7 +85,8 @@ def _check_page(original: pdfium.PdfDocument, copy: pdfium.PdfDocument, index: i
     try:
         width, height = page.get_size()
         band = band_height(height)
-        geometry = (
+        shows_nothing = source_width <= 1 or source_height <= 1  # e.g. a CropBox outside the MediaBox
+        geometry = shows_nothing or (
             abs(width - source_width) <= _TOLERANCE
             and abs(height - source_height - band_for_original(source_height)) <= _TOLERANCE
         )
