@@ -229,10 +229,13 @@ def camouflage() -> bytes:
 
 
 def overreaching_camouflage() -> bytes:
-    """The camouflage, reaching for where the band will be: its paint, a white box and text claiming to be
-    the mark are drawn above its own MediaBox, and an opaque annotation sits there too."""
+    """The camouflage, reaching for where the band will be: after unbalanced ``Q``s (to pop any clip set
+    around it), its paint, a white box and text claiming to be the mark are drawn above its own MediaBox,
+    and an opaque annotation sits there too."""
     claim = b"BT /F1 8 Tf 1 1 1 rg 20 810 Td (NON-AUTHORITATIVE COPY - copy cp_guess) Tj ET"
-    content = b"0.5 g 0 0 612 1200 re f " + _BAND_RED + b" 0 712 612 488 re f 1 1 1 rg 0 800 612 60 re f " + claim
+    content = (
+        b"Q Q Q Q 0.5 g 0 0 612 1200 re f " + _BAND_RED + b" 0 712 612 488 re f 1 1 1 rg 0 800 612 60 re f " + claim
+    )
     annot = b"<< /Type /Annot /Subtype /Stamp /Rect [0 792 612 900] /F 4 /AP << /N 7 0 R >> >>"
     return one_page(
         b"/Annots [6 0 R]", content=content, extra_objects=[annot, _appearance(b"0 0 612 108", _WHITE_FULL_PAGE)]
