@@ -161,6 +161,9 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
     scopes = _scopes(app, "")
     paths: dict[str, Any] = schema.get("paths", {})
     _name_operations(paths, prefix)
+    for model in schema.get("components", {}).get("schemas", {}).values():
+        if model.get("type") == "object" and "properties" in model:
+            model.setdefault("additionalProperties", False)  # an answer is exactly its model (free-form JSON aside)
     links = _links(paths, prefix)
     rate_headers = {
         "RateLimit-Policy": {
