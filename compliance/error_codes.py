@@ -25,6 +25,7 @@ CODES: dict[str, ErrorCode] = {
         400, "the body, a query or a path parameter is malformed; details.errors names the field"
     ),
     "Request.InvalidCursor": ErrorCode(400, "the list cursor is not one this API issued"),
+    "Request.InvalidHeader": ErrorCode(400, "If-Match or If-None-Match is present but empty or not visible ASCII"),
     "Request.InvalidMetadata": ErrorCode(
         400, "metadata/parties are not JSON the ledger can hold (size, depth, numbers)"
     ),
