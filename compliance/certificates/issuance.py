@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import select
 
 from compliance.bundles.proof_bundle import build_bundle
-from compliance.checkpoints.publisher import CheckpointService, latest_checkpoint
+from compliance.checkpoints.freshness import SignsOnDemand, envelope_coverage, freshness
+from compliance.checkpoints.publisher import latest_checkpoint
 from compliance.conditions.evidence import Policy
 from compliance.conditions.policies import Verdict, check_compliance
 from compliance.errors import NotFound
-from compliance.headmap.sql_store import map_root_ending
-from compliance.ledger.events import Actor, envelope_events
+from compliance.ledger.events import Actor
 from compliance.ledger.vault_key import VaultKey
 from compliance.sources import Sources
 from storage.ids import iso, utcnow
@@ -49,18 +49,11 @@ def sign_certificate(body: dict[str, Any], key: VaultKey) -> dict[str, Any]:
     }
 
 
-def covering_checkpoint(
-    sources: Sources, checkpoints: CheckpointService, org_id: str, envelope_id: str
-) -> CheckpointRow:
-    """The latest checkpoint when it covers every event and ends with a map commit; else one signed now."""
+def covering_checkpoint(sources: Sources, checkpoints: SignsOnDemand, org_id: str, envelope_id: str) -> CheckpointRow:
+    """The latest checkpoint when it is fresh enough for the envelope (``freshness``); else one signed now."""
     with sources.db.read_session() as session:
-        events = envelope_events(session, envelope_id)
         latest = latest_checkpoint(session, org_id)
-        fresh = (
-            latest is not None
-            and (not events or latest.size > events[-1].leaf_index)
-            and map_root_ending(session, org_id, latest.size) is not None
-        )
+        fresh = freshness(session, org_id, latest, envelope_coverage(session, envelope_id))
     if latest is not None and fresh:
         return latest
     return checkpoints.checkpoint_now(org_id)
@@ -166,7 +159,7 @@ def certificate_body(
 
 
 def issue_certificate(
-    sources: Sources, key: VaultKey, checkpoints: CheckpointService, policy: Policy, actor: Actor, envelope_id: str
+    sources: Sources, key: VaultKey, checkpoints: SignsOnDemand, policy: Policy, actor: Actor, envelope_id: str
 ) -> dict[str, Any]:
     """Check the six conditions on a checkpoint covering every event, then sign what was found."""
     with sources.db.read_session() as session:

@@ -11,9 +11,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from compliance.bundles.proof_bundle import build_bundle
-from compliance.checkpoints.publisher import latest_checkpoint, tree_for
+from compliance.checkpoints.publisher import tree_for
 from compliance.errors import InvalidInput, NotFound
-from compliance.headmap.sql_store import map_root_ending
 from compliance.ledger.events import envelope_events, log_size
 from storage.models import Checkpoint as CheckpointRow
 from vault.api.conventions import Hook, Outcome, mutate, raw_digest
@@ -27,6 +26,7 @@ from vault.api.schemas import (
     ProofBundleView,
     answers,
 )
+from vault.checkpoint_requests import WRITE_SCOPE
 from vault.envelopes import get_envelope
 from vault.runtime import Runtime
 from vault.tenancy import Principal
@@ -46,15 +46,6 @@ def _b64(hashes: list[bytes]) -> list[str]:
     return [base64.b64encode(h).decode() for h in hashes]
 
 
-def _current(runtime: Runtime, org_id: str, at_least: int = 1) -> CheckpointRow:
-    """The latest checkpoint, signing one now when none covers ``at_least`` entries yet."""
-    with runtime.db.read_session() as session:
-        row = latest_checkpoint(session, org_id)
-    if row is None or row.size < at_least:
-        row = runtime.checkpoints.checkpoint_now(org_id)
-    return row
-
-
 class LogController(Controller):
     path = "/log"
     tags = ["Transparency log"]
@@ -62,17 +53,28 @@ class LogController(Controller):
 
     @get("/checkpoint", sync_to_thread=True, responses=answers(200, CheckpointView, READ_ERRORS, "The checkpoint"))
     def checkpoint(self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
-        """The latest signed checkpoint (C2SP tlog-checkpoint note) of your organisation's log."""
-        return _checkpoint_view(_current(runtime, principal.org_id))
+        """The latest signed checkpoint (C2SP tlog-checkpoint note) of your organisation's log.
 
-    @post("/checkpoint", status_code=200, responses=answers(200, CheckpointView, WRITE_ERRORS, "The checkpoint"))
+        With entries pending, a key holding ``vault:write`` gets a new one (within the organisation's quota,
+        ``EVAULT_RATE_LIMIT_CHECKPOINTS``); any other key gets the latest, which covers its ``size`` entries.
+        """
+        return _checkpoint_view(runtime.checkpoint_requests(principal.scopes).latest_or_new(principal.org_id))
+
+    @post(
+        "/checkpoint",
+        status_code=200,
+        opt={"scope": WRITE_SCOPE},
+        responses=answers(200, CheckpointView, WRITE_ERRORS, "The checkpoint"),
+    )
     async def checkpoint_now(
         self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
     ) -> Response[Any]:
-        """Sign a checkpoint of the log's current head now (if it has grown)."""
+        """Sign a checkpoint of the log's current head now, if it has grown (``EVAULT_RATE_LIMIT_CHECKPOINTS``
+        per organisation: 429 ``Checkpoint.RateLimited``); else the latest one."""
 
         def call(_: Hook) -> Outcome:
-            return Outcome(200, _checkpoint_view(runtime.checkpoints.checkpoint_now(principal.org_id)))
+            checkpoint = runtime.checkpoint_requests(principal.scopes).covering(principal.org_id)
+            return Outcome(200, _checkpoint_view(checkpoint))
 
         digest = raw_digest(hashlib.sha256(await request.body()).hexdigest())
         return await mutate(request, runtime, principal.org_id, digest, 200, call)
@@ -137,11 +139,8 @@ class EnvelopeProofController(Controller):
             events = envelope_events(session, envelope_id)
         if not events:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
-        checkpoint = _current(runtime, principal.org_id, at_least=events[-1].leaf_index + 1)
-        with runtime.db.read_session() as session:
-            mapped = map_root_ending(session, principal.org_id, checkpoint.size) is not None
-        if not mapped:  # signed before the head map existed: commit a map and sign a checkpoint ending with it
-            checkpoint = runtime.checkpoints.checkpoint_now(principal.org_id)
+        requests = runtime.checkpoint_requests(principal.scopes)
+        checkpoint = requests.covering(principal.org_id, events[-1].leaf_index + 1)
         with runtime.db.read_session() as session:
             return build_bundle(session, runtime.key, envelope_id, checkpoint)
 
