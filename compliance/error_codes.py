@@ -115,7 +115,6 @@ CODES: dict[str, ErrorCode] = {
     # service health
     "Database.Unavailable": ErrorCode(503, "the database cannot be reached or locked; see Retry-After"),
     "Service.NotReady": ErrorCode(503, "a readiness check fails (details.failing names it)"),
-    "Checkpoint.Forged": ErrorCode(500, "a note at a checkpoint key is not the vault's checkpoint of this tree"),
     "Checkpoint.WriteScopeRequired": ErrorCode(
         403, "events are pending and a checkpoint on request needs vault:write; see Retry-After for the scheduled one"
     ),

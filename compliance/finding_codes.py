@@ -37,7 +37,12 @@ _CODES = (
     Code("Checkpoint.Missing", "a checkpoint is in the database but not in WORM, or the other way round", log=True),
     Code("Checkpoint.Mismatch", "the database checkpoint differs from the WORM one", log=True),
     Code("Checkpoint.Unlocked", "a WORM checkpoint is not COMPLIANCE-locked, or its retention was shortened", log=True),
-    Code("Checkpoint.Forged", "a WORM checkpoint is not the vault's signed note for this log's origin", log=True),
+    Code(
+        "Checkpoint.Forged",
+        "a WORM checkpoint (or a note at a checkpoint's key) is not the vault's signed note for this log",
+        log=True,
+    ),
+    Code("Checkpoint.AheadOfLog", "a checkpoint note or row exists for a size the log has not reached: planted"),
     Code("Checkpoint.ExtraVersion", "another version or a delete marker sits on a checkpoint's key", log=True),
     Code("Copy.Missing", "a registered copy is not in the copies bucket"),
     Code("Copy.Unregistered", "an object in the copies bucket is not in the copy register"),

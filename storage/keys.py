@@ -49,5 +49,18 @@ def checkpoint_key(org_id: str, size: int) -> str:
     return f"log/{_check_id(org_id)}/checkpoint/{size:020d}"
 
 
+def checkpoint_key_beside(org_id: str, size: int, note_sha256_hex: str) -> str:
+    """Where a checkpoint goes when its key is taken by a note that is not the vault's: named by the SHA-256 of
+    the vault's own signed note, which nobody can compute in advance without the vault's key."""
+    if not _SHA256.fullmatch(note_sha256_hex):
+        raise ValueError("note_sha256_hex must be 64 lower-case hex digits")
+    return f"{checkpoint_key(org_id, size)}.{note_sha256_hex[:32]}"
+
+
 def timestamp_key(org_id: str, size: int) -> str:
-    return checkpoint_key(org_id, size) + ".tsr"
+    return timestamp_key_of(checkpoint_key(org_id, size))
+
+
+def timestamp_key_of(note_key: str) -> str:
+    """The RFC 3161 token of the checkpoint note stored at ``note_key`` lies beside it."""
+    return note_key + ".tsr"
