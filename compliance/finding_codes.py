@@ -24,6 +24,9 @@ _CODES = (
     Code("Object.LockRemoved", "the recorded version is not under a COMPLIANCE lock"),
     Code("Object.LockShortened", "the version's retention ends before the recorded date"),
     Code("Object.Unrecorded", "an object under the authoritative prefix is named by no record"),
+    Code(
+        "Object.Unknown", "an object outside every place the vault writes, or under an organisation that does not exist"
+    ),
     Code("Object.Unreadable", "a read failed with a server error after bounded retries (possibly damaged bytes)"),
     Code("Record.Edited", "a record row differs from its vault.vaulted_in ledger entry (hash, key, version, date)"),
     Code("Vault.ClaimUnfinished", "a vault-in claim older than the grace period was neither recorded nor released"),

@@ -19,10 +19,15 @@ def _check_id(value: str) -> str:
     return value
 
 
+def authoritative_prefix(org_id: str, envelope_id: str) -> str:
+    """Everything under it is the envelope's authoritative copy: what is there beyond the record is a finding."""
+    return f"{AUTHORITATIVE_PREFIX}{_check_id(org_id)}/{_check_id(envelope_id)}/"
+
+
 def authoritative_key(org_id: str, envelope_id: str, position: int, sha256_hex: str) -> str:
     if position < 0 or not _SHA256.fullmatch(sha256_hex):
         raise ValueError("position must be >= 0 and sha256 64 lower-case hex digits")
-    return f"{AUTHORITATIVE_PREFIX}{_check_id(org_id)}/{_check_id(envelope_id)}/{position:03d}-{sha256_hex}.pdf"
+    return f"{authoritative_prefix(org_id, envelope_id)}{position:03d}-{sha256_hex}.pdf"
 
 
 def envelope_of_key(key: str) -> str | None:

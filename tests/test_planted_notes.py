@@ -12,7 +12,7 @@ from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
 from compliance.ledger.events import log_size
 from compliance.ledger.merkle import EMPTY_ROOT
 from compliance.ledger.note import NoteSigner
-from compliance.verifier import audit_log
+from compliance.verifier import audit_log, verify_vault
 from storage.keys import checkpoint_key, checkpoint_key_beside
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
@@ -70,3 +70,6 @@ def test_notes_ahead_of_the_log_are_reported_and_never_block(
     assert {f.code for f in findings} <= {"Checkpoint.Forged", "Checkpoint.Missing", "Checkpoint.Unlocked"}
     missing = {f.details["size"] for f in findings if f.code == "Checkpoint.Missing"}
     assert missing == set(planted) - {c["size"] for c in bypassed}  # planted where no checkpoint was signed
+    # The whole run agrees, and finds the notes written beside the planted ones where the vault writes.
+    everything = verify_vault(runtime.sources())["findings"]
+    assert {f["code"] for f in everything} <= {"Checkpoint.Forged", "Checkpoint.Missing", "Checkpoint.Unlocked"}
