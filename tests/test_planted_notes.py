@@ -4,19 +4,30 @@ able to block checkpointing or proof bundles when the log gets there (issue 21).
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from compliance.checkpoints.timestamping import verify_timestamp
+from compliance.headmap.sql_store import commit_head_map
 from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
 from compliance.ledger.events import log_size
 from compliance.ledger.merkle import EMPTY_ROOT
 from compliance.ledger.note import NoteSigner
 from compliance.verifier import audit_log, verify_vault
-from storage.keys import checkpoint_key, checkpoint_key_beside
-from tests.helpers import API, create_envelope, upload
+from storage.keys import checkpoint_key, checkpoint_key_beside, timestamp_key
+from storage.settings import Settings
+from tests.helpers import API, create_envelope, free_port, upload
 from tests.pdf_factory import make_pdf
-from vault.runtime import Runtime
+from tests.test_timestamping import Pki, _Tsa, other_pki, pki  # noqa: F401  (fixtures)
+from vault.runtime import Runtime, open_runtime
+from vault.tenancy import create_organisation
 
 AHEAD = 6
 
@@ -73,3 +84,49 @@ def test_notes_ahead_of_the_log_are_reported_and_never_block(
     # The whole run agrees, and finds the notes written beside the planted ones where the vault writes.
     everything = verify_vault(runtime.sources())["findings"]
     assert {f["code"] for f in everything} <= {"Checkpoint.Forged", "Checkpoint.Missing", "Checkpoint.Unlocked"}
+
+
+@pytest.fixture
+def stamped(vault_env: dict[str, str], tmp_path: Path, pki: Pki, other_pki: Pki) -> Iterator[Runtime]:  # noqa: F811
+    """A vault whose checkpoints an RFC 3161 TSA of this test's own timestamps."""
+    handler = type("Handler", (_Tsa,), {"pki": pki, "other": other_pki, "replay": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", free_port(31500, 31600)), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    (tmp_path / "tsa-roots.pem").write_bytes(pki.root_pem)
+    env = {
+        **vault_env,
+        "EVAULT_TSA_URL": f"http://127.0.0.1:{server.server_address[1]}/tsa",
+        "EVAULT_TSA_ROOTS": str(tmp_path / "tsa-roots.pem"),
+    }
+    opened = open_runtime(Settings.from_env(env))
+    try:
+        yield opened
+    finally:
+        opened.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_token_planted_at_the_next_timestamp_key_never_blocks(
+    stamped: Runtime,
+    s3_client: Any,
+    pki: Pki,
+    caplog: pytest.LogCaptureFixture,  # noqa: F811
+) -> None:
+    runtime = stamped
+    with runtime.db.session() as session:
+        org_id = create_organisation(session, "Stamped").id
+        commit_head_map(session, org_id)  # what the checkpointer does first: the log is at its next size
+    size = _size(runtime, org_id)
+    taken = timestamp_key(org_id, size)
+    s3_client.put_object(Bucket=runtime.authoritative.bucket, Key=taken, Body=b"not a token")
+    with caplog.at_level(logging.ERROR, logger="evault.checkpoints"):
+        signed = runtime.checkpoints.checkpoint_now(org_id)
+    assert signed.size == size and signed.timestamp_token is not None
+    assert any("Checkpoint.Forged" in r.getMessage() and taken in r.getMessage() for r in caplog.records)
+    beside = f"{taken}.{hashlib.sha256(signed.timestamp_token).hexdigest()[:32]}"
+    stored = runtime.authoritative.read(beside, runtime.authoritative.head(beside, None).version_id)
+    assert stored == signed.timestamp_token
+    verify_timestamp(stored, signed.note.encode(), pki.root_pem)
