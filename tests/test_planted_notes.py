@@ -112,8 +112,8 @@ def stamped(vault_env: dict[str, str], tmp_path: Path, pki: Pki, other_pki: Pki)
 def test_a_token_planted_at_the_next_timestamp_key_never_blocks(
     stamped: Runtime,
     s3_client: Any,
-    pki: Pki,
-    caplog: pytest.LogCaptureFixture,  # noqa: F811
+    pki: Pki,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     runtime = stamped
     with runtime.db.session() as session:

@@ -1,8 +1,8 @@
 """Checkpoints signed because a caller asked, not because the cadence said so: who may, and how often.
 
 Every checkpoint is a COMPLIANCE-locked WORM object kept for the retention period, so a read must never mint
-one at will. Readers first reuse the latest checkpoint when it is fresh enough
-(``compliance.checkpoints.freshness``); only when it is not does a request sign a new one, and then it needs
+one at will. Readers first reuse the latest checkpoint when it is fresh enough (``freshness`` in
+``compliance/checkpoints/freshness.py``); only when it is not does a request sign a new one, and then it needs
 the scope that writes the vault's WORM bucket (``vault:write``) and a share of the organisation's quota
 (``EVAULT_RATE_LIMIT_CHECKPOINTS``, counted in the database so every worker shares it). Refusals have their
 own codes: 403 ``Checkpoint.WriteScopeRequired`` and 429 ``Checkpoint.RateLimited``, both with
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import Session
-
-from compliance.checkpoints.freshness import freshness
+from compliance.checkpoints.freshness import covering_checkpoint, freshness
 from compliance.checkpoints.publisher import CheckpointService, latest_checkpoint
 from compliance.errors import Forbidden, RateLimited
 from compliance.ledger.events import log_size
@@ -60,20 +58,20 @@ class CheckpointRequests:
             )
         return self.service.checkpoint_now(org_id)
 
-    def covering(self, org_id: str, covering: int | None = None) -> CheckpointRow:
-        """The latest checkpoint if it is fresh for ``covering`` entries (default: the whole log); else a new
-        one, signed only if this caller may (see :meth:`checkpoint_now`)."""
-        with self.db.read_session() as session:
-            latest, fresh = _latest_and_freshness(session, org_id, covering)
-        if latest is not None and fresh:
-            return latest
-        return self.checkpoint_now(org_id)
+    def covering(self, org_id: str, covers: int | None = None) -> CheckpointRow:
+        """The latest checkpoint if it is fresh for ``covers`` entries (default: the whole log); else a new one,
+        signed only if this caller may (see :meth:`checkpoint_now`)."""
+        if covers is None:
+            with self.db.read_session() as session:
+                covers = log_size(session, org_id)
+        return covering_checkpoint(self.db, self, org_id, covers)
 
     def latest_or_new(self, org_id: str) -> CheckpointRow:
-        """For ``GET /log/checkpoint``: a new checkpoint if pending entries and the caller may sign; else the
-        latest one, stale or not (its size says how far it covers). Refused only when none exists yet."""
+        """For ``GET /log/checkpoint``: a new checkpoint if entries are pending and the caller may sign one; else
+        the latest, stale or not (its size says how far it covers). Refused only when none exists yet."""
         with self.db.read_session() as session:
-            latest, fresh = _latest_and_freshness(session, org_id, None)
+            latest = latest_checkpoint(session, org_id)
+            fresh = freshness(session, org_id, latest, log_size(session, org_id))
         if latest is not None and (fresh or WRITE_SCOPE not in self.scopes):
             return latest
         try:
@@ -82,9 +80,3 @@ class CheckpointRequests:
             if latest is None:
                 raise
             return latest
-
-
-def _latest_and_freshness(session: Session, org_id: str, covering: int | None) -> tuple[CheckpointRow | None, bool]:
-    latest = latest_checkpoint(session, org_id)
-    needed = log_size(session, org_id) if covering is None else covering
-    return latest, freshness(session, org_id, latest, needed)

@@ -20,8 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import select
 
 from compliance.bundles.proof_bundle import build_bundle
-from compliance.checkpoints.freshness import SignsOnDemand, envelope_coverage, freshness
-from compliance.checkpoints.publisher import latest_checkpoint
+from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envelope
 from compliance.conditions.evidence import Policy
 from compliance.conditions.policies import Verdict, check_compliance
 from compliance.errors import NotFound
@@ -47,16 +46,6 @@ def sign_certificate(body: dict[str, Any], key: VaultKey) -> dict[str, Any]:
         "certificate": body,
         "signature": {"alg": "Ed25519", "key_id": key_id_of(key.public_key), "value": base64.b64encode(value).decode()},
     }
-
-
-def covering_checkpoint(sources: Sources, checkpoints: SignsOnDemand, org_id: str, envelope_id: str) -> CheckpointRow:
-    """The latest checkpoint when it is fresh enough for the envelope (``freshness``); else one signed now."""
-    with sources.db.read_session() as session:
-        latest = latest_checkpoint(session, org_id)
-        fresh = freshness(session, org_id, latest, envelope_coverage(session, envelope_id))
-    if latest is not None and fresh:
-        return latest
-    return checkpoints.checkpoint_now(org_id)
 
 
 def _documents(docs: list[VaultedDocument], verdict: Verdict) -> list[dict[str, Any]]:
@@ -166,6 +155,6 @@ def issue_certificate(
         envelope = session.get(Envelope, envelope_id)
         if envelope is None or envelope.org_id != actor.org_id:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
-    checkpoint = covering_checkpoint(sources, checkpoints, actor.org_id, envelope_id)
+    checkpoint = checkpoint_for_envelope(sources.db, checkpoints, actor.org_id, envelope_id)
     verdict = check_compliance(sources, policy, actor, envelope_id)
     return sign_certificate(certificate_body(sources, key, policy, envelope_id, checkpoint, verdict), key)

@@ -1,9 +1,12 @@
-"""Whether the latest checkpoint is fresh enough for a read, so that reads reuse it instead of signing anew.
+"""The one rule for "is the latest checkpoint good enough to answer with": every caller asks here.
 
-One rule for every reader (``?checkpoint=now``, ``GET /log/checkpoint``, proof bundles, certificates): the
-latest checkpoint will do when it covers the first ``covering`` entries of the log and ends with a head-map
-commit (a v2 bundle needs that commit as the checkpoint's last entry). Only when it is not fresh may a new
-checkpoint be signed on demand, and the service decides who may ask for that and how often.
+A checkpoint is fresh for a question about the first ``covers`` entries of a log when it covers at least them
+and its last entry is a head-map commit (so that it proves the present, not only the past). The log API, proof
+bundles, certificates and the compliance check all use this, so that a bundle and a certificate taken at the
+same moment rest on the same checkpoint, and so that reads reuse it instead of signing anew: every checkpoint
+is a locked WORM object kept for the retention period. Only when it is not fresh is one signed, by whatever
+the caller passes as ``checkpoints``: the service's gate for API callers (scope and per-organisation quota,
+``vault/checkpoint_requests.py``), or the checkpoint service itself for the operator's tools.
 """
 
 from __future__ import annotations
@@ -12,28 +15,36 @@ from typing import Protocol
 
 from sqlmodel import Session
 
+from compliance.checkpoints.publisher import latest_checkpoint
 from compliance.headmap.sql_store import map_root_ending
 from compliance.ledger.events import envelope_events
+from storage.db import Database
 from storage.models import Checkpoint as CheckpointRow
 
 
-def freshness(session: Session, org_id: str, latest: CheckpointRow | None, covering: int) -> bool:
-    """True when ``latest`` signs at least ``covering`` entries and its last entry is a head-map commit."""
-    return (
-        latest is not None
-        and latest.size >= covering
-        and (latest.size == 0 or map_root_ending(session, org_id, latest.size) is not None)
-    )
-
-
-def envelope_coverage(session: Session, envelope_id: str) -> int:
-    """How many entries a checkpoint must sign to cover every event of the envelope (0 for none)."""
-    events = envelope_events(session, envelope_id)
-    return events[-1].leaf_index + 1 if events else 0
-
-
 class SignsOnDemand(Protocol):
-    """Whatever signs a checkpoint on a reader's request: the service's gate (scope, per-organisation rate)
-    in front of :meth:`CheckpointService.checkpoint_now`, or the service itself for the operator's tools."""
+    """Signs a checkpoint of the log's current head now (``CheckpointService`` or a gate in front of it)."""
 
     def checkpoint_now(self, org_id: str) -> CheckpointRow: ...
+
+
+def freshness(session: Session, org_id: str, latest: CheckpointRow | None, covers: int) -> bool:
+    """True when ``latest`` signs at least ``covers`` entries and its last entry is a head-map commit."""
+    return latest is not None and latest.size >= covers and map_root_ending(session, org_id, latest.size) is not None
+
+
+def covering_checkpoint(db: Database, checkpoints: SignsOnDemand, org_id: str, covers: int) -> CheckpointRow:
+    """The latest checkpoint when it is fresh for ``covers`` entries; else one signed now."""
+    with db.read_session() as session:
+        latest = latest_checkpoint(session, org_id)
+        fresh = freshness(session, org_id, latest, covers)
+    if latest is not None and fresh:
+        return latest
+    return checkpoints.checkpoint_now(org_id)
+
+
+def checkpoint_for_envelope(db: Database, checkpoints: SignsOnDemand, org_id: str, envelope_id: str) -> CheckpointRow:
+    """A fresh checkpoint covering every event of one envelope (the question a bundle or certificate asks)."""
+    with db.read_session() as session:
+        events = envelope_events(session, envelope_id)
+    return covering_checkpoint(db, checkpoints, org_id, events[-1].leaf_index + 1 if events else 0)
