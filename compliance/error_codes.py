@@ -100,6 +100,8 @@ CODES: dict[str, ErrorCode] = {
     "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
     "Storage.Unavailable": ErrorCode(503, "object storage failed; nothing was recorded as done"),
+    "Storage.Corrupt": ErrorCode(500, "stored objects disagree with the vault's records (ours to fix; logged)"),
+    "Log.Corrupt": ErrorCode(500, "the vault's own log store lacks or garbles a tile (ours to fix; logged)"),
     # documents: budgets and signatures
     "Document.TooComplex": ErrorCode(400, "the PDF exceeds a vetting budget (details name limit and setting)"),
     "Document.SignatureInvalid": ErrorCode(
@@ -115,7 +117,12 @@ CODES: dict[str, ErrorCode] = {
     # service health
     "Database.Unavailable": ErrorCode(503, "the database cannot be reached or locked; see Retry-After"),
     "Service.NotReady": ErrorCode(503, "a readiness check fails (details.failing names it)"),
-    "Checkpoint.Forged": ErrorCode(500, "a note at a checkpoint key is not the vault's checkpoint of this tree"),
+    "Checkpoint.WriteScopeRequired": ErrorCode(
+        403, "events are pending and a checkpoint on request needs vault:write; see Retry-After for the scheduled one"
+    ),
+    "Checkpoint.RateLimited": ErrorCode(
+        429, "the organisation's checkpoints on request are spent (EVAULT_RATE_LIMIT_CHECKPOINTS); see Retry-After"
+    ),
     "Log.MapNotCommitted": ErrorCode(409, "the checkpoint does not end with a head-map commit; retry"),
     # evault org / key commands (exit 1)
     "Organisation.InvalidName": ErrorCode(None, "an organisation name is empty or too long"),

@@ -253,6 +253,9 @@ class ApiSettings:
     idempotency_ttl_seconds: int  # EVAULT_IDEMPOTENCY_TTL_SECONDS: how long an Idempotency-Key replays
     rate_limit: tuple[int, int]  # EVAULT_RATE_LIMIT: QUOTA/WINDOW requests per API key, e.g. 100/60
     rate_limit_copies: tuple[int, int]  # EVAULT_RATE_LIMIT_COPIES: copy issuances per API key, e.g. 10/60
+    # EVAULT_RATE_LIMIT_CHECKPOINTS: checkpoints signed on request per organisation (each is a locked WORM
+    # object kept for the retention period), e.g. 60/3600; the scheduled ones do not count
+    rate_limit_checkpoints: tuple[int, int]
 
 
 def _edge(env: Mapping[str, str]) -> EdgeSettings:
@@ -378,6 +381,7 @@ class Settings:
             idempotency_ttl_seconds=_int(env, "EVAULT_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=1),
             rate_limit=_rate(env, "EVAULT_RATE_LIMIT", "100/60"),
             rate_limit_copies=_rate(env, "EVAULT_RATE_LIMIT_COPIES", "10/60"),
+            rate_limit_checkpoints=_rate(env, "EVAULT_RATE_LIMIT_CHECKPOINTS", "60/3600"),
         )
         timeout = _int(env, "EVAULT_DATABASE_TIMEOUT", 10, minimum=1)
         return cls(

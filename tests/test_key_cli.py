@@ -291,7 +291,7 @@ def test_commands_beside_a_live_server(live_server: tuple[str, dict[str, str]]) 
         return json.loads(done.stdout)
 
     def status(raw: str) -> tuple[int, str | None]:
-        response = httpx.get(f"{api}/log/checkpoint", headers={"X-API-Key": raw}, timeout=30)
+        response = httpx.get(f"{api}/envelopes", headers={"X-API-Key": raw}, timeout=30)
         return response.status_code, None if response.status_code == 200 else response.json()["code"]
 
     org = evault("org", "create", "Live Lender")

@@ -31,6 +31,7 @@ from storage.errors import BucketNotWorm, StorageError
 from storage.object_store import ObjectStore
 from storage.s3_client import make_s3_client
 from storage.settings import Settings
+from vault.checkpoint_requests import CheckpointRequests
 from vault.custody import Custody
 from vault.expiry import sweep
 from vault.reconcile import reconcile_claims
@@ -65,6 +66,16 @@ class Runtime:
     def sources(self) -> Sources:
         """What the evidence checks read, without the signing key or the checkpointer."""
         return Sources(self.db, self.authoritative, self.copies, self.key.note_verifier, self.settings.vault.log_origin)
+
+    def checkpoint_requests(self, scopes: frozenset[str]) -> CheckpointRequests:
+        """Checkpoints on a caller's request: the latest when fresh, a new one only with scope and quota."""
+        return CheckpointRequests(
+            self.checkpoints,
+            self.db,
+            scopes,
+            self.settings.api.rate_limit_checkpoints,
+            self.settings.vault.checkpoint_interval_seconds,
+        )
 
     def custody(self) -> Custody:
         """The unit of work every custody service takes."""

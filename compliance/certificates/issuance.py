@@ -20,8 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import select
 
 from compliance.bundles.proof_bundle import build_bundle
-from compliance.checkpoints.freshness import checkpoint_for_envelope
-from compliance.checkpoints.publisher import CheckpointService
+from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envelope
 from compliance.conditions.evidence import Policy
 from compliance.conditions.policies import Verdict, check_compliance
 from compliance.errors import NotFound
@@ -149,7 +148,7 @@ def certificate_body(
 
 
 def issue_certificate(
-    sources: Sources, key: VaultKey, checkpoints: CheckpointService, policy: Policy, actor: Actor, envelope_id: str
+    sources: Sources, key: VaultKey, checkpoints: SignsOnDemand, policy: Policy, actor: Actor, envelope_id: str
 ) -> dict[str, Any]:
     """Check the six conditions on a checkpoint covering every event, then sign what was found."""
     with sources.db.read_session() as session:

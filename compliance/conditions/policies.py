@@ -29,6 +29,7 @@ from compliance.sources import Sources
 from storage.db import Database
 from storage.errors import StorageError, StorageUnavailable
 from storage.ids import as_utc, iso, utcnow
+from storage.keys import authoritative_prefix
 from storage.models import Envelope
 
 Status = Literal["pass", "fail", "pending"]
@@ -114,16 +115,23 @@ class SingleAuthoritativeCopy(_Base):
         failures: list[str] = []
         documents = []
         store = evidence.sources.authoritative
+        prefix = authoritative_prefix(evidence.envelope.org_id, evidence.envelope.id)
+        try:  # unique is what the bucket holds: every version and delete marker under the envelope's prefix
+            in_bucket = list(store.list_entries(prefix))
+        except StorageUnavailable as exc:
+            raise Unavailable("Storage.Unavailable", "object storage could not be read; retry") from exc
+        except StorageError as exc:
+            return self.result([f"the envelope's authoritative prefix cannot be listed: {exc}"], {"prefix": prefix})
         for doc in evidence.documents:
             seen: dict[str, Any] = {"id": doc.id, "sha256": doc.sha256, "version_id": doc.s3_version_id}
             documents.append(seen)
             vaulted = ledger.get(doc.id)
             if vaulted is None or (vaulted.get("sha256"), vaulted.get("version_id")) != (doc.sha256, doc.s3_version_id):
                 failures.append(f"document {doc.id}: the record differs from the vaulted_in entry")
+            seen["versions"] = [e.version_id for e in in_bucket if e.key == doc.s3_key and not e.delete_marker]
             try:
                 info = store.head(doc.s3_key, doc.s3_version_id)
                 seen["sha256_read"] = _read_sha256(store, doc.s3_key, doc.s3_version_id)
-                seen["versions"] = store.list_versions(doc.s3_key)
             except StorageUnavailable as exc:
                 raise Unavailable("Storage.Unavailable", "object storage could not be read; retry") from exc
             except StorageError as exc:
@@ -138,7 +146,20 @@ class SingleAuthoritativeCopy(_Base):
                 failures.append(f"document {doc.id}: the lock ends before the record's retention")
             if seen["versions"] != [doc.s3_version_id]:
                 failures.append(f"document {doc.id}: other version(s) exist under its key")
-        return self.result(failures, {"authoritative_copy_id": evidence.record.id, "documents": documents})
+        recorded = {(doc.s3_key, doc.s3_version_id) for doc in evidence.documents}
+        extra = [e for e in in_bucket if (e.key, e.version_id) not in recorded]
+        failures += [
+            f"not unique: {'a delete marker' if e.delete_marker else 'an object'} at {e.key} (version {e.version_id}) "
+            "under the envelope's authoritative prefix is not the recorded copy"
+            for e in extra
+        ]
+        evidence_seen = {
+            "authoritative_copy_id": evidence.record.id,
+            "documents": documents,
+            "prefix": prefix,
+            "unrecorded": [{"key": e.key, "version_id": e.version_id, "delete_marker": e.delete_marker} for e in extra],
+        }
+        return self.result(failures, evidence_seen)
 
 
 def assignee_history(evidence: Evidence) -> list[dict[str, Any]]:

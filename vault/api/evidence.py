@@ -29,6 +29,7 @@ from vault.api.schemas import (
     answers,
 )
 from vault.runtime import Runtime
+from vault.tenancy import Principal
 
 
 def policy_of(runtime: Runtime) -> Policy:
@@ -70,18 +71,23 @@ class EvidenceController(Controller):
         self,
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
+        principal: NamedDependency[Principal],
         envelope_id: FromPath[str],
         checkpoint: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """The six conditions of UCC §9-105(b), checked now against live storage and the ledger.
 
-        ``?checkpoint=now`` signs a checkpoint first, so that no event is left pending.
+        ``?checkpoint=now`` makes sure a checkpoint covers every event first, so that none is left pending:
+        the latest one when it does, else a new one, which needs ``vault:write`` (403
+        ``Checkpoint.WriteScopeRequired``) and the organisation's quota (429 ``Checkpoint.RateLimited``).
         """
         if checkpoint not in (None, "now"):
             raise InvalidInput("Request.Invalid", "checkpoint may only be 'now'", field="checkpoint")
         sources = runtime.sources()
         if checkpoint == "now":
-            checkpoint_for_envelope(runtime.db, runtime.checkpoints, actor.org_id, envelope_id)
+            checkpoint_for_envelope(
+                runtime.db, runtime.checkpoint_requests(principal.scopes), actor.org_id, envelope_id
+            )
         verdict = check_compliance(sources, policy_of(runtime), actor, envelope_id)
         return {"envelope_id": envelope_id, **verdict.as_json()}
 
@@ -98,13 +104,18 @@ class EvidenceController(Controller):
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
+        principal: NamedDependency[Principal],
         envelope_id: FromPath[str],
         format: FromQuery[str | None] = None,
     ) -> Response[Any]:
-        """The signed ``evault-certificate/v1`` (JSON), or a one-page PAdES-signed PDF of it for people."""
+        """The signed ``evault-certificate/v1`` (JSON), or a one-page PAdES-signed PDF of it for people.
+
+        It rests on a checkpoint covering every event: the latest when fresh, else one signed on request
+        (``vault:write`` and the organisation's quota, as for ``?checkpoint=now``)."""
         kind = _wants(request, format, {"json": "application/json", "pdf": "application/pdf"})
+        checkpoints = runtime.checkpoint_requests(principal.scopes)
         document = issue_certificate(
-            runtime.sources(), runtime.key, runtime.checkpoints, policy_of(runtime), actor, envelope_id
+            runtime.sources(), runtime.key, checkpoints, policy_of(runtime), actor, envelope_id
         )
         if kind == "pdf" and runtime.document_signer is not None:
             pdf = certificate_pdf(document, runtime.document_signer)
