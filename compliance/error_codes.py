@@ -32,7 +32,11 @@ CODES: dict[str, ErrorCode] = {
     "Request.TooMany": ErrorCode(400, "a list has more items than its limit (details.field, details.limit)"),
     "Request.TooDeep": ErrorCode(400, "JSON nests deeper than the limit (details.field, details.limit)"),
     "Request.NumberOutOfRange": ErrorCode(400, "a number is not finite or beyond +-2**53 (details.field)"),
-    "Request.InvalidCharacter": ErrorCode(400, "a string holds NUL, a control or a lone surrogate (details.field)"),
+    "Request.InvalidCharacter": ErrorCode(
+        400,
+        "a string or filename holds a control, bidi-formatting, U+2028/2029 or lone surrogate character "
+        "(details.field, details.character)",
+    ),
     "Request.InvalidField": ErrorCode(400, "a field has the wrong type (details.field)"),
     "Request.UnsupportedMediaType": ErrorCode(400, "send application/pdf or multipart/form-data"),
     "Request.Error": ErrorCode(400, "another client error reported by the HTTP layer"),

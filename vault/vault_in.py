@@ -35,6 +35,7 @@ from storage.models import VaultClaim, VaultedDocument, VaultRecord
 from vault.custody import Custody, OnCommit
 from vault.envelopes import get_envelope, lock_envelope, staged_documents, vault_record, vaulted_documents
 from vault.expiry import settle
+from vault.field_limits import check_filename
 from vault.lifecycle import check_if_match, require_not_due, transition
 from vault.pdf_inspect import PdfFacts, inspect_pdf
 from vault.upload_spool import SpooledDocument
@@ -117,6 +118,7 @@ def check_uploads(
         raise InvalidInput("Document.TooMany", f"at most {MAX_DOCUMENTS} documents per envelope")
     checked = []
     for position, upload in enumerate(uploads):
+        check_filename(upload.filename, f"documents[{position}].filename")
         facts = inspect_pdf(upload.data, custody.pdf)
         digest = upload.sha256_hex()
         expected = upload.expected_sha256
