@@ -130,6 +130,7 @@ CODES: dict[str, ErrorCode] = {
     "Key.InvalidDuration": ErrorCode(None, "a duration is not like 30m, 24h or 7d"),
     "Key.InvalidName": ErrorCode(None, "a key name is empty or too long"),
     "Key.InvalidReference": ErrorCode(None, "not a key id, key prefix or key"),
+    "Key.PrefixTooShort": ErrorCode(None, "a key prefix must be given whole (lk_ + 8 characters), or use the id"),
     "Key.InvalidScopes": ErrorCode(None, "scopes are empty or unknown"),
     # evault verify could not run (exit 3)
     "Attach.NoVault": ErrorCode(None, "no vault database here (missing, empty, or not an evault schema)"),
