@@ -223,6 +223,19 @@ class EmbeddedS3:
         """What ``/ready`` can report: the boundary in force, the S3 URL, whether it is alive."""
         return {"boundary": self.boundary, "alive": self.alive(), "s3": self.url("s3"), "pid": self.pid}
 
+    def boundary_problem(self) -> str | None:
+        """Why this running store has no boundary (None behind the namespace, or while stopped).
+
+        An unprotected store was accepted to *run*, but it is never reported ready: its master's admin API
+        answers every local process, and ``/ready`` says so instead of "ok".
+        """
+        if self.boundary == "unprotected":
+            return (
+                f"unprotected ({UNPROTECTED_SETTING}=accept): weed's internal ports, the master's admin API "
+                "included, are open to every local process"
+            )
+        return None
+
     def _choose_boundary(self) -> list[str]:
         """The namespace prefix, or [] when unprotected is explicitly accepted; otherwise refuse."""
         try:
