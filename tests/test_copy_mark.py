@@ -10,7 +10,7 @@ import pytest
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pypdf import PdfReader
 
-from compliance.copy_mark import CopyMark, unmarked_pages
+from compliance.conditions.copy_mark import CopyMark, unmarked_pages
 from tests import pdf_factory
 from vault.copy_stamp import stamp_copy
 

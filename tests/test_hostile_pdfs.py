@@ -20,7 +20,7 @@ import pytest
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import DecodedStreamObject, NameObject
 
-from compliance.copy_mark import CopyMark, unmarked_pages
+from compliance.conditions.copy_mark import CopyMark, unmarked_pages
 from compliance.errors import InvalidInput, Unavailable
 from storage.settings import PdfSettings
 from tests import hostile_pdfs, pdf_factory

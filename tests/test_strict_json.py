@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from compliance import strict_json
-from compliance.certificate_check import verify_certificate
+from compliance.bundles.proof_bundle import verify_bundle
+from compliance.certificates.offline_check import verify_certificate
+from compliance.checkpoints.auditor_memory import _proof_hashes
 from compliance.errors import EvaultError
 from compliance.ledger.chain import parse_entry
-from compliance.proof_bundle import verify_bundle
-from compliance.trusted_checkpoint import _proof_hashes
 from compliance.verifier.report import ReportSigner, verify_report
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf

@@ -38,7 +38,7 @@ from pypdf.generic import (
     TextStringObject,
 )
 
-from compliance.copy_mark import CopyMark
+from compliance.conditions.copy_mark import CopyMark
 
 _MAX_BAND_FONT = 8.0
 _MARK_COLOR = "0.65 0 0 rg"

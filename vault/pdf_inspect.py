@@ -34,7 +34,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pypdf import PdfReader
 from pypdf.generic import ArrayObject, IndirectObject, StreamObject
 
-from compliance.copy_mark import CopyMark
+from compliance.conditions.copy_mark import CopyMark
 from compliance.errors import InvalidInput
 from storage.ids import new_id, utcnow
 from storage.settings import PdfSettings

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
-from compliance.copy_mark import CopyMark
+from compliance.conditions.copy_mark import CopyMark
 from compliance.errors import EvaultError, Unavailable
 from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy

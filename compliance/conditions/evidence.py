@@ -1,6 +1,6 @@
 """What the §9-105 conditions look at, gathered once per check from the database, the ledger and the key.
 
-Gathering reads only; the conditions (``compliance/conditions.py``) then read live storage themselves where
+Gathering reads only; the conditions (``compliance/conditions/policies.py``) then read live storage themselves where
 the statute asks about the object (its bytes, lock, versions, and every copy under the envelope's prefix).
 """
 
@@ -12,13 +12,13 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from compliance.checkpoints.publisher import latest_checkpoint, tree_for
 from compliance.errors import NotFound
+from compliance.headmap.sparse_tree import MapProof
+from compliance.headmap.sql_store import map_root_ending, prove_at
 from compliance.ledger.chain import parse_entry
-from compliance.ledger.checkpoints import latest_checkpoint, tree_for
-from compliance.ledger.errors import LogError
 from compliance.ledger.events import envelope_events
-from compliance.ledger.head_map import MapProof
-from compliance.ledger.map_store import map_root_ending, prove_at
+from compliance.ledger.log_error import LogError
 from compliance.sources import Sources
 from storage.models import ApiKey, CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
 from storage.models import Checkpoint as CheckpointRow

@@ -19,10 +19,10 @@ import urllib.request
 from collections.abc import Callable
 
 from compliance.errors import Conflict, Unavailable
-from compliance.ledger.checkpoint import Checkpoint
-from compliance.ledger.cosignature import CosignatureVerifier, verify_cosignature
-from compliance.ledger.errors import MALFORMED, LogError
+from compliance.ledger.checkpoint_format import Checkpoint
+from compliance.ledger.log_error import MALFORMED, LogError
 from compliance.ledger.note import parse_note
+from compliance.witness.cosignature import CosignatureVerifier, verify_cosignature
 
 WITNESS_REFUSED = "Witness.Refused"
 WITNESS_UNAVAILABLE = "Witness.Unavailable"

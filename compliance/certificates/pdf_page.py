@@ -20,7 +20,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
-from compliance.document_signing import DocumentSigner
+from compliance.signatures.document_identity import DocumentSigner
 
 _WIDTH, _HEIGHT, _MAX_CHARS = 612.0, 792.0, 120
 

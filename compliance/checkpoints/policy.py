@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from compliance.ledger.cosignature import CosignatureVerifier, verify_cosignature
-from compliance.ledger.errors import LogError
-from compliance.ledger.timestamping import TIMESTAMP_INVALID, TimestampInvalid, verify_timestamp
+from compliance.checkpoints.timestamping import TIMESTAMP_INVALID, TimestampInvalid, verify_timestamp
+from compliance.ledger.log_error import LogError
+from compliance.witness.cosignature import CosignatureVerifier, verify_cosignature
 
 WITNESS_QUORUM = "Witness.QuorumNotMet"
 

@@ -15,10 +15,10 @@ from litestar import Litestar, Request, post
 from litestar.datastructures import State
 from litestar.response import Response
 
-from compliance.ledger.cosignature import CosignatureSigner
 from compliance.ledger.note import NoteVerifier
-from compliance.signing import load_or_create_key
-from compliance.witness import Witness
+from compliance.ledger.vault_key import load_or_create_key
+from compliance.witness.cosignature import CosignatureSigner
+from compliance.witness.cosigner import Witness
 
 MAX_REQUEST_BYTES = 64 * 1024  # 63 proof lines and a checkpoint with many signatures fit well within
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from compliance.ledger.errors import MALFORMED, WRONG_ORIGIN, LogError
+from compliance.ledger.log_error import MALFORMED, WRONG_ORIGIN, LogError
 from compliance.ledger.merkle import HASH_SIZE, verify_consistency
 from compliance.ledger.note import NoteSigner, NoteVerifier, b64decode_strict, open_note, sign_note
 

@@ -53,5 +53,5 @@ LOG_CODES = frozenset(c.code for c in _CODES if c.log)
 def known(code: str) -> str:
     """``code`` if registered; a typo in a check is a bug, caught the first time the check fires."""
     if code not in CODES:
-        raise KeyError(f"unregistered finding code {code!r} (add it to compliance/verifier/codes.py)")
+        raise KeyError(f"unregistered finding code {code!r} (add it to compliance/finding_codes.py)")
     return code

@@ -2,7 +2,7 @@
 witness keys and TSA roots).
 
 In order: the Ed25519 signature over the RFC 8785 encoding of ``certificate``, with the key the auditor brings;
-the embedded v2 bundle (``compliance.proof_bundle.verify_bundle``: checkpoint, inclusions, chain, head map,
+the embedded v2 bundle (``compliance.bundles.proof_bundle.verify_bundle``: checkpoint, inclusions, chain, head map,
 completeness); the checkpoint policy (witnesses, timestamp); then the certificate's own claims against the
 proven history: the same checkpoint and head, the document hashes and versions of the ``vault.vaulted_in``
 entry, the assignee of record, the copies and the vault-out, and a verdict that follows from the conditions.
@@ -22,12 +22,12 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 
 from compliance import strict_json
-from compliance.certificate import FORMAT, key_id_of
-from compliance.checkpoint_trust import CheckpointTrust
-from compliance.conditions import overall
+from compliance.bundles.proof_bundle import VerifiedBundle, verify_bundle
+from compliance.certificates.issuance import FORMAT, key_id_of
+from compliance.checkpoints.auditor_memory import load_trusted_key
+from compliance.checkpoints.policy import CheckpointTrust
+from compliance.conditions.policies import overall
 from compliance.errors import InvalidInput
-from compliance.proof_bundle import VerifiedBundle, verify_bundle
-from compliance.trusted_checkpoint import load_trusted_key
 
 MALFORMED, BAD_SIGNATURE, INCONSISTENT = "Certificate.Malformed", "Certificate.BadSignature", "Certificate.Inconsistent"
 

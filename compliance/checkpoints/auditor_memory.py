@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from compliance import strict_json
-from compliance.ledger.checkpoint import Checkpoint, verify_checkpoint, verify_extends
-from compliance.ledger.errors import BAD_SIGNATURE, FORKED, MALFORMED, PROVE_FROM_TRUSTED, LogError
+from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint, verify_extends
+from compliance.ledger.log_error import BAD_SIGNATURE, FORKED, MALFORMED, PROVE_FROM_TRUSTED, LogError
 from compliance.ledger.note import NoteVerifier, b64decode_strict, key_id, parse_note, raw_public_key
 
 

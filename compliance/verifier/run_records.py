@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from compliance.finding_codes import LOG_CODES
 from compliance.ledger.events import Actor, append_event
-from compliance.verifier.codes import LOG_CODES
 from compliance.verifier.context import UnitState
 from compliance.verifier.findings import Finding
 from compliance.verifier.scope import Scope

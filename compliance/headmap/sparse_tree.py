@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from compliance.ledger.chain import parse_entry
-from compliance.ledger.errors import INVALID_PROOF, MALFORMED, LogError
+from compliance.ledger.log_error import INVALID_PROOF, MALFORMED, LogError
 
 KEY_BITS = 256
 TREE_ID_CONTEXT = b"evault head map v1\x00"

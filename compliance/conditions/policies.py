@@ -16,14 +16,14 @@ from typing import Any, Literal, Protocol
 
 from sqlmodel import select
 
-from compliance.copy_mark import unmarked_pages
+from compliance.conditions.copy_mark import unmarked_pages
+from compliance.conditions.evidence import Evidence, Policy, as_dict, entry_digest, gather
 from compliance.errors import Unavailable
-from compliance.evidence import Evidence, Policy, as_dict, entry_digest, gather
+from compliance.headmap.sparse_tree import map_key, tree_id_for, verify_map_proof
 from compliance.ledger.chain import verify_chain
-from compliance.ledger.checkpoint import verify_checkpoint
-from compliance.ledger.errors import LogError
+from compliance.ledger.checkpoint_format import verify_checkpoint
 from compliance.ledger.events import Actor, append_event
-from compliance.ledger.head_map import map_key, tree_id_for, verify_map_proof
+from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import leaf_hash, verify_inclusion
 from compliance.sources import Sources
 from storage.db import Database
@@ -42,7 +42,8 @@ EVENT_SCOPES = {
     "vault.assignee_changed": "vault:release",
     "compliance.check_failed": "compliance:read",
 }
-SYSTEM_EVENTS = frozenset({"vault.claim_released"})  # the reconciler, keyless; changes nothing of record
+# Keyless events of the organisation's own components: the reconciler, and the operator erasing a person.
+SYSTEM_EVENTS = frozenset({"vault.claim_released", "subject.erased"})
 ASSIGNEE_CHANGES = ("vault.assignee_changed",)
 
 

@@ -20,19 +20,19 @@ from typing import Any
 from sqlmodel import Session, select
 
 from compliance import strict_json
+from compliance.checkpoints.auditor_memory import load_trusted_key
+from compliance.checkpoints.publisher import tree_for
 from compliance.errors import Conflict
+from compliance.headmap.sparse_tree import MapProof, map_key, tree_id_for, verify_map_proof
+from compliance.headmap.sql_store import MAP_ROOT_EVENT, map_root_ending, prove_at
 from compliance.ledger.chain import parse_entry, verify_chain
-from compliance.ledger.checkpoint import Checkpoint, verify_checkpoint
-from compliance.ledger.checkpoints import tree_for
-from compliance.ledger.errors import INCOMPLETE, INVALID_PROOF, MALFORMED, WRONG_KEY, LogError
+from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
 from compliance.ledger.events import envelope_events
-from compliance.ledger.head_map import MapProof, map_key, tree_id_for, verify_map_proof
-from compliance.ledger.map_store import MAP_ROOT_EVENT, map_root_ending, prove_at
+from compliance.ledger.log_error import INCOMPLETE, INVALID_PROOF, MALFORMED, WRONG_KEY, LogError
 from compliance.ledger.merkle import leaf_hash, verify_inclusion
 from compliance.ledger.note import NoteVerifier, b64decode_strict, raw_public_key
 from compliance.ledger.tiles import TiledTree
-from compliance.signing import VaultKey
-from compliance.trusted_checkpoint import load_trusted_key
+from compliance.ledger.vault_key import VaultKey
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import Event
 

@@ -25,9 +25,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from compliance.errors import EvaultError
-from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
-from compliance.ledger.errors import LogError
-from compliance.ledger.map_store import commit_head_map
+from compliance.headmap.sql_store import commit_head_map
+from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint, verify_checkpoint
+from compliance.ledger.log_error import LogError
 from compliance.ledger.note import NoteSigner
 from compliance.ledger.tiles import TiledTree
 from storage.db import Database

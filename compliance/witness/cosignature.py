@@ -13,8 +13,8 @@ import struct
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from compliance.ledger.checkpoint import Checkpoint
-from compliance.ledger.errors import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
+from compliance.ledger.checkpoint_format import Checkpoint
+from compliance.ledger.log_error import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
 from compliance.ledger.note import NoteSignature, b64decode_strict, key_id, parse_note, raw_public_key
 from compliance.ledger.note import _check_name as check_key_name
 

@@ -7,7 +7,7 @@ that proves misbehaviour (a fork at the same size, a failed consistency proof, a
 evidence file with both signed notes, for an auditor to take elsewhere.
 
 ``add_checkpoint`` speaks the protocol's statuses directly (200, 400, 403, 404, 409, 422) so the HTTP layer in
-``compliance.witness_app`` stays a pass-through.
+``compliance.witness.http_app`` stays a pass-through.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from compliance.ledger.checkpoint import Checkpoint
-from compliance.ledger.cosignature import CosignatureSigner, cosign
-from compliance.ledger.errors import MALFORMED, LogError
+from compliance.ledger.checkpoint_format import Checkpoint
+from compliance.ledger.log_error import MALFORMED, LogError
 from compliance.ledger.merkle import EMPTY_ROOT, HASH_SIZE, verify_consistency
 from compliance.ledger.note import NoteVerifier, b64decode_strict, open_note, parse_note
+from compliance.witness.cosignature import CosignatureSigner, cosign
 
 MAX_PROOF_LINES = 63
 SIZE_CONTENT_TYPE = "text/x.tlog.size"

@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 from sqlalchemy import event as sa_event
 from sqlmodel import Session, col, select
 
+from compliance.headmap.sparse_tree import Head, HeadMap, MapProof, map_key, tree_id_for
 from compliance.ledger.events import Actor, append_event, lock_log
-from compliance.ledger.head_map import Head, HeadMap, MapProof, map_key, tree_id_for
 from storage.ids import utcnow
 from storage.models import Event, MapLeaf, MapRoot
 
