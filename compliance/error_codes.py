@@ -34,7 +34,11 @@ CODES: dict[str, ErrorCode] = {
     "Request.TooMany": ErrorCode(400, "a list has more items than its limit (details.field, details.limit)"),
     "Request.TooDeep": ErrorCode(400, "JSON nests deeper than the limit (details.field, details.limit)"),
     "Request.NumberOutOfRange": ErrorCode(400, "a number is not finite or beyond +-2**53 (details.field)"),
-    "Request.InvalidCharacter": ErrorCode(400, "a string holds NUL, a control or a lone surrogate (details.field)"),
+    "Request.InvalidCharacter": ErrorCode(
+        400,
+        "a string or filename holds a control, bidi-formatting, U+2028/2029 or lone surrogate character "
+        "(details.field, details.character)",
+    ),
     "Request.InvalidField": ErrorCode(400, "a field has the wrong type (details.field)"),
     "Request.UnsupportedMediaType": ErrorCode(400, "send application/pdf or multipart/form-data"),
     "Request.Error": ErrorCode(400, "another client error reported by the HTTP layer"),
@@ -135,6 +139,7 @@ CODES: dict[str, ErrorCode] = {
     "Key.InvalidDuration": ErrorCode(None, "a duration is not like 30m, 24h or 7d"),
     "Key.InvalidName": ErrorCode(None, "a key name is empty or too long"),
     "Key.InvalidReference": ErrorCode(None, "not a key id, key prefix or key"),
+    "Key.PrefixTooShort": ErrorCode(None, "a key prefix must be given whole (lk_ + 8 characters), or use the id"),
     "Key.InvalidScopes": ErrorCode(None, "scopes are empty or unknown"),
     # evault verify could not run (exit 3)
     "Attach.NoVault": ErrorCode(None, "no vault database here (missing, empty, or not an evault schema)"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from typing import Any
 
 import rfc8785
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import select
 
+from compliance import strict_json
 from compliance.bundles.proof_bundle import build_bundle
 from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envelope
 from compliance.conditions.evidence import Policy
@@ -93,7 +93,7 @@ def certificate_body(
     head = base64.b64decode(events[-1]["entry"]) if events else None
     in_bundle = set()
     for item in events:
-        entry = json.loads(base64.b64decode(item["entry"]))
+        entry = strict_json.loads(base64.b64decode(item["entry"]))
         if entry.get("type") == "vault.copy_issued":
             in_bundle.add((entry.get("data") or {}).get("copy_id"))
     history = verdict.results[1].evidence.get("history", [])

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
+from compliance import strict_json
 from compliance.errors import EvaultError
 from compliance.ledger.vault_key import SigningKeyError
 from storage.settings import Settings, SettingsError
@@ -140,8 +141,10 @@ def _log_verify(args: argparse.Namespace) -> int:
 
     text = Path(args.bundle).read_bytes()
     result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin)
-    token = json.loads(text).get("timestamp_token")
-    for line in trust_from(args).check(json.loads(text)["checkpoint"], base64.b64decode(token) if token else None):
+    token = strict_json.loads(text).get("timestamp_token")
+    for line in trust_from(args).check(
+        strict_json.loads(text)["checkpoint"], base64.b64decode(token) if token else None
+    ):
         print(line)
     where = f"checkpoint {result.checkpoint.origin} size {result.checkpoint.size}"
     done = result.completeness
