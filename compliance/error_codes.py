@@ -189,6 +189,22 @@ CODES: dict[str, ErrorCode] = {
     "Certificate.Inconsistent": ErrorCode(None, "a signed certificate whose claims its own proofs contradict"),
     "Witness.QuorumNotMet": ErrorCode(None, "fewer trusted witnesses cosigned the checkpoint than required"),
     "Map.RootMismatch": ErrorCode(None, "a committed head-map root differs from the one re-derived from the log"),
+    "Log.KeyChainBroken": ErrorCode(
+        None, "a key rotation or revocation statement does not follow from the key you trust (forged, forked, gap)"
+    ),
+    "Log.KeyCompromised": ErrorCode(
+        None, "a checkpoint signed by a revoked key that no trusted witness or TSA dates before the compromise"
+    ),
+    "Certificate.KeyCompromised": ErrorCode(None, "a certificate signed by a key revoked as compromised: re-issue it"),
+    "Report.KeyCompromised": ErrorCode(None, "a report whose key a since-revoked vault key endorsed"),
+    "SigningKey.NotCurrent": ErrorCode(
+        None, "evault signing-key: the key at hand is not the current one, or revoking the current key unrotated"
+    ),
+    "SigningKey.Unknown": ErrorCode(None, "evault signing-key: no such key generation (or none recorded yet)"),
+    "SigningKey.AlreadyRevoked": ErrorCode(None, "evault signing-key revoke: that generation is already revoked"),
+    "SigningKey.CompromiseInFuture": ErrorCode(None, "evault signing-key revoke: --compromised-since is in the future"),
+    "SigningKey.BadTime": ErrorCode(None, "evault signing-key revoke: --compromised-since is not ISO 8601"),
+    "SigningKey.NoHsm": ErrorCode(None, "evault signing-key rotate --hsm without EVAULT_PKCS11_* settings"),
 }
 
 # Every finding of the verifier, from its own registry (one home for what each fault means).

@@ -168,6 +168,28 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class Pkcs11Settings:
+    """The PKCS#11 token (HSM) that holds rotated signing keys, when ``evault signing-key rotate --hsm`` is used."""
+
+    library: str  # EVAULT_PKCS11_LIBRARY: path of the token's PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so
+    token_label: str  # EVAULT_PKCS11_TOKEN: the token's label
+    pin: str  # EVAULT_PKCS11_PIN: the user PIN (a secret: never logged)
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Settings(library={self.library!r}, token_label={self.token_label!r}, pin=<hidden>)"
+
+
+def _pkcs11(env: Mapping[str, str]) -> Pkcs11Settings | None:
+    names = ("EVAULT_PKCS11_LIBRARY", "EVAULT_PKCS11_TOKEN", "EVAULT_PKCS11_PIN")
+    given = [env.get(name, "") for name in names]
+    if not any(given):
+        return None
+    if not all(given):
+        raise SettingsError(f"set all of {', '.join(names)} or none of them")
+    return Pkcs11Settings(*given)
+
+
+@dataclass(frozen=True)
 class VaultSettings:
     """Custody policy."""
 
@@ -189,6 +211,7 @@ class VaultSettings:
     # the vault key at every start); the verifier holds this one, never the vault key.
     staging_ttl_seconds: int  # EVAULT_STAGING_TTL_SECONDS: a staged upload not vaulted by then is refused, deleted
     report_key_path: Path = Path("report-signing-key.pem")
+    pkcs11: Pkcs11Settings | None = None  # EVAULT_PKCS11_*: the HSM of rotated keys (see Pkcs11Settings)
 
 
 @dataclass(frozen=True)
@@ -362,6 +385,7 @@ class Settings:
             require_trusted_signers=_bool(env, "EVAULT_REQUIRE_TRUSTED_SIGNERS", default=False),
             staging_ttl_seconds=_int(env, "EVAULT_STAGING_TTL_SECONDS", 7 * 24 * 3600, minimum=1),
             report_key_path=Path(env.get("EVAULT_REPORT_SIGNING_KEY") or data_dir / "report-signing-key.pem"),
+            pkcs11=_pkcs11(env),
         )
         if vault.signer_trust_roots_path is not None and not vault.signer_trust_roots_path.is_file():
             raise SettingsError(f"EVAULT_SIGNER_TRUST_ROOTS names no file: {vault.signer_trust_roots_path}")

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from compliance.attach import checkpoint_trust
 from compliance.checkpoints.publisher import CheckpointService
 from compliance.checkpoints.timestamping import TimestampClient
+from compliance.ledger.key_ring import current_key, history, load_signer, record_first_key
 from compliance.ledger.vault_key import VaultKey, load_or_create_key
 from compliance.signatures.document_identity import DocumentSigner, load_or_create_document_signer
 from compliance.signatures.pdf_validation import load_trust_roots
@@ -65,7 +67,17 @@ class Runtime:
 
     def sources(self) -> Sources:
         """What the evidence checks read, without the signing key or the checkpointer."""
-        return Sources(self.db, self.authoritative, self.copies, self.key.note_verifier, self.settings.vault.log_origin)
+        with self.db.read_session() as session:
+            keys = history(session)
+        return Sources(
+            self.db,
+            self.authoritative,
+            self.copies,
+            self.key.note_verifier,
+            self.settings.vault.log_origin,
+            keys,
+            checkpoint_trust(self.settings),
+        )
 
     def checkpoint_requests(self, scopes: frozenset[str]) -> CheckpointRequests:
         """Checkpoints on a caller's request: the latest when fresh, a new one only with scope and quota."""
@@ -216,7 +228,9 @@ def open_runtime(settings: Settings) -> Runtime:
                 settings.vault.key_name,
                 create="EVAULT_SIGNING_KEY" not in settings.env,
             )
-        except ValueError as exc:  # not PEM, or encrypted
+            record_first_key(db, key, str(settings.vault.signing_key_path))
+            key = current_key(db, key, lambda ref: load_signer(ref, settings.vault.pkcs11))
+        except ValueError as exc:  # not PEM, or encrypted, or a rotated key that is not the recorded one
             raise StartupError(f"refusing to start: signing key {settings.vault.signing_key_path}: {exc}") from exc
         evidence = settings.evidence
         try:

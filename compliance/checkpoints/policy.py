@@ -7,9 +7,10 @@ auditor brings the witnesses' keys) and an RFC 3161 timestamp over the note (the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from compliance.checkpoints.timestamping import TIMESTAMP_INVALID, TimestampInvalid, verify_timestamp
+from compliance.ledger.key_history import KeyHistory, KeyPeriod
 from compliance.ledger.log_error import LogError
 from compliance.witness.cosignature import CosignatureVerifier, verify_cosignature
 
@@ -46,3 +47,23 @@ class CheckpointTrust:
             when: datetime = verify_timestamp(timestamp_token, note.encode(), self.tsa_roots_pem)
             proven.append(f"timestamped by a trusted TSA at {when.isoformat()}")
         return proven
+
+    def dated(self, note: str, timestamp_token: bytes | None) -> datetime | None:
+        """The earliest time a trusted witness or TSA proves the note existed at; None when nothing dates it."""
+        times: list[datetime] = []
+        for vkey in self.witness_vkeys:
+            try:
+                times.append(datetime.fromtimestamp(verify_cosignature(note, CosignatureVerifier.from_vkey(vkey)), UTC))
+            except LogError:
+                continue
+        if self.tsa_roots_pem is not None and timestamp_token is not None:
+            try:
+                times.append(verify_timestamp(timestamp_token, note.encode(), self.tsa_roots_pem))
+            except TimestampInvalid:
+                pass
+        return min(times) if times else None
+
+    def check_key(self, keys: KeyHistory, period: KeyPeriod, note: str, timestamp_token: bytes | None) -> None:
+        """``Log.KeyCompromised`` when a revoked key signed the note and no trusted witness or TSA dates it earlier."""
+        if period.compromised_since is not None:
+            keys.check_not_compromised(period, self.dated(note, timestamp_token), "the checkpoint")

@@ -316,7 +316,9 @@ class RevisionsIdentifiable(_Base):
             return self.result(failures, info, ["no signed checkpoint covers the envelope's events yet"])
         try:
             signed = verify_checkpoint(
-                checkpoint.note, evidence.sources.checkpoint_verifier, evidence.sources.origin(evidence.envelope.org_id)
+                checkpoint.note,
+                evidence.sources.checkpoint_verifier_for(checkpoint.note),
+                evidence.sources.origin(evidence.envelope.org_id),
             )
         except LogError as exc:
             return self.result([*failures, f"the checkpoint does not verify ({exc.code})"], info)

@@ -231,18 +231,33 @@ class LogAudit:
                 )
         try:
             note = bytes(body).decode("utf-8")
-            signed = verify_checkpoint(note, self.ctx.sources.checkpoint_verifier, self.ctx.sources.origin(self.org_id))
+            signed = verify_checkpoint(
+                note, self.ctx.sources.checkpoint_verifier_for(note), self.ctx.sources.origin(self.org_id)
+            )
             if signed.size != size:
                 raise LogError("Log.Malformed", f"the note signs size {signed.size}")
         except (UnicodeDecodeError, LogError) as exc:
             reason = exc.message if isinstance(exc, LogError) else "not UTF-8"
             self.report("Checkpoint.Forged", f"the WORM checkpoint is not the vault's note: {reason}", **where)
             return
+        self._key_sound(note, row, where)
         if row is not None and (row.note != note or row.root_hash != signed.root_hash.hex()):
             self.report("Checkpoint.Mismatch", "the database checkpoint differs from the WORM one", **where)
         if self.tree.size != size or self.tree.root() != signed.root_hash:
             self.report("Log.RootMismatch", "the entries no longer produce the signed root", **where)
         self._consistency(session, signed)
+
+    def _key_sound(self, note: str, row: CheckpointRow | None, where: dict[str, Any]) -> None:
+        """A checkpoint by a revoked key stands only if a configured witness or TSA dates it before the compromise."""
+        sources = self.ctx.sources
+        if sources.keys is None:
+            return
+        _, period = sources.keys.verifier_for_note(note)
+        token = row.timestamp_token if row is not None else None
+        try:
+            sources.checkpoint_trust.check_key(sources.keys, period, note, token)
+        except LogError as exc:
+            self.report("Checkpoint.KeyCompromised", exc.message, **where, generation=period.generation)
 
     def _written_beside(
         self, size: int, row: CheckpointRow, versions: list[VersionEntry]

@@ -211,6 +211,8 @@ class ProofBundleView:
     events: list[BundleEvent]
     map: BundleMap
     timestamp_token: str | None
+    # After a key rotation: the rotation statements from the first key to the one that signed the checkpoint.
+    key_chain: list[str] | None = None
 
 
 @dataclass

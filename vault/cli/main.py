@@ -23,8 +23,9 @@ from compliance.errors import EvaultError
 from compliance.ledger.vault_key import SigningKeyError
 from storage.settings import Settings, SettingsError
 from vault.cli.erase import add_commands as add_erase_commands
-from vault.cli.evidence import add_cert_commands, add_trust_options, trust_from
+from vault.cli.evidence import add_cert_commands, add_keys_option, add_trust_options, keys_from, trust_from
 from vault.cli.keys import add_commands as add_key_commands
+from vault.cli.signing_keys import add_commands as add_signing_key_commands
 
 BOOTSTRAP_KEY_FILE = "bootstrap-key.txt"
 
@@ -140,11 +141,10 @@ def _log_verify(args: argparse.Namespace) -> int:
     from compliance.bundles.proof_bundle import verify_bundle
 
     text = Path(args.bundle).read_bytes()
-    result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin)
+    trust = trust_from(args)
+    result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin, keys_from(args), trust)
     token = strict_json.loads(text).get("timestamp_token")
-    for line in trust_from(args).check(
-        strict_json.loads(text)["checkpoint"], base64.b64decode(token) if token else None
-    ):
+    for line in trust.check(strict_json.loads(text)["checkpoint"], base64.b64decode(token) if token else None):
         print(line)
     where = f"checkpoint {result.checkpoint.origin} size {result.checkpoint.size}"
     done = result.completeness
@@ -168,6 +168,7 @@ def _log_consistency(args: argparse.Namespace) -> int:
         Path(args.proof).read_text(),
         Path(args.public_key).read_bytes(),
         Path(args.state) if args.state else None,
+        keys_from(args),
     )
     print(f"OK: {new.origin} size {new.size} extends size {old.size}")
     return 0
@@ -249,7 +250,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _report_verify(args: argparse.Namespace) -> int:
     from compliance.verifier.report import verify_report
 
-    report = verify_report(Path(args.file).read_bytes(), Path(args.public_key).read_bytes())
+    report = verify_report(Path(args.file).read_bytes(), Path(args.public_key).read_bytes(), keys_from(args))
     print(
         f"OK: report of run {report.get('run_id')} ({report.get('verdict')}, {len(report.get('findings', []))} "
         "findings) is signed by a report key the vault key endorses"
@@ -283,12 +284,14 @@ def parser() -> argparse.ArgumentParser:
     verify_all.set_defaults(run=_verify)
     add_key_commands(commands)
     add_erase_commands(commands)
+    add_signing_key_commands(commands)
     report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(
         dest="report_command", required=True
     )
     report_verify = report.add_parser("verify", help="check a signed report against the vault's public key")
     report_verify.add_argument("file")
     report_verify.add_argument("--public-key", required=True, help="the vault's PEM public key you trust")
+    add_keys_option(report_verify)
     report_verify.set_defaults(run=_report_verify)
     witness = commands.add_parser("witness", help="run a C2SP tlog-witness that cosigns consistent checkpoints")
     witness.add_argument("--state", required=True, help="directory of the witness's state and evidence")
@@ -313,6 +316,7 @@ def parser() -> argparse.ArgumentParser:
     consistency.add_argument("--proof", required=True, help="consistency proof JSON from /log/proof/consistency")
     consistency.add_argument("--public-key", required=True)
     consistency.add_argument("--state", help="directory keeping the last accepted checkpoint and any evidence")
+    add_keys_option(consistency)
     consistency.set_defaults(run=_log_consistency)
     add_cert_commands(commands)
     return root
