@@ -22,6 +22,7 @@ from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
 TERMINAL_STATUS = {"vault.vaulted_in": "completed", "envelope.voided": "voided", "envelope.expired": "expired"}
 ASSIGNEE_EVENTS = ("envelope.created", "vault.vaulted_in", "vault.assignee_changed")
 CREATED_FIELDS = ("kind", "title", "external_id", "parties")
+RELEASE_DETAILS = ("transferee", "note")
 # A document row's field -> its name in the vault.vaulted_in entry.
 DOCUMENT_FIELDS = {
     "filename": "filename",
@@ -67,6 +68,15 @@ class Projection:
     @property
     def vault_state(self) -> str:
         return "released" if self.released else ("vaulted" if self.vaulted else "not_vaulted")
+
+
+def release_claim(chain: Projection) -> dict[str, Any] | None:
+    """The vault-out as its ``vault.released`` entry states it (what a certificate may claim)."""
+    if chain.released is None:
+        return None
+    data = chain.released["data"]
+    details = {k: data[k] for k in RELEASE_DETAILS if k in data}
+    return {"at": chain.released["time"], "reason": data.get("reason"), "details": details}
 
 
 def fold(envelope_id: str, values: Iterable[dict[str, Any]]) -> Projection:
@@ -165,7 +175,7 @@ def _release(chain: Projection, record: VaultRecord, where: dict[str, Any]) -> l
     if record.released_at is None:
         return [Mismatch("Record.Deleted", "the chain records a vault-out the record does not show", where)]
     data = released["data"]
-    details = {k: data[k] for k in ("transferee", "note") if k in data}
+    details = {k: data[k] for k in RELEASE_DETAILS if k in data}
     changed = _changed(
         {
             "released_at": (iso(record.released_at), released["time"]),
