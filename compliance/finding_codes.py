@@ -47,6 +47,8 @@ _CODES = (
     Code("Copy.Unmarked", "a copy lacks its mark on some page, or is byte-identical to the original"),
     Code("Copy.Altered", "a copy's bytes differ from the register, or another version sits on its key"),
     Code("Copy.Unlogged", "a copy row with no vault.copy_issued entry in its chain, or differing from it"),
+    Code("Key.Unlogged", "an API key row that its organisation's log never issued"),
+    Code("Key.Edited", "an API key row's scopes, dates or owner differ from its log entries"),
     Code("Copy.Deleted", "the envelope's chain records a copy that has no register row"),
     Code("Storage.Misconfigured", "a bucket is missing, not versioned, or (authoritative) without Object Lock"),
 )

@@ -15,11 +15,12 @@ from sqlmodel import select
 from compliance.verifier import Options, fix_scope, verify
 from compliance.verifier.findings import Finding
 from storage.ids import new_id, utcnow
-from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
+from storage.models import ApiKey, CopyRecord, Envelope, VaultedDocument, VaultRecord
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
 from vault.cli.main import main
 from vault.runtime import Runtime
+from vault.tenancy import hash_key
 
 
 def _vaulted(client: Any, headers: dict[str, str], copy: bool = False) -> str:
@@ -151,9 +152,11 @@ def test_rows_the_chain_does_not_support_are_named_by_the_verifier_the_check_and
         assert result["verdict"] == "fail" and six["status"] == "fail", (envelope_id, result)
         assert any(reason.startswith(f"{code}: ") for reason in six["reasons"]), six["reasons"]
         assert code in {m["code"] for m in six["evidence"]["unsupported_rows"]}
-    # The planted transfer is never certified: the verdict the vault signs is FAIL.
-    certificate = _certificate(client, headers, release)
-    assert certificate["conditions"]["verdict"] == "fail"
+    # No planted state is certified: the verdict the vault signs is FAIL, and the transfer is not stated.
+    for envelope_id in expected:
+        certificate = _certificate(client, headers, envelope_id)
+        assert certificate["conditions"]["verdict"] == "fail", envelope_id
+    assert _certificate(client, headers, release)["vault_out"] is None
 
 
 def test_a_resumed_or_scoped_run_still_compares_rows(client: Any, runtime: Runtime, tenant: Any) -> None:
@@ -169,3 +172,39 @@ def test_a_resumed_or_scoped_run_still_compares_rows(client: Any, runtime: Runti
         ).findings
     )
     assert named.get("Record.Unlogged") == {planted}
+
+
+def test_a_key_row_granted_a_scope_in_sql_is_named_and_fails_the_check(
+    client: Any, runtime: Runtime, tenant: Any, make_key: Any
+) -> None:
+    """Scopes are what the log issued: a scope added in SQL makes a vault-in look authorised to condition 4 only."""
+    org_id, headers = tenant
+    _, raw = make_key(["envelopes:write", "envelopes:read", "compliance:read"], org_id)
+    limited = {"X-API-Key": raw}
+    envelope_id = create_envelope(client, limited)
+    refused = upload(client, limited, envelope_id, make_pdf())
+    assert refused.status_code == 403, refused.text
+    with runtime.db.session() as session:
+        key = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(raw))).one()
+        key.scopes = sorted({*key.scopes, "vault:write"})
+        session.add(key)
+        stray = ApiKey(
+            id=new_id("key"),
+            org_id=org_id,
+            prefix="lk_planted",
+            key_hash="0" * 64,
+            name="planted",
+            scopes=["vault:release"],
+            created_at=utcnow(),
+        )
+        session.add(stray)
+    assert upload(client, limited, envelope_id, make_pdf()).status_code == 201
+    result = _check(client, headers, envelope_id)
+    six = next(c for c in result["conditions"] if c["condition"] == "6")
+    assert result["verdict"] == "fail" and any(r.startswith("Key.Edited: ") for r in six["reasons"]), result
+    assert next(c for c in result["conditions"] if c["condition"] == "4")["status"] == "pass"  # the row is believed
+    found = verify(runtime.sources(), options=Options(concurrency=2, record=False)).findings
+    keys = {(f.code, f.details["key_id"]) for f in found if f.code.startswith("Key.")}
+    assert keys == {("Key.Edited", key.id), ("Key.Unlogged", stray.id)}, found
+    edited = next(f for f in found if f.code == "Key.Edited")
+    assert edited.details["changed"]["scopes"]["row"] == key.scopes

@@ -13,7 +13,7 @@ from typing import Any
 from sqlmodel import col, select
 
 from compliance.checkpoints.publisher import latest_checkpoint, tree_for
-from compliance.conditions.projection import Mismatch, Rows, compare, fold, snapshot
+from compliance.conditions.projection import Mismatch, Rows, compare, compare_keys, fold, key_ledger, snapshot
 from compliance.errors import NotFound
 from compliance.headmap.sparse_tree import MapProof
 from compliance.headmap.sql_store import map_root_ending, prove_at
@@ -58,7 +58,7 @@ class Evidence:
     map_entry: Event | None = None  # the checkpoint's last entry when it is a map.root commit
     map_proof: MapProof | None = None
     inclusion: dict[int, list[bytes]] = field(default_factory=dict)  # leaf index -> proof at checkpoint size
-    unsupported: list[Mismatch] = field(default_factory=list)  # rows the chain does not support
+    unsupported: list[Mismatch] = field(default_factory=list)  # rows (and key rows) the ledger does not support
 
     def chain_supports_rows(self) -> list[Mismatch]:
         """Fold the chain into the state it implies and compare the rows; nothing when an entry does not parse
@@ -120,13 +120,14 @@ def gather(sources: Sources, policy: Policy, org_id: str, envelope_id: str) -> E
         )
         events = envelope_events(session, envelope_id)
         evidence = Evidence(sources, policy, envelope, record, documents, copies, events, {}, None)
-        evidence.unsupported = evidence.chain_supports_rows()
         key_ids = set()
         for event in events:
             actor = (evidence.parsed(event) or {}).get("actor")
             if isinstance(actor, dict) and isinstance(actor.get("key_id"), str):
                 key_ids.add(actor["key_id"])
         evidence.keys = {k.id: k for k in session.exec(select(ApiKey).where(col(ApiKey.id).in_(key_ids)))}
+        keys = compare_keys(key_ledger(session, org_id), evidence.keys.values())
+        evidence.unsupported = evidence.chain_supports_rows() + keys
         checkpoint = latest_checkpoint(session, org_id)
         evidence.checkpoint = checkpoint
         if checkpoint is not None:

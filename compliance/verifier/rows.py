@@ -16,12 +16,12 @@ from collections.abc import Iterator
 
 from sqlmodel import Session, col, select
 
-from compliance.conditions.projection import Projection, Rows, compare, snapshot
+from compliance.conditions.projection import Projection, Rows, compare, compare_keys, key_ledger, snapshot
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.log_error import LogError
 from compliance.verifier.context import Context, Interrupted
 from compliance.verifier.findings import Finding
-from storage.models import CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
+from storage.models import ApiKey, CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
 
 PAGE = 200  # envelopes compared per snapshot
 
@@ -97,6 +97,17 @@ def _report(ctx: Context, chain: Projection, rows: Rows) -> None:
         ctx.report(Finding(mismatch.code, mismatch.message, mismatch.details))
 
 
+def _check_keys(ctx: Context, org_id: str) -> None:
+    """The organisation's key rows against its log's key events (the scopes condition 4 relies on)."""
+    with ctx.sources.db.read_session() as session:
+        snapshot(session)
+        stmt = select(ApiKey).where(ApiKey.org_id == org_id)
+        if ctx.scope.started_at is not None:
+            stmt = stmt.where(col(ApiKey.created_at) <= ctx.scope.started_at)
+        for mismatch in compare_keys(key_ledger(session, org_id), session.exec(stmt)):
+            ctx.report(Finding(mismatch.code, mismatch.message, mismatch.details))
+
+
 def _check_page(ctx: Context, ids: list[str]) -> None:
     with ctx.sources.db.read_session() as session:
         snapshot(session)
@@ -117,6 +128,8 @@ def check_rows(ctx: Context, org_id: str) -> None:
     if state.done:
         return
     position, checked = state.position, state.checked
+    if position is None and not ctx.scope.envelopes:
+        _check_keys(ctx, org_id)
     last_save = time.monotonic()
     for page in _envelope_ids(ctx, org_id, position):
         if ctx.stopping.is_set():
