@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from compliance.conditions.projection import Rows, compare, fold
 from compliance.verifier import Options, fix_scope, verify
 from compliance.verifier.findings import Finding
 from storage.ids import new_id, utcnow
@@ -208,3 +209,33 @@ def test_a_key_row_granted_a_scope_in_sql_is_named_and_fails_the_check(
     assert keys == {("Key.Edited", key.id), ("Key.Unlogged", stray.id)}, found
     edited = next(f for f in found if f.code == "Key.Edited")
     assert edited.details["changed"]["scopes"]["row"] == key.scopes
+
+
+def test_an_assignee_change_the_chain_records_is_the_truth() -> None:
+    """The fold follows the chain: after a recorded vault.assignee_changed, only the new assignee is supported."""
+    now = utcnow()
+    created = {"kind": "paper", "title": "Loan", "external_id": None, "parties": [], "secured_party": {"name": "A"}}
+    values = [
+        {"type": "envelope.created", "time": "t0", "data": created},
+        {"type": "vault.assignee_changed", "time": "t1", "data": {"secured_party": {"name": "B"}}},
+    ]
+    chain = fold("env_x", values)
+    envelope = Envelope(
+        id="env_x",
+        org_id="org_x",
+        kind="paper",
+        status="awaiting_upload",
+        vault_state="not_vaulted",
+        title="Loan",
+        parties=[],
+        secured_party={"name": "B"},
+        meta={},
+        created_at=now,
+        updated_at=now,
+    )
+    assert compare(chain, Rows(envelope, None, [], [])) == []
+    envelope.secured_party = {"name": "A"}
+    (mismatch,) = compare(chain, Rows(envelope, None, [], []))
+    assert mismatch.code == "Envelope.Edited" and mismatch.details["changed"]["secured_party"]["ledger"] == {
+        "name": "B"
+    }

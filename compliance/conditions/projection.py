@@ -118,15 +118,16 @@ def _changed(pairs: dict[str, tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _envelope(chain: Projection, env: Envelope, where: dict[str, Any]) -> list[Mismatch]:
-    created = chain.created or {}
-    pairs: dict[str, tuple[Any, Any]] = {name: (getattr(env, name), created.get(name)) for name in CREATED_FIELDS}
+    if chain.created is None:
+        return [Mismatch("Envelope.Edited", "an envelope row whose chain has no envelope.created entry", where)]
+    pairs = {name: (getattr(env, name), chain.created.get(name)) for name in CREATED_FIELDS}
     pairs["secured_party"] = (env.secured_party, chain.secured_party)
     pairs["vault_state"] = (env.vault_state, chain.vault_state)
     if chain.status is not None or env.status in TERMINAL_STATUS.values():
         pairs["status"] = (env.status, chain.status)
     changed = _changed(pairs)
-    if chain.created is None or not changed:
-        return [] if chain.created is not None else [Mismatch("Envelope.Edited", "no envelope.created entry", where)]
+    if not changed:
+        return []
     return [
         Mismatch(
             "Envelope.Edited",
