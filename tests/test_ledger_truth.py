@@ -17,7 +17,7 @@ from compliance.verifier import Options, fix_scope, verify
 from compliance.verifier.findings import Finding
 from storage.ids import new_id, utcnow
 from storage.models import ApiKey, CopyRecord, Envelope, VaultedDocument, VaultRecord
-from tests.helpers import API, create_envelope, upload
+from tests.helpers import API, create_envelope, disarm_triggers, upload
 from tests.pdf_factory import make_pdf
 from vault.cli.main import main
 from vault.runtime import Runtime
@@ -239,3 +239,27 @@ def test_an_assignee_change_the_chain_records_is_the_truth() -> None:
     assert mismatch.code == "Envelope.Edited" and mismatch.details["changed"]["secured_party"]["ledger"] == {
         "name": "B"
     }
+
+
+def test_a_transferee_edited_after_a_real_vault_out_is_named_and_never_certified(
+    client: Any, runtime: Runtime, tenant: Any
+) -> None:
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers)
+    out = {"reason": "transfer", "transferee": {"vault_id": "vault.other.example"}}
+    assert client.post(f"{API}/envelopes/{envelope_id}/vault-out", json=out, headers=headers).status_code == 200
+    with runtime.db.session() as session:
+        disarm_triggers(session, "vault_record")
+        record = session.exec(select(VaultRecord).where(VaultRecord.envelope_id == envelope_id)).one()
+        record.release_details = {"transferee": {"vault_id": "vault.thief.example"}}
+        session.add(record)
+    (finding,) = verify(runtime.sources(), options=Options(concurrency=2, record=False)).findings
+    assert finding.code == "Record.Edited" and finding.details["envelope_id"] == envelope_id
+    assert set(finding.details["changed"]) == {"release_details"}
+    result = _check(client, headers, envelope_id)
+    assert result["verdict"] == "fail" and "Record.Edited" in {
+        m["code"] for m in result["conditions"][5]["evidence"]["unsupported_rows"]
+    }
+    certificate = _certificate(client, headers, envelope_id)
+    assert certificate["conditions"]["verdict"] == "fail"
+    assert certificate["vault_out"]["details"]["transferee"] == {"vault_id": "vault.other.example"}

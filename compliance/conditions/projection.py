@@ -147,29 +147,27 @@ def _record(chain: Projection, rows: Rows, where: dict[str, Any]) -> list[Mismat
     if vaulted is None:
         return [Mismatch("Record.Unlogged", "a vault record exists but the chain records no vault-in", where)]
     data = vaulted["data"]
-    found = []
-    changed = _changed(
-        {
-            "id": (record.id, data.get("authoritative_copy_id")),
-            "source": (record.source, data.get("source")),
-            "retain_until": (iso(record.retain_until), data.get("retain_until")),
-            "vaulted_at": (iso(record.vaulted_at), vaulted["time"]),
-            "vaulted_by": (record.vaulted_by, vaulted["key_id"] or ""),
-        }
-    )
+    pairs = {
+        "id": (record.id, data.get("authoritative_copy_id")),
+        "source": (record.source, data.get("source")),
+        "retain_until": (iso(record.retain_until), data.get("retain_until")),
+        "vaulted_at": (iso(record.vaulted_at), vaulted["time"]),
+        "vaulted_by": (record.vaulted_by, vaulted["key_id"] or ""),
+    }
+    found = _release(chain, record, where, pairs)
+    # One finding per record (a finding's identity is its code and subject): the vault-in's and the release's
+    # differences together.
+    changed = _changed(pairs)
     if changed:
-        found.append(
-            Mismatch(
-                "Record.Edited",
-                "the vault record differs from its vault.vaulted_in entry",
-                where | {"changed": changed},
-            )
-        )
-    found += _release(chain, record, where)
+        message = "the vault record differs from its vault.vaulted_in or vault.released entry"
+        found.append(Mismatch("Record.Edited", message, where | {"changed": changed}))
     return found + _documents(data, rows.documents, where)
 
 
-def _release(chain: Projection, record: VaultRecord, where: dict[str, Any]) -> list[Mismatch]:
+def _release(
+    chain: Projection, record: VaultRecord, where: dict[str, Any], pairs: dict[str, tuple[Any, Any]]
+) -> list[Mismatch]:
+    """A release missing on either side; otherwise add its fields to the record's ``pairs``."""
     released = chain.released
     if released is None:
         if record.released_at is None and record.release_reason is None and not record.release_details:
@@ -179,20 +177,16 @@ def _release(chain: Projection, record: VaultRecord, where: dict[str, Any]) -> l
         return [Mismatch("Record.Deleted", "the chain records a vault-out the record does not show", where)]
     data = released["data"]
     details = {k: data[k] for k in RELEASE_DETAILS if k in data}
-    changed = _changed(
+    pairs.update(
         {
             "released_at": (iso(record.released_at), released["time"]),
             "released_by": (record.released_by, released["key_id"]),
             "release_reason": (record.release_reason, data.get("reason")),
             "release_details": (record.release_details or {}, details),
-            "authoritative_copy_id": (record.id, data.get("authoritative_copy_id")),
+            "released_copy_id": (record.id, data.get("authoritative_copy_id")),
         }
     )
-    if not changed:
-        return []
-    return [
-        Mismatch("Record.Edited", "the release differs from its vault.released entry", where | {"changed": changed})
-    ]
+    return []
 
 
 def _documents(data: dict[str, Any], documents: Sequence[VaultedDocument], where: dict[str, Any]) -> list[Mismatch]:
