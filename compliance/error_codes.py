@@ -96,7 +96,7 @@ CODES: dict[str, ErrorCode] = {
     "VaultOut.NoteRequired": ErrorCode(400, "reason other needs a note"),
     "Log.OutOfRange": ErrorCode(400, "proof indices outside the log"),
     "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
-    "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original"),
+    "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
     "Storage.Unavailable": ErrorCode(503, "object storage failed; nothing was recorded as done"),
     # documents: budgets and signatures
