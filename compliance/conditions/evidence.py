@@ -13,7 +13,8 @@ from typing import Any
 from sqlmodel import col, select
 
 from compliance.checkpoints.publisher import latest_checkpoint, tree_for
-from compliance.conditions.projection import Mismatch, Rows, compare, compare_keys, fold, key_ledger, snapshot
+from compliance.conditions.key_projection import compare_keys, key_ledger
+from compliance.conditions.projection import Mismatch, Rows, compare, fold, snapshot
 from compliance.errors import NotFound
 from compliance.headmap.sparse_tree import MapProof
 from compliance.headmap.sql_store import map_root_ending, prove_at

@@ -4,7 +4,7 @@ and name every row that says something else.
 A row the chain does not support (a release written only in SQL, an edited secured party, a copy row with no
 ``vault.copy_issued`` event) is a :class:`Mismatch` with a finding code from ``compliance/finding_codes.py``
 and the envelope's id. The live conditions (condition 6) and the verifier's row pass both call :func:`compare`,
-so an SQL edit fails the check, the certificate and ``evault verify`` alike.
+so an SQL edit fails the check, the certificate and ``evault verify`` alike. Key rows: ``key_projection``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from compliance.ledger.chain import parse_entry
-from compliance.ledger.log_error import LogError
 from storage.ids import iso
-from storage.models import ApiKey, CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
+from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
 
 # Statuses only an event reaches; an envelope without that event must not be in one.
 TERMINAL_STATUS = {"vault.vaulted_in": "completed", "envelope.voided": "voided", "envelope.expired": "expired"}
@@ -113,7 +111,8 @@ class Mismatch:
         return {"code": self.code, "message": self.message, "details": self.details}
 
 
-def _changed(pairs: dict[str, tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
+def changed_pairs(pairs: dict[str, tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
+    """Of ``name -> (row value, ledger value)``, the ones that differ, as the finding's ``changed`` detail."""
     return {name: {"row": row, "ledger": ledger} for name, (row, ledger) in pairs.items() if row != ledger}
 
 
@@ -125,7 +124,7 @@ def _envelope(chain: Projection, env: Envelope, where: dict[str, Any]) -> list[M
     pairs["vault_state"] = (env.vault_state, chain.vault_state)
     if chain.status is not None or env.status in TERMINAL_STATUS.values():
         pairs["status"] = (env.status, chain.status)
-    changed = _changed(pairs)
+    changed = changed_pairs(pairs)
     if not changed:
         return []
     return [
@@ -157,7 +156,7 @@ def _record(chain: Projection, rows: Rows, where: dict[str, Any]) -> list[Mismat
     found = _release(chain, record, where, pairs)
     # One finding per record (a finding's identity is its code and subject): the vault-in's and the release's
     # differences together.
-    changed = _changed(pairs)
+    changed = changed_pairs(pairs)
     if changed:
         message = "the vault record differs from its vault.vaulted_in or vault.released entry"
         found.append(Mismatch("Record.Edited", message, where | {"changed": changed}))
@@ -200,7 +199,7 @@ def _documents(data: dict[str, Any], documents: Sequence[VaultedDocument], where
         if entry is None:
             found.append(Mismatch("Record.Unlogged", "a document row the vault-in entry does not name", at))
             continue
-        changed = _changed({name: (getattr(doc, name), entry.get(key)) for name, key in DOCUMENT_FIELDS.items()})
+        changed = changed_pairs({name: (getattr(doc, name), entry.get(key)) for name, key in DOCUMENT_FIELDS.items()})
         if changed:
             found.append(
                 Mismatch(
@@ -225,7 +224,7 @@ def _copies(chain: Projection, copies: Sequence[CopyRecord], where: dict[str, An
             found.append(Mismatch("Copy.Unlogged", "a copy row the chain records no vault.copy_issued for", at))
             continue
         data = entry["data"]
-        changed = _changed(
+        changed = changed_pairs(
             {
                 "document_id": (copy.document_id, data.get("document_id")),
                 "sha256": (copy.sha256, data.get("sha256")),
@@ -260,71 +259,3 @@ def snapshot(session: Session) -> None:
     """
     if session.get_bind().dialect.name == "postgresql":
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-
-
-KEY_EVENTS = ("key.created", "key.rotated", "key.revoked")
-
-
-def fold_keys(values: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each key as its organisation's log states it (scopes never change after issue): key id -> its facts."""
-    keys: dict[str, dict[str, Any]] = {}
-    for value in values:
-        kind, data = value.get("type"), value.get("data")
-        data = data if isinstance(data, dict) else {}
-        if kind in ("key.created", "key.rotated"):
-            keys[str(data.get("key_id"))] = {
-                "org_id": value.get("log"),
-                "prefix": data.get("prefix"),
-                "scopes": data.get("scopes"),
-                "expires_at": data.get("expires_at"),
-                "revoked_at": None,
-                **({"created_at": value.get("time")} if kind == "key.created" else {}),
-            }
-        rotated = data.get("rotated_from") if kind == "key.rotated" else None
-        if isinstance(rotated, dict) and str(rotated.get("key_id")) in keys:
-            keys[str(rotated.get("key_id"))]["expires_at"] = rotated.get("expires_at")
-        if kind == "key.revoked" and str(data.get("key_id")) in keys:
-            keys[str(data.get("key_id"))]["revoked_at"] = value.get("time")
-    return keys
-
-
-def compare_keys(ledger: dict[str, dict[str, Any]], rows: Iterable[ApiKey]) -> list[Mismatch]:
-    """Key rows against the log: a key the log never issued, or whose scopes, dates or owner were edited."""
-    found = []
-    for key in rows:
-        where = {"org_id": key.org_id, "key_id": key.id}
-        logged = ledger.get(key.id)
-        if logged is None:
-            found.append(Mismatch("Key.Unlogged", "a key row its organisation's log never issued", where))
-            continue
-        row = {
-            "org_id": key.org_id,
-            "prefix": key.prefix,
-            "scopes": sorted(key.scopes),
-            "expires_at": iso(key.expires_at) if key.expires_at else None,
-            "revoked_at": iso(key.revoked_at) if key.revoked_at else None,
-        }
-        if "created_at" in logged:
-            row["created_at"] = iso(key.created_at)
-        changed = _changed({name: (value, logged.get(name)) for name, value in row.items()})
-        if changed:
-            found.append(
-                Mismatch("Key.Edited", "the key row differs from its log entries", where | {"changed": changed})
-            )
-    return found
-
-
-def key_ledger(session: Session, org_id: str) -> dict[str, dict[str, Any]]:
-    """The organisation's keys as its log states them (an entry that does not parse is the log audit's)."""
-    stmt = (
-        select(Event.entry)
-        .where(Event.org_id == org_id, col(Event.envelope_id).is_(None), col(Event.event_type).in_(KEY_EVENTS))
-        .order_by(col(Event.leaf_index))
-    )
-    values = []
-    for entry in session.exec(stmt.execution_options(yield_per=1000)):
-        try:
-            values.append(parse_entry(entry))
-        except LogError:
-            continue
-    return fold_keys(values)

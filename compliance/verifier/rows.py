@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 from sqlmodel import Session, col, select
 
-from compliance.conditions.projection import Projection, Rows, compare, compare_keys, key_ledger, snapshot
+from compliance.conditions.key_projection import compare_keys, key_ledger
+from compliance.conditions.projection import Projection, Rows, compare, snapshot
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.log_error import LogError
 from compliance.verifier.context import Context, Interrupted
