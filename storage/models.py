@@ -149,6 +149,9 @@ class CopyRecord(SQLModel, table=True):
     s3_version_id: str = Field(max_length=1024)
     issued_at: datetime = _utc_column()
     issued_by: str = Field(max_length=40)
+    # When issuance found the mark on every page of these bytes (the recogniser ran once, in the stamper); the
+    # checks after that trust this with the stored hash instead of re-reading the copy. None: issued before 0009.
+    mark_verified_at: datetime | None = _utc_column(nullable=True)
 
 
 class Event(SQLModel, table=True):

@@ -2,7 +2,9 @@
 
 The authoritative copy goes only to an envelope that is still vaulted (after vault-out the answer is 409
 ``Vault.Released``). Copies are made fresh per request: stamped on every page, stored in the copies bucket
-apart from the originals, registered with their own id and hash, and never byte-identical to the source.
+apart from the originals, registered with their own id and hash, and never byte-identical to the source. The
+mark is verified once, here (in the stamper), and the register row and the ``vault.copy_issued`` entry say
+when; a copy whose mark is not found on every page is never stored or handed out.
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ def _register_copy(custody: Custody, actor: Actor, record: VaultRecord, copy: Co
                     "sha256": copy.sha256,
                     "source_sha256": copy.source_sha256,
                     "authoritative_copy_id": record.id,
+                    "mark_verified_at": iso(copy.mark_verified_at) if copy.mark_verified_at else None,
                 },
             )
     except BaseException:
@@ -176,10 +179,18 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
         copy_id = new_id("cp")
         now = utcnow()
         mark = CopyMark(copy_id, envelope.id, doc.sha256, now)
-        stamped = stamp_for_copy(custody.pdf, envelope.org_id, _read_verified(custody, doc), mark)
+        outcome = stamp_for_copy(custody.pdf, envelope.org_id, _read_verified(custody, doc), mark)
+        stamped = outcome.pdf
         digest = hashlib.sha256(stamped).hexdigest()
         if digest == doc.sha256:
             raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")
+        if outcome.unmarked_pages:
+            log.error("copy %s of %s lacks its mark on pages %s", copy_id, doc.id, outcome.unmarked_pages[:20])
+            raise IntegrityFailure(
+                "Vault.CopyNotMarked",
+                "the copy's mark could not be found on every page; it was not issued",
+                pages=outcome.unmarked_pages[:50],
+            )
         try:
             stored = custody.copies.put_plain(
                 copy_key(envelope.org_id, envelope.id, copy_id), stamped, "application/pdf"
@@ -199,6 +210,7 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
             s3_version_id=stored.version_id,
             issued_at=now,
             issued_by=actor.key_id or "",
+            mark_verified_at=utcnow(),
         )
         _register_copy(custody, actor, record, copy)
         issued.append(

@@ -4,7 +4,9 @@ A copy is made from a document an outsider wrote. pypdf holds the whole file (an
 memory and has no time limit, so each stamping runs in a fresh process forked from a clean forkserver (never
 from the threaded service process), with ``RLIMIT_AS`` and ``RLIMIT_CPU`` set in the child and a wall-clock
 deadline in the parent, which kills it. Failures come back as :class:`StampFailure` with a kind the callers
-turn into their own stable codes.
+turn into their own stable codes. A copy that is kept is also checked there for its mark on every page (the
+recogniser of ``compliance.conditions.copy_mark``, with a CPU budget of its own), once: issuance records the
+result with the copy, and the compliance checks rely on that record instead of re-reading the copy.
 
 The concurrency cap is in-process state (:class:`~vault.slots.Slots`): each service process has its own, so with
 several workers the machine-wide bound is workers x ``EVAULT_PDF_STAMP_CONCURRENCY``. A request that finds no
@@ -24,7 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
-from compliance.conditions.copy_mark import CopyMark
+from compliance.conditions.copy_mark import CopyMark, unmarked_pages
 from compliance.errors import EvaultError, Unavailable
 from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
@@ -52,6 +54,7 @@ class StampOutcome:
     pdf: bytes
     peak_rss_bytes: int  # the child's own high-water mark (ru_maxrss), measured inside it
     cpu_seconds: float
+    unmarked_pages: list[int]  # of a kept copy, pages where the recogniser misses the mark ([0]: unreadable)
 
 
 class CopyStampError(EvaultError):
@@ -72,11 +75,20 @@ class StampFailure(Exception):
         self.detail = detail
 
 
+def _check_mark(pdf: bytes, mark: CopyMark, cpu_seconds: int) -> list[int]:
+    """The recogniser's verdict on the copy just made, with ``cpu_seconds`` more CPU than stamping used."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    spent = int(used.ru_utime + used.ru_stime) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (spent + cpu_seconds, 2 * cpu_seconds + 2))
+    return unmarked_pages(pdf, mark.copy_id)
+
+
 def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: StampLimits, keep: bool) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, 2 * limits.cpu_seconds + 2))
     try:
         pdf = stamp_copy(source.read_bytes() if isinstance(source, Path) else source, mark)
+        unmarked = _check_mark(pdf, mark, limits.cpu_seconds) if keep else []
     except MemoryError:
         conn.send(("memory", f"address space limit of {limits.memory_bytes} bytes reached"))
         return
@@ -87,7 +99,7 @@ def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: Stamp
         conn.send(("failed", f"{type(exc).__name__}: {exc}"[:500]))
         return
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    conn.send(("ok", usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime))
+    conn.send(("ok", usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, unmarked))
     conn.send_bytes(pdf if keep else b"")
 
 
@@ -124,7 +136,7 @@ def run_stamp(source: bytes | Path, mark: CopyMark, limits: StampLimits, *, keep
             child.kill()
         child.join()
         receiver.close()
-    return StampOutcome(pdf, int(header[1]), float(header[2]))
+    return StampOutcome(pdf, int(header[1]), float(header[2]), list(header[3]))
 
 
 def busy(code: str) -> Refusal:
@@ -148,11 +160,11 @@ def slots_for(pdf: PdfSettings) -> Slots:
         )
 
 
-def stamp_for_copy(pdf: PdfSettings, org_id: str, source: bytes, mark: CopyMark) -> bytes:
-    """The marked copy, made in a child within this tenant's and the process's share of slots."""
+def stamp_for_copy(pdf: PdfSettings, org_id: str, source: bytes, mark: CopyMark) -> StampOutcome:
+    """The marked copy and its mark's check, made in a child within this tenant's and the process's slots."""
     with slots_for(pdf).slot(org_id, busy("Copy.Busy")):
         try:
-            return run_stamp(source, mark, StampLimits.from_settings(pdf)).pdf
+            return run_stamp(source, mark, StampLimits.from_settings(pdf))
         except StampFailure as exc:
             log.error("stamping copy %s of %s failed: %s", mark.copy_id, mark.source_sha256, exc)
             raise CopyStampError(

@@ -61,6 +61,7 @@ def audit_trail(sources: Sources, org_id: str, envelope_id: str) -> dict[str, An
         if envelope is None or envelope.org_id != org_id:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
         events = envelope_events(session, envelope_id)
+    sources.deadline.check()
     return {
         "format": FORMAT,
         "envelope_id": envelope_id,
