@@ -111,11 +111,9 @@ def test_compliance_and_certificates_never_read_a_copys_bytes(client: Any, tenan
         runtime.s3_client.meta.events.unregister("provide-client-params.s3.*", note)
     assert result["verdict"] == "pass", result
     assert certificate.status_code == 200 and certificate.json()["certificate"]["conditions"]["verdict"] == "pass"
-    with runtime.db.read_session() as session:
-        keys = {c.s3_key for c in session.exec(select(CopyRecord).where(CopyRecord.envelope_id == envelope_id))}
-    assert len(keys) == 3
     assert [op for op, _ in calls if op == "GetObject"] == []  # not one copy read, whole or in part
-    assert {key for op, key in calls if op == "HeadObject"} == keys  # each copy's version still exists
+    assert {op for op, _ in calls} == {"ListObjectVersions"}  # one listing shows every copy's version and size
+    assert sum(calls.values()) == 2  # one per check (the certificate's included), however many copies
 
 
 def test_issuance_records_the_mark_check_with_the_copy_and_in_the_ledger(
@@ -132,7 +130,7 @@ def test_issuance_records_the_mark_check_with_the_copy_and_in_the_ledger(
     assert b'"mark_verified_at":"' in event.entry and copy.sha256.encode() in event.entry
     result = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers).json()
     assert _condition(result, "5")["status"] == "pass"
-    assert _condition(result, "5")["evidence"]["copies"][0]["stored_sha256"] == copy.sha256
+    assert _condition(result, "5")["evidence"]["copies"][0]["stored_size"] == copy.size
 
 
 def test_a_copy_whose_mark_was_never_verified_fails_condition_5(client: Any, tenant: Any, runtime: Runtime) -> None:
@@ -168,7 +166,7 @@ def test_one_organisation_gets_503_beyond_its_share_while_another_is_served(
 ) -> None:
     a_headers, b_headers = ({"X-API-Key": make_key()[1]} for _ in range(2))
     a_envelope, b_envelope = _vaulted(client, a_headers, 0), _vaulted(client, b_headers, 0)
-    link.delay = 0.4  # a check now takes over a second: long enough to overlap
+    link.delay = 0.5  # a check now takes two seconds: long enough to overlap
     answers: dict[str, httpx.Response] = {}
     first = threading.Thread(target=lambda: answers.setdefault("a1", _compliance(base_url, a_headers, a_envelope)))
     first.start()
@@ -191,8 +189,8 @@ def test_a_check_past_its_deadline_is_503_and_its_work_stops(
     client: Any, tenant: Any, base_url: str, link: SlowLink
 ) -> None:
     _, headers = tenant
-    envelope_id = _vaulted(client, headers, copies=4)
-    link.delay = 1.0  # the whole check needs ten requests or more: about ten seconds
+    envelope_id = _vaulted(client, headers, copies=1)
+    link.delay = 1.5  # the whole check needs four requests or more: six seconds
     started = time.monotonic()
     response = _compliance(base_url, headers, envelope_id)
     took = time.monotonic() - started
@@ -208,8 +206,8 @@ def test_a_check_whose_client_disconnects_stops(
     client: Any, tenant: Any, runtime: Runtime, link: SlowLink, vault_env: dict[str, str]
 ) -> None:
     _, headers = tenant
-    envelope_id = _vaulted(client, headers, copies=4)
-    link.delay = 1.0
+    envelope_id = _vaulted(client, headers, copies=1)
+    link.delay = 2.0  # the whole check needs four requests or more: eight seconds
     port = free_port(27800, 27900)
     config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
@@ -255,7 +253,7 @@ def test_sigterm_stops_the_service_within_its_bound_with_slow_compliance_work_in
     client: Any, tenant: Any, link: SlowLink, vault_env: dict[str, str]
 ) -> None:
     _, headers = tenant
-    envelope_id = _vaulted(client, headers, copies=12)  # a check of this envelope needs 16+ slow requests
+    envelope_id = _vaulted(client, headers, copies=4)
     port = free_port(27900, 28000)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
     env.update(
@@ -278,7 +276,7 @@ def test_sigterm_stops_the_service_within_its_bound_with_slow_compliance_work_in
         while _get(f"http://127.0.0.1:{port}/health", {}) != 200:
             assert proc.poll() is None and time.monotonic() < deadline, "evault serve did not start"
             time.sleep(0.3)
-        link.delay = 1.5  # now the check takes over 24 s
+        link.delay = 3.0  # the check needs four requests or more: twelve seconds (before this change, 24+)
         url = f"http://127.0.0.1:{port}{API}/envelopes/{envelope_id}/compliance"
         caller = threading.Thread(target=_get, args=(url, headers), daemon=True)
         caller.start()

@@ -258,49 +258,53 @@ def _copy_failures(copy: CopyRecord, logged: dict[str, Any] | None, originals: s
 
 class CopiesIdentifiable(_Base):
     """Each registered copy had its mark found on every page when it was issued (the register row and the
-    ``vault.copy_issued`` entry say so), and its registered version is still what the store holds (HEAD: the
-    SHA-256 the store kept at put time, and the size); nothing else sits under the envelope's copy prefix.
+    ``vault.copy_issued`` entry say so, with the same hash), and its registered version is still in the store
+    with its registered size; nothing else sits under the envelope's copy prefix. One version listing of the
+    prefix shows all of that (one request per thousand copies).
 
-    The copies' bytes are not read again: that made each check cost every copy ever issued. Whether the stored
-    bytes still hash to their checksum is the nightly verifier's question (it reads every copy whole).
+    The copies' bytes are not read again: that made each check cost every copy ever issued. A version's bytes
+    cannot change in place without a new version (which shows here as unregistered); whether the stored bytes
+    still hash to what was stored is the nightly verifier's question (it reads every copy whole).
     """
 
     key, title = "5", "every copy is readily identifiable as a copy that is not the authoritative copy"
 
     def verify(self, evidence: Evidence) -> ConditionResult:
         originals = {doc.sha256 for doc in evidence.documents}
-        failures, copies = [], []
-        registered = {(c.s3_key, c.s3_version_id) for c in evidence.copies}
         logged: dict[Any, dict[str, Any]] = {}
         for _, value in evidence.ledger_events("vault.copy_issued"):
             data = as_dict(value.get("data"))
             logged[data.get("copy_id")] = data
-        store, deadline = evidence.sources.copies, evidence.sources.deadline
         try:
-            for copy in evidence.copies:
-                deadline.check()
-                verified = iso(copy.mark_verified_at) if copy.mark_verified_at else None
-                seen: dict[str, Any] = {"id": copy.id, "sha256": copy.sha256, "mark_verified_at": verified}
-                copies.append(seen)
-                failures += _copy_failures(copy, logged.get(copy.id), originals)
-                try:
-                    info = store.head(copy.s3_key, copy.s3_version_id)
-                except StorageUnavailable:
-                    raise
-                except StorageError as exc:
-                    failures.append(f"copy {copy.id}: its registered version is not in the store: {exc}")
-                    continue
-                seen["stored_sha256"] = info.sha256_hex
-                if (info.sha256_hex, info.size) != (copy.sha256, copy.size):
-                    failures.append(
-                        f"copy {copy.id}: the stored version's checksum or size is not the registered copy's"
-                    )
-            deadline.check()
-            stray = [k for k in store.list_all_versions(evidence.copy_prefix()) if k not in registered]
+            listed = {
+                (entry.key, entry.version_id): entry
+                for entry in evidence.sources.copies.list_entries(evidence.copy_prefix())
+                if not entry.delete_marker
+            }
         except StorageUnavailable as exc:
             raise Unavailable("Storage.Unavailable", "object storage could not be read; retry") from exc
         except StorageError as exc:
-            return self.result([f"the copy prefix cannot be listed: {exc}"], {"copies": copies})
+            return self.result([f"the copy prefix cannot be listed: {exc}"], {"copy_prefix": evidence.copy_prefix()})
+        failures, copies = [], []
+        for copy in evidence.copies:
+            evidence.sources.deadline.check()
+            verified = iso(copy.mark_verified_at) if copy.mark_verified_at else None
+            stored = listed.get((copy.s3_key, copy.s3_version_id))
+            copies.append(
+                {
+                    "id": copy.id,
+                    "sha256": copy.sha256,
+                    "mark_verified_at": verified,
+                    "stored_size": stored.size if stored else None,
+                }
+            )
+            failures += _copy_failures(copy, logged.get(copy.id), originals)
+            if stored is None:
+                failures.append(f"copy {copy.id}: its registered version is not in the store")
+            elif stored.size != copy.size:
+                failures.append(f"copy {copy.id}: the stored version's size is not the registered copy's")
+        registered = {(c.s3_key, c.s3_version_id) for c in evidence.copies}
+        stray = sorted(k for k in listed if k not in registered)
         failures += [f"unregistered object {key} (version {version}) under the copy prefix" for key, version in stray]
         missing = set(logged) - {c.id for c in evidence.copies}
         failures += [f"copy {cid} is in the ledger but not registered" for cid in sorted(map(str, missing))]
