@@ -149,8 +149,8 @@ class CopyRecord(SQLModel, table=True):
     s3_version_id: str = Field(max_length=1024)
     issued_at: datetime = _utc_column()
     issued_by: str = Field(max_length=40)
-    # When issuance found the mark on every page of these bytes (the recogniser ran once, in the stamper); the
-    # checks after that trust this with the stored hash instead of re-reading the copy. None: issued before 0009.
+    # When these bytes passed the mark check at issuance (once, in the stamper); the compliance checks trust
+    # this with the ledger's hash instead of re-reading the copy. None: issued before migration 0010.
     mark_verified_at: datetime | None = _utc_column(nullable=True)
 
 
@@ -272,6 +272,26 @@ class StagedDocument(SQLModel, table=True):
     s3_version_id: str = Field(max_length=1024)
     staged_at: datetime = _utc_column()
     expires_at: datetime = _utc_column(index=True)
+
+
+class DataSubject(SQLModel, table=True):
+    """A person named in an envelope (a party): the clear values and the key their log commitment is made with.
+
+    The permanent log holds only ``HMAC-SHA256(key, RFC 8785 of the values)``. Erasure nulls ``key`` and
+    ``clear`` (crypto-shredding): the commitment in the log stays, and can no longer be opened or guessed at.
+    One key per subject, never per organisation, so erasing one person leaves everyone else readable.
+    """
+
+    __tablename__ = "data_subject"
+    __table_args__ = (_envelope_of_org("data_subject"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    envelope_id: str = Field(index=True, max_length=40)
+    key: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    clear: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
+    created_at: datetime = _utc_column()
+    erased_at: datetime | None = _utc_column(nullable=True)
 
 
 class IdempotencyRecord(SQLModel, table=True):

@@ -3,10 +3,10 @@
 A copy is made from a document an outsider wrote. pypdf holds the whole file (and whatever it decodes) in
 memory and has no time limit, so each stamping runs in a fresh process forked from a clean forkserver (never
 from the threaded service process), with ``RLIMIT_AS`` and ``RLIMIT_CPU`` set in the child and a wall-clock
-deadline in the parent, which kills it. Failures come back as :class:`StampFailure` with a kind the callers
-turn into their own stable codes. A copy that is kept is also checked there for its mark on every page (the
-recogniser of ``compliance.conditions.copy_mark``, with a CPU budget of its own), once: issuance records the
-result with the copy, and the compliance checks rely on that record instead of re-reading the copy.
+deadline in the parent, which kills it. The child also checks the copy it made against the original
+(:func:`~compliance.conditions.mark_check.check_copy`: pdfium reading a hostile file belongs under the same
+limits), and a copy whose mark fails is never handed back. Failures come back as :class:`StampFailure` with
+a kind the callers turn into their own stable codes.
 
 The concurrency cap is in-process state (:class:`~vault.slots.Slots`): each service process has its own, so with
 several workers the machine-wide bound is workers x ``EVAULT_PDF_STAMP_CONCURRENCY``. A request that finds no
@@ -26,7 +26,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
-from compliance.conditions.copy_mark import CopyMark, unmarked_pages
+from compliance.conditions.copy_mark import CopyMark
+from compliance.conditions.mark_check import MarkCheck, check_copy
 from compliance.errors import EvaultError, Unavailable
 from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
@@ -35,7 +36,7 @@ from vault.slots import Refusal, Slots
 log = logging.getLogger("evault.stamp")
 _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(["vault.stamp_worker"])
-Kind = Literal["failed", "timeout", "memory"]
+Kind = Literal["failed", "timeout", "memory", "unmarked"]
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,9 @@ class StampLimits:
 @dataclass(frozen=True)
 class StampOutcome:
     pdf: bytes
+    check: MarkCheck  # the copy against the original, made in the child before the copy was handed back
     peak_rss_bytes: int  # the child's own high-water mark (ru_maxrss), measured inside it
     cpu_seconds: float
-    unmarked_pages: list[int]  # of a kept copy, pages where the recogniser misses the mark ([0]: unreadable)
 
 
 class CopyStampError(EvaultError):
@@ -63,7 +64,12 @@ class CopyStampError(EvaultError):
     category = "integrity"
 
 
-_COPY_CODES = {"failed": "Copy.StampFailed", "timeout": "Copy.StampTimeout", "memory": "Copy.TooComplex"}
+_COPY_CODES = {
+    "failed": "Copy.StampFailed",
+    "timeout": "Copy.StampTimeout",
+    "memory": "Copy.TooComplex",
+    "unmarked": "Vault.CopyNotMarked",
+}
 
 
 class StampFailure(Exception):
@@ -75,20 +81,13 @@ class StampFailure(Exception):
         self.detail = detail
 
 
-def _check_mark(pdf: bytes, mark: CopyMark, cpu_seconds: int) -> list[int]:
-    """The recogniser's verdict on the copy just made, with ``cpu_seconds`` more CPU than stamping used."""
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    spent = int(used.ru_utime + used.ru_stime) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (spent + cpu_seconds, 2 * cpu_seconds + 2))
-    return unmarked_pages(pdf, mark.copy_id)
-
-
 def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: StampLimits, keep: bool) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, 2 * limits.cpu_seconds + 2))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
     try:
-        pdf = stamp_copy(source.read_bytes() if isinstance(source, Path) else source, mark)
-        unmarked = _check_mark(pdf, mark, limits.cpu_seconds) if keep else []
+        original = source.read_bytes() if isinstance(source, Path) else source
+        pdf = stamp_copy(original, mark)
+        check = check_copy(original, pdf, mark.copy_id)
     except MemoryError:
         conn.send(("memory", f"address space limit of {limits.memory_bytes} bytes reached"))
         return
@@ -98,14 +97,19 @@ def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: Stamp
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"[:500]))
         return
+    if not check.passed:
+        conn.send(("unmarked", f"the copy's mark fails its check: {check.summary()}"[:500]))
+        return
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    conn.send(("ok", usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, unmarked))
+    conn.send(("ok", usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, check))
     conn.send_bytes(pdf if keep else b"")
 
 
 def _died(exitcode: int | None) -> StampFailure:
     if exitcode in (-signal.SIGXCPU, -signal.SIGKILL):
         return StampFailure("timeout", f"stamper killed by signal {-(exitcode or 0)}")
+    if exitcode == -signal.SIGABRT:  # pdfium aborts, rather than raise, when RLIMIT_AS refuses it memory
+        return StampFailure("memory", "stamper aborted: pdfium ran out of its address space")
     return StampFailure("failed", f"stamper exited with {exitcode}")
 
 
@@ -136,7 +140,7 @@ def run_stamp(source: bytes | Path, mark: CopyMark, limits: StampLimits, *, keep
             child.kill()
         child.join()
         receiver.close()
-    return StampOutcome(pdf, int(header[1]), float(header[2]), list(header[3]))
+    return StampOutcome(pdf, header[3], int(header[1]), float(header[2]))
 
 
 def busy(code: str) -> Refusal:
@@ -160,11 +164,11 @@ def slots_for(pdf: PdfSettings) -> Slots:
         )
 
 
-def stamp_for_copy(pdf: PdfSettings, org_id: str, source: bytes, mark: CopyMark) -> StampOutcome:
-    """The marked copy and its mark's check, made in a child within this tenant's and the process's slots."""
+def stamp_for_copy(pdf: PdfSettings, org_id: str, source: bytes, mark: CopyMark) -> bytes:
+    """The marked copy, made in a child within this tenant's and the process's share of slots."""
     with slots_for(pdf).slot(org_id, busy("Copy.Busy")):
         try:
-            return run_stamp(source, mark, StampLimits.from_settings(pdf))
+            return run_stamp(source, mark, StampLimits.from_settings(pdf)).pdf
         except StampFailure as exc:
             log.error("stamping copy %s of %s failed: %s", mark.copy_id, mark.source_sha256, exc)
             raise CopyStampError(

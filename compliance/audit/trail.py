@@ -3,7 +3,9 @@
 The JSON form carries each entry's exact bytes (base64), so whoever holds it can re-hash them and check them
 against the chain, a proof bundle or a certificate. The CSV form is for people: one row per event, the data
 as compact JSON, and cells that a spreadsheet would run as a formula are quoted with a leading apostrophe.
-The trail holds what the log holds, and the log keeps no client addresses or user agents (see README).
+The trail holds what the log holds, and the log keeps no client addresses or user agents (see README). People
+named as parties appear in the log as commitments only; ``personal_data`` shows the values behind them, by
+subject id, while they still exist (``compliance.ledger.personal_data``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from compliance.errors import NotFound
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.events import envelope_events
 from compliance.ledger.log_error import LogError
+from compliance.ledger.personal_data import reveal
 from compliance.sources import Sources
 from storage.models import Envelope, Event
 
@@ -60,14 +63,22 @@ def audit_trail(sources: Sources, org_id: str, envelope_id: str) -> dict[str, An
         envelope = session.get(Envelope, envelope_id)
         if envelope is None or envelope.org_id != org_id:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
-        events = envelope_events(session, envelope_id)
+        rows = [_row(e) for e in envelope_events(session, envelope_id)]
+        people = reveal(session, [p for row in rows for p in _committed_parties(row)])
     sources.deadline.check()
     return {
         "format": FORMAT,
         "envelope_id": envelope_id,
         "log_origin": sources.origin(org_id),
-        "events": [_row(e) for e in events],
+        "events": rows,
+        "personal_data": {subject: shown.as_json() for subject, shown in people.items()},
     }
+
+
+def _committed_parties(row: dict[str, Any]) -> list[Any]:
+    data = row["data"]
+    parties = data.get("parties") if isinstance(data, dict) else None
+    return parties if isinstance(parties, list) else []
 
 
 def _cell(value: Any) -> str:

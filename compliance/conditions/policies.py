@@ -41,7 +41,8 @@ EVENT_SCOPES = {
     "vault.assignee_changed": "vault:release",
     "compliance.check_failed": "compliance:read",
 }
-SYSTEM_EVENTS = frozenset({"vault.claim_released"})  # the reconciler, keyless; changes nothing of record
+# Keyless events of the organisation's own components: the reconciler, and the operator erasing a person.
+SYSTEM_EVENTS = frozenset({"vault.claim_released", "subject.erased"})
 ASSIGNEE_CHANGES = ("vault.assignee_changed",)
 
 

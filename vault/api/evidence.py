@@ -16,14 +16,22 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from compliance.audit.trail import as_csv, audit_trail
-from compliance.certificates.issuance import covering_checkpoint, issue_certificate
+from compliance.certificates.issuance import issue_certificate
 from compliance.certificates.pdf_page import certificate_pdf
+from compliance.checkpoints.freshness import checkpoint_for_envelope
 from compliance.conditions.evidence import Custodian, Policy
 from compliance.conditions.policies import check_compliance
 from compliance.errors import InvalidInput
 from compliance.ledger.events import Actor
 from compliance.sources import Deadline
-from vault.api.schemas import READ_ERRORS, WRITE_ERRORS, answers
+from vault.api.schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    AuditTrailView,
+    ComplianceView,
+    SignedCertificate,
+    answers,
+)
 from vault.runtime import Runtime
 
 T = TypeVar("T")
@@ -73,7 +81,9 @@ class EvidenceController(Controller):
     @get(
         "/compliance",
         opt={"scope": "compliance:read"},
-        responses=answers(200, None, READ_ERRORS, "Each §9-105 condition's result with evidence, and the verdict"),
+        responses=answers(
+            200, ComplianceView, READ_ERRORS, "Each §9-105 condition's result with evidence, and the verdict"
+        ),
     )
     async def compliance(
         self,
@@ -93,7 +103,7 @@ class EvidenceController(Controller):
         def job(deadline: Deadline) -> dict[str, Any]:
             sources = runtime.sources(deadline)
             if checkpoint == "now":
-                covering_checkpoint(sources, runtime.checkpoints, actor.org_id, envelope_id)
+                checkpoint_for_envelope(runtime.db, runtime.checkpoints, actor.org_id, envelope_id)
             verdict = check_compliance(sources, policy_of(runtime), actor, envelope_id)
             return {"envelope_id": envelope_id, **verdict.as_json()}
 
@@ -102,7 +112,9 @@ class EvidenceController(Controller):
     @get(
         "/vault/certificate",
         opt={"scope": "compliance:read"},
-        responses=answers(200, None, WRITE_ERRORS, "evault-certificate/v1 (JSON), or the signed one-page PDF"),
+        responses=answers(
+            200, SignedCertificate, WRITE_ERRORS, "evault-certificate/v1 (JSON), or the signed one-page PDF"
+        ),
     )
     async def certificate(
         self,
@@ -132,7 +144,7 @@ class EvidenceController(Controller):
     @get(
         "/audit",
         opt={"scope": "compliance:read"},
-        responses=answers(200, None, READ_ERRORS, "Every event with its exact entry bytes (JSON), or CSV"),
+        responses=answers(200, AuditTrailView, READ_ERRORS, "Every event with its exact entry bytes (JSON), or CSV"),
     )
     async def audit(
         self,

@@ -1,7 +1,7 @@
 """copy_record.mark_verified_at: a copy's mark is verified once, at issuance, and the result kept with its row
 
-Revision ID: 0009_copy_mark_verified
-Revises: 0008_verify_runs
+Revision ID: 0010_copy_mark_verified
+Revises: 0009_data_subjects
 Create Date: 2026-12-04 20:30:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_copy_mark_verified"
-down_revision = "0008_verify_runs"
+revision = "0010_copy_mark_verified"
+down_revision = "0009_data_subjects"
 branch_labels = None
 depends_on = None
 
