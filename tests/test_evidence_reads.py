@@ -37,11 +37,13 @@ from vault.evidence_work import EvidenceWork
 from vault.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
+# This helper's loopback ports are 27500-27999; the SQLite and PostgreSQL passes run at once, so each has half.
+PORTS = 27500 + (250 if os.environ.get("EVAULT_TEST_DATABASE_URL") else 0)
 
 
 @pytest.fixture
 def link(embedded_s3: EmbeddedS3) -> Iterator[SlowLink]:
-    with slow_link(embedded_s3.endpoint.url, free_port(27500, 27700)) as opened:
+    with slow_link(embedded_s3.endpoint.url, free_port(PORTS, PORTS + 80)) as opened:
         yield opened
 
 
@@ -59,7 +61,7 @@ def vault_env(vault_env: dict[str, str], link: SlowLink) -> dict[str, str]:
 @pytest.fixture
 def base_url(runtime: Runtime) -> Iterator[str]:
     """The app served by uvicorn on a loopback port of this helper's range, in a thread."""
-    port = free_port(27700, 27800)
+    port = free_port(PORTS + 80, PORTS + 160)
     config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
@@ -208,7 +210,7 @@ def test_a_check_whose_client_disconnects_stops(
     _, headers = tenant
     envelope_id = _vaulted(client, headers, copies=1)
     link.delay = 2.0  # the whole check needs four requests or more: eight seconds
-    port = free_port(27800, 27900)
+    port = free_port(PORTS + 160, PORTS + 240)
     config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     runtime.evidence_work = EvidenceWork(EvidenceWorkSettings(deadline_seconds=60))  # not the deadline: the client
@@ -249,17 +251,27 @@ def _get(url: str, headers: dict[str, str]) -> int:
         return 0
 
 
+def _serving(proc: subprocess.Popen[bytes]) -> str:
+    """The base URL ``evault serve`` prints once it listens (``evault: serving http://host:port/api/...``)."""
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode()
+        if line.startswith("evault: serving "):
+            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+            return line.split()[2].split("/api/", 1)[0]
+    raise AssertionError(f"evault serve exited with {proc.wait()} before serving")
+
+
 def test_sigterm_stops_the_service_within_its_bound_with_slow_compliance_work_in_flight(
     client: Any, tenant: Any, link: SlowLink, vault_env: dict[str, str]
 ) -> None:
     _, headers = tenant
     envelope_id = _vaulted(client, headers, copies=4)
-    port = free_port(27900, 28000)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
     env.update(
         vault_env,
         PYTHONPATH=str(ROOT),
-        EVAULT_PORT=str(port),
+        EVAULT_PORT="0",  # a free port, which it prints: no race with another run for a chosen one
         EVAULT_SHUTDOWN_GRACE_SECONDS=str(GRACE),
         EVAULT_EVIDENCE_DEADLINE_SECONDS="120",
     )
@@ -267,17 +279,22 @@ def test_sigterm_stops_the_service_within_its_bound_with_slow_compliance_work_in
         [sys.executable, "-m", "vault.cli.main", "serve"],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
     )
+    errors: list[bytes] = []
+    assert proc.stderr is not None
+    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    drain.start()
     try:
+        base = _serving(proc)
         deadline = time.monotonic() + 60
-        while _get(f"http://127.0.0.1:{port}/health", {}) != 200:
+        while _get(f"{base}/health", {}) != 200:
             assert proc.poll() is None and time.monotonic() < deadline, "evault serve did not start"
             time.sleep(0.3)
         link.delay = 3.0  # the check needs four requests or more: twelve seconds (before this change, 24+)
-        url = f"http://127.0.0.1:{port}{API}/envelopes/{envelope_id}/compliance"
+        url = f"{base}{API}/envelopes/{envelope_id}/compliance"
         caller = threading.Thread(target=_get, args=(url, headers), daemon=True)
         caller.start()
         time.sleep(2.0)  # the check is at work
@@ -291,7 +308,9 @@ def test_sigterm_stops_the_service_within_its_bound_with_slow_compliance_work_in
     finally:
         if proc.poll() is None:
             proc.kill()
-        stderr = proc.communicate()[1].decode()
+        proc.wait()
+        drain.join(10)
+        stderr = b"".join(errors).decode()
         link.delay = 0.0
     assert code == 0, stderr[-3000:]
     assert took < STOP_BOUND, f"stopped after {took:.1f} s\n{stderr[-3000:]}"
