@@ -13,9 +13,9 @@ from typing import Any, Literal
 from litestar.openapi.datastructures import ResponseSpec
 
 Kind = Literal["esign", "paper"]
-EnvelopeState = Literal["draft", "sent", "awaiting_upload", "completed", "voided", "expired"]
+EnvelopeState = Literal["draft", "awaiting_upload", "completed", "voided", "expired"]
 VaultState = Literal["not_vaulted", "vaulted", "released"]
-ReleaseReason = Literal["transfer", "paper_out", "payoff"]
+ReleaseReason = Literal["transfer", "paper_out", "payoff", "other"]
 ConditionStatus = Literal["pass", "fail", "pending"]
 
 
