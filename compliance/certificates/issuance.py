@@ -155,6 +155,9 @@ def issue_certificate(
         envelope = session.get(Envelope, envelope_id)
         if envelope is None or envelope.org_id != actor.org_id:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
+    sources.deadline.check()
     checkpoint = checkpoint_for_envelope(sources.db, checkpoints, actor.org_id, envelope_id)
     verdict = check_compliance(sources, policy, actor, envelope_id)
-    return sign_certificate(certificate_body(sources, key, policy, envelope_id, checkpoint, verdict), key)
+    body = certificate_body(sources, key, policy, envelope_id, checkpoint, verdict)
+    sources.deadline.check()
+    return sign_certificate(body, key)
