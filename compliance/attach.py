@@ -142,8 +142,8 @@ def attach_sources(settings: Settings) -> Sources:
         ObjectStore(client, s3.copies_bucket),
         verifier,
         settings.vault.log_origin,
-        _keys(db, verifier),
-        checkpoint_trust(settings),
+        keys=_keys(db, verifier),
+        checkpoint_trust=checkpoint_trust(settings),
     )
 
 

@@ -105,7 +105,10 @@ def _serve(_: argparse.Namespace) -> int:
         print(f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)", flush=True)
         if first is not None:
             _announce_bootstrap_key(settings, base, first[0].id, first[1])
-        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="info", timeout_graceful_shutdown=10))
+        # On SIGTERM, requests in flight get the grace period; then uvicorn cancels them, which cancels their
+        # evidence work, and the runtime's close gives that work and the background threads bounded time.
+        grace = settings.api.shutdown_grace_seconds
+        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="info", timeout_graceful_shutdown=grace))
 
         def stop_serving(reason: str) -> None:
             if not server.should_exit:  # already stopping on a signal (a terminal's Ctrl-C reaches weed too)
