@@ -10,22 +10,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar.testing import TestClient
 from sqlmodel import col, select
 
 from compliance.bundles.proof_bundle import verify_bundle
 from compliance.certificates.offline_check import verify_certificate
+from compliance.checkpoints.policy import CheckpointTrust
 from compliance.errors import EvaultError
-from compliance.ledger.key_history import KeyHistory, KeySet
+from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
+from compliance.ledger.key_history import KeyHistory, KeySet, revocation_statement, rotation_statement
+from compliance.ledger.key_ring import generations, rotate
 from compliance.ledger.log_error import LogError
-from compliance.ledger.note import NoteVerifier, open_note, parse_note
+from compliance.ledger.merkle import leaf_hash
+from compliance.ledger.note import NoteSigner, NoteVerifier, open_note, parse_note
+from compliance.ledger.signer import FileSigner
 from compliance.ledger.vault_key import load_public_key
 from compliance.verifier import Options, verify
 from compliance.verifier.report import ReportSigner, verify_report
+from compliance.witness.cosignature import CosignatureSigner, cosign
 from storage.ids import iso, utcnow
 from storage.models import Event
 from storage.settings import Settings
-from tests.helpers import API, create_envelope, upload
+from tests.helpers import API, create_envelope, together, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
@@ -111,6 +118,11 @@ def test_rotation_is_logged_everywhere_and_old_and_new_evidence_verify_offline(
     # After a restart the service signs with the new key; the key set lists both, with their validity.
     runtime2, client2 = restarted()
     assert runtime2.key.note_verifier.vkey == rotated["vkey"]
+    # The new key certifies over the checkpoint the old key signed: its bundle carries the chain to both keys.
+    bridging = _certificate(client2, headers, envelope_id)
+    assert bridging["certificate"]["ledger"]["checkpoint"]["note"] == old_bundle["checkpoint"]
+    assert len(bridging["certificate"]["ledger"]["bundle"]["key_chain"]) == 1
+    verify_certificate(json.dumps(bridging), first_pem)
     _copy(client2, headers, envelope_id)
     new_bundle = _bundle(client2, headers, envelope_id)
     new_certificate = _certificate(client2, headers, envelope_id)
@@ -230,10 +242,6 @@ def test_a_revocation_not_signed_by_the_chain_is_refused(runtime: Runtime, evaul
     chain = json.loads(out)
     history = KeySet.parse(json.dumps(chain).encode()).history(load_public_key(chain["first_key_pem"].encode()))
     assert isinstance(history, KeyHistory) and [p.generation for p in history.periods] == [0, 1]
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from compliance.ledger.key_history import revocation_statement
-    from compliance.ledger.note import NoteSigner
 
     stranger = NoteSigner("evault.local", Ed25519PrivateKey.generate())
     target = NoteVerifier.from_vkey(chain["generations"][1]["vkey"])
@@ -242,7 +250,7 @@ def test_a_revocation_not_signed_by_the_chain_is_refused(runtime: Runtime, evaul
     with pytest.raises(LogError) as refused:
         KeySet.parse(json.dumps(chain).encode()).history(load_public_key(chain["first_key_pem"].encode()))
     assert refused.value.code == "Log.KeyChainBroken"
-    # The CLI refuses to revoke with nothing newer to sign for it, and a future compromise time.
+    # A compromise time in the future is refused, and changes nothing.
     code, _, err = evault(
         "signing-key", "revoke", "--compromised-since", iso(utcnow() + timedelta(days=1)), "--generation", "0"
     )
@@ -252,14 +260,6 @@ def test_a_revocation_not_signed_by_the_chain_is_refused(runtime: Runtime, evaul
 @pytest.mark.once
 def test_a_witness_cosignature_before_the_compromise_clears_a_checkpoint() -> None:
     """A compromised key's checkpoint stands when a trusted witness dates it before the compromise, not after."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from compliance.checkpoints.policy import CheckpointTrust
-    from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
-    from compliance.ledger.key_history import revocation_statement, rotation_statement
-    from compliance.ledger.merkle import leaf_hash
-    from compliance.ledger.note import NoteSigner
-    from compliance.witness.cosignature import CosignatureSigner, cosign
 
     old = NoteSigner("evault.local", Ed25519PrivateKey.generate())
     new = NoteSigner("evault.local", Ed25519PrivateKey.generate())
@@ -287,3 +287,18 @@ def test_a_witness_cosignature_before_the_compromise_clears_a_checkpoint() -> No
     with pytest.raises(LogError):  # a witness the auditor does not trust dates nothing
         CheckpointTrust().check_key(history, period, cosigned(before), None)
     CheckpointTrust().check_key(history, history.periods[1], sign_checkpoint(checkpoint, new), None)
+
+
+def test_two_rotations_at_once_record_one_generation(runtime: Runtime, tenant: Any) -> None:
+    """Both start from the same current key; exactly one records generation 1, the other changes nothing."""
+    first = runtime.key
+    incoming = [FileSigner(Ed25519PrivateKey.generate()) for _ in range(2)]
+    results = together(*(lambda s=s, i=i: rotate(runtime.db, first, s, f"mem:{i}") for i, s in enumerate(incoming)))
+    won = [r for r in results if not isinstance(r, Exception)]
+    lost = [r for r in results if isinstance(r, Exception)]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert isinstance(lost[0], EvaultError) and lost[0].code == "SigningKey.NotCurrent"
+    with runtime.db.read_session() as session:
+        assert [r.generation for r in generations(session)] == [0, 1]
+        logged = session.exec(select(Event).where(col(Event.event_type) == "vault.signing_key_rotated")).all()
+    assert len(logged) == 1 and json.loads(logged[0].entry)["data"]["vkey"] == won[0].vkey

@@ -10,8 +10,8 @@ the checkpoint's last entry, that the last event shown is the envelope's head (o
 Version 1 bundles (no map) still verify, but only as a prefix of the history: they cannot show it is complete.
 
 After a key rotation the bundle also carries ``"key_chain"``: the rotation statements from the first key to the
-one that signed its checkpoint, so an auditor who pinned the first key follows the chain
-(``compliance.ledger.key_history``); a key set the auditor brings adds later revocations.
+one that signed its checkpoint (or the vault's current key, if later), so an auditor who pinned the first key
+follows the chain (``compliance.ledger.key_history``); a key set the auditor brings adds later revocations.
 """
 
 from __future__ import annotations
@@ -73,15 +73,21 @@ def _proven(tree: TiledTree, size: int, event: Event) -> dict[str, Any]:
 
 
 def _signing_key(session: Session, key: VaultKey, note: str) -> tuple[dict[str, str], list[str]]:
-    """The generation that signed ``note`` (vkey and PEM) and the rotation statements that lead to it."""
+    """The generation that signed ``note`` (vkey and PEM), and the rotation statements from the first key up to it
+    or to ``key`` (the signer of a certificate embedding this bundle), whichever is later."""
     lines = {(s.name, s.key_id) for s in parse_note(note).signatures}
     rows = generations(session)
+    signed_by = None
     for row in rows:
         verifier = NoteVerifier.from_vkey(row.vkey)
         if (verifier.name, verifier.key_id) in lines:
-            chain = [r.statement for r in rows if r.statement and r.generation <= row.generation]
-            return {"vkey": row.vkey, "pem": row.public_pem}, chain
-    return {"vkey": key.note_verifier.vkey, "pem": key.public_pem()}, []
+            signed_by = row
+    if signed_by is None:
+        return {"vkey": key.note_verifier.vkey, "pem": key.public_pem()}, []
+    current = next((r.generation for r in rows if r.vkey == key.note_verifier.vkey), 0)
+    last = max(signed_by.generation, current)
+    chain = [r.statement for r in rows if r.statement and r.generation <= last]
+    return {"vkey": signed_by.vkey, "pem": signed_by.public_pem}, chain
 
 
 def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: CheckpointRow) -> dict[str, Any]:

@@ -87,6 +87,8 @@ class Rotation:
         if not f["generation"].isdigit() or int(f["generation"]) < 1:
             raise _broken("rotation generation must be a positive number")
         old, new = NoteVerifier.from_vkey(f["old"]), NoteVerifier.from_vkey(f["new"])
+        if raw_public_key(old.public_key) == raw_public_key(new.public_key):
+            raise _broken("a rotation must name a new key")
         rotation = cls(int(f["generation"]), old, new, _time(f["valid-from"]), note)
         _, signed_by = open_note(note, [old])
         _, signed_by_new = open_note(note, [new])  # proof that the rotation's author holds the new key

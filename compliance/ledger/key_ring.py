@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from compliance.errors import Conflict, InvalidInput
@@ -116,25 +117,29 @@ def rotate(db: Database, outgoing: VaultKey, incoming: Signer, incoming_ref: str
     """Record ``incoming`` as the next generation, signed over by ``outgoing``, which must be the current key."""
     now = utcnow()
     new_key = VaultKey(outgoing.name, incoming)
-    with db.session() as session:
-        current = _locked_current(session)
-        if current.vkey != outgoing.note_verifier.vkey:
-            raise Conflict(NOT_CURRENT, "the outgoing key is not the current signing key", current=current.vkey)
-        generation = current.generation + 1
-        statement = rotation_statement(generation, outgoing.note_signer, new_key.note_signer, now)
-        row = SigningKey(
-            generation=generation,
-            vkey=new_key.note_verifier.vkey,
-            public_pem=new_key.public_pem(),
-            key_ref=incoming_ref,
-            valid_from=now,
-            statement=statement,
-        )
-        session.add(row)
-        data = {"generation": generation, "vkey": row.vkey, "public_key": row.public_pem, "statement": statement}
-        _log_everywhere(session, ROTATED_EVENT, data, now)
-        session.flush()
-        session.expunge(row)
+    try:
+        with db.session() as session:
+            current = _locked_current(session)
+            if current.vkey != outgoing.note_verifier.vkey:
+                raise Conflict(NOT_CURRENT, "the outgoing key is not the current signing key", current=current.vkey)
+            generation = current.generation + 1
+            statement = rotation_statement(generation, outgoing.note_signer, new_key.note_signer, now)
+            row = SigningKey(
+                generation=generation,
+                vkey=new_key.note_verifier.vkey,
+                public_pem=new_key.public_pem(),
+                key_ref=incoming_ref,
+                valid_from=now,
+                statement=statement,
+            )
+            session.add(row)
+            data = {"generation": generation, "vkey": row.vkey, "public_key": row.public_pem, "statement": statement}
+            _log_everywhere(session, ROTATED_EVENT, data, now)
+            session.flush()
+            session.expunge(row)
+    except IntegrityError:
+        # A concurrent rotation took this generation first (PostgreSQL's lock re-reads the old newest row).
+        raise Conflict(NOT_CURRENT, "another rotation recorded this generation first; nothing changed") from None
     return row
 
 
