@@ -24,6 +24,7 @@ from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.runtime import Runtime
+from vault.api.webhooks import WebhookController
 
 
 def create_app(runtime: Runtime) -> Litestar:
@@ -36,6 +37,7 @@ def create_app(runtime: Runtime) -> Litestar:
             LogController,
             EnvelopeProofController,
             EvidenceController,
+            WebhookController,
         ],
         dependencies={
             "principal": Provide(provide_principal),
