@@ -289,6 +289,7 @@ def _pdf(env: Mapping[str, str]) -> PdfSettings:
 # The Standard Webhooks spec's example: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
+
 @dataclass(frozen=True)
 class WebhookSettings:
     """Delivering events to the organisations' webhooks (Standard Webhooks), from the outbox."""

@@ -183,7 +183,11 @@ def test_a_receiver_down_for_a_while_gets_every_event_late_once_per_webhook_id(
     assert by_id <= {r.headers["webhook-id"] for r in got}  # retries keep their webhook-id ...
     for r in failed:
         verifier.verify(r.body, r.headers)  # ... and every attempt is signed afresh, with its own timestamp
-    stamps = [r.headers["webhook-timestamp"] for r in receiver.received if r.headers["webhook-id"] == got[0].headers["webhook-id"]]
+    stamps = [
+        r.headers["webhook-timestamp"]
+        for r in receiver.received
+        if r.headers["webhook-id"] == got[0].headers["webhook-id"]
+    ]
     assert len(stamps) >= 2
     items = deliveries(client, headers)["items"]
     assert all(d["status"] == "delivered" and d["attempt_count"] >= 3 for d in items)
@@ -211,9 +215,7 @@ def test_a_hanging_receiver_cannot_hold_the_senders_workers(
         receiver.wait_for(1, timeout=10)
         assert time.monotonic() - started < 3  # not queued behind the hanging receiver's attempts
         wait_until(
-            lambda: any(
-                a["outcome"] == "timeout" for d in deliveries(client, slow)["items"] for a in d["attempts"]
-            )
+            lambda: any(a["outcome"] == "timeout" for d in deliveries(client, slow)["items"] for a in d["attempts"])
         )
         timeouts = [a for d in deliveries(client, slow)["items"] for a in d["attempts"] if a["outcome"] == "timeout"]
         assert all(a["duration_ms"] < 2500 for a in timeouts)  # cut at EVAULT_WEBHOOK_TIMEOUT_SECONDS (1 s)
@@ -283,7 +285,10 @@ def test_v1a_signs_with_ed25519_and_shows_only_the_public_key(
 
 
 def test_redeliver_sends_again_under_the_same_webhook_id(
-    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver,
+    client: TestClient[Any],
+    sending: Runtime,
+    tenant: tuple[str, Headers],
+    receiver: Receiver,
     make_key: Callable[..., tuple[str, str]],
 ) -> None:
     _, headers = tenant
@@ -400,7 +405,9 @@ def test_plain_http_is_refused_outside_the_allowed_networks(
     _, raw = make_key()
     response = guarded_client.patch(f"{API}/webhook", json={"url": "http://93.184.215.14/"}, headers={"X-API-Key": raw})
     assert (response.status_code, response.json()["code"]) == (400, "Webhook.HttpsRequired")
-    response = guarded_client.patch(f"{API}/webhook", json={"url": "https://93.184.215.14/"}, headers={"X-API-Key": raw})
+    response = guarded_client.patch(
+        f"{API}/webhook", json={"url": "https://93.184.215.14/"}, headers={"X-API-Key": raw}
+    )
     assert response.status_code == 200, response.text
 
 
@@ -464,7 +471,9 @@ def test_dns_rebinding_gains_nothing(
         session.add(row)
     _one_round(runtime, lambda host, port, **_: [(2, 1, 6, "", ("127.0.0.1", port))])
     got = receiver.wait_for(1)[0]
-    assert got.headers["Host"] == f"hooks.example:{receiver.port}"  # the name is the Host; the checked address is dialled
+    assert (
+        got.headers["Host"] == f"hooks.example:{receiver.port}"
+    )  # the name is the Host; the checked address is dialled
 
 
 def test_one_sender_at_a_time_and_a_stale_one_is_fenced_off(

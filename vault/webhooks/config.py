@@ -76,9 +76,7 @@ def _checked(change: WebhookChange) -> WebhookChange:
     return change
 
 
-def configure_webhook(
-    db: Database, settings: WebhookSettings, org_id: str, change: WebhookChange
-) -> dict[str, Any]:
+def configure_webhook(db: Database, settings: WebhookSettings, org_id: str, change: WebhookChange) -> dict[str, Any]:
     """Create or change the organisation's webhook; the answer shows a generated ``whsec_`` secret once."""
     change = _checked(change)
     if change.url is not None:

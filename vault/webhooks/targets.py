@@ -81,18 +81,19 @@ def resolve(url: str, allow_networks: tuple[str, ...], resolver: Resolver = sock
     """Check ``url`` and every address its host has now; the target to connect to, or a 400."""
     scheme, host, port, path = parse(url)
     allowed = [ipaddress.ip_network(cidr) for cidr in allow_networks]
+    unresolvable = InvalidInput(
+        "Webhook.UnresolvableHost", f"the host {host!r} does not resolve", field="url", host=host
+    )
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
         try:
             infos = resolver(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):
-            raise InvalidInput(
-                "Webhook.UnresolvableHost", f"the host {host!r} does not resolve", field="url", host=host
-            ) from None
+            raise unresolvable from None
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
-        if not addresses:
-            raise InvalidInput("Webhook.UnresolvableHost", f"the host {host!r} does not resolve", field="url")
+    if not addresses:
+        raise unresolvable
     inside = [any(ip in net for net in allowed) for ip in addresses]
     for ip, ok in zip(addresses, inside, strict=True):
         if not ok and not is_public(ip):
@@ -103,5 +104,7 @@ def resolve(url: str, allow_networks: tuple[str, ...], resolver: Resolver = sock
                 address=str(ip),
             )
     if scheme != "https" and not all(inside):
-        raise InvalidInput("Webhook.HttpsRequired", "a webhook outside the allowed networks must use https", field="url")
+        raise InvalidInput(
+            "Webhook.HttpsRequired", "a webhook outside the allowed networks must use https", field="url"
+        )
     return Target(scheme, host, port, path, str(addresses[0]))

@@ -68,4 +68,6 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -
             sock.close()
     if 200 <= status < 300:
         return answer("delivered", status, None)
-    return answer("http_error", status, f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else ""))
+    return answer(
+        "http_error", status, f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+    )
