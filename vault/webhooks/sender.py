@@ -125,6 +125,7 @@ class Sender:
                 self._in_flight[org_id] -= 1
                 if self._in_flight[org_id] <= 0:
                     del self._in_flight[org_id]
+            WAKE.set()  # a worker is free: claim what is due without waiting for the next poll
 
     def _send(self, delivery_id: str, token: int) -> None:
         with self.db.read_session() as session:
