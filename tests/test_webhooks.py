@@ -27,7 +27,7 @@ from compliance.ledger.events import append_event
 from storage.ids import utcnow
 from storage.models import WebhookAttempt, WebhookConfig, WebhookDelivery
 from storage.settings import Settings, SettingsError
-from tests.helpers import API, create_envelope
+from tests.helpers import API, create_envelope, together
 from tests.webhook_receiver import Receiver
 from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
@@ -524,3 +524,20 @@ def test_retry_schedule_setting() -> None:
             Settings.from_env({"EVAULT_WEBHOOK_RETRY_SCHEDULE": bad})
     with pytest.raises(SettingsError, match="EVAULT_WEBHOOK_ALLOW_NETWORKS"):
         Settings.from_env({"EVAULT_WEBHOOK_ALLOW_NETWORKS": "10.0.0.0/8,not-a-network"})
+
+
+def test_two_first_configurations_at_once_make_one_webhook_whose_secret_one_of_them_saw(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    org_id, headers = tenant
+
+    def first() -> Any:
+        return client.patch(f"{API}/webhook", json={"url": receiver.url}, headers=headers)
+
+    answers = together(first, first)
+
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    shown = [a.json()["secret"] for a in answers if "secret" in a.json()]
+    with runtime.db.read_session() as session:
+        stored = list(session.exec(select(WebhookConfig).where(WebhookConfig.org_id == org_id)))
+    assert len(stored) == 1 and shown == [stored[0].secret]
