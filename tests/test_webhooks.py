@@ -18,6 +18,7 @@ import pytest
 import standardwebhooks.webhooks as swh
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from jsonschema import Draft202012Validator
 from litestar.testing import TestClient
 from sqlmodel import select
 from standardwebhooks import Webhook
@@ -541,3 +542,27 @@ def test_two_first_configurations_at_once_make_one_webhook_whose_secret_one_of_t
     with runtime.db.read_session() as session:
         stored = list(session.exec(select(WebhookConfig).where(WebhookConfig.org_id == org_id)))
     assert len(stored) == 1 and shown == [stored[0].secret]
+
+
+def test_the_documented_schemas_are_the_real_answers(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    document = client.get("/api/v2/openapi.json").json()
+
+    def check(method: str, path: str, status: str, answer: Any) -> None:
+        operation = document["paths"][API + path][method]
+        assert operation["x-required-scope"] in ("envelopes:read", "envelopes:write")
+        schema = operation["responses"][status]["content"]["application/json"]["schema"]
+        Draft202012Validator({**schema, "components": document["components"]}).validate(answer)
+
+    check("patch", "/webhook", "200", configure(client, headers, url=receiver.url))
+    check("patch", "/webhook", "200", configure(client, headers, scheme="v1a"))
+    check("get", "/webhook", "200", client.get(f"{API}/webhook", headers=headers).json())
+    create_envelope(client, headers)
+    receiver.wait_for(1)
+    wait_until(lambda: deliveries(client, headers)["items"][0]["status"] == "delivered")
+    page = deliveries(client, headers)
+    check("get", "/webhook/deliveries", "200", page)
+    again = client.post(f"{API}/webhook/deliveries/{page['items'][0]['id']}/redeliver", headers=headers)
+    check("post", "/webhook/deliveries/{delivery_id}/redeliver", "202", again.json())

@@ -115,6 +115,10 @@ OPERATION_IDS = {
     ("/log/checkpoint", "post"): "signCheckpoint",
     ("/log/proof/inclusion", "get"): "getInclusionProof",
     ("/log/proof/consistency", "get"): "getConsistencyProof",
+    ("/webhook", "patch"): "configureWebhook",
+    ("/webhook", "get"): "getWebhook",
+    ("/webhook/deliveries", "get"): "listWebhookDeliveries",
+    ("/webhook/deliveries/{delivery_id}/redeliver", "post"): "redeliverWebhook",
 }
 OUTSIDE_IDS = {
     ("/health", "get"): "getHealth",
@@ -135,6 +139,7 @@ QUERY_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     ("/log/proof/inclusion", "tree_size"): {"minimum": 1},
     ("/log/proof/consistency", "first"): {"minimum": 0},
     ("/log/proof/consistency", "second"): {"minimum": 0},
+    ("/webhook/deliveries", "limit"): {"minimum": 1, "maximum": MAX_LIMIT},
 }
 
 # The other representations a 200 may take (``?format=`` or ``Accept``), beside the JSON one Litestar documents.
