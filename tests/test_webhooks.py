@@ -566,3 +566,19 @@ def test_the_documented_schemas_are_the_real_answers(
     check("get", "/webhook/deliveries", "200", page)
     again = client.post(f"{API}/webhook/deliveries/{page['items'][0]['id']}/redeliver", headers=headers)
     check("post", "/webhook/deliveries/{delivery_id}/redeliver", "202", again.json())
+
+
+def test_a_receivers_retry_after_postpones_the_next_attempt(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    configure(client, headers, url=receiver.url)
+    receiver.mode, receiver.retry_after = "fail", 2
+    create_envelope(client, headers)
+    wait_until(lambda: len(receiver.received) == 1)
+    time.sleep(1.0)  # the schedule alone (0.3 s) would have retried by now, more than once
+    assert len(receiver.received) == 1
+    receiver.mode = "ok"
+    receiver.wait_for(1, timeout=10)
+    first, second = receiver.received[0], receiver.received[1]
+    assert second.at - first.at >= 1.9

@@ -27,6 +27,7 @@ class Receiver:
     def __init__(self) -> None:
         self.port = free_port(*PORTS)
         self.mode = "ok"
+        self.retry_after: int | None = None  # sent with 503 when set
         self.received: list[Received] = []
         self.released = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -52,6 +53,8 @@ class Receiver:
                 self.send_response(status)
                 if mode == "redirect":
                     self.send_header("Location", "http://10.0.0.1/elsewhere")
+                if mode == "fail" and receiver.retry_after is not None:
+                    self.send_header("Retry-After", str(receiver.retry_after))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -35,6 +35,7 @@ log = logging.getLogger("evault.webhooks")
 POLL_SECONDS = 1.0
 LEASE_SECONDS = 30
 CLAIM_MARGIN_SECONDS = 5
+MAX_RETRY_AFTER_SECONDS = 86400
 
 
 def keys_in_force(config: WebhookConfig) -> list[str]:
@@ -180,6 +181,8 @@ class Sender:
                 delivery.status, delivery.next_attempt_at = "delivered", None
             elif delivery.retry_step < len(schedule):
                 delay = schedule[delivery.retry_step] * (1 + secrets.randbelow(101) / 1000)  # up to 10 % jitter
+                if answer.retry_after is not None:  # the receiver's Retry-After, up to a day
+                    delay = max(delay, min(answer.retry_after, MAX_RETRY_AFTER_SECONDS))
                 delivery.next_attempt_at = now + timedelta(seconds=delay)
                 delivery.retry_step += 1
             else:

@@ -21,10 +21,11 @@ MAX_ERROR = 300
 
 @dataclass(frozen=True)
 class Answer:
-    outcome: str  # delivered | http_error | timeout | network_error
+    outcome: str  # delivered | http_error | timeout | network_error | refused
     http_status: int | None
     error: str | None
     duration_ms: int
+    retry_after: int | None = None  # seconds the receiver asked for (Retry-After in seconds), if any
 
 
 def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -> Answer:
@@ -41,8 +42,9 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -
             except OSError:
                 pass
 
-    def answer(outcome: str, status: int | None, error: str | None) -> Answer:
-        return Answer(outcome, status, error[:MAX_ERROR] if error else None, int((time.monotonic() - started) * 1000))
+    def answer(outcome: str, status: int | None, error: str | None, retry_after: int | None = None) -> Answer:
+        elapsed = int((time.monotonic() - started) * 1000)
+        return Answer(outcome, status, error[:MAX_ERROR] if error else None, elapsed, retry_after)
 
     try:
         sock = socket.create_connection((target.address, target.port), timeout=timeout)
@@ -56,6 +58,7 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -
         connection.request("POST", target.path, body=body, headers={**headers, "Connection": "close"})
         response = connection.getresponse()
         status = response.status
+        wait = (response.getheader("Retry-After") or "").strip()
         response.close()
     except (OSError, http.client.HTTPException) as exc:
         if expired.is_set() or isinstance(exc, TimeoutError):
@@ -68,6 +71,5 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -
             sock.close()
     if 200 <= status < 300:
         return answer("delivered", status, None)
-    return answer(
-        "http_error", status, f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
-    )
+    note = " (redirects are not followed)" if 300 <= status < 400 else ""
+    return answer("http_error", status, f"HTTP {status}{note}", int(wait) if wait.isdigit() else None)
