@@ -1,8 +1,8 @@
 """The background sender: claims due deliveries from the outbox and sends them, one sender across processes.
 
-Each round it takes (or renews) the lease, claims due deliveries up to its free workers, at most
-``EVAULT_WEBHOOK_PER_ORG`` in flight per organisation so that one slow receiver cannot take every worker, and
-hands each to a worker. A claim moves the delivery's ``next_attempt_at`` past the attempt's deadline, so a
+Each round with anything due it takes (or renews) the lease, claims due deliveries up to its free workers, at
+most ``EVAULT_WEBHOOK_PER_ORG`` in flight per organisation (chosen per organisation in SQL, so one receiver's
+backlog cannot crowd the others out of the round), and hands each to a worker; an idle round only reads. A claim moves the delivery's ``next_attempt_at`` past the attempt's deadline, so a
 sender that dies mid-attempt leaves it due again for the next tenure. Every attempt re-resolves and re-checks
 the target, is signed afresh with its own ``webhook-timestamp`` under the same ``webhook-id``, and is recorded.
 """
@@ -17,8 +17,9 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from compliance.errors import InvalidInput
 from storage.db import Database
@@ -75,6 +76,8 @@ class Sender:
 
     def round(self) -> int:
         """Take the lease and start every due delivery there is a worker for; the number started."""
+        if not self._anything_due():
+            return 0  # an idle sender only reads: no lease renewal, no write transaction
         token = take_lease(self.db, self.holder, timedelta(seconds=LEASE_SECONDS))
         if token is None:
             return 0
@@ -82,6 +85,13 @@ class Sender:
         for delivery_id, org_id in claimed:
             self._pool.submit(self._attempt, delivery_id, org_id, token)
         return len(claimed)
+
+    def _anything_due(self) -> bool:
+        query = select(col(WebhookDelivery.id)).where(
+            col(WebhookDelivery.status) == "pending", col(WebhookDelivery.next_attempt_at) <= utcnow()
+        )
+        with self.db.read_session() as session:
+            return session.exec(query.limit(1)).first() is not None
 
     def _claim(self, token: int) -> list[tuple[str, str]]:
         with self._lock:
@@ -94,15 +104,8 @@ class Sender:
         with self.db.session() as session:
             if not holds(session, self.holder, token):
                 return []
-            query = (
-                select(WebhookDelivery)
-                .where(WebhookDelivery.status == "pending", col(WebhookDelivery.next_attempt_at) <= now)
-                .order_by(col(WebhookDelivery.next_attempt_at))
-                .limit(free * 4)
-                .with_for_update(skip_locked=True)
-            )
             taken: Counter[str] = Counter(busy)
-            for row in session.exec(query):
+            for row in session.exec(self._due(now, free, busy)):
                 if len(claimed) == free:
                     break
                 if taken[row.org_id] >= self.settings.per_org:
@@ -115,6 +118,32 @@ class Sender:
         with self._lock:
             self._in_flight.update(org_id for _, org_id in claimed)
         return claimed
+
+    def _due(self, now: datetime, free: int, busy: dict[str, int]) -> Any:
+        """The due deliveries to lock, oldest first, at most ``per_org`` of each organisation, none of one that is
+        at its cap already: one organisation's backlog cannot fill the window and starve the others."""
+        due = (col(WebhookDelivery.status) == "pending") & (col(WebhookDelivery.next_attempt_at) <= now)
+        capped = [org for org, count in busy.items() if count >= self.settings.per_org]
+        if capped:
+            due = due & col(WebhookDelivery.org_id).not_in(capped)
+        rank = func.row_number().over(
+            partition_by=col(WebhookDelivery.org_id),
+            order_by=(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.id)),
+        )
+        ranked = select(col(WebhookDelivery.id), col(WebhookDelivery.next_attempt_at), rank.label("rank")).where(due)
+        window = ranked.subquery()
+        ids = (
+            select(window.c.id)
+            .where(window.c.rank <= self.settings.per_org)
+            .order_by(window.c.next_attempt_at, window.c.id)
+            .limit(free)
+        )
+        return (
+            select(WebhookDelivery)
+            .where(col(WebhookDelivery.id).in_(ids), due)  # locked rows are checked again: still pending, still due
+            .order_by(col(WebhookDelivery.next_attempt_at))
+            .with_for_update(skip_locked=True)
+        )
 
     def _attempt(self, delivery_id: str, org_id: str, token: int) -> None:
         try:
