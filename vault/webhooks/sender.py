@@ -2,8 +2,9 @@
 
 Each round with anything due it takes (or renews) the lease, claims due deliveries up to its free workers, at
 most ``EVAULT_WEBHOOK_PER_ORG`` in flight per organisation (chosen per organisation in SQL, so one receiver's
-backlog cannot crowd the others out of the round), and hands each to a worker; an idle round only reads. A claim moves the delivery's ``next_attempt_at`` past the attempt's deadline, so a
-sender that dies mid-attempt leaves it due again for the next tenure. Every attempt re-resolves and re-checks
+backlog cannot crowd the others out of the round), and hands each to a worker; an idle round only reads. A
+claim moves the delivery's ``next_attempt_at`` past the attempt's deadline, so a sender that dies mid-attempt
+leaves it due again for the next tenure. Every attempt re-resolves and re-checks
 the target, is signed afresh with its own ``webhook-timestamp`` under the same ``webhook-id``, and is recorded.
 """
 

@@ -1,7 +1,7 @@
 """webhooks: each organisation's endpoint and keys, the outbox of deliveries, their attempts, the sender's lease
 
-Revision ID: 0010_webhooks
-Revises: 0009_data_subjects
+Revision ID: 0011_webhooks
+Revises: 0010_copy_mark_verified
 Create Date: 2026-12-04 21:00:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0010_webhooks"
-down_revision = "0009_data_subjects"
+revision = "0011_webhooks"
+down_revision = "0010_copy_mark_verified"
 branch_labels = None
 depends_on = None
 
