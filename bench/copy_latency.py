@@ -2,10 +2,21 @@
 
 One run starts the real stack (embedded SeaweedFS, SQLite, uvicorn in a thread), vaults a ``--pages``-page PDF
 for tenant A and a small one for tenant B, then measures B's ``GET /envelopes/{id}`` latency twice: alone, and
-while A keeps ``--copiers`` copy requests in flight. Stamping runs in child processes within the in-process
+while A keeps ``--copiers`` requests in flight. Stamping runs in child processes within the in-process
 slots, so A's extra requests are refused with 503 ``Copy.Busy`` instead of queueing; the report counts them.
 
-    python bench/copy_latency.py [--pages N] [--requests N] [--copiers C] [--json]
+Attacks (``--attack``):
+- ``copies`` (default): A asks for copies of its ``--pages``-page PDF;
+- ``rehearsal-bomb``: A uploads files of a few KB whose streams are small once but huge as used (a /Contents
+  array naming one 8 MB stream 1,000 times, an XObject drawn 10,000 times, forms nested 4^20, 100 pages each
+  making its own form of a 4 MB stream; ``tests/hostile_pdfs.py``). Each once took the API to gigabytes; now
+  each is refused by the vetting before anything is joined. The report adds the process's peak RSS growth;
+- ``upload-flood``: the baseline for the bombs, the same flood of an ordinary 2-page PDF, vetted in full and
+  then refused for its wrong declared SHA-256 (so nothing is stored). A tenant flooding uploads costs others
+  CPU whatever the files hold; the bombs should cost no more than this.
+
+    python bench/copy_latency.py [--attack copies|rehearsal-bomb|upload-flood] [--pages N] [--requests N]
+        [--copiers C] [--json]
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import argparse
 import importlib
 import json
 import logging
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -68,11 +80,73 @@ def summary(times: list[float]) -> dict[str, float]:
     }
 
 
+def peak_rss() -> int:
+    """This process's resident high-water mark (VmHWM) in bytes: the API runs in it, in a thread."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def bombs() -> list[bytes]:
+    hostile = importlib.import_module("tests.hostile_pdfs")
+    return [
+        hostile.repeated_contents(1000, 8_000_000),
+        hostile.repeated_xobject(10_000, 1_000_000),
+        hostile.nested_forms(),
+        hostile.many_pages_sharing(100, 4_000_000),
+    ]
+
+
+def _upload_loop(
+    base: str, headers: dict[str, str], files: list[bytes], stop: Any, ready: Any, outcomes: Counter[int]
+) -> None:
+    """Upload ``files`` to one envelope of A's, each with a wrong declared SHA-256: vetted, then refused (a bomb
+    by the vetting, an ordinary file for its hash), so the envelope stays open."""
+    body = {"kind": "paper", "title": "Bomb", "secured_party": {"name": "First Bank"}}
+    with httpx.Client(base_url=base, timeout=300) as own:
+        envelope_id = own.post(f"{API}/envelopes", json=body, headers=headers).json()["id"]
+        sent = 0
+        while not stop.is_set():
+            status = own.post(
+                f"{API}/envelopes/{envelope_id}/vault-in-upload",
+                content=files[sent % len(files)],
+                headers={**headers, "Content-Type": "application/pdf", "X-Content-SHA256": "0" * 64},
+            )
+            outcomes[status.status_code] += 1
+            ready.set()
+            sent += 1
+            if status.status_code == 201:  # accepted despite the hash: a finding, and the envelope is used
+                return
+            if status.status_code in (429, 503):
+                time.sleep(float(status.headers.get("Retry-After", "1")))
+
+
+def attack_uploads(
+    base: str, headers: dict[str, str], files: list[bytes], uploaders: int, signals: tuple[Any, Any, Any]
+) -> None:
+    """Tenant A's uploaders, in a process of their own: the client's work must not share the API's GIL.
+    ``signals``: stop (set by the caller), ready (set at the first answer), done (a queue for the outcomes)."""
+    stop, ready, done = signals
+    outcomes: Counter[int] = Counter()
+    threads = [
+        threading.Thread(target=_upload_loop, args=(base, headers, files, stop, ready, outcomes))
+        for _ in range(uploaders)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.put(dict(outcomes))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=2000, help="pages of tenant A's document")
     parser.add_argument("--requests", type=int, default=300, help="tenant B's GETs per phase")
-    parser.add_argument("--copiers", type=int, default=4, help="tenant A's concurrent copy requests")
+    parser.add_argument("--copiers", type=int, default=4, help="tenant A's concurrent requests")
+    parser.add_argument("--attack", choices=("copies", "rehearsal-bomb", "upload-flood"), default="copies")
     # below Linux's ephemeral range (32768+), where ports collide
     parser.add_argument("--port", type=int, default=26390)
     parser.add_argument("--port-base", type=int, default=26400, help="first embedded SeaweedFS port")
@@ -97,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         runtime = open_runtime(Settings.from_env(env))
         try:
             with serve(runtime, args.port) as base, httpx.Client(base_url=base, timeout=300) as client:
-                a_headers, a_envelope = tenant(runtime, client, make_pdf(pages=args.pages))
+                a_pages = args.pages if args.attack == "copies" else 2
+                a_headers, a_envelope = tenant(runtime, client, make_pdf(pages=a_pages))
                 b_headers, b_envelope = tenant(runtime, client, make_pdf(pages=2))
                 b_url = f"{API}/envelopes/{b_envelope}"
                 latencies(client, b_url, b_headers, 20)  # warm-up
@@ -106,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                 stop = threading.Event()
                 outcomes: Counter[int] = Counter()
                 copy_seconds: list[float] = []
+                files = bombs() if args.attack == "rehearsal-bomb" else [make_pdf(pages=2)]
+                rss_before = peak_rss()
 
                 def copier() -> None:
                     with httpx.Client(base_url=base, timeout=300) as own:
@@ -118,29 +195,55 @@ def main(argv: list[str] | None = None) -> int:
                             else:
                                 time.sleep(float(status.headers.get("Retry-After", "1")))
 
-                threads = [threading.Thread(target=copier) for _ in range(args.copiers)]
+                spawn = multiprocessing.get_context("spawn")
+                halt, ready, done = spawn.Event(), spawn.Event(), spawn.Queue()
+                threads = [
+                    threading.Thread(target=copier) for _ in range(args.copiers if args.attack == "copies" else 0)
+                ]
+                uploaders = spawn.Process(
+                    target=attack_uploads, args=(base, a_headers, files, args.copiers, (halt, ready, done))
+                )
                 for thread in threads:
                     thread.start()
+                if args.attack != "copies":
+                    uploaders.start()
+                    ready.wait(120)
                 time.sleep(1.0)  # let the copiers get going
                 loaded = latencies(client, b_url, b_headers, args.requests)
                 stop.set()
+                halt.set()
                 for thread in threads:
                     thread.join()
+                if args.attack != "copies":
+                    outcomes.update(done.get(timeout=300))
+                    uploaders.join()
+                rss_growth = peak_rss() - rss_before
         finally:
             runtime.close()
 
     report: dict[str, Any] = {
+        "attack": args.attack,
         "pages": args.pages,
         "copiers": args.copiers,
         "alone": summary(alone),
         "with_copies": summary(loaded),
         "copy_responses": dict(outcomes),
         "copy_p50_s": round(statistics.median(copy_seconds), 2) if copy_seconds else None,
+        "peak_rss_growth_mib": round(rss_growth / 2**20, 1),
     }
     report["p50_ratio"] = round(report["with_copies"]["p50_ms"] / report["alone"]["p50_ms"], 2)
     report["p99_ratio"] = round(report["with_copies"]["p99_ms"] / report["alone"]["p99_ms"], 2)
     if args.json:
         print(json.dumps(report, indent=2))
+    elif args.attack != "copies":
+        print(
+            f"tenant B GET latency, alone: p50 {report['alone']['p50_ms']} ms, p99 {report['alone']['p99_ms']} ms\n"
+            f"while tenant A keeps {args.copiers} uploads ({args.attack}) in flight: "
+            f"p50 {report['with_copies']['p50_ms']} ms, p99 {report['with_copies']['p99_ms']} ms "
+            f"(x{report['p50_ratio']} / x{report['p99_ratio']}; the aim is p99 within x3)\n"
+            f"tenant A upload responses: {dict(outcomes)}; the process's peak RSS grew "
+            f"{report['peak_rss_growth_mib']} MiB"
+        )
     else:
         print(
             f"tenant B GET latency, alone: p50 {report['alone']['p50_ms']} ms, p99 {report['alone']['p99_ms']} ms\n"

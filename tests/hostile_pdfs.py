@@ -262,7 +262,7 @@ def self_drawing_form() -> bytes:
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
             b"<< /Type /Page /Parent 2 0 R " + _MEDIA + b" /Resources << /XObject << /F 5 0 R >> >> /Contents 4 0 R >>",
             stream(b"", b"/F Do"),
-            stream(b"/Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << /XObject << /F 5 0 R >> >>", b"/F Do"),
+            _appearance(b"0 0 612 792", b"/F Do", b"/Resources << /XObject << /F 5 0 R >> >>"),
         ]
     )
 

@@ -10,6 +10,7 @@ PostgreSQL. And a real server process, sent every refused bomb at once, keeps it
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -20,9 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pypdf import PdfReader
 
 from tests import hostile_pdfs
 from tests.helpers import API, create_envelope, free_port, upload
+from vault.pdf_uses import CHUNK, UseCounter
 
 MiB = 1024 * 1024
 # The bound the README states: an upload of any shape moves the API's peak RSS by at most this beyond its spool
@@ -62,6 +65,48 @@ def test_shape_is_refused_with_4xx_or_vaulted_and_copyable(
     assert response.status_code == 201, response.text
     copy = client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers)
     assert copy.status_code == 200, copy.text
+
+
+def _uses(data: bytes, limit: int = 1 << 40) -> int:
+    counter = UseCounter(limit, lambda: None)
+    counter.count_pages(PdfReader(io.BytesIO(data)))
+    return counter.total
+
+
+def _drawing(content: bytes, name: bytes = b"/X0") -> bytes:
+    """One page whose content (stored unfiltered) may draw the 1,000-byte form ``name``."""
+    form = hostile_pdfs.stream(b"/Type /XObject /Subtype /Form /BBox [0 0 612 792]", b" " * 1000)
+    return hostile_pdfs.assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /XObject << "
+            + name
+            + b" 5 0 R >> >> /Contents 4 0 R >>",
+            hostile_pdfs.stream(b"", content),
+            form,
+        ]
+    )
+
+
+@pytest.mark.once
+def test_each_use_is_counted_once_across_chunks_and_escapes() -> None:
+    """A draw straddling the 1 MiB decoding step counts once, an escaped name is the same name, a comment is
+    whitespace; a name the resources do not define, and a name that runs into "Do", draw nothing."""
+    straddling = b" " * (CHUNK - 3) + b"/X0 Do " + b"q /X0 Do Q " * 2
+    assert _uses(_drawing(straddling)) == len(straddling) + 3 * 1000
+    escaped = b"/X#30 Do /X0%a comment\nDo"
+    assert _uses(_drawing(escaped)) == len(escaped) + 2 * 1000
+    undefined = b"/Y9 Do /X0Do"
+    assert _uses(_drawing(undefined)) == len(undefined)
+
+
+@pytest.mark.once
+def test_a_count_over_the_limit_stops_early() -> None:
+    """A stream named 1,000 times is decoded only up to the limit's thousandth, not 8 GB's worth."""
+    counter = UseCounter(256 * MiB, lambda: None)
+    counter.count_pages(PdfReader(io.BytesIO(hostile_pdfs.repeated_contents(1000, 8_000_000))))
+    assert counter.over() and counter.sizes == {}
 
 
 # --- A real server process under the bombs -----------------------------------------------------------------

@@ -183,21 +183,14 @@ def _count_decoded(stream: StreamObject, budget: _Budget) -> None:
 
 
 def _scan_objects(stream: BinaryIO, budget: _Budget) -> None:
-    """Read every object with pypdf (the stamper's parser), counting objects and decoded stream bytes, then
-    count the decoded bytes again as the pages use them (a stream used N times counts N times).
+    """Read every object with pypdf (the stamper's parser): first the decoded bytes as the pages use them (a
+    stream used N times counts N times, so a bomb of repeats stops after a sliver), then every stream once.
 
     Each stream is dropped from pypdf's cache once counted, so a spooled file is never held whole in memory."""
     reader = PdfReader(stream)
     budget.objects = sum(len(table) for table in reader.xref.values()) + len(reader.xref_objStm)
     if budget.objects > budget.pdf.max_objects:
         raise _too_complex("max_objects", budget.pdf.max_objects)
-    for generation, table in reader.xref.items():
-        for number in table:
-            budget.tick()
-            obj = IndirectObject(number, generation, reader).get_object()
-            if isinstance(obj, StreamObject):
-                _count_decoded(obj, budget)
-                reader.resolved_objects.pop((generation, number), None)
     uses = UseCounter(budget.pdf.max_decoded_bytes, budget.tick)
     try:
         uses.count_pages(reader)
@@ -206,6 +199,16 @@ def _scan_objects(stream: BinaryIO, budget: _Budget) -> None:
     budget.used = uses.total
     if uses.over():
         raise _too_complex("max_decoded_bytes", budget.pdf.max_decoded_bytes)
+    for generation, table in reader.xref.items():
+        for number in table:
+            budget.tick()
+            if (generation, number) in uses.sizes:  # decoded by the use count already
+                budget.add_decoded(uses.sizes[generation, number])
+                continue
+            obj = IndirectObject(number, generation, reader).get_object()
+            if isinstance(obj, StreamObject):
+                _count_decoded(obj, budget)
+                reader.resolved_objects.pop((generation, number), None)
 
 
 # A document this small cannot make the stamper's memory or time run away (the vetting has just counted every

@@ -28,7 +28,8 @@ CHUNK = 1 << 20
 # A name and its Do can straddle two decoded chunks; this much of the previous chunk is scanned again.
 _KEEP = 4096
 _DELIMITERS = rb"\s/\[\]()<>{}%"
-_NAME_DO = re.compile(rb"/([^" + _DELIMITERS + rb"]*)\s*Do(?=[" + _DELIMITERS + rb"]|$)")
+# A name, then whitespace or comments (a comment is whitespace to a content parser), then the Do operator.
+_NAME_DO = re.compile(rb"/([^" + _DELIMITERS + rb"]*)(?:\s|%[^\r\n]*)+Do(?=[" + _DELIMITERS + rb"]|$)")
 _ESCAPE = re.compile(rb"#([0-9A-Fa-f]{2})")
 
 
@@ -83,20 +84,34 @@ def _name(raw: bytes) -> str:
 
 
 class UseCounter:
-    """Totals the decoded bytes of every use, per page, and stops at ``limit``; ``tick`` checks the CPU budget."""
+    """Totals the decoded bytes of every use, per page, and stops at ``limit``; ``tick`` checks the CPU budget.
+
+    A stream used N times is decoded once, and only up to what is left of the limit divided by N, so a bomb
+    of repeats is refused after decoding a sliver of it. Each fully decoded stream's size is kept in
+    ``sizes`` (by generation and number) for the object scan, which then need not decode it again."""
 
     def __init__(self, limit: int, tick: Callable[[], None]) -> None:
         self.limit = limit
         self.tick = tick
         self.total = 0
+        self.sizes: dict[tuple[int, int], int] = {}
         self._costs: dict[tuple[Any, ...], int] = {}
         self._walking: set[Any] = set()
 
     def over(self) -> bool:
         return self.total > self.limit
 
-    def add(self, cost: int) -> None:
-        self.total = min(self.total + cost, self.limit + 1)
+    def _add(self, refs: list[Any], resources: Any, rkey: Any) -> None:
+        """Each distinct stream in ``refs`` once, times the number of times ``refs`` names it."""
+        times: dict[Any, tuple[Any, int]] = {}
+        for ref in refs:
+            ref_key = _key(ref)
+            times[ref_key] = (ref, times.get(ref_key, (ref, 0))[1] + 1)
+        for ref, count in times.values():
+            cap = (self.limit - self.total) // count
+            self.total = min(self.total + count * self.cost(ref, resources, rkey, cap), self.limit + 1)
+            if self.over():
+                return
 
     def count_pages(self, reader: PdfReader) -> None:
         """Add every page's uses, stopping once over the limit."""
@@ -110,25 +125,21 @@ class UseCounter:
         rkey = _key(page.raw_get("/Resources"), page.indirect_reference) if "/Resources" in page else None
         contents = page.raw_get("/Contents") if "/Contents" in page else None
         resolved = contents.get_object() if contents is not None else None
-        parts = [contents] if isinstance(resolved, StreamObject) else list(resolved or [])
-        for part in parts:  # each element as many times as the array names it: the stamper joins them all
-            self.add(self.cost(part, resources, rkey))
-            if self.over():
-                return
+        # Each element as many times as the array names it: the stamper joins them all.
+        self._add([contents] if isinstance(resolved, StreamObject) else list(resolved or []), resources, rkey)
         annots = page.get("/Annots")
-        for ref in annots if isinstance(annots, ArrayObject) else []:
+        for ref in annots if isinstance(annots, ArrayObject) and not self.over() else []:
             annot = ref.get_object()
             appearances = annot.get("/AP") if isinstance(annot, DictionaryObject) else None
             normal = appearances.get("/N") if isinstance(appearances, DictionaryObject) else None
             if isinstance(normal, DictionaryObject) and not isinstance(normal, StreamObject):
-                states = [normal.raw_get(k) for k in normal]
-            else:
-                states = [appearances.raw_get("/N")] if normal is not None else []
-            for state in states:
-                self.add(self.cost(state, None, None))
+                self._add([normal.raw_get(k) for k in normal], None, None)
+            elif isinstance(appearances, DictionaryObject) and normal is not None:
+                self._add([appearances.raw_get("/N")], None, None)
 
-    def cost(self, ref: Any, resources: Any, rkey: Any) -> int:
-        """One use of the stream at ``ref`` drawn with ``resources`` (a form's own resources take precedence)."""
+    def cost(self, ref: Any, resources: Any, rkey: Any, cap: int) -> int:
+        """One use of the stream at ``ref`` drawn with ``resources`` (a form's own resources take precedence);
+        ``cap + 1`` if it costs more than ``cap``."""
         stream = ref.get_object() if isinstance(ref, IndirectObject) else ref
         if not isinstance(stream, StreamObject):
             return 0
@@ -137,30 +148,35 @@ class UseCounter:
             resources, rkey = own, _key(stream.raw_get("/Resources"), ref)
         memo = (_key(ref), rkey)
         if memo in self._costs:
-            return self._costs[memo]
+            return min(self._costs[memo], cap + 1)
         if memo in self._walking:
             raise CyclicForm("a form XObject draws itself")
         self._walking.add(memo)
         try:
-            cost = self._walk(stream, resources, rkey)
+            cost = self._walk(ref, stream, resources, rkey, cap)
         finally:
             self._walking.discard(memo)
-        self._costs[memo] = cost
+        if cost <= cap:  # an exact cost; one over the cap ends the count anyway
+            self._costs[memo] = cost
         if isinstance(ref, IndirectObject):  # counted: let pypdf's cache drop it, as the object scan does
             ref.pdf.resolved_objects.pop((ref.generation, ref.idnum), None)
         return cost
 
-    def _walk(self, stream: StreamObject, resources: Any, rkey: Any) -> int:
-        xobjects = resources.get("/XObject") if isinstance(resources, DictionaryObject) else None
-        names = set(xobjects) if isinstance(xobjects, DictionaryObject) and stream.get("/Subtype") != "/Image" else set()
+    def _walk(self, ref: Any, stream: StreamObject, resources: Any, rkey: Any, cap: int) -> int:
+        found = resources.get("/XObject") if isinstance(resources, DictionaryObject) else None
+        xobjects = found if isinstance(found, DictionaryObject) else DictionaryObject()
+        names = set(xobjects) if stream.get("/Subtype") != "/Image" else set()
+        size_key = (ref.generation, ref.idnum) if isinstance(ref, IndirectObject) else None
+        if not names and size_key in self.sizes:
+            return min(max(self.sizes[size_key], len(stream._data)), cap + 1)
         decoded, draws = 0, dict.fromkeys(names, 0)
         tail, counted_to = b"", 0  # counted_to: offset in the stream up to which names were counted
         for chunk in decoded_chunks(stream):
             self.tick()
             start = decoded - len(tail)
             decoded += len(chunk)
-            if decoded > self.limit:
-                return self.limit + 1
+            if decoded > cap:
+                return cap + 1
             if not names:
                 continue
             window = tail + chunk
@@ -171,11 +187,13 @@ class UseCounter:
                         draws[name] += 1
                     counted_to = start + match.end()
             tail = window[-_KEEP:]
+        if size_key is not None:
+            self.sizes[size_key] = decoded
         cost = max(decoded, len(stream._data))
         for name, times in draws.items():
-            if times and cost <= self.limit:
-                cost += times * self.cost(xobjects.raw_get(name), resources, rkey)
-        return min(cost, self.limit + 1)
+            if times and cost <= cap:
+                cost += times * self.cost(xobjects.raw_get(name), resources, rkey, (cap - cost) // times)
+        return min(cost, cap + 1)
 
 
 def _key(ref: Any, owner: Any = None) -> Any:
