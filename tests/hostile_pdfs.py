@@ -280,3 +280,18 @@ def many_pages_sharing(pages: int = 100, inflated: int = 4_000_000, boxes: bool 
         media = b"/MediaBox [0 0 612 %d]" % (792 - (i if boxes else 0))
         objects.append(b"<< /Type /Page /Parent 2 0 R " + media + b" /Contents 3 0 R >>")
     return assemble(objects)
+
+
+def many_links(links: int = 3000) -> bytes:
+    """One page with ``links`` link annotations: a small file whose copy costs the stamper per annotation."""
+    annot = b"<< /Type /Annot /Subtype /Link /Rect [0 0 10 10] /A << /S /URI /URI (https://example.com/) >> >>"
+    refs = b" ".join(b"%d 0 R" % (5 + i) for i in range(links))
+    return assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R " + _MEDIA + b" /Contents 4 0 R /Annots [" + refs + b"] >>",
+            stream(b"", _TEXT),
+            *[annot] * links,
+        ]
+    )

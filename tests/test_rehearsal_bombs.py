@@ -2,10 +2,10 @@
 accepts can be copied.
 
 Each hostile shape (a /Contents array naming one stream many times, one XObject drawn many times, forms nested
-with a fan-out, a form that draws itself, many pages each making its own form of one stream) is either refused
-with a 4xx and nothing vaulted, or vaulted and then copied (never the 500 ``Copy.TooComplex``), on SQLite and
-PostgreSQL. And a real server process, sent every refused bomb at once, keeps its peak resident memory within
-``RSS_BOUND`` of where it was, survives, and serves another tenant afterwards.
+with a fan-out, a form that draws itself, many pages each making its own form of one stream, many annotations)
+is either refused with a 4xx and nothing vaulted, or vaulted and then copied (never the 500 ``Copy.TooComplex``),
+on SQLite and PostgreSQL. And a real ``evault serve``, sent every shape four at a time, keeps its peak resident
+memory within ``RSS_BOUND`` of where it was, survives, and serves another tenant afterwards.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ SHAPES: list[Shape] = [
     ("form that draws itself", hostile_pdfs.self_drawing_form, "Document.Malformed"),
     ("100 page boxes x 4 MB", lambda: hostile_pdfs.many_pages_sharing(100, 4_000_000), "Document.TooComplex"),
     ("100 page boxes x 10 kB", lambda: hostile_pdfs.many_pages_sharing(100, 10_000), None),
+    ("3,000 links (stamper child)", lambda: hostile_pdfs.many_links(3000), None),
 ]
 
 

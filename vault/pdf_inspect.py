@@ -217,7 +217,7 @@ def _scan_objects(stream: BinaryIO, budget: _Budget) -> None:
 # vault-in at a few documents a second. The bound is checked before the stamper joins anything.
 IN_PROCESS_MAX_BYTES = 4 * 1024 * 1024
 IN_PROCESS_MAX_PAGES = 100
-IN_PROCESS_MAX_OBJECTS = 20_000
+IN_PROCESS_MAX_OBJECTS = 1_000
 
 
 def _rehearsable_here(size: int, budget: _Budget, page_count: int) -> bool:
