@@ -11,9 +11,9 @@ Attacks (``--attack``):
   array naming one 8 MB stream 1,000 times, an XObject drawn 10,000 times, forms nested 4^20, 100 pages each
   making its own form of a 4 MB stream; ``tests/hostile_pdfs.py``). Each once took the API to gigabytes; now
   each is refused by the vetting before anything is joined. The report adds the process's peak RSS growth;
-- ``upload-flood``: the baseline for the bombs, the same flood of an ordinary 2-page PDF, vetted in full and
-  then refused for its wrong declared SHA-256 (so nothing is stored). A tenant flooding uploads costs others
-  CPU whatever the files hold; the bombs should cost no more than this.
+- ``upload-flood``: the baseline for the bombs, the same flood of an ordinary PDF of about their mean size (25
+  pages, ~10 KB), vetted in full and then refused for its wrong declared SHA-256 (so nothing is stored). A
+  tenant flooding uploads costs others CPU whatever the files hold; the bombs should cost no more than this.
 
     python bench/copy_latency.py [--attack copies|rehearsal-bomb|upload-flood] [--pages N] [--requests N]
         [--copiers C] [--json]
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop = threading.Event()
                 outcomes: Counter[int] = Counter()
                 copy_seconds: list[float] = []
-                files = bombs() if args.attack == "rehearsal-bomb" else [make_pdf(pages=2)]
+                files = bombs() if args.attack == "rehearsal-bomb" else [make_pdf(pages=25)]
                 rss_before = peak_rss()
 
                 def copier() -> None:
