@@ -33,7 +33,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pypdf import PdfReader
 from pypdf.generic import IndirectObject, StreamObject
 
-from compliance.copy_mark import CopyMark
+from compliance.conditions.copy_mark import CopyMark
 from compliance.errors import InvalidInput
 from storage.ids import new_id, utcnow
 from storage.settings import PdfSettings
@@ -254,7 +254,7 @@ def _rehearse_in_child(data: bytes | SpooledDocument, mark: CopyMark, budget: _B
             source = (data.path or data.head(data.size)) if isinstance(data, SpooledDocument) else data
             run_stamp(source, mark, limits, keep=False)
         except StampFailure as exc:
-            if exc.kind == "failed":
+            if exc.kind in ("failed", "unmarked"):
                 raise _cannot_copy(exc) from exc
             raise _too_complex(
                 "max_cpu_seconds" if exc.kind == "timeout" else "stamp_memory_bytes",
