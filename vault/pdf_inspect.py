@@ -5,9 +5,11 @@ revision; pyHanko insists on the final EOF marker and cross-reference data, so c
 
 Whatever is accepted must also be stampable later, and cheaply. So the page tree is counted while it is
 walked, every stream is decoded with a running total across the file (the file's /Count, /Size and /Length
-are attacker-written and prove nothing), CPU time is checked as the work goes, and finally the copy stamper
-itself (pypdf, the other parser) rehearses a copy: in this process for a small document, in a child process
-under the copy path's own limits for a larger one.
+are attacker-written and prove nothing), and counted again each time a page or form uses it
+(``vault.pdf_uses``: the stamper joins a /Contents array element by element), CPU time is checked as the work
+goes, and finally the copy stamper itself (pypdf, the other parser) rehearses a copy: in this process only for
+a document whose bytes as stored, decoded and used, pages and objects are all small (checked before stamping),
+otherwise in a child process under the copy path's own memory, CPU and wall-clock limits.
 Every failure becomes an ``InvalidInput`` with a stable code (``Document.TooComplex`` names the limit):
 callers never see parser exceptions.
 """
