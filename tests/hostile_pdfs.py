@@ -357,3 +357,26 @@ def many_links(links: int = 3000) -> bytes:
             *[annot] * links,
         ]
     )
+
+
+def repeated_image(pages: int = 20, draws: int = 500, side: int = 200) -> bytes:
+    """``pages`` pages each drawing one shared ``side`` x ``side`` RGB image ``draws`` times (a letterhead taken
+    to extremes): large as drawn, but nothing decodes an image per use except a renderer."""
+    pixels = bytes(range(256)) * (side * side * 3 // 256 + 1)
+    image = stream(
+        b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8"
+        b" /Filter /FlateDecode" % (side, side),
+        zlib.compress(pixels[: side * side * 3], 6),
+    )
+    content = b"q 20 0 0 20 10 10 cm /Im0 Do Q\n" * draws
+    kids = b" ".join(b"%d 0 R" % (5 + i) for i in range(pages))
+    page = b"<< /Type /Page /Parent 2 0 R " + _MEDIA + b" /Resources << /XObject << /Im0 4 0 R >> >> /Contents 3 0 R >>"
+    return assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % pages,
+            stream(b"/Filter /FlateDecode", zlib.compress(content, 9)),
+            image,
+            *[page] * pages,
+        ]
+    )

@@ -47,6 +47,7 @@ SHAPES: list[Shape] = [
     ("100 page boxes x 4 MB", lambda: hostile_pdfs.many_pages_sharing(100, 4_000_000), "Document.TooComplex"),
     ("100 page boxes x 10 kB", lambda: hostile_pdfs.many_pages_sharing(100, 10_000), None),
     ("3,000 links (stamper child)", lambda: hostile_pdfs.many_links(3000), None),
+    ("image drawn 10,000 x 120 kB (stamper child)", hostile_pdfs.repeated_image, None),
 ]
 
 
@@ -108,6 +109,16 @@ def test_a_count_over_the_limit_stops_early() -> None:
     counter = UseCounter(256 * MiB, lambda: None)
     counter.count_pages(PdfReader(io.BytesIO(hostile_pdfs.repeated_contents(1000, 8_000_000))))
     assert counter.over() and counter.sizes == {}
+
+
+@pytest.mark.once
+def test_images_drawn_are_totalled_apart_from_content() -> None:
+    """An image drawn 10,000 times is no reason to refuse (nothing decodes it per use but a renderer), but it
+    is counted, so its rehearsal leaves this process for the limited stamper."""
+    counter = UseCounter(256 * MiB, lambda: None)
+    counter.count_pages(PdfReader(io.BytesIO(hostile_pdfs.repeated_image())))
+    assert not counter.over() and counter.total < MiB
+    assert counter.drawn > 256 * MiB
 
 
 # --- A real server process under the bombs -----------------------------------------------------------------

@@ -126,7 +126,7 @@ class _Budget:
         self.pdf = pdf
         self.started = time.thread_time()
         self.decoded = 0  # every stream once
-        self.used = 0  # every stream each time a page or form uses it (vault.pdf_uses)
+        self.used = 0  # every stream each time a page or form uses it, images included (vault.pdf_uses)
         self.objects = 0
 
     def cpu(self) -> float:
@@ -198,7 +198,7 @@ def _scan_objects(stream: BinaryIO, budget: _Budget) -> None:
         uses.count_pages(reader)
     except CyclicForm as exc:
         raise _malformed("A form XObject of the PDF draws itself.", exc) from exc
-    budget.used = uses.total
+    budget.used = uses.total + uses.drawn  # images drawn too: they decide where the rehearsal runs
     if uses.over():
         raise _too_complex("max_decoded_bytes", budget.pdf.max_decoded_bytes)
     for generation, table in reader.xref.items():

@@ -6,7 +6,8 @@ it, and a form XObject may be drawn N times, by forms that are themselves drawn 
 renderer walks every use). So the vetting counts, for every page, the decoded bytes of each stream each time it
 is used: its /Contents parts, every XObject its content draws (``/Name Do``, counted in the decoded content,
 for the names its resources define), recursively through forms, and its annotations' appearances. A stream
-counts at least its raw length, since the stamper carries raw bytes into each form it makes.
+counts at least its raw length, since the stamper carries raw bytes into each form it makes. Images drawn are
+totalled apart (see :class:`UseCounter`).
 
 The walk decodes in 1 MiB steps and stops as soon as the total passes the limit, so a bomb costs no more than
 the limit to find. Nothing here keeps a decoded stream.
@@ -86,6 +87,11 @@ def _name(raw: bytes) -> str:
 class UseCounter:
     """Totals the decoded bytes of every use, per page, and stops at ``limit``; ``tick`` checks the CPU budget.
 
+    Content streams and forms count in ``total`` (what the limit refuses): the stamper joins them, a text
+    extractor parses each use. Images count in ``drawn`` instead: nothing in the service decodes an image per
+    use, so a letterhead on every page is no reason to refuse; ``drawn`` only sends such a file's rehearsal to
+    the limited stamper process, where the copy's renderer meets it.
+
     A stream used N times is decoded once, and only up to what is left of the limit divided by N, so a bomb
     of repeats is refused after decoding a sliver of it. Each fully decoded stream's size is kept in
     ``sizes`` (by generation and number) for the object scan, which then need not decode it again."""
@@ -94,8 +100,9 @@ class UseCounter:
         self.limit = limit
         self.tick = tick
         self.total = 0
+        self.drawn = 0
         self.sizes: dict[tuple[int, int], int] = {}
-        self._costs: dict[tuple[Any, ...], int] = {}
+        self._costs: dict[tuple[Any, ...], tuple[int, int]] = {}
         self._walking: set[Any] = set()
 
     def over(self) -> bool:
@@ -108,8 +115,9 @@ class UseCounter:
             ref_key = _key(ref)
             times[ref_key] = (ref, times.get(ref_key, (ref, 0))[1] + 1)
         for ref, count in times.values():
-            cap = (self.limit - self.total) // count
-            self.total = min(self.total + count * self.cost(ref, resources, rkey, cap), self.limit + 1)
+            content, images = self.cost(ref, resources, rkey, (self.limit - self.total) // count)
+            self.total = min(self.total + count * content, self.limit + 1)
+            self.drawn = min(self.drawn + count * images, self.limit + 1)
             if self.over():
                 return
 
@@ -137,48 +145,63 @@ class UseCounter:
             elif isinstance(appearances, DictionaryObject) and normal is not None:
                 self._add([appearances.raw_get("/N")], None, None)
 
-    def cost(self, ref: Any, resources: Any, rkey: Any, cap: int) -> int:
-        """One use of the stream at ``ref`` drawn with ``resources`` (a form's own resources take precedence);
-        ``cap + 1`` if it costs more than ``cap``."""
+    def cost(self, ref: Any, resources: Any, rkey: Any, cap: int) -> tuple[int, int]:
+        """One use of the stream at ``ref`` drawn with ``resources`` (a form's own resources take precedence):
+        (content bytes, or ``cap + 1`` if more than ``cap``; image bytes)."""
         stream = ref.get_object() if isinstance(ref, IndirectObject) else ref
         if not isinstance(stream, StreamObject):
-            return 0
+            return 0, 0
         own = stream.get("/Resources")
         if isinstance(own, DictionaryObject):
             resources, rkey = own, _key(stream.raw_get("/Resources"), ref)
         memo = (_key(ref), rkey)
         if memo in self._costs:
-            return min(self._costs[memo], cap + 1)
+            content, images = self._costs[memo]
+            return min(content, cap + 1), images
         if memo in self._walking:
             raise CyclicForm("a form XObject draws itself")
         self._walking.add(memo)
         try:
-            cost = self._walk(ref, stream, resources, rkey, cap)
+            if stream.get("/Subtype") == "/Image":
+                cost = (0, self._size(ref, stream, self.limit))
+            else:
+                cost = self._walk(ref, stream, resources, rkey, cap)
         finally:
             self._walking.discard(memo)
-        if cost <= cap:  # an exact cost; one over the cap ends the count anyway
+        if cost[0] <= cap:  # an exact cost; one over the cap ends the count anyway
             self._costs[memo] = cost
         if isinstance(ref, IndirectObject):  # counted: let pypdf's cache drop it, as the object scan does
             ref.pdf.resolved_objects.pop((ref.generation, ref.idnum), None)
         return cost
 
-    def _walk(self, ref: Any, stream: StreamObject, resources: Any, rkey: Any, cap: int) -> int:
+    def _size(self, ref: Any, stream: StreamObject, cap: int) -> int:
+        """The stream's decoded size (at least its raw length), or ``cap + 1`` if more than ``cap``."""
+        size_key = (ref.generation, ref.idnum) if isinstance(ref, IndirectObject) else None
+        if size_key not in self.sizes:
+            decoded = 0
+            for chunk in decoded_chunks(stream):
+                self.tick()
+                decoded += len(chunk)
+                if decoded > cap:
+                    return cap + 1
+            if size_key is None:
+                return min(max(decoded, len(stream._data)), cap + 1)
+            self.sizes[size_key] = decoded
+        return min(max(self.sizes[size_key], len(stream._data)), cap + 1)
+
+    def _walk(self, ref: Any, stream: StreamObject, resources: Any, rkey: Any, cap: int) -> tuple[int, int]:
         found = resources.get("/XObject") if isinstance(resources, DictionaryObject) else None
         xobjects = found if isinstance(found, DictionaryObject) else DictionaryObject()
-        names = set(xobjects) if stream.get("/Subtype") != "/Image" else set()
-        size_key = (ref.generation, ref.idnum) if isinstance(ref, IndirectObject) else None
-        if not names and size_key in self.sizes:
-            return min(max(self.sizes[size_key], len(stream._data)), cap + 1)
-        decoded, draws = 0, dict.fromkeys(names, 0)
+        if not xobjects:
+            return self._size(ref, stream, cap), 0
+        decoded, draws = 0, dict.fromkeys(xobjects, 0)
         tail, counted_to = b"", 0  # counted_to: offset in the stream up to which names were counted
         for chunk in decoded_chunks(stream):
             self.tick()
             start = decoded - len(tail)
             decoded += len(chunk)
             if decoded > cap:
-                return cap + 1
-            if not names:
-                continue
+                return cap + 1, 0
             window = tail + chunk
             for match in _NAME_DO.finditer(window):
                 if start + match.start() >= counted_to:
@@ -187,13 +210,15 @@ class UseCounter:
                         draws[name] += 1
                     counted_to = start + match.end()
             tail = window[-_KEEP:]
-        if size_key is not None:
-            self.sizes[size_key] = decoded
-        cost = max(decoded, len(stream._data))
+        if isinstance(ref, IndirectObject):
+            self.sizes[ref.generation, ref.idnum] = decoded
+        content, images = max(decoded, len(stream._data)), 0
         for name, times in draws.items():
-            if times and cost <= cap:
-                cost += times * self.cost(xobjects.raw_get(name), resources, rkey, (cap - cost) // times)
-        return min(cost, cap + 1)
+            if times and content <= cap:
+                used, drawn = self.cost(xobjects.raw_get(name), resources, rkey, (cap - content) // times)
+                content += times * used
+                images = min(images + times * drawn, self.limit + 1)
+        return min(content, cap + 1), images
 
 
 def _key(ref: Any, owner: Any = None) -> Any:
