@@ -127,6 +127,8 @@ OUTSIDE_IDS = {
     ("/.well-known/evault/keys", "get"): "getPublicKeys",
 }
 
+# POSTs that do not take an Idempotency-Key (a redelivery is itself a deliberate repeat), so none is advertised.
+WITHOUT_IDEMPOTENCY = {("/webhook/deliveries/{delivery_id}/redeliver", "post")}
 NOT_BLANK = "\\S"  # the server strips and refuses an empty string
 QUERY_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     ("/envelopes", "kind"): {"enum": list(KINDS)},
@@ -285,7 +287,7 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
             operation["x-required-scope"] = scope
             operation["description"] = f"{operation.get('description') or ''}\n\nRequired scope: `{scope}`.".strip()
             params = operation.setdefault("parameters", [])
-            if method == "post":
+            if method == "post" and (relative, method) not in WITHOUT_IDEMPOTENCY:
                 params.append(_header("Idempotency-Key", "replays the first answer for 24 h (see README)", "key-1"))
                 if relative.startswith("/envelopes/"):
                     params.append(_header("If-Match", "the ETag you read; 412 when the envelope changed since"))
