@@ -1,7 +1,7 @@
 """the vault's signing keys over the years: one row per generation, with its rotation and revocation notes
 
-Revision ID: 0011_signing_keys
-Revises: 0010_copy_mark_verified
+Revision ID: 0012_signing_keys
+Revises: 0011_webhooks
 Create Date: 2026-12-04 22:00:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0011_signing_keys"
-down_revision = "0010_copy_mark_verified"
+revision = "0012_signing_keys"
+down_revision = "0011_webhooks"
 branch_labels = None
 depends_on = None
 
