@@ -97,6 +97,8 @@ CODES: dict[str, ErrorCode] = {
     "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
     "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
+    "Event.Undeclared": ErrorCode(500, "a bug: the code logged an event type docs/events.md does not declare"),
+    "Event.InvalidData": ErrorCode(500, "a bug: an event's data does not fit its declared schema (details.errors)"),
     "Storage.Unavailable": ErrorCode(503, "object storage failed; nothing was recorded as done"),
     # documents: budgets and signatures
     "Document.TooComplex": ErrorCode(400, "the PDF exceeds a vetting budget (details name limit and setting)"),

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from compliance.errors import Conflict, InvalidInput, NotFound
+from compliance.ledger.event_catalogue import ENVELOPE_CREATED
 from compliance.ledger.events import Actor, append_event
 from storage.db import Database
 from storage.ids import as_utc, iso, new_id, utcnow
@@ -110,7 +111,7 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
         session,
         actor=actor,
         envelope_id=envelope.id,
-        event_type="envelope.created",
+        event_type=ENVELOPE_CREATED,
         occurred_at=now,
         data={
             "kind": envelope.kind,

@@ -25,6 +25,7 @@ from compliance.conditions.evidence import Policy
 from compliance.conditions.policies import Verdict, check_compliance
 from compliance.errors import NotFound
 from compliance.headmap.sql_store import map_root_ending
+from compliance.ledger.event_catalogue import Role, with_role
 from compliance.ledger.events import Actor, envelope_events
 from compliance.ledger.vault_key import VaultKey
 from compliance.sources import Sources
@@ -112,7 +113,7 @@ def certificate_body(
     in_bundle = set()
     for item in events:
         entry = json.loads(base64.b64decode(item["entry"]))
-        if entry.get("type") == "vault.copy_issued":
+        if entry.get("type") in with_role(Role.COPY):
             in_bundle.add((entry.get("data") or {}).get("copy_id"))
     history = verdict.results[1].evidence.get("history", [])
     return {

@@ -27,6 +27,7 @@ from compliance.checkpoints.auditor_memory import load_trusted_key
 from compliance.checkpoints.policy import CheckpointTrust
 from compliance.conditions.policies import overall
 from compliance.errors import InvalidInput
+from compliance.ledger.event_catalogue import Role, with_role
 
 MALFORMED, BAD_SIGNATURE, INCONSISTENT = "Certificate.Malformed", "Certificate.BadSignature", "Certificate.Inconsistent"
 
@@ -93,7 +94,7 @@ def _check_claims(body: dict[str, Any], bundle: dict[str, Any], proven: Verified
             raise _inconsistent("the chain head is not the last event the bundle proves")
     elif head is not None:
         raise _inconsistent("the certificate names a chain head the bundle does not have")
-    vaulted = _last(events, "vault.vaulted_in")
+    vaulted = _last(events, *with_role(Role.VAULT_IN))
     copy = body.get("authoritative_copy")
     if (vaulted is None) != (copy is None):
         raise _inconsistent("the certificate's authoritative copy and the ledger's vault-in disagree")
@@ -102,13 +103,13 @@ def _check_claims(body: dict[str, Any], bundle: dict[str, Any], proven: Verified
         shown = {(d.get("id"), d.get("sha256"), d.get("version_id")) for d in _get(copy, "documents", list)}
         if ledger_docs != shown or _get(copy, "id", str) != vaulted["data"].get("authoritative_copy_id"):
             raise _inconsistent("document hashes or versions differ from the vaulted_in entry")
-    assignee = _last(events, "vault.vaulted_in", "vault.assignee_changed")
+    assignee = _last(events, *with_role(Role.VAULT_IN, Role.ASSIGNEE_CHANGE))
     if (assignee or {}).get("data", {}).get("secured_party") != body.get("assignee_of_record"):
         raise _inconsistent("the assignee of record is not the one the ledger records")
-    issued = {e["data"].get("copy_id") for e in events if e.get("type") == "vault.copy_issued"}
+    issued = {e["data"].get("copy_id") for e in events if e.get("type") in with_role(Role.COPY)}
     if {c.get("id") for c in _get(body, "copies", list)} - issued:
         raise _inconsistent("the certificate lists copies the ledger does not record")
-    released = _last(events, "vault.released")
+    released = _last(events, *sorted(with_role(Role.RELEASE)))
     out = body.get("vault_out")
     if (released is None) != (out is None) or (
         released is not None and released["data"].get("reason") != (out or {}).get("reason")
