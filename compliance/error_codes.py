@@ -169,6 +169,9 @@ CODES: dict[str, ErrorCode] = {
     "Log.Forked": ErrorCode(None, "a checkpoint of the remembered size has another root"),
     "Log.ProveFromTrusted": ErrorCode(None, "prove consistency from the remembered checkpoint"),
     "Log.Incomplete": ErrorCode(None, "a bundle's last event is not the head the map commits to"),
+    "Log.CompletenessNotProven": ErrorCode(
+        None, "a bundle proves a prefix of the history only (v1, no head map); log verify --allow-incomplete"
+    ),
     "Certificate.Malformed": ErrorCode(None, "a certificate file does not parse as evault-certificate/v1"),
     "Certificate.BadSignature": ErrorCode(None, "a certificate's signature does not verify with the trusted key"),
     "Certificate.Inconsistent": ErrorCode(None, "a signed certificate whose claims its own proofs contradict"),

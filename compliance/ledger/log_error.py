@@ -19,6 +19,7 @@ FORKED = "Log.Forked"  # a checkpoint of the trusted size with another root: two
 PROVE_FROM_TRUSTED = "Log.ProveFromTrusted"  # the proof starts elsewhere than the checkpoint already trusted
 CHAIN_BROKEN = "Chain.Broken"  # an envelope's entries do not link: edited, deleted, inserted or reordered
 INCOMPLETE = "Log.Incomplete"  # the head map names a later head than the history shown: events were cut off
+NOT_PROVEN = "Log.CompletenessNotProven"  # a bundle without a head map (v1): a prefix only, later events unknown
 
 CODES = frozenset(
     {
@@ -33,6 +34,7 @@ CODES = frozenset(
         PROVE_FROM_TRUSTED,
         CHAIN_BROKEN,
         INCOMPLETE,
+        NOT_PROVEN,
     }
 )
 
