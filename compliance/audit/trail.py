@@ -1,8 +1,11 @@
 """The audit trail of one envelope: every event, who caused it, and its place in the chain and the log.
 
 The JSON form carries each entry's exact bytes (base64), so whoever holds it can re-hash them and check them
-against the chain, a proof bundle or a certificate. The CSV form is for people: one row per event, the data
-as compact JSON, and cells that a spreadsheet would run as a formula are quoted with a leading apostrophe.
+against the chain, a proof bundle or a certificate. The CSV form is for people and as checkable: one row per event
+with the envelope id, chain seq, leaf index, key id and entry hash, the data as compact JSON, and the entry's
+exact bytes (base64), so each row re-hashes to its ``entry_hash`` and names its predecessor's in ``prev``.
+Cells that a spreadsheet would run as a formula are quoted with a leading apostrophe (base64 of a JSON entry
+starts ``eyJ``, hex never with a sign, so the checkable columns are never quoted).
 The trail holds what the log holds, and the log keeps no client addresses or user agents (see README).
 """
 
@@ -24,15 +27,18 @@ from storage.models import Envelope, Event
 
 FORMAT = "evault-audit-trail/v1"
 CSV_COLUMNS = (
+    "envelope_id",
     "seq",
     "leaf_index",
     "time",
     "type",
     "actor_org",
+    "actor_key_id",
     "actor_key_prefix",
     "data",
     "prev",
     "entry_hash",
+    "entry",
 )
 
 
@@ -47,7 +53,12 @@ def _row(event: Event) -> dict[str, Any]:
         "leaf_index": event.leaf_index,
         "time": value.get("time"),
         "type": event.event_type,
-        "actor": {"org_id": actor.get("org_id"), "key_prefix": actor.get("key_prefix"), "source": actor.get("source")},
+        "actor": {
+            "org_id": actor.get("org_id"),
+            "key_id": actor.get("key_id"),
+            "key_prefix": actor.get("key_prefix"),
+            "source": actor.get("source"),
+        },
         "data": value.get("data"),
         "prev": value.get("prev"),
         "entry_hash": event.entry_hash,
@@ -83,15 +94,18 @@ def as_csv(trail: dict[str, Any]) -> str:
         writer.writerow(
             _cell(v)
             for v in (
+                trail.get("envelope_id"),
                 row["seq"],
                 row["leaf_index"],
                 row["time"],
                 row["type"],
                 actor.get("org_id"),
+                actor.get("key_id"),
                 actor.get("key_prefix") or actor.get("source"),
                 row["data"],
                 row["prev"],
                 row["entry_hash"],
+                row.get("entry"),
             )
         )
     return out.getvalue()
