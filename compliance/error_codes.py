@@ -2,7 +2,8 @@
 
 ``tests/test_error_codes.py`` greps the source tree for code literals and fails when one is missing here or
 listed here but raised nowhere, and checks that the README's table is :func:`markdown_table` exactly.
-Status ``None``: not an HTTP answer, but a finding of ``evault verify`` or of the offline verifiers.
+Status ``None``: not an HTTP answer, but an operator command's error, a finding of ``evault verify`` or of the
+offline verifiers.
 Print the table with ``python -m compliance.error_codes``.
 """
 
@@ -135,6 +136,9 @@ CODES: dict[str, ErrorCode] = {
     "Attach.StoreNotRunning": ErrorCode(None, "the embedded store is not running"),
     "Attach.StoreUnusable": ErrorCode(None, "the authoritative bucket cannot be checked"),
     "Attach.NoPublicKey": ErrorCode(None, "the vault's public key cannot be read"),
+    "Subject.InvalidId": ErrorCode(None, "evault erase names something that is not a subject id (sub_...)"),
+    "Subject.NotFound": ErrorCode(None, "evault erase names no data subject"),
+    "Database.NotReady": ErrorCode(None, "an operator command finds no database, or one not migrated (exit 3)"),
     "Attach.NoReportKey": ErrorCode(None, "the report-signing key cannot be loaded"),
     "Verify.EmptyVault": ErrorCode(None, "nothing to verify: an empty vault is never clean (exit 3)"),
     "Verify.RunFinished": ErrorCode(None, "--resume names a run that already finished"),

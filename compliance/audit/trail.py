@@ -6,7 +6,9 @@ with the envelope id, chain seq, leaf index, key id and entry hash, the data as 
 exact bytes (base64), so each row re-hashes to its ``entry_hash`` and names its predecessor's in ``prev``.
 Cells that a spreadsheet would run as a formula are quoted with a leading apostrophe (base64 of a JSON entry
 starts ``eyJ``, hex never with a sign, so the checkable columns are never quoted).
-The trail holds what the log holds, and the log keeps no client addresses or user agents (see README).
+The trail holds what the log holds, and the log keeps no client addresses or user agents (see README). People
+named as parties appear in the log as commitments only; ``personal_data`` shows the values behind them, by
+subject id, while they still exist (``compliance.ledger.personal_data``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from compliance.errors import NotFound
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.events import envelope_events
 from compliance.ledger.log_error import LogError
+from compliance.ledger.personal_data import reveal
 from compliance.sources import Sources
 from storage.models import Envelope, Event
 
@@ -71,13 +74,21 @@ def audit_trail(sources: Sources, org_id: str, envelope_id: str) -> dict[str, An
         envelope = session.get(Envelope, envelope_id)
         if envelope is None or envelope.org_id != org_id:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
-        events = envelope_events(session, envelope_id)
+        rows = [_row(e) for e in envelope_events(session, envelope_id)]
+        people = reveal(session, [p for row in rows for p in _committed_parties(row)])
     return {
         "format": FORMAT,
         "envelope_id": envelope_id,
         "log_origin": sources.origin(org_id),
-        "events": [_row(e) for e in events],
+        "events": rows,
+        "personal_data": {subject: shown.as_json() for subject, shown in people.items()},
     }
+
+
+def _committed_parties(row: dict[str, Any]) -> list[Any]:
+    data = row["data"]
+    parties = data.get("parties") if isinstance(data, dict) else None
+    return parties if isinstance(parties, list) else []
 
 
 def _cell(value: Any) -> str:

@@ -20,13 +20,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import select
 
 from compliance.bundles.proof_bundle import build_bundle
-from compliance.checkpoints.publisher import CheckpointService, latest_checkpoint
+from compliance.checkpoints.freshness import checkpoint_for_envelope
+from compliance.checkpoints.publisher import CheckpointService
 from compliance.conditions.evidence import Policy
 from compliance.conditions.policies import Verdict, check_compliance
 from compliance.errors import NotFound
-from compliance.headmap.sql_store import map_root_ending
 from compliance.ledger.event_catalogue import Role, with_role
-from compliance.ledger.events import Actor, envelope_events
+from compliance.ledger.events import Actor
 from compliance.ledger.vault_key import VaultKey
 from compliance.sources import Sources
 from storage.ids import iso, utcnow
@@ -48,23 +48,6 @@ def sign_certificate(body: dict[str, Any], key: VaultKey) -> dict[str, Any]:
         "certificate": body,
         "signature": {"alg": "Ed25519", "key_id": key_id_of(key.public_key), "value": base64.b64encode(value).decode()},
     }
-
-
-def covering_checkpoint(
-    sources: Sources, checkpoints: CheckpointService, org_id: str, envelope_id: str
-) -> CheckpointRow:
-    """The latest checkpoint when it covers every event and ends with a map commit; else one signed now."""
-    with sources.db.read_session() as session:
-        events = envelope_events(session, envelope_id)
-        latest = latest_checkpoint(session, org_id)
-        fresh = (
-            latest is not None
-            and (not events or latest.size > events[-1].leaf_index)
-            and map_root_ending(session, org_id, latest.size) is not None
-        )
-    if latest is not None and fresh:
-        return latest
-    return checkpoints.checkpoint_now(org_id)
 
 
 def _documents(docs: list[VaultedDocument], verdict: Verdict) -> list[dict[str, Any]]:
@@ -174,6 +157,6 @@ def issue_certificate(
         envelope = session.get(Envelope, envelope_id)
         if envelope is None or envelope.org_id != actor.org_id:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
-    checkpoint = covering_checkpoint(sources, checkpoints, actor.org_id, envelope_id)
+    checkpoint = checkpoint_for_envelope(sources.db, checkpoints, actor.org_id, envelope_id)
     verdict = check_compliance(sources, policy, actor, envelope_id)
     return sign_certificate(certificate_body(sources, key, policy, envelope_id, checkpoint, verdict), key)

@@ -189,6 +189,13 @@ CHECK_FAILED = EventType(
     {"verdict": S, "failed": A},
     role=Role.CHECK_RECORD,
 )
+SUBJECT_ERASED = EventType(
+    "subject.erased",
+    "the operator erased a data subject: its values and commitment key are gone, the commitment stays",
+    None,
+    True,
+    {"subject": S},
+)
 MAP_ROOT = EventType(
     "map.root",
     "the head map's root at this log size, committed by the checkpoint that ends with it",
@@ -222,6 +229,7 @@ CATALOGUE: Mapping[str, EventType] = {
         RELEASED,
         ASSIGNEE_CHANGED,
         CHECK_FAILED,
+        SUBJECT_ERASED,
         MAP_ROOT,
         INTEGRITY_FAILED,
     )

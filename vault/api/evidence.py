@@ -13,8 +13,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from compliance.audit.trail import as_csv, audit_trail
-from compliance.certificates.issuance import covering_checkpoint, issue_certificate
+from compliance.certificates.issuance import issue_certificate
 from compliance.certificates.pdf_page import certificate_pdf
+from compliance.checkpoints.freshness import checkpoint_for_envelope
 from compliance.conditions.evidence import Custodian, Policy
 from compliance.conditions.policies import check_compliance
 from compliance.errors import InvalidInput
@@ -71,7 +72,7 @@ class EvidenceController(Controller):
             raise InvalidInput("Request.Invalid", "checkpoint may only be 'now'", field="checkpoint")
         sources = runtime.sources()
         if checkpoint == "now":
-            covering_checkpoint(sources, runtime.checkpoints, actor.org_id, envelope_id)
+            checkpoint_for_envelope(runtime.db, runtime.checkpoints, actor.org_id, envelope_id)
         verdict = check_compliance(sources, policy_of(runtime), actor, envelope_id)
         return {"envelope_id": envelope_id, **verdict.as_json()}
 

@@ -21,6 +21,7 @@ from types import FrameType
 from compliance.errors import EvaultError
 from compliance.ledger.vault_key import SigningKeyError
 from storage.settings import Settings, SettingsError
+from vault.cli.erase import add_commands as add_erase_commands
 from vault.cli.evidence import add_cert_commands, add_trust_options, trust_from
 from vault.cli.keys import add_commands as add_key_commands
 
@@ -285,6 +286,7 @@ def parser() -> argparse.ArgumentParser:
     verify_all.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run in its fixed scope")
     verify_all.set_defaults(run=_verify)
     add_key_commands(commands)
+    add_erase_commands(commands)
     report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(
         dest="report_command", required=True
     )
