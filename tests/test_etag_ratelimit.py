@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from storage.models import Event, StagedDocument
 from storage.settings import Settings
-from tests.helpers import API, create_envelope, free_port, upload
+from tests.helpers import API, create_envelope, server_port, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
 from vault.ratelimit import Policy, consume
@@ -163,7 +163,7 @@ def test_copies_have_a_stricter_policy(limited: Any) -> None:
 @contextmanager
 def _serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
     """``evault serve`` in a process of its own on a free port; yields its API base URL."""
-    port = free_port(19500, 20000)
+    port = server_port()
     with log_path.open("w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "vault.cli.main", "serve"],

@@ -31,14 +31,13 @@ from compliance.witness.client import (
     WitnessUnavailable,
 )
 from compliance.witness.cosignature import CosignatureVerifier
-from tests.helpers import free_port
+from tests.helpers import server_port
 from vault.cli.main import main
 from vault.envelopes import NewEnvelope, create_envelope
 from vault.runtime import Runtime
 from vault.tenancy import create_organisation
 
 REPO = Path(__file__).resolve().parents[1]
-PORTS = (19500, 20000)
 
 
 class WitnessProcess:
@@ -46,7 +45,7 @@ class WitnessProcess:
 
     def __init__(self, home: Path, name: str, log_key: str) -> None:
         self.home, self.name, self.log_key = home, name, log_key
-        self.port = free_port(*PORTS)
+        self.port = server_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[str] | None = None
         self.vkey = ""
