@@ -15,6 +15,7 @@ from compliance.ledger import event_catalogue
 from compliance.ledger.event_catalogue import (
     ASSIGNEE_CHANGED,
     CATALOGUE,
+    ENVELOPE_CREATED,
     ENVELOPE_VOIDED,
     ORG_CREATED,
     EventType,
@@ -84,6 +85,13 @@ def test_schemas_are_closed_and_typed() -> None:
         "log_size_mapped is not integer"
     ]
     assert ENVELOPE_VOIDED.schema_errors([]) == ["data is not an object"]
+    created = {"kind": "paper", "title": "Loan", "external_id": None, "secured_party": None}
+    committed = {"subject": "sub_" + "a" * 20, "commitment": "ab" * 32}
+    assert ENVELOPE_CREATED.schema_errors({**created, "parties": [committed]}) == []
+    clear = {**created, "parties": [{"name": "Ada Borrower", "email": "ada@example.com"}]}
+    assert ENVELOPE_CREATED.schema_errors(clear) == [
+        "parties holds something other than commitments: personal data stays out of the log"
+    ]
 
 
 def test_undeclared_events_and_bad_data_are_refused_and_nothing_is_written(runtime: Runtime) -> None:

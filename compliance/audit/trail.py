@@ -22,6 +22,7 @@ from typing import Any
 from compliance.conditions.evidence import as_dict
 from compliance.errors import NotFound
 from compliance.ledger.chain import parse_entry
+from compliance.ledger.event_catalogue import declared
 from compliance.ledger.events import envelope_events
 from compliance.ledger.log_error import LogError
 from compliance.ledger.personal_data import reveal
@@ -86,9 +87,12 @@ def audit_trail(sources: Sources, org_id: str, envelope_id: str) -> dict[str, An
 
 
 def _committed_parties(row: dict[str, Any]) -> list[Any]:
-    data = row["data"]
-    parties = data.get("parties") if isinstance(data, dict) else None
-    return parties if isinstance(parties, list) else []
+    """The personal-data commitments in one row, where the catalogue says its event keeps them."""
+    event_type, data = declared(row["type"]), row["data"]
+    if event_type is None or not isinstance(data, dict):
+        return []
+    lists = [data.get(key) for key in event_type.commitments]
+    return [item for items in lists if isinstance(items, list) for item in items]
 
 
 def _cell(value: Any) -> str:

@@ -43,6 +43,15 @@ def _is(value: Any, kinds: tuple[str, ...]) -> bool:
     return any(isinstance(value, _JSON_TYPES[kind]) for kind in kinds)
 
 
+def _is_commitment(item: Any) -> bool:
+    """``{"subject": "sub_...", "commitment": "<hex>"}`` and nothing else (compliance/ledger/personal_data.py)."""
+    return (
+        isinstance(item, dict)
+        and item.keys() == {"subject", "commitment"}
+        and all(isinstance(v, str) for v in item.values())
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class EventType:
     """One declared event. ``scope`` None: caused without a key, by the organisation itself or a named component.
@@ -57,11 +66,14 @@ class EventType:
     required: Mapping[str, tuple[str, ...]]
     optional: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     role: Role | None = None
+    commitments: tuple[str, ...] = ()  # keys holding lists of personal-data commitments ({subject, commitment})
 
     def __post_init__(self) -> None:
         kinds = {k for types in (*self.required.values(), *self.optional.values()) for k in types}
         if not kinds <= _JSON_TYPES.keys() or self.required.keys() & self.optional.keys():
             raise ValueError(f"{self.name}: a key's types must be JSON types, and a key required or optional")
+        if not set(self.commitments) <= {k for k, types in self.required.items() if types == ("array",)}:
+            raise ValueError(f"{self.name}: commitments live under required array keys")
 
     def schema_errors(self, data: Any) -> list[str]:
         """What is wrong with ``data`` for this event; empty when it fits."""
@@ -74,6 +86,8 @@ class EventType:
                 errors.append(f"undeclared key {key}")
             elif not _is(value, kinds):
                 errors.append(f"{key} is not {' or '.join(kinds)}")
+            elif key in self.commitments and not all(_is_commitment(item) for item in value):
+                errors.append(f"{key} holds something other than commitments: personal data stays out of the log")
         return errors
 
     def condition_semantics(self) -> str:
@@ -112,6 +126,7 @@ ENVELOPE_CREATED = EventType(
     True,
     {"kind": S, "title": S, "external_id": N, "parties": A, "secured_party": ("object", "null")},
     {"expires_at": S},
+    commitments=("parties",),
 )
 DOCUMENT_STAGED = EventType(
     "envelope.document_staged",
@@ -246,8 +261,12 @@ def with_role(*roles: Role) -> frozenset[str]:
     return frozenset(e.name for e in CATALOGUE.values() if e.role in roles)
 
 
-def _keys(spec: Mapping[str, tuple[str, ...]]) -> str:
-    return ", ".join(f"`{key}` ({' or '.join(kinds)})" for key, kinds in spec.items()) or "—"
+def _keys(spec: Mapping[str, tuple[str, ...]], commitments: tuple[str, ...] = ()) -> str:
+    def one(key: str, kinds: tuple[str, ...]) -> str:
+        what = "array of personal-data commitments" if key in commitments else " or ".join(kinds)
+        return f"`{key}` ({what})"
+
+    return ", ".join(one(key, kinds) for key, kinds in spec.items()) or "—"
 
 
 def markdown_table() -> str:
@@ -258,7 +277,7 @@ def markdown_table() -> str:
     for e in CATALOGUE.values():
         scope = f"`{e.scope}`" if e.scope else "— (keyless)"
         rows.append(
-            f"| `{e.name}` | {e.meaning} | {scope} | {e.condition_semantics()} | {_keys(e.required)} "
+            f"| `{e.name}` | {e.meaning} | {scope} | {e.condition_semantics()} | {_keys(e.required, e.commitments)} "
             f"| {_keys(e.optional)} |"
         )
     return "\n".join(rows)
