@@ -96,7 +96,7 @@ CODES: dict[str, ErrorCode] = {
     "VaultOut.NoteRequired": ErrorCode(400, "reason other needs a note"),
     "Log.OutOfRange": ErrorCode(400, "proof indices outside the log"),
     "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
-    "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original"),
+    "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
     "Event.Undeclared": ErrorCode(500, "a bug: the code logged an event type docs/events.md does not declare"),
     "Event.InvalidData": ErrorCode(500, "a bug: an event's data does not fit its declared schema (details.errors)"),

@@ -20,7 +20,14 @@ from compliance.conditions.evidence import Custodian, Policy
 from compliance.conditions.policies import check_compliance
 from compliance.errors import InvalidInput
 from compliance.ledger.events import Actor
-from vault.api.schemas import READ_ERRORS, WRITE_ERRORS, answers
+from vault.api.schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    AuditTrailView,
+    ComplianceView,
+    SignedCertificate,
+    answers,
+)
 from vault.runtime import Runtime
 
 
@@ -55,7 +62,9 @@ class EvidenceController(Controller):
         "/compliance",
         opt={"scope": "compliance:read"},
         sync_to_thread=True,
-        responses=answers(200, None, READ_ERRORS, "Each §9-105 condition's result with evidence, and the verdict"),
+        responses=answers(
+            200, ComplianceView, READ_ERRORS, "Each §9-105 condition's result with evidence, and the verdict"
+        ),
     )
     def compliance(
         self,
@@ -80,7 +89,9 @@ class EvidenceController(Controller):
         "/vault/certificate",
         opt={"scope": "compliance:read"},
         sync_to_thread=True,
-        responses=answers(200, None, WRITE_ERRORS, "evault-certificate/v1 (JSON), or the signed one-page PDF"),
+        responses=answers(
+            200, SignedCertificate, WRITE_ERRORS, "evault-certificate/v1 (JSON), or the signed one-page PDF"
+        ),
     )
     def certificate(
         self,
@@ -105,7 +116,7 @@ class EvidenceController(Controller):
         "/audit",
         opt={"scope": "compliance:read"},
         sync_to_thread=True,
-        responses=answers(200, None, READ_ERRORS, "Every event with its exact entry bytes (JSON), or CSV"),
+        responses=answers(200, AuditTrailView, READ_ERRORS, "Every event with its exact entry bytes (JSON), or CSV"),
     )
     def audit(
         self,
