@@ -173,10 +173,17 @@ RETRIEVAL_ISSUED = EventType(
 )
 COPY_ISSUED = EventType(
     "vault.copy_issued",
-    "a marked non-authoritative copy was made and registered",
+    "a marked non-authoritative copy was made, its mark checked, and registered",
     "vault:read",
     True,
-    {"copy_id": S, "document_id": S, "sha256": S, "source_sha256": S, "authoritative_copy_id": S},
+    {
+        "copy_id": S,
+        "document_id": S,
+        "sha256": S,
+        "source_sha256": S,
+        "authoritative_copy_id": S,
+        "mark_verified_at": N,
+    },
     role=Role.COPY,
 )
 RELEASED = EventType(

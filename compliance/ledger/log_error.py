@@ -20,6 +20,7 @@ PROVE_FROM_TRUSTED = "Log.ProveFromTrusted"  # the proof starts elsewhere than t
 CHAIN_BROKEN = "Chain.Broken"  # an envelope's entries do not link: edited, deleted, inserted or reordered
 INCOMPLETE = "Log.Incomplete"  # the head map names a later head than the history shown: events were cut off
 NOT_PROVEN = "Log.CompletenessNotProven"  # a bundle without a head map (v1): a prefix only, later events unknown
+CORRUPT = "Log.Corrupt"  # the vault's own stored log (its tiles) is missing or damaged: our fault, not the input's
 
 CODES = frozenset(
     {
@@ -35,9 +36,16 @@ CODES = frozenset(
         CHAIN_BROKEN,
         INCOMPLETE,
         NOT_PROVEN,
+        CORRUPT,
     }
 )
 
 
 class LogError(InvalidInput):
     """A log artefact failed verification; ``code`` is one of ``CODES``."""
+
+
+class LogCorrupt(LogError):
+    """The vault's own log store lacks or garbles what it must hold: a 500 that says so, never a 4xx."""
+
+    category = "integrity"
