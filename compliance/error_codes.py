@@ -103,6 +103,8 @@ CODES: dict[str, ErrorCode] = {
     "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
     "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
+    "Event.Undeclared": ErrorCode(500, "a bug: the code logged an event type docs/events.md does not declare"),
+    "Event.InvalidData": ErrorCode(500, "a bug: an event's data does not fit its declared schema (details.errors)"),
     "Storage.Unavailable": ErrorCode(503, "object storage failed; nothing was recorded as done"),
     "Storage.Corrupt": ErrorCode(500, "stored objects disagree with the vault's records (ours to fix; logged)"),
     "Log.Corrupt": ErrorCode(500, "the vault's own log store lacks or garbles a tile (ours to fix; logged)"),
@@ -205,6 +207,9 @@ CODES: dict[str, ErrorCode] = {
     "Log.Forked": ErrorCode(None, "a checkpoint of the remembered size has another root"),
     "Log.ProveFromTrusted": ErrorCode(None, "prove consistency from the remembered checkpoint"),
     "Log.Incomplete": ErrorCode(None, "a bundle's last event is not the head the map commits to"),
+    "Log.CompletenessNotProven": ErrorCode(
+        None, "a bundle proves a prefix of the history only (v1, no head map); log verify --allow-incomplete"
+    ),
     "Certificate.Malformed": ErrorCode(None, "a certificate file does not parse as evault-certificate/v1"),
     "Certificate.BadSignature": ErrorCode(None, "a certificate's signature does not verify with the trusted key"),
     "Certificate.Inconsistent": ErrorCode(None, "a signed certificate whose claims its own proofs contradict"),

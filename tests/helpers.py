@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
 import uuid
@@ -57,6 +58,13 @@ def free_port(first: int, last: int) -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {first}-{last - 1}")
+
+
+def server_port() -> int:
+    """A free port for a server process a test starts, in this pass's own range (EVAULT_TEST_SERVE_PORT_BASE + 20
+    to + 100): the SQLite and PostgreSQL passes run side by side with different bases, so never pick the same."""
+    base = int(os.environ.get("EVAULT_TEST_SERVE_PORT_BASE", "23400"))
+    return free_port(base + 20, base + 100)
 
 
 def disarm_triggers(session: Any, table: str) -> None:

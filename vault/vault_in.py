@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import col
 
 from compliance.errors import Conflict, InvalidInput, Unavailable
+from compliance.ledger.event_catalogue import VAULTED_IN
 from compliance.ledger.events import Actor, append_event
 from compliance.signatures.pdf_validation import validate_signatures
 from storage.errors import ChecksumMismatch, StorageError
@@ -369,9 +370,7 @@ def record_claim(
         }
         if reconciled:
             data["reconciled"] = True
-        append_event(
-            session, actor=actor, envelope_id=envelope.id, event_type="vault.vaulted_in", occurred_at=now, data=data
-        )
+        append_event(session, actor=actor, envelope_id=envelope.id, event_type=VAULTED_IN, occurred_at=now, data=data)
         if on_commit is not None:
             on_commit(session, envelope)
     return VaultInResult(record, documents, replayed=False)

@@ -29,9 +29,10 @@ from compliance.checkpoints.policy import CheckpointTrust
 from compliance.checkpoints.publisher import tree_for
 from compliance.errors import Conflict
 from compliance.headmap.sparse_tree import MapProof, map_key, tree_id_for, verify_map_proof
-from compliance.headmap.sql_store import MAP_ROOT_EVENT, map_root_ending, prove_at
+from compliance.headmap.sql_store import map_root_ending, prove_at
 from compliance.ledger.chain import parse_entry, verify_chain
 from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
+from compliance.ledger.event_catalogue import MAP_ROOT
 from compliance.ledger.events import envelope_events
 from compliance.ledger.key_history import KeyHistory, KeyPeriod, KeySet
 from compliance.ledger.key_ring import generations
@@ -164,7 +165,7 @@ def _map_commit(item: Any, checkpoint: Checkpoint, org_id: str) -> tuple[int, by
     data = value.get("data")
     if index != checkpoint.size - 1 or value.get("index") != index or value.get("log") != org_id:
         raise LogError(INVALID_PROOF, "the map commit is not the checkpoint's last entry of this log", leaf_index=index)
-    if value.get("type") != MAP_ROOT_EVENT or value.get("envelope") is not None or not isinstance(data, dict):
+    if value.get("type") != MAP_ROOT.name or value.get("envelope") is not None or not isinstance(data, dict):
         raise LogError(MALFORMED, "the checkpoint's last entry is not a map.root entry", leaf_index=index)
     version, root = data.get("version"), data.get("map_root")
     if not isinstance(version, int) or version != data.get("log_size_mapped") or not 0 <= version <= index:

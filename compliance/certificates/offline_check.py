@@ -26,9 +26,10 @@ from compliance.bundles.proof_bundle import VerifiedBundle, key_history_for, ver
 from compliance.certificates.issuance import FORMAT, key_id_of
 from compliance.checkpoints.policy import CheckpointTrust
 from compliance.conditions.evidence import as_dict
-from compliance.conditions.policies import ASSIGNEE_CHANGES, overall
+from compliance.conditions.policies import overall
 from compliance.conditions.projection import Projection, fold, release_claim
 from compliance.errors import InvalidInput
+from compliance.ledger.event_catalogue import Role, with_role
 from compliance.ledger.key_history import KeyHistory, KeySet
 from compliance.ledger.log_error import LogError
 from storage.ids import iso
@@ -171,7 +172,7 @@ def _check_history(body: dict[str, Any], events: list[dict[str, Any]]) -> None:
             "secured_party": as_dict(e.get("data")).get("secured_party"),
         }
         for e in events
-        if e.get("type") in ("vault.vaulted_in", *ASSIGNEE_CHANGES)
+        if e.get("type") in with_role(Role.VAULT_IN, Role.ASSIGNEE_CHANGE)
     ]
     _same(_get(body, "assignee_history", list), history, "assignee history")
     _same(body.get("assignee_of_record"), history[-1]["secured_party"] if history else None, "assignee of record")

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from compliance.errors import Conflict, InvalidInput
+from compliance.ledger.event_catalogue import SIGNING_KEY_REVOKED, SIGNING_KEY_ROTATED, EventType
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.key_history import KeyHistory, revocation_statement, rotation_statement
 from compliance.ledger.note import NoteVerifier
@@ -32,8 +33,6 @@ from storage.ids import as_utc, iso, utcnow
 from storage.models import Organisation, SigningKey
 from storage.settings import Pkcs11Settings
 
-ROTATED_EVENT = "vault.signing_key_rotated"
-REVOKED_EVENT = "vault.signing_key_revoked"
 SOURCE = "signing-key"
 NOT_CURRENT = "SigningKey.NotCurrent"
 UNKNOWN = "SigningKey.Unknown"
@@ -99,7 +98,7 @@ def history_of(rows: list[SigningKey], first: Ed25519PublicKey) -> KeyHistory:
     )
 
 
-def _log_everywhere(session: Session, event_type: str, data: dict[str, object], at: datetime) -> None:
+def _log_everywhere(session: Session, event_type: EventType, data: dict[str, object], at: datetime) -> None:
     for org_id in session.exec(select(Organisation.id).order_by(col(Organisation.id))):
         append_event(session, actor=Actor(org_id, source=SOURCE), event_type=event_type, occurred_at=at, data=data)
 
@@ -134,7 +133,7 @@ def rotate(db: Database, outgoing: VaultKey, incoming: Signer, incoming_ref: str
             )
             session.add(row)
             data = {"generation": generation, "vkey": row.vkey, "public_key": row.public_pem, "statement": statement}
-            _log_everywhere(session, ROTATED_EVENT, data, now)
+            _log_everywhere(session, SIGNING_KEY_ROTATED, data, now)
             session.flush()
             session.expunge(row)
     except IntegrityError:
@@ -169,7 +168,7 @@ def revoke(db: Database, current: VaultKey, generation: int, compromised_since: 
         row.revocation = statement
         session.add(row)
         data = {"generation": generation, "vkey": row.vkey, "compromised_since": iso(since), "statement": statement}
-        _log_everywhere(session, REVOKED_EVENT, data, now)
+        _log_everywhere(session, SIGNING_KEY_REVOKED, data, now)
         session.flush()
         session.expunge(row)
     return row

@@ -21,6 +21,7 @@ CHAIN_BROKEN = "Chain.Broken"  # an envelope's entries do not link: edited, dele
 INCOMPLETE = "Log.Incomplete"  # the head map names a later head than the history shown: events were cut off
 KEY_CHAIN_BROKEN = "Log.KeyChainBroken"  # a key rotation or revocation statement does not follow from the trusted key
 KEY_COMPROMISED = "Log.KeyCompromised"  # signed by a revoked key and not dated before its compromise
+NOT_PROVEN = "Log.CompletenessNotProven"  # a bundle without a head map (v1): a prefix only, later events unknown
 CORRUPT = "Log.Corrupt"  # the vault's own stored log (its tiles) is missing or damaged: our fault, not the input's
 
 CODES = frozenset(
@@ -38,6 +39,7 @@ CODES = frozenset(
         INCOMPLETE,
         KEY_CHAIN_BROKEN,
         KEY_COMPROMISED,
+        NOT_PROVEN,
         CORRUPT,
     }
 )

@@ -21,9 +21,9 @@ from sqlmodel import Session, col, select
 
 from compliance.checkpoints.publisher import tree_for
 from compliance.headmap.sparse_tree import Head, HeadMap, map_key, tree_id_for
-from compliance.headmap.sql_store import MAP_ROOT_EVENT
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
+from compliance.ledger.event_catalogue import MAP_ROOT
 from compliance.ledger.events import log_size
 from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
@@ -170,7 +170,7 @@ class LogAudit:
         envelope, seq, data = value.get("envelope"), value.get("seq"), value.get("data")
         if isinstance(envelope, str) and isinstance(seq, int):
             self.pending[map_key(envelope)] = Head(seq, _sha256(event.entry).digest())
-        elif value.get("type") == MAP_ROOT_EVENT and envelope is None:
+        elif value.get("type") == MAP_ROOT.name and envelope is None:
             expected = self.head_map.update(self.pending)
             self.pending, self.last_map_root = {}, event.leaf_index
             claimed = data.get("map_root") if isinstance(data, dict) else None

@@ -249,6 +249,7 @@ class SignedCertificate:
 @dataclass
 class AuditActor:
     org_id: str | None
+    key_id: str | None
     key_prefix: str | None
     source: str | None
 

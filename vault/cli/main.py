@@ -143,6 +143,7 @@ def _serve(_: argparse.Namespace) -> int:
 
 def _log_verify(args: argparse.Namespace) -> int:
     from compliance.bundles.proof_bundle import verify_bundle
+    from compliance.ledger.log_error import NOT_PROVEN, LogError
 
     text = Path(args.bundle).read_bytes()
     trust = trust_from(args)
@@ -156,10 +157,16 @@ def _log_verify(args: argparse.Namespace) -> int:
         print(f"OK: absent: envelope {result.envelope_id} has no events at {where} (map of size {done.map_version})")
         return 0
     print(f"OK: events 0..{len(result.events) - 1} of envelope {result.envelope_id} are in {where}; chain unbroken")
-    if done is None:
-        print("completeness NOT proven (v1 bundle): later events, such as a vault-out, may have been left out")
-    else:
+    if done is not None:
         print(f"complete: event {done.head_seq} is the envelope's head at checkpoint size {result.checkpoint.size}")
+        return 0
+    unproven = (
+        "completeness NOT proven (v1 bundle: no head map): event {len(result.events) - 1} may not be "
+        "the envelope's head; later events, such as a vault-out, may have been left out"
+    )
+    if not args.allow_incomplete:
+        raise LogError(NOT_PROVEN, unproven + "; --allow-incomplete accepts a proven prefix only")
+    print(unproven)
     return 0
 
 
@@ -315,6 +322,11 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle")
     verify.add_argument("--public-key", required=True, help="the vault's PEM public key you trust")
     verify.add_argument("--origin", help="the log origin you expect (default: the bundle's)")
+    verify.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="accept a bundle that proves a prefix of the history only (v1), and say so; else exit 1",
+    )
     add_trust_options(verify)
     verify.set_defaults(run=_log_verify)
     consistency = log.add_parser("consistency", help="check that checkpoint NEW extends checkpoint OLD")
