@@ -99,6 +99,14 @@ CODES: dict[str, ErrorCode] = {
     "VaultOut.InvalidReason": ErrorCode(400, "reason is not transfer, paper_out, payoff or other"),
     "VaultOut.TransfereeRequired": ErrorCode(400, "a transfer names transferee.vault_id"),
     "VaultOut.NoteRequired": ErrorCode(400, "reason other needs a note"),
+    "Retention.InvalidDate": ErrorCode(400, "retain_until is not an RFC 3339 date-time with offset, in the future"),
+    "Retention.CannotShorten": ErrorCode(
+        409, "COMPLIANCE-mode retention only lengthens: retain_until is not later than the current one"
+    ),
+    "Retention.Disposed": ErrorCode(409, "the authoritative copy was disposed of after its retention"),
+    "LegalHold.ReasonRequired": ErrorCode(400, "a legal hold is set and cleared for a stated, non-blank reason"),
+    "LegalHold.AlreadySet": ErrorCode(409, "the authoritative copy is already under legal hold"),
+    "LegalHold.NotSet": ErrorCode(409, "the authoritative copy is not under legal hold"),
     "Log.OutOfRange": ErrorCode(400, "proof indices outside the log"),
     "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
     "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),

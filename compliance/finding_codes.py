@@ -23,12 +23,19 @@ _CODES = (
     Code("Object.ExtraVersion", "another version or a delete marker sits on a recorded object's key"),
     Code("Object.LockRemoved", "the recorded version is not under a COMPLIANCE lock"),
     Code("Object.LockShortened", "the version's retention ends before the recorded date"),
+    Code(
+        "Object.HoldMismatch",
+        "the version's legal hold differs from what the log last recorded (vault.legal_hold_set or _cleared)",
+    ),
     Code("Object.Unrecorded", "an object under the authoritative prefix is named by no record"),
     Code(
         "Object.Unknown", "an object outside every place the vault writes, or under an organisation that does not exist"
     ),
     Code("Object.Unreadable", "a read failed with a server error after bounded retries (possibly damaged bytes)"),
-    Code("Record.Edited", "a record row differs from its vault.vaulted_in or vault.released entry (hash, key, date)"),
+    Code(
+        "Record.Edited",
+        "a record row differs from its vault-in, release, retention or legal-hold entries (hash, key, date, hold)",
+    ),
     Code("Record.Unlogged", "a vault record, its release or a document row that the envelope's chain does not record"),
     Code("Record.Deleted", "the envelope's chain records a vault-in, a release or a document that the rows lack"),
     Code("Envelope.Edited", "the envelope row (secured party, state, title) differs from what its chain implies"),

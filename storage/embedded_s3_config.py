@@ -29,7 +29,8 @@ _JWT_NAMES = ("jwt_signing", "jwt_signing_read", "jwt_filer_signing", "jwt_filer
 # start-up WORM check), List (objects, versions, buckets), Write (put objects; 4.48 has no finer action: it
 # also covers deletes, which Object Lock refuses on locked versions, and bucket settings such as versioning
 # or lifecycle) and PutObjectRetention (a put with lock headers and extending retention need it; shortening
-# stays refused by COMPLIANCE). No Admin: creating or deleting buckets, bucket encryption and ownership,
+# stays refused by COMPLIANCE), GetObjectLegalHold and PutObjectLegalHold (the legal-hold routes; a held
+# version refuses deletion whoever asks). No Admin: creating or deleting buckets, bucket encryption and ownership,
 # governance bypass are refused.
 SERVICE_ACTIONS = (
     "Read",
@@ -38,6 +39,8 @@ SERVICE_ACTIONS = (
     "List",
     "Write",
     "PutObjectRetention",
+    "GetObjectLegalHold",
+    "PutObjectLegalHold",
 )
 ADMIN_ACTIONS = ("Admin",)
 

@@ -110,6 +110,9 @@ class VaultRecord(SQLModel, table=True):
     released_by: str | None = Field(default=None, max_length=40)
     release_reason: str | None = Field(default=None, max_length=32)
     release_details: dict[str, Any] | None = _json_column(nullable=True)
+    legal_hold_reason: str | None = Field(default=None, max_length=500)  # held while set (docs/retention.md)
+    legal_hold_since: datetime | None = _utc_column(nullable=True)
+    disposed_at: datetime | None = _utc_column(nullable=True)  # its object versions were deleted after retention
 
 
 class VaultedDocument(SQLModel, table=True):

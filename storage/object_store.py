@@ -50,6 +50,7 @@ class ObjectInfo:
     lock_mode: str | None
     retain_until: dt.datetime | None
     etag: str
+    legal_hold: bool = False  # S3 Object Lock legal hold, as the GET's or HEAD's own header reports it
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,7 @@ class ObjectStore:
             lock_mode=r.get("ObjectLockMode"),
             retain_until=r.get("ObjectLockRetainUntilDate"),
             etag=r.get("ETag", "").strip('"'),
+            legal_hold=r.get("ObjectLockLegalHoldStatus") == "ON",
         )
 
     def read(self, key: str, version_id: str) -> bytes:
@@ -243,6 +245,7 @@ class ObjectStore:
             lock_mode=r.get("ObjectLockMode"),
             retain_until=r.get("ObjectLockRetainUntilDate"),
             etag=r.get("ETag", "").strip('"'),
+            legal_hold=r.get("ObjectLockLegalHoldStatus") == "ON",
         )
         return info, self._chunks(r, info, what, chunk_size)
 
@@ -291,8 +294,48 @@ class ObjectStore:
             self._presigners[endpoint] = make_s3_client(endpoint, access_key, secret_key, region)
         return self._presigners[endpoint]
 
+    def extend_retention(self, key: str, version_id: str, retain_until: dt.datetime) -> None:
+        """Lengthen the version's COMPLIANCE retention; a shorter date is refused by the server (403), as it must."""
+        try:
+            self.client.put_object_retention(
+                Bucket=self.bucket,
+                Key=key,
+                VersionId=version_id,
+                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": retain_until},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise_storage_error(exc, f"extend retention of {self.bucket}/{key}@{version_id}")
+        info = self.head(key, version_id)
+        if info.retain_until is None or info.retain_until < retain_until - dt.timedelta(seconds=1):
+            raise StorageError(
+                f"{self.bucket}/{key}@{version_id} retains until {info.retain_until}, not {retain_until}"
+            )
+
+    def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
+        """Set or clear the version's legal hold, then read it back: a store that ignores it must not pass."""
+        try:
+            self.client.put_object_legal_hold(
+                Bucket=self.bucket, Key=key, VersionId=version_id, LegalHold={"Status": "ON" if on else "OFF"}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise_storage_error(exc, f"legal hold of {self.bucket}/{key}@{version_id}")
+        if self.legal_hold(key, version_id) != on:
+            raise StorageError(f"{self.bucket}/{key}@{version_id}: the store did not keep the legal hold {on}")
+
+    def legal_hold(self, key: str, version_id: str) -> bool:
+        """Whether the version is under legal hold (a store that never had one set may answer 404: not held)."""
+        try:
+            r = self.client.get_object_legal_hold(Bucket=self.bucket, Key=key, VersionId=version_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchObjectLockConfiguration", "NoSuchObjectLegalHold"):
+                return False
+            raise_storage_error(exc, f"legal hold of {self.bucket}/{key}@{version_id}")
+        except BotoCoreError as exc:
+            raise_storage_error(exc, f"legal hold of {self.bucket}/{key}@{version_id}")
+        return r.get("LegalHold", {}).get("Status") == "ON"
+
     def delete_version(self, key: str, version_id: str) -> None:
-        """Remove one version of a non-authoritative object (a locked version refuses, as it must)."""
+        """Remove one version (a locked or held version refuses, as it must; disposal relies on that)."""
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
         except (ClientError, BotoCoreError) as exc:

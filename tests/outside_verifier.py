@@ -265,9 +265,17 @@ def _check_claims(body: dict[str, Any], events: list[dict[str, Any]]) -> None:
     document_keys = ("id", "filename", "sha256", "size", "bucket", "key", "version_id")
     if vaulted is not None:
         data = vaulted["data"]
-        claimed = (copy["id"], copy["source"], copy["retain_until"], copy["vaulted_at"])
-        if claimed != (data["authoritative_copy_id"], data["source"], data["retain_until"], vaulted["time"]):
+        claimed = (copy["id"], copy["source"], copy["vaulted_at"])
+        if claimed != (data["authoritative_copy_id"], data["source"], vaulted["time"]):
             raise Rejected("the authoritative copy is not the vault-in event's")
+        extended = _last(events, "vault.vaulted_in", "vault.retention_extended")
+        if extended is None or copy["retain_until"] != extended["data"]["retain_until"]:
+            raise Rejected("retain_until is not the last date the log set")
+        hold = _last(events, "vault.legal_hold_set", "vault.legal_hold_cleared")
+        in_force = hold if hold is not None and hold["type"] == "vault.legal_hold_set" else None
+        expected_hold = None if in_force is None else {"reason": in_force["data"]["reason"], "since": in_force["time"]}
+        if copy["legal_hold"] != expected_hold:
+            raise Rejected("the legal hold is not the one the log has in force")
         if _bag(copy["documents"], document_keys) != _bag(data["documents"], document_keys):
             raise Rejected("documents differ from the vault-in event")
         logged = [{"document_id": d["id"], "result": d.get("signatures")} for d in data["documents"]]

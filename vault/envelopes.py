@@ -232,6 +232,10 @@ def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
                 "source": record.source,
                 "vaulted_at": iso(record.vaulted_at),
                 "retain_until": iso(record.retain_until),
+                "legal_hold": None
+                if record.legal_hold_reason is None or record.legal_hold_since is None
+                else {"reason": record.legal_hold_reason, "since": iso(record.legal_hold_since)},
+                "disposed_at": iso(record.disposed_at) if record.disposed_at else None,
                 "documents": [
                     {
                         "id": doc.id,

@@ -29,6 +29,7 @@ SCOPES = (
     "vault:release",
     "compliance:read",
     "esign:write",
+    "retention:write",
 )
 KEY_PATTERN = re.compile(r"lk_[A-Za-z0-9_-]{40,100}")
 PREFIX_LENGTH = 11

@@ -23,7 +23,7 @@ from compliance.bundles.proof_bundle import build_bundle
 from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envelope
 from compliance.conditions.evidence import Policy
 from compliance.conditions.policies import Verdict, check_compliance
-from compliance.conditions.projection import Projection, fold, release_claim
+from compliance.conditions.projection import Projection, fold, hold_claim, release_claim
 from compliance.errors import NotFound
 from compliance.ledger.events import Actor
 from compliance.ledger.vault_key import VaultKey
@@ -120,7 +120,8 @@ def certificate_body(
             "id": record.id,
             "source": record.source,
             "vaulted_at": iso(record.vaulted_at),
-            "retain_until": iso(record.retain_until),
+            "retain_until": chain.retain_until,
+            "legal_hold": hold_claim(chain),
             "documents": _documents(docs, verdict),
         },
         "assignee_of_record": history[-1]["secured_party"] if history else None,

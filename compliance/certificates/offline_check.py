@@ -27,7 +27,7 @@ from compliance.certificates.issuance import FORMAT, key_id_of
 from compliance.checkpoints.policy import CheckpointTrust
 from compliance.conditions.evidence import as_dict
 from compliance.conditions.policies import overall
-from compliance.conditions.projection import Projection, fold, release_claim
+from compliance.conditions.projection import Projection, fold, hold_claim, release_claim
 from compliance.errors import InvalidInput
 from compliance.ledger.event_catalogue import Role, with_role
 from compliance.ledger.key_history import KeyHistory, KeySet
@@ -138,13 +138,14 @@ def _check_record(body: dict[str, Any], chain: Projection) -> None:
         _same(_get(body, "signatures", list), [], "signature results")
         return
     data = vaulted["data"]
-    record = {k: copy.get(k) for k in ("id", "source", "retain_until", "vaulted_at")}
+    record = {k: copy.get(k) for k in ("id", "source", "retain_until", "legal_hold", "vaulted_at")}
     _same(
         record,
         {
             "id": data.get("authoritative_copy_id"),
             "source": data.get("source"),
-            "retain_until": data.get("retain_until"),
+            "retain_until": chain.retain_until,
+            "legal_hold": hold_claim(chain),
             "vaulted_at": vaulted["time"],
         },
         "authoritative copy",

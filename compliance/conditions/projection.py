@@ -21,7 +21,10 @@ from compliance.ledger.event_catalogue import (
     ENVELOPE_CREATED,
     ENVELOPE_EXPIRED,
     ENVELOPE_VOIDED,
+    LEGAL_HOLD_CLEARED,
+    LEGAL_HOLD_SET,
     RELEASED,
+    RETENTION_EXTENDED,
     VAULTED_IN,
 )
 from storage.ids import iso
@@ -55,6 +58,8 @@ class Projection:
     vaulted: dict[str, Any] | None = None  # vault.vaulted_in entry (time, actor, data)
     released: dict[str, Any] | None = None  # vault.released entry
     copies: dict[str, dict[str, Any]] = field(default_factory=dict)  # copy id -> vault.copy_issued entry
+    retain_until: str | None = None  # the vault-in's date, or the last vault.retention_extended one
+    legal_hold: dict[str, Any] | None = None  # the vault.legal_hold_set entry in force (cleared: None)
 
     def apply(self, value: dict[str, Any]) -> None:
         """Fold one parsed chain entry in."""
@@ -69,6 +74,13 @@ class Projection:
             self.status = TERMINAL_STATUS[kind]
         if kind == VAULTED_IN.name:
             self.vaulted = entry
+            self.retain_until = data.get("retain_until")
+        elif kind == RETENTION_EXTENDED.name:
+            self.retain_until = data.get("retain_until")
+        elif kind == LEGAL_HOLD_SET.name:
+            self.legal_hold = entry
+        elif kind == LEGAL_HOLD_CLEARED.name:
+            self.legal_hold = None
         elif kind == RELEASED.name:
             self.released = entry
         elif kind == COPY_ISSUED.name:
@@ -86,6 +98,13 @@ def release_claim(chain: Projection) -> dict[str, Any] | None:
     data = chain.released["data"]
     details = {k: data[k] for k in RELEASE_DETAILS if k in data}
     return {"at": chain.released["time"], "reason": data.get("reason"), "details": details}
+
+
+def hold_claim(chain: Projection) -> dict[str, Any] | None:
+    """The legal hold in force as its ``vault.legal_hold_set`` entry states it (what a certificate may claim)."""
+    if chain.legal_hold is None:
+        return None
+    return {"reason": chain.legal_hold["data"].get("reason"), "since": chain.legal_hold["time"]}
 
 
 def fold(envelope_id: str, values: Iterable[dict[str, Any]]) -> Projection:
@@ -158,7 +177,13 @@ def _record(chain: Projection, rows: Rows, where: dict[str, Any]) -> list[Mismat
     pairs = {
         "id": (record.id, data.get("authoritative_copy_id")),
         "source": (record.source, data.get("source")),
-        "retain_until": (iso(record.retain_until), data.get("retain_until")),
+        "retain_until": (iso(record.retain_until), chain.retain_until),
+        "legal_hold": (
+            None
+            if record.legal_hold_reason is None or record.legal_hold_since is None
+            else {"reason": record.legal_hold_reason, "since": iso(record.legal_hold_since)},
+            hold_claim(chain),
+        ),
         "vaulted_at": (iso(record.vaulted_at), vaulted["time"]),
         "vaulted_by": (record.vaulted_by, vaulted["key_id"] or ""),
     }
@@ -167,7 +192,7 @@ def _record(chain: Projection, rows: Rows, where: dict[str, Any]) -> list[Mismat
     # differences together.
     changed = changed_pairs(pairs)
     if changed:
-        message = "the vault record differs from its vault.vaulted_in or vault.released entry"
+        message = "the vault record differs from its vault-in, release, retention or legal-hold entries"
         found.append(Mismatch("Record.Edited", message, where | {"changed": changed}))
     return found + _documents(data, rows.documents, where)
 

@@ -248,6 +248,36 @@ SIGNING_KEY_REVOKED = EventType(
     {"generation": ("integer",), "vkey": S, "compromised_since": S, "statement": S},
 )
 
+RETENTION_EXTENDED = EventType(
+    "vault.retention_extended",
+    "the authoritative copy's COMPLIANCE retention was lengthened on every object version and the record",
+    "retention:write",
+    True,
+    {"authoritative_copy_id": S, "retain_until": S, "previous_retain_until": S},
+)
+LEGAL_HOLD_SET = EventType(
+    "vault.legal_hold_set",
+    "S3 Object Lock legal hold was set on every object version of the authoritative copy",
+    "retention:write",
+    True,
+    {"authoritative_copy_id": S, "reason": S},
+)
+LEGAL_HOLD_CLEARED = EventType(
+    "vault.legal_hold_cleared",
+    "the legal hold was cleared from every object version of the authoritative copy",
+    "retention:write",
+    True,
+    {"authoritative_copy_id": S, "reason": S},
+)
+DISPOSED = EventType(
+    "vault.disposed",
+    "evault dispose deleted the object versions of an authoritative copy whose retention had passed; the log "
+    "keeps their hashes",
+    None,
+    True,
+    {"authoritative_copy_id": S, "retain_until": S, "documents": A},
+)
+
 CATALOGUE: Mapping[str, EventType] = {
     e.name: e
     for e in (
@@ -271,6 +301,10 @@ CATALOGUE: Mapping[str, EventType] = {
         INTEGRITY_FAILED,
         SIGNING_KEY_ROTATED,
         SIGNING_KEY_REVOKED,
+        RETENTION_EXTENDED,
+        LEGAL_HOLD_SET,
+        LEGAL_HOLD_CLEARED,
+        DISPOSED,
     )
 }
 

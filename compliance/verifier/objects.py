@@ -4,19 +4,28 @@ Per organisation: one bulk listing of every version and delete marker under ``au
 HEAD and a listing per object), merged in key order with the recorded documents. Each recorded version is then
 read once: the GET's own headers carry the stored checksum, the lock mode and the retention date, so no HEAD
 is needed (measured: SeaweedFS's version listing carries no lock fields). What a record says is also compared
-with its ``vault.vaulted_in`` ledger entry (``Record.Edited``).
+with its ``vault.vaulted_in`` ledger entry (``Record.Edited``); the lock's date and the legal hold are compared
+with what the log last said of them (``vault.retention_extended``, ``vault.legal_hold_set``/``_cleared``), and a
+version the log says was disposed of (``vault.disposed``) is expected to be gone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import col, select
 
 from compliance import strict_json
-from compliance.ledger.event_catalogue import VAULTED_IN
+from compliance.ledger.event_catalogue import (
+    DISPOSED,
+    LEGAL_HOLD_CLEARED,
+    LEGAL_HOLD_SET,
+    RETENTION_EXTENDED,
+    VAULTED_IN,
+)
 from compliance.verifier.context import Context
 from compliance.verifier.findings import Finding
 from compliance.verifier.merge import binary_order, merge_by_key
@@ -66,36 +75,62 @@ def _listing(ctx: Context, org_id: str, after: str | None) -> Iterator[tuple[str
                 yield key, versions
 
 
-Ledgered = dict[str, tuple[dict[str, dict[str, Any]], str | None]]  # envelope -> (documents by id, retain_until)
+@dataclass
+class Logged:
+    """What an envelope's log entries say of its authoritative objects."""
+
+    documents: dict[str, dict[str, Any]]  # by document id, as vault.vaulted_in names them
+    retain_until: str | None  # the vault-in's date, or the last vault.retention_extended one
+    held: bool = False
+    disposed: bool = False
+
+
+Ledgered = dict[str, Logged]  # by envelope id
 PAGE = 256  # keys whose ledger entries are loaded in one query
+_OBJECT_EVENTS = (VAULTED_IN.name, RETENTION_EXTENDED.name, LEGAL_HOLD_SET.name, LEGAL_HOLD_CLEARED.name, DISPOSED.name)
+
+
+def _fold(found: Ledgered, envelope_id: str, event_type: str, data: dict[str, Any]) -> None:
+    if event_type == VAULTED_IN.name:
+        if envelope_id not in found:
+            found[envelope_id] = Logged({d["id"]: d for d in data["documents"]}, data.get("retain_until"))
+        return
+    logged = found.get(envelope_id)
+    if logged is None:
+        return  # nothing before a vault-in: the log audit reports such a chain
+    if event_type == RETENTION_EXTENDED.name:
+        logged.retain_until = data["retain_until"]
+    elif event_type in (LEGAL_HOLD_SET.name, LEGAL_HOLD_CLEARED.name):
+        logged.held = event_type == LEGAL_HOLD_SET.name
+    elif event_type == DISPOSED.name:
+        logged.disposed = True
 
 
 def _ledger_page(ctx: Context, envelope_ids: set[str]) -> Ledgered:
-    """What the ``vault.vaulted_in`` entries of these envelopes record, in one query (not one per object)."""
+    """What the object events of these envelopes record, in one query (not one per object)."""
     found: Ledgered = {}
     if not envelope_ids:
         return found
     with ctx.sources.db.read_session() as session:
         rows = session.exec(
-            select(Event.envelope_id, Event.entry)
-            .where(col(Event.envelope_id).in_(sorted(envelope_ids)), Event.event_type == VAULTED_IN.name)
+            select(Event.envelope_id, Event.event_type, Event.entry)
+            .where(col(Event.envelope_id).in_(sorted(envelope_ids)), col(Event.event_type).in_(_OBJECT_EVENTS))
             .order_by(col(Event.leaf_index))
         )
-        for envelope_id, entry in rows:
-            if envelope_id is None or envelope_id in found:
+        for envelope_id, event_type, entry in rows:
+            if envelope_id is None:
                 continue
             try:
-                data = strict_json.loads(entry)["data"]
-                found[envelope_id] = {d["id"]: d for d in data["documents"]}, data.get("retain_until")
+                _fold(found, envelope_id, event_type, strict_json.loads(entry)["data"])
             except (ValueError, KeyError, TypeError):
-                found[envelope_id] = {}, None  # the entry itself is reported by the log audit
+                found.setdefault(envelope_id, Logged({}, None))  # the entry itself is reported by the log audit
     return found
 
 
 def _ledgered_document(ledger: Ledgered, record: VaultRecord, doc: VaultedDocument) -> dict[str, Any]:
     """What the ``vault.vaulted_in`` entry says of this document; empty when it says nothing (reported above)."""
-    documents, _ = ledger.get(record.envelope_id, ({}, None))
-    return documents.get(doc.id) or {}
+    logged = ledger.get(record.envelope_id)
+    return (logged.documents.get(doc.id) if logged else None) or {}
 
 
 def _record_findings(
@@ -104,8 +139,8 @@ def _record_findings(
     ledgered = ledger.get(record.envelope_id)
     if ledgered is None:
         return [Finding("Record.Edited", "a vault record has no vault.vaulted_in ledger entry", where)]
-    documents, retain_until = ledgered
-    entry = documents.get(doc.id)
+    retain_until = ledgered.retain_until
+    entry = ledgered.documents.get(doc.id)
     if entry is None:
         return [Finding("Record.Edited", "the ledger entry does not name this document", where)]
     row = {"sha256": doc.sha256, "key": doc.s3_key, "version_id": doc.s3_version_id, "bucket": doc.s3_bucket}
@@ -149,6 +184,9 @@ def check_document(
                 },
             )
         )
+    logged = ledger.get(record.envelope_id)
+    if logged is not None and logged.disposed:
+        return  # deleted after its retention; the vault.disposed entry keeps its hash
     result = read_version(ctx, ctx.sources.authoritative, doc.s3_key, doc.s3_version_id)
     if result.failure == "missing":
         ctx.report(Finding("Object.Missing", "the recorded version is not in storage", where))
@@ -184,18 +222,40 @@ def check_document(
         ctx.report(
             Finding("Object.BytesChanged", "stored size differs from the record", {**where, "size_read": result.size})
         )
+    if logged is not None and info.legal_hold != logged.held:
+        ctx.report(
+            Finding(
+                "Object.HoldMismatch",
+                "the version's legal hold differs from what the log last recorded",
+                {**where, "held": info.legal_hold, "logged_held": logged.held},
+            )
+        )
     if info.lock_mode != "COMPLIANCE":
         ctx.report(
             Finding(
                 "Object.LockRemoved", "the version is not under a COMPLIANCE lock", {**where, "mode": info.lock_mode}
             )
         )
-    elif info.retain_until is None or as_utc(info.retain_until) < as_utc(record.retain_until) - SLACK:
+    else:
+        _check_retention(ctx, info.retain_until, record, logged, where)
+
+
+def _check_retention(
+    ctx: Context, until: datetime | None, record: VaultRecord, logged: Logged | None, where: dict[str, Any]
+) -> None:
+    """The lock must last at least as long as the log's last date for it (and the record's)."""
+    recorded = as_utc(record.retain_until)
+    if logged is not None and logged.retain_until is not None:
+        try:
+            recorded = max(recorded, as_utc(datetime.fromisoformat(logged.retain_until)))
+        except ValueError:
+            pass  # an unreadable date is the log audit's finding
+    if until is None or as_utc(until) < recorded - SLACK:
         ctx.report(
             Finding(
                 "Object.LockShortened",
                 "retention ends before the recorded date",
-                {**where, "until": str(info.retain_until), "recorded": iso(record.retain_until)},
+                {**where, "until": str(until), "recorded": iso(recorded)},
             )
         )
 

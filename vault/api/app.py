@@ -30,6 +30,7 @@ from vault.api.log import EnvelopeProofController, LogController, public_keys
 from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
+from vault.api.retention import RetentionController
 from vault.api.webhooks import WebhookController
 from vault.runtime import Runtime
 
@@ -41,6 +42,7 @@ def create_app(runtime: Runtime) -> Litestar:
         route_handlers=[
             EnvelopeController,
             CustodyController,
+            RetentionController,
             LogController,
             EnvelopeProofController,
             EvidenceController,

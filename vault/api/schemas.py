@@ -59,6 +59,12 @@ class ReleaseView:
 
 
 @dataclass
+class LegalHoldView:
+    reason: str
+    since: str
+
+
+@dataclass
 class VaultView:
     """``state`` always; the rest once vaulted."""
 
@@ -67,6 +73,8 @@ class VaultView:
     source: str | None = None
     vaulted_at: str | None = None
     retain_until: str | None = None
+    legal_hold: LegalHoldView | None = None  # S3 Object Lock legal hold on every object version, while set
+    disposed_at: str | None = None  # its object versions were deleted after retention (evault dispose)
     documents: list[VaultedDocumentView] | None = None
     released: ReleaseView | None = None
 

@@ -22,6 +22,7 @@ from compliance import strict_json
 from compliance.errors import EvaultError
 from compliance.ledger.vault_key import SigningKeyError
 from storage.settings import Settings, SettingsError
+from vault.cli.dispose import add_commands as add_dispose_commands
 from vault.cli.erase import add_commands as add_erase_commands
 from vault.cli.evidence import add_cert_commands, add_keys_option, add_trust_options, keys_from, trust_from
 from vault.cli.keys import add_commands as add_key_commands
@@ -298,6 +299,7 @@ def parser() -> argparse.ArgumentParser:
     verify_all.set_defaults(run=_verify)
     add_key_commands(commands)
     add_erase_commands(commands)
+    add_dispose_commands(commands)
     add_signing_key_commands(commands)
     report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(
         dest="report_command", required=True

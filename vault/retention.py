@@ -1,0 +1,163 @@
+"""Retention and legal hold of an authoritative copy: lengthened, held and released, each change a ledger event.
+
+The objects' S3 Object Lock state is the enforcement; the record and its events say what it should be, so the
+verifier can compare the two. Every change locks the envelope row, changes the objects while holding it, then
+commits the record with its event: a failure in storage changes nothing of record (a retry finishes the job,
+since lengthening and setting a hold are idempotent in storage). See docs/retention.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlmodel import Session
+
+from compliance.errors import Conflict, InvalidInput, Unavailable
+from compliance.ledger.event_catalogue import LEGAL_HOLD_CLEARED, LEGAL_HOLD_SET, RETENTION_EXTENDED
+from compliance.ledger.events import Actor, append_event
+from storage.errors import StorageError
+from storage.ids import as_utc, iso, utcnow
+from storage.models import Envelope, VaultRecord
+from vault.custody import Custody, OnCommit
+from vault.envelopes import lock_envelope, vault_record, vaulted_documents
+from vault.field_limits import check_line
+from vault.lifecycle import check_if_match, touch
+
+MAX_REASON = 500
+
+
+def parse_retain_until(value: str, now: datetime) -> datetime:
+    """An RFC 3339 date with its offset, in the future; whole seconds, as S3 keeps it (rounded up, never down)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise InvalidInput(
+            "Retention.InvalidDate", "retain_until is an RFC 3339 date-time with its offset", field="retain_until"
+        )
+    parsed = as_utc(parsed)
+    if parsed.microsecond:
+        parsed = parsed.replace(microsecond=0) + timedelta(seconds=1)
+    if parsed <= now:
+        raise InvalidInput("Retention.InvalidDate", "retain_until must be in the future", field="retain_until")
+    return parsed
+
+
+def _held_record(
+    session: Session, actor: Actor, envelope_id: str, if_match: str | None
+) -> tuple[Envelope, VaultRecord]:
+    envelope = lock_envelope(session, actor.org_id, envelope_id)
+    check_if_match(envelope, if_match)
+    record = vault_record(session, envelope.id)
+    if record is None:
+        raise Conflict("Vault.NotVaulted", "this envelope has no authoritative copy")
+    if record.disposed_at is not None:
+        raise Conflict(
+            "Retention.Disposed",
+            "the authoritative copy was disposed of after its retention",
+            disposed_at=iso(record.disposed_at),
+        )
+    return envelope, record
+
+
+def _unavailable(exc: StorageError) -> Unavailable:
+    return Unavailable("Storage.Unavailable", f"object storage refused or failed the change; retry ({exc})")
+
+
+def extend_retention(
+    custody: Custody,
+    actor: Actor,
+    envelope_id: str,
+    retain_until: str,
+    *,
+    if_match: str | None = None,
+    on_commit: OnCommit | None = None,
+) -> VaultRecord:
+    """Lengthen the retention of every authoritative object version and of the record; never shorten it."""
+    now = utcnow()
+    wanted = parse_retain_until(retain_until, now)
+    with custody.db.session() as session:
+        envelope, record = _held_record(session, actor, envelope_id, if_match)
+        current = as_utc(record.retain_until)
+        if wanted <= current:
+            raise Conflict(
+                "Retention.CannotShorten",
+                "COMPLIANCE-mode retention can only be lengthened: retain_until must be later than the current one",
+                retain_until=iso(current),
+                requested=iso(wanted),
+            )
+        try:
+            for doc in vaulted_documents(session, record.id):
+                custody.authoritative.extend_retention(doc.s3_key, doc.s3_version_id, wanted)
+        except StorageError as exc:
+            raise _unavailable(exc) from exc
+        record.retain_until = wanted
+        touch(envelope, now)
+        session.add(record)
+        session.add(envelope)
+        append_event(
+            session,
+            actor=actor,
+            envelope_id=envelope.id,
+            event_type=RETENTION_EXTENDED,
+            occurred_at=now,
+            data={
+                "authoritative_copy_id": record.id,
+                "retain_until": iso(wanted),
+                "previous_retain_until": iso(current),
+            },
+        )
+        if on_commit is not None:
+            on_commit(session, envelope)
+    return record
+
+
+def set_legal_hold(
+    custody: Custody,
+    actor: Actor,
+    envelope_id: str,
+    reason: str,
+    on: bool,
+    *,
+    if_match: str | None = None,
+    on_commit: OnCommit | None = None,
+) -> VaultRecord:
+    """Set (``on``) or clear the legal hold of every authoritative object version, for a stated reason."""
+    check_line(reason, "reason", MAX_REASON, required=True)
+    if not reason.strip():
+        raise InvalidInput(
+            "LegalHold.ReasonRequired", "a legal hold is set and cleared for a stated reason", field="reason"
+        )
+    now = utcnow()
+    with custody.db.session() as session:
+        envelope, record = _held_record(session, actor, envelope_id, if_match)
+        held = record.legal_hold_reason is not None
+        if held == on:
+            code = "LegalHold.AlreadySet" if on else "LegalHold.NotSet"
+            raise Conflict(
+                code,
+                "the authoritative copy is already under legal hold" if on else "the authoritative copy is not held",
+                since=iso(record.legal_hold_since) if record.legal_hold_since else None,
+            )
+        try:
+            for doc in vaulted_documents(session, record.id):
+                custody.authoritative.set_legal_hold(doc.s3_key, doc.s3_version_id, on)
+        except StorageError as exc:
+            raise _unavailable(exc) from exc
+        record.legal_hold_reason = reason if on else None
+        record.legal_hold_since = now if on else None
+        touch(envelope, now)
+        session.add(record)
+        session.add(envelope)
+        append_event(
+            session,
+            actor=actor,
+            envelope_id=envelope.id,
+            event_type=LEGAL_HOLD_SET if on else LEGAL_HOLD_CLEARED,
+            occurred_at=now,
+            data={"authoritative_copy_id": record.id, "reason": reason},
+        )
+        if on_commit is not None:
+            on_commit(session, envelope)
+    return record
