@@ -150,14 +150,15 @@ def set_legal_hold(
         touch(envelope, now)
         session.add(record)
         session.add(envelope)
-        append_event(
-            session,
-            actor=actor,
-            envelope_id=envelope.id,
-            event_type=LEGAL_HOLD_SET if on else LEGAL_HOLD_CLEARED,
-            occurred_at=now,
-            data={"authoritative_copy_id": record.id, "reason": reason},
-        )
+        data = {"authoritative_copy_id": record.id, "reason": reason}
+        if on:
+            append_event(
+                session, actor=actor, envelope_id=envelope.id, event_type=LEGAL_HOLD_SET, occurred_at=now, data=data
+            )
+        else:
+            append_event(
+                session, actor=actor, envelope_id=envelope.id, event_type=LEGAL_HOLD_CLEARED, occurred_at=now, data=data
+            )
         if on_commit is not None:
             on_commit(session, envelope)
     return record
