@@ -100,6 +100,9 @@ CODES: dict[str, ErrorCode] = {
     "VaultOut.TransfereeRequired": ErrorCode(400, "a transfer names transferee.vault_id"),
     "VaultOut.NoteRequired": ErrorCode(400, "reason other needs a note"),
     "Retention.InvalidDate": ErrorCode(400, "retain_until is not an RFC 3339 date-time with offset, in the future"),
+    "Retention.BelowDefault": ErrorCode(
+        400, "a vault-in's metadata.retain_until is earlier than the default retention"
+    ),
     "Retention.CannotShorten": ErrorCode(
         409, "COMPLIANCE-mode retention only lengthens: retain_until is not later than the current one"
     ),

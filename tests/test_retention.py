@@ -220,3 +220,35 @@ def test_verifier_and_certificate_follow_the_log(
     )
     found = verify(runtime.sources(), options=Options(concurrency=2))
     assert [(f.code, f.details["envelope_id"]) for f in found.findings] == [("Object.HoldMismatch", envelope_id)]
+
+
+def test_a_vault_in_may_ask_for_a_longer_retention_never_a_shorter_one(
+    client: Any, runtime: Runtime, tenant: Any, s3_admin_client: Any
+) -> None:
+    org_id, headers = tenant
+    default = dt.datetime.now(dt.UTC) + dt.timedelta(days=runtime.settings.vault.retention_days)
+
+    def vault_in(envelope_id: str, retain_until: str) -> Any:
+        return client.post(
+            f"{API}/envelopes/{envelope_id}/vault-in-upload",
+            headers=headers,
+            files=[("document", ("note.pdf", make_pdf(text=envelope_id), "application/pdf"))],
+            data={"metadata": json.dumps({"retain_until": retain_until})},
+        )
+
+    shorter_id = create_envelope(client, headers)
+    size = _log_size(runtime, org_id)
+    refused = vault_in(shorter_id, iso(default - dt.timedelta(hours=2)))
+    assert refused.status_code == 400 and refused.json()["code"] == "Retention.BelowDefault", refused.text
+    assert _log_size(runtime, org_id) == size
+
+    longer = iso((default + dt.timedelta(days=90)).replace(microsecond=0))
+    envelope_id = create_envelope(client, headers)
+    done = vault_in(envelope_id, longer)
+    assert done.status_code == 201, done.text
+    assert done.json()["vault"]["retain_until"] == longer
+    (doc,) = _docs(runtime, envelope_id)
+    lock = s3_admin_client.get_object_retention(
+        Bucket=runtime.authoritative.bucket, Key=doc.s3_key, VersionId=doc.s3_version_id
+    )["Retention"]
+    assert iso(lock["RetainUntilDate"]) == longer

@@ -9,6 +9,7 @@ since lengthening and setting a hold are idempotent in storage). See docs/retent
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session
 
@@ -42,6 +43,25 @@ def parse_retain_until(value: str, now: datetime) -> datetime:
     if parsed <= now:
         raise InvalidInput("Retention.InvalidDate", "retain_until must be in the future", field="retain_until")
     return parsed
+
+
+def vault_in_retention(retention_days: float, metadata: dict[str, Any] | None, now: datetime) -> datetime:
+    """The default retention, or the longer ``retain_until`` the vault-in metadata asks for (never a shorter one)."""
+    default = (now + timedelta(days=retention_days)).replace(microsecond=0)  # S3 keeps whole seconds
+    asked = (metadata or {}).get("retain_until")
+    if asked is None:
+        return default
+    if not isinstance(asked, str):
+        raise InvalidInput("Retention.InvalidDate", "metadata.retain_until is an RFC 3339 string", field="retain_until")
+    wanted = parse_retain_until(asked, now)
+    if wanted < default:
+        raise InvalidInput(
+            "Retention.BelowDefault",
+            "metadata.retain_until may lengthen the organisation's retention, never shorten it",
+            field="retain_until",
+            default_retain_until=iso(default),
+        )
+    return wanted
 
 
 def _held_record(

@@ -39,6 +39,7 @@ from vault.expiry import settle
 from vault.field_limits import check_filename
 from vault.lifecycle import check_if_match, require_not_due, transition
 from vault.pdf_inspect import PdfFacts, inspect_pdf
+from vault.retention import vault_in_retention
 from vault.upload_spool import SpooledDocument
 from vault.vault_in_plan import build_plan, check_claimable
 
@@ -249,7 +250,7 @@ def vault_in(
     if envelope.vault_state != "not_vaulted":
         return _replay_or_conflict(custody, envelope.id, digests)
     # Whole seconds: S3 keeps retention to the second, and the record must equal the lock exactly.
-    retain_until = (utcnow() + timedelta(days=custody.policy.retention_days)).replace(microsecond=0)
+    retain_until = vault_in_retention(custody.policy.retention_days, caller_metadata, utcnow())
     documents = [
         {
             "position": position,
