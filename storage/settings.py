@@ -288,6 +288,37 @@ def _pdf(env: Mapping[str, str]) -> PdfSettings:
     return pdf
 
 
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    """Where Prometheus scrapes the service and how it logs (docs/operations-metrics.md)."""
+
+    # EVAULT_METRICS_PORT: 0 serves ``/metrics`` on the API's own port, unauthenticated; another port serves it
+    # there only (on EVAULT_METRICS_HOST), so the API's port can face clients without exposing it.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"  # EVAULT_METRICS_HOST: where a separate metrics port listens
+    log_format: str = "text"  # EVAULT_LOG_FORMAT: text, or json for one JSON object per line
+
+
+def log_format(env: Mapping[str, str]) -> str:
+    """``EVAULT_LOG_FORMAT``, checked: read before anything else so that the first line is already in it."""
+    value = (env.get("EVAULT_LOG_FORMAT") or "text").lower()
+    if value not in LOG_FORMATS:
+        raise SettingsError(f"EVAULT_LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
+def _observability(env: Mapping[str, str], api_port: int) -> ObservabilitySettings:
+    port = _port(env, "EVAULT_METRICS_PORT", 0, minimum=0)
+    if port and port == api_port:
+        raise SettingsError("EVAULT_METRICS_PORT must differ from EVAULT_PORT (0 serves /metrics on the API port)")
+    return ObservabilitySettings(
+        metrics_port=port, metrics_host=env.get("EVAULT_METRICS_HOST") or "127.0.0.1", log_format=log_format(env)
+    )
+
+
 @dataclass(frozen=True, repr=False)
 class Settings:
     data_dir: Path  # EVAULT_DATA_DIR: everything the embedded default keeps
@@ -299,6 +330,7 @@ class Settings:
     pdf: PdfSettings = field(default_factory=PdfSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
@@ -306,7 +338,7 @@ class Settings:
         return (
             f"Settings(data_dir={self.data_dir!r}, database_url={mask_url(self.database_url)!r}, "
             f"database_timeout={self.database_timeout!r}, s3={self.s3!r}, vault={self.vault!r}, api={self.api!r}, "
-            f"pdf={self.pdf!r}, evidence={self.evidence!r}, edge={self.edge!r})"
+            f"pdf={self.pdf!r}, evidence={self.evidence!r}, edge={self.edge!r}, observability={self.observability!r})"
         )
 
     @classmethod
@@ -394,5 +426,6 @@ class Settings:
             pdf=_pdf(env),
             evidence=_evidence(env, vault.key_name),
             edge=_edge(env),
+            observability=_observability(env, port),
             env=env,
         )

@@ -34,6 +34,7 @@ from storage.settings import Settings
 from vault.checkpoint_requests import CheckpointRequests
 from vault.custody import Custody
 from vault.expiry import sweep
+from vault.metrics.instruments import CHECKPOINT_FAILURES, failure_cause
 from vault.reconcile import reconcile_claims
 
 log = logging.getLogger("evault")
@@ -96,6 +97,7 @@ class Runtime:
 
         def report(org_id: str | None, exc: Exception) -> None:
             code = getattr(exc, "code", type(exc).__name__)
+            CHECKPOINT_FAILURES.labels(failure_cause(str(code))).inc()
             log.warning("checkpointing %s failed, will retry: %s: %s", org_id or "(all)", code, exc)
 
         self._checkpointer = threading.Thread(

@@ -7,6 +7,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.errors import EvaultError
@@ -27,14 +28,19 @@ from vault.api.errors import (
 from vault.api.evidence import EvidenceController
 from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
+from vault.api.observe import REGISTRY_STATE, metrics, observe, timed
 from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
+from vault.metrics import ledger_counts
+from vault.metrics.exposition import scrape_registry
 from vault.runtime import Runtime
 
 
 def create_app(runtime: Runtime) -> Litestar:
     return_large_buffers()
+    ledger_counts.install()
+    on_api_port = [metrics] if runtime.settings.observability.metrics_port == 0 else []
     partner = Router(
         path="/api/v2/partner",
         route_handlers=[
@@ -51,9 +57,9 @@ def create_app(runtime: Runtime) -> Litestar:
         security=[{"ApiKey": []}],
     )
     app = Litestar(
-        route_handlers=[partner, health, ready, public_keys],
+        route_handlers=[partner, health, ready, public_keys, *on_api_port],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
-        before_send=[add_id_headers, add_rate_headers, complete_allow],
+        before_send=[add_id_headers, add_rate_headers, complete_allow, observe],
         middleware=[edge_middleware(runtime)],
         exception_handlers={
             EvaultError: handle_domain_error,
@@ -75,6 +81,14 @@ def create_app(runtime: Runtime) -> Litestar:
             ),
         ),
         debug=False,
+        logging_config=None,  # the process's logging is ours (vault/log_format.py): text or JSON lines
     )
     app.state.runtime = runtime
+    app.state[REGISTRY_STATE] = metrics_registry(runtime)
+    timed(app)
     return app
+
+
+def metrics_registry(runtime: Runtime) -> CollectorRegistry:
+    """What ``/metrics`` reads, on this port or on ``EVAULT_METRICS_PORT``."""
+    return scrape_registry(runtime.db, runtime.settings.vault.checkpoint_interval_seconds)

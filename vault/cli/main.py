@@ -14,19 +14,33 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from compliance import strict_json
 from compliance.errors import EvaultError
 from compliance.ledger.vault_key import SigningKeyError
-from storage.settings import Settings, SettingsError
+from storage.settings import Settings, SettingsError, log_format
 from vault.cli.erase import add_commands as add_erase_commands
 from vault.cli.evidence import add_cert_commands, add_trust_options, trust_from
 from vault.cli.keys import add_commands as add_key_commands
+from vault.log_format import configure as configure_logging
+from vault.metrics.multiproc import metrics_dir, use_multiprocess_dir
 
 BOOTSTRAP_KEY_FILE = "bootstrap-key.txt"
+
+log = logging.getLogger("evault")
+
+
+def _say(settings: Settings, message: str) -> None:
+    """A line for the operator: printed, or logged when the logs are JSON (so every line of the log parses)."""
+    if settings.observability.log_format == "json":
+        log.info(message)
+    else:
+        print(message, flush=True)
 
 
 class _Stopped(BaseException):
@@ -71,22 +85,26 @@ def _announce_bootstrap_key(settings: Settings, base: str, org_id: str, raw_key:
     with os.fdopen(fd, "w") as handle:
         handle.write(f"organisation: {org_id}\nX-API-Key: {raw_key}\n")
     os.chmod(path, 0o600)
-    print(
+    _say(
+        settings,
         f"evault: created organisation {org_id} with an all-scopes API key; stdout is not a terminal, so the "
         f"key is in {path} (mode 0600): read it, then delete the file",
-        flush=True,
     )
 
 
 def _serve(_: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the embedded store dies (exit 1, for a supervisor)."""
+    settings = Settings.from_env()
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    use_multiprocess_dir(metrics_dir(settings.data_dir))  # before anything imports prometheus_client
     import uvicorn
 
     from vault.api.app import create_app
+    from vault.api.observe import REGISTRY_STATE
+    from vault.metrics.exposition import serve_separately
     from vault.runtime import open_runtime
     from vault.tenancy import bootstrap
 
-    settings = Settings.from_env()
     listener = _listen(settings.api.host, settings.api.port)
     public_url = settings.api.public_url
     if settings.api.port == 0 and not settings.env.get("EVAULT_PUBLIC_URL"):
@@ -94,17 +112,23 @@ def _serve(_: argparse.Namespace) -> int:
     handled = (signal.SIGTERM, signal.SIGINT)
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in handled}
     runtime = None
+    stop_metrics = None
     failures: list[str] = []
     try:
-        print(f"evault: opening the vault in {settings.data_dir} ...", flush=True)
+        _say(settings, f"evault: opening the vault in {settings.data_dir} ...")
         runtime = open_runtime(settings)
+        app = create_app(runtime)
+        stop_metrics = _metrics_port(settings, app.state[REGISTRY_STATE], serve_separately)
         with runtime.db.session() as session:
             first = bootstrap(session)
         base = f"{public_url}/api/v2/partner"
-        print(f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)", flush=True)
+        _say(settings, f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)")
         if first is not None:
             _announce_bootstrap_key(settings, base, first[0].id, first[1])
-        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="info", timeout_graceful_shutdown=10))
+        # No logging config of uvicorn's own: its lines go through ours (text or JSON); the request lines are
+        # ours too (vault/api/observe.py), with route templates and ids instead of raw paths.
+        config = uvicorn.Config(app, log_level="info", log_config=None, access_log=False, timeout_graceful_shutdown=10)
+        server = uvicorn.Server(config)
 
         def stop_serving(reason: str) -> None:
             if not server.should_exit:  # already stopping on a signal (a terminal's Ctrl-C reaches weed too)
@@ -123,6 +147,8 @@ def _serve(_: argparse.Namespace) -> int:
         for sig in handled:
             signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the clean-up short
         try:
+            if stop_metrics is not None:
+                stop_metrics()
             if runtime is not None:
                 runtime.close()
             listener.close()
@@ -132,8 +158,28 @@ def _serve(_: argparse.Namespace) -> int:
     if failures:
         print(f"evault: {failures[0]}; exiting so that a supervisor restarts the service", file=sys.stderr)
         return 1
-    print("evault: stopped", flush=True)
+    _say(settings, "evault: stopped")
     return 0
+
+
+def _metrics_port(
+    settings: Settings, registry: Any, serve: Callable[..., Callable[[], None]]
+) -> Callable[[], None] | None:
+    """Start ``/metrics`` on ``EVAULT_METRICS_PORT`` when one is set; a taken port stops the start."""
+    from vault.runtime import StartupError
+
+    obs = settings.observability
+    if obs.metrics_port == 0:
+        return None
+    try:
+        stop = serve(registry, obs.metrics_host, obs.metrics_port)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on {obs.metrics_host}:{obs.metrics_port} "
+            f"(EVAULT_METRICS_HOST, EVAULT_METRICS_PORT): {exc.strerror}"
+        ) from None
+    _say(settings, f"evault: metrics on http://{obs.metrics_host}:{obs.metrics_port}/metrics")
+    return stop
 
 
 def _log_verify(args: argparse.Namespace) -> int:
@@ -327,7 +373,11 @@ def _refusals() -> tuple[type[Exception], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        configure_logging(log_format(os.environ))
+    except SettingsError as exc:
+        print(f"evault: {exc}", file=sys.stderr)
+        return 1
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)

@@ -1,0 +1,154 @@
+"""``/metrics`` after a scripted walk-through: every count goes up by exactly what was done, on both databases.
+
+The counters are the process's (in memory here: no multiprocess directory in the test process); the gauges are
+read from the database at scrape time. ``tests/test_metrics_multiprocess.py`` covers several processes and
+``tests/test_json_logs.py`` the real ``evault serve``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import select
+
+from storage.ids import utcnow
+from storage.models import Checkpoint, LogState, VaultClaim, VerifyFinding, VerifyRun
+from tests.helpers import API, create_envelope, upload
+from tests.metrics_scrape import Samples, route_value, samples, value
+from tests.pdf_factory import make_pdf
+from vault.runtime import Runtime
+
+
+def _scrape(client: Any) -> Samples:
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return samples(response.text)
+
+
+def test_walkthrough_moves_each_count_by_what_was_done(client: Any, runtime: Runtime, tenant: Any) -> None:
+    org_id, headers = tenant
+    before = _scrape(client)
+    pdf = make_pdf(pages=2)
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, pdf).status_code == 201
+    for _ in range(2):
+        copy = client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers)
+        assert copy.status_code == 200, copy.text
+    missing = client.get(f"{API}/envelopes/env_missing", headers=headers)
+    assert missing.status_code == 404
+    released = client.post(f"{API}/envelopes/{envelope_id}/vault-out", json={"reason": "payoff"}, headers=headers)
+    assert released.status_code == 200, released.text
+    runtime.checkpoints.checkpoint_now(org_id)
+    after = _scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("evault_vault_ins_total") == 1
+    assert delta("evault_vaulted_bytes_total") == len(pdf)
+    assert delta("evault_copies_issued_total") == 2
+    assert delta("evault_releases_total") == 1
+    assert delta("evault_ledger_events_total", type="vault.vaulted_in") == 1
+    assert delta("evault_ledger_events_total", type="envelope.created") == 1
+
+    def route_delta(name: str, suffix: str, **labels: str) -> float:
+        return route_value(after, name, suffix, **labels) - route_value(before, name, suffix, **labels)
+
+    assert route_delta("evault_http_requests_total", "/vault-in-upload", method="POST", status="201") == 1
+    assert route_delta("evault_http_requests_total", "/vault/copy/signed-url", method="GET", status="200") == 2
+    assert route_delta("evault_http_requests_total", "/vault-out", method="POST", status="200") == 1
+    assert route_delta("evault_http_requests_total", "}", method="GET", status="404") == 1  # a template, not the id
+    assert route_delta("evault_http_request_duration_seconds_count", "/vault/copy/signed-url", method="GET") == 2
+    assert not [key for key in after if "env_missing" in str(key) or envelope_id in str(key)]
+
+    with runtime.db.read_session() as session:
+        log_size = session.get(LogState, org_id)
+        latest = session.exec(select(Checkpoint).where(Checkpoint.org_id == org_id)).all()
+    assert log_size is not None
+    assert value(after, "evault_log_size", org=org_id) == log_size.size
+    assert value(after, "evault_checkpoint_size", org=org_id) == max(c.size for c in latest) == log_size.size
+    assert 0 <= value(after, "evault_checkpoint_age_seconds", org=org_id) < 60
+    assert value(after, "evault_checkpoint_interval_seconds") == runtime.settings.vault.checkpoint_interval_seconds
+    assert value(after, "evault_metrics_database_up") == 1
+
+
+def test_an_organisation_without_a_checkpoint_ages_from_its_creation(client: Any, make_key: Any) -> None:
+    org_id, _ = make_key()
+    found = _scrape(client)
+    assert ("evault_checkpoint_age_seconds", frozenset({("org", org_id)})) in found
+    assert value(found, "evault_checkpoint_size", org=org_id) == 0
+    assert value(found, "evault_log_size", org=org_id) >= 1  # org.created and key.created
+
+
+def test_open_claims_and_the_last_verifier_run(client: Any, runtime: Runtime, tenant: Any) -> None:
+    org_id, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    now = utcnow()
+    with runtime.db.session() as session:
+        session.add(
+            VaultClaim(
+                envelope_id=envelope_id,
+                org_id=org_id,
+                claim_id=f"clm_{uuid.uuid4().hex[:12]}",
+                digests=[],
+                plan={},
+                claimed_at=now - timedelta(seconds=120),
+                lease_until=now,
+            )
+        )
+        for run_id, ended, findings in (("vr_old", now - timedelta(days=1), 0), ("vr_new", now, 2)):
+            session.add(
+                VerifyRun(
+                    id=run_id,
+                    started_at=ended - timedelta(seconds=42),
+                    finished_at=ended,
+                    status="finished",
+                    scope={},
+                    code_version="test",
+                    counts={},
+                    verdict="findings" if findings else "clean",
+                )
+            )
+            session.flush()
+            for n in range(findings):
+                session.add(
+                    VerifyFinding(
+                        run_id=run_id,
+                        fingerprint=f"{run_id}-{n}",
+                        code="Object.Missing",
+                        subject={},
+                        message="planted",
+                        details={},
+                        found_at=ended,
+                    )
+                )
+    found = _scrape(client)
+    assert value(found, "evault_reconciler_open_claims") == 1
+    assert 119 <= value(found, "evault_reconciler_oldest_claim_age_seconds") < 180
+    assert value(found, "evault_verifier_last_run_findings") == 2
+    assert value(found, "evault_verifier_last_run_duration_seconds") == 42
+    assert abs(value(found, "evault_verifier_last_run_timestamp_seconds") - now.timestamp()) < 1
+
+
+def test_webhook_backlog_is_read_only_where_the_outbox_exists(client: Any, runtime: Runtime) -> None:
+    assert not [key for key in _scrape(client) if key[0].startswith("evault_webhook_")]
+    now = utcnow()
+    with runtime.db.session() as session:  # the outbox's shape as far as the collector reads it
+        session.execute(
+            text(
+                "CREATE TABLE webhook_delivery "
+                "(id VARCHAR(40) PRIMARY KEY, status VARCHAR(16), created_at TIMESTAMP WITH TIME ZONE)"
+            )
+        )
+        for n, (status, age) in enumerate((("pending", 7200), ("pending", 60), ("delivered", 9000))):
+            session.execute(
+                text("INSERT INTO webhook_delivery VALUES (:id, :status, :at)"),
+                {"id": f"whd_{n}", "status": status, "at": now - timedelta(seconds=age)},
+            )
+    found = _scrape(client)
+    assert value(found, "evault_webhook_backlog") == 2
+    assert 7199 <= value(found, "evault_webhook_backlog_oldest_age_seconds") < 7260
