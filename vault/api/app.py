@@ -7,7 +7,6 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.errors import EvaultError
@@ -28,12 +27,11 @@ from vault.api.errors import (
 from vault.api.evidence import EvidenceController
 from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
-from vault.api.observe import REGISTRY_STATE, metrics, observe, timed
+from vault.api.observe import metrics, observe, timed
 from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.metrics import ledger_counts
-from vault.metrics.exposition import scrape_registry
 from vault.runtime import Runtime
 
 
@@ -84,11 +82,5 @@ def create_app(runtime: Runtime) -> Litestar:
         logging_config=None,  # the process's logging is ours (vault/log_format.py): text or JSON lines
     )
     app.state.runtime = runtime
-    app.state[REGISTRY_STATE] = metrics_registry(runtime)
     timed(app)
     return app
-
-
-def metrics_registry(runtime: Runtime) -> CollectorRegistry:
-    """What ``/metrics`` reads, on this port or on ``EVAULT_METRICS_PORT``."""
-    return scrape_registry(runtime.db, runtime.settings.vault.checkpoint_interval_seconds)

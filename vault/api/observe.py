@@ -16,18 +16,25 @@ from typing import Any
 from litestar import Litestar, Request, Response, get
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry
 
 from vault.api.edge import PRINCIPAL_STATE
 from vault.api.request_id import ids
 from vault.log_format import FIELDS
-from vault.metrics.exposition import CONTENT_TYPE, render
+from vault.metrics.exposition import CONTENT_TYPE, render, scrape_registry
 from vault.metrics.instruments import LATENCY, REQUESTS
+from vault.runtime import Runtime
 
 log = logging.getLogger("evault.request")
 
 STARTED, STATUS = "evault.started", "evault.status"
 UNMATCHED = "unmatched"
 REGISTRY_STATE = "metrics_registry"
+
+
+def metrics_registry(runtime: Runtime) -> CollectorRegistry:
+    """What ``/metrics`` reads, on the API's port or on ``EVAULT_METRICS_PORT``."""
+    return scrape_registry(runtime.db, runtime.settings.vault.checkpoint_interval_seconds)
 
 
 def timed(app: Litestar) -> None:
@@ -77,4 +84,7 @@ async def observe(message: Message, scope: Scope) -> None:
 @get("/metrics", include_in_schema=False, sync_to_thread=True)
 def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Prometheus's scrape: unauthenticated, on this port only when no ``EVAULT_METRICS_PORT`` is set."""
-    return Response(render(request.app.state[REGISTRY_STATE]), media_type=CONTENT_TYPE)
+    state = request.app.state
+    if REGISTRY_STATE not in state:  # made on first use: create_app itself touches no database
+        state[REGISTRY_STATE] = metrics_registry(state.runtime)
+    return Response(render(state[REGISTRY_STATE]), media_type=CONTENT_TYPE)

@@ -100,7 +100,7 @@ def _serve(_: argparse.Namespace) -> int:
     import uvicorn
 
     from vault.api.app import create_app
-    from vault.api.observe import REGISTRY_STATE
+    from vault.api.observe import metrics_registry
     from vault.metrics.exposition import serve_separately
     from vault.runtime import open_runtime
     from vault.tenancy import bootstrap
@@ -118,7 +118,7 @@ def _serve(_: argparse.Namespace) -> int:
         _say(settings, f"evault: opening the vault in {settings.data_dir} ...")
         runtime = open_runtime(settings)
         app = create_app(runtime)
-        stop_metrics = _metrics_port(settings, app.state[REGISTRY_STATE], serve_separately)
+        stop_metrics = _metrics_port(settings, metrics_registry(runtime), serve_separately)
         with runtime.db.session() as session:
             first = bootstrap(session)
         base = f"{public_url}/api/v2/partner"
