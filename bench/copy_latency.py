@@ -1,11 +1,22 @@
-"""Copy isolation benchmark: does one tenant's copying slow another tenant down?
+"""Isolation benchmark: does one tenant's copying, or its compliance checks, slow another tenant down?
 
 One run starts the real stack (embedded SeaweedFS, SQLite, uvicorn in a thread), vaults a ``--pages``-page PDF
 for tenant A and a small one for tenant B, then measures B's ``GET /envelopes/{id}`` latency twice: alone, and
-while A keeps ``--copiers`` copy requests in flight. Stamping runs in child processes within the in-process
-slots, so A's extra requests are refused with 503 ``Copy.Busy`` instead of queueing; the report counts them.
+while A attacks with ``--copiers`` concurrent clients:
 
-    python bench/copy_latency.py [--pages N] [--requests N] [--copiers C] [--json]
+- ``--attack copies`` (default): A keeps copy requests in flight. Stamping runs in child processes within the
+  in-process slots, so A's extra requests are refused with 503 ``Copy.Busy`` instead of queueing.
+- ``--attack compliance-many-copies``: A first has ``--copies`` copies issued of its document, then its
+  clients call ``GET /compliance`` on that envelope back to back. The checks run in the evidence pool
+  (per-organisation cap, deadline), so A's extra calls are refused with 503 ``Evidence.Busy``.
+
+A's clients wait ``Retry-After`` when refused, as clients do; ``--ignore-retry-after`` makes them call again at
+once, which turns the attack into a request flood (what the per-key rate limit is for; the bench lifts it).
+
+The report counts A's answers by status and gives B's p50/p99 under attack as ratios of its idle ones.
+
+    python bench/copy_latency.py [--attack copies|compliance-many-copies] [--pages N] [--copies N]
+        [--requests N] [--copiers C] [--ignore-retry-after] [--json]
 """
 
 from __future__ import annotations
@@ -51,6 +62,21 @@ def tenant(runtime: Runtime, client: httpx.Client, pdf: bytes) -> tuple[dict[str
     return headers, envelope_id
 
 
+def attack_url(client: httpx.Client, attack: str, headers: dict[str, str], envelope_id: str, copies: int) -> str:
+    """What A's clients call; for the compliance attack, A's envelope first gets its ``copies`` copies."""
+    if attack == "copies":
+        return f"{API}/envelopes/{envelope_id}/vault/copy/signed-url"
+    issued = 0
+    while issued < copies:
+        response = client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers)
+        if response.status_code == 503:
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+            continue
+        response.raise_for_status()
+        issued += 1
+    return f"{API}/envelopes/{envelope_id}/compliance"
+
+
 def latencies(client: httpx.Client, url: str, headers: dict[str, str], count: int) -> list[float]:
     times = []
     for _ in range(count):
@@ -70,9 +96,16 @@ def summary(times: list[float]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--attack", choices=["copies", "compliance-many-copies"], default="copies")
     parser.add_argument("--pages", type=int, default=2000, help="pages of tenant A's document")
+    parser.add_argument("--copies", type=int, default=40, help="copies issued before the compliance attack")
     parser.add_argument("--requests", type=int, default=300, help="tenant B's GETs per phase")
-    parser.add_argument("--copiers", type=int, default=4, help="tenant A's concurrent copy requests")
+    parser.add_argument("--copiers", type=int, default=4, help="tenant A's concurrent clients")
+    parser.add_argument(
+        "--ignore-retry-after",
+        action="store_true",
+        help="A's clients call again at once when refused (a request flood: the per-key rate limit's job, lifted here)",
+    )
     # below Linux's ephemeral range (32768+), where ports collide
     parser.add_argument("--port", type=int, default=26390)
     parser.add_argument("--port-base", type=int, default=26400, help="first embedded SeaweedFS port")
@@ -99,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             with serve(runtime, args.port) as base, httpx.Client(base_url=base, timeout=300) as client:
                 a_headers, a_envelope = tenant(runtime, client, make_pdf(pages=args.pages))
                 b_headers, b_envelope = tenant(runtime, client, make_pdf(pages=2))
+                a_url = attack_url(client, args.attack, a_headers, a_envelope, args.copies)
                 b_url = f"{API}/envelopes/{b_envelope}"
                 latencies(client, b_url, b_headers, 20)  # warm-up
                 alone = latencies(client, b_url, b_headers, args.requests)
@@ -111,11 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                     with httpx.Client(base_url=base, timeout=300) as own:
                         while not stop.is_set():
                             started = time.perf_counter()
-                            status = own.get(f"{API}/envelopes/{a_envelope}/vault/copy/signed-url", headers=a_headers)
+                            status = own.get(a_url, headers=a_headers)
                             outcomes[status.status_code] += 1
                             if status.status_code == 200:
                                 copy_seconds.append(time.perf_counter() - started)
-                            else:
+                            elif not args.ignore_retry_after:
                                 time.sleep(float(status.headers.get("Retry-After", "1")))
 
                 threads = [threading.Thread(target=copier) for _ in range(args.copiers)]
@@ -130,24 +164,32 @@ def main(argv: list[str] | None = None) -> int:
             runtime.close()
 
     report: dict[str, Any] = {
+        "attack": args.attack,
         "pages": args.pages,
+        "copies": args.copies if args.attack != "copies" else None,
         "copiers": args.copiers,
         "alone": summary(alone),
-        "with_copies": summary(loaded),
-        "copy_responses": dict(outcomes),
-        "copy_p50_s": round(statistics.median(copy_seconds), 2) if copy_seconds else None,
+        "under_attack": summary(loaded),
+        "attack_responses": dict(outcomes),
+        "attack_p50_s": round(statistics.median(copy_seconds), 2) if copy_seconds else None,
     }
-    report["p50_ratio"] = round(report["with_copies"]["p50_ms"] / report["alone"]["p50_ms"], 2)
-    report["p99_ratio"] = round(report["with_copies"]["p99_ms"] / report["alone"]["p99_ms"], 2)
+    report["p50_ratio"] = round(report["under_attack"]["p50_ms"] / report["alone"]["p50_ms"], 2)
+    report["p99_ratio"] = round(report["under_attack"]["p99_ms"] / report["alone"]["p99_ms"], 2)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        what = (
+            f"{args.copiers} concurrent copy requests of a {args.pages}-page PDF"
+            if args.attack == "copies"
+            else f"{args.copiers} clients calling compliance on an envelope with {args.copies} copies of a "
+            f"{args.pages}-page PDF"
+        )
         print(
             f"tenant B GET latency, alone: p50 {report['alone']['p50_ms']} ms, p99 {report['alone']['p99_ms']} ms\n"
-            f"with {args.copiers} concurrent copy requests of a {args.pages}-page PDF by tenant A: "
-            f"p50 {report['with_copies']['p50_ms']} ms, p99 {report['with_copies']['p99_ms']} ms "
+            f"with {what} by tenant A: "
+            f"p50 {report['under_attack']['p50_ms']} ms, p99 {report['under_attack']['p99_ms']} ms "
             f"(x{report['p50_ratio']} / x{report['p99_ratio']})\n"
-            f"tenant A copy responses: {dict(outcomes)}, copy p50 {report['copy_p50_s']} s"
+            f"tenant A responses: {dict(outcomes)}, successful p50 {report['attack_p50_s']} s"
         )
     return 0
 

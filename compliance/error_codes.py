@@ -118,6 +118,14 @@ CODES: dict[str, ErrorCode] = {
     "Copy.TooComplex": ErrorCode(500, "stamping the copy passed its memory or CPU limit"),
     "Copy.Busy": ErrorCode(503, "stamping capacity is in use; see Retry-After"),
     "Vault.Busy": ErrorCode(503, "vetting capacity is in use; see Retry-After"),
+    "Evidence.Busy": ErrorCode(
+        503,
+        "EVAULT_EVIDENCE_PER_ORG (yours) or EVAULT_EVIDENCE_CONCURRENCY (all) evidence requests at work; see "
+        "Retry-After",
+    ),
+    "Evidence.Timeout": ErrorCode(
+        503, "the evidence passed EVAULT_EVIDENCE_DEADLINE_SECONDS; the work was stopped; see Retry-After"
+    ),
     # service health
     "Database.Unavailable": ErrorCode(503, "the database cannot be reached or locked; see Retry-After"),
     "Service.NotReady": ErrorCode(503, "a readiness check fails (details.failing names it)"),

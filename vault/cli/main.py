@@ -125,10 +125,14 @@ def _serve(_: argparse.Namespace) -> int:
         _say(settings, f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)")
         if first is not None:
             _announce_bootstrap_key(settings, base, first[0].id, first[1])
+        # On SIGTERM, requests in flight get the grace period; then uvicorn cancels them, which cancels their
+        # evidence work, and the runtime's close gives that work and the background threads bounded time.
         # No logging config of uvicorn's own: its lines go through ours (text or JSON); the request lines are
         # ours too (vault/api/observe.py), with route templates and ids instead of raw paths.
-        config = uvicorn.Config(app, log_level="info", log_config=None, access_log=False, timeout_graceful_shutdown=10)
-        server = uvicorn.Server(config)
+        grace = settings.api.shutdown_grace_seconds
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="info", log_config=None, access_log=False, timeout_graceful_shutdown=grace)
+        )
 
         def stop_serving(reason: str) -> None:
             if not server.should_exit:  # already stopping on a signal (a terminal's Ctrl-C reaches weed too)
