@@ -60,10 +60,14 @@ def _start(vault_env: dict[str, str], data_dir: Path, log_file: Path) -> tuple[s
     return proc, port, metrics_port
 
 
-def _wait_for_key(proc: subprocess.Popen[bytes], port: int, log_file: Path) -> str:
+def _wait_for_key(proc: subprocess.Popen[bytes], port: int, log_file: Path) -> str | None:
+    """The bootstrap key once the service is ready; None when a port was taken after we chose it (retry)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert proc.poll() is None, log_file.read_text()[-3000:]
+        if proc.poll() is not None:
+            log = log_file.read_text()
+            assert "Address already in use" in log, log[-3000:]
+            return None
         try:
             ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
         except httpx.HTTPError:
@@ -73,6 +77,19 @@ def _wait_for_key(proc: subprocess.Popen[bytes], port: int, log_file: Path) -> s
             return keys[0]
         time.sleep(0.5)
     raise AssertionError("evault serve did not become ready: " + log_file.read_text()[-3000:])
+
+
+Started = tuple[subprocess.Popen[bytes], int, int, str]
+
+
+def _started(vault_env: dict[str, str], data_dir: Path, log_file: Path) -> Started:
+    """A running service and its bootstrap key; a port some other process took meanwhile is chosen again."""
+    for _ in range(3):
+        proc, port, metrics_port = _start(vault_env, data_dir, log_file)
+        raw_key = _wait_for_key(proc, port, log_file)
+        if raw_key is not None:
+            return proc, port, metrics_port, raw_key
+    raise AssertionError("no free ports in three tries")
 
 
 def _walk_through(base: str, raw_key: str) -> tuple[str, list[str]]:
@@ -109,9 +126,8 @@ def test_json_log_of_a_real_run_keeps_no_secrets_and_every_request_line_parses(
     vault_env: dict[str, str], tmp_path: Path
 ) -> None:
     data_dir, log_file = tmp_path / "vault", tmp_path / "serve.log"
-    proc, port, metrics_port = _start(vault_env, data_dir, log_file)
+    proc, port, metrics_port, raw_key = _started(vault_env, data_dir, log_file)
     try:
-        raw_key = _wait_for_key(proc, port, log_file)
         envelope_id, signatures = _walk_through(f"http://127.0.0.1:{port}", raw_key)
         assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404  # only on its own port
         scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30)
