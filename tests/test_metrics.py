@@ -7,19 +7,27 @@ read from the database at scrape time. ``tests/test_metrics_multiprocess.py`` co
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlmodel import select
 
+from compliance.witness.cosignature import CosignatureSigner
 from storage.ids import utcnow
 from storage.models import Checkpoint, LogState, VaultClaim, VerifyFinding, VerifyRun
-from tests.helpers import API, create_envelope, upload
+from storage.settings import Settings
+from tests.helpers import API, create_envelope, free_port, upload
 from tests.metrics_scrape import Samples, route_value, samples, value
 from tests.pdf_factory import make_pdf
-from vault.runtime import Runtime
+from vault.metrics.exposition import render, scrape_registry
+from vault.metrics.instruments import failure_cause
+from vault.runtime import Runtime, open_runtime
+from vault.tenancy import create_organisation
 
 
 def _scrape(client: Any) -> Samples:
@@ -152,3 +160,32 @@ def test_webhook_backlog_is_read_only_where_the_outbox_exists(client: Any, runti
     found = _scrape(client)
     assert value(found, "evault_webhook_backlog") == 2
     assert 7199 <= value(found, "evault_webhook_backlog_oldest_age_seconds") < 7260
+
+
+def test_a_witness_that_does_not_answer_is_counted_as_a_witness_failure(
+    vault_env: dict[str, str], tmp_path: Path
+) -> None:
+    closed = free_port(15500, 16000)  # nothing listens there: the witness is down
+    vkey = CosignatureSigner("witness.example", Ed25519PrivateKey.generate()).verifier().vkey
+    env = {**vault_env, "EVAULT_WITNESSES": f"http://127.0.0.1:{closed} {vkey}", "EVAULT_CHECKPOINT_INTERVAL": "1"}
+    runtime = open_runtime(Settings.from_env(env))
+    try:
+        with runtime.db.session() as session:
+            create_organisation(session, "Witnessed")  # its log grows: a checkpoint is due
+        registry = scrape_registry(runtime.db, 1)
+        before = value(samples(render(registry).decode()), "evault_checkpoint_failures_total", cause="witness")
+        runtime.start_checkpointer()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            failed = value(samples(render(registry).decode()), "evault_checkpoint_failures_total", cause="witness")
+            if failed > before:
+                break
+            time.sleep(0.2)
+        assert failed > before
+    finally:
+        runtime.close()
+    assert [failure_cause(code) for code in ("Witness.Refused", "Timestamp.Unavailable", "Database.Unavailable")] == [
+        "witness",
+        "tsa",
+        "other",
+    ]

@@ -35,12 +35,13 @@ BOOTSTRAP_KEY_FILE = "bootstrap-key.txt"
 log = logging.getLogger("evault")
 
 
-def _say(settings: Settings, message: str) -> None:
-    """A line for the operator: printed, or logged when the logs are JSON (so every line of the log parses)."""
+def _say(settings: Settings, message: str, *, error: bool = False) -> None:
+    """A line for the operator: printed (an error to stderr), or logged when the logs are JSON (so every line
+    of the log parses)."""
     if settings.observability.log_format == "json":
-        log.info(message)
+        log.log(logging.ERROR if error else logging.INFO, message)
     else:
-        print(message, flush=True)
+        print(message, file=sys.stderr if error else sys.stdout, flush=True)
 
 
 class _Stopped(BaseException):
@@ -160,7 +161,7 @@ def _serve(_: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     if failures:
-        print(f"evault: {failures[0]}; exiting so that a supervisor restarts the service", file=sys.stderr)
+        _say(settings, f"evault: {failures[0]}; exiting so that a supervisor restarts the service", error=True)
         return 1
     _say(settings, "evault: stopped")
     return 0
