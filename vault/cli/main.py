@@ -56,14 +56,14 @@ def _listen(host: str, port: int) -> socket.socket:
     """Bind the API's socket before anything is created: a busy port then stops the start with nothing to undo
     (and no one-time bootstrap key printed for a service that never ran)."""
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    from vault.runtime import StartupError
-
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
         listener.listen(2048)
     except OSError as exc:
         listener.close()
+        from vault.runtime import StartupError  # only now: it imports the metrics library (see _serve)
+
         raise StartupError(f"cannot listen on {host}:{port} (EVAULT_HOST, EVAULT_PORT): {exc.strerror}") from None
     return listener
 
@@ -96,6 +96,7 @@ def _announce_bootstrap_key(settings: Settings, base: str, org_id: str, raw_key:
 def _serve(_: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the embedded store dies (exit 1, for a supervisor)."""
     settings = Settings.from_env()
+    listener = _listen(settings.api.host, settings.api.port)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     use_multiprocess_dir(metrics_dir(settings.data_dir))  # before anything imports prometheus_client
     import uvicorn
@@ -106,7 +107,6 @@ def _serve(_: argparse.Namespace) -> int:
     from vault.runtime import open_runtime
     from vault.tenancy import bootstrap
 
-    listener = _listen(settings.api.host, settings.api.port)
     public_url = settings.api.public_url
     if settings.api.port == 0 and not settings.env.get("EVAULT_PUBLIC_URL"):
         public_url = f"http://{settings.api.host}:{listener.getsockname()[1]}"
