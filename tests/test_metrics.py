@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlmodel import select
@@ -20,7 +21,7 @@ from sqlmodel import select
 from compliance.witness.cosignature import CosignatureSigner
 from storage.ids import utcnow
 from storage.models import Checkpoint, LogState, VaultClaim, VerifyFinding, VerifyRun
-from storage.settings import Settings
+from storage.settings import ObservabilitySettings, Settings, SettingsError
 from tests.helpers import API, create_envelope, free_port, upload
 from tests.metrics_scrape import Samples, route_value, samples, value
 from tests.pdf_factory import make_pdf
@@ -189,3 +190,24 @@ def test_a_witness_that_does_not_answer_is_counted_as_a_witness_failure(
         "tsa",
         "other",
     ]
+
+
+@pytest.mark.once
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"EVAULT_LOG_FORMAT": "xml"}, "EVAULT_LOG_FORMAT"),
+        ({"EVAULT_METRICS_PORT": "8000", "EVAULT_PORT": "8000"}, "EVAULT_METRICS_PORT"),
+        ({"EVAULT_METRICS_PORT": "70000"}, "EVAULT_METRICS_PORT"),
+    ],
+)
+def test_a_bad_metrics_or_log_setting_is_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+@pytest.mark.once
+def test_metrics_and_log_settings_load() -> None:
+    settings = Settings.from_env({"EVAULT_METRICS_PORT": "9464", "EVAULT_LOG_FORMAT": "JSON"})
+    assert (settings.observability.metrics_port, settings.observability.log_format) == (9464, "json")
+    assert Settings.from_env({}).observability == ObservabilitySettings(0, "127.0.0.1", "text")
