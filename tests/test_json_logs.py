@@ -34,6 +34,7 @@ PARTIES = [
 ]
 SECURED_PARTY = "Ophelia Marchetti Lending Trust"
 CORRELATION = "caller-trace-7f3a"
+WEBHOOK_TOKEN = "hooktoken-5d81e0c4a9"  # a receiver's credential in its URL, as some receivers take it
 
 
 def _start(vault_env: dict[str, str], data_dir: Path, log_file: Path) -> tuple[subprocess.Popen[bytes], int, int]:
@@ -47,6 +48,7 @@ def _start(vault_env: dict[str, str], data_dir: Path, log_file: Path) -> tuple[s
         EVAULT_PORT=str(port),
         EVAULT_METRICS_PORT=str(metrics_port),
         EVAULT_LOG_FORMAT="json",
+        EVAULT_WEBHOOK_ALLOW_NETWORKS="127.0.0.0/8",  # the receiver below is on loopback (and down)
     )
     with log_file.open("wb") as sink:
         proc = subprocess.Popen(
@@ -92,10 +94,17 @@ def _started(vault_env: dict[str, str], data_dir: Path, log_file: Path) -> Start
     raise AssertionError("no free ports in three tries")
 
 
+WEBHOOK_URL = f"http://127.0.0.1:{free_port(15500, 16000)}/evault?token={WEBHOOK_TOKEN}"
+
+
 def _walk_through(base: str, raw_key: str) -> tuple[str, list[str]]:
-    """Create, vault, copy, retrieve and certify one envelope; return its id and the URL signatures seen."""
+    """Configure a webhook; create, vault, copy, retrieve and certify one envelope; return the envelope's id and
+    the secrets seen (the webhook's signing secret and the URL signatures)."""
     headers = {"X-API-Key": raw_key, "X-Request-Id": CORRELATION}
     with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+        hook = client.patch(f"{API}/webhook", json={"url": WEBHOOK_URL})
+        assert hook.status_code == 200, hook.text
+        webhook_secret = hook.json()["secret"]
         created = client.post(
             f"{API}/envelopes",
             json={"kind": "paper", "title": "Loan 4471", "parties": PARTIES, "secured_party": {"name": SECURED_PARTY}},
@@ -117,9 +126,13 @@ def _walk_through(base: str, raw_key: str) -> tuple[str, list[str]]:
         assert certificate.status_code == 200, certificate.text
         refused = client.get(f"{API}/envelopes", headers={"X-API-Key": "evk_thisisnotakey0123456789abcdef"})
         assert refused.status_code == 401
+        deadline = time.monotonic() + 30  # the sender has tried the (down) receiver at least once
+        while not any(d["attempt_count"] for d in client.get(f"{API}/webhook/deliveries").json()["items"]):
+            assert time.monotonic() < deadline, "no webhook delivery was attempted"
+            time.sleep(0.5)
     signatures = [parse_qs(urlsplit(url).query)["X-Amz-Signature"][0] for url in urls]
-    assert len(signatures) == 2
-    return envelope_id, signatures
+    assert len(signatures) == 2 and webhook_secret.startswith("whsec_")
+    return envelope_id, [webhook_secret, webhook_secret.removeprefix("whsec_"), *signatures]
 
 
 def test_json_log_of_a_real_run_keeps_no_secrets_and_every_request_line_parses(
@@ -150,6 +163,7 @@ def test_json_log_of_a_real_run_keeps_no_secrets_and_every_request_line_parses(
     assert route_value(found, "evault_http_requests_total", "/envelopes", method="GET", status="401") == 1
 
     secrets = [raw_key, "evk_thisisnotakey0123456789abcdef", *signatures, vault_env["EVAULT_S3_SECRET_KEY"]]
+    secrets.append(WEBHOOK_TOKEN)
     personal = [SECURED_PARTY, *(p["name"] for p in PARTIES), *(p["email"] for p in PARTIES)]
     for needle in secrets + personal + [n.split()[0] for n in personal if "@" not in n]:
         assert needle not in log, f"the log contains {needle!r}"

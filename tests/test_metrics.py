@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import text
 from sqlmodel import select
 
 from compliance.witness.cosignature import CosignatureSigner
 from storage.ids import utcnow
-from storage.models import Checkpoint, LogState, VaultClaim, VerifyFinding, VerifyRun
+from storage.models import Checkpoint, LogState, VaultClaim, VerifyFinding, VerifyRun, WebhookDelivery
 from storage.settings import ObservabilitySettings, Settings, SettingsError
 from tests.helpers import API, create_envelope, free_port, upload
 from tests.metrics_scrape import Samples, route_value, samples, value
@@ -143,20 +142,25 @@ def test_open_claims_and_the_last_verifier_run(client: Any, runtime: Runtime, te
     assert abs(value(found, "evault_verifier_last_run_timestamp_seconds") - now.timestamp()) < 1
 
 
-def test_webhook_backlog_is_read_only_where_the_outbox_exists(client: Any, runtime: Runtime) -> None:
-    assert not [key for key in _scrape(client) if key[0].startswith("evault_webhook_")]
+def test_webhook_backlog_counts_pending_deliveries_and_ages_the_oldest(
+    client: Any, runtime: Runtime, tenant: Any
+) -> None:
+    org_id, _ = tenant
     now = utcnow()
-    with runtime.db.session() as session:  # the outbox's shape as far as the collector reads it
-        session.execute(
-            text(
-                "CREATE TABLE webhook_delivery "
-                "(id VARCHAR(40) PRIMARY KEY, status VARCHAR(16), created_at TIMESTAMP WITH TIME ZONE)"
-            )
-        )
-        for n, (status, age) in enumerate((("pending", 7200), ("pending", 60), ("delivered", 9000))):
-            session.execute(
-                text("INSERT INTO webhook_delivery VALUES (:id, :status, :at)"),
-                {"id": f"whd_{n}", "status": status, "at": now - timedelta(seconds=age)},
+    with runtime.db.session() as session:
+        for n, (status, age) in enumerate((("pending", 7200), ("pending", 60), ("delivered", 9000), ("failed", 9500))):
+            session.add(
+                WebhookDelivery(
+                    id=f"whd_{n}",
+                    org_id=org_id,
+                    webhook_id=f"msg_{n}",
+                    event_type="vault.vaulted_in",
+                    leaf_index=n,
+                    body="{}",
+                    status=status,
+                    next_attempt_at=now if status == "pending" else None,
+                    created_at=now - timedelta(seconds=age),
+                )
             )
     found = _scrape(client)
     assert value(found, "evault_webhook_backlog") == 2

@@ -31,6 +31,7 @@ from vault.api.observe import metrics, observe, timed
 from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
+from vault.api.webhooks import WebhookController
 from vault.metrics import ledger_counts
 from vault.runtime import Runtime
 
@@ -47,6 +48,7 @@ def create_app(runtime: Runtime) -> Litestar:
             LogController,
             EnvelopeProofController,
             EvidenceController,
+            WebhookController,
         ],
         dependencies={
             "principal": Provide(provide_principal),

@@ -2,8 +2,7 @@
 
 Each query is bounded: one row per organisation (its log size and its latest checkpoint, found by the primary
 key's order, not by scanning checkpoints), the open vault-in claims (a handful), the newest verifier run, and
-the pending webhook deliveries (the ``status`` index). The webhook outbox is read only where its table exists,
-so this collector works before and after that migration. A database that does not answer gives
+the pending webhook deliveries (the ``status`` index). A database that does not answer gives
 ``evault_metrics_database_up 0`` and no gauges, never a failed scrape.
 """
 
@@ -15,17 +14,15 @@ from datetime import UTC, datetime
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from storage.db import Database
 from storage.ids import utcnow
-from storage.models import Checkpoint, LogState, Organisation, VaultClaim, VerifyFinding, VerifyRun
+from storage.models import Checkpoint, LogState, Organisation, VaultClaim, VerifyFinding, VerifyRun, WebhookDelivery
 
 log = logging.getLogger("evault.metrics")
-
-OUTBOX_TABLE = "webhook_delivery"  # the webhook outbox: rows with status 'pending' are the backlog
 
 
 def _age(now: datetime, then: datetime | None) -> float | None:
@@ -101,14 +98,10 @@ def _verifier(session: Session) -> Iterator[GaugeMetricFamily]:
 
 
 def _webhooks(session: Session, now: datetime) -> Iterator[GaugeMetricFamily]:
-    """The outbox's backlog; nothing where the webhook tables are not there (yet)."""
-    if not inspect(session.connection()).has_table(OUTBOX_TABLE):
-        return
+    """The outbox's backlog: pending deliveries (through the ``status`` index)."""
     count, oldest = session.execute(
-        text(f"SELECT count(*), min(created_at) FROM {OUTBOX_TABLE} WHERE status = 'pending'")  # noqa: S608
+        select(func.count(), func.min(WebhookDelivery.created_at)).where(col(WebhookDelivery.status) == "pending")
     ).one()
-    if isinstance(oldest, str):  # SQLite through text(): no column type to convert with
-        oldest = datetime.fromisoformat(oldest)
     yield GaugeMetricFamily("evault_webhook_backlog", "Webhook deliveries waiting to be sent", value=float(count))
     yield GaugeMetricFamily(
         "evault_webhook_backlog_oldest_age_seconds",
