@@ -7,6 +7,7 @@ read from the database at scrape time. ``tests/test_metrics_multiprocess.py`` co
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import timedelta
@@ -215,3 +216,21 @@ def test_metrics_and_log_settings_load() -> None:
     settings = Settings.from_env({"EVAULT_METRICS_PORT": "9464", "EVAULT_LOG_FORMAT": "JSON"})
     assert (settings.observability.metrics_port, settings.observability.log_format) == (9464, "json")
     assert Settings.from_env({}).observability == ObservabilitySettings(0, "127.0.0.1", "text")
+
+
+def test_each_answer_is_logged_once_by_its_template_with_its_ids(
+    client: Any, tenant: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    org_id, headers = tenant
+    caplog.set_level(logging.INFO, logger="evault.request")
+    response = client.get(f"{API}/envelopes/env_missing", headers={**headers, "X-Request-Id": "trace-1"})
+    assert response.status_code == 404
+    (record,) = [r for r in caplog.records if r.name == "evault.request"]
+    fields = record.evault  # type: ignore[attr-defined]
+    assert fields["request_id"] == response.headers["x-request-id"] == response.json()["request_id"]
+    assert (fields["correlation_id"], fields["org"], fields["status"]) == ("trace-1", org_id, 404)
+    assert headers["X-API-Key"].startswith(fields["key_prefix"]) and fields["key_prefix"] != headers["X-API-Key"]
+    assert fields["route"] == f"{API}/envelopes/{{envelope_id}}" and fields["duration_ms"] >= 0
+    message = record.getMessage()
+    assert message.startswith(f"GET {API}/envelopes/{{envelope_id}} 404 ") and fields["request_id"] in message
+    assert "env_missing" not in message

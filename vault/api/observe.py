@@ -77,8 +77,8 @@ async def observe(message: Message, scope: Scope) -> None:
     fields = _fields(scope, state.pop(STATUS), seconds)
     REQUESTS.labels(fields["method"], fields["route"], str(fields["status"])).inc()
     LATENCY.labels(fields["method"], fields["route"]).observe(seconds)
-    line = (fields["method"], fields["route"], fields["status"], fields["duration_ms"])
-    log.info("%s %s %s %.1fms", *line, extra={FIELDS: fields})
+    line = (fields["method"], fields["route"], fields["status"], fields["duration_ms"], fields["request_id"])
+    log.info("%s %s %s %.1fms %s", *line, extra={FIELDS: fields})
 
 
 @get("/metrics", include_in_schema=False, sync_to_thread=True)
