@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import threading
 import uuid
@@ -117,3 +118,32 @@ def together(*calls: Callable[[], Any]) -> list[Any]:
     for t in threads:
         t.join(60)
     return results
+
+
+def send_head(
+    address: tuple[str, int], path: str, headers: dict[str, str], length: int, body: bytes = b""
+) -> socket.socket:
+    """Send a request's head announcing ``length`` body bytes, and only ``body`` of them."""
+    sock = socket.create_connection(address, timeout=30)
+    lines = [f"POST {path} HTTP/1.1", f"Host: {address[0]}", f"Content-Length: {length}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    return sock
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Read one response (it must come while the body we announced is still unsent)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed without a response"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        rest += chunk
+    return int(status_line.split()[1]), headers, json.loads(rest[:length] or b"{}")

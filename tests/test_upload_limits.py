@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import subprocess
@@ -28,9 +27,10 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.helpers import API, create_envelope, free_port, upload
+from tests.helpers import API, create_envelope, free_port, read_answer, send_head, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
+from vault.api.server import uvicorn_config
 from vault.runtime import Runtime
 
 MiB = 1024 * 1024
@@ -43,6 +43,7 @@ def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
         "EVAULT_MAX_UPLOAD_BYTES": str(40 * MiB),
         "EVAULT_MAX_UPLOADS_PER_KEY": "2",
         "EVAULT_MAX_UPLOADS": "3",
+        "EVAULT_MAX_UPLOADS_PER_ORG": "3",  # here one organisation's keys fill the total (fairness: test_slow_clients)
     }
 
 
@@ -50,7 +51,8 @@ def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
 def server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     """The app served by uvicorn on a loopback port of this helper's range, in a thread."""
     port = free_port(8500, 8550)
-    config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    options = {"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "off"}
+    config = uvicorn_config(create_app(runtime), runtime.settings.edge, **options)
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
@@ -63,43 +65,14 @@ def server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     thread.join(20)
 
 
-def _open(
-    address: tuple[str, int], path: str, headers: dict[str, str], length: int, body: bytes = b""
-) -> socket.socket:
-    """Send a request's head announcing ``length`` body bytes, and only ``body`` of them."""
-    sock = socket.create_connection(address, timeout=30)
-    lines = [f"POST {path} HTTP/1.1", f"Host: {address[0]}", f"Content-Length: {length}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-    return sock
-
-
-def _answer(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, Any]]:
-    """Read one response (it must come while the body we announced is still unsent)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed without a response"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
-    length = int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk
-        rest += chunk
-    return int(status_line.split()[1]), headers, json.loads(rest[:length] or b"{}")
-
-
 def test_unauthenticated_huge_post_gets_401_without_its_body_being_read(server: tuple[str, int]) -> None:
     for path, headers in [
         (f"{API}/envelopes", {"Content-Type": "application/json"}),
         (f"{API}/envelopes/env_x/vault-in-upload", {"Content-Type": "application/pdf"}),
         (f"{API}/envelopes", {"Content-Type": "application/json", "X-API-Key": "lk_" + "x" * 43}),
     ]:
-        with _open(server, path, headers, 10 * 1024**3, b"{") as sock:
-            status, _, body = _answer(sock)
+        with send_head(server, path, headers, 10 * 1024**3, b"{") as sock:
+            status, _, body = read_answer(sock)
         assert status == 401, body
         assert body["code"] in {"Auth.MissingKey", "Auth.UnknownKey"}
 
@@ -107,24 +80,24 @@ def test_unauthenticated_huge_post_gets_401_without_its_body_being_read(server: 
 def test_key_without_the_scope_gets_403_before_the_body(server: tuple[str, int], make_key: Any) -> None:
     _, raw = make_key(["envelopes:read"])
     headers = {"Content-Type": "application/pdf", "X-API-Key": raw}
-    with _open(server, f"{API}/envelopes/env_x/vault-in-upload", headers, 10 * 1024**3) as sock:
-        status, _, body = _answer(sock)
+    with send_head(server, f"{API}/envelopes/env_x/vault-in-upload", headers, 10 * 1024**3) as sock:
+        status, _, body = read_answer(sock)
     assert (status, body["code"]) == (403, "Auth.InsufficientScope")
 
 
 def test_announced_length_over_the_routes_limit_is_413_at_once(server: tuple[str, int], tenant: Any) -> None:
     _, key = tenant
     json_headers = {**key, "Content-Type": "application/json"}
-    with _open(server, f"{API}/envelopes", json_headers, 64 * 1024 + 1) as sock:
-        status, _, body = _answer(sock)
+    with send_head(server, f"{API}/envelopes", json_headers, 64 * 1024 + 1) as sock:
+        status, _, body = read_answer(sock)
     assert (status, body["code"], body["details"]["setting"]) == (413, "Request.TooLarge", "EVAULT_MAX_JSON_BYTES")
     pdf_headers = {**key, "Content-Type": "application/pdf"}
-    with _open(server, f"{API}/envelopes/env_x/vault-in-upload", pdf_headers, 40 * MiB + 1) as sock:
-        status, _, body = _answer(sock)
+    with send_head(server, f"{API}/envelopes/env_x/vault-in-upload", pdf_headers, 40 * MiB + 1) as sock:
+        status, _, body = read_answer(sock)
     assert (status, body["details"]["setting"]) == (413, "EVAULT_MAX_UPLOAD_BYTES")
     # A JSON route never takes the upload limit: 1 MiB announced for vault-out is refused.
-    with _open(server, f"{API}/envelopes/env_x/vault-out", json_headers, MiB) as sock:
-        assert _answer(sock)[0] == 413
+    with send_head(server, f"{API}/envelopes/env_x/vault-out", json_headers, MiB) as sock:
+        assert read_answer(sock)[0] == 413
 
 
 def test_chunked_json_body_over_the_limit_is_413(server: tuple[str, int], tenant: Any) -> None:
@@ -148,17 +121,17 @@ def test_uploads_in_flight_are_capped_per_key_and_in_total(server: tuple[str, in
     path = f"{API}/envelopes/{envelope_id}/vault-in-upload"
 
     def hold(key: str) -> socket.socket:
-        return _open(server, path, {"X-API-Key": key, "Content-Type": "application/pdf"}, MiB, b"%PDF-")
+        return send_head(server, path, {"X-API-Key": key, "Content-Type": "application/pdf"}, MiB, b"%PDF-")
 
     held = [hold(key_a), hold(key_a)]
     time.sleep(0.5)  # let the server take their slots (not a timing claim: the answers below are the test)
     with hold(key_a) as third:
-        status, headers, body = _answer(third)
+        status, headers, body = read_answer(third)
     assert (status, body["code"], headers["retry-after"]) == (429, "Request.TooManyUploads", "1")
     held.append(hold(key_b))
     time.sleep(0.5)
     with hold(key_b) as fourth:
-        status, headers, body = _answer(fourth)
+        status, headers, body = read_answer(fourth)
     assert (status, body["code"]) == (503, "Request.ServerBusy")
     assert int(headers["retry-after"]) >= 1
     for sock in held:
@@ -225,9 +198,11 @@ SERVE = """
 import sys, uvicorn
 from storage.settings import Settings
 from vault.api.app import create_app
+from vault.api.server import uvicorn_config
 from vault.runtime import open_runtime
 runtime = open_runtime(Settings.from_env())
-uvicorn.run(create_app(runtime), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+config = uvicorn_config(create_app(runtime), runtime.settings.edge, host="127.0.0.1", port=int(sys.argv[1]))
+uvicorn.Server(config).run()
 """
 
 

@@ -81,6 +81,7 @@ def _serve(_: argparse.Namespace) -> int:
     import uvicorn
 
     from vault.api.app import create_app
+    from vault.api.server import uvicorn_config
     from vault.runtime import open_runtime
     from vault.tenancy import bootstrap
 
@@ -102,7 +103,8 @@ def _serve(_: argparse.Namespace) -> int:
         print(f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)", flush=True)
         if first is not None:
             _announce_bootstrap_key(settings, base, first[0].id, first[1])
-        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="info", timeout_graceful_shutdown=10))
+        config = uvicorn_config(create_app(runtime), settings.edge, log_level="info", timeout_graceful_shutdown=10)
+        server = uvicorn.Server(config)
 
         def stop_serving(reason: str) -> None:
             if not server.should_exit:  # already stopping on a signal (a terminal's Ctrl-C reaches weed too)
