@@ -162,9 +162,7 @@ def test_org_over_its_share_is_refused_with_the_org_setting(server: tuple[str, i
             sock.close()
 
 
-def test_a_body_at_an_honest_pace_outlasts_the_header_deadline(
-    server: tuple[str, int], make_key: Any
-) -> None:
+def test_a_body_at_an_honest_pace_outlasts_the_header_deadline(server: tuple[str, int], make_key: Any) -> None:
     _, key = make_key()
     envelope_id = create_envelope_over(server, key)
     pdf = make_pdf()
@@ -252,7 +250,9 @@ def test_a_freed_slot_goes_to_the_org_below_its_share() -> None:
     first = [threading.Thread(target=hold_one, args=("a", 0, releases[i])) for i in range(2)]
     for t in first:
         t.start()
+    deadline = time.monotonic() + 10
     while len(order) < 2:
+        assert time.monotonic() < deadline, "the first two did not get their slots"
         time.sleep(0.01)
     waiting = [threading.Thread(target=hold_one, args=(org, 10, releases[2 + i])) for i, org in enumerate("ab")]
     for t in waiting:
