@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.errors import Unavailable
 from compliance.ledger.note import NoteVerifier
-from compliance.signing import checkpoint_verifier, public_key_path
+from compliance.ledger.vault_key import checkpoint_verifier, public_key_path
 from compliance.sources import Sources
 from storage.buckets import check_worm_bucket
 from storage.db import MIGRATIONS, Database

@@ -2,7 +2,8 @@
 
 ``tests/test_error_codes.py`` greps the source tree for code literals and fails when one is missing here or
 listed here but raised nowhere, and checks that the README's table is :func:`markdown_table` exactly.
-Status ``None``: not an HTTP answer, but a finding of ``evault verify`` or of the offline verifiers.
+Status ``None``: not an HTTP answer, but an operator command's error, a finding of ``evault verify`` or of the
+offline verifiers.
 Print the table with ``python -m compliance.error_codes``.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from compliance.verifier.codes import CODES as FINDING_CODES
+from compliance.finding_codes import CODES as FINDING_CODES
 
 
 class ErrorCode(NamedTuple):
@@ -105,7 +106,7 @@ CODES: dict[str, ErrorCode] = {
     "VaultOut.NoteRequired": ErrorCode(400, "reason other needs a note"),
     "Log.OutOfRange": ErrorCode(400, "proof indices outside the log"),
     "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
-    "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original"),
+    "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
     "Storage.Unavailable": ErrorCode(503, "object storage failed; nothing was recorded as done"),
     # documents: budgets and signatures
@@ -143,6 +144,9 @@ CODES: dict[str, ErrorCode] = {
     "Attach.StoreNotRunning": ErrorCode(None, "the embedded store is not running"),
     "Attach.StoreUnusable": ErrorCode(None, "the authoritative bucket cannot be checked"),
     "Attach.NoPublicKey": ErrorCode(None, "the vault's public key cannot be read"),
+    "Subject.InvalidId": ErrorCode(None, "evault erase names something that is not a subject id (sub_...)"),
+    "Subject.NotFound": ErrorCode(None, "evault erase names no data subject"),
+    "Database.NotReady": ErrorCode(None, "an operator command finds no database, or one not migrated (exit 3)"),
     "Attach.NoReportKey": ErrorCode(None, "the report-signing key cannot be loaded"),
     "Verify.EmptyVault": ErrorCode(None, "nothing to verify: an empty vault is never clean (exit 3)"),
     "Verify.RunFinished": ErrorCode(None, "--resume names a run that already finished"),

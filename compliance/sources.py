@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compliance.ledger.checkpoints import origin_for
+from compliance.checkpoints.publisher import origin_for
 from compliance.ledger.note import NoteVerifier
 from storage.db import Database
 from storage.object_store import ObjectStore

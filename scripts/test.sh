@@ -79,6 +79,7 @@ command -v unshare >/dev/null || missing+=(util-linux)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v pdfsig >/dev/null || missing+=(poppler-utils)  # certificate PDFs are checked with poppler too
+command -v npm >/dev/null || missing+=(nodejs npm)  # the TypeScript contract check (tests/typescript)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
     if [[ " ${missing[*]} " == *" postgresql "* ]]; then

@@ -271,6 +271,26 @@ class StagedDocument(SQLModel, table=True):
     expires_at: datetime = _utc_column(index=True)
 
 
+class DataSubject(SQLModel, table=True):
+    """A person named in an envelope (a party): the clear values and the key their log commitment is made with.
+
+    The permanent log holds only ``HMAC-SHA256(key, RFC 8785 of the values)``. Erasure nulls ``key`` and
+    ``clear`` (crypto-shredding): the commitment in the log stays, and can no longer be opened or guessed at.
+    One key per subject, never per organisation, so erasing one person leaves everyone else readable.
+    """
+
+    __tablename__ = "data_subject"
+    __table_args__ = (_envelope_of_org("data_subject"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    envelope_id: str = Field(index=True, max_length=40)
+    key: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    clear: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
+    created_at: datetime = _utc_column()
+    erased_at: datetime | None = _utc_column(nullable=True)
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """One ``Idempotency-Key`` of one organisation: in flight (``status`` null) or its first response."""
 

@@ -20,6 +20,7 @@ from storage.embedded_s3 import EmbeddedS3
 from storage.settings import Settings
 from tests.helpers import store_env
 from vault.api.app import create_app
+from vault.cli.main import main as evault_main
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
@@ -93,3 +94,20 @@ def tenant(make_key: Callable[..., tuple[str, str]]) -> tuple[str, dict[str, str
     """An organisation with an all-scopes key, as (org_id, headers)."""
     org_id, raw = make_key()
     return org_id, {"X-API-Key": raw}
+
+
+@pytest.fixture
+def evault(
+    vault_env: dict[str, str], runtime: Runtime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """Run ``evault ARGS`` in-process against the runtime's (migrated) database: (exit code, stdout, stderr)."""
+    for name, value in vault_env.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = evault_main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -34,7 +34,7 @@ def assemble(objects: list[bytes], root: int = 1) -> bytes:
     return bytes(out)
 
 
-def _one_page(page_extra: bytes = b"", content: bytes = _TEXT, extra_objects: list[bytes] | None = None) -> bytes:
+def one_page(page_extra: bytes = b"", content: bytes = _TEXT, extra_objects: list[bytes] | None = None) -> bytes:
     """Catalog 1, Pages 2, Page 3, content 4, font 5, then ``extra_objects`` from 6 on."""
     return assemble(
         [
@@ -62,9 +62,23 @@ def decompression_bomb(streams: int = 10, inflated_each: int = 74_000_000) -> by
     blob = inflating_stream(inflated_each)
     first = 6
     refs = b" ".join(b"%d 0 R" % (first + i) for i in range(streams))
-    return _one_page(
+    return one_page(
         b"/EvaultBombs [" + refs + b"]",
         extra_objects=[stream(b"/Filter /FlateDecode", blob) for _ in range(streams)],
+    )
+
+
+def dense_page(rects: int) -> bytes:
+    """One page of ``rects`` tiny filled squares in one Flate stream: a few KB that a renderer holds as
+    ``rects`` parsed objects (pdfium: ~25 times the decoded content)."""
+    data = zlib.compress(b"0 0 3 3 re f\n" * rects, 9)
+    return assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R " + _MEDIA + b" /Contents 4 0 R >>",
+            stream(b"/Filter /FlateDecode", data),
+        ]
     )
 
 
@@ -104,12 +118,12 @@ def huge_page_tree(pages: int = 200_000, fanout: int = 1000) -> bytes:
 def deep_reference_chain(depth: int = 5000) -> bytes:
     """The page names object 6, which names 7, ... ``depth`` levels of indirect references deep."""
     chain = [b"<< /Next %d 0 R >>" % (7 + i) for i in range(depth - 1)] + [b"<< /End true >>"]
-    return _one_page(b"/EvaultChain 6 0 R", extra_objects=chain)
+    return one_page(b"/EvaultChain 6 0 R", extra_objects=chain)
 
 
 def self_reference() -> bytes:
     """Object 6 is nothing but a reference to itself, and the page's resources name it."""
-    return _one_page(b"/EvaultSelf 6 0 R", extra_objects=[b"6 0 R"])
+    return one_page(b"/EvaultSelf 6 0 R", extra_objects=[b"6 0 R"])
 
 
 def object_stream_loop() -> bytes:
@@ -154,7 +168,7 @@ def _appearance(rect: bytes, data: bytes, extra: bytes = b"") -> bytes:
 def covering_annotation() -> bytes:
     """A full-page opaque /Stamp annotation: viewers paint it above the page content, mark included."""
     annot = b"<< /Type /Annot /Subtype /Stamp /Rect [0 0 612 792] /F 4 /AP << /N 7 0 R >> >>"
-    return _one_page(b"/Annots [6 0 R]", extra_objects=[annot, _appearance(b"0 0 612 792", _WHITE_FULL_PAGE)])
+    return one_page(b"/Annots [6 0 R]", extra_objects=[annot, _appearance(b"0 0 612 792", _WHITE_FULL_PAGE)])
 
 
 def painting_link() -> bytes:
@@ -163,17 +177,17 @@ def painting_link() -> bytes:
         b"<< /Type /Annot /Subtype /Link /Rect [0 0 612 792] /F 4 /AP << /N 7 0 R >> /Border [0 0 12]"
         b" /C [0 0 1] /A << /S /URI /URI (https://example.com/) /Next << /S /JavaScript /JS (app.alert(1)) >> >> >>"
     )
-    return _one_page(b"/Annots [6 0 R]", extra_objects=[annot, _appearance(b"0 0 612 792", _WHITE_FULL_PAGE)])
+    return one_page(b"/Annots [6 0 R]", extra_objects=[annot, _appearance(b"0 0 612 792", _WHITE_FULL_PAGE)])
 
 
 def odd_cropbox() -> bytes:
     """A CropBox given upside down and reaching past the MediaBox: only [100 100 612 500] is visible."""
-    return _one_page(b"/CropBox [700 500 100 100]")
+    return one_page(b"/CropBox [700 500 100 100]")
 
 
 def rotated_cropped_page() -> bytes:
     """/Rotate 270 and a CropBox inside the MediaBox."""
-    return _one_page(b"/Rotate 270 /CropBox [50 80 560 700]")
+    return one_page(b"/Rotate 270 /CropBox [50 80 560 700]")
 
 
 def hiding_optional_content() -> bytes:
@@ -200,3 +214,51 @@ def hiding_optional_content() -> bytes:
         ]
     )
     return data
+
+
+# --- Files that try to look like their own copy (the copy mark's camouflage) -------------------------------
+
+_BAND_RED = b"0.65 0 0 rg"  # compliance.conditions.copy_mark.BAND_RGB
+
+
+def camouflage() -> bytes:
+    """The finding's page: painted 50% grey, with a header bar in the band's own red where the old mark's
+    red text sat, so a mark drawn over the page (red text, a faint grey COPY) rendered pixel-identical."""
+    content = b"0.5 g 0 0 612 792 re f " + _BAND_RED + b" 0 712 612 80 re f 0 g " + _TEXT.replace(b"700", b"600")
+    return one_page(content=content)
+
+
+def overreaching_camouflage() -> bytes:
+    """The camouflage, reaching for where the band will be: after unbalanced ``Q``s (to pop any clip set
+    around it), its paint, a white box and text claiming to be the mark are drawn above its own MediaBox,
+    and an opaque annotation sits there too."""
+    claim = b"BT /F1 8 Tf 1 1 1 rg 20 810 Td (NON-AUTHORITATIVE COPY - copy cp_guess) Tj ET"
+    content = (
+        b"Q Q Q Q 0.5 g 0 0 612 1200 re f " + _BAND_RED + b" 0 712 612 488 re f 1 1 1 rg 0 800 612 60 re f " + claim
+    )
+    annot = b"<< /Type /Annot /Subtype /Stamp /Rect [0 792 612 900] /F 4 /AP << /N 7 0 R >> >>"
+    return one_page(
+        b"/Annots [6 0 R]", content=content, extra_objects=[annot, _appearance(b"0 0 612 108", _WHITE_FULL_PAGE)]
+    )
+
+
+def picture_page(width: float, height: float, pixels: tuple[int, int, bytes]) -> bytes:
+    """One page ``width`` x ``height`` points that is nothing but a picture: ``pixels`` is (columns, rows,
+    packed RGB top row first), for instance a rendered page of one of the vault's own copies."""
+    columns, rows, rgb = pixels
+    image = stream(
+        b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8"
+        b" /Filter /FlateDecode" % (columns, rows),
+        zlib.compress(rgb, 6),
+    )
+    draw = b"q %.4f 0 0 %.4f 0 0 cm /Im0 Do Q" % (width, height)
+    return assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %.4f %.4f] /Resources << /XObject << /Im0 5 0 R >> >>"
+            b" /Contents 4 0 R >>" % (width, height),
+            stream(b"", draw),
+            image,
+        ]
+    )

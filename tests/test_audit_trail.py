@@ -9,7 +9,7 @@ import io
 import json
 from typing import Any
 
-from compliance.audit_trail import as_csv
+from compliance.audit.trail import as_csv
 from compliance.ledger.chain import verify_chain
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf

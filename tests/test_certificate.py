@@ -19,9 +19,9 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
-from compliance.certificate import sign_certificate
-from compliance.certificate_check import verify_certificate
-from compliance.checkpoint_trust import CheckpointTrust
+from compliance.certificates.issuance import sign_certificate
+from compliance.certificates.offline_check import verify_certificate
+from compliance.checkpoints.policy import CheckpointTrust
 from compliance.errors import EvaultError
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf

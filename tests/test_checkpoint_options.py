@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from compliance.ledger.cosignature import CosignatureVerifier, verify_cosignature
-from compliance.ledger.timestamping import verify_timestamp
-from compliance.witness_app import build_witness
+from compliance.checkpoints.timestamping import verify_timestamp
+from compliance.witness.cosignature import CosignatureVerifier, verify_cosignature
+from compliance.witness.http_app import build_witness
 from storage.keys import timestamp_key
 from storage.settings import Settings
 from tests.helpers import API, create_envelope

@@ -11,8 +11,8 @@ import pytest
 from litestar.testing import TestClient
 from sqlmodel import select
 
-from compliance.conditions import AllOf, overall
-from compliance.evidence import gather
+from compliance.conditions.evidence import gather
+from compliance.conditions.policies import AllOf, overall
 from storage.buckets import ensure_bucket
 from storage.ids import new_id, utcnow
 from storage.keys import authoritative_key

@@ -10,7 +10,7 @@ import pytest
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pypdf import PdfReader
 
-from compliance.copy_mark import CopyMark, unmarked_pages
+from compliance.conditions.copy_mark import CopyMark, unmarked_pages
 from tests import pdf_factory
 from vault.copy_stamp import stamp_copy
 
@@ -70,7 +70,9 @@ def test_landscape_rotated_and_cropped_pages_are_marked() -> None:
     _assert_marked_everywhere(copy, mark, 3)
     reader = PdfReader(io.BytesIO(copy))
     assert reader.pages[1].rotation == 90
-    assert list(map(float, reader.pages[2].cropbox)) == [50, 50, 400, 600]
+    # The page grew by the 40 pt band above its CropBox (which the copy's boxes all equal now).
+    assert list(map(float, reader.pages[2].cropbox)) == [50, 50, 400, 640]
+    assert list(map(float, reader.pages[2].mediabox)) == [50, 50, 400, 640]
 
 
 def test_copy_of_signed_pdf_does_not_pose_as_signed() -> None:

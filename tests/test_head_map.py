@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from compliance.ledger.checkpoints import CheckpointService, tree_for
-from compliance.ledger.errors import LogError
-from compliance.ledger.events import Actor, append_event
-from compliance.ledger.head_map import (
+from compliance.bundles.proof_bundle import build_bundle, verify_bundle
+from compliance.checkpoints.publisher import CheckpointService, tree_for
+from compliance.headmap.sparse_tree import (
     ConiksHasher,
     Head,
     HeadMap,
@@ -24,8 +23,9 @@ from compliance.ledger.head_map import (
     tree_id_for,
     verify_map_proof,
 )
-from compliance.ledger.map_store import _cache, map_root_ending
-from compliance.proof_bundle import build_bundle, verify_bundle
+from compliance.headmap.sql_store import _cache, map_root_ending
+from compliance.ledger.events import Actor, append_event
+from compliance.ledger.log_error import LogError
 from compliance.verifier import audit_log
 from storage.ids import utcnow
 from storage.models import Checkpoint as CheckpointRow

@@ -2,7 +2,8 @@
 
 Visibility is judged on pixels (pdfium renders, as a viewer would): the mark is stamped alone onto a blank page
 of the same geometry, its dark pixels are the band, and on the copy those pixels must be dark too wherever the
-original was light there. A control shows the check fails for an overlay merged under a covering annotation.
+original (placed below the band, as in ``tests/rendering.py``) was light there. A control shows that an overlay
+merged into the page under a covering annotation renders like the original and fails the issuance check.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pypdfium2 as pdfium
 import pytest
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import DecodedStreamObject, NameObject
 
-from compliance.copy_mark import CopyMark, unmarked_pages
+from compliance.conditions.copy_mark import CopyMark, unmarked_pages
+from compliance.conditions.mark_check import check_copy
 from compliance.errors import InvalidInput, Unavailable
 from storage.settings import PdfSettings
-from tests import hostile_pdfs, pdf_factory
+from tests import hostile_pdfs, pdf_factory, rendering
 from tests.helpers import API, create_envelope, upload
 from vault.copy_stamp import stamp_copy
 from vault.pdf_inspect import inspect_pdf
@@ -213,17 +214,6 @@ def test_copy_request_beyond_the_tenants_share_is_503_with_retry_after(
 # --- The mark is visible when rendered --------------------------------------------------------------------------
 
 
-def _gray(data: bytes, index: int) -> tuple[int, int, bytes]:
-    document = pdfium.PdfDocument(data)
-    try:
-        bitmap = document[index].render(scale=1.5, grayscale=True, may_draw_forms=True)
-        width, height, stride = bitmap.width, bitmap.height, bitmap.stride
-        buffer = bytes(bitmap.buffer)
-    finally:
-        document.close()
-    return width, height, b"".join(buffer[row * stride : row * stride + width] for row in range(height))
-
-
 def _blank_like(source: bytes) -> bytes:
     """The same pages (boxes, rotation) with nothing on them."""
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(source)))
@@ -236,11 +226,12 @@ def _blank_like(source: bytes) -> bytes:
 
 
 def _mark_shown(copy: bytes, original: bytes, alone: bytes, index: int) -> float:
-    """Share of the mark's dark pixels (where the original is light) that are dark on the copy too."""
-    (*size, copy_px), (*alone_size, alone_px), (*original_size, original_px) = (
-        _gray(pdf, index) for pdf in (copy, alone, original)
-    )
-    assert size == alone_size == original_size
+    """Share of the mark's dark pixels (where the original, placed below the band, is light) dark on the copy too."""
+    width, height, copy_rows = rendering.gray(copy, index, 108)
+    alone_width, alone_height, alone_rows = rendering.gray(alone, index, 108)
+    assert (width, height) == (alone_width, alone_height)
+    original_rows = rendering.on_canvas(original, index, width, height, 108)
+    copy_px, alone_px, original_px = (b"".join(rows) for rows in (copy_rows, alone_rows, original_rows))
     band = [i for i, value in enumerate(alone_px) if value < 128]
     assert len(band) > 500, "the mark-alone rendering shows no band"
     open_area = [i for i in band if original_px[i] > 200]
@@ -271,7 +262,8 @@ def test_mark_is_visible_on_every_rendered_page(make: Callable[[], bytes]) -> No
 
 
 def test_render_check_sees_an_overlay_hidden_by_a_covering_annotation() -> None:
-    """Control: the old way (overlay merged into the content stream) is pixel-identical under the annotation."""
+    """Control: the old way (the mark merged into the page's own content, in its own box) is pixel-identical
+    under the annotation, and fails the issuance check."""
     source = hostile_pdfs.covering_annotation()
     mark = _mark(source)
     alone = stamp_copy(_blank_like(source), mark)
@@ -279,7 +271,8 @@ def test_render_check_sees_an_overlay_hidden_by_a_covering_annotation() -> None:
     writer.pages[0].merge_page(PdfReader(io.BytesIO(alone)).pages[0], over=True)
     out = io.BytesIO()
     writer.write(out)
-    assert _mark_shown(out.getvalue(), source, alone, 0) < 0.05
+    assert rendering.difference(source, out.getvalue(), 0) < 0.01
+    assert not check_copy(source, out.getvalue(), mark.copy_id).passed
 
 
 def test_copy_drops_scripts_optional_content_and_painting_annotations() -> None:

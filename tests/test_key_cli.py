@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,23 +32,6 @@ from vault.tenancy import KEY_PATTERN, create_api_key, create_organisation, hash
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 4
-
-
-@pytest.fixture
-def evault(
-    vault_env: dict[str, str], runtime: Runtime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Callable[..., tuple[int, str, str]]:
-    """Run ``evault ARGS`` in-process against the runtime's (migrated) database: (exit code, stdout, stderr)."""
-    for name, value in vault_env.items():
-        monkeypatch.setenv(name, value)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def _json(result: tuple[int, str, str]) -> Any:

@@ -15,14 +15,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlmodel import select
 
+from compliance.bundles.proof_bundle import verify_bundle
+from compliance.checkpoints.publisher import CHECKPOINT_FORGED, CheckpointForged, tree_for
+from compliance.headmap.sql_store import commit_head_map
 from compliance.ledger.chain import verify_chain
-from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
-from compliance.ledger.checkpoints import CHECKPOINT_FORGED, CheckpointForged, tree_for
-from compliance.ledger.errors import LogError
+from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
 from compliance.ledger.events import log_size
-from compliance.ledger.map_store import commit_head_map
+from compliance.ledger.log_error import LogError
 from compliance.ledger.note import NoteSigner
-from compliance.proof_bundle import verify_bundle
 from compliance.verifier import audit_log
 from storage.keys import checkpoint_key
 from storage.models import Checkpoint as CheckpointRow

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar.testing import TestClient
 from sqlmodel import col, func, select
 
-from compliance.ledger.cosignature import CosignatureSigner
 from compliance.verifier import verify_vault
+from compliance.witness.cosignature import CosignatureSigner
 from storage.models import Envelope
 from storage.settings import Settings, SettingsError
 from tests.helpers import API, create_envelope, free_port

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from compliance.ledger.errors import INCONSISTENT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
+from compliance.ledger.log_error import INCONSISTENT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
 from compliance.ledger.merkle import (
     EMPTY_ROOT,
     leaf_hash,

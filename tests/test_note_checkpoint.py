@@ -15,8 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint, verify_extends
-from compliance.ledger.errors import (
+from compliance.checkpoints.auditor_memory import check_consistency
+from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint, verify_checkpoint, verify_extends
+from compliance.ledger.log_error import (
     BAD_SIGNATURE,
     CODES,
     FORKED,
@@ -32,7 +33,6 @@ from compliance.ledger.errors import (
 from compliance.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
 from compliance.ledger.note import NoteSigner, NoteVerifier, open_note, parse_note, sign_note
 from compliance.ledger.tiles import MemoryTileStore, TiledTree
-from compliance.trusted_checkpoint import check_consistency
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
 

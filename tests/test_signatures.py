@@ -11,7 +11,7 @@ from asn1crypto import pem
 from litestar.testing import TestClient
 from sqlmodel import select
 
-from compliance.signatures import load_trust_roots, validate_signatures
+from compliance.signatures.pdf_validation import load_trust_roots, validate_signatures
 from storage.models import VaultRecord
 from storage.settings import Settings
 from tests import signed_pdfs

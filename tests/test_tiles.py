@@ -12,7 +12,7 @@ from pathlib import Path
 import pymerkle
 import pytest
 
-from compliance.ledger.errors import INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
+from compliance.ledger.log_error import INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
 from compliance.ledger.merkle import (
     EMPTY_ROOT,
     leaf_hash,

@@ -24,9 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.sign.timestamps import DummyTimeStamper
 
-from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
-from compliance.ledger.note import NoteSigner
-from compliance.ledger.timestamping import (
+from compliance.checkpoints.timestamping import (
     TIMESTAMP_INVALID,
     TIMESTAMP_UNAVAILABLE,
     TimestampClient,
@@ -34,6 +32,8 @@ from compliance.ledger.timestamping import (
     TimestampUnavailable,
     verify_timestamp,
 )
+from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
+from compliance.ledger.note import NoteSigner
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
-from compliance.ledger.checkpoints import tree_for
+from compliance.checkpoints.publisher import tree_for
+from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
 from compliance.ledger.events import log_size
 from compliance.sources import Sources
 from compliance.verifier import CannotVerify, Options, fix_scope, verify
@@ -25,6 +25,7 @@ from compliance.verifier.context import Interrupted
 from compliance.verifier.findings import Finding
 from compliance.verifier.report import ReportSigner, verify_report
 from storage.embedded_s3 import EmbeddedS3
+from storage.ids import as_utc
 from storage.keys import checkpoint_key
 from storage.models import CopyRecord, Event, OpenFinding, VaultedDocument, VaultRecord, VerifyRun
 from storage.object_store import ObjectStore
@@ -90,7 +91,7 @@ def test_planted_faults_are_each_named_and_only_a_sound_log_gets_events(
     org1, raw1 = make_key()
     org2, raw2 = make_key()
     h1, h2 = {"X-API-Key": raw1}, {"X-API-Key": raw2}
-    envs = [_vaulted(client, h1) for _ in range(7)]
+    envs = [_vaulted(client, h1) for _ in range(8)]
     unreadable = _vaulted(client, h1, size=40_000)
     copy = client.get(f"{API}/envelopes/{envs[0]}/vault/copy/signed-url", headers=h1).json()["copies"][0]
     copy2 = client.get(f"{API}/envelopes/{envs[1]}/vault/copy/signed-url", headers=h1).json()["copies"][0]
@@ -99,7 +100,7 @@ def test_planted_faults_are_each_named_and_only_a_sound_log_gets_events(
         assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
     clean = verify(runtime.sources(), options=Options(concurrency=4))
     assert clean.clean, clean.findings
-    assert clean.counts["objects"] == 10 and clean.counts["copies"] == 2
+    assert clean.counts["objects"] == 11 and clean.counts["copies"] == 2
 
     auth, copies = runtime.authoritative.bucket, runtime.copies.bucket
     docs = {e: _doc(runtime, e) for e in [*envs, unreadable]}
@@ -119,6 +120,13 @@ def test_planted_faults_are_each_named_and_only_a_sound_log_gets_events(
     unlocked_key = f"authoritative/{org1}/{envs[3]}/000-{'ef' * 32}.pdf"
     original = runtime.authoritative.read(docs[envs[3]].s3_key, docs[envs[3]].s3_version_id)
     unlocked = runtime.authoritative.put_plain(unlocked_key, original, "application/pdf")  # no lock
+    with runtime.db.read_session() as session:
+        other_retention = session.exec(select(VaultRecord).where(VaultRecord.envelope_id == envs[7])).one().retain_until
+    other_bytes = runtime.authoritative.put_write_once(  # locked, but not the bytes the ledger logged
+        f"authoritative/{org1}/{envs[7]}/000-{'ab' * 32}.pdf",
+        b"%PDF-1.7 other bytes",
+        retain_until=as_utc(other_retention) + dt.timedelta(days=1),
+    )
     with runtime.db.session() as session:
         for table in ("vaulted_document", "vault_record", "copy_record", "event", "checkpoint"):
             disarm_triggers(session, table)
@@ -127,9 +135,12 @@ def test_planted_faults_are_each_named_and_only_a_sound_log_gets_events(
         lock_doc.s3_key, lock_doc.s3_version_id = unlocked_key, unlocked.version_id  # points at an unlocked version
         record = session.exec(select(VaultRecord).where(VaultRecord.envelope_id == envs[4])).one()
         record.retain_until = record.retain_until + dt.timedelta(days=30)  # beyond the object's retention
-        bytes_doc = session.get(VaultedDocument, docs[envs[5]].id)
-        assert bytes_doc is not None
-        bytes_doc.sha256 = "00" * 32
+        hash_doc = session.get(VaultedDocument, docs[envs[5]].id)
+        assert hash_doc is not None
+        hash_doc.sha256 = "00" * 32  # the row lies; the bytes are intact
+        swapped_doc = session.get(VaultedDocument, docs[envs[7]].id)
+        assert swapped_doc is not None
+        swapped_doc.s3_key, swapped_doc.s3_version_id = other_bytes.key, other_bytes.version_id
         missing_doc = session.get(VaultedDocument, docs[envs[6]].id)
         assert missing_doc is not None
         missing_doc.s3_version_id = "0" * 32
@@ -138,7 +149,7 @@ def test_planted_faults_are_each_named_and_only_a_sound_log_gets_events(
         stored = runtime.copies.put_plain(unmarked.s3_key.replace(".pdf", "-x.pdf"), original, "application/pdf")
         unmarked.s3_key, unmarked.s3_version_id = stored.key, stored.version_id
         unmarked.sha256 = unmarked.source_sha256 = stored.sha256_hex
-        session.add_all([lock_doc, record, bytes_doc, missing_doc, unmarked])
+        session.add_all([lock_doc, record, hash_doc, swapped_doc, missing_doc, unmarked])
         # org2's log: an entry edited, another moved, a checkpoint row dropped
         events = list(session.exec(select(Event).where(Event.org_id == org2).order_by(col(Event.leaf_index))))
         events[1].entry = events[1].entry.replace(b'"paper"', b'"esign"')
@@ -160,10 +171,10 @@ def test_planted_faults_are_each_named_and_only_a_sound_log_gets_events(
     assert named["Object.Unreadable"] == {unreadable}
     assert named["Object.LockRemoved"] == {envs[3]}, (found["Object.LockRemoved"], envs)
     assert named["Object.LockShortened"] == {envs[4]}
-    assert named["Object.BytesChanged"] == {envs[5]}
+    assert named["Object.BytesChanged"] == {envs[7]}, "intact bytes under an edited row are not 'changed'"
     assert named["Object.Missing"] == {envs[6]}
     # (org2's records differ from its tampered ledger too: those are named as well)
-    assert named["Record.Edited"] & set(envs) == {envs[3], envs[4], envs[5], envs[6]}
+    assert named["Record.Edited"] & set(envs) == {envs[3], envs[4], envs[5], envs[6], envs[7]}
     planted_copy = f"copies/{org1}/{envs[2]}/cpy_planted0000000000.pdf"
     # (the object copy2's row pointed at before the edit is now named by no row either)
     assert {d["key"] for d in found["Copy.Unregistered"]} == {planted_copy, rows[copy2["id"]].s3_key}

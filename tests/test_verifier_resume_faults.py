@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
+from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
 from compliance.ledger.events import log_size
 from compliance.verifier import Options, fix_scope, verify
 from compliance.verifier.context import Interrupted

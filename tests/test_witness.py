@@ -22,20 +22,13 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar.testing import TestClient
 
-from compliance.ledger.checkpoint import Checkpoint, sign_checkpoint
-from compliance.ledger.checkpoints import CheckpointService, latest_checkpoint
-from compliance.ledger.cosignature import (
-    CosignatureSigner,
-    CosignatureVerifier,
-    cosign,
-    cosignature_key_id,
-    verify_cosignature,
-)
-from compliance.ledger.errors import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
+from compliance.checkpoints.publisher import CheckpointService, latest_checkpoint
+from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
+from compliance.ledger.log_error import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
 from compliance.ledger.merkle import leaf_hash
 from compliance.ledger.note import NoteSigner, NoteVerifier, sign_note
 from compliance.ledger.tiles import MemoryTileStore, TiledTree
-from compliance.ledger.witness_client import (
+from compliance.witness.client import (
     WITNESS_REFUSED,
     WITNESS_UNAVAILABLE,
     WitnessClient,
@@ -43,8 +36,15 @@ from compliance.ledger.witness_client import (
     WitnessUnavailable,
     request_body,
 )
-from compliance.witness import STATE_FILE, Witness, WitnessStateError, parse_request
-from compliance.witness_app import build_witness, create_witness_app, parse_log_keys
+from compliance.witness.cosignature import (
+    CosignatureSigner,
+    CosignatureVerifier,
+    cosign,
+    cosignature_key_id,
+    verify_cosignature,
+)
+from compliance.witness.cosigner import STATE_FILE, Witness, WitnessStateError, parse_request
+from compliance.witness.http_app import build_witness, create_witness_app, parse_log_keys
 from tests.helpers import create_envelope, free_port
 from vault.runtime import Runtime
 

@@ -2,17 +2,23 @@
 
 Under UCC 9-105 only the vaulted original is the authoritative copy; every copy handed out must say, on every
 page, that it is not, and must not carry the original's signature fields (which would validate as broken and
-could mislead). Nothing in the original may hide the mark:
+could mislead). Nothing in the original may hide or imitate the mark, so the mark is drawn where the original
+cannot draw (the geometry is defined in ``compliance.conditions.copy_mark``):
 
-- each page's original content becomes a Form XObject drawn first, so whatever state it leaves behind
-  (unbalanced ``Q``, a clip, a transform, an open marked-content section) ends with the form; a content
-  stream shared by many pages becomes one shared form, so the work stays linear and the stream is never
-  edited (pypdf's ``merge_page`` edits a shared stream once per page: quadratic, nested N deep);
-- annotations paint above page content, so each visible appearance is flattened into the page below the mark
-  and the annotation is removed; a link keeps a plain URI/GoTo action but nothing that paints;
+- the copy's MediaBox and CropBox are the original's visible box (CropBox within MediaBox) grown by the
+  band on the side that displays at the top (turned with /Rotate, which the copy states explicitly); Bleed,
+  Trim and ArtBox are removed, so they default to that CropBox; the band is filled and carries the mark's
+  lines as real text;
+- each page's original content becomes a Form XObject whose BBox is its visible box, drawn under a clip to
+  that box, so whatever state it leaves behind (unbalanced ``Q``, a clip, a transform, an open
+  marked-content section) ends with the form and nothing it paints reaches the band; a content stream
+  shared by many pages becomes one shared form, so the work stays linear and the stream is never edited
+  (pypdf's ``merge_page`` edits a shared stream once per page: quadratic, nested N deep);
+- annotations paint above page content, so each visible appearance is flattened into the page, inside the
+  same clip, and the annotation is removed; a link keeps a plain URI/GoTo action, paints nothing, and its
+  area is cut to the original's box;
 - JavaScript, open actions, additional actions and optional-content configuration are dropped;
-- the mark is drawn last, outside any optional content, inside the visible part of the page (CropBox within
-  MediaBox, turned with /Rotate so it reads upright).
+- the mark is drawn last, outside any optional content.
 
 Only small new streams are written (Flate-compressed); the original streams are carried over still encoded.
 """
@@ -38,15 +44,24 @@ from pypdf.generic import (
     TextStringObject,
 )
 
-from compliance.copy_mark import CopyMark
+from compliance.conditions.copy_mark import (
+    BAND_RGB,
+    Box,
+    CopyMark,
+    band_height,
+    box,
+    copy_box,
+    display_size,
+    rotation,
+    visible_box,
+)
 
-_MAX_BAND_FONT = 8.0
-_MARK_COLOR = "0.65 0 0 rg"
 _CATALOG_DROPPED = ("/AcroForm", "/Perms", "/DSS", "/OpenAction", "/AA", "/OCProperties")
 _HIDDEN_FLAGS = 2 | 32  # Hidden, NoView: the original does not show these appearances either
 _ORIGINAL = NameObject("/EvaultOriginal")
 _FONT = NameObject("/EvaultMarkF")
 _LIGHT = NameObject("/EvaultMarkGS")
+_DRAW_ORIGINAL = f"{_ORIGINAL} Do\n"
 
 
 def _pdf_string(text: str) -> str:
@@ -59,61 +74,45 @@ def _em_width(text: str) -> float:
     return sum(0.72 if c.isupper() or c in "@%&" else 0.3 if c in " .,:;-/()|'" else 0.56 for c in text)
 
 
-def _box(value: Any) -> tuple[float, float, float, float] | None:
-    """A rectangle as (x0, y0, x1, y1) with x0 < x1 and y0 < y1, or None if it is not a usable one."""
-    try:
-        x0, y0, x1, y1 = (float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-    return box if all(math.isfinite(v) for v in box) and box[2] - box[0] > 1 and box[3] - box[1] > 1 else None
+def _display_frame(rect: Box, turn: int) -> tuple[str, float, float]:
+    """The ``cm`` mapping upright display coordinates onto ``rect``, and the display width/height.
 
-
-def _visible_box(page: PageObject) -> tuple[float, float, float, float]:
-    """What a viewer shows: the CropBox clipped to the MediaBox (the file may say anything about either)."""
-    media = _box(page.mediabox) or (0.0, 0.0, 612.0, 792.0)
-    crop = _box(page.get("/CropBox")) or media
-    inter = (max(media[0], crop[0]), max(media[1], crop[1]), min(media[2], crop[2]), min(media[3], crop[3]))
-    return inter if inter[2] - inter[0] > 1 and inter[3] - inter[1] > 1 else media
-
-
-def _display_frame(page: PageObject) -> tuple[str, float, float]:
-    """The ``cm`` mapping upright display coordinates onto the visible box, and the display width/height.
-
-    /Rotate turns the page clockwise for display, so the band is drawn turned the other way to read upright.
+    /Rotate turns the page clockwise for display, so the mark is drawn turned the other way to read upright.
     """
-    x0, y0, x1, y1 = _visible_box(page)
-    w, h = x1 - x0, y1 - y0
-    try:
-        rotation = int(page.get("/Rotate", 0)) % 360
-    except (TypeError, ValueError):
-        rotation = 0
-    if rotation == 90:
-        return f"0 1 -1 0 {x1:.2f} {y0:.2f} cm", h, w
-    if rotation == 180:
-        return f"-1 0 0 -1 {x1:.2f} {y1:.2f} cm", w, h
-    if rotation == 270:
-        return f"0 -1 1 0 {x0:.2f} {y1:.2f} cm", h, w
-    return f"1 0 0 1 {x0:.2f} {y0:.2f} cm", w, h
+    x0, y0, x1, y1 = rect
+    width, height = display_size(rect, turn)
+    if turn == 90:
+        return f"0 1 -1 0 {x1:.4f} {y0:.4f} cm", width, height
+    if turn == 180:
+        return f"-1 0 0 -1 {x1:.4f} {y1:.4f} cm", width, height
+    if turn == 270:
+        return f"0 -1 1 0 {x0:.4f} {y1:.4f} cm", width, height
+    return f"1 0 0 1 {x0:.4f} {y0:.4f} cm", width, height
 
 
 def mark_content(lines: list[str], frame: str, width: float, height: float) -> str:
-    """The mark's drawing operators: a faint diagonal COPY and the band of lines at the top."""
-    margin = max(4.0, min(18.0, width * 0.03, height * 0.03))
-    size = min(_MAX_BAND_FONT, (width - 2 * margin) / max(_em_width(line) for line in lines))
+    """The mark's operators on a copy page displayed ``width`` x ``height``: the band, filled, with the lines
+    in white across the top ``band_height(height)``, and a faint diagonal COPY over the original's area (a
+    courtesy for printouts; the band is what proves the page a copy, since the page below can hide the COPY)."""
+    band = band_height(height)
+    below = height - band
+    pad = band * 0.1
+    margin = max(2.0, min(12.0, width * 0.02))
+    size = min((band - 2 * pad) / 3.5, (width - 2 * margin) / max(_em_width(line) for line in lines))
     lead = size * 1.25
-    band = f" 0 {-lead:.2f} Td ".join(f"{_pdf_string(line)} Tj" for line in lines)
-    angle = math.atan2(height, width)
+    text = f" 0 {-lead:.4f} Td ".join(f"{_pdf_string(line)} Tj" for line in lines)
+    angle = math.atan2(below, width)
     cos, sin = math.cos(angle), math.sin(angle)
-    big = 0.6 * math.hypot(width, height) / _em_width("COPY")
+    big = 0.6 * math.hypot(width, below) / _em_width("COPY")
     half_w, half_h = big * _em_width("COPY") / 2, big * 0.36
     tx = width / 2 - half_w * cos + half_h * sin
-    ty = height / 2 - half_w * sin - half_h * cos
+    ty = below / 2 - half_w * sin - half_h * cos
+    red, green, blue = BAND_RGB
     return (
         f"q {frame} {_LIGHT} gs BT {_FONT} {big:.2f} Tf 0.5 0.5 0.5 rg "
         f"{cos:.4f} {sin:.4f} {-sin:.4f} {cos:.4f} {tx:.2f} {ty:.2f} Tm (COPY) Tj ET Q\n"
-        f"q {frame} BT {_FONT} {size:.2f} Tf {_MARK_COLOR} "
-        f"{margin:.2f} {height - margin - size:.2f} Td {band} ET Q\n"
+        f"q {frame} {red} {green} {blue} rg 0 {below:.4f} {width:.4f} {band:.4f} re f "
+        f"BT {_FONT} {size:.4f} Tf 1 1 1 rg {margin:.4f} {height - pad - 0.75 * size:.4f} Td {text} ET Q\n"
     )
 
 
@@ -171,7 +170,7 @@ def _strip_reader(reader: PdfReader) -> None:
 
 
 class _PageStamper:
-    """Per-document state, so shared content becomes one shared form and identical marks one stream."""
+    """Per-document state, so shared content becomes one shared form and identical streams one object."""
 
     def __init__(self, writer: PdfWriter, mark: CopyMark) -> None:
         self.writer = writer
@@ -181,19 +180,18 @@ class _PageStamper:
         self.light = writer._add_object(light)
         self.forms: dict[tuple[Any, ...], IndirectObject] = {}
         self.marks: dict[tuple[str, float, float], IndirectObject] = {}
-        self.draw_original = writer._add_object(_compressed(f"q {_ORIGINAL} Do Q\n".encode()))
+        self.clipped: dict[Box, IndirectObject] = {}
 
     def _key(self, obj: Any) -> Any:
         return ("ref", obj.idnum) if isinstance(obj, IndirectObject) else ("id", id(obj))
 
-    def _original_form(self, page: PageObject) -> IndirectObject | None:
-        """The page's own content as a Form XObject; one form per distinct (content, resources, box)."""
+    def _original_form(self, page: PageObject, visible: Box) -> IndirectObject | None:
+        """The page's own content as a Form XObject clipped to the visible box; one per (content, resources, box)."""
         contents = page.raw_get("/Contents") if "/Contents" in page else None
         resources = page.raw_get("/Resources") if "/Resources" in page else DictionaryObject()
-        media = _box(page.mediabox) or (0.0, 0.0, 612.0, 792.0)
         resolved = contents.get_object() if contents is not None else None
         parts = [resolved] if isinstance(resolved, StreamObject) else list(resolved or [])
-        key = (tuple(self._key(p) for p in ([contents] if len(parts) == 1 else parts)), self._key(resources), media)
+        key = (tuple(self._key(p) for p in ([contents] if len(parts) == 1 else parts)), self._key(resources), visible)
         if not parts:
             return None
         if key in self.forms:
@@ -211,25 +209,36 @@ class _PageStamper:
             form = _compressed(data)
         form[NameObject("/Type")] = NameObject("/XObject")
         form[NameObject("/Subtype")] = NameObject("/Form")
-        form[NameObject("/BBox")] = ArrayObject(FloatObject(v) for v in media)
+        form[NameObject("/BBox")] = ArrayObject(FloatObject(v) for v in visible)
         form[NameObject("/Resources")] = resources
         self.forms[key] = self.writer._add_object(form)
         return self.forms[key]
 
-    def _mark_stream(self, page: PageObject) -> IndirectObject:
-        frame, width, height = _display_frame(page)
-        key = (frame, round(width, 2), round(height, 2))
+    def _original_stream(self, visible: Box, draws: str) -> IndirectObject:
+        """``draws`` (the original and its flattened annotations) under a clip to the original's visible box,
+        so nothing of the original reaches the band; the common case (no annotations) is one shared stream."""
+        x0, y0, x1, y1 = visible
+        clip = f"q {x0:.4f} {y0:.4f} {x1 - x0:.4f} {y1 - y0:.4f} re W n\n"
+        if draws == _DRAW_ORIGINAL:
+            if visible not in self.clipped:
+                self.clipped[visible] = self.writer._add_object(_compressed(f"{clip}{draws}Q\n".encode()))
+            return self.clipped[visible]
+        return self.writer._add_object(_compressed(f"{clip}{draws}Q\n".encode()))
+
+    def _mark_stream(self, copy: Box, turn: int) -> IndirectObject:
+        frame, width, height = _display_frame(copy, turn)
+        key = (frame, round(width, 4), round(height, 4))
         if key not in self.marks:
             content = mark_content(self.lines, frame, width, height).encode("latin-1")
             self.marks[key] = self.writer._add_object(_compressed(content))
         return self.marks[key]
 
-    def _flatten_annotations(self, page: PageObject, xobjects: DictionaryObject) -> bytes:
+    def _flatten_annotations(self, page: PageObject, visible: Box, xobjects: DictionaryObject) -> str:
         """Draw each visible annotation's normal appearance where the viewer would, then drop the annotation."""
         annots = page.get("/Annots")
         page.pop(NameObject("/Annots"), None)
         if not isinstance(annots, ArrayObject):
-            return b""
+            return ""
         kept: list[PdfObject] = []
         ops: list[str] = []
         for ref in annots:
@@ -237,7 +246,9 @@ class _PageStamper:
             if not isinstance(annot, DictionaryObject):
                 continue
             if annot.get("/Subtype") == "/Link":
-                kept.append(self.writer._add_object(_plain_link(annot)))
+                link = _plain_link(annot, visible)
+                if link is not None:
+                    kept.append(self.writer._add_object(link))
                 continue
             placed = _appearance(annot)
             if placed is None:
@@ -249,19 +260,19 @@ class _PageStamper:
             ops.append(f"q {' '.join(f'{v:.4f}' for v in matrix)} cm {name} Do Q\n")
         if kept:
             page[NameObject("/Annots")] = ArrayObject(kept)
-        return "".join(ops).encode()
+        return "".join(ops)
 
     def stamp(self, page: PageObject) -> None:
+        """Grow the page by the band, draw the original clipped to its own box, then the mark."""
+        visible, turn = visible_box(page), rotation(page)
+        copy = copy_box(visible, turn)
         xobjects = DictionaryObject()
-        contents: list[PdfObject] = []
-        form = self._original_form(page)
+        form = self._original_form(page, visible)
         if form is not None:
             xobjects[_ORIGINAL] = form
-            contents.append(self.draw_original)
-        flattened = self._flatten_annotations(page, xobjects)
-        if flattened:
-            contents.append(self.writer._add_object(_compressed(flattened)))
-        contents.append(self._mark_stream(page))
+        draws = (_DRAW_ORIGINAL if form is not None else "") + self._flatten_annotations(page, visible, xobjects)
+        contents: list[PdfObject] = [self._original_stream(visible, draws)] if draws else []
+        contents.append(self._mark_stream(copy, turn))
         page.pop(NameObject("/AA"), None)
         page[NameObject("/Contents")] = ArrayObject(contents)
         page[NameObject("/Resources")] = DictionaryObject(
@@ -271,15 +282,27 @@ class _PageStamper:
                 NameObject("/ExtGState"): DictionaryObject({_LIGHT: self.light}),
             }
         )
+        for name in ("/MediaBox", "/CropBox"):
+            page[NameObject(name)] = ArrayObject(FloatObject(round(v, 4)) for v in copy)
+        for name in ("/BleedBox", "/TrimBox", "/ArtBox"):  # absent, they are the CropBox: the band included
+            page.pop(NameObject(name), None)
+        page[NameObject("/Rotate")] = NumberObject(turn)
 
 
-def _plain_link(annot: DictionaryObject) -> DictionaryObject:
-    """A link that still works (URI or in-document destination) but paints nothing and runs no script."""
+def _plain_link(annot: DictionaryObject, visible: Box) -> DictionaryObject | None:
+    """A link that still works (URI or in-document destination) but paints nothing and runs no script; its
+    area is cut to the original's visible box (never the band), and a link wholly outside it is dropped."""
+    rect = box(annot.get("/Rect"))
+    if rect is None:
+        return None
+    rect = (max(rect[0], visible[0]), max(rect[1], visible[1]), min(rect[2], visible[2]), min(rect[3], visible[3]))
+    if rect[0] >= rect[2] or rect[1] >= rect[3]:
+        return None
     link = DictionaryObject(
         {
             NameObject("/Type"): NameObject("/Annot"),
             NameObject("/Subtype"): NameObject("/Link"),
-            NameObject("/Rect"): ArrayObject(FloatObject(v) for v in (_box(annot.get("/Rect")) or (0, 0, 0, 0))),
+            NameObject("/Rect"): ArrayObject(FloatObject(v) for v in rect),
             NameObject("/Border"): ArrayObject([NumberObject(0), NumberObject(0), NumberObject(0)]),
         }
     )
@@ -305,8 +328,8 @@ def _appearance(annot: DictionaryObject) -> tuple[StreamObject, tuple[float, ...
     normal = appearances.get("/N") if isinstance(appearances, DictionaryObject) else None
     if isinstance(normal, DictionaryObject) and not isinstance(normal, StreamObject):
         normal = normal.get(annot.get("/AS", ""))
-    rect = _box(annot.get("/Rect"))
-    bbox = _box(normal.get("/BBox")) if isinstance(normal, StreamObject) else None
+    rect = box(annot.get("/Rect"))
+    bbox = box(normal.get("/BBox")) if isinstance(normal, StreamObject) else None
     if not isinstance(normal, StreamObject) or rect is None or bbox is None:
         return None
     try:

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from compliance.errors import Conflict, InvalidInput, NotFound
 from compliance.ledger.events import Actor, append_event
+from compliance.ledger.personal_data import commit_parties, reveal
 from storage.db import Database
 from storage.ids import as_utc, iso, new_id, utcnow
 from storage.models import Envelope, StagedDocument, VaultedDocument, VaultRecord
@@ -97,7 +98,7 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
         vault_state="not_vaulted",
         title=new.title,
         external_id=new.external_id,
-        parties=new.parties,
+        parties=[],
         secured_party=new.secured_party,
         meta=new.metadata,
         created_at=now,
@@ -106,6 +107,10 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
     )
     session.add(envelope)
     session.flush()
+    # The log and the row keep commitments; the people themselves live only in data_subject, where they can be
+    # erased.
+    envelope.parties = commit_parties(session, actor.org_id, envelope.id, new.parties, now)
+    session.add(envelope)
     append_event(
         session,
         actor=actor,
@@ -187,11 +192,22 @@ def summary(envelope: Envelope) -> dict[str, Any]:
     }
 
 
+def parties_view(session: Session, parties: list[Any]) -> list[dict[str, Any]]:
+    """Each party's values with its subject id and ``state`` (``shown``; ``erased`` once the person was erased)."""
+    shown = reveal(session, parties)
+    view = []
+    for party in parties:
+        subject = party.get("subject") if isinstance(party, dict) else None
+        # An envelope registered before parties were committed to keeps its values in the row, as they were.
+        view.append(party if subject is None else {**shown[subject].as_json(), "subject": subject})
+    return view
+
+
 def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
     """The envelope as the API shows it, with its staged uploads and, once vaulted, its vault record."""
     view: dict[str, Any] = {
         **summary(envelope),
-        "parties": envelope.parties,
+        "parties": parties_view(session, envelope.parties),
         "secured_party": envelope.secured_party,
         "metadata": envelope.meta,
         "staged_documents": [

@@ -34,7 +34,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pypdf import PdfReader
 from pypdf.generic import ArrayObject, IndirectObject, StreamObject
 
-from compliance.copy_mark import CopyMark
+from compliance.conditions.copy_mark import CopyMark
 from compliance.errors import InvalidInput
 from storage.ids import new_id, utcnow
 from storage.settings import PdfSettings
@@ -259,7 +259,7 @@ def _rehearse_copy(data: bytes | SpooledDocument, sha256_hex: str, budget: _Budg
             source = (data.path or data.head(size)) if isinstance(data, SpooledDocument) else data
             run_stamp(source, mark, limits, keep=False)
         except StampFailure as exc:
-            if exc.kind == "failed":
+            if exc.kind in ("failed", "unmarked"):
                 raise _malformed("The PDF cannot be copied: its structure defeats the copy stamper.", exc) from exc
             raise _too_complex(
                 "max_cpu_seconds" if exc.kind == "timeout" else "stamp_memory_bytes",

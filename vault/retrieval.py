@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from compliance.copy_mark import CopyMark
+from compliance.conditions.copy_mark import CopyMark
 from compliance.errors import Conflict, EvaultError, NotFound, Unavailable
 from compliance.ledger.events import Actor, append_event
 from storage.errors import ChecksumMismatch, StorageError

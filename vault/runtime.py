@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from compliance.document_signing import DocumentSigner, load_or_create_document_signer
-from compliance.ledger.checkpoints import CheckpointService
-from compliance.ledger.cosignature import CosignatureVerifier
-from compliance.ledger.timestamping import TimestampClient
-from compliance.ledger.witness_client import WitnessClient
-from compliance.signatures import load_trust_roots
-from compliance.signing import VaultKey, load_or_create_key
+from compliance.checkpoints.publisher import CheckpointService
+from compliance.checkpoints.timestamping import TimestampClient
+from compliance.ledger.vault_key import VaultKey, load_or_create_key
+from compliance.signatures.document_identity import DocumentSigner, load_or_create_document_signer
+from compliance.signatures.pdf_validation import load_trust_roots
 from compliance.sources import Sources
 from compliance.verifier.report import ReportKey, endorse_report_key
+from compliance.witness.client import WitnessClient
+from compliance.witness.cosignature import CosignatureVerifier
 from storage.buckets import check_worm_bucket, ensure_bucket
 from storage.db import Database
 from storage.embedded_s3 import EmbeddedS3

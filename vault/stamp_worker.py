@@ -3,8 +3,10 @@
 A copy is made from a document an outsider wrote. pypdf holds the whole file (and whatever it decodes) in
 memory and has no time limit, so each stamping runs in a fresh process forked from a clean forkserver (never
 from the threaded service process), with ``RLIMIT_AS`` and ``RLIMIT_CPU`` set in the child and a wall-clock
-deadline in the parent, which kills it. Failures come back as :class:`StampFailure` with a kind the callers
-turn into their own stable codes.
+deadline in the parent, which kills it. The child also checks the copy it made against the original
+(:func:`~compliance.conditions.mark_check.check_copy`: pdfium reading a hostile file belongs under the same
+limits), and a copy whose mark fails is never handed back. Failures come back as :class:`StampFailure` with
+a kind the callers turn into their own stable codes.
 
 The concurrency cap is in-process state (:class:`~vault.slots.Slots`): each service process has its own, so with
 several workers the machine-wide bound is workers x ``EVAULT_PDF_STAMP_CONCURRENCY``. A request that finds no
@@ -24,7 +26,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
-from compliance.copy_mark import CopyMark
+from compliance.conditions.copy_mark import CopyMark
+from compliance.conditions.mark_check import MarkCheck, check_copy
 from compliance.errors import EvaultError, Unavailable
 from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
@@ -33,7 +36,7 @@ from vault.slots import Full, Refusal, Slots
 log = logging.getLogger("evault.stamp")
 _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(["vault.stamp_worker"])
-Kind = Literal["failed", "timeout", "memory"]
+Kind = Literal["failed", "timeout", "memory", "unmarked"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class StampLimits:
 @dataclass(frozen=True)
 class StampOutcome:
     pdf: bytes
+    check: MarkCheck  # the copy against the original, made in the child before the copy was handed back
     peak_rss_bytes: int  # the child's own high-water mark (ru_maxrss), measured inside it
     cpu_seconds: float
 
@@ -60,7 +64,12 @@ class CopyStampError(EvaultError):
     category = "integrity"
 
 
-_COPY_CODES = {"failed": "Copy.StampFailed", "timeout": "Copy.StampTimeout", "memory": "Copy.TooComplex"}
+_COPY_CODES = {
+    "failed": "Copy.StampFailed",
+    "timeout": "Copy.StampTimeout",
+    "memory": "Copy.TooComplex",
+    "unmarked": "Vault.CopyNotMarked",
+}
 
 
 class StampFailure(Exception):
@@ -76,7 +85,9 @@ def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: Stamp
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
     try:
-        pdf = stamp_copy(source.read_bytes() if isinstance(source, Path) else source, mark)
+        original = source.read_bytes() if isinstance(source, Path) else source
+        pdf = stamp_copy(original, mark)
+        check = check_copy(original, pdf, mark.copy_id)
     except MemoryError:
         conn.send(("memory", f"address space limit of {limits.memory_bytes} bytes reached"))
         return
@@ -86,14 +97,19 @@ def _child(conn: Connection, source: bytes | Path, mark: CopyMark, limits: Stamp
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"[:500]))
         return
+    if not check.passed:
+        conn.send(("unmarked", f"the copy's mark fails its check: {check.summary()}"[:500]))
+        return
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    conn.send(("ok", usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime))
+    conn.send(("ok", usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, check))
     conn.send_bytes(pdf if keep else b"")
 
 
 def _died(exitcode: int | None) -> StampFailure:
     if exitcode in (-signal.SIGXCPU, -signal.SIGKILL):
         return StampFailure("timeout", f"stamper killed by signal {-(exitcode or 0)}")
+    if exitcode == -signal.SIGABRT:  # pdfium aborts, rather than raise, when RLIMIT_AS refuses it memory
+        return StampFailure("memory", "stamper aborted: pdfium ran out of its address space")
     return StampFailure("failed", f"stamper exited with {exitcode}")
 
 
@@ -124,7 +140,7 @@ def run_stamp(source: bytes | Path, mark: CopyMark, limits: StampLimits, *, keep
             child.kill()
         child.join()
         receiver.close()
-    return StampOutcome(pdf, int(header[1]), float(header[2]))
+    return StampOutcome(pdf, header[3], int(header[1]), float(header[2]))
 
 
 def busy(code: str) -> Refusal:

@@ -27,7 +27,7 @@ from sqlmodel import col
 
 from compliance.errors import Conflict, InvalidInput, Unavailable
 from compliance.ledger.events import Actor, append_event
-from compliance.signatures import validate_signatures
+from compliance.signatures.pdf_validation import validate_signatures
 from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import as_utc, iso, new_id, utcnow
 from storage.keys import authoritative_key

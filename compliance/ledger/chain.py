@@ -14,7 +14,7 @@ from typing import Any
 
 import rfc8785
 
-from compliance.ledger.errors import CHAIN_BROKEN, MALFORMED, LogError
+from compliance.ledger.log_error import CHAIN_BROKEN, MALFORMED, LogError
 
 MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers have no canonical form
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
-from compliance.ledger.errors import INCONSISTENT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
+from compliance.ledger.log_error import INCONSISTENT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()

@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from compliance.ledger.errors import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
+from compliance.ledger.log_error import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
 
 ALG_ED25519 = 0x01
 SIG_PREFIX = "— "

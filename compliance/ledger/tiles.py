@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
-from compliance.ledger.errors import INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
+from compliance.ledger.log_error import INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
 from compliance.ledger.merkle import EMPTY_ROOT, HASH_SIZE
 
 TILE_HEIGHT = 8

@@ -1,9 +1,9 @@
 """The nightly integrity verifier (``evault verify``): every byte, lock, version, copy and proof re-checked.
 
-- ``codes``: the registry of finding codes; ``findings``: a finding and its stable fingerprint.
+- ``findings``: a finding and its stable fingerprint (the codes' registry is ``compliance.finding_codes``).
 - ``scope``: what a run checks (filters, shard, snapshot); ``run``: one run, recorded or not.
 - ``objects``, ``copies``, ``logs``, ``health``: the checks; ``pipeline``, ``reads``, ``merge``: how they stream.
-- ``runs``: run records, progress, open findings, ledger events; ``report``: the signed report.
+- ``run_records``: run records, progress, open findings, ledger events; ``report``: the signed report.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 and is not the original; every object in the copies bucket is in the register.
 
 Same shape as the object pass: one version listing per organisation (``copies/<org>/``) merged in key order with
-the register. A copy is read whole (the mark is recognised from its text by ``compliance.copy_mark``), so memory
-per copy in flight is the copy's size.
+the register. A copy is read whole (the mark is recognised from its text by
+``compliance.conditions.copy_mark``), so memory per copy in flight is the copy's size.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from compliance.copy_mark import unmarked_pages
+from compliance.conditions.copy_mark import unmarked_pages
 from compliance.verifier.context import Context
 from compliance.verifier.findings import Finding
 from compliance.verifier.merge import binary_order, merge_by_key

@@ -12,7 +12,7 @@ from typing import Any
 
 import rfc8785
 
-from compliance.verifier.codes import known
+from compliance.finding_codes import known
 
 # Details that identify what is faulty (the rest describes how).
 SUBJECT_FIELDS = (

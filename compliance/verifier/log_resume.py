@@ -26,8 +26,8 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from compliance.headmap.sparse_tree import Head, map_key
 from compliance.ledger.chain import parse_entry
-from compliance.ledger.head_map import Head, map_key
 from storage.models import Event
 
 MAX_POSITION = 1024  # the column's width

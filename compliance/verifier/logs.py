@@ -19,13 +19,13 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from compliance.checkpoints.publisher import tree_for
+from compliance.headmap.sparse_tree import Head, HeadMap, map_key, tree_id_for
+from compliance.headmap.sql_store import MAP_ROOT_EVENT
 from compliance.ledger.chain import parse_entry
-from compliance.ledger.checkpoint import Checkpoint, verify_checkpoint
-from compliance.ledger.checkpoints import tree_for
-from compliance.ledger.errors import LogError
+from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
 from compliance.ledger.events import log_size
-from compliance.ledger.head_map import Head, HeadMap, map_key, tree_id_for
-from compliance.ledger.map_store import MAP_ROOT_EVENT
+from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
 from compliance.ledger.tiles import TILE_WIDTH
 from compliance.verifier.context import Context, MemoryRunLog

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from compliance.errors import EvaultError
 from compliance.ledger.note import raw_public_key
-from compliance.signing import VaultKey, create_key_file, load_public_key
+from compliance.ledger.vault_key import VaultKey, create_key_file, load_public_key
 
 FORMAT = "evault-verify-report/v1"
 ENDORSEMENT_CONTEXT = b"evault report-signing key v1\n"

@@ -26,7 +26,7 @@ from compliance.verifier.health import check_storage
 from compliance.verifier.logs import check_log
 from compliance.verifier.objects import check_objects
 from compliance.verifier.progress import Display
-from compliance.verifier.runs import DbRunLog, code_version, record_open_findings
+from compliance.verifier.run_records import DbRunLog, code_version, record_open_findings
 from compliance.verifier.scope import Scope
 from storage.ids import iso, utcnow
 from storage.models import CopyRecord, Envelope, Organisation, VaultedDocument, VaultRecord

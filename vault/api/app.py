@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.errors import EvaultError
 from vault.api.allocator import return_large_buffers
+from vault.api.allow import complete_allow
 from vault.api.custody import CustodyController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.edge import edge_middleware
@@ -45,7 +46,7 @@ def create_app(runtime: Runtime) -> Litestar:
     app = Litestar(
         route_handlers=[partner, health, ready, public_keys],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
-        before_send=[add_id_headers, add_rate_headers],
+        before_send=[add_id_headers, add_rate_headers, complete_allow],
         middleware=[edge_middleware(runtime)],
         exception_handlers={
             EvaultError: handle_domain_error,

@@ -12,14 +12,22 @@ from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
-from compliance.audit_trail import as_csv, audit_trail
-from compliance.certificate import covering_checkpoint, issue_certificate
-from compliance.certificate_pdf import certificate_pdf
-from compliance.conditions import check_compliance
+from compliance.audit.trail import as_csv, audit_trail
+from compliance.certificates.issuance import issue_certificate
+from compliance.certificates.pdf_page import certificate_pdf
+from compliance.checkpoints.freshness import checkpoint_for_envelope
+from compliance.conditions.evidence import Custodian, Policy
+from compliance.conditions.policies import check_compliance
 from compliance.errors import InvalidInput
-from compliance.evidence import Custodian, Policy
 from compliance.ledger.events import Actor
-from vault.api.schemas import READ_ERRORS, WRITE_ERRORS, answers
+from vault.api.schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    AuditTrailView,
+    ComplianceView,
+    SignedCertificate,
+    answers,
+)
 from vault.runtime import Runtime
 
 
@@ -54,7 +62,9 @@ class EvidenceController(Controller):
         "/compliance",
         opt={"scope": "compliance:read"},
         sync_to_thread=True,
-        responses=answers(200, None, READ_ERRORS, "Each §9-105 condition's result with evidence, and the verdict"),
+        responses=answers(
+            200, ComplianceView, READ_ERRORS, "Each §9-105 condition's result with evidence, and the verdict"
+        ),
     )
     def compliance(
         self,
@@ -71,7 +81,7 @@ class EvidenceController(Controller):
             raise InvalidInput("Request.Invalid", "checkpoint may only be 'now'", field="checkpoint")
         sources = runtime.sources()
         if checkpoint == "now":
-            covering_checkpoint(sources, runtime.checkpoints, actor.org_id, envelope_id)
+            checkpoint_for_envelope(runtime.db, runtime.checkpoints, actor.org_id, envelope_id)
         verdict = check_compliance(sources, policy_of(runtime), actor, envelope_id)
         return {"envelope_id": envelope_id, **verdict.as_json()}
 
@@ -79,7 +89,9 @@ class EvidenceController(Controller):
         "/vault/certificate",
         opt={"scope": "compliance:read"},
         sync_to_thread=True,
-        responses=answers(200, None, WRITE_ERRORS, "evault-certificate/v1 (JSON), or the signed one-page PDF"),
+        responses=answers(
+            200, SignedCertificate, WRITE_ERRORS, "evault-certificate/v1 (JSON), or the signed one-page PDF"
+        ),
     )
     def certificate(
         self,
@@ -104,7 +116,7 @@ class EvidenceController(Controller):
         "/audit",
         opt={"scope": "compliance:read"},
         sync_to_thread=True,
-        responses=answers(200, None, READ_ERRORS, "Every event with its exact entry bytes (JSON), or CSV"),
+        responses=answers(200, AuditTrailView, READ_ERRORS, "Every event with its exact entry bytes (JSON), or CSV"),
     )
     def audit(
         self,

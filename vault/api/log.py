@@ -10,11 +10,11 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
+from compliance.bundles.proof_bundle import build_bundle
+from compliance.checkpoints.freshness import covering_checkpoint
+from compliance.checkpoints.publisher import tree_for
 from compliance.errors import InvalidInput, NotFound
-from compliance.ledger.checkpoints import latest_checkpoint, tree_for
 from compliance.ledger.events import envelope_events, log_size
-from compliance.ledger.map_store import map_root_ending
-from compliance.proof_bundle import build_bundle
 from storage.models import Checkpoint as CheckpointRow
 from vault.api.conventions import Hook, Outcome, mutate, raw_digest
 from vault.api.evidence import document_signing_keys
@@ -46,15 +46,6 @@ def _b64(hashes: list[bytes]) -> list[str]:
     return [base64.b64encode(h).decode() for h in hashes]
 
 
-def _current(runtime: Runtime, org_id: str, at_least: int = 1) -> CheckpointRow:
-    """The latest checkpoint, signing one now when none covers ``at_least`` entries yet."""
-    with runtime.db.read_session() as session:
-        row = latest_checkpoint(session, org_id)
-    if row is None or row.size < at_least:
-        row = runtime.checkpoints.checkpoint_now(org_id)
-    return row
-
-
 class LogController(Controller):
     path = "/log"
     tags = ["Transparency log"]
@@ -63,7 +54,7 @@ class LogController(Controller):
     @get("/checkpoint", sync_to_thread=True, responses=answers(200, CheckpointView, READ_ERRORS, "The checkpoint"))
     def checkpoint(self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
         """The latest signed checkpoint (C2SP tlog-checkpoint note) of your organisation's log."""
-        return _checkpoint_view(_current(runtime, principal.org_id))
+        return _checkpoint_view(covering_checkpoint(runtime.db, runtime.checkpoints, principal.org_id, 1))
 
     @post("/checkpoint", status_code=200, responses=answers(200, CheckpointView, WRITE_ERRORS, "The checkpoint"))
     async def checkpoint_now(
@@ -126,7 +117,7 @@ class EnvelopeProofController(Controller):
         "/",
         opt={"scope": "compliance:read"},
         sync_to_thread=True,
-        responses=answers(200, ProofBundleView, READ_ERRORS, "Proof bundle evault-proof-bundle/v1"),
+        responses=answers(200, ProofBundleView, READ_ERRORS, "Proof bundle evault-proof-bundle/v2"),
     )
     def bundle(
         self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], envelope_id: FromPath[str]
@@ -137,11 +128,7 @@ class EnvelopeProofController(Controller):
             events = envelope_events(session, envelope_id)
         if not events:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
-        checkpoint = _current(runtime, principal.org_id, at_least=events[-1].leaf_index + 1)
-        with runtime.db.read_session() as session:
-            mapped = map_root_ending(session, principal.org_id, checkpoint.size) is not None
-        if not mapped:  # signed before the head map existed: commit a map and sign a checkpoint ending with it
-            checkpoint = runtime.checkpoints.checkpoint_now(principal.org_id)
+        checkpoint = covering_checkpoint(runtime.db, runtime.checkpoints, principal.org_id, events[-1].leaf_index + 1)
         with runtime.db.read_session() as session:
             return build_bundle(session, runtime.key, envelope_id, checkpoint)
 

@@ -18,6 +18,12 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.routes import HTTPRoute
 
+from vault.envelopes import KINDS
+from vault.lifecycle import STATUSES, VAULT_STATES
+from vault.listing import MAX_LIMIT
+from vault.vault_out import REASONS
+from vault.void import MAX_REASON
+
 PDF_OPS = ("vault-in-signed", "vault-in-upload", "upload")
 ENVELOPE_OPS_WITH_ETAG = ("/envelopes/{envelope_id}", "/envelopes/{envelope_id}/status")
 _STRING = {"type": "string"}
@@ -52,28 +58,92 @@ def _header(name: str, description: str, example: str | None = None) -> dict[str
 
 
 def _pdf_body(optional: bool) -> dict[str, Any]:
+    """Multipart first (the shape every client generator supports), then the raw PDF under both media types:
+    ``application/octet-stream`` is what generators send a raw file as, ``application/pdf`` what curl users do."""
     binary = {"type": "string", "format": "binary"}
+    raw = {"schema": binary, "example": sample_pdf()}
     return {
         "required": not optional,
-        "description": "One PDF as the raw body, or several as multipart `document` parts"
+        "description": "Several PDFs as multipart `document` parts, or one PDF as the raw body"
         + ("; no body at all vaults what was staged by POST .../upload" if optional else ""),
         "content": {
-            "application/pdf": {"schema": binary, "example": sample_pdf()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
                     "required": ["document"],
                     "properties": {
                         "document": {"type": "array", "items": binary, "minItems": 1, "maxItems": 20},
-                        "metadata": {"type": "string", "description": "a JSON object (e.g. the secured party)"},
+                        "metadata": {
+                            "type": "object",
+                            "additionalProperties": True,
+                            "description": "vault-in metadata as a JSON object (e.g. the secured party)",
+                        },
                         "sha256_0": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "of document 0"},
                     },
                 },
-                "encoding": {"document": {"contentType": "application/pdf"}},
+                "encoding": {
+                    "document": {"contentType": "application/pdf"},
+                    "metadata": {"contentType": "application/json"},
+                },
             },
+            "application/octet-stream": raw,
+            "application/pdf": raw,
         },
     }
 
+
+# Readable operation ids (what a generated client names its methods), one per partner operation; the test
+# tests/test_openapi_names.py fails on an operation missing here, so a new route cannot ship with Litestar's
+# path-derived name.
+OPERATION_IDS = {
+    ("/envelopes", "post"): "createEnvelope",
+    ("/envelopes", "get"): "listEnvelopes",
+    ("/envelopes/{envelope_id}", "get"): "getEnvelope",
+    ("/envelopes/{envelope_id}/status", "get"): "getEnvelopeStatus",
+    ("/envelopes/{envelope_id}/upload", "post"): "uploadDocument",
+    ("/envelopes/{envelope_id}/void", "post"): "voidEnvelope",
+    ("/envelopes/{envelope_id}/vault-in-signed", "post"): "vaultInSigned",
+    ("/envelopes/{envelope_id}/vault-in-upload", "post"): "vaultInUpload",
+    ("/envelopes/{envelope_id}/vault/signed-url", "get"): "getAuthoritativeUrl",
+    ("/envelopes/{envelope_id}/vault/copy/signed-url", "get"): "issueCopy",
+    ("/envelopes/{envelope_id}/vault-out", "post"): "vaultOut",
+    ("/envelopes/{envelope_id}/compliance", "get"): "checkCompliance",
+    ("/envelopes/{envelope_id}/vault/certificate", "get"): "getCertificate",
+    ("/envelopes/{envelope_id}/audit", "get"): "getAuditTrail",
+    ("/envelopes/{envelope_id}/proof", "get"): "getProofBundle",
+    ("/log/checkpoint", "get"): "getCheckpoint",
+    ("/log/checkpoint", "post"): "signCheckpoint",
+    ("/log/proof/inclusion", "get"): "getInclusionProof",
+    ("/log/proof/consistency", "get"): "getConsistencyProof",
+}
+OUTSIDE_IDS = {
+    ("/health", "get"): "getHealth",
+    ("/ready", "get"): "getReadiness",
+    ("/.well-known/evault/keys", "get"): "getPublicKeys",
+}
+
+NOT_BLANK = "\\S"  # the server strips and refuses an empty string
+QUERY_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/envelopes", "kind"): {"enum": list(KINDS)},
+    ("/envelopes", "status"): {"enum": list(STATUSES)},
+    ("/envelopes", "vault_state"): {"enum": list(VAULT_STATES)},
+    ("/envelopes", "limit"): {"minimum": 1, "maximum": MAX_LIMIT},
+    ("/envelopes/{envelope_id}/compliance", "checkpoint"): {"enum": ["now"]},
+    ("/envelopes/{envelope_id}/vault/certificate", "format"): {"enum": ["json", "pdf"]},
+    ("/envelopes/{envelope_id}/audit", "format"): {"enum": ["json", "csv"]},
+    ("/log/proof/inclusion", "leaf_index"): {"minimum": 0},
+    ("/log/proof/inclusion", "tree_size"): {"minimum": 1},
+    ("/log/proof/consistency", "first"): {"minimum": 0},
+    ("/log/proof/consistency", "second"): {"minimum": 0},
+}
+
+# The other representations a 200 may take (``?format=`` or ``Accept``), beside the JSON one Litestar documents.
+ALTERNATIVE_ANSWERS = {
+    ("/envelopes/{envelope_id}/vault/certificate", "get"): {
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}}
+    },
+    ("/envelopes/{envelope_id}/audit", "get"): {"text/csv": {"schema": {"type": "string"}}},
+}
 
 _EXAMPLES = {
     ("/envelopes", "post"): {
@@ -116,10 +186,62 @@ def _links(paths: dict[str, Any], prefix: str) -> dict[str, Any]:
     return links
 
 
+def _name_operations(paths: dict[str, Any], prefix: str) -> None:
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if isinstance(operation, dict):
+                key = (path.removeprefix(prefix), method)
+                name = OPERATION_IDS.get(key) if path.startswith(prefix) else OUTSIDE_IDS.get((path, method))
+                if name is not None:
+                    operation["operationId"] = name
+
+
+def _request_models(paths: dict[str, Any]) -> set[str]:
+    refs = set()
+    for item in paths.values():
+        for operation in item.values():
+            if isinstance(operation, dict):
+                for media in operation.get("requestBody", {}).get("content", {}).values():
+                    refs.add(str(media.get("schema", {}).get("$ref", "")).rsplit("/", 1)[-1])
+    return refs
+
+
+def _constrain(paths: dict[str, Any], models: dict[str, Any], prefix: str) -> None:
+    """What the server enforces in code, said in the document too (from the same constants, so they agree)."""
+    requests = _request_models(paths)
+    for name, model in models.items():
+        if name not in requests and model.get("type") == "object" and "properties" in model:
+            model.setdefault("additionalProperties", False)  # an answer is exactly its model (free-form JSON aside)
+    if "NewEnvelope" in models:
+        fields = models["NewEnvelope"]["properties"]
+        fields["kind"]["enum"] = list(KINDS)
+        fields["title"].update({"minLength": 1, "pattern": NOT_BLANK})
+    if "VoidIn" in models:
+        models["VoidIn"]["properties"]["reason"].update({"minLength": 1, "maxLength": MAX_REASON, "pattern": NOT_BLANK})
+    if "VaultOutIn" in models:
+        models["VaultOutIn"]["properties"]["reason"]["enum"] = list(REASONS)
+    for (path, name), constraint in QUERY_CONSTRAINTS.items():
+        for operation in paths.get(prefix + path, {}).values():
+            for param in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if param.get("in") == "query" and param.get("name") == name:
+                    _narrow(param["schema"], constraint)
+
+
+def _narrow(schema: dict[str, Any], constraint: dict[str, Any]) -> None:
+    """Put the constraint on the non-null branch of an optional parameter, or on the schema itself."""
+    for branch in schema.get("oneOf", []):
+        if branch.get("type") != "null":
+            branch.update(constraint)
+            return
+    schema.update(constraint)
+
+
 def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partner") -> None:
     """Add to the generated document in place (it is the one Litestar serves)."""
     scopes = _scopes(app, "")
     paths: dict[str, Any] = schema.get("paths", {})
+    _name_operations(paths, prefix)
+    _constrain(paths, schema.get("components", {}).get("schemas", {}), prefix)
     links = _links(paths, prefix)
     rate_headers = {
         "RateLimit-Policy": {
@@ -150,6 +272,8 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
             example = _EXAMPLES.get((relative, method))
             if example is not None:
                 operation["requestBody"]["content"]["application/json"]["example"] = example
+            if (relative, method) in ALTERNATIVE_ANSWERS:
+                operation["responses"]["200"]["content"].update(ALTERNATIVE_ANSWERS[(relative, method)])
             for status, response in operation.get("responses", {}).items():
                 headers = response.setdefault("headers", {})
                 headers.update(rate_headers)

@@ -8,9 +8,15 @@ checks the live answers against the document. Caller-supplied free-form JSON (pa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from litestar.openapi.datastructures import ResponseSpec
+
+Kind = Literal["esign", "paper"]
+EnvelopeState = Literal["draft", "awaiting_upload", "completed", "voided", "expired"]
+VaultState = Literal["not_vaulted", "vaulted", "released"]
+ReleaseReason = Literal["transfer", "paper_out", "payoff", "other"]
+ConditionStatus = Literal["pass", "fail", "pending"]
 
 
 @dataclass
@@ -41,13 +47,14 @@ class VaultedDocumentView:
     size: int
     pages: int
     version_id: str
+    signatures: dict[str, Any] | None  # the graded validation of the PDF's own signatures (pyHanko)
 
 
 @dataclass
 class ReleaseView:
     at: str
     by: str | None
-    reason: str | None
+    reason: ReleaseReason | None
     details: dict[str, Any] | None
 
 
@@ -55,7 +62,7 @@ class ReleaseView:
 class VaultView:
     """``state`` always; the rest once vaulted."""
 
-    state: str
+    state: VaultState
     authoritative_copy_id: str | None = None
     source: str | None = None
     vaulted_at: str | None = None
@@ -67,9 +74,9 @@ class VaultView:
 @dataclass
 class EnvelopeSummary:
     id: str
-    kind: str
-    status: str
-    vault_state: str
+    kind: Kind
+    status: EnvelopeState
+    vault_state: VaultState
     title: str
     external_id: str | None
     revision: int
@@ -101,8 +108,8 @@ class EnvelopePage:
 @dataclass
 class EnvelopeStatus:
     id: str
-    status: str
-    vault_state: str
+    status: EnvelopeState
+    vault_state: VaultState
     revision: int
     updated_at: str
 
@@ -170,13 +177,100 @@ class BundleEvent:
 
 
 @dataclass
+class HeadMapLeaf:
+    key: str
+    seq: int
+    entry_hash: str
+
+
+@dataclass
+class HeadMapProof:
+    """Siblings from depth 1 down (null: an empty subtree) and the leaf ending the key's path, if any."""
+
+    siblings: list[str | None]
+    leaf: HeadMapLeaf | None
+
+
+@dataclass
+class BundleMap:
+    """The checkpoint's last entry (a map.root commit, with its inclusion proof) and the envelope's map proof."""
+
+    entry: BundleEvent
+    proof: HeadMapProof
+
+
+@dataclass
 class ProofBundleView:
-    format: str
+    """``evault-proof-bundle/v2``; docs/evidence-formats.md §7 says how to check it."""
+
+    format: Literal["evault-proof-bundle/v2"]
     origin: str
     envelope_id: str
     checkpoint: str
     key: BundleKey
     events: list[BundleEvent]
+    map: BundleMap
+    timestamp_token: str | None
+
+
+@dataclass
+class ConditionView:
+    condition: Literal["1", "2", "3", "4", "5", "6"]
+    title: str
+    status: ConditionStatus
+    reasons: list[str]
+    evidence: dict[str, Any]
+
+
+@dataclass
+class ComplianceView:
+    envelope_id: str
+    verdict: ConditionStatus
+    conditions: list[ConditionView]
+
+
+@dataclass
+class CertificateSignature:
+    alg: Literal["Ed25519"]
+    key_id: str
+    value: str
+
+
+@dataclass
+class SignedCertificate:
+    """``evault-certificate/v1``: ``certificate`` is signed as its RFC 8785 form (docs/evidence-formats.md §8)."""
+
+    certificate: dict[str, Any]
+    signature: CertificateSignature
+
+
+@dataclass
+class AuditActor:
+    org_id: str | None
+    key_prefix: str | None
+    source: str | None
+
+
+@dataclass
+class AuditEvent:
+    seq: int | None
+    leaf_index: int
+    time: str | None
+    type: str
+    actor: AuditActor
+    data: dict[str, Any] | None
+    prev: str | None
+    entry_hash: str
+    entry: str
+
+
+@dataclass
+class AuditTrailView:
+    format: Literal["evault-audit-trail/v1"]
+    envelope_id: str
+    log_origin: str
+    events: list[AuditEvent]
+    personal_data: dict[str, dict[str, Any]]
 
 
 _MEANING = {

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compliance.certificate_check import verify_certificate
-from compliance.checkpoint_trust import CheckpointTrust
+from compliance.certificates.offline_check import verify_certificate
+from compliance.checkpoints.policy import CheckpointTrust
 from compliance.errors import EvaultError
 
 EXIT_VALID, EXIT_INVALID, EXIT_COULD_NOT_RUN = 0, 2, 3

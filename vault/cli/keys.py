@@ -162,7 +162,7 @@ def _against_database(command: Callable[[argparse.Namespace, Database], int]) ->
     return run
 
 
-def _command(
+def database_command(
     group: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
     help_text: str,
@@ -179,23 +179,23 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     org = commands.add_parser("org", help="organisations (against the live database)").add_subparsers(
         dest="org_command", required=True
     )
-    _command(org, "create", "create an organisation", _org_create).add_argument("name")
-    _command(org, "list", "list organisations", _org_list)
+    database_command(org, "create", "create an organisation", _org_create).add_argument("name")
+    database_command(org, "list", "list organisations", _org_list)
 
     key = commands.add_parser("key", help="API keys (against the live database)").add_subparsers(
         dest="key_command", required=True
     )
-    create = _command(key, "create", "create an API key; it is shown only once", _key_create)
+    create = database_command(key, "create", "create an API key; it is shown only once", _key_create)
     create.add_argument("--org", required=True, help="organisation id (org_...)")
     create.add_argument("--scopes", required=True, help=f"comma-separated, of: {','.join(SCOPES)}")
     create.add_argument("--name", required=True, help="what the key is for, e.g. 'loan system prod'")
     create.add_argument("--expires-in", help="lifetime, e.g. 30d, 12h (default: no expiry)")
-    _command(key, "list", "list API keys (never the keys themselves)", _key_list).add_argument(
+    database_command(key, "list", "list API keys (never the keys themselves)", _key_list).add_argument(
         "--org", help="only this organisation's keys"
     )
-    _command(key, "revoke", "revoke a key now", _key_revoke).add_argument(
+    database_command(key, "revoke", "revoke a key now", _key_revoke).add_argument(
         "key", help="key id (key_...) or prefix (lk_...)"
     )
-    rotate = _command(key, "rotate", "issue a successor; the old key works for the grace period", _key_rotate)
+    rotate = database_command(key, "rotate", "issue a successor; the old key works for the grace period", _key_rotate)
     rotate.add_argument("key", help="key id (key_...) or prefix (lk_...)")
     rotate.add_argument("--grace", default="24h", help="how long the old key keeps working, e.g. 30m, 24h, 7d, 0")

@@ -19,8 +19,9 @@ from pathlib import Path
 from types import FrameType
 
 from compliance.errors import EvaultError
-from compliance.signing import SigningKeyError
+from compliance.ledger.vault_key import SigningKeyError
 from storage.settings import Settings, SettingsError
+from vault.cli.erase import add_commands as add_erase_commands
 from vault.cli.evidence import add_cert_commands, add_trust_options, trust_from
 from vault.cli.keys import add_commands as add_key_commands
 
@@ -137,7 +138,7 @@ def _serve(_: argparse.Namespace) -> int:
 
 
 def _log_verify(args: argparse.Namespace) -> int:
-    from compliance.proof_bundle import verify_bundle
+    from compliance.bundles.proof_bundle import verify_bundle
 
     text = Path(args.bundle).read_bytes()
     result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin)
@@ -158,7 +159,7 @@ def _log_verify(args: argparse.Namespace) -> int:
 
 
 def _log_consistency(args: argparse.Namespace) -> int:
-    from compliance.trusted_checkpoint import check_consistency
+    from compliance.checkpoints.auditor_memory import check_consistency
 
     old, new = check_consistency(
         Path(args.old).read_text(),
@@ -256,7 +257,7 @@ def _report_verify(args: argparse.Namespace) -> int:
 
 
 def _witness(args: argparse.Namespace) -> int:
-    from compliance.witness_app import serve_witness
+    from compliance.witness.http_app import serve_witness
 
     serve_witness(Path(args.state), Path(args.key), args.log_key, args.host, args.port, name=args.name)
     return 0
@@ -280,6 +281,7 @@ def parser() -> argparse.ArgumentParser:
     verify_all.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run in its fixed scope")
     verify_all.set_defaults(run=_verify)
     add_key_commands(commands)
+    add_erase_commands(commands)
     report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(
         dest="report_command", required=True
     )

@@ -1,0 +1,108 @@
+"""The audit trail of one envelope: every event, who caused it, and its place in the chain and the log.
+
+The JSON form carries each entry's exact bytes (base64), so whoever holds it can re-hash them and check them
+against the chain, a proof bundle or a certificate. The CSV form is for people: one row per event, the data
+as compact JSON, and cells that a spreadsheet would run as a formula are quoted with a leading apostrophe.
+The trail holds what the log holds, and the log keeps no client addresses or user agents (see README). People
+named as parties appear in the log as commitments only; ``personal_data`` shows the values behind them, by
+subject id, while they still exist (``compliance.ledger.personal_data``).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from typing import Any
+
+from compliance.conditions.evidence import as_dict
+from compliance.errors import NotFound
+from compliance.ledger.chain import parse_entry
+from compliance.ledger.events import envelope_events
+from compliance.ledger.log_error import LogError
+from compliance.ledger.personal_data import reveal
+from compliance.sources import Sources
+from storage.models import Envelope, Event
+
+FORMAT = "evault-audit-trail/v1"
+CSV_COLUMNS = (
+    "seq",
+    "leaf_index",
+    "time",
+    "type",
+    "actor_org",
+    "actor_key_prefix",
+    "data",
+    "prev",
+    "entry_hash",
+)
+
+
+def _row(event: Event) -> dict[str, Any]:
+    try:
+        value = parse_entry(event.entry)
+    except LogError:
+        value = {}  # an edited entry still appears, with its bytes; its hash gives it away
+    actor = as_dict(value.get("actor"))
+    return {
+        "seq": event.chain_seq,
+        "leaf_index": event.leaf_index,
+        "time": value.get("time"),
+        "type": event.event_type,
+        "actor": {"org_id": actor.get("org_id"), "key_prefix": actor.get("key_prefix"), "source": actor.get("source")},
+        "data": value.get("data"),
+        "prev": value.get("prev"),
+        "entry_hash": event.entry_hash,
+        "entry": base64.b64encode(event.entry).decode(),
+    }
+
+
+def audit_trail(sources: Sources, org_id: str, envelope_id: str) -> dict[str, Any]:
+    with sources.db.read_session() as session:
+        envelope = session.get(Envelope, envelope_id)
+        if envelope is None or envelope.org_id != org_id:
+            raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
+        rows = [_row(e) for e in envelope_events(session, envelope_id)]
+        people = reveal(session, [p for row in rows for p in _committed_parties(row)])
+    return {
+        "format": FORMAT,
+        "envelope_id": envelope_id,
+        "log_origin": sources.origin(org_id),
+        "events": rows,
+        "personal_data": {subject: shown.as_json() for subject, shown in people.items()},
+    }
+
+
+def _committed_parties(row: dict[str, Any]) -> list[Any]:
+    data = row["data"]
+    parties = data.get("parties") if isinstance(data, dict) else None
+    return parties if isinstance(parties, list) else []
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def as_csv(trail: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in trail["events"]:
+        actor = row["actor"]
+        writer.writerow(
+            _cell(v)
+            for v in (
+                row["seq"],
+                row["leaf_index"],
+                row["time"],
+                row["type"],
+                actor.get("org_id"),
+                actor.get("key_prefix") or actor.get("source"),
+                row["data"],
+                row["prev"],
+                row["entry_hash"],
+            )
+        )
+    return out.getvalue()

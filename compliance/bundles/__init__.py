@@ -1,0 +1,1 @@
+"""Proof bundles: one envelope's history with its proofs, checkable offline with the vault's public key."""

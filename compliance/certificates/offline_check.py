@@ -1,0 +1,144 @@
+"""Checking an ``evault-certificate/v1`` offline, with nothing but the vault's public key (and, optionally,
+witness keys and TSA roots).
+
+In order: the Ed25519 signature over the RFC 8785 encoding of ``certificate``, with the key the auditor brings;
+the embedded v2 bundle (``compliance.bundles.proof_bundle.verify_bundle``: checkpoint, inclusions, chain, head map,
+completeness); the checkpoint policy (witnesses, timestamp); then the certificate's own claims against the
+proven history: the same checkpoint and head, the document hashes and versions of the ``vault.vaulted_in``
+entry, the assignee of record, the copies and the vault-out, and a verdict that follows from the conditions.
+Every failure raises :class:`CertificateInvalid` (or a ``LogError``/``Timestamp.Invalid`` from the proofs).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+
+from compliance.bundles.proof_bundle import VerifiedBundle, verify_bundle
+from compliance.certificates.issuance import FORMAT, key_id_of
+from compliance.checkpoints.auditor_memory import load_trusted_key
+from compliance.checkpoints.policy import CheckpointTrust
+from compliance.conditions.policies import overall
+from compliance.errors import InvalidInput
+
+MALFORMED, BAD_SIGNATURE, INCONSISTENT = "Certificate.Malformed", "Certificate.BadSignature", "Certificate.Inconsistent"
+
+
+class CertificateInvalid(InvalidInput):
+    """The certificate is not what the vault signed, or contradicts its own proofs."""
+
+
+@dataclass(frozen=True)
+class VerifiedCertificate:
+    certificate: dict[str, Any]
+    bundle: VerifiedBundle
+    trust: list[str]  # what the witness and TSA policy proved
+
+    @property
+    def verdict(self) -> str:
+        return str(self.certificate["conditions"]["verdict"])
+
+
+def _get(obj: Any, name: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(obj, dict) or not isinstance(obj.get(name), kind):
+        raise CertificateInvalid(MALFORMED, f"certificate field {name!r} is missing or malformed")
+    return obj[name]
+
+
+def _check_signature(document: Any, trusted_pem: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = _get(document, "certificate", dict)
+    signature = _get(document, "signature", dict)
+    key = load_trusted_key(trusted_pem)
+    if _get(signature, "alg", str) != "Ed25519" or _get(signature, "key_id", str) != key_id_of(key):
+        raise CertificateInvalid(BAD_SIGNATURE, "the certificate is not signed by the key you trust")
+    try:
+        key.verify(base64.b64decode(_get(signature, "value", str), validate=True), rfc8785.dumps(body))
+    except (InvalidSignature, binascii.Error, ValueError, rfc8785.CanonicalizationError):
+        raise CertificateInvalid(BAD_SIGNATURE, "the certificate's signature does not verify") from None
+    if _get(body, "format", str) != FORMAT:
+        raise CertificateInvalid(MALFORMED, f"certificate format must be {FORMAT}")
+    return body
+
+
+def _inconsistent(message: str, **details: Any) -> CertificateInvalid:
+    return CertificateInvalid(INCONSISTENT, message, **details)
+
+
+def _last(events: list[dict[str, Any]], *types: str) -> dict[str, Any] | None:
+    found = [e for e in events if e.get("type") in types]
+    return found[-1] if found else None
+
+
+def _check_claims(body: dict[str, Any], bundle: dict[str, Any], proven: VerifiedBundle) -> None:
+    envelope = _get(body, "envelope", dict)
+    ledger = _get(body, "ledger", dict)
+    if _get(envelope, "id", str) != proven.envelope_id:
+        raise _inconsistent("the certificate and its bundle are about different envelopes")
+    if _get(_get(ledger, "checkpoint", dict), "note", str) != bundle["checkpoint"]:
+        raise _inconsistent("the certificate names another checkpoint than its bundle proves")
+    events = proven.events
+    head = ledger.get("chain_head")
+    if events:
+        entry = base64.b64decode(bundle["events"][-1]["entry"])
+        expected = {"seq": len(events) - 1, "leaf_index": bundle["events"][-1]["leaf_index"]}
+        expected["entry_hash"] = hashlib.sha256(entry).hexdigest()
+        if head != expected:
+            raise _inconsistent("the chain head is not the last event the bundle proves")
+    elif head is not None:
+        raise _inconsistent("the certificate names a chain head the bundle does not have")
+    vaulted = _last(events, "vault.vaulted_in")
+    copy = body.get("authoritative_copy")
+    if (vaulted is None) != (copy is None):
+        raise _inconsistent("the certificate's authoritative copy and the ledger's vault-in disagree")
+    if vaulted is not None and isinstance(copy, dict):
+        ledger_docs = {(d.get("id"), d.get("sha256"), d.get("version_id")) for d in vaulted["data"]["documents"]}
+        shown = {(d.get("id"), d.get("sha256"), d.get("version_id")) for d in _get(copy, "documents", list)}
+        if ledger_docs != shown or _get(copy, "id", str) != vaulted["data"].get("authoritative_copy_id"):
+            raise _inconsistent("document hashes or versions differ from the vaulted_in entry")
+    assignee = _last(events, "vault.vaulted_in", "vault.assignee_changed")
+    if (assignee or {}).get("data", {}).get("secured_party") != body.get("assignee_of_record"):
+        raise _inconsistent("the assignee of record is not the one the ledger records")
+    issued = {e["data"].get("copy_id") for e in events if e.get("type") == "vault.copy_issued"}
+    if {c.get("id") for c in _get(body, "copies", list)} - issued:
+        raise _inconsistent("the certificate lists copies the ledger does not record")
+    released = _last(events, "vault.released")
+    out = body.get("vault_out")
+    if (released is None) != (out is None) or (
+        released is not None and released["data"].get("reason") != (out or {}).get("reason")
+    ):
+        raise _inconsistent("the vault-out in the certificate and in the ledger disagree")
+    conditions = _get(body, "conditions", dict)
+    results = _get(conditions, "conditions", list)
+    if sorted(str(r.get("condition")) for r in results) != ["1", "2", "3", "4", "5", "6"]:
+        raise _inconsistent("the certificate does not answer each of the six conditions once")
+    if conditions.get("verdict") != overall([str(r.get("status")) for r in results]):
+        raise _inconsistent("the overall verdict does not follow from the conditions' results")
+
+
+def verify_certificate(
+    text: str | bytes, trusted_pem: bytes, trust: CheckpointTrust | None = None
+) -> VerifiedCertificate:
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise CertificateInvalid(MALFORMED, "certificate is not JSON", error=str(exc)) from None
+    body = _check_signature(document, trusted_pem)
+    bundle = _get(_get(body, "ledger", dict), "bundle", dict)
+    proven = verify_bundle(json.dumps(bundle), trusted_pem)
+    if proven.completeness is None:
+        raise _inconsistent("the embedded bundle is not v2: completeness is not proven")
+    token = bundle.get("timestamp_token")
+    try:
+        raw_token = base64.b64decode(token, validate=True) if isinstance(token, str) else None
+    except (binascii.Error, ValueError):
+        raise CertificateInvalid(MALFORMED, "timestamp token is not base64") from None
+    proved = (trust or CheckpointTrust()).check(bundle["checkpoint"], raw_token)
+    _check_claims(body, bundle, proven)
+    return VerifiedCertificate(body, proven, proved)

@@ -1,0 +1,236 @@
+"""Signing checkpoints of each organisation's log and keeping them in two places.
+
+A checkpoint goes to the database *and* to the WORM bucket under a compliance-mode lock, addressed by tree
+size: an edit, deletion or rollback of the database alone then disagrees with what WORM holds. Witness
+cosignatures and an RFC 3161 timestamp are added when configured.
+
+Whoever holds the bucket's credentials can put a note at a checkpoint key before we do. A note found there is
+adopted only when it is ours: signed by the vault's key, for this log's origin, size and locally computed root.
+Anything else is ``Checkpoint.Forged``, logged at ERROR and never stored in the database nor served.
+
+Each organisation is checkpointed under its own lock, and one organisation's failure (a refusing witness, a
+failing TSA) is reported and does not hold up the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from compliance.errors import EvaultError
+from compliance.headmap.sql_store import commit_head_map
+from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint, verify_checkpoint
+from compliance.ledger.log_error import LogError
+from compliance.ledger.note import NoteSigner
+from compliance.ledger.tiles import TiledTree
+from storage.db import Database
+from storage.errors import ObjectConflict
+from storage.ids import utcnow
+from storage.keys import checkpoint_key, timestamp_key
+from storage.log_tiles import SqlTileStore
+from storage.models import Checkpoint as CheckpointRow
+from storage.models import LogState
+from storage.object_store import ObjectStore
+
+ProofSource = Callable[[int, int], list[bytes]]
+CHECKPOINT_FORGED = "Checkpoint.Forged"
+
+log = logging.getLogger("evault.checkpoints")
+
+
+class CheckpointForged(EvaultError):
+    """WORM holds, at a checkpoint's key, a note that is not the vault's checkpoint of that tree: an attack."""
+
+    category = "integrity"
+
+
+class Cosigner(Protocol):
+    def cosign(self, note: str, checkpoint: Checkpoint, proof_for: ProofSource) -> str: ...
+
+
+class Timestamper(Protocol):
+    def timestamp(self, data: bytes) -> bytes: ...
+
+
+def origin_for(prefix: str, org_id: str) -> str:
+    """One log per organisation: its origin names the vault and the organisation."""
+    return f"{prefix}/{org_id}"
+
+
+def latest_checkpoint(session: Session, org_id: str) -> CheckpointRow | None:
+    return session.exec(
+        select(CheckpointRow).where(CheckpointRow.org_id == org_id).order_by(col(CheckpointRow.size).desc()).limit(1)
+    ).first()
+
+
+def tree_for(session: Session, org_id: str, size: int) -> TiledTree:
+    return TiledTree(SqlTileStore(session, org_id), size)
+
+
+class CheckpointService:
+    def __init__(
+        self,
+        db: Database,
+        worm: ObjectStore,
+        signer: NoteSigner,
+        origin_prefix: str,
+        retention: timedelta,
+        cosigners: Sequence[Cosigner] = (),
+        timestamper: Timestamper | None = None,
+    ) -> None:
+        self.db = db
+        self.worm = worm
+        self.signer = signer
+        self.origin_prefix = origin_prefix
+        self.retention = retention
+        self.cosigners = cosigners
+        self.timestamper = timestamper
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def origin(self, org_id: str) -> str:
+        return origin_for(self.origin_prefix, org_id)
+
+    def _org_lock(self, org_id: str) -> threading.Lock:
+        """One lock per organisation: a slow witness or TSA for one log never holds up another."""
+        with self._locks_guard:
+            return self._locks.setdefault(org_id, threading.Lock())
+
+    def consistency_proof(self, org_id: str, size1: int, size2: int) -> list[bytes]:
+        with self.db.session() as session:
+            return tree_for(session, org_id, size2).consistency_proof(size1, size2)
+
+    def checkpoint_now(self, org_id: str) -> CheckpointRow:
+        """Sign the log's current head unless the latest checkpoint already covers it."""
+        with self._org_lock(org_id):
+            with self.db.session() as session:
+                commit_head_map(session, org_id)  # the map.root entry becomes the last entry this checkpoint signs
+                state = session.get(LogState, org_id)
+                size = state.size if state else 0
+                latest = latest_checkpoint(session, org_id)
+                if latest is not None and latest.size >= size:
+                    return latest
+                root = tree_for(session, org_id, size).root()
+            checkpoint = Checkpoint(self.origin(org_id), size, root)
+            note = sign_checkpoint(checkpoint, self.signer)
+            for cosigner in self.cosigners:
+                note += cosigner.cosign(note, checkpoint, lambda a, b: self.consistency_proof(org_id, a, b))
+            return self._store(org_id, checkpoint, note)
+
+    def _store(self, org_id: str, checkpoint: Checkpoint, note: str) -> CheckpointRow:
+        retain_until = utcnow() + self.retention
+        key = checkpoint_key(org_id, checkpoint.size)
+        try:
+            stored = self.worm.put_write_once(key, note.encode(), retain_until=retain_until, content_type="text/plain")
+        except ObjectConflict:
+            # Another process signed this size first (cosignature times differ): its note is the record,
+            # but only once it is proven to be ours and of this very tree.
+            current = self.worm.head(key, None)
+            note = self._adoptable(org_id, checkpoint, key, self.worm.read(key, current.version_id))
+            stored_version = current.version_id
+        else:
+            stored_version = stored.version_id
+        token = None
+        if self.timestamper is not None:
+            token = self.timestamper.timestamp(note.encode())
+            self.worm.put_write_once(
+                timestamp_key(org_id, checkpoint.size),
+                token,
+                retain_until=retain_until,
+                content_type="application/timestamp-reply",
+            )
+        row = CheckpointRow(
+            org_id=org_id,
+            size=checkpoint.size,
+            root_hash=checkpoint.root_hash.hex(),
+            note=note,
+            s3_key=key,
+            s3_version_id=stored_version,
+            timestamp_token=token,
+            created_at=utcnow(),
+        )
+        try:
+            with self.db.session() as session:
+                session.add(row)
+        except IntegrityError:
+            with self.db.session() as session:
+                existing = session.get(CheckpointRow, (org_id, checkpoint.size))
+                assert existing is not None
+                return existing
+        return row
+
+    def _adoptable(self, org_id: str, checkpoint: Checkpoint, key: str, found: bytes) -> str:
+        """The note found at ``key`` if it is the vault's signed checkpoint of ``checkpoint``; else raise."""
+        reason = None
+        try:
+            note = found.decode("utf-8")
+            theirs = verify_checkpoint(note, self.signer.verifier(), checkpoint.origin)
+        except UnicodeDecodeError:
+            reason = "not UTF-8"
+        except LogError as exc:
+            reason = f"{exc.code}: {exc.message}"
+        else:
+            if theirs != checkpoint:
+                reason = f"signs size {theirs.size} with another root or extensions than this log's"
+        if reason is None:
+            return note
+        log.error(
+            "%s: refusing the note at %s/%s for %s size %d: %s",
+            CHECKPOINT_FORGED,
+            self.worm.bucket,
+            key,
+            org_id,
+            checkpoint.size,
+            reason,
+        )
+        raise CheckpointForged(
+            CHECKPOINT_FORGED,
+            "WORM holds a note at this checkpoint's key that is not the vault's checkpoint of this tree",
+            org_id=org_id,
+            size=checkpoint.size,
+            worm_key=key,
+            reason=reason,
+        )
+
+    def due_organisations(self) -> list[str]:
+        """Organisations whose log has grown past their latest checkpoint."""
+        with self.db.session() as session:
+            newest = (
+                select(CheckpointRow.org_id, func.max(CheckpointRow.size).label("size"))
+                .group_by(col(CheckpointRow.org_id))
+                .subquery()
+            )
+            rows = session.exec(
+                select(LogState.org_id)
+                .outerjoin(newest, newest.c.org_id == LogState.org_id)
+                .where((newest.c.size.is_(None)) | (newest.c.size < LogState.size))
+                .order_by(col(LogState.org_id))
+            ).all()
+            return list(rows)
+
+    def checkpoint_due(self, on_error: Callable[[str | None, Exception], None]) -> None:
+        """One round: checkpoint each organisation whose log grew; a failure is reported per organisation."""
+        try:
+            due = self.due_organisations()
+        except Exception as exc:  # a passing database fault: try again next round
+            on_error(None, exc)
+            return
+        for org_id in due:
+            try:
+                self.checkpoint_now(org_id)
+            except Exception as exc:  # one organisation's witness, TSA or forgery must not stop the others
+                on_error(org_id, exc)
+
+    def run_periodically(
+        self, interval: float, stop: threading.Event, on_error: Callable[[str | None, Exception], None]
+    ) -> None:
+        """Checkpoint every organisation with new events every ``interval`` seconds until ``stop`` is set."""
+        while not stop.wait(interval):
+            self.checkpoint_due(on_error)

@@ -1,0 +1,139 @@
+"""What the §9-105 conditions look at, gathered once per check from the database, the ledger and the key.
+
+Gathering reads only; the conditions (``compliance/conditions/policies.py``) then read live storage themselves where
+the statute asks about the object (its bytes, lock, versions, and every copy under the envelope's prefix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import col, select
+
+from compliance.checkpoints.publisher import latest_checkpoint, tree_for
+from compliance.errors import NotFound
+from compliance.headmap.sparse_tree import MapProof
+from compliance.headmap.sql_store import map_root_ending, prove_at
+from compliance.ledger.chain import parse_entry
+from compliance.ledger.events import envelope_events
+from compliance.ledger.log_error import LogError
+from compliance.sources import Sources
+from storage.models import ApiKey, CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
+from storage.models import Checkpoint as CheckpointRow
+
+
+@dataclass(frozen=True)
+class Custodian:
+    """The vault operator that maintains authoritative copies for the secured party (from settings)."""
+
+    name: str
+    id: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"name": self.name, "id": self.id}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the deployment says must hold: its custodian and the bucket that alone holds authoritative copies."""
+
+    custodian: Custodian
+    authoritative_bucket: str
+
+
+@dataclass
+class Evidence:
+    sources: Sources
+    policy: Policy
+    envelope: Envelope
+    record: VaultRecord | None
+    documents: list[VaultedDocument]
+    copies: list[CopyRecord]
+    events: list[Event]  # the envelope's chain as the database holds it, by seq
+    keys: dict[str, ApiKey]  # the key rows the events' actors name
+    checkpoint: CheckpointRow | None  # the latest signed checkpoint of the organisation's log
+    map_entry: Event | None = None  # the checkpoint's last entry when it is a map.root commit
+    map_proof: MapProof | None = None
+    inclusion: dict[int, list[bytes]] = field(default_factory=dict)  # leaf index -> proof at checkpoint size
+
+    def parsed(self, event: Event) -> dict[str, Any] | None:
+        """The entry as JSON, or None when it is not canonical JSON any more (condition 6 reports that)."""
+        try:
+            return parse_entry(event.entry)
+        except LogError:
+            return None
+
+    def ledger_events(self, event_type: str) -> list[tuple[Event, dict[str, Any]]]:
+        found = []
+        for event in self.events:
+            value = self.parsed(event)
+            if value is not None and value.get("type") == event_type:
+                found.append((event, value))
+        return found
+
+    def vaulted_in(self) -> dict[str, Any] | None:
+        """The ``vault.vaulted_in`` entry's data: what the ledger says was vaulted."""
+        entries = self.ledger_events("vault.vaulted_in")
+        data = entries[-1][1].get("data") if entries else None
+        return data if isinstance(data, dict) else None
+
+    def copy_prefix(self) -> str:
+        return f"copies/{self.envelope.org_id}/{self.envelope.id}/"
+
+
+def gather(sources: Sources, policy: Policy, org_id: str, envelope_id: str) -> Evidence:
+    """Read everything the conditions need in one read transaction; another organisation's envelope is a 404."""
+    with sources.db.read_session() as session:
+        envelope = session.get(Envelope, envelope_id)
+        if envelope is None or envelope.org_id != org_id:
+            raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
+        record = session.exec(select(VaultRecord).where(VaultRecord.envelope_id == envelope_id)).first()
+        documents = (
+            list(
+                session.exec(
+                    select(VaultedDocument)
+                    .where(VaultedDocument.record_id == record.id)
+                    .order_by(col(VaultedDocument.position))
+                )
+            )
+            if record is not None
+            else []
+        )
+        copies = list(
+            session.exec(
+                select(CopyRecord).where(CopyRecord.envelope_id == envelope_id).order_by(col(CopyRecord.issued_at))
+            )
+        )
+        events = envelope_events(session, envelope_id)
+        evidence = Evidence(sources, policy, envelope, record, documents, copies, events, {}, None)
+        key_ids = set()
+        for event in events:
+            actor = (evidence.parsed(event) or {}).get("actor")
+            if isinstance(actor, dict) and isinstance(actor.get("key_id"), str):
+                key_ids.add(actor["key_id"])
+        evidence.keys = {k.id: k for k in session.exec(select(ApiKey).where(col(ApiKey.id).in_(key_ids)))}
+        checkpoint = latest_checkpoint(session, org_id)
+        evidence.checkpoint = checkpoint
+        if checkpoint is not None:
+            tree = tree_for(session, org_id, checkpoint.size)
+            covered = [e.leaf_index for e in events if 0 <= e.leaf_index < checkpoint.size]
+            committed = map_root_ending(session, org_id, checkpoint.size)
+            if committed is not None:
+                evidence.map_entry = session.exec(
+                    select(Event).where(Event.org_id == org_id, Event.leaf_index == committed.entry_index)
+                ).first()
+                evidence.map_proof = prove_at(session, org_id, committed.version, envelope_id)
+                covered.append(committed.entry_index)
+            evidence.inclusion = {i: tree.inclusion_proof(i, checkpoint.size) for i in covered}
+    return evidence
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (entries are read defensively)."""
+    return value if isinstance(value, dict) else {}
+
+
+def entry_digest(event: Event) -> str:
+    return hashlib.sha256(event.entry).hexdigest()

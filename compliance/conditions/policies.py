@@ -1,0 +1,385 @@
+"""The six conditions of UCC §9-105(b), each a policy object that answers with its status and its evidence.
+
+Modelled on sigstore-python's ``verify/policy.py``: a condition has ``verify(evidence)``; :class:`AllOf`
+composes them, and a conjunction of none fails rather than passes. A result is graded: ``pass``, ``fail`` or
+``pending`` (events not yet covered by a signed checkpoint are pending, not unauthorised). The verdict is
+``fail`` if any condition fails, else ``pending`` if any is pending, else ``pass``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from sqlmodel import select
+
+from compliance.conditions.copy_mark import unmarked_pages
+from compliance.conditions.evidence import Evidence, Policy, as_dict, entry_digest, gather
+from compliance.errors import Unavailable
+from compliance.headmap.sparse_tree import map_key, tree_id_for, verify_map_proof
+from compliance.ledger.chain import verify_chain
+from compliance.ledger.checkpoint_format import verify_checkpoint
+from compliance.ledger.events import Actor, append_event
+from compliance.ledger.log_error import LogError
+from compliance.ledger.merkle import leaf_hash, verify_inclusion
+from compliance.sources import Sources
+from storage.db import Database
+from storage.errors import StorageError, StorageUnavailable
+from storage.ids import as_utc, iso, utcnow
+from storage.models import Envelope
+
+Status = Literal["pass", "fail", "pending"]
+# The scope a key needs for each event it may cause; an assignee change needs the controlling party's release.
+EVENT_SCOPES = {
+    "envelope.created": "envelopes:write",
+    "vault.vaulted_in": "vault:write",
+    "vault.retrieval_issued": "vault:read",
+    "vault.copy_issued": "vault:read",
+    "vault.released": "vault:release",
+    "vault.assignee_changed": "vault:release",
+    "compliance.check_failed": "compliance:read",
+}
+# Keyless events of the organisation's own components: the reconciler, and the operator erasing a person.
+SYSTEM_EVENTS = frozenset({"vault.claim_released", "subject.erased"})
+ASSIGNEE_CHANGES = ("vault.assignee_changed",)
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    condition: str
+    title: str
+    status: Status
+    reasons: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "condition": self.condition,
+            "title": self.title,
+            "status": self.status,
+            "reasons": self.reasons,
+            "evidence": self.evidence,
+        }
+
+
+def overall(statuses: Sequence[str]) -> Status:
+    """One verdict: no result at all fails, any failure fails, then pending, else pass."""
+    if not statuses or "fail" in statuses:
+        return "fail"
+    return "pending" if "pending" in statuses else "pass"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    results: list[ConditionResult]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"verdict": self.status, "conditions": [r.as_json() for r in self.results]}
+
+
+class Condition(Protocol):
+    key: str
+    title: str
+
+    def verify(self, evidence: Evidence) -> ConditionResult: ...
+
+
+class _Base:
+    key = ""
+    title = ""
+
+    def result(self, failures: list[str], evidence: dict[str, Any], pending: Sequence[str] = ()) -> ConditionResult:
+        status: Status = "fail" if failures else ("pending" if pending else "pass")
+        return ConditionResult(self.key, self.title, status, failures or list(pending), evidence)
+
+
+def _read_sha256(store: Any, key: str, version_id: str) -> str:
+    digest = hashlib.sha256()
+    for chunk in store.iter_read(key, version_id):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class SingleAuthoritativeCopy(_Base):
+    key, title = "1", "a single authoritative copy exists, unique, identifiable and unalterable"
+
+    def verify(self, evidence: Evidence) -> ConditionResult:
+        if evidence.record is None or not evidence.documents:
+            return self.result(["no authoritative copy: the envelope is not vaulted"], {})
+        ledger = {d.get("id"): d for d in (evidence.vaulted_in() or {}).get("documents", []) if isinstance(d, dict)}
+        failures: list[str] = []
+        documents = []
+        store = evidence.sources.authoritative
+        for doc in evidence.documents:
+            seen: dict[str, Any] = {"id": doc.id, "sha256": doc.sha256, "version_id": doc.s3_version_id}
+            documents.append(seen)
+            vaulted = ledger.get(doc.id)
+            if vaulted is None or (vaulted.get("sha256"), vaulted.get("version_id")) != (doc.sha256, doc.s3_version_id):
+                failures.append(f"document {doc.id}: the record differs from the vaulted_in entry")
+            try:
+                info = store.head(doc.s3_key, doc.s3_version_id)
+                seen["sha256_read"] = _read_sha256(store, doc.s3_key, doc.s3_version_id)
+                seen["versions"] = store.list_versions(doc.s3_key)
+            except StorageUnavailable as exc:
+                raise Unavailable("Storage.Unavailable", "object storage could not be read; retry") from exc
+            except StorageError as exc:
+                failures.append(f"document {doc.id}: the object cannot be read: {exc}")
+                continue
+            seen.update(lock_mode=info.lock_mode, retain_until=iso(info.retain_until) if info.retain_until else None)
+            if seen["sha256_read"] != doc.sha256:
+                failures.append(f"document {doc.id}: the stored bytes hash differently from the vaulted SHA-256")
+            if info.lock_mode != "COMPLIANCE" or info.retain_until is None:
+                failures.append(f"document {doc.id}: the object is not under a COMPLIANCE lock")
+            elif info.retain_until < as_utc(evidence.record.retain_until).replace(microsecond=0):
+                failures.append(f"document {doc.id}: the lock ends before the record's retention")
+            if seen["versions"] != [doc.s3_version_id]:
+                failures.append(f"document {doc.id}: other version(s) exist under its key")
+        return self.result(failures, {"authoritative_copy_id": evidence.record.id, "documents": documents})
+
+
+def assignee_history(evidence: Evidence) -> list[dict[str, Any]]:
+    """The assignee of record as the ledger tells it: set at vault-in, then each recorded change."""
+    history = []
+    for event, value in evidence.ledger_events("vault.vaulted_in") + [
+        pair for kind in ASSIGNEE_CHANGES for pair in evidence.ledger_events(kind)
+    ]:
+        data = as_dict(value.get("data"))
+        history.append(
+            {
+                "seq": event.chain_seq,
+                "type": event.event_type,
+                "time": value.get("time"),
+                "secured_party": data.get("secured_party"),
+            }
+        )
+    return sorted(history, key=lambda h: h["seq"] or 0)
+
+
+class IdentifiesAssignee(_Base):
+    key, title = "2", "the authoritative copy identifies the secured party as the assignee of record"
+
+    def verify(self, evidence: Evidence) -> ConditionResult:
+        history = assignee_history(evidence)
+        current = history[-1]["secured_party"] if history else None
+        failures = []
+        if not history:
+            failures.append("the ledger records no vault-in, so no assignee of record")
+        elif not isinstance(current, dict) or not current.get("name"):
+            failures.append("the ledger names no secured party as assignee of record")
+        elif evidence.envelope.secured_party != current:
+            failures.append("the envelope's secured party differs from the assignee of record in the ledger")
+        row = evidence.envelope.secured_party
+        return self.result(failures, {"assignee_of_record": current, "history": history, "envelope_row": row})
+
+
+def _checkpoint_signer(evidence: Evidence) -> str | None:
+    note = evidence.checkpoint.note if evidence.checkpoint else ""
+    lines = [line for line in note.split("\n\n", 1)[-1].splitlines() if line.startswith("— ")]
+    return lines[0].split(" ")[1] if lines else None
+
+
+class MaintainedByCustodian(_Base):
+    key, title = "3", "the authoritative copy is maintained by the secured party or its designated custodian"
+
+    def verify(self, evidence: Evidence) -> ConditionResult:
+        policy = evidence.policy
+        buckets = sorted({doc.s3_bucket for doc in evidence.documents})
+        signer = _checkpoint_signer(evidence)
+        failures = []
+        if not buckets:
+            failures.append("no authoritative copy is maintained: the envelope is not vaulted")
+        elif buckets != [policy.authoritative_bucket]:
+            failures.append(f"the copy is kept in {buckets}, not the custodian's bucket {policy.authoritative_bucket}")
+        if signer is not None and signer != policy.custodian.id:
+            failures.append(
+                f"the custodian named in settings ({policy.custodian.id}) is not the key ({signer}) "
+                "that signs this envelope's log"
+            )
+        return self.result(
+            failures,
+            {
+                "custodian": policy.custodian.as_json(),
+                "buckets": buckets,
+                "log_signer": signer,
+                "authoritative_bucket": policy.authoritative_bucket,
+            },
+        )
+
+
+class ChangesNeedControllingParty(_Base):
+    key, title = "4", "changes of the assignee happen only with the participation of the party in control"
+
+    def verify(self, evidence: Evidence) -> ConditionResult:
+        failures, checked = [], []
+        org_id = evidence.envelope.org_id
+        for event in evidence.events:
+            value = evidence.parsed(event)
+            if value is None:
+                continue  # an entry that is no longer canonical JSON: condition 6 reports it
+            actor = as_dict(value.get("actor"))
+            kind, key_id = str(value.get("type")), actor.get("key_id")
+            scope = EVENT_SCOPES.get(kind)
+            prefix = actor.get("key_prefix")
+            checked.append({"seq": event.chain_seq, "type": kind, "key_prefix": prefix, "scope": scope})
+            if kind in SYSTEM_EVENTS and key_id is None and actor.get("org_id") == org_id:
+                continue
+            key = evidence.keys.get(key_id) if isinstance(key_id, str) else None
+            where = f"event {event.chain_seq} ({kind})"
+            if scope is None:
+                failures.append(f"{where}: no authorising scope is known for this event type")
+            elif key is None:
+                failures.append(f"{where}: caused by no known key of the organisation")
+            elif key.org_id != org_id or actor.get("org_id") != org_id:
+                failures.append(f"{where}: caused by a key of another organisation")
+            elif scope not in key.scopes:
+                failures.append(f"{where}: key {key.prefix} does not hold {scope}")
+            elif as_utc(key.created_at) > datetime.fromisoformat(str(value.get("time")).replace("Z", "+00:00")):
+                failures.append(f"{where}: key {key.prefix} did not exist yet")
+        return self.result(failures, {"control": {"organisation": org_id, "scope": "vault:release"}, "events": checked})
+
+
+class CopiesIdentifiable(_Base):
+    key, title = "5", "every copy is readily identifiable as a copy that is not the authoritative copy"
+
+    def verify(self, evidence: Evidence) -> ConditionResult:
+        originals = {doc.sha256 for doc in evidence.documents}
+        failures, copies = [], []
+        registered = {(c.s3_key, c.s3_version_id) for c in evidence.copies}
+        logged = {(v.get("data") or {}).get("copy_id") for _, v in evidence.ledger_events("vault.copy_issued")}
+        store = evidence.sources.copies
+        try:
+            for copy in evidence.copies:
+                data = store.read(copy.s3_key, copy.s3_version_id)
+                unmarked = unmarked_pages(data, copy.id)
+                copies.append({"id": copy.id, "sha256": copy.sha256, "unmarked_pages": unmarked})
+                if unmarked:
+                    failures.append(f"copy {copy.id}: pages {unmarked} do not carry the copy mark")
+                if hashlib.sha256(data).hexdigest() != copy.sha256 or copy.sha256 in originals:
+                    failures.append(f"copy {copy.id}: its bytes are not the registered copy's, or are the original's")
+                if copy.id not in logged:
+                    failures.append(f"copy {copy.id}: registered but not in the ledger")
+            stray = [k for k in store.list_all_versions(evidence.copy_prefix()) if k not in registered]
+        except StorageUnavailable as exc:
+            raise Unavailable("Storage.Unavailable", "object storage could not be read; retry") from exc
+        except StorageError as exc:
+            return self.result([f"a registered copy cannot be read: {exc}"], {"copies": copies})
+        failures += [f"unregistered object {key} (version {version}) under the copy prefix" for key, version in stray]
+        missing = logged - {c.id for c in evidence.copies}
+        failures += [f"copy {cid} is in the ledger but not registered" for cid in sorted(map(str, missing))]
+        return self.result(failures, {"copies": copies, "copy_prefix": evidence.copy_prefix(), "unregistered": stray})
+
+
+class RevisionsIdentifiable(_Base):
+    key, title = "6", "every revision is readily identifiable as authorised or unauthorised"
+
+    def verify(self, evidence: Evidence) -> ConditionResult:
+        env_id, failures = evidence.envelope.id, []
+        checkpoint = evidence.checkpoint
+        info: dict[str, Any] = {"events": len(evidence.events), "checkpoint_size": checkpoint and checkpoint.size}
+        try:
+            verify_chain(env_id, [e.entry for e in evidence.events])
+        except LogError as exc:
+            failures.append(f"the envelope's chain is broken ({exc.code}): {exc.message}")
+        for event in evidence.events:
+            value = evidence.parsed(event) or {}
+            if entry_digest(event) != event.entry_hash or (value.get("index"), value.get("seq")) != (
+                event.leaf_index,
+                event.chain_seq,
+            ):
+                failures.append(f"event {event.chain_seq}: the row no longer matches its entry")
+        if checkpoint is None:
+            return self.result(failures, info, ["no signed checkpoint covers the envelope's events yet"])
+        try:
+            signed = verify_checkpoint(
+                checkpoint.note, evidence.sources.checkpoint_verifier, evidence.sources.origin(evidence.envelope.org_id)
+            )
+        except LogError as exc:
+            return self.result([*failures, f"the checkpoint does not verify ({exc.code})"], info)
+        covered = [e for e in evidence.events if e.leaf_index < signed.size]
+        for event in covered:
+            try:
+                proof = evidence.inclusion[event.leaf_index]
+                verify_inclusion(leaf_hash(event.entry), event.leaf_index, signed.size, proof, signed.root_hash)
+            except (KeyError, LogError):
+                failures.append(
+                    f"event {event.chain_seq}: not the entry the signed checkpoint includes at leaf {event.leaf_index}"
+                )
+        failures += self._map(evidence, signed.size, signed.root_hash, covered)
+        pending = [
+            f"event {e.chain_seq} ({e.event_type}) is not yet covered by a signed checkpoint"
+            for e in evidence.events
+            if e.leaf_index >= signed.size
+        ]
+        info.update(covered=len(covered), pending=len(pending))
+        return self.result(failures, info, pending)
+
+    def _map(self, evidence: Evidence, size: int, root: bytes, covered: list[Any]) -> list[str]:
+        """The head the signed map commits must be the last covered event: a deleted tail shows here."""
+        entry, proof = evidence.map_entry, evidence.map_proof
+        if entry is None or proof is None:
+            return []
+        try:
+            verify_inclusion(leaf_hash(entry.entry), entry.leaf_index, size, evidence.inclusion[entry.leaf_index], root)
+            data = (evidence.parsed(entry) or {}).get("data") or {}
+            head = verify_map_proof(
+                tree_id_for(evidence.envelope.org_id),
+                map_key(evidence.envelope.id),
+                proof,
+                bytes.fromhex(str(data.get("map_root"))),
+            )
+        except (KeyError, LogError, ValueError):
+            return ["the head map committed by the checkpoint does not verify"]
+        mapped = [e for e in covered if e.leaf_index < int(data.get("version", -1))]
+        last = mapped[-1] if mapped else None
+        named = None if head is None else (head.seq, head.entry_hash.hex())
+        if named != (None if last is None else (last.chain_seq, entry_digest(last))):
+            return ["the signed head map names another head than the envelope's chain: events were removed or added"]
+        return []
+
+
+SECTION_9_105 = (
+    SingleAuthoritativeCopy(),
+    IdentifiesAssignee(),
+    MaintainedByCustodian(),
+    ChangesNeedControllingParty(),
+    CopiesIdentifiable(),
+    RevisionsIdentifiable(),
+)
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Every condition must hold; a conjunction of none fails."""
+
+    conditions: Sequence[Condition] = SECTION_9_105
+
+    def verify(self, evidence: Evidence) -> Verdict:
+        results = [condition.verify(evidence) for condition in self.conditions]
+        return Verdict(overall([r.status for r in results]), results)
+
+
+def record_failure(db: Database, actor: Actor, envelope_id: str, verdict: Verdict) -> None:
+    """A failed check is itself evidence: recorded in the envelope's chain, under the envelope's row lock."""
+    failed = [{"condition": r.condition, "reasons": r.reasons} for r in verdict.results if r.status == "fail"]
+    with db.session() as session:
+        session.exec(select(Envelope).where(Envelope.id == envelope_id).with_for_update()).one()
+        append_event(
+            session,
+            actor=actor,
+            envelope_id=envelope_id,
+            event_type="compliance.check_failed",
+            occurred_at=utcnow(),
+            data={"verdict": verdict.status, "failed": failed},
+        )
+
+
+def check_compliance(sources: Sources, policy: Policy, actor: Actor, envelope_id: str) -> Verdict:
+    """Run the six conditions against live storage and the ledger; record a failure in the chain."""
+    verdict = AllOf().verify(gather(sources, policy, actor.org_id, envelope_id))
+    if verdict.status == "fail":
+        record_failure(sources.db, actor, envelope_id, verdict)
+    return verdict
