@@ -25,6 +25,7 @@ CODES: dict[str, ErrorCode] = {
         400, "the body, a query or a path parameter is malformed; details.errors names the field"
     ),
     "Request.InvalidCursor": ErrorCode(400, "the list cursor is not one this API issued"),
+    "Request.InvalidHeader": ErrorCode(400, "If-Match or If-None-Match is present but empty or not visible ASCII"),
     "Request.InvalidMetadata": ErrorCode(
         400, "metadata/parties are not JSON the ledger can hold (size, depth, numbers)"
     ),
@@ -33,7 +34,11 @@ CODES: dict[str, ErrorCode] = {
     "Request.TooMany": ErrorCode(400, "a list has more items than its limit (details.field, details.limit)"),
     "Request.TooDeep": ErrorCode(400, "JSON nests deeper than the limit (details.field, details.limit)"),
     "Request.NumberOutOfRange": ErrorCode(400, "a number is not finite or beyond +-2**53 (details.field)"),
-    "Request.InvalidCharacter": ErrorCode(400, "a string holds NUL, a control or a lone surrogate (details.field)"),
+    "Request.InvalidCharacter": ErrorCode(
+        400,
+        "a string or filename holds a control, bidi-formatting, U+2028/2029 or lone surrogate character "
+        "(details.field, details.character)",
+    ),
     "Request.InvalidField": ErrorCode(400, "a field has the wrong type (details.field)"),
     "Request.UnsupportedMediaType": ErrorCode(400, "send application/pdf or multipart/form-data"),
     "Request.Error": ErrorCode(400, "another client error reported by the HTTP layer"),
@@ -109,6 +114,8 @@ CODES: dict[str, ErrorCode] = {
     "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
     "Storage.Unavailable": ErrorCode(503, "object storage failed; nothing was recorded as done"),
+    "Storage.Corrupt": ErrorCode(500, "stored objects disagree with the vault's records (ours to fix; logged)"),
+    "Log.Corrupt": ErrorCode(500, "the vault's own log store lacks or garbles a tile (ours to fix; logged)"),
     # documents: budgets and signatures
     "Document.TooComplex": ErrorCode(400, "the PDF exceeds a vetting budget (details name limit and setting)"),
     "Document.SignatureInvalid": ErrorCode(
@@ -121,10 +128,23 @@ CODES: dict[str, ErrorCode] = {
     "Copy.TooComplex": ErrorCode(500, "stamping the copy passed its memory or CPU limit"),
     "Copy.Busy": ErrorCode(503, "stamping capacity is in use; see Retry-After"),
     "Vault.Busy": ErrorCode(503, "vetting capacity is in use; see Retry-After"),
+    "Evidence.Busy": ErrorCode(
+        503,
+        "EVAULT_EVIDENCE_PER_ORG (yours) or EVAULT_EVIDENCE_CONCURRENCY (all) evidence requests at work; see "
+        "Retry-After",
+    ),
+    "Evidence.Timeout": ErrorCode(
+        503, "the evidence passed EVAULT_EVIDENCE_DEADLINE_SECONDS; the work was stopped; see Retry-After"
+    ),
     # service health
     "Database.Unavailable": ErrorCode(503, "the database cannot be reached or locked; see Retry-After"),
     "Service.NotReady": ErrorCode(503, "a readiness check fails (details.failing names it)"),
-    "Checkpoint.Forged": ErrorCode(500, "a note at a checkpoint key is not the vault's checkpoint of this tree"),
+    "Checkpoint.WriteScopeRequired": ErrorCode(
+        403, "events are pending and a checkpoint on request needs vault:write; see Retry-After for the scheduled one"
+    ),
+    "Checkpoint.RateLimited": ErrorCode(
+        429, "the organisation's checkpoints on request are spent (EVAULT_RATE_LIMIT_CHECKPOINTS); see Retry-After"
+    ),
     "Log.MapNotCommitted": ErrorCode(409, "the checkpoint does not end with a head-map commit; retry"),
     # evault org / key commands (exit 1)
     "Organisation.InvalidName": ErrorCode(None, "an organisation name is empty or too long"),
@@ -137,6 +157,7 @@ CODES: dict[str, ErrorCode] = {
     "Key.InvalidDuration": ErrorCode(None, "a duration is not like 30m, 24h or 7d"),
     "Key.InvalidName": ErrorCode(None, "a key name is empty or too long"),
     "Key.InvalidReference": ErrorCode(None, "not a key id, key prefix or key"),
+    "Key.PrefixTooShort": ErrorCode(None, "a key prefix must be given whole (lk_ + 8 characters), or use the id"),
     "Key.InvalidScopes": ErrorCode(None, "scopes are empty or unknown"),
     # evault verify could not run (exit 3)
     "Attach.NoVault": ErrorCode(None, "no vault database here (missing, empty, or not an evault schema)"),

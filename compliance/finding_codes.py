@@ -24,6 +24,9 @@ _CODES = (
     Code("Object.LockRemoved", "the recorded version is not under a COMPLIANCE lock"),
     Code("Object.LockShortened", "the version's retention ends before the recorded date"),
     Code("Object.Unrecorded", "an object under the authoritative prefix is named by no record"),
+    Code(
+        "Object.Unknown", "an object outside every place the vault writes, or under an organisation that does not exist"
+    ),
     Code("Object.Unreadable", "a read failed with a server error after bounded retries (possibly damaged bytes)"),
     Code("Record.Edited", "a record row differs from its vault.vaulted_in ledger entry (hash, key, version, date)"),
     Code("Vault.ClaimUnfinished", "a vault-in claim older than the grace period was neither recorded nor released"),
@@ -37,7 +40,12 @@ _CODES = (
     Code("Checkpoint.Missing", "a checkpoint is in the database but not in WORM, or the other way round", log=True),
     Code("Checkpoint.Mismatch", "the database checkpoint differs from the WORM one", log=True),
     Code("Checkpoint.Unlocked", "a WORM checkpoint is not COMPLIANCE-locked, or its retention was shortened", log=True),
-    Code("Checkpoint.Forged", "a WORM checkpoint is not the vault's signed note for this log's origin", log=True),
+    Code(
+        "Checkpoint.Forged",
+        "a WORM checkpoint (or a note at a checkpoint's key) is not the vault's signed note for this log",
+        log=True,
+    ),
+    Code("Checkpoint.AheadOfLog", "a checkpoint note or row exists for a size the log has not reached: planted"),
     Code("Checkpoint.ExtraVersion", "another version or a delete marker sits on a checkpoint's key", log=True),
     Code("Copy.Missing", "a registered copy is not in the copies bucket"),
     Code("Copy.Unregistered", "an object in the copies bucket is not in the copy register"),

@@ -23,6 +23,11 @@ from sqlmodel import Session
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+class DatabaseFileChanged(RuntimeError):
+    """The SQLite file at the configured path is gone or another file: pooled connections would keep writing
+    to the unlinked one, and the next start would find an empty database."""
+
+
 def _private_file(path: Path) -> None:
     """The database file is the service's alone (0600, whatever the umask); SQLite gives its -wal and -shm
     files the database file's mode. A new parent directory is 0700."""
@@ -57,9 +62,14 @@ class Database:
 
     def __init__(self, url: str, timeout: float = 10) -> None:
         self.url = url
+        self._sqlite_file: tuple[Path, int, int] | None = None
         if url.startswith("sqlite"):
             self.engine = _sqlite_engine(url, immediate=True, timeout=timeout)
             self.read_engine = _sqlite_engine(url, immediate=False, timeout=timeout)
+            path = url.removeprefix("sqlite:///").split("?", 1)[0]
+            if path and path != ":memory:":
+                opened = os.stat(path)
+                self._sqlite_file = (Path(path), opened.st_dev, opened.st_ino)
         else:
             self.engine = create_engine(
                 url,
@@ -72,9 +82,18 @@ class Database:
             self.read_engine = self.engine
 
     def ping(self) -> None:
-        """One trivial query on a pooled connection; raises what the driver raises (readiness probes)."""
+        """One trivial query on a pooled connection; raises what the driver raises (readiness probes), or
+        :class:`DatabaseFileChanged` when the SQLite file answering it is no longer the one at its path."""
         with self.read_engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
+        if self._sqlite_file is not None:
+            path, device, inode = self._sqlite_file
+            try:
+                now = path.stat()
+            except OSError:
+                raise DatabaseFileChanged("the SQLite database file is gone from its path") from None
+            if (now.st_dev, now.st_ino) != (device, inode):
+                raise DatabaseFileChanged("the SQLite database file at its path is not the one the service opened")
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision; run at every start."""

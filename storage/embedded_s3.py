@@ -157,6 +157,7 @@ class EmbeddedS3:
         self.data_path = self.root / "data"
         self.config_path = self.root / "config"
         self.run_path = self.root / "run"
+        self.tmp_path = self.run_path / "tmp"  # weed's /tmp inside its namespaces: where its gRPC sockets land
         self.log_path = self.root / "weed.log"
         self.ports = EmbeddedPorts.from_base(port_base)
         self._weed = weed_binary
@@ -228,10 +229,24 @@ class EmbeddedS3:
         """What ``/ready`` can report: the boundary in force, the S3 URL, whether it is alive."""
         return {"boundary": self.boundary, "alive": self.alive(), "s3": self.url("s3"), "pid": self.pid}
 
+    def boundary_problem(self) -> str | None:
+        """Why this running store has no boundary (None behind the namespace, or while stopped).
+
+        An unprotected store was accepted to *run*, but it is never reported ready: its master's admin API
+        answers every local process, and ``/ready`` says so instead of "ok".
+        """
+        if self.boundary == "unprotected":
+            return (
+                f"unprotected ({UNPROTECTED_SETTING}=accept): weed's internal ports, the master's admin API "
+                "included, are open to every local process"
+            )
+        return None
+
     def _choose_boundary(self) -> list[str]:
         """The namespace prefix, or [] when unprotected is explicitly accepted; otherwise refuse."""
         try:
-            prefix = netns_command(self._unshare)
+            weed_dir = Path(self._weed or _find_weed()).resolve().parent
+            prefix = netns_command(self._unshare, self.tmp_path, [self.root.resolve(), weed_dir])
         except BoundaryUnavailable as exc:
             if not self._unprotected:
                 raise EmbeddedS3Error(
@@ -246,9 +261,9 @@ class EmbeddedS3:
         return prefix
 
     def _prepare_dirs(self) -> None:
-        for path in (self.data_dir, self.root, self.data_path, self.config_path, self.run_path):
+        for path in (self.data_dir, self.root, self.data_path, self.config_path, self.run_path, self.tmp_path):
             _private_dir(path)
-        for stale in self.run_path.glob("*.sock"):
+        for stale in [*self.run_path.glob("*.sock"), *self.tmp_path.glob("*.sock")]:
             stale.unlink()
 
     def _command(self) -> list[str]:
@@ -297,7 +312,8 @@ class EmbeddedS3:
             return "(no log)"
 
     def _clean_sockets(self) -> None:
-        """weed 4.48 puts its gRPC sockets in /tmp whatever TMPDIR says; remove only those of our ports."""
+        """Unprotected (no private /tmp), weed 4.48 puts its gRPC sockets in /tmp whatever TMPDIR says; remove
+        only those of our ports."""
         ports = {str(p) for p in self.ports.all()}
         me = pwd.getpwuid(os.geteuid()).pw_name
         for sock in Path("/tmp").glob("seaweedfs-*.sock"):  # noqa: S108 - weed's own fixed path
@@ -327,8 +343,8 @@ class EmbeddedS3:
                 f"cannot start embedded SeaweedFS: 127.0.0.1 port(s) {taken} already in use "
                 f"(it needs {self.ports.s3}..{self.ports.s3 + 7}; choose another port base)"
             )
-        prefix = self._choose_boundary()
         self._prepare_dirs()
+        prefix = self._choose_boundary()
         values = write_config(self.config_path)
         url = self.url("s3")
         service = S3Endpoint(url, values["access_key"], values["secret_key"], REGION)
@@ -359,7 +375,7 @@ class EmbeddedS3:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() can kill everything it started
-                umask=0o077,  # weed's Unix sockets (some forced into /tmp) and files: owner only
+                umask=0o077,  # weed's Unix sockets and files: owner only
             )
             write_private(self.run_path / "weed.pid", str(self._proc.pid).encode())
             self._wait_ready(admin, timeout)

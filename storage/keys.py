@@ -19,10 +19,15 @@ def _check_id(value: str) -> str:
     return value
 
 
+def authoritative_prefix(org_id: str, envelope_id: str) -> str:
+    """Everything under it is the envelope's authoritative copy: what is there beyond the record is a finding."""
+    return f"{AUTHORITATIVE_PREFIX}{_check_id(org_id)}/{_check_id(envelope_id)}/"
+
+
 def authoritative_key(org_id: str, envelope_id: str, position: int, sha256_hex: str) -> str:
     if position < 0 or not _SHA256.fullmatch(sha256_hex):
         raise ValueError("position must be >= 0 and sha256 64 lower-case hex digits")
-    return f"{AUTHORITATIVE_PREFIX}{_check_id(org_id)}/{_check_id(envelope_id)}/{position:03d}-{sha256_hex}.pdf"
+    return f"{authoritative_prefix(org_id, envelope_id)}{position:03d}-{sha256_hex}.pdf"
 
 
 def envelope_of_key(key: str) -> str | None:
@@ -49,5 +54,18 @@ def checkpoint_key(org_id: str, size: int) -> str:
     return f"log/{_check_id(org_id)}/checkpoint/{size:020d}"
 
 
+def checkpoint_key_beside(org_id: str, size: int, note_sha256_hex: str) -> str:
+    """Where a checkpoint goes when its key is taken by a note that is not the vault's: named by the SHA-256 of
+    the vault's own signed note, which nobody can compute in advance without the vault's key."""
+    if not _SHA256.fullmatch(note_sha256_hex):
+        raise ValueError("note_sha256_hex must be 64 lower-case hex digits")
+    return f"{checkpoint_key(org_id, size)}.{note_sha256_hex[:32]}"
+
+
 def timestamp_key(org_id: str, size: int) -> str:
-    return checkpoint_key(org_id, size) + ".tsr"
+    return timestamp_key_of(checkpoint_key(org_id, size))
+
+
+def timestamp_key_of(note_key: str) -> str:
+    """The RFC 3161 token of the checkpoint note stored at ``note_key`` lies beside it."""
+    return note_key + ".tsr"

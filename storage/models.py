@@ -149,6 +149,9 @@ class CopyRecord(SQLModel, table=True):
     s3_version_id: str = Field(max_length=1024)
     issued_at: datetime = _utc_column()
     issued_by: str = Field(max_length=40)
+    # When these bytes passed the mark check at issuance (once, in the stamper); the compliance checks trust
+    # this with the ledger's hash instead of re-reading the copy. None: issued before migration 0010.
+    mark_verified_at: datetime | None = _utc_column(nullable=True)
 
 
 class Event(SQLModel, table=True):

@@ -61,6 +61,7 @@ class VersionEntry:
     delete_marker: bool
     is_latest: bool
     last_modified: dt.datetime | None
+    size: int | None = None  # of a version; None for a delete marker
 
 
 class ObjectStore:
@@ -312,7 +313,9 @@ class ObjectStore:
         try:
             for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
                 entries = [
-                    VersionEntry(v["Key"], v["VersionId"], False, bool(v.get("IsLatest")), v.get("LastModified"))
+                    VersionEntry(
+                        v["Key"], v["VersionId"], False, bool(v.get("IsLatest")), v.get("LastModified"), v.get("Size")
+                    )
                     for v in page.get("Versions", [])
                 ] + [
                     VersionEntry(m["Key"], m["VersionId"], True, bool(m.get("IsLatest")), m.get("LastModified"))

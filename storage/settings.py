@@ -258,6 +258,28 @@ class EdgeSettings:
 
 
 @dataclass(frozen=True)
+class EvidenceWorkSettings:
+    """What the evidence routes (compliance, certificate JSON and PDF, audit) may cost: a bounded pool of worker
+    threads in this process, a share of it per organisation, and a deadline per request (503 beyond each)."""
+
+    concurrency: int = 4  # EVAULT_EVIDENCE_CONCURRENCY: evidence requests at work at once in this process
+    per_org: int = 2  # EVAULT_EVIDENCE_PER_ORG: of those, at most this many for one organisation
+    deadline_seconds: int = 30  # EVAULT_EVIDENCE_DEADLINE_SECONDS: then 503 Evidence.Timeout, and the work stops
+
+
+def _evidence_work(env: Mapping[str, str]) -> EvidenceWorkSettings:
+    d = EvidenceWorkSettings()
+    work = EvidenceWorkSettings(
+        concurrency=_int(env, "EVAULT_EVIDENCE_CONCURRENCY", d.concurrency, minimum=1),
+        per_org=_int(env, "EVAULT_EVIDENCE_PER_ORG", d.per_org, minimum=1),
+        deadline_seconds=_int(env, "EVAULT_EVIDENCE_DEADLINE_SECONDS", d.deadline_seconds, minimum=1),
+    )
+    if work.per_org > work.concurrency:
+        raise SettingsError("EVAULT_EVIDENCE_PER_ORG must not exceed EVAULT_EVIDENCE_CONCURRENCY")
+    return work
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     host: str  # EVAULT_HOST
     port: int  # EVAULT_PORT: 0 picks a free port (printed at start)
@@ -265,6 +287,11 @@ class ApiSettings:
     idempotency_ttl_seconds: int  # EVAULT_IDEMPOTENCY_TTL_SECONDS: how long an Idempotency-Key replays
     rate_limit: tuple[int, int]  # EVAULT_RATE_LIMIT: QUOTA/WINDOW requests per API key, e.g. 100/60
     rate_limit_copies: tuple[int, int]  # EVAULT_RATE_LIMIT_COPIES: copy issuances per API key, e.g. 10/60
+    # EVAULT_RATE_LIMIT_CHECKPOINTS: checkpoints signed on request per organisation (each is a locked WORM
+    # object kept for the retention period), e.g. 60/3600; the scheduled ones do not count
+    rate_limit_checkpoints: tuple[int, int]
+    # EVAULT_SHUTDOWN_GRACE_SECONDS: on SIGTERM, how long requests in flight may finish before they are cancelled
+    shutdown_grace_seconds: int = 10
 
 
 def _edge(env: Mapping[str, str]) -> EdgeSettings:
@@ -318,6 +345,7 @@ class Settings:
     pdf: PdfSettings = field(default_factory=PdfSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
+    evidence_work: EvidenceWorkSettings = field(default_factory=EvidenceWorkSettings)
     env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
@@ -325,7 +353,7 @@ class Settings:
         return (
             f"Settings(data_dir={self.data_dir!r}, database_url={mask_url(self.database_url)!r}, "
             f"database_timeout={self.database_timeout!r}, s3={self.s3!r}, vault={self.vault!r}, api={self.api!r}, "
-            f"pdf={self.pdf!r}, evidence={self.evidence!r}, edge={self.edge!r})"
+            f"pdf={self.pdf!r}, evidence={self.evidence!r}, edge={self.edge!r}, evidence_work={self.evidence_work!r})"
         )
 
     @classmethod
@@ -402,6 +430,8 @@ class Settings:
             idempotency_ttl_seconds=_int(env, "EVAULT_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=1),
             rate_limit=_rate(env, "EVAULT_RATE_LIMIT", "100/60"),
             rate_limit_copies=_rate(env, "EVAULT_RATE_LIMIT_COPIES", "10/60"),
+            rate_limit_checkpoints=_rate(env, "EVAULT_RATE_LIMIT_CHECKPOINTS", "60/3600"),
+            shutdown_grace_seconds=_int(env, "EVAULT_SHUTDOWN_GRACE_SECONDS", 10, minimum=1),
         )
         timeout = _int(env, "EVAULT_DATABASE_TIMEOUT", 10, minimum=1)
         return cls(
@@ -414,5 +444,6 @@ class Settings:
             pdf=_pdf(env),
             evidence=_evidence(env, vault.key_name),
             edge=_edge(env),
+            evidence_work=_evidence_work(env),
             env=env,
         )

@@ -83,7 +83,9 @@ def test_ready_reports_every_check(runtime: Runtime) -> None:
     assert response.status_code == 200, response.text
     assert response.json() == {
         "status": "ready",
-        "checks": dict.fromkeys(["database", "authoritative_bucket", "signing_key", "checkpointer", "store"], "ok"),
+        "checks": dict.fromkeys(
+            ["database", "authoritative_bucket", "copies_bucket", "signing_key", "checkpointer", "store"], "ok"
+        ),
         "boundary": "external",
     }
 
@@ -97,7 +99,7 @@ def test_ready_names_failing_checks(runtime: Runtime) -> None:
         runtime._checkpointer.join(10)  # type: ignore[union-attr]
         response = client.get("/ready")
     body = _assert_error(response, 503, "Service.NotReady")
-    assert body["details"]["failing"] == ["authoritative_bucket", "checkpointer"]
+    assert body["details"]["failing"] == ["authoritative_bucket", "checkpointer", "copies_bucket"]
     assert response.headers["retry-after"]
 
 

@@ -151,17 +151,32 @@ def test_errors_are_clear_and_change_nothing(evault: Any, runtime: Runtime) -> N
     assert [e["type"] for e in _events(runtime, key.org_id)].count("key.revoked") == 1
 
 
-def test_a_prefix_matching_several_keys_is_ambiguous(evault: Any, runtime: Runtime) -> None:
-    """Two of 65 keys share their first character after ``lk_`` (pigeonhole); that short prefix names neither."""
-    seen: dict[str, ApiKey] = {}
+def test_a_short_prefix_is_refused_even_when_it_names_one_key(evault: Any, runtime: Runtime) -> None:
+    """A prefix shorter than the public prefix could name a key the operator never saw: refused, exit 1."""
     key, _ = _new_key(runtime)
-    while key.prefix[:4] not in seen:
-        seen[key.prefix[:4]] = key
-        key, _ = _new_key(runtime, key.org_id)
-    code, _, err = evault("key", "revoke", key.prefix[:4])
-    assert code == 1 and "Key.Ambiguous" in err and key.id in err and seen[key.prefix[:4]].id in err
-    assert _stored(runtime, key.id).revoked_at is None
+    events = len(_events(runtime, key.org_id))
+    for cut in range(4, len(key.prefix)):
+        for verb in ("revoke", "rotate"):
+            code, out, err = evault("key", verb, key.prefix[:cut])
+            assert (code, out) == (1, ""), (cut, err)
+            assert "evault: Key.PrefixTooShort:" in err and "11 characters" in err, err
+    assert _stored(runtime, key.id).revoked_at is None and len(_events(runtime, key.org_id)) == events
     assert _json(evault("key", "revoke", key.prefix, "--json"))["id"] == key.id
+
+
+def test_a_prefix_matching_several_keys_is_ambiguous(evault: Any, runtime: Runtime) -> None:
+    """Two keys whose public prefixes are equal (made so in the table: 48 random bits rarely meet)."""
+    key, _ = _new_key(runtime)
+    twin, _ = _new_key(runtime, key.org_id)
+    with runtime.db.session() as session:
+        stored = session.get(ApiKey, twin.id)
+        assert stored is not None
+        stored.prefix = key.prefix
+        session.add(stored)
+    code, _, err = evault("key", "revoke", key.prefix)
+    assert code == 1 and "Key.Ambiguous" in err and key.id in err and twin.id in err
+    assert _stored(runtime, key.id).revoked_at is None and _stored(runtime, twin.id).revoked_at is None
+    assert _json(evault("key", "revoke", key.id, "--json"))["id"] == key.id
 
 
 def test_missing_database_is_refused_and_not_created(
@@ -291,7 +306,7 @@ def test_commands_beside_a_live_server(live_server: tuple[str, dict[str, str]]) 
         return json.loads(done.stdout)
 
     def status(raw: str) -> tuple[int, str | None]:
-        response = httpx.get(f"{api}/log/checkpoint", headers={"X-API-Key": raw}, timeout=30)
+        response = httpx.get(f"{api}/envelopes", headers={"X-API-Key": raw}, timeout=30)
         return response.status_code, None if response.status_code == 200 else response.json()["code"]
 
     org = evault("org", "create", "Live Lender")

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from compliance.bundles.proof_bundle import verify_bundle
-from compliance.checkpoints.publisher import CHECKPOINT_FORGED, CheckpointForged, tree_for
+from compliance.checkpoints.publisher import CHECKPOINT_FORGED, tree_for
 from compliance.headmap.sql_store import commit_head_map
 from compliance.ledger.chain import verify_chain
 from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
@@ -24,7 +24,7 @@ from compliance.ledger.events import log_size
 from compliance.ledger.log_error import LogError
 from compliance.ledger.note import NoteSigner
 from compliance.verifier import audit_log
-from storage.keys import checkpoint_key
+from storage.keys import checkpoint_key, checkpoint_key_beside
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import Event
 from tests.helpers import API, create_envelope, disarm_triggers, upload
@@ -240,7 +240,7 @@ def _forged_note(runtime: Runtime, org_id: str, size: int, forgery: str) -> byte
 
 
 @pytest.mark.parametrize("forgery", ["unsigned", "other_key", "other_origin", "wrong_root"])
-def test_a_note_planted_at_the_next_checkpoint_key_is_never_adopted(
+def test_a_note_planted_at_the_next_checkpoint_key_is_never_adopted_and_never_blocks(
     client: Any, runtime: Runtime, tenant: Any, s3_client: Any, forgery: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     org_id, headers = tenant
@@ -258,14 +258,14 @@ def test_a_note_planted_at_the_next_checkpoint_key_is_never_adopted(
         Key=checkpoint_key(org_id, size),
         Body=_forged_note(runtime, org_id, size, forgery),
     )
-    with caplog.at_level(logging.ERROR, logger="evault.checkpoints"), pytest.raises(CheckpointForged) as refused:
-        runtime.checkpoints.checkpoint_now(org_id)
-    assert refused.value.code == CHECKPOINT_FORGED and refused.value.details["size"] == size
+    with caplog.at_level(logging.ERROR, logger="evault.checkpoints"):
+        signed = runtime.checkpoints.checkpoint_now(org_id)  # alerted and bypassed, never blocked
     assert any(r.levelno == logging.ERROR and CHECKPOINT_FORGED in r.getMessage() for r in caplog.records)
-    with runtime.db.read_session() as session:
-        sizes = [r.size for r in session.exec(select(CheckpointRow).where(CheckpointRow.org_id == org_id))]
-    assert size not in sizes
-    answer = client.post(f"{API}/log/checkpoint", headers=headers)
-    assert answer.status_code == 500 and answer.json()["code"] == CHECKPOINT_FORGED
+    assert signed.size == size
+    assert signed.s3_key == checkpoint_key_beside(org_id, size, hashlib.sha256(signed.note.encode()).hexdigest())
+    stored = runtime.authoritative.read(signed.s3_key, signed.s3_version_id).decode()
+    assert stored == signed.note and stored.encode() != _forged_note(runtime, org_id, size, forgery)
     served = client.get(f"{API}/log/checkpoint", headers=headers).json()
-    assert served["note"] == honest["note"] and served["size"] == honest["size"]
+    assert (served["size"], served["note"], served["worm_key"]) == (size, signed.note, signed.s3_key)
+    findings = audit_log(runtime.sources(), org_id)
+    assert [(f.code, f.details["key"]) for f in findings] == [(CHECKPOINT_FORGED, checkpoint_key(org_id, size))]

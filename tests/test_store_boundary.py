@@ -92,9 +92,15 @@ def test_another_user_reaches_nothing_but_signed_s3(embedded_s3: EmbeddedS3, s3_
     assert len(found.tcp_ports) >= 8, found
     assert str(embedded_s3.socket_path) in found.unix_paths and len(found.unix_paths) >= 3, found
 
+    # weed names its gRPC sockets /tmp/seaweedfs-*.sock; its /tmp is the store's private run/tmp, not the host's.
+    in_private_tmp = {p for p in found.unix_paths if p.startswith("/tmp/seaweedfs-")}
+    assert in_private_tmp and not any(Path(p).exists() for p in in_private_tmp), in_private_tmp
+    unix_targets = (set(found.unix_paths) - in_private_tmp) | {
+        str(embedded_s3.tmp_path / Path(p).name) for p in in_private_tmp
+    }
     tcp_targets = set(found.tcp_ports) | set(embedded_s3.ports.all())
-    results = probe_as_nobody(tcp_targets, set(found.unix_paths), worm_bucket)
-    assert len(results) == 15 * (len(tcp_targets) + len(found.unix_paths))
+    results = probe_as_nobody(tcp_targets, unix_targets, worm_bucket)
+    assert len(results) == 15 * (len(tcp_targets) + len(unix_targets))
     for kind, where, method, path, outcome in results:
         if kind == "tcp" and where == embedded_s3.ports.s3:
             # The relay: S3 itself, which wants a SigV4 signature for everything (405: S3 has no such route).
@@ -229,8 +235,11 @@ def test_restart_on_existing_data_under_a_permissive_umask(store_dir: Path) -> N
             secrets = [p for p in server.config_path.rglob("*") if p.is_file()]
             assert {p.name for p in secrets} >= {"secrets.json", "s3.json", "endpoint.json", "ca.crt", "filer.key"}
             assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in secrets)
-            tmp_socks = [p for p in Path("/tmp").glob(f"seaweedfs-*-{base + 3}.sock")]
-            assert tmp_socks and all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in tmp_socks)
+            # weed hard-codes /tmp/seaweedfs-*-grpc-<port>.sock: its private /tmp is run/tmp, and none is in /tmp.
+            grpc_socks = list(server.tmp_path.glob("seaweedfs-*-grpc-*.sock"))
+            assert {p.name for p in grpc_socks} >= {f"seaweedfs-master-grpc-{base + 3}.sock"}
+            assert all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in grpc_socks)
+            assert not [p for port in range(base, base + 8) for p in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]
             server.stop(timeout=5)
         with pytest.raises(EmbeddedS3NotRunning):
             attach(store_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pymerkle
 import pytest
 
-from compliance.ledger.log_error import INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
+from compliance.ledger.log_error import CORRUPT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
 from compliance.ledger.merkle import (
     EMPTY_ROOT,
     leaf_hash,
@@ -177,7 +177,7 @@ def test_argument_and_store_errors() -> None:
         (lambda: tree.root(11), INVALID_PROOF),
         (lambda: tree.consistency_proof(5, 4), ROLLED_BACK),
         (lambda: tree.append([b"short"]), MALFORMED),
-        (lambda: TiledTree(MemoryTileStore(), 10).root(), MALFORMED),  # tile missing from the store
+        (lambda: TiledTree(MemoryTileStore(), 10).root(), CORRUPT),  # tile missing from the store
     ]
     for call, code in cases:
         with pytest.raises(LogError) as info:

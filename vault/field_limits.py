@@ -4,7 +4,10 @@ Whatever a caller sends ends up in a database row and, for good, in a ledger ent
 So every value is bounded here, once, for envelope creation, vault-in and vault-out alike: string lengths,
 list counts, nesting depth, integers within +-2**53 (what RFC 8785 and every JSON reader agree on), the
 canonical encoding's size, and no NUL, control or lone surrogate characters (PostgreSQL cannot store NUL or a
-lone surrogate). Each refusal is a 400 whose code says what is wrong and whose ``details.field`` says where:
+lone surrogate). Invisible characters that change how text reads are refused too, since a ledger entry, a
+certificate or a filename must show what it holds: C1 controls, the bidirectional embeddings, overrides,
+isolates and marks (U+202A-202E, U+2066-2069, U+200E/200F, U+061C) and the Unicode line and paragraph
+separators (U+2028/2029). Each refusal is a 400 whose code says what is wrong and whose ``details.field`` says where:
 
 - ``Request.FieldTooLong`` (``limit``), ``Request.TooMany`` (``limit``), ``Request.TooDeep`` (``limit``),
 - ``Request.NumberOutOfRange``, ``Request.InvalidCharacter``, ``Request.InvalidField`` (wrong type),
@@ -27,13 +30,16 @@ MAX_PARTY_FIELD = 200
 MAX_PARTIES = 100
 MAX_PARTY_BYTES = 4 * 1024
 MAX_TEXT = 1000
+MAX_FILENAME_INPUT = 1000  # what a filename may be as sent; the kept one is cut to vault_in_plan.MAX_FILENAME
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 16
 MAX_BODY_DEPTH = 32  # a whole JSON body: deeper is refused before it is decoded (decoders recurse)
 MAX_SAFE_INTEGER = 2**53
-# C0 controls and DEL; free text (notes, metadata) may keep tab and line breaks.
-_LINE_UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
-_TEXT_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# Everywhere: DEL, C1 controls, bidi controls, U+2028/2029 and lone surrogates.
+_ALWAYS_UNSAFE = r"\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff"
+# One-line fields also refuse every C0 control; free text (notes, metadata) may keep tab and line breaks.
+_LINE_UNSAFE = re.compile(rf"[\x00-\x1f{_ALWAYS_UNSAFE}]")
+_TEXT_UNSAFE = re.compile(rf"[\x00-\x08\x0b\x0c\x0e-\x1f{_ALWAYS_UNSAFE}]")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(rb"[\[\]{}]")
 
@@ -47,14 +53,24 @@ def _check_string(value: Any, field: str, limit: int, unsafe: re.Pattern[str]) -
         raise refuse("Request.InvalidField", field, f"{field} must be a string")
     if len(value) > limit:
         raise refuse("Request.FieldTooLong", field, f"{field} is longer than {limit} characters", limit=limit)
-    if unsafe.search(value):
-        raise refuse("Request.InvalidCharacter", field, f"{field} holds a NUL, control or lone surrogate character")
+    if found := unsafe.search(value):
+        raise refuse(
+            "Request.InvalidCharacter",
+            field,
+            f"{field} holds a control, bidirectional-formatting, line-separator or lone surrogate character",
+            character=f"U+{ord(found.group()):04X}",
+        )
 
 
 def check_line(value: Any, field: str, limit: int, *, required: bool = False) -> None:
     """A one-line string: at most ``limit`` characters, no control characters."""
     if value is not None or required:
         _check_string(value, field, limit, _LINE_UNSAFE)
+
+
+def check_filename(value: str, field: str) -> None:
+    """A document's filename: no control or bidi character (a name that reads as ``invoice‮fdp.exe``)."""
+    _check_string(value, field, MAX_FILENAME_INPUT, _LINE_UNSAFE)
 
 
 def check_text(value: str | None, field: str, limit: int = MAX_TEXT) -> None:

@@ -13,6 +13,7 @@ Records expire after the configured window and are swept.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,6 +27,9 @@ from storage.ids import as_utc, iso, new_id, utcnow
 from storage.models import IdempotencyRecord
 
 MAX_KEY = 255
+# A request header the API reads (Idempotency-Key, If-Match, If-None-Match): visible ASCII, spaces only inside
+# (HTTP strips them at the ends). The OpenAPI document states the same pattern.
+HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ def fingerprint(method: str, target: str, body_digest: str) -> str:
 
 
 def check_key(key: str) -> None:
-    if not 1 <= len(key) <= MAX_KEY or not key.isascii() or not key.isprintable():
+    if len(key) > MAX_KEY or not HEADER_VALUE.fullmatch(key):
         raise InvalidInput(
             "Idempotency.InvalidKey",
             f"Idempotency-Key is 1-{MAX_KEY} printable ASCII characters",

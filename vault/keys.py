@@ -1,7 +1,8 @@
 """Operating on organisations and API keys: create, list, revoke and rotate, each change logged.
 
 Creation and authentication live in ``vault.tenancy``; this is the operator's side. A key is found by its id
-(``key_...``), its public prefix (``lk_`` + up to 8 characters; several matches are ambiguous, never a guess)
+(``key_...``), its whole public prefix (``lk_`` + 8 characters, as lists show it; a shorter one could name a
+key the operator never looked at, so it is refused; two keys sharing a prefix are ambiguous, never a guess)
 or the whole key. Revoke and rotate lock the key row (``SELECT ... FOR UPDATE``; SQLite's write transaction
 holds its one write lock) and log their event in the same transaction, so a revoke racing a rotate ends in one
 of two consistent states: revoked and never rotated, or rotated first and the old key revoked after.
@@ -24,7 +25,8 @@ from vault.tenancy import KEY_PATTERN, PREFIX_LENGTH, create_api_key, hash_key, 
 _DURATION = re.compile(r"(\d{1,7})([smhd])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _LONGEST = timedelta(days=36500)
-_PREFIX = re.compile(rf"lk_[A-Za-z0-9_-]{{1,{PREFIX_LENGTH - 3}}}")
+_PREFIX = re.compile(rf"lk_[A-Za-z0-9_-]{{{PREFIX_LENGTH - 3}}}")
+_SHORT_PREFIX = re.compile(rf"lk_[A-Za-z0-9_-]{{1,{PREFIX_LENGTH - 4}}}")
 _ID = re.compile(r"key_[A-Za-z0-9]{1,40}")
 
 
@@ -104,7 +106,15 @@ def find_key(session: Session, ref: str, *, lock: bool = False) -> ApiKey:
     elif KEY_PATTERN.fullmatch(ref):
         query = query.where(ApiKey.key_hash == hash_key(ref))
     elif _PREFIX.fullmatch(ref):
-        query = query.where(col(ApiKey.prefix).startswith(ref, autoescape=True))
+        query = query.where(ApiKey.prefix == ref)
+    elif _SHORT_PREFIX.fullmatch(ref):
+        raise InvalidInput(
+            "Key.PrefixTooShort",
+            f"a key's prefix must be given whole ({PREFIX_LENGTH} characters, as `evault key list` shows it), "
+            "or name the key by its id",
+            ref=ref,
+            length=PREFIX_LENGTH,
+        )
     else:
         raise InvalidInput("Key.InvalidReference", "name a key by its id (key_...) or its prefix (lk_...)")
     if lock:

@@ -2,7 +2,9 @@
 
 The authoritative copy goes only to an envelope that is still vaulted (after vault-out the answer is 409
 ``Vault.Released``). Copies are made fresh per request: stamped on every page, stored in the copies bucket
-apart from the originals, registered with their own id and hash, and never byte-identical to the source.
+apart from the originals, registered with their own id and hash, and never byte-identical to the source. The
+mark is checked once, here (in the stamper's child, ``compliance.conditions.mark_check``), and the register row
+and the ``vault.copy_issued`` entry say when; a copy whose mark fails is never stored or handed out.
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ def _register_copy(custody: Custody, actor: Actor, record: VaultRecord, copy: Co
                     "sha256": copy.sha256,
                     "source_sha256": copy.source_sha256,
                     "authoritative_copy_id": record.id,
+                    "mark_verified_at": iso(copy.mark_verified_at) if copy.mark_verified_at else None,
                 },
             )
     except BaseException:
@@ -176,7 +179,9 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
         copy_id = new_id("cp")
         now = utcnow()
         mark = CopyMark(copy_id, envelope.id, doc.sha256, now)
+        # Only a copy whose mark passed its check (in the stamper's child) comes back; that is what is recorded.
         stamped = stamp_for_copy(custody.pdf, envelope.org_id, _read_verified(custody, doc), mark)
+        verified_at = utcnow()
         digest = hashlib.sha256(stamped).hexdigest()
         if digest == doc.sha256:
             raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")
@@ -199,6 +204,7 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
             s3_version_id=stored.version_id,
             issued_at=now,
             issued_by=actor.key_id or "",
+            mark_verified_at=verified_at,
         )
         _register_copy(custody, actor, record, copy)
         issued.append(

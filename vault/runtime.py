@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,7 +21,7 @@ from compliance.checkpoints.timestamping import TimestampClient
 from compliance.ledger.vault_key import VaultKey, load_or_create_key
 from compliance.signatures.document_identity import DocumentSigner, load_or_create_document_signer
 from compliance.signatures.pdf_validation import load_trust_roots
-from compliance.sources import Sources
+from compliance.sources import Deadline, Sources
 from compliance.verifier.report import ReportKey, endorse_report_key
 from compliance.witness.client import WitnessClient
 from compliance.witness.cosignature import CosignatureVerifier
@@ -30,12 +31,16 @@ from storage.embedded_s3 import EmbeddedS3
 from storage.errors import BucketNotWorm, StorageError
 from storage.object_store import ObjectStore
 from storage.s3_client import make_s3_client
-from storage.settings import Settings
+from storage.settings import EvidenceWorkSettings, Settings
+from vault.checkpoint_requests import CheckpointRequests
 from vault.custody import Custody
+from vault.evidence_work import EvidenceWork
 from vault.expiry import sweep
 from vault.reconcile import reconcile_claims
 
 log = logging.getLogger("evault")
+EVIDENCE_STOP_SECONDS = 5.0  # at close, for cancelled evidence jobs to reach their next step
+THREADS_STOP_SECONDS = 15.0  # at close, for the background threads together (they are daemons: then we go on)
 
 
 class StartupError(RuntimeError):
@@ -56,15 +61,34 @@ class Runtime:
     signer_trust_roots: tuple[Any, ...] = ()
     probe_client: Any = None  # short timeouts, no retries: for readiness checks that must answer quickly
     report_key: ReportKey | None = None  # the verifier's report-signing key, endorsed by the vault key
+    # the bounded pool the evidence routes run in (open_runtime gives it the configured caps)
+    evidence_work: EvidenceWork = field(default_factory=lambda: EvidenceWork(EvidenceWorkSettings()))
     _stop: threading.Event = field(default_factory=threading.Event)
     _checkpointer: threading.Thread | None = None
     _watchdog: threading.Thread | None = None
     _reconciler: threading.Thread | None = None
     _sweeper: threading.Thread | None = None
 
-    def sources(self) -> Sources:
-        """What the evidence checks read, without the signing key or the checkpointer."""
-        return Sources(self.db, self.authoritative, self.copies, self.key.note_verifier, self.settings.vault.log_origin)
+    def sources(self, deadline: Deadline | None = None) -> Sources:
+        """What the evidence checks read, without the signing key or the checkpointer (until ``deadline``)."""
+        return Sources(
+            self.db,
+            self.authoritative,
+            self.copies,
+            self.key.note_verifier,
+            self.settings.vault.log_origin,
+            deadline or Deadline(),
+        )
+
+    def checkpoint_requests(self, scopes: frozenset[str]) -> CheckpointRequests:
+        """Checkpoints on a caller's request: the latest when fresh, a new one only with scope and quota."""
+        return CheckpointRequests(
+            self.checkpoints,
+            self.db,
+            scopes,
+            self.settings.api.rate_limit_checkpoints,
+            self.settings.vault.checkpoint_interval_seconds,
+        )
 
     def custody(self) -> Custody:
         """The unit of work every custody service takes."""
@@ -155,9 +179,11 @@ class Runtime:
     def close(self) -> None:
         """Stop in the reverse order of opening: threads, then the database, then the store they use."""
         self._stop.set()
+        self.evidence_work.close(wait_seconds=EVIDENCE_STOP_SECONDS)
+        stop_at = time.monotonic() + THREADS_STOP_SECONDS  # one budget for all, not one each
         for thread in (self._watchdog, self._checkpointer, self._reconciler, self._sweeper):
             if thread is not None:
-                thread.join(timeout=30)
+                thread.join(timeout=max(0.0, stop_at - time.monotonic()))
         self.db.dispose()
         if self.embedded_s3 is not None:
             self.embedded_s3.stop()
@@ -251,4 +277,5 @@ def open_runtime(settings: Settings) -> Runtime:
         document_signer=document_signer,
         probe_client=probe_client,
         report_key=report_key,
+        evidence_work=EvidenceWork(settings.evidence_work),
     )

@@ -5,6 +5,11 @@ staging bucket (no lock: staged bytes are not the authoritative copy) and regist
 ``vault-in-upload`` then vaults the staged documents: each is read back, its SHA-256 checked against the
 register, and the bytes go through vault-in's normal path, written afresh by the write-once put (never
 CopyObject, which would drop the lock). Expired staged documents are refused and swept away.
+
+Staging and vaulting are serialised per envelope: vault-in's claim pins the staged set it read, under the
+envelope's lock (a set that changed meanwhile is read again), and an upload that reaches its lock after a
+claim is refused with 409 ``Vault.InProgress``. So an acknowledged upload is always in the vault-in that
+follows it, never left behind by one.
 """
 
 from __future__ import annotations
@@ -17,17 +22,18 @@ from compliance.ledger.events import Actor, append_event
 from storage.errors import StorageError
 from storage.ids import as_utc, iso, new_id, utcnow
 from storage.keys import staging_key
-from storage.models import Envelope, StagedDocument
+from storage.models import Envelope, StagedDocument, VaultClaim
 from vault.custody import Custody, OnCommit
 from vault.envelopes import get_envelope, lock_envelope, staged_documents
 from vault.expiry import settle
 from vault.lifecycle import check_if_match, require_not_due, touch
 from vault.retrieval import IntegrityFailure
 from vault.upload_spool import SpooledDocument, spool_dir
-from vault.vault_in import MAX_DOCUMENTS, Upload, VaultInResult, check_uploads, vault_in
+from vault.vault_in import MAX_DOCUMENTS, StagedChanged, Upload, VaultInResult, check_uploads, vault_in
 from vault.vault_in_plan import check_claimable, safe_filename
 
 log = logging.getLogger("evault.staging")
+READS = 3  # reads of the staged set before a vault-in racing a stream of uploads gives up (409, retry)
 
 
 def _check_stageable(envelope: Envelope) -> None:
@@ -95,6 +101,13 @@ def stage_upload(
             check_if_match(envelope, if_match)
             require_not_due(envelope, now)
             _check_stageable(envelope)
+            if session.get(VaultClaim, envelope.id) is not None:
+                raise Conflict(
+                    "Vault.InProgress",
+                    "a vault-in of this envelope is in flight; uploads are closed",
+                    envelope_id=envelope_id,
+                    retry_after_seconds=custody.policy.claim_lease_seconds,
+                )
             if len(staged_documents(session, envelope.id)) + len(rows) > MAX_DOCUMENTS:
                 raise InvalidInput("Document.TooMany", f"at most {MAX_DOCUMENTS} documents per envelope")
             session.add_all(rows)
@@ -145,6 +158,23 @@ def vault_in_staged(
 ) -> VaultInResult:
     """Vault what was staged, in upload order; an expired staged document is refused, not skipped."""
     settle(custody, actor.org_id, envelope_id)
+    for _ in range(READS):
+        try:
+            return _vault_staged_once(custody, actor, envelope_id, if_match, on_commit)
+        except StagedChanged:
+            log.info("uploads staged to %s while it was being vaulted; reading the staged set again", envelope_id)
+    raise Conflict(
+        "Vault.InProgress",
+        "uploads kept arriving while the staged documents were being vaulted; retry",
+        envelope_id=envelope_id,
+        retry_after_seconds=1,
+    )
+
+
+def _vault_staged_once(
+    custody: Custody, actor: Actor, envelope_id: str, if_match: str | None, on_commit: OnCommit | None
+) -> VaultInResult:
+    """One read of the staged set, vaulted only if it is still the whole set when the claim commits."""
     with custody.db.read_session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
         rows = staged_documents(session, envelope.id) if envelope.status == "awaiting_upload" else []
@@ -162,7 +192,16 @@ def vault_in_staged(
     try:
         for row in rows:
             uploads.append(Upload(row.filename, _read_staged(custody, row), row.sha256))
-        result = vault_in(custody, actor, envelope_id, uploads, source="upload", if_match=if_match, on_commit=on_commit)
+        result = vault_in(
+            custody,
+            actor,
+            envelope_id,
+            uploads,
+            source="upload",
+            if_match=if_match,
+            on_commit=on_commit,
+            staged=[row.id for row in rows],
+        )
     finally:
         for upload in uploads:
             upload.close()

@@ -33,8 +33,9 @@ from storage.ids import as_utc, iso, new_id, utcnow
 from storage.keys import authoritative_key
 from storage.models import VaultClaim, VaultedDocument, VaultRecord
 from vault.custody import Custody, OnCommit
-from vault.envelopes import get_envelope, lock_envelope, vault_record, vaulted_documents
+from vault.envelopes import get_envelope, lock_envelope, staged_documents, vault_record, vaulted_documents
 from vault.expiry import settle
+from vault.field_limits import check_filename
 from vault.lifecycle import check_if_match, require_not_due, transition
 from vault.pdf_inspect import PdfFacts, inspect_pdf
 from vault.upload_spool import SpooledDocument
@@ -46,6 +47,10 @@ log = logging.getLogger("evault.vault_in")
 
 class VaultInRaced(Exception):
     """Our claim is gone or the envelope changed: another request (or the reconciler) finished first."""
+
+
+class StagedChanged(Exception):
+    """An upload was staged after the staged set was read: the claim would leave it out, so none is made."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ def check_uploads(
         raise InvalidInput("Document.TooMany", f"at most {MAX_DOCUMENTS} documents per envelope")
     checked = []
     for position, upload in enumerate(uploads):
+        check_filename(upload.filename, f"documents[{position}].filename")
         facts = inspect_pdf(upload.data, custody.pdf)
         digest = upload.sha256_hex()
         expected = upload.expected_sha256
@@ -162,8 +168,12 @@ def _claim(
     digests: list[str],
     plan: dict[str, Any],
     if_match: str | None,
+    staged: list[str] | None,
 ) -> VaultClaim | None:
-    """Commit our claim, or adopt an unfinished claim for the same bytes (a retry); None if already vaulted."""
+    """Commit our claim, or adopt an unfinished claim for the same bytes (a retry); None if already vaulted.
+
+    ``staged`` (the staged uploads being vaulted, in order) must still be the envelope's whole staged set under
+    the lock: once the claim commits, :func:`vault.staging.stage_upload` refuses, so none is left out."""
     with custody.db.session() as session:
         envelope = lock_envelope(session, actor.org_id, envelope_id)
         if envelope.vault_state != "not_vaulted":
@@ -171,6 +181,8 @@ def _claim(
         check_if_match(envelope, if_match)
         check_claimable(envelope, source)
         require_not_due(envelope, utcnow())
+        if staged is not None and [row.id for row in staged_documents(session, envelope.id)] != staged:
+            raise StagedChanged
         now = utcnow()
         existing = session.get(VaultClaim, envelope.id)
         if existing is not None:
@@ -223,8 +235,10 @@ def vault_in(
     caller_metadata: dict[str, Any] | None = None,
     if_match: str | None = None,
     on_commit: OnCommit | None = None,
+    staged: list[str] | None = None,
 ) -> VaultInResult:
-    """``if_match`` is checked under the claim's lock; ``on_commit`` runs in the record's transaction."""
+    """``if_match`` and ``staged`` are checked under the claim's lock; ``on_commit`` runs in the record's
+    transaction."""
     settle(custody, actor.org_id, envelope_id)
     with custody.db.read_session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
@@ -248,7 +262,7 @@ def vault_in(
         for position, (upload, digest, facts, signatures) in enumerate(checked)
     ]
     plan = build_plan(envelope, actor, source, documents, caller_metadata, retain_until)
-    claim = _claim(custody, actor, envelope.id, source, digests, plan, if_match)
+    claim = _claim(custody, actor, envelope.id, source, digests, plan, if_match, staged)
     if claim is None:
         return _replay_or_conflict(custody, envelope.id, digests)
 

@@ -65,6 +65,7 @@ def audit_trail(sources: Sources, org_id: str, envelope_id: str) -> dict[str, An
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
         rows = [_row(e) for e in envelope_events(session, envelope_id)]
         people = reveal(session, [p for row in rows for p in _committed_parties(row)])
+    sources.deadline.check()
     return {
         "format": FORMAT,
         "envelope_id": envelope_id,

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session, select
 
+from compliance import strict_json
 from compliance.checkpoints.auditor_memory import load_trusted_key
 from compliance.checkpoints.publisher import tree_for
 from compliance.errors import Conflict
@@ -166,7 +166,7 @@ def _completeness(
 
 def verify_bundle(text: str | bytes, trusted_pem: bytes, expected_origin: str | None = None) -> VerifiedBundle:
     try:
-        bundle = json.loads(text)
+        bundle = strict_json.loads(text)
     except ValueError as exc:
         raise LogError(MALFORMED, "bundle is not JSON", error=str(exc)) from None
     form = _field(bundle, "format", str)

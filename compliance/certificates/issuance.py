@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from typing import Any
 
 import rfc8785
@@ -19,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import select
 
+from compliance import strict_json
 from compliance.bundles.proof_bundle import build_bundle
-from compliance.checkpoints.freshness import checkpoint_for_envelope
-from compliance.checkpoints.publisher import CheckpointService
+from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envelope
 from compliance.conditions.evidence import Policy
 from compliance.conditions.policies import Verdict, check_compliance
 from compliance.errors import NotFound
@@ -94,7 +93,7 @@ def certificate_body(
     head = base64.b64decode(events[-1]["entry"]) if events else None
     in_bundle = set()
     for item in events:
-        entry = json.loads(base64.b64decode(item["entry"]))
+        entry = strict_json.loads(base64.b64decode(item["entry"]))
         if entry.get("type") == "vault.copy_issued":
             in_bundle.add((entry.get("data") or {}).get("copy_id"))
     history = verdict.results[1].evidence.get("history", [])
@@ -149,13 +148,16 @@ def certificate_body(
 
 
 def issue_certificate(
-    sources: Sources, key: VaultKey, checkpoints: CheckpointService, policy: Policy, actor: Actor, envelope_id: str
+    sources: Sources, key: VaultKey, checkpoints: SignsOnDemand, policy: Policy, actor: Actor, envelope_id: str
 ) -> dict[str, Any]:
     """Check the six conditions on a checkpoint covering every event, then sign what was found."""
     with sources.db.read_session() as session:
         envelope = session.get(Envelope, envelope_id)
         if envelope is None or envelope.org_id != actor.org_id:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
+    sources.deadline.check()
     checkpoint = checkpoint_for_envelope(sources.db, checkpoints, actor.org_id, envelope_id)
     verdict = check_compliance(sources, policy, actor, envelope_id)
-    return sign_certificate(certificate_body(sources, key, policy, envelope_id, checkpoint, verdict), key)
+    body = certificate_body(sources, key, policy, envelope_id, checkpoint, verdict)
+    sources.deadline.check()
+    return sign_certificate(body, key)

@@ -21,6 +21,7 @@ from typing import Any
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 
+from compliance import strict_json
 from compliance.bundles.proof_bundle import VerifiedBundle, verify_bundle
 from compliance.certificates.issuance import FORMAT, key_id_of
 from compliance.checkpoints.auditor_memory import load_trusted_key
@@ -126,7 +127,7 @@ def verify_certificate(
     text: str | bytes, trusted_pem: bytes, trust: CheckpointTrust | None = None
 ) -> VerifiedCertificate:
     try:
-        document = json.loads(text)
+        document = strict_json.loads(text)
     except ValueError as exc:
         raise CertificateInvalid(MALFORMED, "certificate is not JSON", error=str(exc)) from None
     body = _check_signature(document, trusted_pem)

@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from compliance import strict_json
 from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint, verify_extends
 from compliance.ledger.log_error import BAD_SIGNATURE, FORKED, MALFORMED, PROVE_FROM_TRUSTED, LogError
 from compliance.ledger.note import NoteVerifier, b64decode_strict, key_id, parse_note, raw_public_key
@@ -50,7 +51,7 @@ def verifier_from_pem(note: str, pem: bytes) -> NoteVerifier:
 
 def _proof_hashes(proof_json: str) -> list[bytes]:
     try:
-        hashes = json.loads(proof_json)["hashes"]
+        hashes = strict_json.loads(proof_json)["hashes"]
     except (ValueError, KeyError, TypeError) as exc:
         raise LogError(MALFORMED, "proof must be JSON with a 'hashes' list", error=str(exc)) from None
     if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):

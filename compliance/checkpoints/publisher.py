@@ -4,9 +4,13 @@ A checkpoint goes to the database *and* to the WORM bucket under a compliance-mo
 size: an edit, deletion or rollback of the database alone then disagrees with what WORM holds. Witness
 cosignatures and an RFC 3161 timestamp are added when configured.
 
-Whoever holds the bucket's credentials can put a note at a checkpoint key before we do. A note found there is
-adopted only when it is ours: signed by the vault's key, for this log's origin, size and locally computed root.
-Anything else is ``Checkpoint.Forged``, logged at ERROR and never stored in the database nor served.
+Whoever holds the bucket's credentials can put a note at a checkpoint key before we do, even at sizes the log
+has not reached yet. A note found there is adopted only when it is ours: signed by the vault's key, for this
+log's origin, size and locally computed root. Anything else is ``Checkpoint.Forged``: logged at ERROR (the
+alert), never stored in the database nor served, and bypassed, so it cannot block checkpointing: the vault's
+note is written beside it, at a key named by the note's own hash (``checkpoint_key_beside``), which nobody can
+take in advance without the vault's key. The database row names that key; ``evault verify`` reports the
+planted note. A timestamp token meets a taken key the same way.
 
 Each organisation is checkpointed under its own lock, and one organisation's failure (a refusing witness, a
 failing TSA) is reported and does not hold up the others.
@@ -14,17 +18,17 @@ failing TSA) is reported and does not hold up the others.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from compliance.errors import EvaultError
 from compliance.headmap.sql_store import commit_head_map
 from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint, verify_checkpoint
 from compliance.ledger.log_error import LogError
@@ -33,7 +37,7 @@ from compliance.ledger.tiles import TiledTree
 from storage.db import Database
 from storage.errors import ObjectConflict
 from storage.ids import utcnow
-from storage.keys import checkpoint_key, timestamp_key
+from storage.keys import checkpoint_key, checkpoint_key_beside, timestamp_key_of
 from storage.log_tiles import SqlTileStore
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import LogState
@@ -43,12 +47,6 @@ ProofSource = Callable[[int, int], list[bytes]]
 CHECKPOINT_FORGED = "Checkpoint.Forged"
 
 log = logging.getLogger("evault.checkpoints")
-
-
-class CheckpointForged(EvaultError):
-    """WORM holds, at a checkpoint's key, a note that is not the vault's checkpoint of that tree: an attack."""
-
-    category = "integrity"
 
 
 class Cosigner(Protocol):
@@ -126,26 +124,27 @@ class CheckpointService:
 
     def _store(self, org_id: str, checkpoint: Checkpoint, note: str) -> CheckpointRow:
         retain_until = utcnow() + self.retention
-        key = checkpoint_key(org_id, checkpoint.size)
+        key, stored_version = checkpoint_key(org_id, checkpoint.size), None
         try:
-            stored = self.worm.put_write_once(key, note.encode(), retain_until=retain_until, content_type="text/plain")
+            stored_version = self.worm.put_write_once(
+                key, note.encode(), retain_until=retain_until, content_type="text/plain"
+            ).version_id
         except ObjectConflict:
-            # Another process signed this size first (cosignature times differ): its note is the record,
-            # but only once it is proven to be ours and of this very tree.
+            # Another process signed this size first (cosignature times differ): its note is the record, but
+            # only once it is proven to be ours and of this very tree. Anything else is planted: written beside.
             current = self.worm.head(key, None)
-            note = self._adoptable(org_id, checkpoint, key, self.worm.read(key, current.version_id))
-            stored_version = current.version_id
-        else:
-            stored_version = stored.version_id
+            adopted = self._adoptable(org_id, checkpoint, key, self.worm.read(key, current.version_id))
+            if adopted is not None:
+                note, stored_version = adopted, current.version_id
+            else:
+                key = checkpoint_key_beside(org_id, checkpoint.size, hashlib.sha256(note.encode()).hexdigest())
+                stored_version = self.worm.put_write_once(
+                    key, note.encode(), retain_until=retain_until, content_type="text/plain"
+                ).version_id
         token = None
         if self.timestamper is not None:
             token = self.timestamper.timestamp(note.encode())
-            self.worm.put_write_once(
-                timestamp_key(org_id, checkpoint.size),
-                token,
-                retain_until=retain_until,
-                content_type="application/timestamp-reply",
-            )
+            self._store_timestamp(org_id, checkpoint.size, timestamp_key_of(key), token, retain_until)
         row = CheckpointRow(
             org_id=org_id,
             size=checkpoint.size,
@@ -166,8 +165,27 @@ class CheckpointService:
                 return existing
         return row
 
-    def _adoptable(self, org_id: str, checkpoint: Checkpoint, key: str, found: bytes) -> str:
-        """The note found at ``key`` if it is the vault's signed checkpoint of ``checkpoint``; else raise."""
+    def _store_timestamp(self, org_id: str, size: int, key: str, token: bytes, retain_until: datetime) -> None:
+        """The token beside its note; a key already taken by other bytes is alerted and bypassed likewise."""
+        try:
+            self.worm.put_write_once(key, token, retain_until=retain_until, content_type="application/timestamp-reply")
+        except ObjectConflict:
+            beside = f"{key}.{hashlib.sha256(token).hexdigest()[:32]}"
+            log.error(
+                "%s: another object holds %s/%s for %s size %d; the token goes to %s",
+                CHECKPOINT_FORGED,
+                self.worm.bucket,
+                key,
+                org_id,
+                size,
+                beside,
+            )
+            self.worm.put_write_once(
+                beside, token, retain_until=retain_until, content_type="application/timestamp-reply"
+            )
+
+    def _adoptable(self, org_id: str, checkpoint: Checkpoint, key: str, found: bytes) -> str | None:
+        """The note found at ``key`` if it is the vault's signed checkpoint of ``checkpoint``; else None, alerted."""
         reason = None
         try:
             note = found.decode("utf-8")
@@ -182,7 +200,7 @@ class CheckpointService:
         if reason is None:
             return note
         log.error(
-            "%s: refusing the note at %s/%s for %s size %d: %s",
+            "%s: refusing the note at %s/%s for %s size %d (%s); the vault's note is written beside it",
             CHECKPOINT_FORGED,
             self.worm.bucket,
             key,
@@ -190,14 +208,7 @@ class CheckpointService:
             checkpoint.size,
             reason,
         )
-        raise CheckpointForged(
-            CHECKPOINT_FORGED,
-            "WORM holds a note at this checkpoint's key that is not the vault's checkpoint of this tree",
-            org_id=org_id,
-            size=checkpoint.size,
-            worm_key=key,
-            reason=reason,
-        )
+        return None
 
     def due_organisations(self) -> list[str]:
         """Organisations whose log has grown past their latest checkpoint."""

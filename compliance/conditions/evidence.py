@@ -1,7 +1,8 @@
 """What the §9-105 conditions look at, gathered once per check from the database, the ledger and the key.
 
 Gathering reads only; the conditions (``compliance/conditions/policies.py``) then read live storage themselves where
-the statute asks about the object (its bytes, lock, versions, and every copy under the envelope's prefix).
+the statute asks about the object (its bytes, lock, versions, and every copy under the envelope's prefix). A
+copy's bytes are not among them: its mark was verified at issuance, and its row says so.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Evidence:
 
 def gather(sources: Sources, policy: Policy, org_id: str, envelope_id: str) -> Evidence:
     """Read everything the conditions need in one read transaction; another organisation's envelope is a 404."""
+    sources.deadline.check()
     with sources.db.read_session() as session:
         envelope = session.get(Envelope, envelope_id)
         if envelope is None or envelope.org_id != org_id:
@@ -107,6 +109,7 @@ def gather(sources: Sources, policy: Policy, org_id: str, envelope_id: str) -> E
             )
         )
         events = envelope_events(session, envelope_id)
+        sources.deadline.check()
         evidence = Evidence(sources, policy, envelope, record, documents, copies, events, {}, None)
         key_ids = set()
         for event in events:
@@ -126,7 +129,9 @@ def gather(sources: Sources, policy: Policy, org_id: str, envelope_id: str) -> E
                 ).first()
                 evidence.map_proof = prove_at(session, org_id, committed.version, envelope_id)
                 covered.append(committed.entry_index)
-            evidence.inclusion = {i: tree.inclusion_proof(i, checkpoint.size) for i in covered}
+            for index in covered:
+                sources.deadline.check()
+                evidence.inclusion[index] = tree.inclusion_proof(index, checkpoint.size)
     return evidence
 
 

@@ -16,7 +16,6 @@ from typing import Any, Literal, Protocol
 
 from sqlmodel import select
 
-from compliance.conditions.copy_mark import unmarked_pages
 from compliance.conditions.evidence import Evidence, Policy, as_dict, entry_digest, gather
 from compliance.errors import Unavailable
 from compliance.headmap.sparse_tree import map_key, tree_id_for, verify_map_proof
@@ -25,11 +24,12 @@ from compliance.ledger.checkpoint_format import verify_checkpoint
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import leaf_hash, verify_inclusion
-from compliance.sources import Sources
+from compliance.sources import Deadline, Sources
 from storage.db import Database
 from storage.errors import StorageError, StorageUnavailable
 from storage.ids import as_utc, iso, utcnow
-from storage.models import Envelope
+from storage.keys import authoritative_prefix
+from storage.models import CopyRecord, Envelope
 
 Status = Literal["pass", "fail", "pending"]
 # The scope a key needs for each event it may cause; an assignee change needs the controlling party's release.
@@ -97,9 +97,10 @@ class _Base:
         return ConditionResult(self.key, self.title, status, failures or list(pending), evidence)
 
 
-def _read_sha256(store: Any, key: str, version_id: str) -> str:
+def _read_sha256(store: Any, key: str, version_id: str, deadline: Deadline) -> str:
     digest = hashlib.sha256()
     for chunk in store.iter_read(key, version_id):
+        deadline.check()
         digest.update(chunk)
     return digest.hexdigest()
 
@@ -114,16 +115,23 @@ class SingleAuthoritativeCopy(_Base):
         failures: list[str] = []
         documents = []
         store = evidence.sources.authoritative
+        prefix = authoritative_prefix(evidence.envelope.org_id, evidence.envelope.id)
+        try:  # unique is what the bucket holds: every version and delete marker under the envelope's prefix
+            in_bucket = list(store.list_entries(prefix))
+        except StorageUnavailable as exc:
+            raise Unavailable("Storage.Unavailable", "object storage could not be read; retry") from exc
+        except StorageError as exc:
+            return self.result([f"the envelope's authoritative prefix cannot be listed: {exc}"], {"prefix": prefix})
         for doc in evidence.documents:
             seen: dict[str, Any] = {"id": doc.id, "sha256": doc.sha256, "version_id": doc.s3_version_id}
             documents.append(seen)
             vaulted = ledger.get(doc.id)
             if vaulted is None or (vaulted.get("sha256"), vaulted.get("version_id")) != (doc.sha256, doc.s3_version_id):
                 failures.append(f"document {doc.id}: the record differs from the vaulted_in entry")
+            seen["versions"] = [e.version_id for e in in_bucket if e.key == doc.s3_key and not e.delete_marker]
             try:
                 info = store.head(doc.s3_key, doc.s3_version_id)
-                seen["sha256_read"] = _read_sha256(store, doc.s3_key, doc.s3_version_id)
-                seen["versions"] = store.list_versions(doc.s3_key)
+                seen["sha256_read"] = _read_sha256(store, doc.s3_key, doc.s3_version_id, evidence.sources.deadline)
             except StorageUnavailable as exc:
                 raise Unavailable("Storage.Unavailable", "object storage could not be read; retry") from exc
             except StorageError as exc:
@@ -138,7 +146,20 @@ class SingleAuthoritativeCopy(_Base):
                 failures.append(f"document {doc.id}: the lock ends before the record's retention")
             if seen["versions"] != [doc.s3_version_id]:
                 failures.append(f"document {doc.id}: other version(s) exist under its key")
-        return self.result(failures, {"authoritative_copy_id": evidence.record.id, "documents": documents})
+        recorded = {(doc.s3_key, doc.s3_version_id) for doc in evidence.documents}
+        extra = [e for e in in_bucket if (e.key, e.version_id) not in recorded]
+        failures += [
+            f"not unique: {'a delete marker' if e.delete_marker else 'an object'} at {e.key} (version {e.version_id}) "
+            "under the envelope's authoritative prefix is not the recorded copy"
+            for e in extra
+        ]
+        evidence_seen = {
+            "authoritative_copy_id": evidence.record.id,
+            "documents": documents,
+            "prefix": prefix,
+            "unrecorded": [{"key": e.key, "version_id": e.version_id, "delete_marker": e.delete_marker} for e in extra],
+        }
+        return self.result(failures, evidence_seen)
 
 
 def assignee_history(evidence: Evidence) -> list[dict[str, Any]]:
@@ -242,33 +263,72 @@ class ChangesNeedControllingParty(_Base):
         return self.result(failures, {"control": {"organisation": org_id, "scope": "vault:release"}, "events": checked})
 
 
+def _copy_failures(copy: CopyRecord, logged: dict[str, Any] | None, originals: set[str]) -> list[str]:
+    """What the register and the ledger say of one copy: in the ledger with the same hash, its mark verified
+    when it was issued (the bytes were checked then; they are not read again here), not an original."""
+    failures = []
+    if copy.sha256 in originals:
+        failures.append(f"copy {copy.id}: its registered bytes are the original's")
+    if logged is None:
+        return [*failures, f"copy {copy.id}: registered but not in the ledger"]
+    if logged.get("sha256") != copy.sha256:
+        failures.append(f"copy {copy.id}: the register's SHA-256 is not the one the ledger recorded at issuance")
+    if copy.mark_verified_at is None or not logged.get("mark_verified_at"):
+        failures.append(f"copy {copy.id}: its mark was not verified when it was issued")
+    return failures
+
+
 class CopiesIdentifiable(_Base):
+    """Each registered copy had its mark found on every page when it was issued (the register row and the
+    ``vault.copy_issued`` entry say so, with the same hash), and its registered version is still in the store
+    with its registered size; nothing else sits under the envelope's copy prefix. One version listing of the
+    prefix shows all of that (one request per thousand copies).
+
+    The copies' bytes are not read again: that made each check cost every copy ever issued. A version's bytes
+    cannot change in place without a new version (which shows here as unregistered); whether the stored bytes
+    still hash to what was stored is the nightly verifier's question (it reads every copy whole).
+    """
+
     key, title = "5", "every copy is readily identifiable as a copy that is not the authoritative copy"
 
     def verify(self, evidence: Evidence) -> ConditionResult:
         originals = {doc.sha256 for doc in evidence.documents}
-        failures, copies = [], []
-        registered = {(c.s3_key, c.s3_version_id) for c in evidence.copies}
-        logged = {(v.get("data") or {}).get("copy_id") for _, v in evidence.ledger_events("vault.copy_issued")}
-        store = evidence.sources.copies
+        logged: dict[Any, dict[str, Any]] = {}
+        for _, value in evidence.ledger_events("vault.copy_issued"):
+            data = as_dict(value.get("data"))
+            logged[data.get("copy_id")] = data
         try:
-            for copy in evidence.copies:
-                data = store.read(copy.s3_key, copy.s3_version_id)
-                unmarked = unmarked_pages(data, copy.id)
-                copies.append({"id": copy.id, "sha256": copy.sha256, "unmarked_pages": unmarked})
-                if unmarked:
-                    failures.append(f"copy {copy.id}: pages {unmarked} do not carry the copy mark")
-                if hashlib.sha256(data).hexdigest() != copy.sha256 or copy.sha256 in originals:
-                    failures.append(f"copy {copy.id}: its bytes are not the registered copy's, or are the original's")
-                if copy.id not in logged:
-                    failures.append(f"copy {copy.id}: registered but not in the ledger")
-            stray = [k for k in store.list_all_versions(evidence.copy_prefix()) if k not in registered]
+            listed = {
+                (entry.key, entry.version_id): entry
+                for entry in evidence.sources.copies.list_entries(evidence.copy_prefix())
+                if not entry.delete_marker
+            }
         except StorageUnavailable as exc:
             raise Unavailable("Storage.Unavailable", "object storage could not be read; retry") from exc
         except StorageError as exc:
-            return self.result([f"a registered copy cannot be read: {exc}"], {"copies": copies})
+            return self.result([f"the copy prefix cannot be listed: {exc}"], {"copy_prefix": evidence.copy_prefix()})
+        failures, copies = [], []
+        for copy in evidence.copies:
+            evidence.sources.deadline.check()
+            verified = iso(copy.mark_verified_at) if copy.mark_verified_at else None
+            stored = listed.get((copy.s3_key, copy.s3_version_id))
+            copies.append(
+                {
+                    "id": copy.id,
+                    "sha256": copy.sha256,
+                    "mark_verified_at": verified,
+                    "stored_size": stored.size if stored else None,
+                }
+            )
+            failures += _copy_failures(copy, logged.get(copy.id), originals)
+            if stored is None:
+                failures.append(f"copy {copy.id}: its registered version is not in the store")
+            elif stored.size != copy.size:
+                failures.append(f"copy {copy.id}: the stored version's size is not the registered copy's")
+        registered = {(c.s3_key, c.s3_version_id) for c in evidence.copies}
+        stray = sorted(k for k in listed if k not in registered)
         failures += [f"unregistered object {key} (version {version}) under the copy prefix" for key, version in stray]
-        missing = logged - {c.id for c in evidence.copies}
+        missing = set(logged) - {c.id for c in evidence.copies}
         failures += [f"copy {cid} is in the ledger but not registered" for cid in sorted(map(str, missing))]
         return self.result(failures, {"copies": copies, "copy_prefix": evidence.copy_prefix(), "unregistered": stray})
 
@@ -301,6 +361,7 @@ class RevisionsIdentifiable(_Base):
             return self.result([*failures, f"the checkpoint does not verify ({exc.code})"], info)
         covered = [e for e in evidence.events if e.leaf_index < signed.size]
         for event in covered:
+            evidence.sources.deadline.check()
             try:
                 proof = evidence.inclusion[event.leaf_index]
                 verify_inclusion(leaf_hash(event.entry), event.leaf_index, signed.size, proof, signed.root_hash)
@@ -358,7 +419,10 @@ class AllOf:
     conditions: Sequence[Condition] = SECTION_9_105
 
     def verify(self, evidence: Evidence) -> Verdict:
-        results = [condition.verify(evidence) for condition in self.conditions]
+        results = []
+        for condition in self.conditions:
+            evidence.sources.deadline.check()
+            results.append(condition.verify(evidence))
         return Verdict(overall([r.status for r in results]), results)
 
 
@@ -380,6 +444,7 @@ def record_failure(db: Database, actor: Actor, envelope_id: str, verdict: Verdic
 def check_compliance(sources: Sources, policy: Policy, actor: Actor, envelope_id: str) -> Verdict:
     """Run the six conditions against live storage and the ledger; record a failure in the chain."""
     verdict = AllOf().verify(gather(sources, policy, actor.org_id, envelope_id))
+    sources.deadline.check()
     if verdict.status == "fail":
         record_failure(sources.db, actor, envelope_id, verdict)
     return verdict

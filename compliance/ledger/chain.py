@@ -14,6 +14,7 @@ from typing import Any
 
 import rfc8785
 
+from compliance import strict_json
 from compliance.ledger.log_error import CHAIN_BROKEN, MALFORMED, LogError
 
 MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers have no canonical form
@@ -58,7 +59,7 @@ def parse_entry(entry: bytes) -> dict[str, Any]:
     if fast is not None:
         return fast
     try:
-        value = json.loads(entry)
+        value = strict_json.loads(entry)
         canonical = rfc8785.dumps(value)
     except (ValueError, TypeError, rfc8785.CanonicalizationError) as exc:
         raise LogError(MALFORMED, "log entry is not canonical JSON", error=str(exc)) from None

@@ -19,6 +19,7 @@ FORKED = "Log.Forked"  # a checkpoint of the trusted size with another root: two
 PROVE_FROM_TRUSTED = "Log.ProveFromTrusted"  # the proof starts elsewhere than the checkpoint already trusted
 CHAIN_BROKEN = "Chain.Broken"  # an envelope's entries do not link: edited, deleted, inserted or reordered
 INCOMPLETE = "Log.Incomplete"  # the head map names a later head than the history shown: events were cut off
+CORRUPT = "Log.Corrupt"  # the vault's own stored log (its tiles) is missing or damaged: our fault, not the input's
 
 CODES = frozenset(
     {
@@ -33,9 +34,16 @@ CODES = frozenset(
         PROVE_FROM_TRUSTED,
         CHAIN_BROKEN,
         INCOMPLETE,
+        CORRUPT,
     }
 )
 
 
 class LogError(InvalidInput):
     """A log artefact failed verification; ``code`` is one of ``CODES``."""
+
+
+class LogCorrupt(LogError):
+    """The vault's own log store lacks or garbles what it must hold: a 500 that says so, never a 4xx."""
+
+    category = "integrity"

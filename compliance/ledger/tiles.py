@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
-from compliance.ledger.log_error import INVALID_PROOF, MALFORMED, ROLLED_BACK, LogError
+from compliance.ledger.log_error import CORRUPT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogCorrupt, LogError
 from compliance.ledger.merkle import EMPTY_ROOT, HASH_SIZE
 
 TILE_HEIGHT = 8
@@ -153,7 +153,7 @@ class TiledTree:
                 blob = got.get(key)
                 need = widths[key] * HASH_SIZE
                 if blob is None or len(blob) < need or len(blob) > TILE_BYTES or len(blob) % HASH_SIZE:
-                    raise LogError(MALFORMED, f"tile {key} is missing or has the wrong length", tile=key)
+                    raise LogCorrupt(CORRUPT, f"tile {key} is missing or has the wrong length", tile=key)
                 found[key] = [bytes(blob)]
                 self._remember(key, found[key])
         return found
@@ -226,7 +226,7 @@ class TiledTree:
                 hi = min(end, (n + 1) << TILE_HEIGHT) - (n << TILE_HEIGHT)
                 blob = got.get((0, n))
                 if blob is None or len(blob) < hi * HASH_SIZE or len(blob) > TILE_BYTES:
-                    raise LogError(MALFORMED, f"tile (0, {n}) is missing or too short", tile=(0, n))
+                    raise LogCorrupt(CORRUPT, f"tile (0, {n}) is missing or too short", tile=(0, n))
                 out.extend(blob[i : i + HASH_SIZE] for i in range(lo * HASH_SIZE, hi * HASH_SIZE, HASH_SIZE))
         return out
 

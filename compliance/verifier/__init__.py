@@ -2,7 +2,8 @@
 
 - ``findings``: a finding and its stable fingerprint (the codes' registry is ``compliance.finding_codes``).
 - ``scope``: what a run checks (filters, shard, snapshot); ``run``: one run, recorded or not.
-- ``objects``, ``copies``, ``logs``, ``health``: the checks; ``pipeline``, ``reads``, ``merge``: how they stream.
+- ``objects``, ``copies``, ``logs``, ``outside``, ``health``: the checks; ``pipeline``, ``reads``, ``merge``: how
+  they stream.
 - ``run_records``: run records, progress, open findings, ledger events; ``report``: the signed report.
 """
 

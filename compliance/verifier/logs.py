@@ -34,7 +34,7 @@ from compliance.verifier.log_resume import LogState, rebuild
 from compliance.verifier.reads import read_version
 from compliance.verifier.scope import Scope
 from storage.ids import as_utc
-from storage.keys import checkpoint_key
+from storage.keys import checkpoint_key, checkpoint_key_beside
 from storage.log_tiles import SqlTileStore
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import Event
@@ -188,6 +188,8 @@ class LogAudit:
 
     def checkpoint(self, session: Session, size: int, row: CheckpointRow | None, versions: list[VersionEntry]) -> None:
         key = checkpoint_key(self.org_id, size)
+        if row is not None and row.s3_key != key:
+            key, versions = self._written_beside(size, row, versions)
         where = {"size": size, "key": key}
         if self.tree.size < size:
             self.report(
@@ -242,6 +244,51 @@ class LogAudit:
             self.report("Log.RootMismatch", "the entries no longer produce the signed root", **where)
         self._consistency(session, signed)
 
+    def _written_beside(
+        self, size: int, row: CheckpointRow, versions: list[VersionEntry]
+    ) -> tuple[str, list[VersionEntry]]:
+        """A checkpoint the publisher wrote beside a planted note: report the note, then check the one beside."""
+        key = checkpoint_key(self.org_id, size)
+        beside = checkpoint_key_beside(self.org_id, size, _sha256(row.note.encode()).hexdigest())
+        if row.s3_key != beside:
+            self.report(
+                "Checkpoint.Mismatch",
+                "the database checkpoint names a WORM key that is not its own",
+                size=size,
+                key=row.s3_key,
+                expected=[key, beside],
+            )
+        if any(not v.delete_marker for v in versions):
+            self.report(
+                "Checkpoint.Forged",
+                "a note that is not the vault's holds the checkpoint's key; the vault's note was written beside it",
+                size=size,
+                key=key,
+                written_beside=row.s3_key,
+            )
+        return row.s3_key, [v for v in self.ctx.sources.authoritative.list_entries(row.s3_key) if v.key == row.s3_key]
+
+    def beyond(self, size: int, row: CheckpointRow | None, versions: list[VersionEntry], log_now: int) -> None:
+        """A checkpoint (WORM note or database row) at a size the log has not reached, even now: planted."""
+        if size <= log_now:
+            return  # signed after this run started: the next run checks it
+        if any(not v.delete_marker for v in versions):
+            self.report(
+                "Checkpoint.AheadOfLog",
+                "a note sits at a checkpoint key for a size the log has not reached",
+                size=size,
+                key=checkpoint_key(self.org_id, size),
+                log_size=log_now,
+            )
+        if row is not None:
+            self.report(
+                "Checkpoint.AheadOfLog",
+                "a database checkpoint signs a size the log has not reached",
+                size=size,
+                key=row.s3_key,
+                log_size=log_now,
+            )
+
     def _consistency(self, session: Session, signed: Checkpoint) -> None:
         previous = self.last_signed
         self.last_signed = _Signed(signed.size, signed.root_hash)
@@ -272,10 +319,11 @@ def _checkpoint_rows(session: Session, org_id: str) -> Iterator[CheckpointRow]:
     yield from session.exec(stmt.execution_options(yield_per=BATCH))
 
 
-def _checkpoints(
-    ctx: Context, session: Session, org_id: str, limit: int
-) -> Iterator[tuple[int, CheckpointRow | None, list[VersionEntry]]]:
-    """Database rows and WORM keys merged by size, up to ``limit``."""
+Listed = tuple[int, CheckpointRow | None, list[VersionEntry]]
+
+
+def _checkpoints(ctx: Context, session: Session, org_id: str) -> Iterator[Listed]:
+    """Database rows and WORM keys merged by size."""
     rows, worm = _checkpoint_rows(session, org_id), _worm_checkpoints(ctx, org_id)
     row, listed = next(rows, None), next(worm, None)
     item: tuple[CheckpointRow | None, list[VersionEntry]]
@@ -290,8 +338,6 @@ def _checkpoints(
         else:
             size, item = row.size, (row, listed[1])
             row, listed = next(rows, None), next(worm, None)
-        if size > limit:
-            return
         yield size, item[0], item[1]
 
 
@@ -343,7 +389,11 @@ def check_log(ctx: Context, org_id: str) -> None:
                     last_save = time.monotonic()
             ctx.log_step()
 
-        for size, row, versions in _checkpoints(ctx, session, org_id, limit):
+        beyond: list[Listed] = []
+        for size, row, versions in _checkpoints(ctx, session, org_id):
+            if size > limit:
+                beyond.append((size, row, versions))
+                continue
             if size < start:
                 continue  # verified before the interruption
             while event is not None and audit.tree.size < size:
@@ -351,6 +401,11 @@ def check_log(ctx: Context, org_id: str) -> None:
             audit.checkpoint(session, size, row, versions)
         while event is not None:
             advance()
+        if beyond:
+            with ctx.sources.db.read_session() as now:
+                log_now = log_size(now, org_id)  # the log may have grown since the run started
+            for size, row, versions in beyond:
+                audit.beyond(size, row, versions, log_now)
         if audit.expected_index < limit:
             audit.report(
                 "Log.EntriesMissing",

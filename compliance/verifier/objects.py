@@ -9,13 +9,13 @@ with its ``vault.vaulted_in`` ledger entry (``Record.Edited``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import col, select
 
+from compliance import strict_json
 from compliance.verifier.context import Context
 from compliance.verifier.findings import Finding
 from compliance.verifier.merge import binary_order, merge_by_key
@@ -84,7 +84,7 @@ def _ledger_page(ctx: Context, envelope_ids: set[str]) -> Ledgered:
             if envelope_id is None or envelope_id in found:
                 continue
             try:
-                data = json.loads(entry)["data"]
+                data = strict_json.loads(entry)["data"]
                 found[envelope_id] = {d["id"]: d for d in data["documents"]}, data.get("retain_until")
             except (ValueError, KeyError, TypeError):
                 found[envelope_id] = {}, None  # the entry itself is reported by the log audit

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from compliance import strict_json
 from compliance.errors import EvaultError
 from compliance.ledger.note import raw_public_key
 from compliance.ledger.vault_key import VaultKey, create_key_file, load_public_key
@@ -104,7 +104,7 @@ def _b64(value: Any, what: str) -> bytes:
 def verify_report(data: bytes, vault_public_pem: bytes) -> dict[str, Any]:
     """The report inside ``data`` if the vault key endorses its key and that key signed it; raise otherwise."""
     try:
-        signed = json.loads(data)
+        signed = strict_json.loads(data)
         report, signature = signed["report"], signed["signature"]
         report_key = signature["report_key"]
         if signed.get("format") != FORMAT or signature.get("algorithm") != "Ed25519" or not isinstance(report, dict):

@@ -10,13 +10,20 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.errors import EvaultError
+from storage.errors import StorageError
 from vault.api.allocator import return_large_buffers
 from vault.api.allow import complete_allow
 from vault.api.custody import CustodyController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.edge import edge_middleware
 from vault.api.envelopes import EnvelopeController
-from vault.api.errors import handle_database_error, handle_domain_error, handle_http_error, handle_unexpected
+from vault.api.errors import (
+    handle_database_error,
+    handle_domain_error,
+    handle_http_error,
+    handle_storage_error,
+    handle_unexpected,
+)
 from vault.api.evidence import EvidenceController
 from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
@@ -52,6 +59,7 @@ def create_app(runtime: Runtime) -> Litestar:
             EvaultError: handle_domain_error,
             HTTPException: handle_http_error,
             SQLAlchemyError: handle_database_error,
+            StorageError: handle_storage_error,
             Exception: handle_unexpected,
         },
         request_max_body_size=runtime.settings.vault.max_upload_bytes,

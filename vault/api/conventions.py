@@ -19,9 +19,10 @@ from anyio import to_thread
 from litestar import Request, Response
 from sqlmodel import Session
 
+from compliance.errors import InvalidInput
 from storage.models import Envelope
 from vault.envelopes import describe
-from vault.idempotency import Pending, Replay, abandon, begin, complete_alone, fingerprint
+from vault.idempotency import HEADER_VALUE, Pending, Replay, abandon, begin, complete_alone, fingerprint
 from vault.lifecycle import etag, matches
 from vault.runtime import Runtime
 
@@ -136,12 +137,21 @@ async def mutate(
     return await to_thread.run_sync(_run, runtime, org_id, key, fp, status, call, extra)
 
 
+def precondition_header(request: Request[Any, Any, Any], name: str) -> str | None:
+    """``If-Match`` or ``If-None-Match`` as sent, or None if absent; present but empty or not visible ASCII is
+    refused (400), never taken as absent: a client that meant to make a condition must learn it made none."""
+    value = request.headers.get(name)
+    if value is not None and not HEADER_VALUE.fullmatch(value):
+        raise InvalidInput("Request.InvalidHeader", f"{name} must be visible ASCII (an ETag or a list)", field=name)
+    return value
+
+
 def if_match(request: Request[Any, Any, Any]) -> str | None:
-    return request.headers.get("if-match")
+    return precondition_header(request, "if-match")
 
 
 def conditional(request: Request[Any, Any, Any], body: dict[str, Any], tag: str) -> Response[Any]:
     """A read with its ETag; 304 without a body when ``If-None-Match`` names the current tag."""
-    if matches(request.headers.get("if-none-match"), tag):
+    if matches(precondition_header(request, "if-none-match"), tag):
         return Response(None, status_code=304, headers={"ETag": tag})
     return Response(body, headers={"ETag": tag})

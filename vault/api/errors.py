@@ -2,9 +2,10 @@
 
 ``{"code": "Resource.ErrorType", "message": ..., "details": {...}, "request_id": ..., "correlation_id": ...}``.
 Domain errors carry their code; Litestar's own errors (validation, unknown route, wrong method, body too
-large) get codes here; a database that cannot be reached is a 503 ``Database.Unavailable``; anything
-unexpected is a 500 ``Server.InternalError`` whose details never leak internals. Every 503 says when to
-retry (``Retry-After``).
+large) get codes here; a database that cannot be reached is a 503 ``Database.Unavailable``, an object store
+that cannot be reached a 503 ``Storage.Unavailable``, on every route; stored objects that disagree with our
+records are our own corruption, a 500 ``Storage.Corrupt``; anything unexpected is a 500
+``Server.InternalError`` whose details never leak internals. Every 503 says when to retry (``Retry-After``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from compliance.errors import EvaultError
+from storage.errors import BucketNotWorm, StorageError, StorageUnavailable
 from vault.api.request_id import ids
 
 log = logging.getLogger("evault.api")
@@ -115,6 +117,19 @@ def handle_database_error(request: Request[Any, Any, Any], exc: SQLAlchemyError)
         return handle_unexpected(request, exc)
     log.warning("request %s: database unavailable: %s", request_id(request), type(exc.__cause__ or exc).__name__)
     return error_response(request, 503, "Database.Unavailable", "the database is unavailable; retry later")
+
+
+def handle_storage_error(request: Request[Any, Any, Any], exc: StorageError) -> Response[dict[str, Any]]:
+    """A storage fault no service turned into a domain error: ours, never the caller's."""
+    if isinstance(exc, StorageUnavailable | BucketNotWorm):
+        log.warning("request %s: object storage unavailable: %s", request_id(request), exc)
+        return error_response(request, 503, "Storage.Unavailable", "object storage failed; retry later")
+    log.error(
+        "request %s: stored objects disagree with the records: %s: %s", request_id(request), type(exc).__name__, exc
+    )
+    return error_response(
+        request, 500, "Storage.Corrupt", "stored objects disagree with the vault's records; quote the request id"
+    )
 
 
 _MISSING = re.compile(r"missing required field `([^`]+)`(?: - at `\$\.?([^`]*)`)?")

@@ -1,12 +1,15 @@
 """Evidence of the present: the §9-105 compliance check, the signed certificate (JSON or PDF), the audit trail.
 
 Each route parses, calls one compliance service with the runtime's sources, key and settings, and shapes the
-answer; ``?format=`` overrides the ``Accept`` header (``pdf`` for the certificate, ``csv`` for the trail).
+answer; ``?format=`` overrides the ``Accept`` header (``pdf`` for the certificate, ``csv`` for the trail). The
+service call runs in the evidence pool (:mod:`vault.evidence_work`): capped per organisation and in all, with a
+deadline, and cancelled when the client disconnects.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
@@ -20,6 +23,7 @@ from compliance.conditions.evidence import Custodian, Policy
 from compliance.conditions.policies import check_compliance
 from compliance.errors import InvalidInput
 from compliance.ledger.events import Actor
+from compliance.sources import Deadline
 from vault.api.schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -29,6 +33,9 @@ from vault.api.schemas import (
     answers,
 )
 from vault.runtime import Runtime
+from vault.tenancy import Principal
+
+T = TypeVar("T")
 
 
 def policy_of(runtime: Runtime) -> Policy:
@@ -54,6 +61,20 @@ def _wants(request: Request[Any, Any, Any], chosen: str | None, kinds: dict[str,
     return next((name for name, media in kinds.items() if media in accept), "json")
 
 
+def _disconnected(request: Request[Any, Any, Any]) -> Callable[[], Awaitable[None]]:
+    """Returns once the client has gone (ASGI ``http.disconnect``); the request's body was read at the edge."""
+
+    async def wait() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return wait
+
+
+async def _in_pool(request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, job: Callable[[Deadline], T]) -> T:
+    return await runtime.evidence_work.run(actor.org_id, job, _disconnected(request))
+
+
 class EvidenceController(Controller):
     path = "/envelopes/{envelope_id:str}"
     tags = ["Compliance"]
@@ -61,64 +82,79 @@ class EvidenceController(Controller):
     @get(
         "/compliance",
         opt={"scope": "compliance:read"},
-        sync_to_thread=True,
         responses=answers(
             200, ComplianceView, READ_ERRORS, "Each §9-105 condition's result with evidence, and the verdict"
         ),
     )
-    def compliance(
+    async def compliance(
         self,
+        request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
+        principal: NamedDependency[Principal],
         envelope_id: FromPath[str],
         checkpoint: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """The six conditions of UCC §9-105(b), checked now against live storage and the ledger.
 
-        ``?checkpoint=now`` signs a checkpoint first, so that no event is left pending.
+        ``?checkpoint=now`` makes sure a checkpoint covers every event first, so that none is left pending:
+        the latest one when it does, else a new one, which needs ``vault:write`` (403
+        ``Checkpoint.WriteScopeRequired``) and the organisation's quota (429 ``Checkpoint.RateLimited``).
         """
         if checkpoint not in (None, "now"):
             raise InvalidInput("Request.Invalid", "checkpoint may only be 'now'", field="checkpoint")
-        sources = runtime.sources()
-        if checkpoint == "now":
-            checkpoint_for_envelope(runtime.db, runtime.checkpoints, actor.org_id, envelope_id)
-        verdict = check_compliance(sources, policy_of(runtime), actor, envelope_id)
-        return {"envelope_id": envelope_id, **verdict.as_json()}
+        checkpoints = runtime.checkpoint_requests(principal.scopes)
+
+        def job(deadline: Deadline) -> dict[str, Any]:
+            sources = runtime.sources(deadline)
+            if checkpoint == "now":
+                checkpoint_for_envelope(runtime.db, checkpoints, actor.org_id, envelope_id)
+            verdict = check_compliance(sources, policy_of(runtime), actor, envelope_id)
+            return {"envelope_id": envelope_id, **verdict.as_json()}
+
+        return await _in_pool(request, runtime, actor, job)
 
     @get(
         "/vault/certificate",
         opt={"scope": "compliance:read"},
-        sync_to_thread=True,
         responses=answers(
             200, SignedCertificate, WRITE_ERRORS, "evault-certificate/v1 (JSON), or the signed one-page PDF"
         ),
     )
-    def certificate(
+    async def certificate(
         self,
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
+        principal: NamedDependency[Principal],
         envelope_id: FromPath[str],
         format: FromQuery[str | None] = None,
     ) -> Response[Any]:
-        """The signed ``evault-certificate/v1`` (JSON), or a one-page PAdES-signed PDF of it for people."""
+        """The signed ``evault-certificate/v1`` (JSON), or a one-page PAdES-signed PDF of it for people.
+
+        It rests on a checkpoint covering every event: the latest when fresh, else one signed on request
+        (``vault:write`` and the organisation's quota, as for ``?checkpoint=now``)."""
         kind = _wants(request, format, {"json": "application/json", "pdf": "application/pdf"})
-        document = issue_certificate(
-            runtime.sources(), runtime.key, runtime.checkpoints, policy_of(runtime), actor, envelope_id
-        )
-        if kind == "pdf" and runtime.document_signer is not None:
-            pdf = certificate_pdf(document, runtime.document_signer)
-            disposition = f'inline; filename="certificate-{envelope_id}.pdf"'
-            return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": disposition})
-        return Response(document, media_type="application/json")
+        signer = runtime.document_signer
+        checkpoints = runtime.checkpoint_requests(principal.scopes)
+
+        def job(deadline: Deadline) -> Response[Any]:
+            sources = runtime.sources(deadline)
+            document = issue_certificate(sources, runtime.key, checkpoints, policy_of(runtime), actor, envelope_id)
+            if kind == "pdf" and signer is not None:
+                pdf = certificate_pdf(document, signer)
+                disposition = f'inline; filename="certificate-{envelope_id}.pdf"'
+                return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": disposition})
+            return Response(document, media_type="application/json")
+
+        return await _in_pool(request, runtime, actor, job)
 
     @get(
         "/audit",
         opt={"scope": "compliance:read"},
-        sync_to_thread=True,
         responses=answers(200, AuditTrailView, READ_ERRORS, "Every event with its exact entry bytes (JSON), or CSV"),
     )
-    def audit(
+    async def audit(
         self,
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
@@ -129,8 +165,12 @@ class EvidenceController(Controller):
         """Every event of the envelope: actor, time, type, data, chain hashes and exact entry bytes (JSON);
         ``text/csv`` for people."""
         kind = _wants(request, format, {"json": "application/json", "csv": "text/csv"})
-        trail = audit_trail(runtime.sources(), actor.org_id, envelope_id)
-        if kind == "csv":
-            disposition = f'attachment; filename="audit-{envelope_id}.csv"'
-            return Response(as_csv(trail), media_type="text/csv", headers={"Content-Disposition": disposition})
-        return Response(trail, media_type="application/json")
+
+        def job(deadline: Deadline) -> Response[Any]:
+            trail = audit_trail(runtime.sources(deadline), actor.org_id, envelope_id)
+            if kind == "csv":
+                disposition = f'attachment; filename="audit-{envelope_id}.csv"'
+                return Response(as_csv(trail), media_type="text/csv", headers={"Content-Disposition": disposition})
+            return Response(trail, media_type="application/json")
+
+        return await _in_pool(request, runtime, actor, job)

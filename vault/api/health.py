@@ -1,9 +1,11 @@
 """Liveness (``/health``) and readiness (``/ready``) for load balancers and supervisors.
 
 ``/health`` says only that the process answers. ``/ready`` checks what a request needs: the database
-answers a trivial query, the authoritative bucket still has versioning and Object Lock, the signing key
-signs, the checkpointer runs, and the embedded store's process lives; it names the store's boundary. Each
-check is bounded by short timeouts, so a probe never hangs on a dead dependency.
+answers a trivial query (and, for SQLite, the file at its path is still the one opened), the authoritative
+bucket still has versioning and Object Lock, the copies and staging buckets exist with versioning, the
+signing key signs, the checkpointer runs, the embedded store's process lives and the boundary it claims is
+in force (weed in its own network namespace). It names the store's boundary. Each check is bounded by short
+timeouts, so a probe never hangs on a dead dependency; any failing check is a 503 naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
-from storage.buckets import check_worm_bucket
+from storage.buckets import bucket_problems, check_worm_bucket
+from storage.db import DatabaseFileChanged
 from vault.api.errors import error_response
 from vault.runtime import Runtime
 
@@ -37,13 +40,25 @@ def _checks(runtime: Runtime) -> dict[str, str]:
     try:
         runtime.db.ping()
         checks["database"] = OK
+    except DatabaseFileChanged as exc:
+        checks["database"] = f"failing: {exc}"
     except Exception as exc:
         checks["database"] = _failure(exc)
+    client = runtime.probe_client or runtime.s3_client
+    s3 = runtime.settings.s3
     try:
-        check_worm_bucket(runtime.probe_client or runtime.s3_client, runtime.settings.s3.authoritative_bucket)
+        check_worm_bucket(client, s3.authoritative_bucket)
         checks["authoritative_bucket"] = OK
     except Exception as exc:
         checks["authoritative_bucket"] = f"{_failure(exc)}: {exc}"
+    for name, bucket in {"copies_bucket": s3.copies_bucket, "staging_bucket": s3.staging_bucket}.items():
+        if name == "staging_bucket" and bucket == s3.copies_bucket:
+            continue  # one bucket, checked once
+        try:
+            problems = bucket_problems(client, bucket, worm=False)
+            checks[name] = f"failing: {'; '.join(problems)}" if problems else OK
+        except Exception as exc:
+            checks[name] = f"{_failure(exc)}: {exc}"
     key = runtime.key
     probe = b"evault readiness probe"
     try:
@@ -53,6 +68,9 @@ def _checks(runtime: Runtime) -> dict[str, str]:
         checks["signing_key"] = _failure(exc)
     checks["checkpointer"] = OK if runtime.checkpointer_alive() else "failing: not running"
     checks["store"] = OK if runtime.store_alive() else "failing: the embedded store's process exited"
+    if runtime.embedded_s3 is not None:
+        problem = runtime.embedded_s3.boundary_problem()
+        checks["store_boundary"] = f"failing: {problem}" if problem else OK
     return checks
 
 

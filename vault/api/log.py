@@ -11,7 +11,6 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from compliance.bundles.proof_bundle import build_bundle
-from compliance.checkpoints.freshness import covering_checkpoint
 from compliance.checkpoints.publisher import tree_for
 from compliance.errors import InvalidInput, NotFound
 from compliance.ledger.events import envelope_events, log_size
@@ -27,6 +26,7 @@ from vault.api.schemas import (
     ProofBundleView,
     answers,
 )
+from vault.checkpoint_requests import WRITE_SCOPE
 from vault.envelopes import get_envelope
 from vault.runtime import Runtime
 from vault.tenancy import Principal
@@ -53,17 +53,28 @@ class LogController(Controller):
 
     @get("/checkpoint", sync_to_thread=True, responses=answers(200, CheckpointView, READ_ERRORS, "The checkpoint"))
     def checkpoint(self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
-        """The latest signed checkpoint (C2SP tlog-checkpoint note) of your organisation's log."""
-        return _checkpoint_view(covering_checkpoint(runtime.db, runtime.checkpoints, principal.org_id, 1))
+        """The latest signed checkpoint (C2SP tlog-checkpoint note) of your organisation's log.
 
-    @post("/checkpoint", status_code=200, responses=answers(200, CheckpointView, WRITE_ERRORS, "The checkpoint"))
+        With entries pending, a key holding ``vault:write`` gets a new one (within the organisation's quota,
+        ``EVAULT_RATE_LIMIT_CHECKPOINTS``); any other key gets the latest, which covers its ``size`` entries.
+        """
+        return _checkpoint_view(runtime.checkpoint_requests(principal.scopes).latest_or_new(principal.org_id))
+
+    @post(
+        "/checkpoint",
+        status_code=200,
+        opt={"scope": WRITE_SCOPE},
+        responses=answers(200, CheckpointView, WRITE_ERRORS, "The checkpoint"),
+    )
     async def checkpoint_now(
         self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
     ) -> Response[Any]:
-        """Sign a checkpoint of the log's current head now (if it has grown)."""
+        """Sign a checkpoint of the log's current head now, if it has grown (``EVAULT_RATE_LIMIT_CHECKPOINTS``
+        per organisation: 429 ``Checkpoint.RateLimited``); else the latest one."""
 
         def call(_: Hook) -> Outcome:
-            return Outcome(200, _checkpoint_view(runtime.checkpoints.checkpoint_now(principal.org_id)))
+            checkpoint = runtime.checkpoint_requests(principal.scopes).covering(principal.org_id)
+            return Outcome(200, _checkpoint_view(checkpoint))
 
         digest = raw_digest(hashlib.sha256(await request.body()).hexdigest())
         return await mutate(request, runtime, principal.org_id, digest, 200, call)
@@ -128,7 +139,8 @@ class EnvelopeProofController(Controller):
             events = envelope_events(session, envelope_id)
         if not events:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
-        checkpoint = covering_checkpoint(runtime.db, runtime.checkpoints, principal.org_id, events[-1].leaf_index + 1)
+        requests = runtime.checkpoint_requests(principal.scopes)
+        checkpoint = requests.covering(principal.org_id, events[-1].leaf_index + 1)
         with runtime.db.read_session() as session:
             return build_bundle(session, runtime.key, envelope_id, checkpoint)
 

@@ -19,6 +19,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.routes import HTTPRoute
 
 from vault.envelopes import KINDS
+from vault.idempotency import HEADER_VALUE, MAX_KEY
 from vault.lifecycle import STATUSES, VAULT_STATES
 from vault.listing import MAX_LIMIT
 from vault.vault_out import REASONS
@@ -49,9 +50,9 @@ def sample_pdf() -> str:
     return out
 
 
-def _header(name: str, description: str, example: str | None = None) -> dict[str, Any]:
+def _header(name: str, description: str, example: str | None = None, pattern: str | None = None) -> dict[str, Any]:
     param: dict[str, Any] = {"name": name, "in": "header", "required": False, "description": description}
-    param["schema"] = {"type": "string", "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"}
+    param["schema"] = {"type": "string", "maxLength": MAX_KEY, "pattern": pattern or f"^{HEADER_VALUE.pattern}$"}
     if example is not None:
         param["example"] = example
     return param
@@ -220,6 +221,26 @@ def _constrain(paths: dict[str, Any], models: dict[str, Any], prefix: str) -> No
         models["VoidIn"]["properties"]["reason"].update({"minLength": 1, "maxLength": MAX_REASON, "pattern": NOT_BLANK})
     if "VaultOutIn" in models:
         models["VaultOutIn"]["properties"]["reason"]["enum"] = list(REASONS)
+        # A transfer names the receiving vault; "other" says why (vault/vault_out.py).
+        models["VaultOutIn"]["allOf"] = [
+            {
+                "if": {"properties": {"reason": {"const": "transfer"}}},
+                "then": {
+                    "required": ["transferee"],
+                    "properties": {
+                        "transferee": {
+                            "type": "object",
+                            "required": ["vault_id"],
+                            "properties": {"vault_id": {"type": "string", "pattern": NOT_BLANK}},
+                        }
+                    },
+                },
+            },
+            {
+                "if": {"properties": {"reason": {"const": "other"}}},
+                "then": {"required": ["note"], "properties": {"note": {"type": "string", "pattern": NOT_BLANK}}},
+            },
+        ]
     for (path, name), constraint in QUERY_CONSTRAINTS.items():
         for operation in paths.get(prefix + path, {}).values():
             for param in operation.get("parameters", []) if isinstance(operation, dict) else []:
@@ -266,7 +287,9 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
             if relative in ENVELOPE_OPS_WITH_ETAG and method == "get":
                 params.append(_header("If-None-Match", "the ETag you hold; 304 when unchanged"))
             if relative.rsplit("/", 1)[-1] in PDF_OPS:
-                params.append(_header("X-Content-SHA256", "SHA-256 (hex) of the raw PDF body"))
+                params.append(
+                    _header("X-Content-SHA256", "SHA-256 (hex) of the raw PDF body", pattern="^[0-9a-fA-F]{64}$")
+                )
                 params.append({"name": "filename", "in": "query", "required": False, "schema": _STRING})
                 operation["requestBody"] = _pdf_body(optional=relative.endswith("vault-in-upload"))
             example = _EXAMPLES.get((relative, method))

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
+from compliance import strict_json
 from compliance.errors import EvaultError
 from compliance.ledger.vault_key import SigningKeyError
 from storage.settings import Settings, SettingsError
@@ -104,7 +105,10 @@ def _serve(_: argparse.Namespace) -> int:
         print(f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)", flush=True)
         if first is not None:
             _announce_bootstrap_key(settings, base, first[0].id, first[1])
-        config = uvicorn_config(create_app(runtime), settings.edge, log_level="info", timeout_graceful_shutdown=10)
+        # On SIGTERM, requests in flight get the grace period; then uvicorn cancels them, which cancels their
+        # evidence work, and the runtime's close gives that work and the background threads bounded time.
+        grace = settings.api.shutdown_grace_seconds
+        config = uvicorn_config(create_app(runtime), settings.edge, log_level="info", timeout_graceful_shutdown=grace)
         server = uvicorn.Server(config)
 
         def stop_serving(reason: str) -> None:
@@ -142,8 +146,10 @@ def _log_verify(args: argparse.Namespace) -> int:
 
     text = Path(args.bundle).read_bytes()
     result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin)
-    token = json.loads(text).get("timestamp_token")
-    for line in trust_from(args).check(json.loads(text)["checkpoint"], base64.b64decode(token) if token else None):
+    token = strict_json.loads(text).get("timestamp_token")
+    for line in trust_from(args).check(
+        strict_json.loads(text)["checkpoint"], base64.b64decode(token) if token else None
+    ):
         print(line)
     where = f"checkpoint {result.checkpoint.origin} size {result.checkpoint.size}"
     done = result.completeness

@@ -1,0 +1,316 @@
+"""Evidence reads are bounded and cheap: a copy's mark is checked once, at issuance, and the compliance routes
+run in a bounded pool (per organisation, with a deadline), stop when the client leaves, and never hold up a stop.
+
+Slow storage is real here: the service talks to the real SeaweedFS through :class:`tests.slow_link.SlowLink`,
+which holds every request for a set time, so one compliance check takes seconds as it does against a distant
+or busy store. Both databases: the checks, the register and the ledger are in the database under test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlmodel import select
+
+from storage.embedded_s3 import EmbeddedS3
+from storage.models import CopyRecord, Event
+from storage.settings import EvidenceWorkSettings
+from tests.helpers import API, create_envelope, disarm_triggers, free_port, upload
+from tests.pdf_factory import make_pdf
+from tests.slow_link import SlowLink, slow_link
+from vault.api.app import create_app
+from vault.evidence_work import EvidenceWork
+from vault.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+# This helper's loopback ports are 27500-27999; the SQLite and PostgreSQL passes run at once, so each has half.
+PORTS = 27500 + (250 if os.environ.get("EVAULT_TEST_DATABASE_URL") else 0)
+
+
+@pytest.fixture
+def link(embedded_s3: EmbeddedS3) -> Iterator[SlowLink]:
+    with slow_link(embedded_s3.endpoint.url, free_port(PORTS, PORTS + 80)) as opened:
+        yield opened
+
+
+@pytest.fixture
+def vault_env(vault_env: dict[str, str], link: SlowLink) -> dict[str, str]:
+    return {
+        **vault_env,
+        "EVAULT_S3_ENDPOINT": link.url,
+        "EVAULT_EVIDENCE_CONCURRENCY": "2",
+        "EVAULT_EVIDENCE_PER_ORG": "1",
+        "EVAULT_EVIDENCE_DEADLINE_SECONDS": "3",
+    }
+
+
+@pytest.fixture
+def base_url(runtime: Runtime) -> Iterator[str]:
+    """The app served by uvicorn on a loopback port of this helper's range, in a thread."""
+    port = free_port(PORTS + 80, PORTS + 160)
+    config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not running.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(20)
+
+
+def _vaulted(client: Any, headers: dict[str, str], copies: int) -> str:
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, make_pdf(pages=2)).status_code == 201
+    for _ in range(copies):
+        response = client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers)
+        assert response.status_code == 200, response.text
+    return envelope_id
+
+
+def _compliance(base: str, headers: dict[str, str], envelope_id: str, timeout: float = 60) -> httpx.Response:
+    return httpx.get(f"{base}{API}/envelopes/{envelope_id}/compliance", headers=headers, timeout=timeout)
+
+
+def _condition(result: dict[str, Any], number: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in result["conditions"] if c["condition"] == number)
+    return found
+
+
+# --- the mark, verified once --------------------------------------------------------------------------------
+
+
+def test_compliance_and_certificates_never_read_a_copys_bytes(client: Any, tenant: Any, runtime: Runtime) -> None:
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers, copies=3)
+    calls: Counter[tuple[str, str]] = Counter()
+
+    def note(params: dict[str, Any], event_name: str, **_: Any) -> None:
+        if params.get("Bucket") == runtime.copies.bucket:
+            calls[(event_name.rsplit(".", 1)[-1], str(params.get("Key")))] += 1
+
+    runtime.s3_client.meta.events.register("provide-client-params.s3.*", note)  # the service's own client
+    try:
+        result = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers).json()
+        certificate = client.get(f"{API}/envelopes/{envelope_id}/vault/certificate", headers=headers)
+    finally:
+        runtime.s3_client.meta.events.unregister("provide-client-params.s3.*", note)
+    assert result["verdict"] == "pass", result
+    assert certificate.status_code == 200 and certificate.json()["certificate"]["conditions"]["verdict"] == "pass"
+    assert [op for op, _ in calls if op == "GetObject"] == []  # not one copy read, whole or in part
+    assert {op for op, _ in calls} == {"ListObjectVersions"}  # one listing shows every copy's version and size
+    assert sum(calls.values()) == 2  # one per check (the certificate's included), however many copies
+
+
+def test_issuance_records_the_mark_check_with_the_copy_and_in_the_ledger(
+    client: Any, tenant: Any, runtime: Runtime
+) -> None:
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers, copies=1)
+    with runtime.db.read_session() as session:
+        (copy,) = session.exec(select(CopyRecord).where(CopyRecord.envelope_id == envelope_id)).all()
+        (event,) = session.exec(
+            select(Event).where(Event.envelope_id == envelope_id, Event.event_type == "vault.copy_issued")
+        ).all()
+    assert copy.mark_verified_at is not None
+    assert b'"mark_verified_at":"' in event.entry and copy.sha256.encode() in event.entry
+    result = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers).json()
+    assert _condition(result, "5")["status"] == "pass"
+    assert _condition(result, "5")["evidence"]["copies"][0]["stored_size"] == copy.size
+
+
+def test_a_copy_whose_mark_was_never_verified_fails_condition_5(client: Any, tenant: Any, runtime: Runtime) -> None:
+    """What a copy registered before marks were checked at issuance looks like (or a row edited by hand)."""
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers, copies=1)
+    with runtime.db.session() as session:
+        disarm_triggers(session, "copy_record")
+        (copy,) = session.exec(select(CopyRecord).where(CopyRecord.envelope_id == envelope_id)).all()
+        copy.mark_verified_at = None
+        session.add(copy)
+    result = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers).json()
+    five = _condition(result, "5")
+    assert five["status"] == "fail" and "mark was not verified when it was issued" in " ".join(five["reasons"])
+
+
+def test_a_registered_copy_removed_from_the_store_fails_condition_5(client: Any, tenant: Any, runtime: Runtime) -> None:
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers, copies=1)
+    with runtime.db.read_session() as session:
+        (copy,) = session.exec(select(CopyRecord).where(CopyRecord.envelope_id == envelope_id)).all()
+    runtime.copies.delete_version(copy.s3_key, copy.s3_version_id)
+    result = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers).json()
+    five = _condition(result, "5")
+    assert five["status"] == "fail" and "is not in the store" in " ".join(five["reasons"])
+
+
+# --- the pool: a cap per organisation, a deadline, cancellation -----------------------------------------------
+
+
+def test_one_organisation_gets_503_beyond_its_share_while_another_is_served(
+    client: Any, make_key: Any, base_url: str, link: SlowLink
+) -> None:
+    a_headers, b_headers = ({"X-API-Key": make_key()[1]} for _ in range(2))
+    a_envelope, b_envelope = _vaulted(client, a_headers, 0), _vaulted(client, b_headers, 0)
+    link.delay = 0.5  # a check now takes two seconds: long enough to overlap
+    answers: dict[str, httpx.Response] = {}
+    first = threading.Thread(target=lambda: answers.setdefault("a1", _compliance(base_url, a_headers, a_envelope)))
+    first.start()
+    time.sleep(0.5)  # A's first check is at work
+    started = time.monotonic()
+    second, third = (_compliance(base_url, a_headers, a_envelope) for _ in range(2))
+    refused_in = time.monotonic() - started
+    other = _compliance(base_url, b_headers, b_envelope)
+    first.join(60)
+    for refused in (second, third):
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "Evidence.Busy" and int(refused.headers["Retry-After"]) >= 1
+        assert refused.json()["details"]["setting"] == "EVAULT_EVIDENCE_PER_ORG"
+    assert refused_in < 1.0  # refused at once, not queued behind the first
+    assert other.status_code == 200 and other.json()["verdict"] != "fail", other.text
+    assert answers["a1"].status_code == 200, answers["a1"].text
+
+
+def test_a_check_past_its_deadline_is_503_and_its_work_stops(
+    client: Any, tenant: Any, base_url: str, link: SlowLink
+) -> None:
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers, copies=1)
+    link.delay = 1.5  # the whole check needs four requests or more: six seconds
+    started = time.monotonic()
+    response = _compliance(base_url, headers, envelope_id)
+    took = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "Evidence.Timeout" and int(response.headers["Retry-After"]) >= 1
+    assert 3.0 <= took < 5.0  # EVAULT_EVIDENCE_DEADLINE_SECONDS=3, answered when it passed
+    _stops(link, allow_seconds=1.5)
+    link.delay = 0.0
+    assert _compliance(base_url, headers, envelope_id).status_code == 200  # its slot was given back
+
+
+def test_a_check_whose_client_disconnects_stops(
+    client: Any, tenant: Any, runtime: Runtime, link: SlowLink, vault_env: dict[str, str]
+) -> None:
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers, copies=1)
+    link.delay = 2.0  # the whole check needs four requests or more: eight seconds
+    port = free_port(PORTS + 160, PORTS + 240)
+    config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    runtime.evidence_work = EvidenceWork(EvidenceWorkSettings(deadline_seconds=60))  # not the deadline: the client
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            _compliance(f"http://127.0.0.1:{port}", headers, envelope_id, timeout=1.5)
+        _stops(link, allow_seconds=1.5)
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def _stops(link: SlowLink, allow_seconds: float) -> None:
+    """No request reaches the store after ``allow_seconds`` (the step in flight may finish)."""
+    time.sleep(allow_seconds)
+    settled = link.count()
+    time.sleep(3.0)
+    assert link.count() == settled, "the abandoned check kept reading the store"
+
+
+# --- SIGTERM ----------------------------------------------------------------------------------------------------
+
+GRACE = 2  # EVAULT_SHUTDOWN_GRACE_SECONDS
+STOP_BOUND = GRACE + 10  # the grace, one storage request in flight, then closing (README: "Stopping")
+
+
+def _get(url: str, headers: dict[str, str]) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=120) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def _serving(proc: subprocess.Popen[bytes]) -> str:
+    """The base URL ``evault serve`` prints once it listens (``evault: serving http://host:port/api/...``)."""
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode()
+        if line.startswith("evault: serving "):
+            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+            return line.split()[2].split("/api/", 1)[0]
+    raise AssertionError(f"evault serve exited with {proc.wait()} before serving")
+
+
+def test_sigterm_stops_the_service_within_its_bound_with_slow_compliance_work_in_flight(
+    client: Any, tenant: Any, link: SlowLink, vault_env: dict[str, str]
+) -> None:
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers, copies=4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
+    env.update(
+        vault_env,
+        PYTHONPATH=str(ROOT),
+        EVAULT_PORT="0",  # a free port, which it prints: no race with another run for a chosen one
+        EVAULT_SHUTDOWN_GRACE_SECONDS=str(GRACE),
+        EVAULT_EVIDENCE_DEADLINE_SECONDS="120",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vault.cli.main", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    errors: list[bytes] = []
+    assert proc.stderr is not None
+    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    drain.start()
+    try:
+        base = _serving(proc)
+        deadline = time.monotonic() + 60
+        while _get(f"{base}/health", {}) != 200:
+            assert proc.poll() is None and time.monotonic() < deadline, "evault serve did not start"
+            time.sleep(0.3)
+        link.delay = 3.0  # the check needs four requests or more: twelve seconds (before this change, 24+)
+        url = f"{base}{API}/envelopes/{envelope_id}/compliance"
+        caller = threading.Thread(target=_get, args=(url, headers), daemon=True)
+        caller.start()
+        time.sleep(2.0)  # the check is at work
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(STOP_BOUND + 30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("evault serve ignored SIGTERM") from None
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        drain.join(10)
+        stderr = b"".join(errors).decode()
+        link.delay = 0.0
+    assert code == 0, stderr[-3000:]
+    assert took < STOP_BOUND, f"stopped after {took:.1f} s\n{stderr[-3000:]}"
