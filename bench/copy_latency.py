@@ -9,6 +9,15 @@ while A attacks with ``--copiers`` concurrent clients:
 - ``--attack compliance-many-copies``: A first has ``--copies`` copies issued of its document, then its
   clients call ``GET /compliance`` on that envelope back to back. The checks run in the evidence pool
   (per-organisation cap, deadline), so A's extra calls are refused with 503 ``Evidence.Busy``.
+- ``--attack rehearsal-bomb``: A's clients (in a process of their own, so their work does not share the API's
+  GIL) upload files of a few KB whose streams are small once but huge as used (a /Contents array naming one
+  8 MB stream 1,000 times, an XObject drawn 10,000 times, forms nested 4^20, 100 pages each making its own
+  form of a 4 MB stream; ``tests/hostile_pdfs.py``). Each once took the API to gigabytes; now the vetting
+  refuses each before anything is joined. The report adds the process's peak RSS growth.
+- ``--attack upload-flood``: the baseline for the bombs, the same clients uploading an ordinary PDF of about
+  their mean size (25 pages, ~10 KB), vetted in full and then refused for its wrong declared SHA-256 (so
+  nothing is stored). A tenant flooding uploads costs others CPU whatever the files hold; the bombs should
+  cost no more than this.
 
 - ``--attack slow-uploads``: A opens ``--slow`` uploads from four keys, each sending one byte every 2 s (and
   another when answered). A holds at most its share of the upload slots, and each trickle ends in 408
@@ -19,8 +28,9 @@ once, which turns the attack into a request flood (what the per-key rate limit i
 
 The report counts A's answers by status and gives B's p50/p99 under attack as ratios of its idle ones.
 
-    python bench/copy_latency.py [--attack copies|compliance-many-copies|slow-uploads] [--pages N] [--copies N]
-        [--requests N] [--copiers C] [--slow N] [--uploads N] [--ignore-retry-after] [--json]
+    python bench/copy_latency.py [--attack copies|compliance-many-copies|rehearsal-bomb|upload-flood|slow-uploads]
+        [--pages N] [--copies N] [--requests N] [--copiers C] [--slow N] [--uploads N] [--ignore-retry-after]
+        [--json]
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import argparse
 import importlib
 import json
 import logging
+import multiprocessing
 import socket
 import statistics
 import sys
@@ -50,6 +61,7 @@ from vault.tenancy import SCOPES, authenticate, create_api_key, create_organisat
 
 ROOT = Path(__file__).resolve().parents[1]
 API = "/api/v2/partner"
+UPLOAD_ATTACKS = ("rehearsal-bomb", "upload-flood")
 
 
 def tenant(runtime: Runtime, client: httpx.Client, pdf: bytes) -> tuple[dict[str, str], str]:
@@ -180,9 +192,71 @@ def summary(times: list[float]) -> dict[str, float]:
     }
 
 
+def peak_rss() -> int:
+    """This process's resident high-water mark (VmHWM) in bytes: the API runs in it, in a thread."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def bombs() -> list[bytes]:
+    hostile = importlib.import_module("tests.hostile_pdfs")
+    return [
+        hostile.repeated_contents(1000, 8_000_000),
+        hostile.repeated_xobject(10_000, 1_000_000),
+        hostile.nested_forms(),
+        hostile.many_pages_sharing(100, 4_000_000),
+    ]
+
+
+def _upload_loop(
+    base: str, headers: dict[str, str], files: list[bytes], stop: Any, ready: Any, outcomes: Counter[int]
+) -> None:
+    """Upload ``files`` to one envelope of A's, each with a wrong declared SHA-256: vetted, then refused (a bomb
+    by the vetting, an ordinary file for its hash), so the envelope stays open."""
+    body = {"kind": "paper", "title": "Bomb", "secured_party": {"name": "First Bank"}}
+    with httpx.Client(base_url=base, timeout=300) as own:
+        envelope_id = own.post(f"{API}/envelopes", json=body, headers=headers).json()["id"]
+        sent = 0
+        while not stop.is_set():
+            status = own.post(
+                f"{API}/envelopes/{envelope_id}/vault-in-upload",
+                content=files[sent % len(files)],
+                headers={**headers, "Content-Type": "application/pdf", "X-Content-SHA256": "0" * 64},
+            )
+            outcomes[status.status_code] += 1
+            ready.set()
+            sent += 1
+            if status.status_code == 201:  # accepted despite the hash: a finding, and the envelope is used
+                return
+            if status.status_code in (429, 503):
+                time.sleep(float(status.headers.get("Retry-After", "1")))
+
+
+def attack_uploads(
+    base: str, headers: dict[str, str], files: list[bytes], uploaders: int, signals: tuple[Any, Any, Any]
+) -> None:
+    """Tenant A's uploaders, in a process of their own: the client's work must not share the API's GIL.
+    ``signals``: stop (set by the caller), ready (set at the first answer), done (a queue for the outcomes)."""
+    stop, ready, done = signals
+    outcomes: Counter[int] = Counter()
+    threads = [
+        threading.Thread(target=_upload_loop, args=(base, headers, files, stop, ready, outcomes))
+        for _ in range(uploaders)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.put(dict(outcomes))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--attack", choices=["copies", "compliance-many-copies", "slow-uploads"], default="copies")
+    attacks = ["copies", "compliance-many-copies", *UPLOAD_ATTACKS, "slow-uploads"]
+    parser.add_argument("--attack", choices=attacks, default="copies")
     parser.add_argument("--pages", type=int, default=2000, help="pages of tenant A's document")
     parser.add_argument("--copies", type=int, default=40, help="copies issued before the compliance attack")
     parser.add_argument("--requests", type=int, default=300, help="tenant B's GETs per phase")
@@ -219,10 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         runtime = open_runtime(Settings.from_env(env))
         try:
             with serve(runtime, args.port) as base, httpx.Client(base_url=base, timeout=300) as client:
+                uploading = args.attack in UPLOAD_ATTACKS
                 b_pdf = make_pdf(pages=2)
-                a_headers, a_envelope = tenant(runtime, client, b_pdf if slow else make_pdf(pages=args.pages))
+                a_pdf = b_pdf if uploading or slow else make_pdf(pages=args.pages)
+                a_headers, a_envelope = tenant(runtime, client, a_pdf)
                 b_headers, b_envelope = tenant(runtime, client, b_pdf)
-                a_url = "" if slow else attack_url(client, args.attack, a_headers, a_envelope, args.copies)
+                a_url = "" if uploading or slow else attack_url(client, args.attack, a_headers, a_envelope, args.copies)
                 b_url = f"{API}/envelopes/{b_envelope}"
                 latencies(client, b_url, b_headers, 20)  # warm-up
                 alone = latencies(client, b_url, b_headers, args.requests)
@@ -243,20 +319,35 @@ def main(argv: list[str] | None = None) -> int:
                             elif not args.ignore_retry_after:
                                 time.sleep(float(status.headers.get("Retry-After", "1")))
 
+                files = bombs() if args.attack == "rehearsal-bomb" else [make_pdf(pages=25)]
+                rss_before = peak_rss()
+                spawn = multiprocessing.get_context("spawn")
+                halt, ready, done = spawn.Event(), spawn.Event(), spawn.Queue()
+                uploaders = spawn.Process(
+                    target=attack_uploads, args=(base, a_headers, files, args.copiers, (halt, ready, done))
+                )
                 if slow:
                     keys = org_keys(runtime, a_headers, 4)
-                    attacks = [slow_upload_attack(base, keys[n % 4], a_envelope) for n in range(args.slow)]
-                    threads = [threading.Thread(target=attack, args=(stop, outcomes)) for attack in attacks]
+                    trickles = [slow_upload_attack(base, keys[n % 4], a_envelope) for n in range(args.slow)]
+                    threads = [threading.Thread(target=trickle, args=(stop, outcomes)) for trickle in trickles]
                 else:
-                    threads = [threading.Thread(target=copier) for _ in range(args.copiers)]
+                    threads = [threading.Thread(target=copier) for _ in range(0 if uploading else args.copiers)]
                 for thread in threads:
                     thread.start()
+                if uploading:
+                    uploaders.start()
+                    ready.wait(120)
                 time.sleep(1.0)  # let the copiers get going
                 loaded = latencies(client, b_url, b_headers, args.requests)
                 b_loaded = uploads(client, b_headers, b_pdf, args.uploads) if slow else None
                 stop.set()
+                halt.set()
                 for thread in threads:
                     thread.join()
+                if uploading:
+                    outcomes.update(done.get(timeout=300))
+                    uploaders.join()
+                rss_growth = peak_rss() - rss_before
         finally:
             runtime.close()
 
@@ -269,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "under_attack": summary(loaded),
         "attack_responses": dict(outcomes),
         "attack_p50_s": round(statistics.median(copy_seconds), 2) if copy_seconds else None,
+        "peak_rss_growth_mib": round(rss_growth / 2**20, 1),
     }
     report["p50_ratio"] = round(report["under_attack"]["p50_ms"] / report["alone"]["p50_ms"], 2)
     report["p99_ratio"] = round(report["under_attack"]["p99_ms"] / report["alone"]["p99_ms"], 2)
@@ -285,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             "copies": f"{args.copiers} concurrent copy requests of a {args.pages}-page PDF",
             "compliance-many-copies": f"{args.copiers} clients calling compliance on an envelope with "
             f"{args.copies} copies of a {args.pages}-page PDF",
+            "rehearsal-bomb": f"{args.copiers} clients uploading rehearsal bombs",
+            "upload-flood": f"{args.copiers} clients uploading an ordinary 25-page PDF",
             "slow-uploads": f"{args.slow} uploads trickling a byte every 2 s from 4 keys",
         }[args.attack]
         print(
@@ -292,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             f"with {what} by tenant A: "
             f"p50 {report['under_attack']['p50_ms']} ms, p99 {report['under_attack']['p99_ms']} ms "
             f"(x{report['p50_ratio']} / x{report['p99_ratio']})\n"
-            f"tenant A responses: {dict(outcomes)}, successful p50 {report['attack_p50_s']} s"
+            f"tenant A responses: {dict(outcomes)}, successful p50 {report['attack_p50_s']} s; "
+            f"the process's peak RSS grew {report['peak_rss_growth_mib']} MiB"
         )
         if "upload_p99_ratio" in report:
             print(

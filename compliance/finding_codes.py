@@ -28,7 +28,10 @@ _CODES = (
         "Object.Unknown", "an object outside every place the vault writes, or under an organisation that does not exist"
     ),
     Code("Object.Unreadable", "a read failed with a server error after bounded retries (possibly damaged bytes)"),
-    Code("Record.Edited", "a record row differs from its vault.vaulted_in ledger entry (hash, key, version, date)"),
+    Code("Record.Edited", "a record row differs from its vault.vaulted_in or vault.released entry (hash, key, date)"),
+    Code("Record.Unlogged", "a vault record, its release or a document row that the envelope's chain does not record"),
+    Code("Record.Deleted", "the envelope's chain records a vault-in, a release or a document that the rows lack"),
+    Code("Envelope.Edited", "the envelope row (secured party, state, title) differs from what its chain implies"),
     Code("Vault.ClaimUnfinished", "a vault-in claim older than the grace period was neither recorded nor released"),
     Code("Log.EntryEdited", "an entry no longer hashes to its leaf or its stored hash", log=True),
     Code("Log.EntriesMissing", "leaf indexes have a gap: entries were deleted", log=True),
@@ -51,6 +54,10 @@ _CODES = (
     Code("Copy.Unregistered", "an object in the copies bucket is not in the copy register"),
     Code("Copy.Unmarked", "a copy lacks its mark on some page, or is byte-identical to the original"),
     Code("Copy.Altered", "a copy's bytes differ from the register, or another version sits on its key"),
+    Code("Copy.Unlogged", "a copy row with no vault.copy_issued entry in its chain, or differing from it"),
+    Code("Key.Unlogged", "an API key row that its organisation's log never issued"),
+    Code("Key.Edited", "an API key row's scopes, dates or owner differ from its log entries"),
+    Code("Copy.Deleted", "the envelope's chain records a copy that has no register row"),
     Code("Storage.Misconfigured", "a bucket is missing, not versioned, or (authoritative) without Object Lock"),
 )
 

@@ -201,7 +201,7 @@ class PdfSettings:
 
     max_pages: int = 5000  # EVAULT_PDF_MAX_PAGES: page tree leaves, counted while walking it
     max_objects: int = 500_000  # EVAULT_PDF_MAX_OBJECTS: cross-reference entries, counted while reading them
-    max_decoded_bytes: int = 256 * 1024 * 1024  # EVAULT_PDF_MAX_DECODED_BYTES: all streams, decoded, in total
+    max_decoded_bytes: int = 256 * 1024 * 1024  # EVAULT_PDF_MAX_DECODED_BYTES: streams decoded, once and as used
     max_cpu_seconds: int = 10  # EVAULT_PDF_MAX_CPU_SECONDS: CPU for vetting at vault-in, and for one stamping
     stamp_memory_bytes: int = 1024 * 1024 * 1024  # EVAULT_PDF_STAMP_MEMORY_BYTES: address space of a stamper
     stamp_timeout_seconds: int = 30  # EVAULT_PDF_STAMP_TIMEOUT_SECONDS: wall clock before a stamper is killed

@@ -262,3 +262,121 @@ def picture_page(width: float, height: float, pixels: tuple[int, int, bytes]) ->
             image,
         ]
     )
+
+
+# --- Files whose streams are small once but large as used (a stream counts each time it is used) ---------
+
+
+def repeated_contents(repeats: int = 1000, inflated: int = 8_000_000) -> bytes:
+    """One page whose /Contents array names one Flate stream of blanks ``repeats`` times: a 10 KB file that
+    the stamper once joined into ``repeats`` x ``inflated`` bytes inside the API process."""
+    refs = b" ".join([b"4 0 R"] * repeats)
+    return assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R " + _MEDIA + b" /Contents [" + refs + b"] >>",
+            stream(b"/Filter /FlateDecode", inflating_stream(inflated)),
+        ]
+    )
+
+
+def repeated_xobject(draws: int = 10_000, inflated: int = 1_000_000) -> bytes:
+    """One page that draws one form XObject (a Flate stream of ``inflated`` blanks) ``draws`` times."""
+    content = b"q /X0 Do Q\n" * draws
+    form = stream(b"/Type /XObject /Subtype /Form /BBox [0 0 612 792] /Filter /FlateDecode", inflating_stream(inflated))
+    return assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R " + _MEDIA + b" /Resources << /XObject << /X0 5 0 R >> >>"
+            b" /Contents 4 0 R >>",
+            stream(b"/Filter /FlateDecode", zlib.compress(content, 9)),
+            form,
+        ]
+    )
+
+
+def nested_forms(depth: int = 20, fanout: int = 4, leaf_inflated: int = 100_000) -> bytes:
+    """Form k draws form k+1 ``fanout`` times, ``depth`` levels deep: fanout**depth uses of the leaf stream."""
+    draws = b"q /F Do Q\n" * fanout
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R " + _MEDIA + b" /Resources << /XObject << /F 5 0 R >> >> /Contents 4 0 R >>",
+        stream(b"", b"/F Do"),
+    ]
+    for level in range(depth):
+        number = 5 + level
+        entries = b"/Type /XObject /Subtype /Form /BBox [0 0 612 792]"
+        if level + 1 < depth:
+            objects.append(stream(entries + b" /Resources << /XObject << /F %d 0 R >> >>" % (number + 1), draws))
+        else:
+            objects.append(stream(entries + b" /Filter /FlateDecode", inflating_stream(leaf_inflated)))
+    return assemble(objects)
+
+
+def self_drawing_form() -> bytes:
+    """A form XObject whose content draws itself: a cycle that a text extractor or renderer would follow."""
+    return assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R " + _MEDIA + b" /Resources << /XObject << /F 5 0 R >> >> /Contents 4 0 R >>",
+            stream(b"", b"/F Do"),
+            _appearance(b"0 0 612 792", b"/F Do", b"/Resources << /XObject << /F 5 0 R >> >>"),
+        ]
+    )
+
+
+def many_pages_sharing(pages: int = 100, inflated: int = 4_000_000, boxes: bool = True) -> bytes:
+    """``pages`` pages naming one Flate stream of ``inflated`` blanks, each with its own MediaBox when ``boxes``
+    (so the stamper makes one form per page, each carrying the stream)."""
+    kids = b" ".join(b"%d 0 R" % (4 + i) for i in range(pages))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % pages,
+        stream(b"/Filter /FlateDecode", inflating_stream(inflated)),
+    ]
+    for i in range(pages):
+        media = b"/MediaBox [0 0 612 %d]" % (792 - (i if boxes else 0))
+        objects.append(b"<< /Type /Page /Parent 2 0 R " + media + b" /Contents 3 0 R >>")
+    return assemble(objects)
+
+
+def many_links(links: int = 3000) -> bytes:
+    """One page with ``links`` link annotations: a small file whose copy costs the stamper per annotation."""
+    annot = b"<< /Type /Annot /Subtype /Link /Rect [0 0 10 10] /A << /S /URI /URI (https://example.com/) >> >>"
+    refs = b" ".join(b"%d 0 R" % (5 + i) for i in range(links))
+    return assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R " + _MEDIA + b" /Contents 4 0 R /Annots [" + refs + b"] >>",
+            stream(b"", _TEXT),
+            *[annot] * links,
+        ]
+    )
+
+
+def repeated_image(pages: int = 20, draws: int = 500, side: int = 200) -> bytes:
+    """``pages`` pages each drawing one shared ``side`` x ``side`` RGB image ``draws`` times (a letterhead taken
+    to extremes): large as drawn, but nothing decodes an image per use except a renderer."""
+    pixels = bytes(range(256)) * (side * side * 3 // 256 + 1)
+    image = stream(
+        b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8"
+        b" /Filter /FlateDecode" % (side, side),
+        zlib.compress(pixels[: side * side * 3], 6),
+    )
+    content = b"q 20 0 0 20 10 10 cm /Im0 Do Q\n" * draws
+    kids = b" ".join(b"%d 0 R" % (5 + i) for i in range(pages))
+    page = b"<< /Type /Page /Parent 2 0 R " + _MEDIA + b" /Resources << /XObject << /Im0 4 0 R >> >> /Contents 3 0 R >>"
+    return assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % pages,
+            stream(b"/Filter /FlateDecode", zlib.compress(content, 9)),
+            image,
+            *[page] * pages,
+        ]
+    )

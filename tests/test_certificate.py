@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import io
 import json
 import os
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 from asn1crypto import pem as asn1_pem
 from asn1crypto import x509 as asn1_x509
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
+from pypdf import PdfReader
 
 from compliance.certificates.issuance import sign_certificate
 from compliance.certificates.offline_check import verify_certificate
@@ -25,6 +28,7 @@ from compliance.checkpoints.policy import CheckpointTrust
 from compliance.errors import EvaultError
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
+from tests.signed_pdfs import uncovered_tail
 from vault.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,3 +183,81 @@ def test_document_signing_key_is_private_and_published(runtime: Runtime, client:
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert runtime.document_signer is not None
     assert _public_pem(client, "document-signing") == runtime.document_signer.certificate_pem()
+
+
+def _transferred(client: Any, headers: dict[str, str], pdf: bytes) -> str:
+    """Vaulted, one copy issued, then transferred out to another vault."""
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, pdf).status_code == 201
+    assert client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers).status_code == 200
+    out = {"reason": "transfer", "transferee": {"vault_id": "vault.other.example", "name": "Other Vault"}}
+    assert client.post(f"{API}/envelopes/{envelope_id}/vault-out", json=out, headers=headers).status_code == 200
+    return envelope_id
+
+
+def test_every_claim_is_compared_with_the_proofs_by_count_and_content(
+    client: Any, runtime: Runtime, tenant: Any
+) -> None:
+    """Re-signed with the vault's own key, a certificate that drops or alters a recorded fact is caught."""
+    _, headers = tenant
+    document = _certificate(client, headers, _transferred(client, headers, make_pdf()))
+    pem = _public_pem(client).encode()
+    body = document["certificate"]
+    assert verify_certificate(json.dumps(document), pem).verdict == "pass"
+    assert body["envelope"]["vault_state"] == "released" and len(body["copies"]) == 1
+    assert body["vault_out"]["details"]["transferee"] == {"vault_id": "vault.other.example", "name": "Other Vault"}
+    lies = {
+        "copies emptied": lambda c: c.update(copies=[]),
+        "copy twice": lambda c: c["copies"].append(c["copies"][0]),
+        "copy hash": lambda c: c["copies"][0].update(sha256="0" * 64),
+        "copy time": lambda c: c["copies"][0].update(issued_at="2020-01-01T00:00:00Z"),
+        "no vault-out": lambda c: c.update(vault_out=None),
+        "transferee": lambda c: c["vault_out"]["details"]["transferee"].update(vault_id="vault.thief.example"),
+        "vault-out date": lambda c: c["vault_out"].update(at="2020-01-01T00:00:00Z"),
+        "state": lambda c: c["envelope"].update(vault_state="vaulted"),
+        "title": lambda c: c["envelope"].update(title="Another loan"),
+        "history emptied": lambda c: c.update(assignee_history=[]),
+        "filename": lambda c: c["authoritative_copy"]["documents"][0].update(filename="other.pdf"),
+        "documents emptied": lambda c: c["authoritative_copy"].update(documents=[]),
+        "retention": lambda c: c["authoritative_copy"].update(retain_until="2099-01-01T00:00:00Z"),
+        "signatures emptied": lambda c: c.update(signatures=[]),
+    }
+    for name, lie in lies.items():
+        changed = copy.deepcopy(body)
+        lie(changed)
+        with pytest.raises(EvaultError) as caught:
+            verify_certificate(json.dumps(sign_certificate(changed, runtime.key)), pem)
+        assert caught.value.code == "Certificate.Inconsistent", (name, caught.value.code)
+
+
+def test_certificate_pdf_embeds_the_exact_json_and_shows_the_vault_out(
+    client: Any, tenant: Any, tmp_path: Path
+) -> None:
+    _, headers = tenant
+    envelope_id = _transferred(client, headers, uncovered_tail())
+    json_body = _certificate(client, headers, envelope_id)["certificate"]
+    pdf = client.get(f"{API}/envelopes/{envelope_id}/vault/certificate?format=pdf", headers=headers).content
+    reader = PdfReader(io.BytesIO(pdf))
+    (embedded,) = reader.attachments["certificate.json"]
+    (associated,) = reader.trailer["/Root"]["/AF"]
+    assert associated.get_object()["/AFRelationship"] == "/Data"
+    assert associated.get_object()["/EF"]["/F"].get_object().get_data() == embedded
+    document = json.loads(embedded)
+    assert embedded == rfc8785.dumps(document)  # the exact signed form, not a re-rendering
+    assert verify_certificate(embedded, _public_pem(client).encode()).verdict == "pass"
+    strip = ("issued_at",)
+    assert {k: v for k, v in document["certificate"].items() if k not in strip} == {
+        k: v for k, v in json_body.items() if k not in strip
+    }
+    path = tmp_path / "certificate.pdf"
+    path.write_bytes(pdf)
+    text = subprocess.run(["pdftotext", "-raw", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    assert hashlib.sha256(embedded).hexdigest() in text
+    released = document["certificate"]["vault_out"]
+    assert f"Vault-out: transfer on {released['at']}" in text and "Transferee: Other Vault vault.other.example" in text
+    assert "anomalies: Signature1:untrusted_signer, uncovered_changes_after_last_signature" in text, text
+    (signature,) = PdfFileReader(io.BytesIO(pdf)).embedded_signatures
+    _, _, der = asn1_pem.unarmor(_public_pem(client, "document-signing").encode())
+    roots = [asn1_x509.Certificate.load(der)]
+    status = validate_pdf_signature(signature, ValidationContext(trust_roots=roots, allow_fetching=False))
+    assert status.bottom_line and status.coverage.name == "ENTIRE_FILE", status.summary()

@@ -221,7 +221,7 @@ def test_a_check_whose_client_disconnects_stops(
     try:
         with pytest.raises(httpx.ReadTimeout):
             _compliance(f"http://127.0.0.1:{port}", headers, envelope_id, timeout=1.5)
-        _stops(link, allow_seconds=1.5)
+        _stops(link, allow_seconds=link.delay + 1.5)  # the step in flight (one delayed request) may finish
     finally:
         server.should_exit = True
         thread.join(20)
@@ -238,7 +238,7 @@ def _stops(link: SlowLink, allow_seconds: float) -> None:
 # --- SIGTERM ----------------------------------------------------------------------------------------------------
 
 GRACE = 2  # EVAULT_SHUTDOWN_GRACE_SECONDS
-STOP_BOUND = GRACE + 10  # the grace, one storage request in flight, then closing (README: "Stopping")
+STOP_BOUND = GRACE + 5 + 15  # the documented bound (README: "Stopping"); main took 22.8 s, this 9-13 s
 
 
 def _get(url: str, headers: dict[str, str]) -> int:

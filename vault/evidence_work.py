@@ -61,16 +61,23 @@ class EvidenceWork:
         future: Future[T] = Future()
 
         def work() -> None:
+            outcome: tuple[bool, Any] | None = None
             try:
                 if future.set_running_or_notify_cancel():
                     try:
-                        future.set_result(job(deadline))
+                        outcome = (True, job(deadline))
                     except BaseException as exc:
-                        future.set_exception(exc)
+                        outcome = (False, exc)
             finally:
                 with self._lock:
                     self._jobs.pop(deadline, None)
-                hold.close()
+                hold.close()  # the job has ended: its slot is free before anyone hears its answer
+            if outcome is not None:
+                ok, value = outcome
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
 
         # A daemon thread: work that was cancelled but is still in one storage request never holds up the exit.
         thread = threading.Thread(target=work, daemon=True, name=f"evault-evidence-{org_id}")

@@ -5,9 +5,11 @@ revision; pyHanko insists on the final EOF marker and cross-reference data, so c
 
 Whatever is accepted must also be stampable later, and cheaply. So the page tree is counted while it is
 walked, every stream is decoded with a running total across the file (the file's /Count, /Size and /Length
-are attacker-written and prove nothing), CPU time is checked as the work goes, and finally the copy stamper
-itself (pypdf, the other parser) rehearses a copy: in this process for a small document, in a child process
-under the copy path's own limits for a larger one.
+are attacker-written and prove nothing), and counted again each time a page or form uses it
+(``vault.pdf_uses``: the stamper joins a /Contents array element by element), CPU time is checked as the work
+goes, and finally the copy stamper itself (pypdf, the other parser) rehearses a copy: in this process only for
+a document whose bytes as stored, decoded and used, pages and objects are all small (checked before stamping),
+otherwise in a child process under the copy path's own memory, CPU and wall-clock limits.
 Every failure becomes an ``InvalidInput`` with a stable code (``Document.TooComplex`` names the limit):
 callers never see parser exceptions.
 """
@@ -23,7 +25,6 @@ import math
 import os
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -32,13 +33,14 @@ from typing import BinaryIO
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pypdf import PdfReader
-from pypdf.generic import ArrayObject, IndirectObject, StreamObject
+from pypdf.generic import IndirectObject, StreamObject
 
 from compliance.conditions.copy_mark import CopyMark
 from compliance.errors import InvalidInput
 from storage.ids import new_id, utcnow
 from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
+from vault.pdf_uses import CyclicForm, UseCounter, decoded_chunks
 from vault.stamp_worker import StampFailure, StampLimits, busy, run_stamp, slots_for
 from vault.upload_spool import SpooledDocument
 
@@ -97,9 +99,6 @@ _SETTING = {
     "max_cpu_seconds": "EVAULT_PDF_MAX_CPU_SECONDS",
     "stamp_memory_bytes": "EVAULT_PDF_STAMP_MEMORY_BYTES",
 }
-_FLATE = ("/FlateDecode", "/Fl")
-_DECODED_BY_PYPDF = ("/LZWDecode", "/LZW", "/RunLengthDecode", "/RL", "/ASCIIHexDecode", "/AHx", "/ASCII85Decode")
-_CHUNK = 1 << 20
 # pypdf reads each stream's raw bytes whole while it parses the object, so vetting holds the largest stream of the
 # file in memory for a moment. Vetting is CPU-bound: more at once than cores gains nothing, and this bounds
 # that memory to a few streams whatever the number of uploads in flight (those wait here, spooled).
@@ -126,13 +125,15 @@ class _Budget:
     def __init__(self, pdf: PdfSettings) -> None:
         self.pdf = pdf
         self.started = time.thread_time()
-        self.decoded = 0
+        self.decoded = 0  # every stream once
+        self.used = 0  # every stream each time a page or form uses it, images included (vault.pdf_uses)
+        self.objects = 0
 
-    def used(self) -> float:
+    def cpu(self) -> float:
         return time.thread_time() - self.started
 
     def tick(self) -> None:
-        if self.used() > self.pdf.max_cpu_seconds:
+        if self.cpu() > self.pdf.max_cpu_seconds:
             raise _too_complex("max_cpu_seconds", self.pdf.max_cpu_seconds)
 
     def add_decoded(self, size: int) -> None:
@@ -176,54 +177,36 @@ def _count_pages(pages_root: generic.PdfObject, budget: _Budget) -> int:
     return count
 
 
-def _filters(stream: StreamObject) -> list[str]:
-    raw = stream.get("/Filter")
-    if raw is None:
-        return []
-    return [str(f) for f in raw] if isinstance(raw, ArrayObject) else [str(raw)]
-
-
 def _count_decoded(stream: StreamObject, budget: _Budget) -> None:
-    """Add what this stream decodes to, inflating in bounded chunks so a bomb stops at the budget."""
-    filters = _filters(stream)
-    data: bytes = stream._data
-    if not filters or filters[0] not in _FLATE + _DECODED_BY_PYPDF:
-        budget.add_decoded(len(data))  # unfiltered, or an image codec that neither the stamper nor text extraction runs
-        return
-    if filters[0] in _DECODED_BY_PYPDF:
-        budget.add_decoded(len(stream.get_data()))  # pypdf's own per-stream cap bounds this one
-        return
-    inflater = zlib.decompressobj()
-    view = memoryview(data)
-    try:
-        # Fed 1 MiB of input at a time: unconsumed_tail is a copy, so feeding the whole stream would copy it
-        # over and over.
-        for start in range(0, len(view), _CHUNK):
-            pending: bytes | memoryview = view[start : start + _CHUNK]
-            while pending:
-                out = inflater.decompress(pending, _CHUNK)
-                budget.add_decoded(len(out))
-                budget.tick()
-                if inflater.eof:
-                    return
-                pending = inflater.unconsumed_tail
-                if not out and not pending:
-                    break
-    except zlib.error:
-        return  # damaged data decodes to no more than what came out before the damage
+    """Add what this stream decodes to, in bounded steps, so a bomb stops at the budget."""
+    for chunk in decoded_chunks(stream):
+        budget.add_decoded(len(chunk))
+        budget.tick()
 
 
 def _scan_objects(stream: BinaryIO, budget: _Budget) -> None:
-    """Read every object with pypdf (the stamper's parser), counting objects and decoded stream bytes.
+    """Read every object with pypdf (the stamper's parser): first the decoded bytes as the pages use them (a
+    stream used N times counts N times, so a bomb of repeats stops after a sliver), then every stream once.
 
     Each stream is dropped from pypdf's cache once counted, so a spooled file is never held whole in memory."""
     reader = PdfReader(stream)
-    objects = sum(len(table) for table in reader.xref.values()) + len(reader.xref_objStm)
-    if objects > budget.pdf.max_objects:
+    budget.objects = sum(len(table) for table in reader.xref.values()) + len(reader.xref_objStm)
+    if budget.objects > budget.pdf.max_objects:
         raise _too_complex("max_objects", budget.pdf.max_objects)
+    uses = UseCounter(budget.pdf.max_decoded_bytes, budget.tick)
+    try:
+        uses.count_pages(reader)
+    except CyclicForm as exc:
+        raise _malformed("A form XObject of the PDF draws itself.", exc) from exc
+    budget.used = uses.total + uses.drawn  # images drawn too: they decide where the rehearsal runs
+    if uses.over():
+        raise _too_complex("max_decoded_bytes", budget.pdf.max_decoded_bytes)
     for generation, table in reader.xref.items():
         for number in table:
             budget.tick()
+            if (generation, number) in uses.sizes:  # decoded by the use count already
+                budget.add_decoded(uses.sizes[generation, number])
+                continue
             obj = IndirectObject(number, generation, reader).get_object()
             if isinstance(obj, StreamObject):
                 _count_decoded(obj, budget)
@@ -231,36 +214,50 @@ def _scan_objects(stream: BinaryIO, budget: _Budget) -> None:
 
 
 # A document this small cannot make the stamper's memory or time run away (the vetting has just counted every
-# decoded byte and page), so its rehearsal runs in this process; only a larger one pays for a child process
-# (~0.4-1.5 s here to start), which would otherwise cap vault-in at a few documents a second.
-IN_PROCESS_MAX_DECODED = 8 * 1024 * 1024
+# decoded byte as the pages use it, every page and every object), so its rehearsal runs in this process, one per
+# vetting slot; only a larger one pays for a child process (~0.4-1.5 s here to start), which would otherwise cap
+# vault-in at a few documents a second. The bound is checked before the stamper joins anything.
+IN_PROCESS_MAX_BYTES = 4 * 1024 * 1024
 IN_PROCESS_MAX_PAGES = 100
+IN_PROCESS_MAX_OBJECTS = 1_000
 
 
-def _rehearse_copy(data: bytes | SpooledDocument, sha256_hex: str, budget: _Budget, page_count: int) -> None:
-    """Stamp a throwaway copy with the copy path's own code, under its limits: what cannot be stamped now is
-    refused now. A spooled document goes to the child by path, so it is never copied through the pipe."""
-    pdf = budget.pdf
-    mark = CopyMark(new_id("cp"), new_id("env"), sha256_hex, utcnow())
+def _rehearsable_here(size: int, budget: _Budget, page_count: int) -> bool:
+    return (
+        max(size, budget.decoded, budget.used) <= IN_PROCESS_MAX_BYTES
+        and page_count <= IN_PROCESS_MAX_PAGES
+        and budget.objects <= IN_PROCESS_MAX_OBJECTS
+    )
+
+
+def _cannot_copy(exc: Exception) -> InvalidInput:
+    return _malformed("The PDF cannot be copied: its structure defeats the copy stamper.", exc)
+
+
+def _rehearse_here(data: bytes | SpooledDocument, mark: CopyMark, budget: _Budget) -> None:
+    """Stamp a throwaway copy in this process: only for a document within the in-process bounds."""
     size = data.size if isinstance(data, SpooledDocument) else len(data)
-    small = size <= IN_PROCESS_MAX_DECODED and budget.decoded <= IN_PROCESS_MAX_DECODED
-    if small and page_count <= IN_PROCESS_MAX_PAGES:
-        try:
-            stamp_copy(data.head(size) if isinstance(data, SpooledDocument) else data, mark)
-        except Exception as exc:  # RecursionError included: the same failure the copy path would meet
-            raise _malformed("The PDF cannot be copied: its structure defeats the copy stamper.", exc) from exc
-        if budget.used() > pdf.max_cpu_seconds:
-            raise _too_complex("max_cpu_seconds", pdf.max_cpu_seconds)
-        return
-    cpu_left = max(1, math.ceil(pdf.max_cpu_seconds - budget.used()))
+    try:
+        stamp_copy(data.head(size) if isinstance(data, SpooledDocument) else data, mark)
+    except Exception as exc:  # RecursionError included: the same failure the copy path would meet
+        raise _cannot_copy(exc) from exc
+    if budget.cpu() > budget.pdf.max_cpu_seconds:
+        raise _too_complex("max_cpu_seconds", budget.pdf.max_cpu_seconds)
+
+
+def _rehearse_in_child(data: bytes | SpooledDocument, mark: CopyMark, budget: _Budget) -> None:
+    """Stamp a throwaway copy in a stamper process under the copy path's own memory, CPU and wall-clock limits
+    (the CPU what the vetting left of its budget). A spooled document goes by path, never through the pipe."""
+    pdf = budget.pdf
+    cpu_left = max(1, math.ceil(pdf.max_cpu_seconds - budget.cpu()))
     limits = replace(StampLimits.from_settings(pdf), cpu_seconds=min(cpu_left, pdf.max_cpu_seconds))
     with slots_for(pdf).slot(None, busy("Vault.Busy"), wait_seconds=float(pdf.stamp_timeout_seconds)):
         try:
-            source = (data.path or data.head(size)) if isinstance(data, SpooledDocument) else data
+            source = (data.path or data.head(data.size)) if isinstance(data, SpooledDocument) else data
             run_stamp(source, mark, limits, keep=False)
         except StampFailure as exc:
             if exc.kind in ("failed", "unmarked"):
-                raise _malformed("The PDF cannot be copied: its structure defeats the copy stamper.", exc) from exc
+                raise _cannot_copy(exc) from exc
             raise _too_complex(
                 "max_cpu_seconds" if exc.kind == "timeout" else "stamp_memory_bytes",
                 (limits.cpu_seconds if exc.kind == "timeout" else limits.memory_bytes),
@@ -274,6 +271,7 @@ def _open(data: bytes | SpooledDocument) -> BinaryIO:
 def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None) -> PdfFacts:
     """Accept a complete, unencrypted, stampable PDF within the budget, or raise ``InvalidInput`` saying why not.
 
+    What cannot be stamped now is refused now: the copy stamper rehearses a copy with the copy path's own code.
     A spooled document is read through file handles (pyHanko and pypdf seek in it), never loaded whole."""
     budget = _Budget(pdf or PdfSettings())
     size = data.size if isinstance(data, SpooledDocument) else len(data)
@@ -282,10 +280,14 @@ def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None) -
     head = data.head(5) if isinstance(data, SpooledDocument) else data[:5]
     if head != b"%PDF-":
         raise InvalidInput("Document.NotPdf", "The document is not a PDF: it does not start with '%PDF-'.")
+    sha256_hex = data.sha256_hex if isinstance(data, SpooledDocument) else hashlib.sha256(data).hexdigest()
+    mark = CopyMark(new_id("cp"), new_id("env"), sha256_hex, utcnow())
     with _VETTING_LARGE if size > _LARGE else contextlib.nullcontext(), _VETTING, _open(data) as stream:
         facts = _vet(stream, budget)
-    sha256_hex = data.sha256_hex if isinstance(data, SpooledDocument) else hashlib.sha256(data).hexdigest()
-    _rehearse_copy(data, sha256_hex, budget, facts.page_count)
+        if _rehearsable_here(size, budget, facts.page_count):
+            _rehearse_here(data, mark, budget)  # within the vetting slot, so few run at once
+            return facts
+    _rehearse_in_child(data, mark, budget)
     return facts
 
 

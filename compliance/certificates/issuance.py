@@ -23,13 +23,14 @@ from compliance.bundles.proof_bundle import build_bundle
 from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envelope
 from compliance.conditions.evidence import Policy
 from compliance.conditions.policies import Verdict, check_compliance
+from compliance.conditions.projection import Projection, fold, release_claim
 from compliance.errors import NotFound
 from compliance.ledger.events import Actor
 from compliance.ledger.vault_key import VaultKey
 from compliance.sources import Sources
 from storage.ids import iso, utcnow
 from storage.models import Checkpoint as CheckpointRow
-from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
+from storage.models import Envelope, VaultedDocument, VaultRecord
 
 FORMAT = "evault-certificate/v1"
 
@@ -68,10 +69,17 @@ def _documents(docs: list[VaultedDocument], verdict: Verdict) -> list[dict[str, 
     ]
 
 
-def _vault_out(record: VaultRecord | None) -> dict[str, Any] | None:
-    if record is None or record.released_at is None:
-        return None
-    return {"at": iso(record.released_at), "reason": record.release_reason, "details": record.release_details}
+def _copies(chain: Projection) -> list[dict[str, Any]]:
+    """The copies as their ``vault.copy_issued`` entries state them, in the order they were issued."""
+    return [
+        {
+            "id": copy_id,
+            "document_id": e["data"].get("document_id"),
+            "sha256": e["data"].get("sha256"),
+            "issued_at": e["time"],
+        }
+        for copy_id, e in chain.copies.items()
+    ]
 
 
 def certificate_body(
@@ -87,15 +95,12 @@ def certificate_body(
             else list(session.exec(select(VaultedDocument).where(VaultedDocument.record_id == record.id)))
         )
         docs.sort(key=lambda d: d.position)
-        copies = list(session.exec(select(CopyRecord).where(CopyRecord.envelope_id == envelope_id)))
         bundle = build_bundle(session, key, envelope_id, checkpoint)
     events = bundle["events"]
     head = base64.b64decode(events[-1]["entry"]) if events else None
-    in_bundle = set()
-    for item in events:
-        entry = strict_json.loads(base64.b64decode(item["entry"]))
-        if entry.get("type") == "vault.copy_issued":
-            in_bundle.add((entry.get("data") or {}).get("copy_id"))
+    # What the ledger records (state, copies, vault-out) is stated as the proven chain says it, never as a row
+    # says it: a row the chain does not support fails condition 6 instead of being certified.
+    chain = fold(envelope_id, (strict_json.loads(base64.b64decode(item["entry"])) for item in events))
     history = verdict.results[1].evidence.get("history", [])
     return {
         "format": FORMAT,
@@ -107,7 +112,7 @@ def certificate_body(
             "kind": envelope.kind,
             "title": envelope.title,
             "external_id": envelope.external_id,
-            "vault_state": envelope.vault_state,
+            "vault_state": chain.vault_state,
         },
         "authoritative_copy": None
         if record is None
@@ -121,12 +126,8 @@ def certificate_body(
         "assignee_of_record": history[-1]["secured_party"] if history else None,
         "assignee_history": history,
         "custodian": policy.custodian.as_json(),
-        "copies": [
-            {"id": c.id, "document_id": c.document_id, "sha256": c.sha256, "issued_at": iso(c.issued_at)}
-            for c in sorted(copies, key=lambda c: c.issued_at)
-            if c.id in in_bundle
-        ],
-        "vault_out": _vault_out(record),
+        "copies": _copies(chain),
+        "vault_out": release_claim(chain),
         "signatures": [{"document_id": d.id, "result": d.signatures} for d in docs],
         "conditions": verdict.as_json(),
         "ledger": {

@@ -26,7 +26,9 @@ from compliance.bundles.proof_bundle import VerifiedBundle, verify_bundle
 from compliance.certificates.issuance import FORMAT, key_id_of
 from compliance.checkpoints.auditor_memory import load_trusted_key
 from compliance.checkpoints.policy import CheckpointTrust
-from compliance.conditions.policies import overall
+from compliance.conditions.evidence import as_dict
+from compliance.conditions.policies import ASSIGNEE_CHANGES, overall
+from compliance.conditions.projection import Projection, fold, release_claim
 from compliance.errors import InvalidInput
 
 MALFORMED, BAD_SIGNATURE, INCONSISTENT = "Certificate.Malformed", "Certificate.BadSignature", "Certificate.Inconsistent"
@@ -72,12 +74,7 @@ def _inconsistent(message: str, **details: Any) -> CertificateInvalid:
     return CertificateInvalid(INCONSISTENT, message, **details)
 
 
-def _last(events: list[dict[str, Any]], *types: str) -> dict[str, Any] | None:
-    found = [e for e in events if e.get("type") in types]
-    return found[-1] if found else None
-
-
-def _check_claims(body: dict[str, Any], bundle: dict[str, Any], proven: VerifiedBundle) -> None:
+def _check_head(body: dict[str, Any], bundle: dict[str, Any], proven: VerifiedBundle) -> None:
     envelope = _get(body, "envelope", dict)
     ledger = _get(body, "ledger", dict)
     if _get(envelope, "id", str) != proven.envelope_id:
@@ -94,27 +91,99 @@ def _check_claims(body: dict[str, Any], bundle: dict[str, Any], proven: Verified
             raise _inconsistent("the chain head is not the last event the bundle proves")
     elif head is not None:
         raise _inconsistent("the certificate names a chain head the bundle does not have")
-    vaulted = _last(events, "vault.vaulted_in")
-    copy = body.get("authoritative_copy")
+
+
+def _same(claimed: Any, proven: Any, what: str) -> None:
+    """A claim equals what the proofs show, by count and content; else the certificate contradicts itself."""
+    if claimed != proven:
+        raise _inconsistent(f"the certificate's {what} differ from what the ledger records", claim=what)
+
+
+def _by_id(items: Any) -> list[Any]:
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise CertificateInvalid(MALFORMED, "a list of the certificate is not a list of objects")
+    return sorted(items, key=lambda item: str(item.get("id", item.get("document_id"))))
+
+
+def _check_envelope(body: dict[str, Any], chain: Projection) -> None:
+    envelope, created = _get(body, "envelope", dict), chain.created or {}
+    shown = {name: envelope.get(name) for name in ("kind", "title", "external_id", "vault_state")}
+    _same(
+        shown,
+        {**{k: created.get(k) for k in ("kind", "title", "external_id")}, "vault_state": chain.vault_state},
+        "envelope fields",
+    )
+
+
+def _check_record(body: dict[str, Any], chain: Projection) -> None:
+    copy, vaulted = body.get("authoritative_copy"), chain.vaulted
     if (vaulted is None) != (copy is None):
         raise _inconsistent("the certificate's authoritative copy and the ledger's vault-in disagree")
-    if vaulted is not None and isinstance(copy, dict):
-        ledger_docs = {(d.get("id"), d.get("sha256"), d.get("version_id")) for d in vaulted["data"]["documents"]}
-        shown = {(d.get("id"), d.get("sha256"), d.get("version_id")) for d in _get(copy, "documents", list)}
-        if ledger_docs != shown or _get(copy, "id", str) != vaulted["data"].get("authoritative_copy_id"):
-            raise _inconsistent("document hashes or versions differ from the vaulted_in entry")
-    assignee = _last(events, "vault.vaulted_in", "vault.assignee_changed")
-    if (assignee or {}).get("data", {}).get("secured_party") != body.get("assignee_of_record"):
-        raise _inconsistent("the assignee of record is not the one the ledger records")
-    issued = {e["data"].get("copy_id") for e in events if e.get("type") == "vault.copy_issued"}
-    if {c.get("id") for c in _get(body, "copies", list)} - issued:
-        raise _inconsistent("the certificate lists copies the ledger does not record")
-    released = _last(events, "vault.released")
-    out = body.get("vault_out")
-    if (released is None) != (out is None) or (
-        released is not None and released["data"].get("reason") != (out or {}).get("reason")
-    ):
-        raise _inconsistent("the vault-out in the certificate and in the ledger disagree")
+    if vaulted is None or not isinstance(copy, dict):
+        _same(_get(body, "signatures", list), [], "signature results")
+        return
+    data = vaulted["data"]
+    record = {k: copy.get(k) for k in ("id", "source", "retain_until", "vaulted_at")}
+    _same(
+        record,
+        {
+            "id": data.get("authoritative_copy_id"),
+            "source": data.get("source"),
+            "retain_until": data.get("retain_until"),
+            "vaulted_at": vaulted["time"],
+        },
+        "authoritative copy",
+    )
+    ledger_docs = data.get("documents") if isinstance(data.get("documents"), list) else []
+    fields = ("id", "filename", "sha256", "size", "bucket", "key", "version_id")
+    _same(
+        [{f: d.get(f) for f in fields} for d in _by_id(_get(copy, "documents", list))],
+        [{f: d.get(f) for f in fields} for d in _by_id(ledger_docs)],
+        "documents",
+    )
+    _same(
+        _by_id(_get(body, "signatures", list)),
+        _by_id([{"document_id": d.get("id"), "result": d.get("signatures")} for d in ledger_docs]),
+        "signature results",
+    )
+
+
+def _check_history(body: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    history = [
+        {
+            "seq": e.get("seq"),
+            "type": e.get("type"),
+            "time": e.get("time"),
+            "secured_party": as_dict(e.get("data")).get("secured_party"),
+        }
+        for e in events
+        if e.get("type") in ("vault.vaulted_in", *ASSIGNEE_CHANGES)
+    ]
+    _same(_get(body, "assignee_history", list), history, "assignee history")
+    _same(body.get("assignee_of_record"), history[-1]["secured_party"] if history else None, "assignee of record")
+
+
+def _check_copies_and_release(body: dict[str, Any], chain: Projection) -> None:
+    copies = [
+        {
+            "id": copy_id,
+            "document_id": e["data"].get("document_id"),
+            "sha256": e["data"].get("sha256"),
+            "issued_at": e["time"],
+        }
+        for copy_id, e in chain.copies.items()
+    ]
+    _same(_by_id(_get(body, "copies", list)), _by_id(copies), "copies")
+    _same(body.get("vault_out"), release_claim(chain), "vault-out")
+
+
+def _check_claims(body: dict[str, Any], bundle: dict[str, Any], proven: VerifiedBundle) -> None:
+    _check_head(body, bundle, proven)
+    chain = fold(proven.envelope_id, proven.events)
+    _check_envelope(body, chain)
+    _check_record(body, chain)
+    _check_history(body, proven.events)
+    _check_copies_and_release(body, chain)
     conditions = _get(body, "conditions", dict)
     results = _get(conditions, "conditions", list)
     if sorted(str(r.get("condition")) for r in results) != ["1", "2", "3", "4", "5", "6"]:

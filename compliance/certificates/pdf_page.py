@@ -1,9 +1,12 @@
 """The certificate as one page for people, PAdES-signed with the vault's document-signing identity.
 
-The page states the verdict, each condition, the documents' hashes, the assignee, the custodian and the
-checkpoint, and the SHA-256 of the signed JSON certificate it renders (the JSON stays the evidence an auditor
-checks with ``evault cert verify``). The signature is PAdES baseline B (``ETSI.CAdES.detached``) with an
-ECDSA P-256 key, which common PDF readers validate; Ed25519 they do not.
+The page states the verdict, each condition, the documents' hashes and their signatures' anomalies, the
+assignee, the custodian, the vault-out (its date and transferee) and the checkpoint. The exact signed JSON
+certificate it renders (its RFC 8785 bytes) is embedded as an associated file (PDF/A-3 style: ``/AF`` on the
+catalog and an ``/EmbeddedFiles`` entry, ``/AFRelationship /Data``), and the page prints that file's SHA-256,
+so a reader can extract it and check it with ``evault cert verify``. The file is embedded before signing, so
+the PAdES signature covers it. The signature is PAdES baseline B (``ETSI.CAdES.detached``) with an ECDSA P-256
+key, which common PDF readers validate; Ed25519 they do not.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from pyhanko.sign import signers
 from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pypdf import PdfWriter
-from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+from pypdf.generic import ArrayObject, DecodedStreamObject, DictionaryObject, NameObject, NumberObject, TextStringObject
 
 from compliance.signatures.document_identity import DocumentSigner
 
 _WIDTH, _HEIGHT, _MAX_CHARS = 612.0, 792.0, 120
+ATTACHMENT = "certificate.json"  # the embedded file: the exact RFC 8785 bytes of the signed certificate
 
 
 def _text(value: Any) -> str:
@@ -31,11 +35,39 @@ def _text(value: Any) -> str:
     return "(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ")"
 
 
+def embedded_json(document: dict[str, Any]) -> bytes:
+    """The bytes the PDF embeds and whose SHA-256 it prints: the signed certificate in RFC 8785 form."""
+    return rfc8785.dumps(document)
+
+
+def _release_lines(cert: dict[str, Any]) -> list[tuple[int, str]]:
+    released = cert.get("vault_out")
+    if not released:
+        return [(10, "Vault-out: none (the authoritative copy is held here)")]
+    transferee = (released.get("details") or {}).get("transferee") or {}
+    to = " ".join(str(transferee[k]) for k in ("name", "vault_id") if transferee.get(k)) or "(none named)"
+    return [(10, f"Vault-out: {released.get('reason')} on {released.get('at')}"), (10, f"Transferee: {to}")]
+
+
+def _signature_lines(cert: dict[str, Any]) -> list[tuple[int, str]]:
+    names = {d["id"]: d["filename"] for d in (cert.get("authoritative_copy") or {}).get("documents", [])}
+    lines = []
+    for item in cert.get("signatures", []):
+        result = item.get("result") or {}
+        name = names.get(item.get("document_id"), item.get("document_id"))
+        if not result.get("signatures"):
+            lines.append((8, f"Signatures of {name}: none embedded"))
+            continue
+        anomalies = ", ".join(result.get("anomalies") or []) or "none"
+        lines.append((8, f"Signatures of {name}: {len(result['signatures'])}, anomalies: {anomalies}"))
+    return lines
+
+
 def page_lines(document: dict[str, Any]) -> list[tuple[int, str]]:
     """(font size, text) of each line on the page."""
     cert = document["certificate"]
     envelope, conditions = cert["envelope"], cert["conditions"]
-    digest = hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+    digest = hashlib.sha256(embedded_json(document)).hexdigest()
     lines = [
         (16, "UCC 9-105 certificate of control"),
         (10, f"Envelope {envelope['id']}: {envelope['title']}"),
@@ -48,27 +80,39 @@ def page_lines(document: dict[str, Any]) -> list[tuple[int, str]]:
     for doc in copy["documents"]:
         lines.append((8, f"{doc['filename']}  version {doc['version_id']}  lock {doc['lock_mode']}"))
         lines.append((8, f"    SHA-256 {doc['sha256']}"))
+    lines += _signature_lines(cert)
     assignee = cert.get("assignee_of_record") or {}
     custodian = cert["custodian"]
     checkpoint = cert["ledger"]["checkpoint"]
-    released = cert.get("vault_out") or {}
     lines += [
         (10, ""),
         (10, f"Assignee of record: {assignee.get('name', '(none)')}"),
         (10, f"Custodian: {custodian['name']} ({custodian['id']})"),
-        (
-            10,
-            f"Copies issued: {len(cert['copies'])}   vault-out: {released.get('reason', 'none')}",
-        ),
+        (10, f"Copies issued: {len(cert['copies'])}"),
+        *_release_lines(cert),
         (10, f"Checkpoint: {cert['issuer']['log_origin']} size {checkpoint['size']}"),
         (10, ""),
-        (8, f"Signed JSON certificate, SHA-256 of its RFC 8785 form: {digest}"),
-        (8, "Check the JSON offline: evault cert verify FILE --public-key vault.pem"),
+        (8, f"The signed JSON certificate is embedded in this PDF as {ATTACHMENT}, SHA-256 of that file:"),
+        (8, f"    {digest}"),
+        (8, f"Extract it and check it offline: evault cert verify {ATTACHMENT} --public-key vault.pem"),
     ]
     return lines
 
 
-def _page(lines: list[tuple[int, str]]) -> bytes:
+def _attach(writer: PdfWriter, data: bytes) -> None:
+    """Embed the certificate as an associated file of the document (``/AF``), as PDF/A-3 does."""
+    attached = writer.add_attachment(ATTACHMENT, data)
+    attached.subtype = NameObject("/application#2Fjson")
+    attached.description = TextStringObject("The signed evault-certificate/v1 this page renders (RFC 8785)")
+    attached.associated_file_relationship = NameObject("/Data")
+    attached.size = NumberObject(len(data))
+    filespec = attached.pdf_object
+    filespec[NameObject("/UF")] = TextStringObject(ATTACHMENT)
+    assert filespec.indirect_reference is not None  # added as an object by add_attachment
+    writer._root_object[NameObject("/AF")] = ArrayObject([filespec.indirect_reference])
+
+
+def _page(lines: list[tuple[int, str]], attachment: bytes) -> bytes:
     writer = PdfWriter()
     page = writer.add_blank_page(_WIDTH, _HEIGHT)
     font = DictionaryObject(
@@ -91,6 +135,7 @@ def _page(lines: list[tuple[int, str]]) -> bytes:
     stream.set_data("\n".join(ops).encode("latin-1"))
     page[NameObject("/Contents")] = writer._add_object(stream)
     writer.add_metadata({"/Title": "UCC 9-105 certificate of control", "/Producer": "evault"})
+    _attach(writer, attachment)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
@@ -102,7 +147,7 @@ def _registry(cert: Any) -> SimpleCertificateStore:
 
 
 def certificate_pdf(document: dict[str, Any], signer: DocumentSigner) -> bytes:
-    """One page, signed PAdES-B with the document-signing identity."""
+    """One page carrying the certificate's JSON, signed PAdES-B with the document-signing identity."""
     cert, key = signer.asn1()
     pdf_signer = signers.SimpleSigner(signing_cert=cert, signing_key=key, cert_registry=_registry(cert))
     meta = signers.PdfSignatureMetadata(
@@ -110,6 +155,8 @@ def certificate_pdf(document: dict[str, Any], signer: DocumentSigner) -> bytes:
         subfilter=SigSeedSubFilter.PADES,
         reason="UCC 9-105 certificate issued by the vault",
     )
-    out = signers.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(_page(page_lines(document)))), meta, pdf_signer)
+    out = signers.sign_pdf(
+        IncrementalPdfFileWriter(io.BytesIO(_page(page_lines(document), embedded_json(document)))), meta, pdf_signer
+    )
     signed: bytes = out.getvalue()
     return signed

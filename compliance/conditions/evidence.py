@@ -14,6 +14,8 @@ from typing import Any
 from sqlmodel import col, select
 
 from compliance.checkpoints.publisher import latest_checkpoint, tree_for
+from compliance.conditions.key_projection import compare_keys, key_ledger
+from compliance.conditions.projection import Mismatch, Rows, compare, fold, snapshot
 from compliance.errors import NotFound
 from compliance.headmap.sparse_tree import MapProof
 from compliance.headmap.sql_store import map_root_ending, prove_at
@@ -58,6 +60,16 @@ class Evidence:
     map_entry: Event | None = None  # the checkpoint's last entry when it is a map.root commit
     map_proof: MapProof | None = None
     inclusion: dict[int, list[bytes]] = field(default_factory=dict)  # leaf index -> proof at checkpoint size
+    unsupported: list[Mismatch] = field(default_factory=list)  # rows (and key rows) the ledger does not support
+
+    def chain_supports_rows(self) -> list[Mismatch]:
+        """Fold the chain into the state it implies and compare the rows; nothing when an entry does not parse
+        (condition 6 reports that entry itself)."""
+        values = [self.parsed(event) for event in self.events]
+        if any(value is None for value in values):
+            return []
+        chain = fold(self.envelope.id, (value for value in values if value is not None))
+        return compare(chain, Rows(self.envelope, self.record, self.documents, self.copies))
 
     def parsed(self, event: Event) -> dict[str, Any] | None:
         """The entry as JSON, or None when it is not canonical JSON any more (condition 6 reports that)."""
@@ -88,6 +100,7 @@ def gather(sources: Sources, policy: Policy, org_id: str, envelope_id: str) -> E
     """Read everything the conditions need in one read transaction; another organisation's envelope is a 404."""
     sources.deadline.check()
     with sources.db.read_session() as session:
+        snapshot(session)  # the rows and the events committed with them, as of one moment
         envelope = session.get(Envelope, envelope_id)
         if envelope is None or envelope.org_id != org_id:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
@@ -117,6 +130,8 @@ def gather(sources: Sources, policy: Policy, org_id: str, envelope_id: str) -> E
             if isinstance(actor, dict) and isinstance(actor.get("key_id"), str):
                 key_ids.add(actor["key_id"])
         evidence.keys = {k.id: k for k in session.exec(select(ApiKey).where(col(ApiKey.id).in_(key_ids)))}
+        keys = compare_keys(key_ledger(session, org_id), evidence.keys.values())
+        evidence.unsupported = evidence.chain_supports_rows() + keys
         checkpoint = latest_checkpoint(session, org_id)
         evidence.checkpoint = checkpoint
         if checkpoint is not None:

@@ -351,6 +351,9 @@ class RevisionsIdentifiable(_Base):
                 event.chain_seq,
             ):
                 failures.append(f"event {event.chain_seq}: the row no longer matches its entry")
+        # A row the chain does not support is a revision nobody authorised: named by its finding code.
+        failures += [mismatch.reason() for mismatch in evidence.unsupported]
+        info["unsupported_rows"] = [mismatch.as_json() for mismatch in evidence.unsupported]
         if checkpoint is None:
             return self.result(failures, info, ["no signed checkpoint covers the envelope's events yet"])
         try:

@@ -11,7 +11,6 @@ every chain and proof still verifies, and nothing can open it again.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -30,7 +29,7 @@ SUBJECT_ID = re.compile(r"sub_[a-z0-9]{20}")
 
 def commitment(key: bytes, values: dict[str, Any]) -> str:
     """Hex HMAC-SHA256 under the subject's key of the RFC 8785 encoding of its values."""
-    return hmac.new(key, rfc8785.dumps(values), hashlib.sha256).hexdigest()
+    return hmac.new(key, rfc8785.dumps(values), "sha256").hexdigest()
 
 
 def commit_parties(

@@ -20,6 +20,7 @@ SUBJECT_FIELDS = (
     "envelope_id",
     "document_id",
     "copy_id",
+    "key_id",
     "bucket",
     "key",
     "version_id",

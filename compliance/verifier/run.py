@@ -27,6 +27,7 @@ from compliance.verifier.logs import check_log
 from compliance.verifier.objects import check_objects
 from compliance.verifier.outside import check_outside
 from compliance.verifier.progress import Display
+from compliance.verifier.rows import check_rows
 from compliance.verifier.run_records import DbRunLog, code_version, record_open_findings
 from compliance.verifier.scope import Scope
 from storage.ids import iso, utcnow
@@ -153,6 +154,7 @@ def verify(
             for org_id in sorted(scope.log_sizes):
                 check_objects(ctx, org_id)
                 check_copies(ctx, org_id)
+                check_rows(ctx, org_id)
             check_outside(ctx)
         except BaseException as exc:
             ctx.stopping.set()  # the log pass stops at its next entry; its position is durable
