@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -20,13 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from compliance.errors import EvaultError, Unavailable
-from tests.helpers import API, create_envelope, free_port, read_answer, send_head, upload
+from tests.helpers import API, create_envelope, read_answer, send_head, serving, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
-from vault.api.server import uvicorn_config
 from vault.runtime import Runtime
 from vault.slots import Full, Slots
 from vault.upload_spool import spool_dir
@@ -34,6 +33,7 @@ from vault.upload_spool import spool_dir
 HEADER_TIMEOUT = 1
 GRACE = 2
 RATE = 1000  # bytes a second
+PORTS = 22500 + (250 if os.environ.get("EVAULT_TEST_DATABASE_URL") else 0)  # the two passes run at once
 
 
 @pytest.fixture
@@ -53,18 +53,8 @@ def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     """The app served as ``evault serve`` serves it, on a loopback port of this helper's range, in a thread."""
-    port = free_port(22500, 22600)
-    options = {"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "off"}
-    running = uvicorn.Server(uvicorn_config(create_app(runtime), runtime.settings.edge, **options))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not running.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield "127.0.0.1", port
-    running.should_exit = True
-    thread.join(20)
+    with serving(create_app(runtime), runtime.settings.edge, PORTS, PORTS + 100) as address:
+        yield address
 
 
 def _trickle(sock: socket.socket, stop: threading.Event) -> tuple[int, str]:

@@ -25,15 +25,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.helpers import API, create_envelope, free_port, read_answer, send_head, upload
+from tests.helpers import API, create_envelope, free_port, read_answer, send_head, serving, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
-from vault.api.server import uvicorn_config
 from vault.runtime import Runtime
 
 MiB = 1024 * 1024
+PORTS = 8500 + (250 if os.environ.get("EVAULT_TEST_DATABASE_URL") else 0)  # the two passes run at once
 
 
 @pytest.fixture
@@ -49,19 +48,8 @@ def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     """The app served by uvicorn on a loopback port of this helper's range, in a thread."""
-    port = free_port(8500, 8550)
-    options = {"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "off"}
-    config = uvicorn_config(create_app(runtime), runtime.settings.edge, **options)
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not running.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield "127.0.0.1", port
-    running.should_exit = True
-    thread.join(20)
+    with serving(create_app(runtime), runtime.settings.edge, PORTS, PORTS + 50) as address:
+        yield address
 
 
 def test_unauthenticated_huge_post_gets_401_without_its_body_being_read(server: tuple[str, int]) -> None:
@@ -224,7 +212,7 @@ def test_memory_of_concurrent_large_uploads_is_bounded(vault_env: dict[str, str]
     kept freed bodies in its arenas: 92 MiB measured.)
     """
     _, key = tenant
-    port = free_port(8550, 8600)
+    port = free_port(PORTS + 50, PORTS + 100)
     env = {**os.environ, **vault_env, "PYTHONPATH": os.getcwd()}
     env.update({"EVAULT_MAX_UPLOADS_PER_KEY": "4", "EVAULT_MAX_UPLOADS": "16"})
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(port)], env=env)
