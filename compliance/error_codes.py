@@ -128,6 +128,19 @@ CODES: dict[str, ErrorCode] = {
     "Copy.TooComplex": ErrorCode(500, "stamping the copy passed its memory or CPU limit"),
     "Copy.Busy": ErrorCode(503, "stamping capacity is in use; see Retry-After"),
     "Vault.Busy": ErrorCode(503, "vetting capacity is in use; see Retry-After"),
+    # webhooks
+    "Webhook.InvalidUrl": ErrorCode(400, "the webhook url is not an absolute http(s) URL without credentials"),
+    "Webhook.UnresolvableHost": ErrorCode(400, "the webhook url's host does not resolve"),
+    "Webhook.UnsafeTarget": ErrorCode(
+        400, "the webhook url's host resolves to a loopback, private, link-local or other non-public address"
+    ),
+    "Webhook.HttpsRequired": ErrorCode(400, "a webhook outside EVAULT_WEBHOOK_ALLOW_NETWORKS must use https"),
+    "Webhook.InvalidSecret": ErrorCode(400, "a secret is whsec_ + base64 of 24-64 bytes (v1 only)"),
+    "Webhook.InvalidScheme": ErrorCode(400, "scheme is v1 (HMAC-SHA256) or v1a (Ed25519)"),
+    "Webhook.UrlRequired": ErrorCode(400, "a first webhook configuration needs a url"),
+    "Webhook.NotConfigured": ErrorCode(404, "no webhook is configured for your organisation"),
+    "Delivery.NotFound": ErrorCode(404, "no such webhook delivery in your organisation"),
+    "Delivery.InFlight": ErrorCode(409, "an attempt of this delivery is in flight; retry when it ends"),
     "Evidence.Busy": ErrorCode(
         503,
         "EVAULT_EVIDENCE_PER_ORG (yours) or EVAULT_EVIDENCE_CONCURRENCY (all) evidence requests at work; see "

@@ -380,3 +380,75 @@ class OpenFinding(SQLModel, table=True):
     last_seen_at: datetime = _utc_column()
     event_leaf_index: int | None = Field(default=None, sa_type=BigInteger)
     closed_at: datetime | None = _utc_column(nullable=True)
+
+
+class WebhookConfig(SQLModel, table=True):
+    """An organisation's webhook endpoint and signing key (Standard Webhooks); one per organisation.
+
+    ``secret`` is ``whsec_...`` (HMAC-SHA256, signatures ``v1``) or ``whsk_...`` (Ed25519, ``v1a``: receivers
+    hold only its public key). ``previous_secret`` still signs beside it until ``previous_until`` (a rotation).
+    """
+
+    __tablename__ = "webhook_config"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    url: str = Field(max_length=2048)
+    secret: str = Field(max_length=200)
+    previous_secret: str | None = Field(default=None, max_length=200)
+    previous_until: datetime | None = _utc_column(nullable=True)
+    created_at: datetime = _utc_column()
+    updated_at: datetime = _utc_column()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event bound for an organisation's webhook: the outbox row, written in the event's own transaction.
+
+    ``body`` is the exact JSON sent on every attempt; ``webhook_id`` stays the same across retries so that
+    receivers de-duplicate. ``claimed_by`` is the sender lease's fencing token while an attempt is in flight.
+    """
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        Index("ix_webhook_delivery_org_created", "org_id", "created_at", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", max_length=40)
+    webhook_id: str = Field(max_length=40, unique=True)
+    event_type: str = Field(max_length=64)
+    leaf_index: int = Field(sa_type=BigInteger)
+    envelope_id: str | None = Field(default=None, max_length=40)
+    body: str
+    status: str = Field(max_length=16)  # pending | delivered | failed
+    attempts: int = 0
+    retry_step: int = 0  # position in the retry schedule; a redelivery starts it again
+    next_attempt_at: datetime | None = _utc_column(nullable=True)
+    claimed_by: int | None = Field(default=None, sa_type=BigInteger)
+    created_at: datetime = _utc_column()
+    last_attempt_at: datetime | None = _utc_column(nullable=True)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One attempt to deliver: when, where to, and what came of it (HTTP status, or the error)."""
+
+    __tablename__ = "webhook_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(foreign_key="webhook_delivery.id", index=True, max_length=40)
+    attempted_at: datetime = _utc_column()
+    outcome: str = Field(max_length=16)  # delivered | http_error | timeout | network_error | refused | no_webhook
+    http_status: int | None = None
+    error: str | None = Field(default=None, max_length=500)
+    duration_ms: int = 0
+
+
+class WebhookLease(SQLModel, table=True):
+    """The single sender's lease: whoever holds an unexpired one sends; ``token`` grows with every new holder."""
+
+    __tablename__ = "webhook_lease"
+
+    name: str = Field(primary_key=True, max_length=40)
+    holder: str = Field(max_length=80)
+    token: int = Field(default=0, sa_type=BigInteger)
+    expires_at: datetime = _utc_column()

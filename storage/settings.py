@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -334,6 +335,60 @@ def _pdf(env: Mapping[str, str]) -> PdfSettings:
     return pdf
 
 
+# The Standard Webhooks spec's example: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Delivering events to the organisations' webhooks (Standard Webhooks), from the outbox."""
+
+    # EVAULT_WEBHOOK_RETRY_SCHEDULE: seconds to wait before each retry after the first attempt, comma-separated
+    # (any positive numbers); after the last, the delivery is failed (a redelivery starts again)
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    # EVAULT_WEBHOOK_ALLOW_NETWORKS: CIDRs a webhook may point into although they are private, loopback or
+    # link-local (comma-separated; empty: none), where plain http is allowed too
+    allow_networks: tuple[str, ...] = ()  # normalised CIDRs, e.g. 10.0.0.0/8
+    timeout_seconds: int = 15  # EVAULT_WEBHOOK_TIMEOUT_SECONDS: one attempt's whole budget (connect, send, answer)
+    concurrency: int = 8  # EVAULT_WEBHOOK_CONCURRENCY: attempts in flight at once, per sender
+    per_org: int = 2  # EVAULT_WEBHOOK_PER_ORG: of those, at most this many for one organisation
+    rotation_grace_seconds: int = 86400  # EVAULT_WEBHOOK_ROTATION_GRACE_SECONDS: an old secret signs this long
+
+
+def _retry_schedule(raw: str) -> tuple[float, ...]:
+    if not raw.strip():
+        return DEFAULT_RETRY_SCHEDULE
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"EVAULT_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, got {raw!r}") from None
+    if not all(0 < delay < 10 * 365 * 86400 for delay in delays):  # inf and nan fail this too
+        raise SettingsError(f"EVAULT_WEBHOOK_RETRY_SCHEDULE takes positive seconds only, got {raw!r}")
+    return delays
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    try:
+        return tuple(str(ipaddress.ip_network(part.strip())) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise SettingsError(f"EVAULT_WEBHOOK_ALLOW_NETWORKS must be comma-separated CIDRs: {exc}") from None
+
+
+def _webhooks(env: Mapping[str, str]) -> WebhookSettings:
+    d = WebhookSettings()
+    hooks = WebhookSettings(
+        retry_schedule=_retry_schedule(env.get("EVAULT_WEBHOOK_RETRY_SCHEDULE", "")),
+        allow_networks=_networks(env.get("EVAULT_WEBHOOK_ALLOW_NETWORKS", "")),
+        timeout_seconds=_int(env, "EVAULT_WEBHOOK_TIMEOUT_SECONDS", d.timeout_seconds, minimum=1),
+        concurrency=_int(env, "EVAULT_WEBHOOK_CONCURRENCY", d.concurrency, minimum=1),
+        per_org=_int(env, "EVAULT_WEBHOOK_PER_ORG", d.per_org, minimum=1),
+        rotation_grace_seconds=_int(env, "EVAULT_WEBHOOK_ROTATION_GRACE_SECONDS", d.rotation_grace_seconds, minimum=0),
+    )
+    if hooks.per_org > hooks.concurrency:
+        raise SettingsError("EVAULT_WEBHOOK_PER_ORG must not exceed EVAULT_WEBHOOK_CONCURRENCY")
+    return hooks
+
+
 @dataclass(frozen=True, repr=False)
 class Settings:
     data_dir: Path  # EVAULT_DATA_DIR: everything the embedded default keeps
@@ -345,6 +400,7 @@ class Settings:
     pdf: PdfSettings = field(default_factory=PdfSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     evidence_work: EvidenceWorkSettings = field(default_factory=EvidenceWorkSettings)
     env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -353,7 +409,8 @@ class Settings:
         return (
             f"Settings(data_dir={self.data_dir!r}, database_url={mask_url(self.database_url)!r}, "
             f"database_timeout={self.database_timeout!r}, s3={self.s3!r}, vault={self.vault!r}, api={self.api!r}, "
-            f"pdf={self.pdf!r}, evidence={self.evidence!r}, edge={self.edge!r}, evidence_work={self.evidence_work!r})"
+            f"pdf={self.pdf!r}, evidence={self.evidence!r}, edge={self.edge!r}, evidence_work={self.evidence_work!r}, "
+            f"webhooks={self.webhooks!r})"
         )
 
     @classmethod
@@ -444,6 +501,7 @@ class Settings:
             pdf=_pdf(env),
             evidence=_evidence(env, vault.key_name),
             edge=_edge(env),
+            webhooks=_webhooks(env),
             evidence_work=_evidence_work(env),
             env=env,
         )

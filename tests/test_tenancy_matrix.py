@@ -30,7 +30,7 @@ from sqlmodel import select
 from compliance.ledger.events import log_size
 from storage.embedded_s3 import EmbeddedS3
 from storage.ids import utcnow
-from storage.models import ApiKey, VaultedDocument, VaultRecord
+from storage.models import ApiKey, VaultedDocument, VaultRecord, WebhookDelivery
 from storage.settings import Settings
 from tests.conftest import PG_URL
 from tests.helpers import create_envelope, store_env, upload
@@ -41,6 +41,7 @@ from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
 PARTNER = "/api/v2/partner"
+PUBLIC_HOOK = "https://93.184.215.14/hooks"  # a public address: configurable, never called (no sender runs here)
 PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 EXPECTED = {
     "none": (401, "Auth.MissingKey"),
@@ -100,6 +101,7 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/envelopes/{envelope_id}/void"): {"json": {"reason": "matrix"}},
     ("GET", "/log/proof/inclusion"): {"params": {"leaf_index": 0, "tree_size": 1}},
     ("GET", "/log/proof/consistency"): {"params": {"first": 0, "second": 1}},
+    ("PATCH", "/webhook"): {"json": {"url": PUBLIC_HOOK}},
 }
 
 
@@ -144,16 +146,21 @@ def _database_url(stack: ExitStack, directory: Path) -> str:
 
 
 def _tenant(client: TestClient[Any], runtime: Runtime, name: str) -> tuple[dict[str, str], str, str]:
-    """An organisation with a vaulted envelope: (ids, all-scopes raw key, key prefix)."""
+    """An organisation with a webhook and a vaulted envelope: (ids, all-scopes raw key, key prefix)."""
     with runtime.db.session() as session:
         org_id = create_organisation(session, name).id
         key, raw = create_api_key(session, org_id, "all scopes", list(SCOPES))
+    hook = client.patch(f"{PARTNER}/webhook", json={"url": PUBLIC_HOOK}, headers={"X-API-Key": raw})
+    assert hook.status_code == 200, hook.text
     envelope_id = create_envelope(client, {"X-API-Key": raw})
     assert upload(client, {"X-API-Key": raw}, envelope_id, make_pdf()).status_code == 201
     with runtime.db.read_session() as session:
         record = session.exec(select(VaultRecord).where(VaultRecord.envelope_id == envelope_id)).one()
         document = session.exec(select(VaultedDocument).where(VaultedDocument.record_id == record.id)).one()
-    return {"org_id": org_id, "envelope_id": envelope_id, "document_id": document.id}, raw, key.prefix
+        delivery = session.exec(select(WebhookDelivery).where(WebhookDelivery.org_id == org_id)).first()
+    assert delivery is not None
+    ids = {"org_id": org_id, "envelope_id": envelope_id, "document_id": document.id, "delivery_id": delivery.id}
+    return ids, raw, key.prefix
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,8 @@ from vault.custody import Custody
 from vault.evidence_work import EvidenceWork
 from vault.expiry import sweep
 from vault.reconcile import reconcile_claims
+from vault.webhooks.outbox import install_outbox
+from vault.webhooks.sender import Sender
 
 log = logging.getLogger("evault")
 EVIDENCE_STOP_SECONDS = 5.0  # at close, for cancelled evidence jobs to reach their next step
@@ -68,6 +70,7 @@ class Runtime:
     _watchdog: threading.Thread | None = None
     _reconciler: threading.Thread | None = None
     _sweeper: threading.Thread | None = None
+    _webhook_sender: threading.Thread | None = None
 
     def sources(self, deadline: Deadline | None = None) -> Sources:
         """What the evidence checks read, without the signing key or the checkpointer (until ``deadline``)."""
@@ -176,12 +179,20 @@ class Runtime:
         self._sweeper = threading.Thread(target=run, daemon=True, name="evault-sweeper")
         self._sweeper.start()
 
+    def start_webhook_sender(self) -> None:
+        """Deliver the outbox in the background; across processes only the lease holder sends."""
+        sender = Sender(self.db, self.settings.webhooks)
+        self._webhook_sender = threading.Thread(
+            target=sender.run, args=(self._stop,), daemon=True, name="evault-webhook-sender"
+        )
+        self._webhook_sender.start()
+
     def close(self) -> None:
         """Stop in the reverse order of opening: threads, then the database, then the store they use."""
         self._stop.set()
         self.evidence_work.close(wait_seconds=EVIDENCE_STOP_SECONDS)
         stop_at = time.monotonic() + THREADS_STOP_SECONDS  # one budget for all, not one each
-        for thread in (self._watchdog, self._checkpointer, self._reconciler, self._sweeper):
+        for thread in (self._watchdog, self._checkpointer, self._reconciler, self._sweeper, self._webhook_sender):
             if thread is not None:
                 thread.join(timeout=max(0.0, stop_at - time.monotonic()))
         self.db.dispose()
@@ -194,6 +205,7 @@ def open_runtime(settings: Settings) -> Runtime:
     embedded: EmbeddedS3 | None = None
     db: Database | None = None
     s3 = settings.s3
+    install_outbox()  # every session of this process queues webhooks with the events they announce
     policy = settings.vault
     try:
         # Everything the vault keeps locally is the service's alone, whatever the umask.

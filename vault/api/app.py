@@ -30,6 +30,7 @@ from vault.api.log import EnvelopeProofController, LogController, public_keys
 from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
+from vault.api.webhooks import WebhookController
 from vault.runtime import Runtime
 
 
@@ -43,6 +44,7 @@ def create_app(runtime: Runtime) -> Litestar:
             LogController,
             EnvelopeProofController,
             EvidenceController,
+            WebhookController,
         ],
         dependencies={
             "principal": Provide(provide_principal),

@@ -116,6 +116,10 @@ OPERATION_IDS = {
     ("/log/checkpoint", "post"): "signCheckpoint",
     ("/log/proof/inclusion", "get"): "getInclusionProof",
     ("/log/proof/consistency", "get"): "getConsistencyProof",
+    ("/webhook", "patch"): "configureWebhook",
+    ("/webhook", "get"): "getWebhook",
+    ("/webhook/deliveries", "get"): "listWebhookDeliveries",
+    ("/webhook/deliveries/{delivery_id}/redeliver", "post"): "redeliverWebhook",
 }
 OUTSIDE_IDS = {
     ("/health", "get"): "getHealth",
@@ -123,6 +127,8 @@ OUTSIDE_IDS = {
     ("/.well-known/evault/keys", "get"): "getPublicKeys",
 }
 
+# POSTs that do not take an Idempotency-Key (a redelivery is itself a deliberate repeat), so none is advertised.
+WITHOUT_IDEMPOTENCY = {("/webhook/deliveries/{delivery_id}/redeliver", "post")}
 NOT_BLANK = "\\S"  # the server strips and refuses an empty string
 QUERY_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     ("/envelopes", "kind"): {"enum": list(KINDS)},
@@ -136,6 +142,7 @@ QUERY_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     ("/log/proof/inclusion", "tree_size"): {"minimum": 1},
     ("/log/proof/consistency", "first"): {"minimum": 0},
     ("/log/proof/consistency", "second"): {"minimum": 0},
+    ("/webhook/deliveries", "limit"): {"minimum": 1, "maximum": MAX_LIMIT},
 }
 
 # The other representations a 200 may take (``?format=`` or ``Accept``), beside the JSON one Litestar documents.
@@ -280,7 +287,7 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
             operation["x-required-scope"] = scope
             operation["description"] = f"{operation.get('description') or ''}\n\nRequired scope: `{scope}`.".strip()
             params = operation.setdefault("parameters", [])
-            if method == "post":
+            if method == "post" and (relative, method) not in WITHOUT_IDEMPOTENCY:
                 params.append(_header("Idempotency-Key", "replays the first answer for 24 h (see README)", "key-1"))
                 if relative.startswith("/envelopes/"):
                     params.append(_header("If-Match", "the ETag you read; 412 when the envelope changed since"))

@@ -119,6 +119,7 @@ def _serve(_: argparse.Namespace) -> int:
         runtime.start_checkpointer()
         runtime.start_reconciler()
         runtime.start_sweeper()
+        runtime.start_webhook_sender()
         runtime.start_watchdog(stop_serving)
         # uvicorn catches the signal, shuts down gracefully, then raises it again: that ends up in _Stopped.
         server.run(sockets=[listener])
@@ -194,6 +195,9 @@ def _verify(args: argparse.Namespace) -> int:
     from compliance.verifier.run import estimate_objects
     from compliance.verifier.scope import parse_shard
     from storage.errors import StorageError
+    from vault.webhooks.outbox import install_outbox
+
+    install_outbox()  # the findings' integrity.failed events reach the organisations' webhooks
 
     try:
         settings = Settings.from_env()

@@ -1,0 +1,584 @@
+"""Webhooks end to end: configuration, the outbox, signed deliveries a receiver's own library verifies, retries,
+a receiver that is down or hangs, rotation, v1a, redelivery, and targets refused at configuration and delivery.
+
+Deliveries go to a real local receiver on 127.0.0.1, which these tests allow (EVAULT_WEBHOOK_ALLOW_NETWORKS),
+with a short retry schedule and timeout; a second runtime without that allowance shows the refusals.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import standardwebhooks.webhooks as swh
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from jsonschema import Draft202012Validator
+from litestar.testing import TestClient
+from sqlmodel import select
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from compliance.ledger.events import append_event
+from storage.ids import utcnow
+from storage.models import WebhookAttempt, WebhookConfig, WebhookDelivery
+from storage.settings import Settings, SettingsError
+from tests.helpers import API, create_envelope, together
+from tests.webhook_receiver import Receiver
+from vault.api.app import create_app
+from vault.runtime import Runtime, open_runtime
+from vault.tenancy import Principal
+from vault.webhooks.lease import give_up, lock_lease, take_lease
+from vault.webhooks.sender import Sender
+
+pytestmark = pytest.mark.s3
+
+Headers = dict[str, str]
+
+
+@pytest.fixture
+def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **vault_env,
+        "EVAULT_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+        "EVAULT_WEBHOOK_RETRY_SCHEDULE": "0.3,0.3,0.3,0.3,0.3,0.3,0.3,0.3,0.3,0.3",
+        "EVAULT_WEBHOOK_TIMEOUT_SECONDS": "1",
+        "EVAULT_WEBHOOK_CONCURRENCY": "2",
+        "EVAULT_WEBHOOK_PER_ORG": "1",
+    }
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def sending(runtime: Runtime) -> Runtime:
+    runtime.start_webhook_sender()
+    return runtime
+
+
+def configure(client: TestClient[Any], headers: Headers, **body: Any) -> dict[str, Any]:
+    response = client.patch(f"{API}/webhook", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    view: dict[str, Any] = response.json()
+    return view
+
+
+def void(client: TestClient[Any], headers: Headers, envelope_id: str) -> None:
+    response = client.post(f"{API}/envelopes/{envelope_id}/void", json={"reason": "test"}, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+def deliveries(client: TestClient[Any], headers: Headers, **params: Any) -> dict[str, Any]:
+    response = client.get(f"{API}/webhook/deliveries", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    page: dict[str, Any] = response.json()
+    return page
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_configured_webhook_gets_each_event_signed_as_the_spec_says(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    before = create_envelope(client, headers)  # no webhook yet: nothing is queued for it
+    assert client.get(f"{API}/webhook", headers=headers).json()["code"] == "Webhook.NotConfigured"
+
+    view = configure(client, headers, url=receiver.url)
+
+    secret = view["secret"]
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret.removeprefix("whsec_"))) >= 24
+    assert view["scheme"] == "v1" and view["url"] == receiver.url
+    shown = client.get(f"{API}/webhook", headers=headers).json()
+    assert "secret" not in shown and secret not in json.dumps(shown)
+    envelope_id = create_envelope(client, headers)
+    void(client, headers, envelope_id)
+
+    got = receiver.wait_for(2)
+    verifier = Webhook(secret)
+    bodies = [verifier.verify(r.body, r.headers) for r in got]
+    assert sorted(b["type"] for b in bodies) == ["envelope.created", "envelope.voided"]
+    assert all(b["data"]["envelope_id"] == envelope_id for b in bodies)
+    assert all(datetime.fromisoformat(b["timestamp"].replace("Z", "+00:00")) <= datetime.now(UTC) for b in bodies)
+    for r in got:
+        assert r.headers["webhook-signature"].startswith("v1,") and " " not in r.headers["webhook-signature"]
+        assert r.headers["webhook-id"].startswith("msg_") and r.headers["webhook-timestamp"].isdigit()
+    page = deliveries(client, headers)
+    assert [d["event_type"] for d in page["items"]] == ["envelope.voided", "envelope.created"]  # newest first
+    assert {d["webhook_id"] for d in page["items"]} == {r.headers["webhook-id"] for r in got}
+    wait_until(lambda: all(d["status"] == "delivered" for d in deliveries(client, headers)["items"]))
+    for item in deliveries(client, headers)["items"]:
+        assert item["attempt_count"] == 1 and item["attempts"][0]["http_status"] == 204
+    assert before not in {d["envelope_id"] for d in page["items"]}
+
+
+def test_the_outbox_row_commits_and_rolls_back_with_its_event(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    org_id, headers = tenant
+    configure(client, headers, url=receiver.url)
+    envelope_id = create_envelope(client, headers)
+    actor = Principal(org_id, "key_x", "lk_x", frozenset()).actor()
+
+    def count() -> int:
+        with runtime.db.read_session() as session:
+            return len(list(session.exec(select(WebhookDelivery).where(WebhookDelivery.org_id == org_id))))
+
+    queued = count()
+    with pytest.raises(RuntimeError), runtime.db.session() as session:
+        append_event(
+            session, actor=actor, envelope_id=envelope_id, event_type="envelope.voided", occurred_at=utcnow(), data={}
+        )
+        raise RuntimeError("the change fails after its event was written")
+    assert count() == queued
+    with runtime.db.session() as session:
+        append_event(session, actor=actor, envelope_id=None, event_type="key.created", occurred_at=utcnow(), data={})
+    assert count() == queued  # not a webhook event
+    with runtime.db.session() as session:
+        append_event(
+            session, actor=actor, envelope_id=envelope_id, event_type="envelope.voided", occurred_at=utcnow(), data={}
+        )
+    assert count() == queued + 1
+
+
+def test_a_receiver_down_for_a_while_gets_every_event_late_once_per_webhook_id(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    secret = configure(client, headers, url=receiver.url)["secret"]
+    receiver.mode = "fail"
+    ids = [create_envelope(client, headers) for _ in range(3)]
+    wait_until(lambda: len(receiver.received) >= 6)  # each event tried at least twice, and refused
+    receiver.stop()  # then nobody listens at all
+    wait_until(
+        lambda: any(
+            a["outcome"] == "network_error" for d in deliveries(client, headers)["items"] for a in d["attempts"]
+        )
+    )
+    receiver.mode = "ok"
+    receiver.start()
+
+    got = receiver.wait_for(3)
+    time.sleep(1.5)  # several retry periods: nothing delivered is sent again
+    got = receiver.delivered()
+    verifier = Webhook(secret)
+    assert sorted(verifier.verify(r.body, r.headers)["data"]["envelope_id"] for r in got) == sorted(ids)
+    assert len({r.headers["webhook-id"] for r in got}) == len(got) == 3
+    failed = [r for r in receiver.received if r.status == 503]
+    by_id = {r.headers["webhook-id"] for r in failed}
+    assert by_id <= {r.headers["webhook-id"] for r in got}  # retries keep their webhook-id ...
+    for r in failed:
+        verifier.verify(r.body, r.headers)  # ... and every attempt is signed afresh, with its own timestamp
+    stamps = [
+        r.headers["webhook-timestamp"]
+        for r in receiver.received
+        if r.headers["webhook-id"] == got[0].headers["webhook-id"]
+    ]
+    assert len(stamps) >= 2
+    items = deliveries(client, headers)["items"]
+    assert all(d["status"] == "delivered" and d["attempt_count"] >= 3 for d in items)
+    outcomes = {a["outcome"] for d in items for a in d["attempts"]}
+    assert {"http_error", "network_error", "delivered"} <= outcomes
+
+
+def test_a_hanging_receiver_cannot_hold_the_senders_workers(
+    client: TestClient[Any], sending: Runtime, make_key: Callable[..., tuple[str, str]], receiver: Receiver
+) -> None:
+    hanging = Receiver().start()
+    hanging.mode = "hang"
+    try:
+        _, slow_key = make_key()
+        _, fast_key = make_key()
+        slow, fast = {"X-API-Key": slow_key}, {"X-API-Key": fast_key}
+        configure(client, slow, url=hanging.url)
+        configure(client, fast, url=receiver.url)
+        for _ in range(12):  # more than the sender looks at in one round: the hanging organisation's backlog
+            create_envelope(client, slow)
+        wait_until(lambda: len(hanging.received) >= 1)
+        create_envelope(client, fast)
+
+        got = receiver.wait_for(1, timeout=10)[0]
+        # Not queued behind the hanging receiver's backlog: delivered before its first attempt even timed out.
+        assert got.at < hanging.received[0].at + 0.9
+        wait_until(
+            lambda: any(a["outcome"] == "timeout" for d in deliveries(client, slow)["items"] for a in d["attempts"])
+        )
+        timeouts = [a for d in deliveries(client, slow)["items"] for a in d["attempts"] if a["outcome"] == "timeout"]
+        assert all(a["duration_ms"] < 2500 for a in timeouts)  # cut at EVAULT_WEBHOOK_TIMEOUT_SECONDS (1 s)
+    finally:
+        hanging.stop()
+
+
+def test_a_replay_outside_the_tolerance_is_rejected_by_the_receivers_library(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver, monkeypatch: Any
+) -> None:
+    _, headers = tenant
+    secret = configure(client, headers, url=receiver.url)["secret"]
+    create_envelope(client, headers)
+    captured = receiver.wait_for(1)[0]
+    verifier = Webhook(secret)
+    verifier.verify(captured.body, captured.headers)
+    refreshed = {**captured.headers, "webhook-timestamp": str(int(time.time()) + 1)}
+    with pytest.raises(WebhookVerificationError):  # the timestamp is signed: an attacker cannot refresh it
+        verifier.verify(captured.body, refreshed)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return datetime.now(tz) + timedelta(minutes=6)
+
+    monkeypatch.setattr(swh, "datetime", Later)
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        verifier.verify(captured.body, captured.headers)
+
+
+def test_rotation_signs_with_both_secrets_during_the_grace_period(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    old = configure(client, headers, url=receiver.url)["secret"]
+    given = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    rotated = configure(client, headers, secret=given)
+    assert "secret" not in rotated and rotated["rotation_ends_at"] is not None
+    create_envelope(client, headers)
+
+    got = receiver.wait_for(1)[0]
+    signatures = got.headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2 and all(s.startswith("v1,") for s in signatures)
+    Webhook(old).verify(got.body, got.headers)
+    Webhook(given).verify(got.body, got.headers)
+    fresh = configure(client, headers, rotate=True)["secret"]
+    assert fresh.startswith("whsec_") and fresh not in (old, given)
+
+
+def test_v1a_signs_with_ed25519_and_shows_only_the_public_key(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    view = configure(client, headers, url=receiver.url, scheme="v1a")
+    assert "secret" not in view and view["public_key"].startswith("whpk_")
+    assert client.get(f"{API}/webhook", headers=headers).json()["public_key"] == view["public_key"]
+    create_envelope(client, headers)
+
+    got = receiver.wait_for(1)[0]
+    version, signature = got.headers["webhook-signature"].split(",")
+    assert version == "v1a"
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(view["public_key"].removeprefix("whpk_")))
+    content = f"{got.headers['webhook-id']}.{got.headers['webhook-timestamp']}.".encode() + got.body
+    key.verify(base64.b64decode(signature), content)
+    with pytest.raises(InvalidSignature):
+        key.verify(base64.b64decode(signature), content + b" ")
+
+
+def test_redeliver_sends_again_under_the_same_webhook_id(
+    client: TestClient[Any],
+    sending: Runtime,
+    tenant: tuple[str, Headers],
+    receiver: Receiver,
+    make_key: Callable[..., tuple[str, str]],
+) -> None:
+    _, headers = tenant
+    configure(client, headers, url=receiver.url)
+    create_envelope(client, headers)
+    first = receiver.wait_for(1)[0]
+    wait_until(lambda: deliveries(client, headers)["items"][0]["status"] == "delivered")
+    item = deliveries(client, headers)["items"][0]
+    _, other = make_key()
+    refused = client.post(f"{API}/webhook/deliveries/{item['id']}/redeliver", headers={"X-API-Key": other})
+    assert (refused.status_code, refused.json()["code"]) == (404, "Delivery.NotFound")
+
+    response = client.post(f"{API}/webhook/deliveries/{item['id']}/redeliver", headers=headers)
+
+    assert response.status_code == 202, response.text
+    again = receiver.wait_for(2)[1]
+    assert again.headers["webhook-id"] == first.headers["webhook-id"] and again.body == first.body
+    wait_until(lambda: deliveries(client, headers)["items"][0]["attempt_count"] == 2)
+    missing = client.post(f"{API}/webhook/deliveries/whd_nothing/redeliver", headers=headers)
+    assert (missing.status_code, missing.json()["code"]) == (404, "Delivery.NotFound")
+
+
+def test_deliveries_are_paged_newest_first(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    configure(client, headers, url=receiver.url)
+    ids = [create_envelope(client, headers) for _ in range(3)]
+    first = deliveries(client, headers, limit=2)
+    second = deliveries(client, headers, limit=2, cursor=first["next_cursor"])
+    assert [d["envelope_id"] for d in first["items"] + second["items"]] == ids[::-1]
+    assert second["next_cursor"] is None
+    assert all(d["status"] == "pending" and d["attempts"] == [] for d in first["items"])  # no sender runs here
+    bad = client.get(f"{API}/webhook/deliveries", params={"cursor": "nope"}, headers=headers)
+    assert (bad.status_code, bad.json()["code"]) == (400, "Request.InvalidCursor")
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    configure(client, headers, url=receiver.url)
+    receiver.mode = "redirect"
+    create_envelope(client, headers)
+    wait_until(lambda: any(d["attempts"] for d in deliveries(client, headers)["items"]))
+    attempt = deliveries(client, headers)["items"][0]["attempts"][-1]
+    assert (attempt["outcome"], attempt["http_status"]) == ("http_error", 307)
+
+
+def test_configuration_is_checked_and_nothing_is_stored_when_refused(
+    client: TestClient[Any], tenant: tuple[str, Headers]
+) -> None:
+    _, headers = tenant
+    for body, code in (
+        ({"url": "ftp://example.com/x"}, "Webhook.InvalidUrl"),
+        ({"url": "https://user:pw@93.184.215.14/x"}, "Webhook.InvalidUrl"),
+        ({"url": "https://93.184.215.14:99999/"}, "Webhook.InvalidUrl"),
+        ({"url": "https://93.184.215.14/", "secret": "whsec_c2hvcnQ="}, "Webhook.InvalidSecret"),
+        ({"url": "https://93.184.215.14/", "secret": "not-a-secret"}, "Webhook.InvalidSecret"),
+        ({"url": "https://93.184.215.14/", "scheme": "v2"}, "Webhook.InvalidScheme"),
+        ({"secret": "whsec_" + base64.b64encode(bytes(32)).decode()}, "Webhook.UrlRequired"),
+        ({"url": "https://host.invalid/"}, "Webhook.UnresolvableHost"),
+    ):
+        response = client.patch(f"{API}/webhook", json=body, headers=headers)
+        assert (response.status_code, response.json()["code"]) == (400, code), (body, response.text)
+    assert client.get(f"{API}/webhook", headers=headers).status_code == 404
+
+
+@pytest.fixture
+def guarded(vault_env: dict[str, str]) -> Iterator[tuple[Runtime, TestClient[Any]]]:
+    """The same vault without the tests' allowance: the operator's default (no allowed networks)."""
+    env = {**vault_env, "EVAULT_WEBHOOK_ALLOW_NETWORKS": ""}
+    opened = open_runtime(Settings.from_env(env))
+    try:
+        with TestClient(create_app(opened)) as guarded_client:
+            yield opened, guarded_client
+    finally:
+        opened.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:16999/hooks",
+        "https://127.0.0.1/",
+        "https://localhost/",
+        "https://10.0.0.1/",
+        "https://192.168.1.10/",
+        "https://172.16.0.1/",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://100.100.100.200/",
+        "https://0.0.0.0/",
+        "https://[::1]/",
+        "https://[::ffff:127.0.0.1]/",
+        "https://[fd00:ec2::254]/",
+        "https://[fe80::1]/",
+        "https://[64:ff9b::a00:1]/",
+    ],
+)
+def test_unsafe_targets_are_refused_at_configuration(
+    guarded: tuple[Runtime, TestClient[Any]], make_key: Callable[..., tuple[str, str]], url: str
+) -> None:
+    _, guarded_client = guarded
+    _, raw = make_key()
+    response = guarded_client.patch(f"{API}/webhook", json={"url": url}, headers={"X-API-Key": raw})
+    assert (response.status_code, response.json()["code"]) == (400, "Webhook.UnsafeTarget"), response.text
+    assert guarded_client.get(f"{API}/webhook", headers={"X-API-Key": raw}).status_code == 404
+
+
+def test_plain_http_is_refused_outside_the_allowed_networks(
+    guarded: tuple[Runtime, TestClient[Any]], make_key: Callable[..., tuple[str, str]]
+) -> None:
+    _, guarded_client = guarded
+    _, raw = make_key()
+    response = guarded_client.patch(f"{API}/webhook", json={"url": "http://93.184.215.14/"}, headers={"X-API-Key": raw})
+    assert (response.status_code, response.json()["code"]) == (400, "Webhook.HttpsRequired")
+    response = guarded_client.patch(
+        f"{API}/webhook", json={"url": "https://93.184.215.14/"}, headers={"X-API-Key": raw}
+    )
+    assert response.status_code == 200, response.text
+
+
+def _one_round(runtime: Runtime, resolver: Any, allow: bool = True) -> None:
+    settings = runtime.settings.webhooks
+    if not allow:
+        settings = type(settings)(**{**settings.__dict__, "allow_networks": ()})
+    sender = Sender(runtime.db, settings, resolver)
+    try:
+        assert sender.round() >= 1
+    finally:
+        sender._pool.shutdown(wait=True)
+        give_up(runtime.db, sender.holder)
+
+
+def _attempts(runtime: Runtime, org_id: str) -> list[WebhookAttempt]:
+    with runtime.db.read_session() as session:
+        query = select(WebhookAttempt).join(WebhookDelivery).where(WebhookDelivery.org_id == org_id)
+        return list(session.exec(query))
+
+
+def test_the_target_is_checked_again_at_each_delivery(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    org_id, headers = tenant
+    configure(client, headers, url=receiver.url)
+    create_envelope(client, headers)
+
+    _one_round(runtime, None, allow=False)  # the operator withdrew the allowance since
+
+    attempts = _attempts(runtime, org_id)
+    assert [(a.outcome, a.http_status) for a in attempts] == [("refused", None)]
+    assert attempts[0].error is not None and "Webhook.UnsafeTarget" in attempts[0].error
+    assert receiver.received == []
+
+
+def test_dns_rebinding_gains_nothing(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    """The name is resolved once per attempt, checked, and connected to by the address checked."""
+    org_id, headers = tenant
+    configure(client, headers, url=receiver.url)
+    with runtime.db.session() as session:
+        config = session.get(WebhookConfig, org_id)
+        assert config is not None
+        config.url = f"http://hooks.example:{receiver.port}/hooks"  # as if its name resolved safely when set
+        session.add(config)
+    create_envelope(client, headers)
+    answers = iter([[(2, 1, 6, "", ("10.1.2.3", receiver.port))]])
+
+    def rebinding(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
+        assert host == "hooks.example"
+        return next(answers)
+
+    _one_round(runtime, rebinding)
+    assert [a.outcome for a in _attempts(runtime, org_id)] == ["refused"] and receiver.received == []
+
+    with runtime.db.session() as session:
+        row = session.exec(select(WebhookDelivery).where(WebhookDelivery.org_id == org_id)).one()
+        row.next_attempt_at = utcnow()
+        session.add(row)
+    _one_round(runtime, lambda host, port, **_: [(2, 1, 6, "", ("127.0.0.1", port))])
+    got = receiver.wait_for(1)[0]
+    assert (
+        got.headers["Host"] == f"hooks.example:{receiver.port}"
+    )  # the name is the Host; the checked address is dialled
+
+
+def test_one_sender_at_a_time_and_a_stale_one_is_fenced_off(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    org_id, headers = tenant
+    configure(client, headers, url=receiver.url)
+    create_envelope(client, headers)
+    first = Sender(runtime.db, runtime.settings.webhooks)
+    second = Sender(runtime.db, runtime.settings.webhooks)
+    token = take_lease(runtime.db, first.holder, timedelta(seconds=30))
+    assert token is not None
+    assert take_lease(runtime.db, second.holder, timedelta(seconds=30)) is None
+    assert take_lease(runtime.db, first.holder, timedelta(seconds=30)) == token  # a renewal keeps the tenure
+    claimed = first._claim(token)
+    assert len(claimed) == 1
+    with runtime.db.session() as session:  # the first sender stalls past its lease ...
+        lease = lock_lease(session)
+        lease.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(lease)
+    newer = take_lease(runtime.db, second.holder, timedelta(seconds=30))
+    assert newer == token + 1  # ... and the second takes over with a larger fencing token
+    assert first._claim(token) == []  # the stale sender claims nothing more
+    with runtime.db.session() as session:  # its claim lapses and the new tenure claims the delivery
+        row = session.get(WebhookDelivery, claimed[0][0])
+        assert row is not None
+        row.next_attempt_at = utcnow()
+        session.add(row)
+    assert second._claim(newer) == claimed
+
+    first._send(claimed[0][0], token)  # the stale sender's attempt is neither sent nor recorded
+
+    assert receiver.received == [] and _attempts(runtime, org_id) == []
+    second._send(claimed[0][0], newer)
+    assert [a.outcome for a in _attempts(runtime, org_id)] == ["delivered"]
+    assert len(receiver.delivered()) == 1
+    for sender in (first, second):
+        sender._pool.shutdown()
+
+
+@pytest.mark.once
+def test_retry_schedule_setting() -> None:
+    default = Settings.from_env({}).webhooks.retry_schedule
+    assert sum(default) > 24 * 3600 and list(default) == sorted(default)
+    assert Settings.from_env({"EVAULT_WEBHOOK_RETRY_SCHEDULE": "1,2.5,3600"}).webhooks.retry_schedule == (1, 2.5, 3600)
+    for bad in ("0", "-1", "1,,2", "soon", "nan", "inf"):
+        with pytest.raises(SettingsError, match="EVAULT_WEBHOOK_RETRY_SCHEDULE"):
+            Settings.from_env({"EVAULT_WEBHOOK_RETRY_SCHEDULE": bad})
+    with pytest.raises(SettingsError, match="EVAULT_WEBHOOK_ALLOW_NETWORKS"):
+        Settings.from_env({"EVAULT_WEBHOOK_ALLOW_NETWORKS": "10.0.0.0/8,not-a-network"})
+
+
+def test_two_first_configurations_at_once_make_one_webhook_whose_secret_one_of_them_saw(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    org_id, headers = tenant
+
+    def first() -> Any:
+        return client.patch(f"{API}/webhook", json={"url": receiver.url}, headers=headers)
+
+    answers = together(first, first)
+
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    shown = [a.json()["secret"] for a in answers if "secret" in a.json()]
+    with runtime.db.read_session() as session:
+        stored = list(session.exec(select(WebhookConfig).where(WebhookConfig.org_id == org_id)))
+    assert len(stored) == 1 and shown == [stored[0].secret]
+
+
+def test_the_documented_schemas_are_the_real_answers(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    document = client.get("/api/v2/openapi.json").json()
+
+    def check(method: str, path: str, status: str, answer: Any) -> None:
+        operation = document["paths"][API + path][method]
+        assert operation["x-required-scope"] in ("envelopes:read", "envelopes:write")
+        schema = operation["responses"][status]["content"]["application/json"]["schema"]
+        Draft202012Validator({**schema, "components": document["components"]}).validate(answer)
+
+    check("patch", "/webhook", "200", configure(client, headers, url=receiver.url))
+    check("patch", "/webhook", "200", configure(client, headers, scheme="v1a"))
+    check("get", "/webhook", "200", client.get(f"{API}/webhook", headers=headers).json())
+    create_envelope(client, headers)
+    receiver.wait_for(1)
+    wait_until(lambda: deliveries(client, headers)["items"][0]["status"] == "delivered")
+    page = deliveries(client, headers)
+    check("get", "/webhook/deliveries", "200", page)
+    again = client.post(f"{API}/webhook/deliveries/{page['items'][0]['id']}/redeliver", headers=headers)
+    check("post", "/webhook/deliveries/{delivery_id}/redeliver", "202", again.json())
+
+
+def test_a_receivers_retry_after_postpones_the_next_attempt(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    configure(client, headers, url=receiver.url)
+    receiver.mode, receiver.retry_after = "fail", 2
+    create_envelope(client, headers)
+    wait_until(lambda: len(receiver.received) == 1)
+    time.sleep(1.0)  # the schedule alone (0.3 s) would have retried by now, more than once
+    assert len(receiver.received) == 1
+    receiver.mode = "ok"
+    receiver.wait_for(1, timeout=10)
+    first, second = receiver.received[0], receiver.received[1]
+    assert second.at - first.at >= 1.9

@@ -1,0 +1,55 @@
+"""Which ledger events leave as webhooks, under which name, with which fields: one table the ceremony extends.
+
+A webhook body is thin (Standard Webhooks' "thin payload"): the event's type and time, the envelope it is
+about, its position in the organisation's log (so a receiver can fetch the entry and its proof), and a few
+fields of the entry's data that say what happened. Nothing personal: the entry holds no clear personal data,
+and only the fields named here leave.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from storage.ids import iso
+from storage.models import Event
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    name: str  # the webhook's "type"
+    fields: tuple[str, ...] = ()  # keys of the ledger entry's data copied into the webhook's data
+
+
+# ledger event type -> webhook event. The e-sign ceremony adds its envelope.* and recipient.* events here.
+WEBHOOK_EVENTS: dict[str, WebhookEvent] = {
+    "envelope.created": WebhookEvent("envelope.created", ("kind", "external_id")),
+    "envelope.voided": WebhookEvent("envelope.voided"),
+    "envelope.expired": WebhookEvent("envelope.expired", ("expires_at",)),
+    "vault.vaulted_in": WebhookEvent("vault.vaulted_in", ("authoritative_copy_id", "source")),
+    "vault.copy_issued": WebhookEvent("vault.copy_issued", ("copy_id", "document_id", "authoritative_copy_id")),
+    "vault.released": WebhookEvent("vault.released", ("authoritative_copy_id", "reason")),
+    "compliance.check_failed": WebhookEvent("compliance.check_failed", ("verdict", "failed")),
+    "integrity.failed": WebhookEvent("integrity.failed", ("code", "run_id")),
+}
+
+
+def webhook_body(event: Event, spec: WebhookEvent) -> str:
+    """The exact JSON every attempt sends: ``{"type", "timestamp", "data": {"envelope_id", "log_index", ...}}``."""
+    entry = json.loads(event.entry)
+    data: dict[str, Any] = entry.get("data") or {}
+    envelope_id = event.envelope_id
+    subject = data.get("subject")
+    if envelope_id is None and isinstance(subject, dict) and isinstance(subject.get("envelope_id"), str):
+        envelope_id = subject["envelope_id"]  # a verifier finding about one envelope
+    payload = {
+        "type": spec.name,
+        "timestamp": iso(event.occurred_at),
+        "data": {
+            "envelope_id": envelope_id,
+            "log_index": event.leaf_index,
+            **{key: data[key] for key in spec.fields if key in data},
+        },
+    }
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
