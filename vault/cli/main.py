@@ -84,6 +84,7 @@ def _serve(_: argparse.Namespace) -> int:
     import uvicorn
 
     from vault.api.app import create_app
+    from vault.api.server import uvicorn_config
     from vault.runtime import open_runtime
     from vault.tenancy import bootstrap
 
@@ -108,7 +109,8 @@ def _serve(_: argparse.Namespace) -> int:
         # On SIGTERM, requests in flight get the grace period; then uvicorn cancels them, which cancels their
         # evidence work, and the runtime's close gives that work and the background threads bounded time.
         grace = settings.api.shutdown_grace_seconds
-        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="info", timeout_graceful_shutdown=grace))
+        config = uvicorn_config(create_app(runtime), settings.edge, log_level="info", timeout_graceful_shutdown=grace)
+        server = uvicorn.Server(config)
 
         def stop_serving(reason: str) -> None:
             if not server.should_exit:  # already stopping on a signal (a terminal's Ctrl-C reaches weed too)
