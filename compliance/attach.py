@@ -23,7 +23,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from compliance.checkpoints.policy import CheckpointTrust
 from compliance.errors import Unavailable
+from compliance.ledger.key_history import KeyHistory
+from compliance.ledger.key_ring import generations, history_of
+from compliance.ledger.log_error import LogError
 from compliance.ledger.note import NoteVerifier
 from compliance.ledger.vault_key import checkpoint_verifier, public_key_path
 from compliance.sources import Sources
@@ -131,10 +135,34 @@ def attach_sources(settings: Settings) -> Sources:
         pass  # reachable but misconfigured: the verifier reports it (Storage.Misconfigured)
     except StorageError as exc:
         raise AttachError(STORE_UNUSABLE, f"the authoritative bucket cannot be checked: {exc}") from None
+    db = Database(settings.database_url)
     return Sources(
-        Database(settings.database_url),
+        db,
         ObjectStore(client, s3.authoritative_bucket),
         ObjectStore(client, s3.copies_bucket),
         verifier,
         settings.vault.log_origin,
+        keys=_keys(db, verifier),
+        checkpoint_trust=checkpoint_trust(settings),
     )
+
+
+def checkpoint_trust(settings: Settings) -> CheckpointTrust:
+    """The witnesses and TSA the vault is configured with: what dates its checkpoints independently."""
+    policy = settings.vault
+    roots = policy.tsa_roots_path.read_bytes() if policy.tsa_roots_path else None
+    return CheckpointTrust(tuple(vkey for _, vkey in policy.witnesses), 0, roots)
+
+
+def _keys(db: Database, pinned: NoteVerifier) -> KeyHistory | None:
+    """The recorded key generations, each statement checked from the pinned public key (the first key's)."""
+    with db.read_session() as session:
+        rows = generations(session)
+    if not rows:
+        return None
+    try:
+        return history_of(rows, pinned.public_key)
+    except LogError as exc:
+        raise AttachError(
+            NO_PUBLIC_KEY, f"the recorded key rotations do not follow from the public key: {exc}"
+        ) from None

@@ -48,7 +48,17 @@ CODES: dict[str, ErrorCode] = {
     ),
     "Request.RateLimited": ErrorCode(429, "the key's quota for this window is spent; see Retry-After"),
     "Request.TooManyUploads": ErrorCode(
-        429, "the key has EVAULT_MAX_UPLOADS_PER_KEY uploads in flight; see Retry-After"
+        429,
+        "the key has EVAULT_MAX_UPLOADS_PER_KEY uploads in flight, or its organisation its share "
+        "(EVAULT_MAX_UPLOADS_PER_ORG alone, less beside others; details.setting); see Retry-After",
+    ),
+    "Request.HeaderTimeout": ErrorCode(
+        408, "the request's headers took longer than EVAULT_HEADER_TIMEOUT_SECONDS; the connection is closed"
+    ),
+    "Request.BodyTimeout": ErrorCode(
+        408,
+        "the body arrived slower than EVAULT_BODY_MIN_BYTES_PER_SECOND after EVAULT_BODY_GRACE_SECONDS; "
+        "the connection is closed and nothing was kept",
     ),
     "Request.ServerBusy": ErrorCode(503, "the service has EVAULT_MAX_UPLOADS uploads in flight; see Retry-After"),
     "Route.NotFound": ErrorCode(404, "no such endpoint"),
@@ -103,6 +113,8 @@ CODES: dict[str, ErrorCode] = {
     "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
     "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
+    "Event.Undeclared": ErrorCode(500, "a bug: the code logged an event type docs/events.md does not declare"),
+    "Event.InvalidData": ErrorCode(500, "a bug: an event's data does not fit its declared schema (details.errors)"),
     "Storage.Unavailable": ErrorCode(503, "object storage failed; nothing was recorded as done"),
     "Storage.Corrupt": ErrorCode(500, "stored objects disagree with the vault's records (ours to fix; logged)"),
     "Log.Corrupt": ErrorCode(500, "the vault's own log store lacks or garbles a tile (ours to fix; logged)"),
@@ -205,11 +217,30 @@ CODES: dict[str, ErrorCode] = {
     "Log.Forked": ErrorCode(None, "a checkpoint of the remembered size has another root"),
     "Log.ProveFromTrusted": ErrorCode(None, "prove consistency from the remembered checkpoint"),
     "Log.Incomplete": ErrorCode(None, "a bundle's last event is not the head the map commits to"),
+    "Log.CompletenessNotProven": ErrorCode(
+        None, "a bundle proves a prefix of the history only (v1, no head map); log verify --allow-incomplete"
+    ),
     "Certificate.Malformed": ErrorCode(None, "a certificate file does not parse as evault-certificate/v1"),
     "Certificate.BadSignature": ErrorCode(None, "a certificate's signature does not verify with the trusted key"),
     "Certificate.Inconsistent": ErrorCode(None, "a signed certificate whose claims its own proofs contradict"),
     "Witness.QuorumNotMet": ErrorCode(None, "fewer trusted witnesses cosigned the checkpoint than required"),
     "Map.RootMismatch": ErrorCode(None, "a committed head-map root differs from the one re-derived from the log"),
+    "Log.KeyChainBroken": ErrorCode(
+        None, "a key rotation or revocation statement does not follow from the key you trust (forged, forked, gap)"
+    ),
+    "Log.KeyCompromised": ErrorCode(
+        None, "a checkpoint signed by a revoked key that no trusted witness or TSA dates before the compromise"
+    ),
+    "Certificate.KeyCompromised": ErrorCode(None, "a certificate signed by a key revoked as compromised: re-issue it"),
+    "Report.KeyCompromised": ErrorCode(None, "a report whose key a since-revoked vault key endorsed"),
+    "SigningKey.NotCurrent": ErrorCode(
+        None, "evault signing-key: the key at hand is not the current one, or revoking the current key unrotated"
+    ),
+    "SigningKey.Unknown": ErrorCode(None, "evault signing-key: no such key generation (or none recorded yet)"),
+    "SigningKey.AlreadyRevoked": ErrorCode(None, "evault signing-key revoke: that generation is already revoked"),
+    "SigningKey.CompromiseInFuture": ErrorCode(None, "evault signing-key revoke: --compromised-since is in the future"),
+    "SigningKey.BadTime": ErrorCode(None, "evault signing-key revoke: --compromised-since is not ISO 8601"),
+    "SigningKey.NoHsm": ErrorCode(None, "evault signing-key rotate --hsm without EVAULT_PKCS11_* settings"),
 }
 
 # Every finding of the verifier, from its own registry (one home for what each fault means).

@@ -42,6 +42,10 @@ _CODES = (
     Code("Map.RootMismatch", "a committed head-map root is not the map the entries produce", log=True),
     Code("Checkpoint.Missing", "a checkpoint is in the database but not in WORM, or the other way round", log=True),
     Code("Checkpoint.Mismatch", "the database checkpoint differs from the WORM one", log=True),
+    Code(
+        "Checkpoint.KeyCompromised",
+        "a checkpoint is signed by a revoked key, and no configured witness or TSA dates it before the compromise",
+    ),
     Code("Checkpoint.Unlocked", "a WORM checkpoint is not COMPLIANCE-locked, or its retention was shortened", log=True),
     Code(
         "Checkpoint.Forged",

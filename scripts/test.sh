@@ -57,7 +57,7 @@ fi
 rm -f "$PIP_LOG"
 "$PY" --version
 
-# --- System tools: PostgreSQL server, docker-compose, poppler-utils (pdfsig) ----------------------------------
+# --- System tools: PostgreSQL server, docker-compose, poppler-utils (pdfsig), softhsm2 ------------------------
 find_pg_bin() {
     local d
     if command -v initdb >/dev/null; then
@@ -81,6 +81,7 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 command -v pdfsig >/dev/null || missing+=(poppler-utils)  # certificate PDFs are checked with poppler too
 command -v npm >/dev/null || missing+=(nodejs npm)  # the TypeScript contract check (tests/typescript)
 command -v promtool >/dev/null || missing+=(prometheus)  # promtool checks docker/prometheus/evault-alerts.yaml
+command -v softhsm2-util >/dev/null || missing+=(softhsm2)  # the PKCS#11 signer's token (tests/test_signing_key_hsm.py)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
     if [[ " ${missing[*]} " == *" postgresql "* ]]; then

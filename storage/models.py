@@ -382,6 +382,25 @@ class OpenFinding(SQLModel, table=True):
     closed_at: datetime | None = _utc_column(nullable=True)
 
 
+class SigningKey(SQLModel, table=True):
+    """One generation of the vault's signing key: where it lives, from when it signs, and its statements.
+
+    Generation 0 is the first key (no statement); each later one carries the rotation note signed by the outgoing
+    and the incoming key. ``revocation`` is the signed note that the key was compromised from ``compromised_since``.
+    """
+
+    __tablename__ = "signing_key"
+
+    generation: int = Field(primary_key=True)
+    vkey: str = Field(max_length=200, unique=True)
+    public_pem: str
+    key_ref: str = Field(max_length=1024)  # a PEM file path, or pkcs11:<key label>
+    valid_from: datetime = _utc_column()
+    statement: str | None = None
+    compromised_since: datetime | None = _utc_column(nullable=True)
+    revocation: str | None = None
+
+
 class WebhookConfig(SQLModel, table=True):
     """An organisation's webhook endpoint and signing key (Standard Webhooks); one per organisation.
 

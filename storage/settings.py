@@ -162,10 +162,36 @@ class S3Settings:
     # EVAULT_S3_EMBEDDED_UNPROTECTED=accept: start the embedded store even where no private network namespace
     # can be made (no unshare, user namespaces disabled); its admin ports are then open to every local process.
     embedded_unprotected: bool
+    # EVAULT_S3_RELAY_MAX_CONNECTIONS: connections the embedded store's loopback relay holds at once (each costs
+    # two threads and six descriptors); a new one beyond it evicts the longest idle, or is closed at once.
+    relay_max_connections: int = 256
+    relay_idle_seconds: int = 60  # EVAULT_S3_RELAY_IDLE_SECONDS: a relayed connection moving no byte is closed
 
     @property
     def embedded(self) -> bool:
         return self.endpoint == ""
+
+
+@dataclass(frozen=True)
+class Pkcs11Settings:
+    """The PKCS#11 token (HSM) that holds rotated signing keys, when ``evault signing-key rotate --hsm`` is used."""
+
+    library: str  # EVAULT_PKCS11_LIBRARY: path of the token's PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so
+    token_label: str  # EVAULT_PKCS11_TOKEN: the token's label
+    pin: str  # EVAULT_PKCS11_PIN: the user PIN (a secret: never logged)
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Settings(library={self.library!r}, token_label={self.token_label!r}, pin=<hidden>)"
+
+
+def _pkcs11(env: Mapping[str, str]) -> Pkcs11Settings | None:
+    names = ("EVAULT_PKCS11_LIBRARY", "EVAULT_PKCS11_TOKEN", "EVAULT_PKCS11_PIN")
+    given = [env.get(name, "") for name in names]
+    if not any(given):
+        return None
+    if not all(given):
+        raise SettingsError(f"set all of {', '.join(names)} or none of them")
+    return Pkcs11Settings(*given)
 
 
 @dataclass(frozen=True)
@@ -190,6 +216,7 @@ class VaultSettings:
     # the vault key at every start); the verifier holds this one, never the vault key.
     staging_ttl_seconds: int  # EVAULT_STAGING_TTL_SECONDS: a staged upload not vaulted by then is refused, deleted
     report_key_path: Path = Path("report-signing-key.pem")
+    pkcs11: Pkcs11Settings | None = None  # EVAULT_PKCS11_*: the HSM of rotated keys (see Pkcs11Settings)
 
 
 @dataclass(frozen=True)
@@ -243,7 +270,15 @@ class EdgeSettings:
     max_json_bytes: int = 64 * 1024  # EVAULT_MAX_JSON_BYTES: a JSON body larger than this is refused with 413
     max_uploads_per_key: int = 4  # EVAULT_MAX_UPLOADS_PER_KEY: uploads in flight for one API key (429 beyond)
     max_uploads: int = 16  # EVAULT_MAX_UPLOADS: uploads in flight in this process in total (503 beyond)
+    # EVAULT_MAX_UPLOADS_PER_ORG: uploads in flight for one organisation while it is alone (429 beyond; default
+    # three quarters of EVAULT_MAX_UPLOADS); beside others, each gets at most EVAULT_MAX_UPLOADS / their number.
+    max_uploads_per_org: int = 12
     spool_memory_bytes: int = 1024 * 1024  # EVAULT_UPLOAD_SPOOL_MEMORY_BYTES: kept in memory, the rest on disk
+    header_timeout_seconds: int = 10  # EVAULT_HEADER_TIMEOUT_SECONDS: a request's headers must be in by then (408)
+    # EVAULT_BODY_MIN_BYTES_PER_SECOND and EVAULT_BODY_GRACE_SECONDS: a body must arrive at this average rate
+    # after the grace: byte n by grace + n / rate seconds after the headers, or the request ends with 408.
+    body_min_bytes_per_second: int = 8 * 1024
+    body_grace_seconds: int = 10
 
 
 @dataclass(frozen=True)
@@ -285,14 +320,24 @@ class ApiSettings:
 
 def _edge(env: Mapping[str, str]) -> EdgeSettings:
     d = EdgeSettings()
+    per_key = _int(env, "EVAULT_MAX_UPLOADS_PER_KEY", d.max_uploads_per_key, minimum=1)
+    max_uploads = _int(env, "EVAULT_MAX_UPLOADS", d.max_uploads, minimum=1)
     edge = EdgeSettings(
         max_json_bytes=_int(env, "EVAULT_MAX_JSON_BYTES", d.max_json_bytes, minimum=1024),
-        max_uploads_per_key=_int(env, "EVAULT_MAX_UPLOADS_PER_KEY", d.max_uploads_per_key, minimum=1),
-        max_uploads=_int(env, "EVAULT_MAX_UPLOADS", d.max_uploads, minimum=1),
+        max_uploads_per_key=per_key,
+        max_uploads=max_uploads,
+        max_uploads_per_org=_int(env, "EVAULT_MAX_UPLOADS_PER_ORG", max(per_key, max_uploads * 3 // 4), minimum=1),
         spool_memory_bytes=_int(env, "EVAULT_UPLOAD_SPOOL_MEMORY_BYTES", d.spool_memory_bytes, minimum=0),
+        header_timeout_seconds=_int(env, "EVAULT_HEADER_TIMEOUT_SECONDS", d.header_timeout_seconds, minimum=1),
+        body_min_bytes_per_second=_int(env, "EVAULT_BODY_MIN_BYTES_PER_SECOND", d.body_min_bytes_per_second, minimum=1),
+        body_grace_seconds=_int(env, "EVAULT_BODY_GRACE_SECONDS", d.body_grace_seconds, minimum=1),
     )
     if edge.max_uploads_per_key > edge.max_uploads:
         raise SettingsError("EVAULT_MAX_UPLOADS_PER_KEY must not exceed EVAULT_MAX_UPLOADS")
+    if not edge.max_uploads_per_key <= edge.max_uploads_per_org <= edge.max_uploads:
+        raise SettingsError(
+            "EVAULT_MAX_UPLOADS_PER_ORG must lie between EVAULT_MAX_UPLOADS_PER_KEY and EVAULT_MAX_UPLOADS"
+        )
     return edge
 
 
@@ -450,6 +495,8 @@ class Settings:
             create_buckets=_bool(env, "EVAULT_S3_CREATE_BUCKETS", default=not endpoint),
             embedded_port_base=_port(env, "EVAULT_S3_EMBEDDED_PORT_BASE", 18330, minimum=1024, maximum=65535 - 7),
             embedded_unprotected=_accept(env, "EVAULT_S3_EMBEDDED_UNPROTECTED"),
+            relay_max_connections=_int(env, "EVAULT_S3_RELAY_MAX_CONNECTIONS", 256, minimum=1),
+            relay_idle_seconds=_int(env, "EVAULT_S3_RELAY_IDLE_SECONDS", 60, minimum=1),
         )
         if s3.authoritative_bucket == s3.copies_bucket:
             raise SettingsError("EVAULT_S3_COPIES_BUCKET must differ from EVAULT_S3_BUCKET")
@@ -476,6 +523,7 @@ class Settings:
             require_trusted_signers=_bool(env, "EVAULT_REQUIRE_TRUSTED_SIGNERS", default=False),
             staging_ttl_seconds=_int(env, "EVAULT_STAGING_TTL_SECONDS", 7 * 24 * 3600, minimum=1),
             report_key_path=Path(env.get("EVAULT_REPORT_SIGNING_KEY") or data_dir / "report-signing-key.pem"),
+            pkcs11=_pkcs11(env),
         )
         if vault.signer_trust_roots_path is not None and not vault.signer_trust_roots_path.is_file():
             raise SettingsError(f"EVAULT_SIGNER_TRUST_ROOTS names no file: {vault.signer_trust_roots_path}")

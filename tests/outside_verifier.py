@@ -243,6 +243,67 @@ def _last(events: list[dict[str, Any]], *types: str) -> dict[str, Any] | None:
     return found[-1] if found else None
 
 
+def _bag(items: list[dict[str, Any]], keys: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """A list compared by count and content, order aside."""
+    return sorted(tuple(json.dumps(item.get(k), sort_keys=True) for k in keys) for item in items)
+
+
+def _check_claims(body: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """§8 step 3: every claim follows from the proven events."""
+    created, vaulted = _last(events, "envelope.created"), _last(events, "vault.vaulted_in")
+    released = _last(events, "vault.released")
+    envelope = body["envelope"]
+    for field in ("kind", "title", "external_id"):
+        if created is None or envelope[field] != created["data"].get(field):
+            raise Rejected(f"envelope {field} is not the created event's")
+    state = "released" if released else "vaulted" if vaulted else "not_vaulted"
+    if envelope["vault_state"] != state:
+        raise Rejected("vault state does not follow from the chain")
+    copy = body["authoritative_copy"]
+    if (vaulted is None) != (copy is None):
+        raise Rejected("authoritative copy and vault-in disagree")
+    document_keys = ("id", "filename", "sha256", "size", "bucket", "key", "version_id")
+    if vaulted is not None:
+        data = vaulted["data"]
+        claimed = (copy["id"], copy["source"], copy["retain_until"], copy["vaulted_at"])
+        if claimed != (data["authoritative_copy_id"], data["source"], data["retain_until"], vaulted["time"]):
+            raise Rejected("the authoritative copy is not the vault-in event's")
+        if _bag(copy["documents"], document_keys) != _bag(data["documents"], document_keys):
+            raise Rejected("documents differ from the vault-in event")
+        logged = [{"document_id": d["id"], "result": d.get("signatures")} for d in data["documents"]]
+        if _bag(body["signatures"], ("document_id", "result")) != _bag(logged, ("document_id", "result")):
+            raise Rejected("signature results differ from the vault-in event")
+    elif body["signatures"]:
+        raise Rejected("signature results without a vault-in")
+    assignees = [e for e in events if e["type"] in ("vault.vaulted_in", "vault.assignee_changed")]
+    history = [
+        {"seq": e["seq"], "type": e["type"], "time": e["time"], "secured_party": e["data"].get("secured_party")}
+        for e in assignees
+    ]
+    keys = ("seq", "type", "time", "secured_party")
+    if _bag(body["assignee_history"], keys) != _bag(history, keys):
+        raise Rejected("assignee history is not the logged one")
+    if body["assignee_of_record"] != (history[-1]["secured_party"] if history else None):
+        raise Rejected("assignee of record is not the logged one")
+    issued = [
+        {"id": e["data"]["copy_id"], "document_id": e["data"]["document_id"], "sha256": e["data"]["sha256"]}
+        | {"issued_at": e["time"]}
+        for e in events
+        if e["type"] == "vault.copy_issued"
+    ]
+    if _bag(body["copies"], ("id", "document_id", "sha256", "issued_at")) != _bag(
+        issued, ("id", "document_id", "sha256", "issued_at")
+    ):
+        raise Rejected("copies are not exactly the logged ones")
+    out = body["vault_out"]
+    if (released is None) != (out is None):
+        raise Rejected("vault-out disagrees with the ledger")
+    if released is not None:
+        details = {k: released["data"][k] for k in ("transferee", "note") if k in released["data"]}
+        if (out["at"], out["reason"], out["details"] or {}) != (released["time"], released["data"]["reason"], details):
+            raise Rejected("vault-out is not the logged release")
+
+
 def verify_certificate(document: dict[str, Any], pinned_pem: bytes) -> dict[str, Any]:
     """The certificate body, once its signature, its bundle and every claim check out."""
     body, signature = document["certificate"], document["signature"]
@@ -270,23 +331,7 @@ def verify_certificate(document: dict[str, Any], pinned_pem: bytes) -> dict[str,
             raise Rejected("chain head is not the last proven event")
     elif ledger["chain_head"] is not None:
         raise Rejected("chain head without events")
-    vaulted, copy = _last(events, "vault.vaulted_in"), body["authoritative_copy"]
-    if (vaulted is None) != (copy is None):
-        raise Rejected("authoritative copy and vault-in disagree")
-    if vaulted is not None:
-        ledger_docs = {(d["id"], d["sha256"], d["version_id"]) for d in vaulted["data"]["documents"]}
-        shown = {(d["id"], d["sha256"], d["version_id"]) for d in copy["documents"]}
-        if ledger_docs != shown or copy["id"] != vaulted["data"]["authoritative_copy_id"]:
-            raise Rejected("documents differ from the vault-in event")
-    assignee = _last(events, "vault.vaulted_in", "vault.assignee_changed")
-    if (assignee or {}).get("data", {}).get("secured_party") != body["assignee_of_record"]:
-        raise Rejected("assignee of record is not the logged one")
-    issued = {e["data"]["copy_id"] for e in events if e["type"] == "vault.copy_issued"}
-    if {c["id"] for c in body["copies"]} - issued:
-        raise Rejected("copies the ledger does not record")
-    released, out = _last(events, "vault.released"), body["vault_out"]
-    if (released is None) != (out is None) or (released is not None and released["data"]["reason"] != out["reason"]):
-        raise Rejected("vault-out disagrees with the ledger")
+    _check_claims(body, events)
     results = body["conditions"]["conditions"]
     statuses = [r["status"] for r in results]
     if sorted(r["condition"] for r in results) != ["1", "2", "3", "4", "5", "6"]:

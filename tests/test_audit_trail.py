@@ -66,6 +66,31 @@ def test_trail_as_csv_for_people(client: Any, tenant: Any) -> None:
     assert client.get(f"{API}/envelopes/{envelope_id}/audit?format=xml", headers=headers).status_code == 400
 
 
+def test_every_csv_row_rehashes_and_links_to_the_chain_from_the_csv_alone(client: Any, tenant: Any) -> None:
+    org_id, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, make_pdf()).status_code == 201
+    assert client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers).status_code == 200
+    released = client.post(f"{API}/envelopes/{envelope_id}/vault-out", json={"reason": "payoff"}, headers=headers)
+    assert released.status_code == 200, released.text
+    text = client.get(f"{API}/envelopes/{envelope_id}/audit?format=csv", headers=headers).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 4
+    previous = None
+    for seq, row in enumerate(rows):  # nothing but the CSV: every row is a checked link of the chain
+        entry = base64.b64decode(row["entry"], validate=True)
+        assert hashlib.sha256(entry).hexdigest() == row["entry_hash"]
+        value = json.loads(entry)
+        assert (value["envelope"], value["seq"], value["index"]) == (row["envelope_id"], seq, int(row["leaf_index"]))
+        assert (value["prev"] or "") == row["prev"] == (previous or "")
+        assert (value["type"], value["time"], value["log"]) == (row["type"], row["time"], row["actor_org"])
+        assert value["actor"]["key_id"] == row["actor_key_id"] and row["actor_key_id"].startswith("key_")
+        assert value["data"] == json.loads(row["data"])
+        previous = row["entry_hash"]
+    assert {row["envelope_id"] for row in rows} == {envelope_id} and rows[0]["actor_org"] == org_id
+    verify_chain(envelope_id, [base64.b64decode(row["entry"]) for row in rows])
+
+
 def test_csv_cells_never_run_as_formulas() -> None:
     trail = {
         "events": [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
 import io
@@ -26,6 +25,7 @@ from compliance.certificates.issuance import sign_certificate
 from compliance.certificates.offline_check import verify_certificate
 from compliance.checkpoints.policy import CheckpointTrust
 from compliance.errors import EvaultError
+from compliance.witness.cosignature import CosignatureSigner
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
 from tests.signed_pdfs import uncovered_tail
@@ -139,9 +139,10 @@ def test_unknown_key_and_missing_witnesses_are_refused(client: Any, tenant: Any,
     other = Ed25519PrivateKey.generate().public_key()
     other_pem = other.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert _cert_verify(tmp_path, document, other_pem.decode()).returncode == 2
-    witness = "w.example/witness+01234567+" + base64.b64encode(b"\x04" + bytes(32)).decode()
-    with pytest.raises(EvaultError):
+    witness = CosignatureSigner("w.example/witness", Ed25519PrivateKey.generate()).verifier().vkey
+    with pytest.raises(EvaultError) as uncosigned:  # a well-formed witness key that never cosigned
         verify_certificate(json.dumps(document), _public_pem(client).encode(), CheckpointTrust((witness,), 1))
+    assert uncosigned.value.code == "Witness.QuorumNotMet"
     assert _cert_verify(tmp_path, "not json", _public_pem(client)).returncode == 2
     missing = _cert_verify(tmp_path, document, _public_pem(client), "--tsa-roots", "nowhere.pem")
     assert missing.returncode == 3

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 from sqlmodel import col, select
 
 from storage.models import Event, StagedDocument
 from storage.settings import Settings
-from tests.helpers import API, create_envelope, upload
+from tests.helpers import API, create_envelope, server_port, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
 from vault.ratelimit import Policy, consume
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _events(runtime: Runtime, envelope_id: str) -> list[str]:
@@ -152,13 +160,50 @@ def test_copies_have_a_stricter_policy(limited: Any) -> None:
     assert "retry-after" in second.headers
 
 
-def test_the_count_is_shared_by_every_worker(limited: Any) -> None:
-    """Two apps over one database (as two worker processes would be) draw on one quota."""
-    runtime, client = limited
+@contextmanager
+def _serve(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """``evault serve`` in a process of its own on a free port; yields its API base URL."""
+    port = server_port()
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "vault.cli.main", "serve"],
+            env={**os.environ, **env, "EVAULT_PORT": str(port), "PYTHONPATH": str(ROOT)},
+            stdout=log,
+            stderr=log,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                assert server.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "evault serve did not answer /health"
+                try:
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+            yield base + API
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
+
+
+def test_the_count_is_shared_by_every_worker(limited: Any, vault_env: dict[str, str], tmp_path: Path) -> None:
+    """Two ``evault serve`` processes over one database draw on one quota (4 a minute), whichever one answers."""
+    runtime, _ = limited
     headers = _key(runtime)
-    with TestClient(create_app(runtime)) as second_worker:
-        codes = [c.get(f"{API}/envelopes", headers=headers).status_code for c in (client, second_worker) * 3]
-    assert codes == [200, 200, 200, 200, 429, 429]
+    env = {**vault_env, "EVAULT_RATE_LIMIT": "4/60", "EVAULT_RATE_LIMIT_COPIES": "1/60"}
+    with _serve(env, tmp_path / "a.log") as first, _serve(env, tmp_path / "b.log") as second:
+        if time.time() % 60 > 50:  # the fixed window must not roll over between the six requests
+            time.sleep(61 - time.time() % 60)
+        answers = [httpx.get(f"{url}/envelopes", headers=headers, timeout=10) for url in (first, second) * 3]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 429, 429]
+    assert [a.headers["ratelimit"].split(";")[1] for a in answers[:4]] == ["r=3", "r=2", "r=1", "r=0"]
+    assert {a.json()["code"] for a in answers[4:]} == {"Request.RateLimited"}
 
 
 def test_rate_check_cost(limited: Any) -> None:

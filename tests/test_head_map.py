@@ -24,6 +24,7 @@ from compliance.headmap.sparse_tree import (
     verify_map_proof,
 )
 from compliance.headmap.sql_store import _cache, map_root_ending
+from compliance.ledger.event_catalogue import ENVELOPE_VOIDED, MAP_ROOT, ORG_CREATED, RELEASED, EventType
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.log_error import LogError
 from compliance.verifier import audit_log
@@ -180,10 +181,23 @@ def _org_with_envelope(runtime: Runtime) -> tuple[str, str]:
     return org_id, envelope.id
 
 
-def _note(runtime: Runtime, org_id: str, envelope_id: str | None, kind: str = "test.note") -> Event:
+_NOTES = {  # declared events with data that fits, as the notes these tests append
+    ENVELOPE_VOIDED: {"reason": "a note"},
+    ORG_CREATED: {"name": "a note"},
+    RELEASED: {"authoritative_copy_id": "vr_note", "reason": "payoff"},
+}
+
+
+def _note(runtime: Runtime, org_id: str, envelope_id: str | None, kind: EventType | None = None) -> Event:
+    kind = kind or (ENVELOPE_VOIDED if envelope_id else ORG_CREATED)
     with runtime.db.session() as session:
         return append_event(
-            session, actor=Actor(org_id), event_type=kind, occurred_at=utcnow(), data={}, envelope_id=envelope_id
+            session,
+            actor=Actor(org_id),
+            event_type=kind,
+            occurred_at=utcnow(),
+            data=_NOTES[kind],
+            envelope_id=envelope_id,
         )
 
 
@@ -245,7 +259,7 @@ def test_stale_map_commit_cannot_ride_a_newer_checkpoint(runtime: Runtime) -> No
     org_id, envelope_id = _org_with_envelope(runtime)
     old = runtime.checkpoints.checkpoint_now(org_id)
     stale = _bundle(runtime, envelope_id, old)
-    _note(runtime, org_id, envelope_id, "vault.released")
+    _note(runtime, org_id, envelope_id, RELEASED)
     new = runtime.checkpoints.checkpoint_now(org_id)
     fresh = _bundle(runtime, envelope_id, new)
     # The old map (head = event 0) with the new checkpoint: its map.root is not the checkpoint's last entry.
@@ -276,7 +290,7 @@ def test_rederived_map_matches_and_a_planted_root_is_named(runtime: Runtime) -> 
         append_event(
             session,
             actor=Actor(org_id, source="head-map"),
-            event_type="map.root",
+            event_type=MAP_ROOT,
             occurred_at=utcnow(),
             data={"map_root": "ab" * 32, "log_size_mapped": size, "version": size},
         )

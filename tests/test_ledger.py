@@ -116,12 +116,16 @@ def test_bundle_without_its_vault_out_is_refused_as_incomplete(
     (tmp_path / "cut.json").write_text(json.dumps(truncated))
     assert main(["log", "verify", str(tmp_path / "cut.json"), "--public-key", str(tmp_path / "vault.pem")]) == 1
     assert "Log.Incomplete" in capsys.readouterr().err
-    # Relabelled as v1 (no map), the same cut history verifies only as a prefix, and the CLI says so.
+    # Relabelled as v1 (no map), the same cut history proves a prefix only: refused unless the caller accepts that.
     v1 = {key: value for key, value in truncated.items() if key != "map"} | {"format": "evault-proof-bundle/v1"}
     (tmp_path / "v1.json").write_text(json.dumps(v1))
-    assert main(["log", "verify", str(tmp_path / "v1.json"), "--public-key", str(tmp_path / "vault.pem")]) == 0
+    command = ["log", "verify", str(tmp_path / "v1.json"), "--public-key", str(tmp_path / "vault.pem")]
+    assert main(command) == 1
+    refused = capsys.readouterr()
+    assert "Log.CompletenessNotProven" in refused.err and "complete:" not in refused.out
+    assert main([*command, "--allow-incomplete"]) == 0
     out = capsys.readouterr().out
-    assert "events 0..3" in out and "completeness NOT proven (v1 bundle)" in out and "complete:" not in out
+    assert "events 0..3" in out and "completeness NOT proven (v1 bundle" in out and "complete:" not in out
 
 
 @pytest.mark.parametrize("forgery", ["head_seq", "map_root_in_entry", "no_map"])

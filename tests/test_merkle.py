@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -217,20 +218,44 @@ def test_consistency_edge_cases() -> None:
     _raises(INCONSISTENT, lambda: verify_consistency(1, 8, [SOME_HASH] * 65, r1, ROOTS[8]))
 
 
+def _consistent(s1: int, s2: int, proof: list[bytes], r1: bytes, r2: bytes) -> bool:
+    """Whether the claim is true of this tree (RFC 9162: equal sizes need equal roots, size 0 the empty root)."""
+    if not 0 <= s1 <= s2:
+        return False
+    if s1 == 0 or s1 == s2:
+        return not proof and r1 == (EMPTY_ROOT if s1 == 0 else r2)
+    return s2 < len(ROOTS) and (r1, r2) == (ROOTS[s1], ROOTS[s2])
+
+
+def _included(leaf: bytes, index: int, size: int, proof: list[bytes], root: bytes) -> bool:
+    """Whether ``leaf`` is at ``index`` of this tree of ``size``; a tree of one leaf is its own root."""
+    if size == 1:
+        return index == 0 and not proof and leaf == root
+    return 0 <= index < size < len(ROOTS) and (leaf, root) == (LEAF_HASHES[index], ROOTS[size])
+
+
 def test_random_mutations_only_raise_log_error() -> None:
+    """Garbled sizes, roots and proofs: each call is refused with a log code, or accepted only when it is true."""
     rng = random.Random(7)
     path = _proof(CONSISTENCY[1][2])
+    refused: dict[str, int] = {}
+    accepted = 0
     for _ in range(500):
         pool = [*path, SOME_HASH, b"", b"\x00" * 31, b"\x00" * 33]
         p = [rng.choice(pool) for _ in range(rng.randint(0, 6))]
         s1, s2 = rng.randint(-2, 10), rng.randint(-2, 10)
         r1, r2 = rng.choice(ROOTS), rng.choice([*ROOTS, b"short"])
-        checks: list[Callable[[], None]] = [
-            lambda: verify_consistency(s1, s2, p, r1, r2),  # noqa: B023
-            lambda: verify_inclusion(r1, s1, s2, p, r2),  # noqa: B023
+        claims: list[tuple[Any, Any, tuple[Any, ...]]] = [
+            (verify_consistency, _consistent, (s1, s2, p, r1, r2)),
+            (verify_inclusion, _included, (r1, s1, s2, p, r2)),
         ]
-        for check in checks:
+        for check, true, claim in claims:
             try:
-                check()
-            except LogError:
-                pass
+                check(*claim)
+            except LogError as exc:
+                refused[exc.code] = refused.get(exc.code, 0) + 1
+            else:  # accepted: then the claim must be true of this tree
+                assert true(*claim), (check.__name__, claim)
+                accepted += 1
+    assert set(refused) == {MALFORMED, INVALID_PROOF, INCONSISTENT, ROLLED_BACK}, refused
+    assert accepted + sum(refused.values()) == 1000 and accepted > 0

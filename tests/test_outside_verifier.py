@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from compliance.certificates.issuance import sign_certificate
 from tests import outside_verifier
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
+from vault.runtime import Runtime
 
 
 def _pinned_pem(client: Any) -> bytes:
@@ -63,7 +65,7 @@ def _altered_bundles(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"flipped byte": flipped, "last event cut": cut, "downgraded": downgraded, "note edited": resigned}
 
 
-def test_altered_evidence_is_rejected(client: Any, tenant: Any) -> None:
+def test_altered_evidence_is_rejected(client: Any, tenant: Any, runtime: Runtime) -> None:
     _, headers = tenant
     envelope_id = _history(client, headers, release=True)
     pem = _pinned_pem(client)
@@ -78,3 +80,14 @@ def test_altered_evidence_is_rejected(client: Any, tenant: Any) -> None:
     edited["certificate"]["vault_out"] = None
     with pytest.raises(outside_verifier.Rejected, match="signature"):
         outside_verifier.verify_certificate(edited, pem)
+    # Lies the vault's own key signs (an insider's forgery): the claims check catches each.
+    lies: dict[str, Any] = {
+        "copies": [],
+        "vault_out": None,
+        "assignee_of_record": {"name": "Someone Else"},
+    }
+    for field, lie in lies.items():
+        body = copy.deepcopy(certificate["certificate"]) | {field: lie}
+        with pytest.raises(outside_verifier.Rejected):
+            outside_verifier.verify_certificate(sign_certificate(body, runtime.key), pem)
+            pytest.fail(f"accepted a re-signed certificate with {field} changed")

@@ -24,6 +24,7 @@ from sqlmodel import select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from compliance.ledger.event_catalogue import ENVELOPE_VOIDED, ORG_CREATED
 from compliance.ledger.events import append_event
 from storage.ids import utcnow
 from storage.models import WebhookAttempt, WebhookConfig, WebhookDelivery
@@ -142,16 +143,28 @@ def test_the_outbox_row_commits_and_rolls_back_with_its_event(
     queued = count()
     with pytest.raises(RuntimeError), runtime.db.session() as session:
         append_event(
-            session, actor=actor, envelope_id=envelope_id, event_type="envelope.voided", occurred_at=utcnow(), data={}
+            session,
+            actor=actor,
+            envelope_id=envelope_id,
+            event_type=ENVELOPE_VOIDED,
+            occurred_at=utcnow(),
+            data={"reason": "a test"},
         )
         raise RuntimeError("the change fails after its event was written")
     assert count() == queued
     with runtime.db.session() as session:
-        append_event(session, actor=actor, envelope_id=None, event_type="key.created", occurred_at=utcnow(), data={})
+        append_event(
+            session, actor=actor, envelope_id=None, event_type=ORG_CREATED, occurred_at=utcnow(), data={"name": "x"}
+        )
     assert count() == queued  # not a webhook event
     with runtime.db.session() as session:
         append_event(
-            session, actor=actor, envelope_id=envelope_id, event_type="envelope.voided", occurred_at=utcnow(), data={}
+            session,
+            actor=actor,
+            envelope_id=envelope_id,
+            event_type=ENVELOPE_VOIDED,
+            occurred_at=utcnow(),
+            data={"reason": "a test"},
         )
     assert count() == queued + 1
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from compliance.errors import Conflict, InvalidInput, NotFound
+from compliance.ledger.event_catalogue import ENVELOPE_CREATED
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.personal_data import commit_parties, reveal
 from storage.db import Database
@@ -115,7 +116,7 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
         session,
         actor=actor,
         envelope_id=envelope.id,
-        event_type="envelope.created",
+        event_type=ENVELOPE_CREATED,
         occurred_at=now,
         data={
             "kind": envelope.kind,

@@ -10,13 +10,12 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from compliance.errors import InvalidInput, NotFound
+from compliance.ledger.event_catalogue import SUBJECT_ERASED
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.personal_data import SUBJECT_ID
 from storage.db import Database
 from storage.ids import utcnow
 from storage.models import DataSubject
-
-ERASED_EVENT = "subject.erased"
 
 
 def subjects_by_email(session: Session, org_id: str, email: str) -> list[str]:
@@ -43,7 +42,7 @@ def erase_subject(db: Database, subject_id: str) -> tuple[DataSubject, bool]:
             session,
             actor=Actor(org_id=subject.org_id, source="operator"),
             envelope_id=subject.envelope_id,
-            event_type=ERASED_EVENT,
+            event_type=SUBJECT_ERASED,
             occurred_at=now,
             data={"subject": subject.id},
         )

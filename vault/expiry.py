@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
+from compliance.ledger.event_catalogue import ENVELOPE_EXPIRED
 from compliance.ledger.events import Actor, append_event
 from storage.errors import StorageError
 from storage.ids import iso, utcnow
@@ -37,7 +38,7 @@ def expire_locked(session: Session, envelope: Envelope, now: datetime) -> bool:
         session,
         actor=Actor(envelope.org_id),
         envelope_id=envelope.id,
-        event_type="envelope.expired",
+        event_type=ENVELOPE_EXPIRED,
         occurred_at=now,
         data={"expires_at": iso(deadline) if deadline else None},
     )

@@ -17,6 +17,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from compliance.errors import Conflict, InvalidInput, NotFound
+from compliance.ledger.event_catalogue import KEY_REVOKED, KEY_ROTATED
 from compliance.ledger.events import Actor, append_event
 from storage.ids import as_utc, iso, utcnow
 from storage.models import ApiKey, Organisation
@@ -140,7 +141,7 @@ def revoke_key(session: Session, ref: str) -> ApiKey:
     append_event(
         session,
         actor=Actor(key.org_id),
-        event_type="key.revoked",
+        event_type=KEY_REVOKED,
         occurred_at=key.revoked_at,
         data={"key_id": key.id, "prefix": key.prefix},
     )
@@ -170,7 +171,7 @@ def rotate_key(session: Session, ref: str, grace: timedelta) -> tuple[ApiKey, Ap
     append_event(
         session,
         actor=Actor(old.org_id),
-        event_type="key.rotated",
+        event_type=KEY_ROTATED,
         occurred_at=now,
         data={
             "key_id": new.id,

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from compliance.ledger.event_catalogue import CLAIM_RELEASED
 from compliance.ledger.events import Actor, append_event
 from storage.errors import StorageError
 from storage.ids import utcnow
@@ -55,7 +56,7 @@ def _release(custody: Custody, claim: VaultClaim, stored: list[str]) -> None:
                 session,
                 actor=Actor(claim.org_id),
                 envelope_id=claim.envelope_id,
-                event_type="vault.claim_released",
+                event_type=CLAIM_RELEASED,
                 occurred_at=utcnow(),
                 data={"claim_id": claim.claim_id, "unrecorded_keys": stored},
             )

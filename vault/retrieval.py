@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from compliance.conditions.copy_mark import CopyMark
 from compliance.errors import Conflict, EvaultError, NotFound, Unavailable
+from compliance.ledger.event_catalogue import COPY_ISSUED, RETRIEVAL_ISSUED
 from compliance.ledger.events import Actor, append_event
 from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import iso, new_id, utcnow
@@ -107,7 +108,7 @@ def authoritative_urls(
             session,
             actor=actor,
             envelope_id=envelope.id,
-            event_type="vault.retrieval_issued",
+            event_type=RETRIEVAL_ISSUED,
             occurred_at=now,
             data={"documents": [url.id for url in issued], "expires_at": expires_at},
         )
@@ -142,7 +143,7 @@ def _register_copy(custody: Custody, actor: Actor, record: VaultRecord, copy: Co
                 session,
                 actor=actor,
                 envelope_id=copy.envelope_id,
-                event_type="vault.copy_issued",
+                event_type=COPY_ISSUED,
                 occurred_at=copy.issued_at,
                 data={
                     "copy_id": copy.id,

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from compliance.attach import checkpoint_trust
 from compliance.checkpoints.publisher import CheckpointService
 from compliance.checkpoints.timestamping import TimestampClient
+from compliance.ledger.key_ring import current_key, history, load_signer, record_first_key
 from compliance.ledger.vault_key import VaultKey, load_or_create_key
 from compliance.signatures.document_identity import DocumentSigner, load_or_create_document_signer
 from compliance.signatures.pdf_validation import load_trust_roots
@@ -75,6 +77,8 @@ class Runtime:
 
     def sources(self, deadline: Deadline | None = None) -> Sources:
         """What the evidence checks read, without the signing key or the checkpointer (until ``deadline``)."""
+        with self.db.read_session() as session:
+            keys = history(session)
         return Sources(
             self.db,
             self.authoritative,
@@ -82,6 +86,8 @@ class Runtime:
             self.key.note_verifier,
             self.settings.vault.log_origin,
             deadline or Deadline(),
+            keys=keys,
+            checkpoint_trust=checkpoint_trust(self.settings),
         )
 
     def checkpoint_requests(self, scopes: frozenset[str]) -> CheckpointRequests:
@@ -245,7 +251,9 @@ def open_runtime(settings: Settings) -> Runtime:
                 settings.vault.key_name,
                 create="EVAULT_SIGNING_KEY" not in settings.env,
             )
-        except ValueError as exc:  # not PEM, or encrypted
+            record_first_key(db, key, str(settings.vault.signing_key_path))
+            key = current_key(db, key, lambda ref: load_signer(ref, settings.vault.pkcs11))
+        except ValueError as exc:  # not PEM, or encrypted, or a rotated key that is not the recorded one
             raise StartupError(f"refusing to start: signing key {settings.vault.signing_key_path}: {exc}") from exc
         evidence = settings.evidence
         try:

@@ -18,6 +18,7 @@ import logging
 from datetime import timedelta
 
 from compliance.errors import Conflict, InvalidInput, Unavailable
+from compliance.ledger.event_catalogue import DOCUMENT_STAGED
 from compliance.ledger.events import Actor, append_event
 from storage.errors import StorageError
 from storage.ids import as_utc, iso, new_id, utcnow
@@ -64,7 +65,7 @@ def stage_upload(
     if_match: str | None = None,
     on_commit: OnCommit | None = None,
 ) -> list[StagedDocument]:
-    checked = check_uploads(custody, uploads, "upload")
+    checked = check_uploads(custody, uploads, "upload", actor.org_id)
     settle(custody, actor.org_id, envelope_id)
     with custody.db.read_session() as session:
         _check_stageable(get_envelope(session, actor.org_id, envelope_id))
@@ -118,7 +119,7 @@ def stage_upload(
                 session,
                 actor=actor,
                 envelope_id=envelope.id,
-                event_type="envelope.document_staged",
+                event_type=DOCUMENT_STAGED,
                 occurred_at=now,
                 data={
                     "documents": [{"id": r.id, "filename": r.filename, "sha256": r.sha256} for r in rows],

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlmodel import Session, select
 
 from compliance.errors import Forbidden, InvalidInput, Unauthenticated
+from compliance.ledger.event_catalogue import KEY_CREATED, ORG_CREATED
 from compliance.ledger.events import Actor, append_event
 from storage.ids import as_utc, iso, new_id, utcnow
 from storage.models import ApiKey, Organisation
@@ -70,7 +71,7 @@ def create_organisation(session: Session, name: str) -> Organisation:
     append_event(
         session,
         actor=Actor(org.id),
-        event_type="org.created",
+        event_type=ORG_CREATED,
         occurred_at=org.created_at,
         data={"name": name},
     )
@@ -119,7 +120,7 @@ def create_api_key(
     append_event(
         session,
         actor=Actor(org_id),
-        event_type="key.created",
+        event_type=KEY_CREATED,
         occurred_at=key.created_at,
         data={
             "key_id": key.id,

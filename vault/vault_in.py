@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import col
 
 from compliance.errors import Conflict, InvalidInput, Unavailable
+from compliance.ledger.event_catalogue import VAULTED_IN
 from compliance.ledger.events import Actor, append_event
 from compliance.signatures.pdf_validation import validate_signatures
 from storage.errors import ChecksumMismatch, StorageError
@@ -110,7 +111,7 @@ def _check_signatures(custody: Custody, upload: Upload, position: int) -> dict[s
 
 
 def check_uploads(
-    custody: Custody, uploads: list[Upload], source: str
+    custody: Custody, uploads: list[Upload], source: str, org_id: str
 ) -> list[tuple[Upload, str, PdfFacts, dict[str, Any] | None]]:
     if not uploads:
         raise InvalidInput("Document.Missing", "send at least one PDF")
@@ -119,7 +120,7 @@ def check_uploads(
     checked = []
     for position, upload in enumerate(uploads):
         check_filename(upload.filename, f"documents[{position}].filename")
-        facts = inspect_pdf(upload.data, custody.pdf)
+        facts = inspect_pdf(upload.data, custody.pdf, org_id)
         digest = upload.sha256_hex()
         expected = upload.expected_sha256
         if expected is not None and expected.lower() != digest:
@@ -243,7 +244,7 @@ def vault_in(
     with custody.db.read_session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
     check_claimable(envelope, source, vaulted_ok=True)
-    checked = check_uploads(custody, uploads, source)
+    checked = check_uploads(custody, uploads, source, actor.org_id)
     digests = [digest for _, digest, _, _ in checked]
     if envelope.vault_state != "not_vaulted":
         return _replay_or_conflict(custody, envelope.id, digests)
@@ -369,9 +370,7 @@ def record_claim(
         }
         if reconciled:
             data["reconciled"] = True
-        append_event(
-            session, actor=actor, envelope_id=envelope.id, event_type="vault.vaulted_in", occurred_at=now, data=data
-        )
+        append_event(session, actor=actor, envelope_id=envelope.id, event_type=VAULTED_IN, occurred_at=now, data=data)
         if on_commit is not None:
             on_commit(session, envelope)
     return VaultInResult(record, documents, replayed=False)

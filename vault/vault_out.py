@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from compliance.errors import Conflict, InvalidInput
+from compliance.ledger.event_catalogue import RELEASED
 from compliance.ledger.events import Actor, append_event
 from storage.ids import iso, utcnow
 from storage.models import VaultRecord
@@ -79,7 +80,7 @@ def vault_out(
             session,
             actor=actor,
             envelope_id=envelope.id,
-            event_type="vault.released",
+            event_type=RELEASED,
             occurred_at=now,
             data={"authoritative_copy_id": record.id, "reason": reason, **details},
         )

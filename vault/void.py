@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from compliance.errors import Conflict, InvalidInput
+from compliance.ledger.event_catalogue import ENVELOPE_VOIDED
 from compliance.ledger.events import Actor, append_event
 from storage.ids import utcnow
 from storage.models import Envelope, VaultClaim
@@ -40,7 +41,7 @@ def void_envelope(
             session,
             actor=actor,
             envelope_id=envelope.id,
-            event_type="envelope.voided",
+            event_type=ENVELOPE_VOIDED,
             occurred_at=now,
             data={"reason": cleaned},
         )

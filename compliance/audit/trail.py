@@ -1,8 +1,11 @@
 """The audit trail of one envelope: every event, who caused it, and its place in the chain and the log.
 
 The JSON form carries each entry's exact bytes (base64), so whoever holds it can re-hash them and check them
-against the chain, a proof bundle or a certificate. The CSV form is for people: one row per event, the data
-as compact JSON, and cells that a spreadsheet would run as a formula are quoted with a leading apostrophe.
+against the chain, a proof bundle or a certificate. The CSV form is for people and as checkable: one row per event
+with the envelope id, chain seq, leaf index, key id and entry hash, the data as compact JSON, and the entry's
+exact bytes (base64), so each row re-hashes to its ``entry_hash`` and names its predecessor's in ``prev``.
+Cells that a spreadsheet would run as a formula are quoted with a leading apostrophe (base64 of a JSON entry
+starts ``eyJ``, hex never with a sign, so the checkable columns are never quoted).
 The trail holds what the log holds, and the log keeps no client addresses or user agents (see README). People
 named as parties appear in the log as commitments only; ``personal_data`` shows the values behind them, by
 subject id, while they still exist (``compliance.ledger.personal_data``).
@@ -19,6 +22,7 @@ from typing import Any
 from compliance.conditions.evidence import as_dict
 from compliance.errors import NotFound
 from compliance.ledger.chain import parse_entry
+from compliance.ledger.event_catalogue import declared
 from compliance.ledger.events import envelope_events
 from compliance.ledger.log_error import LogError
 from compliance.ledger.personal_data import reveal
@@ -27,15 +31,18 @@ from storage.models import Envelope, Event
 
 FORMAT = "evault-audit-trail/v1"
 CSV_COLUMNS = (
+    "envelope_id",
     "seq",
     "leaf_index",
     "time",
     "type",
     "actor_org",
+    "actor_key_id",
     "actor_key_prefix",
     "data",
     "prev",
     "entry_hash",
+    "entry",
 )
 
 
@@ -50,7 +57,12 @@ def _row(event: Event) -> dict[str, Any]:
         "leaf_index": event.leaf_index,
         "time": value.get("time"),
         "type": event.event_type,
-        "actor": {"org_id": actor.get("org_id"), "key_prefix": actor.get("key_prefix"), "source": actor.get("source")},
+        "actor": {
+            "org_id": actor.get("org_id"),
+            "key_id": actor.get("key_id"),
+            "key_prefix": actor.get("key_prefix"),
+            "source": actor.get("source"),
+        },
         "data": value.get("data"),
         "prev": value.get("prev"),
         "entry_hash": event.entry_hash,
@@ -76,9 +88,12 @@ def audit_trail(sources: Sources, org_id: str, envelope_id: str) -> dict[str, An
 
 
 def _committed_parties(row: dict[str, Any]) -> list[Any]:
-    data = row["data"]
-    parties = data.get("parties") if isinstance(data, dict) else None
-    return parties if isinstance(parties, list) else []
+    """The personal-data commitments in one row, where the catalogue says its event keeps them."""
+    event_type, data = declared(row["type"]), row["data"]
+    if event_type is None or not isinstance(data, dict):
+        return []
+    lists = [data.get(key) for key in event_type.commitments]
+    return [item for items in lists if isinstance(items, list) for item in items]
 
 
 def _cell(value: Any) -> str:
@@ -95,15 +110,18 @@ def as_csv(trail: dict[str, Any]) -> str:
         writer.writerow(
             _cell(v)
             for v in (
+                trail.get("envelope_id"),
                 row["seq"],
                 row["leaf_index"],
                 row["time"],
                 row["type"],
                 actor.get("org_id"),
+                actor.get("key_id"),
                 actor.get("key_prefix") or actor.get("source"),
                 row["data"],
                 row["prev"],
                 row["entry_hash"],
+                row.get("entry"),
             )
         )
     return out.getvalue()

@@ -8,6 +8,10 @@ Verification trusts only the public key the auditor brings: the checkpoint's sig
 inclusion in that checkpoint, the envelope's hash chain across the entries, and, with the head map committed by
 the checkpoint's last entry, that the last event shown is the envelope's head (or that it has no events at all).
 Version 1 bundles (no map) still verify, but only as a prefix of the history: they cannot show it is complete.
+
+After a key rotation the bundle also carries ``"key_chain"``: the rotation statements from the first key to the
+one that signed its checkpoint (or the vault's current key, if later), so an auditor who pinned the first key
+follows the chain (``compliance.ledger.key_history``); a key set the auditor brings adds later revocations.
 """
 
 from __future__ import annotations
@@ -21,16 +25,20 @@ from sqlmodel import Session, select
 
 from compliance import strict_json
 from compliance.checkpoints.auditor_memory import load_trusted_key
+from compliance.checkpoints.policy import CheckpointTrust
 from compliance.checkpoints.publisher import tree_for
 from compliance.errors import Conflict
 from compliance.headmap.sparse_tree import MapProof, map_key, tree_id_for, verify_map_proof
-from compliance.headmap.sql_store import MAP_ROOT_EVENT, map_root_ending, prove_at
+from compliance.headmap.sql_store import map_root_ending, prove_at
 from compliance.ledger.chain import parse_entry, verify_chain
 from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
+from compliance.ledger.event_catalogue import MAP_ROOT
 from compliance.ledger.events import envelope_events
+from compliance.ledger.key_history import KeyHistory, KeyPeriod, KeySet
+from compliance.ledger.key_ring import generations
 from compliance.ledger.log_error import INCOMPLETE, INVALID_PROOF, MALFORMED, WRONG_KEY, LogError
 from compliance.ledger.merkle import leaf_hash, verify_inclusion
-from compliance.ledger.note import NoteVerifier, b64decode_strict, raw_public_key
+from compliance.ledger.note import NoteVerifier, b64decode_strict, parse_note
 from compliance.ledger.tiles import TiledTree
 from compliance.ledger.vault_key import VaultKey
 from storage.models import Checkpoint as CheckpointRow
@@ -54,6 +62,7 @@ class VerifiedBundle:
     checkpoint: Checkpoint
     events: list[dict[str, Any]]
     completeness: Completeness | None  # None: a v1 bundle, which proves a prefix of the history only
+    key: KeyPeriod  # the generation of the vault's key that signed the checkpoint
 
 
 def _proven(tree: TiledTree, size: int, event: Event) -> dict[str, Any]:
@@ -64,6 +73,24 @@ def _proven(tree: TiledTree, size: int, event: Event) -> dict[str, Any]:
     }
 
 
+def _signing_key(session: Session, key: VaultKey, note: str) -> tuple[dict[str, str], list[str]]:
+    """The generation that signed ``note`` (vkey and PEM), and the rotation statements from the first key up to it
+    or to ``key`` (the signer of a certificate embedding this bundle), whichever is later."""
+    lines = {(s.name, s.key_id) for s in parse_note(note).signatures}
+    rows = generations(session)
+    signed_by = None
+    for row in rows:
+        verifier = NoteVerifier.from_vkey(row.vkey)
+        if (verifier.name, verifier.key_id) in lines:
+            signed_by = row
+    if signed_by is None:
+        return {"vkey": key.note_verifier.vkey, "pem": key.public_pem()}, []
+    current = next((r.generation for r in rows if r.vkey == key.note_verifier.vkey), 0)
+    last = max(signed_by.generation, current)
+    chain = [r.statement for r in rows if r.statement and r.generation <= last]
+    return {"vkey": signed_by.vkey, "pem": signed_by.public_pem}, chain
+
+
 def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: CheckpointRow) -> dict[str, Any]:
     """The envelope's events up to the head map the checkpoint commits, with proofs; no events: proof of absence."""
     org_id = checkpoint.org_id
@@ -71,6 +98,7 @@ def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: 
     if committed is None:
         raise Conflict("Log.MapNotCommitted", "the checkpoint does not end with a map commit", size=checkpoint.size)
     tree = tree_for(session, org_id, checkpoint.size)
+    signed_by, key_chain = _signing_key(session, key, checkpoint.note)
     map_entry = session.exec(
         select(Event).where(Event.org_id == org_id, Event.leaf_index == committed.entry_index)
     ).one()
@@ -82,7 +110,8 @@ def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: 
         "origin": Checkpoint.parse(checkpoint.note.split("\n\n", 1)[0] + "\n").origin,
         "envelope_id": envelope_id,
         "checkpoint": checkpoint.note,
-        "key": {"vkey": key.note_verifier.vkey, "pem": key.public_pem()},
+        "key": signed_by,
+        **({"key_chain": key_chain} if key_chain else {}),
         "events": [_proven(tree, checkpoint.size, e) for e in events],
         "map": {
             "entry": _proven(tree, checkpoint.size, map_entry),
@@ -101,13 +130,21 @@ def _field(obj: Any, name: str, kind: type) -> Any:
     return obj[name]
 
 
-def verifier_for(bundle_key: dict[str, Any], trusted_pem: bytes) -> NoteVerifier:
-    """The bundle names its key; the auditor's own PEM decides whether that key is trusted."""
-    trusted = load_trusted_key(trusted_pem)
+def key_history_for(bundle: dict[str, Any], trusted_pem: bytes, keys: KeySet | None = None) -> KeyHistory:
+    """The keys that follow from the auditor's own PEM, by the rotations the bundle carries and ``keys`` adds."""
+    chain = bundle.get("key_chain", [])
+    if not isinstance(chain, list) or not all(isinstance(note, str) for note in chain):
+        raise LogError(MALFORMED, "bundle field 'key_chain' must be a list of rotation statements")
+    return (keys or KeySet()).history(load_trusted_key(trusted_pem), chain)
+
+
+def verifier_for(bundle_key: dict[str, Any], history: KeyHistory) -> tuple[NoteVerifier, KeyPeriod]:
+    """The bundle names its key; it is trusted only as a key of the chain that starts at the auditor's key."""
     named = NoteVerifier.from_vkey(_field(bundle_key, "vkey", str))
-    if raw_public_key(named.public_key) != raw_public_key(trusted):
-        raise LogError(WRONG_KEY, "the bundle was signed with a key other than the one you trust")
-    return named
+    try:
+        return named, history.period_of(named.public_key)
+    except LogError:
+        raise LogError(WRONG_KEY, "the bundle was signed with a key other than the one you trust") from None
 
 
 def _included(item: Any, checkpoint: Checkpoint) -> tuple[int, bytes]:
@@ -128,7 +165,7 @@ def _map_commit(item: Any, checkpoint: Checkpoint, org_id: str) -> tuple[int, by
     data = value.get("data")
     if index != checkpoint.size - 1 or value.get("index") != index or value.get("log") != org_id:
         raise LogError(INVALID_PROOF, "the map commit is not the checkpoint's last entry of this log", leaf_index=index)
-    if value.get("type") != MAP_ROOT_EVENT or value.get("envelope") is not None or not isinstance(data, dict):
+    if value.get("type") != MAP_ROOT.name or value.get("envelope") is not None or not isinstance(data, dict):
         raise LogError(MALFORMED, "the checkpoint's last entry is not a map.root entry", leaf_index=index)
     version, root = data.get("version"), data.get("map_root")
     if not isinstance(version, int) or version != data.get("log_size_mapped") or not 0 <= version <= index:
@@ -164,7 +201,15 @@ def _completeness(
     return Completeness(head.seq, version)
 
 
-def verify_bundle(text: str | bytes, trusted_pem: bytes, expected_origin: str | None = None) -> VerifiedBundle:
+def verify_bundle(
+    text: str | bytes,
+    trusted_pem: bytes,
+    expected_origin: str | None = None,
+    keys: KeySet | None = None,
+    trust: CheckpointTrust | None = None,
+) -> VerifiedBundle:
+    """Check the bundle from the auditor's key; ``keys`` adds rotations and revocations, ``trust`` the witnesses
+    and TSA roots that may date a checkpoint signed by a since-compromised key before its compromise."""
     try:
         bundle = strict_json.loads(text)
     except ValueError as exc:
@@ -175,8 +220,13 @@ def verify_bundle(text: str | bytes, trusted_pem: bytes, expected_origin: str | 
     origin = _field(bundle, "origin", str)
     if expected_origin is not None and origin != expected_origin:
         raise LogError("Log.WrongOrigin", "bundle is for another log", origin=origin, expected=expected_origin)
-    verifier = verifier_for(_field(bundle, "key", dict), trusted_pem)
-    checkpoint = verify_checkpoint(_field(bundle, "checkpoint", str), verifier, origin)
+    history = key_history_for(bundle, trusted_pem, keys)
+    verifier, period = verifier_for(_field(bundle, "key", dict), history)
+    note = _field(bundle, "checkpoint", str)
+    checkpoint = verify_checkpoint(note, verifier, origin)
+    token = bundle.get("timestamp_token")
+    raw_token = b64decode_strict(token, "timestamp token") if isinstance(token, str) else None
+    (trust or CheckpointTrust()).check_key(history, period, note, raw_token)
     envelope_id = _field(bundle, "envelope_id", str)
     org_id = origin.rsplit("/", 1)[-1]
     entries = [_included(item, checkpoint)[1] for item in _field(bundle, "events", list)]
@@ -191,4 +241,4 @@ def verify_bundle(text: str | bytes, trusted_pem: bytes, expected_origin: str | 
                 leaf_index=item["leaf_index"],
             )
     completeness = None if form == FORMAT_V1 else _completeness(bundle, checkpoint, org_id, envelope_id, entries)
-    return VerifiedBundle(envelope_id, checkpoint, parsed, completeness)
+    return VerifiedBundle(envelope_id, checkpoint, parsed, completeness, period)

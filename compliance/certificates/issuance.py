@@ -42,7 +42,7 @@ def key_id_of(public_key: Ed25519PublicKey) -> str:
 
 
 def sign_certificate(body: dict[str, Any], key: VaultKey) -> dict[str, Any]:
-    value = key.private_key.sign(rfc8785.dumps(body))
+    value = key.sign(rfc8785.dumps(body))
     return {
         "certificate": body,
         "signature": {"alg": "Ed25519", "key_id": key_id_of(key.public_key), "value": base64.b64encode(value).decode()},

@@ -22,16 +22,20 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 
 from compliance import strict_json
-from compliance.bundles.proof_bundle import VerifiedBundle, verify_bundle
+from compliance.bundles.proof_bundle import VerifiedBundle, key_history_for, verify_bundle
 from compliance.certificates.issuance import FORMAT, key_id_of
-from compliance.checkpoints.auditor_memory import load_trusted_key
 from compliance.checkpoints.policy import CheckpointTrust
 from compliance.conditions.evidence import as_dict
-from compliance.conditions.policies import ASSIGNEE_CHANGES, overall
+from compliance.conditions.policies import overall
 from compliance.conditions.projection import Projection, fold, release_claim
 from compliance.errors import InvalidInput
+from compliance.ledger.event_catalogue import Role, with_role
+from compliance.ledger.key_history import KeyHistory, KeySet
+from compliance.ledger.log_error import LogError
+from storage.ids import iso
 
 MALFORMED, BAD_SIGNATURE, INCONSISTENT = "Certificate.Malformed", "Certificate.BadSignature", "Certificate.Inconsistent"
+KEY_COMPROMISED = "Certificate.KeyCompromised"
 
 
 class CertificateInvalid(InvalidInput):
@@ -55,18 +59,29 @@ def _get(obj: Any, name: str, kind: type | tuple[type, ...]) -> Any:
     return obj[name]
 
 
-def _check_signature(document: Any, trusted_pem: bytes) -> dict[str, Any]:
+def _check_signature(document: Any, keys: KeyHistory) -> dict[str, Any]:
     body: dict[str, Any] = _get(document, "certificate", dict)
     signature = _get(document, "signature", dict)
-    key = load_trusted_key(trusted_pem)
-    if _get(signature, "alg", str) != "Ed25519" or _get(signature, "key_id", str) != key_id_of(key):
-        raise CertificateInvalid(BAD_SIGNATURE, "the certificate is not signed by the key you trust")
+    by_id = {key_id_of(p.public_key): p for p in keys.periods}
+    period = by_id.get(_get(signature, "key_id", str))
+    if _get(signature, "alg", str) != "Ed25519" or period is None:
+        raise CertificateInvalid(
+            BAD_SIGNATURE, "the certificate is not signed by the key you trust (or its successors)"
+        )
+    key = period.public_key
     try:
         key.verify(base64.b64decode(_get(signature, "value", str), validate=True), rfc8785.dumps(body))
     except (InvalidSignature, binascii.Error, ValueError, rfc8785.CanonicalizationError):
         raise CertificateInvalid(BAD_SIGNATURE, "the certificate's signature does not verify") from None
     if _get(body, "format", str) != FORMAT:
         raise CertificateInvalid(MALFORMED, f"certificate format must be {FORMAT}")
+    if period.compromised_since is not None:
+        # Nothing independent dates a certificate (its issued_at is the signer's own word): re-issue it.
+        raise CertificateInvalid(
+            KEY_COMPROMISED,
+            f"the certificate is signed by a key compromised since {iso(period.compromised_since)}",
+            generation=period.generation,
+        )
     return body
 
 
@@ -157,7 +172,7 @@ def _check_history(body: dict[str, Any], events: list[dict[str, Any]]) -> None:
             "secured_party": as_dict(e.get("data")).get("secured_party"),
         }
         for e in events
-        if e.get("type") in ("vault.vaulted_in", *ASSIGNEE_CHANGES)
+        if e.get("type") in with_role(Role.VAULT_IN, Role.ASSIGNEE_CHANGE)
     ]
     _same(_get(body, "assignee_history", list), history, "assignee history")
     _same(body.get("assignee_of_record"), history[-1]["secured_party"] if history else None, "assignee of record")
@@ -193,15 +208,22 @@ def _check_claims(body: dict[str, Any], bundle: dict[str, Any], proven: Verified
 
 
 def verify_certificate(
-    text: str | bytes, trusted_pem: bytes, trust: CheckpointTrust | None = None
+    text: str | bytes, trusted_pem: bytes, trust: CheckpointTrust | None = None, keys: KeySet | None = None
 ) -> VerifiedCertificate:
+    """Check from the auditor's key; ``keys`` (the vault's key set) adds rotations and revocations."""
     try:
         document = strict_json.loads(text)
     except ValueError as exc:
         raise CertificateInvalid(MALFORMED, "certificate is not JSON", error=str(exc)) from None
-    body = _check_signature(document, trusted_pem)
-    bundle = _get(_get(body, "ledger", dict), "bundle", dict)
-    proven = verify_bundle(json.dumps(bundle), trusted_pem)
+    bundle = _get(_get(_get(document, "certificate", dict), "ledger", dict), "bundle", dict)
+    try:
+        history = key_history_for(bundle, trusted_pem, keys)
+    except LogError as exc:
+        raise CertificateInvalid(
+            BAD_SIGNATURE, f"the certificate's keys do not follow from yours: {exc.message}"
+        ) from None
+    body = _check_signature(document, history)
+    proven = verify_bundle(json.dumps(bundle), trusted_pem, keys=keys, trust=trust)
     if proven.completeness is None:
         raise _inconsistent("the embedded bundle is not v2: completeness is not proven")
     token = bundle.get("timestamp_token")

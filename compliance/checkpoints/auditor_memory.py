@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from compliance import strict_json
+from compliance.checkpoints.policy import CheckpointTrust
 from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint, verify_extends
+from compliance.ledger.key_history import KeySet
 from compliance.ledger.log_error import BAD_SIGNATURE, FORKED, MALFORMED, PROVE_FROM_TRUSTED, LogError
 from compliance.ledger.note import NoteVerifier, b64decode_strict, key_id, parse_note, raw_public_key
 
@@ -90,16 +92,33 @@ def _check_old_is_remembered(old: Checkpoint, new: Checkpoint, remembered: dict[
     )
 
 
+def _chain_verifier(note: str, pem: bytes, keys: KeySet | None, trust: CheckpointTrust | None) -> NoteVerifier:
+    """The trusted key, or one that follows from it by the key set's rotations; a revoked key's note must be dated
+    (by a trusted witness or TSA) before the compromise."""
+    if keys is None:
+        return verifier_from_pem(note, pem)
+    history = keys.history(load_trusted_key(pem))
+    verifier, period = history.verifier_for_note(note)
+    (trust or CheckpointTrust()).check_key(history, period, note, None)
+    return verifier
+
+
 def check_consistency(
-    old_note: str, new_note: str, proof_json: str, pem: bytes, state_dir: Path | None = None
+    old_note: str,
+    new_note: str,
+    proof_json: str,
+    pem: bytes,
+    state_dir: Path | None = None,
+    keys: KeySet | None = None,
+    trust: CheckpointTrust | None = None,
 ) -> tuple[Checkpoint, Checkpoint]:
     old_origin = Checkpoint.parse(parse_note(old_note).text).origin
     trusted_file = state_dir / "trusted.json" if state_dir else None
     trusted = json.loads(trusted_file.read_text()) if trusted_file and trusted_file.exists() else {}
     remembered = trusted.get(old_origin)
     try:
-        old = verify_checkpoint(old_note, verifier_from_pem(old_note, pem), old_origin)
-        new = verify_checkpoint(new_note, verifier_from_pem(new_note, pem), old_origin)
+        old = verify_checkpoint(old_note, _chain_verifier(old_note, pem, keys, trust), old_origin)
+        new = verify_checkpoint(new_note, _chain_verifier(new_note, pem, keys, trust), old_origin)
         _check_old_is_remembered(old, new, remembered)
         verify_extends(old, new, _proof_hashes(proof_json))
     except LogError as exc:

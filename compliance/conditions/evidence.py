@@ -20,6 +20,7 @@ from compliance.errors import NotFound
 from compliance.headmap.sparse_tree import MapProof
 from compliance.headmap.sql_store import map_root_ending, prove_at
 from compliance.ledger.chain import parse_entry
+from compliance.ledger.event_catalogue import Role, with_role
 from compliance.ledger.events import envelope_events
 from compliance.ledger.log_error import LogError
 from compliance.sources import Sources
@@ -78,17 +79,18 @@ class Evidence:
         except LogError:
             return None
 
-    def ledger_events(self, event_type: str) -> list[tuple[Event, dict[str, Any]]]:
-        found = []
+    def ledger_events(self, *roles: Role) -> list[tuple[Event, dict[str, Any]]]:
+        """The chain's entries whose declared events play one of ``roles``, in chain order."""
+        names, found = with_role(*roles), []
         for event in self.events:
             value = self.parsed(event)
-            if value is not None and value.get("type") == event_type:
+            if value is not None and value.get("type") in names:
                 found.append((event, value))
         return found
 
     def vaulted_in(self) -> dict[str, Any] | None:
-        """The ``vault.vaulted_in`` entry's data: what the ledger says was vaulted."""
-        entries = self.ledger_events("vault.vaulted_in")
+        """The last vault-in entry's data: what the ledger says was vaulted."""
+        entries = self.ledger_events(Role.VAULT_IN)
         data = entries[-1][1].get("data") if entries else None
         return data if isinstance(data, dict) else None
 

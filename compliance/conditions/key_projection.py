@@ -15,11 +15,12 @@ from sqlmodel import Session, col, select
 
 from compliance.conditions.projection import Mismatch, changed_pairs
 from compliance.ledger.chain import parse_entry
+from compliance.ledger.event_catalogue import KEY_CREATED, KEY_REVOKED, KEY_ROTATED
 from compliance.ledger.log_error import LogError
 from storage.ids import iso
 from storage.models import ApiKey, Event
 
-KEY_EVENTS = ("key.created", "key.rotated", "key.revoked")
+KEY_EVENTS = (KEY_CREATED.name, KEY_ROTATED.name, KEY_REVOKED.name)
 
 
 def fold_keys(values: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -28,19 +29,19 @@ def fold_keys(values: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for value in values:
         kind, data = value.get("type"), value.get("data")
         data = data if isinstance(data, dict) else {}
-        if kind in ("key.created", "key.rotated"):
+        if kind in (KEY_CREATED.name, KEY_ROTATED.name):
             keys[str(data.get("key_id"))] = {
                 "org_id": value.get("log"),
                 "prefix": data.get("prefix"),
                 "scopes": data.get("scopes"),
                 "expires_at": data.get("expires_at"),
                 "revoked_at": None,
-                **({"created_at": value.get("time")} if kind == "key.created" else {}),
+                **({"created_at": value.get("time")} if kind == KEY_CREATED.name else {}),
             }
-        rotated = data.get("rotated_from") if kind == "key.rotated" else None
+        rotated = data.get("rotated_from") if kind == KEY_ROTATED.name else None
         if isinstance(rotated, dict) and str(rotated.get("key_id")) in keys:
             keys[str(rotated.get("key_id"))]["expires_at"] = rotated.get("expires_at")
-        if kind == "key.revoked" and str(data.get("key_id")) in keys:
+        if kind == KEY_REVOKED.name and str(data.get("key_id")) in keys:
             keys[str(data.get("key_id"))]["revoked_at"] = value.get("time")
     return keys
 

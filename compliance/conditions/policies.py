@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from sqlmodel import select
+from sqlmodel import Session, col, select
 
 from compliance.conditions.evidence import Evidence, Policy, as_dict, entry_digest, gather
 from compliance.errors import Unavailable
 from compliance.headmap.sparse_tree import map_key, tree_id_for, verify_map_proof
-from compliance.ledger.chain import verify_chain
+from compliance.ledger.chain import parse_entry, verify_chain
 from compliance.ledger.checkpoint_format import verify_checkpoint
+from compliance.ledger.event_catalogue import CHECK_FAILED, Role, declared, with_role
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import leaf_hash, verify_inclusion
@@ -29,22 +30,9 @@ from storage.db import Database
 from storage.errors import StorageError, StorageUnavailable
 from storage.ids import as_utc, iso, utcnow
 from storage.keys import authoritative_prefix
-from storage.models import CopyRecord, Envelope
+from storage.models import CopyRecord, Envelope, Event
 
 Status = Literal["pass", "fail", "pending"]
-# The scope a key needs for each event it may cause; an assignee change needs the controlling party's release.
-EVENT_SCOPES = {
-    "envelope.created": "envelopes:write",
-    "vault.vaulted_in": "vault:write",
-    "vault.retrieval_issued": "vault:read",
-    "vault.copy_issued": "vault:read",
-    "vault.released": "vault:release",
-    "vault.assignee_changed": "vault:release",
-    "compliance.check_failed": "compliance:read",
-}
-# Keyless events of the organisation's own components: the reconciler, and the operator erasing a person.
-SYSTEM_EVENTS = frozenset({"vault.claim_released", "subject.erased"})
-ASSIGNEE_CHANGES = ("vault.assignee_changed",)
 
 
 @dataclass(frozen=True)
@@ -165,9 +153,7 @@ class SingleAuthoritativeCopy(_Base):
 def assignee_history(evidence: Evidence) -> list[dict[str, Any]]:
     """The assignee of record as the ledger tells it: set at vault-in, then each recorded change."""
     history = []
-    for event, value in evidence.ledger_events("vault.vaulted_in") + [
-        pair for kind in ASSIGNEE_CHANGES for pair in evidence.ledger_events(kind)
-    ]:
+    for event, value in evidence.ledger_events(Role.VAULT_IN, Role.ASSIGNEE_CHANGE):
         data = as_dict(value.get("data"))
         history.append(
             {
@@ -177,7 +163,7 @@ def assignee_history(evidence: Evidence) -> list[dict[str, Any]]:
                 "secured_party": data.get("secured_party"),
             }
         )
-    return sorted(history, key=lambda h: h["seq"] or 0)
+    return history
 
 
 class IdentifiesAssignee(_Base):
@@ -243,15 +229,17 @@ class ChangesNeedControllingParty(_Base):
                 continue  # an entry that is no longer canonical JSON: condition 6 reports it
             actor = as_dict(value.get("actor"))
             kind, key_id = str(value.get("type")), actor.get("key_id")
-            scope = EVENT_SCOPES.get(kind)
+            declared_as = declared(kind)
+            scope = declared_as.scope if declared_as else None
             prefix = actor.get("key_prefix")
             checked.append({"seq": event.chain_seq, "type": kind, "key_prefix": prefix, "scope": scope})
-            if kind in SYSTEM_EVENTS and key_id is None and actor.get("org_id") == org_id:
-                continue
-            key = evidence.keys.get(key_id) if isinstance(key_id, str) else None
             where = f"event {event.chain_seq} ({kind})"
-            if scope is None:
-                failures.append(f"{where}: no authorising scope is known for this event type")
+            key = evidence.keys.get(key_id) if isinstance(key_id, str) else None
+            if declared_as is None or not declared_as.envelope:
+                failures.append(f"{where}: not an envelope event the catalogue declares")
+            elif scope is None:  # keyless by declaration: the organisation itself, never a key
+                if key_id is not None or actor.get("org_id") != org_id:
+                    failures.append(f"{where}: a keyless event, caused by a key or another organisation")
             elif key is None:
                 failures.append(f"{where}: caused by no known key of the organisation")
             elif key.org_id != org_id or actor.get("org_id") != org_id:
@@ -294,7 +282,7 @@ class CopiesIdentifiable(_Base):
     def verify(self, evidence: Evidence) -> ConditionResult:
         originals = {doc.sha256 for doc in evidence.documents}
         logged: dict[Any, dict[str, Any]] = {}
-        for _, value in evidence.ledger_events("vault.copy_issued"):
+        for _, value in evidence.ledger_events(Role.COPY):
             data = as_dict(value.get("data"))
             logged[data.get("copy_id")] = data
         try:
@@ -358,7 +346,9 @@ class RevisionsIdentifiable(_Base):
             return self.result(failures, info, ["no signed checkpoint covers the envelope's events yet"])
         try:
             signed = verify_checkpoint(
-                checkpoint.note, evidence.sources.checkpoint_verifier, evidence.sources.origin(evidence.envelope.org_id)
+                checkpoint.note,
+                evidence.sources.checkpoint_verifier_for(checkpoint.note),
+                evidence.sources.origin(evidence.envelope.org_id),
             )
         except LogError as exc:
             return self.result([*failures, f"the checkpoint does not verify ({exc.code})"], info)
@@ -429,23 +419,43 @@ class AllOf:
         return Verdict(overall([r.status for r in results]), results)
 
 
-def record_failure(db: Database, actor: Actor, envelope_id: str, verdict: Verdict) -> None:
-    """A failed check is itself evidence: recorded in the envelope's chain, under the envelope's row lock."""
-    failed = [{"condition": r.condition, "reasons": r.reasons} for r in verdict.results if r.status == "fail"]
+def _last_record(session: Session, envelope_id: str) -> Any:
+    """The data of the envelope's latest recorded failed check, or None."""
+    event = session.exec(
+        select(Event)
+        .where(Event.envelope_id == envelope_id, col(Event.event_type).in_(with_role(Role.CHECK_RECORD)))
+        .order_by(col(Event.chain_seq).desc())
+        .limit(1)
+    ).first()
+    try:
+        return None if event is None else parse_entry(event.entry).get("data")
+    except LogError:
+        return None  # an edited record: condition 6 reports it, and a fresh record is due
+
+
+def record_failure(db: Database, actor: Actor, envelope_id: str, verdict: Verdict) -> bool:
+    """A failed check is itself evidence: recorded in the envelope's chain, under the envelope's row lock.
+
+    Recorded once for each distinct set of failures: when the latest record names the same failures, nothing
+    is appended, so reading a failing envelope again and again does not grow its chain (nor call for another
+    checkpoint). Returns whether a record was appended.
+    """
+    data = {
+        "verdict": verdict.status,
+        "failed": [{"condition": r.condition, "reasons": r.reasons} for r in verdict.results if r.status == "fail"],
+    }
     with db.session() as session:
         session.exec(select(Envelope).where(Envelope.id == envelope_id).with_for_update()).one()
+        if _last_record(session, envelope_id) == data:
+            return False
         append_event(
-            session,
-            actor=actor,
-            envelope_id=envelope_id,
-            event_type="compliance.check_failed",
-            occurred_at=utcnow(),
-            data={"verdict": verdict.status, "failed": failed},
+            session, actor=actor, envelope_id=envelope_id, event_type=CHECK_FAILED, occurred_at=utcnow(), data=data
         )
+    return True
 
 
 def check_compliance(sources: Sources, policy: Policy, actor: Actor, envelope_id: str) -> Verdict:
-    """Run the six conditions against live storage and the ledger; record a failure in the chain."""
+    """Run the six conditions against live storage and the ledger; record a new set of failures in the chain."""
     verdict = AllOf().verify(gather(sources, policy, actor.org_id, envelope_id))
     sources.deadline.check()
     if verdict.status == "fail":

@@ -15,12 +15,21 @@ from typing import Any
 
 from sqlmodel import Session
 
+from compliance.ledger.event_catalogue import (
+    ASSIGNEE_CHANGED,
+    COPY_ISSUED,
+    ENVELOPE_CREATED,
+    ENVELOPE_EXPIRED,
+    ENVELOPE_VOIDED,
+    RELEASED,
+    VAULTED_IN,
+)
 from storage.ids import iso
 from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
 
 # Statuses only an event reaches; an envelope without that event must not be in one.
-TERMINAL_STATUS = {"vault.vaulted_in": "completed", "envelope.voided": "voided", "envelope.expired": "expired"}
-ASSIGNEE_EVENTS = ("envelope.created", "vault.vaulted_in", "vault.assignee_changed")
+TERMINAL_STATUS = {VAULTED_IN.name: "completed", ENVELOPE_VOIDED.name: "voided", ENVELOPE_EXPIRED.name: "expired"}
+ASSIGNEE_EVENTS = (ENVELOPE_CREATED.name, VAULTED_IN.name, ASSIGNEE_CHANGED.name)
 CREATED_FIELDS = ("kind", "title", "external_id", "parties")
 RELEASE_DETAILS = ("transferee", "note")
 # A document row's field -> its name in the vault.vaulted_in entry.
@@ -52,17 +61,17 @@ class Projection:
         kind, data = value.get("type"), value.get("data")
         data = data if isinstance(data, dict) else {}
         entry = {"time": value.get("time"), "key_id": (value.get("actor") or {}).get("key_id"), "data": data}
-        if kind == "envelope.created":
+        if kind == ENVELOPE_CREATED.name:
             self.created = data
         if kind in ASSIGNEE_EVENTS:
             self.secured_party = data.get("secured_party")
         if isinstance(kind, str) and kind in TERMINAL_STATUS:
             self.status = TERMINAL_STATUS[kind]
-        if kind == "vault.vaulted_in":
+        if kind == VAULTED_IN.name:
             self.vaulted = entry
-        elif kind == "vault.released":
+        elif kind == RELEASED.name:
             self.released = entry
-        elif kind == "vault.copy_issued":
+        elif kind == COPY_ISSUED.name:
             self.copies[str(data.get("copy_id"))] = entry
 
     @property

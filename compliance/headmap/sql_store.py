@@ -18,11 +18,11 @@ from sqlalchemy import event as sa_event
 from sqlmodel import Session, col, select
 
 from compliance.headmap.sparse_tree import Head, HeadMap, MapProof, map_key, tree_id_for
+from compliance.ledger.event_catalogue import MAP_ROOT
 from compliance.ledger.events import Actor, append_event, lock_log
 from storage.ids import utcnow
 from storage.models import Event, MapLeaf, MapRoot
 
-MAP_ROOT_EVENT = "map.root"
 _CACHED_MAPS = 4  # each holds every head of one organisation: a few hundred bytes per envelope
 _cache: OrderedDict[tuple[str, str, int], HeadMap] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -115,7 +115,7 @@ def commit_head_map(session: Session, org_id: str) -> MapRoot | None:
     session.add_all(changed_rows.values())
     data: dict[str, Any] = {"map_root": root.hex(), "log_size_mapped": size, "version": size}
     entry = append_event(
-        session, actor=Actor(org_id, source="head-map"), event_type=MAP_ROOT_EVENT, occurred_at=utcnow(), data=data
+        session, actor=Actor(org_id, source="head-map"), event_type=MAP_ROOT, occurred_at=utcnow(), data=data
     )
     row = MapRoot(org_id=org_id, version=size, root_hash=root.hex(), entry_index=entry.leaf_index)
     session.add(row)

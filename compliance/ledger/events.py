@@ -20,6 +20,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from compliance.errors import EvaultError
+from compliance.ledger.event_catalogue import CATALOGUE, EventType
 from compliance.ledger.merkle import leaf_hash
 from compliance.ledger.tiles import TiledTree
 from storage.ids import iso
@@ -30,6 +32,25 @@ ENTRY_VERSION = 1
 
 
 _COMPONENT = re.compile(r"[a-z][a-z0-9-]{0,39}")
+
+
+class UndeclaredEvent(EvaultError):
+    """The code tried to log an event the catalogue does not declare, or data outside its schema: our bug (500)."""
+
+    category = "integrity"
+
+
+def check_declared(event_type: EventType, data: Any, envelope_id: str | None) -> None:
+    """Refuse what the catalogue does not declare, before anything is written."""
+    if CATALOGUE.get(event_type.name) is not event_type:
+        raise UndeclaredEvent("Event.Undeclared", "the event type is not in the catalogue", event_type=event_type.name)
+    errors = event_type.schema_errors(data)
+    if event_type.envelope != (envelope_id is not None):
+        errors.append("an envelope event needs its envelope, and an organisation event has none")
+    if errors:
+        raise UndeclaredEvent(
+            "Event.InvalidData", "the event's data does not fit its schema", event_type=event_type.name, errors=errors
+        )
 
 
 @dataclass(frozen=True)
@@ -101,12 +122,13 @@ def append_event(
     session: Session,
     *,
     actor: Actor,
-    event_type: str,
+    event_type: EventType,
     occurred_at: datetime,
     data: dict[str, Any],
     envelope_id: str | None = None,
 ) -> Event:
-    """Record one event in the caller's transaction; nothing is visible unless that transaction commits."""
+    """Record one declared event in the caller's transaction; nothing is visible unless that transaction commits."""
+    check_declared(event_type, data, envelope_id)
     org_id = actor.org_id
     size = lock_log(session, org_id)
     head = chain_head(session, envelope_id) if envelope_id else None
@@ -117,7 +139,7 @@ def append_event(
         envelope_id=envelope_id,
         chain_seq=seq,
         prev=head.entry_hash if head else None,
-        event_type=event_type,
+        event_type=event_type.name,
         occurred_at=occurred_at,
         actor=actor,
         data=data,
@@ -129,7 +151,7 @@ def append_event(
         leaf_index=size,
         envelope_id=envelope_id,
         chain_seq=seq,
-        event_type=event_type,
+        event_type=event_type.name,
         occurred_at=occurred_at,
         entry=entry,
         entry_hash=hashlib.sha256(entry).hexdigest(),

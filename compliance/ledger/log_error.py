@@ -19,6 +19,9 @@ FORKED = "Log.Forked"  # a checkpoint of the trusted size with another root: two
 PROVE_FROM_TRUSTED = "Log.ProveFromTrusted"  # the proof starts elsewhere than the checkpoint already trusted
 CHAIN_BROKEN = "Chain.Broken"  # an envelope's entries do not link: edited, deleted, inserted or reordered
 INCOMPLETE = "Log.Incomplete"  # the head map names a later head than the history shown: events were cut off
+KEY_CHAIN_BROKEN = "Log.KeyChainBroken"  # a key rotation or revocation statement does not follow from the trusted key
+KEY_COMPROMISED = "Log.KeyCompromised"  # signed by a revoked key and not dated before its compromise
+NOT_PROVEN = "Log.CompletenessNotProven"  # a bundle without a head map (v1): a prefix only, later events unknown
 CORRUPT = "Log.Corrupt"  # the vault's own stored log (its tiles) is missing or damaged: our fault, not the input's
 
 CODES = frozenset(
@@ -34,6 +37,9 @@ CODES = frozenset(
         PROVE_FROM_TRUSTED,
         CHAIN_BROKEN,
         INCOMPLETE,
+        KEY_CHAIN_BROKEN,
+        KEY_COMPROMISED,
+        NOT_PROVEN,
         CORRUPT,
     }
 )

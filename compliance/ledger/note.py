@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from compliance.ledger.log_error import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
+from compliance.ledger.signer import Signer
 
 ALG_ED25519 = 0x01
 SIG_PREFIX = "— "
@@ -63,7 +64,7 @@ def raw_public_key(key: Ed25519PublicKey) -> bytes:
 class NoteSigner:
     """Signs notes with one named Ed25519 key."""
 
-    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, name: str, private_key: Signer) -> None:
         self.name = _check_name(name)
         self._key = private_key
         self.key_id = key_id(name, raw_public_key(private_key.public_key()))

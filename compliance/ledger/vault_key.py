@@ -1,4 +1,4 @@
-"""The vault's Ed25519 key: signs checkpoints (and, later, certificates).
+"""The vault's Ed25519 key: signs checkpoints, certificates and report-key endorsements, through a ``Signer``.
 
 In the embedded default it is generated on first start into the data directory (0600); in production it is
 configured (``EVAULT_SIGNING_KEY``) and a missing file stops the start instead of silently minting a new key.
@@ -9,14 +9,14 @@ The public half is written beside it (``<key>.pub``, PEM) so that checks which m
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from compliance.ledger.note import NoteSigner, NoteVerifier, key_id, raw_public_key
+from compliance.ledger.signer import FileSigner, Signer, create_key_file
 
 log = logging.getLogger("evault.signing")
 
@@ -28,15 +28,18 @@ class SigningKeyError(RuntimeError):
 @dataclass(frozen=True)
 class VaultKey:
     name: str
-    private_key: Ed25519PrivateKey
+    signer: Signer
 
     @property
     def public_key(self) -> Ed25519PublicKey:
-        return self.private_key.public_key()
+        return self.signer.public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        return self.signer.sign(data)
 
     @property
     def note_signer(self) -> NoteSigner:
-        return NoteSigner(self.name, self.private_key)
+        return NoteSigner(self.name, self.signer)
 
     @property
     def note_verifier(self) -> NoteVerifier:
@@ -48,26 +51,16 @@ class VaultKey:
         ).decode()
 
 
-def create_key_file(path: Path) -> None:
-    """A new Ed25519 private key in PEM, created 0600 and never over an existing file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-
-
 def load_or_create_key(path: Path, name: str, *, create: bool) -> VaultKey:
     if not path.exists():
         if not create:
             raise SigningKeyError(f"signing key {path} does not exist (set EVAULT_SIGNING_KEY to a PEM Ed25519 key)")
         create_key_file(path)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SigningKeyError(f"signing key {path} is not an Ed25519 private key")
-    vault_key = VaultKey(name=name, private_key=key)
+    try:
+        signer = FileSigner.load(path)
+    except ValueError as exc:
+        raise SigningKeyError(f"signing key {path}: {exc}") from exc
+    vault_key = VaultKey(name=name, signer=signer)
     _write_public_key(public_key_path(path), vault_key.public_pem().encode())
     return vault_key
 

@@ -21,9 +21,9 @@ from sqlmodel import Session, col, select
 
 from compliance.checkpoints.publisher import tree_for
 from compliance.headmap.sparse_tree import Head, HeadMap, map_key, tree_id_for
-from compliance.headmap.sql_store import MAP_ROOT_EVENT
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
+from compliance.ledger.event_catalogue import MAP_ROOT
 from compliance.ledger.events import log_size
 from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
@@ -170,7 +170,7 @@ class LogAudit:
         envelope, seq, data = value.get("envelope"), value.get("seq"), value.get("data")
         if isinstance(envelope, str) and isinstance(seq, int):
             self.pending[map_key(envelope)] = Head(seq, _sha256(event.entry).digest())
-        elif value.get("type") == MAP_ROOT_EVENT and envelope is None:
+        elif value.get("type") == MAP_ROOT.name and envelope is None:
             expected = self.head_map.update(self.pending)
             self.pending, self.last_map_root = {}, event.leaf_index
             claimed = data.get("map_root") if isinstance(data, dict) else None
@@ -231,18 +231,33 @@ class LogAudit:
                 )
         try:
             note = bytes(body).decode("utf-8")
-            signed = verify_checkpoint(note, self.ctx.sources.checkpoint_verifier, self.ctx.sources.origin(self.org_id))
+            signed = verify_checkpoint(
+                note, self.ctx.sources.checkpoint_verifier_for(note), self.ctx.sources.origin(self.org_id)
+            )
             if signed.size != size:
                 raise LogError("Log.Malformed", f"the note signs size {signed.size}")
         except (UnicodeDecodeError, LogError) as exc:
             reason = exc.message if isinstance(exc, LogError) else "not UTF-8"
             self.report("Checkpoint.Forged", f"the WORM checkpoint is not the vault's note: {reason}", **where)
             return
+        self._key_sound(note, row, where)
         if row is not None and (row.note != note or row.root_hash != signed.root_hash.hex()):
             self.report("Checkpoint.Mismatch", "the database checkpoint differs from the WORM one", **where)
         if self.tree.size != size or self.tree.root() != signed.root_hash:
             self.report("Log.RootMismatch", "the entries no longer produce the signed root", **where)
         self._consistency(session, signed)
+
+    def _key_sound(self, note: str, row: CheckpointRow | None, where: dict[str, Any]) -> None:
+        """A checkpoint by a revoked key stands only if a configured witness or TSA dates it before the compromise."""
+        sources = self.ctx.sources
+        if sources.keys is None:
+            return
+        _, period = sources.keys.verifier_for_note(note)
+        token = row.timestamp_token if row is not None else None
+        try:
+            sources.checkpoint_trust.check_key(sources.keys, period, note, token)
+        except LogError as exc:
+            self.report("Checkpoint.KeyCompromised", exc.message, **where, generation=period.generation)
 
     def _written_beside(
         self, size: int, row: CheckpointRow, versions: list[VersionEntry]

@@ -16,6 +16,7 @@ from typing import Any
 from sqlmodel import col, select
 
 from compliance import strict_json
+from compliance.ledger.event_catalogue import VAULTED_IN
 from compliance.verifier.context import Context
 from compliance.verifier.findings import Finding
 from compliance.verifier.merge import binary_order, merge_by_key
@@ -77,7 +78,7 @@ def _ledger_page(ctx: Context, envelope_ids: set[str]) -> Ledgered:
     with ctx.sources.db.read_session() as session:
         rows = session.exec(
             select(Event.envelope_id, Event.entry)
-            .where(col(Event.envelope_id).in_(sorted(envelope_ids)), Event.event_type == "vault.vaulted_in")
+            .where(col(Event.envelope_id).in_(sorted(envelope_ids)), Event.event_type == VAULTED_IN.name)
             .order_by(col(Event.leaf_index))
         )
         for envelope_id, entry in rows:

@@ -22,8 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from compliance import strict_json
 from compliance.errors import EvaultError
+from compliance.ledger.key_history import KeySet
+from compliance.ledger.log_error import LogError
 from compliance.ledger.note import raw_public_key
-from compliance.ledger.vault_key import VaultKey, create_key_file, load_public_key
+from compliance.ledger.signer import create_key_file
+from compliance.ledger.vault_key import VaultKey, load_public_key
+from storage.ids import iso
 
 FORMAT = "evault-verify-report/v1"
 ENDORSEMENT_CONTEXT = b"evault report-signing key v1\n"
@@ -66,7 +70,7 @@ def endorse_report_key(path: Path, vault_key: VaultKey, *, create: bool) -> Repo
             raise FileNotFoundError(f"report signing key {path} does not exist (EVAULT_REPORT_SIGNING_KEY)")
         create_key_file(path)
     public = _load_private(path).public_key()
-    endorsement = base64.b64encode(vault_key.private_key.sign(ENDORSEMENT_CONTEXT + raw_public_key(public))).decode()
+    endorsement = base64.b64encode(vault_key.sign(ENDORSEMENT_CONTEXT + raw_public_key(public))).decode()
     target = endorsement_path(path)
     if not target.exists() or target.read_text().strip() != endorsement:
         target.write_text(endorsement + "\n")
@@ -101,8 +105,20 @@ def _b64(value: Any, what: str) -> bytes:
         raise ReportError("Report.Malformed", f"{what} is not base64") from None
 
 
-def verify_report(data: bytes, vault_public_pem: bytes) -> dict[str, Any]:
-    """The report inside ``data`` if the vault key endorses its key and that key signed it; raise otherwise."""
+def _verifies(vault: Ed25519PublicKey, endorsement: bytes, raw_report_key: bytes) -> bool:
+    try:
+        vault.verify(endorsement, ENDORSEMENT_CONTEXT + raw_report_key)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def verify_report(data: bytes, vault_public_pem: bytes, keys: KeySet | None = None) -> dict[str, Any]:
+    """The report inside ``data`` if a vault key endorses its key and that key signed it; raise otherwise.
+
+    ``vault_public_pem`` is the first key the auditor trusts; ``keys`` (the vault's key set) adds the keys that
+    follow from it by rotation. An endorsement by a since-revoked key is ``Report.KeyCompromised``: nothing
+    independent dates it."""
     try:
         signed = strict_json.loads(data)
         report, signature = signed["report"], signed["signature"]
@@ -110,15 +126,23 @@ def verify_report(data: bytes, vault_public_pem: bytes) -> dict[str, Any]:
         if signed.get("format") != FORMAT or signature.get("algorithm") != "Ed25519" or not isinstance(report, dict):
             raise ValueError("not an evault verify report")
         key = load_public_key(str(report_key["pem"]).encode())
-        vault = load_public_key(vault_public_pem)
+        history = (keys or KeySet()).history(load_public_key(vault_public_pem))
     except (ValueError, KeyError, TypeError) as exc:
         raise ReportError("Report.Malformed", f"not a signed evault report: {exc}") from None
-    try:
-        vault.verify(_b64(report_key["endorsement"], "endorsement"), ENDORSEMENT_CONTEXT + raw_public_key(key))
-    except InvalidSignature:
+    except LogError as exc:
+        raise ReportError("Report.Malformed", f"the key set does not follow from your key: {exc.message}") from None
+    endorsement = _b64(report_key["endorsement"], "endorsement")
+    endorser = next((p for p in history.periods if _verifies(p.public_key, endorsement, raw_public_key(key))), None)
+    if endorser is None:
         raise ReportError(
             "Report.NotEndorsed", "the vault key did not endorse the key that signed this report"
         ) from None
+    if endorser.compromised_since is not None:
+        raise ReportError(
+            "Report.KeyCompromised",
+            f"the report key is endorsed by a vault key compromised since {iso(endorser.compromised_since)}",
+            generation=endorser.generation,
+        )
     try:
         key.verify(_b64(signature["value"], "signature"), rfc8785.dumps(report))
     except InvalidSignature:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from compliance.finding_codes import LOG_CODES
+from compliance.ledger.event_catalogue import INTEGRITY_FAILED
 from compliance.ledger.events import Actor, append_event
 from compliance.verifier.context import UnitState
 from compliance.verifier.findings import Finding
@@ -27,7 +28,6 @@ from storage.ids import new_id, utcnow
 from storage.models import OpenFinding, VerifyFinding, VerifyProgress, VerifyRun
 
 log = logging.getLogger("evault.verifier")
-EVENT_TYPE = "integrity.failed"
 ACTOR_SOURCE = "verifier"
 
 
@@ -193,7 +193,7 @@ def record_open_findings(
                 event = append_event(
                     session,
                     actor=Actor(org_id, key_id=None, source=ACTOR_SOURCE),
-                    event_type=EVENT_TYPE,
+                    event_type=INTEGRITY_FAILED,
                     occurred_at=now,
                     data={
                         "code": finding.code,

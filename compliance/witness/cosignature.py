@@ -11,12 +11,13 @@ import base64
 import struct
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from compliance.ledger.checkpoint_format import Checkpoint
 from compliance.ledger.log_error import BAD_SIGNATURE, MALFORMED, WRONG_KEY, LogError
 from compliance.ledger.note import NoteSignature, b64decode_strict, key_id, parse_note, raw_public_key
 from compliance.ledger.note import _check_name as check_key_name
+from compliance.ledger.signer import Signer
 
 ALG_COSIGNATURE_V1 = 0x04
 MAX_TIMESTAMP = (1 << 63) - 1
@@ -74,7 +75,7 @@ class CosignatureVerifier:
 class CosignatureSigner:
     """A witness's signing key. Use one key per cosigner: the v1 message does not commit to the name."""
 
-    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, name: str, private_key: Signer) -> None:
         self._key = private_key
         self._verifier = CosignatureVerifier(name, private_key.public_key())
         self.name = self._verifier.name

@@ -51,7 +51,7 @@ def parse_log_keys(log_vkeys: Sequence[str]) -> dict[str, NoteVerifier]:
 def build_witness(state_dir: Path, key_path: Path, log_vkeys: Sequence[str], *, name: str) -> Witness:
     """The witness ``serve_witness`` runs, without the server (for tests and for printing its vkey)."""
     key = load_or_create_key(Path(key_path), name, create=True)
-    return Witness(Path(state_dir), CosignatureSigner(name, key.private_key), parse_log_keys(log_vkeys))
+    return Witness(Path(state_dir), CosignatureSigner(name, key.signer), parse_log_keys(log_vkeys))
 
 
 def serve_witness(

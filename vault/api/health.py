@@ -62,7 +62,7 @@ def _checks(runtime: Runtime) -> dict[str, str]:
     key = runtime.key
     probe = b"evault readiness probe"
     try:
-        key.public_key.verify(key.private_key.sign(probe), probe)
+        key.public_key.verify(key.sign(probe), probe)
         checks["signing_key"] = OK
     except Exception as exc:
         checks["signing_key"] = _failure(exc)

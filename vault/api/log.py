@@ -14,6 +14,7 @@ from compliance.bundles.proof_bundle import build_bundle
 from compliance.checkpoints.publisher import tree_for
 from compliance.errors import InvalidInput, NotFound
 from compliance.ledger.events import envelope_events, log_size
+from compliance.ledger.key_ring import key_set
 from storage.models import Checkpoint as CheckpointRow
 from vault.api.conventions import Hook, Outcome, mutate, raw_digest
 from vault.api.evidence import document_signing_keys
@@ -145,19 +146,30 @@ class EnvelopeProofController(Controller):
             return build_bundle(session, runtime.key, envelope_id, checkpoint)
 
 
-@get("/.well-known/evault/keys", tags=["Transparency log"], sync_to_thread=False)
+@get("/.well-known/evault/keys", tags=["Transparency log"], sync_to_thread=True)
 def public_keys(runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
-    """The vault's public keys, for offline verification of checkpoints, bundles and certificates."""
+    """The vault's public keys, for offline verification of checkpoints, bundles and certificates: every generation
+    of the signing key (current first) with its validity, and the signed statements that chain them."""
+    with runtime.db.read_session() as session:
+        chain = key_set(session)
     return Response(
         {
             "keys": [
-                {
-                    "use": "checkpoint",
-                    "algorithm": "Ed25519",
-                    "vkey": runtime.key.note_verifier.vkey,
-                    "pem": runtime.key.public_pem(),
-                    "log_origin_prefix": runtime.settings.vault.log_origin,
-                },
+                *(
+                    {
+                        "use": "checkpoint",
+                        "algorithm": "Ed25519",
+                        "vkey": generation["vkey"],
+                        "pem": generation["pem"],
+                        "log_origin_prefix": runtime.settings.vault.log_origin,
+                        "generation": generation["generation"],
+                        "current": generation["vkey"] == runtime.key.note_verifier.vkey,
+                        "valid_from": generation["valid_from"],
+                        "valid_until": generation["valid_until"],
+                        "compromised_since": generation["compromised_since"],
+                    }
+                    for generation in reversed(chain["generations"])
+                ),
                 *document_signing_keys(runtime),
                 *(
                     [
@@ -172,7 +184,9 @@ def public_keys(runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
                     if runtime.report_key is not None
                     else []
                 ),
-            ]
+            ],
+            # The rotation and revocation statements: save this document and pass it as `--keys` offline.
+            "signing_key_chain": chain,
         },
         headers={"Cache-Control": "public, max-age=300"},
     )

@@ -15,6 +15,7 @@ from typing import Any
 from compliance.certificates.offline_check import verify_certificate
 from compliance.checkpoints.policy import CheckpointTrust
 from compliance.errors import EvaultError
+from compliance.ledger.key_history import KeySet
 
 EXIT_VALID, EXIT_INVALID, EXIT_COULD_NOT_RUN = 0, 2, 3
 
@@ -23,6 +24,19 @@ def add_trust_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--witness-key", action="append", default=[], help="a witness's vkey (repeat for each)")
     parser.add_argument("--witnesses-required", type=int, help="how many of the witness keys must cosign (default all)")
     parser.add_argument("--tsa-roots", help="PEM roots the checkpoint's RFC 3161 timestamp must chain to")
+    add_keys_option(parser)
+
+
+def add_keys_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keys",
+        help="the vault's key set (/.well-known/evault/keys saved to a file): rotations and revocations, each "
+        "checked from --public-key",
+    )
+
+
+def keys_from(args: argparse.Namespace) -> KeySet | None:
+    return KeySet.parse(Path(args.keys).read_bytes()) if args.keys else None
 
 
 def trust_from(args: argparse.Namespace) -> CheckpointTrust:
@@ -56,11 +70,12 @@ def cert_verify(args: argparse.Namespace) -> int:
         text = Path(args.certificate).read_bytes()
         pem = Path(args.public_key).read_bytes()
         trust = trust_from(args)
+        keys = keys_from(args)
     except OSError as exc:
         print(f"evault cert verify: could not run: {exc}", file=sys.stderr)
         return EXIT_COULD_NOT_RUN
     try:
-        result = verify_certificate(text, pem, trust)
+        result = verify_certificate(text, pem, trust, keys)
     except EvaultError as exc:
         print(f"INVALID: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_INVALID

@@ -25,8 +25,9 @@ from compliance.errors import EvaultError
 from compliance.ledger.vault_key import SigningKeyError
 from storage.settings import Settings, SettingsError, log_format
 from vault.cli.erase import add_commands as add_erase_commands
-from vault.cli.evidence import add_cert_commands, add_trust_options, trust_from
+from vault.cli.evidence import add_cert_commands, add_keys_option, add_trust_options, keys_from, trust_from
 from vault.cli.keys import add_commands as add_key_commands
+from vault.cli.signing_keys import add_commands as add_signing_key_commands
 from vault.log_format import configure as configure_logging
 from vault.metrics.multiproc import metrics_dir, use_multiprocess_dir
 
@@ -103,6 +104,7 @@ def _serve(_: argparse.Namespace) -> int:
 
     from vault.api.app import create_app
     from vault.api.observe import metrics_registry
+    from vault.api.server import uvicorn_config
     from vault.metrics.exposition import serve_separately
     from vault.runtime import open_runtime
     from vault.tenancy import bootstrap
@@ -131,9 +133,10 @@ def _serve(_: argparse.Namespace) -> int:
         # No logging config of uvicorn's own: its lines go through ours (text or JSON); the request lines are
         # ours too (vault/api/observe.py), with route templates and ids instead of raw paths.
         grace = settings.api.shutdown_grace_seconds
-        server = uvicorn.Server(
-            uvicorn.Config(app, log_level="info", log_config=None, access_log=False, timeout_graceful_shutdown=grace)
+        config = uvicorn_config(
+            app, settings.edge, log_level="info", log_config=None, access_log=False, timeout_graceful_shutdown=grace
         )
+        server = uvicorn.Server(config)
 
         def stop_serving(reason: str) -> None:
             if not server.should_exit:  # already stopping on a signal (a terminal's Ctrl-C reaches weed too)
@@ -190,13 +193,13 @@ def _metrics_port(
 
 def _log_verify(args: argparse.Namespace) -> int:
     from compliance.bundles.proof_bundle import verify_bundle
+    from compliance.ledger.log_error import NOT_PROVEN, LogError
 
     text = Path(args.bundle).read_bytes()
-    result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin)
+    trust = trust_from(args)
+    result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin, keys_from(args), trust)
     token = strict_json.loads(text).get("timestamp_token")
-    for line in trust_from(args).check(
-        strict_json.loads(text)["checkpoint"], base64.b64decode(token) if token else None
-    ):
+    for line in trust.check(strict_json.loads(text)["checkpoint"], base64.b64decode(token) if token else None):
         print(line)
     where = f"checkpoint {result.checkpoint.origin} size {result.checkpoint.size}"
     done = result.completeness
@@ -204,10 +207,16 @@ def _log_verify(args: argparse.Namespace) -> int:
         print(f"OK: absent: envelope {result.envelope_id} has no events at {where} (map of size {done.map_version})")
         return 0
     print(f"OK: events 0..{len(result.events) - 1} of envelope {result.envelope_id} are in {where}; chain unbroken")
-    if done is None:
-        print("completeness NOT proven (v1 bundle): later events, such as a vault-out, may have been left out")
-    else:
+    if done is not None:
         print(f"complete: event {done.head_seq} is the envelope's head at checkpoint size {result.checkpoint.size}")
+        return 0
+    unproven = (
+        "completeness NOT proven (v1 bundle: no head map): event {len(result.events) - 1} may not be "
+        "the envelope's head; later events, such as a vault-out, may have been left out"
+    )
+    if not args.allow_incomplete:
+        raise LogError(NOT_PROVEN, unproven + "; --allow-incomplete accepts a proven prefix only")
+    print(unproven)
     return 0
 
 
@@ -220,6 +229,7 @@ def _log_consistency(args: argparse.Namespace) -> int:
         Path(args.proof).read_text(),
         Path(args.public_key).read_bytes(),
         Path(args.state) if args.state else None,
+        keys_from(args),
     )
     print(f"OK: {new.origin} size {new.size} extends size {old.size}")
     return 0
@@ -304,7 +314,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _report_verify(args: argparse.Namespace) -> int:
     from compliance.verifier.report import verify_report
 
-    report = verify_report(Path(args.file).read_bytes(), Path(args.public_key).read_bytes())
+    report = verify_report(Path(args.file).read_bytes(), Path(args.public_key).read_bytes(), keys_from(args))
     print(
         f"OK: report of run {report.get('run_id')} ({report.get('verdict')}, {len(report.get('findings', []))} "
         "findings) is signed by a report key the vault key endorses"
@@ -338,12 +348,14 @@ def parser() -> argparse.ArgumentParser:
     verify_all.set_defaults(run=_verify)
     add_key_commands(commands)
     add_erase_commands(commands)
+    add_signing_key_commands(commands)
     report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(
         dest="report_command", required=True
     )
     report_verify = report.add_parser("verify", help="check a signed report against the vault's public key")
     report_verify.add_argument("file")
     report_verify.add_argument("--public-key", required=True, help="the vault's PEM public key you trust")
+    add_keys_option(report_verify)
     report_verify.set_defaults(run=_report_verify)
     witness = commands.add_parser("witness", help="run a C2SP tlog-witness that cosigns consistent checkpoints")
     witness.add_argument("--state", required=True, help="directory of the witness's state and evidence")
@@ -360,6 +372,11 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle")
     verify.add_argument("--public-key", required=True, help="the vault's PEM public key you trust")
     verify.add_argument("--origin", help="the log origin you expect (default: the bundle's)")
+    verify.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="accept a bundle that proves a prefix of the history only (v1), and say so; else exit 1",
+    )
     add_trust_options(verify)
     verify.set_defaults(run=_log_verify)
     consistency = log.add_parser("consistency", help="check that checkpoint NEW extends checkpoint OLD")
@@ -368,6 +385,7 @@ def parser() -> argparse.ArgumentParser:
     consistency.add_argument("--proof", required=True, help="consistency proof JSON from /log/proof/consistency")
     consistency.add_argument("--public-key", required=True)
     consistency.add_argument("--state", help="directory keeping the last accepted checkpoint and any evidence")
+    add_keys_option(consistency)
     consistency.set_defaults(run=_log_consistency)
     add_cert_commands(commands)
     return root

@@ -12,6 +12,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from compliance.ledger.event_catalogue import (
+    CHECK_FAILED,
+    COPY_ISSUED,
+    ENVELOPE_CREATED,
+    ENVELOPE_EXPIRED,
+    ENVELOPE_VOIDED,
+    INTEGRITY_FAILED,
+    RELEASED,
+    VAULTED_IN,
+    EventType,
+)
 from storage.ids import iso
 from storage.models import Event
 
@@ -22,17 +33,28 @@ class WebhookEvent:
     fields: tuple[str, ...] = ()  # keys of the ledger entry's data copied into the webhook's data
 
 
+def _leaving(event: EventType, *fields: str) -> tuple[str, WebhookEvent]:
+    """A ledger event that leaves as a webhook of the same name, carrying keys its catalogue schema declares
+    (never its personal-data commitments)."""
+    declared = event.required.keys() | event.optional.keys()
+    if not set(fields) <= declared - set(event.commitments):
+        raise ValueError(f"webhook {event.name}: {sorted(set(fields) - declared)} are not fields it may carry")
+    return event.name, WebhookEvent(event.name, fields)
+
+
 # ledger event type -> webhook event. The e-sign ceremony adds its envelope.* and recipient.* events here.
-WEBHOOK_EVENTS: dict[str, WebhookEvent] = {
-    "envelope.created": WebhookEvent("envelope.created", ("kind", "external_id")),
-    "envelope.voided": WebhookEvent("envelope.voided"),
-    "envelope.expired": WebhookEvent("envelope.expired", ("expires_at",)),
-    "vault.vaulted_in": WebhookEvent("vault.vaulted_in", ("authoritative_copy_id", "source")),
-    "vault.copy_issued": WebhookEvent("vault.copy_issued", ("copy_id", "document_id", "authoritative_copy_id")),
-    "vault.released": WebhookEvent("vault.released", ("authoritative_copy_id", "reason")),
-    "compliance.check_failed": WebhookEvent("compliance.check_failed", ("verdict", "failed")),
-    "integrity.failed": WebhookEvent("integrity.failed", ("code", "run_id")),
-}
+WEBHOOK_EVENTS: dict[str, WebhookEvent] = dict(
+    [
+        _leaving(ENVELOPE_CREATED, "kind", "external_id"),
+        _leaving(ENVELOPE_VOIDED),
+        _leaving(ENVELOPE_EXPIRED, "expires_at"),
+        _leaving(VAULTED_IN, "authoritative_copy_id", "source"),
+        _leaving(COPY_ISSUED, "copy_id", "document_id", "authoritative_copy_id"),
+        _leaving(RELEASED, "authoritative_copy_id", "reason"),
+        _leaving(CHECK_FAILED, "verdict", "failed"),
+        _leaving(INTEGRITY_FAILED, "code", "run_id"),
+    ]
+)
 
 
 def webhook_body(event: Event, spec: WebhookEvent) -> str:

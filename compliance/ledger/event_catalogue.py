@@ -1,0 +1,311 @@
+"""Every event the ledger may hold, declared once: its name, who may cause it, what the conditions make of it, its data.
+
+Appending reads this catalogue (``compliance/ledger/events.py`` refuses an undeclared type or data that does
+not fit its schema); the §9-105 conditions, the certificate, the audit trail and the verifier read it instead of
+keeping their own lists of event names; ``docs/events.md`` is :func:`markdown_table` exactly (a test checks).
+Print the table with ``python -m compliance.ledger.event_catalogue``.
+
+A schema is closed: the data is a JSON object with every required key, optional keys only from its list, and
+each value of one of its key's JSON types (``string``, ``integer``, ``boolean``, ``object``, ``array``, ``null``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Role(enum.Enum):
+    """What a §9-105 condition makes of an event beyond condition 4 (its authority) and 6 (its chain link)."""
+
+    VAULT_IN = "1: names the authoritative copy's documents; 2: sets the first assignee of record"
+    ASSIGNEE_CHANGE = "2: changes the assignee of record"
+    COPY = "5: registers a non-authoritative copy"
+    RELEASE = "certificate: the vault-out it states"
+    CHECK_RECORD = "the record of a failed check: written once per distinct set of failures"
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+    "null": (type(None),),
+}
+
+
+def _is(value: Any, kinds: tuple[str, ...]) -> bool:
+    if isinstance(value, bool) and "boolean" not in kinds:
+        return False  # a bool is an int to Python, never to JSON
+    return any(isinstance(value, _JSON_TYPES[kind]) for kind in kinds)
+
+
+def _is_commitment(item: Any) -> bool:
+    """``{"subject": "sub_...", "commitment": "<hex>"}`` and nothing else (compliance/ledger/personal_data.py)."""
+    return (
+        isinstance(item, dict)
+        and item.keys() == {"subject", "commitment"}
+        and all(isinstance(v, str) for v in item.values())
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class EventType:
+    """One declared event. ``scope`` None: caused without a key, by the organisation itself or a named component.
+
+    Compared by identity: only the catalogue's own declaration is that event.
+    """
+
+    name: str
+    meaning: str
+    scope: str | None
+    envelope: bool  # a link of an envelope's chain (else an organisation-level entry of the log)
+    required: Mapping[str, tuple[str, ...]]
+    optional: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    role: Role | None = None
+    commitments: tuple[str, ...] = ()  # keys holding lists of personal-data commitments ({subject, commitment})
+
+    def __post_init__(self) -> None:
+        kinds = {k for types in (*self.required.values(), *self.optional.values()) for k in types}
+        if not kinds <= _JSON_TYPES.keys() or self.required.keys() & self.optional.keys():
+            raise ValueError(f"{self.name}: a key's types must be JSON types, and a key required or optional")
+        if not set(self.commitments) <= {k for k, types in self.required.items() if types == ("array",)}:
+            raise ValueError(f"{self.name}: commitments live under required array keys")
+
+    def schema_errors(self, data: Any) -> list[str]:
+        """What is wrong with ``data`` for this event; empty when it fits."""
+        if not isinstance(data, dict):
+            return ["data is not an object"]
+        errors = [f"missing {key}" for key in self.required if key not in data]
+        for key, value in data.items():
+            kinds = self.required.get(key) or self.optional.get(key)
+            if kinds is None:
+                errors.append(f"undeclared key {key}")
+            elif not _is(value, kinds):
+                errors.append(f"{key} is not {' or '.join(kinds)}")
+            elif key in self.commitments and not all(_is_commitment(item) for item in value):
+                errors.append(f"{key} holds something other than commitments: personal data stays out of the log")
+        return errors
+
+    def condition_semantics(self) -> str:
+        """What conditions 1-6 make of this event, in words (the docs table's column)."""
+        who = f"key with {self.scope}" if self.scope else "no key (the organisation or a component)"
+        parts = [f"4: {who}"] if self.envelope else ["not in an envelope chain"]
+        if self.role is not None:
+            parts.append(self.role.value)
+        if self.envelope:
+            parts.append("6: a chain link, covered by a signed checkpoint")
+        return "; ".join(parts)
+
+
+S, N, OBJ, A = ("string",), ("string", "null"), ("object",), ("array",)
+
+ORG_CREATED = EventType("org.created", "an organisation was created", None, False, {"name": S})
+KEY_CREATED = EventType(
+    "key.created",
+    "an API key was issued (its hash is stored, never the key)",
+    None,
+    False,
+    {"key_id": S, "prefix": S, "name": S, "scopes": A, "expires_at": N},
+)
+KEY_REVOKED = EventType("key.revoked", "an API key was revoked", None, False, {"key_id": S, "prefix": S})
+KEY_ROTATED = EventType(
+    "key.rotated",
+    "an API key got a successor; the old one lapses after its grace",
+    None,
+    False,
+    {"key_id": S, "prefix": S, "name": S, "scopes": A, "expires_at": N, "rotated_from": OBJ},
+)
+ENVELOPE_CREATED = EventType(
+    "envelope.created",
+    "an envelope (e-sign or paper) was created",
+    "envelopes:write",
+    True,
+    {"kind": S, "title": S, "external_id": N, "parties": A, "secured_party": ("object", "null")},
+    {"expires_at": S},
+    commitments=("parties",),
+)
+DOCUMENT_STAGED = EventType(
+    "envelope.document_staged",
+    "pre-signed PDFs were staged for a paper envelope, to be vaulted by an empty vault-in-upload",
+    "envelopes:write",
+    True,
+    {"documents": A, "expires_at": S},
+)
+ENVELOPE_VOIDED = EventType(
+    "envelope.voided", "an envelope that was not vaulted was cancelled", "envelopes:write", True, {"reason": S}
+)
+ENVELOPE_EXPIRED = EventType(
+    "envelope.expired", "an envelope passed its expires_at before vault-in", None, True, {"expires_at": N}
+)
+VAULTED_IN = EventType(
+    "vault.vaulted_in",
+    "the authoritative copy was written under a COMPLIANCE lock",
+    "vault:write",
+    True,
+    {
+        "authoritative_copy_id": S,
+        "source": S,
+        "secured_party": OBJ,
+        "retain_until": S,
+        "caller_metadata": OBJ,
+        "documents": A,
+    },
+    {"reconciled": ("boolean",)},
+    Role.VAULT_IN,
+)
+CLAIM_RELEASED = EventType(
+    "vault.claim_released",
+    "the reconciler released a vault-in claim that never got its record; changes nothing of record",
+    None,
+    True,
+    {"claim_id": S, "unrecorded_keys": A},
+)
+RETRIEVAL_ISSUED = EventType(
+    "vault.retrieval_issued",
+    "short-lived URLs to the authoritative copy were handed out",
+    "vault:read",
+    True,
+    {"documents": A, "expires_at": S},
+)
+COPY_ISSUED = EventType(
+    "vault.copy_issued",
+    "a marked non-authoritative copy was made, its mark checked, and registered",
+    "vault:read",
+    True,
+    {
+        "copy_id": S,
+        "document_id": S,
+        "sha256": S,
+        "source_sha256": S,
+        "authoritative_copy_id": S,
+        "mark_verified_at": N,
+    },
+    role=Role.COPY,
+)
+RELEASED = EventType(
+    "vault.released",
+    "vault-out: the authoritative copy was released for good (transfer, paper-out, payoff, other)",
+    "vault:release",
+    True,
+    {"authoritative_copy_id": S, "reason": S},
+    {"transferee": OBJ, "note": S},
+    Role.RELEASE,
+)
+ASSIGNEE_CHANGED = EventType(
+    "vault.assignee_changed",
+    "the assignee of record changed (declared for transfers of control; no route appends it yet)",
+    "vault:release",
+    True,
+    {"secured_party": OBJ},
+    role=Role.ASSIGNEE_CHANGE,
+)
+CHECK_FAILED = EventType(
+    "compliance.check_failed",
+    "a §9-105 check failed; these conditions, for these reasons",
+    "compliance:read",
+    True,
+    {"verdict": S, "failed": A},
+    role=Role.CHECK_RECORD,
+)
+SUBJECT_ERASED = EventType(
+    "subject.erased",
+    "the operator erased a data subject: its values and commitment key are gone, the commitment stays",
+    None,
+    True,
+    {"subject": S},
+)
+MAP_ROOT = EventType(
+    "map.root",
+    "the head map's root at this log size, committed by the checkpoint that ends with it",
+    None,
+    False,
+    {"map_root": S, "log_size_mapped": ("integer",), "version": ("integer",)},
+)
+INTEGRITY_FAILED = EventType(
+    "integrity.failed",
+    "evault verify found a new integrity finding",
+    None,
+    False,
+    {"code": S, "subject": OBJ, "message": S, "run_id": S},
+)
+
+SIGNING_KEY_ROTATED = EventType(
+    "vault.signing_key_rotated",
+    "the vault signs with its next key from now on; the statement is signed by the outgoing and the incoming key",
+    None,
+    False,
+    {"generation": ("integer",), "vkey": S, "public_key": S, "statement": S},
+)
+SIGNING_KEY_REVOKED = EventType(
+    "vault.signing_key_revoked",
+    "a vault key is compromised: what it signed after compromised_since is suspect unless dated before",
+    None,
+    False,
+    {"generation": ("integer",), "vkey": S, "compromised_since": S, "statement": S},
+)
+
+CATALOGUE: Mapping[str, EventType] = {
+    e.name: e
+    for e in (
+        ORG_CREATED,
+        KEY_CREATED,
+        KEY_REVOKED,
+        KEY_ROTATED,
+        ENVELOPE_CREATED,
+        DOCUMENT_STAGED,
+        ENVELOPE_VOIDED,
+        ENVELOPE_EXPIRED,
+        VAULTED_IN,
+        CLAIM_RELEASED,
+        RETRIEVAL_ISSUED,
+        COPY_ISSUED,
+        RELEASED,
+        ASSIGNEE_CHANGED,
+        CHECK_FAILED,
+        SUBJECT_ERASED,
+        MAP_ROOT,
+        INTEGRITY_FAILED,
+        SIGNING_KEY_ROTATED,
+        SIGNING_KEY_REVOKED,
+    )
+}
+
+
+def declared(name: object) -> EventType | None:
+    """The declaration of an event named in an entry, or None for a name the catalogue does not know."""
+    return CATALOGUE.get(name) if isinstance(name, str) else None
+
+
+def with_role(*roles: Role) -> frozenset[str]:
+    """The names of the events that play one of ``roles`` for the conditions."""
+    return frozenset(e.name for e in CATALOGUE.values() if e.role in roles)
+
+
+def _keys(spec: Mapping[str, tuple[str, ...]], commitments: tuple[str, ...] = ()) -> str:
+    def one(key: str, kinds: tuple[str, ...]) -> str:
+        what = "array of personal-data commitments" if key in commitments else " or ".join(kinds)
+        return f"`{key}` ({what})"
+
+    return ", ".join(one(key, kinds) for key, kinds in spec.items()) or "—"
+
+
+def markdown_table() -> str:
+    rows = [
+        "| Event | Meaning | Scope | Conditions | Required data | Optional data |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for e in CATALOGUE.values():
+        scope = f"`{e.scope}`" if e.scope else "— (keyless)"
+        rows.append(
+            f"| `{e.name}` | {e.meaning} | {scope} | {e.condition_semantics()} | {_keys(e.required, e.commitments)} "
+            f"| {_keys(e.optional)} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
