@@ -25,11 +25,12 @@ CODES: dict[str, ErrorCode] = {
         400, "the body, a query or a path parameter is malformed; details.errors names the field"
     ),
     "Request.InvalidCursor": ErrorCode(400, "the list cursor is not one this API issued"),
-    "Request.InvalidHeader": ErrorCode(400, "If-Match or If-None-Match is present but empty or not visible ASCII"),
+    "Request.InvalidHeader": ErrorCode(
+        400, "If-Match or If-None-Match is present but empty, too long or not visible ASCII"
+    ),
     "Request.InvalidMetadata": ErrorCode(
         400, "metadata/parties are not JSON the ledger can hold (size, depth, numbers)"
     ),
-    "Request.InvalidPart": ErrorCode(400, "a multipart document part is not a file"),
     "Request.FieldTooLong": ErrorCode(400, "a field is longer than its limit (details.field, details.limit)"),
     "Request.TooMany": ErrorCode(400, "a list has more items than its limit (details.field, details.limit)"),
     "Request.TooDeep": ErrorCode(400, "JSON nests deeper than the limit (details.field, details.limit)"),
@@ -48,7 +49,17 @@ CODES: dict[str, ErrorCode] = {
     ),
     "Request.RateLimited": ErrorCode(429, "the key's quota for this window is spent; see Retry-After"),
     "Request.TooManyUploads": ErrorCode(
-        429, "the key has EVAULT_MAX_UPLOADS_PER_KEY uploads in flight; see Retry-After"
+        429,
+        "the key has EVAULT_MAX_UPLOADS_PER_KEY uploads in flight, or its organisation its share "
+        "(EVAULT_MAX_UPLOADS_PER_ORG alone, less beside others; details.setting); see Retry-After",
+    ),
+    "Request.HeaderTimeout": ErrorCode(
+        408, "the request's headers took longer than EVAULT_HEADER_TIMEOUT_SECONDS; the connection is closed"
+    ),
+    "Request.BodyTimeout": ErrorCode(
+        408,
+        "the body arrived slower than EVAULT_BODY_MIN_BYTES_PER_SECOND after EVAULT_BODY_GRACE_SECONDS; "
+        "the connection is closed and nothing was kept",
     ),
     "Request.ServerBusy": ErrorCode(503, "the service has EVAULT_MAX_UPLOADS uploads in flight; see Retry-After"),
     "Route.NotFound": ErrorCode(404, "no such endpoint"),
@@ -140,7 +151,7 @@ CODES: dict[str, ErrorCode] = {
     "Webhook.HttpsRequired": ErrorCode(400, "a webhook outside EVAULT_WEBHOOK_ALLOW_NETWORKS must use https"),
     "Webhook.InvalidSecret": ErrorCode(400, "a secret is whsec_ + base64 of 24-64 bytes (v1 only)"),
     "Webhook.InvalidScheme": ErrorCode(400, "scheme is v1 (HMAC-SHA256) or v1a (Ed25519)"),
-    "Webhook.UrlRequired": ErrorCode(400, "a first webhook configuration needs a url"),
+    "Webhook.UrlRequired": ErrorCode(409, "no webhook is configured yet: the first configuration needs a url"),
     "Webhook.NotConfigured": ErrorCode(404, "no webhook is configured for your organisation"),
     "Delivery.NotFound": ErrorCode(404, "no such webhook delivery in your organisation"),
     "Delivery.InFlight": ErrorCode(409, "an attempt of this delivery is in flight; retry when it ends"),

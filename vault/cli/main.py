@@ -14,21 +14,36 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from compliance import strict_json
 from compliance.errors import EvaultError
 from compliance.ledger.vault_key import SigningKeyError
-from storage.settings import Settings, SettingsError
+from storage.settings import Settings, SettingsError, log_format
 from vault.cli.dispose import add_commands as add_dispose_commands
 from vault.cli.erase import add_commands as add_erase_commands
 from vault.cli.evidence import add_cert_commands, add_keys_option, add_trust_options, keys_from, trust_from
 from vault.cli.keys import add_commands as add_key_commands
 from vault.cli.signing_keys import add_commands as add_signing_key_commands
+from vault.log_format import configure as configure_logging
+from vault.metrics.multiproc import metrics_dir, use_multiprocess_dir
 
 BOOTSTRAP_KEY_FILE = "bootstrap-key.txt"
+
+log = logging.getLogger("evault")
+
+
+def _say(settings: Settings, message: str, *, error: bool = False) -> None:
+    """A line for the operator: printed (an error to stderr), or logged when the logs are JSON (so every line
+    of the log parses)."""
+    if settings.observability.log_format == "json":
+        log.log(logging.ERROR if error else logging.INFO, message)
+    else:
+        print(message, file=sys.stderr if error else sys.stdout, flush=True)
 
 
 class _Stopped(BaseException):
@@ -43,14 +58,14 @@ def _listen(host: str, port: int) -> socket.socket:
     """Bind the API's socket before anything is created: a busy port then stops the start with nothing to undo
     (and no one-time bootstrap key printed for a service that never ran)."""
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    from vault.runtime import StartupError
-
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
         listener.listen(2048)
     except OSError as exc:
         listener.close()
+        from vault.runtime import StartupError  # only now: it imports the metrics library (see _serve)
+
         raise StartupError(f"cannot listen on {host}:{port} (EVAULT_HOST, EVAULT_PORT): {exc.strerror}") from None
     return listener
 
@@ -73,43 +88,56 @@ def _announce_bootstrap_key(settings: Settings, base: str, org_id: str, raw_key:
     with os.fdopen(fd, "w") as handle:
         handle.write(f"organisation: {org_id}\nX-API-Key: {raw_key}\n")
     os.chmod(path, 0o600)
-    print(
+    _say(
+        settings,
         f"evault: created organisation {org_id} with an all-scopes API key; stdout is not a terminal, so the "
         f"key is in {path} (mode 0600): read it, then delete the file",
-        flush=True,
     )
 
 
 def _serve(_: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the embedded store dies (exit 1, for a supervisor)."""
+    settings = Settings.from_env()
+    listener = _listen(settings.api.host, settings.api.port)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    use_multiprocess_dir(metrics_dir(settings.data_dir))  # before anything imports prometheus_client
     import uvicorn
 
     from vault.api.app import create_app
+    from vault.api.observe import metrics_registry
+    from vault.api.server import uvicorn_config
+    from vault.metrics.exposition import serve_separately
     from vault.runtime import open_runtime
     from vault.tenancy import bootstrap
 
-    settings = Settings.from_env()
-    listener = _listen(settings.api.host, settings.api.port)
     public_url = settings.api.public_url
     if settings.api.port == 0 and not settings.env.get("EVAULT_PUBLIC_URL"):
         public_url = f"http://{settings.api.host}:{listener.getsockname()[1]}"
     handled = (signal.SIGTERM, signal.SIGINT)
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in handled}
     runtime = None
+    stop_metrics = None
     failures: list[str] = []
     try:
-        print(f"evault: opening the vault in {settings.data_dir} ...", flush=True)
+        _say(settings, f"evault: opening the vault in {settings.data_dir} ...")
         runtime = open_runtime(settings)
+        app = create_app(runtime)
+        stop_metrics = _metrics_port(settings, metrics_registry(runtime), serve_separately)
         with runtime.db.session() as session:
             first = bootstrap(session)
         base = f"{public_url}/api/v2/partner"
-        print(f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)", flush=True)
+        _say(settings, f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)")
         if first is not None:
             _announce_bootstrap_key(settings, base, first[0].id, first[1])
         # On SIGTERM, requests in flight get the grace period; then uvicorn cancels them, which cancels their
         # evidence work, and the runtime's close gives that work and the background threads bounded time.
+        # No logging config of uvicorn's own: its lines go through ours (text or JSON); the request lines are
+        # ours too (vault/api/observe.py), with route templates and ids instead of raw paths.
         grace = settings.api.shutdown_grace_seconds
-        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="info", timeout_graceful_shutdown=grace))
+        config = uvicorn_config(
+            app, settings.edge, log_level="info", log_config=None, access_log=False, timeout_graceful_shutdown=grace
+        )
+        server = uvicorn.Server(config)
 
         def stop_serving(reason: str) -> None:
             if not server.should_exit:  # already stopping on a signal (a terminal's Ctrl-C reaches weed too)
@@ -129,6 +157,8 @@ def _serve(_: argparse.Namespace) -> int:
         for sig in handled:
             signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the clean-up short
         try:
+            if stop_metrics is not None:
+                stop_metrics()
             if runtime is not None:
                 runtime.close()
             listener.close()
@@ -136,10 +166,30 @@ def _serve(_: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     if failures:
-        print(f"evault: {failures[0]}; exiting so that a supervisor restarts the service", file=sys.stderr)
+        _say(settings, f"evault: {failures[0]}; exiting so that a supervisor restarts the service", error=True)
         return 1
-    print("evault: stopped", flush=True)
+    _say(settings, "evault: stopped")
     return 0
+
+
+def _metrics_port(
+    settings: Settings, registry: Any, serve: Callable[..., Callable[[], None]]
+) -> Callable[[], None] | None:
+    """Start ``/metrics`` on ``EVAULT_METRICS_PORT`` when one is set; a taken port stops the start."""
+    from vault.runtime import StartupError
+
+    obs = settings.observability
+    if obs.metrics_port == 0:
+        return None
+    try:
+        stop = serve(registry, obs.metrics_host, obs.metrics_port)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on {obs.metrics_host}:{obs.metrics_port} "
+            f"(EVAULT_METRICS_HOST, EVAULT_METRICS_PORT): {exc.strerror}"
+        ) from None
+    _say(settings, f"evault: metrics on http://{obs.metrics_host}:{obs.metrics_port}/metrics")
+    return stop
 
 
 def _log_verify(args: argparse.Namespace) -> int:
@@ -352,7 +402,11 @@ def _refusals() -> tuple[type[Exception], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        configure_logging(log_format(os.environ))
+    except SettingsError as exc:
+        print(f"evault: {exc}", file=sys.stderr)
+        return 1
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)
