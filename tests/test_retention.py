@@ -25,7 +25,7 @@ from compliance.verifier import Options, verify
 from storage.ids import iso
 from storage.models import Event, VaultedDocument, VaultRecord
 from tests import outside_verifier
-from tests.helpers import API, create_envelope, upload
+from tests.helpers import API, create_envelope, together, upload
 from tests.pdf_factory import make_pdf
 from vault.runtime import Runtime
 
@@ -117,6 +117,7 @@ def test_retention_lengthens_on_the_objects_and_never_shortens(
         (current, 409, "Retention.CannotShorten"),
         ("2030-01-01T00:00:00", 400, "Retention.InvalidDate"),  # no offset
         ("not a date", 400, "Retention.InvalidDate"),
+        ("9999-12-31T23:59:59.5+00:00", 400, "Retention.InvalidDate"),  # beyond 100 years
     ):
         refused = client.post(url, json={"retain_until": wanted}, headers=headers)
         assert (refused.status_code, refused.json()["code"]) == (status, code), refused.text
@@ -252,3 +253,37 @@ def test_a_vault_in_may_ask_for_a_longer_retention_never_a_shorter_one(
         Bucket=runtime.authoritative.bucket, Key=doc.s3_key, VersionId=doc.s3_version_id
     )["Retention"]
     assert iso(lock["RetainUntilDate"]) == longer
+
+
+def test_racing_holds_and_extensions_each_happen_once(client: Any, runtime: Runtime, tenant: Any) -> None:
+    """Under the envelope's row lock, two holds give one event and one 409; two extensions to different dates
+    both succeed only in increasing order (an earlier date committed second would shorten: 409)."""
+    _, headers = tenant
+    for _ in range(4):
+        envelope_id = _vaulted(client, headers)
+        url = f"{API}/envelopes/{envelope_id}/legal-hold"
+        a, b = together(
+            lambda url=url: client.post(url, json={"reason": "first"}, headers=headers),
+            lambda url=url: client.post(url, json={"reason": "second"}, headers=headers),
+        )
+        assert sorted([a.status_code, b.status_code]) == [200, 409], (a.text, b.text)
+        assert (a if a.status_code == 409 else b).json()["code"] == "LegalHold.AlreadySet"
+        assert len(_events(runtime, envelope_id, "vault.legal_hold_set")) == 1
+
+        current = client.get(f"{API}/envelopes/{envelope_id}", headers=headers).json()["vault"]["retain_until"]
+        dates = [iso(dt.datetime.fromisoformat(current) + dt.timedelta(days=d)) for d in (10, 20)]
+        answers = together(
+            *(
+                lambda d=d, e=envelope_id: client.post(
+                    f"{API}/envelopes/{e}/retention", json={"retain_until": d}, headers=headers
+                )
+                for d in dates
+            )
+        )
+        events = [e["retain_until"] for e in _events(runtime, envelope_id, "vault.retention_extended")]
+        if answers[0].status_code == 200:  # the earlier date committed first; the later one lengthened it again
+            assert events == dates and answers[1].status_code == 200, [r.text for r in answers]
+        else:  # the later date committed first: the earlier one would shorten it
+            assert answers[0].json()["code"] == "Retention.CannotShorten" and events == [dates[1]]
+        final = client.get(f"{API}/envelopes/{envelope_id}", headers=headers).json()["vault"]["retain_until"]
+        assert final == dates[1]  # whatever the order, the later date stands, and never went back

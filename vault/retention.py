@@ -25,10 +25,12 @@ from vault.field_limits import check_line
 from vault.lifecycle import check_if_match, touch
 
 MAX_REASON = 500
+MAX_RETENTION = timedelta(days=100 * 366)  # beyond any record-keeping rule; also keeps the date arithmetic finite
 
 
 def parse_retain_until(value: str, now: datetime) -> datetime:
-    """An RFC 3339 date with its offset, in the future; whole seconds, as S3 keeps it (rounded up, never down)."""
+    """An RFC 3339 date with its offset, in the future (at most 100 years); whole seconds, as S3 keeps it
+    (rounded up, never down)."""
     try:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError):
@@ -38,6 +40,8 @@ def parse_retain_until(value: str, now: datetime) -> datetime:
             "Retention.InvalidDate", "retain_until is an RFC 3339 date-time with its offset", field="retain_until"
         )
     parsed = as_utc(parsed)
+    if parsed > now + MAX_RETENTION:
+        raise InvalidInput("Retention.InvalidDate", "retain_until is at most 100 years away", field="retain_until")
     if parsed.microsecond:
         parsed = parsed.replace(microsecond=0) + timedelta(seconds=1)
     if parsed <= now:
