@@ -79,7 +79,54 @@ def _announce_bootstrap_key(settings: Settings, base: str, org_id: str, raw_key:
     )
 
 
-def _serve(_: argparse.Namespace) -> int:
+WORKERS_NEED_POSTGRESQL = "more than one worker needs PostgreSQL (EVAULT_DATABASE_URL): SQLite has a single writer"
+WORKERS_NEED_EXTERNAL_S3 = "more than one worker needs an external S3 (EVAULT_S3_ENDPOINT): weed is one process's"
+
+
+def _serve_workers(settings: Settings, workers: int) -> int:
+    """N uvicorn worker processes on one port, after the vault was opened once here (migrations, keys, the
+    first organisation); each worker opens its own runtime (vault.api.worker). Stops on SIGTERM/SIGINT."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from vault.runtime import StartupError, open_runtime
+    from vault.tenancy import bootstrap
+
+    if settings.database_url.startswith("sqlite"):
+        raise StartupError(f"refusing to start {workers} workers: {WORKERS_NEED_POSTGRESQL}; run one worker")
+    if settings.s3.embedded:
+        raise StartupError(f"refusing to start {workers} workers: {WORKERS_NEED_EXTERNAL_S3}")
+    listener = _listen(settings.api.host, settings.api.port)
+    public_url = settings.api.public_url
+    if settings.api.port == 0 and not settings.env.get("EVAULT_PUBLIC_URL"):
+        public_url = f"http://{settings.api.host}:{listener.getsockname()[1]}"
+    try:
+        print(f"evault: opening the vault in {settings.data_dir} ...", flush=True)
+        runtime = open_runtime(settings)
+        try:
+            with runtime.db.session() as session:
+                first = bootstrap(session)
+        finally:
+            runtime.close()
+        base = f"{public_url}/api/v2/partner"
+        print(f"evault: serving {base} with {workers} workers (OpenAPI: {public_url}/api/v2/openapi.json)", flush=True)
+        if first is not None:
+            _announce_bootstrap_key(settings, base, first[0].id, first[1])
+        config = uvicorn.Config(
+            "vault.api.worker:create",
+            factory=True,
+            workers=workers,
+            log_level="info",
+            timeout_graceful_shutdown=settings.api.shutdown_grace_seconds,
+        )
+        Multiprocess(config, sockets=[listener]).run()
+    finally:
+        listener.close()
+    print("evault: stopped", flush=True)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the embedded store dies (exit 1, for a supervisor)."""
     import uvicorn
 
@@ -88,6 +135,9 @@ def _serve(_: argparse.Namespace) -> int:
     from vault.tenancy import bootstrap
 
     settings = Settings.from_env()
+    workers = args.workers or settings.api.workers
+    if workers > 1:
+        return _serve_workers(settings, workers)
     listener = _listen(settings.api.host, settings.api.port)
     public_url = settings.api.public_url
     if settings.api.port == 0 and not settings.env.get("EVAULT_PUBLIC_URL"):
@@ -282,9 +332,14 @@ def _witness(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="evault", description="E-vault and compliance archive")
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the API (embedded SeaweedFS + SQLite unless configured)").set_defaults(
-        run=_serve
+    serve = commands.add_parser("serve", help="run the API (embedded SeaweedFS + SQLite unless configured)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes on one port (default EVAULT_WORKERS or 1); >1 needs PostgreSQL",
     )
+    serve.set_defaults(run=_serve)
     verify_all = commands.add_parser(
         "verify", help="re-read every object and log of the running vault; exit 2 on findings, 3 if it cannot run"
     )
