@@ -24,12 +24,12 @@ import pytest
 from litestar.testing import TestClient
 from sqlmodel import func, select
 
-from compliance.checkpoints.publisher import checkpointer_lease
+from compliance.checkpoints.publisher import CheckpointService, checkpointer_lease
 from compliance.errors import Unavailable
 from storage.leases import give_up, holds, take_lease
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import LogState
-from tests.helpers import create_envelope
+from tests.helpers import create_envelope, together
 from vault.runtime import Runtime
 
 TTL = 2  # EVAULT_LEASE_SECONDS in the election test: short, so that a takeover is quick to see
@@ -67,6 +67,33 @@ def test_a_lease_has_one_holder_and_lapses_after_its_ttl(runtime: Runtime) -> No
     give_up(db, "job", "b")  # a clean stop hands over at once, with a new token
     third = take_lease(db, "job", "a", timedelta(seconds=30))
     assert third is not None and third.token == second.token + 1
+
+
+def test_racing_takers_of_a_new_lease_get_one_tenure(runtime: Runtime) -> None:
+    ttl = timedelta(seconds=30)
+    for round_ in range(3):
+        name = f"race-{round_}"  # a new row each round: its creation races too
+        results = together(*[lambda n=name, h=f"h{i}": take_lease(runtime.db, n, h, ttl) for i in range(6)])
+        assert not [r for r in results if isinstance(r, Exception)], results
+        assert len([r for r in results if r is not None]) == 1, results
+
+
+def test_two_checkpointers_racing_for_one_log_sign_each_size_once(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, dict[str, str]]
+) -> None:
+    org_id, headers = tenant
+    base = runtime.checkpoints
+    services = [CheckpointService(base.db, base.worm, base.signer, base.origin_prefix, base.retention) for _ in "ab"]
+    for _ in range(3):
+        create_envelope(client, headers)
+        results = together(*[lambda s=s: s.checkpoint_now(org_id) for s in services])
+        signed = [r for r in results if isinstance(r, CheckpointRow)]
+        busy = [r for r in results if isinstance(r, Unavailable)]
+        assert signed and len(signed) + len(busy) == 2, results
+        assert all(r.code == "Checkpoint.Busy" for r in busy)
+        assert len({(r.size, r.note) for r in signed}) == 1  # the later one found the log covered already
+    with runtime.db.read_session() as session:
+        assert session.exec(select(func.count()).select_from(CheckpointRow)).one() == 3
 
 
 def test_a_log_held_by_another_checkpointer_is_not_checkpointed(
