@@ -19,13 +19,18 @@ while A attacks with ``--copiers`` concurrent clients:
   nothing is stored). A tenant flooding uploads costs others CPU whatever the files hold; the bombs should
   cost no more than this.
 
+- ``--attack slow-uploads``: A opens ``--slow`` uploads from four keys, each sending one byte every 2 s (and
+  another when answered). A holds at most its share of the upload slots, and each trickle ends in 408
+  ``Request.BodyTimeout``; B also uploads ``--uploads`` documents in each phase, and their answers are counted.
+
 A's clients wait ``Retry-After`` when refused, as clients do; ``--ignore-retry-after`` makes them call again at
 once, which turns the attack into a request flood (what the per-key rate limit is for; the bench lifts it).
 
 The report counts A's answers by status and gives B's p50/p99 under attack as ratios of its idle ones.
 
-    python bench/copy_latency.py [--attack copies|compliance-many-copies|rehearsal-bomb|upload-flood]
-        [--pages N] [--copies N] [--requests N] [--copiers C] [--ignore-retry-after] [--json]
+    python bench/copy_latency.py [--attack copies|compliance-many-copies|rehearsal-bomb|upload-flood|slow-uploads]
+        [--pages N] [--copies N] [--requests N] [--copiers C] [--slow N] [--uploads N] [--ignore-retry-after]
+        [--json]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import importlib
 import json
 import logging
 import multiprocessing
+import socket
 import statistics
 import sys
 import tempfile
@@ -42,14 +48,16 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from storage.settings import Settings
 from vault.runtime import Runtime, open_runtime
-from vault.tenancy import SCOPES, create_api_key, create_organisation
+from vault.tenancy import SCOPES, authenticate, create_api_key, create_organisation
 
 ROOT = Path(__file__).resolve().parents[1]
 API = "/api/v2/partner"
@@ -71,6 +79,85 @@ def tenant(runtime: Runtime, client: httpx.Client, pdf: bytes) -> tuple[dict[str
     )
     response.raise_for_status()
     return headers, envelope_id
+
+
+def org_keys(runtime: Runtime, headers: dict[str, str], count: int) -> list[dict[str, str]]:
+    """The key of ``headers`` and ``count - 1`` more keys of its organisation."""
+    with runtime.db.session() as session:
+        org_id = authenticate(session, headers["X-API-Key"]).org_id
+        raws = [create_api_key(session, org_id, f"bench {n}", list(SCOPES))[1] for n in range(1, count)]
+    return [headers, *({"X-API-Key": raw} for raw in raws)]
+
+
+def new_envelope(client: httpx.Client, headers: dict[str, str]) -> str:
+    body = {"kind": "paper", "title": "Bench", "secured_party": {"name": "First Bank"}}
+    envelope_id: str = client.post(f"{API}/envelopes", json=body, headers=headers).json()["id"]
+    return envelope_id
+
+
+def uploads(client: httpx.Client, headers: dict[str, str], pdf: bytes, count: int) -> tuple[list[float], Counter[int]]:
+    """``count`` vault-ins of ``pdf`` into fresh envelopes: their latencies and their answers."""
+    times: list[float] = []
+    answers: Counter[int] = Counter()
+    for _ in range(count):
+        envelope_id = new_envelope(client, headers)
+        started = time.perf_counter()
+        response = client.post(
+            f"{API}/envelopes/{envelope_id}/vault-in-upload",
+            content=pdf,
+            headers={**headers, "Content-Type": "application/pdf"},
+        )
+        times.append(time.perf_counter() - started)
+        answers[response.status_code] += 1
+    return times, answers
+
+
+Trickler = Callable[[threading.Event, Counter[Any]], None]  # one slow client's loop, until the event is set
+
+
+def slow_upload_attack(base: str, headers: dict[str, str], envelope_id: str) -> Trickler:
+    """Upload to A's envelope one byte every 2 s, announcing 100 kB; when answered, start again."""
+    host, port = urlsplit(base).hostname or "127.0.0.1", urlsplit(base).port or 80
+    head = (
+        f"POST {API}/envelopes/{envelope_id}/vault-in-upload HTTP/1.1\r\nHost: {host}\r\n"
+        f"X-API-Key: {headers['X-API-Key']}\r\nContent-Type: application/pdf\r\nContent-Length: 100000\r\n\r\n%"
+    ).encode()
+
+    def attack(stop: threading.Event, outcomes: Counter[Any]) -> None:
+        while not stop.is_set():
+            with socket.create_connection((host, port), timeout=2) as sock:
+                sock.sendall(head)
+                answer = b""
+                while not stop.is_set() and not answer:
+                    try:
+                        answer = sock.recv(4096)
+                        break
+                    except TimeoutError:
+                        pass
+                    except OSError:
+                        break
+                    try:
+                        sock.sendall(b"x")
+                    except OSError:
+                        break
+                if answer:
+                    status, code = _answer(sock, answer)
+                    outcomes[f"{status} {code}"] += 1
+                    if status != 408:
+                        time.sleep(1)  # Retry-After
+
+    return attack
+
+
+def _answer(sock: socket.socket, data: bytes) -> tuple[int, str]:
+    """The status and error code of a response whose first bytes are ``data``."""
+    while b"\r\n\r\n" not in data and (more := sock.recv(4096)):
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")), 0)
+    while len(body) < length and (more := sock.recv(4096)):
+        body += more
+    return int(head.split(b" ", 2)[1]), json.loads(body or b"{}").get("code", "")
 
 
 def attack_url(client: httpx.Client, attack: str, headers: dict[str, str], envelope_id: str, copies: int) -> str:
@@ -168,11 +255,14 @@ def attack_uploads(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--attack", choices=["copies", "compliance-many-copies", *UPLOAD_ATTACKS], default="copies")
+    attacks = ["copies", "compliance-many-copies", *UPLOAD_ATTACKS, "slow-uploads"]
+    parser.add_argument("--attack", choices=attacks, default="copies")
     parser.add_argument("--pages", type=int, default=2000, help="pages of tenant A's document")
     parser.add_argument("--copies", type=int, default=40, help="copies issued before the compliance attack")
     parser.add_argument("--requests", type=int, default=300, help="tenant B's GETs per phase")
     parser.add_argument("--copiers", type=int, default=4, help="tenant A's concurrent clients")
+    parser.add_argument("--slow", type=int, default=16, help="slow-uploads: tenant A's trickling uploads")
+    parser.add_argument("--uploads", type=int, default=10, help="slow-uploads: tenant B's uploads per phase")
     parser.add_argument(
         "--ignore-retry-after",
         action="store_true",
@@ -189,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     make_pdf = importlib.import_module("tests.pdf_factory").make_pdf
     vault_in_bench = importlib.import_module("bench.vault_in")
     serve = vault_in_bench.serve_in_thread  # uvicorn in a thread, as vault-in's bench
+    slow = args.attack == "slow-uploads"
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {
@@ -203,15 +294,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with serve(runtime, args.port) as base, httpx.Client(base_url=base, timeout=300) as client:
                 uploading = args.attack in UPLOAD_ATTACKS
-                a_headers, a_envelope = tenant(runtime, client, make_pdf(pages=2 if uploading else args.pages))
-                b_headers, b_envelope = tenant(runtime, client, make_pdf(pages=2))
-                a_url = "" if uploading else attack_url(client, args.attack, a_headers, a_envelope, args.copies)
+                b_pdf = make_pdf(pages=2)
+                a_pdf = b_pdf if uploading or slow else make_pdf(pages=args.pages)
+                a_headers, a_envelope = tenant(runtime, client, a_pdf)
+                b_headers, b_envelope = tenant(runtime, client, b_pdf)
+                a_url = "" if uploading or slow else attack_url(client, args.attack, a_headers, a_envelope, args.copies)
                 b_url = f"{API}/envelopes/{b_envelope}"
                 latencies(client, b_url, b_headers, 20)  # warm-up
                 alone = latencies(client, b_url, b_headers, args.requests)
+                b_alone = uploads(client, b_headers, b_pdf, args.uploads) if slow else None
 
                 stop = threading.Event()
-                outcomes: Counter[int] = Counter()
+                outcomes: Counter[Any] = Counter()
                 copy_seconds: list[float] = []
 
                 def copier() -> None:
@@ -232,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
                 uploaders = spawn.Process(
                     target=attack_uploads, args=(base, a_headers, files, args.copiers, (halt, ready, done))
                 )
-                threads = [threading.Thread(target=copier) for _ in range(0 if uploading else args.copiers)]
+                if slow:
+                    keys = org_keys(runtime, a_headers, 4)
+                    trickles = [slow_upload_attack(base, keys[n % 4], a_envelope) for n in range(args.slow)]
+                    threads = [threading.Thread(target=trickle, args=(stop, outcomes)) for trickle in trickles]
+                else:
+                    threads = [threading.Thread(target=copier) for _ in range(0 if uploading else args.copiers)]
                 for thread in threads:
                     thread.start()
                 if uploading:
@@ -240,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                     ready.wait(120)
                 time.sleep(1.0)  # let the copiers get going
                 loaded = latencies(client, b_url, b_headers, args.requests)
+                b_loaded = uploads(client, b_headers, b_pdf, args.uploads) if slow else None
                 stop.set()
                 halt.set()
                 for thread in threads:
@@ -253,9 +353,9 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {
         "attack": args.attack,
-        "pages": args.pages,
-        "copies": args.copies if args.attack != "copies" else None,
-        "copiers": args.copiers,
+        "pages": 2 if slow else args.pages,
+        "copies": args.copies if args.attack == "compliance-many-copies" else None,
+        "copiers": args.slow if slow else args.copiers,
         "alone": summary(alone),
         "under_attack": summary(loaded),
         "attack_responses": dict(outcomes),
@@ -264,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["p50_ratio"] = round(report["under_attack"]["p50_ms"] / report["alone"]["p50_ms"], 2)
     report["p99_ratio"] = round(report["under_attack"]["p99_ms"] / report["alone"]["p99_ms"], 2)
+    if b_alone is not None and b_loaded is not None:
+        report["b_uploads_alone"] = {**summary(b_alone[0]), "answers": dict(b_alone[1])}
+        report["b_uploads_under_attack"] = {**summary(b_loaded[0]), "answers": dict(b_loaded[1])}
+        report["upload_p99_ratio"] = round(
+            report["b_uploads_under_attack"]["p99_ms"] / report["b_uploads_alone"]["p99_ms"], 2
+        )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -273,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.copies} copies of a {args.pages}-page PDF",
             "rehearsal-bomb": f"{args.copiers} clients uploading rehearsal bombs",
             "upload-flood": f"{args.copiers} clients uploading an ordinary 25-page PDF",
+            "slow-uploads": f"{args.slow} uploads trickling a byte every 2 s from 4 keys",
         }[args.attack]
         print(
             f"tenant B GET latency, alone: p50 {report['alone']['p50_ms']} ms, p99 {report['alone']['p99_ms']} ms\n"
@@ -282,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             f"tenant A responses: {dict(outcomes)}, successful p50 {report['attack_p50_s']} s; "
             f"the process's peak RSS grew {report['peak_rss_growth_mib']} MiB"
         )
+        if "upload_p99_ratio" in report:
+            print(
+                f"tenant B uploads alone: {report['b_uploads_alone']}, under attack: "
+                f"{report['b_uploads_under_attack']} (p99 x{report['upload_p99_ratio']})"
+            )
     return 0
 
 

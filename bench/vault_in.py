@@ -48,6 +48,7 @@ from storage.buckets import ensure_bucket
 from storage.s3_client import make_s3_client
 from storage.settings import Settings
 from vault.api.app import create_app
+from vault.api.server import uvicorn_config
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import bootstrap
 
@@ -299,7 +300,10 @@ class Stages:
 
 @contextmanager
 def serve_in_thread(runtime: Runtime, port: int) -> Iterator[str]:
-    config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    app = create_app(runtime)
+    config = uvicorn_config(
+        app, runtime.settings.edge, host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -379,9 +383,9 @@ def serve_child() -> int:
     runtime = open_runtime(settings)
     try:
         runtime.start_checkpointer()
-        uvicorn.run(
-            create_app(runtime), host=settings.api.host, port=settings.api.port, log_level="warning", access_log=False
-        )
+        app = create_app(runtime)
+        options = {"host": settings.api.host, "port": settings.api.port, "log_level": "warning", "access_log": False}
+        uvicorn.Server(uvicorn_config(app, settings.edge, **options)).run()
     finally:
         runtime.close()
     return 0

@@ -48,7 +48,17 @@ CODES: dict[str, ErrorCode] = {
     ),
     "Request.RateLimited": ErrorCode(429, "the key's quota for this window is spent; see Retry-After"),
     "Request.TooManyUploads": ErrorCode(
-        429, "the key has EVAULT_MAX_UPLOADS_PER_KEY uploads in flight; see Retry-After"
+        429,
+        "the key has EVAULT_MAX_UPLOADS_PER_KEY uploads in flight, or its organisation its share "
+        "(EVAULT_MAX_UPLOADS_PER_ORG alone, less beside others; details.setting); see Retry-After",
+    ),
+    "Request.HeaderTimeout": ErrorCode(
+        408, "the request's headers took longer than EVAULT_HEADER_TIMEOUT_SECONDS; the connection is closed"
+    ),
+    "Request.BodyTimeout": ErrorCode(
+        408,
+        "the body arrived slower than EVAULT_BODY_MIN_BYTES_PER_SECOND after EVAULT_BODY_GRACE_SECONDS; "
+        "the connection is closed and nothing was kept",
     ),
     "Request.ServerBusy": ErrorCode(503, "the service has EVAULT_MAX_UPLOADS uploads in flight; see Retry-After"),
     "Route.NotFound": ErrorCode(404, "no such endpoint"),

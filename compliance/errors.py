@@ -32,6 +32,12 @@ class TooLarge(EvaultError):
     category = "too_large"
 
 
+class TimedOut(EvaultError):
+    """The client was too slow to send its request (408); the connection is closed."""
+
+    category = "timed_out"
+
+
 class Unauthenticated(EvaultError):
     category = "unauthenticated"
 

@@ -80,6 +80,7 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v pdfsig >/dev/null || missing+=(poppler-utils)  # certificate PDFs are checked with poppler too
 command -v npm >/dev/null || missing+=(nodejs npm)  # the TypeScript contract check (tests/typescript)
+command -v promtool >/dev/null || missing+=(prometheus)  # promtool checks docker/prometheus/evault-alerts.yaml
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)  # the PKCS#11 signer's token (tests/test_signing_key_hsm.py)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"

@@ -149,6 +149,8 @@ class EmbeddedS3:
         buckets: Iterable[tuple[str, bool]],
         unprotected: bool,
         unshare: str | None = None,
+        relay_max_connections: int = 256,
+        relay_idle_seconds: float = 60.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.root = self.data_dir / "seaweedfs"
@@ -164,6 +166,7 @@ class EmbeddedS3:
         self._unprotected = unprotected
         self._proc: subprocess.Popen[bytes] | None = None
         self._relay: UnixSocketRelay | None = None
+        self._relay_max_connections, self._relay_idle_seconds = relay_max_connections, relay_idle_seconds
         self._run_fd: int | None = None
         self._log: IO[bytes] | None = None
         self._log_start = 0
@@ -180,6 +183,8 @@ class EmbeddedS3:
             s3.embedded_port_base,
             buckets=[(s3.authoritative_bucket, True), *((b, False) for b in {s3.copies_bucket, s3.staging_bucket})],
             unprotected=s3.embedded_unprotected,
+            relay_max_connections=s3.relay_max_connections,
+            relay_idle_seconds=s3.relay_idle_seconds,
         )
 
     @property
@@ -352,7 +357,12 @@ class EmbeddedS3:
         try:
             if prefix:
                 self._run_fd = os.open(self.run_path, os.O_PATH | os.O_DIRECTORY)
-                self._relay = UnixSocketRelay(self.ports.s3, self._relay_target)
+                self._relay = UnixSocketRelay(
+                    self.ports.s3,
+                    self._relay_target,
+                    max_connections=self._relay_max_connections,
+                    idle_seconds=self._relay_idle_seconds,
+                )
                 self._relay.start()
             self._log = open(self.log_path, "ab")  # kept open for the process's lifetime
             os.chmod(self.log_path, 0o600)

@@ -162,6 +162,10 @@ class S3Settings:
     # EVAULT_S3_EMBEDDED_UNPROTECTED=accept: start the embedded store even where no private network namespace
     # can be made (no unshare, user namespaces disabled); its admin ports are then open to every local process.
     embedded_unprotected: bool
+    # EVAULT_S3_RELAY_MAX_CONNECTIONS: connections the embedded store's loopback relay holds at once (each costs
+    # two threads and six descriptors); a new one beyond it evicts the longest idle, or is closed at once.
+    relay_max_connections: int = 256
+    relay_idle_seconds: int = 60  # EVAULT_S3_RELAY_IDLE_SECONDS: a relayed connection moving no byte is closed
 
     @property
     def embedded(self) -> bool:
@@ -266,7 +270,15 @@ class EdgeSettings:
     max_json_bytes: int = 64 * 1024  # EVAULT_MAX_JSON_BYTES: a JSON body larger than this is refused with 413
     max_uploads_per_key: int = 4  # EVAULT_MAX_UPLOADS_PER_KEY: uploads in flight for one API key (429 beyond)
     max_uploads: int = 16  # EVAULT_MAX_UPLOADS: uploads in flight in this process in total (503 beyond)
+    # EVAULT_MAX_UPLOADS_PER_ORG: uploads in flight for one organisation while it is alone (429 beyond; default
+    # three quarters of EVAULT_MAX_UPLOADS); beside others, each gets at most EVAULT_MAX_UPLOADS / their number.
+    max_uploads_per_org: int = 12
     spool_memory_bytes: int = 1024 * 1024  # EVAULT_UPLOAD_SPOOL_MEMORY_BYTES: kept in memory, the rest on disk
+    header_timeout_seconds: int = 10  # EVAULT_HEADER_TIMEOUT_SECONDS: a request's headers must be in by then (408)
+    # EVAULT_BODY_MIN_BYTES_PER_SECOND and EVAULT_BODY_GRACE_SECONDS: a body must arrive at this average rate
+    # after the grace: byte n by grace + n / rate seconds after the headers, or the request ends with 408.
+    body_min_bytes_per_second: int = 8 * 1024
+    body_grace_seconds: int = 10
 
 
 @dataclass(frozen=True)
@@ -315,14 +327,24 @@ class ApiSettings:
 
 def _edge(env: Mapping[str, str]) -> EdgeSettings:
     d = EdgeSettings()
+    per_key = _int(env, "EVAULT_MAX_UPLOADS_PER_KEY", d.max_uploads_per_key, minimum=1)
+    max_uploads = _int(env, "EVAULT_MAX_UPLOADS", d.max_uploads, minimum=1)
     edge = EdgeSettings(
         max_json_bytes=_int(env, "EVAULT_MAX_JSON_BYTES", d.max_json_bytes, minimum=1024),
-        max_uploads_per_key=_int(env, "EVAULT_MAX_UPLOADS_PER_KEY", d.max_uploads_per_key, minimum=1),
-        max_uploads=_int(env, "EVAULT_MAX_UPLOADS", d.max_uploads, minimum=1),
+        max_uploads_per_key=per_key,
+        max_uploads=max_uploads,
+        max_uploads_per_org=_int(env, "EVAULT_MAX_UPLOADS_PER_ORG", max(per_key, max_uploads * 3 // 4), minimum=1),
         spool_memory_bytes=_int(env, "EVAULT_UPLOAD_SPOOL_MEMORY_BYTES", d.spool_memory_bytes, minimum=0),
+        header_timeout_seconds=_int(env, "EVAULT_HEADER_TIMEOUT_SECONDS", d.header_timeout_seconds, minimum=1),
+        body_min_bytes_per_second=_int(env, "EVAULT_BODY_MIN_BYTES_PER_SECOND", d.body_min_bytes_per_second, minimum=1),
+        body_grace_seconds=_int(env, "EVAULT_BODY_GRACE_SECONDS", d.body_grace_seconds, minimum=1),
     )
     if edge.max_uploads_per_key > edge.max_uploads:
         raise SettingsError("EVAULT_MAX_UPLOADS_PER_KEY must not exceed EVAULT_MAX_UPLOADS")
+    if not edge.max_uploads_per_key <= edge.max_uploads_per_org <= edge.max_uploads:
+        raise SettingsError(
+            "EVAULT_MAX_UPLOADS_PER_ORG must lie between EVAULT_MAX_UPLOADS_PER_KEY and EVAULT_MAX_UPLOADS"
+        )
     return edge
 
 
@@ -341,6 +363,37 @@ def _pdf(env: Mapping[str, str]) -> PdfSettings:
     if pdf.stamp_per_org > pdf.stamp_concurrency:
         raise SettingsError("EVAULT_PDF_STAMP_PER_ORG must not exceed EVAULT_PDF_STAMP_CONCURRENCY")
     return pdf
+
+
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    """Where Prometheus scrapes the service and how it logs (docs/operations-metrics.md)."""
+
+    # EVAULT_METRICS_PORT: 0 serves ``/metrics`` on the API's own port, unauthenticated; another port serves it
+    # there only (on EVAULT_METRICS_HOST), so the API's port can face clients without exposing it.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"  # EVAULT_METRICS_HOST: where a separate metrics port listens
+    log_format: str = "text"  # EVAULT_LOG_FORMAT: text, or json for one JSON object per line
+
+
+def log_format(env: Mapping[str, str]) -> str:
+    """``EVAULT_LOG_FORMAT``, checked: read before anything else so that the first line is already in it."""
+    value = (env.get("EVAULT_LOG_FORMAT") or "text").lower()
+    if value not in LOG_FORMATS:
+        raise SettingsError(f"EVAULT_LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
+def _observability(env: Mapping[str, str], api_port: int) -> ObservabilitySettings:
+    port = _port(env, "EVAULT_METRICS_PORT", 0, minimum=0)
+    if port and port == api_port:
+        raise SettingsError("EVAULT_METRICS_PORT must differ from EVAULT_PORT (0 serves /metrics on the API port)")
+    return ObservabilitySettings(
+        metrics_port=port, metrics_host=env.get("EVAULT_METRICS_HOST") or "127.0.0.1", log_format=log_format(env)
+    )
 
 
 # The Standard Webhooks spec's example: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
@@ -408,6 +461,7 @@ class Settings:
     pdf: PdfSettings = field(default_factory=PdfSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     evidence_work: EvidenceWorkSettings = field(default_factory=EvidenceWorkSettings)
     env: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -418,7 +472,7 @@ class Settings:
             f"Settings(data_dir={self.data_dir!r}, database_url={mask_url(self.database_url)!r}, "
             f"database_timeout={self.database_timeout!r}, s3={self.s3!r}, vault={self.vault!r}, api={self.api!r}, "
             f"pdf={self.pdf!r}, evidence={self.evidence!r}, edge={self.edge!r}, evidence_work={self.evidence_work!r}, "
-            f"webhooks={self.webhooks!r})"
+            f"webhooks={self.webhooks!r}, observability={self.observability!r})"
         )
 
     @classmethod
@@ -448,6 +502,8 @@ class Settings:
             create_buckets=_bool(env, "EVAULT_S3_CREATE_BUCKETS", default=not endpoint),
             embedded_port_base=_port(env, "EVAULT_S3_EMBEDDED_PORT_BASE", 18330, minimum=1024, maximum=65535 - 7),
             embedded_unprotected=_accept(env, "EVAULT_S3_EMBEDDED_UNPROTECTED"),
+            relay_max_connections=_int(env, "EVAULT_S3_RELAY_MAX_CONNECTIONS", 256, minimum=1),
+            relay_idle_seconds=_int(env, "EVAULT_S3_RELAY_IDLE_SECONDS", 60, minimum=1),
         )
         if s3.authoritative_bucket == s3.copies_bucket:
             raise SettingsError("EVAULT_S3_COPIES_BUCKET must differ from EVAULT_S3_BUCKET")
@@ -512,5 +568,6 @@ class Settings:
             edge=_edge(env),
             webhooks=_webhooks(env),
             evidence_work=_evidence_work(env),
+            observability=_observability(env, port),
             env=env,
         )

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from sqlalchemy import text
 
 from storage.buckets import ensure_bucket
 from storage.embedded_s3 import EmbeddedS3
 from storage.s3_client import make_s3_client
+from storage.settings import EdgeSettings
+from vault.api.server import uvicorn_config
 
 API = "/api/v2/partner"
 
@@ -46,6 +52,41 @@ def upload(
 ) -> Any:
     extra = {"Content-Type": "application/pdf", "X-Content-SHA256": sha256 or hashlib.sha256(data).hexdigest()}
     return client.post(f"{API}/envelopes/{envelope_id}/vault-in-{flow}", content=data, headers={**headers, **extra})
+
+
+def bound_listener(first: int, last: int) -> socket.socket:
+    """A loopback socket already bound to a port in [first, last): handed to the server as it is, so no other
+    run (the other database's pass runs at the same time) can take the port between the choice and the bind."""
+    for port in range(first, last):
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    raise RuntimeError(f"no free port in {first}-{last - 1}")
+
+
+@contextmanager
+def serving(app: Any, edge: EdgeSettings, first: int, last: int) -> Iterator[tuple[str, int]]:
+    """``app`` served as ``evault serve`` serves it (its header deadline included), in a thread, on a loopback
+    port in [first, last): (host, port)."""
+    listener = bound_listener(first, last)
+    config = uvicorn_config(app, edge, log_level="warning", lifespan="off")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not running.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        yield listener.getsockname()
+    finally:
+        running.should_exit = True
+        thread.join(20)
+        listener.close()
 
 
 def free_port(first: int, last: int) -> int:
@@ -125,3 +166,32 @@ def together(*calls: Callable[[], Any]) -> list[Any]:
     for t in threads:
         t.join(60)
     return results
+
+
+def send_head(
+    address: tuple[str, int], path: str, headers: dict[str, str], length: int, body: bytes = b""
+) -> socket.socket:
+    """Send a request's head announcing ``length`` body bytes, and only ``body`` of them."""
+    sock = socket.create_connection(address, timeout=30)
+    lines = [f"POST {path} HTTP/1.1", f"Host: {address[0]}", f"Content-Length: {length}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    return sock
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Read one response (it must come while the body we announced is still unsent)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed without a response"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        rest += chunk
+    return int(status_line.split()[1]), headers, json.loads(rest[:length] or b"{}")

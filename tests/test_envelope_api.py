@@ -225,6 +225,27 @@ def test_upload_stages_then_empty_vault_in_vaults_the_staged_bytes(client: Any, 
     assert _events(runtime, envelope_id) == ["envelope.created", "envelope.document_staged", "vault.vaulted_in"]
 
 
+def test_an_explicit_staged_json_body_vaults_what_was_staged_and_nothing_else_does(client: Any, tenant: Any) -> None:
+    """For clients that cannot send an empty body (generated ones): ``{"staged": true}``, and only that."""
+    _, headers = tenant
+    url = f"{API}/envelopes/{{}}/vault-in-upload"
+    refused = create_envelope(client, headers)
+    assert _stage(client, headers, refused, make_pdf()).status_code == 201
+    for wrong in ({"staged": False}, {"staged": True, "also": 1}, {"staged": "true"}, [True]):
+        answer = client.post(url.format(refused), json=wrong, headers=headers)
+        assert (answer.status_code, answer.json()["code"]) == (400, "Request.Invalid"), wrong
+    assert _get(client, headers, refused)["vault_state"] == "not_vaulted"
+    duplicated = client.post(
+        url.format(refused),
+        content=b'{"staged": true, "staged": true}',
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert duplicated.status_code == 400, "a signed-looking body with a repeated key is no body we read"
+    vaulted = client.post(url.format(refused), json={"staged": True}, headers=headers)
+    assert vaulted.status_code == 201, vaulted.text
+    assert vaulted.json()["vault_state"] == "vaulted" and len(vaulted.json()["vault"]["documents"]) == 1
+
+
 def test_upload_vets_like_vault_in_and_refuses_wrong_states(client: Any, runtime: Runtime, tenant: Any) -> None:
     _, headers = tenant
     envelope_id = create_envelope(client, headers)

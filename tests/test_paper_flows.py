@@ -15,7 +15,7 @@ from sqlmodel import col, select
 
 from storage.models import Checkpoint, Envelope, Event, VaultedDocument, VaultRecord
 from tests.helpers import API, create_envelope, upload
-from tests.pdf_factory import make_pdf
+from tests.pdf_factory import make_pdf, make_signed_pdf
 from vault.runtime import Runtime
 
 
@@ -34,18 +34,21 @@ def _direct(client: Any, headers: dict[str, str], envelope_id: str, pdf: bytes) 
     assert upload(client, headers, envelope_id, pdf).status_code == 201
 
 
+def _signed(client: Any, headers: dict[str, str], envelope_id: str, pdf: bytes) -> None:
+    """The e-sign kind's manual path: a PDF someone signed elsewhere, vaulted as the authoritative copy."""
+    assert upload(client, headers, envelope_id, make_signed_pdf(), flow="signed").status_code == 201
+
+
 def _types(runtime: Runtime, envelope_id: str) -> list[str]:
     with runtime.db.read_session() as session:
         rows = session.exec(select(Event).where(Event.envelope_id == envelope_id).order_by(col(Event.chain_seq)))
         return [e.event_type for e in rows]
 
 
-@pytest.mark.parametrize("flow", [_direct, _stage], ids=["direct", "staged"])
-def test_a_fresh_paper_envelope_passes_all_six_conditions(
-    client: Any, tenant: Any, runtime: Runtime, flow: Any
-) -> None:
+@pytest.mark.parametrize("flow", [_direct, _stage, _signed], ids=["direct", "staged", "esign-signed"])
+def test_a_fresh_envelope_passes_all_six_conditions(client: Any, tenant: Any, runtime: Runtime, flow: Any) -> None:
     _, headers = tenant
-    envelope_id = create_envelope(client, headers)
+    envelope_id = create_envelope(client, headers, kind="esign" if flow is _signed else "paper")
     flow(client, headers, envelope_id, make_pdf(pages=2))
     assert client.get(f"{API}/envelopes/{envelope_id}/vault/copy/signed-url", headers=headers).status_code == 200
     result = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers).json()

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import subprocess
@@ -26,14 +25,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.helpers import API, create_envelope, free_port, upload
+from tests.helpers import API, create_envelope, free_port, read_answer, send_head, serving, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
 from vault.runtime import Runtime
 
 MiB = 1024 * 1024
+PORTS = 8500 + (250 if os.environ.get("EVAULT_TEST_DATABASE_URL") else 0)  # the two passes run at once
 
 
 @pytest.fixture
@@ -49,47 +48,8 @@ def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     """The app served by uvicorn on a loopback port of this helper's range, in a thread."""
-    port = free_port(8500, 8550)
-    config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not running.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield "127.0.0.1", port
-    running.should_exit = True
-    thread.join(20)
-
-
-def _open(
-    address: tuple[str, int], path: str, headers: dict[str, str], length: int, body: bytes = b""
-) -> socket.socket:
-    """Send a request's head announcing ``length`` body bytes, and only ``body`` of them."""
-    sock = socket.create_connection(address, timeout=30)
-    lines = [f"POST {path} HTTP/1.1", f"Host: {address[0]}", f"Content-Length: {length}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-    return sock
-
-
-def _answer(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, Any]]:
-    """Read one response (it must come while the body we announced is still unsent)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed without a response"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
-    length = int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk
-        rest += chunk
-    return int(status_line.split()[1]), headers, json.loads(rest[:length] or b"{}")
+    with serving(create_app(runtime), runtime.settings.edge, PORTS, PORTS + 50) as address:
+        yield address
 
 
 def test_unauthenticated_huge_post_gets_401_without_its_body_being_read(server: tuple[str, int]) -> None:
@@ -98,8 +58,8 @@ def test_unauthenticated_huge_post_gets_401_without_its_body_being_read(server: 
         (f"{API}/envelopes/env_x/vault-in-upload", {"Content-Type": "application/pdf"}),
         (f"{API}/envelopes", {"Content-Type": "application/json", "X-API-Key": "lk_" + "x" * 43}),
     ]:
-        with _open(server, path, headers, 10 * 1024**3, b"{") as sock:
-            status, _, body = _answer(sock)
+        with send_head(server, path, headers, 10 * 1024**3, b"{") as sock:
+            status, _, body = read_answer(sock)
         assert status == 401, body
         assert body["code"] in {"Auth.MissingKey", "Auth.UnknownKey"}
 
@@ -107,24 +67,24 @@ def test_unauthenticated_huge_post_gets_401_without_its_body_being_read(server: 
 def test_key_without_the_scope_gets_403_before_the_body(server: tuple[str, int], make_key: Any) -> None:
     _, raw = make_key(["envelopes:read"])
     headers = {"Content-Type": "application/pdf", "X-API-Key": raw}
-    with _open(server, f"{API}/envelopes/env_x/vault-in-upload", headers, 10 * 1024**3) as sock:
-        status, _, body = _answer(sock)
+    with send_head(server, f"{API}/envelopes/env_x/vault-in-upload", headers, 10 * 1024**3) as sock:
+        status, _, body = read_answer(sock)
     assert (status, body["code"]) == (403, "Auth.InsufficientScope")
 
 
 def test_announced_length_over_the_routes_limit_is_413_at_once(server: tuple[str, int], tenant: Any) -> None:
     _, key = tenant
     json_headers = {**key, "Content-Type": "application/json"}
-    with _open(server, f"{API}/envelopes", json_headers, 64 * 1024 + 1) as sock:
-        status, _, body = _answer(sock)
+    with send_head(server, f"{API}/envelopes", json_headers, 64 * 1024 + 1) as sock:
+        status, _, body = read_answer(sock)
     assert (status, body["code"], body["details"]["setting"]) == (413, "Request.TooLarge", "EVAULT_MAX_JSON_BYTES")
     pdf_headers = {**key, "Content-Type": "application/pdf"}
-    with _open(server, f"{API}/envelopes/env_x/vault-in-upload", pdf_headers, 40 * MiB + 1) as sock:
-        status, _, body = _answer(sock)
+    with send_head(server, f"{API}/envelopes/env_x/vault-in-upload", pdf_headers, 40 * MiB + 1) as sock:
+        status, _, body = read_answer(sock)
     assert (status, body["details"]["setting"]) == (413, "EVAULT_MAX_UPLOAD_BYTES")
     # A JSON route never takes the upload limit: 1 MiB announced for vault-out is refused.
-    with _open(server, f"{API}/envelopes/env_x/vault-out", json_headers, MiB) as sock:
-        assert _answer(sock)[0] == 413
+    with send_head(server, f"{API}/envelopes/env_x/vault-out", json_headers, MiB) as sock:
+        assert read_answer(sock)[0] == 413
 
 
 def test_chunked_json_body_over_the_limit_is_413(server: tuple[str, int], tenant: Any) -> None:
@@ -142,23 +102,24 @@ def test_chunked_json_body_over_the_limit_is_413(server: tuple[str, int], tenant
 
 
 def test_uploads_in_flight_are_capped_per_key_and_in_total(server: tuple[str, int], client: Any, make_key: Any) -> None:
-    org_a, key_a = make_key()
-    _, key_b = make_key(org_id=org_a)
+    _, key_a = make_key()
+    _, key_b = make_key()  # three organisations, each within its share (fairness: tests/test_slow_clients.py)
+    _, key_c = make_key()
     envelope_id = create_envelope(client, {"X-API-Key": key_a})
     path = f"{API}/envelopes/{envelope_id}/vault-in-upload"
 
     def hold(key: str) -> socket.socket:
-        return _open(server, path, {"X-API-Key": key, "Content-Type": "application/pdf"}, MiB, b"%PDF-")
+        return send_head(server, path, {"X-API-Key": key, "Content-Type": "application/pdf"}, MiB, b"%PDF-")
 
     held = [hold(key_a), hold(key_a)]
     time.sleep(0.5)  # let the server take their slots (not a timing claim: the answers below are the test)
     with hold(key_a) as third:
-        status, headers, body = _answer(third)
+        status, headers, body = read_answer(third)
     assert (status, body["code"], headers["retry-after"]) == (429, "Request.TooManyUploads", "1")
     held.append(hold(key_b))
     time.sleep(0.5)
-    with hold(key_b) as fourth:
-        status, headers, body = _answer(fourth)
+    with hold(key_c) as fourth:
+        status, headers, body = read_answer(fourth)
     assert (status, body["code"]) == (503, "Request.ServerBusy")
     assert int(headers["retry-after"]) >= 1
     for sock in held:
@@ -225,9 +186,11 @@ SERVE = """
 import sys, uvicorn
 from storage.settings import Settings
 from vault.api.app import create_app
+from vault.api.server import uvicorn_config
 from vault.runtime import open_runtime
 runtime = open_runtime(Settings.from_env())
-uvicorn.run(create_app(runtime), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+config = uvicorn_config(create_app(runtime), runtime.settings.edge, host="127.0.0.1", port=int(sys.argv[1]))
+uvicorn.Server(config).run()
 """
 
 
@@ -249,7 +212,7 @@ def test_memory_of_concurrent_large_uploads_is_bounded(vault_env: dict[str, str]
     kept freed bodies in its arenas: 92 MiB measured.)
     """
     _, key = tenant
-    port = free_port(8550, 8600)
+    port = free_port(PORTS + 50, PORTS + 100)
     env = {**os.environ, **vault_env, "PYTHONPATH": os.getcwd()}
     env.update({"EVAULT_MAX_UPLOADS_PER_KEY": "4", "EVAULT_MAX_UPLOADS": "16"})
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(port)], env=env)

@@ -24,14 +24,15 @@ from typing import Any, TypeVar
 from compliance.errors import Unavailable
 from compliance.sources import Deadline
 from storage.settings import EvidenceWorkSettings
-from vault.slots import Slots
+from vault.slots import Full, Slots
 
 log = logging.getLogger("evault.evidence")
 T = TypeVar("T")
 RETRY_AFTER_SECONDS = 2
 
 
-def _refuse(org_full: bool, limit: int) -> Unavailable:
+def _refuse(full: Full, limit: int) -> Unavailable:
+    org_full = full != "total"  # the organisation is the slot's key here
     setting = "EVAULT_EVIDENCE_PER_ORG" if org_full else "EVAULT_EVIDENCE_CONCURRENCY"
     whose = "your organisation has" if org_full else "the service has"
     return Unavailable(

@@ -245,13 +245,15 @@ def _rehearse_here(data: bytes | SpooledDocument, mark: CopyMark, budget: _Budge
         raise _too_complex("max_cpu_seconds", budget.pdf.max_cpu_seconds)
 
 
-def _rehearse_in_child(data: bytes | SpooledDocument, mark: CopyMark, budget: _Budget) -> None:
+def _rehearse_in_child(data: bytes | SpooledDocument, mark: CopyMark, budget: _Budget, org_id: str | None) -> None:
     """Stamp a throwaway copy in a stamper process under the copy path's own memory, CPU and wall-clock limits
-    (the CPU what the vetting left of its budget). A spooled document goes by path, never through the pipe."""
+    (the CPU what the vetting left of its budget). A spooled document goes by path, never through the pipe.
+    The stamping slot is counted for the uploading organisation, so its share is that of its copies too."""
     pdf = budget.pdf
     cpu_left = max(1, math.ceil(pdf.max_cpu_seconds - budget.cpu()))
     limits = replace(StampLimits.from_settings(pdf), cpu_seconds=min(cpu_left, pdf.max_cpu_seconds))
-    with slots_for(pdf).slot(None, busy("Vault.Busy"), wait_seconds=float(pdf.stamp_timeout_seconds)):
+    wait = float(pdf.stamp_timeout_seconds)
+    with slots_for(pdf).slot(None, busy("Vault.Busy"), wait_seconds=wait, org=org_id):
         try:
             source = (data.path or data.head(data.size)) if isinstance(data, SpooledDocument) else data
             run_stamp(source, mark, limits, keep=False)
@@ -268,7 +270,7 @@ def _open(data: bytes | SpooledDocument) -> BinaryIO:
     return data.open() if isinstance(data, SpooledDocument) else io.BytesIO(data)
 
 
-def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None) -> PdfFacts:
+def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None, org_id: str | None = None) -> PdfFacts:
     """Accept a complete, unencrypted, stampable PDF within the budget, or raise ``InvalidInput`` saying why not.
 
     What cannot be stamped now is refused now: the copy stamper rehearses a copy with the copy path's own code.
@@ -287,7 +289,7 @@ def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None) -
         if _rehearsable_here(size, budget, facts.page_count):
             _rehearse_here(data, mark, budget)  # within the vetting slot, so few run at once
             return facts
-    _rehearse_in_child(data, mark, budget)
+    _rehearse_in_child(data, mark, budget, org_id)
     return facts
 
 

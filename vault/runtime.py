@@ -39,6 +39,7 @@ from vault.checkpoint_requests import CheckpointRequests
 from vault.custody import Custody
 from vault.evidence_work import EvidenceWork
 from vault.expiry import sweep_deadlines, sweep_staged
+from vault.metrics.instruments import CHECKPOINT_FAILURES, failure_cause
 from vault.reconcile import reconcile_claims
 from vault.webhooks.outbox import install_outbox
 from vault.webhooks.sender import Sender
@@ -120,6 +121,7 @@ class Runtime:
 
         def report(org_id: str | None, exc: Exception) -> None:
             code = getattr(exc, "code", type(exc).__name__)
+            CHECKPOINT_FAILURES.labels(failure_cause(str(code))).inc()
             log.warning("checkpointing %s failed, will retry: %s: %s", org_id or "(all)", code, exc)
 
         self._checkpointer = threading.Thread(

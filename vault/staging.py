@@ -65,7 +65,7 @@ def stage_upload(
     if_match: str | None = None,
     on_commit: OnCommit | None = None,
 ) -> list[StagedDocument]:
-    checked = check_uploads(custody, uploads, "upload")
+    checked = check_uploads(custody, uploads, "upload", actor.org_id)
     settle(custody, actor.org_id, envelope_id)
     with custody.db.read_session() as session:
         _check_stageable(get_envelope(session, actor.org_id, envelope_id))

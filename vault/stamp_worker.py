@@ -31,7 +31,7 @@ from compliance.conditions.mark_check import MarkCheck, check_copy
 from compliance.errors import EvaultError, Unavailable
 from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
-from vault.slots import Refusal, Slots
+from vault.slots import Full, Refusal, Slots
 
 log = logging.getLogger("evault.stamp")
 _CTX = multiprocessing.get_context("forkserver")
@@ -146,7 +146,7 @@ def run_stamp(source: bytes | Path, mark: CopyMark, limits: StampLimits, *, keep
 def busy(code: str) -> Refusal:
     """The refusal of a stamping that found no free slot: ``code`` is the caller's (``Copy.Busy``, ...)."""
 
-    def refuse(_key_full: bool, _limit: int) -> Unavailable:
+    def refuse(_full: Full, _limit: int) -> Unavailable:
         return Unavailable(code, "too many documents are being stamped; retry shortly", retry_after_seconds=2)
 
     return refuse
@@ -166,7 +166,7 @@ def slots_for(pdf: PdfSettings) -> Slots:
 
 def stamp_for_copy(pdf: PdfSettings, org_id: str, source: bytes, mark: CopyMark) -> bytes:
     """The marked copy, made in a child within this tenant's and the process's share of slots."""
-    with slots_for(pdf).slot(org_id, busy("Copy.Busy")):
+    with slots_for(pdf).slot(org_id, busy("Copy.Busy"), org=org_id):  # its own cap, and its fair share
         try:
             return run_stamp(source, mark, StampLimits.from_settings(pdf)).pdf
         except StampFailure as exc:

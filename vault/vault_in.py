@@ -111,7 +111,7 @@ def _check_signatures(custody: Custody, upload: Upload, position: int) -> dict[s
 
 
 def check_uploads(
-    custody: Custody, uploads: list[Upload], source: str
+    custody: Custody, uploads: list[Upload], source: str, org_id: str
 ) -> list[tuple[Upload, str, PdfFacts, dict[str, Any] | None]]:
     if not uploads:
         raise InvalidInput("Document.Missing", "send at least one PDF")
@@ -120,7 +120,7 @@ def check_uploads(
     checked = []
     for position, upload in enumerate(uploads):
         check_filename(upload.filename, f"documents[{position}].filename")
-        facts = inspect_pdf(upload.data, custody.pdf)
+        facts = inspect_pdf(upload.data, custody.pdf, org_id)
         digest = upload.sha256_hex()
         expected = upload.expected_sha256
         if expected is not None and expected.lower() != digest:
@@ -244,7 +244,7 @@ def vault_in(
     with custody.db.read_session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
     check_claimable(envelope, source, vaulted_ok=True)
-    checked = check_uploads(custody, uploads, source)
+    checked = check_uploads(custody, uploads, source, actor.org_id)
     digests = [digest for _, digest, _, _ in checked]
     if envelope.vault_state != "not_vaulted":
         return _replay_or_conflict(custody, envelope.id, digests)

@@ -17,7 +17,7 @@ from typing import Any
 
 import rfc8785
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.sign import signers
+from pyhanko.sign import signers, timestamps
 from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pypdf import PdfWriter
@@ -146,8 +146,10 @@ def _registry(cert: Any) -> SimpleCertificateStore:
     return store
 
 
-def certificate_pdf(document: dict[str, Any], signer: DocumentSigner) -> bytes:
-    """One page carrying the certificate's JSON, signed PAdES-B with the document-signing identity."""
+def certificate_pdf(document: dict[str, Any], signer: DocumentSigner, tsa_url: str | None = None) -> bytes:
+    """One page carrying the certificate's JSON, signed PAdES with the document-signing identity; with a TSA
+    configured the signature carries its RFC 3161 timestamp (PAdES-B-T), so when it was signed needs no trust in
+    the vault's clock."""
     cert, key = signer.asn1()
     pdf_signer = signers.SimpleSigner(signing_cert=cert, signing_key=key, cert_registry=_registry(cert))
     meta = signers.PdfSignatureMetadata(
@@ -155,8 +157,12 @@ def certificate_pdf(document: dict[str, Any], signer: DocumentSigner) -> bytes:
         subfilter=SigSeedSubFilter.PADES,
         reason="UCC 9-105 certificate issued by the vault",
     )
+    timestamper = timestamps.HTTPTimeStamper(tsa_url, timeout=10) if tsa_url else None
     out = signers.sign_pdf(
-        IncrementalPdfFileWriter(io.BytesIO(_page(page_lines(document), embedded_json(document)))), meta, pdf_signer
+        IncrementalPdfFileWriter(io.BytesIO(_page(page_lines(document), embedded_json(document)))),
+        meta,
+        pdf_signer,
+        timestamper=timestamper,
     )
     signed: bytes = out.getvalue()
     return signed

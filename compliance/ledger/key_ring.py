@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from compliance.errors import Conflict, InvalidInput
-from compliance.ledger.event_catalogue import SIGNING_KEY_REVOKED, SIGNING_KEY_ROTATED, EventType
+from compliance.ledger.event_catalogue import SIGNING_KEY_REVOKED, SIGNING_KEY_ROTATED
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.key_history import KeyHistory, revocation_statement, rotation_statement
 from compliance.ledger.note import NoteVerifier
@@ -98,9 +98,9 @@ def history_of(rows: list[SigningKey], first: Ed25519PublicKey) -> KeyHistory:
     )
 
 
-def _log_everywhere(session: Session, event_type: EventType, data: dict[str, object], at: datetime) -> None:
-    for org_id in session.exec(select(Organisation.id).order_by(col(Organisation.id))):
-        append_event(session, actor=Actor(org_id, source=SOURCE), event_type=event_type, occurred_at=at, data=data)
+def _organisations(session: Session) -> list[str]:
+    """Every log: a key change is recorded in each, so every auditor sees the key that signs their checkpoints."""
+    return list(session.exec(select(Organisation.id).order_by(col(Organisation.id))))
 
 
 def _locked_current(session: Session) -> SigningKey:
@@ -133,7 +133,9 @@ def rotate(db: Database, outgoing: VaultKey, incoming: Signer, incoming_ref: str
             )
             session.add(row)
             data = {"generation": generation, "vkey": row.vkey, "public_key": row.public_pem, "statement": statement}
-            _log_everywhere(session, SIGNING_KEY_ROTATED, data, now)
+            for org_id in _organisations(session):
+                actor = Actor(org_id, source=SOURCE)
+                append_event(session, actor=actor, event_type=SIGNING_KEY_ROTATED, occurred_at=now, data=data)
             session.flush()
             session.expunge(row)
     except IntegrityError:
@@ -168,7 +170,9 @@ def revoke(db: Database, current: VaultKey, generation: int, compromised_since: 
         row.revocation = statement
         session.add(row)
         data = {"generation": generation, "vkey": row.vkey, "compromised_since": iso(since), "statement": statement}
-        _log_everywhere(session, SIGNING_KEY_REVOKED, data, now)
+        for org_id in _organisations(session):
+            actor = Actor(org_id, source=SOURCE)
+            append_event(session, actor=actor, event_type=SIGNING_KEY_REVOKED, occurred_at=now, data=data)
         session.flush()
         session.expunge(row)
     return row

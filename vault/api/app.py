@@ -27,15 +27,19 @@ from vault.api.errors import (
 from vault.api.evidence import EvidenceController
 from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
+from vault.api.observe import metrics, observe, timed
 from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.api.webhooks import WebhookController
+from vault.metrics import ledger_counts
 from vault.runtime import Runtime
 
 
 def create_app(runtime: Runtime) -> Litestar:
     return_large_buffers()
+    ledger_counts.install()
+    on_api_port = [metrics] if runtime.settings.observability.metrics_port == 0 else []
     partner = Router(
         path="/api/v2/partner",
         route_handlers=[
@@ -53,9 +57,9 @@ def create_app(runtime: Runtime) -> Litestar:
         security=[{"ApiKey": []}],
     )
     app = Litestar(
-        route_handlers=[partner, health, ready, public_keys],
+        route_handlers=[partner, health, ready, public_keys, *on_api_port],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
-        before_send=[add_id_headers, add_rate_headers, complete_allow],
+        before_send=[add_id_headers, add_rate_headers, complete_allow, observe],
         middleware=[edge_middleware(runtime)],
         exception_handlers={
             EvaultError: handle_domain_error,
@@ -77,6 +81,8 @@ def create_app(runtime: Runtime) -> Litestar:
             ),
         ),
         debug=False,
+        logging_config=None,  # the process's logging is ours (vault/log_format.py): text or JSON lines
     )
     app.state.runtime = runtime
+    timed(app)
     return app

@@ -11,9 +11,14 @@ For every route, in this order:
    grows past it while streaming is cut off with the same 413;
 3. a JSON body is read here (it is small), and nesting deeper than ``MAX_BODY_DEPTH`` is 400
    ``Request.TooDeep`` before any decoder (they recurse) sees it;
-4. a document upload takes a slot: at most ``EVAULT_MAX_UPLOADS_PER_KEY`` in flight per API key (else 429
-   ``Request.TooManyUploads``) and ``EVAULT_MAX_UPLOADS`` in total (else 503 ``Request.ServerBusy``), both
-   with ``Retry-After``, instead of queueing without bound.
+4. a document upload takes a slot: at most ``EVAULT_MAX_UPLOADS_PER_KEY`` in flight per API key, and for
+   its organisation ``EVAULT_MAX_UPLOADS_PER_ORG`` while alone or its fair share beside others (else 429
+   ``Request.TooManyUploads``), and ``EVAULT_MAX_UPLOADS`` in total (else 503 ``Request.ServerBusy``), all
+   with ``Retry-After``, instead of queueing without bound;
+5. every body must keep up: byte n must be in by ``EVAULT_BODY_GRACE_SECONDS`` + n /
+   ``EVAULT_BODY_MIN_BYTES_PER_SECOND`` after the headers, or the request ends with 408
+   ``Request.BodyTimeout`` and the connection is closed; the slot and the spooled part go with it. (The
+   headers themselves have ``EVAULT_HEADER_TIMEOUT_SECONDS``: see :mod:`vault.api.server`.)
 
 The slots are in-process counters: ``evault serve`` runs one worker process (on 2 cores a second one measured
 slower), so they are the service's caps. Several processes would each have their own.
@@ -23,16 +28,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from anyio import to_thread
 from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, HTTPRequestEvent, Receive, ReceiveMessage, Scope, Send
 
-from compliance.errors import RateLimited, TooLarge, Unavailable
+from compliance.errors import RateLimited, TimedOut, TooLarge, Unavailable
+from storage.settings import EdgeSettings
 from vault.field_limits import MAX_BODY_DEPTH, check_json_depth
 from vault.ratelimit import Policy, admit, refuse_if_spent
 from vault.runtime import Runtime
-from vault.slots import Slots
+from vault.slots import Full, Slots
 from vault.tenancy import Principal, authenticate
 
 PARTNER_PREFIX = "/api/v2/partner/"
@@ -42,14 +49,22 @@ RATE_STATE = "rate_limit_usage"
 RETRY_AFTER_SECONDS = 1
 
 
-def _refuse_upload(key_full: bool, limit: int) -> RateLimited | Unavailable:
-    """No upload slot: the key's own share (429) or the whole process's (503), both with ``Retry-After``."""
-    if key_full:
+def _refuse_upload(full: Full, limit: int) -> RateLimited | Unavailable:
+    """No upload slot: the key's or the organisation's share (429) or the whole process's (503)."""
+    if full == "key":
         return RateLimited(
             "Request.TooManyUploads",
             f"this API key has {limit} uploads in flight; retry when one finishes",
             limit=limit,
             setting="EVAULT_MAX_UPLOADS_PER_KEY",
+            retry_after_seconds=RETRY_AFTER_SECONDS,
+        )
+    if full == "org":
+        return RateLimited(
+            "Request.TooManyUploads",
+            f"this organisation has its share of uploads in flight ({limit}); retry when one finishes",
+            limit=limit,
+            setting="EVAULT_MAX_UPLOADS_PER_ORG",
             retry_after_seconds=RETRY_AFTER_SECONDS,
         )
     return Unavailable(
@@ -115,6 +130,7 @@ class EdgeMiddleware:
             state[PRINCIPAL_STATE] = principal
         upload = path.endswith(UPLOAD_SUFFIXES)
         settings = self.runtime.settings
+        pace = _Pace(settings.edge, anyio.current_time())
         limit, setting = (
             (settings.vault.max_upload_bytes, "EVAULT_MAX_UPLOAD_BYTES")
             if upload
@@ -124,34 +140,61 @@ class EdgeMiddleware:
         if length is not None and length.strip().isdigit() and int(length) > limit:
             raise _too_large(limit, setting)
         if not upload:
-            await self.app(scope, await _buffered(receive, limit, setting), send)
+            await self.app(scope, await _buffered(receive, limit, setting, pace), send)
             return
         if principal is None:  # a document route outside the partner API has no caller to count
-            await self.app(scope, _counted(receive, limit, setting), send)
+            await self.app(scope, _counted(receive, limit, setting, pace), send)
             return
-        with self.slots.slot(principal.key_id, _refuse_upload):
-            await self.app(scope, _counted(receive, limit, setting), send)
+        with self.slots.slot(principal.key_id, _refuse_upload, org=principal.org_id):
+            await self.app(scope, _counted(receive, limit, setting, pace), send)
 
 
-def _counted(receive: Receive, limit: int, setting: str) -> Receive:
-    """``receive`` that refuses a body growing past ``limit`` (chunked, or lying about its length)."""
-    total = 0
+class _Pace:
+    """The pace a body must keep: its n-th byte in by ``grace + n / rate`` seconds after the headers."""
+
+    def __init__(self, edge: EdgeSettings, started: float) -> None:
+        self.rate, self.grace, self.started = edge.body_min_bytes_per_second, edge.body_grace_seconds, started
+
+    def seconds_left(self, received: int) -> float:
+        return self.started + self.grace + received / self.rate - anyio.current_time()
+
+    def too_slow(self, received: int) -> TimedOut:
+        return TimedOut(
+            "Request.BodyTimeout",
+            f"the body arrived slower than {self.rate} bytes a second (after {self.grace} s); send it faster",
+            received_bytes=received,
+            min_bytes_per_second=self.rate,
+            grace_seconds=self.grace,
+            setting="EVAULT_BODY_MIN_BYTES_PER_SECOND",
+        )
+
+
+def _counted(receive: Receive, limit: int, setting: str, pace: _Pace) -> Receive:
+    """``receive`` that refuses a body growing past ``limit`` (chunked, or lying about its length), or arriving
+    slower than ``pace`` (a stalled or trickling client would otherwise hold its slot and spool for ever)."""
+    total, complete = 0, False
 
     async def wrapped() -> ReceiveMessage:
-        nonlocal total
-        message = await receive()
+        nonlocal total, complete
+        if complete:  # the body is in: what comes next (a disconnect) may take as long as it takes
+            return await receive()
+        with anyio.move_on_after(max(0.0, pace.seconds_left(total))) as waited:
+            message = await receive()
+        if waited.cancelled_caught:
+            raise pace.too_slow(total)
         if message["type"] == "http.request":
             total += len(message.get("body", b""))
             if total > limit:
                 raise _too_large(limit, setting)
+            complete = not message.get("more_body", False)
         return message
 
     return wrapped
 
 
-async def _buffered(receive: Receive, limit: int, setting: str) -> Receive:
+async def _buffered(receive: Receive, limit: int, setting: str, pace: _Pace) -> Receive:
     """Read a small body whole (within ``limit``), refuse nesting deeper than any route takes, replay it."""
-    counted = _counted(receive, limit, setting)
+    counted = _counted(receive, limit, setting, pace)
     chunks: list[bytes] = []
     while True:
         message = await counted()
@@ -186,4 +229,5 @@ def _replay(body: bytes, receive: Receive, pending: Any) -> Receive:
 def edge_middleware(runtime: Runtime) -> DefineMiddleware:
     """The middleware for this runtime, with one set of upload slots shared by every route."""
     edge = runtime.settings.edge
-    return DefineMiddleware(EdgeMiddleware, runtime=runtime, slots=Slots(edge.max_uploads, edge.max_uploads_per_key))
+    slots = Slots(edge.max_uploads, edge.max_uploads_per_key, edge.max_uploads_per_org)
+    return DefineMiddleware(EdgeMiddleware, runtime=runtime, slots=slots)

@@ -32,6 +32,7 @@ STATUS_BY_CATEGORY = {
     "forbidden": 403,
     "not_found": 404,
     "conflict": 409,
+    "timed_out": 408,
     "precondition_failed": 412,
     "too_large": 413,
     "rate_limited": 429,
@@ -82,6 +83,8 @@ def handle_domain_error(request: Request[Any, Any, Any], exc: EvaultError) -> Re
     response = error_response(request, status, exc.code, exc.message, exc.details)
     if "retry_after_seconds" in exc.details:
         response.headers["Retry-After"] = str(exc.details["retry_after_seconds"])
+    if status == 408:  # the rest of a too-slow body is not worth reading: the server closes the connection
+        response.headers["Connection"] = "close"
     return response
 
 

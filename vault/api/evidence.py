@@ -142,7 +142,7 @@ class EvidenceController(Controller):
             sources = runtime.sources(deadline)
             document = issue_certificate(sources, runtime.key, checkpoints, policy_of(runtime), actor, envelope_id)
             if kind == "pdf" and signer is not None:
-                pdf = certificate_pdf(document, signer)
+                pdf = certificate_pdf(document, signer, runtime.settings.vault.tsa_url or None)
                 disposition = f'inline; filename="certificate-{envelope_id}.pdf"'
                 return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": disposition})
             return Response(document, media_type="application/json")

@@ -58,6 +58,15 @@ def _header(name: str, description: str, example: str | None = None, pattern: st
     return param
 
 
+# vault-in-upload's explicit form of "vault what was staged", for clients that cannot send an empty body.
+STAGED_BODY = {
+    "type": "object",
+    "required": ["staged"],
+    "properties": {"staged": {"const": True}},
+    "additionalProperties": False,
+}
+
+
 def _pdf_body(optional: bool) -> dict[str, Any]:
     """Multipart first (the shape every client generator supports), then the raw PDF under both media types:
     ``application/octet-stream`` is what generators send a raw file as, ``application/pdf`` what curl users do."""
@@ -66,7 +75,7 @@ def _pdf_body(optional: bool) -> dict[str, Any]:
     return {
         "required": not optional,
         "description": "Several PDFs as multipart `document` parts, or one PDF as the raw body"
-        + ("; no body at all vaults what was staged by POST .../upload" if optional else ""),
+        + ('; no body at all, or {"staged": true}, vaults what was staged by POST .../upload' if optional else ""),
         "content": {
             "multipart/form-data": {
                 "schema": {
@@ -89,6 +98,7 @@ def _pdf_body(optional: bool) -> dict[str, Any]:
             },
             "application/octet-stream": raw,
             "application/pdf": raw,
+            **({"application/json": {"schema": STAGED_BODY}} if optional else {}),
         },
     }
 

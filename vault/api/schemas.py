@@ -282,6 +282,7 @@ _MEANING = {
     401: "Missing, malformed, unknown, revoked or expired API key",
     403: "The key lacks this operation's scope",
     404: "No such envelope (or document) in your organisation",
+    408: "The body arrived slower than EVAULT_BODY_MIN_BYTES_PER_SECOND allows; the connection is closed",
     409: "The envelope's state or the Idempotency-Key forbids this now",
     412: "If-Match does not match the envelope's ETag; nothing changed",
     413: "Body larger than EVAULT_MAX_UPLOAD_BYTES",
@@ -290,7 +291,7 @@ _MEANING = {
     503: "A dependency (object storage, database) is unavailable; retry",
 }
 READ_ERRORS = (400, 401, 403, 404, 429, 500, 503)
-WRITE_ERRORS = (*READ_ERRORS, 409, 412)
+WRITE_ERRORS = (*READ_ERRORS, 408, 409, 412)
 UPLOAD_ERRORS = (*WRITE_ERRORS, 413)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from litestar import Request
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser
 
+from compliance import strict_json
 from compliance.errors import InvalidInput
 from vault.api.conventions import parts_digest, raw_digest
 from vault.field_limits import check_json_depth, check_line
@@ -123,6 +124,16 @@ async def _multipart(
     return uploads, metadata, parts_digest(parts)
 
 
+STAGED_BODY_MAX = 64  # {"staged": true} with room for whitespace
+
+
+def _says_staged(body: bytes) -> bool:
+    try:
+        return bool(strict_json.loads(body) == {"staged": True})
+    except ValueError:
+        return False
+
+
 async def read_uploads(
     request: Request[Any, Any, Any], memory_bytes: int, *, empty_ok: bool = False
 ) -> tuple[list[Upload], dict[str, Any] | None, str]:
@@ -136,7 +147,8 @@ async def read_uploads(
         if not boundary:
             raise InvalidInput("Request.Invalid", "multipart boundary missing in Content-Type")
         return await _multipart(request.stream(), boundary.encode("latin-1"), memory_bytes)
-    if media_type not in {"application/pdf", "application/octet-stream"} and not (empty_ok and not media_type):
+    staged_ok = empty_ok and media_type in ("", "application/json")
+    if media_type not in {"application/pdf", "application/octet-stream"} and not staged_ok:
         raise InvalidInput(
             "Request.UnsupportedMediaType", "send application/pdf or multipart/form-data", content_type=media_type
         )
@@ -148,6 +160,12 @@ async def read_uploads(
                 "Request.UnsupportedMediaType", "send application/pdf or multipart/form-data", content_type=""
             )
         return [], None, raw_digest(spool.sha256_hex)
+    if media_type == "application/json":  # the same, said explicitly: exactly {"staged": true}
+        body = spool.head(min(spool.size, STAGED_BODY_MAX))
+        spool.close()
+        if spool.size > STAGED_BODY_MAX or not _says_staged(body):
+            raise InvalidInput("Request.Invalid", 'a JSON body here is exactly {"staged": true}', field="staged")
+        return [], None, raw_digest(hashlib.sha256(b"").hexdigest())
     filename = request.query_params.get("filename") or "document.pdf"
     upload = Upload(filename, spool, request.headers.get("x-content-sha256"))
     return [upload], None, raw_digest(spool.sha256_hex)

@@ -14,20 +14,35 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from compliance import strict_json
 from compliance.errors import EvaultError
 from compliance.ledger.vault_key import SigningKeyError
-from storage.settings import Settings, SettingsError
+from storage.settings import Settings, SettingsError, log_format
 from vault.cli.erase import add_commands as add_erase_commands
 from vault.cli.evidence import add_cert_commands, add_keys_option, add_trust_options, keys_from, trust_from
 from vault.cli.keys import add_commands as add_key_commands
 from vault.cli.signing_keys import add_commands as add_signing_key_commands
+from vault.log_format import configure as configure_logging
+from vault.metrics.multiproc import metrics_dir, use_multiprocess_dir
 
 BOOTSTRAP_KEY_FILE = "bootstrap-key.txt"
+
+log = logging.getLogger("evault")
+
+
+def _say(settings: Settings, message: str, *, error: bool = False) -> None:
+    """A line for the operator: printed (an error to stderr), or logged when the logs are JSON (so every line
+    of the log parses)."""
+    if settings.observability.log_format == "json":
+        log.log(logging.ERROR if error else logging.INFO, message)
+    else:
+        print(message, file=sys.stderr if error else sys.stdout, flush=True)
 
 
 class _Stopped(BaseException):
@@ -42,14 +57,14 @@ def _listen(host: str, port: int) -> socket.socket:
     """Bind the API's socket before anything is created: a busy port then stops the start with nothing to undo
     (and no one-time bootstrap key printed for a service that never ran)."""
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    from vault.runtime import StartupError
-
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
         listener.listen(2048)
     except OSError as exc:
         listener.close()
+        from vault.runtime import StartupError  # only now: it imports the metrics library (see _serve)
+
         raise StartupError(f"cannot listen on {host}:{port} (EVAULT_HOST, EVAULT_PORT): {exc.strerror}") from None
     return listener
 
@@ -72,10 +87,10 @@ def _announce_bootstrap_key(settings: Settings, base: str, org_id: str, raw_key:
     with os.fdopen(fd, "w") as handle:
         handle.write(f"organisation: {org_id}\nX-API-Key: {raw_key}\n")
     os.chmod(path, 0o600)
-    print(
+    _say(
+        settings,
         f"evault: created organisation {org_id} with an all-scopes API key; stdout is not a terminal, so the "
         f"key is in {path} (mode 0600): read it, then delete the file",
-        flush=True,
     )
 
 
@@ -83,82 +98,111 @@ WORKERS_NEED_POSTGRESQL = "more than one worker needs PostgreSQL (EVAULT_DATABAS
 WORKERS_NEED_EXTERNAL_S3 = "more than one worker needs an external S3 (EVAULT_S3_ENDPOINT): weed is one process's"
 
 
-def _serve_workers(settings: Settings, workers: int) -> int:
-    """N uvicorn worker processes on one port, after the vault was opened once here (migrations, keys, the
-    first organisation); each worker opens its own runtime (vault.api.worker). Stops on SIGTERM/SIGINT."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    from vault.runtime import StartupError, open_runtime
-    from vault.tenancy import bootstrap
+def _refuse_workers(settings: Settings, workers: int) -> None:
+    """More than one worker only where several writers and one store for all of them exist."""
+    from vault.runtime import StartupError
 
     if settings.database_url.startswith("sqlite"):
         raise StartupError(f"refusing to start {workers} workers: {WORKERS_NEED_POSTGRESQL}; run one worker")
     if settings.s3.embedded:
         raise StartupError(f"refusing to start {workers} workers: {WORKERS_NEED_EXTERNAL_S3}")
-    listener = _listen(settings.api.host, settings.api.port)
+
+
+def _serve_workers(settings: Settings, workers: int, listener: socket.socket) -> int:
+    """N uvicorn worker processes on ``listener``, after the vault was opened here once (migrations, keys, the
+    first organisation, the metrics port); each worker opens its own runtime (vault.api.worker)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from vault.api.observe import metrics_registry
+    from vault.metrics.exposition import serve_separately
+    from vault.runtime import open_runtime
+    from vault.tenancy import bootstrap
+
     public_url = settings.api.public_url
     if settings.api.port == 0 and not settings.env.get("EVAULT_PUBLIC_URL"):
         public_url = f"http://{settings.api.host}:{listener.getsockname()[1]}"
+    runtime = None
+    stop_metrics = None
     try:
-        print(f"evault: opening the vault in {settings.data_dir} ...", flush=True)
-        runtime = open_runtime(settings)
-        try:
-            with runtime.db.session() as session:
-                first = bootstrap(session)
-        finally:
-            runtime.close()
+        _say(settings, f"evault: opening the vault in {settings.data_dir} ...")
+        runtime = open_runtime(settings)  # no background threads here: the workers run them, under leases
+        stop_metrics = _metrics_port(settings, metrics_registry(runtime), serve_separately)
+        with runtime.db.session() as session:
+            first = bootstrap(session)
         base = f"{public_url}/api/v2/partner"
-        print(f"evault: serving {base} with {workers} workers (OpenAPI: {public_url}/api/v2/openapi.json)", flush=True)
+        _say(settings, f"evault: serving {base} with {workers} workers (OpenAPI: {public_url}/api/v2/openapi.json)")
         if first is not None:
             _announce_bootstrap_key(settings, base, first[0].id, first[1])
         config = uvicorn.Config(
             "vault.api.worker:create",
             factory=True,
             workers=workers,
+            http="vault.api.worker:Protocol",
             log_level="info",
+            log_config=None,
+            access_log=False,
             timeout_graceful_shutdown=settings.api.shutdown_grace_seconds,
         )
-        Multiprocess(config, sockets=[listener]).run()
+        Multiprocess(config, sockets=[listener]).run()  # until SIGTERM/SIGINT, which it handles
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
+        if runtime is not None:
+            runtime.close()
         listener.close()
-    print("evault: stopped", flush=True)
+    _say(settings, "evault: stopped")
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the embedded store dies (exit 1, for a supervisor)."""
-    import uvicorn
-
-    from vault.api.app import create_app
-    from vault.runtime import open_runtime
-    from vault.tenancy import bootstrap
-
     settings = Settings.from_env()
     workers = args.workers or settings.api.workers
     if workers > 1:
-        return _serve_workers(settings, workers)
+        _refuse_workers(settings, workers)  # before anything is bound or created
     listener = _listen(settings.api.host, settings.api.port)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    use_multiprocess_dir(metrics_dir(settings.data_dir))  # before anything imports prometheus_client
+    if workers > 1:
+        return _serve_workers(settings, workers, listener)
+    import uvicorn
+
+    from vault.api.app import create_app
+    from vault.api.observe import metrics_registry
+    from vault.api.server import uvicorn_config
+    from vault.metrics.exposition import serve_separately
+    from vault.runtime import open_runtime
+    from vault.tenancy import bootstrap
+
     public_url = settings.api.public_url
     if settings.api.port == 0 and not settings.env.get("EVAULT_PUBLIC_URL"):
         public_url = f"http://{settings.api.host}:{listener.getsockname()[1]}"
     handled = (signal.SIGTERM, signal.SIGINT)
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in handled}
     runtime = None
+    stop_metrics = None
     failures: list[str] = []
     try:
-        print(f"evault: opening the vault in {settings.data_dir} ...", flush=True)
+        _say(settings, f"evault: opening the vault in {settings.data_dir} ...")
         runtime = open_runtime(settings)
+        app = create_app(runtime)
+        stop_metrics = _metrics_port(settings, metrics_registry(runtime), serve_separately)
         with runtime.db.session() as session:
             first = bootstrap(session)
         base = f"{public_url}/api/v2/partner"
-        print(f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)", flush=True)
+        _say(settings, f"evault: serving {base}  (OpenAPI: {public_url}/api/v2/openapi.json)")
         if first is not None:
             _announce_bootstrap_key(settings, base, first[0].id, first[1])
         # On SIGTERM, requests in flight get the grace period; then uvicorn cancels them, which cancels their
         # evidence work, and the runtime's close gives that work and the background threads bounded time.
+        # No logging config of uvicorn's own: its lines go through ours (text or JSON); the request lines are
+        # ours too (vault/api/observe.py), with route templates and ids instead of raw paths.
         grace = settings.api.shutdown_grace_seconds
-        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="info", timeout_graceful_shutdown=grace))
+        config = uvicorn_config(
+            app, settings.edge, log_level="info", log_config=None, access_log=False, timeout_graceful_shutdown=grace
+        )
+        server = uvicorn.Server(config)
 
         def stop_serving(reason: str) -> None:
             if not server.should_exit:  # already stopping on a signal (a terminal's Ctrl-C reaches weed too)
@@ -178,6 +222,8 @@ def _serve(args: argparse.Namespace) -> int:
         for sig in handled:
             signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the clean-up short
         try:
+            if stop_metrics is not None:
+                stop_metrics()
             if runtime is not None:
                 runtime.close()
             listener.close()
@@ -185,10 +231,30 @@ def _serve(args: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     if failures:
-        print(f"evault: {failures[0]}; exiting so that a supervisor restarts the service", file=sys.stderr)
+        _say(settings, f"evault: {failures[0]}; exiting so that a supervisor restarts the service", error=True)
         return 1
-    print("evault: stopped", flush=True)
+    _say(settings, "evault: stopped")
     return 0
+
+
+def _metrics_port(
+    settings: Settings, registry: Any, serve: Callable[..., Callable[[], None]]
+) -> Callable[[], None] | None:
+    """Start ``/metrics`` on ``EVAULT_METRICS_PORT`` when one is set; a taken port stops the start."""
+    from vault.runtime import StartupError
+
+    obs = settings.observability
+    if obs.metrics_port == 0:
+        return None
+    try:
+        stop = serve(registry, obs.metrics_host, obs.metrics_port)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on {obs.metrics_host}:{obs.metrics_port} "
+            f"(EVAULT_METRICS_HOST, EVAULT_METRICS_PORT): {exc.strerror}"
+        ) from None
+    _say(settings, f"evault: metrics on http://{obs.metrics_host}:{obs.metrics_port}/metrics")
+    return stop
 
 
 def _log_verify(args: argparse.Namespace) -> int:
@@ -405,7 +471,11 @@ def _refusals() -> tuple[type[Exception], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        configure_logging(log_format(os.environ))
+    except SettingsError as exc:
+        print(f"evault: {exc}", file=sys.stderr)
+        return 1
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)

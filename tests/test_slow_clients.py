@@ -1,0 +1,262 @@
+"""Slow clients cannot hold shared capacity, against a real HTTP server on loopback (SQLite and PostgreSQL).
+
+- sixteen uploads from four keys of one organisation, each trickling a byte every half second, take at most
+  that organisation's share of the upload slots; another organisation uploads and reads meanwhile; the
+  trickles end in 408 ``Request.BodyTimeout`` within their pace, and their slots and spools are released;
+- a body sent at an honest pace, for longer than the header deadline, is served;
+- connections whose headers never finish (or that send nothing) get 408 ``Request.HeaderTimeout`` and are
+  closed after ``EVAULT_HEADER_TIMEOUT_SECONDS``;
+- the slots' fair share: an organisation over its share beside others waits behind one below it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from compliance.errors import EvaultError, Unavailable
+from tests.helpers import API, create_envelope, read_answer, send_head, serving, upload
+from tests.pdf_factory import make_pdf
+from vault.api.app import create_app
+from vault.runtime import Runtime
+from vault.slots import Full, Slots
+from vault.upload_spool import spool_dir
+
+HEADER_TIMEOUT = 1
+GRACE = 2
+RATE = 1000  # bytes a second
+PORTS = 22500 + (250 if os.environ.get("EVAULT_TEST_DATABASE_URL") else 0)  # the two passes run at once
+
+
+@pytest.fixture
+def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **vault_env,
+        "EVAULT_MAX_UPLOADS_PER_KEY": "4",
+        "EVAULT_MAX_UPLOADS": "16",
+        "EVAULT_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+        "EVAULT_BODY_GRACE_SECONDS": str(GRACE),
+        "EVAULT_BODY_MIN_BYTES_PER_SECOND": str(RATE),
+        "EVAULT_UPLOAD_SPOOL_MEMORY_BYTES": "0",  # every spooled byte goes to a file: its removal is visible
+        "EVAULT_RATE_LIMIT": "1000/60",
+    }
+
+
+@pytest.fixture
+def server(runtime: Runtime) -> Iterator[tuple[str, int]]:
+    """The app served as ``evault serve`` serves it, on a loopback port of this helper's range, in a thread."""
+    with serving(create_app(runtime), runtime.settings.edge, PORTS, PORTS + 100) as address:
+        yield address
+
+
+def _trickle(sock: socket.socket, stop: threading.Event) -> tuple[int, str]:
+    """Send a byte every half second until the server answers (or the test gives up): (status, code)."""
+    sock.settimeout(0.5)
+    while not stop.is_set():
+        try:
+            if sock.recv(1, socket.MSG_PEEK):
+                break  # an answer is waiting
+        except TimeoutError:
+            pass
+        except OSError:
+            break
+        try:
+            sock.sendall(b"x")
+        except OSError:
+            break  # closed: the answer (if any) is in the socket's buffer
+    if stop.is_set():
+        return 0, "no answer"
+    sock.settimeout(5)
+    status, _, body = read_answer(sock)
+    return status, body.get("code", "")
+
+
+def test_slow_uploads_of_one_org_hold_only_its_share_and_end_with_408(
+    server: tuple[str, int], runtime: Runtime, make_key: Any
+) -> None:
+    org_a, key = make_key()
+    keys_a = [key] + [make_key(org_id=org_a)[1] for _ in range(3)]
+    _, key_b = make_key()
+    envelope_a = create_envelope_over(server, keys_a[0])
+    envelope_b = create_envelope_over(server, key_b)
+    path = f"{API}/envelopes/{envelope_a}/vault-in-upload"
+    stop = threading.Event()
+    results: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def slow(raw_key: str) -> None:
+        headers = {"X-API-Key": raw_key, "Content-Type": "application/pdf"}
+        with send_head(server, path, headers, 100_000, b"%") as sock:
+            outcome = _trickle(sock, stop)
+        with lock:
+            results.append(outcome)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=slow, args=(k,), daemon=True) for k in keys_a for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # the slow ones take what slots they get (the answers below are the test)
+        base = f"http://{server[0]}:{server[1]}"
+        with httpx.Client(base_url=base, timeout=30) as other:
+            response = upload(other, {"X-API-Key": key_b}, envelope_b, make_pdf())
+            assert response.status_code == 201, response.text
+            read = other.get(f"{API}/envelopes/{envelope_b}", headers={"X-API-Key": key_b})
+            assert read.status_code == 200, read.text
+        for t in threads:
+            t.join(GRACE + 15)
+    finally:
+        stop.set()
+    elapsed = time.monotonic() - started
+    assert Counter(code for _, code in results) == {"Request.BodyTimeout": 12, "Request.TooManyUploads": 4}
+    assert {status for status, code in results if code == "Request.BodyTimeout"} == {408}
+    assert elapsed < GRACE + 10  # the trickles' pace ran out, not the test's patience
+    assert list(spool_dir().glob("upload-*")) == []  # every spooled byte is gone
+    with httpx.Client(base_url=f"http://{server[0]}:{server[1]}", timeout=30) as again:
+        response = upload(again, {"X-API-Key": keys_a[0]}, envelope_a, make_pdf())
+    assert response.status_code == 201, response.text  # the slots came back
+
+
+def create_envelope_over(server: tuple[str, int], raw_key: str) -> str:
+    with httpx.Client(base_url=f"http://{server[0]}:{server[1]}", timeout=30) as http:
+        return create_envelope(http, {"X-API-Key": raw_key})
+
+
+def test_org_over_its_share_is_refused_with_the_org_setting(server: tuple[str, int], make_key: Any) -> None:
+    org_a, key = make_key()
+    keys = [key] + [make_key(org_id=org_a)[1] for _ in range(3)]
+    envelope_id = create_envelope_over(server, key)
+    path = f"{API}/envelopes/{envelope_id}/vault-in-upload"
+    held = [
+        send_head(server, path, {"X-API-Key": k, "Content-Type": "application/pdf"}, 1_000_000, b"%")
+        for k in keys
+        for _ in range(3)
+    ]
+    try:
+        time.sleep(0.5)
+        with send_head(server, path, {"X-API-Key": keys[3], "Content-Type": "application/pdf"}, 10, b"%") as extra:
+            status, headers, body = read_answer(extra)
+        assert (status, body["code"]) == (429, "Request.TooManyUploads")
+        assert body["details"]["setting"] == "EVAULT_MAX_UPLOADS_PER_ORG" and body["details"]["limit"] == 12
+        assert int(headers["retry-after"]) >= 1
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_body_at_an_honest_pace_outlasts_the_header_deadline(server: tuple[str, int], make_key: Any) -> None:
+    _, key = make_key()
+    envelope_id = create_envelope_over(server, key)
+    pdf = make_pdf()
+    pieces = [pdf[i : i + len(pdf) // 4 + 1] for i in range(0, len(pdf), len(pdf) // 4 + 1)]
+    headers = {"X-API-Key": key, "Content-Type": "application/pdf"}
+    started = time.monotonic()
+    with send_head(server, f"{API}/envelopes/{envelope_id}/vault-in-upload", headers, len(pdf)) as sock:
+        for piece in pieces:
+            time.sleep(0.6)
+            sock.sendall(piece)
+        sock.settimeout(30)
+        status, _, body = read_answer(sock)
+    assert time.monotonic() - started > 2 * HEADER_TIMEOUT
+    assert status == 201, body
+
+
+def test_connections_with_unfinished_headers_are_closed_after_the_deadline(server: tuple[str, int]) -> None:
+    silent = [socket.create_connection(server, timeout=10) for _ in range(50)]
+    partial = [socket.create_connection(server, timeout=10) for _ in range(150)]
+    for sock in partial:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    started = time.monotonic()
+    try:
+        with httpx.Client(base_url=f"http://{server[0]}:{server[1]}", timeout=10) as http:
+            assert http.get("/health").status_code == 200  # the others are served meanwhile
+        for sock in silent + partial:
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 408 "), data[:80]
+            assert b'"Request.HeaderTimeout"' in data
+        assert time.monotonic() - started < HEADER_TIMEOUT + 5
+    finally:
+        for sock in silent + partial:
+            sock.close()
+
+
+def test_keep_alive_connection_gets_a_new_deadline_after_each_response(server: tuple[str, int]) -> None:
+    with socket.create_connection(server, timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        status, _, _ = read_answer(sock)
+        assert status == 200
+        sock.sendall(b"GET /health HTTP/1.1\r\n")  # the next request's headers stall
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 408 "), data[:80]
+
+
+# --- the slots' fair share, in-process ---------------------------------------------------------------------------
+
+
+def _refuse(full: Full, limit: int) -> EvaultError:
+    return Unavailable("Test.Full", full, limit=limit)
+
+
+def test_an_org_alone_may_use_more_than_its_share_but_not_beside_others() -> None:
+    slots = Slots(total=4, per_key=4, per_org=3)
+    with slots.slot(None, _refuse, org="a"), slots.slot(None, _refuse, org="a"), slots.slot(None, _refuse, org="a"):
+        with pytest.raises(Unavailable) as alone:
+            with slots.slot(None, _refuse, org="a"):
+                pass
+        assert alone.value.message == "org" and alone.value.details["limit"] == 3
+        with slots.slot(None, _refuse, org="b"):  # the slot org "a" could not take
+            with pytest.raises(Unavailable) as beside:
+                with slots.slot(None, _refuse, org="a"):
+                    pass
+            assert beside.value.details["limit"] == 2  # four slots between two organisations
+            with pytest.raises(Unavailable) as full:
+                with slots.slot(None, _refuse, org="c"):
+                    pass
+            assert full.value.message == "total"
+
+
+def test_a_freed_slot_goes_to_the_org_below_its_share() -> None:
+    slots = Slots(total=2, per_key=2)
+    order: list[str] = []
+    releases = [threading.Event() for _ in range(4)]
+
+    def hold_one(org: str, wait: float, release: threading.Event) -> None:
+        with slots.slot(None, _refuse, wait_seconds=wait, org=org):
+            order.append(org)
+            release.wait(10)
+
+    first = [threading.Thread(target=hold_one, args=("a", 0, releases[i])) for i in range(2)]
+    for t in first:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(order) < 2:
+        assert time.monotonic() < deadline, "the first two did not get their slots"
+        time.sleep(0.01)
+    waiting = [threading.Thread(target=hold_one, args=(org, 10, releases[2 + i])) for i, org in enumerate("ab")]
+    for t in waiting:
+        t.start()
+        time.sleep(0.2)  # "a" waits first
+    releases[0].set()  # one slot frees
+    deadline = time.monotonic() + 10
+    while len(order) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert order[2:] == ["b"]  # "a", holding one of two beside "b", is at its share: it waits behind "b"
+    finally:
+        for release in releases:
+            release.set()
+        for t in first + waiting:
+            t.join(10)
+    assert order == ["a", "a", "b", "a"]

@@ -1,0 +1,88 @@
+"""How the API is served: uvicorn's HTTP/1.1 protocol (h11) with a deadline for each request's headers.
+
+uvicorn has no header timeout: its keep-alive timer starts only after a response and any byte cancels it, so
+a client that sends no request, or trickles its headers, holds a socket and a descriptor for as long as it
+likes (1,500 such connections stayed open for over 72 s). :class:`HeaderDeadline` arms a timer when the
+connection opens and again after each response; a request's complete headers cancel it. When it fires first
+the client gets 408 ``Request.HeaderTimeout`` and the connection is closed. The body has its own pace, kept
+by the edge middleware (:mod:`vault.api.edge`). ``evault serve``, the tests and the benches serve with
+:func:`uvicorn_config`, so they all run the same protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, ClassVar
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from storage.settings import EdgeSettings
+
+
+def _timeout_response(seconds: float) -> bytes:
+    body = json.dumps(
+        {
+            "code": "Request.HeaderTimeout",
+            "message": f"the request's headers did not arrive within {seconds:g} s",
+            "details": {"timeout_seconds": seconds, "setting": "EVAULT_HEADER_TIMEOUT_SECONDS"},
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class HeaderDeadline(H11Protocol):
+    """h11 with a deadline from the connection's start (or the last response) to a request's full headers."""
+
+    header_timeout: ClassVar[float] = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        cycle = self.cycle
+        super().handle_events()
+        if self.cycle is not cycle:  # a request's headers are in: its body is the edge's to pace
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        if not self.transport.is_closing():
+            self._arm()  # before the pipelined next request, whose headers may already be here
+        super().on_response_complete()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return
+        self.transport.write(_timeout_response(self.header_timeout))
+        self.transport.close()
+
+
+def header_deadline_protocol(seconds: float) -> type[HeaderDeadline]:
+    """The protocol class with this deadline (uvicorn makes one instance per connection from the class)."""
+    return type("HeaderDeadline", (HeaderDeadline,), {"header_timeout": float(seconds)})
+
+
+def uvicorn_config(app: Any, edge: EdgeSettings, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for ``app``, with the header deadline of ``edge``; ``options`` go to uvicorn."""
+    return uvicorn.Config(app, http=header_deadline_protocol(edge.header_timeout_seconds), **options)
