@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -100,14 +101,22 @@ def test_two_workers_on_postgresql_answer_from_two_processes(vault_env: dict[str
     try:
         _wait_ready(proc, port)
         workers = _children(proc.pid)
-        for _ in range(40):  # keep-alive connections, each answered, all kept open
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            connection.request("GET", "/health")
+
+        def connect() -> http.client.HTTPConnection:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connection.request("GET", "/ready")  # reads the database and the store: a worker is busy a while
             answer = connection.getresponse()
             answer.read()
             assert answer.status == 200
-            connections.append(connection)
-        accepted = _accepted_by(workers, port)
+            return connection  # kept open: its server side stays with the worker that accepted it
+
+        accepted: dict[int, int] = {}
+        for _ in range(10):  # rounds of connections opened at once, until both workers hold some
+            with ThreadPoolExecutor(16) as pool:
+                connections += pool.map(lambda _: connect(), range(16))
+            accepted = _accepted_by(workers, port)
+            if len([pid for pid, count in accepted.items() if count > 0]) >= 2:
+                break
         answering = [pid for pid, count in accepted.items() if count > 0]
         assert len(answering) == 2, accepted
         assert sum(accepted.values()) == len(connections)

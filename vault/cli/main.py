@@ -99,13 +99,17 @@ WORKERS_NEED_EXTERNAL_S3 = "more than one worker needs an external S3 (EVAULT_S3
 
 
 def _refuse_workers(settings: Settings, workers: int) -> None:
-    """More than one worker only where several writers and one store for all of them exist."""
-    from vault.runtime import StartupError
-
+    """More than one worker only where several writers and one store for all of them exist. ``vault.runtime``
+    is imported only to refuse: it pulls in prometheus_client, whose multiprocess directory is not set yet."""
+    reason = None
     if settings.database_url.startswith("sqlite"):
-        raise StartupError(f"refusing to start {workers} workers: {WORKERS_NEED_POSTGRESQL}; run one worker")
-    if settings.s3.embedded:
-        raise StartupError(f"refusing to start {workers} workers: {WORKERS_NEED_EXTERNAL_S3}")
+        reason = f"{WORKERS_NEED_POSTGRESQL}; run one worker"
+    elif settings.s3.embedded:
+        reason = WORKERS_NEED_EXTERNAL_S3
+    if reason is not None:
+        from vault.runtime import StartupError
+
+        raise StartupError(f"refusing to start {workers} workers: {reason}")
 
 
 def _serve_workers(settings: Settings, workers: int, listener: socket.socket) -> int:
