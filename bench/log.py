@@ -45,31 +45,33 @@ from storage.models import Envelope, Event, LogState, MapLeaf, Organisation
 ORG = "org_bench000000000000000"  # an identifier as the service makes them (20 characters)
 
 
-def make_events(n: int) -> list[Event]:
-    """Real log entries (``entry_bytes``), seven to an envelope's chain, as the service appends them."""
+def make_events(n: int, org_id: str = ORG, per_envelope: int = 7, *, spread: bool = False) -> list[Event]:
+    """Real log entries (``entry_bytes``), ``per_envelope`` to an envelope's chain, as the service appends them;
+    ``spread``: each envelope's events interleaved with all the others' (envelope ``i mod n/per_envelope``)."""
+    envelopes = max(1, n // per_envelope)
     start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     heads: dict[str, tuple[int, str]] = {}
     out = []
     for i in range(n):
-        envelope = f"env_{i // 7:020d}"
+        envelope = f"env_{(i % envelopes if spread else i // per_envelope):020d}"
         seq, prev = (heads[envelope][0] + 1, heads[envelope][1]) if envelope in heads else (0, None)
         at = start + dt.timedelta(seconds=i)
         entry = entry_bytes(
-            org_id=ORG,
+            org_id=org_id,
             leaf_index=i,
             envelope_id=envelope,
             chain_seq=seq,
             prev=prev,
             event_type="vault.copy_issued",
             occurred_at=at,
-            actor=Actor(ORG, key_id="key_bench", key_prefix="lk_bench"),
+            actor=Actor(org_id, key_id="key_bench", key_prefix="lk_bench"),
             data={"copy_id": f"cpy_{i:020d}"},
         )
         digest = hashlib.sha256(entry).hexdigest()
         heads[envelope] = (seq, digest)
         out.append(
             Event(
-                org_id=ORG,
+                org_id=org_id,
                 leaf_index=i,
                 envelope_id=envelope,
                 chain_seq=seq,

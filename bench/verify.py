@@ -35,14 +35,13 @@ sys.path.insert(0, str(ROOT))
 from litestar.testing import TestClient  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
-from compliance.ledger.events import Actor, entry_bytes  # noqa: E402
+from bench.log import make_events  # noqa: E402
 from compliance.ledger.merkle import leaf_hash  # noqa: E402
 from compliance.sources import Sources  # noqa: E402
 from compliance.verifier.context import Context, MemoryRunLog  # noqa: E402
 from compliance.verifier.logs import LogAudit  # noqa: E402
 from compliance.verifier.scope import Scope  # noqa: E402
-from storage.ids import utcnow  # noqa: E402
-from storage.models import Event, VaultedDocument  # noqa: E402
+from storage.models import VaultedDocument  # noqa: E402
 from storage.settings import Settings  # noqa: E402
 from tests.pdf_factory import make_pdf  # noqa: E402
 from vault.api.app import create_app  # noqa: E402
@@ -132,38 +131,7 @@ def _start_cost(env: dict[str, str]) -> float:
 def _log_bench(entries: int) -> float:
     """Chain + tree + map bookkeeping over in-memory entries (the database fetch is not in this number)."""
     org = "org_benchlog0000000000"
-    envelopes = max(1, entries // 10)
-    heads: dict[str, tuple[int, str]] = {}
-    events = []
-    now = utcnow()
-    for index in range(entries):
-        envelope = f"env_{index % envelopes:020d}"
-        seq, prev = (heads[envelope][0] + 1, heads[envelope][1]) if envelope in heads else (0, None)
-        entry = entry_bytes(
-            org_id=org,
-            leaf_index=index,
-            envelope_id=envelope,
-            chain_seq=seq,
-            prev=prev,
-            event_type="bench.event",
-            occurred_at=now,
-            actor=Actor(org),
-            data={"n": index},
-        )
-        digest = hashlib.sha256(entry).hexdigest()
-        heads[envelope] = (seq, digest)
-        events.append(
-            Event(
-                org_id=org,
-                leaf_index=index,
-                envelope_id=envelope,
-                chain_seq=seq,
-                event_type="bench.event",
-                occurred_at=now,
-                entry=entry,
-                entry_hash=digest,
-            )
-        )
+    events = make_events(entries, org, per_envelope=10, spread=True)
     leaves = [leaf_hash(e.entry) for e in events]
     runs = MemoryRunLog()
     ctx = Context(Sources(None, None, None, None, "bench"), Scope(), runs)  # type: ignore[arg-type]

@@ -25,11 +25,12 @@ CODES: dict[str, ErrorCode] = {
         400, "the body, a query or a path parameter is malformed; details.errors names the field"
     ),
     "Request.InvalidCursor": ErrorCode(400, "the list cursor is not one this API issued"),
-    "Request.InvalidHeader": ErrorCode(400, "If-Match or If-None-Match is present but empty or not visible ASCII"),
+    "Request.InvalidHeader": ErrorCode(
+        400, "If-Match or If-None-Match is present but empty, too long or not visible ASCII"
+    ),
     "Request.InvalidMetadata": ErrorCode(
         400, "metadata/parties are not JSON the ledger can hold (size, depth, numbers)"
     ),
-    "Request.InvalidPart": ErrorCode(400, "a multipart document part is not a file"),
     "Request.FieldTooLong": ErrorCode(400, "a field is longer than its limit (details.field, details.limit)"),
     "Request.TooMany": ErrorCode(400, "a list has more items than its limit (details.field, details.limit)"),
     "Request.TooDeep": ErrorCode(400, "JSON nests deeper than the limit (details.field, details.limit)"),
@@ -139,7 +140,7 @@ CODES: dict[str, ErrorCode] = {
     "Webhook.HttpsRequired": ErrorCode(400, "a webhook outside EVAULT_WEBHOOK_ALLOW_NETWORKS must use https"),
     "Webhook.InvalidSecret": ErrorCode(400, "a secret is whsec_ + base64 of 24-64 bytes (v1 only)"),
     "Webhook.InvalidScheme": ErrorCode(400, "scheme is v1 (HMAC-SHA256) or v1a (Ed25519)"),
-    "Webhook.UrlRequired": ErrorCode(400, "a first webhook configuration needs a url"),
+    "Webhook.UrlRequired": ErrorCode(409, "no webhook is configured yet: the first configuration needs a url"),
     "Webhook.NotConfigured": ErrorCode(404, "no webhook is configured for your organisation"),
     "Delivery.NotFound": ErrorCode(404, "no such webhook delivery in your organisation"),
     "Delivery.InFlight": ErrorCode(409, "an attempt of this delivery is in flight; retry when it ends"),

@@ -22,7 +22,7 @@ from sqlmodel import Session
 from compliance.errors import InvalidInput
 from storage.models import Envelope
 from vault.envelopes import describe
-from vault.idempotency import HEADER_VALUE, Pending, Replay, abandon, begin, complete_alone, fingerprint
+from vault.idempotency import HEADER_VALUE, MAX_KEY, Pending, Replay, abandon, begin, complete_alone, fingerprint
 from vault.lifecycle import etag, matches
 from vault.runtime import Runtime
 
@@ -141,7 +141,7 @@ def precondition_header(request: Request[Any, Any, Any], name: str) -> str | Non
     """``If-Match`` or ``If-None-Match`` as sent, or None if absent; present but empty or not visible ASCII is
     refused (400), never taken as absent: a client that meant to make a condition must learn it made none."""
     value = request.headers.get(name)
-    if value is not None and not HEADER_VALUE.fullmatch(value):
+    if value is not None and (len(value) > MAX_KEY or not HEADER_VALUE.fullmatch(value)):
         raise InvalidInput("Request.InvalidHeader", f"{name} must be visible ASCII (an ETag or a list)", field=name)
     return value
 

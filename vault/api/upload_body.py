@@ -75,11 +75,7 @@ async def _multipart(
                 for event in parser.parse(chunk):
                     if isinstance(event, MultipartSegment):
                         segment, text = event, bytearray()
-                        if event.name == "document":
-                            if not event.filename:
-                                raise InvalidInput(
-                                    "Request.InvalidPart", "each document part must be a file", field="document"
-                                )
+                        if event.name == "document":  # a file part, named or not (it gets document-<n>.pdf)
                             spool = SpooledDocument(spool_dir(), memory_bytes)
                     elif event:
                         if spool is not None:

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from compliance.errors import InvalidInput, NotFound
+from compliance.errors import Conflict, InvalidInput, NotFound
 from storage.db import Database
 from storage.ids import iso, utcnow
 from storage.models import WebhookConfig
@@ -87,7 +87,9 @@ def configure_webhook(db: Database, settings: WebhookSettings, org_id: str, chan
         config = _lock(session, org_id)
         if config is None:
             if change.url is None:
-                raise InvalidInput("Webhook.UrlRequired", "a first webhook configuration needs a url", field="url")
+                raise Conflict(
+                    "Webhook.UrlRequired", "no webhook is configured yet: the first needs a url", field="url"
+                )
             insert = pg_insert if dialect == "postgresql" else sqlite_insert
             key = change.secret or new_key(change.scheme or "v1")
             session.execute(
