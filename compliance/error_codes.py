@@ -172,6 +172,9 @@ CODES: dict[str, ErrorCode] = {
     "Checkpoint.RateLimited": ErrorCode(
         429, "the organisation's checkpoints on request are spent (EVAULT_RATE_LIMIT_CHECKPOINTS); see Retry-After"
     ),
+    "Checkpoint.Busy": ErrorCode(
+        503, "another process or replica is signing this log's checkpoint right now (its lease); see Retry-After"
+    ),
     "Log.MapNotCommitted": ErrorCode(409, "the checkpoint does not end with a head-map commit; retry"),
     # evault org / key commands (exit 1)
     "Organisation.InvalidName": ErrorCode(None, "an organisation name is empty or too long"),

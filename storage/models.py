@@ -465,12 +465,13 @@ class WebhookAttempt(SQLModel, table=True):
     duration_ms: int = 0
 
 
-class WebhookLease(SQLModel, table=True):
-    """The single sender's lease: whoever holds an unexpired one sends; ``token`` grows with every new holder."""
+class Lease(SQLModel, table=True):
+    """A named job's lease (storage/leases.py): whoever holds an unexpired one works; ``token`` grows with every
+    new tenure and fences the holder's writes."""
 
-    __tablename__ = "webhook_lease"
+    __tablename__ = "lease"
 
-    name: str = Field(primary_key=True, max_length=40)
+    name: str = Field(primary_key=True, max_length=80)
     holder: str = Field(max_length=80)
     token: int = Field(default=0, sa_type=BigInteger)
     expires_at: datetime = _utc_column()

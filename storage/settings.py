@@ -316,6 +316,13 @@ class ApiSettings:
     rate_limit_checkpoints: tuple[int, int]
     # EVAULT_SHUTDOWN_GRACE_SECONDS: on SIGTERM, how long requests in flight may finish before they are cancelled
     shutdown_grace_seconds: int = 10
+    # EVAULT_WORKERS (or `evault serve --workers N`): API worker processes on one port; more than 1 needs PostgreSQL
+    # and an external S3 (docs/scale-out.md)
+    workers: int = 1
+    # EVAULT_LEASE_SECONDS: how long a background job's lease (checkpointer, reconciler, sweeps, webhook sender)
+    # outlives its holder's last renewal: another process or replica takes the job over within this (plus the
+    # job's own interval) after a holder dies; a checkpoint (witnesses, TSA included) must finish within it
+    lease_seconds: int = 60
 
 
 def _edge(env: Mapping[str, str]) -> EdgeSettings:
@@ -545,6 +552,8 @@ class Settings:
             rate_limit_copies=_rate(env, "EVAULT_RATE_LIMIT_COPIES", "10/60"),
             rate_limit_checkpoints=_rate(env, "EVAULT_RATE_LIMIT_CHECKPOINTS", "60/3600"),
             shutdown_grace_seconds=_int(env, "EVAULT_SHUTDOWN_GRACE_SECONDS", 10, minimum=1),
+            workers=_int(env, "EVAULT_WORKERS", 1, minimum=1),
+            lease_seconds=_int(env, "EVAULT_LEASE_SECONDS", 60, minimum=1),
         )
         timeout = _int(env, "EVAULT_DATABASE_TIMEOUT", 10, minimum=1)
         return cls(

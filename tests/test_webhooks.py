@@ -27,6 +27,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from compliance.ledger.event_catalogue import ENVELOPE_VOIDED, ORG_CREATED
 from compliance.ledger.events import append_event
 from storage.ids import utcnow
+from storage.leases import give_up, lock_lease, take_lease
 from storage.models import WebhookAttempt, WebhookConfig, WebhookDelivery
 from storage.settings import Settings, SettingsError
 from tests.helpers import API, create_envelope, together
@@ -34,8 +35,7 @@ from tests.webhook_receiver import Receiver
 from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import Principal
-from vault.webhooks.lease import give_up, lock_lease, take_lease
-from vault.webhooks.sender import Sender
+from vault.webhooks.sender import LEASE, Sender
 
 pytestmark = pytest.mark.s3
 
@@ -437,7 +437,7 @@ def _one_round(runtime: Runtime, resolver: Any, allow: bool = True) -> None:
         assert sender.round() >= 1
     finally:
         sender._pool.shutdown(wait=True)
-        give_up(runtime.db, sender.holder)
+        give_up(runtime.db, LEASE, sender.holder)
 
 
 def _attempts(runtime: Runtime, org_id: str) -> list[WebhookAttempt]:
@@ -501,19 +501,19 @@ def test_one_sender_at_a_time_and_a_stale_one_is_fenced_off(
     create_envelope(client, headers)
     first = Sender(runtime.db, runtime.settings.webhooks)
     second = Sender(runtime.db, runtime.settings.webhooks)
-    token = take_lease(runtime.db, first.holder, timedelta(seconds=30))
-    assert token is not None
-    assert take_lease(runtime.db, second.holder, timedelta(seconds=30)) is None
-    assert take_lease(runtime.db, first.holder, timedelta(seconds=30)) == token  # a renewal keeps the tenure
-    claimed = first._claim(token)
+    tenure = take_lease(runtime.db, LEASE, first.holder, timedelta(seconds=30))
+    assert tenure is not None
+    assert take_lease(runtime.db, LEASE, second.holder, timedelta(seconds=30)) is None
+    assert take_lease(runtime.db, LEASE, first.holder, timedelta(seconds=30)) == tenure  # a renewal keeps it
+    claimed = first._claim(tenure)
     assert len(claimed) == 1
     with runtime.db.session() as session:  # the first sender stalls past its lease ...
-        lease = lock_lease(session)
+        lease = lock_lease(session, LEASE)
         lease.expires_at = utcnow() - timedelta(seconds=1)
         session.add(lease)
-    newer = take_lease(runtime.db, second.holder, timedelta(seconds=30))
-    assert newer == token + 1  # ... and the second takes over with a larger fencing token
-    assert first._claim(token) == []  # the stale sender claims nothing more
+    newer = take_lease(runtime.db, LEASE, second.holder, timedelta(seconds=30))
+    assert newer is not None and newer.token == tenure.token + 1  # ... the second takes over with a larger token
+    assert first._claim(tenure) == []  # the stale sender claims nothing more
     with runtime.db.session() as session:  # its claim lapses and the new tenure claims the delivery
         row = session.get(WebhookDelivery, claimed[0][0])
         assert row is not None
@@ -521,10 +521,10 @@ def test_one_sender_at_a_time_and_a_stale_one_is_fenced_off(
         session.add(row)
     assert second._claim(newer) == claimed
 
-    first._send(claimed[0][0], token)  # the stale sender's attempt is neither sent nor recorded
+    first._send(claimed[0][0], tenure.token)  # the stale sender's attempt is neither sent nor recorded
 
     assert receiver.received == [] and _attempts(runtime, org_id) == []
-    second._send(claimed[0][0], newer)
+    second._send(claimed[0][0], newer.token)
     assert [a.outcome for a in _attempts(runtime, org_id)] == ["delivered"]
     assert len(receiver.delivered()) == 1
     for sender in (first, second):

@@ -9,7 +9,7 @@ expired: its vault-in started before the deadline and finishes (or the reconcile
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import delete
@@ -115,14 +115,19 @@ class Swept:
     counters_deleted: int
 
 
-def sweep(custody: Custody, rate_window_seconds: int) -> Swept:
-    """One pass of every deadline; the runtime runs it periodically."""
+def sweep_deadlines(custody: Custody, rate_window_seconds: int) -> Swept:
+    """Expire envelopes past their deadline and drop stale idempotency keys and rate counters."""
     expired = expire_due(custody)
-    staged = sweep_staged(custody)
     now = utcnow()
     with custody.db.session() as session:
         keys = session.exec(delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= now))
         counters = session.exec(
             delete(RateCounter).where(col(RateCounter.window_start) < int(now.timestamp()) - 2 * rate_window_seconds)
         )
-    return Swept(expired, staged, keys.rowcount, counters.rowcount)
+    return Swept(expired, 0, keys.rowcount, counters.rowcount)
+
+
+def sweep(custody: Custody, rate_window_seconds: int) -> Swept:
+    """One pass of every deadline (the runtime runs its two halves under their own leases)."""
+    swept = sweep_deadlines(custody, rate_window_seconds)
+    return replace(swept, staged_deleted=sweep_staged(custody))

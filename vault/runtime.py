@@ -31,13 +31,14 @@ from storage.buckets import check_worm_bucket, ensure_bucket
 from storage.db import Database
 from storage.embedded_s3 import EmbeddedS3
 from storage.errors import BucketNotWorm, StorageError
+from storage.leases import give_up, new_holder, take_lease
 from storage.object_store import ObjectStore
 from storage.s3_client import make_s3_client
 from storage.settings import EvidenceWorkSettings, Settings
 from vault.checkpoint_requests import CheckpointRequests
 from vault.custody import Custody
 from vault.evidence_work import EvidenceWork
-from vault.expiry import sweep
+from vault.expiry import sweep_deadlines, sweep_staged
 from vault.metrics.instruments import CHECKPOINT_FAILURES, failure_cause
 from vault.reconcile import reconcile_claims
 from vault.webhooks.outbox import install_outbox
@@ -73,6 +74,7 @@ class Runtime:
     _watchdog: threading.Thread | None = None
     _reconciler: threading.Thread | None = None
     _sweeper: threading.Thread | None = None
+    _staging_sweeper: threading.Thread | None = None
     _webhook_sender: threading.Thread | None = None
 
     def sources(self, deadline: Deadline | None = None) -> Sources:
@@ -131,20 +133,41 @@ class Runtime:
         self._checkpointer.start()
 
     def start_reconciler(self) -> None:
-        """Finish or release stale vault-in claims now, then every third of the grace period."""
+        """Finish or release stale vault-in claims now, then every third of the grace period (lease holder only)."""
         grace = timedelta(seconds=self.settings.vault.claim_grace_seconds)
+        self._reconciler = self._start_leased(
+            "reconciler", max(1.0, grace.total_seconds() / 3), lambda: reconcile_claims(self.custody(), grace), True
+        )
+
+    def _start_leased(self, name: str, interval: float, work: Callable[[], object], now: bool) -> threading.Thread:
+        """A thread doing ``work`` every ``interval`` seconds while this process holds the lease ``name``.
+
+        The holder renews its lease every round, for the round plus ``EVAULT_LEASE_SECONDS``; the others try
+        every round too, so when the holder dies another process takes the job over within that time. The
+        jobs lock what they change, so a stalled holder overlapping its successor does no harm, only waste.
+        """
+        holder = new_holder()
+        ttl = timedelta(seconds=interval + self.settings.api.lease_seconds)
 
         def run() -> None:
-            while True:
+            try:
+                while now or not self._stop.wait(interval):
+                    try:
+                        if take_lease(self.db, name, holder, ttl) is not None:
+                            work()
+                    except Exception as exc:  # keep going after a passing storage or database fault
+                        log.warning("%s failed, will retry: %s", name, exc)
+                    if now and self._stop.wait(interval):
+                        return
+            finally:
                 try:
-                    reconcile_claims(self.custody(), grace)
-                except Exception as exc:  # keep going after a passing storage or database fault
-                    log.warning("reconciling vault-in claims failed, will retry: %s", exc)
-                if self._stop.wait(max(1.0, grace.total_seconds() / 3)):
-                    return
+                    give_up(self.db, name, holder)
+                except Exception as exc:  # the next holder waits out the lease instead
+                    log.warning("could not give up the %s lease: %s", name, exc)
 
-        self._reconciler = threading.Thread(target=run, daemon=True, name="evault-reconciler")
-        self._reconciler.start()
+        thread = threading.Thread(target=run, daemon=True, name=f"evault-{name}")
+        thread.start()
+        return thread
 
     def checkpointer_alive(self) -> bool:
         return self._checkpointer is not None and self._checkpointer.is_alive()
@@ -173,19 +196,16 @@ class Runtime:
         self._watchdog.start()
 
     def start_sweeper(self, interval_seconds: float = 30.0) -> None:
-        """Apply deadlines in the background: envelope expiry, staged uploads, idempotency keys, rate counters."""
+        """Apply deadlines in the background: envelope expiry, idempotency keys and rate counters under the lease
+        ``expiry-sweep``, staged uploads under ``staging-sweep``."""
         api = self.settings.api
         window = max(api.rate_limit[1], api.rate_limit_copies[1])
-
-        def run() -> None:
-            while not self._stop.wait(interval_seconds):
-                try:
-                    sweep(self.custody(), window)
-                except Exception as exc:  # keep going after a passing storage or database fault
-                    log.warning("sweeping deadlines failed, will retry: %s", exc)
-
-        self._sweeper = threading.Thread(target=run, daemon=True, name="evault-sweeper")
-        self._sweeper.start()
+        self._sweeper = self._start_leased(
+            "expiry-sweep", interval_seconds, lambda: sweep_deadlines(self.custody(), window), False
+        )
+        self._staging_sweeper = self._start_leased(
+            "staging-sweep", interval_seconds, lambda: sweep_staged(self.custody()), False
+        )
 
     def start_webhook_sender(self) -> None:
         """Deliver the outbox in the background; across processes only the lease holder sends."""
@@ -200,7 +220,14 @@ class Runtime:
         self._stop.set()
         self.evidence_work.close(wait_seconds=EVIDENCE_STOP_SECONDS)
         stop_at = time.monotonic() + THREADS_STOP_SECONDS  # one budget for all, not one each
-        for thread in (self._watchdog, self._checkpointer, self._reconciler, self._sweeper, self._webhook_sender):
+        for thread in (
+            self._watchdog,
+            self._checkpointer,
+            self._reconciler,
+            self._sweeper,
+            self._staging_sweeper,
+            self._webhook_sender,
+        ):
             if thread is not None:
                 thread.join(timeout=max(0.0, stop_at - time.monotonic()))
         self.db.dispose()
@@ -293,7 +320,14 @@ def open_runtime(settings: Settings) -> Runtime:
         copies=ObjectStore(client, s3.copies_bucket),
         key=key,
         checkpoints=CheckpointService(
-            db, authoritative, key.note_signer, policy.log_origin, retention, cosigners, timestamper
+            db,
+            authoritative,
+            key.note_signer,
+            policy.log_origin,
+            retention,
+            cosigners,
+            timestamper,
+            timedelta(seconds=settings.api.lease_seconds),
         ),
         embedded_s3=embedded,
         document_signer=document_signer,

@@ -13,7 +13,12 @@ take in advance without the vault's key. The database row names that key; ``evau
 planted note. A timestamp token meets a taken key the same way.
 
 Each organisation is checkpointed under its own lock, and one organisation's failure (a refusing witness, a
-failing TSA) is reported and does not hold up the others.
+failing TSA) is reported and does not hold up the others. Across processes and replicas the lock is the lease
+``checkpointer:<org_id>`` (storage/leases.py), taken for one checkpoint and given up after it: never two
+checkpointers for one log. The head-map commit and the checkpoint row are written only while that tenure still
+holds (its row locked until commit), so a checkpointer that stalled past its lease writes nothing; the next
+one adopts the WORM note it may have left. A busy lease is ``Checkpoint.Busy`` (503, Retry-After) on request
+and skipped by the scheduled round.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from compliance.errors import Unavailable
 from compliance.headmap.sql_store import commit_head_map
 from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint, verify_checkpoint
 from compliance.ledger.log_error import LogError
@@ -38,6 +44,7 @@ from storage.db import Database
 from storage.errors import ObjectConflict
 from storage.ids import utcnow
 from storage.keys import checkpoint_key, checkpoint_key_beside, timestamp_key_of
+from storage.leases import Tenure, give_up, holds, new_holder, take_lease
 from storage.log_tiles import SqlTileStore
 from storage.models import Checkpoint as CheckpointRow
 from storage.models import LogState
@@ -45,6 +52,17 @@ from storage.object_store import ObjectStore
 
 ProofSource = Callable[[int, int], list[bytes]]
 CHECKPOINT_FORGED = "Checkpoint.Forged"
+CHECKPOINT_BUSY = "Checkpoint.Busy"
+LEASE_SECONDS = 60  # a checkpointer that dies mid-checkpoint holds up its log this long at most
+
+
+class LeaseLost(Unavailable):
+    """Another checkpointer holds this log's lease, or took it over while we signed (503, Retry-After)."""
+
+
+def checkpointer_lease(org_id: str) -> str:
+    return f"checkpointer:{org_id}"
+
 
 log = logging.getLogger("evault.checkpoints")
 
@@ -82,6 +100,7 @@ class CheckpointService:
         retention: timedelta,
         cosigners: Sequence[Cosigner] = (),
         timestamper: Timestamper | None = None,
+        lease_ttl: timedelta = timedelta(seconds=LEASE_SECONDS),
     ) -> None:
         self.db = db
         self.worm = worm
@@ -90,6 +109,8 @@ class CheckpointService:
         self.retention = retention
         self.cosigners = cosigners
         self.timestamper = timestamper
+        self.lease_ttl = lease_ttl
+        self.holder = new_holder()  # this process's name on its checkpointer leases
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -106,23 +127,44 @@ class CheckpointService:
             return tree_for(session, org_id, size2).consistency_proof(size1, size2)
 
     def checkpoint_now(self, org_id: str) -> CheckpointRow:
-        """Sign the log's current head unless the latest checkpoint already covers it."""
+        """Sign the log's current head unless the latest checkpoint already covers it; only under the log's lease."""
         with self._org_lock(org_id):
-            with self.db.session() as session:
-                commit_head_map(session, org_id)  # the map.root entry becomes the last entry this checkpoint signs
-                state = session.get(LogState, org_id)
-                size = state.size if state else 0
-                latest = latest_checkpoint(session, org_id)
-                if latest is not None and latest.size >= size:
-                    return latest
-                root = tree_for(session, org_id, size).root()
-            checkpoint = Checkpoint(self.origin(org_id), size, root)
-            note = sign_checkpoint(checkpoint, self.signer)
-            for cosigner in self.cosigners:
-                note += cosigner.cosign(note, checkpoint, lambda a, b: self.consistency_proof(org_id, a, b))
-            return self._store(org_id, checkpoint, note)
+            name = checkpointer_lease(org_id)
+            tenure = take_lease(self.db, name, self.holder, self.lease_ttl)
+            if tenure is None:
+                raise self._busy(org_id)
+            log.debug("lease %s token %d taken by %s", name, tenure.token, self.holder)
+            try:
+                return self._checkpoint(org_id, tenure)
+            finally:
+                give_up(self.db, name, self.holder)
+                log.debug("lease %s token %d given up by %s", name, tenure.token, self.holder)
 
-    def _store(self, org_id: str, checkpoint: Checkpoint, note: str) -> CheckpointRow:
+    def _busy(self, org_id: str) -> LeaseLost:
+        return LeaseLost(
+            CHECKPOINT_BUSY,
+            f"another process is checkpointing the log of {org_id}; retry shortly",
+            retry_after_seconds=max(1, int(self.lease_ttl.total_seconds() / 10)),
+        )
+
+    def _checkpoint(self, org_id: str, tenure: Tenure) -> CheckpointRow:
+        with self.db.session() as session:
+            if not holds(session, tenure):
+                raise self._busy(org_id)
+            commit_head_map(session, org_id)  # the map.root entry becomes the last entry this checkpoint signs
+            state = session.get(LogState, org_id)
+            size = state.size if state else 0
+            latest = latest_checkpoint(session, org_id)
+            if latest is not None and latest.size >= size:
+                return latest
+            root = tree_for(session, org_id, size).root()
+        checkpoint = Checkpoint(self.origin(org_id), size, root)
+        note = sign_checkpoint(checkpoint, self.signer)
+        for cosigner in self.cosigners:
+            note += cosigner.cosign(note, checkpoint, lambda a, b: self.consistency_proof(org_id, a, b))
+        return self._store(org_id, checkpoint, note, tenure)
+
+    def _store(self, org_id: str, checkpoint: Checkpoint, note: str, tenure: Tenure) -> CheckpointRow:
         retain_until = utcnow() + self.retention
         key, stored_version = checkpoint_key(org_id, checkpoint.size), None
         try:
@@ -157,6 +199,9 @@ class CheckpointService:
         )
         try:
             with self.db.session() as session:
+                if not holds(session, tenure):  # stalled past the lease: the next tenure's row is the record
+                    log.warning("checkpoint of %s size %d not stored: lease lost", org_id, checkpoint.size)
+                    raise self._busy(org_id)
                 session.add(row)
         except IntegrityError:
             with self.db.session() as session:
@@ -236,6 +281,8 @@ class CheckpointService:
         for org_id in due:
             try:
                 self.checkpoint_now(org_id)
+            except LeaseLost:
+                continue  # another process checkpoints this log now
             except Exception as exc:  # one organisation's witness, TSA or forgery must not stop the others
                 on_error(org_id, exc)
 

@@ -95,12 +95,82 @@ def _announce_bootstrap_key(settings: Settings, base: str, org_id: str, raw_key:
     )
 
 
-def _serve(_: argparse.Namespace) -> int:
+WORKERS_NEED_POSTGRESQL = "more than one worker needs PostgreSQL (EVAULT_DATABASE_URL): SQLite has a single writer"
+WORKERS_NEED_EXTERNAL_S3 = "more than one worker needs an external S3 (EVAULT_S3_ENDPOINT): weed is one process's"
+
+
+def _refuse_workers(settings: Settings, workers: int) -> None:
+    """More than one worker only where several writers and one store for all of them exist. ``vault.runtime``
+    is imported only to refuse: it pulls in prometheus_client, whose multiprocess directory is not set yet."""
+    reason = None
+    if settings.database_url.startswith("sqlite"):
+        reason = f"{WORKERS_NEED_POSTGRESQL}; run one worker"
+    elif settings.s3.embedded:
+        reason = WORKERS_NEED_EXTERNAL_S3
+    if reason is not None:
+        from vault.runtime import StartupError
+
+        raise StartupError(f"refusing to start {workers} workers: {reason}")
+
+
+def _serve_workers(settings: Settings, workers: int, listener: socket.socket) -> int:
+    """N uvicorn worker processes on ``listener``, after the vault was opened here once (migrations, keys, the
+    first organisation, the metrics port); each worker opens its own runtime (vault.api.worker)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from vault.api.observe import metrics_registry
+    from vault.metrics.exposition import serve_separately
+    from vault.runtime import open_runtime
+    from vault.tenancy import bootstrap
+
+    public_url = settings.api.public_url
+    if settings.api.port == 0 and not settings.env.get("EVAULT_PUBLIC_URL"):
+        public_url = f"http://{settings.api.host}:{listener.getsockname()[1]}"
+    runtime = None
+    stop_metrics = None
+    try:
+        _say(settings, f"evault: opening the vault in {settings.data_dir} ...")
+        runtime = open_runtime(settings)  # no background threads here: the workers run them, under leases
+        stop_metrics = _metrics_port(settings, metrics_registry(runtime), serve_separately)
+        with runtime.db.session() as session:
+            first = bootstrap(session)
+        base = f"{public_url}/api/v2/partner"
+        _say(settings, f"evault: serving {base} with {workers} workers (OpenAPI: {public_url}/api/v2/openapi.json)")
+        if first is not None:
+            _announce_bootstrap_key(settings, base, first[0].id, first[1])
+        config = uvicorn.Config(
+            "vault.api.worker:create",
+            factory=True,
+            workers=workers,
+            http="vault.api.worker:Protocol",
+            log_level="info",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=settings.api.shutdown_grace_seconds,
+        )
+        Multiprocess(config, sockets=[listener]).run()  # until SIGTERM/SIGINT, which it handles
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+        if runtime is not None:
+            runtime.close()
+        listener.close()
+    _say(settings, "evault: stopped")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the embedded store dies (exit 1, for a supervisor)."""
     settings = Settings.from_env()
+    workers = args.workers or settings.api.workers
+    if workers > 1:
+        _refuse_workers(settings, workers)  # before anything is bound or created
     listener = _listen(settings.api.host, settings.api.port)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     use_multiprocess_dir(metrics_dir(settings.data_dir))  # before anything imports prometheus_client
+    if workers > 1:
+        return _serve_workers(settings, workers, listener)
     import uvicorn
 
     from vault.api.app import create_app
@@ -333,9 +403,14 @@ def _witness(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="evault", description="E-vault and compliance archive")
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the API (embedded SeaweedFS + SQLite unless configured)").set_defaults(
-        run=_serve
+    serve = commands.add_parser("serve", help="run the API (embedded SeaweedFS + SQLite unless configured)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes on one port (default EVAULT_WORKERS or 1); >1 needs PostgreSQL",
     )
+    serve.set_defaults(run=_serve)
     verify_all = commands.add_parser(
         "verify", help="re-read every object and log of the running vault; exit 2 on findings, 3 if it cannot run"
     )

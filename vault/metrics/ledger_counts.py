@@ -14,11 +14,11 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from compliance.ledger.event_catalogue import COPY_ISSUED, RELEASED, VAULTED_IN
 from storage.models import Event
 from vault.metrics.instruments import COPIES, LEDGER_EVENTS, RELEASES, VAULT_INS, VAULTED_BYTES
 
 PENDING = "evault.metrics.pending_events"
-VAULTED_IN, COPY_ISSUED, RELEASED = "vault.vaulted_in", "vault.copy_issued", "vault.released"
 
 
 def _vaulted_bytes(entry: bytes) -> int:
@@ -37,12 +37,12 @@ def _collect(session: Session, _flush_context: Any) -> None:
 def _count(session: Session) -> None:
     for event_type, entry in session.info.pop(PENDING, []):
         LEDGER_EVENTS.labels(event_type).inc()
-        if event_type == VAULTED_IN:
+        if event_type == VAULTED_IN.name:
             VAULT_INS.inc()
             VAULTED_BYTES.inc(_vaulted_bytes(entry))
-        elif event_type == COPY_ISSUED:
+        elif event_type == COPY_ISSUED.name:
             COPIES.inc()
-        elif event_type == RELEASED:
+        elif event_type == RELEASED.name:
             RELEASES.inc()
 
 

@@ -25,9 +25,9 @@ from sqlmodel import col, func, select
 from compliance.errors import InvalidInput
 from storage.db import Database
 from storage.ids import as_utc, utcnow
+from storage.leases import Tenure, give_up, holds, new_holder, take_lease
 from storage.models import WebhookAttempt, WebhookConfig, WebhookDelivery
 from storage.settings import WebhookSettings
-from vault.webhooks.lease import give_up, holds, take_lease
 from vault.webhooks.outbox import WAKE
 from vault.webhooks.signing import sign
 from vault.webhooks.targets import Resolver, resolve
@@ -35,6 +35,7 @@ from vault.webhooks.transport import Answer, post
 
 log = logging.getLogger("evault.webhooks")
 POLL_SECONDS = 1.0
+LEASE = "webhook-sender"
 LEASE_SECONDS = 30
 CLAIM_MARGIN_SECONDS = 5
 MAX_RETRY_AFTER_SECONDS = 86400
@@ -53,7 +54,7 @@ class Sender:
         self.db = db
         self.settings = settings
         self.resolver = resolver
-        self.holder = f"{socket.gethostname()[:40]}:{secrets.token_hex(8)}"
+        self.holder = new_holder()
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="evault-webhook")
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
@@ -71,7 +72,7 @@ class Sender:
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
             try:
-                give_up(self.db, self.holder)
+                give_up(self.db, LEASE, self.holder)
             except Exception as exc:  # the next sender waits out the lease instead
                 log.warning("could not give up the webhook lease: %s", exc)
 
@@ -79,12 +80,12 @@ class Sender:
         """Take the lease and start every due delivery there is a worker for; the number started."""
         if not self._anything_due():
             return 0  # an idle sender only reads: no lease renewal, no write transaction
-        token = take_lease(self.db, self.holder, timedelta(seconds=LEASE_SECONDS))
-        if token is None:
+        tenure = take_lease(self.db, LEASE, self.holder, timedelta(seconds=LEASE_SECONDS))
+        if tenure is None:
             return 0
-        claimed = self._claim(token)
+        claimed = self._claim(tenure)
         for delivery_id, org_id in claimed:
-            self._pool.submit(self._attempt, delivery_id, org_id, token)
+            self._pool.submit(self._attempt, delivery_id, org_id, tenure.token)
         return len(claimed)
 
     def _anything_due(self) -> bool:
@@ -94,7 +95,7 @@ class Sender:
         with self.db.read_session() as session:
             return session.exec(query.limit(1)).first() is not None
 
-    def _claim(self, token: int) -> list[tuple[str, str]]:
+    def _claim(self, tenure: Tenure) -> list[tuple[str, str]]:
         with self._lock:
             free = self.settings.concurrency - sum(self._in_flight.values())
             busy = dict(self._in_flight)
@@ -103,7 +104,7 @@ class Sender:
         now = utcnow()
         claimed: list[tuple[str, str]] = []
         with self.db.session() as session:
-            if not holds(session, self.holder, token):
+            if not holds(session, tenure):
                 return []
             taken: Counter[str] = Counter(busy)
             for row in session.exec(self._due(now, free, busy)):
@@ -112,7 +113,7 @@ class Sender:
                 if taken[row.org_id] >= self.settings.per_org:
                     continue
                 taken[row.org_id] += 1
-                row.claimed_by = token
+                row.claimed_by = tenure.token
                 row.next_attempt_at = now + timedelta(seconds=self.settings.timeout_seconds + CLAIM_MARGIN_SECONDS)
                 session.add(row)
                 claimed.append((row.id, row.org_id))
