@@ -1,7 +1,7 @@
 """retention and legal hold: the record's hold (its reason and since when) and its disposal
 
-Revision ID: 0013_retention
-Revises: 0012_signing_keys
+Revision ID: 0014_retention
+Revises: 0013_leases
 Create Date: 2026-12-04 22:00:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0013_retention"
-down_revision = "0012_signing_keys"
+revision = "0014_retention"
+down_revision = "0013_leases"
 branch_labels = None
 depends_on = None
 
