@@ -102,7 +102,7 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/log/proof/inclusion"): {"params": {"leaf_index": 0, "tree_size": 1}},
     ("GET", "/log/proof/consistency"): {"params": {"first": 0, "second": 1}},
     ("PATCH", "/webhook"): {"json": {"url": PUBLIC_HOOK}},
-    ("POST", "/envelopes/{envelope_id}/retention"): {"json": {"retain_until": "2999-01-01T00:00:00Z"}},
+    ("POST", "/envelopes/{envelope_id}/retention"): {"json": {"retain_until": "2099-01-01T00:00:00Z"}},
     ("POST", "/envelopes/{envelope_id}/legal-hold"): {"json": {"reason": "matrix"}},
     ("DELETE", "/envelopes/{envelope_id}/legal-hold"): {"json": {"reason": "matrix"}},
 }
