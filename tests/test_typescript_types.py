@@ -9,6 +9,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.once  # installs into one shared folder: the SQLite pass only, never both passes at once
 HERE = Path(__file__).parent / "typescript"
 
 
