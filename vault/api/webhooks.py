@@ -70,7 +70,7 @@ class WebhookController(Controller):
         "/",
         opt={"scope": "envelopes:write"},
         sync_to_thread=True,
-        responses=answers(200, WebhookView, READ_ERRORS, "The configuration"),
+        responses=answers(200, WebhookView, (*READ_ERRORS, 408, 409), "The configuration"),
     )
     def configure(
         self, data: JSONBody[WebhookChange], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
