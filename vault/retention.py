@@ -18,7 +18,7 @@ from compliance.ledger.event_catalogue import LEGAL_HOLD_CLEARED, LEGAL_HOLD_SET
 from compliance.ledger.events import Actor, append_event
 from storage.errors import StorageError
 from storage.ids import as_utc, iso, utcnow
-from storage.models import Envelope, VaultRecord
+from storage.models import Envelope, Organisation, VaultRecord
 from vault.custody import Custody, OnCommit
 from vault.envelopes import lock_envelope, vault_record, vaulted_documents
 from vault.field_limits import check_line
@@ -47,6 +47,12 @@ def parse_retain_until(value: str, now: datetime) -> datetime:
     if parsed <= now:
         raise InvalidInput("Retention.InvalidDate", "retain_until must be in the future", field="retain_until")
     return parsed
+
+
+def organisation_retention_days(session: Session, org_id: str, fallback: float) -> float:
+    """The organisation's default retention (``evault org set-retention``), else the settings' one."""
+    org = session.get(Organisation, org_id)
+    return fallback if org is None or org.retention_days is None else org.retention_days
 
 
 def vault_in_retention(retention_days: float, metadata: dict[str, Any] | None, now: datetime) -> datetime:

@@ -29,6 +29,7 @@ from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
 from vault.api.observe import metrics, observe, timed
 from vault.api.openapi import CompletedJsonRenderPlugin
+from vault.api.parties import PartiesController
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.api.retention import RetentionController
@@ -47,6 +48,7 @@ def create_app(runtime: Runtime) -> Litestar:
             EnvelopeController,
             CustodyController,
             RetentionController,
+            PartiesController,
             LogController,
             EnvelopeProofController,
             EvidenceController,

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from compliance.ledger.event_catalogue import (
+    AMENDED,
     CHECK_FAILED,
     COPY_ISSUED,
     ENVELOPE_CREATED,
     ENVELOPE_EXPIRED,
     ENVELOPE_VOIDED,
     INTEGRITY_FAILED,
+    PAPER_IN_ATTESTED,
     RELEASED,
     VAULTED_IN,
     EventType,
@@ -53,6 +55,8 @@ WEBHOOK_EVENTS: dict[str, WebhookEvent] = dict(
         _leaving(RELEASED, "authoritative_copy_id", "reason"),
         _leaving(CHECK_FAILED, "verdict", "failed"),
         _leaving(INTEGRITY_FAILED, "code", "run_id"),
+        _leaving(AMENDED, "amendment_id", "type"),
+        _leaving(PAPER_IN_ATTESTED, "attestation_id", "original"),
     ]
 )
 
