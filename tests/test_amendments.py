@@ -12,6 +12,8 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,6 +68,15 @@ def _certified(client: Any, headers: dict[str, str], envelope_id: str) -> dict[s
     return document
 
 
+def _page_text(client: Any, headers: dict[str, str], envelope_id: str, tmp_path: Path) -> str:
+    """The certificate page as a reader sees it (poppler's pdftotext)."""
+    pdf = client.get(f"{API}/envelopes/{envelope_id}/vault/certificate?format=pdf", headers=headers)
+    assert pdf.status_code == 200, pdf.text
+    path = tmp_path / "certificate.pdf"
+    path.write_bytes(pdf.content)
+    return subprocess.run(["pdftotext", "-raw", str(path), "-"], capture_output=True, text=True, check=True).stdout
+
+
 def _refused_lie(runtime: Runtime, client: Any, document: dict[str, Any], field: str, lie: Any) -> None:
     """The certificate re-signed by the vault's own key with one claim the log does not make: refused."""
     lied = copy.deepcopy(document["certificate"])
@@ -75,7 +86,7 @@ def _refused_lie(runtime: Runtime, client: Any, document: dict[str, Any], field:
 
 
 def test_amendments_are_vaulted_beside_the_original_and_certified(
-    client: Any, runtime: Runtime, tenant: Any, s3_admin_client: Any
+    client: Any, runtime: Runtime, tenant: Any, s3_admin_client: Any, tmp_path: Path
 ) -> None:
     org_id, headers = tenant
     envelope_id = _vaulted(client, headers)
@@ -121,6 +132,8 @@ def test_amendments_are_vaulted_beside_the_original_and_certified(
     assert claimed[1]["documents"][0]["sha256"] == doc["sha256"]
     assert document["certificate"]["conditions"]["verdict"] == "pass"
     _refused_lie(runtime, client, document, "amendments", claimed[:1])
+    text = _page_text(client, headers, envelope_id, tmp_path)
+    assert "Amendments: 2" in text and f"assumption {second['id']}" in text, text
     with pytest.raises(outside_verifier.Rejected):
         lied = copy.deepcopy(document["certificate"])
         lied["amendments"] = []
@@ -202,7 +215,7 @@ def test_an_amendment_racing_a_vault_out_is_recorded_only_before_it(client: Any,
 
 
 def test_paper_in_attestation_is_custody_evidence_with_the_attester_committed(
-    client: Any, runtime: Runtime, tenant: Any
+    client: Any, runtime: Runtime, tenant: Any, tmp_path: Path
 ) -> None:
     _, headers = tenant
     envelope_id = _vaulted(client, headers)
@@ -232,6 +245,8 @@ def test_paper_in_attestation_is_custody_evidence_with_the_attester_committed(
     assert [c["original"] for c in claimed] == ["held", "destroyed"]
     assert claimed[0]["attested_by"] == [committed] and "Carol" not in json.dumps(document)
     _refused_lie(runtime, client, document, "paper_in_attestations", claimed[1:])
+    text = _page_text(client, headers, envelope_id, tmp_path)
+    assert f"Paper original held at {held_at}" in text and "Carol" not in text, text
 
 
 def test_paper_in_attestation_refusals_change_nothing(client: Any, runtime: Runtime, tenant: Any) -> None:
@@ -263,3 +278,35 @@ def test_paper_in_attestation_refusals_change_nothing(client: Any, runtime: Runt
             assert answer.json()["code"] == code, answer.text
     assert _size(runtime, org_id) == before
     assert client.get(f"{API}/envelopes/{paper}", headers=headers).json()["paper_in_attestations"] == []
+
+
+def test_retention_and_legal_hold_follow_the_record_onto_its_amendments(
+    client: Any, runtime: Runtime, tenant: Any, s3_admin_client: Any
+) -> None:
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers)
+    files = [
+        ("metadata", (None, json.dumps({"type": "modification", "data": {"rate": "6%"}}), None)),
+        ("document", ("m.pdf", make_pdf(text="Modification"), "application/pdf")),
+    ]
+    assert client.post(f"{API}/envelopes/{envelope_id}/amendments", files=files, headers=headers).status_code == 201
+    (entry,) = [json.loads(e)["data"] for e in _entries(runtime, envelope_id, "vault.amended")]
+    (stored,) = entry["documents"]
+    where = {"Bucket": runtime.authoritative.bucket, "Key": stored["key"], "VersionId": stored["version_id"]}
+    current = client.get(f"{API}/envelopes/{envelope_id}", headers=headers).json()["vault"]["retain_until"]
+    assert s3_admin_client.get_object_retention(**where)["Retention"]["RetainUntilDate"] == dt.datetime.fromisoformat(
+        current
+    )
+
+    later = dt.datetime.fromisoformat(current) + dt.timedelta(days=30)
+    extended = client.post(
+        f"{API}/envelopes/{envelope_id}/retention", json={"retain_until": later.isoformat()}, headers=headers
+    )
+    assert extended.status_code == 200, extended.text
+    assert s3_admin_client.get_object_retention(**where)["Retention"]["RetainUntilDate"] == later
+
+    url = f"{API}/envelopes/{envelope_id}/legal-hold"
+    assert client.post(url, json={"reason": "litigation"}, headers=headers).status_code == 200
+    assert s3_admin_client.get_object_legal_hold(**where)["LegalHold"]["Status"] == "ON"
+    assert client.request("DELETE", url, json={"reason": "settled"}, headers=headers).status_code == 200
+    assert s3_admin_client.get_object_legal_hold(**where)["LegalHold"]["Status"] == "OFF"

@@ -6,15 +6,19 @@ Every refusal is checked to change nothing: neither the envelope table nor the o
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import func, select, text
 
-from compliance.certificates.offline_check import verify_certificate
+from compliance.certificates.issuance import sign_certificate
+from compliance.certificates.offline_check import CertificateInvalid, verify_certificate
 from compliance.ledger.events import log_size
 from storage.models import Envelope, Event, MersMin
 from tests import outside_verifier
@@ -82,7 +86,7 @@ def test_operator_sets_and_clears_a_mers_org_id(evault: Any, runtime: Runtime, t
 
 
 def test_a_min_is_validated_registered_shown_and_certified(
-    client: Any, runtime: Runtime, tenant: Any, evault: Any
+    client: Any, runtime: Runtime, tenant: Any, evault: Any, tmp_path: Path
 ) -> None:
     org_id, headers = tenant
     good = make_min(ORG_MERS, 1001)
@@ -123,6 +127,18 @@ def test_a_min_is_validated_registered_shown_and_certified(
     assert document["certificate"]["organisation"] == {"id": org_id, "mers_org_id": ORG_MERS}
     verify_certificate(json.dumps(document), _pem(client))
     outside_verifier.verify_certificate(document, _pem(client))
+    lied = copy.deepcopy(document["certificate"])
+    lied["envelope"]["min"] = make_min(ORG_MERS, 1002)
+    with pytest.raises(CertificateInvalid):
+        verify_certificate(json.dumps(sign_certificate(lied, runtime.key)), _pem(client))
+    with pytest.raises(outside_verifier.Rejected):
+        outside_verifier.verify_certificate(sign_certificate(lied, runtime.key), _pem(client))
+    pdf = client.get(f"{API}/envelopes/{envelope_id}/vault/certificate?format=pdf", headers=headers).content
+    (tmp_path / "certificate.pdf").write_bytes(pdf)
+    page = subprocess.run(
+        ["pdftotext", "-raw", str(tmp_path / "certificate.pdf"), "-"], capture_output=True, text=True, check=True
+    )
+    assert f"MERS MIN: {good}" in page.stdout
 
 
 def test_a_min_is_never_reused_even_after_its_envelope_is_gone(

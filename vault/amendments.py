@@ -102,7 +102,7 @@ def _record(
 
 def _claim(
     custody: Custody, actor: Actor, envelope_id: str, plan: dict[str, Any], if_match: str | None
-) -> tuple[AmendmentClaim, datetime]:
+) -> tuple[str, datetime]:
     """Commit the claim (or take over one whose lease ran out); the record's retention dates the objects."""
     now = utcnow()
     with custody.db.session() as session:
@@ -121,9 +121,10 @@ def _claim(
             claim = AmendmentClaim(
                 envelope_id=envelope.id, org_id=envelope.org_id, claim_id="", plan={}, lease_until=now
             )
-        claim.claim_id, claim.plan, claim.lease_until = new_id("amc"), plan, lease
+        claim_id = new_id("amc")
+        claim.claim_id, claim.plan, claim.lease_until = claim_id, plan, lease
         session.add(claim)
-        return claim, as_utc(record.retain_until)
+        return claim_id, as_utc(record.retain_until)
 
 
 def _put(custody: Custody, uploads: list[Upload], plan: dict[str, Any], retain_until: datetime) -> list[str]:
@@ -140,6 +141,21 @@ def _put(custody: Custody, uploads: list[Upload], plan: dict[str, Any], retain_u
             raise Unavailable("Storage.Unavailable", "object storage did not accept the document; retry") from exc
         versions.append(stored.version_id)
     return versions
+
+
+def _catch_up(
+    custody: Custody, record: VaultRecord, plan: dict[str, Any], versions: list[str], written_until: datetime
+) -> None:
+    """Under the envelope's lock: a retention lengthened or a hold set while the PDFs were written applies to
+    them too, before they are recorded (both are idempotent in storage, so a retry repeats them harmlessly)."""
+    try:
+        for doc, version in zip(plan["documents"], versions, strict=True):
+            if as_utc(record.retain_until) > written_until:
+                custody.authoritative.extend_retention(doc["key"], version, as_utc(record.retain_until))
+            if record.legal_hold_reason is not None:
+                custody.authoritative.set_legal_hold(doc["key"], version, True)
+    except StorageError as exc:
+        raise Unavailable("Storage.Unavailable", "object storage refused the amendment's lock; retry") from exc
 
 
 def _end_claim(custody: Custody, envelope_id: str, claim_id: str) -> None:
@@ -174,6 +190,7 @@ def amend(
             _amendable(session, envelope)
             return _record(session, envelope, actor, amendment_id, kind, data, [], utcnow(), on_commit)
     checked = check_uploads(custody, uploads, "upload", actor.org_id)
+    org_id, envelope_key = envelope.org_id, envelope.id  # plain values: a rolled-back session expires rows
     plan: dict[str, Any] = {
         "amendment_id": amendment_id,
         "documents": [
@@ -184,39 +201,56 @@ def amend(
                 "size": upload.size,
                 "pages": facts.page_count,
                 "signatures": signatures,
-                "key": amendment_key(envelope.org_id, envelope.id, amendment_id, position, digest),
+                "key": amendment_key(org_id, envelope_key, amendment_id, position, digest),
             }
             for position, (upload, digest, facts, signatures) in enumerate(checked)
         ],
     }
-    claim, retain_until = _claim(custody, actor, envelope.id, plan, if_match)
+    claim_id, retain_until = _claim(custody, actor, envelope_key, plan, if_match)
     try:
         versions = _put(custody, uploads, plan, retain_until)
-        with custody.db.session() as session:
-            current = session.get(AmendmentClaim, envelope.id)
-            if current is None or current.claim_id != claim.claim_id:
-                raise Conflict("Amendment.InProgress", "the amendment's claim was taken over; retry")
-            envelope = lock_envelope(session, actor.org_id, envelope_id)
-            _amendable(session, envelope)  # released while the PDFs were written: nothing is recorded
-            session.delete(current)
-            documents = [
-                {
-                    "id": new_id("doc"),
-                    "filename": doc["filename"],
-                    "sha256": doc["sha256"],
-                    "size": doc["size"],
-                    "pages": doc["pages"],
-                    "signatures": doc["signatures"],
-                    "bucket": custody.authoritative.bucket,
-                    "key": doc["key"],
-                    "version_id": version,
-                }
-                for doc, version in zip(plan["documents"], versions, strict=True)
-            ]
-            return _record(session, envelope, actor, amendment_id, kind, data, documents, utcnow(), on_commit)
+        return _finish(custody, actor, envelope_key, claim_id, plan, versions, retain_until, kind, data, on_commit)
     except BaseException:
-        _end_claim(custody, envelope.id, claim.claim_id)
+        _end_claim(custody, envelope_key, claim_id)
         raise
+
+
+def _finish(
+    custody: Custody,
+    actor: Actor,
+    envelope_id: str,
+    claim_id: str,
+    plan: dict[str, Any],
+    versions: list[str],
+    retain_until: datetime,
+    kind: str,
+    data: dict[str, Any],
+    on_commit: OnCommit | None,
+) -> Amendment:
+    """Turn our claim into the amendment and its event, under the envelope's lock."""
+    with custody.db.session() as session:
+        current = session.get(AmendmentClaim, envelope_id)
+        if current is None or current.claim_id != claim_id:
+            raise Conflict("Amendment.InProgress", "the amendment's claim was taken over; retry")
+        envelope = lock_envelope(session, actor.org_id, envelope_id)
+        record = _amendable(session, envelope)  # released while the PDFs were written: nothing is recorded
+        _catch_up(custody, record, plan, versions, retain_until)
+        session.delete(current)
+        documents = [
+            {
+                "id": new_id("doc"),
+                "filename": doc["filename"],
+                "sha256": doc["sha256"],
+                "size": doc["size"],
+                "pages": doc["pages"],
+                "signatures": doc["signatures"],
+                "bucket": custody.authoritative.bucket,
+                "key": doc["key"],
+                "version_id": version,
+            }
+            for doc, version in zip(plan["documents"], versions, strict=True)
+        ]
+        return _record(session, envelope, actor, plan["amendment_id"], kind, data, documents, utcnow(), on_commit)
 
 
 def list_amendments(custody: Custody, org_id: str, envelope_id: str) -> dict[str, Any]:

@@ -23,6 +23,11 @@ def amendments_of(session: Session, envelope_id: str) -> list[Amendment]:
     )
 
 
+def amendment_objects(session: Session, envelope_id: str) -> list[tuple[str, str]]:
+    """(key, version id) of every amendment PDF: retention and legal hold follow the record onto them."""
+    return [(d["key"], d["version_id"]) for a in amendments_of(session, envelope_id) for d in a.documents]
+
+
 def amendment_view(amendment: Amendment) -> dict[str, Any]:
     return {
         "id": amendment.id,
