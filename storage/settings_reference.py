@@ -146,7 +146,7 @@ def markdown_table() -> str:
     for variable in variables():
         if variable.group != group:
             group = variable.group
-            out += ["" if out else "", f"**{group}**", "", "| variable | default | meaning |", "|---|---|---|"]
+            out += ["", f"**{group}**", "", "| variable | default | meaning |", "|---|---|---|"]
         meaning = variable.meaning.replace("``", "`").replace("|", "\\|")
         out.append(f"| `{variable.name}` | `{variable.default}` | {meaning} |")
     return "\n".join(out).strip()

@@ -228,7 +228,9 @@ def test_the_readme_links_point_at_files() -> None:
 
 
 def _run(stack: Stack, block: Block) -> subprocess.CompletedProcess[str]:
-    script = block.text.replace(DOC_PORT, f"127.0.0.1:{stack.port}").replace("localhost:8000", f"127.0.0.1:{stack.port}")
+    script = block.text.replace(DOC_PORT, f"127.0.0.1:{stack.port}").replace(
+        "localhost:8000", f"127.0.0.1:{stack.port}"
+    )
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=stack.work,
