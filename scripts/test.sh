@@ -6,7 +6,8 @@
 # Idempotent, and works on a fresh machine: creates .venv and installs the package with its test extras,
 # installs PostgreSQL and docker-compose with apt when missing (as root), starts a throwaway PostgreSQL
 # cluster on 127.0.0.1:${EVAULT_TEST_PG_PORT:-25432} as an unprivileged user (stopped and removed on exit),
-# validates docker/compose.yaml, runs ruff and mypy, then pytest twice: on SQLite and on PostgreSQL.
+# validates docker/compose.yaml, runs ruff and mypy, builds the docs strictly, then pytest twice: on SQLite and on
+# PostgreSQL.
 # Exits non-zero if any step fails or a pytest run collects no tests.
 set -euo pipefail
 
@@ -211,6 +212,10 @@ check "ruff check" "$PY" -m ruff check .
 check "ruff format --check" "$PY" -m ruff format --check .
 check "mypy" "$PY" -m mypy
 check "import contracts" "$VENV/bin/lint-imports"
+# The documentation site: a broken link or anchor, or a page left out of mkdocs.yml's nav, fails the build.
+DOCS_SITE=$(mktemp -d)
+check "mkdocs build --strict" env NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --site-dir "$DOCS_SITE"
+rm -rf "$DOCS_SITE"
 
 unset EVAULT_TEST_DATABASE_URL
 PG_LOG=$(mktemp)
