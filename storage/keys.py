@@ -78,3 +78,11 @@ def amendment_key(org_id: str, envelope_id: str, amendment_id: str, position: in
         raise ValueError("position must be >= 0 and sha256 64 lower-case hex digits")
     ids = "/".join(_check_id(v) for v in (org_id, envelope_id, amendment_id))
     return f"amendments/{ids}/{position:03d}-{sha256_hex}.pdf"
+
+
+def tlog_key(org_id: str, path: str) -> str:
+    """A C2SP tlog-tiles resource (``tile/...``) of the organisation's log, beside its checkpoints."""
+    if not path.startswith("tile/") or ".." in path:
+        raise ValueError("not a tile path")
+    return f"log/{_check_id(org_id)}/{path}"
+
