@@ -85,4 +85,3 @@ def tlog_key(org_id: str, path: str) -> str:
     if not path.startswith("tile/") or ".." in path:
         raise ValueError("not a tile path")
     return f"log/{_check_id(org_id)}/{path}"
-
