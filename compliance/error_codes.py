@@ -210,6 +210,8 @@ CODES: dict[str, ErrorCode] = {
         None, "evault rebuild: an entry's event type has no replay step; nothing written"
     ),
     "Rebuild.Inconsistent": ErrorCode(None, "evault rebuild: an entry contradicts the history before it"),
+    "Restore.NotABackup": ErrorCode(None, "evault restore: the directory holds no evault backup"),
+    "Restore.Diverged": ErrorCode(None, "evault restore: the backup's log is another history than the bucket's"),
     "Verify.RunFinished": ErrorCode(None, "--resume names a run that already finished"),
     "Verify.UnknownRun": ErrorCode(None, "--resume names no run"),
     "Verify.UnknownEnvelope": ErrorCode(None, "--envelope names no envelope"),

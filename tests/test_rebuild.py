@@ -7,8 +7,10 @@ and so is an entry whose event type the rebuild cannot replay.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -35,6 +37,8 @@ from storage.settings import Settings
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
+from vault.erasure import erase_subject
+from vault.rebuild.backup import restore, write_backup
 from vault.rebuild.bucket_log import RebuildRefused
 from vault.rebuild.replay import STEPS, Entry, Rows, step_for
 from vault.rebuild.service import rebuild
@@ -264,3 +268,96 @@ def test_every_declared_event_has_a_replay_step_and_an_unknown_one_stops_the_reb
     with pytest.raises(RebuildRefused) as refused:
         step_for(entry)(Rows(), entry)
     assert refused.value.code == "Rebuild.UnknownEvent" and "'transfer.initiated'" in refused.value.message
+
+
+def _parties(client: TestClient[Any], envelope_id: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    response = client.get(f"{API}/envelopes/{envelope_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    parties: list[dict[str, Any]] = response.json()["parties"]
+    return parties
+
+
+def _log_sizes(runtime: Runtime) -> dict[str, int]:
+    with runtime.db.read_session() as session:
+        return {s.org_id: s.size for s in session.exec(select(LogState))}
+
+
+def test_a_restore_takes_the_log_from_the_bucket_and_the_rest_from_the_backup(
+    runtime: Runtime,
+    client: TestClient[Any],
+    tenant: tuple[str, dict[str, str]],
+    make_key: Callable[..., tuple[str, str]],
+    vault_env: dict[str, str],
+    fresh_database_url: str,
+    evault: Callable[..., tuple[int, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    org_id, headers = tenant
+    other_org, other_raw = make_key()
+    other = {"X-API-Key": other_raw}
+    kept = _vaulted(client, headers)
+    erased_later = create_envelope(client, headers)
+    theirs = _vaulted(client, other)
+    for who in (headers, other):
+        assert client.post(f"{API}/log/checkpoint", headers=who).status_code == 200
+    # logged after the other organisation's last checkpoint: only the database, and so the backup, holds it
+    unsigned = create_envelope(client, other)
+
+    code, out, err = evault("backup", "--to", str(tmp_path / "backup"))
+    assert code == 0 and "rows" in out, err
+    assert (tmp_path / "backup" / "manifest.json").exists()
+
+    # after the backup: an erasure and a new vault-in, checkpointed (the bucket is now ahead of the backup)
+    subject = _parties(client, erased_later, headers)[0]["subject"]
+    erase_subject(runtime.db, subject)
+    later = _vaulted(client, headers)
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    sizes = _log_sizes(runtime)
+
+    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
+    code, out, err = evault("restore", "--from", str(tmp_path / "backup"))
+    assert code == 0, err
+    assert org_id in out and other_org in out
+    restored = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
+    try:
+        assert _log_sizes(restored) == sizes  # the bucket's newer log, and the backup's unsigned tail
+        report = verify_vault(restored.sources())
+        assert report["clean"], report["findings"]
+        with TestClient(create_app(restored)) as again:  # the backup's keys authenticate again
+            assert _parties(again, kept, headers)[0]["state"] == "shown"
+            assert _parties(again, erased_later, headers)[0]["state"] == "erased"  # the later erasure holds
+            assert again.get(f"{API}/envelopes/{later}", headers=headers).json()["vault_state"] == "vaulted"
+            assert _parties(again, unsigned, other)[0]["state"] == "shown"
+            assert again.get(f"{API}/envelopes/{theirs}", headers=other).json()["vault_state"] == "vaulted"
+    finally:
+        restored.close()
+
+
+def test_a_backup_of_another_history_is_refused(
+    runtime: Runtime,
+    client: TestClient[Any],
+    tenant: tuple[str, dict[str, str]],
+    vault_env: dict[str, str],
+    fresh_database_url: str,
+    tmp_path: Path,
+) -> None:
+    _, headers = tenant
+    _vaulted(client, headers)
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    write_backup(runtime.db, runtime.authoritative, runtime.copies, tmp_path / "backup")
+    data = json.loads((tmp_path / "backup" / "database.json").read_text())
+    first = data["tables"]["event"][0]
+    entry = base64.b64decode(first["entry"]["$bytes"]).replace(b'"name":"', b'"name":"X', 1)
+    first["entry"]["$bytes"] = base64.b64encode(entry).decode()
+    (tmp_path / "backup" / "database.json").write_text(json.dumps(data))
+    target = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
+    try:
+        with target.db.read_session() as session:
+            verifiers = [NoteVerifier.from_vkey(row.vkey) for row in generations(session)]
+        stores = (target.db, target.authoritative, target.copies, verifiers, target.settings.vault.log_origin)
+        with pytest.raises(RebuildRefused) as refused:
+            restore(*stores, tmp_path / "backup")
+        assert refused.value.code == "Restore.Diverged"
+    finally:
+        target.close()

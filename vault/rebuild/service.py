@@ -11,7 +11,7 @@ Only an empty database is rebuilt into: a vault that already holds rows is refus
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func
@@ -22,7 +22,9 @@ from compliance.headmap.sparse_tree import Head, HeadMap, map_key, tree_id_for
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.event_catalogue import MAP_ROOT
 from compliance.ledger.log_error import LogError
+from compliance.ledger.merkle import leaf_hash
 from compliance.ledger.note import NoteVerifier
+from compliance.ledger.tiles import MemoryTileStore, TiledTree
 from storage.db import Database
 from storage.keys import copy_key
 from storage.log_tiles import SqlTileStore
@@ -226,14 +228,38 @@ def _write(session: Session, replayed: _Log) -> None:
     session.add_all(replayed.map_roots)
 
 
+def _continued(bucket: BucketLog, backup: Sequence[tuple[int, bytes]]) -> BucketLog:
+    """The signed log followed by a backup's entries logged after its latest checkpoint; the backup must hold
+    the signed entries byte for byte (else it is another history, refused)."""
+    by_index = dict(backup)
+    for index, entry in enumerate(bucket.entries):
+        if by_index.get(index, entry) != entry:
+            raise RebuildRefused(
+                "Restore.Diverged",
+                f"entry {index} of {bucket.org_id} in the backup differs from the bucket's signed log",
+                org_id=bucket.org_id,
+                leaf_index=index,
+            )
+    tail = [by_index[i] for i in range(bucket.size, bucket.size + len(by_index)) if i in by_index]
+    if not tail:
+        return bucket
+    store = MemoryTileStore()
+    TiledTree(store, 0).append([leaf_hash(entry) for entry in [*bucket.entries, *tail]])
+    log.info("restore: %s: %d entries after the latest checkpoint come from the backup", bucket.org_id, len(tail))
+    return BucketLog(bucket.org_id, [*bucket.entries, *tail], store, bucket.notes)
+
+
 def rebuild(
     db: Database,
     worm: ObjectStore,
     copies: ObjectStore,
     verifiers: Sequence[NoteVerifier],
     origin_prefix: str,
+    *,
+    backup_entries: Mapping[str, Sequence[tuple[int, bytes]]] | None = None,
 ) -> list[Rebuilt]:
-    """Rebuild every organisation's log and projections from the bucket into the empty ``db``.
+    """Rebuild every organisation's log and projections from the bucket into the empty ``db``; with
+    ``backup_entries`` (org id -> (leaf index, entry)), the log continues with those the bucket has not signed.
 
     Every log is read, checked and replayed before anything is written, so a refusal leaves the database empty.
     """
@@ -244,7 +270,8 @@ def rebuild(
         if not notes:
             log.warning("rebuild: log/%s/ holds no checkpoint the vault's keys sign; skipped", org_id)
             continue
-        one = _replay(read_log(worm, org_id, notes))
+        checked = read_log(worm, org_id, notes)
+        one = _replay(_continued(checked, (backup_entries or {}).get(org_id, ())))
         _objects(one.rows, worm, copies)
         replayed.append(one)
     if not replayed:
