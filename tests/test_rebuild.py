@@ -306,7 +306,7 @@ def test_a_restore_takes_the_log_from_the_bucket_and_the_rest_from_the_backup(
 
     code, out, err = evault("backup", "--to", str(tmp_path / "backup"))
     assert code == 0 and "rows" in out, err
-    assert (tmp_path / "backup" / "manifest.json").exists()
+    assert (tmp_path / "backup" / "database.json").stat().st_mode & 0o777 == 0o600
 
     # after the backup: an erasure and a new vault-in, checkpointed (the bucket is now ahead of the backup)
     subject = _parties(client, erased_later, headers)[0]["subject"]

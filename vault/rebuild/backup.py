@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +57,7 @@ def _decode(value: Any) -> Any:
 
 def write_backup(db: Database, worm: ObjectStore, copies: ObjectStore, directory: Path) -> dict[str, int]:
     """Every table's rows from one snapshot, and the buckets' object versions; returns rows per table."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     tables: dict[str, list[dict[str, Any]]] = {}
     with db.read_session() as session:
         snapshot(session)
@@ -64,7 +65,7 @@ def write_backup(db: Database, worm: ObjectStore, copies: ObjectStore, directory
             rows = session.connection().execute(select(table)).mappings()
             tables[table.name] = [{k: _encode(v) for k, v in row.items()} for row in rows]
     taken = iso(utcnow())
-    (directory / DATABASE_FILE).write_text(json.dumps({"format": FORMAT, "taken_at": taken, "tables": tables}))
+    _write_private(directory / DATABASE_FILE, json.dumps({"format": FORMAT, "taken_at": taken, "tables": tables}))
     manifest = {
         "format": FORMAT,
         "taken_at": taken,
@@ -73,8 +74,14 @@ def write_backup(db: Database, worm: ObjectStore, copies: ObjectStore, directory
             for store in (worm, copies)
         },
     }
-    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+    _write_private(directory / MANIFEST_FILE, json.dumps(manifest, indent=1))
     return {name: len(rows) for name, rows in tables.items()}
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Owner-only from the first byte: the rows hold personal data, subject keys and webhook secrets."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(text)
 
 
 def read_backup(directory: Path) -> dict[str, list[dict[str, Any]]]:
