@@ -124,6 +124,7 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/compliance", "get"): "checkCompliance",
     ("/envelopes/{envelope_id}/vault/certificate", "get"): "getCertificate",
     ("/envelopes/{envelope_id}/audit", "get"): "getAuditTrail",
+    ("/envelopes/{envelope_id}/release-receipt", "get"): "getReleaseReceipt",
     ("/envelopes/{envelope_id}/proof", "get"): "getProofBundle",
     ("/log/checkpoint", "get"): "getCheckpoint",
     ("/log/checkpoint", "post"): "signCheckpoint",
