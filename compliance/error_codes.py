@@ -254,6 +254,7 @@ CODES: dict[str, ErrorCode] = {
     ),
     "Receipt.KeyCompromised": ErrorCode(None, "a receipt signed by a key revoked as compromised: ask for a new one"),
     "Receipt.NotReleased": ErrorCode(409, "a release receipt asked for before the envelope's vault-out"),
+    "Evidence.NoDocumentSigner": ErrorCode(503, "the vault was started without a document-signing identity"),
     "Report.KeyCompromised": ErrorCode(None, "a report whose key a since-revoked vault key endorsed"),
     "SigningKey.NotCurrent": ErrorCode(
         None, "evault signing-key: the key at hand is not the current one, or revoking the current key unrotated"

@@ -11,15 +11,25 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, FromQuery
 
+from compliance.errors import Unavailable
 from compliance.ledger.events import Actor
 from compliance.receipts.release import release_receipt
 from compliance.sources import Deadline
-from vault.api.evidence import in_pool
+from vault.api.evidence import in_pool, policy_of
 from vault.api.schemas import WRITE_ERRORS, SignedReceipt, answers
+from vault.certified_copy import issue_certified_copy
 from vault.runtime import Runtime
 from vault.tenancy import Principal
+
+
+def binary_answer(media_type: str, description: str) -> dict[int, ResponseSpec]:
+    """A 200 whose body is a file of ``media_type``, and every error the route may give."""
+    specs = answers(200, None, (*WRITE_ERRORS, 409), description)
+    specs[200] = ResponseSpec(data_container=bytes, media_type=media_type, description=description)
+    return specs
 
 
 class CustodyEvidenceController(Controller):
@@ -47,5 +57,48 @@ class CustodyEvidenceController(Controller):
         def job(deadline: Deadline) -> Response[Any]:
             document = release_receipt(runtime.sources(deadline), runtime.key, checkpoints, actor, envelope_id)
             return Response(document, media_type="application/json")
+
+        return await in_pool(request, runtime, actor, job)
+
+    @get(
+        "/certified-copy",
+        opt={"scope": "vault:read", "rate_policy": "copies"},
+        responses=binary_answer("application/pdf", "The certified copy: marked pages, history, affidavit, signed"),
+    )
+    async def certified_copy(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        actor: NamedDependency[Actor],
+        principal: NamedDependency[Principal],
+        envelope_id: FromPath[str],
+        document_id: FromQuery[str | None] = None,
+    ) -> Response[bytes]:
+        """A certified copy of one document (the first unless ``document_id`` names another): every page marked
+        as a certified, non-authoritative copy, then the record's history and the custodian's affidavit, PAdES-
+        signed by the vault. It is registered as a copy (``vault.copy_issued`` with ``certified``); its id and
+        hash are in the ``X-Evault-Copy-Id`` and ``X-Evault-Copy-SHA256`` headers."""
+        checkpoints = runtime.checkpoint_requests(principal.scopes)
+        signer = runtime.document_signer
+        if signer is None:
+            raise Unavailable("Evidence.NoDocumentSigner", "the vault has no document-signing identity")
+
+        def job(deadline: Deadline) -> Response[bytes]:
+            made = issue_certified_copy(
+                runtime.custody(),
+                signer,
+                checkpoints,
+                policy_of(runtime).custodian,
+                actor,
+                envelope_id,
+                document_id,
+                runtime.settings.vault.tsa_url or None,
+            )
+            headers = {
+                "Content-Disposition": f'attachment; filename="certified-copy-{made.copy_id}.pdf"',
+                "X-Evault-Copy-Id": made.copy_id,
+                "X-Evault-Copy-SHA256": made.sha256,
+            }
+            return Response(made.pdf, media_type="application/pdf", headers=headers)
 
         return await in_pool(request, runtime, actor, job)

@@ -125,6 +125,7 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/vault/certificate", "get"): "getCertificate",
     ("/envelopes/{envelope_id}/audit", "get"): "getAuditTrail",
     ("/envelopes/{envelope_id}/release-receipt", "get"): "getReleaseReceipt",
+    ("/envelopes/{envelope_id}/certified-copy", "get"): "getCertifiedCopy",
     ("/envelopes/{envelope_id}/proof", "get"): "getProofBundle",
     ("/log/checkpoint", "get"): "getCheckpoint",
     ("/log/checkpoint", "post"): "signCheckpoint",
