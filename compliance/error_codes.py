@@ -255,6 +255,10 @@ CODES: dict[str, ErrorCode] = {
     "Receipt.KeyCompromised": ErrorCode(None, "a receipt signed by a key revoked as compromised: ask for a new one"),
     "Receipt.NotReleased": ErrorCode(409, "a release receipt asked for before the envelope's vault-out"),
     "Evidence.NoDocumentSigner": ErrorCode(503, "the vault was started without a document-signing identity"),
+    "Package.Malformed": ErrorCode(None, "an evidence package lacks a file it must hold, or a file does not parse"),
+    "Package.BadSignature": ErrorCode(None, "an evidence package's manifest is not signed by the trusted key"),
+    "Package.Altered": ErrorCode(None, "an evidence package's zip or a file in it differs from its signed manifest"),
+    "Package.Inconsistent": ErrorCode(None, "an evidence package whose signed parts contradict each other"),
     "Report.KeyCompromised": ErrorCode(None, "a report whose key a since-revoked vault key endorsed"),
     "SigningKey.NotCurrent": ErrorCode(
         None, "evault signing-key: the key at hand is not the current one, or revoking the current key unrotated"

@@ -15,10 +15,12 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery
 
 from compliance.errors import Unavailable
+from compliance.evidence_package.build import build_package
 from compliance.ledger.events import Actor
 from compliance.receipts.release import release_receipt
 from compliance.sources import Deadline
 from vault.api.evidence import in_pool, policy_of
+from vault.api.log import keys_document
 from vault.api.schemas import WRITE_ERRORS, SignedReceipt, answers
 from vault.certified_copy import issue_certified_copy
 from vault.runtime import Runtime
@@ -100,5 +102,41 @@ class CustodyEvidenceController(Controller):
                 "X-Evault-Copy-SHA256": made.sha256,
             }
             return Response(made.pdf, media_type="application/pdf", headers=headers)
+
+        return await in_pool(request, runtime, actor, job)
+
+    @get(
+        "/evidence",
+        opt={"scope": "vault:read"},
+        responses=binary_answer("application/zip", "evault-evidence-package/v1: one zip, checkable offline"),
+    )
+    async def evidence_package(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        actor: NamedDependency[Actor],
+        principal: NamedDependency[Principal],
+        envelope_id: FromPath[str],
+    ) -> Response[bytes]:
+        """Everything about the envelope in one zip: the authoritative PDFs and the copy register, the signed
+        certificate (JSON and PDF), the audit trail, the proof bundle with its checkpoint (and any witness
+        cosignatures and timestamp), the receipts, the vault's public keys, and a signed manifest of SHA-256
+        sums (docs/evidence-package.md). Check it offline with ``evault evidence verify``."""
+        checkpoints = runtime.checkpoint_requests(principal.scopes)
+
+        def job(deadline: Deadline) -> Response[bytes]:
+            package = build_package(
+                runtime.sources(deadline),
+                runtime.key,
+                checkpoints,
+                policy_of(runtime),
+                actor,
+                envelope_id,
+                keys_document(runtime),
+                runtime.document_signer,
+                runtime.settings.vault.tsa_url or None,
+            )
+            disposition = f'attachment; filename="evidence-{envelope_id}.zip"'
+            return Response(package, media_type="application/zip", headers={"Content-Disposition": disposition})
 
         return await in_pool(request, runtime, actor, job)

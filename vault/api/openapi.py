@@ -126,6 +126,7 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/audit", "get"): "getAuditTrail",
     ("/envelopes/{envelope_id}/release-receipt", "get"): "getReleaseReceipt",
     ("/envelopes/{envelope_id}/certified-copy", "get"): "getCertifiedCopy",
+    ("/envelopes/{envelope_id}/evidence", "get"): "getEvidencePackage",
     ("/envelopes/{envelope_id}/proof", "get"): "getProofBundle",
     ("/log/checkpoint", "get"): "getCheckpoint",
     ("/log/checkpoint", "post"): "signCheckpoint",
