@@ -124,8 +124,8 @@ def _check_manifest(files: dict[str, bytes], trusted_pem: bytes, keys: KeySet) -
         raise PackageInvalid(MALFORMED, f"manifest format must be {FORMAT}")
     listed = _get(body, "files", list)
     paths = [_get(item, "path", str) for item in listed]
-    if len(set(paths)) != len(paths) or set(paths) != set(files) - {MANIFEST}:
-        raise PackageInvalid(ALTERED, "the zip's files are not exactly those the manifest names")
+    if list(files) != [MANIFEST, *paths]:
+        raise PackageInvalid(ALTERED, "the zip's files are not exactly those the manifest names, in its order")
     for item in listed:
         data = files[item["path"]]
         if hashlib.sha256(data).hexdigest() != _get(item, "sha256", str) or len(data) != _get(item, "size", int):
