@@ -167,6 +167,13 @@ ALTERNATIVE_ANSWERS = {
         "application/pdf": {"schema": {"type": "string", "format": "binary"}}
     },
     ("/envelopes/{envelope_id}/audit", "get"): {"text/csv": {"schema": {"type": "string"}}},
+    # Files only: the binary schema replaces the bare string Litestar documents for a bytes answer.
+    ("/envelopes/{envelope_id}/certified-copy", "get"): {
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}}
+    },
+    ("/envelopes/{envelope_id}/evidence", "get"): {
+        "application/zip": {"schema": {"type": "string", "format": "binary"}}
+    },
 }
 
 _EXAMPLES = {
