@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pypdf import PdfReader
 from compliance.conditions.copy_mark import unmarked_pages
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
+from vault.runtime import Runtime
 
 
 def _document_signing_root(client: Any) -> asn1_x509.Certificate:
@@ -128,3 +130,17 @@ def test_certified_copy_refusals(client: Any, tenant: Any, make_key: Any) -> Non
     assert (other.status_code, other.json()["code"]) == (404, "Envelope.NotFound")
     audit = client.get(f"{API}/envelopes/{envelope_id}/audit", headers=headers).json()["events"]
     assert not [e for e in audit if e["type"] == "vault.copy_issued"]
+
+
+def test_a_disposed_record_has_no_certified_copy_nor_package(
+    client: Any, runtime: Runtime, tenant: Any, evault: Any
+) -> None:
+    _, headers = tenant
+    object.__setattr__(runtime.settings.vault, "retention_days", 2 / 86400)  # what EVAULT_RETENTION_DAYS cannot say
+    envelope_id = _vaulted(client, headers, pages=1)
+    time.sleep(3)
+    code, _, err = evault("dispose", "--due", "--confirm", "--json")
+    assert code == 0, err
+    for route in ("certified-copy", "evidence"):
+        refused = client.get(f"{API}/envelopes/{envelope_id}/{route}", headers=headers)
+        assert (refused.status_code, refused.json()["code"]) == (409, "Retention.Disposed"), (route, refused.text)

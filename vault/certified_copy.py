@@ -164,6 +164,8 @@ def _document(custody: Custody, org_id: str, envelope_id: str, document_id: str 
         record = vault_record(session, envelope.id)
         if record is None:
             raise Conflict("Vault.NotVaulted", "this envelope has no authoritative copy yet", envelope_id=envelope_id)
+        if record.disposed_at is not None:
+            raise Conflict("Retention.Disposed", "the authoritative copy was disposed of after its retention")
         documents = vaulted_documents(session, record.id)
     chosen = [d for d in documents if document_id in (None, d.id)][:1]
     if not chosen:

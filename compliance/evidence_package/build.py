@@ -24,8 +24,10 @@ from compliance.certificates.issuance import issue_certificate, key_id_of
 from compliance.certificates.pdf_page import certificate_pdf
 from compliance.checkpoints.freshness import SignsOnDemand
 from compliance.conditions.evidence import Policy
-from compliance.errors import EvaultError, Unavailable
+from compliance.errors import Conflict, EvaultError, Unavailable
 from compliance.evidence_package.manifest import FORMAT, MANIFEST, canonical_zip, file_entry, signed_manifest
+from compliance.ledger.chain import parse_entry
+from compliance.ledger.event_catalogue import DISPOSED
 from compliance.ledger.events import Actor
 from compliance.ledger.vault_key import VaultKey
 from compliance.receipts.release import release_receipt
@@ -93,11 +95,17 @@ def build_package(
     keys_document: dict[str, Any],
     signer: DocumentSigner | None = None,
     tsa_url: str | None = None,
+    receipts: Mapping[str, dict[str, Any]] | None = None,
 ) -> bytes:
-    """The zip of one of the actor's envelopes (404 ``Envelope.NotFound`` for anyone else's)."""
+    """The zip of one of the actor's envelopes (404 ``Envelope.NotFound`` for anyone else's). ``receipts`` adds
+    signed receipts by name (``transfer-tr_...``: stored as ``receipts/<name>.json``) beside the release one."""
     trail = audit_trail(sources, actor.org_id, envelope_id)
     certificate = issue_certificate(sources, key, checkpoints, policy, actor, envelope_id)
     body = certificate["certificate"]
+    if any(
+        parse_entry(base64.b64decode(e["entry"]))["type"] == DISPOSED.name for e in body["ledger"]["bundle"]["events"]
+    ):
+        raise Conflict("Retention.Disposed", "the authoritative copy was disposed of: its documents cannot be packaged")
     files: dict[str, bytes] = {}
     for doc in (body.get("authoritative_copy") or {}).get("documents", []):
         sources.deadline.check()
@@ -114,6 +122,8 @@ def build_package(
         files["proof/checkpoint.tsr"] = base64.b64decode(bundle["timestamp_token"])
     if body["envelope"]["vault_state"] == "released":
         files["receipts/release.json"] = _json(release_receipt(sources, key, checkpoints, actor, envelope_id))
+    for name, receipt in sorted((receipts or {}).items()):
+        files[f"receipts/{name}.json"] = _json(receipt)
     files["keys/keys.json"] = _json(keys_document)
     sources.deadline.check()
     manifest = {
