@@ -27,6 +27,7 @@ JSON_OPERATIONS = (
     ("get", "/envelopes/{envelope_id}/amendments", "200"),
     ("post", "/envelopes/{envelope_id}/paper-in-attestation", "201"),
     ("post", "/envelopes/{envelope_id}/vault-out", "200"),
+    ("get", "/envelopes/{envelope_id}/release-receipt", "200"),
     ("post", "/envelopes/{envelope_id}/void", "200"),
 )
 
@@ -74,6 +75,7 @@ def test_documented_answers_are_the_real_answers(client: Any, tenant: Any) -> No
     attestation = {"original": "held", "at": "2026-01-02T03:04:05Z", "attested_by": "Carol", "location": "Room 3"}
     call("post", "/envelopes/{envelope_id}/paper-in-attestation", vaulted, json=attestation)
     call("post", "/envelopes/{envelope_id}/vault-out", vaulted, json={"reason": "payoff"})
+    call("get", "/envelopes/{envelope_id}/release-receipt", vaulted)
     call("post", "/envelopes/{envelope_id}/void", voided, json={"reason": "withdrawn by the borrower"})
 
     for method, path, status in JSON_OPERATIONS:
