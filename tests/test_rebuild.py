@@ -169,7 +169,7 @@ def test_a_vault_rebuilt_from_the_bucket_verifies_and_proves_the_same(
     other_org, other_raw = make_key()
     other = {"X-API-Key": other_raw}
     assert evault("org", "set-mers-id", org_id, "1234567")[0] == 0
-    assert evault("org", "set-retention", org_id, "30")[0] == 0
+    assert evault("org", "set-retention", org_id, "2")[0] == 0  # below the 3 days the history extends to
     registered = create_envelope(client, headers, min=make_min("1234567", 1))
     envelopes = [*_history(client, headers, other), (registered, "mine")]
     who = {"mine": headers, "theirs": other}
@@ -206,7 +206,7 @@ def test_a_vault_rebuilt_from_the_bucket_verifies_and_proves_the_same(
         with rebuilt.db.read_session() as session:
             organisation = session.get(Organisation, org_id)
             assert organisation is not None
-            assert (organisation.mers_org_id, organisation.retention_days) == ("1234567", 30)
+            assert (organisation.mers_org_id, organisation.retention_days) == ("1234567", 2)
             assert session.get(MersMin, make_min("1234567", 1)) is not None
         with TestClient(create_app(rebuilt)) as again:
             after = {e: _evidence(again, e, who[o]) for e, o in envelopes}
