@@ -232,8 +232,9 @@ class PdfSettings:
     stamp_concurrency: int = 2  # EVAULT_PDF_STAMP_CONCURRENCY: stamper processes at once, per service process
     stamp_per_org: int = 1  # EVAULT_PDF_STAMP_PER_ORG: of those, at most this many for one organisation
     # EVAULT_PDF_WORKER_NICE: added to the niceness of the stamping and vetting processes (0-19), so that the API's
-    # own threads win the CPU from them; 0 leaves them level with the API.
-    worker_nice: int = 10
+    # own threads win the CPU from them (10 on a host of its own); 0 leaves them level with every other process,
+    # which a host shared with other busy processes needs: there a niced worker waits behind all of them.
+    worker_nice: int = 0
 
 
 @dataclass(frozen=True)
