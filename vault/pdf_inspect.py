@@ -19,12 +19,12 @@ from pathlib import Path
 
 from compliance.errors import InvalidInput
 from storage.settings import PdfSettings
-from vault.pdf_vetting import PdfFacts, cannot_copy, too_complex
+from vault.pdf_vetting import PdfFacts, cannot_copy, page_count, too_complex
 from vault.slots import Slots
 from vault.stamp_worker import StampFailure, busy, run_vetting
 from vault.upload_spool import SpooledDocument
 
-__all__ = ["PdfFacts", "inspect_pdf", "vetting_slots"]
+__all__ = ["PdfFacts", "inspect_pdf", "page_count", "vetting_slots"]
 
 _SLOTS: dict[int, Slots] = {}
 _SLOTS_LOCK = threading.Lock()
