@@ -7,6 +7,8 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,14 +125,17 @@ def check_seal(data: bytes, trust_root: Any) -> SealCheck:
 
 @dataclass
 class Mailbox:
-    """What the local SMTP server received: (recipient address, message text)."""
+    """What the local SMTP server received: (recipient address, its From, Subject and decoded body)."""
 
     received: list[tuple[str, str]] = field(default_factory=list)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
+        message = message_from_bytes(content, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        text = f"From: {message['From']}\nSubject: {message['Subject']}\n\n{message.get_content()}"
         for to in envelope.rcpt_tos:
-            self.received.append((to, content.decode("utf-8", "replace")))
+            self.received.append((to, text))
         return "250 OK"
 
     def to(self, address: str) -> list[str]:

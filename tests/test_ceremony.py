@@ -16,7 +16,7 @@ from sqlmodel import col, select
 
 from compliance.ledger.events import envelope_events
 from storage.ids import iso, utcnow
-from storage.models import Ceremony, Envelope, Recipient, VaultedDocument, VaultRecord
+from storage.models import Ceremony, Envelope, MailMessage, Recipient, VaultedDocument, VaultRecord
 from storage.object_store import ObjectStore
 from tests.ceremony_helpers import (
     SIGNERS,
@@ -310,3 +310,13 @@ def test_a_crash_between_seal_and_vault_in_is_finished_once(
     with runtime.db.read_session() as session:
         envelope = session.get(Envelope, envelope_id)
         assert envelope is not None and envelope.status == "completed"
+
+
+def test_without_smtp_send_and_remind_still_work_and_queue_nothing(client: Any, runtime: Runtime, tenant: Any) -> None:
+    _, headers = tenant
+    envelope_id = sent_envelope(client, headers)
+    reminded = client.post(f"{API}/envelopes/{envelope_id}/remind", headers=headers)
+    assert reminded.status_code == 200 and reminded.json()["reminded"] == [ADA]
+    assert _types(runtime, envelope_id)[-2:] == ["envelope.sent", "envelope.reminded"]
+    with runtime.db.read_session() as session:
+        assert session.exec(select(MailMessage)).all() == []
