@@ -7,9 +7,9 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 

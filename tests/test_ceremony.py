@@ -16,7 +16,15 @@ from sqlmodel import col, select
 
 from compliance.ledger.events import envelope_events
 from storage.ids import iso, utcnow
-from storage.models import Ceremony, Envelope, MailMessage, Recipient, VaultedDocument, VaultRecord
+from storage.models import (
+    Ceremony,
+    Envelope,
+    MailMessage,
+    Recipient,
+    VaultedDocument,
+    VaultRecord,
+    WebhookDelivery,
+)
 from storage.object_store import ObjectStore
 from tests.ceremony_helpers import (
     SIGNERS,
@@ -30,7 +38,7 @@ from tests.ceremony_helpers import (
     sign,
     upload_document,
 )
-from tests.helpers import API, upload
+from tests.helpers import API, together, upload
 from tests.pdf_factory import make_pdf
 from vault.ceremony.completion import reconcile_ceremonies
 from vault.runtime import Runtime
@@ -320,3 +328,54 @@ def test_without_smtp_send_and_remind_still_work_and_queue_nothing(client: Any, 
     assert _types(runtime, envelope_id)[-2:] == ["envelope.sent", "envelope.reminded"]
     with runtime.db.read_session() as session:
         assert session.exec(select(MailMessage)).all() == []
+
+
+def test_one_link_signed_twice_at_once_signs_once(client: Any, runtime: Runtime, tenant: Any) -> None:
+    _, headers = tenant
+    envelope_id = sent_envelope(client, headers)
+    paths = links(client, headers, envelope_id)
+    assert client.post(f"{paths[ADA]}/consent").status_code == 200
+    a, b = together(lambda: sign(client, paths[ADA], "Ada"), lambda: sign(client, paths[ADA], "Ada"))
+    assert sorted([a.status_code, b.status_code]) == [200, 409], (a.text, b.text)
+    assert (a if a.status_code == 409 else b).json()["code"] == "Signing.LinkUsed"
+    assert _types(runtime, envelope_id).count("recipient.signed") == 1
+
+
+def test_the_last_two_signers_at_once_complete_and_vault_once(client: Any, runtime: Runtime, tenant: Any) -> None:
+    _, headers = tenant
+    same_turn = [{**SIGNERS[0], "fields": fields(1)}, {**SIGNERS[1], "order": 1, "fields": fields(2)}]
+    envelope_id = sent_envelope(client, headers, same_turn)
+    paths = links(client, headers, envelope_id)
+    for email in (ADA, BOB):
+        assert client.post(f"{paths[email]}/consent").status_code == 200
+    a, b = together(lambda: sign(client, paths[ADA], "Ada"), lambda: sign(client, paths[BOB], "Bob"))
+    assert (a.status_code, b.status_code) == (200, 200), (a.text, b.text)
+    assert sorted([a.json()["envelope_status"], b.json()["envelope_status"]]) == ["completed", "sent"]
+    types = _types(runtime, envelope_id)
+    assert (types.count("envelope.completed"), types.count("vault.vaulted_in")) == (1, 1)
+    assert _envelope(client, headers, envelope_id)["vault"]["state"] == "vaulted"
+
+
+def test_ceremony_events_reach_the_webhook_outbox(client: Any, runtime: Runtime, tenant: Any) -> None:
+    _, headers = tenant
+    configured = client.patch(f"{API}/webhook", json={"url": "https://93.184.215.14/hooks"}, headers=headers)
+    assert configured.status_code == 200, configured.text
+    envelope_id = sent_envelope(client, headers, [{**SIGNERS[0], "fields": fields(1)}])
+    path = links(client, headers, envelope_id)[ADA]
+    assert client.post(f"{API}/envelopes/{envelope_id}/remind", headers=headers).status_code == 200
+    assert consent_and_sign(client, path, "Ada").status_code == 200
+    with runtime.db.read_session() as session:
+        rows = session.exec(select(WebhookDelivery).where(WebhookDelivery.envelope_id == envelope_id)).all()
+    bodies = {row.event_type: json.loads(row.body) for row in rows}
+    for expected in (
+        "envelope.sent",
+        "envelope.reminded",
+        "recipient.viewed",
+        "recipient.consented",
+        "recipient.signed",
+        "envelope.completed",
+        "vault.vaulted_in",
+    ):
+        assert expected in bodies, sorted(bodies)
+    assert bodies["recipient.signed"]["data"]["order"] == 1
+    assert b"ada@example.com" not in b"".join(row.body.encode() for row in rows)
