@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
+import struct
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -161,3 +164,43 @@ def smtp_server() -> Iterator[tuple[Mailbox, int]]:
         yield mailbox, port
     finally:
         controller.stop()
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+
+
+def png_data_url(width: int = 60, height: int = 20, colour_type: int = 6) -> tuple[str, bytes]:
+    """An 8-bit PNG of a diagonal stroke, its rows filtered with each of PNG's five filters in turn (as encoders
+    mix them), as a data URL; and its raw unfiltered pixels, to compare a decoder's result with."""
+    bpp = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    rows = []
+    for y in range(height):
+        row = bytearray()
+        for x in range(width):
+            ink = 255 if abs(x - y * width // height) < 3 else 0
+            row += bytes([(x * 7 + y) % 256, 20, 40, ink][4 - bpp :] if bpp > 1 else [ink])
+        rows.append(bytes(row))
+    raw, previous = bytearray(), bytes(width * bpp)
+    for y, row in enumerate(rows):
+        kind = y % 5
+        filtered = bytearray()
+        for i, value in enumerate(row):
+            left = row[i - bpp] if i >= bpp else 0
+            up = previous[i]
+            corner = previous[i - bpp] if i >= bpp else 0
+            guess = [0, left, up, (left + up) >> 1, _paeth(left, up, corner)][kind]
+            filtered.append((value - guess) & 0xFF)
+        raw += bytes([kind]) + filtered
+        previous = row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    png = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(b"IEND", b"")
+    )
+    return "data:image/png;base64," + base64.b64encode(png).decode(), b"".join(rows)

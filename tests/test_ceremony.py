@@ -5,15 +5,18 @@ envelope, and a crash between the seal and the vault-in finished by the reconcil
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from pypdf import PdfReader
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from compliance.errors import InvalidInput
 from compliance.ledger.events import envelope_events
 from storage.ids import iso, utcnow
 from storage.models import (
@@ -33,6 +36,7 @@ from tests.ceremony_helpers import (
     create_esign,
     fields,
     links,
+    png_data_url,
     roster,
     sent_envelope,
     sign,
@@ -41,6 +45,7 @@ from tests.ceremony_helpers import (
 from tests.helpers import API, together, upload
 from tests.pdf_factory import make_pdf
 from vault.ceremony.completion import reconcile_ceremonies
+from vault.ceremony.drawn import decode
 from vault.runtime import Runtime
 
 pytestmark = pytest.mark.s3
@@ -119,7 +124,10 @@ def test_two_signers_in_order_end_in_a_sealed_vaulted_pdf(client: Any, runtime: 
     assert (reused.status_code, reused.json()["code"]) == (409, "Signing.LinkUsed")
     assert client.get(f"{paths[ADA]}/state").status_code == 409
 
-    done = sign(client, paths[BOB], "Bob C. Cosigner")
+    drawn, _ = png_data_url()
+    done = client.post(
+        f"{paths[BOB]}/sign", json={"signature": {"type": "drawn", "name": "Bob C. Cosigner", "image": drawn}}
+    )
     assert done.status_code == 200, done.text
     assert done.json()["envelope_status"] == "completed"
     view = _envelope(client, headers, envelope_id)
@@ -131,10 +139,16 @@ def test_two_signers_in_order_end_in_a_sealed_vaulted_pdf(client: Any, runtime: 
     seal = check_seal(sealed, runtime.document_signer.asn1()[0])
     assert (seal.intact, seal.valid, seal.trusted, seal.whole_file, seal.docmdp_ok, seal.certify) == (True,) * 6
     assert seal.signatures == 1
+    assert len(PdfReader(io.BytesIO(sealed)).pages[1].images) == 1  # Bob's drawn signature, in his field
     for text in ("Signing certificate", "Ada Borrower", "Ada B. Borrower", "Bob Cosigner", "Bob C. Cosigner", "sub_"):
         assert text in seal.last_page_text
     (document,) = view["vault"]["documents"]
     assert document["signatures"]["acceptable"] is True
+    with runtime.db.read_session() as session:
+        ceremony = session.get(Ceremony, envelope_id)
+    assert ceremony is not None and ceremony.s3_key and ceremony.sealed_key
+    staging = runtime.custody().staging_store  # the vault holds the sealed PDF: the staged ones are gone
+    assert staging.list_versions(ceremony.s3_key) == [] and staging.list_versions(ceremony.sealed_key) == []
 
     types = _types(runtime, envelope_id)
     for expected in (
@@ -157,6 +171,21 @@ def test_two_signers_in_order_end_in_a_sealed_vaulted_pdf(client: Any, runtime: 
     compliance = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers)
     assert compliance.status_code == 200, compliance.text
     assert compliance.json()["verdict"] == "pass", compliance.json()
+
+
+@pytest.mark.parametrize("colour_type", [0, 2, 4, 6])
+def test_drawn_signatures_decode_every_png_filter(colour_type: int) -> None:
+    url, pixels = png_data_url(colour_type=colour_type)
+    picture = decode(url)
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    colour = channels - (1 if colour_type in (4, 6) else 0)
+    assert (picture.width, picture.height, picture.grey) == (60, 20, colour == 1)
+    assert picture.colour == b"".join(pixels[i : i + colour] for i in range(0, len(pixels), channels))
+    assert picture.alpha == (pixels[channels - 1 :: channels] if colour < channels else None)
+    for bad in ("data:image/gif;base64,R0lG", url[:-8], "data:image/png;base64,iVBORw0KGgo=", 7):
+        with pytest.raises(InvalidInput) as refused:
+            decode(bad)
+        assert refused.value.code == "Signing.InvalidSignature"
 
 
 def test_fields_must_fall_on_a_page_of_the_document(client: Any, tenant: Any) -> None:

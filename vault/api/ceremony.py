@@ -106,8 +106,9 @@ class CeremonyController(Controller):
 
 @dataclass
 class SignatureIn:
-    type: str
-    name: str
+    type: str  # typed | drawn
+    name: str  # the name adopted (printed on the certificate page)
+    image: str | None = None  # drawn: data:image/png;base64,... (8-bit, non-interlaced, as a canvas gives)
 
 
 @dataclass
@@ -182,9 +183,9 @@ class SigningController(Controller):
         data: JSONBody[SignIn],
         runtime: NamedDependency[Runtime],
     ) -> Any:
-        """Adopt a signature (a typed name) and sign, in turn, after consent."""
+        """Adopt a signature (a typed name, or a drawn one with its name) and sign, in turn, after consent."""
         ceremonies = runtime.ceremonies()
-        body = {"type": data.signature.type, "name": data.signature.name}
+        body = {"type": data.signature.type, "name": data.signature.name, "image": data.signature.image}
         answer = signing.sign(ceremonies, token, body, _client(request))
         if answer["envelope_status"] == "completed":
             complete_quietly(ceremonies, answer["envelope_id"])

@@ -31,6 +31,7 @@ from storage.ids import iso, utcnow
 from storage.models import Ceremony, Envelope, Recipient
 from vault.ceremony.context import Ceremonies
 from vault.ceremony.disclosure import DISCLOSURE, DISCLOSURE_SHA256
+from vault.ceremony.drawn import decode
 from vault.ceremony.mail import WAKE, queue_mail
 from vault.ceremony.roster import commitments, people, roster
 from vault.ceremony.sending import current_turn
@@ -40,7 +41,7 @@ from vault.expiry import expire_locked
 from vault.field_limits import check_line
 from vault.lifecycle import transition
 
-SIGNATURE_TYPES = ("typed",)
+SIGNATURE_TYPES = ("typed", "drawn")
 MAX_REASON = 500
 SOURCE = "signing-link"  # the component that acts for a recipient (never a key)
 
@@ -189,6 +190,8 @@ def document_location(ceremonies: Ceremonies, token: str) -> tuple[str, str, str
 
 
 def _adopted(signature: Any) -> dict[str, Any]:
+    """``{"type": "typed", "name"}``, or ``{"type": "drawn", "name", "image": "data:image/png;base64,..."}``
+    (the name is printed on the certificate page either way)."""
     if not isinstance(signature, dict) or signature.get("type") not in SIGNATURE_TYPES:
         raise InvalidInput(
             "Signing.InvalidSignature",
@@ -199,7 +202,10 @@ def _adopted(signature: Any) -> dict[str, Any]:
     check_line(name, "signature.name", 200, required=True)
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("Signing.InvalidSignature", "signature.name must not be empty", field="signature.name")
-    return {"type": signature["type"], "name": name.strip()}
+    if signature["type"] == "drawn":
+        decode(signature.get("image"))
+        return {"type": "drawn", "name": name.strip(), "image": signature["image"]}
+    return {"type": "typed", "name": name.strip()}
 
 
 def sign(ceremonies: Ceremonies, token: str, signature: Any, client: Client) -> dict[str, Any]:
