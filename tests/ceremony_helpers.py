@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import struct
 import uuid
 import zlib
@@ -23,8 +22,9 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 from pypdf import PdfReader
 
-from tests.helpers import API, free_port
+from tests.helpers import API
 from tests.pdf_factory import make_pdf
+from tests.ports import aux_port
 
 SIGNERS = [
     {"name": "Ada Borrower", "email": "ada@example.com", "role": "signer", "order": 1},
@@ -146,12 +146,8 @@ class Mailbox:
 
 
 def smtp_port() -> int:
-    """``EVAULT_TEST_SMTP_PORT``, else a free port of this pass's own serve range (its base + 20 to + 50, as
-    :func:`tests.helpers.server_port` picks): the SQLite and PostgreSQL passes have different bases."""
-    if os.environ.get("EVAULT_TEST_SMTP_PORT"):
-        return int(os.environ["EVAULT_TEST_SMTP_PORT"])
-    base = int(os.environ.get("EVAULT_TEST_SERVE_PORT_BASE", "23400"))
-    return free_port(base + 20, base + 50)
+    """A free port of this pass's ``ceremony_smtp`` range (tests/ports.py)."""
+    return aux_port("ceremony_smtp")
 
 
 @contextmanager

@@ -16,8 +16,9 @@ from sqlmodel import col, select
 from compliance.ledger.events import envelope_events
 from storage.ids import utcnow
 from storage.models import Ceremony, MailMessage
-from tests.ceremony_helpers import SIGNERS, Mailbox, consent_and_sign, links, sent_envelope, smtp_port, smtp_server
+from tests.ceremony_helpers import SIGNERS, Mailbox, consent_and_sign, links, sent_envelope, smtp_server
 from tests.helpers import API
+from tests.ports import aux_port
 from vault.ceremony.mail import deliver_due
 from vault.runtime import Runtime
 
@@ -100,7 +101,7 @@ def test_a_down_smtp_server_fails_no_request_and_loses_no_email(
     box, port = mailbox
     _, headers = tenant
     ceremonies = runtime.ceremonies()
-    dead_port = smtp_port()  # free: nothing listens there
+    dead_port = aux_port("closed")  # nothing listens there
     assert dead_port != port
     down = replace(ceremonies, settings=replace(ceremonies.settings, smtp_url=f"smtp://127.0.0.1:{dead_port}"))
     envelope_id = sent_envelope(client, headers)
