@@ -108,7 +108,9 @@ CODES: dict[str, ErrorCode] = {
     "Signing.ConsentRequired": ErrorCode(409, "consent to electronic records first (POST <link>/consent)"),
     "Signing.NotASigner": ErrorCode(409, "a viewer's link cannot sign or decline"),
     "Signing.NotYourTurn": ErrorCode(409, "earlier signers in the signing order have not signed yet"),
-    "Signing.InvalidSignature": ErrorCode(400, "the adopted signature is not {type: typed, name} with a name"),
+    "Signing.InvalidSignature": ErrorCode(
+        400, "the adopted signature is not {type: typed, name}, or {type: drawn, name, image} with a canvas's PNG"
+    ),
     # documents
     "Document.Empty": ErrorCode(400, "zero bytes"),
     "Document.NotPdf": ErrorCode(400, "the bytes are not a PDF"),
