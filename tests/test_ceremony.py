@@ -171,6 +171,9 @@ def test_two_signers_in_order_end_in_a_sealed_vaulted_pdf(client: Any, runtime: 
     compliance = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers)
     assert compliance.status_code == 200, compliance.text
     assert compliance.json()["verdict"] == "pass", compliance.json()
+    audit = client.get(f"{API}/envelopes/{envelope_id}/audit", headers=headers)
+    shown = json.dumps(audit.json()["personal_data"])  # the people behind the commitments, for the authorised
+    assert "ada@example.com" in shown and "Bob C. Cosigner" in shown and "testclient" in shown
 
 
 @pytest.mark.parametrize("colour_type", [0, 2, 4, 6])
