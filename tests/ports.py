@@ -22,7 +22,8 @@ RANGES: dict[str, tuple[int, int]] = {  # name: (offset, width)
     "key_cli_store": (300, 92),
     "json_logs": (400, 50),
     "json_logs_metrics": (450, 50),
-    "closed": (500, 40),  # ports nothing listens on: a witness or webhook that is down
+    "closed": (500, 20),  # ports nothing listens on: a witness, webhook or mail server that is down
+    "ceremony": (520, 20),  # the ceremony tests' servers: SMTP (aiosmtpd) and a TSA
     "planted_notes": (540, 20),
     "ready_pg": (560, 20),
     "timestamping": (580, 40),

@@ -13,6 +13,7 @@ from compliance.errors import EvaultError
 from storage.errors import StorageError
 from vault.api.allocator import return_large_buffers
 from vault.api.allow import complete_allow
+from vault.api.ceremony import CeremonyController, SigningController
 from vault.api.custody import CustodyController
 from vault.api.custody_evidence import CustodyEvidenceController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
@@ -47,6 +48,7 @@ def create_app(runtime: Runtime) -> Litestar:
         path="/api/v2/partner",
         route_handlers=[
             EnvelopeController,
+            CeremonyController,
             CustodyController,
             RetentionController,
             LogController,
@@ -63,7 +65,7 @@ def create_app(runtime: Runtime) -> Litestar:
         security=[{"ApiKey": []}],
     )
     app = Litestar(
-        route_handlers=[partner, health, ready, public_keys, *on_api_port],
+        route_handlers=[partner, SigningController, health, ready, public_keys, *on_api_port],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
         before_send=[add_id_headers, add_rate_headers, complete_allow, observe],
         middleware=[edge_middleware(runtime)],
