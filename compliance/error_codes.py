@@ -179,6 +179,9 @@ CODES: dict[str, ErrorCode] = {
     # evault org / key commands (exit 1)
     "Organisation.InvalidName": ErrorCode(None, "an organisation name is empty or too long"),
     "Organisation.NotFound": ErrorCode(None, "no such organisation"),
+    "Embed.InvalidOrigin": ErrorCode(
+        None, "an embed origin is not scheme://host[:port] (http or https, no path, wildcard or credentials)"
+    ),
     "Key.NotFound": ErrorCode(None, "no key matches the id or prefix"),
     "Key.Ambiguous": ErrorCode(None, "the prefix matches several keys (details list them)"),
     "Key.AlreadyRevoked": ErrorCode(None, "the key was revoked already"),

@@ -475,3 +475,17 @@ class Lease(SQLModel, table=True):
     holder: str = Field(max_length=80)
     token: int = Field(default=0, sa_type=BigInteger)
     expires_at: datetime = _utc_column()
+
+
+class EmbedOrigin(SQLModel, table=True):
+    """An origin (``scheme://host[:port]``) allowed to frame an organisation's embedded signing page.
+
+    The page's ``Content-Security-Policy: frame-ancestors`` lists them; an organisation with none gets ``'none'``.
+    Set by the operator (``evault org origins``), not through the partner API.
+    """
+
+    __tablename__ = "embed_origin"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    origin: str = Field(primary_key=True, max_length=300)
+    created_at: datetime = _utc_column()
