@@ -33,17 +33,19 @@
   }
 
   function pageCount(s) {
-    return Array.isArray(s.pages) ? s.pages.length : Number(s.pages || 0);
+    return ((s.document && s.document.pages) || []).length;
   }
 
   function consented(s) {
-    const c = s.consent;
-    if (c && typeof c === "object") return Boolean(c.given || c.consented || c.at || c.consented_at);
-    return Boolean(c);
+    return Boolean(s.consent && s.consent.given);
   }
 
   function recipientStatus(s) {
-    return (s.recipient && s.recipient.status) || s.status || "";
+    return (s.recipient && s.recipient.status) || "";
+  }
+
+  function drawnOffered(s) {
+    return Array.isArray(s.signature_types) && s.signature_types.includes("drawn");
   }
 
   function renderDocument(s) {
@@ -65,7 +67,7 @@
     $("pdf-link").href = base + "/document";
     const list = $("fields");
     list.textContent = "";
-    for (const field of s.fields || []) {
+    for (const field of (s.recipient && s.recipient.fields) || []) {
       const item = document.createElement("li");
       item.textContent = field.type + " on page " + field.page;
       list.append(item);
@@ -83,11 +85,14 @@
     state = s;
     const who = s.recipient && s.recipient.name;
     if (who) $("signer").textContent = who;
+    if (s.envelope && s.envelope.title) document.title = "Review and sign: " + s.envelope.title;
     if (who && !$("typed-name").value) $("typed-name").value = who;
     const status = recipientStatus(s);
     if (status === "signed") return finish("You have signed this document. Thank you.");
     if (status === "declined") return finish("You declined to sign this document.");
     if (!consented(s)) {
+      $("disclosure-text").textContent = (s.consent && s.consent.disclosure) || "";
+      $("disclosure-version").textContent = (s.consent && s.consent.disclosure_sha256) || "";
       show("disclosure", true);
       show("document", false);
       show("adopt", false);
@@ -96,14 +101,18 @@
     show("disclosure", false);
     renderDocument(s);
     show("document", true);
-    show("adopt", true);
+    const signs = s.recipient && s.recipient.role === "signer";
+    show("adopt", Boolean(signs));
+    show("drawn-choice", drawnOffered(s));
+    $("sign").disabled = !s.your_turn;
+    if (signs && !s.your_turn) say("Earlier signers have not signed yet: you can read the document now and sign when it is your turn.");
     updatePreview();
   }
 
   async function load() {
     try {
-      route(await call("GET", "/state"));
       say("");
+      route(await call("GET", "/state"));
     } catch (error) {
       say("This signing link cannot be used: " + error.message, true);
       for (const id of ["disclosure", "document", "adopt"]) show(id, false);
