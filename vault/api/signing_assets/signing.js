@@ -57,7 +57,7 @@
       const caption = document.createElement("figcaption");
       caption.textContent = "Page " + n + " of " + count;
       const img = document.createElement("img");
-      img.src = base + "/pages/" + n + ".png";
+      img.src = base + "/pages/" + n;
       img.alt = "Page " + n + " of the document";
       img.loading = "lazy";
       img.dataset.page = String(n);
