@@ -6,35 +6,30 @@ local receiver got, verified with the ``standardwebhooks`` package. A second tes
 origin the organisation did not allow, and chromium refuses it (and loads it once the origin is allowed).
 
 chromium comes from apt (scripts/test.sh installs it); ``playwright install`` is never run. The ports come from
-``EVAULT_TEST_BROWSER_PORT_BASE`` (the API, the SMTP server and the framing page: base to base + 60).
+``EVAULT_TEST_BROWSER_PORT_BASE`` (the API: base to base + 20, the framing page: + 40 to + 60); the SMTP
+server's as the ceremony tests choose it (:func:`tests.ceremony_helpers.smtp_port`).
 """
 
 from __future__ import annotations
 
 import email
 import hashlib
-import io
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from playwright.sync_api import Page, sync_playwright
-from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign.validation import validate_pdf_signature
-from pyhanko_certvalidator import ValidationContext
-from pypdf import PdfReader
 from standardwebhooks.webhooks import Webhook
 
 from compliance.ledger.event_catalogue import VAULTED_IN
+from tests.ceremony_helpers import Mailbox, check_seal, smtp_server
 from tests.helpers import API, free_port, serving
 from tests.pdf_factory import make_pdf
 from tests.webhook_receiver import Receiver
@@ -53,43 +48,27 @@ SIGNERS = [("Ada Borrower", "ada@example.com"), ("Bob Cosigner", "bob@example.co
 FIELD = {"type": "signature", "page": 1, "x": 72, "y": 72, "width": 220, "height": 40}
 
 
-class Inbox:
-    """aiosmtpd's handler: keeps every message it is handed."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def link_for(self, address: str, timeout: float = 30.0) -> str:
-        """The signing link in the first email to ``address``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in self.messages:
-                if message["To"] == address:
-                    body = message.get_payload(decode=True)
-                    assert isinstance(body, bytes)
-                    found = re.search(r"http://\S+/sign/\S+", body.decode())
-                    assert found, body
-                    return found.group(0)
-            time.sleep(0.1)
-        raise AssertionError(f"no email to {address} in {timeout} s")
+def link_for(mailbox: Mailbox, address: str, timeout: float = 30.0) -> str:
+    """The signing link in the first email the local SMTP server received for ``address``."""
+    deadline = time.monotonic() + timeout
+    while not mailbox.to(address):
+        assert time.monotonic() < deadline, f"no email to {address} in {timeout} s"
+        time.sleep(0.1)
+    body = email.message_from_string(mailbox.to(address)[0]).get_payload(decode=True)
+    assert isinstance(body, bytes)
+    found = re.search(r"http://\S+/sign/\S+", body.decode())
+    assert found, body
+    return found.group(0)
 
 
 @pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    port = free_port(BASE + 20, BASE + 40)
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+def inbox() -> Iterator[tuple[Mailbox, int]]:
+    with smtp_server() as server:
+        yield server
 
 
 @pytest.fixture
-def vault_env(vault_env: dict[str, str], inbox: tuple[Inbox, int]) -> dict[str, str]:
+def vault_env(vault_env: dict[str, str], inbox: tuple[Mailbox, int]) -> dict[str, str]:
     return {
         **vault_env,
         "EVAULT_PUBLIC_URL": f"http://127.0.0.1:{API_PORT}",
@@ -173,7 +152,7 @@ def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 def test_two_signers_sign_in_chromium_and_the_sealed_pdf_is_vaulted(
-    served: str, tenant: Any, inbox: tuple[Inbox, int], runtime: Runtime, browser_page: Page
+    served: str, tenant: Any, inbox: tuple[Mailbox, int], runtime: Runtime, browser_page: Page
 ) -> None:
     _, headers = tenant
     receiver = Receiver().start()
@@ -182,9 +161,9 @@ def test_two_signers_sign_in_chromium_and_the_sealed_pdf_is_vaulted(
             secret = _call(http, "PATCH", "/webhook", json={"url": receiver.url})["secret"]
             envelope_id = _sent_envelope(http)
 
-            first = inbox[0].link_for(SIGNERS[0][1])
+            first = link_for(inbox[0], SIGNERS[0][1])
             _sign_in_browser(browser_page, first, SIGNERS[0][0])
-            second = inbox[0].link_for(SIGNERS[1][1])  # emailed when the first signer signed
+            second = link_for(inbox[0], SIGNERS[1][1])  # emailed when the first signer signed
             _sign_in_browser(browser_page, second, SIGNERS[1][0])
 
             _wait(lambda: _call(http, "GET", f"/envelopes/{envelope_id}")["vault_state"] == "vaulted")
@@ -200,17 +179,11 @@ def test_two_signers_sign_in_chromium_and_the_sealed_pdf_is_vaulted(
 
     # the sealed PDF: intact, valid, trusted under the vault's own identity, covering the whole file
     assert runtime.document_signer is not None
-    reader = PdfFileReader(io.BytesIO(sealed))
-    signatures = reader.embedded_signatures
-    assert len(signatures) == 1
-    context = ValidationContext(trust_roots=[runtime.document_signer.asn1()[0]], allow_fetching=False)
-    status = validate_pdf_signature(signatures[0], context)
-    assert status.intact and status.valid and status.trusted, status.pretty_print_details()
-    assert status.coverage.name == "ENTIRE_FILE" and status.bottom_line
-    assert signatures[0].signed_revision == reader.xrefs.total_revisions - 1
-    certificate = PdfReader(io.BytesIO(sealed)).pages[-1].extract_text()
+    seal = check_seal(sealed, runtime.document_signer.asn1()[0])
+    assert (seal.signatures, seal.intact, seal.valid, seal.trusted) == (1, True, True, True), seal
+    assert seal.whole_file and seal.docmdp_ok and seal.certify, seal
     for name, _ in SIGNERS:
-        assert name in certificate
+        assert name in seal.last_page_text  # the signing-certificate page, as extractable text
     assert urls[0]["sha256"] == hashlib.sha256(sealed).hexdigest()
 
     # the audit trail: the whole ceremony, in order, in the envelope's chain

@@ -27,6 +27,7 @@ from vault.envelopes import get_envelope
 _DOMAIN = b"evault-embed/v1"
 EMBED_TOKEN = re.compile(r"(rcp_[a-z0-9]{20})\.e([0-9]{10,12})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")
 Status = Literal["valid", "expired", "forged"]
+VALID: tuple[Status, ...] = ("valid", "expired")  # genuine: an expired one is refused as expired, not as unknown
 
 
 def _b64(raw: bytes) -> str:

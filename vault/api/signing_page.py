@@ -19,7 +19,7 @@ from litestar.types import Message, Scope
 
 from compliance.errors import EvaultError, InvalidInput
 from vault.api.errors import STATUS_BY_CATEGORY
-from vault.api.schemas import answers
+from vault.api.schemas import SIGNING_ERRORS, answers
 from vault.embed_origins import NO_FRAMING
 from vault.runtime import Runtime
 from vault.signing_page import access_png, check_access, open_page, page_png
@@ -37,7 +37,7 @@ _ERROR_PAGE = (
     'used</h1><section><p class="error">{message}</p><p class="muted">{code}</p><p>If you expected to sign a '
     "document, ask its sender for a new link.</p></section></main></body></html>"
 )
-PAGE_ERRORS = (400, 404, 409, 410, 500, 503)
+PAGE_ERRORS = SIGNING_ERRORS
 
 
 def content_security_policy(frame_ancestors: str) -> str:
@@ -77,7 +77,7 @@ async def add_signing_headers(message: Message, scope: Scope) -> None:
 
 def _error_page(error: EvaultError) -> Response[bytes]:
     body = _ERROR_PAGE.format(message=html.escape(error.message), code=html.escape(error.code)).encode()
-    status = STATUS_BY_CATEGORY.get(error.category, 410 if error.category == "gone" else 400)
+    status = STATUS_BY_CATEGORY[error.category]
     return Response(body, status_code=status, media_type="text/html; charset=utf-8", headers=_headers(NO_FRAMING))
 
 
@@ -98,7 +98,7 @@ class SigningPageController(Controller):
     @get(
         "/pages/{number:int}",
         sync_to_thread=True,
-        responses=answers(200, bytes, (404, 409, 410, 500, 503), "Page `number` (from 1) as a PNG image"),
+        responses=answers(200, bytes, SIGNING_ERRORS, "Page `number` (from 1) as a PNG image"),
     )
     def page_image(self, token: FromPath[str], number: FromPath[int], runtime: NamedDependency[Runtime]) -> Response[bytes]:
         """A page of the document, rendered; only after consent, like the PDF."""
@@ -107,7 +107,7 @@ class SigningPageController(Controller):
     @get(
         "/access-check.png",
         sync_to_thread=True,
-        responses=answers(200, bytes, (404, 409, 410, 500, 503), "The access check's code as a PNG image"),
+        responses=answers(200, bytes, SIGNING_ERRORS, "The access check's code as a PNG image"),
     )
     def access_image(self, token: FromPath[str], runtime: NamedDependency[Runtime]) -> Response[bytes]:
         """The image whose code the signer types back before consenting (E-SIGN §101(c)(1)(C)(ii))."""
@@ -117,7 +117,7 @@ class SigningPageController(Controller):
         "/access-check",
         status_code=204,
         sync_to_thread=True,
-        responses=answers(204, None, (400, 404, 409, 410, 500, 503), "The code matches the image"),
+        responses=answers(204, None, SIGNING_ERRORS, "The code matches the image"),
     )
     def access_check(self, token: FromPath[str], data: JSONBody[dict[str, Any]], runtime: NamedDependency[Runtime]) -> None:
         """Check the code typed from the access-check image: 400 ``Signing.AccessCodeMismatch`` otherwise."""

@@ -1,7 +1,7 @@
 """embed origins: the origins allowed to frame an organisation's embedded signing page
 
 Revision ID: 0018_embed_origins
-Revises: 0014_retention
+Revises: 0017_ceremony
 Create Date: 2026-12-04 23:40:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018_embed_origins"
-down_revision = "0014_retention"
+down_revision = "0017_ceremony"
 branch_labels = None
 depends_on = None
 
