@@ -109,6 +109,15 @@ CODES: dict[str, ErrorCode] = {
     "Signing.NotASigner": ErrorCode(409, "a viewer's link cannot sign or decline"),
     "Signing.NotYourTurn": ErrorCode(409, "earlier signers in the signing order have not signed yet"),
     "Signing.InvalidSignature": ErrorCode(400, "the adopted signature is not {type: typed, name} with a name"),
+    "Signing.PageNotFound": ErrorCode(404, "the document to sign has no such page (details.pages: how many it has)"),
+    "Signing.AccessCodeMismatch": ErrorCode(
+        400, "the code typed is not the one the signing page's access-check image shows"
+    ),
+    "Signing.DocumentUnavailable": ErrorCode(
+        503, "the document to sign was not read intact from storage; see Retry-After"
+    ),
+    "Recipient.NotFound": ErrorCode(404, "no such recipient of this envelope (embed token)"),
+    "Embed.NotSent": ErrorCode(409, "an embed token is for an e-sign envelope out for signing (sent)"),
     # documents
     "Document.Empty": ErrorCode(400, "zero bytes"),
     "Document.NotPdf": ErrorCode(400, "the bytes are not a PDF"),

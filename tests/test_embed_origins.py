@@ -61,7 +61,10 @@ def test_anything_else_is_refused_so_the_directive_cannot_be_widened(raw: str) -
 @pytest.mark.once
 def test_no_origin_means_no_framing() -> None:
     assert frame_ancestors([]) == "frame-ancestors 'none'"
-    assert frame_ancestors(["https://a.example", "https://b.example"]) == "frame-ancestors https://a.example https://b.example"
+    assert (
+        frame_ancestors(["https://a.example", "https://b.example"])
+        == "frame-ancestors https://a.example https://b.example"
+    )
 
 
 def _origins(evault: Evault, *args: str) -> tuple[int, dict[str, object] | None, str]:
@@ -80,7 +83,11 @@ def test_the_operator_sets_shows_and_clears_an_organisations_origins(evault: Eva
     assert view["origins"] == ["http://localhost:3000", "https://loans.example.com"]
     assert view["content_security_policy"] == "frame-ancestors http://localhost:3000 https://loans.example.com"
     assert _origins(evault, org)[1] == view
-    assert _origins(evault, other)[1] == {"org_id": other, "origins": [], "content_security_policy": "frame-ancestors 'none'"}
+    assert _origins(evault, other)[1] == {
+        "org_id": other,
+        "origins": [],
+        "content_security_policy": "frame-ancestors 'none'",
+    }
 
     # one bad origin refuses the whole list and changes nothing
     code, _, err = _origins(evault, org, "https://ok.example.com", "https://bad.example.com/path")

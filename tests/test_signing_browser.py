@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,7 +44,6 @@ pytestmark = [pytest.mark.once, pytest.mark.s3]
 
 CHROMIUM = "/usr/bin/chromium"
 BASE = int(os.environ.get("EVAULT_TEST_BROWSER_PORT_BASE", "23700"))
-API_PORT = free_port(BASE, BASE + 20)
 SIGNERS = [("Ada Borrower", "ada@example.com"), ("Bob Cosigner", "bob@example.com")]
 FIELD = {"type": "signature", "page": 1, "x": 72, "y": 72, "width": 220, "height": 40}
 
@@ -68,10 +68,16 @@ def inbox() -> Iterator[tuple[Mailbox, int]]:
 
 
 @pytest.fixture
-def vault_env(vault_env: dict[str, str], inbox: tuple[Mailbox, int]) -> dict[str, str]:
+def api_port() -> int:
+    """Chosen before the runtime opens: the links it emails name it (EVAULT_PUBLIC_URL)."""
+    return free_port(BASE, BASE + 20)
+
+
+@pytest.fixture
+def vault_env(vault_env: dict[str, str], inbox: tuple[Mailbox, int], api_port: int) -> dict[str, str]:
     return {
         **vault_env,
-        "EVAULT_PUBLIC_URL": f"http://127.0.0.1:{API_PORT}",
+        "EVAULT_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
         "EVAULT_SMTP_URL": f"smtp://127.0.0.1:{inbox[1]}",
         "EVAULT_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
         "EVAULT_WEBHOOK_RETRY_SCHEDULE": "0.3,0.3,0.3",
@@ -79,15 +85,16 @@ def vault_env(vault_env: dict[str, str], inbox: tuple[Mailbox, int]) -> dict[str
 
 
 @pytest.fixture
-def served(runtime: Runtime) -> Iterator[str]:
+def served(runtime: Runtime, api_port: int) -> Iterator[str]:
     runtime.start_mailer()
     runtime.start_webhook_sender()
-    with serving(create_app(runtime), runtime.settings.edge, API_PORT, API_PORT + 1):
-        yield f"http://127.0.0.1:{API_PORT}"
+    with serving(create_app(runtime), runtime.settings.edge, api_port, api_port + 1):
+        yield f"http://127.0.0.1:{api_port}"
 
 
-@pytest.fixture
-def browser_page() -> Iterator[Page]:
+@contextmanager
+def chromium() -> Iterator[Page]:
+    """A page of Debian's chromium. Leave it before pyHanko validates: its sync API runs an event loop."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
@@ -115,7 +122,14 @@ def _sent_envelope(http: httpx.Client) -> str:
         json={"kind": "esign", "title": "Loan 2024", "secured_party": {"name": "First Bank"}, "recipients": recipients},
     )
     pdf = make_pdf(pages=2)
-    _call(http, "POST", f"/envelopes/{envelope['id']}/upload", 201, content=pdf, headers={"Content-Type": "application/pdf"})
+    _call(
+        http,
+        "POST",
+        f"/envelopes/{envelope['id']}/upload",
+        201,
+        content=pdf,
+        headers={"Content-Type": "application/pdf"},
+    )
     _call(http, "POST", f"/envelopes/{envelope['id']}/send")
     return str(envelope["id"])
 
@@ -152,7 +166,7 @@ def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 def test_two_signers_sign_in_chromium_and_the_sealed_pdf_is_vaulted(
-    served: str, tenant: Any, inbox: tuple[Mailbox, int], runtime: Runtime, browser_page: Page
+    served: str, tenant: Any, inbox: tuple[Mailbox, int], runtime: Runtime
 ) -> None:
     _, headers = tenant
     receiver = Receiver().start()
@@ -161,10 +175,11 @@ def test_two_signers_sign_in_chromium_and_the_sealed_pdf_is_vaulted(
             secret = _call(http, "PATCH", "/webhook", json={"url": receiver.url})["secret"]
             envelope_id = _sent_envelope(http)
 
-            first = link_for(inbox[0], SIGNERS[0][1])
-            _sign_in_browser(browser_page, first, SIGNERS[0][0])
-            second = link_for(inbox[0], SIGNERS[1][1])  # emailed when the first signer signed
-            _sign_in_browser(browser_page, second, SIGNERS[1][0])
+            with chromium() as page:
+                first = link_for(inbox[0], SIGNERS[0][1])
+                _sign_in_browser(page, first, SIGNERS[0][0])
+                second = link_for(inbox[0], SIGNERS[1][1])  # emailed when the first signer signed
+                _sign_in_browser(page, second, SIGNERS[1][0])
 
             _wait(lambda: _call(http, "GET", f"/envelopes/{envelope_id}")["vault_state"] == "vaulted")
             envelope = _call(http, "GET", f"/envelopes/{envelope_id}")
@@ -226,9 +241,7 @@ class _Framer(BaseHTTPRequestHandler):
         pass
 
 
-def test_the_embed_url_is_framed_only_from_an_allowed_origin(
-    served: str, tenant: Any, runtime: Runtime, browser_page: Page
-) -> None:
+def test_the_embed_url_is_framed_only_from_an_allowed_origin(served: str, tenant: Any, runtime: Runtime) -> None:
     org_id, headers = tenant
     with httpx.Client(base_url=served, headers=headers, timeout=30) as http:
         envelope_id = _sent_envelope(http)
@@ -240,7 +253,7 @@ def test_the_embed_url_is_framed_only_from_an_allowed_origin(
     partner = f"http://localhost:{framer.server_address[1]}"  # another origin than the API's 127.0.0.1
     try:
 
-        def framed() -> bool:
+        def framed(browser_page: Page) -> bool:
             """Whether chromium rendered the signing page inside the partner's frame."""
             browser_page.goto(partner)
             browser_page.wait_for_load_state("load")
@@ -253,10 +266,11 @@ def test_the_embed_url_is_framed_only_from_an_allowed_origin(
 
         with runtime.db.session() as session:
             set_allowed_origins(session, org_id, ["https://loans.example.com"])
-        assert not framed()
-        with runtime.db.session() as session:
-            set_allowed_origins(session, org_id, ["https://loans.example.com", partner])
-        assert framed()  # the control: the same page, allowed, does load in the frame
+        with chromium() as page:
+            assert not framed(page)
+            with runtime.db.session() as session:
+                set_allowed_origins(session, org_id, ["https://loans.example.com", partner])
+            assert framed(page)  # the control: the same page, allowed, does load in the frame
     finally:
         framer.shutdown()
         framer.server_close()

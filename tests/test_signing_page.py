@@ -109,7 +109,9 @@ def test_no_page_of_the_document_before_consent_and_the_access_check(client: Any
     image = client.get(url + "/access-check.png")
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG\r\n\x1a\n")
     assert image.headers["content-type"] == "image/png"
-    wrong = client.post(url + "/access-check", json={"code": "000000" if access_code(token_of(url)) != "000000" else "1"})
+    wrong = client.post(
+        url + "/access-check", json={"code": "000000" if access_code(token_of(url)) != "000000" else "1"}
+    )
     assert (wrong.status_code, wrong.json()["code"]) == (400, "Signing.AccessCodeMismatch")
     assert client.post(url + "/access-check", json={"code": 123}).status_code == 400
     assert client.post(url + "/access-check", json={"code": access_code(token_of(url))}).status_code == 204
@@ -128,7 +130,9 @@ def test_no_page_of_the_document_before_consent_and_the_access_check(client: Any
 
 
 def _mint(client: Any, headers: dict[str, str], envelope_id: str, recipient_id: str) -> Any:
-    return client.post(f"{API}/embed/token", json={"envelope_id": envelope_id, "recipient_id": recipient_id}, headers=headers)
+    return client.post(
+        f"{API}/embed/token", json={"envelope_id": envelope_id, "recipient_id": recipient_id}, headers=headers
+    )
 
 
 def test_an_embed_token_opens_the_same_page_framed_only_from_allowed_origins(
@@ -146,7 +150,9 @@ def test_an_embed_token_opens_the_same_page_framed_only_from_allowed_origins(
     assert path(answer["url"]) == f"/sign/{answer['token']}" and answer["token"] != token_of(first["url"])
     document = client.get("/api/v2/openapi.json").json()
     schema = document["paths"][f"{API}/embed/token"]["post"]["responses"]["201"]["content"]["application/json"]
-    assert list(Draft202012Validator({**schema["schema"], "components": document["components"]}).iter_errors(answer)) == []
+    assert (
+        list(Draft202012Validator({**schema["schema"], "components": document["components"]}).iter_errors(answer)) == []
+    )
     lifetime = (utcnow() - timedelta(seconds=0)).timestamp()
     assert 0 < int(answer["token"].split(".")[1][1:]) - lifetime <= runtime.settings.ceremony.embed_ttl_seconds + 1
 

@@ -3,7 +3,7 @@
 ``POST /embed/token`` mints ``<recipient id>.e<expiry>.<nonce>.<mac>`` where the MAC is HMAC-SHA256 under the
 signing-link secret of ("evault-embed/v1", recipient id, the recipient's link nonce, expiry, nonce). The token
 is a path segment of the same signing URL (``.../sign/<token>``) and the same actions accept it
-(:func:`vault.ceremony.signing.open_link` asks :func:`embed_token_status`), with the same checks of the
+(:func:`vault.ceremony.signing.open_link` asks :func:`embed_token_end`), with the same checks of the
 recipient and the envelope, plus its own expiry. Nothing is stored: a token names its recipient, its end and
 128 random bits, and only the server's secret can make one. What marks it as embedded is its form, which
 decides the page's ``frame-ancestors`` (the organisation's allowed origins; an emailed link is never framed).
@@ -16,7 +16,7 @@ import hmac
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from compliance.errors import Conflict, Gone, NotFound
 from storage.ids import as_utc, iso, utcnow
@@ -26,8 +26,6 @@ from vault.envelopes import get_envelope
 
 _DOMAIN = b"evault-embed/v1"
 EMBED_TOKEN = re.compile(r"(rcp_[a-z0-9]{20})\.e([0-9]{10,12})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")
-Status = Literal["valid", "expired", "forged"]
-VALID: tuple[Status, ...] = ("valid", "expired")  # genuine: an expired one is refused as expired, not as unknown
 
 
 def _b64(raw: bytes) -> str:
@@ -35,7 +33,9 @@ def _b64(raw: bytes) -> str:
 
 
 def _mac(secret: bytes, recipient: Recipient, expires: int, nonce: str) -> str:
-    message = b"|".join([_DOMAIN, recipient.id.encode(), recipient.link_nonce.encode(), str(expires).encode(), nonce.encode()])
+    message = b"|".join(
+        [_DOMAIN, recipient.id.encode(), recipient.link_nonce.encode(), str(expires).encode(), nonce.encode()]
+    )
     return _b64(hmac.new(secret, message, "sha256").digest())
 
 
@@ -54,15 +54,15 @@ def embed_recipient_id(token: str) -> str | None:
     return found.group(1) if found else None
 
 
-def embed_token_status(secret: bytes, recipient: Recipient, token: str, now: datetime) -> Status:
-    """``forged`` unless the server made this token for this recipient (and link nonce); then its expiry."""
+def embed_token_end(secret: bytes, recipient: Recipient, token: str) -> datetime | None:
+    """When the token ends, if the server made it for this recipient (and their link's nonce); None if forged."""
     found = EMBED_TOKEN.fullmatch(token)
     if found is None or found.group(1) != recipient.id:
-        return "forged"
+        return None
     expires, nonce, mac = int(found.group(2)), found.group(3), found.group(4)
     if not hmac.compare_digest(_mac(secret, recipient, expires, nonce).encode(), mac.encode()):
-        return "forged"
-    return "valid" if now.timestamp() < expires else "expired"
+        return None
+    return datetime.fromtimestamp(expires, tz=UTC)
 
 
 def mint_embed_token(ceremonies: Ceremonies, org_id: str, envelope_id: str, recipient_id: str) -> dict[str, Any]:

@@ -62,9 +62,7 @@ def normalise_origin(raw: str) -> str:
 
 
 def allowed_origins(session: Session, org_id: str) -> list[str]:
-    rows = session.exec(
-        select(EmbedOrigin).where(col(EmbedOrigin.org_id) == org_id).order_by(col(EmbedOrigin.origin))
-    )
+    rows = session.exec(select(EmbedOrigin).where(col(EmbedOrigin.org_id) == org_id).order_by(col(EmbedOrigin.origin)))
     return [row.origin for row in rows]
 
 
@@ -75,7 +73,7 @@ def set_allowed_origins(session: Session, org_id: str, raw: list[str]) -> list[s
     origins = sorted({normalise_origin(r) for r in raw})
     if len(origins) > MAX_ORIGINS:
         raise InvalidInput("Request.TooMany", f"at most {MAX_ORIGINS} origins", field="origins", limit=MAX_ORIGINS)
-    session.exec(delete(EmbedOrigin).where(col(EmbedOrigin.org_id) == org_id))  # type: ignore[call-overload]
+    session.exec(delete(EmbedOrigin).where(col(EmbedOrigin.org_id) == org_id))
     now = utcnow()
     for origin in origins:
         session.add(EmbedOrigin(org_id=org_id, origin=origin, created_at=now))

@@ -11,10 +11,10 @@ the service would otherwise not need.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import threading
 import zlib
-import hashlib
 from collections import OrderedDict
 
 import pypdfium2 as pdfium
@@ -36,7 +36,9 @@ def grey_png(width: int, height: int, stride: int, pixels: bytes) -> bytes:
     """An 8-bit greyscale PNG of ``height`` rows of ``width`` bytes, each row ``stride`` bytes apart."""
     rows = b"".join(b"\x00" + pixels[y * stride : y * stride + width] for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows, 6)) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows, 6)) + _chunk(b"IEND", b"")
+    )
 
 
 def _scale(width_pt: float, height_pt: float) -> float:

@@ -100,7 +100,9 @@ class SigningPageController(Controller):
         sync_to_thread=True,
         responses=answers(200, bytes, SIGNING_ERRORS, "Page `number` (from 1) as a PNG image"),
     )
-    def page_image(self, token: FromPath[str], number: FromPath[int], runtime: NamedDependency[Runtime]) -> Response[bytes]:
+    def page_image(
+        self, token: FromPath[str], number: FromPath[int], runtime: NamedDependency[Runtime]
+    ) -> Response[bytes]:
         """A page of the document, rendered; only after consent, like the PDF."""
         return Response(page_png(runtime.ceremonies(), token, number), media_type="image/png")
 
@@ -119,7 +121,9 @@ class SigningPageController(Controller):
         sync_to_thread=True,
         responses=answers(204, None, SIGNING_ERRORS, "The code matches the image"),
     )
-    def access_check(self, token: FromPath[str], data: JSONBody[dict[str, Any]], runtime: NamedDependency[Runtime]) -> None:
+    def access_check(
+        self, token: FromPath[str], data: JSONBody[dict[str, Any]], runtime: NamedDependency[Runtime]
+    ) -> None:
         """Check the code typed from the access-check image: 400 ``Signing.AccessCodeMismatch`` otherwise."""
         code = data.get("code")
         if not isinstance(code, str):
@@ -129,7 +133,9 @@ class SigningPageController(Controller):
 
 @get("/signing-assets/signing.js", include_in_schema=False)
 async def signing_script() -> Response[bytes]:
-    return Response(SCRIPT, media_type="text/javascript; charset=utf-8", headers={**_STRICT, "Cache-Control": "no-cache"})
+    return Response(
+        SCRIPT, media_type="text/javascript; charset=utf-8", headers={**_STRICT, "Cache-Control": "no-cache"}
+    )
 
 
 @get("/signing-assets/signing.css", include_in_schema=False)
