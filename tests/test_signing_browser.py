@@ -1,9 +1,10 @@
 """A real browser signs: Debian's chromium, driven by Playwright, against the served API.
 
-Two signers in order open the links a local SMTP server received, pass the access check, consent, adopt a typed
-signature and sign. Then: the sealed PDF under pyHanko, the vaulted record, the audit trail, and the webhooks a
-local receiver got, verified with the ``standardwebhooks`` package. A second test frames an embed URL from an
-origin the organisation did not allow, and chromium refuses it (and loads it once the origin is allowed).
+Two signers in order open the links a local SMTP server received, pass the access check, consent, adopt a
+signature (the first types it, the second draws it on the canvas with the mouse) and sign. Then: the sealed PDF
+under pyHanko, the vaulted record, the audit trail, and the webhooks a local receiver got, verified with the
+``standardwebhooks`` package. A second test frames an embed URL from an origin the organisation did not allow,
+and chromium refuses it (and loads it once the origin is allowed).
 
 chromium comes from apt (scripts/test.sh installs it); ``playwright install`` is never run. The ports come from
 ``EVAULT_TEST_BROWSER_PORT_BASE`` (the API: base to base + 20, the framing page: + 40 to + 60); the SMTP
@@ -134,8 +135,22 @@ def _sent_envelope(http: httpx.Client) -> str:
     return str(envelope["id"])
 
 
-def _sign_in_browser(page: Page, url: str, name: str) -> None:
-    """What a signer does: read the disclosure, type the access code, consent, read, adopt, sign."""
+def _draw(page: Page) -> None:
+    """A zigzag on the canvas with the mouse, as a signer draws."""
+    page.check("#mode-drawn")
+    box = page.locator("#pad").bounding_box()
+    assert box is not None
+    left, top, width, height = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(left + width * 0.1, top + height * 0.7)
+    page.mouse.down()
+    for n in range(1, 9):
+        page.mouse.move(left + width * (0.1 + n * 0.1), top + height * (0.3 if n % 2 else 0.7), steps=4)
+    page.mouse.up()
+
+
+def _sign_in_browser(page: Page, url: str, name: str, drawn: bool = False) -> None:
+    """What a signer does: read the disclosure, type the access code, consent, read, adopt (typed, or drawn on
+    the canvas), sign."""
     page.goto(url)
     page.wait_for_selector("#disclosure:not([hidden])")
     assert "paper" in page.inner_text("#disclosure-text")  # the disclosure came from the ceremony's state
@@ -152,6 +167,8 @@ def _sign_in_browser(page: Page, url: str, name: str) -> None:
     )
     assert page.input_value("#typed-name") == name
     assert page.inner_text("#typed-preview") == name
+    if drawn:
+        _draw(page)
     page.check("#intent-box")
     page.click("#sign")
     page.wait_for_selector("#done:not([hidden])")
@@ -179,7 +196,7 @@ def test_two_signers_sign_in_chromium_and_the_sealed_pdf_is_vaulted(
                 first = link_for(inbox[0], SIGNERS[0][1])
                 _sign_in_browser(page, first, SIGNERS[0][0])
                 second = link_for(inbox[0], SIGNERS[1][1])  # emailed when the first signer signed
-                _sign_in_browser(page, second, SIGNERS[1][0])
+                _sign_in_browser(page, second, SIGNERS[1][0], drawn=True)
 
             _wait(lambda: _call(http, "GET", f"/envelopes/{envelope_id}")["vault_state"] == "vaulted")
             envelope = _call(http, "GET", f"/envelopes/{envelope_id}")
@@ -197,8 +214,9 @@ def test_two_signers_sign_in_chromium_and_the_sealed_pdf_is_vaulted(
     seal = check_seal(sealed, runtime.document_signer.asn1()[0])
     assert (seal.signatures, seal.intact, seal.valid, seal.trusted) == (1, True, True, True), seal
     assert seal.whole_file and seal.docmdp_ok and seal.certify, seal
-    for name, _ in SIGNERS:
-        assert name in seal.last_page_text  # the signing-certificate page, as extractable text
+    certificate = seal.last_page_text  # the signing-certificate page, as extractable text
+    assert f"Adopted signature (typed): {SIGNERS[0][0]}" in certificate
+    assert f"Adopted signature (drawn): {SIGNERS[1][0]}" in certificate
     assert urls[0]["sha256"] == hashlib.sha256(sealed).hexdigest()
 
     # the audit trail: the whole ceremony, in order, in the envelope's chain

@@ -106,8 +106,11 @@ class CeremonyController(Controller):
 
 @dataclass
 class SignatureIn:
+    """``drawn``: also ``strokes``, lists of ``[x, y]`` points in the canvas's unit square (docs/signing-page.md)."""
+
     type: str
     name: str
+    strokes: list[list[list[float]]] | None = None
 
 
 @dataclass
@@ -184,7 +187,9 @@ class SigningController(Controller):
     ) -> Any:
         """Adopt a signature (a typed name) and sign, in turn, after consent."""
         ceremonies = runtime.ceremonies()
-        body = {"type": data.signature.type, "name": data.signature.name}
+        body: dict[str, Any] = {"type": data.signature.type, "name": data.signature.name}
+        if data.signature.strokes is not None:
+            body["strokes"] = data.signature.strokes
         answer = signing.sign(ceremonies, token, body, _client(request))
         if answer["envelope_status"] == "completed":
             complete_quietly(ceremonies, answer["envelope_id"])

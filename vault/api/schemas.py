@@ -206,6 +206,7 @@ class SigningState:
     consent: SigningConsent
     your_turn: bool
     expires_at: str | None
+    signature_types: list[Literal["typed", "drawn"]]
 
 
 @dataclass

@@ -54,6 +54,7 @@ def _signer_lines(ceremonies: Ceremonies, envelope_id: str) -> list[SignerLine]:
                 signed_at=as_utc(r.signed_at),
                 commitment=f"{c['subject']}:{c['commitment']}" if c else f"{r.subject_id} (erased)",
                 fields=r.fields,
+                strokes=r.signature.get("strokes"),
             )
         )
     return lines

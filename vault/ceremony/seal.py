@@ -20,6 +20,7 @@ from pypdf import PageObject, PdfReader, PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from compliance.signatures.document_identity import DocumentSigner
+from vault.drawn_signature import Strokes, stroke_ops
 
 _WIDTH, _HEIGHT = 612.0, 792.0
 SEAL_FIELD = "EvaultSeal"
@@ -34,6 +35,7 @@ class SignerLine:
     signed_at: datetime
     commitment: str  # ``sub_...:hex``, the log's commitment to the recipient
     fields: list[dict[str, float | int | str]]
+    strokes: Strokes | None = None  # a drawn signature (vault.drawn_signature); None: typed
 
 
 def _text(value: str, limit: int = 110) -> str:
@@ -90,6 +92,9 @@ def _stamp_ops(signers_: list[SignerLine], page_number: int, origin: tuple[float
                 continue
             x, y = float(field["x"]) + origin[0], float(field["y"]) + origin[1]
             width, height = float(field["width"]), float(field["height"])
+            if field["type"] == "signature" and signer.strokes:
+                ops.extend(stroke_ops(signer.strokes, x, y, width, height))
+                continue
             size = max(4.0, min(height * 0.7, width / max(1, len(text)) * 1.8, 24.0))
             font = "/EvF2" if field["type"] in ("signature", "initials") else "/EvF1"
             ops.append(
@@ -110,7 +115,7 @@ def certificate_lines(
     for s in signers_:
         lines += [
             (10, f"Signer {s.order}: {s.name}"),
-            (9, f"    Adopted signature (typed): {s.adopted}"),
+            (9, f"    Adopted signature ({'drawn' if s.strokes else 'typed'}): {s.adopted}"),
             (9, f"    Consented to electronic records and signatures: {s.consented_at.isoformat()}"),
             (9, f"    Signed: {s.signed_at.isoformat()}   (signing order {s.order})"),
             (8, f"    Commitment in the log: {s.commitment}"),

@@ -36,13 +36,14 @@ from vault.ceremony.mail import WAKE, queue_mail
 from vault.ceremony.roster import commitments, people, roster
 from vault.ceremony.sending import current_turn
 from vault.ceremony.tokens import token_matches, token_recipient_id
+from vault.drawn_signature import check_strokes
 from vault.embed import embed_recipient_id, embed_token_end, is_embed_token
 from vault.envelopes import lock_envelope
 from vault.expiry import expire_locked
 from vault.field_limits import check_line
 from vault.lifecycle import transition
 
-SIGNATURE_TYPES = ("typed",)
+SIGNATURE_TYPES = ("typed", "drawn")  # drawn: strokes as vectors (vault.drawn_signature)
 MAX_REASON = 500
 SOURCE = "signing-link"  # the component that acts for a recipient (never a key)
 
@@ -146,6 +147,7 @@ def state(session: Session, ceremonies: Ceremonies, link: Link) -> dict[str, Any
             "disclosure_sha256": DISCLOSURE_SHA256,
         },
         "your_turn": recipient.id in turn,
+        "signature_types": list(SIGNATURE_TYPES),
         "expires_at": iso(expires) if expires else None,
     }
 
@@ -201,6 +203,8 @@ def _adopted(signature: Any) -> dict[str, Any]:
     check_line(name, "signature.name", 200, required=True)
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("Signing.InvalidSignature", "signature.name must not be empty", field="signature.name")
+    if signature["type"] == "drawn":
+        return {"type": "drawn", "name": name.strip(), "strokes": check_strokes(signature.get("strokes"))}
     return {"type": signature["type"], "name": name.strip()}
 
 
