@@ -14,6 +14,7 @@ from typing import Any
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.types import Message, Scope
 
@@ -37,7 +38,26 @@ _ERROR_PAGE = (
     'used</h1><section><p class="error">{message}</p><p class="muted">{code}</p><p>If you expected to sign a '
     "document, ask its sender for a new link.</p></section></main></body></html>"
 )
-PAGE_ERRORS = SIGNING_ERRORS
+_HTML_REFUSALS = {
+    404: "No such signing link (forged, mistyped or another vault's)",
+    409: "The link was used: its recipient signed or declined",
+    410: "The envelope's ceremony ended, or the link expired",
+}
+
+
+def _page_answers() -> dict[int, ResponseSpec]:
+    """The page and its refusals are HTML; a fault of ours (500, 503) is the JSON error body like everywhere."""
+    specs = answers(200, None, (500, 503), "The signing page")
+    specs[200] = ResponseSpec(data_container=str, media_type="text/html", description="The signing page")
+    for status, meaning in _HTML_REFUSALS.items():
+        specs[status] = ResponseSpec(data_container=str, media_type="text/html", description=meaning)
+    return specs
+
+
+def _png_answers(description: str) -> dict[int, ResponseSpec]:
+    specs = answers(200, None, SIGNING_ERRORS, description)
+    specs[200] = ResponseSpec(data_container=bytes, media_type="image/png", description=description)
+    return specs
 
 
 def content_security_policy(frame_ancestors: str) -> str:
@@ -78,7 +98,7 @@ async def add_signing_headers(message: Message, scope: Scope) -> None:
 def _error_page(error: EvaultError) -> Response[bytes]:
     body = _ERROR_PAGE.format(message=html.escape(error.message), code=html.escape(error.code)).encode()
     status = STATUS_BY_CATEGORY[error.category]
-    return Response(body, status_code=status, media_type="text/html; charset=utf-8", headers=_headers(NO_FRAMING))
+    return Response(body, status_code=status, media_type="text/html", headers=_headers(NO_FRAMING))
 
 
 class SigningPageController(Controller):
@@ -86,19 +106,20 @@ class SigningPageController(Controller):
     tags = ["signing"]
     security = [{}]
 
-    @get("/", sync_to_thread=True, responses=answers(200, str, PAGE_ERRORS, "The signing page (text/html)"))
+    @get("/", media_type="text/html", sync_to_thread=True, responses=_page_answers())
     def page(self, token: FromPath[str], runtime: NamedDependency[Runtime]) -> Response[bytes]:
         """The signing page: disclosures and consent, then the document's pages, then adopt and sign or decline."""
         try:
             link = open_page(runtime.ceremonies(), token)
         except EvaultError as error:
             return _error_page(error)
-        return Response(PAGE, media_type="text/html; charset=utf-8", headers=_headers(link.frame_ancestors))
+        return Response(PAGE, media_type="text/html", headers=_headers(link.frame_ancestors))
 
     @get(
         "/pages/{number:int}",
         sync_to_thread=True,
-        responses=answers(200, bytes, SIGNING_ERRORS, "Page `number` (from 1) as a PNG image"),
+        media_type="image/png",
+        responses=_png_answers("Page `number` (from 1) as a PNG image"),
     )
     def page_image(
         self, token: FromPath[str], number: FromPath[int], runtime: NamedDependency[Runtime]
@@ -109,7 +130,8 @@ class SigningPageController(Controller):
     @get(
         "/access-check.png",
         sync_to_thread=True,
-        responses=answers(200, bytes, SIGNING_ERRORS, "The access check's code as a PNG image"),
+        media_type="image/png",
+        responses=_png_answers("The access check's code as a PNG image"),
     )
     def access_image(self, token: FromPath[str], runtime: NamedDependency[Runtime]) -> Response[bytes]:
         """The image whose code the signer types back before consenting (E-SIGN §101(c)(1)(C)(ii))."""
@@ -133,11 +155,9 @@ class SigningPageController(Controller):
 
 @get("/signing-assets/signing.js", include_in_schema=False)
 async def signing_script() -> Response[bytes]:
-    return Response(
-        SCRIPT, media_type="text/javascript; charset=utf-8", headers={**_STRICT, "Cache-Control": "no-cache"}
-    )
+    return Response(SCRIPT, media_type="text/javascript", headers={**_STRICT, "Cache-Control": "no-cache"})
 
 
 @get("/signing-assets/signing.css", include_in_schema=False)
 async def signing_style() -> Response[bytes]:
-    return Response(STYLE, media_type="text/css; charset=utf-8", headers={**_STRICT, "Cache-Control": "no-cache"})
+    return Response(STYLE, media_type="text/css", headers={**_STRICT, "Cache-Control": "no-cache"})
