@@ -1,10 +1,10 @@
-"""Every stable error code, its HTTP status and what it means: the one list clients and the README rely on.
+"""Every stable error code, its HTTP status and what it means: the one list clients and docs/error-codes.md rely on.
 
 ``tests/test_error_codes.py`` greps the source tree for code literals and fails when one is missing here or
-listed here but raised nowhere, and checks that the README's table is :func:`markdown_table` exactly.
+listed here but raised nowhere, and checks that docs/error-codes.md's table is :func:`markdown_table` exactly.
 Status ``None``: not an HTTP answer, but an operator command's error, a finding of ``evault verify`` or of the
 offline verifiers.
-Print the table with ``python -m compliance.error_codes``.
+Print the table with ``python -m compliance.error_codes``; rewrite the page with ``python scripts/gen_docs.py``.
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ CODES: dict[str, ErrorCode] = {
     "Signing.ConsentRequired": ErrorCode(409, "consent to electronic records first (POST <link>/consent)"),
     "Signing.NotASigner": ErrorCode(409, "a viewer's link cannot sign or decline"),
     "Signing.NotYourTurn": ErrorCode(409, "earlier signers in the signing order have not signed yet"),
-    "Signing.InvalidSignature": ErrorCode(400, "the adopted signature is not {type: typed, name} with a name"),
+    "Signing.InvalidSignature": ErrorCode(
+        400, "the adopted signature is not {type: typed, name}, or {type: drawn, name, image} with a canvas's PNG"
+    ),
     "Signing.PageNotFound": ErrorCode(404, "the document to sign has no such page (details.pages: how many it has)"),
     "Signing.AccessCodeMismatch": ErrorCode(
         400, "the code typed is not the one the signing page's access-check image shows"
@@ -117,7 +119,6 @@ CODES: dict[str, ErrorCode] = {
         503, "the document to sign was not read intact from storage; see Retry-After"
     ),
     "Recipient.NotFound": ErrorCode(404, "no such recipient of this envelope (embed token)"),
-    "Embed.NotSent": ErrorCode(409, "an embed token is for an e-sign envelope out for signing (sent)"),
     # documents
     "Document.Empty": ErrorCode(400, "zero bytes"),
     "Document.NotPdf": ErrorCode(400, "the bytes are not a PDF"),
@@ -204,6 +205,7 @@ CODES: dict[str, ErrorCode] = {
     "Checkpoint.Busy": ErrorCode(
         503, "another process or replica is signing this log's checkpoint right now (its lease); see Retry-After"
     ),
+    "Tile.NotFound": ErrorCode(404, "not a tlog-tiles path, or no checkpoint covers that tile yet"),
     "Log.MapNotCommitted": ErrorCode(409, "the checkpoint does not end with a head-map commit; retry"),
     # evault org / key commands (exit 1)
     "Organisation.InvalidName": ErrorCode(None, "an organisation name is empty or too long"),

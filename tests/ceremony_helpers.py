@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import io
-import os
+import struct
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,8 +22,9 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 from pypdf import PdfReader
 
-from tests.helpers import API, free_port
+from tests.helpers import API
 from tests.pdf_factory import make_pdf
+from tests.ports import aux_port
 
 SIGNERS = [
     {"name": "Ada Borrower", "email": "ada@example.com", "role": "signer", "order": 1},
@@ -123,14 +128,17 @@ def check_seal(data: bytes, trust_root: Any) -> SealCheck:
 
 @dataclass
 class Mailbox:
-    """What the local SMTP server received: (recipient address, message text)."""
+    """What the local SMTP server received: (recipient address, its From, Subject and decoded body)."""
 
     received: list[tuple[str, str]] = field(default_factory=list)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
+        message = message_from_bytes(content, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        text = f"From: {message['From']}\nSubject: {message['Subject']}\n\n{message.get_content()}"
         for to in envelope.rcpt_tos:
-            self.received.append((to, content.decode("utf-8", "replace")))
+            self.received.append((to, text))
         return "250 OK"
 
     def to(self, address: str) -> list[str]:
@@ -138,12 +146,8 @@ class Mailbox:
 
 
 def smtp_port() -> int:
-    """``EVAULT_TEST_SMTP_PORT``, else a free port of this pass's own serve range (its base + 20 to + 50, as
-    :func:`tests.helpers.server_port` picks): the SQLite and PostgreSQL passes have different bases."""
-    if os.environ.get("EVAULT_TEST_SMTP_PORT"):
-        return int(os.environ["EVAULT_TEST_SMTP_PORT"])
-    base = int(os.environ.get("EVAULT_TEST_SERVE_PORT_BASE", "23400"))
-    return free_port(base + 20, base + 50)
+    """A free port of this pass's ``ceremony_smtp`` range (tests/ports.py)."""
+    return aux_port("ceremony_smtp")
 
 
 @contextmanager
@@ -156,3 +160,43 @@ def smtp_server() -> Iterator[tuple[Mailbox, int]]:
         yield mailbox, port
     finally:
         controller.stop()
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+
+
+def png_data_url(width: int = 60, height: int = 20, colour_type: int = 6) -> tuple[str, bytes]:
+    """An 8-bit PNG of a diagonal stroke, its rows filtered with each of PNG's five filters in turn (as encoders
+    mix them), as a data URL; and its raw unfiltered pixels, to compare a decoder's result with."""
+    bpp = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    rows = []
+    for y in range(height):
+        row = bytearray()
+        for x in range(width):
+            ink = 255 if abs(x - y * width // height) < 3 else 0
+            row += bytes([(x * 7 + y) % 256, 20, 40, ink][4 - bpp :] if bpp > 1 else [ink])
+        rows.append(bytes(row))
+    raw, previous = bytearray(), bytes(width * bpp)
+    for y, row in enumerate(rows):
+        kind = y % 5
+        filtered = bytearray()
+        for i, value in enumerate(row):
+            left = row[i - bpp] if i >= bpp else 0
+            up = previous[i]
+            corner = previous[i - bpp] if i >= bpp else 0
+            guess = [0, left, up, (left + up) >> 1, _paeth(left, up, corner)][kind]
+            filtered.append((value - guess) & 0xFF)
+        raw += bytes([kind]) + filtered
+        previous = row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    png = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(b"IEND", b"")
+    )
+    return "data:image/png;base64," + base64.b64encode(png).decode(), b"".join(rows)

@@ -5,18 +5,29 @@ envelope, and a crash between the seal and the vault-in finished by the reconcil
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from pypdf import PdfReader
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from compliance.errors import InvalidInput
 from compliance.ledger.events import envelope_events
 from storage.ids import iso, utcnow
-from storage.models import Ceremony, Envelope, Recipient, VaultedDocument, VaultRecord
+from storage.models import (
+    Ceremony,
+    Envelope,
+    MailMessage,
+    Recipient,
+    VaultedDocument,
+    VaultRecord,
+    WebhookDelivery,
+)
 from storage.object_store import ObjectStore
 from tests.ceremony_helpers import (
     SIGNERS,
@@ -25,14 +36,16 @@ from tests.ceremony_helpers import (
     create_esign,
     fields,
     links,
+    png_data_url,
     roster,
     sent_envelope,
     sign,
     upload_document,
 )
-from tests.helpers import API, upload
+from tests.helpers import API, together, upload
 from tests.pdf_factory import make_pdf
 from vault.ceremony.completion import reconcile_ceremonies
+from vault.ceremony.drawn import decode
 from vault.runtime import Runtime
 
 pytestmark = pytest.mark.s3
@@ -111,7 +124,10 @@ def test_two_signers_in_order_end_in_a_sealed_vaulted_pdf(client: Any, runtime: 
     assert (reused.status_code, reused.json()["code"]) == (409, "Signing.LinkUsed")
     assert client.get(f"{paths[ADA]}/state").status_code == 409
 
-    done = sign(client, paths[BOB], "Bob C. Cosigner")
+    drawn, _ = png_data_url()
+    done = client.post(
+        f"{paths[BOB]}/sign", json={"signature": {"type": "drawn", "name": "Bob C. Cosigner", "image": drawn}}
+    )
     assert done.status_code == 200, done.text
     assert done.json()["envelope_status"] == "completed"
     view = _envelope(client, headers, envelope_id)
@@ -123,10 +139,16 @@ def test_two_signers_in_order_end_in_a_sealed_vaulted_pdf(client: Any, runtime: 
     seal = check_seal(sealed, runtime.document_signer.asn1()[0])
     assert (seal.intact, seal.valid, seal.trusted, seal.whole_file, seal.docmdp_ok, seal.certify) == (True,) * 6
     assert seal.signatures == 1
+    assert len(PdfReader(io.BytesIO(sealed)).pages[1].images) == 1  # Bob's drawn signature, in his field
     for text in ("Signing certificate", "Ada Borrower", "Ada B. Borrower", "Bob Cosigner", "Bob C. Cosigner", "sub_"):
         assert text in seal.last_page_text
     (document,) = view["vault"]["documents"]
     assert document["signatures"]["acceptable"] is True
+    with runtime.db.read_session() as session:
+        ceremony = session.get(Ceremony, envelope_id)
+    assert ceremony is not None and ceremony.s3_key and ceremony.sealed_key
+    staging = runtime.custody().staging_store  # the vault holds the sealed PDF: the staged ones are gone
+    assert staging.list_versions(ceremony.s3_key) == [] and staging.list_versions(ceremony.sealed_key) == []
 
     types = _types(runtime, envelope_id)
     for expected in (
@@ -149,6 +171,21 @@ def test_two_signers_in_order_end_in_a_sealed_vaulted_pdf(client: Any, runtime: 
     compliance = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers)
     assert compliance.status_code == 200, compliance.text
     assert compliance.json()["verdict"] == "pass", compliance.json()
+
+
+@pytest.mark.parametrize("colour_type", [0, 2, 4, 6])
+def test_drawn_signatures_decode_every_png_filter(colour_type: int) -> None:
+    url, pixels = png_data_url(colour_type=colour_type)
+    picture = decode(url)
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    colour = channels - (1 if colour_type in (4, 6) else 0)
+    assert (picture.width, picture.height, picture.grey) == (60, 20, colour == 1)
+    assert picture.colour == b"".join(pixels[i : i + colour] for i in range(0, len(pixels), channels))
+    assert picture.alpha == (pixels[channels - 1 :: channels] if colour < channels else None)
+    for bad in ("data:image/gif;base64,R0lG", url[:-8], "data:image/png;base64,iVBORw0KGgo=", 7):
+        with pytest.raises(InvalidInput) as refused:
+            decode(bad)
+        assert refused.value.code == "Signing.InvalidSignature"
 
 
 def test_fields_must_fall_on_a_page_of_the_document(client: Any, tenant: Any) -> None:
@@ -310,3 +347,64 @@ def test_a_crash_between_seal_and_vault_in_is_finished_once(
     with runtime.db.read_session() as session:
         envelope = session.get(Envelope, envelope_id)
         assert envelope is not None and envelope.status == "completed"
+
+
+def test_without_smtp_send_and_remind_still_work_and_queue_nothing(client: Any, runtime: Runtime, tenant: Any) -> None:
+    _, headers = tenant
+    envelope_id = sent_envelope(client, headers)
+    reminded = client.post(f"{API}/envelopes/{envelope_id}/remind", headers=headers)
+    assert reminded.status_code == 200 and reminded.json()["reminded"] == [ADA]
+    assert _types(runtime, envelope_id)[-2:] == ["envelope.sent", "envelope.reminded"]
+    with runtime.db.read_session() as session:
+        assert session.exec(select(MailMessage)).all() == []
+
+
+def test_one_link_signed_twice_at_once_signs_once(client: Any, runtime: Runtime, tenant: Any) -> None:
+    _, headers = tenant
+    envelope_id = sent_envelope(client, headers)
+    paths = links(client, headers, envelope_id)
+    assert client.post(f"{paths[ADA]}/consent").status_code == 200
+    a, b = together(lambda: sign(client, paths[ADA], "Ada"), lambda: sign(client, paths[ADA], "Ada"))
+    assert sorted([a.status_code, b.status_code]) == [200, 409], (a.text, b.text)
+    assert (a if a.status_code == 409 else b).json()["code"] == "Signing.LinkUsed"
+    assert _types(runtime, envelope_id).count("recipient.signed") == 1
+
+
+def test_the_last_two_signers_at_once_complete_and_vault_once(client: Any, runtime: Runtime, tenant: Any) -> None:
+    _, headers = tenant
+    same_turn = [{**SIGNERS[0], "fields": fields(1)}, {**SIGNERS[1], "order": 1, "fields": fields(2)}]
+    envelope_id = sent_envelope(client, headers, same_turn)
+    paths = links(client, headers, envelope_id)
+    for email in (ADA, BOB):
+        assert client.post(f"{paths[email]}/consent").status_code == 200
+    a, b = together(lambda: sign(client, paths[ADA], "Ada"), lambda: sign(client, paths[BOB], "Bob"))
+    assert (a.status_code, b.status_code) == (200, 200), (a.text, b.text)
+    assert sorted([a.json()["envelope_status"], b.json()["envelope_status"]]) == ["completed", "sent"]
+    types = _types(runtime, envelope_id)
+    assert (types.count("envelope.completed"), types.count("vault.vaulted_in")) == (1, 1)
+    assert _envelope(client, headers, envelope_id)["vault"]["state"] == "vaulted"
+
+
+def test_ceremony_events_reach_the_webhook_outbox(client: Any, runtime: Runtime, tenant: Any) -> None:
+    _, headers = tenant
+    configured = client.patch(f"{API}/webhook", json={"url": "https://93.184.215.14/hooks"}, headers=headers)
+    assert configured.status_code == 200, configured.text
+    envelope_id = sent_envelope(client, headers, [{**SIGNERS[0], "fields": fields(1)}])
+    path = links(client, headers, envelope_id)[ADA]
+    assert client.post(f"{API}/envelopes/{envelope_id}/remind", headers=headers).status_code == 200
+    assert consent_and_sign(client, path, "Ada").status_code == 200
+    with runtime.db.read_session() as session:
+        rows = session.exec(select(WebhookDelivery).where(WebhookDelivery.envelope_id == envelope_id)).all()
+    bodies = {row.event_type: json.loads(row.body) for row in rows}
+    for expected in (
+        "envelope.sent",
+        "envelope.reminded",
+        "recipient.viewed",
+        "recipient.consented",
+        "recipient.signed",
+        "envelope.completed",
+        "vault.vaulted_in",
+    ):
+        assert expected in bodies, sorted(bodies)
+    assert bodies["recipient.signed"]["data"]["order"] == 1
+    assert b"ada@example.com" not in b"".join(row.body.encode() for row in rows)

@@ -216,7 +216,7 @@ def test_two_signers_sign_in_chromium_and_the_sealed_pdf_is_vaulted(
     assert seal.whole_file and seal.docmdp_ok and seal.certify, seal
     certificate = seal.last_page_text  # the signing-certificate page, as extractable text
     assert f"Adopted signature (typed): {SIGNERS[0][0]}" in certificate
-    assert f"Adopted signature (drawn): {SIGNERS[1][0]}" in certificate
+    assert f"Adopted signature (drawn, with the name): {SIGNERS[1][0]}" in certificate
     assert urls[0]["sha256"] == hashlib.sha256(sealed).hexdigest()
 
     # the audit trail: the whole ceremony, in order, in the envelope's chain

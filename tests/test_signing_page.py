@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import re
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from jsonschema import Draft202012Validator
-from pypdf import PdfReader
 
-from compliance.errors import InvalidInput
 from storage.ids import utcnow
 from storage.models import Recipient
-from tests.ceremony_helpers import check_seal
 from tests.helpers import API, create_envelope
 from tests.pdf_factory import make_pdf
 from vault.access_check import access_code
-from vault.drawn_signature import MAX_POINTS, MAX_STROKES, check_strokes, stroke_ops
 from vault.embed import embed_token
 from vault.embed_origins import set_allowed_origins
 from vault.runtime import Runtime
@@ -238,66 +232,3 @@ def test_embed_tokens_are_refused_when_forged_expired_or_foreign(
     closed = _mint(client, headers, envelope_id, second["recipient_id"])
     assert (closed.status_code, closed.json()["code"]) == (410, "Signing.EnvelopeClosed")
     assert client.get(f"/sign/{token}/state").status_code == 410
-
-
-@pytest.mark.once
-def test_drawn_strokes_are_bounded_unit_square_vectors() -> None:
-    assert check_strokes([[[0, 0], [0.5, 1]], [[1, 0.25]]]) == [[[0.0, 0.0], [0.5, 1.0]], [[1.0, 0.25]]]
-    for bad in (
-        None,
-        [],
-        [[]],
-        [[[0.5, 0.5]]],  # a single dot is no signature
-        [[[0.5, 1.5], [0, 0]]],
-        [[[0.5, -0.1], [0, 0]]],
-        [[[True, 0.5], [0, 0]]],
-        [[["0.5", 0.5], [0, 0]]],
-        [[[0.5, 0.5, 0.5], [0, 0]]],
-        [[[0.1, 0.1]]] * (MAX_STROKES + 1),
-        [[[0.1, 0.1]] * (MAX_POINTS + 1)],
-    ):
-        with pytest.raises(InvalidInput) as refused:
-            check_strokes(bad)
-        assert refused.value.code == "Signing.InvalidSignature"
-    ops = stroke_ops([[[0, 0], [1, 1]]], 100, 200, 300, 60)  # a field wider than the canvas's aspect
-    path = [tuple(map(float, op.split()[:2])) for op in ops if op.endswith((" m", " l"))]
-    assert path == [(100 + (300 - 200) / 2, 260.0), (100 + (300 - 200) / 2 + 200, 200.0)]  # centred, upright
-
-
-def test_a_drawn_signature_is_stamped_as_vectors_in_the_sealed_pdf(client: Any, tenant: Any, runtime: Runtime) -> None:
-    _, headers = tenant
-    envelope_id, links = sent_envelope(client, headers)
-    first, second = (path(link["url"]) for link in links)
-    strokes = [[[0.1, 0.8], [0.3, 0.2], [0.5, 0.8], [0.7, 0.2], [0.9, 0.8]]]
-    for link, signature in (
-        (first, {"type": "typed", "name": "Ada Borrower"}),
-        (second, {"type": "drawn", "name": "Bob Cosigner", "strokes": strokes}),
-    ):
-        state = client.get(link + "/state").json()
-        assert state["signature_types"] == ["typed", "drawn"]
-        assert client.post(link + "/consent").status_code == 200
-        if signature["type"] == "drawn":
-            refused = client.post(link + "/sign", json={"signature": {**signature, "strokes": [[[2, 2], [0, 0]]]}})
-            assert (refused.status_code, refused.json()["code"]) == (400, "Signing.InvalidSignature")
-            assert client.get(link + "/state").json()["recipient"]["status"] == "consented"  # nothing changed
-        signed = client.post(link + "/sign", json={"signature": signature})
-        assert signed.status_code == 200, signed.text
-
-    urls = client.get(f"{API}/envelopes/{envelope_id}/vault/signed-url", headers=headers)
-    assert urls.status_code == 200, urls.text
-    sealed = httpx.get(urls.json()["documents"][0]["url"], timeout=30).content
-    assert runtime.document_signer is not None
-    seal = check_seal(sealed, runtime.document_signer.asn1()[0])
-    assert seal.intact and seal.valid and seal.trusted and seal.whole_file, seal
-    assert "Adopted signature (typed): Ada Borrower" in seal.last_page_text
-    assert "Adopted signature (drawn): Bob Cosigner" in seal.last_page_text
-    page_one = PdfReader(io.BytesIO(sealed)).pages[0]
-    content = page_one.get_contents()
-    assert content is not None
-    data = content.get_data().decode("latin-1")
-    # the drawing, fitted into the 200 x 40 field at (72, 72) at the canvas's 10:3, centred (133.33 x 40 from
-    # x = 105.33): 5 points, the first (0.1, 0.8 of the canvas, y downwards) low on the left
-    drawing = re.search(r"([\d.]+) ([\d.]+) m\n(?:[\d.]+ [\d.]+ l\n){4}S", data)
-    assert drawing is not None, data
-    assert (float(drawing[1]), float(drawing[2])) == (118.67, 80.0)
-    assert "(Ada Borrower) Tj" in data and "(Bob Cosigner) Tj" not in data  # Bob's field holds his drawing

@@ -75,8 +75,10 @@ def mint_embed_token(ceremonies: Ceremonies, org_id: str, envelope_id: str, reci
         if recipient is None or recipient.org_id != org_id or recipient.envelope_id != envelope.id:
             raise NotFound("Recipient.NotFound", "no such recipient of this envelope", recipient_id=recipient_id)
         ceremony = session.get(Ceremony, envelope.id)
-        if envelope.kind != "esign" or ceremony is None or ceremony.sent_at is None:
-            raise Conflict("Embed.NotSent", "only an e-sign envelope out for signing (sent) can be embedded")
+        if envelope.kind != "esign":
+            raise Conflict("Ceremony.NotEsign", "only an e-sign envelope has a signing page", kind=envelope.kind)
+        if ceremony is None or ceremony.sent_at is None:
+            raise Conflict("Ceremony.NotSent", "an embed token exists once the envelope is sent")
         if recipient.status in ("signed", "declined"):
             raise Conflict(
                 "Signing.LinkUsed", f"this recipient's link was used: they {recipient.status}", status=recipient.status

@@ -35,6 +35,7 @@ from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.api.retention import RetentionController
 from vault.api.signing_page import SigningPageController, add_signing_headers, signing_script, signing_style
+from vault.api.tlog import TlogController
 from vault.api.webhooks import WebhookController
 from vault.metrics import ledger_counts
 from vault.runtime import Runtime
@@ -52,6 +53,7 @@ def create_app(runtime: Runtime) -> Litestar:
             CustodyController,
             RetentionController,
             LogController,
+            TlogController,
             EnvelopeProofController,
             EvidenceController,
             WebhookController,

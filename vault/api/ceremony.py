@@ -106,11 +106,9 @@ class CeremonyController(Controller):
 
 @dataclass
 class SignatureIn:
-    """``drawn``: also ``strokes``, lists of ``[x, y]`` points in the canvas's unit square (docs/signing-page.md)."""
-
-    type: str
-    name: str
-    strokes: list[list[list[float]]] | None = None
+    type: str  # typed | drawn
+    name: str  # the name adopted (printed on the certificate page)
+    image: str | None = None  # drawn: data:image/png;base64,... (8-bit, non-interlaced, as a canvas gives)
 
 
 @dataclass
@@ -185,11 +183,9 @@ class SigningController(Controller):
         data: JSONBody[SignIn],
         runtime: NamedDependency[Runtime],
     ) -> Any:
-        """Adopt a signature (a typed name) and sign, in turn, after consent."""
+        """Adopt a signature (a typed name, or a drawn one with its name) and sign, in turn, after consent."""
         ceremonies = runtime.ceremonies()
-        body: dict[str, Any] = {"type": data.signature.type, "name": data.signature.name}
-        if data.signature.strokes is not None:
-            body["strokes"] = data.signature.strokes
+        body = {"type": data.signature.type, "name": data.signature.name, "image": data.signature.image}
         answer = signing.sign(ceremonies, token, body, _client(request))
         if answer["envelope_status"] == "completed":
             complete_quietly(ceremonies, answer["envelope_id"])

@@ -132,6 +132,8 @@ OPERATION_IDS = {
     ("/log/checkpoint", "post"): "signCheckpoint",
     ("/log/proof/inclusion", "get"): "getInclusionProof",
     ("/log/proof/consistency", "get"): "getConsistencyProof",
+    ("/log/tlog/checkpoint", "get"): "getTlogCheckpoint",
+    ("/log/tlog/tile/{tile}", "get"): "getTlogTile",
     ("/webhook", "patch"): "configureWebhook",
     ("/webhook", "get"): "getWebhook",
     ("/webhook/deliveries", "get"): "listWebhookDeliveries",
@@ -314,7 +316,7 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
             operation["description"] = f"{operation.get('description') or ''}\n\nRequired scope: `{scope}`.".strip()
             params = operation.setdefault("parameters", [])
             if method == "post" and (relative, method) not in WITHOUT_IDEMPOTENCY:
-                params.append(_header("Idempotency-Key", "replays the first answer for 24 h (see README)", "key-1"))
+                params.append(_header("Idempotency-Key", "replays the first answer for 24 h (docs/api.md)", "key-1"))
                 if relative.startswith("/envelopes/"):
                     params.append(_header("If-Match", "the ETag you read; 412 when the envelope changed since"))
             if relative in ENVELOPE_OPS_WITH_ETAG and method == "get":

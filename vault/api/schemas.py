@@ -206,7 +206,6 @@ class SigningState:
     consent: SigningConsent
     your_turn: bool
     expires_at: str | None
-    signature_types: list[Literal["typed", "drawn"]]
 
 
 @dataclass

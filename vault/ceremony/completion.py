@@ -26,6 +26,7 @@ from storage.ids import as_utc, new_id, utcnow
 from storage.keys import staging_key
 from storage.models import Ceremony, Envelope
 from vault.ceremony.context import Ceremonies
+from vault.ceremony.drawn import decode
 from vault.ceremony.roster import commitments, people, roster
 from vault.ceremony.seal import SignerLine, seal, stamped
 from vault.vault_in import Upload, VaultInResult, vault_in
@@ -54,7 +55,7 @@ def _signer_lines(ceremonies: Ceremonies, envelope_id: str) -> list[SignerLine]:
                 signed_at=as_utc(r.signed_at),
                 commitment=f"{c['subject']}:{c['commitment']}" if c else f"{r.subject_id} (erased)",
                 fields=r.fields,
-                strokes=r.signature.get("strokes"),
+                picture=decode(r.signature["image"]) if r.signature.get("type") == "drawn" else None,
             )
         )
     return lines
@@ -116,7 +117,20 @@ def complete(ceremonies: Ceremonies, envelope_id: str) -> VaultInResult | None:
     sealed = custody.staging_store.read(ceremony.sealed_key, ceremony.sealed_version_id)
     name = (ceremony.filename or "document.pdf").removesuffix(".pdf") + "-signed.pdf"
     actor = Actor(**(ceremony.sent_by or {}))
-    return vault_in(custody, actor, envelope_id, [Upload(name, sealed, ceremony.sealed_sha256)], source="signed")
+    result = vault_in(custody, actor, envelope_id, [Upload(name, sealed, ceremony.sealed_sha256)], source="signed")
+    _drop_staged(ceremonies, ceremony)
+    return result
+
+
+def _drop_staged(ceremonies: Ceremonies, ceremony: Ceremony) -> None:
+    """The vault holds the sealed PDF now: the staged original and seal go (best effort; they are not evidence,
+    the authoritative copy and the log are)."""
+    for key, version in ((ceremony.s3_key, ceremony.s3_version_id), (ceremony.sealed_key, ceremony.sealed_version_id)):
+        if key and version:
+            try:
+                ceremonies.custody.staging_store.delete_version(key, version)
+            except StorageError as exc:  # left to the staging bucket's lifecycle
+                log.warning("staged %s of a vaulted ceremony not removed: %s", key, exc)
 
 
 def complete_quietly(ceremonies: Ceremonies, envelope_id: str) -> None:

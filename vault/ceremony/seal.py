@@ -9,6 +9,7 @@ signature timestamp when a TSA is configured; nothing is written after it, so it
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,10 +18,10 @@ from pyhanko.sign import fields, signers, timestamps
 from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pypdf import PageObject, PdfReader, PdfWriter
-from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject, NumberObject, StreamObject
 
 from compliance.signatures.document_identity import DocumentSigner
-from vault.drawn_signature import Strokes, stroke_ops
+from vault.ceremony.drawn import Picture
 
 _WIDTH, _HEIGHT = 612.0, 792.0
 SEAL_FIELD = "EvaultSeal"
@@ -35,7 +36,7 @@ class SignerLine:
     signed_at: datetime
     commitment: str  # ``sub_...:hex``, the log's commitment to the recipient
     fields: list[dict[str, float | int | str]]
-    strokes: Strokes | None = None  # a drawn signature (vault.drawn_signature); None: typed
+    picture: Picture | None = None  # a drawn signature, drawn into the signature fields instead of the name
 
 
 def _text(value: str, limit: int = 110) -> str:
@@ -72,6 +73,38 @@ def _stream(writer: PdfWriter, ops: list[str]) -> object:
     return writer._add_object(stream)
 
 
+def _image(writer: PdfWriter, picture: Picture) -> object:
+    """The picture as an image XObject, its alpha (if any) as the soft mask."""
+
+    def stream(data: bytes, grey: bool) -> StreamObject:
+        image = StreamObject()
+        image._data = zlib.compress(data)
+        image.update(
+            {
+                NameObject("/Type"): NameObject("/XObject"),
+                NameObject("/Subtype"): NameObject("/Image"),
+                NameObject("/Width"): NumberObject(picture.width),
+                NameObject("/Height"): NumberObject(picture.height),
+                NameObject("/ColorSpace"): NameObject("/DeviceGray" if grey else "/DeviceRGB"),
+                NameObject("/BitsPerComponent"): NumberObject(8),
+                NameObject("/Filter"): NameObject("/FlateDecode"),
+            }
+        )
+        return image
+
+    colour = stream(picture.colour, picture.grey)
+    if picture.alpha is not None:
+        colour[NameObject("/SMask")] = writer._add_object(stream(picture.alpha, True))
+    return writer._add_object(colour)
+
+
+def _draw_picture(name: str, picture: Picture, x: float, y: float, width: float, height: float) -> str:
+    """The picture fitted into the field, its aspect ratio kept, centred."""
+    scale = min(width / picture.width, height / picture.height)
+    w, h = picture.width * scale, picture.height * scale
+    return f"q {w:.2f} 0 0 {h:.2f} {x + (width - w) / 2:.2f} {y + (height - h) / 2:.2f} cm {name} Do Q"
+
+
 def _field_text(field: dict[str, float | int | str], signer: SignerLine) -> str:
     kind = field["type"]
     if kind == "signature":
@@ -83,24 +116,25 @@ def _field_text(field: dict[str, float | int | str], signer: SignerLine) -> str:
     return ""
 
 
-def _stamp_ops(signers_: list[SignerLine], page_number: int, origin: tuple[float, float]) -> list[str]:
-    ops = []
-    for signer in signers_:
+def _stamp_ops(signers_: list[SignerLine], page_number: int, origin: tuple[float, float]) -> tuple[list[str], set[int]]:
+    """The page's drawing operators, and which signers' pictures (by index) they use."""
+    ops, pictures = [], set()
+    for index, signer in enumerate(signers_):
         for field in signer.fields:
             text = _field_text(field, signer)
             if field["page"] != page_number or not text:
                 continue
             x, y = float(field["x"]) + origin[0], float(field["y"]) + origin[1]
             width, height = float(field["width"]), float(field["height"])
-            if field["type"] == "signature" and signer.strokes:
-                ops.extend(stroke_ops(signer.strokes, x, y, width, height))
+            if field["type"] == "signature" and signer.picture is not None:
+                ops.append(_draw_picture(f"/EvIm{index}", signer.picture, x, y, width, height))
+                pictures.add(index)
                 continue
             size = max(4.0, min(height * 0.7, width / max(1, len(text)) * 1.8, 24.0))
             font = "/EvF2" if field["type"] in ("signature", "initials") else "/EvF1"
-            ops.append(
-                f"BT {font} {size:.1f} Tf 1 0 0 1 {x + 2:.2f} {y + (height - size) / 2 + 1:.2f} Tm {_text(text)} Tj ET"
-            )
-    return ops
+            baseline = y + (height - size) / 2 + 1
+            ops.append(f"BT {font} {size:.1f} Tf 1 0 0 1 {x + 2:.2f} {baseline:.2f} Tm {_text(text)} Tj ET")
+    return ops, pictures
 
 
 def certificate_lines(
@@ -115,7 +149,7 @@ def certificate_lines(
     for s in signers_:
         lines += [
             (10, f"Signer {s.order}: {s.name}"),
-            (9, f"    Adopted signature ({'drawn' if s.strokes else 'typed'}): {s.adopted}"),
+            (9, f"    Adopted signature ({'drawn, with the name' if s.picture else 'typed'}): {s.adopted}"),
             (9, f"    Consented to electronic records and signatures: {s.consented_at.isoformat()}"),
             (9, f"    Signed: {s.signed_at.isoformat()}   (signing order {s.order})"),
             (8, f"    Commitment in the log: {s.commitment}"),
@@ -132,13 +166,19 @@ def stamped(original: bytes, envelope_id: str, title: str, document_sha256: str,
     """The document with each signature in its fields, plus the certificate page (not yet sealed)."""
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(original)))
     resources = _fonts(writer)
+    images = {i: _image(writer, s.picture) for i, s in enumerate(signers_) if s.picture is not None}
     for number, page in enumerate(list(writer.pages), start=1):
         box = page.cropbox
-        ops = _stamp_ops(signers_, number, (float(box.left), float(box.bottom)))
+        ops, pictures = _stamp_ops(signers_, number, (float(box.left), float(box.bottom)))
         if not ops:
             continue
         overlay = PageObject.create_blank_page(width=float(page.mediabox.width), height=float(page.mediabox.height))
-        overlay[NameObject("/Resources")] = resources
+        overlay[NameObject("/Resources")] = DictionaryObject(
+            {
+                **resources,
+                NameObject("/XObject"): DictionaryObject({NameObject(f"/EvIm{i}"): images[i] for i in pictures}),
+            }
+        )
         overlay[NameObject("/Contents")] = _stream(writer, ops)
         page.merge_page(overlay, over=True)
     cert = writer.add_blank_page(_WIDTH, _HEIGHT)

@@ -24,7 +24,6 @@ from compliance.ledger.event_catalogue import (
     RECIPIENT_DECLINED,
     RECIPIENT_SIGNED,
     RECIPIENT_VIEWED,
-    EventType,
 )
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.personal_data import commit_parties
@@ -32,18 +31,18 @@ from storage.ids import iso, utcnow
 from storage.models import Ceremony, Envelope, Recipient
 from vault.ceremony.context import Ceremonies
 from vault.ceremony.disclosure import DISCLOSURE, DISCLOSURE_SHA256
+from vault.ceremony.drawn import decode
 from vault.ceremony.mail import WAKE, queue_mail
 from vault.ceremony.roster import commitments, people, roster
 from vault.ceremony.sending import current_turn
 from vault.ceremony.tokens import token_matches, token_recipient_id
-from vault.drawn_signature import check_strokes
 from vault.embed import embed_recipient_id, embed_token_end, is_embed_token
 from vault.envelopes import lock_envelope
 from vault.expiry import expire_locked
 from vault.field_limits import check_line
 from vault.lifecycle import transition
 
-SIGNATURE_TYPES = ("typed", "drawn")  # drawn: strokes as vectors (vault.drawn_signature)
+SIGNATURE_TYPES = ("typed", "drawn")
 MAX_REASON = 500
 SOURCE = "signing-link"  # the component that acts for a recipient (never a key)
 
@@ -100,26 +99,17 @@ def open_link(session: Session, ceremonies: Ceremonies, token: str, now: datetim
     return Link(recipient, envelope, ceremony)
 
 
-def _record(
-    session: Session,
-    link: Link,
-    event: EventType,
-    client: Client,
-    now: datetime,
-    extra: dict[str, Any],
-    **evidence: Any,
-) -> None:
+def _who(session: Session, link: Link, client: Client, now: datetime, **evidence: Any) -> dict[str, Any]:
+    """The event's data about the person: their recipient id, the commitment to them, and a new data subject
+    for what their client showed at this step (committed to, never written in clear)."""
     recipient = link.recipient
     proof = commit_parties(session, recipient.org_id, recipient.envelope_id, [client.values(**evidence)], now)
     who = commitments(session, [recipient])
-    append_event(
-        session,
-        actor=Actor(recipient.org_id, source=SOURCE),
-        envelope_id=recipient.envelope_id,
-        event_type=event,
-        occurred_at=now,
-        data={"recipient_id": recipient.id, "signer": list(who.values()), "evidence": proof, **extra},
-    )
+    return {"recipient_id": recipient.id, "signer": list(who.values()), "evidence": proof}
+
+
+def _actor(link: Link) -> Actor:
+    return Actor(link.recipient.org_id, source=SOURCE)
 
 
 def state(session: Session, ceremonies: Ceremonies, link: Link) -> dict[str, Any]:
@@ -147,7 +137,6 @@ def state(session: Session, ceremonies: Ceremonies, link: Link) -> dict[str, Any
             "disclosure_sha256": DISCLOSURE_SHA256,
         },
         "your_turn": recipient.id in turn,
-        "signature_types": list(SIGNATURE_TYPES),
         "expires_at": iso(expires) if expires else None,
     }
 
@@ -161,7 +150,14 @@ def view(ceremonies: Ceremonies, token: str, client: Client) -> dict[str, Any]:
             link.recipient.viewed_at = now
             link.recipient.status = "viewed" if link.recipient.status == "pending" else link.recipient.status
             session.add(link.recipient)
-            _record(session, link, RECIPIENT_VIEWED, client, now, {})
+            append_event(
+                session,
+                actor=_actor(link),
+                envelope_id=link.envelope.id,
+                event_type=RECIPIENT_VIEWED,
+                occurred_at=now,
+                data=_who(session, link, client, now),
+            )
         return state(session, ceremonies, link)
 
 
@@ -176,7 +172,14 @@ def consent(ceremonies: Ceremonies, token: str, client: Client) -> dict[str, Any
             recipient.consented_at = now
             recipient.status = "consented"
             session.add(recipient)
-            _record(session, link, RECIPIENT_CONSENTED, client, now, {"disclosure_sha256": DISCLOSURE_SHA256})
+            append_event(
+                session,
+                actor=_actor(link),
+                envelope_id=link.envelope.id,
+                event_type=RECIPIENT_CONSENTED,
+                occurred_at=now,
+                data={**_who(session, link, client, now), "disclosure_sha256": DISCLOSURE_SHA256},
+            )
         return state(session, ceremonies, link)
 
 
@@ -193,6 +196,8 @@ def document_location(ceremonies: Ceremonies, token: str) -> tuple[str, str, str
 
 
 def _adopted(signature: Any) -> dict[str, Any]:
+    """``{"type": "typed", "name"}``, or ``{"type": "drawn", "name", "image": "data:image/png;base64,..."}``
+    (the name is printed on the certificate page either way)."""
     if not isinstance(signature, dict) or signature.get("type") not in SIGNATURE_TYPES:
         raise InvalidInput(
             "Signing.InvalidSignature",
@@ -204,8 +209,9 @@ def _adopted(signature: Any) -> dict[str, Any]:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("Signing.InvalidSignature", "signature.name must not be empty", field="signature.name")
     if signature["type"] == "drawn":
-        return {"type": "drawn", "name": name.strip(), "strokes": check_strokes(signature.get("strokes"))}
-    return {"type": signature["type"], "name": name.strip()}
+        decode(signature.get("image"))
+        return {"type": "drawn", "name": name.strip(), "image": signature["image"]}
+    return {"type": "typed", "name": name.strip()}
 
 
 def sign(ceremonies: Ceremonies, token: str, signature: Any, client: Client) -> dict[str, Any]:
@@ -225,18 +231,18 @@ def sign(ceremonies: Ceremonies, token: str, signature: Any, client: Client) -> 
             raise Conflict("Signing.NotYourTurn", "earlier signers have not signed yet", order=recipient.signing_order)
         recipient.status, recipient.signed_at, recipient.signature = "signed", now, adopted
         session.add(recipient)
-        _record(
+        append_event(
             session,
-            link,
-            RECIPIENT_SIGNED,
-            client,
-            now,
-            {
+            actor=_actor(link),
+            envelope_id=envelope.id,
+            event_type=RECIPIENT_SIGNED,
+            occurred_at=now,
+            data={
+                **_who(session, link, client, now, adopted_name=adopted["name"]),
                 "order": recipient.signing_order,
                 "signature_type": adopted["type"],
                 "document_sha256": link.ceremony.sha256 or "",
             },
-            adopted_name=adopted["name"],
         )
         session.flush()
         following = current_turn(rows)
@@ -245,7 +251,7 @@ def sign(ceremonies: Ceremonies, token: str, signature: Any, client: Client) -> 
             session.add(envelope)
             append_event(
                 session,
-                actor=Actor(envelope.org_id, source=SOURCE),
+                actor=_actor(link),
                 envelope_id=envelope.id,
                 event_type=ENVELOPE_COMPLETED,
                 occurred_at=now,
@@ -280,7 +286,14 @@ def decline(ceremonies: Ceremonies, token: str, reason: Any, client: Client) -> 
         recipient.status, recipient.declined_at, recipient.decline_reason = "declined", now, reason.strip()
         transition(envelope, now, status="declined")
         session.add_all([recipient, envelope])
-        _record(session, link, RECIPIENT_DECLINED, client, now, {}, reason=reason.strip())
+        append_event(
+            session,
+            actor=_actor(link),
+            envelope_id=envelope.id,
+            event_type=RECIPIENT_DECLINED,
+            occurred_at=now,
+            data=_who(session, link, client, now, reason=reason.strip()),
+        )
         return {
             "envelope_id": envelope.id,
             "recipient_id": recipient.id,

@@ -44,10 +44,6 @@
     return (s.recipient && s.recipient.status) || "";
   }
 
-  function drawnOffered(s) {
-    return Array.isArray(s.signature_types) && s.signature_types.includes("drawn");
-  }
-
   function renderDocument(s) {
     const pages = $("pages");
     pages.textContent = "";
@@ -103,7 +99,6 @@
     show("document", true);
     const signs = s.recipient && s.recipient.role === "signer";
     show("adopt", Boolean(signs));
-    show("drawn-choice", drawnOffered(s));
     $("sign").disabled = !s.your_turn;
     if (signs && !s.your_turn) say("Earlier signers have not signed yet: you can read the document now and sign when it is your turn.");
     updatePreview();
@@ -136,8 +131,8 @@
     }
   }
 
-  // A drawn signature: pointer strokes on a canvas, sent as vectors (points in the canvas's unit square).
-  const pad = { drawing: false, strokes: [] };
+  // A drawn signature: pointer strokes on a canvas, sent as the canvas's PNG (a data URL).
+  const pad = { drawing: false, strokes: 0 };
   function setupCanvas() {
     const canvas = $("pad");
     const ctx = canvas.getContext("2d");
@@ -148,23 +143,17 @@
       const box = canvas.getBoundingClientRect();
       return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
     };
-    const clamp = (v) => Math.round(Math.min(1, Math.max(0, v)) * 1000) / 1000;
-    const unit = (x, y) => [clamp(x / canvas.width), clamp(y / canvas.height)];
     canvas.addEventListener("pointerdown", (event) => {
       pad.drawing = true;
       canvas.setPointerCapture(event.pointerId);
+      pad.strokes += 1;
       const [x, y] = at(event);
-      pad.strokes.push([unit(x, y)]);
       ctx.beginPath();
       ctx.moveTo(x, y);
     });
     canvas.addEventListener("pointermove", (event) => {
       if (!pad.drawing) return;
       const [x, y] = at(event);
-      const stroke = pad.strokes[pad.strokes.length - 1];
-      const [lx, ly] = stroke[stroke.length - 1];
-      if (Math.hypot(x - lx * canvas.width, y - ly * canvas.height) < 2) return;  // keeps a signature to a few KB
-      stroke.push(unit(x, y));
       ctx.lineTo(x, y);
       ctx.stroke();
     });
@@ -173,7 +162,7 @@
     canvas.addEventListener("pointercancel", stop);
     $("clear-pad").addEventListener("click", () => {
       ctx.clearRect(0, 0, canvas.width, canvas.height);
-      pad.strokes = [];
+      pad.strokes = 0;
     });
   }
 
@@ -192,9 +181,9 @@
     if (!$("intent-box").checked) return say("Tick the box to confirm that you intend to sign.", true);
     const signature = { type: "typed", name: name };
     if (mode() === "drawn") {
-      if (pad.strokes.length === 0) return say("Draw your signature in the box, or choose the typed one.", true);
+      if (pad.strokes === 0) return say("Draw your signature in the box, or choose the typed one.", true);
       signature.type = "drawn";
-      signature.strokes = pad.strokes;
+      signature.image = $("pad").toDataURL("image/png");
     }
     $("sign").disabled = true;
     try {
