@@ -219,9 +219,12 @@ def test_embed_tokens_are_refused_when_forged_expired_or_foreign(
     other_envelope, _ = sent_envelope(client, headers)
     stray = _mint(client, headers, other_envelope, second["recipient_id"])
     assert (stray.status_code, stray.json()["code"]) == (404, "Recipient.NotFound")
-    draft = create_envelope(client, headers, kind="esign")
-    unsent = _mint(client, headers, draft, second["recipient_id"])
-    assert (unsent.status_code, unsent.json()["code"]) == (404, "Recipient.NotFound")
+    draft = create_envelope(client, headers, kind="esign", recipients=[{"name": "Cy", "email": "cy@example.com"}])
+    drafted = client.get(f"{API}/envelopes/{draft}", headers=headers).json()["recipients"][0]["id"]
+    unsent = _mint(client, headers, draft, drafted)
+    assert (unsent.status_code, unsent.json()["code"]) == (409, "Ceremony.NotSent")
+    paper = create_envelope(client, headers)
+    assert _mint(client, headers, paper, drafted).json()["code"] == "Ceremony.NotEsign"
     _, reader = make_key(["envelopes:read", "envelopes:write"])
     assert _mint(client, {"X-API-Key": reader}, envelope_id, second["recipient_id"]).status_code == 403
     bad = client.post(f"{API}/embed/token", json={"envelope_id": envelope_id}, headers=headers)

@@ -71,12 +71,12 @@ def mint_embed_token(ceremonies: Ceremonies, org_id: str, envelope_id: str, reci
     now = utcnow()
     with ceremonies.custody.db.read_session() as session:
         envelope = get_envelope(session, org_id, envelope_id)
+        if envelope.kind != "esign":
+            raise Conflict("Ceremony.NotEsign", "only an e-sign envelope has a signing page", kind=envelope.kind)
         recipient = session.get(Recipient, recipient_id)
         if recipient is None or recipient.org_id != org_id or recipient.envelope_id != envelope.id:
             raise NotFound("Recipient.NotFound", "no such recipient of this envelope", recipient_id=recipient_id)
         ceremony = session.get(Ceremony, envelope.id)
-        if envelope.kind != "esign":
-            raise Conflict("Ceremony.NotEsign", "only an e-sign envelope has a signing page", kind=envelope.kind)
         if ceremony is None or ceremony.sent_at is None:
             raise Conflict("Ceremony.NotSent", "an embed token exists once the envelope is sent")
         if recipient.status in ("signed", "declined"):
