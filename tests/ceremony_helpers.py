@@ -146,8 +146,8 @@ class Mailbox:
 
 
 def smtp_port() -> int:
-    """A free port of this pass's ``ceremony_smtp`` range (tests/ports.py)."""
-    return aux_port("ceremony_smtp")
+    """A free port of this pass's ``ceremony`` range (tests/ports.py)."""
+    return aux_port("ceremony")
 
 
 @contextmanager

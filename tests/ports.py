@@ -23,7 +23,7 @@ RANGES: dict[str, tuple[int, int]] = {  # name: (offset, width)
     "json_logs": (400, 50),
     "json_logs_metrics": (450, 50),
     "closed": (500, 20),  # ports nothing listens on: a witness, webhook or mail server that is down
-    "ceremony_smtp": (520, 20),  # the local SMTP server (aiosmtpd) the ceremony's emails go to
+    "ceremony": (520, 20),  # the ceremony tests' servers: SMTP (aiosmtpd) and a TSA
     "planted_notes": (540, 20),
     "ready_pg": (560, 20),
     "timestamping": (580, 40),
