@@ -6,16 +6,14 @@ under pyHanko, the vaulted record, the audit trail, and the webhooks a local rec
 ``standardwebhooks`` package. A second test frames an embed URL from an origin the organisation did not allow,
 and chromium refuses it (and loads it once the origin is allowed).
 
-chromium comes from apt (scripts/test.sh installs it); ``playwright install`` is never run. The ports come from
-``EVAULT_TEST_BROWSER_PORT_BASE`` (the API: base to base + 20, the framing page: + 40 to + 60); the SMTP
-server's as the ceremony tests choose it (:func:`tests.ceremony_helpers.smtp_port`).
+chromium comes from apt (scripts/test.sh installs it); ``playwright install`` is never run. Ports: the range
+``signing_browser`` of tests/ports.py; the SMTP server's as the ceremony tests choose it.
 """
 
 from __future__ import annotations
 
 import email
 import hashlib
-import os
 import re
 import threading
 import time
@@ -34,6 +32,7 @@ from compliance.ledger.event_catalogue import VAULTED_IN
 from tests.ceremony_helpers import Mailbox, check_seal, smtp_server
 from tests.helpers import API, free_port, serving
 from tests.pdf_factory import make_pdf
+from tests.ports import port_range
 from tests.webhook_receiver import Receiver
 from vault.access_check import access_code
 from vault.api.app import create_app
@@ -44,7 +43,7 @@ from vault.webhooks.events import WEBHOOK_EVENTS
 pytestmark = [pytest.mark.once, pytest.mark.s3]
 
 CHROMIUM = "/usr/bin/chromium"
-BASE = int(os.environ.get("EVAULT_TEST_BROWSER_PORT_BASE", "23700"))
+PORTS = port_range("signing_browser")  # the API in the first 20, the framing page in the last 10
 SIGNERS = [("Ada Borrower", "ada@example.com"), ("Bob Cosigner", "bob@example.com")]
 FIELD = {"type": "signature", "page": 1, "x": 72, "y": 72, "width": 220, "height": 40}
 
@@ -71,7 +70,7 @@ def inbox() -> Iterator[tuple[Mailbox, int]]:
 @pytest.fixture
 def api_port() -> int:
     """Chosen before the runtime opens: the links it emails name it (EVAULT_PUBLIC_URL)."""
-    return free_port(BASE, BASE + 20)
+    return free_port(PORTS[0], PORTS[0] + 20)
 
 
 @pytest.fixture
@@ -265,7 +264,7 @@ def test_the_embed_url_is_framed_only_from_an_allowed_origin(served: str, tenant
         envelope_id = _sent_envelope(http)
         recipient = _call(http, "GET", f"/envelopes/{envelope_id}/signing-links")["links"][0]["recipient_id"]
         embed = _call(http, "POST", "/embed/token", 201, json={"envelope_id": envelope_id, "recipient_id": recipient})
-    framer = ThreadingHTTPServer(("127.0.0.1", free_port(BASE + 40, BASE + 60)), _Framer)
+    framer = ThreadingHTTPServer(("127.0.0.1", free_port(PORTS[0] + 20, PORTS[1])), _Framer)
     framer.target = embed["url"]  # type: ignore[attr-defined]
     threading.Thread(target=framer.serve_forever, daemon=True).start()
     partner = f"http://localhost:{framer.server_address[1]}"  # another origin than the API's 127.0.0.1
