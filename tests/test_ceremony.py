@@ -46,6 +46,7 @@ from tests.helpers import API, together, upload
 from tests.pdf_factory import make_pdf
 from vault.ceremony.completion import reconcile_ceremonies
 from vault.ceremony.drawn import decode
+from vault.erasure import erase_subject, subjects_by_email
 from vault.runtime import Runtime
 
 pytestmark = pytest.mark.s3
@@ -171,6 +172,9 @@ def test_two_signers_in_order_end_in_a_sealed_vaulted_pdf(client: Any, runtime: 
     compliance = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers)
     assert compliance.status_code == 200, compliance.text
     assert compliance.json()["verdict"] == "pass", compliance.json()
+    audit = client.get(f"{API}/envelopes/{envelope_id}/audit", headers=headers)
+    shown = json.dumps(audit.json()["personal_data"])  # the people behind the commitments, for the authorised
+    assert "ada@example.com" in shown and "Bob C. Cosigner" in shown and "testclient" in shown
 
 
 @pytest.mark.parametrize("colour_type", [0, 2, 4, 6])
@@ -408,3 +412,22 @@ def test_ceremony_events_reach_the_webhook_outbox(client: Any, runtime: Runtime,
         assert expected in bodies, sorted(bodies)
     assert bodies["recipient.signed"]["data"]["order"] == 1
     assert b"ada@example.com" not in b"".join(row.body.encode() for row in rows)
+
+
+def test_erasing_a_recipient_by_email_erases_every_step_of_theirs(client: Any, runtime: Runtime, tenant: Any) -> None:
+    org_id, headers = tenant
+    envelope_id = sent_envelope(client, headers)
+    path = links(client, headers, envelope_id)[ADA]
+    assert client.get(f"{path}/state").status_code == 200  # viewed and consented: two steps, two subjects
+    assert client.post(f"{path}/consent").status_code == 200
+    with runtime.db.read_session() as session:
+        subjects = subjects_by_email(session, org_id, ADA)
+    assert len(subjects) == 3  # the recipient, and what their client showed at each step
+    for subject in subjects:
+        erase_subject(runtime.db, subject)
+    (ada,) = [
+        r for r in _envelope(client, headers, envelope_id)["recipients"] if r["order"] == 1 and r["role"] == "signer"
+    ]
+    assert (ada["name"], ada["email"]) == (None, None)
+    with runtime.db.read_session() as session:
+        assert subjects_by_email(session, org_id, ADA) == []

@@ -103,7 +103,10 @@ def _who(session: Session, link: Link, client: Client, now: datetime, **evidence
     """The event's data about the person: their recipient id, the commitment to them, and a new data subject
     for what their client showed at this step (committed to, never written in clear)."""
     recipient = link.recipient
-    proof = commit_parties(session, recipient.org_id, recipient.envelope_id, [client.values(**evidence)], now)
+    # The step's subject names the person's email too, so erasing them by email (``evault erase``) finds it.
+    email = people(session, [recipient])[recipient.id].get("email")
+    values = client.values(email=email, **evidence)
+    proof = commit_parties(session, recipient.org_id, recipient.envelope_id, [values], now)
     who = commitments(session, [recipient])
     return {"recipient_id": recipient.id, "signer": list(who.values()), "evidence": proof}
 
