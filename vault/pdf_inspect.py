@@ -293,6 +293,13 @@ def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None, o
     return facts
 
 
+def page_count(data: bytes, pdf: PdfSettings | None = None) -> int:
+    """The page count vetting finds, for a PDF already vetted and vaulted (a rebuild reads it back from WORM)."""
+    with _quiet_pyhanko():
+        reader = PdfFileReader(io.BytesIO(data))
+        return _count_pages(reader.root.raw_get("/Pages"), _Budget(pdf or PdfSettings()))
+
+
 def _vet(stream: BinaryIO, budget: _Budget) -> PdfFacts:
     with _quiet_pyhanko():
         try:

@@ -15,6 +15,7 @@ from vault.api.allocator import return_large_buffers
 from vault.api.allow import complete_allow
 from vault.api.ceremony import CeremonyController, SigningController
 from vault.api.custody import CustodyController
+from vault.api.custody_evidence import CustodyEvidenceController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.edge import edge_middleware
 from vault.api.embed import EmbedController
@@ -56,6 +57,7 @@ def create_app(runtime: Runtime) -> Litestar:
             TlogController,
             EnvelopeProofController,
             EvidenceController,
+            CustodyEvidenceController,
             WebhookController,
             EmbedController,
         ],
