@@ -111,6 +111,14 @@ CODES: dict[str, ErrorCode] = {
     "Signing.InvalidSignature": ErrorCode(
         400, "the adopted signature is not {type: typed, name}, or {type: drawn, name, image} with a canvas's PNG"
     ),
+    "Signing.PageNotFound": ErrorCode(404, "the document to sign has no such page (details.pages: how many it has)"),
+    "Signing.AccessCodeMismatch": ErrorCode(
+        400, "the code typed is not the one the signing page's access-check image shows"
+    ),
+    "Signing.DocumentUnavailable": ErrorCode(
+        503, "the document to sign was not read intact from storage; see Retry-After"
+    ),
+    "Recipient.NotFound": ErrorCode(404, "no such recipient of this envelope (embed token)"),
     # documents
     "Document.Empty": ErrorCode(400, "zero bytes"),
     "Document.NotPdf": ErrorCode(400, "the bytes are not a PDF"),
@@ -202,6 +210,9 @@ CODES: dict[str, ErrorCode] = {
     # evault org / key commands (exit 1)
     "Organisation.InvalidName": ErrorCode(None, "an organisation name is empty or too long"),
     "Organisation.NotFound": ErrorCode(None, "no such organisation"),
+    "Embed.InvalidOrigin": ErrorCode(
+        None, "an embed origin is not scheme://host[:port] (http or https, no path, wildcard or credentials)"
+    ),
     "Key.NotFound": ErrorCode(None, "no key matches the id or prefix"),
     "Key.Ambiguous": ErrorCode(None, "the prefix matches several keys (details list them)"),
     "Key.AlreadyRevoked": ErrorCode(None, "the key was revoked already"),

@@ -550,3 +550,17 @@ class MailMessage(SQLModel, table=True):
     created_at: datetime = _utc_column()
     sent_at: datetime | None = _utc_column(nullable=True)
     last_error: str | None = Field(default=None, max_length=500)
+
+
+class EmbedOrigin(SQLModel, table=True):
+    """An origin (``scheme://host[:port]``) allowed to frame an organisation's embedded signing page.
+
+    The page's ``Content-Security-Policy: frame-ancestors`` lists them; an organisation with none gets ``'none'``.
+    Set by the operator (``evault org origins``), not through the partner API.
+    """
+
+    __tablename__ = "embed_origin"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    origin: str = Field(primary_key=True, max_length=300)
+    created_at: datetime = _utc_column()

@@ -473,6 +473,7 @@ class CeremonySettings:
     link_secret_path: Path = Path(".evault/signing-link-secret")
     link_ttl_seconds: int = 30 * 86400  # EVAULT_SIGNING_LINK_TTL_SECONDS: a link lives this long after send
     remind_interval_seconds: int = 3600  # EVAULT_REMIND_INTERVAL_SECONDS: between reminders of one envelope
+    embed_ttl_seconds: int = 1800  # EVAULT_EMBED_TOKEN_TTL_SECONDS: an embed token's life (docs/signing-page.md)
     # EVAULT_SMTP_URL: smtp://[user:password@]host[:port] (STARTTLS when offered) or smtps://...; empty: no email
     smtp_url: str = field(default="", repr=False)
     smtp_from: str = "evault@localhost"  # EVAULT_SMTP_FROM: the From address of links and reminders
@@ -481,7 +482,8 @@ class CeremonySettings:
         return (
             f"CeremonySettings(link_secret={'***' if self.link_secret else None}, "
             f"link_secret_path={self.link_secret_path!r}, link_ttl_seconds={self.link_ttl_seconds}, "
-            f"remind_interval_seconds={self.remind_interval_seconds}, smtp_url={mask_url(self.smtp_url)!r}, "
+            f"remind_interval_seconds={self.remind_interval_seconds}, embed_ttl_seconds={self.embed_ttl_seconds}, "
+            f"smtp_url={mask_url(self.smtp_url)!r}, "
             f"smtp_from={self.smtp_from!r})"
         )
 
@@ -509,6 +511,7 @@ def _ceremony(env: Mapping[str, str], data_dir: Path) -> CeremonySettings:
         remind_interval_seconds=_int(
             env, "EVAULT_REMIND_INTERVAL_SECONDS", CeremonySettings.remind_interval_seconds, minimum=0
         ),
+        embed_ttl_seconds=_int(env, "EVAULT_EMBED_TOKEN_TTL_SECONDS", CeremonySettings.embed_ttl_seconds, minimum=1),
         smtp_url=smtp,
         smtp_from=sender,
     )

@@ -36,6 +36,7 @@ RANGES: dict[str, tuple[int, int]] = {  # name: (offset, width)
     "slow_clients": (1100, 80),
     "private_pg": (1180, 20),
     "replicas": (1200, 20),  # a contiguous block: bench/replicas.py's store (8), replicas and PostgreSQL
+    "signing_browser": (1220, 30),  # the browser ceremony: the API (first 20) and a partner's framing page
 }
 
 

@@ -141,6 +141,7 @@ OPERATION_IDS = {
     ("/webhook", "get"): "getWebhook",
     ("/webhook/deliveries", "get"): "listWebhookDeliveries",
     ("/webhook/deliveries/{delivery_id}/redeliver", "post"): "redeliverWebhook",
+    ("/embed/token", "post"): "createEmbedToken",
 }
 OUTSIDE_IDS = {
     ("/health", "get"): "getHealth",
@@ -151,6 +152,10 @@ OUTSIDE_IDS = {
     ("/sign/{token}/document", "get"): "getSigningDocument",
     ("/sign/{token}/sign", "post"): "signAsRecipient",
     ("/sign/{token}/decline", "post"): "declineAsRecipient",
+    ("/sign/{token}", "get"): "getSigningPage",
+    ("/sign/{token}/pages/{number}", "get"): "getSigningPageImage",
+    ("/sign/{token}/access-check.png", "get"): "getAccessCheckImage",
+    ("/sign/{token}/access-check", "post"): "checkSigningAccess",
 }
 
 # POSTs that do not take an Idempotency-Key (a redelivery is itself a deliberate repeat), so none is advertised.

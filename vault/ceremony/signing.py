@@ -36,6 +36,7 @@ from vault.ceremony.mail import WAKE, queue_mail
 from vault.ceremony.roster import commitments, people, roster
 from vault.ceremony.sending import current_turn
 from vault.ceremony.tokens import token_matches, token_recipient_id
+from vault.embed import embed_recipient_id, embed_token_end, is_embed_token
 from vault.envelopes import lock_envelope
 from vault.expiry import expire_locked
 from vault.field_limits import check_line
@@ -70,9 +71,12 @@ def _not_found() -> NotFound:
 
 def open_link(session: Session, ceremonies: Ceremonies, token: str, now: datetime) -> Link:
     """The live link the token names, its envelope locked; or the refusal (see the module's order)."""
-    recipient_id = token_recipient_id(token)
+    recipient_id = token_recipient_id(token) or embed_recipient_id(token)
     recipient = session.get(Recipient, recipient_id) if recipient_id else None
-    if recipient is None or not token_matches(ceremonies.link_secret, recipient, token):
+    embedded = is_embed_token(token)
+    ends = embed_token_end(ceremonies.link_secret, recipient, token) if recipient and embedded else None
+    genuine = ends is not None if embedded else recipient and token_matches(ceremonies.link_secret, recipient, token)
+    if recipient is None or not genuine:
         raise _not_found()
     envelope = lock_envelope(session, recipient.org_id, recipient.envelope_id)
     session.refresh(recipient)
@@ -88,6 +92,8 @@ def open_link(session: Session, ceremonies: Ceremonies, token: str, now: datetim
     if envelope.status != "sent":
         raise Gone("Signing.EnvelopeClosed", f"the envelope is {envelope.status}", status=envelope.status)
     expires = ceremonies.links_expire(envelope, ceremony)
+    if ends is not None:  # an embed token (vault.embed): its own end, never past the link's
+        expires = min(expires, ends) if expires is not None else ends
     if expires is not None and expires <= now:
         raise Gone("Signing.LinkExpired", "this signing link expired", expired_at=iso(expires))
     return Link(recipient, envelope, ceremony)
