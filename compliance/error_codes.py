@@ -242,6 +242,9 @@ CODES: dict[str, ErrorCode] = {
     "Rebuild.UnknownEvent": ErrorCode(
         None, "evault rebuild: an entry's event type has no replay step; nothing written"
     ),
+    "Rebuild.NotReplayable": ErrorCode(
+        None, "evault rebuild or restore: the log holds an event whose rows this version cannot rebuild"
+    ),
     "Rebuild.Inconsistent": ErrorCode(None, "evault rebuild: an entry contradicts the history before it"),
     "Restore.NotABackup": ErrorCode(None, "evault restore: the directory holds no evault backup"),
     "Restore.Diverged": ErrorCode(None, "evault restore: the backup's log is another history than the bucket's"),
