@@ -109,6 +109,7 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/envelopes/{envelope_id}/paper-in-attestation"): {
         "json": {"original": "held", "at": "2026-01-02T03:04:05Z", "attested_by": "Matrix Clerk"}
     },
+    ("POST", "/embed/token"): {"json": {"envelope_id": "env_" + "0" * 20, "recipient_id": "rcp_" + "0" * 20}},
 }
 
 

@@ -19,12 +19,15 @@ from compliance.ledger.event_catalogue import (
     AMENDED,
     ASSIGNEE_CHANGED,
     COPY_ISSUED,
+    ENVELOPE_COMPLETED,
     ENVELOPE_CREATED,
     ENVELOPE_EXPIRED,
+    ENVELOPE_SENT,
     ENVELOPE_VOIDED,
     LEGAL_HOLD_CLEARED,
     LEGAL_HOLD_SET,
     PAPER_IN_ATTESTED,
+    RECIPIENT_DECLINED,
     RELEASED,
     RETENTION_EXTENDED,
     VAULTED_IN,
@@ -33,7 +36,14 @@ from storage.ids import iso
 from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
 
 # Statuses only an event reaches; an envelope without that event must not be in one.
-TERMINAL_STATUS = {VAULTED_IN.name: "completed", ENVELOPE_VOIDED.name: "voided", ENVELOPE_EXPIRED.name: "expired"}
+TERMINAL_STATUS = {
+    VAULTED_IN.name: "completed",
+    ENVELOPE_VOIDED.name: "voided",
+    ENVELOPE_EXPIRED.name: "expired",
+    ENVELOPE_SENT.name: "sent",
+    ENVELOPE_COMPLETED.name: "completed",
+    RECIPIENT_DECLINED.name: "declined",
+}
 ASSIGNEE_EVENTS = (ENVELOPE_CREATED.name, VAULTED_IN.name, ASSIGNEE_CHANGED.name)
 CREATED_FIELDS = ("kind", "title", "external_id", "parties")
 RELEASE_DETAILS = ("transferee", "note")

@@ -2,7 +2,7 @@
 amendments (with their in-flight claims) and paper-in attestations
 
 Revision ID: 0016_parties
-Revises: 0014_retention
+Revises: 0018_embed_origins
 Create Date: 2026-12-04 23:40:00
 """
 
@@ -13,7 +13,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0016_parties"
-down_revision = "0014_retention"
+down_revision = "0018_embed_origins"
 branch_labels = None
 depends_on = None
 
