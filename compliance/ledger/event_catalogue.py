@@ -125,7 +125,7 @@ ENVELOPE_CREATED = EventType(
     "envelopes:write",
     True,
     {"kind": S, "title": S, "external_id": N, "parties": A, "secured_party": ("object", "null")},
-    {"expires_at": S},
+    {"expires_at": S, "min": S},
     commitments=("parties",),
 )
 DOCUMENT_STAGED = EventType(
@@ -278,6 +278,38 @@ DISPOSED = EventType(
     True,
     {"authoritative_copy_id": S, "retain_until": S, "documents": A},
 )
+ORG_MERS_ORG_ID_SET = EventType(
+    "org.mers_org_id_set",
+    "the operator set (or, null, removed) the organisation's MERS Org ID, the prefix of the MINs it registers",
+    None,
+    False,
+    {"mers_org_id": N},
+)
+ORG_RETENTION_DEFAULT_SET = EventType(
+    "org.retention_default_set",
+    "the operator set (or, null, removed) the organisation's default retention in days for its vault-ins",
+    None,
+    False,
+    {"retention_days": ("integer", "null"), "previous_retention_days": ("integer", "null")},
+)
+AMENDED = EventType(
+    "vault.amended",
+    "a modification or assumption was recorded beside the authoritative copy (its PDFs vaulted write-once); the "
+    "authoritative bytes are unchanged",
+    "vault:write",
+    True,
+    {"amendment_id": S, "type": S, "data": OBJ, "documents": A},
+    {"reconciled": ("boolean",)},
+)
+PAPER_IN_ATTESTED = EventType(
+    "vault.paper_in_attested",
+    "the custodian attested what became of a paper envelope's wet-ink original (held or destroyed, when, by whom)",
+    "vault:write",
+    True,
+    {"attestation_id": S, "original": S, "at": S, "attested_by": A},
+    {"location": S},
+    commitments=("attested_by",),
+)
 
 # The e-sign ceremony (vault/ceremony/). A recipient's name and email (``signer``) and what their client showed at
 # each step (``evidence``: network address, user agent, adopted name) reach the log only as commitments.
@@ -359,6 +391,10 @@ CATALOGUE: Mapping[str, EventType] = {
         LEGAL_HOLD_SET,
         LEGAL_HOLD_CLEARED,
         DISPOSED,
+        ORG_MERS_ORG_ID_SET,
+        ORG_RETENTION_DEFAULT_SET,
+        AMENDED,
+        PAPER_IN_ATTESTED,
         ENVELOPE_SENT,
         RECIPIENT_VIEWED,
         RECIPIENT_CONSENTED,

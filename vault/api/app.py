@@ -32,6 +32,7 @@ from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
 from vault.api.observe import metrics, observe, timed
 from vault.api.openapi import CompletedJsonRenderPlugin
+from vault.api.parties import PartiesController
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.api.retention import RetentionController
@@ -53,6 +54,7 @@ def create_app(runtime: Runtime) -> Litestar:
             CeremonyController,
             CustodyController,
             RetentionController,
+            PartiesController,
             LogController,
             TlogController,
             EnvelopeProofController,

@@ -103,6 +103,40 @@ def _pdf_body(optional: bool) -> dict[str, Any]:
     }
 
 
+AMENDMENT = {
+    "type": "object",
+    "required": ["type", "data"],
+    "properties": {"type": {"enum": ["modification", "assumption"]}, "data": {"type": "object"}},
+}
+
+
+def _amendment_body() -> dict[str, Any]:
+    """JSON alone, or multipart with the same object as the ``metadata`` part and signed PDFs as ``document``."""
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "required": True,
+        "description": 'The amendment as JSON, or multipart: a `metadata` part holding {"type", "data"} and '
+        "one or more `document` PDF parts",
+        "content": {
+            "application/json": {"schema": AMENDMENT, "example": {"type": "modification", "data": {"rate": "5.25%"}}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["metadata", "document"],
+                    "properties": {
+                        "metadata": AMENDMENT,
+                        "document": {"type": "array", "items": binary, "minItems": 1, "maxItems": 20},
+                    },
+                },
+                "encoding": {
+                    "document": {"contentType": "application/pdf"},
+                    "metadata": {"contentType": "application/json"},
+                },
+            },
+        },
+    }
+
+
 # Readable operation ids (what a generated client names its methods), one per partner operation; the test
 # tests/test_openapi_names.py fails on an operation missing here, so a new route cannot ship with Litestar's
 # path-derived name.
@@ -124,6 +158,9 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/retention", "post"): "extendRetention",
     ("/envelopes/{envelope_id}/legal-hold", "post"): "setLegalHold",
     ("/envelopes/{envelope_id}/legal-hold", "delete"): "clearLegalHold",
+    ("/envelopes/{envelope_id}/amendments", "post"): "recordAmendment",
+    ("/envelopes/{envelope_id}/amendments", "get"): "listAmendments",
+    ("/envelopes/{envelope_id}/paper-in-attestation", "post"): "attestPaperIn",
     ("/envelopes/{envelope_id}/compliance", "get"): "checkCompliance",
     ("/envelopes/{envelope_id}/vault/certificate", "get"): "getCertificate",
     ("/envelopes/{envelope_id}/audit", "get"): "getAuditTrail",
@@ -337,6 +374,8 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
                 )
                 params.append({"name": "filename", "in": "query", "required": False, "schema": _STRING})
                 operation["requestBody"] = _pdf_body(optional=relative.endswith("vault-in-upload"))
+            if (relative, method) == ("/envelopes/{envelope_id}/amendments", "post"):
+                operation["requestBody"] = _amendment_body()
             example = _EXAMPLES.get((relative, method))
             if example is not None:
                 operation["requestBody"]["content"]["application/json"]["example"] = example

@@ -134,12 +134,63 @@ class CeremonyDocumentView:
 
 
 @dataclass
+class AmendmentDocumentView:
+    id: str
+    filename: str
+    sha256: str
+    size: int
+    pages: int
+    version_id: str
+    signatures: dict[str, Any] | None
+
+
+@dataclass
+class AmendmentView:
+    """A modification or assumption recorded beside the authoritative copy (docs/parties.md)."""
+
+    id: str
+    position: int
+    type: Literal["modification", "assumption"]
+    data: dict[str, Any]
+    documents: list[AmendmentDocumentView]
+    recorded_at: str
+
+
+@dataclass
+class AmendmentList:
+    envelope_id: str
+    amendments: list[AmendmentView]
+
+
+@dataclass
+class AttesterView:
+    """Who attested: their name while shown; ``state`` says ``erased`` once the person was erased."""
+
+    subject: str
+    state: Literal["shown", "erased", "mismatch"]
+    name: str | None = None
+
+
+@dataclass
+class PaperInAttestationView:
+    id: str
+    original: Literal["held", "destroyed"]
+    at: str
+    location: str | None
+    attested_by: AttesterView
+    recorded_at: str
+
+
+@dataclass
 class EnvelopeView(EnvelopeSummary):
+    min: str | None  # MERS MIN, when registered with the envelope
     parties: list[dict[str, Any]]
     secured_party: dict[str, Any] | None
     metadata: dict[str, Any]
     staged_documents: list[StagedDocumentView]
     vault: VaultView
+    amendments: list[AmendmentView]
+    paper_in_attestations: list[PaperInAttestationView]
     recipients: list[RecipientView] | None = None  # e-sign envelopes: the signing roster, in order
     document: CeremonyDocumentView | None = None  # e-sign envelopes: the document to sign, once uploaded
 

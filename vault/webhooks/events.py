@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compliance.ledger.event_catalogue import (
+    AMENDED,
     CHECK_FAILED,
     COPY_ISSUED,
     ENVELOPE_COMPLETED,
@@ -22,6 +23,7 @@ from compliance.ledger.event_catalogue import (
     ENVELOPE_SENT,
     ENVELOPE_VOIDED,
     INTEGRITY_FAILED,
+    PAPER_IN_ATTESTED,
     RECIPIENT_CONSENTED,
     RECIPIENT_DECLINED,
     RECIPIENT_SIGNED,
@@ -60,6 +62,8 @@ WEBHOOK_EVENTS: dict[str, WebhookEvent] = dict(
         _leaving(RELEASED, "authoritative_copy_id", "reason"),
         _leaving(CHECK_FAILED, "verdict", "failed"),
         _leaving(INTEGRITY_FAILED, "code", "run_id"),
+        _leaving(AMENDED, "amendment_id", "type"),
+        _leaving(PAPER_IN_ATTESTED, "attestation_id", "original"),
         _leaving(ENVELOPE_SENT, "recipients"),
         _leaving(RECIPIENT_VIEWED, "recipient_id"),
         _leaving(RECIPIENT_CONSENTED, "recipient_id"),
