@@ -1,7 +1,7 @@
 """embed origins: the origins allowed to frame an organisation's embedded signing page
 
-Revision ID: 0018_embed_origins
-Revises: 0017_ceremony
+Revision ID: 0016_embed_origins
+Revises: 0015_ceremony
 Create Date: 2026-12-04 23:40:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018_embed_origins"
-down_revision = "0017_ceremony"
+revision = "0016_embed_origins"
+down_revision = "0015_ceremony"
 branch_labels = None
 depends_on = None
 

@@ -1,8 +1,8 @@
 """the parties behind the record: MERS Org IDs and an organisation's retention default, the MIN registry,
 amendments (with their in-flight claims) and paper-in attestations
 
-Revision ID: 0016_parties
-Revises: 0018_embed_origins
+Revision ID: 0017_parties
+Revises: 0016_embed_origins
 Create Date: 2026-12-04 23:40:00
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0016_parties"
-down_revision = "0018_embed_origins"
+revision = "0017_parties"
+down_revision = "0016_embed_origins"
 branch_labels = None
 depends_on = None
 

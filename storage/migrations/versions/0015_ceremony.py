@@ -1,6 +1,6 @@
 """the e-sign ceremony: an envelope's document to sign and seal, its recipients, their emails; ``declined``
 
-Revision ID: 0017_ceremony
+Revision ID: 0015_ceremony
 Revises: 0014_retention
 Create Date: 2026-12-04 23:40:00
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0017_ceremony"
+revision = "0015_ceremony"
 down_revision = "0014_retention"
 branch_labels = None
 depends_on = None
