@@ -23,7 +23,14 @@ from compliance.bundles.proof_bundle import build_bundle
 from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envelope
 from compliance.conditions.evidence import Policy
 from compliance.conditions.policies import Verdict, check_compliance
-from compliance.conditions.projection import Projection, fold, hold_claim, release_claim
+from compliance.conditions.projection import (
+    Projection,
+    control_claim,
+    fold,
+    hold_claim,
+    release_claim,
+    transfers_claim,
+)
 from compliance.errors import NotFound
 from compliance.ledger.events import Actor
 from compliance.ledger.vault_key import VaultKey
@@ -127,6 +134,9 @@ def certificate_body(
         "assignee_of_record": history[-1]["secured_party"] if history else None,
         "assignee_history": history,
         "custodian": policy.custodian.as_json(),
+        # Who controls and who keeps the record now, and every transfer that got it there (docs/transfers.md).
+        "control": control_claim(chain, envelope.org_id),
+        "transfers": transfers_claim(chain),
         "copies": _copies(chain),
         "vault_out": release_claim(chain),
         "signatures": [{"document_id": d.id, "result": d.signatures} for d in docs],
@@ -155,7 +165,7 @@ def issue_certificate(
     """Check the six conditions on a checkpoint covering every event, then sign what was found."""
     with sources.db.read_session() as session:
         envelope = session.get(Envelope, envelope_id)
-        if envelope is None or envelope.org_id != actor.org_id:
+        if envelope is None or not envelope.held_by(actor.org_id):
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
     sources.deadline.check()
     checkpoint = checkpoint_for_envelope(sources.db, checkpoints, actor.org_id, envelope_id)

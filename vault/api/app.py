@@ -32,6 +32,7 @@ from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.api.retention import RetentionController
+from vault.api.transfers import EnvelopeTransferController, TransferController
 from vault.api.webhooks import WebhookController
 from vault.metrics import ledger_counts
 from vault.runtime import Runtime
@@ -47,6 +48,8 @@ def create_app(runtime: Runtime) -> Litestar:
             EnvelopeController,
             CustodyController,
             RetentionController,
+            EnvelopeTransferController,
+            TransferController,
             LogController,
             EnvelopeProofController,
             EvidenceController,
