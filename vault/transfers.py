@@ -28,7 +28,6 @@ from compliance.ledger.event_catalogue import (
     TRANSFER_INITIATED,
     TRANSFER_RECORDED,
     TRANSFER_REJECTED,
-    EventType,
 )
 from compliance.ledger.events import Actor, append_event
 from storage.ids import as_utc, iso, new_id, utcnow
@@ -78,25 +77,15 @@ def check_no_open_transfer(session: Session, envelope: Envelope, now: datetime) 
         )
 
 
-def _data(transfer: Transfer) -> dict[str, Any]:
+def _data(transfer: Transfer, **extra: Any) -> dict[str, Any]:
+    """What every entry of a transfer names: the transfer, its parties and its type."""
     return {
         "transfer_id": transfer.id,
         "from_org": transfer.from_org_id,
         "to_org": transfer.to_org_id,
         "type": transfer.type,
+        **extra,
     }
-
-
-def _record(session: Session, actor: Actor, transfer: Transfer, kind: EventType, now: datetime, **extra: Any) -> int:
-    event = append_event(
-        session,
-        actor=actor,
-        envelope_id=transfer.envelope_id,
-        event_type=kind,
-        occurred_at=now,
-        data={**_data(transfer), **extra},
-    )
-    return event.leaf_index
 
 
 def _expire_if_due(session: Session, envelope: Envelope, transfer: Transfer, now: datetime) -> bool:
@@ -105,7 +94,14 @@ def _expire_if_due(session: Session, envelope: Envelope, transfer: Transfer, now
         return False
     transfer.status, transfer.closed_at = "expired", now
     session.add(transfer)
-    _record(session, Actor(envelope.org_id), transfer, TRANSFER_EXPIRED, now)
+    append_event(  # keyless: the deadline, on behalf of the record's own organisation
+        session,
+        actor=Actor(envelope.org_id),
+        envelope_id=envelope.id,
+        event_type=TRANSFER_EXPIRED,
+        occurred_at=now,
+        data=_data(transfer),
+    )
     return True
 
 
@@ -177,12 +173,15 @@ def initiate(
         )
         session.add(transfer)
         session.flush()
-        extra: dict[str, Any] = {
-            "confirm_required": transfer.confirm_required,
-            "expires_at": iso(expires_at) if expires_at else None,
+        data = _data(
+            transfer,
+            confirm_required=transfer.confirm_required,
+            expires_at=iso(expires_at) if expires_at else None,
             **({"note": note} if note else {}),
-        }
-        transfer.initiated_index = _record(session, actor, transfer, TRANSFER_INITIATED, now, **extra)
+        )
+        transfer.initiated_index = append_event(
+            session, actor=actor, envelope_id=envelope.id, event_type=TRANSFER_INITIATED, occurred_at=now, data=data
+        ).leaf_index
         touch(envelope, now)
         session.add_all([transfer, envelope])
         if on_commit is not None:
@@ -223,7 +222,7 @@ def _complete(session: Session, actor: Actor, envelope: Envelope, transfer: Tran
         envelope_id=envelope.id,
         event_type=TRANSFER_COMPLETED,
         occurred_at=now,
-        data={**_data(transfer), "controller": envelope.controller, "custodian": envelope.custodian},
+        data=_data(transfer, controller=envelope.controller, custodian=envelope.custodian),
     )
     transfer.completed_index = event.leaf_index
     for party in sorted({transfer.from_org_id, transfer.to_org_id} - {envelope.org_id}):
@@ -232,13 +231,13 @@ def _complete(session: Session, actor: Actor, envelope: Envelope, transfer: Tran
             actor=Actor(party),
             event_type=TRANSFER_RECORDED,
             occurred_at=now,
-            data={
-                **_data(transfer),
-                "envelope_id": envelope.id,
-                "log": envelope.org_id,
-                "leaf_index": event.leaf_index,
-                "entry_hash": event.entry_hash,
-            },
+            data=_data(
+                transfer,
+                envelope_id=envelope.id,
+                log=envelope.org_id,
+                leaf_index=event.leaf_index,
+                entry_hash=event.entry_hash,
+            ),
         )
 
 
@@ -279,18 +278,33 @@ def respond(
             raise _not_pending(transfer)
         if action == "accept":
             transfer.status, transfer.accepted_at, transfer.accepted_by = "accepted", now, actor.key_id
-            transfer.accepted_index = _record(session, actor, transfer, TRANSFER_ACCEPTED, now)
+            transfer.accepted_index = append_event(
+                session,
+                actor=actor,
+                envelope_id=envelope.id,
+                event_type=TRANSFER_ACCEPTED,
+                occurred_at=now,
+                data=_data(transfer),
+            ).leaf_index
             if not transfer.confirm_required:
                 _complete(session, actor, envelope, transfer, now)
         elif action == "confirm":
             if not transfer.confirm_required:
                 raise _not_pending(transfer)
             _complete(session, actor, envelope, transfer, now)
+        elif action == "reject":
+            transfer.status, transfer.closed_at, transfer.closed_by = "rejected", now, actor.key_id
+            transfer.reason = reason
+            data = _data(transfer, reason=reason)
+            append_event(
+                session, actor=actor, envelope_id=envelope.id, event_type=TRANSFER_REJECTED, occurred_at=now, data=data
+            )
         else:
-            transfer.status = "rejected" if action == "reject" else "cancelled"
-            transfer.closed_at, transfer.closed_by, transfer.reason = now, actor.key_id, reason
-            kind = TRANSFER_REJECTED if action == "reject" else TRANSFER_CANCELLED
-            _record(session, actor, transfer, kind, now, **({"reason": reason} if action == "reject" else {}))
+            transfer.status, transfer.closed_at, transfer.closed_by = "cancelled", now, actor.key_id
+            data = _data(transfer)
+            append_event(
+                session, actor=actor, envelope_id=envelope.id, event_type=TRANSFER_CANCELLED, occurred_at=now, data=data
+            )
         session.add(transfer)
         if on_commit is not None:
             on_commit(session, transfer)
