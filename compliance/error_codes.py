@@ -263,6 +263,18 @@ CODES: dict[str, ErrorCode] = {
         None, "a checkpoint signed by a revoked key that no trusted witness or TSA dates before the compromise"
     ),
     "Certificate.KeyCompromised": ErrorCode(None, "a certificate signed by a key revoked as compromised: re-issue it"),
+    "Receipt.Malformed": ErrorCode(None, "a receipt file does not parse as evault-receipt/v1"),
+    "Receipt.BadSignature": ErrorCode(None, "a receipt's signature does not verify with the trusted key"),
+    "Receipt.Inconsistent": ErrorCode(
+        None, "a signed receipt whose fields or events its own proofs contradict, or that lacks what its kind needs"
+    ),
+    "Receipt.KeyCompromised": ErrorCode(None, "a receipt signed by a key revoked as compromised: ask for a new one"),
+    "Receipt.NotReleased": ErrorCode(409, "a release receipt asked for before the envelope's vault-out"),
+    "Evidence.NoDocumentSigner": ErrorCode(503, "the vault was started without a document-signing identity"),
+    "Package.Malformed": ErrorCode(None, "an evidence package lacks a file it must hold, or a file does not parse"),
+    "Package.BadSignature": ErrorCode(None, "an evidence package's manifest is not signed by the trusted key"),
+    "Package.Altered": ErrorCode(None, "an evidence package's zip or a file in it differs from its signed manifest"),
+    "Package.Inconsistent": ErrorCode(None, "an evidence package whose signed parts contradict each other"),
     "Report.KeyCompromised": ErrorCode(None, "a report whose key a since-revoked vault key endorsed"),
     "SigningKey.NotCurrent": ErrorCode(
         None, "evault signing-key: the key at hand is not the current one, or revoking the current key unrotated"

@@ -117,7 +117,7 @@ def authoritative_urls(
     return issued
 
 
-def _read_verified(custody: Custody, doc: VaultedDocument) -> bytes:
+def read_verified(custody: Custody, doc: VaultedDocument) -> bytes:
     try:
         data = custody.authoritative.read(doc.s3_key, doc.s3_version_id)
     except ChecksumMismatch as exc:
@@ -133,7 +133,9 @@ def _read_verified(custody: Custody, doc: VaultedDocument) -> bytes:
     return data
 
 
-def _register_copy(custody: Custody, actor: Actor, record: VaultRecord, copy: CopyRecord) -> None:
+def register_copy(
+    custody: Custody, actor: Actor, record: VaultRecord, copy: CopyRecord, *, certified: bool = False
+) -> None:
     """Register the stored copy and its event under the envelope's lock; on failure remove the object again
     (the copies bucket is not locked), so no copy exists that the register does not name."""
     try:
@@ -154,6 +156,7 @@ def _register_copy(custody: Custody, actor: Actor, record: VaultRecord, copy: Co
                     "source_sha256": copy.source_sha256,
                     "authoritative_copy_id": record.id,
                     "mark_verified_at": iso(copy.mark_verified_at) if copy.mark_verified_at else None,
+                    **({"certified": True} if certified else {}),
                 },
             )
     except BaseException:
@@ -183,7 +186,7 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
         now = utcnow()
         mark = CopyMark(copy_id, envelope.id, doc.sha256, now)
         # Only a copy whose mark passed its check (in the stamper's child) comes back; that is what is recorded.
-        stamped = stamp_for_copy(custody.pdf, envelope.org_id, _read_verified(custody, doc), mark)
+        stamped = stamp_for_copy(custody.pdf, envelope.org_id, read_verified(custody, doc), mark)
         verified_at = utcnow()
         digest = hashlib.sha256(stamped).hexdigest()
         if digest == doc.sha256:
@@ -209,7 +212,7 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
             issued_by=actor.key_id or "",
             mark_verified_at=verified_at,
         )
-        _register_copy(custody, actor, record, copy)
+        register_copy(custody, actor, record, copy)
         issued.append(
             IssuedUrl(
                 copy_id,

@@ -14,6 +14,7 @@ from storage.errors import StorageError
 from vault.api.allocator import return_large_buffers
 from vault.api.allow import complete_allow
 from vault.api.custody import CustodyController
+from vault.api.custody_evidence import CustodyEvidenceController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.edge import edge_middleware
 from vault.api.envelopes import EnvelopeController
@@ -53,6 +54,7 @@ def create_app(runtime: Runtime) -> Litestar:
             LogController,
             EnvelopeProofController,
             EvidenceController,
+            CustodyEvidenceController,
             WebhookController,
         ],
         dependencies={

@@ -124,6 +124,9 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/compliance", "get"): "checkCompliance",
     ("/envelopes/{envelope_id}/vault/certificate", "get"): "getCertificate",
     ("/envelopes/{envelope_id}/audit", "get"): "getAuditTrail",
+    ("/envelopes/{envelope_id}/release-receipt", "get"): "getReleaseReceipt",
+    ("/envelopes/{envelope_id}/certified-copy", "get"): "getCertifiedCopy",
+    ("/envelopes/{envelope_id}/evidence", "get"): "getEvidencePackage",
     ("/envelopes/{envelope_id}/proof", "get"): "getProofBundle",
     ("/log/checkpoint", "get"): "getCheckpoint",
     ("/log/checkpoint", "post"): "signCheckpoint",
@@ -174,6 +177,13 @@ ALTERNATIVE_ANSWERS = {
         "application/pdf": {"schema": {"type": "string", "format": "binary"}}
     },
     ("/envelopes/{envelope_id}/audit", "get"): {"text/csv": {"schema": {"type": "string"}}},
+    # Files only: the binary schema replaces the bare string Litestar documents for a bytes answer.
+    ("/envelopes/{envelope_id}/certified-copy", "get"): {
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}}
+    },
+    ("/envelopes/{envelope_id}/evidence", "get"): {
+        "application/zip": {"schema": {"type": "string", "format": "binary"}}
+    },
 }
 
 _EXAMPLES = {
