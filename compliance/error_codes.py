@@ -270,6 +270,7 @@ CODES: dict[str, ErrorCode] = {
     ),
     "Receipt.KeyCompromised": ErrorCode(None, "a receipt signed by a key revoked as compromised: ask for a new one"),
     "Receipt.NotReleased": ErrorCode(409, "a release receipt asked for before the envelope's vault-out"),
+    "Receipt.NotCompleted": ErrorCode(409, "a transfer receipt asked for before the transfer completed"),
     "Evidence.NoDocumentSigner": ErrorCode(503, "the vault was started without a document-signing identity"),
     "Package.Malformed": ErrorCode(None, "an evidence package lacks a file it must hold, or a file does not parse"),
     "Package.BadSignature": ErrorCode(None, "an evidence package's manifest is not signed by the trusted key"),

@@ -8,11 +8,16 @@ re-derive control from the chain. Races run on PostgreSQL as on SQLite (one winn
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +34,7 @@ from tests.pdf_factory import make_pdf
 from vault.expiry import sweep_deadlines
 from vault.runtime import Runtime
 
+REPO = Path(__file__).resolve().parents[1]
 HOOK = "https://93.184.215.14/hooks"  # a public address: configurable, never called (no sender runs in tests)
 TRIALS = 4
 Party = tuple[str, dict[str, str]]
@@ -387,3 +393,48 @@ def test_the_verifier_reports_a_controller_the_chain_does_not_support(
     assert planted[0].details["changed"]["controller"] == {"row": c, "ledger": b}
     check = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=bh).json()
     assert check["verdict"] == "fail" and "Control.Unsupported" in " ".join(check["conditions"][5]["reasons"])
+
+
+def _receipt_cli(tmp_path: Path, receipt: Any, pem: bytes) -> subprocess.CompletedProcess[str]:
+    """`evault receipt verify` in an empty directory, with no EVAULT_* variable: only the files it is given."""
+    work = tmp_path / "auditor"
+    work.mkdir(exist_ok=True)
+    (work / "receipt.json").write_text(json.dumps(receipt))
+    (work / "vault.pem").write_bytes(pem)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")} | {"PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "vault.cli.main", "receipt", "verify", "receipt.json", "--public-key", "vault.pem"]
+    return subprocess.run(command, env=env, cwd=work, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_both_parties_get_a_receipt_that_verifies_offline_and_any_altered_field_fails(
+    client: Any, parties: tuple[Party, Party, Party], tmp_path: Path
+) -> None:
+    (a, ah), (b, bh), (_, ch) = parties
+    pdf = make_pdf(text="eNote for the receipt")
+    envelope_id = _vaulted(client, ah, pdf)
+    tid = _offered(client, ah, envelope_id, b, kind="control")
+    assert _code(client.get(f"{API}/transfers/{tid}/receipt", headers=ah)) == (409, "Receipt.NotCompleted")
+    accepted = _step(client, bh, tid, "accept").json()
+    assert _code(client.get(f"{API}/transfers/{tid}/receipt", headers=ch)) == (404, "Transfer.NotFound")
+    mine = client.get(f"{API}/transfers/{tid}/receipt", headers=ah)
+    theirs = client.get(f"{API}/transfers/{tid}/receipt", headers=bh)
+    assert mine.status_code == theirs.status_code == 200, (mine.text, theirs.text)
+    receipt = theirs.json()
+    fields = receipt["receipt"]["fields"]
+    assert receipt["receipt"]["kind"] == "transfer" and receipt["receipt"]["envelope_id"] == envelope_id
+    assert (fields["from_organisation"], fields["to_organisation"], fields["type"]) == (a, b, "control")
+    assert (fields["controller"], fields["custodian"], fields["accepted_at"]) == (b, a, accepted["accepted_at"])
+    assert [d["sha256"] for d in fields["documents"]] == [hashlib.sha256(pdf).hexdigest()]
+    positions = {e["role"]: e["leaf_index"] for e in receipt["receipt"]["events"]}
+    assert (positions["initiate"], positions["accept"]) == (
+        accepted["log"]["initiated_index"],
+        accepted["log"]["accepted_index"],
+    )
+    pem = _public_pem(client)
+    run = _receipt_cli(tmp_path, receipt, pem)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for name, value in (("to_organisation", a), ("accepted_at", "2020-01-01T00:00:00Z"), ("type", "location")):
+        altered = copy.deepcopy(receipt)
+        altered["receipt"]["fields"][name] = value
+        run = _receipt_cli(tmp_path, altered, pem)
+        assert run.returncode == 2, (name, run.stdout + run.stderr)

@@ -143,6 +143,7 @@ OPERATION_IDS = {
     ("/transfers/{transfer_id}/reject", "post"): "rejectTransfer",
     ("/transfers/{transfer_id}/cancel", "post"): "cancelTransfer",
     ("/transfers/{transfer_id}/confirm", "post"): "confirmTransfer",
+    ("/transfers/{transfer_id}/receipt", "get"): "getTransferReceipt",
 }
 OUTSIDE_IDS = {
     ("/health", "get"): "getHealth",

@@ -17,9 +17,12 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from sqlmodel import Session
 
 from compliance.ledger.events import Actor
+from compliance.receipts.transfer import transfer_receipt
+from compliance.sources import Deadline
 from storage.models import Transfer
 from vault.api.conventions import API_PREFIX, Hook, Outcome, json_digest, mutate
-from vault.api.schemas import READ_ERRORS, WRITE_ERRORS, TransferPage, TransferView, answers
+from vault.api.evidence import in_pool
+from vault.api.schemas import READ_ERRORS, WRITE_ERRORS, SignedReceipt, TransferPage, TransferView, answers
 from vault.listing import DEFAULT_LIMIT
 from vault.runtime import Runtime
 from vault.tenancy import Principal
@@ -157,6 +160,31 @@ class TransferController(Controller):
     ) -> Response[Any]:
         """The initiator confirms an accepted transfer that required it; control moves."""
         return await _step(request, runtime, actor, transfer_id, "confirm", None)
+
+    @get(
+        "/{transfer_id:str}/receipt",
+        opt={"scope": "vault:read"},
+        responses=answers(200, SignedReceipt, WRITE_ERRORS, "evault-receipt/v1 of kind transfer, signed by the vault"),
+    )
+    async def receipt(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        actor: NamedDependency[Actor],
+        principal: NamedDependency[Principal],
+        transfer_id: FromPath[str],
+    ) -> Response[Any]:
+        """The signed receipt of a completed transfer, for either party: the envelope, both organisations, the
+        type, the document hashes, the accept time, and the initiate, accept and complete events with their log
+        positions and inclusion proofs. 409 ``Receipt.NotCompleted`` before it completed. Check it offline with
+        ``evault receipt verify``."""
+        checkpoints = runtime.checkpoint_requests(principal.scopes)
+
+        def job(deadline: Deadline) -> Response[Any]:
+            document = transfer_receipt(runtime.sources(deadline), runtime.key, checkpoints, actor, transfer_id)
+            return Response(document, media_type="application/json")
+
+        return await in_pool(request, runtime, actor, job)
 
     @post("/{transfer_id:str}/reject", opt={"scope": "vault:release"}, status_code=200, responses=STEP_ANSWERS)
     async def reject(
