@@ -191,6 +191,7 @@ CODES: dict[str, ErrorCode] = {
     "Checkpoint.Busy": ErrorCode(
         503, "another process or replica is signing this log's checkpoint right now (its lease); see Retry-After"
     ),
+    "Tile.NotFound": ErrorCode(404, "not a tlog-tiles path, or no checkpoint covers that tile yet"),
     "Log.MapNotCommitted": ErrorCode(409, "the checkpoint does not end with a head-map commit; retry"),
     # evault org / key commands (exit 1)
     "Organisation.InvalidName": ErrorCode(None, "an organisation name is empty or too long"),

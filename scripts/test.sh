@@ -20,6 +20,8 @@ PG_DB=evault_test
 # EVAULT_TEST_SERVE_PORT_BASE, defaults 28330 and 23400), so that two runs on one machine can be moved apart.
 PG_PASS_S3_BASE=${EVAULT_TEST_PG_S3_PORT_BASE:-29330}
 PG_PASS_SERVE_BASE=${EVAULT_TEST_PG_SERVE_PORT_BASE:-23500}
+# Each pass's block of 1,200 ports for the other servers tests start (tests/ports.py names the ranges in it).
+PG_PASS_AUX_BASE=${EVAULT_TEST_PG_AUX_PORT_BASE:-31200}
 START=$SECONDS
 
 section() { printf '\n=== %s (+%ss)\n' "$*" "$((SECONDS - START))"; }
@@ -198,7 +200,7 @@ run_pytest() {
 # database under test: servers on the embedded defaults, pure functions, their own PostgreSQL cluster).
 run_pytest_pg() {
     EVAULT_TEST_DATABASE_URL="$PG_URL" EVAULT_TEST_S3_PORT_BASE="$PG_PASS_S3_BASE" \
-        EVAULT_TEST_SERVE_PORT_BASE="$PG_PASS_SERVE_BASE" \
+        EVAULT_TEST_SERVE_PORT_BASE="$PG_PASS_SERVE_BASE" EVAULT_TEST_AUX_PORT_BASE="$PG_PASS_AUX_BASE" \
         run_pytest -m "not once" "$@"
 }
 

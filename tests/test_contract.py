@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import bootstrap_key, free_port
+from tests.helpers import bootstrap_key
+from tests.ports import aux_port
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
 
@@ -56,7 +57,7 @@ def _free_s3_base() -> int:
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    port = free_port(8300, 8400)
+    port = aux_port("contract")
     s3_base = _free_s3_base()
     env = {
         **os.environ,

@@ -33,6 +33,7 @@ from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.api.retention import RetentionController
+from vault.api.tlog import TlogController
 from vault.api.transfers import EnvelopeTransferController, TransferController
 from vault.api.webhooks import WebhookController
 from vault.metrics import ledger_counts
@@ -52,6 +53,7 @@ def create_app(runtime: Runtime) -> Litestar:
             EnvelopeTransferController,
             TransferController,
             LogController,
+            TlogController,
             EnvelopeProofController,
             EvidenceController,
             CustodyEvidenceController,

@@ -132,6 +132,8 @@ OPERATION_IDS = {
     ("/log/checkpoint", "post"): "signCheckpoint",
     ("/log/proof/inclusion", "get"): "getInclusionProof",
     ("/log/proof/consistency", "get"): "getConsistencyProof",
+    ("/log/tlog/checkpoint", "get"): "getTlogCheckpoint",
+    ("/log/tlog/tile/{tile}", "get"): "getTlogTile",
     ("/webhook", "patch"): "configureWebhook",
     ("/webhook", "get"): "getWebhook",
     ("/webhook/deliveries", "get"): "listWebhookDeliveries",
