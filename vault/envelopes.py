@@ -1,4 +1,5 @@
-"""Envelopes: registering one to vault, and reading it back within its organisation only.
+"""Envelopes: registering one to vault, and reading it back within the organisations that hold it only (its
+controller and its custodian; both are its own organisation until a transfer moves them, docs/transfers.md).
 
 An envelope is registered with what custody needs: its kind, its parties, the secured party that is the
 assignee of record, an optional ``external_id`` (unique per organisation) and an optional ``expires_at``.
