@@ -1,10 +1,10 @@
-"""Every stable error code, its HTTP status and what it means: the one list clients and the README rely on.
+"""Every stable error code, its HTTP status and what it means: the one list clients and docs/error-codes.md rely on.
 
 ``tests/test_error_codes.py`` greps the source tree for code literals and fails when one is missing here or
-listed here but raised nowhere, and checks that the README's table is :func:`markdown_table` exactly.
+listed here but raised nowhere, and checks that docs/error-codes.md's table is :func:`markdown_table` exactly.
 Status ``None``: not an HTTP answer, but an operator command's error, a finding of ``evault verify`` or of the
 offline verifiers.
-Print the table with ``python -m compliance.error_codes``.
+Print the table with ``python -m compliance.error_codes``; rewrite the page with ``python scripts/gen_docs.py``.
 """
 
 from __future__ import annotations

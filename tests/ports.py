@@ -1,7 +1,7 @@
 """Every loopback port range the tests open servers on, as named offsets from one configurable base.
 
 The SQLite pass reads ``EVAULT_TEST_AUX_PORT_BASE`` (default 30000) and the PostgreSQL pass gets its own base
-from scripts/test.sh (``EVAULT_TEST_PG_AUX_PORT_BASE``, default 31200), so the two passes, which run at once,
+from scripts/test.sh (``EVAULT_TEST_PG_AUX_PORT_BASE``, default 31250), so the two passes, which run at once,
 never probe the same ports, and a run beside other services moves every range with one variable. All of
 it stays below Linux's ephemeral range (32768-60999).
 """
@@ -12,7 +12,7 @@ import os
 
 from tests.helpers import free_port
 
-BLOCK = 1200  # the width of one pass's block; the ranges below must fit in it
+BLOCK = 1250  # the width of one pass's block; the ranges below must fit in it
 
 RANGES: dict[str, tuple[int, int]] = {  # name: (offset, width)
     "lifecycle": (0, 90),
@@ -34,6 +34,7 @@ RANGES: dict[str, tuple[int, int]] = {  # name: (offset, width)
     "upload_limits": (1000, 100),
     "slow_clients": (1100, 80),
     "private_pg": (1180, 20),
+    "replicas": (1200, 20),  # a contiguous block: bench/replicas.py's store (8), replicas and PostgreSQL
 }
 
 

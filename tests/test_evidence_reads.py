@@ -237,7 +237,7 @@ def _stops(link: SlowLink, allow_seconds: float) -> None:
 # --- SIGTERM ----------------------------------------------------------------------------------------------------
 
 GRACE = 2  # EVAULT_SHUTDOWN_GRACE_SECONDS
-STOP_BOUND = GRACE + 5 + 15  # the documented bound (README: "Stopping"); main took 22.8 s, this 9-13 s
+STOP_BOUND = GRACE + 5 + 15  # docs/design/bounded-work.md "Stopping"; main took 22.8 s, this 9-13 s
 
 
 def _get(url: str, headers: dict[str, str]) -> int:

@@ -324,7 +324,7 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
             operation["description"] = f"{operation.get('description') or ''}\n\nRequired scope: `{scope}`.".strip()
             params = operation.setdefault("parameters", [])
             if method == "post" and (relative, method) not in WITHOUT_IDEMPOTENCY:
-                params.append(_header("Idempotency-Key", "replays the first answer for 24 h (see README)", "key-1"))
+                params.append(_header("Idempotency-Key", "replays the first answer for 24 h (docs/api.md)", "key-1"))
                 if relative.startswith("/envelopes/"):
                     params.append(_header("If-Match", "the ETag you read; 412 when the envelope changed since"))
             if relative in ENVELOPE_OPS_WITH_ETAG and method == "get":
