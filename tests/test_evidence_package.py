@@ -158,6 +158,13 @@ def test_a_changed_file_in_a_tidy_zip_fails_on_its_hash(client: Any, tenant: Any
     with pytest.raises(EvaultError) as refused:
         verify_package(canonical_zip(files), _pem(client))
     assert refused.value.code == "Package.Altered"
+    deflated = io.BytesIO()
+    with zipfile.ZipFile(deflated, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in _files(package).items():
+            archive.writestr(name, data)
+    with pytest.raises(EvaultError) as refused:
+        verify_package(deflated.getvalue(), _pem(client))
+    assert refused.value.code == "Package.Altered"
     extra = {**_files(package), "notes/readme.txt": b"trust me"}
     with pytest.raises(EvaultError) as refused:
         verify_package(canonical_zip(extra), _pem(client))

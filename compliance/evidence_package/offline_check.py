@@ -43,7 +43,7 @@ from compliance.signatures.pdf_validation import load_trust_roots, validate_sign
 
 MALFORMED, BAD_SIGNATURE = "Package.Malformed", "Package.BadSignature"
 ALTERED, INCONSISTENT = "Package.Altered", "Package.Inconsistent"
-MAX_FILES, MAX_BYTES = 10_000, 4 * 1024**3  # a zip bomb stops here, before anything is inflated
+MAX_FILES, MAX_BYTES = 10_000, 4 * 1024**3  # what a directory may declare, checked before anything is read
 
 
 class PackageInvalid(InvalidInput):
@@ -73,6 +73,8 @@ def _files(data: bytes) -> dict[str, bytes]:
         names = [i.filename for i in infos]
         if len(infos) > MAX_FILES or sum(i.file_size for i in infos) > MAX_BYTES:
             raise PackageInvalid(MALFORMED, "the package is larger than a package may be")
+        if any(i.compress_type != zipfile.ZIP_STORED for i in infos):  # never inflate: stored is canonical
+            raise PackageInvalid(ALTERED, "the zip compresses a file: a package stores its files as they are")
         if len(set(names)) != len(names):
             raise PackageInvalid(MALFORMED, "the zip names one file twice")
         if not all(PATH.fullmatch(n) and ".." not in n for n in names):
