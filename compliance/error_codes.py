@@ -217,6 +217,17 @@ CODES: dict[str, ErrorCode] = {
     "Database.NotReady": ErrorCode(None, "an operator command finds no database, or one not migrated (exit 3)"),
     "Attach.NoReportKey": ErrorCode(None, "the report-signing key cannot be loaded"),
     "Verify.EmptyVault": ErrorCode(None, "nothing to verify: an empty vault is never clean (exit 3)"),
+    "Rebuild.NotEmpty": ErrorCode(
+        None, "evault rebuild: the database already holds a vault; rebuild into an empty one"
+    ),
+    "Rebuild.NoLog": ErrorCode(None, "evault rebuild: the bucket holds no log with a checkpoint the vault's keys sign"),
+    "Rebuild.LogMismatch": ErrorCode(None, "evault rebuild: a tile or entry bundle does not hash to the signed root"),
+    "Rebuild.UnknownEvent": ErrorCode(
+        None, "evault rebuild: an entry's event type has no replay step; nothing written"
+    ),
+    "Rebuild.Inconsistent": ErrorCode(None, "evault rebuild: an entry contradicts the history before it"),
+    "Restore.NotABackup": ErrorCode(None, "evault restore: the directory holds no evault backup"),
+    "Restore.Diverged": ErrorCode(None, "evault restore: the backup's log is another history than the bucket's"),
     "Verify.RunFinished": ErrorCode(None, "--resume names a run that already finished"),
     "Verify.UnknownRun": ErrorCode(None, "--resume names no run"),
     "Verify.UnknownEnvelope": ErrorCode(None, "--envelope names no envelope"),

@@ -235,6 +235,10 @@ class PdfSettings:
     stamp_timeout_seconds: int = 30  # EVAULT_PDF_STAMP_TIMEOUT_SECONDS: wall clock before a stamper is killed
     stamp_concurrency: int = 2  # EVAULT_PDF_STAMP_CONCURRENCY: stamper processes at once, per service process
     stamp_per_org: int = 1  # EVAULT_PDF_STAMP_PER_ORG: of those, at most this many for one organisation
+    # EVAULT_PDF_WORKER_NICE: added to the niceness of the stamping and vetting processes (0-19), so that the API's
+    # own threads win the CPU from them (10 on a host of its own); 0 leaves them level with every other process,
+    # which a host shared with other busy processes needs: there a niced worker waits behind all of them.
+    worker_nice: int = 0
 
 
 @dataclass(frozen=True)
@@ -365,7 +369,10 @@ def _pdf(env: Mapping[str, str]) -> PdfSettings:
         stamp_timeout_seconds=_int(env, "EVAULT_PDF_STAMP_TIMEOUT_SECONDS", d.stamp_timeout_seconds, minimum=1),
         stamp_concurrency=_int(env, "EVAULT_PDF_STAMP_CONCURRENCY", d.stamp_concurrency, minimum=1),
         stamp_per_org=_int(env, "EVAULT_PDF_STAMP_PER_ORG", d.stamp_per_org, minimum=1),
+        worker_nice=_int(env, "EVAULT_PDF_WORKER_NICE", d.worker_nice, minimum=0),
     )
+    if pdf.worker_nice > 19:
+        raise SettingsError(f"EVAULT_PDF_WORKER_NICE must be at most 19, got {pdf.worker_nice}")
     if pdf.stamp_per_org > pdf.stamp_concurrency:
         raise SettingsError("EVAULT_PDF_STAMP_PER_ORG must not exceed EVAULT_PDF_STAMP_CONCURRENCY")
     return pdf

@@ -173,6 +173,9 @@ def test_a_vault_that_signs_a_lie_is_caught_by_the_proofs(client: Any, runtime: 
     moved = copy.deepcopy(document)
     moved["receipt"]["events"][1]["leaf_index"] = moved["receipt"]["events"][0]["leaf_index"]
     cases["event moved"] = ("Log.InvalidProof", moved)
+    issuer = copy.deepcopy(document)
+    issuer["receipt"]["issuer"]["key_id"] = "sha256:" + "0" * 64
+    cases["issuer"] = ("Receipt.Inconsistent", issuer)
     unknown = copy.deepcopy(document)
     unknown["receipt"]["kind"] = "gift"
     cases["unknown kind"] = ("Receipt.Malformed", unknown)

@@ -105,6 +105,8 @@ def _check_signature(document: Any, trusted_pem: bytes, keys: KeySet | None) -> 
         )
     if _get(body, "format", str) != FORMAT:
         raise ReceiptInvalid(MALFORMED, f"receipt format must be {FORMAT}")
+    if _get(_get(body, "issuer", dict), "key_id", str) != signature["key_id"]:
+        raise ReceiptInvalid(INCONSISTENT, "the receipt names another issuer key than the one that signed it")
     return body, history
 
 

@@ -29,6 +29,7 @@ from vault.cli.erase import add_commands as add_erase_commands
 from vault.cli.evidence import add_cert_commands, add_keys_option, add_trust_options, keys_from, trust_from
 from vault.cli.keys import add_commands as add_key_commands
 from vault.cli.packages import add_commands as add_package_commands
+from vault.cli.rebuild import add_commands as add_rebuild_commands
 from vault.cli.receipts import add_commands as add_receipt_commands
 from vault.cli.signing_keys import add_commands as add_signing_key_commands
 from vault.log_format import configure as configure_logging
@@ -428,6 +429,7 @@ def parser() -> argparse.ArgumentParser:
     add_erase_commands(commands)
     add_dispose_commands(commands)
     add_signing_key_commands(commands)
+    add_rebuild_commands(commands)
     report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(
         dest="report_command", required=True
     )
