@@ -537,3 +537,92 @@ class Lease(SQLModel, table=True):
     holder: str = Field(max_length=80)
     token: int = Field(default=0, sa_type=BigInteger)
     expires_at: datetime = _utc_column()
+
+
+class Ceremony(SQLModel, table=True):
+    """An e-sign envelope's ceremony: the document its recipients sign, when it was sent, and its sealed result.
+
+    The document is vetted like any upload and kept in the staging bucket; ``pages`` holds each page's
+    (width, height) in PDF points, so fields are checked against it. ``sealed_*`` name the sealed PDF once it
+    exists: from then on vault-in (or the reconciler) vaults those very bytes, never a second seal.
+    """
+
+    __table_args__ = (_envelope_of_org("ceremony"),)
+
+    envelope_id: str = Field(primary_key=True, foreign_key="envelope.id", max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    document_id: str | None = Field(default=None, max_length=40)
+    filename: str | None = Field(default=None, max_length=255)
+    sha256: str | None = Field(default=None, max_length=64)
+    size: int | None = Field(default=None, sa_type=BigInteger)
+    s3_key: str | None = Field(default=None, max_length=1024)
+    s3_version_id: str | None = Field(default=None, max_length=1024)
+    pages: list[list[float]] | None = _json_column(nullable=True)
+    sent_at: datetime | None = _utc_column(nullable=True)
+    sent_by: dict[str, Any] | None = _json_column(nullable=True)  # the actor of send: the one who vaults it in
+    reminded_at: datetime | None = _utc_column(nullable=True)
+    sealed_sha256: str | None = Field(default=None, max_length=64)
+    sealed_size: int | None = Field(default=None, sa_type=BigInteger)
+    sealed_key: str | None = Field(default=None, max_length=1024)
+    sealed_version_id: str | None = Field(default=None, max_length=1024)
+    sealed_at: datetime | None = _utc_column(nullable=True)
+
+
+class Recipient(SQLModel, table=True):
+    """One person of the signing roster: name and email live in their data subject; the link's nonce here.
+
+    The link's token is an HMAC of the id and ``link_nonce`` under the server's secret: the database alone
+    cannot make one, and the same link can be served again.
+    """
+
+    __table_args__ = (_envelope_of_org("recipient"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    envelope_id: str = Field(foreign_key="envelope.id", index=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    subject_id: str = Field(max_length=40)
+    role: str = Field(max_length=16)  # signer | viewer
+    signing_order: int
+    position: int  # where the roster listed them: the order among equals
+    fields: list[dict[str, Any]] = _json_column()
+    status: str = Field(max_length=16)  # pending | viewed | consented | signed | declined
+    link_nonce: str = Field(max_length=64)
+    viewed_at: datetime | None = _utc_column(nullable=True)
+    consented_at: datetime | None = _utc_column(nullable=True)
+    signed_at: datetime | None = _utc_column(nullable=True)
+    declined_at: datetime | None = _utc_column(nullable=True)
+    signature: dict[str, Any] | None = _json_column(nullable=True)  # the adopted signature (typed name, image)
+    decline_reason: str | None = Field(default=None, max_length=500)
+
+
+class MailMessage(SQLModel, table=True):
+    """An email owed to a recipient (their link, or a reminder): queued with the change, sent after commit."""
+
+    __tablename__ = "mail_message"
+    __table_args__ = (Index("ix_mail_message_due", "status", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", max_length=40)
+    envelope_id: str = Field(max_length=40)
+    recipient_id: str = Field(foreign_key="recipient.id", max_length=40)
+    kind: str = Field(max_length=16)  # link | reminder
+    status: str = Field(max_length=16)  # pending | sent | failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = _utc_column(nullable=True)
+    created_at: datetime = _utc_column()
+    sent_at: datetime | None = _utc_column(nullable=True)
+    last_error: str | None = Field(default=None, max_length=500)
+
+
+class EmbedOrigin(SQLModel, table=True):
+    """An origin (``scheme://host[:port]``) allowed to frame an organisation's embedded signing page.
+
+    The page's ``Content-Security-Policy: frame-ancestors`` lists them; an organisation with none gets ``'none'``.
+    Set by the operator (``evault org origins``), not through the partner API.
+    """
+
+    __tablename__ = "embed_origin"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    origin: str = Field(primary_key=True, max_length=300)
+    created_at: datetime = _utc_column()

@@ -107,6 +107,7 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", "/envelopes/{envelope_id}/legal-hold"): {"json": {"reason": "matrix"}},
     ("POST", "/envelopes/{envelope_id}/transfers"): {"json": {"to_organisation": "org_" + "0" * 20, "type": "control"}},
     ("POST", "/transfers/{transfer_id}/reject"): {"json": {"reason": "matrix"}},
+    ("POST", "/embed/token"): {"json": {"envelope_id": "env_" + "0" * 20, "recipient_id": "rcp_" + "0" * 20}},
 }
 
 

@@ -23,7 +23,8 @@ from compliance.ledger.events import Actor, append_event
 from compliance.ledger.personal_data import commit_parties, reveal
 from storage.db import Database
 from storage.ids import as_utc, iso, new_id, utcnow
-from storage.models import Envelope, StagedDocument, VaultedDocument, VaultRecord
+from storage.models import Ceremony, Envelope, StagedDocument, VaultedDocument, VaultRecord
+from vault.ceremony.roster import add_recipients, check_recipients, roster_view
 from vault.custody import OnCommit
 from vault.field_limits import check_envelope_fields
 from vault.lifecycle import initial_status
@@ -41,6 +42,7 @@ class NewEnvelope:
     secured_party: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     expires_at: datetime | None = None
+    recipients: list[dict[str, Any]] = field(default_factory=list)  # e-sign only: the signing roster
 
 
 def _check_new(new: NewEnvelope) -> None:
@@ -51,6 +53,7 @@ def _check_new(new: NewEnvelope) -> None:
     if new.external_id is not None and (not isinstance(new.external_id, str) or not new.external_id.strip()):
         raise InvalidInput("Envelope.InvalidExternalId", "external_id must not be empty", field="external_id")
     check_envelope_fields(new.title, new.external_id, new.parties, new.secured_party, new.metadata)
+    check_recipients(new.kind, new.recipients)
     if new.expires_at is not None and (new.expires_at.tzinfo is None or as_utc(new.expires_at) <= utcnow()):
         raise InvalidInput(
             "Envelope.InvalidExpiry", "expires_at must be a future time with a UTC offset", field="expires_at"
@@ -114,6 +117,9 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
     # erased.
     envelope.parties = commit_parties(session, actor.org_id, envelope.id, new.parties, now)
     session.add(envelope)
+    if envelope.kind == "esign":
+        session.add(Ceremony(envelope_id=envelope.id, org_id=envelope.org_id))
+        add_recipients(session, envelope, check_recipients(new.kind, new.recipients), now)
     append_event(
         session,
         actor=actor,
@@ -244,6 +250,20 @@ def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
         ],
         "vault": {"state": envelope.vault_state},
     }
+    if envelope.kind == "esign":
+        view["recipients"] = roster_view(session, envelope.id)
+        ceremony = session.get(Ceremony, envelope.id)
+        view["document"] = (
+            None
+            if ceremony is None or ceremony.document_id is None
+            else {
+                "id": ceremony.document_id,
+                "filename": ceremony.filename,
+                "sha256": ceremony.sha256,
+                "size": ceremony.size,
+                "pages": len(ceremony.pages or []),
+            }
+        )
     record = vault_record(session, envelope.id)
     if record is not None:
         view["vault"].update(

@@ -344,7 +344,9 @@ def record_claim(
             for doc, version in zip(plan["documents"], versions, strict=True)
         ]
         session.add_all(documents)
-        transition(envelope, now, status="completed", vault_state="vaulted")
+        # An e-sign ceremony completed the envelope already (its last signature); vault-in then only vaults it.
+        completed = None if envelope.status == "completed" else "completed"
+        transition(envelope, now, status=completed, vault_state="vaulted")
         envelope.secured_party = plan["secured_party"]
         session.add(envelope)
         session.delete(claim)

@@ -18,11 +18,14 @@ from sqlmodel import Session
 from compliance.ledger.event_catalogue import (
     ASSIGNEE_CHANGED,
     COPY_ISSUED,
+    ENVELOPE_COMPLETED,
     ENVELOPE_CREATED,
     ENVELOPE_EXPIRED,
+    ENVELOPE_SENT,
     ENVELOPE_VOIDED,
     LEGAL_HOLD_CLEARED,
     LEGAL_HOLD_SET,
+    RECIPIENT_DECLINED,
     RELEASED,
     RETENTION_EXTENDED,
     TRANSFER_ACCEPTED,
@@ -46,7 +49,14 @@ TRANSFER_STEPS = {
     TRANSFER_EXPIRED.name: "expired",
 }
 # Statuses only an event reaches; an envelope without that event must not be in one.
-TERMINAL_STATUS = {VAULTED_IN.name: "completed", ENVELOPE_VOIDED.name: "voided", ENVELOPE_EXPIRED.name: "expired"}
+TERMINAL_STATUS = {
+    VAULTED_IN.name: "completed",
+    ENVELOPE_VOIDED.name: "voided",
+    ENVELOPE_EXPIRED.name: "expired",
+    ENVELOPE_SENT.name: "sent",
+    ENVELOPE_COMPLETED.name: "completed",
+    RECIPIENT_DECLINED.name: "declined",
+}
 ASSIGNEE_EVENTS = (ENVELOPE_CREATED.name, VAULTED_IN.name, ASSIGNEE_CHANGED.name)
 CREATED_FIELDS = ("kind", "title", "external_id", "parties")
 RELEASE_DETAILS = ("transferee", "note")

@@ -322,6 +322,59 @@ TRANSFER_RECORDED = EventType(
     {**_TRANSFER, "envelope_id": S, "log": S, "leaf_index": ("integer",), "entry_hash": S},
 )
 
+# The e-sign ceremony (vault/ceremony/). A recipient's name and email (``signer``) and what their client showed at
+# each step (``evidence``: network address, user agent, adopted name) reach the log only as commitments.
+_PERSON = {"recipient_id": S, "signer": A, "evidence": A}
+ENVELOPE_SENT = EventType(
+    "envelope.sent",
+    "an e-sign envelope was sent for signing: its document and its roster are fixed from now on",
+    "envelopes:write",
+    True,
+    {"document": OBJ, "recipients": A, "signers": A},
+    commitments=("signers",),
+)
+RECIPIENT_VIEWED = EventType(
+    "recipient.viewed", "a recipient opened their signing link", None, True, _PERSON, commitments=("signer", "evidence")
+)
+RECIPIENT_CONSENTED = EventType(
+    "recipient.consented",
+    "a recipient consented to electronic records and signatures (E-SIGN 101(c)) after the disclosures",
+    None,
+    True,
+    {**_PERSON, "disclosure_sha256": S},
+    commitments=("signer", "evidence"),
+)
+RECIPIENT_SIGNED = EventType(
+    "recipient.signed",
+    "a signer adopted a signature and signed, in their turn",
+    None,
+    True,
+    {**_PERSON, "order": ("integer",), "signature_type": S, "document_sha256": S},
+    commitments=("signer", "evidence"),
+)
+RECIPIENT_DECLINED = EventType(
+    "recipient.declined",
+    "a signer declined to sign: the envelope is declined, for good, and never vaulted",
+    None,
+    True,
+    _PERSON,
+    commitments=("signer", "evidence"),
+)
+ENVELOPE_REMINDED = EventType(
+    "envelope.reminded",
+    "the signers whose turn it is were sent their link again",
+    "envelopes:write",
+    True,
+    {"recipients": A},
+)
+ENVELOPE_COMPLETED = EventType(
+    "envelope.completed",
+    "the last signer signed: the document is sealed and vaulted in by itself (vault.vaulted_in follows)",
+    None,
+    True,
+    {"recipients": A, "document_sha256": S},
+)
+
 CATALOGUE: Mapping[str, EventType] = {
     e.name: e
     for e in (
@@ -356,6 +409,13 @@ CATALOGUE: Mapping[str, EventType] = {
         TRANSFER_EXPIRED,
         TRANSFER_COMPLETED,
         TRANSFER_RECORDED,
+        ENVELOPE_SENT,
+        RECIPIENT_VIEWED,
+        RECIPIENT_CONSENTED,
+        RECIPIENT_SIGNED,
+        RECIPIENT_DECLINED,
+        ENVELOPE_REMINDED,
+        ENVELOPE_COMPLETED,
     )
 }
 

@@ -13,10 +13,12 @@ from compliance.errors import EvaultError
 from storage.errors import StorageError
 from vault.api.allocator import return_large_buffers
 from vault.api.allow import complete_allow
+from vault.api.ceremony import CeremonyController, SigningController
 from vault.api.custody import CustodyController
 from vault.api.custody_evidence import CustodyEvidenceController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.edge import edge_middleware
+from vault.api.embed import EmbedController
 from vault.api.envelopes import EnvelopeController
 from vault.api.errors import (
     handle_database_error,
@@ -33,6 +35,7 @@ from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.api.retention import RetentionController
+from vault.api.signing_page import SigningPageController, add_signing_headers, signing_script, signing_style
 from vault.api.tlog import TlogController
 from vault.api.transfers import EnvelopeTransferController, TransferController
 from vault.api.webhooks import WebhookController
@@ -48,6 +51,7 @@ def create_app(runtime: Runtime) -> Litestar:
         path="/api/v2/partner",
         route_handlers=[
             EnvelopeController,
+            CeremonyController,
             CustodyController,
             RetentionController,
             EnvelopeTransferController,
@@ -58,6 +62,7 @@ def create_app(runtime: Runtime) -> Litestar:
             EvidenceController,
             CustodyEvidenceController,
             WebhookController,
+            EmbedController,
         ],
         dependencies={
             "principal": Provide(provide_principal),
@@ -66,9 +71,19 @@ def create_app(runtime: Runtime) -> Litestar:
         security=[{"ApiKey": []}],
     )
     app = Litestar(
-        route_handlers=[partner, health, ready, public_keys, *on_api_port],
+        route_handlers=[
+            partner,
+            SigningController,
+            SigningPageController,
+            signing_script,
+            signing_style,
+            health,
+            ready,
+            public_keys,
+            *on_api_port,
+        ],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
-        before_send=[add_id_headers, add_rate_headers, complete_allow, observe],
+        before_send=[add_id_headers, add_rate_headers, complete_allow, add_signing_headers, observe],
         middleware=[edge_middleware(runtime)],
         exception_handlers={
             EvaultError: handle_domain_error,

@@ -113,6 +113,9 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/status", "get"): "getEnvelopeStatus",
     ("/envelopes/{envelope_id}/upload", "post"): "uploadDocument",
     ("/envelopes/{envelope_id}/void", "post"): "voidEnvelope",
+    ("/envelopes/{envelope_id}/send", "post"): "sendEnvelope",
+    ("/envelopes/{envelope_id}/signing-links", "get"): "getSigningLinks",
+    ("/envelopes/{envelope_id}/remind", "post"): "remindSigners",
     ("/envelopes/{envelope_id}/vault-in-signed", "post"): "vaultInSigned",
     ("/envelopes/{envelope_id}/vault-in-upload", "post"): "vaultInUpload",
     ("/envelopes/{envelope_id}/vault/signed-url", "get"): "getAuthoritativeUrl",
@@ -146,11 +149,21 @@ OPERATION_IDS = {
     ("/transfers/{transfer_id}/cancel", "post"): "cancelTransfer",
     ("/transfers/{transfer_id}/confirm", "post"): "confirmTransfer",
     ("/transfers/{transfer_id}/receipt", "get"): "getTransferReceipt",
+    ("/embed/token", "post"): "createEmbedToken",
 }
 OUTSIDE_IDS = {
     ("/health", "get"): "getHealth",
     ("/ready", "get"): "getReadiness",
     ("/.well-known/evault/keys", "get"): "getPublicKeys",
+    ("/sign/{token}/state", "get"): "getSigningState",
+    ("/sign/{token}/consent", "post"): "giveSigningConsent",
+    ("/sign/{token}/document", "get"): "getSigningDocument",
+    ("/sign/{token}/sign", "post"): "signAsRecipient",
+    ("/sign/{token}/decline", "post"): "declineAsRecipient",
+    ("/sign/{token}", "get"): "getSigningPage",
+    ("/sign/{token}/pages/{number}", "get"): "getSigningPageImage",
+    ("/sign/{token}/access-check.png", "get"): "getAccessCheckImage",
+    ("/sign/{token}/access-check", "post"): "checkSigningAccess",
 }
 
 # POSTs that do not take an Idempotency-Key (a redelivery is itself a deliberate repeat), so none is advertised.

@@ -21,9 +21,11 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from compliance.errors import InvalidInput
 from storage.db import MIGRATIONS, Database
 from storage.ids import iso
 from storage.settings import Settings
+from vault.embed_origins import allowed_origins, frame_ancestors, set_allowed_origins
 from vault.keys import add_key, key_view, keys, organisations, parse_duration, revoke_key, rotate_key
 from vault.tenancy import SCOPES, create_organisation
 
@@ -107,6 +109,21 @@ def _org_list(args: argparse.Namespace, db: Database) -> int:
     return 0
 
 
+def _org_origins(args: argparse.Namespace, db: Database) -> int:
+    """Show the origins allowed to frame the embedded signing page; with origins or ``--clear``, replace them."""
+    if args.origins and args.clear:
+        raise InvalidInput("Request.Invalid", "give origins or --clear, not both")
+    if args.origins or args.clear:
+        with db.session() as session:
+            origins = set_allowed_origins(session, args.org, [] if args.clear else args.origins)
+    else:
+        with db.read_session() as session:
+            origins = allowed_origins(session, args.org)
+    view = {"org_id": args.org, "origins": origins, "content_security_policy": frame_ancestors(origins)}
+    _print(args, view, f"{args.org}: {view['content_security_policy']}")
+    return 0
+
+
 def _key_create(args: argparse.Namespace, db: Database) -> int:
     expires_in = parse_duration(args.expires_in) if args.expires_in else None
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
@@ -181,6 +198,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     database_command(org, "create", "create an organisation", _org_create).add_argument("name")
     database_command(org, "list", "list organisations", _org_list)
+    origins = database_command(
+        org, "origins", "show, set or --clear the origins allowed to frame the embedded signing page", _org_origins
+    )
+    origins.add_argument("org", help="organisation id (org_...)")
+    origins.add_argument("origins", nargs="*", help="scheme://host[:port] each; replaces the list")
+    origins.add_argument("--clear", action="store_true", help="allow no origin: frame-ancestors 'none'")
 
     key = commands.add_parser("key", help="API keys (against the live database)").add_subparsers(
         dest="key_command", required=True

@@ -15,10 +15,17 @@ from typing import Any
 from compliance.ledger.event_catalogue import (
     CHECK_FAILED,
     COPY_ISSUED,
+    ENVELOPE_COMPLETED,
     ENVELOPE_CREATED,
     ENVELOPE_EXPIRED,
+    ENVELOPE_REMINDED,
+    ENVELOPE_SENT,
     ENVELOPE_VOIDED,
     INTEGRITY_FAILED,
+    RECIPIENT_CONSENTED,
+    RECIPIENT_DECLINED,
+    RECIPIENT_SIGNED,
+    RECIPIENT_VIEWED,
     RELEASED,
     TRANSFER_ACCEPTED,
     TRANSFER_CANCELLED,
@@ -48,7 +55,7 @@ def _leaving(event: EventType, *fields: str) -> tuple[str, WebhookEvent]:
     return event.name, WebhookEvent(event.name, fields)
 
 
-# ledger event type -> webhook event. The e-sign ceremony adds its envelope.* and recipient.* events here.
+# ledger event type -> webhook event.
 WEBHOOK_EVENTS: dict[str, WebhookEvent] = dict(
     [
         _leaving(ENVELOPE_CREATED, "kind", "external_id"),
@@ -70,6 +77,13 @@ WEBHOOK_EVENTS: dict[str, WebhookEvent] = dict(
                 TRANSFER_COMPLETED,
             )
         ),
+        _leaving(ENVELOPE_SENT, "recipients"),
+        _leaving(RECIPIENT_VIEWED, "recipient_id"),
+        _leaving(RECIPIENT_CONSENTED, "recipient_id"),
+        _leaving(RECIPIENT_SIGNED, "recipient_id", "order"),
+        _leaving(RECIPIENT_DECLINED, "recipient_id"),
+        _leaving(ENVELOPE_REMINDED, "recipients"),
+        _leaving(ENVELOPE_COMPLETED, "recipients", "document_sha256"),
     ]
 )
 TRANSFER_PARTIES = ("from_org", "to_org")  # a transfer's events reach both parties
