@@ -1,7 +1,7 @@
 """transfers: who controls and who keeps an envelope now, and the transfers between organisations
 
 Revision ID: 0015_transfers
-Revises: 0014_retention
+Revises: 0018_embed_origins (re-chained after main merged the ceremony's 0017 and 0018)
 Create Date: 2026-12-04 23:45:00
 """
 
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0015_transfers"
-down_revision = "0014_retention"
+down_revision = "0018_embed_origins"
 branch_labels = None
 depends_on = None
 
