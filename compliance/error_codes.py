@@ -140,6 +140,22 @@ CODES: dict[str, ErrorCode] = {
     "VaultOut.InvalidReason": ErrorCode(400, "reason is not transfer, paper_out, payoff or other"),
     "VaultOut.TransfereeRequired": ErrorCode(400, "a transfer names transferee.vault_id"),
     "VaultOut.NoteRequired": ErrorCode(400, "reason other needs a note"),
+    "Transfer.NotFound": ErrorCode(404, "no such transfer, or your organisation is not one of its parties"),
+    "Transfer.InvalidType": ErrorCode(400, "type is not control, location or control_and_location"),
+    "Transfer.InvalidReceiver": ErrorCode(
+        400, "to_organisation is not an organisation of this vault, or already holds what would move"
+    ),
+    "Transfer.InvalidExpiry": ErrorCode(400, "expires_at is not a future RFC 3339 date-time with offset"),
+    "Transfer.NotController": ErrorCode(
+        403, "only the organisation in control may release or transfer the record (a custodian may not)"
+    ),
+    "Transfer.NotReceiver": ErrorCode(403, "only the receiving organisation may accept or reject the transfer"),
+    "Transfer.NotInitiator": ErrorCode(403, "only the initiating organisation may cancel or confirm the transfer"),
+    "Transfer.Pending": ErrorCode(
+        409, "a transfer of the record is open: authoritative retrieval, vault-out and another transfer wait"
+    ),
+    "Transfer.NotPending": ErrorCode(409, "the transfer is no longer open for this step (details.status)"),
+    "Transfer.NotAccepted": ErrorCode(409, "confirm: the receiver has not accepted the transfer yet"),
     "Retention.InvalidDate": ErrorCode(400, "retain_until is not an RFC 3339 date-time with offset, in the future"),
     "Retention.BelowDefault": ErrorCode(
         400, "a vault-in's metadata.retain_until is earlier than the default retention"
@@ -321,6 +337,7 @@ CODES: dict[str, ErrorCode] = {
     ),
     "Receipt.KeyCompromised": ErrorCode(None, "a receipt signed by a key revoked as compromised: ask for a new one"),
     "Receipt.NotReleased": ErrorCode(409, "a release receipt asked for before the envelope's vault-out"),
+    "Receipt.NotCompleted": ErrorCode(409, "a transfer receipt asked for before the transfer completed"),
     "Evidence.NoDocumentSigner": ErrorCode(503, "the vault was started without a document-signing identity"),
     "Package.Malformed": ErrorCode(None, "an evidence package lacks a file it must hold, or a file does not parse"),
     "Package.BadSignature": ErrorCode(None, "an evidence package's manifest is not signed by the trusted key"),

@@ -39,6 +39,10 @@ _CODES = (
     Code("Record.Unlogged", "a vault record, its release or a document row that the envelope's chain does not record"),
     Code("Record.Deleted", "the envelope's chain records a vault-in, a release or a document that the rows lack"),
     Code("Envelope.Edited", "the envelope row (secured party, state, title) differs from what its chain implies"),
+    Code(
+        "Control.Unsupported",
+        "the envelope row names a controller or custodian that its chain's completed transfers do not support",
+    ),
     Code("Vault.ClaimUnfinished", "a vault-in claim older than the grace period was neither recorded nor released"),
     Code("Log.EntryEdited", "an entry no longer hashes to its leaf or its stored hash", log=True),
     Code("Log.EntriesMissing", "leaf indexes have a gap: entries were deleted", log=True),

@@ -94,6 +94,24 @@ class Envelope(SQLModel, table=True):
     created_at: datetime = _utc_column()
     updated_at: datetime = _utc_column()
     expires_at: datetime | None = _utc_column(nullable=True)  # not vaulted by then: expired
+    # Who holds it now (docs/transfers.md); None: the organisation that registered it (``org_id``), which keeps
+    # its log, its objects' keys and its rows' organisation for good.
+    controller_org_id: str | None = Field(default=None, index=True, max_length=40)
+    custodian_org_id: str | None = Field(default=None, index=True, max_length=40)
+
+    @property
+    def controller(self) -> str:
+        """The organisation in control of the record now: it may release it or transfer it."""
+        return self.controller_org_id or self.org_id
+
+    @property
+    def custodian(self) -> str:
+        """The organisation that keeps the record (its location): it may read and retrieve it."""
+        return self.custodian_org_id or self.org_id
+
+    def held_by(self, org_id: str) -> bool:
+        """Whether ``org_id`` may see the envelope at all: its controller or its custodian."""
+        return org_id in (self.controller, self.custodian)
 
 
 class VaultRecord(SQLModel, table=True):
@@ -466,6 +484,50 @@ class WebhookAttempt(SQLModel, table=True):
     http_status: int | None = None
     error: str | None = Field(default=None, max_length=500)
     duration_ms: int = 0
+
+
+class Transfer(SQLModel, table=True):
+    """A transfer of control and/or location of one envelope between two organisations (docs/transfers.md).
+
+    ``org_id`` is the envelope's own organisation (whose log records the transfer); ``from_org_id`` the one in
+    control when it began. At most one transfer per envelope is open (pending or accepted) at a time.
+    """
+
+    __tablename__ = "transfer"
+    __table_args__ = (
+        _envelope_of_org("transfer"),
+        Index(
+            "ux_transfer_open_per_envelope",
+            "envelope_id",
+            unique=True,
+            postgresql_where=text("status IN ('pending', 'accepted')"),
+            sqlite_where=text("status IN ('pending', 'accepted')"),
+        ),
+        Index("ix_transfer_from_created", "from_org_id", "created_at", "id"),
+        Index("ix_transfer_to_created", "to_org_id", "created_at", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    envelope_id: str = Field(foreign_key="envelope.id", index=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", max_length=40)
+    from_org_id: str = Field(foreign_key="organisation.id", max_length=40)
+    to_org_id: str = Field(foreign_key="organisation.id", max_length=40)
+    type: str = Field(max_length=32)  # control | location | control_and_location
+    status: str = Field(max_length=16)  # pending | accepted | completed | rejected | cancelled | expired
+    confirm_required: bool = False
+    note: str | None = Field(default=None, max_length=1000)
+    reason: str | None = Field(default=None, max_length=1000)  # of a rejection
+    expires_at: datetime | None = _utc_column(nullable=True, index=True)
+    created_at: datetime = _utc_column()
+    created_by: str = Field(max_length=40)  # api key id
+    accepted_at: datetime | None = _utc_column(nullable=True)
+    accepted_by: str | None = Field(default=None, max_length=40)
+    completed_at: datetime | None = _utc_column(nullable=True)
+    closed_at: datetime | None = _utc_column(nullable=True)  # rejected, cancelled or expired
+    closed_by: str | None = Field(default=None, max_length=40)
+    initiated_index: int = Field(sa_type=BigInteger)  # leaf index of its transfer.initiated entry
+    accepted_index: int | None = Field(default=None, sa_type=BigInteger)
+    completed_index: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class Lease(SQLModel, table=True):

@@ -381,7 +381,8 @@ def verify_certificate(document: dict[str, Any], pinned_pem: bytes) -> dict[str,
     statuses = [r["status"] for r in results]
     if sorted(r["condition"] for r in results) != ["1", "2", "3", "4", "5", "6"]:
         raise Rejected("not six conditions")
-    verdict = "fail" if not statuses or "fail" in statuses else ("pending" if "pending" in statuses else "pass")
+    order = ("fail", "pending", "released")
+    verdict = "fail" if not statuses else next((s for s in order if s in statuses), "pass")
     if body["conditions"]["verdict"] != verdict:
         raise Rejected("verdict does not follow from the conditions")
     return dict(body)

@@ -76,7 +76,9 @@ def _vaulted(client: TestClient[Any], headers: dict[str, str], pages: int = 2) -
     return envelope_id
 
 
-def _history(client: TestClient[Any], headers: dict[str, str], other: dict[str, str]) -> list[tuple[str, str]]:
+def _history(
+    client: TestClient[Any], headers: dict[str, str], other: dict[str, str], other_org: str
+) -> list[tuple[str, str]]:
     """A realistic history over two organisations: (envelope id, the headers of its organisation)."""
     released = _vaulted(client, headers, pages=3)
     assert client.get(f"{API}/envelopes/{released}/vault/copy/signed-url", headers=headers).status_code == 200
@@ -117,12 +119,21 @@ def _history(client: TestClient[Any], headers: dict[str, str], other: dict[str, 
     assert cleared.is_success, cleared.text
     untouched = create_envelope(client, other)
 
+    # Moved to the other organisation by a transfer (docs/transfers.md), after one that was refused.
+    moved = _vaulted(client, headers)
+    for answer in ("reject", "accept"):
+        body = {"to_organisation": other_org, "type": "control_and_location"}
+        created = client.post(f"{API}/envelopes/{moved}/transfers", json=body, headers=headers)
+        assert created.status_code == 201, created.text
+        step = client.post(f"{API}/transfers/{created.json()['id']}/{answer}", json={}, headers=other)
+        assert step.status_code == 200, step.text
+
     time.sleep(1.2)
     assert client.get(f"{API}/envelopes/{expired}", headers=headers).json()["status"] == "expired"
     for who in (headers, other):
         assert client.post(f"{API}/log/checkpoint", headers=who).status_code == 200
     mine = [released, held, staged, voided, expired, draft]
-    return [(e, "mine") for e in mine] + [(e, "theirs") for e in (theirs, untouched)]
+    return [(e, "mine") for e in mine] + [(e, "theirs") for e in (theirs, untouched, moved)]
 
 
 def _without_moments(value: Any) -> Any:
@@ -171,7 +182,7 @@ def test_a_vault_rebuilt_from_the_bucket_verifies_and_proves_the_same(
     assert evault("org", "set-mers-id", org_id, "1234567")[0] == 0
     assert evault("org", "set-retention", org_id, "2")[0] == 0  # below the 3 days the history extends to
     registered = create_envelope(client, headers, min=make_min("1234567", 1))
-    envelopes = [*_history(client, headers, other), (registered, "mine")]
+    envelopes = [*_history(client, headers, other, other_org), (registered, "mine")]
     who = {"mine": headers, "theirs": other}
     before = {e: _evidence(client, e, who[o]) for e, o in envelopes}
     roots = _signed_roots(runtime)
@@ -283,10 +294,10 @@ def test_a_log_whose_entries_do_not_hash_to_the_signed_root_is_refused(
 def test_every_declared_event_has_a_replay_step_and_an_unknown_one_stops_the_rebuild() -> None:
     assert set(STEPS) | NOT_REPLAYED == set(CATALOGUE.values()) and not set(STEPS) & NOT_REPLAYED
     now = dt.datetime.now(dt.UTC)
-    entry = Entry("org_x", 7, "transfer.initiated", now, "env_x", None, {})
+    entry = Entry("org_x", 7, "receipt.countersigned", now, "env_x", None, {})  # a type of a later version
     with pytest.raises(RebuildRefused) as refused:
         step_for(entry)(Rows(), entry)
-    assert refused.value.code == "Rebuild.UnknownEvent" and "'transfer.initiated'" in refused.value.message
+    assert refused.value.code == "Rebuild.UnknownEvent" and "'receipt.countersigned'" in refused.value.message
     sent = Entry("org_x", 8, "envelope.sent", now, "env_x", 2, {})
     with pytest.raises(RebuildRefused) as refused:
         step_for(sent)(Rows(), sent)

@@ -109,6 +109,8 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/envelopes/{envelope_id}/paper-in-attestation"): {
         "json": {"original": "held", "at": "2026-01-02T03:04:05Z", "attested_by": "Matrix Clerk"}
     },
+    ("POST", "/envelopes/{envelope_id}/transfers"): {"json": {"to_organisation": "org_" + "0" * 20, "type": "control"}},
+    ("POST", "/transfers/{transfer_id}/reject"): {"json": {"reason": "matrix"}},
     ("POST", "/embed/token"): {"json": {"envelope_id": "env_" + "0" * 20, "recipient_id": "rcp_" + "0" * 20}},
 }
 
@@ -153,8 +155,9 @@ def _database_url(stack: ExitStack, directory: Path) -> str:
     return f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
 
 
-def _tenant(client: TestClient[Any], runtime: Runtime, name: str) -> tuple[dict[str, str], str, str]:
-    """An organisation with a webhook and a vaulted envelope: (ids, all-scopes raw key, key prefix)."""
+def _tenant(client: TestClient[Any], runtime: Runtime, name: str, receiver: str) -> tuple[dict[str, str], str, str]:
+    """An organisation with a webhook and a vaulted envelope offered to ``receiver`` (a pending transfer):
+    (ids, all-scopes raw key, key prefix)."""
     with runtime.db.session() as session:
         org_id = create_organisation(session, name).id
         key, raw = create_api_key(session, org_id, "all scopes", list(SCOPES))
@@ -167,8 +170,11 @@ def _tenant(client: TestClient[Any], runtime: Runtime, name: str) -> tuple[dict[
         document = session.exec(select(VaultedDocument).where(VaultedDocument.record_id == record.id)).one()
         delivery = session.exec(select(WebhookDelivery).where(WebhookDelivery.org_id == org_id)).first()
     assert delivery is not None
+    offer = {"to_organisation": receiver, "type": "control"}
+    transfer = client.post(f"{PARTNER}/envelopes/{envelope_id}/transfers", json=offer, headers={"X-API-Key": raw})
+    assert transfer.status_code == 201, transfer.text
     ids = {"org_id": org_id, "envelope_id": envelope_id, "document_id": document.id, "delivery_id": delivery.id}
-    return ids, raw, key.prefix
+    return ids | {"transfer_id": transfer.json()["id"]}, raw, key.prefix
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +190,10 @@ def world(embedded_s3: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory) -> 
         runtime = open_runtime(Settings.from_env(env))
         stack.callback(runtime.close)
         client = stack.enter_context(TestClient(create_app(runtime)))
-        own, own_key, _ = _tenant(client, runtime, "Caller")
-        other, _, other_prefix = _tenant(client, runtime, "Other")
+        with runtime.db.session() as session:
+            receiver = create_organisation(session, "Receiver").id
+        own, own_key, _ = _tenant(client, runtime, "Caller", receiver)
+        other, _, other_prefix = _tenant(client, runtime, "Other", receiver)
         with runtime.db.session() as session:
             revoked = create_api_key(session, own["org_id"], "revoked", list(SCOPES))
             expired = create_api_key(session, own["org_id"], "expired", list(SCOPES))

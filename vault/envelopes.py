@@ -1,4 +1,5 @@
-"""Envelopes: registering one to vault, and reading it back within its organisation only.
+"""Envelopes: registering one to vault, and reading it back within the organisations that hold it only (its
+controller and its custodian; both are its own organisation until a transfer moves them, docs/transfers.md).
 
 An envelope is registered with what custody needs: its kind, its parties, the secured party that is the
 assignee of record, an optional ``external_id`` (unique per organisation) and an optional ``expires_at``.
@@ -12,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
-from compliance.errors import Conflict, InvalidInput, NotFound
+from compliance.errors import Conflict, Forbidden, InvalidInput, NotFound
 from compliance.ledger.event_catalogue import ENVELOPE_CREATED
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.personal_data import commit_parties, reveal
@@ -153,7 +155,7 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
 def get_envelope(session: Session, org_id: str, envelope_id: str) -> Envelope:
     """Another organisation's envelope is indistinguishable from one that does not exist."""
     envelope = session.get(Envelope, envelope_id) if ENVELOPE_ID.fullmatch(envelope_id) else None
-    if envelope is None or envelope.org_id != org_id:
+    if envelope is None or not envelope.held_by(org_id):
         raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
     return envelope
 
@@ -167,9 +169,27 @@ def lock_envelope(session: Session, org_id: str, envelope_id: str) -> Envelope:
     if not ENVELOPE_ID.fullmatch(envelope_id):
         raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
     envelope = session.exec(select(Envelope).where(Envelope.id == envelope_id).with_for_update()).first()
-    if envelope is None or envelope.org_id != org_id:
+    if envelope is None or not envelope.held_by(org_id):
         raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
     return envelope
+
+
+def held_by(org_id: str) -> Any:
+    """The SQL condition for :meth:`Envelope.held_by`: the envelopes an organisation controls or keeps."""
+    return or_(
+        func.coalesce(Envelope.controller_org_id, Envelope.org_id) == org_id,
+        func.coalesce(Envelope.custodian_org_id, Envelope.org_id) == org_id,
+    )
+
+
+def require_control(envelope: Envelope, org_id: str) -> None:
+    """Releasing or transferring control is for the organisation in control; its custodian may not."""
+    if envelope.controller != org_id:
+        raise Forbidden(
+            "Transfer.NotController",
+            "only the organisation in control may release or transfer this record; yours keeps it as custodian",
+            envelope_id=envelope.id,
+        )
 
 
 def vault_record(session: Session, envelope_id: str) -> VaultRecord | None:

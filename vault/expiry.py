@@ -1,4 +1,5 @@
-"""Deadlines: envelopes past their ``expires_at``, staged uploads past their TTL, stale idempotency keys.
+"""Deadlines: envelopes and open transfers past their ``expires_at``, staged uploads past their TTL, stale
+idempotency keys.
 
 Applied two ways so that nobody sees a deadline ignored: a periodic sweep in the runtime's background, and on
 the spot when a request reads or changes the envelope (:func:`settle`). Both lock the envelope and re-check,
@@ -9,7 +10,7 @@ expired: its vault-in started before the deadline and finishes (or the reconcile
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import delete
@@ -23,6 +24,7 @@ from storage.models import Envelope, IdempotencyRecord, RateCounter, StagedDocum
 from vault.custody import Custody
 from vault.envelopes import get_envelope, lock_envelope
 from vault.lifecycle import OPEN, expiry_due, transition
+from vault.transfers import expire_due_transfers
 
 log = logging.getLogger("evault.expiry")
 
@@ -113,18 +115,20 @@ class Swept:
     staged_deleted: int
     idempotency_deleted: int
     counters_deleted: int
+    transfers_expired: list[str] = field(default_factory=list)
 
 
 def sweep_deadlines(custody: Custody, rate_window_seconds: int) -> Swept:
-    """Expire envelopes past their deadline and drop stale idempotency keys and rate counters."""
+    """Expire envelopes and open transfers past their deadline; drop stale idempotency keys and rate counters."""
     expired = expire_due(custody)
+    transfers = expire_due_transfers(custody)
     now = utcnow()
     with custody.db.session() as session:
         keys = session.exec(delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= now))
         counters = session.exec(
             delete(RateCounter).where(col(RateCounter.window_start) < int(now.timestamp()) - 2 * rate_window_seconds)
         )
-    return Swept(expired, 0, keys.rowcount, counters.rowcount)
+    return Swept(expired, 0, keys.rowcount, counters.rowcount, transfers)
 
 
 def sweep(custody: Custody, rate_window_seconds: int) -> Swept:

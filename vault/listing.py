@@ -22,7 +22,7 @@ from compliance.errors import InvalidInput
 from storage.ids import as_utc, iso
 from storage.models import Envelope
 from vault.custody import Custody
-from vault.envelopes import ENVELOPE_ID, KINDS, describe, get_envelope, summary
+from vault.envelopes import ENVELOPE_ID, KINDS, describe, get_envelope, held_by, summary
 from vault.expiry import expire_due, settle
 from vault.lifecycle import STATUSES, VAULT_STATES, etag
 
@@ -103,7 +103,7 @@ def list_envelopes(
     expire_due(custody, org_id)
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput("Request.Invalid", f"limit must be 1-{MAX_LIMIT}", field="limit")
-    query = select(Envelope).where(Envelope.org_id == org_id)
+    query = select(Envelope).where(held_by(org_id))
     for column, value in (
         (Envelope.status, where.status),
         (Envelope.vault_state, where.vault_state),

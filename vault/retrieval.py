@@ -28,6 +28,7 @@ from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
 from vault.custody import Custody
 from vault.envelopes import get_envelope, lock_envelope, vault_record, vaulted_documents
 from vault.stamp_worker import stamp_for_copy
+from vault.transfers import check_no_open_transfer
 
 log = logging.getLogger("evault.retrieval")
 
@@ -92,6 +93,7 @@ def authoritative_urls(
                 reason=record.release_reason,
             )
         now = utcnow()
+        check_no_open_transfer(session, envelope, now)  # escrow: marked copies only while a transfer is open
         expires_at = iso(now + timedelta(seconds=expiry))
         issued = [
             IssuedUrl(

@@ -14,9 +14,10 @@ from compliance.ledger.events import Actor, append_event
 from storage.ids import iso, utcnow
 from storage.models import VaultRecord
 from vault.custody import Custody, OnCommit
-from vault.envelopes import lock_envelope, vault_record
+from vault.envelopes import lock_envelope, require_control, vault_record
 from vault.field_limits import check_release
 from vault.lifecycle import check_if_match, transition
+from vault.transfers import check_no_open_transfer
 
 REASONS = ("transfer", "paper_out", "payoff", "other")
 
@@ -59,6 +60,7 @@ def vault_out(
     with custody.db.session() as session:
         # Locked first: of two concurrent vault-outs the second waits here, then sees the first's release.
         envelope = lock_envelope(session, actor.org_id, envelope_id)
+        require_control(envelope, actor.org_id)
         check_if_match(envelope, if_match)
         record = vault_record(session, envelope.id)
         if record is None:
@@ -69,6 +71,7 @@ def vault_out(
                 "the authoritative copy was already released",
                 released_at=iso(record.released_at),
             )
+        check_no_open_transfer(session, envelope, now)  # escrow: not while a transfer is open
         record.released_at = now
         record.released_by = actor.key_id
         record.release_reason = reason

@@ -73,15 +73,16 @@ def _row(event: Event) -> dict[str, Any]:
 def audit_trail(sources: Sources, org_id: str, envelope_id: str) -> dict[str, Any]:
     with sources.db.read_session() as session:
         envelope = session.get(Envelope, envelope_id)
-        if envelope is None or envelope.org_id != org_id:
+        if envelope is None or not envelope.held_by(org_id):
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
+        log = envelope.org_id
         rows = [_row(e) for e in envelope_events(session, envelope_id)]
         people = reveal(session, [p for row in rows for p in _committed_parties(row)])
     sources.deadline.check()
     return {
         "format": FORMAT,
         "envelope_id": envelope_id,
-        "log_origin": sources.origin(org_id),
+        "log_origin": sources.origin(log),
         "events": rows,
         "personal_data": {subject: shown.as_json() for subject, shown in people.items()},
     }

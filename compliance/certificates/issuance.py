@@ -26,10 +26,12 @@ from compliance.conditions.policies import Verdict, check_compliance
 from compliance.conditions.projection import (
     Projection,
     amendment_claims,
+    control_claim,
     fold,
     hold_claim,
     paper_in_claims,
     release_claim,
+    transfers_claim,
 )
 from compliance.errors import NotFound
 from compliance.ledger.events import Actor
@@ -142,6 +144,9 @@ def certificate_body(
         "assignee_of_record": history[-1]["secured_party"] if history else None,
         "assignee_history": history,
         "custodian": policy.custodian.as_json(),
+        # Who controls and who keeps the record now, and every transfer that got it there (docs/transfers.md).
+        "control": control_claim(chain, envelope.org_id),
+        "transfers": transfers_claim(chain),
         "copies": _copies(chain),
         "vault_out": release_claim(chain),
         "amendments": amendment_claims(chain),
@@ -173,7 +178,7 @@ def issue_certificate(
     """Check the six conditions on a checkpoint covering every event, then sign what was found."""
     with sources.db.read_session() as session:
         envelope = session.get(Envelope, envelope_id)
-        if envelope is None or envelope.org_id != actor.org_id:
+        if envelope is None or not envelope.held_by(actor.org_id):
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
     sources.deadline.check()
     checkpoint = checkpoint_for_envelope(sources.db, checkpoints, actor.org_id, envelope_id)

@@ -30,10 +30,12 @@ from compliance.conditions.policies import overall
 from compliance.conditions.projection import (
     Projection,
     amendment_claims,
+    control_claim,
     fold,
     hold_claim,
     paper_in_claims,
     release_claim,
+    transfers_claim,
 )
 from compliance.errors import InvalidInput
 from compliance.ledger.event_catalogue import Role, with_role
@@ -203,6 +205,17 @@ def _check_copies_and_release(body: dict[str, Any], chain: Projection) -> None:
     _same(body.get("paper_in_attestations", []), paper_in_claims(chain), "paper-in attestations")
 
 
+def _check_control(body: dict[str, Any], chain: Projection, events: list[dict[str, Any]]) -> None:
+    """The controller, custodian and transfers as the proven chain's transfer entries leave them; the home
+    organisation is the log every proven entry names."""
+    logs = {e.get("log") for e in events}
+    home = _get(_get(body, "envelope", dict), "org_id", str)
+    if logs and logs != {home}:
+        raise _inconsistent("the certificate's organisation is not the log its events are in")
+    _same(body.get("control"), control_claim(chain, home), "controller and custodian")
+    _same(body.get("transfers"), transfers_claim(chain), "transfers")
+
+
 def _check_claims(body: dict[str, Any], bundle: dict[str, Any], proven: VerifiedBundle) -> None:
     _check_head(body, bundle, proven)
     chain = fold(proven.envelope_id, proven.events)
@@ -210,10 +223,14 @@ def _check_claims(body: dict[str, Any], bundle: dict[str, Any], proven: Verified
     _check_record(body, chain)
     _check_history(body, proven.events)
     _check_copies_and_release(body, chain)
+    _check_control(body, chain, proven.events)
     conditions = _get(body, "conditions", dict)
     results = _get(conditions, "conditions", list)
     if sorted(str(r.get("condition")) for r in results) != ["1", "2", "3", "4", "5", "6"]:
         raise _inconsistent("the certificate does not answer each of the six conditions once")
+    maintained = next(r for r in results if str(r.get("condition")) == "3")
+    if chain.released is not None and maintained.get("status") == "pass":
+        raise _inconsistent("a released record cannot pass: no one maintains it as authoritative any more")
     if conditions.get("verdict") != overall([str(r.get("status")) for r in results]):
         raise _inconsistent("the overall verdict does not follow from the conditions' results")
 

@@ -75,6 +75,18 @@ def _beside_lines(cert: dict[str, Any]) -> list[tuple[int, str]]:
     return lines
 
 
+def _control_lines(cert: dict[str, Any]) -> list[tuple[int, str]]:
+    """Who controls and keeps the record now, and each transfer that moved it (docs/transfers.md)."""
+    control = cert.get("control")
+    if not isinstance(control, dict):
+        return []
+    lines = [(10, f"Controller: {control['controller']}   custodian of record: {control['custodian']}")]
+    for t in cert.get("transfers") or []:
+        done = t.get("completed_at") or t.get("closed_at") or ""
+        lines.append((8, f"Transfer {t['id']} ({t['type']}) {t['from_org']} -> {t['to_org']}: {t['status']} {done}"))
+    return lines
+
+
 def page_lines(document: dict[str, Any]) -> list[tuple[int, str]]:
     """(font size, text) of each line on the page."""
     cert = document["certificate"]
@@ -101,6 +113,7 @@ def page_lines(document: dict[str, Any]) -> list[tuple[int, str]]:
         (10, ""),
         (10, f"Assignee of record: {assignee.get('name', '(none)')}"),
         (10, f"Custodian: {custodian['name']} ({custodian['id']})"),
+        *_control_lines(cert),
         (10, f"Copies issued: {len(cert['copies'])}"),
         *_beside_lines(cert),
         *_release_lines(cert),

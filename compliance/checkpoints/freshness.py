@@ -47,4 +47,6 @@ def checkpoint_for_envelope(db: Database, checkpoints: SignsOnDemand, org_id: st
     """A fresh checkpoint covering every event of one envelope (the question a bundle or certificate asks)."""
     with db.read_session() as session:
         events = envelope_events(session, envelope_id)
-    return covering_checkpoint(db, checkpoints, org_id, events[-1].leaf_index + 1 if events else 0)
+    # The envelope's chain is in its own organisation's log, also when a transfer moved it to another.
+    log = events[-1].org_id if events else org_id
+    return covering_checkpoint(db, checkpoints, log, events[-1].leaf_index + 1 if events else 0)

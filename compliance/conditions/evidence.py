@@ -15,7 +15,7 @@ from sqlmodel import col, select
 
 from compliance.checkpoints.publisher import latest_checkpoint, tree_for
 from compliance.conditions.key_projection import compare_keys, key_ledger
-from compliance.conditions.projection import Mismatch, Rows, compare, fold, snapshot
+from compliance.conditions.projection import Mismatch, Projection, Rows, compare, fold, snapshot
 from compliance.errors import NotFound
 from compliance.headmap.sparse_tree import MapProof
 from compliance.headmap.sql_store import map_root_ending, prove_at
@@ -72,6 +72,11 @@ class Evidence:
         chain = fold(self.envelope.id, (value for value in values if value is not None))
         return compare(chain, Rows(self.envelope, self.record, self.documents, self.copies))
 
+    def chain(self) -> Projection:
+        """The state the chain implies (entries that no longer parse are left out: condition 6 reports them)."""
+        values = (self.parsed(event) for event in self.events)
+        return fold(self.envelope.id, (value for value in values if value is not None))
+
     def parsed(self, event: Event) -> dict[str, Any] | None:
         """The entry as JSON, or None when it is not canonical JSON any more (condition 6 reports that)."""
         try:
@@ -98,14 +103,16 @@ class Evidence:
         return f"copies/{self.envelope.org_id}/{self.envelope.id}/"
 
 
-def gather(sources: Sources, policy: Policy, org_id: str, envelope_id: str) -> Evidence:
-    """Read everything the conditions need in one read transaction; another organisation's envelope is a 404."""
+def gather(sources: Sources, policy: Policy, caller_org: str, envelope_id: str) -> Evidence:
+    """Read everything the conditions need in one read transaction; an envelope the caller's organisation
+    neither controls nor keeps is a 404. The chain is read from the envelope's own organisation's log."""
     sources.deadline.check()
     with sources.db.read_session() as session:
         snapshot(session)  # the rows and the events committed with them, as of one moment
         envelope = session.get(Envelope, envelope_id)
-        if envelope is None or envelope.org_id != org_id:
+        if envelope is None or not envelope.held_by(caller_org):
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
+        org_id = envelope.org_id
         record = session.exec(select(VaultRecord).where(VaultRecord.envelope_id == envelope_id)).first()
         documents = (
             list(
@@ -132,7 +139,10 @@ def gather(sources: Sources, policy: Policy, org_id: str, envelope_id: str) -> E
             if isinstance(actor, dict) and isinstance(actor.get("key_id"), str):
                 key_ids.add(actor["key_id"])
         evidence.keys = {k.id: k for k in session.exec(select(ApiKey).where(col(ApiKey.id).in_(key_ids)))}
-        keys = compare_keys(key_ledger(session, org_id), evidence.keys.values())
+        keys: list[Mismatch] = []
+        for owner in sorted({k.org_id for k in evidence.keys.values()}):  # after a transfer, the receiver's act too
+            owned = [k for k in evidence.keys.values() if k.org_id == owner]
+            keys += compare_keys(key_ledger(session, owner), owned)
         evidence.unsupported = evidence.chain_supports_rows() + keys
         checkpoint = latest_checkpoint(session, org_id)
         evidence.checkpoint = checkpoint

@@ -1,9 +1,11 @@
 """The six conditions of UCC §9-105(b), each a policy object that answers with its status and its evidence.
 
 Modelled on sigstore-python's ``verify/policy.py``: a condition has ``verify(evidence)``; :class:`AllOf`
-composes them, and a conjunction of none fails rather than passes. A result is graded: ``pass``, ``fail`` or
-``pending`` (events not yet covered by a signed checkpoint are pending, not unauthorised). The verdict is
-``fail`` if any condition fails, else ``pending`` if any is pending, else ``pass``.
+composes them, and a conjunction of none fails rather than passes. A result is graded: ``pass``, ``fail``,
+``pending`` (events not yet covered by a signed checkpoint are pending, not unauthorised) or ``released``
+(condition 3 of a record released by vault-out: no longer maintained, and the result says why, to whom and
+when). The verdict is ``fail`` if any condition fails, else ``pending`` if any is pending, else ``released`` if
+any says so, else ``pass``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,24 @@ from typing import Any, Literal, Protocol
 from sqlmodel import Session, col, select
 
 from compliance.conditions.evidence import Evidence, Policy, as_dict, entry_digest, gather
+from compliance.conditions.projection import TRANSFER_STEPS, control_claim, release_claim
 from compliance.errors import Unavailable
 from compliance.headmap.sparse_tree import map_key, tree_id_for, verify_map_proof
 from compliance.ledger.chain import parse_entry, verify_chain
 from compliance.ledger.checkpoint_format import verify_checkpoint
-from compliance.ledger.event_catalogue import CHECK_FAILED, Role, declared, with_role
+from compliance.ledger.event_catalogue import (
+    ASSIGNEE_CHANGED,
+    CHECK_FAILED,
+    RELEASED,
+    TRANSFER_ACCEPTED,
+    TRANSFER_CANCELLED,
+    TRANSFER_COMPLETED,
+    TRANSFER_INITIATED,
+    TRANSFER_REJECTED,
+    Role,
+    declared,
+    with_role,
+)
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import leaf_hash, verify_inclusion
@@ -32,7 +47,11 @@ from storage.ids import as_utc, iso, utcnow
 from storage.keys import authoritative_prefix
 from storage.models import CopyRecord, Envelope, Event
 
-Status = Literal["pass", "fail", "pending"]
+Status = Literal["pass", "fail", "pending", "released"]
+# Who may cause which event (condition 4): releasing and moving control is the controller's alone; answering
+# a transfer is its receiver's; everything else either the controller or the custodian may do.
+CONTROLLER_ONLY = frozenset(e.name for e in (RELEASED, ASSIGNEE_CHANGED, TRANSFER_INITIATED, TRANSFER_CANCELLED))
+RECEIVER_ONLY = frozenset(e.name for e in (TRANSFER_ACCEPTED, TRANSFER_REJECTED))
 
 
 @dataclass(frozen=True)
@@ -54,10 +73,13 @@ class ConditionResult:
 
 
 def overall(statuses: Sequence[str]) -> Status:
-    """One verdict: no result at all fails, any failure fails, then pending, else pass."""
+    """One verdict: no result at all fails, any failure fails, then pending, then released, else pass."""
     if not statuses or "fail" in statuses:
         return "fail"
-    return "pending" if "pending" in statuses else "pass"
+    for status in ("pending", "released"):
+        if status in statuses:
+            return status
+    return "pass"
 
 
 @dataclass(frozen=True)
@@ -206,29 +228,95 @@ class MaintainedByCustodian(_Base):
                 f"the custodian named in settings ({policy.custodian.id}) is not the key ({signer}) "
                 "that signs this envelope's log"
             )
-        return self.result(
-            failures,
-            {
-                "custodian": policy.custodian.as_json(),
-                "buckets": buckets,
-                "log_signer": signer,
-                "authoritative_bucket": policy.authoritative_bucket,
-            },
-        )
+        chain = evidence.chain()
+        release = release_claim(chain)
+        seen: dict[str, Any] = {
+            "custodian": policy.custodian.as_json(),
+            "buckets": buckets,
+            "log_signer": signer,
+            "authoritative_bucket": policy.authoritative_bucket,
+            "control": control_claim(chain, evidence.envelope.org_id),
+            "released": release,
+        }
+        if release is None or failures:
+            return self.result(failures, seen)
+        # Released: the copy is kept (locked), but nobody maintains it as authoritative any more.
+        to = release["details"].get("transferee")
+        why = f"released by vault-out ({release['reason']}) at {release['at']}" + (f" to {to}" if to else "")
+        return ConditionResult(self.key, self.title, "released", [why], seen)
+
+
+@dataclass
+class _Control:
+    """Who may act on the envelope at one point of its chain, as its transfers so far leave it."""
+
+    home: str
+    controller: str
+    custodian: str
+    open: dict[str, dict[str, Any]] = field(default_factory=dict)  # transfer id -> its initiated data (+ accepted)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def allowed(self, kind: str, data: dict[str, Any]) -> set[str]:
+        """The organisations whose keys may cause ``kind`` now."""
+        transfer = self.open.get(str(data.get("transfer_id")), {})
+        if kind in CONTROLLER_ONLY:
+            return {self.controller}
+        if kind in RECEIVER_ONLY:
+            return {str(transfer.get("to_org"))}
+        if kind == TRANSFER_COMPLETED.name:
+            return {self.controller if transfer.get("confirm_required") else str(transfer.get("to_org"))}
+        return {self.controller, self.custodian}
+
+    def step(self, kind: str, data: dict[str, Any], org: Any, where: str) -> list[str]:
+        """Fold one transfer entry in; what it says that its predecessors do not support."""
+        tid = str(data.get("transfer_id"))
+        if kind == TRANSFER_INITIATED.name:
+            if data.get("from_org") != self.controller or self.open:
+                return [f"{where}: a transfer not offered by the organisation in control, or beside an open one"]
+            self.open[tid] = dict(data)
+            return []
+        transfer = self.open.get(tid)
+        if transfer is None or any(transfer.get(k) != data.get(k) for k in ("from_org", "to_org", "type")):
+            return [f"{where}: a step of a transfer that is not open, or that names other parties"]
+        if kind == TRANSFER_ACCEPTED.name:
+            transfer["accepted_by"] = org
+        elif kind == TRANSFER_COMPLETED.name:
+            return self._complete(tid, transfer, data, where)
+        else:
+            del self.open[tid]
+        return []
+
+    def _complete(self, tid: str, transfer: dict[str, Any], data: dict[str, Any], where: str) -> list[str]:
+        del self.open[tid]
+        if transfer.get("accepted_by") != transfer.get("to_org"):
+            return [f"{where}: control moved without the receiver's acceptance"]
+        kind = str(transfer.get("type"))
+        controller = str(transfer["to_org"]) if "control" in kind else self.controller
+        custodian = str(transfer["to_org"]) if "location" in kind else self.custodian
+        if (data.get("controller"), data.get("custodian")) != (controller, custodian):
+            return [f"{where}: the completion names another controller or custodian than its transfer implies"]
+        self.controller, self.custodian = controller, custodian
+        self.changes.append({"transfer_id": tid, "type": kind, "from_org": transfer["from_org"], "to_org": controller})
+        return []
 
 
 class ChangesNeedControllingParty(_Base):
+    """Every event by a key of an organisation that could cause it then: the one in control or its custodian,
+    and for a transfer the party whose step it is. Control itself moves only by a completed transfer that the
+    organisation in control initiated and the receiver accepted, each with a key of its own."""
+
     key, title = "4", "changes of the assignee happen only with the participation of the party in control"
 
     def verify(self, evidence: Evidence) -> ConditionResult:
         failures, checked = [], []
-        org_id = evidence.envelope.org_id
+        home = evidence.envelope.org_id
+        control = _Control(home, home, home)
         for event in evidence.events:
             value = evidence.parsed(event)
             if value is None:
                 continue  # an entry that is no longer canonical JSON: condition 6 reports it
             actor = as_dict(value.get("actor"))
-            kind, key_id = str(value.get("type")), actor.get("key_id")
+            kind, key_id, data = str(value.get("type")), actor.get("key_id"), as_dict(value.get("data"))
             declared_as = declared(kind)
             scope = declared_as.scope if declared_as else None
             prefix = actor.get("key_prefix")
@@ -238,17 +326,26 @@ class ChangesNeedControllingParty(_Base):
             if declared_as is None or not declared_as.envelope:
                 failures.append(f"{where}: not an envelope event the catalogue declares")
             elif scope is None:  # keyless by declaration: the organisation itself, never a key
-                if key_id is not None or actor.get("org_id") != org_id:
+                if key_id is not None or actor.get("org_id") != home:
                     failures.append(f"{where}: a keyless event, caused by a key or another organisation")
             elif key is None:
                 failures.append(f"{where}: caused by no known key of the organisation")
-            elif key.org_id != org_id or actor.get("org_id") != org_id:
-                failures.append(f"{where}: caused by a key of another organisation")
+            elif key.org_id != actor.get("org_id") or key.org_id not in control.allowed(kind, data):
+                failures.append(f"{where}: caused by a key of an organisation that could not cause it then")
             elif scope not in key.scopes:
                 failures.append(f"{where}: key {key.prefix} does not hold {scope}")
             elif as_utc(key.created_at) > datetime.fromisoformat(str(value.get("time")).replace("Z", "+00:00")):
                 failures.append(f"{where}: key {key.prefix} did not exist yet")
-        return self.result(failures, {"control": {"organisation": org_id, "scope": "vault:release"}, "events": checked})
+            if kind in TRANSFER_STEPS:
+                failures += control.step(kind, data, actor.get("org_id"), where)
+        seen = {
+            "organisation": home,
+            "controller": control.controller,
+            "custodian": control.custodian,
+            "scope": "vault:release",
+            "changes": control.changes,
+        }
+        return self.result(failures, {"control": seen, "events": checked})
 
 
 def _copy_failures(copy: CopyRecord, logged: dict[str, Any] | None, originals: set[str]) -> list[str]:

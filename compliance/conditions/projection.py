@@ -30,11 +30,26 @@ from compliance.ledger.event_catalogue import (
     RECIPIENT_DECLINED,
     RELEASED,
     RETENTION_EXTENDED,
+    TRANSFER_ACCEPTED,
+    TRANSFER_CANCELLED,
+    TRANSFER_COMPLETED,
+    TRANSFER_EXPIRED,
+    TRANSFER_INITIATED,
+    TRANSFER_REJECTED,
     VAULTED_IN,
 )
 from storage.ids import iso
 from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
 
+# transfer.* entry -> the state it leaves its transfer in
+TRANSFER_STEPS = {
+    TRANSFER_INITIATED.name: "pending",
+    TRANSFER_ACCEPTED.name: "accepted",
+    TRANSFER_COMPLETED.name: "completed",
+    TRANSFER_REJECTED.name: "rejected",
+    TRANSFER_CANCELLED.name: "cancelled",
+    TRANSFER_EXPIRED.name: "expired",
+}
 # Statuses only an event reaches; an envelope without that event must not be in one.
 TERMINAL_STATUS = {
     VAULTED_IN.name: "completed",
@@ -74,6 +89,9 @@ class Projection:
     legal_hold: dict[str, Any] | None = None  # the vault.legal_hold_set entry in force (cleared: None)
     amendments: list[dict[str, Any]] = field(default_factory=list)  # vault.amended entries, in order
     paper_in: list[dict[str, Any]] = field(default_factory=list)  # vault.paper_in_attested entries, in order
+    controller: str | None = None  # as the last transfer.completed left it (None: none yet)
+    custodian: str | None = None
+    transfers: dict[str, dict[str, Any]] = field(default_factory=dict)  # transfer id -> what its entries say
 
     def apply(self, value: dict[str, Any]) -> None:
         """Fold one parsed chain entry in."""
@@ -103,6 +121,28 @@ class Projection:
             self.amendments.append(entry)
         elif kind == PAPER_IN_ATTESTED.name:
             self.paper_in.append(entry)
+        elif isinstance(kind, str) and kind in TRANSFER_STEPS:
+            self._transfer(kind, value, data)
+
+    def _transfer(self, kind: str, value: dict[str, Any], data: dict[str, Any]) -> None:
+        """One step of a transfer: its state as the chain tells it, and control after a completion."""
+        step, time = TRANSFER_STEPS[kind], value.get("time")
+        transfer = self.transfers.setdefault(
+            str(data.get("transfer_id")),
+            {
+                "id": data.get("transfer_id"),
+                "type": data.get("type"),
+                "from_org": data.get("from_org"),
+                "to_org": data.get("to_org"),
+                "confirm_required": data.get("confirm_required"),
+                "initiated_at": time,
+            },
+        )
+        transfer["status"] = step
+        if step != "pending":
+            transfer[{"accepted": "accepted_at", "completed": "completed_at"}.get(step, "closed_at")] = time
+        if step == "completed":
+            self.controller, self.custodian = data.get("controller"), data.get("custodian")
 
     @property
     def vault_state(self) -> str:
@@ -116,6 +156,20 @@ def release_claim(chain: Projection) -> dict[str, Any] | None:
     data = chain.released["data"]
     details = {k: data[k] for k in RELEASE_DETAILS if k in data}
     return {"at": chain.released["time"], "reason": data.get("reason"), "details": details}
+
+
+def control_claim(chain: Projection, home_org: str) -> dict[str, Any]:
+    """Who controls and who keeps the record, by organisation id, as the completed transfers leave it."""
+    return {
+        "organisation": home_org,
+        "controller": chain.controller or home_org,
+        "custodian": chain.custodian or home_org,
+    }
+
+
+def transfers_claim(chain: Projection) -> list[dict[str, Any]]:
+    """Every transfer with its parties, type, state and times, as its entries state them, in order."""
+    return [dict(t) for t in chain.transfers.values()]
 
 
 def hold_claim(chain: Projection) -> dict[str, Any] | None:
@@ -334,10 +388,27 @@ def _copies(chain: Projection, copies: Sequence[CopyRecord], where: dict[str, An
     return found
 
 
+def _control(chain: Projection, env: Envelope, where: dict[str, Any]) -> list[Mismatch]:
+    """The controller and custodian the row names must be the ones the chain's completed transfers left."""
+    claim = control_claim(chain, env.org_id)
+    changed = changed_pairs(
+        {"controller": (env.controller, claim["controller"]), "custodian": (env.custodian, claim["custodian"])}
+    )
+    if not changed:
+        return []
+    message = f"the envelope row names a {' and '.join(sorted(changed))} its chain's transfers do not support"
+    return [Mismatch("Control.Unsupported", message, where | {"changed": changed})]
+
+
 def compare(chain: Projection, rows: Rows) -> list[Mismatch]:
     """Every way the rows differ from what the chain implies; empty when the chain supports them all."""
     where = {"org_id": rows.envelope.org_id, "envelope_id": rows.envelope.id}
-    return _envelope(chain, rows.envelope, where) + _record(chain, rows, where) + _copies(chain, rows.copies, where)
+    return (
+        _envelope(chain, rows.envelope, where)
+        + _control(chain, rows.envelope, where)
+        + _record(chain, rows, where)
+        + _copies(chain, rows.copies, where)
+    )
 
 
 def snapshot(session: Session) -> None:

@@ -25,6 +25,7 @@ class Role(enum.Enum):
     COPY = "5: registers a non-authoritative copy"
     RELEASE = "certificate: the vault-out it states"
     CHECK_RECORD = "the record of a failed check: written once per distinct set of failures"
+    CONTROL_CHANGE = "4: moves control and/or custody to the transfer's receiver (its initiate and accept must agree)"
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -311,6 +312,48 @@ PAPER_IN_ATTESTED = EventType(
     commitments=("attested_by",),
 )
 
+# Transfers between organisations (docs/transfers.md): each names its transfer; the receiver acts with its own key.
+_TRANSFER = {"transfer_id": S, "from_org": S, "to_org": S, "type": S}
+TRANSFER_INITIATED = EventType(
+    "transfer.initiated",
+    "the organisation in control offered control and/or custody to another organisation; escrow begins",
+    "vault:release",
+    True,
+    {**_TRANSFER, "confirm_required": ("boolean",), "expires_at": N},
+    {"note": S},
+)
+TRANSFER_ACCEPTED = EventType(
+    "transfer.accepted", "the receiving organisation accepted the transfer", "vault:release", True, _TRANSFER
+)
+TRANSFER_REJECTED = EventType(
+    "transfer.rejected",
+    "the receiving organisation refused the transfer; control stays",
+    "vault:release",
+    True,
+    {**_TRANSFER, "reason": N},
+)
+TRANSFER_CANCELLED = EventType(
+    "transfer.cancelled", "the initiator withdrew the transfer; control stays", "vault:release", True, _TRANSFER
+)
+TRANSFER_EXPIRED = EventType(
+    "transfer.expired", "the transfer passed its expires_at while open; control stays", None, True, _TRANSFER
+)
+TRANSFER_COMPLETED = EventType(
+    "transfer.completed",
+    "control and/or custody moved: at acceptance, or at the initiator's confirmation when one was required",
+    "vault:release",
+    True,
+    {**_TRANSFER, "controller": S, "custodian": S},
+    role=Role.CONTROL_CHANGE,
+)
+TRANSFER_RECORDED = EventType(
+    "transfer.recorded",
+    "the hand-off of a completed transfer, in the log of a party whose log does not hold the envelope's chain",
+    None,
+    False,
+    {**_TRANSFER, "envelope_id": S, "log": S, "leaf_index": ("integer",), "entry_hash": S},
+)
+
 # The e-sign ceremony (vault/ceremony/). A recipient's name and email (``signer``) and what their client showed at
 # each step (``evidence``: network address, user agent, adopted name) reach the log only as commitments.
 _PERSON = {"recipient_id": S, "signer": A, "evidence": A}
@@ -395,6 +438,13 @@ CATALOGUE: Mapping[str, EventType] = {
         ORG_RETENTION_DEFAULT_SET,
         AMENDED,
         PAPER_IN_ATTESTED,
+        TRANSFER_INITIATED,
+        TRANSFER_ACCEPTED,
+        TRANSFER_REJECTED,
+        TRANSFER_CANCELLED,
+        TRANSFER_EXPIRED,
+        TRANSFER_COMPLETED,
+        TRANSFER_RECORDED,
         ENVELOPE_SENT,
         RECIPIENT_VIEWED,
         RECIPIENT_CONSENTED,

@@ -26,7 +26,7 @@ from compliance.ledger.merkle import leaf_hash
 from compliance.ledger.tiles import TiledTree
 from storage.ids import iso
 from storage.log_tiles import SqlTileStore
-from storage.models import Event, LogState
+from storage.models import Envelope, Event, LogState
 
 ENTRY_VERSION = 1
 
@@ -127,9 +127,14 @@ def append_event(
     data: dict[str, Any],
     envelope_id: str | None = None,
 ) -> Event:
-    """Record one declared event in the caller's transaction; nothing is visible unless that transaction commits."""
+    """Record one declared event in the caller's transaction; nothing is visible unless that transaction commits.
+
+    An envelope's chain stays in the log of the organisation that registered it, whoever acts on it now (after a
+    transfer the actor names the receiver's key); an organisation event goes into the actor's own log.
+    """
     check_declared(event_type, data, envelope_id)
-    org_id = actor.org_id
+    home = session.get(Envelope, envelope_id) if envelope_id else None
+    org_id = home.org_id if home is not None else actor.org_id
     size = lock_log(session, org_id)
     head = chain_head(session, envelope_id) if envelope_id else None
     seq = None if envelope_id is None else (0 if head is None else (head.chain_seq or 0) + 1)

@@ -34,4 +34,26 @@ RELEASE = ReceiptKind(
     ),
 )
 
-KINDS: dict[str, ReceiptKind] = {kind.name: kind for kind in (RELEASE,)}
+TRANSFER = ReceiptKind(  # docs/transfers.md
+    "transfer",
+    frozenset({"vault_in", "initiate", "accept", "complete"}),
+    frozenset(
+        {
+            "transfer_id",
+            "log",
+            "from_organisation",
+            "to_organisation",
+            "type",
+            "initiated_at",
+            "initiated_by",
+            "accepted_at",
+            "accepted_by",
+            "completed_at",
+            "controller",
+            "custodian",
+            "documents",
+        }
+    ),
+)
+
+KINDS: dict[str, ReceiptKind] = {kind.name: kind for kind in (RELEASE, TRANSFER)}

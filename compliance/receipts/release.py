@@ -50,7 +50,7 @@ def release_receipt(
     """The signed ``release`` receipt of one of the actor's envelopes; 409 ``Receipt.NotReleased`` before vault-out."""
     with sources.db.read_session() as session:
         envelope = session.get(Envelope, envelope_id)
-        if envelope is None or envelope.org_id != actor.org_id:
+        if envelope is None or not envelope.held_by(actor.org_id):
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
         attested = _attested(envelope_events(session, envelope_id))
     sources.deadline.check()

@@ -38,6 +38,7 @@ from vault.api.request_id import add_id_headers
 from vault.api.retention import RetentionController
 from vault.api.signing_page import SigningPageController, add_signing_headers, signing_script, signing_style
 from vault.api.tlog import TlogController
+from vault.api.transfers import EnvelopeTransferController, TransferController
 from vault.api.webhooks import WebhookController
 from vault.metrics import ledger_counts
 from vault.runtime import Runtime
@@ -55,6 +56,8 @@ def create_app(runtime: Runtime) -> Litestar:
             CustodyController,
             RetentionController,
             PartiesController,
+            EnvelopeTransferController,
+            TransferController,
             LogController,
             TlogController,
             EnvelopeProofController,

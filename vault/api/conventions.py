@@ -70,7 +70,8 @@ def raw_digest(sha256_hex: str) -> str:
     return "raw:" + sha256_hex
 
 
-Hook = Callable[[Session, Envelope], None]
+Hook = Callable[[Session, Any], None]  # gets what the service changed: the envelope, or (transfers) a transfer
+Shape = Callable[..., Outcome]  # (session, what changed, status, **extra) -> the answer
 
 
 def _run(
@@ -81,6 +82,7 @@ def _run(
     status: int,
     call: Callable[[Hook], Outcome | None],
     extra: dict[str, Any],
+    shape: Shape = envelope_outcome,
 ) -> Response[Any]:
     pending: Pending | None = None
     if key is not None:
@@ -98,8 +100,8 @@ def _run(
         pending = began
     captured: list[Outcome] = []
 
-    def hook(session: Session, envelope: Envelope) -> None:
-        outcome = envelope_outcome(session, envelope, status, **extra)
+    def hook(session: Session, changed: Any) -> None:
+        outcome = shape(session, changed, status, **extra)
         if pending is not None:
             pending.complete(session, outcome.status, outcome.body, outcome.headers)
         captured.append(outcome)
@@ -125,6 +127,7 @@ async def mutate(
     body_digest: str,
     status: int,
     call: Callable[[Hook], Outcome | None],
+    shape: Shape = envelope_outcome,
     **extra: Any,
 ) -> Response[Any]:
     """Run one mutating service call under the request's Idempotency-Key (if any), off the event loop.
@@ -134,7 +137,7 @@ async def mutate(
     """
     fp = fingerprint(request.method, target(request), body_digest)
     key = request.headers.get("idempotency-key")
-    return await to_thread.run_sync(_run, runtime, org_id, key, fp, status, call, extra)
+    return await to_thread.run_sync(_run, runtime, org_id, key, fp, status, call, extra, shape)
 
 
 def precondition_header(request: Request[Any, Any, Any], name: str) -> str | None:

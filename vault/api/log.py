@@ -141,7 +141,7 @@ class EnvelopeProofController(Controller):
         if not events:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
         requests = runtime.checkpoint_requests(principal.scopes)
-        checkpoint = requests.covering(principal.org_id, events[-1].leaf_index + 1)
+        checkpoint = requests.covering(events[-1].org_id, events[-1].leaf_index + 1)  # the chain's own log
         with runtime.db.read_session() as session:
             return build_bundle(session, runtime.key, envelope_id, checkpoint)
 

@@ -178,6 +178,14 @@ OPERATION_IDS = {
     ("/webhook", "get"): "getWebhook",
     ("/webhook/deliveries", "get"): "listWebhookDeliveries",
     ("/webhook/deliveries/{delivery_id}/redeliver", "post"): "redeliverWebhook",
+    ("/envelopes/{envelope_id}/transfers", "post"): "initiateTransfer",
+    ("/transfers", "get"): "listTransfers",
+    ("/transfers/{transfer_id}", "get"): "getTransfer",
+    ("/transfers/{transfer_id}/accept", "post"): "acceptTransfer",
+    ("/transfers/{transfer_id}/reject", "post"): "rejectTransfer",
+    ("/transfers/{transfer_id}/cancel", "post"): "cancelTransfer",
+    ("/transfers/{transfer_id}/confirm", "post"): "confirmTransfer",
+    ("/transfers/{transfer_id}/receipt", "get"): "getTransferReceipt",
     ("/embed/token", "post"): "createEmbedToken",
 }
 OUTSIDE_IDS = {
@@ -211,6 +219,9 @@ QUERY_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     ("/log/proof/consistency", "first"): {"minimum": 0},
     ("/log/proof/consistency", "second"): {"minimum": 0},
     ("/webhook/deliveries", "limit"): {"minimum": 1, "maximum": MAX_LIMIT},
+    ("/transfers", "direction"): {"enum": ["incoming", "outgoing"]},
+    ("/transfers", "status"): {"enum": ["pending", "accepted", "completed", "rejected", "cancelled", "expired"]},
+    ("/transfers", "limit"): {"minimum": 1, "maximum": MAX_LIMIT},
 }
 
 # The other representations a 200 may take (``?format=`` or ``Accept``), beside the JSON one Litestar documents.

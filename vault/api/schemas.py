@@ -16,7 +16,9 @@ Kind = Literal["esign", "paper"]
 EnvelopeState = Literal["draft", "sent", "awaiting_upload", "completed", "declined", "voided", "expired"]
 VaultState = Literal["not_vaulted", "vaulted", "released"]
 ReleaseReason = Literal["transfer", "paper_out", "payoff", "other"]
-ConditionStatus = Literal["pass", "fail", "pending"]
+ConditionStatus = Literal["pass", "fail", "pending", "released"]
+TransferType = Literal["control", "location", "control_and_location"]
+TransferStatus = Literal["pending", "accepted", "completed", "rejected", "cancelled", "expired"]
 
 
 @dataclass
@@ -455,6 +457,39 @@ class AuditTrailView:
     log_origin: str
     events: list[AuditEvent]
     personal_data: dict[str, dict[str, Any]]
+
+
+@dataclass
+class TransferLog:
+    organisation: str  # the log that holds the record's chain: its own organisation's
+    initiated_index: int
+    accepted_index: int | None
+    completed_index: int | None
+
+
+@dataclass
+class TransferView:
+    id: str
+    envelope_id: str
+    from_organisation: str
+    to_organisation: str
+    type: TransferType
+    status: TransferStatus
+    confirm_required: bool
+    note: str | None
+    reason: str | None
+    expires_at: str | None
+    created_at: str
+    accepted_at: str | None
+    completed_at: str | None
+    closed_at: str | None
+    log: TransferLog
+
+
+@dataclass
+class TransferPage:
+    items: list[TransferView]
+    next_cursor: str | None
 
 
 _MEANING = {

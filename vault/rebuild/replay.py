@@ -53,6 +53,13 @@ from compliance.ledger.event_catalogue import (
     SIGNING_KEY_REVOKED,
     SIGNING_KEY_ROTATED,
     SUBJECT_ERASED,
+    TRANSFER_ACCEPTED,
+    TRANSFER_CANCELLED,
+    TRANSFER_COMPLETED,
+    TRANSFER_EXPIRED,
+    TRANSFER_INITIATED,
+    TRANSFER_RECORDED,
+    TRANSFER_REJECTED,
     VAULTED_IN,
     EventType,
 )
@@ -65,6 +72,7 @@ from storage.models import (
     MersMin,
     Organisation,
     PaperInAttestation,
+    Transfer,
     VaultedDocument,
     VaultRecord,
 )
@@ -96,6 +104,7 @@ class Rows:
     records: dict[str, VaultRecord] = field(default_factory=dict)  # by envelope id
     documents: dict[str, VaultedDocument] = field(default_factory=dict)
     copies: dict[str, CopyRecord] = field(default_factory=dict)
+    transfers: dict[str, Transfer] = field(default_factory=dict)  # written after every organisation (its parties)
     # Copies whose object version and size come from the copies bucket, read after the replay.
     unresolved_copies: list[str] = field(default_factory=list)
     mins: dict[str, MersMin] = field(default_factory=dict)
@@ -358,6 +367,58 @@ def _paper_in_attested(rows: Rows, entry: Entry) -> None:
     )
 
 
+def _transfer_initiated(rows: Rows, entry: Entry) -> None:
+    data, envelope = entry.data, _envelope(rows, entry)
+    rows.transfers[data["transfer_id"]] = Transfer(
+        id=data["transfer_id"],
+        envelope_id=envelope.id,
+        org_id=entry.org_id,
+        from_org_id=data["from_org"],
+        to_org_id=data["to_org"],
+        type=data["type"],
+        status="pending",
+        confirm_required=data["confirm_required"],
+        note=data.get("note"),
+        expires_at=parse_time(data["expires_at"]) if data.get("expires_at") else None,
+        created_at=entry.time,
+        created_by=entry.key_id or "",
+        initiated_index=entry.index,
+    )
+
+
+def _transfer(rows: Rows, entry: Entry) -> Transfer:
+    transfer = rows.transfers.get(entry.data["transfer_id"])
+    if transfer is None or transfer.envelope_id != entry.envelope_id:
+        raise _refuse(entry, "names a transfer the log never initiated")
+    return transfer
+
+
+def _transfer_accepted(rows: Rows, entry: Entry) -> None:
+    transfer = _transfer(rows, entry)
+    transfer.status, transfer.accepted_at, transfer.accepted_by = "accepted", entry.time, entry.key_id
+    transfer.accepted_index = entry.index
+
+
+def _transfer_completed(rows: Rows, entry: Entry) -> None:
+    """Control and/or custody move as the live service moves them (vault/transfers.py)."""
+    transfer, envelope = _transfer(rows, entry), _envelope(rows, entry)
+    if "control" in transfer.type:
+        envelope.controller_org_id = transfer.to_org_id
+    if "location" in transfer.type:
+        envelope.custodian_org_id = transfer.to_org_id
+    transfer.status, transfer.completed_at, transfer.completed_index = "completed", entry.time, entry.index
+
+
+def _transfer_closed(status: str) -> Callable[[Rows, Entry], None]:
+    def step(rows: Rows, entry: Entry) -> None:
+        transfer = _transfer(rows, entry)
+        transfer.status, transfer.closed_at, transfer.closed_by = status, entry.time, entry.key_id
+        if status == "rejected":
+            transfer.reason = entry.data.get("reason")
+
+    return step
+
+
 def _nothing(rows: Rows, entry: Entry) -> None:
     """An event that changes no row the log projects (its entry alone is the record)."""
 
@@ -393,6 +454,13 @@ STEPS: Mapping[EventType, Step] = {
     ORG_RETENTION_DEFAULT_SET: _retention_default_set,
     AMENDED: _amended,
     PAPER_IN_ATTESTED: _paper_in_attested,
+    TRANSFER_INITIATED: _transfer_initiated,
+    TRANSFER_ACCEPTED: _transfer_accepted,
+    TRANSFER_COMPLETED: _transfer_completed,
+    TRANSFER_REJECTED: _transfer_closed("rejected"),
+    TRANSFER_CANCELLED: _transfer_closed("cancelled"),
+    TRANSFER_EXPIRED: _transfer_closed("expired"),
+    TRANSFER_RECORDED: _nothing,  # the hand-off in a party's own log; the transfer's row is the record's log's
 }
 
 

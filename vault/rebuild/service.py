@@ -280,6 +280,9 @@ def rebuild(
     with db.session() as session:
         for one in replayed:
             _write(session, one)
+        for one in replayed:  # after every organisation: a transfer names two
+            session.add_all(list(one.rows.transfers.values()))
+        session.flush()
     return [
         Rebuilt(
             org_id=one.bucket.org_id,

@@ -29,11 +29,17 @@ from compliance.ledger.event_catalogue import (
     RECIPIENT_SIGNED,
     RECIPIENT_VIEWED,
     RELEASED,
+    TRANSFER_ACCEPTED,
+    TRANSFER_CANCELLED,
+    TRANSFER_COMPLETED,
+    TRANSFER_EXPIRED,
+    TRANSFER_INITIATED,
+    TRANSFER_REJECTED,
     VAULTED_IN,
     EventType,
 )
 from storage.ids import iso
-from storage.models import Event
+from storage.models import Envelope, Event
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,17 @@ WEBHOOK_EVENTS: dict[str, WebhookEvent] = dict(
         _leaving(INTEGRITY_FAILED, "code", "run_id"),
         _leaving(AMENDED, "amendment_id", "type"),
         _leaving(PAPER_IN_ATTESTED, "attestation_id", "original"),
+        *(
+            _leaving(step, "transfer_id", "from_org", "to_org", "type")
+            for step in (
+                TRANSFER_INITIATED,
+                TRANSFER_ACCEPTED,
+                TRANSFER_REJECTED,
+                TRANSFER_CANCELLED,
+                TRANSFER_EXPIRED,
+                TRANSFER_COMPLETED,
+            )
+        ),
         _leaving(ENVELOPE_SENT, "recipients"),
         _leaving(RECIPIENT_VIEWED, "recipient_id"),
         _leaving(RECIPIENT_CONSENTED, "recipient_id"),
@@ -73,6 +90,19 @@ WEBHOOK_EVENTS: dict[str, WebhookEvent] = dict(
         _leaving(ENVELOPE_COMPLETED, "recipients", "document_sha256"),
     ]
 )
+TRANSFER_PARTIES = ("from_org", "to_org")  # a transfer's events reach both parties
+
+
+def recipients(event: Event, envelope: Envelope | None) -> list[str]:
+    """Who hears of a ledger event: an envelope's event goes to the organisations holding it now (after a
+    transfer, not to the one that gave it away), a transfer's also to both parties; any other to its log's."""
+    if envelope is None:
+        return [event.org_id]
+    orgs = {envelope.controller, envelope.custodian}
+    if event.event_type.startswith("transfer."):
+        data = json.loads(event.entry).get("data") or {}
+        orgs |= {data[k] for k in TRANSFER_PARTIES if isinstance(data.get(k), str)}
+    return sorted(orgs)
 
 
 def webhook_body(event: Event, spec: WebhookEvent) -> str:

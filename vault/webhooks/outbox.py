@@ -16,8 +16,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from storage.ids import new_id, utcnow
-from storage.models import Event, WebhookConfig, WebhookDelivery
-from vault.webhooks.events import WEBHOOK_EVENTS, webhook_body
+from storage.models import Envelope, Event, WebhookConfig, WebhookDelivery
+from vault.webhooks.events import WEBHOOK_EVENTS, recipients, webhook_body
 
 WAKE = threading.Event()  # set when this process committed a delivery; the sender waits on it
 _QUEUED = "evault.webhooks.queued"
@@ -28,24 +28,28 @@ def _queue(session: Session, _context: Any, _instances: Any) -> None:
         if not isinstance(row, Event):
             continue
         spec = WEBHOOK_EVENTS.get(row.event_type)
-        if spec is None or session.get(WebhookConfig, row.org_id) is None:
+        if spec is None:
             continue
-        now = utcnow()
-        session.add(
-            WebhookDelivery(
-                id=new_id("whd"),
-                org_id=row.org_id,
-                webhook_id=new_id("msg"),
-                event_type=spec.name,
-                leaf_index=row.leaf_index,
-                envelope_id=row.envelope_id,
-                body=webhook_body(row, spec),
-                status="pending",
-                next_attempt_at=now,
-                created_at=now,
+        envelope = session.get(Envelope, row.envelope_id) if row.envelope_id else None
+        for org_id in recipients(row, envelope):
+            if session.get(WebhookConfig, org_id) is None:
+                continue
+            now = utcnow()
+            session.add(
+                WebhookDelivery(
+                    id=new_id("whd"),
+                    org_id=org_id,
+                    webhook_id=new_id("msg"),
+                    event_type=spec.name,
+                    leaf_index=row.leaf_index,
+                    envelope_id=row.envelope_id,
+                    body=webhook_body(row, spec),
+                    status="pending",
+                    next_attempt_at=now,
+                    created_at=now,
+                )
             )
-        )
-        session.info[_QUEUED] = True
+            session.info[_QUEUED] = True
 
 
 def _committed(session: Session) -> None:
