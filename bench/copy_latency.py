@@ -30,7 +30,7 @@ The report counts A's answers by status and gives B's p50/p99 under attack as ra
 
     python bench/copy_latency.py [--attack copies|compliance-many-copies|rehearsal-bomb|upload-flood|slow-uploads]
         [--pages N] [--copies N] [--requests N] [--copiers C] [--slow N] [--uploads N] [--ignore-retry-after]
-        [--json]
+        [--worker-nice N] [--json]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import importlib
 import json
 import logging
 import multiprocessing
+import os
 import socket
 import statistics
 import sys
@@ -271,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     # below Linux's ephemeral range (32768+), where ports collide
     parser.add_argument("--port", type=int, default=26390)
     parser.add_argument("--port-base", type=int, default=26400, help="first embedded SeaweedFS port")
+    parser.add_argument(
+        "--worker-nice", type=int, default=None, help="EVAULT_PDF_WORKER_NICE for the vetting and stamping children"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -289,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             # the bench measures stamping's isolation, not the per-key rate limits (their own tests do)
             "EVAULT_RATE_LIMIT": vault_in_bench.BENCH_RATE_LIMIT,
             "EVAULT_RATE_LIMIT_COPIES": vault_in_bench.BENCH_RATE_LIMIT,
+            **({} if args.worker_nice is None else {"EVAULT_PDF_WORKER_NICE": str(args.worker_nice)}),
         }
         runtime = open_runtime(Settings.from_env(env))
         try:
@@ -356,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         "pages": 2 if slow else args.pages,
         "copies": args.copies if args.attack == "compliance-many-copies" else None,
         "copiers": args.slow if slow else args.copiers,
+        "worker_nice": runtime.settings.pdf.worker_nice,
+        "load_average": [round(v, 2) for v in os.getloadavg()],  # other processes share the cores
         "alone": summary(alone),
         "under_attack": summary(loaded),
         "attack_responses": dict(outcomes),

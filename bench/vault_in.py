@@ -174,7 +174,8 @@ SERVER_PIDS: list[int] = []  # the --server process child, while it runs
 
 
 def _stat(pid: int) -> tuple[str, int, float] | None:
-    """(comm, parent pid, CPU seconds) of a live process, from /proc/<pid>/stat."""
+    """(comm, parent pid, CPU seconds) of a live process, from /proc/<pid>/stat: its own and that of the children
+    it has reaped (the stamper's forkserver reaps the vetting and stamping children, which live milliseconds)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             raw = f.read()
@@ -182,12 +183,13 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
         return None
     comm = raw[raw.index("(") + 1 : raw.rindex(")")]
     fields = raw[raw.rindex(")") + 2 :].split()
-    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return comm, int(fields[1]), sum(int(v) for v in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
 
 
 def cpu_snapshot() -> dict[str, float]:
     """CPU seconds so far of this process (clients, the store's relay, and the API with --server thread), the
-    API child (with its stamper children), and the SeaweedFS processes: every descendant of this process."""
+    API child (with its stamper children), and the SeaweedFS processes: every descendant of this process. With
+    --server thread the stamper's forkserver and its vetting and stamping children count as "other"."""
     stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _stat(int(d))) is not None}
     children: dict[int, list[int]] = {}
     for pid, (_, parent, _) in stats.items():
@@ -263,7 +265,7 @@ class Stages:
         self.wrap(edge, "_authenticate", "edge: API key lookup (db)")
         self.wrap(upload_body, "_raw", "body: receive + spool + sha256 (event loop)")
         self.wrap(vault_in, "check_uploads", "check_uploads: vetting (+ signatures)")
-        self.wrap(importlib.import_module("vault.pdf_inspect"), "_rehearse_copy", "  of which: stamper rehearsal")
+        self.wrap(vault_in, "inspect_pdf", "  of which: vetting + rehearsal (worker, waited)")
         self.wrap(ObjectStore, "_put", "s3 put_object (lock + checksum, unsigned)")
         self.wrap(ObjectStore, "_check_lock", "s3 head_object (_check_lock)")
         self.wrap(vault_in, "record_claim", "record_claim: record + ledger txn (db)")

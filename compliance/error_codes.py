@@ -1,10 +1,10 @@
-"""Every stable error code, its HTTP status and what it means: the one list clients and the README rely on.
+"""Every stable error code, its HTTP status and what it means: the one list clients and docs/error-codes.md rely on.
 
 ``tests/test_error_codes.py`` greps the source tree for code literals and fails when one is missing here or
-listed here but raised nowhere, and checks that the README's table is :func:`markdown_table` exactly.
+listed here but raised nowhere, and checks that docs/error-codes.md's table is :func:`markdown_table` exactly.
 Status ``None``: not an HTTP answer, but an operator command's error, a finding of ``evault verify`` or of the
 offline verifiers.
-Print the table with ``python -m compliance.error_codes``.
+Print the table with ``python -m compliance.error_codes``; rewrite the page with ``python scripts/gen_docs.py``.
 """
 
 from __future__ import annotations
@@ -178,6 +178,7 @@ CODES: dict[str, ErrorCode] = {
     "Checkpoint.Busy": ErrorCode(
         503, "another process or replica is signing this log's checkpoint right now (its lease); see Retry-After"
     ),
+    "Tile.NotFound": ErrorCode(404, "not a tlog-tiles path, or no checkpoint covers that tile yet"),
     "Log.MapNotCommitted": ErrorCode(409, "the checkpoint does not end with a head-map commit; retry"),
     # evault org / key commands (exit 1)
     "Organisation.InvalidName": ErrorCode(None, "an organisation name is empty or too long"),
@@ -203,6 +204,17 @@ CODES: dict[str, ErrorCode] = {
     "Database.NotReady": ErrorCode(None, "an operator command finds no database, or one not migrated (exit 3)"),
     "Attach.NoReportKey": ErrorCode(None, "the report-signing key cannot be loaded"),
     "Verify.EmptyVault": ErrorCode(None, "nothing to verify: an empty vault is never clean (exit 3)"),
+    "Rebuild.NotEmpty": ErrorCode(
+        None, "evault rebuild: the database already holds a vault; rebuild into an empty one"
+    ),
+    "Rebuild.NoLog": ErrorCode(None, "evault rebuild: the bucket holds no log with a checkpoint the vault's keys sign"),
+    "Rebuild.LogMismatch": ErrorCode(None, "evault rebuild: a tile or entry bundle does not hash to the signed root"),
+    "Rebuild.UnknownEvent": ErrorCode(
+        None, "evault rebuild: an entry's event type has no replay step; nothing written"
+    ),
+    "Rebuild.Inconsistent": ErrorCode(None, "evault rebuild: an entry contradicts the history before it"),
+    "Restore.NotABackup": ErrorCode(None, "evault restore: the directory holds no evault backup"),
+    "Restore.Diverged": ErrorCode(None, "evault restore: the backup's log is another history than the bucket's"),
     "Verify.RunFinished": ErrorCode(None, "--resume names a run that already finished"),
     "Verify.UnknownRun": ErrorCode(None, "--resume names no run"),
     "Verify.UnknownEnvelope": ErrorCode(None, "--envelope names no envelope"),
@@ -250,6 +262,18 @@ CODES: dict[str, ErrorCode] = {
         None, "a checkpoint signed by a revoked key that no trusted witness or TSA dates before the compromise"
     ),
     "Certificate.KeyCompromised": ErrorCode(None, "a certificate signed by a key revoked as compromised: re-issue it"),
+    "Receipt.Malformed": ErrorCode(None, "a receipt file does not parse as evault-receipt/v1"),
+    "Receipt.BadSignature": ErrorCode(None, "a receipt's signature does not verify with the trusted key"),
+    "Receipt.Inconsistent": ErrorCode(
+        None, "a signed receipt whose fields or events its own proofs contradict, or that lacks what its kind needs"
+    ),
+    "Receipt.KeyCompromised": ErrorCode(None, "a receipt signed by a key revoked as compromised: ask for a new one"),
+    "Receipt.NotReleased": ErrorCode(409, "a release receipt asked for before the envelope's vault-out"),
+    "Evidence.NoDocumentSigner": ErrorCode(503, "the vault was started without a document-signing identity"),
+    "Package.Malformed": ErrorCode(None, "an evidence package lacks a file it must hold, or a file does not parse"),
+    "Package.BadSignature": ErrorCode(None, "an evidence package's manifest is not signed by the trusted key"),
+    "Package.Altered": ErrorCode(None, "an evidence package's zip or a file in it differs from its signed manifest"),
+    "Package.Inconsistent": ErrorCode(None, "an evidence package whose signed parts contradict each other"),
     "Report.KeyCompromised": ErrorCode(None, "a report whose key a since-revoked vault key endorsed"),
     "SigningKey.NotCurrent": ErrorCode(
         None, "evault signing-key: the key at hand is not the current one, or revoking the current key unrotated"

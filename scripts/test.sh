@@ -6,7 +6,8 @@
 # Idempotent, and works on a fresh machine: creates .venv and installs the package with its test extras,
 # installs PostgreSQL and docker-compose with apt when missing (as root), starts a throwaway PostgreSQL
 # cluster on 127.0.0.1:${EVAULT_TEST_PG_PORT:-25432} as an unprivileged user (stopped and removed on exit),
-# validates docker/compose.yaml, runs ruff and mypy, then pytest twice: on SQLite and on PostgreSQL.
+# validates docker/compose.yaml, runs ruff and mypy, builds the docs strictly, then pytest twice: on SQLite and on
+# PostgreSQL.
 # Exits non-zero if any step fails or a pytest run collects no tests.
 set -euo pipefail
 
@@ -20,6 +21,8 @@ PG_DB=evault_test
 # EVAULT_TEST_SERVE_PORT_BASE, defaults 28330 and 23400), so that two runs on one machine can be moved apart.
 PG_PASS_S3_BASE=${EVAULT_TEST_PG_S3_PORT_BASE:-29330}
 PG_PASS_SERVE_BASE=${EVAULT_TEST_PG_SERVE_PORT_BASE:-23500}
+# Each pass's block of 1,250 ports for the other servers tests start (tests/ports.py names the ranges in it).
+PG_PASS_AUX_BASE=${EVAULT_TEST_PG_AUX_PORT_BASE:-31250}
 START=$SECONDS
 
 section() { printf '\n=== %s (+%ss)\n' "$*" "$((SECONDS - START))"; }
@@ -198,7 +201,7 @@ run_pytest() {
 # database under test: servers on the embedded defaults, pure functions, their own PostgreSQL cluster).
 run_pytest_pg() {
     EVAULT_TEST_DATABASE_URL="$PG_URL" EVAULT_TEST_S3_PORT_BASE="$PG_PASS_S3_BASE" \
-        EVAULT_TEST_SERVE_PORT_BASE="$PG_PASS_SERVE_BASE" \
+        EVAULT_TEST_SERVE_PORT_BASE="$PG_PASS_SERVE_BASE" EVAULT_TEST_AUX_PORT_BASE="$PG_PASS_AUX_BASE" \
         run_pytest -m "not once" "$@"
 }
 
@@ -209,6 +212,10 @@ check "ruff check" "$PY" -m ruff check .
 check "ruff format --check" "$PY" -m ruff format --check .
 check "mypy" "$PY" -m mypy
 check "import contracts" "$VENV/bin/lint-imports"
+# The documentation site: a broken link or anchor, or a page left out of mkdocs.yml's nav, fails the build.
+DOCS_SITE=$(mktemp -d)
+check "mkdocs build --strict" env NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --site-dir "$DOCS_SITE"
+rm -rf "$DOCS_SITE"
 
 unset EVAULT_TEST_DATABASE_URL
 PG_LOG=$(mktemp)

@@ -69,3 +69,10 @@ def timestamp_key(org_id: str, size: int) -> str:
 def timestamp_key_of(note_key: str) -> str:
     """The RFC 3161 token of the checkpoint note stored at ``note_key`` lies beside it."""
     return note_key + ".tsr"
+
+
+def tlog_key(org_id: str, path: str) -> str:
+    """A C2SP tlog-tiles resource (``tile/...``) of the organisation's log, beside its checkpoints."""
+    if not path.startswith("tile/") or ".." in path:
+        raise ValueError("not a tile path")
+    return f"log/{_check_id(org_id)}/{path}"

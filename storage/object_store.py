@@ -369,6 +369,19 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise_storage_error(exc, f"list versions {self.bucket}/{prefix}")
 
+    def child_prefixes(self, prefix: str) -> list[str]:
+        """The "folders" directly under ``prefix`` (S3's common prefixes with delimiter ``/``), in key order."""
+        found: list[str] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+            )
+            for page in pages:
+                found += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise_storage_error(exc, f"list prefixes {self.bucket}/{prefix}")
+        return sorted(found)
+
     def list_versions(self, key: str) -> list[str]:
         """Version ids of ``key`` (newest first), delete markers excluded."""
         versions: list[str] = []

@@ -149,17 +149,21 @@ def mask_url(url: str) -> str:
 class S3Settings:
     """Object storage. ``endpoint`` empty means: start the embedded SeaweedFS under the data directory."""
 
-    endpoint: str  # EVAULT_S3_ENDPOINT, e.g. https://s3.eu-west-1.amazonaws.com or http://minio:9000
-    public_endpoint: str  # EVAULT_S3_PUBLIC_ENDPOINT: host used in presigned URLs handed to clients
-    region: str  # EVAULT_S3_REGION
-    access_key: str  # EVAULT_S3_ACCESS_KEY
-    secret_key: str = field(repr=False)  # EVAULT_S3_SECRET_KEY (never in repr or logs)
+    # EVAULT_S3_ENDPOINT: any S3 (AWS, MinIO, a SeaweedFS cluster), e.g. http://minio:9000; empty: start the
+    # embedded SeaweedFS
+    endpoint: str
+    public_endpoint: str  # EVAULT_S3_PUBLIC_ENDPOINT: host that presigned URLs name (empty: the endpoint)
+    region: str  # EVAULT_S3_REGION: the S3 region requests are signed for
+    access_key: str  # EVAULT_S3_ACCESS_KEY: the service's S3 identity (required with EVAULT_S3_ENDPOINT)
+    secret_key: str = field(repr=False)  # EVAULT_S3_SECRET_KEY: its secret (never in repr or logs)
     authoritative_bucket: str  # EVAULT_S3_BUCKET: Object Lock + versioning, holds originals and checkpoints
     copies_bucket: str  # EVAULT_S3_COPIES_BUCKET: non-authoritative copies, apart from the originals
     staging_bucket: str  # EVAULT_S3_STAGING_BUCKET: staged uploads (no lock, they expire); default the copies one
-    create_buckets: bool  # EVAULT_S3_CREATE_BUCKETS: create missing buckets (with Object Lock) at start
+    # EVAULT_S3_CREATE_BUCKETS: create missing buckets (with Object Lock) at start; default true with the embedded
+    # store, false with EVAULT_S3_ENDPOINT
+    create_buckets: bool
     embedded_port_base: int  # EVAULT_S3_EMBEDDED_PORT_BASE: first of eight loopback ports of embedded weed
-    # EVAULT_S3_EMBEDDED_UNPROTECTED=accept: start the embedded store even where no private network namespace
+    # EVAULT_S3_EMBEDDED_UNPROTECTED: `accept` starts the embedded store even where no private network namespace
     # can be made (no unshare, user namespaces disabled); its admin ports are then open to every local process.
     embedded_unprotected: bool
     # EVAULT_S3_RELAY_MAX_CONNECTIONS: connections the embedded store's loopback relay holds at once (each costs
@@ -212,9 +216,9 @@ class VaultSettings:
     claim_lease_seconds: int  # EVAULT_CLAIM_LEASE_SECONDS: how long a vault-in claim belongs to its request
     signer_trust_roots_path: Path | None  # EVAULT_SIGNER_TRUST_ROOTS: PEM roots PDF signers are trusted under
     require_trusted_signers: bool  # EVAULT_REQUIRE_TRUSTED_SIGNERS: refuse signatures not chaining to them
+    staging_ttl_seconds: int  # EVAULT_STAGING_TTL_SECONDS: a staged upload not vaulted by then is refused, deleted
     # EVAULT_REPORT_SIGNING_KEY: PEM Ed25519 key that signs verifier reports (generated if absent, endorsed by
     # the vault key at every start); the verifier holds this one, never the vault key.
-    staging_ttl_seconds: int  # EVAULT_STAGING_TTL_SECONDS: a staged upload not vaulted by then is refused, deleted
     report_key_path: Path = Path("report-signing-key.pem")
     pkcs11: Pkcs11Settings | None = None  # EVAULT_PKCS11_*: the HSM of rotated keys (see Pkcs11Settings)
 
@@ -231,6 +235,10 @@ class PdfSettings:
     stamp_timeout_seconds: int = 30  # EVAULT_PDF_STAMP_TIMEOUT_SECONDS: wall clock before a stamper is killed
     stamp_concurrency: int = 2  # EVAULT_PDF_STAMP_CONCURRENCY: stamper processes at once, per service process
     stamp_per_org: int = 1  # EVAULT_PDF_STAMP_PER_ORG: of those, at most this many for one organisation
+    # EVAULT_PDF_WORKER_NICE: added to the niceness of the stamping and vetting processes (0-19), so that the API's
+    # own threads win the CPU from them (10 on a host of its own); 0 leaves them level with every other process,
+    # which a host shared with other busy processes needs: there a niced worker waits behind all of them.
+    worker_nice: int = 0
 
 
 @dataclass(frozen=True)
@@ -275,10 +283,10 @@ class EdgeSettings:
     max_uploads_per_org: int = 12
     spool_memory_bytes: int = 1024 * 1024  # EVAULT_UPLOAD_SPOOL_MEMORY_BYTES: kept in memory, the rest on disk
     header_timeout_seconds: int = 10  # EVAULT_HEADER_TIMEOUT_SECONDS: a request's headers must be in by then (408)
-    # EVAULT_BODY_MIN_BYTES_PER_SECOND and EVAULT_BODY_GRACE_SECONDS: a body must arrive at this average rate
-    # after the grace: byte n by grace + n / rate seconds after the headers, or the request ends with 408.
+    # EVAULT_BODY_MIN_BYTES_PER_SECOND: a body must arrive at this average rate after the grace: byte n by
+    # grace + n / rate seconds after the headers, or the request ends with 408.
     body_min_bytes_per_second: int = 8 * 1024
-    body_grace_seconds: int = 10
+    body_grace_seconds: int = 10  # EVAULT_BODY_GRACE_SECONDS: the grace of that pace, in seconds
 
 
 @dataclass(frozen=True)
@@ -305,7 +313,9 @@ def _evidence_work(env: Mapping[str, str]) -> EvidenceWorkSettings:
 
 @dataclass(frozen=True)
 class ApiSettings:
-    host: str  # EVAULT_HOST
+    """The HTTP API: where it listens, idempotency, rate limits, stopping, workers and leases."""
+
+    host: str  # EVAULT_HOST: the address the API listens on
     port: int  # EVAULT_PORT: 0 picks a free port (printed at start)
     public_url: str  # EVAULT_PUBLIC_URL: how clients reach the API (printed at start)
     idempotency_ttl_seconds: int  # EVAULT_IDEMPOTENCY_TTL_SECONDS: how long an Idempotency-Key replays
@@ -359,7 +369,10 @@ def _pdf(env: Mapping[str, str]) -> PdfSettings:
         stamp_timeout_seconds=_int(env, "EVAULT_PDF_STAMP_TIMEOUT_SECONDS", d.stamp_timeout_seconds, minimum=1),
         stamp_concurrency=_int(env, "EVAULT_PDF_STAMP_CONCURRENCY", d.stamp_concurrency, minimum=1),
         stamp_per_org=_int(env, "EVAULT_PDF_STAMP_PER_ORG", d.stamp_per_org, minimum=1),
+        worker_nice=_int(env, "EVAULT_PDF_WORKER_NICE", d.worker_nice, minimum=0),
     )
+    if pdf.worker_nice > 19:
+        raise SettingsError(f"EVAULT_PDF_WORKER_NICE must be at most 19, got {pdf.worker_nice}")
     if pdf.stamp_per_org > pdf.stamp_concurrency:
         raise SettingsError("EVAULT_PDF_STAMP_PER_ORG must not exceed EVAULT_PDF_STAMP_CONCURRENCY")
     return pdf

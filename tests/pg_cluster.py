@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.ports import aux_port
 
 
 def _pg_bin() -> Path:
@@ -79,7 +79,7 @@ class PrivateCluster:
 
 @pytest.fixture
 def private_pg() -> Iterator[PrivateCluster]:
-    cluster = PrivateCluster(free_port(25600, 25651))  # below the ephemeral range (32768-60999)
+    cluster = PrivateCluster(aux_port("private_pg"))  # below the ephemeral range (32768-60999)
     try:
         cluster.init()
         cluster.start()

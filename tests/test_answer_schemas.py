@@ -23,6 +23,7 @@ JSON_OPERATIONS = (
     ("get", "/envelopes/{envelope_id}/audit", "200"),
     ("get", "/log/checkpoint", "200"),
     ("post", "/envelopes/{envelope_id}/vault-out", "200"),
+    ("get", "/envelopes/{envelope_id}/release-receipt", "200"),
     ("post", "/envelopes/{envelope_id}/void", "200"),
 )
 
@@ -64,6 +65,7 @@ def test_documented_answers_are_the_real_answers(client: Any, tenant: Any) -> No
         call("get", path, vaulted)
     call("get", "/log/checkpoint")
     call("post", "/envelopes/{envelope_id}/vault-out", vaulted, json={"reason": "payoff"})
+    call("get", "/envelopes/{envelope_id}/release-receipt", vaulted)
     call("post", "/envelopes/{envelope_id}/void", voided, json={"reason": "withdrawn by the borrower"})
 
     for method, path, status in JSON_OPERATIONS:

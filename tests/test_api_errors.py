@@ -14,8 +14,9 @@ from litestar.testing import TestClient
 from storage.object_store import ObjectStore
 from storage.s3_client import make_s3_client
 from storage.settings import Settings
-from tests.helpers import API, create_envelope, free_port, upload
+from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
+from tests.ports import aux_port
 from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
 
@@ -106,7 +107,7 @@ def test_ready_names_failing_checks(runtime: Runtime) -> None:
 def test_storage_unavailable_is_503_with_retry_after(runtime: Runtime, client: Any, tenant: Any) -> None:
     _, headers = tenant
     envelope_id = create_envelope(client, headers)
-    dead = make_s3_client(f"http://127.0.0.1:{free_port(8190, 8200)}", "k", "s", "us-east-1", quick=True)
+    dead = make_s3_client(f"http://127.0.0.1:{aux_port('dead_store')}", "k", "s", "us-east-1", quick=True)
     runtime.authoritative = ObjectStore(dead, runtime.settings.s3.authoritative_bucket)
     response = upload(client, headers, envelope_id, make_pdf())
     _assert_error(response, 503, "Storage.Unavailable")

@@ -1,7 +1,7 @@
 """Contract test: schemathesis, with every check, against a live ``evault serve`` on the embedded defaults.
 
 The server runs in a temp data dir (SQLite + embedded SeaweedFS) with its bootstrap key and raised rate limits,
-on ports from this pass's own range (``EVAULT_TEST_SERVE_PORT_BASE``). Schemathesis runs its coverage, fuzzing
+on ports from this pass's own range (``tests/ports.py``: "contract", from ``EVAULT_TEST_AUX_PORT_BASE``). Schemathesis runs its coverage, fuzzing
 and stateful phases with all its checks (``EVAULT_CONTRACT_CHECKS`` narrows them): no 5xx, no answer outside its
 schema, no undocumented status or header, no wrong content type, every schema-valid request accepted and every
 schema-violating one refused. The stateful phase follows the document's links (create -> upload -> vault-in ->
@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import bootstrap_key, server_port
+from tests.helpers import bootstrap_key, free_port
+from tests.ports import port_range
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
 
@@ -45,9 +46,9 @@ def _is_free(port: int) -> bool:
 
 
 def _free_s3_base() -> int:
-    """Eight consecutive free ports for the embedded SeaweedFS, in this pass's serve range (base + 100 to + 200)."""
-    first = int(os.environ.get("EVAULT_TEST_SERVE_PORT_BASE", "23400")) + 100
-    for base in range(first, first + 100, 10):
+    """Eight consecutive free ports for the embedded SeaweedFS, in the second half of the contract range."""
+    first, last = port_range("contract")
+    for base in range(first + 50, last - 7, 10):
         if all(_is_free(p) for p in range(base, base + 8)):
             return base
     raise RuntimeError("no free port range for the embedded S3 server")
@@ -55,7 +56,8 @@ def _free_s3_base() -> int:
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    port = server_port()
+    first, _ = port_range("contract")
+    port = free_port(first, first + 50)
     s3_base = _free_s3_base()
     env = {
         **os.environ,

@@ -29,21 +29,20 @@ from sqlmodel import select
 from storage.embedded_s3 import EmbeddedS3
 from storage.models import CopyRecord, Event
 from storage.settings import EvidenceWorkSettings
-from tests.helpers import API, create_envelope, disarm_triggers, free_port, upload
+from tests.helpers import API, create_envelope, disarm_triggers, upload
 from tests.pdf_factory import make_pdf
+from tests.ports import aux_port
 from tests.slow_link import SlowLink, slow_link
 from vault.api.app import create_app
 from vault.evidence_work import EvidenceWork
 from vault.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
-# This helper's loopback ports are 27500-27999; the SQLite and PostgreSQL passes run at once, so each has half.
-PORTS = 27500 + (250 if os.environ.get("EVAULT_TEST_DATABASE_URL") else 0)
 
 
 @pytest.fixture
 def link(embedded_s3: EmbeddedS3) -> Iterator[SlowLink]:
-    with slow_link(embedded_s3.endpoint.url, free_port(PORTS, PORTS + 80)) as opened:
+    with slow_link(embedded_s3.endpoint.url, aux_port("slow_link")) as opened:
         yield opened
 
 
@@ -60,8 +59,8 @@ def vault_env(vault_env: dict[str, str], link: SlowLink) -> dict[str, str]:
 
 @pytest.fixture
 def base_url(runtime: Runtime) -> Iterator[str]:
-    """The app served by uvicorn on a loopback port of this helper's range, in a thread."""
-    port = free_port(PORTS + 80, PORTS + 160)
+    """The app served by uvicorn on a loopback port of this test's range, in a thread."""
+    port = aux_port("evidence_reads")
     config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
@@ -210,7 +209,7 @@ def test_a_check_whose_client_disconnects_stops(
     _, headers = tenant
     envelope_id = _vaulted(client, headers, copies=1)
     link.delay = 2.0  # the whole check needs four requests or more: eight seconds
-    port = free_port(PORTS + 160, PORTS + 240)
+    port = aux_port("evidence_reads")
     config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     runtime.evidence_work = EvidenceWork(EvidenceWorkSettings(deadline_seconds=60))  # not the deadline: the client
@@ -238,7 +237,7 @@ def _stops(link: SlowLink, allow_seconds: float) -> None:
 # --- SIGTERM ----------------------------------------------------------------------------------------------------
 
 GRACE = 2  # EVAULT_SHUTDOWN_GRACE_SECONDS
-STOP_BOUND = GRACE + 5 + 15  # the documented bound (README: "Stopping"); main took 22.8 s, this 9-13 s
+STOP_BOUND = GRACE + 5 + 15  # docs/design/bounded-work.md "Stopping"; main took 22.8 s, this 9-13 s
 
 
 def _get(url: str, headers: dict[str, str]) -> int:

@@ -76,8 +76,32 @@ def test_in_flight_key_is_409_in_progress(client: Any, runtime: Runtime, tenant:
     began = begin(runtime.db, org_id, "busy", fp, timedelta(hours=1), timedelta(minutes=5))
     response = client.post(path, json={"reason": "x"}, headers={**headers, "Idempotency-Key": "busy"})
     assert (response.status_code, response.json()["code"]) == (409, "Idempotency.InProgress")
+    lease = runtime.settings.vault.claim_lease_seconds
+    assert 1 <= int(response.headers["retry-after"]) <= lease
     assert _events(runtime, envelope_id) == ["envelope.created"]
     assert began is not None
+
+
+def test_a_key_left_in_flight_by_a_dead_process_is_taken_over_after_the_lease(
+    client: Any, runtime: Runtime, tenant: Any
+) -> None:
+    # A replica killed mid-request leaves its row in flight; a retry of the same request with the same key, on
+    # any replica, runs once the claim lease has passed (not after the 15-minute reconciliation grace).
+    org_id, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    path = f"{API}/envelopes/{envelope_id}/void"
+    from vault.api.conventions import json_digest
+
+    fp = fingerprint("POST", path, json_digest(b'{"reason":"x"}'))
+    begin(runtime.db, org_id, "orphaned", fp, timedelta(hours=1), timedelta(minutes=5))
+    lease = runtime.settings.vault.claim_lease_seconds
+    with runtime.db.session() as session:
+        row = session.exec(select(IdempotencyRecord).where(IdempotencyRecord.key == "orphaned")).one()
+        row.created_at = row.created_at - timedelta(seconds=lease + 1)
+        session.add(row)
+    response = client.post(path, json={"reason": "x"}, headers={**headers, "Idempotency-Key": "orphaned"})
+    assert response.status_code == 200, response.text
+    assert _events(runtime, envelope_id) == ["envelope.created", "envelope.voided"]
 
 
 def test_a_failed_request_leaves_no_record_so_a_retry_runs(client: Any, runtime: Runtime, tenant: Any) -> None:

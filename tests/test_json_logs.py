@@ -22,9 +22,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from tests.helpers import API, bootstrap_key, free_port
+from tests.helpers import API, bootstrap_key
 from tests.metrics_scrape import route_value, samples, value
 from tests.pdf_factory import make_pdf
+from tests.ports import aux_port
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST_FIELDS = {"time", "level", "request_id", "correlation_id", "org", "key_prefix", "route", "status"}
@@ -38,8 +39,8 @@ WEBHOOK_TOKEN = "hooktoken-5d81e0c4a9"  # a receiver's credential in its URL, as
 
 
 def _start(vault_env: dict[str, str], data_dir: Path, log_file: Path) -> tuple[subprocess.Popen[bytes], int, int]:
-    port = free_port(15500, 15750)
-    metrics_port = free_port(15750, 16000)
+    port = aux_port("json_logs")
+    metrics_port = aux_port("json_logs_metrics")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVAULT_", "PROMETHEUS_"))}
     env.update(
         vault_env,
@@ -94,7 +95,7 @@ def _started(vault_env: dict[str, str], data_dir: Path, log_file: Path) -> Start
     raise AssertionError("no free ports in three tries")
 
 
-WEBHOOK_URL = f"http://127.0.0.1:{free_port(15500, 16000)}/evault?token={WEBHOOK_TOKEN}"
+WEBHOOK_URL = f"http://127.0.0.1:{aux_port('closed')}/evault?token={WEBHOOK_TOKEN}"
 
 
 def _walk_through(base: str, raw_key: str) -> tuple[str, list[str]]:

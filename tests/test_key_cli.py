@@ -24,7 +24,8 @@ from compliance.errors import Conflict
 from storage.db import MIGRATIONS, Database
 from storage.ids import as_utc, utcnow
 from storage.models import ApiKey, Event
-from tests.helpers import API, free_port, together
+from tests.helpers import API, together
+from tests.ports import aux_port
 from vault.cli.main import main
 from vault.keys import revoke_key, rotate_key
 from vault.runtime import Runtime
@@ -259,12 +260,12 @@ def test_concurrent_revokes_have_one_winner(runtime: Runtime) -> None:
 @pytest.fixture
 def live_server(vault_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """``evault serve`` as a subprocess with its own data dir and port: (base URL, environment for commands)."""
-    port = free_port(8400, 8500)
+    port = aux_port("key_cli_api")
     env = {
         **os.environ,
         **vault_env,
         "EVAULT_PORT": str(port),
-        "EVAULT_S3_EMBEDDED_PORT_BASE": str(free_port(28400, 28492)),
+        "EVAULT_S3_EMBEDDED_PORT_BASE": str(aux_port("key_cli_store")),
         "PYTHONPATH": str(ROOT),
     }
     log = (tmp_path / "serve.log").open("w")

@@ -33,8 +33,9 @@ from compliance.verifier import verify_vault
 from compliance.witness.cosignature import CosignatureSigner
 from storage.models import Envelope
 from storage.settings import Settings, SettingsError
-from tests.helpers import API, create_envelope, free_port
+from tests.helpers import API, create_envelope
 from tests.pg_cluster import PrivateCluster
+from tests.ports import aux_port
 from vault.api.app import create_app
 from vault.runtime import open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
@@ -131,7 +132,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_sigterm_stops_service_and_weed_and_the_next_start_works(data_dir: Path) -> None:
-    port = free_port(8100, 8190)
+    port = aux_port("lifecycle")
     env = _serve_env(data_dir, port, 32400)
     proc = _serve(env)
     _wait_ready(proc, port)
@@ -157,7 +158,7 @@ def test_sigterm_stops_service_and_weed_and_the_next_start_works(data_dir: Path)
 
 
 def test_bootstrap_key_is_shown_on_a_terminal_and_not_written(data_dir: Path) -> None:
-    port = free_port(8100, 8190)
+    port = aux_port("lifecycle")
     controller, terminal = pty.openpty()
     proc = _serve(_serve_env(data_dir, port, 32408), stdout=terminal)
     os.close(terminal)
@@ -197,7 +198,7 @@ def test_bootstrap_key_is_shown_on_a_terminal_and_not_written(data_dir: Path) ->
 
 
 def test_when_weed_dies_the_service_exits_non_zero(data_dir: Path) -> None:
-    port = free_port(8100, 8190)
+    port = aux_port("lifecycle")
     proc = _serve(_serve_env(data_dir, port, 32416))
     _wait_ready(proc, port)
     [weed] = _weed_pids(data_dir)
@@ -213,7 +214,7 @@ def test_when_weed_dies_the_service_exits_non_zero(data_dir: Path) -> None:
 
 
 def test_a_busy_api_port_stops_the_start_before_anything_is_created(data_dir: Path) -> None:
-    port = free_port(8100, 8190)
+    port = aux_port("lifecycle")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
@@ -226,7 +227,7 @@ def test_a_busy_api_port_stops_the_start_before_anything_is_created(data_dir: Pa
 
 
 def test_a_start_that_fails_after_weed_started_leaves_no_weed(data_dir: Path, tmp_path: Path) -> None:
-    port = free_port(8100, 8190)
+    port = aux_port("lifecycle")
     env = _serve_env(data_dir, port, 32432, EVAULT_SIGNING_KEY=str(tmp_path / "missing.pem"))
     proc = _serve(env)
     _, err = proc.communicate(timeout=120)

@@ -22,9 +22,10 @@ from compliance.witness.cosignature import CosignatureSigner
 from storage.ids import utcnow
 from storage.models import Checkpoint, LogState, VaultClaim, VerifyFinding, VerifyRun, WebhookDelivery
 from storage.settings import ObservabilitySettings, Settings, SettingsError
-from tests.helpers import API, create_envelope, free_port, upload
+from tests.helpers import API, create_envelope, upload
 from tests.metrics_scrape import Samples, route_value, samples, value
 from tests.pdf_factory import make_pdf
+from tests.ports import aux_port
 from vault.metrics.exposition import render, scrape_registry
 from vault.metrics.instruments import failure_cause
 from vault.runtime import Runtime, open_runtime
@@ -171,7 +172,7 @@ def test_webhook_backlog_counts_pending_deliveries_and_ages_the_oldest(
 def test_a_witness_that_does_not_answer_is_counted_as_a_witness_failure(
     vault_env: dict[str, str], tmp_path: Path
 ) -> None:
-    closed = free_port(15500, 16000)  # nothing listens there: the witness is down
+    closed = aux_port("closed")  # nothing listens there: the witness is down
     vkey = CosignatureSigner("witness.example", Ed25519PrivateKey.generate()).verifier().vkey
     env = {**vault_env, "EVAULT_WITNESSES": f"http://127.0.0.1:{closed} {vkey}", "EVAULT_CHECKPOINT_INTERVAL": "1"}
     runtime = open_runtime(Settings.from_env(env))

@@ -1,6 +1,6 @@
 """Both paper flows pass the six conditions, and a failing envelope's check is recorded once per set of failures.
 
-The README walks a paper envelope through staging (``/upload``) and an empty ``vault-in-upload``; its
+docs/api.md walks a paper envelope through staging (``/upload``) and an empty ``vault-in-upload``; its
 ``envelope.document_staged`` event must be one condition 4 knows. A compliance or certificate GET on a failing
 envelope records ``compliance.check_failed`` only when the failures differ from the last record.
 """

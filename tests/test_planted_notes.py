@@ -23,8 +23,9 @@ from compliance.ledger.note import NoteSigner
 from compliance.verifier import audit_log, verify_vault
 from storage.keys import checkpoint_key, checkpoint_key_beside, timestamp_key
 from storage.settings import Settings
-from tests.helpers import API, create_envelope, free_port, upload
+from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
+from tests.ports import aux_port
 from tests.test_timestamping import Pki, _Tsa, other_pki, pki  # noqa: F401  (fixtures)
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import create_organisation
@@ -90,7 +91,7 @@ def test_notes_ahead_of_the_log_are_reported_and_never_block(
 def stamped(vault_env: dict[str, str], tmp_path: Path, pki: Pki, other_pki: Pki) -> Iterator[Runtime]:  # noqa: F811
     """A vault whose checkpoints an RFC 3161 TSA of this test's own timestamps."""
     handler = type("Handler", (_Tsa,), {"pki": pki, "other": other_pki, "replay": {}})
-    server = ThreadingHTTPServer(("127.0.0.1", free_port(31500, 31600)), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", aux_port("planted_notes")), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     (tmp_path / "tsa-roots.pem").write_bytes(pki.root_pem)

@@ -21,8 +21,8 @@ from litestar.testing import TestClient
 from storage.embedded_s3 import EmbeddedS3
 from storage.settings import Settings
 from tests.fixtures_s3 import s3_port_base
-from tests.helpers import free_port
 from tests.pg_cluster import PrivateCluster
+from tests.ports import aux_port
 from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
 
@@ -69,7 +69,7 @@ def test_sqlite_file_removed_or_replaced_is_not_ready(ready_runtime: Runtime, tm
 
 @pytest.mark.once
 def test_postgres_stopped_is_not_ready(vault_env: dict[str, str]) -> None:
-    cluster = PrivateCluster(free_port(24500, 24550))
+    cluster = PrivateCluster(aux_port("ready_pg"))
     try:
         cluster.init()
         cluster.start()

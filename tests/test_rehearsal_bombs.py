@@ -28,8 +28,8 @@ from tests.helpers import API, create_envelope, free_port, upload
 from vault.pdf_uses import CHUNK, UseCounter
 
 MiB = 1024 * 1024
-# The bound the README states: an upload of any shape moves the API's peak RSS by at most this beyond its spool
-# (and, for a file over 8 MiB, the one large stream pypdf holds while parsing; these files are all tiny).
+# The bound in docs/design/claim-then-record.md: an upload of any shape moves the API's peak RSS at most this
+# past its spool (and, for a file over 8 MiB, the one large stream pypdf holds while parsing; these files are all tiny).
 RSS_BOUND = 64 * MiB
 
 Shape = tuple[str, Callable[[], bytes], str | None]

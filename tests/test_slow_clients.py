@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -25,6 +24,7 @@ import pytest
 from compliance.errors import EvaultError, Unavailable
 from tests.helpers import API, create_envelope, read_answer, send_head, serving, upload
 from tests.pdf_factory import make_pdf
+from tests.ports import port_range
 from vault.api.app import create_app
 from vault.runtime import Runtime
 from vault.slots import Full, Slots
@@ -33,7 +33,6 @@ from vault.upload_spool import spool_dir
 HEADER_TIMEOUT = 1
 GRACE = 2
 RATE = 1000  # bytes a second
-PORTS = 22500 + (250 if os.environ.get("EVAULT_TEST_DATABASE_URL") else 0)  # the two passes run at once
 
 
 @pytest.fixture
@@ -53,7 +52,7 @@ def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def server(runtime: Runtime) -> Iterator[tuple[str, int]]:
     """The app served as ``evault serve`` serves it, on a loopback port of this helper's range, in a thread."""
-    with serving(create_app(runtime), runtime.settings.edge, PORTS, PORTS + 100) as address:
+    with serving(create_app(runtime), runtime.settings.edge, *port_range("slow_clients")) as address:
         yield address
 
 

@@ -34,7 +34,7 @@ from compliance.checkpoints.timestamping import (
 )
 from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint
 from compliance.ledger.note import NoteSigner
-from tests.helpers import free_port
+from tests.ports import aux_port
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
 
@@ -137,7 +137,7 @@ class _Tsa(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def tsa_url(pki: Pki, other_pki: Pki) -> Iterator[str]:
     handler = type("Handler", (_Tsa,), {"pki": pki, "other": other_pki, "replay": {}})
-    server = ThreadingHTTPServer(("127.0.0.1", free_port(26000, 26100)), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", aux_port("timestamping")), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -217,7 +217,7 @@ def test_garbled_reply_is_invalid(tsa_url: str, pki: Pki, note: bytes) -> None:
 
 def test_tsa_down_or_failing_is_unavailable(tsa_url: str, pki: Pki, note: bytes) -> None:
     with pytest.raises(TimestampUnavailable) as exc:
-        TimestampClient(f"http://127.0.0.1:{free_port(26000, 26100)}/tsa", pki.root_pem, timeout=2).timestamp(note)
+        TimestampClient(f"http://127.0.0.1:{aux_port('timestamping')}/tsa", pki.root_pem, timeout=2).timestamp(note)
     assert exc.value.code == TIMESTAMP_UNAVAILABLE
     with pytest.raises(TimestampUnavailable) as exc:
         TimestampClient(f"{tsa_url}/broken", pki.root_pem, timeout=2).timestamp(note)

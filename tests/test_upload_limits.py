@@ -26,13 +26,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import API, create_envelope, free_port, read_answer, send_head, serving, upload
+from tests.helpers import API, create_envelope, read_answer, send_head, serving, upload
 from tests.pdf_factory import make_pdf
+from tests.ports import aux_port, port_range
 from vault.api.app import create_app
 from vault.runtime import Runtime
 
 MiB = 1024 * 1024
-PORTS = 8500 + (250 if os.environ.get("EVAULT_TEST_DATABASE_URL") else 0)  # the two passes run at once
 
 
 @pytest.fixture
@@ -47,8 +47,8 @@ def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def server(runtime: Runtime) -> Iterator[tuple[str, int]]:
-    """The app served by uvicorn on a loopback port of this helper's range, in a thread."""
-    with serving(create_app(runtime), runtime.settings.edge, PORTS, PORTS + 50) as address:
+    """The app served by uvicorn on a loopback port of this test's range, in a thread."""
+    with serving(create_app(runtime), runtime.settings.edge, *port_range("upload_limits")) as address:
         yield address
 
 
@@ -212,7 +212,7 @@ def test_memory_of_concurrent_large_uploads_is_bounded(vault_env: dict[str, str]
     kept freed bodies in its arenas: 92 MiB measured.)
     """
     _, key = tenant
-    port = free_port(PORTS + 50, PORTS + 100)
+    port = aux_port("upload_limits")
     env = {**os.environ, **vault_env, "PYTHONPATH": os.getcwd()}
     env.update({"EVAULT_MAX_UPLOADS_PER_KEY": "4", "EVAULT_MAX_UPLOADS": "16"})
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(port)], env=env)

@@ -1,8 +1,9 @@
 """``evault verify`` beside a live ``evault serve``: it attaches, never starts or creates a vault, and says
 "could not run" (exit 3) rather than "clean" when there is nothing to check.
 
-The service runs as a real subprocess with its own data directory, embedded SeaweedFS (ports 23400-23407, below
-the ephemeral range) and API port (8200-8299); verify runs in other processes, as the nightly job does.
+The service runs as a real subprocess with its own data directory, embedded SeaweedFS (from
+EVAULT_TEST_SERVE_PORT_BASE) and API port (the `verify_attach` range of tests/ports.py); verify runs in other
+processes, as the nightly job does.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ import httpx
 import pytest
 
 from storage.s3_client import make_s3_client
-from tests.helpers import bootstrap_key, create_envelope, free_port, upload
+from tests.helpers import bootstrap_key, create_envelope, upload
 from tests.pdf_factory import make_pdf
+from tests.ports import aux_port
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
 
 REPO = Path(__file__).resolve().parent.parent
 STORE_PORT_BASE = int(os.environ.get("EVAULT_TEST_SERVE_PORT_BASE", "23400"))
-API_PORTS = int(os.environ.get("EVAULT_TEST_API_PORT_BASE", "8200"))
 
 
 def _endpoint_file(data_dir: Path) -> Path:
@@ -98,7 +99,7 @@ class LiveService:
 
 @pytest.fixture
 def live(tmp_path: Path, database_url: str) -> Iterator[tuple[LiveService, dict[str, str], str]]:
-    port = free_port(API_PORTS, API_PORTS + 100)
+    port = aux_port("verify_attach")
     env = _env(
         EVAULT_DATA_DIR=str(tmp_path / "vault"),
         EVAULT_DATABASE_URL=database_url,

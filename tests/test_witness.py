@@ -45,7 +45,8 @@ from compliance.witness.cosignature import (
 )
 from compliance.witness.cosigner import STATE_FILE, Witness, WitnessStateError, parse_request
 from compliance.witness.http_app import build_witness, create_witness_app, parse_log_keys
-from tests.helpers import create_envelope, free_port
+from tests.helpers import create_envelope
+from tests.ports import aux_port
 from vault.runtime import Runtime
 
 ORIGIN = "vault.example/log/org_a"
@@ -330,8 +331,8 @@ def test_log_keys_config(log_signer: NoteSigner) -> None:
 
 
 class Served:
-    def __init__(self, witness: Witness, ports: tuple[int, int] = (26100, 26999)) -> None:
-        self.port = free_port(*ports)
+    def __init__(self, witness: Witness) -> None:
+        self.port = aux_port("witness")
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             create_witness_app(witness), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
@@ -416,7 +417,7 @@ def test_client_refusals_and_unavailable(served: tuple[Served, Witness], log_sig
         wrong = Checkpoint(ORIGIN, 1, cp.root_hash)
         WitnessClient(server.url, verifier, timeout=5).cosign(note, wrong, impostor.proof)
 
-    closed = free_port(26100, 26999)
+    closed = aux_port("closed")
     with pytest.raises(WitnessUnavailable) as uexc:
         WitnessClient(f"http://127.0.0.1:{closed}", verifier, timeout=2).cosign(note, cp, impostor.proof)
     assert uexc.value.code == WITNESS_UNAVAILABLE
@@ -433,8 +434,6 @@ def test_client_refuses_a_note_of_another_checkpoint(log_signer: NoteSigner) -> 
 
 
 # --- one witness, many organisations' logs, in the vault's checkpointer ------------------------------------
-
-WITNESS_PORTS = (8200, 8300)
 
 
 def _witnessed_service(runtime: Runtime, clients: list[WitnessClient]) -> CheckpointService:
@@ -462,7 +461,7 @@ def test_one_witness_cosigns_every_organisations_log(
         create_envelope(client, {"X-API-Key": key_a})
     witness = _witness_for(runtime, tmp_path, [org_a, org_b])
     verifier = CosignatureVerifier.from_vkey(witness.signer.verifier().vkey)
-    with Served(witness, WITNESS_PORTS) as server:
+    with Served(witness) as server:
         service = _witnessed_service(runtime, [WitnessClient(server.url, verifier, timeout=5)])
         rows = [service.checkpoint_now(org_a), service.checkpoint_now(org_b)]
         create_envelope(client, {"X-API-Key": key_b})
@@ -488,7 +487,7 @@ def test_a_refused_organisation_does_not_stop_the_others(
     witness = _witness_for(runtime, tmp_path, [good])  # the witness does not know ``bad``'s log: 404
     verifier = CosignatureVerifier.from_vkey(witness.signer.verifier().vkey)
     errors: list[tuple[str | None, Exception]] = []
-    with Served(witness, WITNESS_PORTS) as server:
+    with Served(witness) as server:
         service = _witnessed_service(runtime, [WitnessClient(server.url, verifier, timeout=5)])
         stop = threading.Event()
         loop = threading.Thread(

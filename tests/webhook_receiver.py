@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.helpers import free_port
-
-PORTS = (16500, 17000)  # this suite's range for servers the tests start
+from tests.ports import aux_port
 
 
 @dataclass
@@ -25,7 +23,7 @@ class Receiver:
     """``mode``: ``ok`` (204), ``fail`` (503), ``redirect`` (307 to elsewhere) or ``hang`` (no answer for long)."""
 
     def __init__(self) -> None:
-        self.port = free_port(*PORTS)
+        self.port = aux_port("webhook_receiver")
         self.mode = "ok"
         self.retry_after: int | None = None  # sent with 503 when set
         self.received: list[Received] = []

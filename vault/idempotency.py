@@ -6,13 +6,15 @@ on organisation + key), so of two concurrent requests with one key exactly one p
 transaction of its change (:meth:`Pending.complete`, called from the service's ``on_commit`` hook): the change,
 its ledger event and the record commit together or not at all. A request that fails changes nothing and
 removes its row (:func:`abandon`), so a retry runs afresh; a row left in flight by a dead process is taken over
-after ``lease``. The same key with another request (method, path or body) is 409 ``Idempotency.KeyReused``.
-Records expire after the configured window and are swept.
+after ``lease`` (the API uses ``EVAULT_CLAIM_LEASE_SECONDS``, as long as a vault-in owns its claim), and the
+409 says when with ``Retry-After``. The same key with another request (method, path or body) is 409
+``Idempotency.KeyReused``. Records expire after the configured window and are swept.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -79,8 +81,12 @@ def _settle_existing(session: Session, row: IdempotencyRecord, fp: str, lease: t
         )
     elif row.status is not None:
         return Replay(row.status, row.body, dict(row.headers or {}))
-    elif as_utc(row.created_at) > now - lease:
-        raise Conflict("Idempotency.InProgress", "a request with this Idempotency-Key is still in flight; retry later")
+    elif (left := as_utc(row.created_at) + lease - now) > timedelta(0):
+        raise Conflict(
+            "Idempotency.InProgress",
+            "a request with this Idempotency-Key is still in flight; retry later",
+            retry_after_seconds=max(1, math.ceil(left.total_seconds())),
+        )
     else:
         session.delete(row)  # its request died in flight and changed nothing we recorded
     session.flush()
@@ -107,7 +113,8 @@ def begin(db: Database, org_id: str, key: str, fp: str, ttl: timedelta, lease: t
             return Pending(pending.id)
         except IntegrityError:
             continue  # a concurrent request inserted it first: look again
-    raise Conflict("Idempotency.InProgress", "a request with this Idempotency-Key is still in flight; retry later")
+    in_flight = "a request with this Idempotency-Key is still in flight; retry later"
+    raise Conflict("Idempotency.InProgress", in_flight, retry_after_seconds=1)
 
 
 def complete_alone(db: Database, pending: Pending, status: int, body: Any, headers: dict[str, str]) -> None:

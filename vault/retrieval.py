@@ -115,7 +115,7 @@ def authoritative_urls(
     return issued
 
 
-def _read_verified(custody: Custody, doc: VaultedDocument) -> bytes:
+def read_verified(custody: Custody, doc: VaultedDocument) -> bytes:
     try:
         data = custody.authoritative.read(doc.s3_key, doc.s3_version_id)
     except ChecksumMismatch as exc:
@@ -131,7 +131,9 @@ def _read_verified(custody: Custody, doc: VaultedDocument) -> bytes:
     return data
 
 
-def _register_copy(custody: Custody, actor: Actor, record: VaultRecord, copy: CopyRecord) -> None:
+def register_copy(
+    custody: Custody, actor: Actor, record: VaultRecord, copy: CopyRecord, *, certified: bool = False
+) -> None:
     """Register the stored copy and its event under the envelope's lock; on failure remove the object again
     (the copies bucket is not locked), so no copy exists that the register does not name."""
     try:
@@ -152,6 +154,7 @@ def _register_copy(custody: Custody, actor: Actor, record: VaultRecord, copy: Co
                     "source_sha256": copy.source_sha256,
                     "authoritative_copy_id": record.id,
                     "mark_verified_at": iso(copy.mark_verified_at) if copy.mark_verified_at else None,
+                    **({"certified": True} if certified else {}),
                 },
             )
     except BaseException:
@@ -181,7 +184,7 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
         now = utcnow()
         mark = CopyMark(copy_id, envelope.id, doc.sha256, now)
         # Only a copy whose mark passed its check (in the stamper's child) comes back; that is what is recorded.
-        stamped = stamp_for_copy(custody.pdf, envelope.org_id, _read_verified(custody, doc), mark)
+        stamped = stamp_for_copy(custody.pdf, envelope.org_id, read_verified(custody, doc), mark)
         verified_at = utcnow()
         digest = hashlib.sha256(stamped).hexdigest()
         if digest == doc.sha256:
@@ -207,7 +210,7 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
             issued_by=actor.key_id or "",
             mark_verified_at=verified_at,
         )
-        _register_copy(custody, actor, record, copy)
+        register_copy(custody, actor, record, copy)
         issued.append(
             IssuedUrl(
                 copy_id,

@@ -6,7 +6,7 @@ with the envelope id, chain seq, leaf index, key id and entry hash, the data as 
 exact bytes (base64), so each row re-hashes to its ``entry_hash`` and names its predecessor's in ``prev``.
 Cells that a spreadsheet would run as a formula are quoted with a leading apostrophe (base64 of a JSON entry
 starts ``eyJ``, hex never with a sign, so the checkable columns are never quoted).
-The trail holds what the log holds, and the log keeps no client addresses or user agents (see README). People
+The trail holds what the log holds, and the log keeps no client addresses or user agents (docs/certificates.md). People
 named as parties appear in the log as commitments only; ``personal_data`` shows the values behind them, by
 subject id, while they still exist (``compliance.ledger.personal_data``).
 """

@@ -73,7 +73,7 @@ def _proven(tree: TiledTree, size: int, event: Event) -> dict[str, Any]:
     }
 
 
-def _signing_key(session: Session, key: VaultKey, note: str) -> tuple[dict[str, str], list[str]]:
+def signing_key_of(session: Session, key: VaultKey, note: str) -> tuple[dict[str, str], list[str]]:
     """The generation that signed ``note`` (vkey and PEM), and the rotation statements from the first key up to it
     or to ``key`` (the signer of a certificate embedding this bundle), whichever is later."""
     lines = {(s.name, s.key_id) for s in parse_note(note).signatures}
@@ -98,7 +98,7 @@ def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: 
     if committed is None:
         raise Conflict("Log.MapNotCommitted", "the checkpoint does not end with a map commit", size=checkpoint.size)
     tree = tree_for(session, org_id, checkpoint.size)
-    signed_by, key_chain = _signing_key(session, key, checkpoint.note)
+    signed_by, key_chain = signing_key_of(session, key, checkpoint.note)
     map_entry = session.exec(
         select(Event).where(Event.org_id == org_id, Event.leaf_index == committed.entry_index)
     ).one()

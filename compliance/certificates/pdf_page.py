@@ -16,14 +16,11 @@ import io
 from typing import Any
 
 import rfc8785
-from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.sign import signers, timestamps
-from pyhanko.sign.fields import SigSeedSubFilter
-from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pypdf import PdfWriter
 from pypdf.generic import ArrayObject, DecodedStreamObject, DictionaryObject, NameObject, NumberObject, TextStringObject
 
 from compliance.signatures.document_identity import DocumentSigner
+from compliance.signatures.pades import sign_pades
 
 _WIDTH, _HEIGHT, _MAX_CHARS = 612.0, 792.0, 120
 ATTACHMENT = "certificate.json"  # the embedded file: the exact RFC 8785 bytes of the signed certificate
@@ -141,28 +138,8 @@ def _page(lines: list[tuple[int, str]], attachment: bytes) -> bytes:
     return out.getvalue()
 
 
-def _registry(cert: Any) -> SimpleCertificateStore:
-    store: SimpleCertificateStore = SimpleCertificateStore.from_certs([cert])  # type: ignore[no-untyped-call]
-    return store
-
-
 def certificate_pdf(document: dict[str, Any], signer: DocumentSigner, tsa_url: str | None = None) -> bytes:
-    """One page carrying the certificate's JSON, signed PAdES with the document-signing identity; with a TSA
-    configured the signature carries its RFC 3161 timestamp (PAdES-B-T), so when it was signed needs no trust in
-    the vault's clock."""
-    cert, key = signer.asn1()
-    pdf_signer = signers.SimpleSigner(signing_cert=cert, signing_key=key, cert_registry=_registry(cert))
-    meta = signers.PdfSignatureMetadata(
-        field_name="EvaultCertificate",
-        subfilter=SigSeedSubFilter.PADES,
-        reason="UCC 9-105 certificate issued by the vault",
-    )
-    timestamper = timestamps.HTTPTimeStamper(tsa_url, timeout=10) if tsa_url else None
-    out = signers.sign_pdf(
-        IncrementalPdfFileWriter(io.BytesIO(_page(page_lines(document), embedded_json(document)))),
-        meta,
-        pdf_signer,
-        timestamper=timestamper,
-    )
-    signed: bytes = out.getvalue()
-    return signed
+    """One page carrying the certificate's JSON, signed PAdES with the document-signing identity (with its TSA's
+    timestamp when one is configured)."""
+    page = _page(page_lines(document), embedded_json(document))
+    return sign_pades(page, signer, "EvaultCertificate", "UCC 9-105 certificate issued by the vault", tsa_url)

@@ -34,6 +34,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from compliance.checkpoints.worm_tiles import export_tiles, exported_size
 from compliance.errors import Unavailable
 from compliance.headmap.sql_store import commit_head_map
 from compliance.ledger.checkpoint_format import Checkpoint, sign_checkpoint, verify_checkpoint
@@ -166,6 +167,7 @@ class CheckpointService:
 
     def _store(self, org_id: str, checkpoint: Checkpoint, note: str, tenure: Tenure) -> CheckpointRow:
         retain_until = utcnow() + self.retention
+        self._export_tiles(org_id, checkpoint.size, retain_until)
         key, stored_version = checkpoint_key(org_id, checkpoint.size), None
         try:
             stored_version = self.worm.put_write_once(
@@ -209,6 +211,13 @@ class CheckpointService:
                 assert existing is not None
                 return existing
         return row
+
+    def _export_tiles(self, org_id: str, size: int, retain_until: datetime) -> None:
+        """The tiles and entries this checkpoint covers, locked in the bucket before its note names them."""
+        with self.db.session() as session:
+            previous = latest_checkpoint(session, org_id)
+            old = exported_size(self.worm, org_id, min(previous.size, size) if previous else 0)
+            export_tiles(session, self.worm, org_id, old, size, retain_until)
 
     def _store_timestamp(self, org_id: str, size: int, key: str, token: bytes, retain_until: datetime) -> None:
         """The token beside its note; a key already taken by other bytes is alerted and bypassed likewise."""

@@ -41,6 +41,7 @@ class CopyMark:
     envelope_id: str
     source_sha256: str
     issued_at: dt.datetime
+    certified: bool = False  # a certified copy: still not the authoritative copy, and says so first
 
     def __post_init__(self) -> None:
         if not _HEX64.fullmatch(self.source_sha256):
@@ -54,8 +55,9 @@ class CopyMark:
 
     def lines(self) -> list[str]:
         """The band's lines; the hash gets its own line so it can be compared with the vault's record."""
+        what = "CERTIFIED COPY, not the authoritative copy" if self.certified else "This is not the authoritative copy"
         return [
-            f"{HEADLINE} - This is not the authoritative copy",
+            f"{HEADLINE} - {what}",
             f"copy {self.copy_id} of envelope {self.envelope_id}, issued {self.issued_iso}",
             f"source SHA-256: {self.source_sha256}",
         ]

@@ -184,6 +184,7 @@ COPY_ISSUED = EventType(
         "authoritative_copy_id": S,
         "mark_verified_at": N,
     },
+    {"certified": ("boolean",)},  # a certified copy: the marked document with the custodian's signed affidavit
     role=Role.COPY,
 )
 RELEASED = EventType(

@@ -1,7 +1,8 @@
 """Objects outside every known place: the per-organisation passes list only ``authoritative/<org>/``,
 ``copies/<org>/`` and ``log/<org>/checkpoint/``, so whatever sits elsewhere in the buckets (another prefix, an
-organisation that does not exist, a stray name among the checkpoints) is found here, by one full listing of
-each bucket, and reported as ``Object.Unknown`` with its bucket and key.
+organisation that does not exist, a stray name among the checkpoints, a name under ``log/<org>/tile/`` that is
+not a tlog-tiles path) is found here, by one full listing of each bucket, and reported as ``Object.Unknown``
+with its bucket and key.
 
 Runs only when no organisation, envelope or ``--since`` filter narrows the run (a shard takes its share of the
 keys); objects written after the run started are the next run's.
@@ -13,6 +14,7 @@ import re
 
 from sqlmodel import col, select
 
+from compliance.ledger.tile_paths import parse_path
 from compliance.verifier.context import Context
 from compliance.verifier.findings import Finding
 from compliance.verifier.objects import _in_window
@@ -36,6 +38,8 @@ def known_place(key: str, orgs: set[str], beside: set[str], bucket: str) -> bool
         return top in ("copies", "staging")
     if top == "authoritative":
         return True
+    if top == "log" and below.startswith("tile/"):
+        return _tile_path(below)
     if top != "log" or not below.startswith("checkpoint/"):
         return False
     if _SIZE.fullmatch(below.removeprefix("checkpoint/")) or key in beside:
@@ -43,6 +47,14 @@ def known_place(key: str, orgs: set[str], beside: set[str], bucket: str) -> bool
     note_key, token, tail = key.partition(".tsr")
     note_ok = note_key in beside or _SIZE.fullmatch(note_key.rsplit("/", 1)[1]) is not None
     return bool(token) and note_ok and _TOKEN_TAIL.fullmatch(token + tail) is not None
+
+
+def _tile_path(path: str) -> bool:
+    try:
+        parse_path(path)
+    except ValueError:
+        return False
+    return True
 
 
 def check_outside(ctx: Context) -> None:

@@ -14,6 +14,7 @@ from storage.errors import StorageError
 from vault.api.allocator import return_large_buffers
 from vault.api.allow import complete_allow
 from vault.api.custody import CustodyController
+from vault.api.custody_evidence import CustodyEvidenceController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.edge import edge_middleware
 from vault.api.envelopes import EnvelopeController
@@ -32,6 +33,7 @@ from vault.api.openapi import CompletedJsonRenderPlugin
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.api.retention import RetentionController
+from vault.api.tlog import TlogController
 from vault.api.webhooks import WebhookController
 from vault.metrics import ledger_counts
 from vault.runtime import Runtime
@@ -48,8 +50,10 @@ def create_app(runtime: Runtime) -> Litestar:
             CustodyController,
             RetentionController,
             LogController,
+            TlogController,
             EnvelopeProofController,
             EvidenceController,
+            CustodyEvidenceController,
             WebhookController,
         ],
         dependencies={

@@ -91,7 +91,7 @@ def _run(
             key,
             fp,
             timedelta(seconds=api.idempotency_ttl_seconds),
-            timedelta(seconds=runtime.settings.vault.claim_grace_seconds),
+            timedelta(seconds=runtime.settings.vault.claim_lease_seconds),  # as long as a request owns its claim
         )
         if isinstance(began, Replay):
             return Outcome(began.status, began.body, began.headers).response(replayed=True)

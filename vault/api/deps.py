@@ -29,5 +29,5 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
 
 
 async def provide_actor(principal: NamedDependency[Principal]) -> Actor:
-    """The key, never the client's address or user agent: ledger entries are permanent (see README)."""
+    """The key, never the client's address or user agent: ledger entries are permanent (docs/certificates.md)."""
     return principal.actor()

@@ -71,7 +71,7 @@ def _disconnected(request: Request[Any, Any, Any]) -> Callable[[], Awaitable[Non
     return wait
 
 
-async def _in_pool(request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, job: Callable[[Deadline], T]) -> T:
+async def in_pool(request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, job: Callable[[Deadline], T]) -> T:
     return await runtime.evidence_work.run(actor.org_id, job, _disconnected(request))
 
 
@@ -112,7 +112,7 @@ class EvidenceController(Controller):
             verdict = check_compliance(sources, policy_of(runtime), actor, envelope_id)
             return {"envelope_id": envelope_id, **verdict.as_json()}
 
-        return await _in_pool(request, runtime, actor, job)
+        return await in_pool(request, runtime, actor, job)
 
     @get(
         "/vault/certificate",
@@ -147,7 +147,7 @@ class EvidenceController(Controller):
                 return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": disposition})
             return Response(document, media_type="application/json")
 
-        return await _in_pool(request, runtime, actor, job)
+        return await in_pool(request, runtime, actor, job)
 
     @get(
         "/audit",
@@ -173,4 +173,4 @@ class EvidenceController(Controller):
                 return Response(as_csv(trail), media_type="text/csv", headers={"Content-Disposition": disposition})
             return Response(trail, media_type="application/json")
 
-        return await _in_pool(request, runtime, actor, job)
+        return await in_pool(request, runtime, actor, job)

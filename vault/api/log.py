@@ -155,47 +155,49 @@ class EnvelopeProofController(Controller):
             return build_bundle(session, runtime.key, envelope_id, checkpoint)
 
 
+def keys_document(runtime: Runtime) -> dict[str, Any]:
+    """What ``/.well-known/evault/keys`` serves (and an evidence package carries as ``keys/keys.json``)."""
+    with runtime.db.read_session() as session:
+        chain = key_set(session)
+    return {
+        "keys": [
+            *(
+                {
+                    "use": "checkpoint",
+                    "algorithm": "Ed25519",
+                    "vkey": generation["vkey"],
+                    "pem": generation["pem"],
+                    "log_origin_prefix": runtime.settings.vault.log_origin,
+                    "generation": generation["generation"],
+                    "current": generation["vkey"] == runtime.key.note_verifier.vkey,
+                    "valid_from": generation["valid_from"],
+                    "valid_until": generation["valid_until"],
+                    "compromised_since": generation["compromised_since"],
+                }
+                for generation in reversed(chain["generations"])
+            ),
+            *document_signing_keys(runtime),
+            *(
+                [
+                    {
+                        "use": "report-signing",
+                        "algorithm": "Ed25519",
+                        "pem": runtime.report_key.public_pem,
+                        # The vault key's signature over "evault report-signing key v1\n" + the raw key.
+                        "endorsement": runtime.report_key.endorsement,
+                    }
+                ]
+                if runtime.report_key is not None
+                else []
+            ),
+        ],
+        # The rotation and revocation statements: save this document and pass it as `--keys` offline.
+        "signing_key_chain": chain,
+    }
+
+
 @get("/.well-known/evault/keys", tags=["Transparency log"], sync_to_thread=True)
 def public_keys(runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
     """The vault's public keys, for offline verification of checkpoints, bundles and certificates: every generation
     of the signing key (current first) with its validity, and the signed statements that chain them."""
-    with runtime.db.read_session() as session:
-        chain = key_set(session)
-    return Response(
-        {
-            "keys": [
-                *(
-                    {
-                        "use": "checkpoint",
-                        "algorithm": "Ed25519",
-                        "vkey": generation["vkey"],
-                        "pem": generation["pem"],
-                        "log_origin_prefix": runtime.settings.vault.log_origin,
-                        "generation": generation["generation"],
-                        "current": generation["vkey"] == runtime.key.note_verifier.vkey,
-                        "valid_from": generation["valid_from"],
-                        "valid_until": generation["valid_until"],
-                        "compromised_since": generation["compromised_since"],
-                    }
-                    for generation in reversed(chain["generations"])
-                ),
-                *document_signing_keys(runtime),
-                *(
-                    [
-                        {
-                            "use": "report-signing",
-                            "algorithm": "Ed25519",
-                            "pem": runtime.report_key.public_pem,
-                            # The vault key's signature over "evault report-signing key v1\n" + the raw key.
-                            "endorsement": runtime.report_key.endorsement,
-                        }
-                    ]
-                    if runtime.report_key is not None
-                    else []
-                ),
-            ],
-            # The rotation and revocation statements: save this document and pass it as `--keys` offline.
-            "signing_key_chain": chain,
-        },
-        headers={"Cache-Control": "public, max-age=300"},
-    )
+    return Response(keys_document(runtime), headers={"Cache-Control": "public, max-age=300"})

@@ -121,11 +121,16 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/compliance", "get"): "checkCompliance",
     ("/envelopes/{envelope_id}/vault/certificate", "get"): "getCertificate",
     ("/envelopes/{envelope_id}/audit", "get"): "getAuditTrail",
+    ("/envelopes/{envelope_id}/release-receipt", "get"): "getReleaseReceipt",
+    ("/envelopes/{envelope_id}/certified-copy", "get"): "getCertifiedCopy",
+    ("/envelopes/{envelope_id}/evidence", "get"): "getEvidencePackage",
     ("/envelopes/{envelope_id}/proof", "get"): "getProofBundle",
     ("/log/checkpoint", "get"): "getCheckpoint",
     ("/log/checkpoint", "post"): "signCheckpoint",
     ("/log/proof/inclusion", "get"): "getInclusionProof",
     ("/log/proof/consistency", "get"): "getConsistencyProof",
+    ("/log/tlog/checkpoint", "get"): "getTlogCheckpoint",
+    ("/log/tlog/tile/{tile}", "get"): "getTlogTile",
     ("/webhook", "patch"): "configureWebhook",
     ("/webhook", "get"): "getWebhook",
     ("/webhook/deliveries", "get"): "listWebhookDeliveries",
@@ -161,6 +166,13 @@ ALTERNATIVE_ANSWERS = {
         "application/pdf": {"schema": {"type": "string", "format": "binary"}}
     },
     ("/envelopes/{envelope_id}/audit", "get"): {"text/csv": {"schema": {"type": "string"}}},
+    # Files only: the binary schema replaces the bare string Litestar documents for a bytes answer.
+    ("/envelopes/{envelope_id}/certified-copy", "get"): {
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}}
+    },
+    ("/envelopes/{envelope_id}/evidence", "get"): {
+        "application/zip": {"schema": {"type": "string", "format": "binary"}}
+    },
 }
 
 _EXAMPLES = {
@@ -361,7 +373,7 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
             operation["description"] = f"{operation.get('description') or ''}\n\nRequired scope: `{scope}`.".strip()
             params = operation.setdefault("parameters", [])
             if method == "post" and (relative, method) not in WITHOUT_IDEMPOTENCY:
-                params.append(_header("Idempotency-Key", "replays the first answer for 24 h (see README)", "key-1"))
+                params.append(_header("Idempotency-Key", "replays the first answer for 24 h (docs/api.md)", "key-1"))
                 if relative.startswith("/envelopes/"):
                     params.append(_header("If-Match", "the ETag you read; 412 when the envelope changed since"))
             if relative in ENVELOPE_OPS_WITH_ETAG and method == "get":

@@ -255,6 +255,14 @@ class SignedCertificate:
 
 
 @dataclass
+class SignedReceipt:
+    """``evault-receipt/v1``: ``receipt`` is signed as its RFC 8785 form (docs/evidence-formats.md, receipts)."""
+
+    receipt: dict[str, Any]
+    signature: CertificateSignature
+
+
+@dataclass
 class AuditActor:
     org_id: str | None
     key_id: str | None

@@ -28,6 +28,9 @@ from vault.cli.dispose import add_commands as add_dispose_commands
 from vault.cli.erase import add_commands as add_erase_commands
 from vault.cli.evidence import add_cert_commands, add_keys_option, add_trust_options, keys_from, trust_from
 from vault.cli.keys import add_commands as add_key_commands
+from vault.cli.packages import add_commands as add_package_commands
+from vault.cli.rebuild import add_commands as add_rebuild_commands
+from vault.cli.receipts import add_commands as add_receipt_commands
 from vault.cli.signing_keys import add_commands as add_signing_key_commands
 from vault.log_format import configure as configure_logging
 from vault.metrics.multiproc import metrics_dir, use_multiprocess_dir
@@ -426,6 +429,7 @@ def parser() -> argparse.ArgumentParser:
     add_erase_commands(commands)
     add_dispose_commands(commands)
     add_signing_key_commands(commands)
+    add_rebuild_commands(commands)
     report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(
         dest="report_command", required=True
     )
@@ -465,6 +469,8 @@ def parser() -> argparse.ArgumentParser:
     add_keys_option(consistency)
     consistency.set_defaults(run=_log_consistency)
     add_cert_commands(commands)
+    add_receipt_commands(commands)
+    add_package_commands(commands)
     return root
 
 

@@ -1,0 +1,363 @@
+"""``evault rebuild --from-bucket``: a vault's history, its database thrown away, rebuilt from the WORM bucket alone.
+
+The rebuilt vault verifies clean, serves the same proof bundles and certificates, and its logs have the roots
+the bucket's signed checkpoints name. A bucket whose tiles or entries do not hash to those roots is refused,
+and so is an entry whose event type the rebuild cannot replay.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import create_engine, func, text
+from sqlmodel import select
+
+from compliance.checkpoints.publisher import tree_for
+from compliance.ledger.event_catalogue import CATALOGUE
+from compliance.ledger.key_ring import generations
+from compliance.ledger.merkle import leaf_hash
+from compliance.ledger.note import NoteVerifier
+from compliance.ledger.tile_paths import bundle, unbundle
+from compliance.verifier import verify_vault
+from storage.ids import iso
+from storage.models import ApiKey, Checkpoint, Event, LogState, Organisation
+from storage.object_store import ObjectStore
+from storage.settings import Settings
+from tests.helpers import API, create_envelope, upload
+from tests.pdf_factory import make_pdf
+from vault.api.app import create_app
+from vault.erasure import erase_subject
+from vault.rebuild.backup import restore, write_backup
+from vault.rebuild.bucket_log import RebuildRefused
+from vault.rebuild.replay import STEPS, Entry, Rows, step_for
+from vault.rebuild.service import rebuild
+from vault.runtime import Runtime, open_runtime
+
+PG_URL = os.environ.get("EVAULT_TEST_DATABASE_URL", "")
+# Fields a certificate takes from the moment it is issued, not from the record.
+MOMENT_FIELDS = {"issued_at", "signature", "checked_at"}
+
+
+@pytest.fixture
+def fresh_database_url(tmp_path: Path) -> Iterator[str]:
+    """A second, empty database: where the vault is rebuilt after its own is gone."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'rebuilt.sqlite3'}"
+        return
+    schema = f"r_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _vaulted(client: TestClient[Any], headers: dict[str, str], pages: int = 2) -> str:
+    envelope_id = create_envelope(client, headers)
+    response = upload(client, headers, envelope_id, make_pdf(pages, text=f"Loan {uuid.uuid4().hex[:6]}"))
+    assert response.status_code == 201, response.text
+    return envelope_id
+
+
+def _history(client: TestClient[Any], headers: dict[str, str], other: dict[str, str]) -> list[tuple[str, str]]:
+    """A realistic history over two organisations: (envelope id, the headers of its organisation)."""
+    released = _vaulted(client, headers, pages=3)
+    assert client.get(f"{API}/envelopes/{released}/vault/copy/signed-url", headers=headers).status_code == 200
+    out = {"reason": "transfer", "transferee": {"vault_id": "vault-2"}, "note": "sold"}
+    assert client.post(f"{API}/envelopes/{released}/vault-out", json=out, headers=headers).status_code == 200
+
+    held = _vaulted(client, headers)
+    later = iso(dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=3))
+    extended = client.post(f"{API}/envelopes/{held}/retention", json={"retain_until": later}, headers=headers)
+    assert extended.status_code == 200, extended.text
+    assert client.post(f"{API}/envelopes/{held}/legal-hold", json={"reason": "subpoena"}, headers=headers).is_success
+
+    staged = create_envelope(client, headers)
+    pdf = make_pdf(1, text="staged")
+    sha = hashlib.sha256(pdf).hexdigest()
+    staging = {**headers, "Content-Type": "application/pdf", "X-Content-SHA256": sha}
+    assert client.post(f"{API}/envelopes/{staged}/upload", content=pdf, headers=staging).status_code == 201
+    assert client.post(f"{API}/envelopes/{staged}/vault-in-upload", headers=headers).status_code == 201
+
+    voided = create_envelope(client, headers)
+    assert client.post(f"{API}/envelopes/{voided}/void", json={"reason": "withdrawn"}, headers=headers).is_success
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat()
+    expired = create_envelope(client, headers, expires_at=at, external_id=f"x-{uuid.uuid4().hex}")
+    draft = create_envelope(client, headers, kind="esign")
+
+    theirs = _vaulted(client, other)
+    assert client.get(f"{API}/envelopes/{theirs}/vault/copy/signed-url", headers=other).status_code == 200
+    assert client.post(f"{API}/envelopes/{theirs}/legal-hold", json={"reason": "audit"}, headers=other).is_success
+    cleared = client.request("DELETE", f"{API}/envelopes/{theirs}/legal-hold", json={"reason": "done"}, headers=other)
+    assert cleared.is_success, cleared.text
+    untouched = create_envelope(client, other)
+
+    time.sleep(1.2)
+    assert client.get(f"{API}/envelopes/{expired}", headers=headers).json()["status"] == "expired"
+    for who in (headers, other):
+        assert client.post(f"{API}/log/checkpoint", headers=who).status_code == 200
+    mine = [released, held, staged, voided, expired, draft]
+    return [(e, "mine") for e in mine] + [(e, "theirs") for e in (theirs, untouched)]
+
+
+def _without_moments(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_moments(v) for k, v in value.items() if k not in MOMENT_FIELDS}
+    if isinstance(value, list):
+        return [_without_moments(v) for v in value]
+    return value
+
+
+def _evidence(client: TestClient[Any], envelope_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    """What a relying party is shown of an envelope: its view, proof bundle and (once vaulted) certificate."""
+    view = client.get(f"{API}/envelopes/{envelope_id}", headers=headers)
+    proof = client.get(f"{API}/envelopes/{envelope_id}/proof", headers=headers)
+    assert view.status_code == 200 and proof.status_code == 200, (view.text, proof.text)
+    shown = {k: v for k, v in view.json().items() if k not in ("revision", "updated_at", "metadata", "parties")}
+    found: dict[str, Any] = {"view": shown, "proof": proof.json()}
+    if view.json()["vault_state"] != "not_vaulted":
+        certificate = client.get(f"{API}/envelopes/{envelope_id}/vault/certificate", headers=headers)
+        assert certificate.status_code == 200, certificate.text
+        found["certificate"] = _without_moments(certificate.json())
+    return found
+
+
+def _signed_roots(runtime: Runtime) -> dict[str, tuple[int, str]]:
+    with runtime.db.read_session() as session:
+        rows = session.exec(select(Checkpoint).order_by(Checkpoint.org_id, Checkpoint.size)).all()
+        return {row.org_id: (row.size, row.root_hash) for row in rows}
+
+
+def test_a_vault_rebuilt_from_the_bucket_verifies_and_proves_the_same(
+    runtime: Runtime,
+    client: TestClient[Any],
+    tenant: tuple[str, dict[str, str]],
+    make_key: Callable[..., tuple[str, str]],
+    vault_env: dict[str, str],
+    fresh_database_url: str,
+    evault: Callable[..., tuple[int, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    org_id, headers = tenant
+    other_org, other_raw = make_key()
+    other = {"X-API-Key": other_raw}
+    envelopes = _history(client, headers, other)
+    who = {"mine": headers, "theirs": other}
+    before = {e: _evidence(client, e, who[o]) for e, o in envelopes}
+    roots = _signed_roots(runtime)
+    assert set(roots) == {org_id, other_org}
+    with runtime.db.read_session() as session:
+        key_hashes = {k.id: k.key_hash for k in session.exec(select(ApiKey))}
+        events_before = session.exec(select(func.count()).select_from(Event)).one()
+
+    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
+    code, out, err = evault("rebuild", "--from-bucket")
+    assert code == 0, err
+    assert org_id in out and other_org in out
+
+    rebuilt = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
+    try:
+        report = verify_vault(rebuilt.sources())
+        assert report["clean"], report["findings"]
+        assert _signed_roots(rebuilt) == roots
+        with rebuilt.db.session() as session:
+            assert session.exec(select(func.count()).select_from(Event)).one() == events_before
+            assert {s.org_id: s.size for s in session.exec(select(LogState))} == {o: r[0] for o, r in roots.items()}
+            # API keys come back as the log states them, unusable until restored from a backup: restore them.
+            keys = session.exec(select(ApiKey)).all()
+            assert {k.id for k in keys} == set(key_hashes)
+            assert all(k.key_hash != key_hashes[k.id] for k in keys)
+            for key in keys:
+                key.key_hash = key_hashes[key.id]
+                session.add(key)
+        for org, (size, root) in roots.items():
+            with rebuilt.db.read_session() as session:
+                assert tree_for(session, org, size).root().hex() == root
+        with TestClient(create_app(rebuilt)) as again:
+            after = {e: _evidence(again, e, who[o]) for e, o in envelopes}
+        for envelope_id in before:
+            assert after[envelope_id] == before[envelope_id], envelope_id
+    finally:
+        rebuilt.close()
+
+
+def test_a_database_that_holds_a_vault_is_not_rebuilt_into(
+    client: TestClient[Any], tenant: tuple[str, dict[str, str]], evault: Callable[..., tuple[int, str, str]]
+) -> None:
+    _, headers = tenant
+    _vaulted(client, headers)
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    code, _, err = evault("rebuild", "--from-bucket")
+    assert code == 1 and "Rebuild.NotEmpty" in err
+
+
+class _Tampered(ObjectStore):
+    """The bucket as a rebuild reads it, with one entry of the first entry bundle changed (and, with
+    ``retile``, its level-0 tile recomputed to match, so only the signed root can tell)."""
+
+    def __init__(self, store: ObjectStore, retile: bool) -> None:
+        super().__init__(store.client, store.bucket)
+        self.retile = retile
+
+    def _bundle(self, blob: bytes) -> bytes:
+        entries = unbundle(blob)
+        entries[0] = entries[0].replace(b'"name":"', b'"name":"X', 1)
+        return bundle(entries)
+
+    def read(self, key: str, version_id: str) -> bytes:
+        blob = super().read(key, version_id)
+        if "/tile/entries/" in key:
+            return self._bundle(blob)
+        if "/tile/0/" in key and self.retile:
+            entries_key = key.replace("/tile/0/", "/tile/entries/")
+            entries = unbundle(self._bundle(super().read(entries_key, self.head(entries_key, None).version_id)))
+            return b"".join(leaf_hash(e) for e in entries)
+        return blob
+
+
+@pytest.mark.parametrize("retile", [False, True], ids=["bundle-only", "bundle-and-tile"])
+def test_a_log_whose_entries_do_not_hash_to_the_signed_root_is_refused(
+    runtime: Runtime,
+    client: TestClient[Any],
+    tenant: tuple[str, dict[str, str]],
+    vault_env: dict[str, str],
+    fresh_database_url: str,
+    retile: bool,
+) -> None:
+    _, headers = tenant
+    _vaulted(client, headers)
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    target = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
+    try:
+        with target.db.read_session() as session:
+            verifiers = [NoteVerifier.from_vkey(row.vkey) for row in generations(session)]
+        tampered = _Tampered(target.authoritative, retile)
+        with pytest.raises(RebuildRefused) as refused:
+            rebuild(target.db, tampered, target.copies, verifiers, target.settings.vault.log_origin)
+        assert refused.value.code == "Rebuild.LogMismatch"
+        assert ("signed at size" in refused.value.message) == retile
+        with target.db.read_session() as session:  # nothing was written
+            assert session.exec(select(func.count()).select_from(Organisation)).one() == 0
+        # the same bucket, read as it is, rebuilds
+        done = rebuild(target.db, target.authoritative, target.copies, verifiers, target.settings.vault.log_origin)
+        assert [one.envelopes for one in done] == [1]
+    finally:
+        target.close()
+
+
+def test_every_declared_event_has_a_replay_step_and_an_unknown_one_stops_the_rebuild() -> None:
+    assert set(STEPS) == set(CATALOGUE.values())
+    now = dt.datetime.now(dt.UTC)
+    entry = Entry("org_x", 7, "transfer.initiated", now, "env_x", None, {})
+    with pytest.raises(RebuildRefused) as refused:
+        step_for(entry)(Rows(), entry)
+    assert refused.value.code == "Rebuild.UnknownEvent" and "'transfer.initiated'" in refused.value.message
+
+
+def _parties(client: TestClient[Any], envelope_id: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    response = client.get(f"{API}/envelopes/{envelope_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    parties: list[dict[str, Any]] = response.json()["parties"]
+    return parties
+
+
+def _log_sizes(runtime: Runtime) -> dict[str, int]:
+    with runtime.db.read_session() as session:
+        return {s.org_id: s.size for s in session.exec(select(LogState))}
+
+
+def test_a_restore_takes_the_log_from_the_bucket_and_the_rest_from_the_backup(
+    runtime: Runtime,
+    client: TestClient[Any],
+    tenant: tuple[str, dict[str, str]],
+    make_key: Callable[..., tuple[str, str]],
+    vault_env: dict[str, str],
+    fresh_database_url: str,
+    evault: Callable[..., tuple[int, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    org_id, headers = tenant
+    other_org, other_raw = make_key()
+    other = {"X-API-Key": other_raw}
+    kept = _vaulted(client, headers)
+    erased_later = create_envelope(client, headers)
+    theirs = _vaulted(client, other)
+    for who in (headers, other):
+        assert client.post(f"{API}/log/checkpoint", headers=who).status_code == 200
+    # logged after the other organisation's last checkpoint: only the database, and so the backup, holds it
+    unsigned = create_envelope(client, other)
+
+    code, out, err = evault("backup", "--to", str(tmp_path / "backup"))
+    assert code == 0 and "rows" in out, err
+    assert (tmp_path / "backup" / "database.json").stat().st_mode & 0o777 == 0o600
+
+    # after the backup: an erasure and a new vault-in, checkpointed (the bucket is now ahead of the backup)
+    subject = _parties(client, erased_later, headers)[0]["subject"]
+    erase_subject(runtime.db, subject)
+    later = _vaulted(client, headers)
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    sizes = _log_sizes(runtime)
+
+    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
+    code, out, err = evault("restore", "--from", str(tmp_path / "backup"))
+    assert code == 0, err
+    assert org_id in out and other_org in out
+    restored = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
+    try:
+        assert _log_sizes(restored) == sizes  # the bucket's newer log, and the backup's unsigned tail
+        report = verify_vault(restored.sources())
+        assert report["clean"], report["findings"]
+        with TestClient(create_app(restored)) as again:  # the backup's keys authenticate again
+            assert _parties(again, kept, headers)[0]["state"] == "shown"
+            assert _parties(again, erased_later, headers)[0]["state"] == "erased"  # the later erasure holds
+            assert again.get(f"{API}/envelopes/{later}", headers=headers).json()["vault_state"] == "vaulted"
+            assert _parties(again, unsigned, other)[0]["state"] == "shown"
+            assert again.get(f"{API}/envelopes/{theirs}", headers=other).json()["vault_state"] == "vaulted"
+    finally:
+        restored.close()
+
+
+def test_a_backup_of_another_history_is_refused(
+    runtime: Runtime,
+    client: TestClient[Any],
+    tenant: tuple[str, dict[str, str]],
+    vault_env: dict[str, str],
+    fresh_database_url: str,
+    tmp_path: Path,
+) -> None:
+    _, headers = tenant
+    _vaulted(client, headers)
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    write_backup(runtime.db, runtime.authoritative, runtime.copies, tmp_path / "backup")
+    data = json.loads((tmp_path / "backup" / "database.json").read_text())
+    first = data["tables"]["event"][0]
+    entry = base64.b64decode(first["entry"]["$bytes"]).replace(b'"name":"', b'"name":"X', 1)
+    first["entry"]["$bytes"] = base64.b64encode(entry).decode()
+    (tmp_path / "backup" / "database.json").write_text(json.dumps(data))
+    target = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
+    try:
+        with target.db.read_session() as session:
+            verifiers = [NoteVerifier.from_vkey(row.vkey) for row in generations(session)]
+        stores = (target.db, target.authoritative, target.copies, verifiers, target.settings.vault.log_origin)
+        with pytest.raises(RebuildRefused) as refused:
+            restore(*stores, tmp_path / "backup")
+        assert refused.value.code == "Restore.Diverged"
+    finally:
+        target.close()

@@ -1,0 +1,45 @@
+"""Three ``evault serve`` replicas over one PostgreSQL and one store, under mixed load from clients that spread
+their requests: one replica is SIGKILLed and restarted, PostgreSQL is restarted, and afterwards nothing is
+vaulted or released twice, every acknowledged write is in the log, and ``evault verify`` is clean. The short
+version of ``bench/replicas.py`` (which runs minutes); its own PostgreSQL cluster, so it runs once."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.ports import port_range
+
+pytestmark = pytest.mark.once
+
+
+def _bench() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "bench" / "replicas.py"
+    spec = importlib.util.spec_from_file_location("bench_replicas", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replicas_survive_a_replica_kill_and_a_database_restart(tmp_path: Path) -> None:
+    bench = _bench()
+    with bench._stack(port_range("replicas")[0], 3, tmp_path) as (env, ports, cluster):
+
+        def restart_database() -> None:
+            cluster.stop()
+            time.sleep(2)
+            cluster.start()
+
+        report = bench.run(env, ports, tmp_path, seconds=24, clients=4, restart_database=restart_database)
+    assert report["ok"], report["problems"]
+    assert report["vaulted"] > 0 and report["released"] > 0
+    assert all(count > 0 for count in report["answers_per_replica"].values()), report
+    felt = [kind for kind in report["error_answers"] if kind.startswith(("connection", "503"))]
+    assert felt, f"neither fault was felt: the test proved nothing ({report})"

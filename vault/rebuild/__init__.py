@@ -1,0 +1,1 @@
+"""Rebuilding the database from the WORM bucket: the logs checked against their signed checkpoints, replayed."""

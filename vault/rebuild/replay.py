@@ -1,0 +1,322 @@
+"""Replaying a log's entries into the rows they imply: one small step per declared event type.
+
+``STEPS`` maps each catalogue declaration to the function that folds one of its entries into :class:`Rows`;
+a new event type adds one line here. An entry whose type has no step stops the rebuild with
+``Rebuild.UnknownEvent`` naming it: skipping it would rebuild a vault that silently forgot what it records.
+The rows carry only what the log carries: personal data is a commitment (its subject's key and values are
+restored from a backup, or stay erased), an API key's hash is not logged (its row gets an unusable random one),
+an envelope's caller metadata is not logged (``meta`` is empty).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from compliance.conditions.projection import RELEASE_DETAILS
+from compliance.ledger.event_catalogue import (
+    ASSIGNEE_CHANGED,
+    CATALOGUE,
+    CHECK_FAILED,
+    CLAIM_RELEASED,
+    COPY_ISSUED,
+    DISPOSED,
+    DOCUMENT_STAGED,
+    ENVELOPE_CREATED,
+    ENVELOPE_EXPIRED,
+    ENVELOPE_VOIDED,
+    INTEGRITY_FAILED,
+    KEY_CREATED,
+    KEY_REVOKED,
+    KEY_ROTATED,
+    LEGAL_HOLD_CLEARED,
+    LEGAL_HOLD_SET,
+    MAP_ROOT,
+    ORG_CREATED,
+    RELEASED,
+    RETENTION_EXTENDED,
+    RETRIEVAL_ISSUED,
+    SIGNING_KEY_REVOKED,
+    SIGNING_KEY_ROTATED,
+    SUBJECT_ERASED,
+    VAULTED_IN,
+    EventType,
+)
+from storage.models import ApiKey, CopyRecord, DataSubject, Envelope, Organisation, VaultedDocument, VaultRecord
+from vault.lifecycle import initial_status
+from vault.rebuild.bucket_log import RebuildRefused
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One parsed log entry: what a step reads."""
+
+    org_id: str
+    index: int
+    type: str
+    time: datetime
+    envelope_id: str | None
+    key_id: str | None
+    data: dict[str, Any]
+
+
+@dataclass
+class Rows:
+    """The projections of one organisation's log, built entry by entry, written once the whole log replayed."""
+
+    organisation: Organisation | None = None
+    keys: dict[str, ApiKey] = field(default_factory=dict)
+    envelopes: dict[str, Envelope] = field(default_factory=dict)
+    subjects: dict[str, DataSubject] = field(default_factory=dict)
+    records: dict[str, VaultRecord] = field(default_factory=dict)  # by envelope id
+    documents: dict[str, VaultedDocument] = field(default_factory=dict)
+    copies: dict[str, CopyRecord] = field(default_factory=dict)
+    # Copies whose object version and size come from the copies bucket, read after the replay.
+    unresolved_copies: list[str] = field(default_factory=list)
+
+
+def parse_time(text: Any) -> datetime:
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+
+
+def _refuse(entry: Entry, message: str) -> RebuildRefused:
+    return RebuildRefused(
+        "Rebuild.Inconsistent",
+        f"entry {entry.index} ({entry.type}) of {entry.org_id}: {message}",
+        org_id=entry.org_id,
+        leaf_index=entry.index,
+    )
+
+
+def _envelope(rows: Rows, entry: Entry) -> Envelope:
+    envelope = rows.envelopes.get(entry.envelope_id or "")
+    if envelope is None:
+        raise _refuse(entry, "names an envelope the log never created")
+    envelope.revision += 1
+    envelope.updated_at = entry.time
+    return envelope
+
+
+def _record(rows: Rows, entry: Entry) -> VaultRecord:
+    record = rows.records.get(entry.envelope_id or "")
+    if record is None or record.id != entry.data.get("authoritative_copy_id", record.id):
+        raise _refuse(entry, "names an authoritative copy the log never vaulted")
+    return record
+
+
+def _org_created(rows: Rows, entry: Entry) -> None:
+    rows.organisation = Organisation(id=entry.org_id, name=entry.data["name"], created_at=entry.time)
+
+
+def _key(rows: Rows, entry: Entry) -> None:
+    data = entry.data
+    rotated = data.get("rotated_from")
+    if isinstance(rotated, dict) and rotated.get("key_id") in rows.keys:
+        old = rows.keys[rotated["key_id"]]
+        old.expires_at = parse_time(rotated["expires_at"]) if rotated.get("expires_at") else None
+    rows.keys[data["key_id"]] = ApiKey(
+        id=data["key_id"],
+        org_id=entry.org_id,
+        prefix=data["prefix"],
+        # The log keeps no key hash: a random one no key hashes to, until the key is restored or re-issued.
+        key_hash=secrets.token_hex(32),
+        name=data["name"],
+        scopes=sorted(data["scopes"]),
+        created_at=entry.time,
+        expires_at=parse_time(data["expires_at"]) if data.get("expires_at") else None,
+        rotated_from=rotated.get("key_id") if isinstance(rotated, dict) else None,
+    )
+
+
+def _key_revoked(rows: Rows, entry: Entry) -> None:
+    key = rows.keys.get(entry.data["key_id"])
+    if key is None:
+        raise _refuse(entry, "revokes a key the log never issued")
+    key.revoked_at = entry.time
+
+
+def _envelope_created(rows: Rows, entry: Entry) -> None:
+    data, envelope_id = entry.data, entry.envelope_id or ""
+    rows.envelopes[envelope_id] = Envelope(
+        id=envelope_id,
+        org_id=entry.org_id,
+        kind=data["kind"],
+        status=initial_status(data["kind"]),
+        vault_state="not_vaulted",
+        title=data["title"],
+        external_id=data["external_id"],
+        parties=data["parties"],
+        secured_party=data["secured_party"],
+        meta={},  # the caller's metadata is not logged
+        created_at=entry.time,
+        updated_at=entry.time,
+        expires_at=parse_time(data["expires_at"]) if data.get("expires_at") else None,
+    )
+    for party in data["parties"]:
+        # The subject's key and values are not in the log: erased until a backup restores them.
+        rows.subjects[party["subject"]] = DataSubject(
+            id=party["subject"],
+            org_id=entry.org_id,
+            envelope_id=envelope_id,
+            key=None,
+            clear=None,
+            created_at=entry.time,
+            erased_at=entry.time,
+        )
+
+
+def _status(status: str) -> Callable[[Rows, Entry], None]:
+    def step(rows: Rows, entry: Entry) -> None:
+        _envelope(rows, entry).status = status
+
+    return step
+
+
+def _vaulted_in(rows: Rows, entry: Entry) -> None:
+    data = entry.data
+    envelope = _envelope(rows, entry)
+    envelope.status, envelope.vault_state = "completed", "vaulted"
+    envelope.secured_party = data["secured_party"]
+    record = VaultRecord(
+        id=data["authoritative_copy_id"],
+        envelope_id=envelope.id,
+        org_id=entry.org_id,
+        source=data["source"],
+        retain_until=parse_time(data["retain_until"]),
+        vaulted_at=entry.time,
+        vaulted_by=entry.key_id or "",
+    )
+    rows.records[envelope.id] = record
+    for doc in data["documents"]:
+        rows.documents[doc["id"]] = VaultedDocument(
+            id=doc["id"],
+            record_id=record.id,
+            position=int(doc["key"].rsplit("/", 1)[-1].split("-", 1)[0]),  # the key names it: NNN-<sha256>.pdf
+            filename=doc["filename"],
+            sha256=doc["sha256"],
+            size=doc["size"],
+            page_count=0,  # counted from the locked object after the replay
+            s3_bucket=doc["bucket"],
+            s3_key=doc["key"],
+            s3_version_id=doc["version_id"],
+            signatures=doc["signatures"],
+        )
+
+
+def _copy_issued(rows: Rows, entry: Entry) -> None:
+    data = entry.data
+    _envelope(rows, entry)
+    document = rows.documents.get(data["document_id"])
+    if document is None:
+        raise _refuse(entry, "copies a document the log never vaulted")
+    rows.copies[data["copy_id"]] = CopyRecord(
+        id=data["copy_id"],
+        org_id=entry.org_id,
+        envelope_id=entry.envelope_id or "",
+        document_id=data["document_id"],
+        source_sha256=data["source_sha256"],
+        sha256=data["sha256"],
+        size=0,  # from the copies bucket
+        s3_bucket="",
+        s3_key="",
+        s3_version_id="",
+        issued_at=entry.time,
+        issued_by=entry.key_id or "",
+        mark_verified_at=parse_time(data["mark_verified_at"]) if data.get("mark_verified_at") else None,
+    )
+    rows.unresolved_copies.append(data["copy_id"])
+
+
+def _released(rows: Rows, entry: Entry) -> None:
+    envelope = _envelope(rows, entry)
+    record = _record(rows, entry)
+    envelope.vault_state = "released"
+    record.released_at = entry.time
+    record.released_by = entry.key_id
+    record.release_reason = entry.data["reason"]
+    record.release_details = {k: entry.data[k] for k in RELEASE_DETAILS if k in entry.data}
+
+
+def _assignee_changed(rows: Rows, entry: Entry) -> None:
+    _envelope(rows, entry).secured_party = entry.data["secured_party"]
+
+
+def _subject_erased(rows: Rows, entry: Entry) -> None:
+    subject = rows.subjects.get(entry.data["subject"])
+    if subject is None:
+        raise _refuse(entry, "erases a subject the log never named")
+    subject.erased_at = entry.time
+
+
+def _retention_extended(rows: Rows, entry: Entry) -> None:
+    _record(rows, entry).retain_until = parse_time(entry.data["retain_until"])
+    _envelope(rows, entry)
+
+
+def _legal_hold_set(rows: Rows, entry: Entry) -> None:
+    record = _record(rows, entry)
+    record.legal_hold_reason, record.legal_hold_since = entry.data["reason"], entry.time
+    _envelope(rows, entry)
+
+
+def _legal_hold_cleared(rows: Rows, entry: Entry) -> None:
+    record = _record(rows, entry)
+    record.legal_hold_reason, record.legal_hold_since = None, None
+    _envelope(rows, entry)
+
+
+def _disposed(rows: Rows, entry: Entry) -> None:
+    _record(rows, entry).disposed_at = entry.time
+
+
+def _nothing(rows: Rows, entry: Entry) -> None:
+    """An event that changes no row the log projects (its entry alone is the record)."""
+
+
+Step = Callable[[Rows, Entry], None]
+
+STEPS: Mapping[EventType, Step] = {
+    ORG_CREATED: _org_created,
+    KEY_CREATED: _key,
+    KEY_ROTATED: _key,
+    KEY_REVOKED: _key_revoked,
+    ENVELOPE_CREATED: _envelope_created,
+    DOCUMENT_STAGED: _nothing,  # staged uploads are not locked and expire: uploaded again after a rebuild
+    ENVELOPE_VOIDED: _status("voided"),
+    ENVELOPE_EXPIRED: _status("expired"),
+    VAULTED_IN: _vaulted_in,
+    CLAIM_RELEASED: _nothing,
+    RETRIEVAL_ISSUED: _nothing,
+    COPY_ISSUED: _copy_issued,
+    RELEASED: _released,
+    ASSIGNEE_CHANGED: _assignee_changed,
+    CHECK_FAILED: _nothing,
+    SUBJECT_ERASED: _subject_erased,
+    MAP_ROOT: _nothing,  # the head map is rebuilt beside the replay (vault/rebuild/head_map.py)
+    INTEGRITY_FAILED: _nothing,  # a finding still open is found again by the next evault verify
+    SIGNING_KEY_ROTATED: _nothing,  # key generations are restored with the data directory's keys
+    SIGNING_KEY_REVOKED: _nothing,
+    RETENTION_EXTENDED: _retention_extended,
+    LEGAL_HOLD_SET: _legal_hold_set,
+    LEGAL_HOLD_CLEARED: _legal_hold_cleared,
+    DISPOSED: _disposed,
+}
+
+
+def step_for(entry: Entry) -> Step:
+    """The step of the entry's declared type; ``Rebuild.UnknownEvent`` for a type without one."""
+    declared = CATALOGUE.get(entry.type)
+    step = STEPS.get(declared) if declared is not None else None
+    if step is None:
+        raise RebuildRefused(
+            "Rebuild.UnknownEvent",
+            f"entry {entry.index} of {entry.org_id} is a {entry.type!r} event, which this version cannot replay; "
+            "rebuild with a version of evault that knows it",
+            org_id=entry.org_id,
+            leaf_index=entry.index,
+            event_type=entry.type,
+        )
+    return step
