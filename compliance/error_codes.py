@@ -107,7 +107,7 @@ CODES: dict[str, ErrorCode] = {
     "Vault.NotVaulted": ErrorCode(409, "the envelope has no authoritative copy yet"),
     "Vault.Released": ErrorCode(409, "the authoritative copy was released by vault-out"),
     "Vault.AlreadyReleased": ErrorCode(409, "vault-out already happened"),
-    "Vault.SecuredPartyUnnamed": ErrorCode(409, "neither the envelope nor the vault-in metadata names the secured party"),
+    "Vault.SecuredPartyUnnamed": ErrorCode(409, "neither the envelope nor the vault-in metadata names a secured party"),
     "Vault.WrongFlow": ErrorCode(409, "vault-in-signed is for e-sign envelopes, upload for paper ones"),
     "VaultOut.InvalidReason": ErrorCode(400, "reason is not transfer, paper_out, payoff or other"),
     "VaultOut.TransfereeRequired": ErrorCode(400, "a transfer names transferee.vault_id"),

@@ -1,14 +1,15 @@
 """Contract test: schemathesis, with every check, against a live ``evault serve`` on the embedded defaults.
 
 The server runs in a temp data dir (SQLite + embedded SeaweedFS) with its bootstrap key and raised rate limits,
-on ports from this pass's own range (``tests/ports.py``: "contract", from ``EVAULT_TEST_AUX_PORT_BASE``). Schemathesis runs its coverage, fuzzing
-and stateful phases with all its checks (``EVAULT_CONTRACT_CHECKS`` narrows them): no 5xx, no answer outside its
-schema, no undocumented status or header, no wrong content type, every schema-valid request accepted and every
-schema-violating one refused. The stateful phase follows the document's links (create -> upload -> vault-in ->
-copies -> vault-out and the others); the test prints its link coverage and wants at least half of the links.
-``tests/contract_hooks.py`` makes positive cases obey the rules JSON Schema cannot state (docs/api-contract.md).
-The examples phase is left out: schemathesis 4.32 cannot serialise the binary examples of application/pdf and
-multipart bodies. Bounded: ``EVAULT_CONTRACT_MAX_EXAMPLES`` examples per operation (5) and a time budget.
+on ports from this pass's own "contract" range (tests/ports.py, from ``EVAULT_TEST_AUX_PORT_BASE``).
+Schemathesis runs its coverage, fuzzing and stateful phases with all its checks (``EVAULT_CONTRACT_CHECKS``
+narrows them): no 5xx, no answer outside its schema, no undocumented status or header, no wrong content type,
+every schema-valid request accepted and every schema-violating one refused. The stateful phase follows the
+document's links (create -> upload -> vault-in -> copies -> vault-out and the others); the test prints its link
+coverage and wants at least half of the links. ``tests/contract_hooks.py`` makes positive cases obey the rules
+JSON Schema cannot state (docs/api-contract.md). The examples phase is left out: schemathesis 4.32 cannot
+serialise the binary examples of application/pdf and multipart bodies. Bounded: ``EVAULT_CONTRACT_MAX_EXAMPLES``
+examples per operation (5) and a time budget (``EVAULT_CONTRACT_MAX_TIME``, 150 s).
 """
 
 from __future__ import annotations
