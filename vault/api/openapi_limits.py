@@ -39,42 +39,41 @@ from vault.webhooks.signing import SCHEMES
 from vault.webhooks.targets import MAX_URL
 
 JSON_VALUE = "JsonValue"
+JSON_VALUE_LEVELS = 6
 _JSON_REF = {"$ref": f"#/components/schemas/{JSON_VALUE}"}
 _KEYS = {"pattern": TEXT_PATTERN, "maxLength": MAX_TEXT}
 
 
 def json_value() -> dict[str, Any]:
     """Any JSON value the vault keeps for good (in a database row and a ledger entry)."""
-    return {
-        "description": (
-            "Any JSON value, kept for good: numbers strictly within +-2**53; strings and keys without control "
-            "characters (tab and line breaks allowed), bidi controls, U+2028/2029 or lone surrogates; keys of at "
-            f"most {MAX_TEXT} characters. Metadata nests at most {MAX_METADATA_DEPTH} levels and encodes (RFC 8785) "
-            f"to at most {MAX_METADATA_BYTES} bytes; a party or transferee at most 4 levels and "
-            f"{MAX_PARTY_BYTES} bytes."
-        ),
-        "type": ["object", "array", "string", "number", "boolean", "null"],
+    value = _bounded_json(JSON_VALUE_LEVELS, open_end=True)
+    value["description"] = (
+        "Any JSON value, kept for good: numbers strictly within +-2**53; strings and keys without control "
+        "characters (tab and line breaks allowed), bidi controls, U+2028/2029 or lone surrogates; keys of at "
+        f"most {MAX_TEXT} characters. Metadata nests at most {MAX_METADATA_DEPTH} levels and encodes (RFC 8785) "
+        f"to at most {MAX_METADATA_BYTES} bytes; a party or transferee at most 4 levels and "
+        f"{MAX_PARTY_BYTES} bytes. (The schema spells out the first {JSON_VALUE_LEVELS} levels.)"
+    )
+    return value
+
+
+def _bounded_json(levels: int, *, open_end: bool = False) -> dict[str, Any]:
+    """A JSON value nesting at most ``levels`` levels (a party or transferee nests at most 4 in all); with
+    ``open_end``, what lies deeper is any JSON (metadata's 16 levels, written without recursion, which client
+    generators cannot follow). No ``type``: each keyword binds its own type, and generators read it as any JSON."""
+    if levels < 1:
+        return {}
+    value: dict[str, Any] = {
         "exclusiveMinimum": -MAX_SAFE_INTEGER,
         "exclusiveMaximum": MAX_SAFE_INTEGER,
         "pattern": TEXT_PATTERN,
-        "items": _JSON_REF,
-        "additionalProperties": _JSON_REF,
         "propertyNames": _KEYS,
     }
-
-
-def _bounded_json(levels: int) -> dict[str, Any]:
-    """A JSON value nesting at most ``levels`` levels (a party or transferee nests at most 4 in all)."""
-    value: dict[str, Any] = {
-        "type": ["string", "number", "boolean", "null"],
-        "exclusiveMinimum": -MAX_SAFE_INTEGER,
-        "exclusiveMaximum": MAX_SAFE_INTEGER,
-        "pattern": TEXT_PATTERN,
-    }
-    if levels > 1:
-        inner = _bounded_json(levels - 1)
-        value.update(type=[*value["type"], "array", "object"], items=inner, additionalProperties=inner)
-        value["propertyNames"] = _KEYS
+    if levels > 1 or open_end:
+        inner = _bounded_json(levels - 1, open_end=open_end)
+        value.update(items=inner, additionalProperties=inner)
+    else:  # the deepest level: containers, if any, are empty
+        value.update(maxItems=0, maxProperties=0)
     return value
 
 
