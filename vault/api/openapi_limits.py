@@ -82,11 +82,16 @@ def _line(limit: int, *, not_blank: bool = False) -> dict[str, Any]:
 
 
 def _free_object(levels: int | None = None, **properties: dict[str, Any]) -> dict[str, Any]:
-    """An object of named ``properties`` and any other JSON values (nesting at most ``levels`` in all)."""
+    """An object of named ``properties`` and other JSON values. Beside named properties the others stay any JSON
+    in the schema (a typed one makes openapi-typescript's index signature clash with the named ones); their
+    bounds are in the description (at most ``levels`` levels in all)."""
+    if not properties:
+        return {"type": "object", "additionalProperties": _JSON_REF, "propertyNames": _KEYS}
+    bounds = f"; nesting at most {levels} levels" if levels is not None else ""
     return {
         "type": "object",
         "properties": properties,
-        "additionalProperties": _JSON_REF if levels is None else _bounded_json(levels - 1),
+        "additionalProperties": {"description": f"any JSON value as JsonValue describes{bounds}"},
         "propertyNames": _KEYS,
     }
 
