@@ -87,8 +87,38 @@ CODES: dict[str, ErrorCode] = {
     "Envelope.SecuredPartyRequired": ErrorCode(400, "vault-in needs the secured party named"),
     "Envelope.DuplicateExternalId": ErrorCode(409, "external_id is taken in your organisation (details.envelope_id)"),
     "Envelope.InvalidTransition": ErrorCode(409, "the lifecycle forbids this change from the current state (details)"),
-    "Envelope.NotVaultable": ErrorCode(409, "a voided or expired envelope cannot be vaulted"),
+    "Envelope.NotVaultable": ErrorCode(409, "a voided, declined or expired envelope cannot be vaulted"),
     "Envelope.PreconditionFailed": ErrorCode(412, "If-Match does not match the envelope's ETag; nothing changed"),
+    # the e-sign ceremony (docs/ceremony.md)
+    "Recipient.Invalid": ErrorCode(400, "a recipient or one of their fields is malformed (details.field names it)"),
+    "Recipient.FieldOffPage": ErrorCode(400, "a field is not on a page of the document to sign (details.field)"),
+    "Ceremony.DocumentSigned": ErrorCode(400, "the document to sign already carries signatures"),
+    "Ceremony.NotEsign": ErrorCode(409, "send, remind and signing links are for e-sign envelopes"),
+    "Ceremony.NoDocument": ErrorCode(409, "send needs the document to sign: upload it first"),
+    "Ceremony.NoSigner": ErrorCode(409, "send needs at least one recipient with role signer"),
+    "Ceremony.NotSent": ErrorCode(409, "signing links exist once the envelope is sent"),
+    "Ceremony.InProgress": ErrorCode(
+        409, "vault-in-signed of an envelope out for signing: it is vaulted by itself when its ceremony ends"
+    ),
+    "Ceremony.RemindTooSoon": ErrorCode(429, "this envelope was reminded less than EVAULT_REMIND_INTERVAL_SECONDS ago"),
+    "Signing.LinkNotFound": ErrorCode(404, "no such signing link (forged, mistyped or another vault's)"),
+    "Signing.LinkUsed": ErrorCode(409, "the link's recipient already signed or declined"),
+    "Signing.EnvelopeClosed": ErrorCode(410, "the envelope's ceremony ended: voided, declined, expired or completed"),
+    "Signing.LinkExpired": ErrorCode(410, "the signing link expired (EVAULT_SIGNING_LINK_TTL_SECONDS or the deadline)"),
+    "Signing.ConsentRequired": ErrorCode(409, "consent to electronic records first (POST <link>/consent)"),
+    "Signing.NotASigner": ErrorCode(409, "a viewer's link cannot sign or decline"),
+    "Signing.NotYourTurn": ErrorCode(409, "earlier signers in the signing order have not signed yet"),
+    "Signing.InvalidSignature": ErrorCode(
+        400, "the adopted signature is not {type: typed, name}, or {type: drawn, name, image} with a canvas's PNG"
+    ),
+    "Signing.PageNotFound": ErrorCode(404, "the document to sign has no such page (details.pages: how many it has)"),
+    "Signing.AccessCodeMismatch": ErrorCode(
+        400, "the code typed is not the one the signing page's access-check image shows"
+    ),
+    "Signing.DocumentUnavailable": ErrorCode(
+        503, "the document to sign was not read intact from storage; see Retry-After"
+    ),
+    "Recipient.NotFound": ErrorCode(404, "no such recipient of this envelope (embed token)"),
     # documents
     "Document.Empty": ErrorCode(400, "zero bytes"),
     "Document.NotPdf": ErrorCode(400, "the bytes are not a PDF"),
@@ -125,6 +155,26 @@ CODES: dict[str, ErrorCode] = {
     "LegalHold.NotSet": ErrorCode(409, "the authoritative copy is not under legal hold"),
     "Log.OutOfRange": ErrorCode(400, "proof indices out of order (leaf_index < tree_size, first <= second)"),
     "Log.SizeNotReached": ErrorCode(409, "the log has not grown to the tree size asked for (details.log_size)"),
+    "Retention.InvalidDefault": ErrorCode(
+        None, "evault org set-retention: an organisation's retention is 1 to 36600 days"
+    ),
+    # the parties behind the record (docs/parties.md)
+    "Mers.InvalidOrgId": ErrorCode(400, "a MERS Org ID (of an organisation or a secured party) is not seven digits"),
+    "Mers.OrgIdTaken": ErrorCode(None, "evault org set-mers-id: another organisation already has this MERS Org ID"),
+    "Min.Invalid": ErrorCode(400, "a MIN is not exactly 18 digits"),
+    "Min.BadCheckDigit": ErrorCode(400, "the MIN's last digit is not the Mod 10 Weight 2 check digit of the others"),
+    "Min.OrgIdMismatch": ErrorCode(400, "the MIN does not start with your organisation's MERS Org ID"),
+    "Min.NoOrgId": ErrorCode(409, "your organisation has no MERS Org ID yet; the operator sets it first"),
+    "Min.AlreadyUsed": ErrorCode(409, "the MIN is registered in this vault already (a MIN is never reused)"),
+    "SecuredParty.AmbiguousIdentity": ErrorCode(400, "secured_party names both an org_id and a mers_org_id"),
+    "SecuredParty.UnknownOrganisation": ErrorCode(400, "secured_party.org_id names no organisation of this vault"),
+    "Amendment.InvalidType": ErrorCode(400, "an amendment's type is not modification or assumption"),
+    "Amendment.InProgress": ErrorCode(409, "another amendment of this envelope is writing its PDFs; retry"),
+    "PaperIn.InvalidOriginal": ErrorCode(400, "original is not held or destroyed"),
+    "PaperIn.InvalidTime": ErrorCode(400, "at is not an RFC 3339 time with its offset, or is in the future"),
+    "PaperIn.AttesterRequired": ErrorCode(400, "attested_by is blank"),
+    "PaperIn.NotPaper": ErrorCode(409, "a paper-in attestation is for paper envelopes only"),
+    "Log.OutOfRange": ErrorCode(400, "proof indices outside the log"),
     "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
     "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
@@ -183,6 +233,9 @@ CODES: dict[str, ErrorCode] = {
     # evault org / key commands (exit 1)
     "Organisation.InvalidName": ErrorCode(None, "an organisation name is empty or too long"),
     "Organisation.NotFound": ErrorCode(None, "no such organisation"),
+    "Embed.InvalidOrigin": ErrorCode(
+        None, "an embed origin is not scheme://host[:port] (http or https, no path, wildcard or credentials)"
+    ),
     "Key.NotFound": ErrorCode(None, "no key matches the id or prefix"),
     "Key.Ambiguous": ErrorCode(None, "the prefix matches several keys (details list them)"),
     "Key.AlreadyRevoked": ErrorCode(None, "the key was revoked already"),
@@ -211,6 +264,9 @@ CODES: dict[str, ErrorCode] = {
     "Rebuild.LogMismatch": ErrorCode(None, "evault rebuild: a tile or entry bundle does not hash to the signed root"),
     "Rebuild.UnknownEvent": ErrorCode(
         None, "evault rebuild: an entry's event type has no replay step; nothing written"
+    ),
+    "Rebuild.NotReplayable": ErrorCode(
+        None, "evault rebuild or restore: the log holds an event whose rows this version cannot rebuild"
     ),
     "Rebuild.Inconsistent": ErrorCode(None, "evault rebuild: an entry contradicts the history before it"),
     "Restore.NotABackup": ErrorCode(None, "evault restore: the directory holds no evault backup"),

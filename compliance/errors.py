@@ -58,6 +58,12 @@ class Conflict(EvaultError):
     category = "conflict"
 
 
+class Gone(EvaultError):
+    """The resource existed and is no more, for good (410): a signing link that expired or was used up."""
+
+    category = "gone"
+
+
 class PreconditionFailed(EvaultError):
     category = "precondition_failed"
 

@@ -60,7 +60,7 @@ fi
 rm -f "$PIP_LOG"
 "$PY" --version
 
-# --- System tools: PostgreSQL server, docker-compose, poppler-utils (pdfsig), softhsm2 ------------------------
+# --- System tools: PostgreSQL server, docker-compose, poppler-utils (pdfsig), softhsm2, chromium ------------------------
 find_pg_bin() {
     local d
     if command -v initdb >/dev/null; then
@@ -85,6 +85,7 @@ command -v pdfsig >/dev/null || missing+=(poppler-utils)  # certificate PDFs are
 command -v npm >/dev/null || missing+=(nodejs npm)  # the TypeScript contract check (tests/typescript)
 command -v promtool >/dev/null || missing+=(prometheus)  # promtool checks docker/prometheus/evault-alerts.yaml
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)  # the PKCS#11 signer's token (tests/test_signing_key_hsm.py)
+command -v chromium >/dev/null || missing+=(chromium)  # the browser ceremony (tests/test_signing_browser.py, Playwright)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
     if [[ " ${missing[*]} " == *" postgresql "* ]]; then

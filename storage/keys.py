@@ -71,6 +71,15 @@ def timestamp_key_of(note_key: str) -> str:
     return note_key + ".tsr"
 
 
+def amendment_key(org_id: str, envelope_id: str, amendment_id: str, position: int, sha256_hex: str) -> str:
+    """A PDF of an amendment (modification, assumption): in the WORM bucket beside the authoritative copy, under
+    its own prefix, so it can never be taken for (or overwrite) a document of the copy itself."""
+    if position < 0 or not _SHA256.fullmatch(sha256_hex):
+        raise ValueError("position must be >= 0 and sha256 64 lower-case hex digits")
+    ids = "/".join(_check_id(v) for v in (org_id, envelope_id, amendment_id))
+    return f"amendments/{ids}/{position:03d}-{sha256_hex}.pdf"
+
+
 def tlog_key(org_id: str, path: str) -> str:
     """A C2SP tlog-tiles resource (``tile/...``) of the organisation's log, beside its checkpoints."""
     if not path.startswith("tile/") or ".." in path:

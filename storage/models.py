@@ -43,6 +43,9 @@ class Organisation(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     name: str = Field(max_length=200)
     created_at: datetime = _utc_column()
+    # Set by the operator (``evault org ...``), each change a ledger event (docs/parties.md, docs/retention.md).
+    mers_org_id: str | None = Field(default=None, max_length=7, unique=True)  # seven digits
+    retention_days: int | None = None  # this organisation's default retention; None: EVAULT_RETENTION_DAYS
 
 
 class ApiKey(SQLModel, table=True):
@@ -475,3 +478,152 @@ class Lease(SQLModel, table=True):
     holder: str = Field(max_length=80)
     token: int = Field(default=0, sa_type=BigInteger)
     expires_at: datetime = _utc_column()
+
+
+class MersMin(SQLModel, table=True):
+    """A MIN registered in this vault: one row per MIN for good (no update or delete), so none is ever reused,
+    even once its envelope is voided, released or disposed of. ``envelope_id`` is unique: one MIN per envelope."""
+
+    __tablename__ = "mers_min"
+
+    min: str = Field(primary_key=True, max_length=18)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    envelope_id: str = Field(unique=True, max_length=40)
+    registered_at: datetime = _utc_column()
+
+
+class Amendment(SQLModel, table=True):
+    """A modification or assumption recorded beside the authoritative copy, never in it; its PDFs are vaulted
+    write-once under their own keys. The ``vault.amended`` event is the truth; this row is its projection."""
+
+    __table_args__ = (_envelope_of_org("amendment"), UniqueConstraint("envelope_id", "position"))
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    envelope_id: str = Field(index=True, max_length=40)
+    position: int  # 0, 1, ... in the order recorded
+    type: str = Field(max_length=16)  # modification | assumption
+    data: dict[str, Any] = _json_column()
+    documents: list[dict[str, Any]] = _json_column()  # id, filename, sha256, size, pages, bucket, key, version_id
+    recorded_at: datetime = _utc_column()
+    recorded_by: str = Field(max_length=40)  # api key id
+
+
+class AmendmentClaim(SQLModel, table=True):
+    """An amendment whose PDFs are being written: committed before the S3 puts, turned into the amendment after
+    (the vault-in pattern). One per envelope at a time; a stale one is taken over by the next request."""
+
+    __tablename__ = "amendment_claim"
+
+    envelope_id: str = Field(primary_key=True, foreign_key="envelope.id", max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", max_length=40)
+    claim_id: str = Field(max_length=40, unique=True)
+    plan: dict[str, Any] = _json_column()
+    lease_until: datetime = _utc_column()
+
+
+class PaperInAttestation(SQLModel, table=True):
+    """The custodian's word about a paper envelope's wet-ink original. Who attested is personal data (a
+    person): its clear value is in a ``data_subject`` row, and the log (and this row) hold only its commitment."""
+
+    __tablename__ = "paper_in_attestation"
+    __table_args__ = (_envelope_of_org("paper_in_attestation"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    envelope_id: str = Field(index=True, max_length=40)
+    original: str = Field(max_length=16)  # held | destroyed
+    at: datetime = _utc_column()  # when it was held (checked) or destroyed
+    location: str | None = Field(default=None, max_length=500)
+    attested_by: dict[str, Any] = _json_column()  # {"subject": "sub_...", "commitment": hex}, as the log holds it
+    recorded_at: datetime = _utc_column()
+    recorded_by: str = Field(max_length=40)
+
+
+class Ceremony(SQLModel, table=True):
+    """An e-sign envelope's ceremony: the document its recipients sign, when it was sent, and its sealed result.
+
+    The document is vetted like any upload and kept in the staging bucket; ``pages`` holds each page's
+    (width, height) in PDF points, so fields are checked against it. ``sealed_*`` name the sealed PDF once it
+    exists: from then on vault-in (or the reconciler) vaults those very bytes, never a second seal.
+    """
+
+    __table_args__ = (_envelope_of_org("ceremony"),)
+
+    envelope_id: str = Field(primary_key=True, foreign_key="envelope.id", max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    document_id: str | None = Field(default=None, max_length=40)
+    filename: str | None = Field(default=None, max_length=255)
+    sha256: str | None = Field(default=None, max_length=64)
+    size: int | None = Field(default=None, sa_type=BigInteger)
+    s3_key: str | None = Field(default=None, max_length=1024)
+    s3_version_id: str | None = Field(default=None, max_length=1024)
+    pages: list[list[float]] | None = _json_column(nullable=True)
+    sent_at: datetime | None = _utc_column(nullable=True)
+    sent_by: dict[str, Any] | None = _json_column(nullable=True)  # the actor of send: the one who vaults it in
+    reminded_at: datetime | None = _utc_column(nullable=True)
+    sealed_sha256: str | None = Field(default=None, max_length=64)
+    sealed_size: int | None = Field(default=None, sa_type=BigInteger)
+    sealed_key: str | None = Field(default=None, max_length=1024)
+    sealed_version_id: str | None = Field(default=None, max_length=1024)
+    sealed_at: datetime | None = _utc_column(nullable=True)
+
+
+class Recipient(SQLModel, table=True):
+    """One person of the signing roster: name and email live in their data subject; the link's nonce here.
+
+    The link's token is an HMAC of the id and ``link_nonce`` under the server's secret: the database alone
+    cannot make one, and the same link can be served again.
+    """
+
+    __table_args__ = (_envelope_of_org("recipient"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    envelope_id: str = Field(foreign_key="envelope.id", index=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    subject_id: str = Field(max_length=40)
+    role: str = Field(max_length=16)  # signer | viewer
+    signing_order: int
+    position: int  # where the roster listed them: the order among equals
+    fields: list[dict[str, Any]] = _json_column()
+    status: str = Field(max_length=16)  # pending | viewed | consented | signed | declined
+    link_nonce: str = Field(max_length=64)
+    viewed_at: datetime | None = _utc_column(nullable=True)
+    consented_at: datetime | None = _utc_column(nullable=True)
+    signed_at: datetime | None = _utc_column(nullable=True)
+    declined_at: datetime | None = _utc_column(nullable=True)
+    signature: dict[str, Any] | None = _json_column(nullable=True)  # the adopted signature (typed name, image)
+    decline_reason: str | None = Field(default=None, max_length=500)
+
+
+class MailMessage(SQLModel, table=True):
+    """An email owed to a recipient (their link, or a reminder): queued with the change, sent after commit."""
+
+    __tablename__ = "mail_message"
+    __table_args__ = (Index("ix_mail_message_due", "status", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", max_length=40)
+    envelope_id: str = Field(max_length=40)
+    recipient_id: str = Field(foreign_key="recipient.id", max_length=40)
+    kind: str = Field(max_length=16)  # link | reminder
+    status: str = Field(max_length=16)  # pending | sent | failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = _utc_column(nullable=True)
+    created_at: datetime = _utc_column()
+    sent_at: datetime | None = _utc_column(nullable=True)
+    last_error: str | None = Field(default=None, max_length=500)
+
+
+class EmbedOrigin(SQLModel, table=True):
+    """An origin (``scheme://host[:port]``) allowed to frame an organisation's embedded signing page.
+
+    The page's ``Content-Security-Policy: frame-ancestors`` lists them; an organisation with none gets ``'none'``.
+    Set by the operator (``evault org origins``), not through the partner API.
+    """
+
+    __tablename__ = "embed_origin"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    origin: str = Field(primary_key=True, max_length=300)
+    created_at: datetime = _utc_column()

@@ -463,6 +463,60 @@ def _webhooks(env: Mapping[str, str]) -> WebhookSettings:
     return hooks
 
 
+@dataclass(frozen=True)
+class CeremonySettings:
+    """The e-sign ceremony: its signing links and the email that carries them (docs/ceremony.md)."""
+
+    # EVAULT_SIGNING_LINK_SECRET: base64 of at least 32 bytes; the key of every signing link's HMAC. Unset: 32
+    # random bytes made once into <data dir>/signing-link-secret (0600) at start, like the vault's other keys
+    link_secret: bytes | None = field(default=None, repr=False)
+    link_secret_path: Path = Path(".evault/signing-link-secret")
+    link_ttl_seconds: int = 30 * 86400  # EVAULT_SIGNING_LINK_TTL_SECONDS: a link lives this long after send
+    remind_interval_seconds: int = 3600  # EVAULT_REMIND_INTERVAL_SECONDS: between reminders of one envelope
+    embed_ttl_seconds: int = 1800  # EVAULT_EMBED_TOKEN_TTL_SECONDS: an embed token's life (docs/signing-page.md)
+    # EVAULT_SMTP_URL: smtp://[user:password@]host[:port] (STARTTLS when offered) or smtps://...; empty: no email
+    smtp_url: str = field(default="", repr=False)
+    smtp_from: str = "evault@localhost"  # EVAULT_SMTP_FROM: the From address of links and reminders
+
+    def __repr__(self) -> str:
+        return (
+            f"CeremonySettings(link_secret={'***' if self.link_secret else None}, "
+            f"link_secret_path={self.link_secret_path!r}, link_ttl_seconds={self.link_ttl_seconds}, "
+            f"remind_interval_seconds={self.remind_interval_seconds}, embed_ttl_seconds={self.embed_ttl_seconds}, "
+            f"smtp_url={mask_url(self.smtp_url)!r}, "
+            f"smtp_from={self.smtp_from!r})"
+        )
+
+
+def _ceremony(env: Mapping[str, str], data_dir: Path) -> CeremonySettings:
+    raw = env.get("EVAULT_SIGNING_LINK_SECRET", "")
+    secret = None
+    if raw:
+        try:
+            secret = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise SettingsError("EVAULT_SIGNING_LINK_SECRET must be base64") from None
+        if len(secret) < 32:
+            raise SettingsError("EVAULT_SIGNING_LINK_SECRET must hold at least 32 bytes")
+    smtp = env.get("EVAULT_SMTP_URL", "")
+    if smtp and (urlsplit(smtp).scheme not in ("smtp", "smtps") or not urlsplit(smtp).hostname):
+        raise SettingsError(f"EVAULT_SMTP_URL must be smtp://host[:port] or smtps://..., got {mask_url(smtp)!r}")
+    sender = env.get("EVAULT_SMTP_FROM") or CeremonySettings.smtp_from
+    if "@" not in sender or any(c in sender for c in "\r\n"):
+        raise SettingsError(f"EVAULT_SMTP_FROM must be an email address, got {sender!r}")
+    return CeremonySettings(
+        link_secret=secret,
+        link_secret_path=data_dir / "signing-link-secret",
+        link_ttl_seconds=_int(env, "EVAULT_SIGNING_LINK_TTL_SECONDS", CeremonySettings.link_ttl_seconds, minimum=1),
+        remind_interval_seconds=_int(
+            env, "EVAULT_REMIND_INTERVAL_SECONDS", CeremonySettings.remind_interval_seconds, minimum=0
+        ),
+        embed_ttl_seconds=_int(env, "EVAULT_EMBED_TOKEN_TTL_SECONDS", CeremonySettings.embed_ttl_seconds, minimum=1),
+        smtp_url=smtp,
+        smtp_from=sender,
+    )
+
+
 @dataclass(frozen=True, repr=False)
 class Settings:
     data_dir: Path  # EVAULT_DATA_DIR: everything the embedded default keeps
@@ -477,6 +531,7 @@ class Settings:
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     evidence_work: EvidenceWorkSettings = field(default_factory=EvidenceWorkSettings)
+    ceremony: CeremonySettings = field(default_factory=CeremonySettings)
     env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
@@ -485,7 +540,7 @@ class Settings:
             f"Settings(data_dir={self.data_dir!r}, database_url={mask_url(self.database_url)!r}, "
             f"database_timeout={self.database_timeout!r}, s3={self.s3!r}, vault={self.vault!r}, api={self.api!r}, "
             f"pdf={self.pdf!r}, evidence={self.evidence!r}, edge={self.edge!r}, evidence_work={self.evidence_work!r}, "
-            f"webhooks={self.webhooks!r}, observability={self.observability!r})"
+            f"webhooks={self.webhooks!r}, observability={self.observability!r}, ceremony={self.ceremony!r})"
         )
 
     @classmethod
@@ -582,5 +637,6 @@ class Settings:
             webhooks=_webhooks(env),
             evidence_work=_evidence_work(env),
             observability=_observability(env, port),
+            ceremony=_ceremony(env, data_dir),
             env=env,
         )

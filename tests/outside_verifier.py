@@ -248,6 +248,40 @@ def _bag(items: list[dict[str, Any]], keys: tuple[str, ...]) -> list[tuple[Any, 
     return sorted(tuple(json.dumps(item.get(k), sort_keys=True) for k in keys) for item in items)
 
 
+def _check_beside(body: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """Amendments and paper-in attestations: each one exactly as its event says, in the log's order."""
+    amendments = [
+        {
+            "id": e["data"]["amendment_id"],
+            "type": e["data"]["type"],
+            "recorded_at": e["time"],
+            "data": e["data"]["data"],
+            "documents": [
+                {k: d[k] for k in ("id", "filename", "sha256", "size", "bucket", "key", "version_id")}
+                for d in e["data"]["documents"]
+            ],
+        }
+        for e in events
+        if e["type"] == "vault.amended"
+    ]
+    if body.get("amendments", []) != amendments:
+        raise Rejected("amendments are not exactly the logged ones")
+    attestations = [
+        {
+            "id": e["data"]["attestation_id"],
+            "original": e["data"]["original"],
+            "at": e["data"]["at"],
+            "location": e["data"].get("location"),
+            "attested_by": e["data"]["attested_by"],
+            "recorded_at": e["time"],
+        }
+        for e in events
+        if e["type"] == "vault.paper_in_attested"
+    ]
+    if body.get("paper_in_attestations", []) != attestations:
+        raise Rejected("paper-in attestations are not exactly the logged ones")
+
+
 def _check_claims(body: dict[str, Any], events: list[dict[str, Any]]) -> None:
     """§8 step 3: every claim follows from the proven events."""
     created, vaulted = _last(events, "envelope.created"), _last(events, "vault.vaulted_in")
@@ -256,6 +290,9 @@ def _check_claims(body: dict[str, Any], events: list[dict[str, Any]]) -> None:
     for field in ("kind", "title", "external_id"):
         if created is None or envelope[field] != created["data"].get(field):
             raise Rejected(f"envelope {field} is not the created event's")
+    if envelope.get("min") != created["data"].get("min"):
+        raise Rejected("the MIN is not the one the created event registered")
+    _check_beside(body, events)
     state = "released" if released else "vaulted" if vaulted else "not_vaulted"
     if envelope["vault_state"] != state:
         raise Rejected("vault state does not follow from the chain")

@@ -22,7 +22,8 @@ RANGES: dict[str, tuple[int, int]] = {  # name: (offset, width)
     "key_cli_store": (300, 92),
     "json_logs": (400, 50),
     "json_logs_metrics": (450, 50),
-    "closed": (500, 40),  # ports nothing listens on: a witness or webhook that is down
+    "closed": (500, 20),  # ports nothing listens on: a witness, webhook or mail server that is down
+    "ceremony": (520, 20),  # the ceremony tests' servers: SMTP (aiosmtpd) and a TSA
     "planted_notes": (540, 20),
     "ready_pg": (560, 20),
     "timestamping": (580, 40),
@@ -35,6 +36,7 @@ RANGES: dict[str, tuple[int, int]] = {  # name: (offset, width)
     "slow_clients": (1100, 80),
     "private_pg": (1180, 20),
     "replicas": (1200, 20),  # a contiguous block: bench/replicas.py's store (8), replicas and PostgreSQL
+    "signing_browser": (1220, 30),  # the browser ceremony: the API (first 20) and a partner's framing page
 }
 
 

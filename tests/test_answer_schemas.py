@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -22,6 +23,9 @@ JSON_OPERATIONS = (
     ("get", "/envelopes/{envelope_id}/vault/certificate", "200"),
     ("get", "/envelopes/{envelope_id}/audit", "200"),
     ("get", "/log/checkpoint", "200"),
+    ("post", "/envelopes/{envelope_id}/amendments", "201"),
+    ("get", "/envelopes/{envelope_id}/amendments", "200"),
+    ("post", "/envelopes/{envelope_id}/paper-in-attestation", "201"),
     ("post", "/envelopes/{envelope_id}/vault-out", "200"),
     ("get", "/envelopes/{envelope_id}/release-receipt", "200"),
     ("post", "/envelopes/{envelope_id}/void", "200"),
@@ -64,6 +68,12 @@ def test_documented_answers_are_the_real_answers(client: Any, tenant: Any) -> No
     ):
         call("get", path, vaulted)
     call("get", "/log/checkpoint")
+    amendment = {"type": "modification", "data": {"rate": "5%"}}
+    files = [("metadata", (None, json.dumps(amendment), None)), ("document", ("m.pdf", make_pdf(), "application/pdf"))]
+    call("post", "/envelopes/{envelope_id}/amendments", vaulted, files=files)
+    call("get", "/envelopes/{envelope_id}/amendments", vaulted)
+    attestation = {"original": "held", "at": "2026-01-02T03:04:05Z", "attested_by": "Carol", "location": "Room 3"}
+    call("post", "/envelopes/{envelope_id}/paper-in-attestation", vaulted, json=attestation)
     call("post", "/envelopes/{envelope_id}/vault-out", vaulted, json={"reason": "payoff"})
     call("get", "/envelopes/{envelope_id}/release-receipt", vaulted)
     call("post", "/envelopes/{envelope_id}/void", voided, json={"reason": "withdrawn by the borrower"})

@@ -70,6 +70,7 @@ def test_the_verifier_reports_objects_outside_every_known_place(
         (auth, "elsewhere/loan.pdf"),
         (auth, "top-level.pdf"),
         (auth, f"authoritative/org_nosuchorganisation1/env_nosuchenvelope1/000-{'0' * 64}.pdf"),
+        (auth, f"amendments/org_nosuchorganisation1/env_nosuchenvelope1/amd_nosuchamendment1/000-{'0' * 64}.pdf"),
         (auth, f"log/{org_id}/notes.txt"),
         (auth, f"log/{org_id}/checkpoint/00000000000000000003.planted"),
         (copies, "stray/copy.pdf"),

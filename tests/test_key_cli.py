@@ -59,7 +59,11 @@ def test_org_and_key_commands_log_every_change(evault: Any, runtime: Runtime) ->
     assert org["name"] == "Acme Lending" and org["id"].startswith("org_")
     assert org["id"] in [o["id"] for o in _json(evault("org", "list", "--json"))]
     code, table, _ = evault("org", "list")
-    assert code == 0 and table.splitlines()[0].split() == ["ID", "NAME", "CREATED_AT"] and org["id"] in table
+    assert (
+        code == 0
+        and table.splitlines()[0].split() == ["ID", "NAME", "CREATED_AT", "MERS_ORG_ID", "RETENTION_DAYS"]
+        and org["id"] in table
+    )
 
     flags = "--scopes envelopes:read,vault:read --name loan-system --expires-in 30d --json".split()
     created = _json(evault("key", "create", "--org", org["id"], *flags))

@@ -105,6 +105,11 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/envelopes/{envelope_id}/retention"): {"json": {"retain_until": "2099-01-01T00:00:00Z"}},
     ("POST", "/envelopes/{envelope_id}/legal-hold"): {"json": {"reason": "matrix"}},
     ("DELETE", "/envelopes/{envelope_id}/legal-hold"): {"json": {"reason": "matrix"}},
+    ("POST", "/envelopes/{envelope_id}/amendments"): {"json": {"type": "modification", "data": {"rate": "4%"}}},
+    ("POST", "/envelopes/{envelope_id}/paper-in-attestation"): {
+        "json": {"original": "held", "at": "2026-01-02T03:04:05Z", "attested_by": "Matrix Clerk"}
+    },
+    ("POST", "/embed/token"): {"json": {"envelope_id": "env_" + "0" * 20, "recipient_id": "rcp_" + "0" * 20}},
 }
 
 

@@ -21,10 +21,15 @@ from compliance.ledger.events import Actor, append_event
 from compliance.ledger.personal_data import commit_parties, reveal
 from storage.db import Database
 from storage.ids import as_utc, iso, new_id, utcnow
-from storage.models import Envelope, StagedDocument, VaultedDocument, VaultRecord
+from storage.models import Ceremony, Envelope, StagedDocument, VaultedDocument, VaultRecord
+from vault.ceremony.roster import add_recipients, check_recipients, roster_view
 from vault.custody import OnCommit
 from vault.field_limits import check_envelope_fields
 from vault.lifecycle import initial_status
+from vault.min_registry import already_used, min_of, register_min, taken
+from vault.record_views import amendment_view, amendments_of, attestations_view
+from vault.registry_ids import check_min
+from vault.secured_party import check_identity
 
 KINDS = ("esign", "paper")
 ENVELOPE_ID = re.compile(r"env_[a-z0-9]{20}")
@@ -39,6 +44,8 @@ class NewEnvelope:
     secured_party: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     expires_at: datetime | None = None
+    min: str | None = None  # MERS Mortgage Identification Number (vault/min_registry.py)
+    recipients: list[dict[str, Any]] = field(default_factory=list)  # e-sign only: the signing roster
 
 
 def _check_new(new: NewEnvelope) -> None:
@@ -49,10 +56,13 @@ def _check_new(new: NewEnvelope) -> None:
     if new.external_id is not None and (not isinstance(new.external_id, str) or not new.external_id.strip()):
         raise InvalidInput("Envelope.InvalidExternalId", "external_id must not be empty", field="external_id")
     check_envelope_fields(new.title, new.external_id, new.parties, new.secured_party, new.metadata)
+    check_recipients(new.kind, new.recipients)
     if new.expires_at is not None and (new.expires_at.tzinfo is None or as_utc(new.expires_at) <= utcnow()):
         raise InvalidInput(
             "Envelope.InvalidExpiry", "expires_at must be a future time with a UTC offset", field="expires_at"
         )
+    if new.min is not None:
+        check_min(new.min)
 
 
 def _by_external_id(session: Session, org_id: str, external_id: str) -> Envelope | None:
@@ -74,6 +84,7 @@ def register_envelope(db: Database, actor: Actor, new: NewEnvelope, on_commit: O
     _check_new(new)
     try:
         with db.session() as session:
+            check_identity(session, new.secured_party)
             if new.external_id is not None and (found := _by_external_id(session, actor.org_id, new.external_id)):
                 raise _duplicate(found)
             envelope = create_envelope(session, actor, new)
@@ -82,9 +93,12 @@ def register_envelope(db: Database, actor: Actor, new: NewEnvelope, on_commit: O
     except IntegrityError:
         with db.read_session() as session:
             found = _by_external_id(session, actor.org_id, new.external_id or "")
-        if found is None:
-            raise
-        raise _duplicate(found) from None
+            min_taken = new.min is not None and taken(session, new.min)
+        if found is not None:
+            raise _duplicate(found) from None
+        if min_taken:
+            raise already_used(str(new.min)) from None
+        raise
     return envelope
 
 
@@ -108,10 +122,15 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
     )
     session.add(envelope)
     session.flush()
+    if new.min is not None:
+        register_min(session, actor.org_id, envelope.id, new.min, now)
     # The log and the row keep commitments; the people themselves live only in data_subject, where they can be
     # erased.
     envelope.parties = commit_parties(session, actor.org_id, envelope.id, new.parties, now)
     session.add(envelope)
+    if envelope.kind == "esign":
+        session.add(Ceremony(envelope_id=envelope.id, org_id=envelope.org_id))
+        add_recipients(session, envelope, check_recipients(new.kind, new.recipients), now)
     append_event(
         session,
         actor=actor,
@@ -125,6 +144,7 @@ def create_envelope(session: Session, actor: Actor, new: NewEnvelope) -> Envelop
             "parties": envelope.parties,
             "secured_party": envelope.secured_party,
             **({"expires_at": iso(envelope.expires_at)} if envelope.expires_at else {}),
+            **({"min": new.min} if new.min is not None else {}),
         },
     )
     return envelope
@@ -208,6 +228,7 @@ def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
     """The envelope as the API shows it, with its staged uploads and, once vaulted, its vault record."""
     view: dict[str, Any] = {
         **summary(envelope),
+        "min": min_of(session, envelope.id),
         "parties": parties_view(session, envelope.parties),
         "secured_party": envelope.secured_party,
         "metadata": envelope.meta,
@@ -223,7 +244,23 @@ def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
             for doc in (staged_documents(session, envelope.id) if envelope.status == "awaiting_upload" else [])
         ],
         "vault": {"state": envelope.vault_state},
+        "amendments": [amendment_view(a) for a in amendments_of(session, envelope.id)],
+        "paper_in_attestations": attestations_view(session, envelope.id),
     }
+    if envelope.kind == "esign":
+        view["recipients"] = roster_view(session, envelope.id)
+        ceremony = session.get(Ceremony, envelope.id)
+        view["document"] = (
+            None
+            if ceremony is None or ceremony.document_id is None
+            else {
+                "id": ceremony.document_id,
+                "filename": ceremony.filename,
+                "sha256": ceremony.sha256,
+                "size": ceremony.size,
+                "pages": len(ceremony.pages or []),
+            }
+        )
     record = vault_record(session, envelope.id)
     if record is not None:
         view["vault"].update(

@@ -2,9 +2,13 @@
 
 Two axes. ``status`` is where the envelope is in its flow; ``vault_state`` is what the vault holds for it:
 
-    draft ──────────┬──> completed      (vault-in-signed; the e-sign ceremony will come in between)
+    draft ──────────┬──> completed      (vault-in-signed from an e-sign draft without a ceremony)
     awaiting_upload ┤──> voided         (void, before vault-in)
                     └──> expired        (``expires_at`` passed before vault-in)
+    draft ──> sent ─┬──> completed      (the e-sign ceremony: the last signature, sealed and vaulted in)
+                    ├──> declined       (a signer declined: terminal, never vaulted)
+                    ├──> voided
+                    └──> expired
 
     not_vaulted ──> vaulted ──> released (vault-out)
 
@@ -21,13 +25,15 @@ from compliance.errors import Conflict, PreconditionFailed
 from storage.ids import as_utc
 from storage.models import Envelope
 
-STATUSES = ("draft", "awaiting_upload", "completed", "voided", "expired")
+STATUSES = ("draft", "sent", "awaiting_upload", "completed", "declined", "voided", "expired")
 VAULT_STATES = ("not_vaulted", "vaulted", "released")
-OPEN = frozenset({"draft", "awaiting_upload"})
+OPEN = frozenset({"draft", "sent", "awaiting_upload"})
 _NEXT: dict[str, frozenset[str]] = {
-    "draft": frozenset({"completed", "voided", "expired"}),
+    "draft": frozenset({"sent", "completed", "voided", "expired"}),
+    "sent": frozenset({"completed", "declined", "voided", "expired"}),
     "awaiting_upload": frozenset({"completed", "voided", "expired"}),
     "completed": frozenset(),
+    "declined": frozenset(),
     "voided": frozenset(),
     "expired": frozenset(),
 }

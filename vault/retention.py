@@ -18,11 +18,12 @@ from compliance.ledger.event_catalogue import LEGAL_HOLD_CLEARED, LEGAL_HOLD_SET
 from compliance.ledger.events import Actor, append_event
 from storage.errors import StorageError
 from storage.ids import as_utc, iso, utcnow
-from storage.models import Envelope, VaultRecord
+from storage.models import Envelope, Organisation, VaultRecord
 from vault.custody import Custody, OnCommit
 from vault.envelopes import lock_envelope, vault_record, vaulted_documents
 from vault.field_limits import check_line
 from vault.lifecycle import check_if_match, touch
+from vault.record_views import amendment_objects
 
 MAX_REASON = 500
 MAX_RETENTION = timedelta(days=100 * 366)  # beyond any record-keeping rule; also keeps the date arithmetic finite
@@ -47,6 +48,12 @@ def parse_retain_until(value: str, now: datetime) -> datetime:
     if parsed <= now:
         raise InvalidInput("Retention.InvalidDate", "retain_until must be in the future", field="retain_until")
     return parsed
+
+
+def organisation_retention_days(session: Session, org_id: str, fallback: float) -> float:
+    """The organisation's default retention (``evault org set-retention``), else the settings' one."""
+    org = session.get(Organisation, org_id)
+    return fallback if org is None or org.retention_days is None else org.retention_days
 
 
 def vault_in_retention(retention_days: float, metadata: dict[str, Any] | None, now: datetime) -> datetime:
@@ -85,6 +92,12 @@ def _held_record(
     return envelope, record
 
 
+def _objects(session: Session, record: VaultRecord) -> list[tuple[str, str]]:
+    """Every object version the record's retention and hold cover: its documents, then its amendments' PDFs."""
+    documents = [(doc.s3_key, doc.s3_version_id) for doc in vaulted_documents(session, record.id)]
+    return documents + amendment_objects(session, record.envelope_id)
+
+
 def _unavailable(exc: StorageError) -> Unavailable:
     return Unavailable("Storage.Unavailable", f"object storage refused or failed the change; retry ({exc})")
 
@@ -112,8 +125,8 @@ def extend_retention(
                 requested=iso(wanted),
             )
         try:
-            for doc in vaulted_documents(session, record.id):
-                custody.authoritative.extend_retention(doc.s3_key, doc.s3_version_id, wanted)
+            for key, version in _objects(session, record):
+                custody.authoritative.extend_retention(key, version, wanted)
         except StorageError as exc:
             raise _unavailable(exc) from exc
         record.retain_until = wanted
@@ -165,8 +178,8 @@ def set_legal_hold(
                 since=iso(record.legal_hold_since) if record.legal_hold_since else None,
             )
         try:
-            for doc in vaulted_documents(session, record.id):
-                custody.authoritative.set_legal_hold(doc.s3_key, doc.s3_version_id, on)
+            for key, version in _objects(session, record):
+                custody.authoritative.set_legal_hold(key, version, on)
         except StorageError as exc:
             raise _unavailable(exc) from exc
         record.legal_hold_reason = reason if on else None

@@ -35,6 +35,11 @@ from storage.leases import give_up, new_holder, take_lease
 from storage.object_store import ObjectStore
 from storage.s3_client import make_s3_client
 from storage.settings import EvidenceWorkSettings, Settings
+from vault.ceremony.completion import reconcile_ceremonies
+from vault.ceremony.context import Ceremonies
+from vault.ceremony.mail import WAKE as MAIL_WAKE
+from vault.ceremony.mail import run_mailer
+from vault.ceremony.tokens import load_or_create_secret
 from vault.checkpoint_requests import CheckpointRequests
 from vault.custody import Custody
 from vault.evidence_work import EvidenceWork
@@ -76,6 +81,8 @@ class Runtime:
     _sweeper: threading.Thread | None = None
     _staging_sweeper: threading.Thread | None = None
     _webhook_sender: threading.Thread | None = None
+    _mailer: threading.Thread | None = None
+    link_secret: bytes = field(default=b"", repr=False)  # signing links' HMAC key (settings, or the data dir's)
 
     def sources(self, deadline: Deadline | None = None) -> Sources:
         """What the evidence checks read, without the signing key or the checkpointer (until ``deadline``)."""
@@ -116,6 +123,17 @@ class Runtime:
             self.settings.edge.spool_memory_bytes,
         )
 
+    def ceremonies(self) -> Ceremonies:
+        """The unit of work of the e-sign ceremony's services."""
+        return Ceremonies(
+            self.custody(),
+            self.link_secret,
+            self.settings.api.public_url,
+            self.document_signer,
+            self.settings.ceremony,
+            self.settings.vault.tsa_url or None,
+        )
+
     def start_checkpointer(self) -> None:
         interval = self.settings.vault.checkpoint_interval_seconds
 
@@ -135,9 +153,12 @@ class Runtime:
     def start_reconciler(self) -> None:
         """Finish or release stale vault-in claims now, then every third of the grace period (lease holder only)."""
         grace = timedelta(seconds=self.settings.vault.claim_grace_seconds)
-        self._reconciler = self._start_leased(
-            "reconciler", max(1.0, grace.total_seconds() / 3), lambda: reconcile_claims(self.custody(), grace), True
-        )
+
+        def reconcile() -> None:
+            reconcile_claims(self.custody(), grace)
+            reconcile_ceremonies(self.ceremonies(), timedelta(seconds=self.settings.vault.claim_lease_seconds))
+
+        self._reconciler = self._start_leased("reconciler", max(1.0, grace.total_seconds() / 3), reconcile, True)
 
     def _start_leased(self, name: str, interval: float, work: Callable[[], object], now: bool) -> threading.Thread:
         """A thread doing ``work`` every ``interval`` seconds while this process holds the lease ``name``.
@@ -215,9 +236,19 @@ class Runtime:
         )
         self._webhook_sender.start()
 
+    def start_mailer(self) -> None:
+        """Send the ceremony's queued emails in the background (only with EVAULT_SMTP_URL)."""
+        if not self.settings.ceremony.smtp_url:
+            return
+        self._mailer = threading.Thread(
+            target=run_mailer, args=(self.ceremonies(), self._stop), daemon=True, name="evault-mailer"
+        )
+        self._mailer.start()
+
     def close(self) -> None:
         """Stop in the reverse order of opening: threads, then the database, then the store they use."""
         self._stop.set()
+        MAIL_WAKE.set()
         self.evidence_work.close(wait_seconds=EVIDENCE_STOP_SECONDS)
         stop_at = time.monotonic() + THREADS_STOP_SECONDS  # one budget for all, not one each
         for thread in (
@@ -227,6 +258,7 @@ class Runtime:
             self._sweeper,
             self._staging_sweeper,
             self._webhook_sender,
+            self._mailer,
         ):
             if thread is not None:
                 thread.join(timeout=max(0.0, stop_at - time.monotonic()))
@@ -298,6 +330,10 @@ def open_runtime(settings: Settings) -> Runtime:
             )
         except (OSError, ValueError) as exc:
             raise StartupError(f"refusing to start: report signing key: {exc}") from exc
+        try:
+            link_secret = settings.ceremony.link_secret or load_or_create_secret(settings.ceremony.link_secret_path)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"refusing to start: signing-link secret: {exc}") from exc
     except BaseException as exc:
         # Nothing started may outlive a failed start: the next start on this data directory must work.
         if db is not None:
@@ -311,9 +347,12 @@ def open_runtime(settings: Settings) -> Runtime:
     retention = timedelta(days=policy.retention_days)
     cosigners = [WitnessClient(url, verifier, timeout=10) for url, verifier in witnesses]
     timestamper = TimestampClient(policy.tsa_url, tsa_roots, timeout=10) if tsa_roots is not None else None
+    # The vault's own seal on completed ceremonies validates as trusted in its own checks.
+    signer_roots = (*signer_roots, document_signer.asn1()[0])
     return Runtime(
         settings=settings,
         signer_trust_roots=signer_roots,
+        link_secret=link_secret,
         db=db,
         s3_client=client,
         authoritative=authoritative,

@@ -39,7 +39,8 @@ from vault.expiry import settle
 from vault.field_limits import check_filename
 from vault.lifecycle import check_if_match, require_not_due, transition
 from vault.pdf_inspect import PdfFacts, inspect_pdf
-from vault.retention import vault_in_retention
+from vault.retention import organisation_retention_days, vault_in_retention
+from vault.secured_party import check_identity
 from vault.upload_spool import SpooledDocument
 from vault.vault_in_plan import build_plan, check_claimable
 
@@ -244,13 +245,14 @@ def vault_in(
     settle(custody, actor.org_id, envelope_id)
     with custody.db.read_session() as session:
         envelope = get_envelope(session, actor.org_id, envelope_id)
+        retention_days = organisation_retention_days(session, envelope.org_id, custody.policy.retention_days)
     check_claimable(envelope, source, vaulted_ok=True)
     checked = check_uploads(custody, uploads, source, actor.org_id)
     digests = [digest for _, digest, _, _ in checked]
     if envelope.vault_state != "not_vaulted":
         return _replay_or_conflict(custody, envelope.id, digests)
     # Whole seconds: S3 keeps retention to the second, and the record must equal the lock exactly.
-    retain_until = vault_in_retention(custody.policy.retention_days, caller_metadata, utcnow())
+    retain_until = vault_in_retention(retention_days, caller_metadata, utcnow())
     documents = [
         {
             "position": position,
@@ -264,6 +266,8 @@ def vault_in(
         for position, (upload, digest, facts, signatures) in enumerate(checked)
     ]
     plan = build_plan(envelope, actor, source, documents, caller_metadata, retain_until)
+    with custody.db.read_session() as session:
+        check_identity(session, plan["secured_party"])
     claim = _claim(custody, actor, envelope.id, source, digests, plan, if_match, staged)
     if claim is None:
         return _replay_or_conflict(custody, envelope.id, digests)
@@ -344,7 +348,9 @@ def record_claim(
             for doc, version in zip(plan["documents"], versions, strict=True)
         ]
         session.add_all(documents)
-        transition(envelope, now, status="completed", vault_state="vaulted")
+        # An e-sign ceremony completed the envelope already (its last signature); vault-in then only vaults it.
+        completed = None if envelope.status == "completed" else "completed"
+        transition(envelope, now, status=completed, vault_state="vaulted")
         envelope.secured_party = plan["secured_party"]
         session.add(envelope)
         session.delete(claim)

@@ -34,7 +34,13 @@ def check_claimable(envelope: Envelope, source: str, *, vaulted_ok: bool = False
         )
     if envelope.vault_state != "not_vaulted" and vaulted_ok:
         return
-    if envelope.status in {"voided", "expired"}:
+    if envelope.status == "sent":
+        raise Conflict(
+            "Ceremony.InProgress",
+            "this envelope is out for signing: it is vaulted by itself when the last signer signs",
+            status=envelope.status,
+        )
+    if envelope.status in {"voided", "expired", "declined"}:
         raise Conflict(
             "Envelope.NotVaultable", f"a {envelope.status} envelope cannot be vaulted", status=envelope.status
         )

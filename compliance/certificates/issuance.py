@@ -23,14 +23,21 @@ from compliance.bundles.proof_bundle import build_bundle
 from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envelope
 from compliance.conditions.evidence import Policy
 from compliance.conditions.policies import Verdict, check_compliance
-from compliance.conditions.projection import Projection, fold, hold_claim, release_claim
+from compliance.conditions.projection import (
+    Projection,
+    amendment_claims,
+    fold,
+    hold_claim,
+    paper_in_claims,
+    release_claim,
+)
 from compliance.errors import NotFound
 from compliance.ledger.events import Actor
 from compliance.ledger.vault_key import VaultKey
 from compliance.sources import Sources
 from storage.ids import iso, utcnow
 from storage.models import Checkpoint as CheckpointRow
-from storage.models import Envelope, VaultedDocument, VaultRecord
+from storage.models import Envelope, Organisation, VaultedDocument, VaultRecord
 
 FORMAT = "evault-certificate/v1"
 
@@ -96,6 +103,7 @@ def certificate_body(
         )
         docs.sort(key=lambda d: d.position)
         bundle = build_bundle(session, key, envelope_id, checkpoint)
+        organisation = session.get(Organisation, envelope.org_id)
     events = bundle["events"]
     head = base64.b64decode(events[-1]["entry"]) if events else None
     # What the ledger records (state, copies, vault-out) is stated as the proven chain says it, never as a row
@@ -113,6 +121,13 @@ def certificate_body(
             "title": envelope.title,
             "external_id": envelope.external_id,
             "vault_state": chain.vault_state,
+            "min": (chain.created or {}).get("min"),  # as envelope.created registered it
+        },
+        # The organisation's registry identity as the vault holds it now (an organisation-level setting, logged
+        # in org.mers_org_id_set; not part of this envelope's chain, so the vault's signature vouches for it).
+        "organisation": {
+            "id": envelope.org_id,
+            "mers_org_id": organisation.mers_org_id if organisation is not None else None,
         },
         "authoritative_copy": None
         if record is None
@@ -129,6 +144,9 @@ def certificate_body(
         "custodian": policy.custodian.as_json(),
         "copies": _copies(chain),
         "vault_out": release_claim(chain),
+        "amendments": amendment_claims(chain),
+        # Custody evidence about a paper original; it does not make the scan a transferable record.
+        "paper_in_attestations": paper_in_claims(chain),
         "signatures": [{"document_id": d.id, "result": d.signatures} for d in docs],
         "conditions": verdict.as_json(),
         "ledger": {

@@ -27,7 +27,14 @@ from compliance.certificates.issuance import FORMAT, key_id_of
 from compliance.checkpoints.policy import CheckpointTrust
 from compliance.conditions.evidence import as_dict
 from compliance.conditions.policies import overall
-from compliance.conditions.projection import Projection, fold, hold_claim, release_claim
+from compliance.conditions.projection import (
+    Projection,
+    amendment_claims,
+    fold,
+    hold_claim,
+    paper_in_claims,
+    release_claim,
+)
 from compliance.errors import InvalidInput
 from compliance.ledger.event_catalogue import Role, with_role
 from compliance.ledger.key_history import KeyHistory, KeySet
@@ -122,10 +129,10 @@ def _by_id(items: Any) -> list[Any]:
 
 def _check_envelope(body: dict[str, Any], chain: Projection) -> None:
     envelope, created = _get(body, "envelope", dict), chain.created or {}
-    shown = {name: envelope.get(name) for name in ("kind", "title", "external_id", "vault_state")}
+    shown = {name: envelope.get(name) for name in ("kind", "title", "external_id", "vault_state", "min")}
     _same(
         shown,
-        {**{k: created.get(k) for k in ("kind", "title", "external_id")}, "vault_state": chain.vault_state},
+        {**{k: created.get(k) for k in ("kind", "title", "external_id", "min")}, "vault_state": chain.vault_state},
         "envelope fields",
     )
 
@@ -191,6 +198,9 @@ def _check_copies_and_release(body: dict[str, Any], chain: Projection) -> None:
     ]
     _same(_by_id(_get(body, "copies", list)), _by_id(copies), "copies")
     _same(body.get("vault_out"), release_claim(chain), "vault-out")
+    # Absent (a certificate from before amendments existed) is the same claim as none.
+    _same(body.get("amendments", []), amendment_claims(chain), "amendments")
+    _same(body.get("paper_in_attestations", []), paper_in_claims(chain), "paper-in attestations")
 
 
 def _check_claims(body: dict[str, Any], bundle: dict[str, Any], proven: VerifiedBundle) -> None:

@@ -60,6 +60,21 @@ def _signature_lines(cert: dict[str, Any]) -> list[tuple[int, str]]:
     return lines
 
 
+def _beside_lines(cert: dict[str, Any]) -> list[tuple[int, str]]:
+    """Amendments and paper-in attestations: recorded beside the authoritative copy, never in it."""
+    lines = [(10, f"Amendments: {len(cert.get('amendments', []))}")]
+    for amendment in cert.get("amendments", []):
+        count = len(amendment.get("documents") or [])
+        lines.append(
+            (8, f"    {amendment.get('type')} {amendment.get('id')} on {amendment.get('recorded_at')}, {count} PDF(s)")
+        )
+    for attestation in cert.get("paper_in_attestations", []):
+        lines.append(
+            (8, f"Paper original {attestation.get('original')} at {attestation.get('at')} (custodian's attestation)")
+        )
+    return lines
+
+
 def page_lines(document: dict[str, Any]) -> list[tuple[int, str]]:
     """(font size, text) of each line on the page."""
     cert = document["certificate"]
@@ -68,6 +83,7 @@ def page_lines(document: dict[str, Any]) -> list[tuple[int, str]]:
     lines = [
         (16, "UCC 9-105 certificate of control"),
         (10, f"Envelope {envelope['id']}: {envelope['title']}"),
+        *([(10, f"MERS MIN: {envelope['min']}")] if envelope.get("min") else []),
         (10, f"Verdict: {conditions['verdict'].upper()}   issued {cert['issued_at']}"),
         (10, ""),
     ]
@@ -86,6 +102,7 @@ def page_lines(document: dict[str, Any]) -> list[tuple[int, str]]:
         (10, f"Assignee of record: {assignee.get('name', '(none)')}"),
         (10, f"Custodian: {custodian['name']} ({custodian['id']})"),
         (10, f"Copies issued: {len(cert['copies'])}"),
+        *_beside_lines(cert),
         *_release_lines(cert),
         (10, f"Checkpoint: {cert['issuer']['log_origin']} size {checkpoint['size']}"),
         (10, ""),

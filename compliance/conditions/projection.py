@@ -16,13 +16,18 @@ from typing import Any
 from sqlmodel import Session
 
 from compliance.ledger.event_catalogue import (
+    AMENDED,
     ASSIGNEE_CHANGED,
     COPY_ISSUED,
+    ENVELOPE_COMPLETED,
     ENVELOPE_CREATED,
     ENVELOPE_EXPIRED,
+    ENVELOPE_SENT,
     ENVELOPE_VOIDED,
     LEGAL_HOLD_CLEARED,
     LEGAL_HOLD_SET,
+    PAPER_IN_ATTESTED,
+    RECIPIENT_DECLINED,
     RELEASED,
     RETENTION_EXTENDED,
     VAULTED_IN,
@@ -31,7 +36,14 @@ from storage.ids import iso
 from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
 
 # Statuses only an event reaches; an envelope without that event must not be in one.
-TERMINAL_STATUS = {VAULTED_IN.name: "completed", ENVELOPE_VOIDED.name: "voided", ENVELOPE_EXPIRED.name: "expired"}
+TERMINAL_STATUS = {
+    VAULTED_IN.name: "completed",
+    ENVELOPE_VOIDED.name: "voided",
+    ENVELOPE_EXPIRED.name: "expired",
+    ENVELOPE_SENT.name: "sent",
+    ENVELOPE_COMPLETED.name: "completed",
+    RECIPIENT_DECLINED.name: "declined",
+}
 ASSIGNEE_EVENTS = (ENVELOPE_CREATED.name, VAULTED_IN.name, ASSIGNEE_CHANGED.name)
 CREATED_FIELDS = ("kind", "title", "external_id", "parties")
 RELEASE_DETAILS = ("transferee", "note")
@@ -60,6 +72,8 @@ class Projection:
     copies: dict[str, dict[str, Any]] = field(default_factory=dict)  # copy id -> vault.copy_issued entry
     retain_until: str | None = None  # the vault-in's date, or the last vault.retention_extended one
     legal_hold: dict[str, Any] | None = None  # the vault.legal_hold_set entry in force (cleared: None)
+    amendments: list[dict[str, Any]] = field(default_factory=list)  # vault.amended entries, in order
+    paper_in: list[dict[str, Any]] = field(default_factory=list)  # vault.paper_in_attested entries, in order
 
     def apply(self, value: dict[str, Any]) -> None:
         """Fold one parsed chain entry in."""
@@ -85,6 +99,10 @@ class Projection:
             self.released = entry
         elif kind == COPY_ISSUED.name:
             self.copies[str(data.get("copy_id"))] = entry
+        elif kind == AMENDED.name:
+            self.amendments.append(entry)
+        elif kind == PAPER_IN_ATTESTED.name:
+            self.paper_in.append(entry)
 
     @property
     def vault_state(self) -> str:
@@ -105,6 +123,42 @@ def hold_claim(chain: Projection) -> dict[str, Any] | None:
     if chain.legal_hold is None:
         return None
     return {"reason": chain.legal_hold["data"].get("reason"), "since": chain.legal_hold["time"]}
+
+
+AMENDMENT_DOCUMENT = ("id", "filename", "sha256", "size", "bucket", "key", "version_id")
+
+
+def amendment_claims(chain: Projection) -> list[dict[str, Any]]:
+    """The amendments as their ``vault.amended`` entries state them (what a certificate may claim)."""
+    claims = []
+    for entry in chain.amendments:
+        data = entry["data"]
+        documents = data.get("documents") if isinstance(data.get("documents"), list) else []
+        claims.append(
+            {
+                "id": data.get("amendment_id"),
+                "type": data.get("type"),
+                "recorded_at": entry["time"],
+                "data": data.get("data"),
+                "documents": [{k: d.get(k) for k in AMENDMENT_DOCUMENT} for d in documents if isinstance(d, dict)],
+            }
+        )
+    return claims
+
+
+def paper_in_claims(chain: Projection) -> list[dict[str, Any]]:
+    """The paper-in attestations as their entries state them: who attested only as the log's commitment."""
+    return [
+        {
+            "id": entry["data"].get("attestation_id"),
+            "original": entry["data"].get("original"),
+            "at": entry["data"].get("at"),
+            "location": entry["data"].get("location"),
+            "attested_by": entry["data"].get("attested_by"),
+            "recorded_at": entry["time"],
+        }
+        for entry in chain.paper_in
+    ]
 
 
 def fold(envelope_id: str, values: Iterable[dict[str, Any]]) -> Projection:

@@ -125,7 +125,7 @@ ENVELOPE_CREATED = EventType(
     "envelopes:write",
     True,
     {"kind": S, "title": S, "external_id": N, "parties": A, "secured_party": ("object", "null")},
-    {"expires_at": S},
+    {"expires_at": S, "min": S},
     commitments=("parties",),
 )
 DOCUMENT_STAGED = EventType(
@@ -278,6 +278,91 @@ DISPOSED = EventType(
     True,
     {"authoritative_copy_id": S, "retain_until": S, "documents": A},
 )
+ORG_MERS_ORG_ID_SET = EventType(
+    "org.mers_org_id_set",
+    "the operator set (or, null, removed) the organisation's MERS Org ID, the prefix of the MINs it registers",
+    None,
+    False,
+    {"mers_org_id": N},
+)
+ORG_RETENTION_DEFAULT_SET = EventType(
+    "org.retention_default_set",
+    "the operator set (or, null, removed) the organisation's default retention in days for its vault-ins",
+    None,
+    False,
+    {"retention_days": ("integer", "null"), "previous_retention_days": ("integer", "null")},
+)
+AMENDED = EventType(
+    "vault.amended",
+    "a modification or assumption was recorded beside the authoritative copy (its PDFs vaulted write-once); the "
+    "authoritative bytes are unchanged",
+    "vault:write",
+    True,
+    {"amendment_id": S, "type": S, "data": OBJ, "documents": A},
+    {"reconciled": ("boolean",)},
+)
+PAPER_IN_ATTESTED = EventType(
+    "vault.paper_in_attested",
+    "the custodian attested what became of a paper envelope's wet-ink original (held or destroyed, when, by whom)",
+    "vault:write",
+    True,
+    {"attestation_id": S, "original": S, "at": S, "attested_by": A},
+    {"location": S},
+    commitments=("attested_by",),
+)
+
+# The e-sign ceremony (vault/ceremony/). A recipient's name and email (``signer``) and what their client showed at
+# each step (``evidence``: network address, user agent, adopted name) reach the log only as commitments.
+_PERSON = {"recipient_id": S, "signer": A, "evidence": A}
+ENVELOPE_SENT = EventType(
+    "envelope.sent",
+    "an e-sign envelope was sent for signing: its document and its roster are fixed from now on",
+    "envelopes:write",
+    True,
+    {"document": OBJ, "recipients": A, "signers": A},
+    commitments=("signers",),
+)
+RECIPIENT_VIEWED = EventType(
+    "recipient.viewed", "a recipient opened their signing link", None, True, _PERSON, commitments=("signer", "evidence")
+)
+RECIPIENT_CONSENTED = EventType(
+    "recipient.consented",
+    "a recipient consented to electronic records and signatures (E-SIGN 101(c)) after the disclosures",
+    None,
+    True,
+    {**_PERSON, "disclosure_sha256": S},
+    commitments=("signer", "evidence"),
+)
+RECIPIENT_SIGNED = EventType(
+    "recipient.signed",
+    "a signer adopted a signature and signed, in their turn",
+    None,
+    True,
+    {**_PERSON, "order": ("integer",), "signature_type": S, "document_sha256": S},
+    commitments=("signer", "evidence"),
+)
+RECIPIENT_DECLINED = EventType(
+    "recipient.declined",
+    "a signer declined to sign: the envelope is declined, for good, and never vaulted",
+    None,
+    True,
+    _PERSON,
+    commitments=("signer", "evidence"),
+)
+ENVELOPE_REMINDED = EventType(
+    "envelope.reminded",
+    "the signers whose turn it is were sent their link again",
+    "envelopes:write",
+    True,
+    {"recipients": A},
+)
+ENVELOPE_COMPLETED = EventType(
+    "envelope.completed",
+    "the last signer signed: the document is sealed and vaulted in by itself (vault.vaulted_in follows)",
+    None,
+    True,
+    {"recipients": A, "document_sha256": S},
+)
 
 CATALOGUE: Mapping[str, EventType] = {
     e.name: e
@@ -306,6 +391,17 @@ CATALOGUE: Mapping[str, EventType] = {
         LEGAL_HOLD_SET,
         LEGAL_HOLD_CLEARED,
         DISPOSED,
+        ORG_MERS_ORG_ID_SET,
+        ORG_RETENTION_DEFAULT_SET,
+        AMENDED,
+        PAPER_IN_ATTESTED,
+        ENVELOPE_SENT,
+        RECIPIENT_VIEWED,
+        RECIPIENT_CONSENTED,
+        RECIPIENT_SIGNED,
+        RECIPIENT_DECLINED,
+        ENVELOPE_REMINDED,
+        ENVELOPE_COMPLETED,
     )
 }
 

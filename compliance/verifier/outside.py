@@ -1,5 +1,6 @@
 """Objects outside every known place: the per-organisation passes list only ``authoritative/<org>/``,
-``copies/<org>/`` and ``log/<org>/checkpoint/``, so whatever sits elsewhere in the buckets (another prefix, an
+``copies/<org>/`` and ``log/<org>/checkpoint/`` (an amendment's PDFs under ``amendments/<org>/`` are in a known
+place, though no pass re-reads them yet: docs/parties.md), so whatever sits elsewhere in the buckets (another prefix, an
 organisation that does not exist, a stray name among the checkpoints, a name under ``log/<org>/tile/`` that is
 not a tlog-tiles path) is found here, by one full listing of each bucket, and reported as ``Object.Unknown``
 with its bucket and key.
@@ -36,7 +37,7 @@ def known_place(key: str, orgs: set[str], beside: set[str], bucket: str) -> bool
         return False
     if bucket == "copies":
         return top in ("copies", "staging")
-    if top == "authoritative":
+    if top in ("authoritative", "amendments"):  # amendments: an amendment's PDFs, beside the record (parties.md)
         return True
     if top == "log" and below.startswith("tile/"):
         return _tile_path(below)

@@ -13,10 +13,12 @@ from compliance.errors import EvaultError
 from storage.errors import StorageError
 from vault.api.allocator import return_large_buffers
 from vault.api.allow import complete_allow
+from vault.api.ceremony import CeremonyController, SigningController
 from vault.api.custody import CustodyController
 from vault.api.custody_evidence import CustodyEvidenceController
 from vault.api.deps import provide_actor, provide_principal, runtime_of
 from vault.api.edge import edge_middleware
+from vault.api.embed import EmbedController
 from vault.api.envelopes import EnvelopeController
 from vault.api.errors import (
     handle_database_error,
@@ -30,9 +32,11 @@ from vault.api.health import health, ready
 from vault.api.log import EnvelopeProofController, LogController, public_keys
 from vault.api.observe import metrics, observe, timed
 from vault.api.openapi import CompletedJsonRenderPlugin
+from vault.api.parties import PartiesController
 from vault.api.ratelimit_headers import add_rate_headers
 from vault.api.request_id import add_id_headers
 from vault.api.retention import RetentionController
+from vault.api.signing_page import SigningPageController, add_signing_headers, signing_script, signing_style
 from vault.api.tlog import TlogController
 from vault.api.webhooks import WebhookController
 from vault.metrics import ledger_counts
@@ -47,14 +51,17 @@ def create_app(runtime: Runtime) -> Litestar:
         path="/api/v2/partner",
         route_handlers=[
             EnvelopeController,
+            CeremonyController,
             CustodyController,
             RetentionController,
+            PartiesController,
             LogController,
             TlogController,
             EnvelopeProofController,
             EvidenceController,
             CustodyEvidenceController,
             WebhookController,
+            EmbedController,
         ],
         dependencies={
             "principal": Provide(provide_principal),
@@ -63,9 +70,19 @@ def create_app(runtime: Runtime) -> Litestar:
         security=[{"ApiKey": []}],
     )
     app = Litestar(
-        route_handlers=[partner, health, ready, public_keys, *on_api_port],
+        route_handlers=[
+            partner,
+            SigningController,
+            SigningPageController,
+            signing_script,
+            signing_style,
+            health,
+            ready,
+            public_keys,
+            *on_api_port,
+        ],
         dependencies={"runtime": Provide(runtime_of, sync_to_thread=False)},
-        before_send=[add_id_headers, add_rate_headers, complete_allow, observe],
+        before_send=[add_id_headers, add_rate_headers, complete_allow, add_signing_headers, observe],
         middleware=[edge_middleware(runtime)],
         exception_handlers={
             EvaultError: handle_domain_error,

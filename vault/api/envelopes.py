@@ -26,11 +26,11 @@ from vault.api.schemas import (
     answers,
 )
 from vault.api.upload_body import close_uploads, read_uploads
+from vault.ceremony.document import stage_document
 from vault.envelopes import NewEnvelope, register_envelope
 from vault.field_limits import check_date_time
 from vault.listing import DEFAULT_LIMIT, EnvelopeFilter, envelope_status, list_envelopes, show_envelope
 from vault.runtime import Runtime
-from vault.staging import stage_upload
 from vault.tenancy import Principal
 from vault.void import void_envelope
 
@@ -135,12 +135,13 @@ class EnvelopeController(Controller):
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
     ) -> Response[Any]:
-        """Stage a pre-signed PDF for a paper envelope; an empty vault-in-upload later vaults what is staged."""
+        """Stage a pre-signed PDF for a paper envelope (an empty vault-in-upload later vaults what is staged), or
+        the document to sign for an e-sign draft (its recipients' fields must fall on its pages)."""
         uploads, _, digest = await read_uploads(request, runtime.settings.edge.spool_memory_bytes)
         precondition = if_match(request)
 
         def call(hook: Hook) -> None:
-            stage_upload(runtime.custody(), actor, envelope_id, uploads, if_match=precondition, on_commit=hook)
+            stage_document(runtime.custody(), actor, envelope_id, uploads, if_match=precondition, on_commit=hook)
 
         try:
             return await mutate(request, runtime, actor.org_id, digest, 201, call)
@@ -161,7 +162,8 @@ class EnvelopeController(Controller):
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
     ) -> Response[Any]:
-        """Cancel an envelope that is not vaulted (draft or awaiting_upload), for a stated reason."""
+        """Cancel an envelope that is not vaulted (draft, sent or awaiting_upload), for a stated reason; a sent
+        envelope's ceremony ends for every recipient."""
         precondition = if_match(request)
 
         def call(hook: Hook) -> None:

@@ -32,6 +32,7 @@ STATUS_BY_CATEGORY = {
     "forbidden": 403,
     "not_found": 404,
     "conflict": 409,
+    "gone": 410,
     "timed_out": 408,
     "precondition_failed": 412,
     "too_large": 413,

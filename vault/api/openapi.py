@@ -100,6 +100,40 @@ def _pdf_body(optional: bool) -> dict[str, Any]:
     }
 
 
+AMENDMENT = {
+    "type": "object",
+    "required": ["type", "data"],
+    "properties": {"type": {"enum": ["modification", "assumption"]}, "data": {"type": "object"}},
+}
+
+
+def _amendment_body() -> dict[str, Any]:
+    """JSON alone, or multipart with the same object as the ``metadata`` part and signed PDFs as ``document``."""
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "required": True,
+        "description": 'The amendment as JSON, or multipart: a `metadata` part holding {"type", "data"} and '
+        "one or more `document` PDF parts",
+        "content": {
+            "application/json": {"schema": AMENDMENT, "example": {"type": "modification", "data": {"rate": "5.25%"}}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["metadata", "document"],
+                    "properties": {
+                        "metadata": AMENDMENT,
+                        "document": {"type": "array", "items": binary, "minItems": 1, "maxItems": 20},
+                    },
+                },
+                "encoding": {
+                    "document": {"contentType": "application/pdf"},
+                    "metadata": {"contentType": "application/json"},
+                },
+            },
+        },
+    }
+
+
 # Readable operation ids (what a generated client names its methods), one per partner operation; the test
 # tests/test_openapi_names.py fails on an operation missing here, so a new route cannot ship with Litestar's
 # path-derived name.
@@ -110,6 +144,9 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/status", "get"): "getEnvelopeStatus",
     ("/envelopes/{envelope_id}/upload", "post"): "uploadDocument",
     ("/envelopes/{envelope_id}/void", "post"): "voidEnvelope",
+    ("/envelopes/{envelope_id}/send", "post"): "sendEnvelope",
+    ("/envelopes/{envelope_id}/signing-links", "get"): "getSigningLinks",
+    ("/envelopes/{envelope_id}/remind", "post"): "remindSigners",
     ("/envelopes/{envelope_id}/vault-in-signed", "post"): "vaultInSigned",
     ("/envelopes/{envelope_id}/vault-in-upload", "post"): "vaultInUpload",
     ("/envelopes/{envelope_id}/vault/signed-url", "get"): "getAuthoritativeUrl",
@@ -118,6 +155,9 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/retention", "post"): "extendRetention",
     ("/envelopes/{envelope_id}/legal-hold", "post"): "setLegalHold",
     ("/envelopes/{envelope_id}/legal-hold", "delete"): "clearLegalHold",
+    ("/envelopes/{envelope_id}/amendments", "post"): "recordAmendment",
+    ("/envelopes/{envelope_id}/amendments", "get"): "listAmendments",
+    ("/envelopes/{envelope_id}/paper-in-attestation", "post"): "attestPaperIn",
     ("/envelopes/{envelope_id}/compliance", "get"): "checkCompliance",
     ("/envelopes/{envelope_id}/vault/certificate", "get"): "getCertificate",
     ("/envelopes/{envelope_id}/audit", "get"): "getAuditTrail",
@@ -135,11 +175,21 @@ OPERATION_IDS = {
     ("/webhook", "get"): "getWebhook",
     ("/webhook/deliveries", "get"): "listWebhookDeliveries",
     ("/webhook/deliveries/{delivery_id}/redeliver", "post"): "redeliverWebhook",
+    ("/embed/token", "post"): "createEmbedToken",
 }
 OUTSIDE_IDS = {
     ("/health", "get"): "getHealth",
     ("/ready", "get"): "getReadiness",
     ("/.well-known/evault/keys", "get"): "getPublicKeys",
+    ("/sign/{token}/state", "get"): "getSigningState",
+    ("/sign/{token}/consent", "post"): "giveSigningConsent",
+    ("/sign/{token}/document", "get"): "getSigningDocument",
+    ("/sign/{token}/sign", "post"): "signAsRecipient",
+    ("/sign/{token}/decline", "post"): "declineAsRecipient",
+    ("/sign/{token}", "get"): "getSigningPage",
+    ("/sign/{token}/pages/{number}", "get"): "getSigningPageImage",
+    ("/sign/{token}/access-check.png", "get"): "getAccessCheckImage",
+    ("/sign/{token}/access-check", "post"): "checkSigningAccess",
 }
 
 # POSTs that do not take an Idempotency-Key (a redelivery is itself a deliberate repeat), so none is advertised.
@@ -385,6 +435,8 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
                 params.append({"name": "filename", "in": "query", "required": False, "schema": dict(_STRING)})
                 operation["requestBody"] = _pdf_body(optional=relative.endswith("vault-in-upload"))
             state_query_limits(operation)
+            if (relative, method) == ("/envelopes/{envelope_id}/amendments", "post"):
+                operation["requestBody"] = _amendment_body()
             example = _EXAMPLES.get((relative, method))
             if example is not None:
                 operation["requestBody"]["content"]["application/json"]["example"] = example

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from litestar.openapi.datastructures import ResponseSpec
 
 Kind = Literal["esign", "paper"]
-EnvelopeState = Literal["draft", "awaiting_upload", "completed", "voided", "expired"]
+EnvelopeState = Literal["draft", "sent", "awaiting_upload", "completed", "declined", "voided", "expired"]
 VaultState = Literal["not_vaulted", "vaulted", "released"]
 ReleaseReason = Literal["transfer", "paper_out", "payoff", "other"]
 ConditionStatus = Literal["pass", "fail", "pending"]
@@ -93,16 +93,181 @@ class EnvelopeSummary:
     expires_at: str | None
 
 
+RecipientRole = Literal["signer", "viewer"]
+RecipientState = Literal["pending", "viewed", "consented", "signed", "declined"]
+
+
+@dataclass
+class FieldView:
+    """A rectangle in PDF points from the page's bottom-left."""
+
+    type: Literal["signature", "initials", "date", "text"]
+    page: int
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass
+class RecipientView:
+    id: str
+    name: str | None  # None once the person was erased
+    email: str | None
+    role: RecipientRole
+    order: int
+    status: RecipientState
+    fields: list[FieldView]
+    signed_at: str | None
+    declined_at: str | None
+
+
+@dataclass
+class CeremonyDocumentView:
+    """The PDF an e-sign envelope's recipients sign (staged; the sealed result is the vaulted document)."""
+
+    id: str
+    filename: str | None
+    sha256: str | None
+    size: int | None
+    pages: int
+
+
+@dataclass
+class AmendmentDocumentView:
+    id: str
+    filename: str
+    sha256: str
+    size: int
+    pages: int
+    version_id: str
+    signatures: dict[str, Any] | None
+
+
+@dataclass
+class AmendmentView:
+    """A modification or assumption recorded beside the authoritative copy (docs/parties.md)."""
+
+    id: str
+    position: int
+    type: Literal["modification", "assumption"]
+    data: dict[str, Any]
+    documents: list[AmendmentDocumentView]
+    recorded_at: str
+
+
+@dataclass
+class AmendmentList:
+    envelope_id: str
+    amendments: list[AmendmentView]
+
+
+@dataclass
+class AttesterView:
+    """Who attested: their name while shown; ``state`` says ``erased`` once the person was erased."""
+
+    subject: str
+    state: Literal["shown", "erased", "mismatch"]
+    name: str | None = None
+
+
+@dataclass
+class PaperInAttestationView:
+    id: str
+    original: Literal["held", "destroyed"]
+    at: str
+    location: str | None
+    attested_by: AttesterView
+    recorded_at: str
+
+
 @dataclass
 class EnvelopeView(EnvelopeSummary):
+    min: str | None  # MERS MIN, when registered with the envelope
     parties: list[dict[str, Any]]
     secured_party: dict[str, Any] | None
     metadata: dict[str, Any]
     staged_documents: list[StagedDocumentView]
     vault: VaultView
+    amendments: list[AmendmentView]
+    paper_in_attestations: list[PaperInAttestationView]
+    recipients: list[RecipientView] | None = None  # e-sign envelopes: the signing roster, in order
+    document: CeremonyDocumentView | None = None  # e-sign envelopes: the document to sign, once uploaded
 
 
 @dataclass
+class RemindedView(EnvelopeView):
+    reminded: list[str] | None = None  # the emails of the signers reminded now, and nobody else's
+
+
+@dataclass
+class SigningLinkView:
+    recipient_id: str
+    email: str | None
+    role: RecipientRole
+    order: int
+    status: RecipientState
+    url: str  # .../sign/<token>: the token is the only credential
+    expires_at: str | None
+
+
+@dataclass
+class SigningLinks:
+    links: list[SigningLinkView]
+
+
+@dataclass
+class SigningEnvelope:
+    id: str
+    title: str
+    status: EnvelopeState
+
+
+@dataclass
+class SigningRecipient:
+    id: str
+    name: str | None
+    email: str | None
+    role: RecipientRole
+    order: int
+    status: RecipientState
+    fields: list[FieldView]
+
+
+@dataclass
+class SigningDocument:
+    filename: str | None
+    sha256: str | None
+    pages: list[list[float]] | None  # each page's [width, height] in points
+
+
+@dataclass
+class SigningConsent:
+    given: bool
+    at: str | None
+    disclosure: str  # the E-SIGN 101(c)(1) disclosures, shown before consent
+    disclosure_sha256: str
+
+
+@dataclass
+class SigningState:
+    envelope: SigningEnvelope
+    recipient: SigningRecipient
+    document: SigningDocument
+    consent: SigningConsent
+    your_turn: bool
+    expires_at: str | None
+
+
+@dataclass
+class SigningDone:
+    envelope_id: str
+    recipient_id: str
+    status: RecipientState
+    envelope_status: EnvelopeState
+
+
+@dataclass(kw_only=True)
 class VaultInView(EnvelopeView):
     replayed: bool
 
@@ -300,6 +465,7 @@ MEANING = {
     404: "No such envelope (or document) in your organisation",
     408: "The body arrived slower than EVAULT_BODY_MIN_BYTES_PER_SECOND allows; the connection is closed",
     409: "The current state (of the envelope, the log or the Idempotency-Key) forbids this now",
+    410: "The signing link expired, or its envelope's ceremony ended (voided, declined, expired, completed)",
     412: "If-Match does not match the envelope's ETag; nothing changed",
     413: "Body larger than its limit (EVAULT_MAX_JSON_BYTES for JSON, EVAULT_MAX_UPLOAD_BYTES for PDFs)",
     429: "Rate limit spent; see Retry-After",
@@ -309,6 +475,7 @@ MEANING = {
 READ_ERRORS = (400, 401, 403, 404, 429, 500, 503)
 WRITE_ERRORS = (*READ_ERRORS, 408, 409, 412)
 UPLOAD_ERRORS = (*WRITE_ERRORS, 413)
+SIGNING_ERRORS = (400, 404, 409, 410, 500, 503)
 
 
 def answers(status: int, model: type[Any] | None, errors: tuple[int, ...], description: str) -> dict[int, ResponseSpec]:

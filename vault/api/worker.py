@@ -31,6 +31,7 @@ def create() -> Litestar:
     runtime.start_reconciler()
     runtime.start_sweeper()
     runtime.start_webhook_sender()
+    runtime.start_mailer()
     app = create_app(runtime)
     app.on_shutdown.append(runtime.close)
     return app

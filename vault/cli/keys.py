@@ -21,10 +21,13 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from compliance.errors import InvalidInput
 from storage.db import MIGRATIONS, Database
 from storage.ids import iso
 from storage.settings import Settings
+from vault.embed_origins import allowed_origins, frame_ancestors, set_allowed_origins
 from vault.keys import add_key, key_view, keys, organisations, parse_duration, revoke_key, rotate_key
+from vault.org_settings import organisation_view, set_mers_org_id, set_retention_default
 from vault.tenancy import SCOPES, create_organisation
 
 NOT_READY = 3
@@ -102,8 +105,38 @@ def _org_create(args: argparse.Namespace, db: Database) -> int:
 
 def _org_list(args: argparse.Namespace, db: Database) -> int:
     with db.read_session() as session:
-        views = [{"id": o.id, "name": o.name, "created_at": iso(o.created_at)} for o in organisations(session)]
-    _print(args, views, _table(views, ["id", "name", "created_at"]))
+        views = [organisation_view(o) for o in organisations(session)]
+    _print(args, views, _table(views, ["id", "name", "created_at", "mers_org_id", "retention_days"]))
+    return 0
+
+
+def _org_set_mers_id(args: argparse.Namespace, db: Database) -> int:
+    with db.session() as session:
+        org = set_mers_org_id(session, args.org, None if args.clear else args.mers_org_id)
+    _print(args, organisation_view(org), f"organisation {org.id}: MERS Org ID {_cell(org.mers_org_id)}")
+    return 0
+
+
+def _org_set_retention(args: argparse.Namespace, db: Database) -> int:
+    with db.session() as session:
+        org = set_retention_default(session, args.org, None if args.clear else args.days)
+    shown = f"{org.retention_days} days" if org.retention_days is not None else "the settings' default"
+    _print(args, organisation_view(org), f"organisation {org.id}: retention {shown}")
+    return 0
+
+
+def _org_origins(args: argparse.Namespace, db: Database) -> int:
+    """Show the origins allowed to frame the embedded signing page; with origins or ``--clear``, replace them."""
+    if args.origins and args.clear:
+        raise InvalidInput("Request.Invalid", "give origins or --clear, not both")
+    if args.origins or args.clear:
+        with db.session() as session:
+            origins = set_allowed_origins(session, args.org, [] if args.clear else args.origins)
+    else:
+        with db.read_session() as session:
+            origins = allowed_origins(session, args.org)
+    view = {"org_id": args.org, "origins": origins, "content_security_policy": frame_ancestors(origins)}
+    _print(args, view, f"{args.org}: {view['content_security_policy']}")
     return 0
 
 
@@ -181,6 +214,24 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     database_command(org, "create", "create an organisation", _org_create).add_argument("name")
     database_command(org, "list", "list organisations", _org_list)
+    mers = database_command(org, "set-mers-id", "set (or --clear) the organisation's MERS Org ID", _org_set_mers_id)
+    mers.add_argument("org", help="organisation id (org_...)")
+    mers_value = mers.add_mutually_exclusive_group(required=True)
+    mers_value.add_argument("mers_org_id", nargs="?", help="seven digits")
+    mers_value.add_argument("--clear", action="store_true", help="remove it")
+    keep = database_command(
+        org, "set-retention", "set (or --clear) the organisation's default retention in days", _org_set_retention
+    )
+    keep.add_argument("org", help="organisation id (org_...)")
+    keep_value = keep.add_mutually_exclusive_group(required=True)
+    keep_value.add_argument("days", nargs="?", type=int, help="days from each vault-in (1 to 36600)")
+    keep_value.add_argument("--clear", action="store_true", help="fall back to EVAULT_RETENTION_DAYS")
+    origins = database_command(
+        org, "origins", "show, set or --clear the origins allowed to frame the embedded signing page", _org_origins
+    )
+    origins.add_argument("org", help="organisation id (org_...)")
+    origins.add_argument("origins", nargs="*", help="scheme://host[:port] each; replaces the list")
+    origins.add_argument("--clear", action="store_true", help="allow no origin: frame-ancestors 'none'")
 
     key = commands.add_parser("key", help="API keys (against the live database)").add_subparsers(
         dest="key_command", required=True

@@ -221,6 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
         runtime.start_reconciler()
         runtime.start_sweeper()
         runtime.start_webhook_sender()
+        runtime.start_mailer()
         runtime.start_watchdog(stop_serving)
         # uvicorn catches the signal, shuts down gracefully, then raises it again: that ends up in _Stopped.
         server.run(sockets=[listener])

@@ -185,6 +185,7 @@ def _write(session: Session, replayed: _Log) -> None:
         list(rows.records.values()),
         list(rows.documents.values()),
         list(rows.copies.values()),
+        [*rows.mins.values(), *rows.amendments, *rows.attestations],
     ):
         session.add_all(group)
         session.flush()

@@ -13,12 +13,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from compliance.ledger.event_catalogue import (
+    AMENDED,
     CHECK_FAILED,
     COPY_ISSUED,
+    ENVELOPE_COMPLETED,
     ENVELOPE_CREATED,
     ENVELOPE_EXPIRED,
+    ENVELOPE_REMINDED,
+    ENVELOPE_SENT,
     ENVELOPE_VOIDED,
     INTEGRITY_FAILED,
+    PAPER_IN_ATTESTED,
+    RECIPIENT_CONSENTED,
+    RECIPIENT_DECLINED,
+    RECIPIENT_SIGNED,
+    RECIPIENT_VIEWED,
     RELEASED,
     VAULTED_IN,
     EventType,
@@ -42,7 +51,7 @@ def _leaving(event: EventType, *fields: str) -> tuple[str, WebhookEvent]:
     return event.name, WebhookEvent(event.name, fields)
 
 
-# ledger event type -> webhook event. The e-sign ceremony adds its envelope.* and recipient.* events here.
+# ledger event type -> webhook event.
 WEBHOOK_EVENTS: dict[str, WebhookEvent] = dict(
     [
         _leaving(ENVELOPE_CREATED, "kind", "external_id"),
@@ -53,6 +62,15 @@ WEBHOOK_EVENTS: dict[str, WebhookEvent] = dict(
         _leaving(RELEASED, "authoritative_copy_id", "reason"),
         _leaving(CHECK_FAILED, "verdict", "failed"),
         _leaving(INTEGRITY_FAILED, "code", "run_id"),
+        _leaving(AMENDED, "amendment_id", "type"),
+        _leaving(PAPER_IN_ATTESTED, "attestation_id", "original"),
+        _leaving(ENVELOPE_SENT, "recipients"),
+        _leaving(RECIPIENT_VIEWED, "recipient_id"),
+        _leaving(RECIPIENT_CONSENTED, "recipient_id"),
+        _leaving(RECIPIENT_SIGNED, "recipient_id", "order"),
+        _leaving(RECIPIENT_DECLINED, "recipient_id"),
+        _leaving(ENVELOPE_REMINDED, "recipients"),
+        _leaving(ENVELOPE_COMPLETED, "recipients", "document_sha256"),
     ]
 )
 
