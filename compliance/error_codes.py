@@ -174,7 +174,6 @@ CODES: dict[str, ErrorCode] = {
     "PaperIn.InvalidTime": ErrorCode(400, "at is not an RFC 3339 time with its offset, or is in the future"),
     "PaperIn.AttesterRequired": ErrorCode(400, "attested_by is blank"),
     "PaperIn.NotPaper": ErrorCode(409, "a paper-in attestation is for paper envelopes only"),
-    "Log.OutOfRange": ErrorCode(400, "proof indices outside the log"),
     "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
     "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),
