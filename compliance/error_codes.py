@@ -129,6 +129,7 @@ CODES: dict[str, ErrorCode] = {
     "Document.Missing": ErrorCode(400, "no PDF sent and none staged"),
     "Document.TooMany": ErrorCode(400, "more than 20 documents for one envelope"),
     "Document.NotFound": ErrorCode(404, "no such document in this envelope"),
+    "Staging.Empty": ErrorCode(409, "vault what was staged, with nothing staged: upload first or send a PDF"),
     "Staging.Expired": ErrorCode(409, "staged uploads passed EVAULT_STAGING_TTL_SECONDS; upload again"),
     # custody
     "Vault.AlreadyVaulted": ErrorCode(409, "the envelope already has another authoritative copy"),
@@ -136,6 +137,7 @@ CODES: dict[str, ErrorCode] = {
     "Vault.NotVaulted": ErrorCode(409, "the envelope has no authoritative copy yet"),
     "Vault.Released": ErrorCode(409, "the authoritative copy was released by vault-out"),
     "Vault.AlreadyReleased": ErrorCode(409, "vault-out already happened"),
+    "Vault.SecuredPartyUnnamed": ErrorCode(409, "neither the envelope nor the vault-in metadata names a secured party"),
     "Vault.WrongFlow": ErrorCode(409, "vault-in-signed is for e-sign envelopes, upload for paper ones"),
     "VaultOut.InvalidReason": ErrorCode(400, "reason is not transfer, paper_out, payoff or other"),
     "VaultOut.TransfereeRequired": ErrorCode(400, "a transfer names transferee.vault_id"),
@@ -167,6 +169,8 @@ CODES: dict[str, ErrorCode] = {
     "LegalHold.ReasonRequired": ErrorCode(400, "a legal hold is set and cleared for a stated, non-blank reason"),
     "LegalHold.AlreadySet": ErrorCode(409, "the authoritative copy is already under legal hold"),
     "LegalHold.NotSet": ErrorCode(409, "the authoritative copy is not under legal hold"),
+    "Log.OutOfRange": ErrorCode(400, "proof indices out of order (leaf_index < tree_size, first <= second)"),
+    "Log.SizeNotReached": ErrorCode(409, "the log has not grown to the tree size asked for (details.log_size)"),
     "Retention.InvalidDefault": ErrorCode(
         None, "evault org set-retention: an organisation's retention is 1 to 36600 days"
     ),
@@ -186,7 +190,6 @@ CODES: dict[str, ErrorCode] = {
     "PaperIn.InvalidTime": ErrorCode(400, "at is not an RFC 3339 time with its offset, or is in the future"),
     "PaperIn.AttesterRequired": ErrorCode(400, "attested_by is blank"),
     "PaperIn.NotPaper": ErrorCode(409, "a paper-in attestation is for paper envelopes only"),
-    "Log.OutOfRange": ErrorCode(400, "proof indices outside the log"),
     "Vault.IntegrityFailure": ErrorCode(500, "stored bytes do not match the record; reported, never served"),
     "Vault.CopyNotMarked": ErrorCode(500, "a copy came out identical to the original or failed its mark check"),
     "Server.InternalError": ErrorCode(500, "a bug; quote the request id"),

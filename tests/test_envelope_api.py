@@ -264,7 +264,7 @@ def test_upload_vets_like_vault_in_and_refuses_wrong_states(client: Any, runtime
     assert late.json()["details"]["status"] == "completed"
     empty = create_envelope(client, headers)
     nothing = client.post(f"{API}/envelopes/{empty}/vault-in-upload", headers=headers)
-    assert (nothing.status_code, nothing.json()["code"]) == (400, "Document.Missing")
+    assert (nothing.status_code, nothing.json()["code"]) == (409, "Staging.Empty")
 
 
 def test_expired_staged_documents_are_refused_and_swept(short_lived: Any) -> None:

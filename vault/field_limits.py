@@ -29,6 +29,7 @@ MAX_EXTERNAL_ID = 200
 MAX_PARTY_FIELD = 200
 MAX_PARTIES = 100
 MAX_PARTY_BYTES = 4 * 1024
+MAX_PARTY_DEPTH = 4  # a party or a transferee, the object itself included
 MAX_TEXT = 1000
 MAX_FILENAME_INPUT = 1000  # what a filename may be as sent; the kept one is cut to vault_in_plan.MAX_FILENAME
 MAX_METADATA_BYTES = 16 * 1024
@@ -40,6 +41,14 @@ _ALWAYS_UNSAFE = r"\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u
 # One-line fields also refuse every C0 control; free text (notes, metadata) may keep tab and line breaks.
 _LINE_UNSAFE = re.compile(rf"[\x00-\x1f{_ALWAYS_UNSAFE}]")
 _TEXT_UNSAFE = re.compile(rf"[\x00-\x08\x0b\x0c\x0e-\x1f{_ALWAYS_UNSAFE}]")
+# The same rules as JSON Schema patterns, for the OpenAPI document (vault/api/openapi_limits.py). Lone
+# surrogates are left out there: they are no Unicode scalar value, so a schema's regex cannot name them.
+_SCHEMA_UNSAFE = _ALWAYS_UNSAFE.removesuffix(r"\ud800-\udfff")
+_LINE_CLASS = rf"\x00-\x1f{_SCHEMA_UNSAFE}"
+LINE_PATTERN = rf"^[^{_LINE_CLASS}]*$"
+TEXT_PATTERN = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f{_SCHEMA_UNSAFE}]*$"
+# A one-line string that ``strip()`` does not empty: safe characters, at least one of them not whitespace.
+NOT_BLANK_LINE_PATTERN = rf"^[^{_LINE_CLASS}]*[^\s{_LINE_CLASS}][^{_LINE_CLASS}]*$"
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(rb"[\[\]{}]")
 
@@ -89,6 +98,16 @@ def json_depth(raw: bytes, limit: int) -> int:
             if deepest > limit:
                 break
     return deepest
+
+
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def check_date_time(value: str | None, field: str) -> None:
+    """An RFC 3339 date-time with its offset, as the document's ``format: date-time`` says (the parser behind
+    it would also take a bare number, a space or no offset)."""
+    if value is not None and not _DATE_TIME.fullmatch(value):
+        raise refuse("Request.InvalidField", field, f"{field} is an RFC 3339 date-time with its offset")
 
 
 def check_json_depth(raw: bytes, field: str, limit: int = MAX_BODY_DEPTH) -> None:
@@ -141,7 +160,7 @@ def check_party(party: Any, field: str) -> None:
         raise refuse("Envelope.InvalidParty", f"{field}.name", f"{field}.name is required")
     for name in ("name", "email", "role"):
         check_line(party.get(name), f"{field}.{name}", MAX_PARTY_FIELD)
-    check_json(party, field, max_depth=4, max_bytes=MAX_PARTY_BYTES)
+    check_json(party, field, max_depth=MAX_PARTY_DEPTH, max_bytes=MAX_PARTY_BYTES)
 
 
 def check_parties(parties: Any, field: str = "parties") -> None:
@@ -172,4 +191,4 @@ def check_release(transferee: Any, note: str | None) -> None:
         if not isinstance(transferee, dict):
             raise refuse("Request.InvalidField", "transferee", "transferee must be an object")
         check_line(transferee.get("vault_id"), "transferee.vault_id", MAX_EXTERNAL_ID)
-        check_json(transferee, "transferee", max_depth=4, max_bytes=MAX_PARTY_BYTES)
+        check_json(transferee, "transferee", max_depth=MAX_PARTY_DEPTH, max_bytes=MAX_PARTY_BYTES)

@@ -184,7 +184,8 @@ def _vault_staged_once(
             "Vault.AlreadyVaulted", "this envelope already has an authoritative copy", envelope_id=envelope_id
         )
     if not rows:
-        raise InvalidInput("Document.Missing", "send a PDF, or upload one first (POST .../upload)")
+        # "Vault what was staged" is well formed; that nothing is staged is the envelope's state: 409.
+        raise Conflict("Staging.Empty", "nothing is staged: send a PDF, or upload one first (POST .../upload)")
     now = utcnow()
     stale = [row.id for row in rows if as_utc(row.expires_at) <= now]
     if stale:

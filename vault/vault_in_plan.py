@@ -62,6 +62,12 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
 
 def _secured_party(envelope: Envelope, metadata: dict[str, Any]) -> dict[str, Any]:
     party = metadata.get("secured_party") or envelope.secured_party
+    if party is None:  # a well-formed request; the envelope's state (no party named at creation) is what is wrong
+        raise Conflict(
+            "Vault.SecuredPartyUnnamed",
+            "neither the envelope nor the vault-in metadata names the secured party (assignee of record)",
+            field="secured_party",
+        )
     name = party.get("name") if isinstance(party, dict) else None
     if not isinstance(party, dict) or not isinstance(name, str) or not name.strip():
         raise InvalidInput(

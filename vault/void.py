@@ -25,7 +25,7 @@ def void_envelope(
     on_commit: OnCommit | None = None,
 ) -> Envelope:
     cleaned = reason.strip()
-    if not cleaned or len(cleaned) > MAX_REASON or "\x00" in cleaned:
+    if not cleaned or len(reason) > MAX_REASON or "\x00" in reason:
         raise InvalidInput("Envelope.InvalidReason", f"reason must be 1-{MAX_REASON} characters", field="reason")
     settle(custody, actor.org_id, envelope_id)
     now = utcnow()

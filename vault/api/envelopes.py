@@ -28,6 +28,7 @@ from vault.api.schemas import (
 from vault.api.upload_body import close_uploads, read_uploads
 from vault.ceremony.document import stage_document
 from vault.envelopes import NewEnvelope, register_envelope
+from vault.field_limits import check_date_time
 from vault.listing import DEFAULT_LIMIT, EnvelopeFilter, envelope_status, list_envelopes, show_envelope
 from vault.runtime import Runtime
 from vault.tenancy import Principal
@@ -66,6 +67,7 @@ class EnvelopeController(Controller):
     )
     def index(
         self,
+        request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         principal: NamedDependency[Principal],
         cursor: FromQuery[str | None] = None,
@@ -80,6 +82,8 @@ class EnvelopeController(Controller):
         updated_before: FromQuery[datetime | None] = None,
     ) -> dict[str, Any]:
         """Your organisation's envelopes, oldest first (created_at, id), a page at a time (``next_cursor``)."""
+        for name in ("created_after", "created_before", "updated_after", "updated_before"):
+            check_date_time(request.query_params.get(name), name)
         where = EnvelopeFilter(
             status, vault_state, kind, external_id, created_after, created_before, updated_after, updated_before
         )

@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery
 
 from compliance.bundles.proof_bundle import build_bundle
 from compliance.checkpoints.publisher import tree_for
-from compliance.errors import InvalidInput, NotFound
+from compliance.errors import Conflict, InvalidInput, NotFound
 from compliance.ledger.events import envelope_events, log_size
 from compliance.ledger.key_ring import key_set
 from storage.models import Checkpoint as CheckpointRow
@@ -41,6 +41,13 @@ def _checkpoint_view(row: CheckpointRow) -> dict[str, Any]:
         "worm_key": row.s3_key,
         "worm_version_id": row.s3_version_id,
     }
+
+
+def _reached(tree_size: int, size: int) -> None:
+    """A well-formed request for a tree the log has not grown to yet: a conflict with its state, not bad input
+    (a replica behind the primary answers it until it catches up)."""
+    if tree_size > size:
+        raise Conflict("Log.SizeNotReached", f"the log has {size} entries, not {tree_size} yet", log_size=size)
 
 
 def _b64(hashes: list[bytes]) -> list[str]:
@@ -83,7 +90,7 @@ class LogController(Controller):
     @get(
         "/proof/inclusion",
         sync_to_thread=True,
-        responses=answers(200, InclusionProofView, READ_ERRORS, "RFC 9162 inclusion proof"),
+        responses=answers(200, InclusionProofView, (*READ_ERRORS, 409), "RFC 9162 inclusion proof"),
     )
     def inclusion(
         self,
@@ -95,15 +102,16 @@ class LogController(Controller):
         """Inclusion proof of one leaf in the tree of a given size (RFC 9162 §2.1.3)."""
         with runtime.db.read_session() as session:
             size = log_size(session, principal.org_id)
-            if not 0 <= leaf_index < tree_size <= size:
-                raise InvalidInput("Log.OutOfRange", "need 0 <= leaf_index < tree_size <= log size", log_size=size)
+            if not 0 <= leaf_index < tree_size:
+                raise InvalidInput("Log.OutOfRange", "need 0 <= leaf_index < tree_size", log_size=size)
+            _reached(tree_size, size)
             proof = tree_for(session, principal.org_id, size).inclusion_proof(leaf_index, tree_size)
         return {"leaf_index": leaf_index, "tree_size": tree_size, "hashes": _b64(proof)}
 
     @get(
         "/proof/consistency",
         sync_to_thread=True,
-        responses=answers(200, ConsistencyProofView, READ_ERRORS, "RFC 9162 consistency proof"),
+        responses=answers(200, ConsistencyProofView, (*READ_ERRORS, 409), "RFC 9162 consistency proof"),
     )
     def consistency(
         self,
@@ -115,8 +123,9 @@ class LogController(Controller):
         """Consistency proof between two tree sizes (RFC 9162 §2.1.4)."""
         with runtime.db.read_session() as session:
             size = log_size(session, principal.org_id)
-            if not 0 <= first <= second <= size:
-                raise InvalidInput("Log.OutOfRange", "need 0 <= first <= second <= log size", log_size=size)
+            if not 0 <= first <= second:
+                raise InvalidInput("Log.OutOfRange", "need 0 <= first <= second", log_size=size)
+            _reached(second, size)
             proof = tree_for(session, principal.org_id, size).consistency_proof(first, second)
         return {"first": first, "second": second, "hashes": _b64(proof)}
 

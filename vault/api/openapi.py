@@ -18,12 +18,13 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.routes import HTTPRoute
 
+from vault.api.openapi_limits import state_query_limits, state_request_limits, vault_in_metadata
+from vault.api.schemas import MEANING
 from vault.envelopes import KINDS
 from vault.idempotency import HEADER_VALUE, MAX_KEY
 from vault.lifecycle import STATUSES, VAULT_STATES
 from vault.listing import MAX_LIMIT
 from vault.vault_out import REASONS
-from vault.void import MAX_REASON
 
 PDF_OPS = ("vault-in-signed", "vault-in-upload", "upload")
 ENVELOPE_OPS_WITH_ETAG = ("/envelopes/{envelope_id}", "/envelopes/{envelope_id}/status")
@@ -83,11 +84,7 @@ def _pdf_body(optional: bool) -> dict[str, Any]:
                     "required": ["document"],
                     "properties": {
                         "document": {"type": "array", "items": binary, "minItems": 1, "maxItems": 20},
-                        "metadata": {
-                            "type": "object",
-                            "additionalProperties": True,
-                            "description": "vault-in metadata as a JSON object (e.g. the secured party)",
-                        },
+                        "metadata": vault_in_metadata(),
                         "sha256_0": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "of document 0"},
                     },
                 },
@@ -265,18 +262,80 @@ def _scopes(app: Litestar, prefix: str) -> dict[tuple[str, str], str | None]:
     return found
 
 
-def _links(paths: dict[str, Any], prefix: str) -> dict[str, Any]:
-    links: dict[str, Any] = {}
+# Answers that are the envelope itself: they carry its ETag (and, when 201, its Location).
+ENVELOPE_ANSWERS = {"EnvelopeView", "VaultInView", "EnvelopeStatus"}
+# What an integrator does next with the envelope an operation answered, for the stateful test and for readers
+# of the document. An operation on an envelope that no step names is linked from createEnvelope, so a route
+# added later has a link too.
+NEXT_STEPS = {
+    "createEnvelope": (
+        "uploadDocument",
+        "vaultInSigned",
+        "vaultInUpload",
+        "getEnvelope",
+        "getEnvelopeStatus",
+        "voidEnvelope",
+    ),
+    "uploadDocument": ("vaultInUpload", "getEnvelope"),
+    "vaultInUpload": (
+        "getAuthoritativeUrl",
+        "issueCopy",
+        "getCertificate",
+        "checkCompliance",
+        "getAuditTrail",
+        "getProofBundle",
+        "extendRetention",
+        "setLegalHold",
+        "vaultOut",
+    ),
+    "setLegalHold": ("clearLegalHold",),
+    "clearLegalHold": ("vaultOut",),
+    "vaultOut": ("getAuditTrail", "getCertificate"),
+    "voidEnvelope": ("getEnvelopeStatus",),
+}
+# The same record after either vault-in; the signed flow links the three steps that differ in what they show.
+NEXT_STEPS["vaultInSigned"] = ("getAuthoritativeUrl", "getCertificate", "vaultOut")
+# Links that carry something other than the envelope id: (source, target, parameter, where in the answer).
+OTHER_LINKS: tuple[tuple[str, str, str, str], ...] = (
+    ("listEnvelopes", "getEnvelope", "path.envelope_id", "$response.body#/items/0/id"),
+    ("listWebhookDeliveries", "redeliverWebhook", "path.delivery_id", "$response.body#/items/0/id"),
+    ("getCheckpoint", "getInclusionProof", "query.tree_size", "$response.body#/size"),
+    ("getCheckpoint", "getConsistencyProof", "query.second", "$response.body#/size"),
+    ("getAuditTrail", "getInclusionProof", "query.leaf_index", "$response.body#/events/0/leaf_index"),
+)
+
+
+def _first_success(operation: dict[str, Any]) -> str | None:
+    """The answer links hang on: 201 where an operation creates (its 200 is a replay), else its lowest 2xx."""
+    successes = sorted(status for status in operation.get("responses", {}) if status.startswith("2"))
+    return "201" if "201" in successes else next(iter(successes), None)
+
+
+def _operation_ids(paths: dict[str, Any], prefix: str) -> dict[str, str]:
+    """operationId -> path, for the partner operations."""
+    found = {}
     for path, item in paths.items():
-        if not path.startswith(f"{prefix}/envelopes/{{envelope_id}}"):
-            continue
-        for method, operation in item.items():
-            if not isinstance(operation, dict) or "operationId" not in operation:
-                continue
-            parameters: dict[str, str] = {"path.envelope_id": "$response.body#/id"}
-            if method == "post" and "/log/" not in path:
-                parameters["header.If-Match"] = "$response.header.ETag"
-            links[operation["operationId"]] = {"operationId": operation["operationId"], "parameters": parameters}
+        for operation in item.values():
+            if path.startswith(prefix) and isinstance(operation, dict) and "operationId" in operation:
+                found[operation["operationId"]] = path
+    return found
+
+
+def _links(paths: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
+    """Each source operation's OpenAPI links (by operationId), added to its success answer."""
+    ids = _operation_ids(paths, prefix)
+    on_envelope = [name for name, path in ids.items() if path.startswith(f"{prefix}/envelopes/{{envelope_id}}")]
+    steps = {name: [target for target in targets if target in ids] for name, targets in NEXT_STEPS.items()}
+    named = {target for targets in NEXT_STEPS.values() for target in targets}
+    steps["createEnvelope"] += [name for name in on_envelope if name not in named]
+    links: dict[str, dict[str, Any]] = {}
+    for source, targets in steps.items():
+        for target in targets:
+            parameters = {"path.envelope_id": "$response.body#/id"}
+            links.setdefault(source, {})[target] = {"operationId": target, "parameters": parameters}
+    for source, target, parameter, expression in OTHER_LINKS:
+        if source in ids and target in ids:
+            links.setdefault(source, {})[target] = {"operationId": target, "parameters": {parameter: expression}}
     return links
 
 
@@ -307,11 +366,8 @@ def _constrain(paths: dict[str, Any], models: dict[str, Any], prefix: str) -> No
         if name not in requests and model.get("type") == "object" and "properties" in model:
             model.setdefault("additionalProperties", False)  # an answer is exactly its model (free-form JSON aside)
     if "NewEnvelope" in models:
-        fields = models["NewEnvelope"]["properties"]
-        fields["kind"]["enum"] = list(KINDS)
-        fields["title"].update({"minLength": 1, "pattern": NOT_BLANK})
-    if "VoidIn" in models:
-        models["VoidIn"]["properties"]["reason"].update({"minLength": 1, "maxLength": MAX_REASON, "pattern": NOT_BLANK})
+        models["NewEnvelope"]["properties"]["kind"]["enum"] = list(KINDS)
+    state_request_limits(models, requests)
     if "VaultOutIn" in models:
         models["VaultOutIn"]["properties"]["reason"]["enum"] = list(REASONS)
         # A transfer names the receiving vault; "other" says why (vault/vault_out.py).
@@ -364,6 +420,10 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
         },
         "RateLimit": {"description": 'e.g. "default";r=42;t=17', "schema": _STRING},
     }
+    too_large = {
+        "description": MEANING[413],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
     for path, item in paths.items():
         relative = path.removeprefix(prefix)
         for method, operation in item.items():
@@ -383,8 +443,9 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
                 params.append(
                     _header("X-Content-SHA256", "SHA-256 (hex) of the raw PDF body", pattern="^[0-9a-fA-F]{64}$")
                 )
-                params.append({"name": "filename", "in": "query", "required": False, "schema": _STRING})
+                params.append({"name": "filename", "in": "query", "required": False, "schema": dict(_STRING)})
                 operation["requestBody"] = _pdf_body(optional=relative.endswith("vault-in-upload"))
+            state_query_limits(operation)
             if (relative, method) == ("/envelopes/{envelope_id}/amendments", "post"):
                 operation["requestBody"] = _amendment_body()
             example = _EXAMPLES.get((relative, method))
@@ -392,6 +453,8 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
                 operation["requestBody"]["content"]["application/json"]["example"] = example
             if (relative, method) in ALTERNATIVE_ANSWERS:
                 operation["responses"]["200"]["content"].update(ALTERNATIVE_ANSWERS[(relative, method)])
+            if "requestBody" in operation:  # every body is bounded (EVAULT_MAX_JSON_BYTES, EVAULT_MAX_UPLOAD_BYTES)
+                operation["responses"].setdefault("413", too_large)
             for status, response in operation.get("responses", {}).items():
                 headers = response.setdefault("headers", {})
                 headers.update(rate_headers)
@@ -400,19 +463,14 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
                         "description": "seconds until the window resets",
                         "schema": {"type": "integer"},
                     }
-                if (
-                    relative.startswith("/envelopes")
-                    and status in ("200", "201", "304")
-                    and "{envelope_id}" in relative
-                ):
-                    headers["ETag"] = {"description": "the envelope's revision", "schema": _STRING}
-                if status == "201":
-                    headers["Location"] = {"description": "the envelope's URL", "schema": _STRING}
-                    headers["ETag"] = {"description": "the envelope's revision", "schema": _STRING}
                 body = response.get("content", {}).get("application/json", {}).get("schema", {})
-                ref = body.get("$ref", "")
-                if status in ("200", "201") and ref.rsplit("/", 1)[-1] in {"EnvelopeView", "VaultInView"}:
-                    response["links"] = links
+                answer = body.get("$ref", "").rsplit("/", 1)[-1]
+                if answer in ENVELOPE_ANSWERS or status == "304":
+                    headers["ETag"] = {"description": "the envelope's revision", "schema": _STRING}
+                if status == "201" and answer in ENVELOPE_ANSWERS:
+                    headers["Location"] = {"description": "the envelope's URL", "schema": _STRING}
+                if status == _first_success(operation) and operation.get("operationId") in links:
+                    response["links"] = links[operation["operationId"]]
 
 
 class CompletedJsonRenderPlugin(JsonRenderPlugin):

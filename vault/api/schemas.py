@@ -492,17 +492,17 @@ class TransferPage:
     next_cursor: str | None
 
 
-_MEANING = {
+MEANING = {
     304: "Not modified: If-None-Match names the current ETag",
     400: "Bad input (details name the field); nothing changed",
     401: "Missing, malformed, unknown, revoked or expired API key",
     403: "The key lacks this operation's scope",
     404: "No such envelope (or document) in your organisation",
     408: "The body arrived slower than EVAULT_BODY_MIN_BYTES_PER_SECOND allows; the connection is closed",
-    409: "The envelope's state or the Idempotency-Key forbids this now",
+    409: "The current state (of the envelope, the log or the Idempotency-Key) forbids this now",
     410: "The signing link expired, or its envelope's ceremony ended (voided, declined, expired, completed)",
     412: "If-Match does not match the envelope's ETag; nothing changed",
-    413: "Body larger than EVAULT_MAX_UPLOAD_BYTES",
+    413: "Body larger than its limit (EVAULT_MAX_JSON_BYTES for JSON, EVAULT_MAX_UPLOAD_BYTES for PDFs)",
     429: "Rate limit spent; see Retry-After",
     500: "A bug or an integrity failure; quote the request id",
     503: "A dependency (object storage, database) is unavailable; retry",
@@ -515,8 +515,8 @@ SIGNING_ERRORS = (400, 404, 409, 410, 500, 503)
 
 def answers(status: int, model: type[Any] | None, errors: tuple[int, ...], description: str) -> dict[int, ResponseSpec]:
     """The handler's success answer and every error it may give, each with its typed body."""
-    specs = {code: ResponseSpec(data_container=ErrorBody, description=_MEANING[code]) for code in errors}
+    specs = {code: ResponseSpec(data_container=ErrorBody, description=MEANING[code]) for code in errors}
     if 304 in errors:
-        specs[304] = ResponseSpec(data_container=None, description=_MEANING[304])
+        specs[304] = ResponseSpec(data_container=None, description=MEANING[304])
     specs[status] = ResponseSpec(data_container=model, description=description, generate_examples=False)
     return specs

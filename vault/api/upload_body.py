@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,10 +23,11 @@ from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMul
 from compliance import strict_json
 from compliance.errors import InvalidInput
 from vault.api.conventions import parts_digest, raw_digest
-from vault.field_limits import check_json_depth, check_line
+from vault.field_limits import check_filename, check_json_depth, check_line
 from vault.upload_spool import SpooledDocument, spool_dir
 from vault.vault_in import MAX_DOCUMENTS, Upload
 
+SHA256_HEX = re.compile("[0-9a-fA-F]{64}")
 MAX_FIELD_BYTES = 64 * 1024  # a text part (metadata, a sha256 field)
 MAX_PARTS = 2 * MAX_DOCUMENTS + 2
 
@@ -136,12 +138,17 @@ async def read_uploads(
     """The documents (spooled and hashed), the caller's metadata and the body's digest; the caller closes the
     documents (:func:`close_uploads`). ``empty_ok``: no body and no Content-Type is no documents, which
     vault-in-upload takes as "vault what was staged" (an empty ``application/pdf`` is ``Document.Empty``)."""
+    stated = request.headers.get("x-content-sha256")
+    if stated is not None and not SHA256_HEX.fullmatch(stated):
+        raise InvalidInput("Request.InvalidHeader", "X-Content-SHA256 is 64 hex digits", field="X-Content-SHA256")
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         boundary = request.content_type[1].get("boundary")
         if not boundary:
             raise InvalidInput("Request.Invalid", "multipart boundary missing in Content-Type")
+        if (named := request.query_params.get("filename")) is not None:
+            check_filename(named, "filename")  # unused (each part names itself) but as the document says
         return await _multipart(request.stream(), boundary.encode("latin-1"), memory_bytes)
     staged_ok = empty_ok and media_type in ("", "application/json")
     if media_type not in {"application/pdf", "application/octet-stream"} and not staged_ok:
@@ -163,5 +170,5 @@ async def read_uploads(
             raise InvalidInput("Request.Invalid", 'a JSON body here is exactly {"staged": true}', field="staged")
         return [], None, raw_digest(hashlib.sha256(b"").hexdigest())
     filename = request.query_params.get("filename") or "document.pdf"
-    upload = Upload(filename, spool, request.headers.get("x-content-sha256"))
+    upload = Upload(filename, spool, stated)
     return [upload], None, raw_digest(spool.sha256_hex)
