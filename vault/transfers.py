@@ -34,6 +34,7 @@ from storage.ids import as_utc, iso, new_id, utcnow
 from storage.models import Envelope, Organisation, Transfer
 from vault.custody import Custody
 from vault.envelopes import lock_envelope, require_control, vault_record
+from vault.field_limits import check_text
 from vault.lifecycle import touch
 
 TYPES = ("control", "location", "control_and_location")
@@ -56,6 +57,7 @@ def _text(value: str | None, name: str) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > MAX_TEXT:
         raise InvalidInput("Request.FieldTooLong", f"{name} is at most {MAX_TEXT} characters", field=name)
+    check_text(value, name)  # no control, bidi or line-separator characters, as every kept text
     return value.strip() or None
 
 

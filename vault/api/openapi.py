@@ -18,7 +18,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.routes import HTTPRoute
 
-from vault.api.openapi_limits import state_query_limits, state_request_limits, vault_in_metadata
+from vault.api.openapi_limits import amendment_data, state_query_limits, state_request_limits, vault_in_metadata
 from vault.api.schemas import MEANING
 from vault.envelopes import KINDS
 from vault.idempotency import HEADER_VALUE, MAX_KEY
@@ -103,7 +103,7 @@ def _pdf_body(optional: bool) -> dict[str, Any]:
 AMENDMENT = {
     "type": "object",
     "required": ["type", "data"],
-    "properties": {"type": {"enum": ["modification", "assumption"]}, "data": {"type": "object"}},
+    "properties": {"type": {"enum": ["modification", "assumption"]}, "data": amendment_data()},
 }
 
 

@@ -9,8 +9,8 @@ credential, and every read opens the link the way the ceremony's actions do.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
@@ -18,7 +18,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.types import Message, Scope
 
-from compliance.errors import EvaultError, InvalidInput
+from compliance.errors import EvaultError
 from vault.api.errors import STATUS_BY_CATEGORY
 from vault.api.schemas import SIGNING_ERRORS, answers
 from vault.embed_origins import NO_FRAMING
@@ -101,6 +101,11 @@ def _error_page(error: EvaultError) -> Response[bytes]:
     return Response(body, status_code=status, media_type="text/html", headers=_headers(NO_FRAMING))
 
 
+@dataclass
+class AccessCodeIn:
+    code: str  # the six digits the access-check image shows
+
+
 class SigningPageController(Controller):
     path = "/sign/{token:str}"
     tags = ["signing"]
@@ -144,13 +149,10 @@ class SigningPageController(Controller):
         responses=answers(204, None, SIGNING_ERRORS, "The code matches the image"),
     )
     def access_check(
-        self, token: FromPath[str], data: JSONBody[dict[str, Any]], runtime: NamedDependency[Runtime]
+        self, token: FromPath[str], data: JSONBody[AccessCodeIn], runtime: NamedDependency[Runtime]
     ) -> None:
         """Check the code typed from the access-check image: 400 ``Signing.AccessCodeMismatch`` otherwise."""
-        code = data.get("code")
-        if not isinstance(code, str):
-            raise InvalidInput("Request.InvalidField", "code must be a string", field="code")
-        check_access(runtime.ceremonies(), token, code)
+        check_access(runtime.ceremonies(), token, data.code)
 
 
 @get("/signing-assets/signing.js", include_in_schema=False)
