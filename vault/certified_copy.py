@@ -15,7 +15,6 @@ copies (in the stamper's child); the vault's own pages are stamped here, from te
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -26,20 +25,18 @@ from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envel
 from compliance.conditions.copy_mark import CopyMark
 from compliance.conditions.evidence import Custodian
 from compliance.conditions.projection import Projection, fold, release_claim
-from compliance.errors import Conflict, NotFound, Unavailable
+from compliance.errors import Conflict, NotFound
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.checkpoint_format import Checkpoint
 from compliance.ledger.events import Actor, envelope_events
 from compliance.signatures.document_identity import DocumentSigner
 from compliance.signatures.pades import sign_pades
-from storage.errors import StorageError
 from storage.ids import iso, new_id, utcnow
-from storage.keys import copy_key
-from storage.models import CopyRecord, VaultedDocument
+from storage.models import VaultedDocument
 from vault.copy_stamp import stamp_copy
 from vault.custody import Custody
 from vault.envelopes import get_envelope, vault_record, vaulted_documents
-from vault.retrieval import IntegrityFailure, read_verified, register_copy
+from vault.retrieval import read_verified, store_copy
 from vault.stamp_worker import stamp_for_copy
 from vault.text_pages import Line, text_pdf
 
@@ -202,27 +199,5 @@ def issue_certified_copy(
     pages = [*_history(facts), (9, ""), *_affidavit(facts, custodian, envelope.org_id, doc, copy_id, iso(now))]
     own_pages = stamp_copy(text_pdf(pages, f"Certified copy {copy_id}"), mark)
     signed = sign_pades(_joined(marked, own_pages), signer, SIGNATURE_FIELD, "Certified copy by the custodian", tsa_url)
-    digest = hashlib.sha256(signed).hexdigest()
-    if digest == doc.sha256:
-        raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")
-    try:
-        stored = custody.copies.put_plain(copy_key(envelope.org_id, envelope.id, copy_id), signed, "application/pdf")
-    except StorageError as exc:
-        raise Unavailable("Storage.Unavailable", "object storage did not accept the copy; retry") from exc
-    copy = CopyRecord(
-        id=copy_id,
-        org_id=envelope.org_id,
-        envelope_id=envelope.id,
-        document_id=doc.id,
-        source_sha256=doc.sha256,
-        sha256=digest,
-        size=len(signed),
-        s3_bucket=custody.copies.bucket,
-        s3_key=stored.key,
-        s3_version_id=stored.version_id,
-        issued_at=now,
-        issued_by=actor.key_id or "",
-        mark_verified_at=verified_at,
-    )
-    register_copy(custody, actor, record, copy, certified=True)
-    return CertifiedCopy(copy_id, doc.id, digest, signed)
+    copy = store_copy(custody, actor, record, envelope, doc, copy_id, signed, now, verified_at, certified=True)
+    return CertifiedCopy(copy_id, doc.id, copy.sha256, signed)

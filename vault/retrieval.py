@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session
@@ -167,6 +167,46 @@ def register_copy(
         raise
 
 
+def store_copy(
+    custody: Custody,
+    actor: Actor,
+    record: VaultRecord,
+    envelope: Envelope,
+    doc: VaultedDocument,
+    copy_id: str,
+    pdf: bytes,
+    issued_at: datetime,
+    verified_at: datetime,
+    *,
+    certified: bool = False,
+) -> CopyRecord:
+    """Store a marked copy (its mark checked at ``verified_at``) and register it with its event."""
+    digest = hashlib.sha256(pdf).hexdigest()
+    if digest == doc.sha256:
+        raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")
+    try:
+        stored = custody.copies.put_plain(copy_key(envelope.org_id, envelope.id, copy_id), pdf, "application/pdf")
+    except StorageError as exc:
+        raise Unavailable("Storage.Unavailable", "object storage did not accept the copy; retry") from exc
+    copy = CopyRecord(
+        id=copy_id,
+        org_id=envelope.org_id,
+        envelope_id=envelope.id,
+        document_id=doc.id,
+        source_sha256=doc.sha256,
+        sha256=digest,
+        size=len(pdf),
+        s3_bucket=custody.copies.bucket,
+        s3_key=stored.key,
+        s3_version_id=stored.version_id,
+        issued_at=issued_at,
+        issued_by=actor.key_id or "",
+        mark_verified_at=verified_at,
+    )
+    register_copy(custody, actor, record, copy, certified=certified)
+    return copy
+
+
 def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: str | None = None) -> list[IssuedUrl]:
     """Make, store and register one marked copy per selected document, then hand out its URL.
 
@@ -187,38 +227,13 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
         mark = CopyMark(copy_id, envelope.id, doc.sha256, now)
         # Only a copy whose mark passed its check (in the stamper's child) comes back; that is what is recorded.
         stamped = stamp_for_copy(custody.pdf, envelope.org_id, read_verified(custody, doc), mark)
-        verified_at = utcnow()
-        digest = hashlib.sha256(stamped).hexdigest()
-        if digest == doc.sha256:
-            raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")
-        try:
-            stored = custody.copies.put_plain(
-                copy_key(envelope.org_id, envelope.id, copy_id), stamped, "application/pdf"
-            )
-        except StorageError as exc:
-            raise Unavailable("Storage.Unavailable", "object storage did not accept the copy; retry") from exc
-        copy = CopyRecord(
-            id=copy_id,
-            org_id=envelope.org_id,
-            envelope_id=envelope.id,
-            document_id=doc.id,
-            source_sha256=doc.sha256,
-            sha256=digest,
-            size=len(stamped),
-            s3_bucket=custody.copies.bucket,
-            s3_key=stored.key,
-            s3_version_id=stored.version_id,
-            issued_at=now,
-            issued_by=actor.key_id or "",
-            mark_verified_at=verified_at,
-        )
-        register_copy(custody, actor, record, copy)
+        copy = store_copy(custody, actor, record, envelope, doc, copy_id, stamped, now, utcnow())
         issued.append(
             IssuedUrl(
                 copy_id,
-                custody.copies.presign_get(stored.key, stored.version_id, expiry, custody.public_s3_endpoint),
-                digest,
-                stored.version_id,
+                custody.copies.presign_get(copy.s3_key, copy.s3_version_id, expiry, custody.public_s3_endpoint),
+                copy.sha256,
+                copy.s3_version_id,
                 iso(now + timedelta(seconds=expiry)),
                 {"authoritative": False, "document_id": doc.id, "source_sha256": doc.sha256},
             )
