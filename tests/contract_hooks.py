@@ -134,7 +134,7 @@ def _named_only(party: object, names: tuple[str, ...]) -> object:
     return {key: value for key, value in party.items() if key in names} if isinstance(party, dict) else party
 
 
-# What the server refuses in any kept string or key (vault/field_limits.py). The schema states it for the levels
+# What the server refuses in any kept string, key or number (vault/field_limits.py). The schema states it for the levels
 # it spells out (JsonValue's first six); deeper ones it leaves as any JSON, so the hook cleans them.
 _UNSAFE = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
@@ -144,6 +144,8 @@ _UNSAFE = re.compile(
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
         return _UNSAFE.sub("", value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and not -(2**53) < value < 2**53:
+        return 0  # numbers strictly within +-2**53 (and finite), as every kept number
     if isinstance(value, list):
         return [_clean(item) for item in value]
     if isinstance(value, dict):

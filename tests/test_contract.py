@@ -1,7 +1,7 @@
-"""Contract test: schemathesis, with every check, against a live ``evault serve`` on the embedded defaults.
+"""Contract test: schemathesis, with every check, against a live ``evault serve``, on each database.
 
-The server runs in a temp data dir (SQLite + embedded SeaweedFS) with its bootstrap key and raised rate limits,
-on ports from this pass's own "contract" range (tests/ports.py, from ``EVAULT_TEST_AUX_PORT_BASE``).
+The server runs in a temp data dir (the pass's database + embedded SeaweedFS) with its bootstrap key and raised
+rate limits, on ports from this pass's own "contract" range (tests/ports.py, from ``EVAULT_TEST_AUX_PORT_BASE``).
 Schemathesis runs its coverage, fuzzing and stateful phases with all its checks (``EVAULT_CONTRACT_CHECKS``
 narrows them): no 5xx, no answer outside its schema, no undocumented status or header, no wrong content type,
 every schema-valid request accepted and every schema-violating one refused. The stateful phase follows the
@@ -29,8 +29,6 @@ import pytest
 from tests.helpers import bootstrap_key, free_port
 from tests.ports import port_range
 
-pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
-
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = os.environ.get("EVAULT_CONTRACT_CHECKS") or "all"
 MAX_EXAMPLES = os.environ.get("EVAULT_CONTRACT_MAX_EXAMPLES", "5")
@@ -56,7 +54,7 @@ def _free_s3_base() -> int:
 
 
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def live_server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
     first, _ = port_range("contract")
     port = free_port(first, first + 50)
     s3_base = _free_s3_base()
@@ -70,7 +68,7 @@ def live_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
         "EVAULT_RATE_LIMIT_COPIES": "1000000/60",
         "EVAULT_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the hooks' webhook url (nothing listens there)
     }
-    env.pop("EVAULT_DATABASE_URL", None)
+    env["EVAULT_DATABASE_URL"] = database_url  # SQLite in one pass, a PostgreSQL schema of its own in the other
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "vault.cli.main", "serve"], env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
