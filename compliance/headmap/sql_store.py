@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Executable, Table, bindparam, union_all
+from sqlalchemy import TextClause, text
 from sqlmodel import Session, col, select
 
 from compliance.headmap.sparse_tree import Head, HeadMap, MapProof, map_key, tree_id_for
@@ -29,9 +29,9 @@ from storage.models import Event, MapLeaf, MapNode, MapRoot
 
 _CHUNK = 100  # newest-row look-ups in one statement (SQLite allows 500 terms in a compound select)
 ROOT = "1"
-_Query = tuple[type[MapNode] | type[MapLeaf], str, tuple[str, ...]]
-_NODES: _Query = (MapNode, "node", ("node", "hash", "leaf_key"))
-_LEAVES: _Query = (MapLeaf, "envelope_key", ("envelope_key", "seq", "entry_hash"))
+_Query = tuple[str, str, str]  # table, id column, columns read
+_NODES: _Query = ("map_node", "node", "node, hash, leaf_key")
+_LEAVES: _Query = ("map_leaf", "envelope_key", "envelope_key, seq, entry_hash")
 
 
 def latest_map_root(session: Session, org_id: str) -> MapRoot | None:
@@ -47,24 +47,18 @@ def map_root_ending(session: Session, org_id: str, checkpoint_size: int) -> MapR
 
 
 @lru_cache(maxsize=8)
-def _newest(model: type[MapNode] | type[MapLeaf], column: str, fields: tuple[str, ...], count: int) -> Executable:
-    """Per id, the row with the greatest version <= :version: one index seek each, in one round trip."""
-    table: Table = model.__table__  # type: ignore[union-attr]
+def _newest(table: str, column: str, fields: str, count: int) -> TextClause:
+    """Per id, the row with the greatest version <= :version: one index seek each, in one round trip.
+
+    Plain SQL, built once per size: SQLAlchemy would re-compile a hundred-part union on every call. The names
+    come only from ``_NODES`` and ``_LEAVES``; every value is a bound parameter.
+    """
     parts = [
-        select(
-            select(*(table.c[f] for f in fields))
-            .where(
-                table.c.org_id == bindparam("org"),
-                table.c[column] == bindparam(f"id{i}"),
-                table.c.version <= bindparam("version"),
-            )
-            .order_by(table.c.version.desc())
-            .limit(1)
-            .subquery(f"q{i}")
-        )
+        f"SELECT * FROM (SELECT {fields} FROM {table} WHERE org_id = :org AND {column} = :id{i} "  # noqa: S608
+        f"AND version <= :version ORDER BY version DESC LIMIT 1) AS q{i}"
         for i in range(count)
     ]
-    return parts[0] if count == 1 else union_all(*parts)
+    return text(" UNION ALL ".join(parts))
 
 
 def _rows(session: Session, org_id: str, version: int, query: _Query, ids: list[str]) -> list[Any]:
@@ -118,7 +112,7 @@ def prove_at(session: Session, org_id: str, version: int, envelope_id: str) -> M
     return prove(map_key(envelope_id), node_reader(session, org_id, version), head_reader(session, org_id, version))
 
 
-def _insert_nodes(session: Session, org_id: str, version: int, nodes: Mapping[int, Node]) -> None:
+def insert_nodes(session: Session, org_id: str, version: int, nodes: Mapping[int, Node]) -> None:
     session.execute(
         MapNode.__table__.insert(),  # type: ignore[attr-defined]
         [
@@ -163,7 +157,7 @@ def backfill_nodes(session: Session, org_id: str, last: MapRoot) -> None:
             raise RuntimeError(f"the leaves of {org_id} at version {committed.version} give another map root")
         heads.update(changes)
         nodes.update(written)
-        _insert_nodes(session, org_id, committed.version, written)
+        insert_nodes(session, org_id, committed.version, written)
 
 
 def commit_head_map(session: Session, org_id: str) -> MapRoot | None:
@@ -196,7 +190,7 @@ def commit_head_map(session: Session, org_id: str) -> MapRoot | None:
         tree_id_for(org_id), changes, node_reader(session, org_id, since), head_reader(session, org_id, since)
     )
     session.add_all(changed_rows.values())
-    _insert_nodes(session, org_id, size, written)
+    insert_nodes(session, org_id, size, written)
     data: dict[str, Any] = {"map_root": root.hex(), "log_size_mapped": size, "version": size}
     entry = append_event(
         session, actor=Actor(org_id, source="head-map"), event_type=MAP_ROOT, occurred_at=utcnow(), data=data
