@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import random
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -291,6 +292,13 @@ def _hash_floor(messages: int) -> float:
     return time.perf_counter() - t0
 
 
+def _leaf_rows(heads: dict[int, Head], version: int) -> list[dict[str, Any]]:
+    return [
+        {"org_id": ORG, "envelope_key": f"{k:064x}", "version": version, "seq": h.seq, "entry_hash": h.entry_hash.hex()}
+        for k, h in heads.items()
+    ]
+
+
 def run_map_sql(
     tree_id: int, heads: dict[int, Head], changes: dict[int, Head], roots: tuple[bytes, bytes], probes: list[str]
 ) -> dict[str, Any]:
@@ -306,19 +314,7 @@ def run_map_sql(
     assert root_1 == roots[0]
     t0 = time.perf_counter()
     with db.session() as session:
-        session.execute(
-            MapLeaf.__table__.insert(),  # type: ignore[attr-defined]
-            [
-                {
-                    "org_id": ORG,
-                    "envelope_key": f"{k:064x}",
-                    "version": 1,
-                    "seq": h.seq,
-                    "entry_hash": h.entry_hash.hex(),
-                }
-                for k, h in heads.items()
-            ],
-        )
+        session.execute(MapLeaf.__table__.insert(), _leaf_rows(heads, 1))  # type: ignore[attr-defined]
     write_leaves_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     with db.session() as session:
@@ -333,6 +329,7 @@ def run_map_sql(
             tree_id, changes, node_reader(session, ORG, 1), head_reader(session, ORG, 1)
         )
         insert_nodes(session, ORG, 2, written)
+        session.execute(MapLeaf.__table__.insert(), _leaf_rows(changes, 2))  # type: ignore[attr-defined]
     commit_s = time.perf_counter() - t0
     commit_floor = _hash_floor(len(written))
     assert root_2 == roots[1]  # the same root as the whole map updated in memory
@@ -353,6 +350,7 @@ def run_map_sql(
     assert loaded.root() == root_1
     size = (workdir / "map.db").stat().st_size
     db.dispose()
+    shutil.rmtree(workdir)
     return {
         "sql_write_leaves_s": write_leaves_s,
         "sql_write_nodes_s": write_nodes_s,
