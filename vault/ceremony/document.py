@@ -8,6 +8,7 @@ The bytes stay in the staging bucket (never the authoritative one) until the sea
 from __future__ import annotations
 
 import logging
+from typing import IO
 
 from pypdf import PdfReader
 
@@ -32,8 +33,12 @@ log = logging.getLogger("evault.ceremony")
 def page_sizes(upload: Upload) -> list[list[float]]:
     """Each page's visible size (its crop box) in points, from a document the vetting already accepted."""
     with upload.open() as body:
-        reader = PdfReader(body)
-        return [[float(page.cropbox.width), float(page.cropbox.height)] for page in reader.pages]
+        return pdf_page_sizes(body)
+
+
+def pdf_page_sizes(body: IO[bytes]) -> list[list[float]]:
+    reader = PdfReader(body)
+    return [[float(page.cropbox.width), float(page.cropbox.height)] for page in reader.pages]
 
 
 def _check_draft(envelope: Envelope) -> None:

@@ -92,9 +92,20 @@ def send_envelope(
                     "filename": ceremony.filename,
                     "sha256": ceremony.sha256,
                     "pages": len(ceremony.pages),
+                    # What a rebuild from the log alone needs (docs/rebuild.md); none of it is personal data.
+                    "size": ceremony.size,
+                    "page_sizes": ceremony.pages,
                 },
                 "recipients": [
-                    {"recipient_id": r.id, "role": r.role, "order": r.signing_order, "fields": len(r.fields)}
+                    {
+                        "recipient_id": r.id,
+                        "role": r.role,
+                        "order": r.signing_order,
+                        "fields": len(r.fields),
+                        "position": r.position,
+                        "subject": r.subject_id,
+                        "placements": r.fields,
+                    }
                     for r in rows
                 ],
                 "signers": [committed[r.id] for r in rows if r.id in committed],

@@ -194,7 +194,9 @@ def document_location(ceremonies: Ceremonies, token: str) -> tuple[str, str, str
         if link.recipient.consented_at is None:
             raise Conflict("Signing.ConsentRequired", "consent to electronic records first (POST .../consent)")
         ceremony = link.ceremony
-        assert ceremony.s3_key and ceremony.s3_version_id and ceremony.sha256  # a sent ceremony has its document
+        if not (ceremony.s3_key and ceremony.s3_version_id and ceremony.sha256):
+            # Only after a rebuild that found no staged document (docs/rebuild.md): void and send again.
+            raise Gone("Ceremony.DocumentMissing", "the document to sign is no longer staged; ask the sender")
         return ceremony.s3_key, ceremony.s3_version_id, ceremony.sha256, ceremony.filename or "document.pdf"
 
 
