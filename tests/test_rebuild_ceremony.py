@@ -5,7 +5,8 @@ sealed PDF vaulted in), one in progress (sent, the first of two signed, the seco
 declined. The database is then thrown away. Rebuilt from the bucket alone, the vault verifies clean, serves the
 same proof bundles and certificates, and reads the same ceremonies (statuses, order, fields, times) except the
 people's names and emails, which the log holds only as commitments. The ceremony in progress finishes on the
-rebuilt vault with new links. Restored with a backup, the names, emails and the old links come back too.
+rebuilt vault with new links; one whose staged document is gone too refuses its links with a clear 410.
+Restored with a backup, the names, emails and the old links come back too.
 """
 
 from __future__ import annotations
@@ -101,6 +102,14 @@ def test_ceremonies_rebuilt_from_the_bucket_read_the_same_and_one_in_progress_fi
 ) -> None:
     org_id, headers = tenant
     ids = _ceremonies(client, headers)
+    # A ceremony in progress whose staged document is gone too (the staging bucket is not WORM).
+    lost = sent_envelope(client, headers, roster(viewer=False))
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    with runtime.db.read_session() as session:
+        staged = session.get(Ceremony, lost)
+    assert staged is not None and staged.s3_key and staged.s3_version_id
+    runtime.custody().staging_store.delete_version(staged.s3_key, staged.s3_version_id)
+    ids["lost"] = lost
     before = _state(client, headers, ids)
     assert before["done"]["view"]["recipients"][0]["name"] == "Ada Borrower"
     old_bob = links(client, headers, ids["midway"])[BOB]
@@ -132,6 +141,14 @@ def test_ceremonies_rebuilt_from_the_bucket_read_the_same_and_one_in_progress_fi
             new = {link["order"]: urlsplit(link["url"]).path for link in answer.json()["links"]}
             assert all(link["email"] is None for link in answer.json()["links"])
             _finish(again, headers, ids["midway"], new[2])
+            # Nothing to sign without the document: every link says so, and the sender can void the envelope.
+            first = urlsplit(
+                again.get(f"{API}/envelopes/{lost}/signing-links", headers=headers).json()["links"][0]["url"]
+            )
+            refused = again.get(f"{first.path}/state")
+            assert (refused.status_code, refused.json()["code"]) == (410, "Ceremony.DocumentMissing")
+            voided = again.post(f"{API}/envelopes/{lost}/void", json={"reason": "resend"}, headers=headers)
+            assert voided.status_code == 200, voided.text
         with rebuilt.db.read_session() as session:
             pending = session.exec(select(Recipient).where(Recipient.envelope_id == ids["done"])).all()
             assert pending and all(r.restore_pending for r in pending)
@@ -201,3 +218,24 @@ def test_a_sent_entry_logged_before_it_named_subjects_and_fields_rebuilds_withou
     ceremony = rows.ceremonies[envelope_id]
     assert (ceremony.size, ceremony.pages, rows.envelopes[envelope_id].status) == (None, None, "sent")
     assert set(rows.subjects) == {"sub_a", "sub_b"}
+
+
+def test_a_recipient_erased_before_send_rebuilds_erased_and_is_not_refused() -> None:
+    """``evault erase`` may erase a draft's recipient, whom the log names only at send: the rebuild keeps them
+    erased from that moment instead of refusing an erasure of a subject it had not met yet."""
+    start = dt.datetime.now(dt.UTC)
+    rows, envelope_id = Rows(), f"env_{uuid.uuid4().hex[:20]}"
+    created = {"kind": "esign", "title": "t", "external_id": None, "parties": [], "secured_party": None}
+    document = {"id": "up_00000001", "filename": "a.pdf", "sha256": "0" * 64, "pages": 1, "size": 9}
+    listed = [
+        {"recipient_id": f"rcp_{w}0000000", "role": "signer", "order": 1, "fields": 0, "position": i, "subject": s}
+        for i, (w, s) in enumerate([("a", "sub_a0000000"), ("b", "sub_b0000000")])
+    ]
+    sent = {"document": {**document, "page_sizes": [[612.0, 792.0]]}, "recipients": listed, "signers": []}
+    history = [("envelope.created", created), ("subject.erased", {"subject": "sub_a0000000"}), ("envelope.sent", sent)]
+    for index, (kind, data) in enumerate(history):
+        entry = Entry("org_00000001", index, kind, start + dt.timedelta(seconds=index), envelope_id, None, data)
+        STEPS[next(e for e in STEPS if e.name == kind)](rows, entry)
+    assert [r.subject_id for r in rows.recipients.values()] == ["sub_a0000000", "sub_b0000000"]
+    assert rows.subjects["sub_a0000000"].erased_at == start + dt.timedelta(seconds=1)
+    assert rows.ceremonies[envelope_id].pages == [[612.0, 792.0]]

@@ -83,13 +83,17 @@ def envelope_of(rows: Rows, entry: Entry) -> Envelope:
 
 
 def subject(rows: Rows, entry: Entry, subject_id: str) -> None:
-    """A committed person: the key and values are not in the log, so erased until a backup restores them."""
-    rows.subjects[subject_id] = DataSubject(
-        id=subject_id,
-        org_id=entry.org_id,
-        envelope_id=entry.envelope_id or "",
-        key=None,
-        clear=None,
-        created_at=entry.time,
-        erased_at=entry.time,
+    """A committed person: the key and values are not in the log, so erased until a backup restores them (one
+    already named keeps its row, and so when it was erased)."""
+    rows.subjects.setdefault(
+        subject_id,
+        DataSubject(
+            id=subject_id,
+            org_id=entry.org_id,
+            envelope_id=entry.envelope_id or "",
+            key=None,
+            clear=None,
+            created_at=entry.time,
+            erased_at=entry.time,
+        ),
     )
