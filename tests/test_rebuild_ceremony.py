@@ -228,10 +228,16 @@ def test_a_recipient_erased_before_send_rebuilds_erased_and_is_not_refused() -> 
     created = {"kind": "esign", "title": "t", "external_id": None, "parties": [], "secured_party": None}
     document = {"id": "up_00000001", "filename": "a.pdf", "sha256": "0" * 64, "pages": 1, "size": 9}
     listed = [
-        {"recipient_id": f"rcp_{w}0000000", "role": "signer", "order": 1, "fields": 0, "position": i, "subject": s}
-        for i, (w, s) in enumerate([("a", "sub_a0000000"), ("b", "sub_b0000000")])
+        {"recipient_id": f"rcp_{w}0000000", "role": "signer", "order": 1, "fields": 0, "position": i, "placements": []}
+        for i, w in enumerate("ab")
     ]
-    sent = {"document": {**document, "page_sizes": [[612.0, 792.0]]}, "recipients": listed, "signers": []}
+    subjects = ["sub_a0000000", "sub_b0000000"]
+    sent = {
+        "document": {**document, "page_sizes": [[612.0, 792.0]]},
+        "recipients": listed,
+        "signers": [],
+        "subjects": subjects,
+    }
     history = [("envelope.created", created), ("subject.erased", {"subject": "sub_a0000000"}), ("envelope.sent", sent)]
     for index, (kind, data) in enumerate(history):
         entry = Entry("org_00000001", index, kind, start + dt.timedelta(seconds=index), envelope_id, None, data)

@@ -103,12 +103,12 @@ def send_envelope(
                         "order": r.signing_order,
                         "fields": len(r.fields),
                         "position": r.position,
-                        "subject": r.subject_id,
                         "placements": r.fields,
                     }
                     for r in rows
                 ],
                 "signers": [committed[r.id] for r in rows if r.id in committed],
+                "subjects": [r.subject_id for r in rows],
             },
         )
         queue_mail(session, ceremonies, [r for r in rows if r.role == "viewer"] + current_turn(rows), "link")

@@ -2,16 +2,17 @@
 
 ``envelope.sent`` fixes the document and the roster, so it gives the ceremony row (document id, name, digest,
 size and page sizes, when and by which key it was sent) and one recipient row per person (id, role, order,
-place in the roster, data subject, field placements). Each ``recipient.*`` entry then moves its recipient on at
-the entry's time. What the log does not hold: the person's name and email and what their client showed (only
-commitments: their data subjects come back erased), the adopted signature's name and image, a decline's reason,
-and the link's nonce (a secret). A rebuilt recipient gets a new nonce, so new links, and ``restore_pending``
-until ``evault restore`` lays the backup's values over it. The staged document's version (and, for an entry
-logged before size and page sizes were, those too) is read from the staging bucket after the replay.
+place in the roster, field placements, and from ``subjects`` their data subject). Each ``recipient.*`` entry
+then moves its recipient on at the entry's time. What the log does not hold: the person's name and email and
+what their client showed (only commitments: their data subjects come back erased), the adopted signature's name
+and image, a decline's reason, and the link's nonce (a secret). A rebuilt recipient gets a new nonce, so new
+links, and ``restore_pending`` until ``evault restore`` lays the backup's values over it. The staged
+document's version (and, for an entry logged before size and page sizes were, those too) is read from the
+staging bucket after the replay.
 
-An ``envelope.sent`` logged before the entry named each recipient's subject, place and placements rebuilds with
-a named limitation (docs/rebuild.md): subjects pair with the ``signers`` commitments in roster order, places are
-the roster order, and fields are empty until a restore brings them back.
+An ``envelope.sent`` logged before the entry named the subjects, places and placements rebuilds with a named
+limitation (docs/rebuild.md): subjects pair with the ``signers`` commitments in roster order, places are the
+roster order, and fields are empty until a restore brings them back.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def sent(rows: Rows, entry: Entry) -> None:
     # Before entries named each recipient's subject: the commitments list them in roster order, one each, unless
     # a person was erased before send (then which one is not in the log, and none is paired).
     paired = [s["subject"] for s in signers] if len(signers) == len(listed) else [""] * len(listed)
+    subjects = data.get("subjects", paired)
     for position, item in enumerate(listed):
-        subject_id = item.get("subject") or paired[position]
+        subject_id = subjects[position]
         if subject_id:
             subject(rows, entry, subject_id)
         rows.recipients[item["recipient_id"]] = Recipient(
