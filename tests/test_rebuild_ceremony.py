@@ -6,7 +6,8 @@ declined. The database is then thrown away. Rebuilt from the bucket alone, the v
 same proof bundles and certificates, and reads the same ceremonies (statuses, order, fields, times) except the
 people's names and emails, which the log holds only as commitments. The ceremony in progress finishes on the
 rebuilt vault with new links; one whose staged document is gone too refuses its links with a clear 410.
-Restored with a backup, the names, emails and the old links come back too.
+Restored with a backup, the names, emails and the old links come back too, and a signature logged after the
+backup is kept (marked as still awaiting its off-log values).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from litestar.testing import TestClient
-from sqlmodel import select
+from sqlmodel import col, select
 
 from compliance.verifier import verify_vault
 from storage.models import ApiKey, Ceremony, Recipient
@@ -171,10 +172,14 @@ def test_ceremonies_restored_with_a_backup_read_the_same_and_the_old_links_work(
 ) -> None:
     _, headers = tenant
     ids = _ceremonies(client, headers)
-    before = _state(client, headers, ids)
-    old_bob = links(client, headers, ids["midway"])[BOB]
+    ids["fresh"] = sent_envelope(client, headers, roster(viewer=False))  # nobody has acted on it yet
+    old = {name: links(client, headers, ids[name]) for name in ("midway", "fresh")}
     code, _, err = evault("backup", "--to", str(tmp_path / "backup"))
     assert code == 0, err
+    # After the backup, and checkpointed: Bob signs the ceremony in progress (no backup holds his signature).
+    _finish(client, headers, ids["midway"], old["midway"][BOB])
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    before = _state(client, headers, ids)
 
     monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
     code, _, err = evault("restore", "--from", str(tmp_path / "backup"))
@@ -184,11 +189,18 @@ def test_ceremonies_restored_with_a_backup_read_the_same_and_the_old_links_work(
         assert verify_vault(restored.sources())["clean"]
         with TestClient(create_app(restored)) as again:
             assert _state(again, headers, ids) == before  # names and emails too
-            _finish(again, headers, ids["midway"], old_bob)
+            # The old links are genuine again: Bob's is used up, and Ada signs the fresh ceremony through hers.
+            used = again.get(f"{old['midway'][BOB]}/state")
+            assert (used.status_code, used.json()["code"]) == (409, "Signing.LinkUsed")
+            assert consent_and_sign(again, old["fresh"][ADA], "Ada B. Borrower").status_code == 200
         with restored.db.read_session() as session:
-            assert not any(r.restore_pending for r in session.exec(select(Recipient)))
-            done = {r.id: r for r in session.exec(select(Recipient).where(Recipient.envelope_id == ids["done"]))}
-        assert {r.signature["name"] for r in done.values() if r.signature} == {"Ada B. Borrower", "Bob C."}
+            pending = session.exec(select(Recipient).where(col(Recipient.restore_pending).is_(True))).all()
+            done = session.exec(select(Recipient).where(Recipient.envelope_id == ids["done"])).all()
+        # Only the signature logged after the backup: its adopted name and image are in no backup.
+        assert [(r.envelope_id, r.signing_order, r.signature) for r in pending] == [
+            (ids["midway"], 2, {"type": "typed"})
+        ]
+        assert {r.signature["name"] for r in done if r.signature} == {"Ada B. Borrower", "Bob C."}
         assert verify_vault(restored.sources())["clean"]
     finally:
         restored.close()
