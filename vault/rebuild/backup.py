@@ -151,17 +151,17 @@ def restore(
 
 
 def _ceremonies(session: Session, ceremonies: list[dict[str, Any]], recipients: list[dict[str, Any]]) -> None:
-    """What the log does not hold of a ceremony: the staged objects' versions (and, for an entry logged before
-    they were, the size and page sizes), and each recipient's link nonce, place and fields; their adopted
-    signature and decline reason only where the backup saw the step the log records (a signature logged after
-    the backup stays pending, ``restore_pending``)."""
+    """What the log does not hold of a ceremony: for an entry logged before they were, the document's size and
+    page sizes; each recipient's link nonce, place and fields; and their adopted signature and decline reason
+    only where the backup saw the step the log records (a signature logged after the backup stays
+    ``restore_pending``). Object versions are not taken: the rebuild looked in the staging bucket itself, and
+    what it did not find there is gone."""
     for row in ceremonies:
         ceremony = session.get(Ceremony, row["envelope_id"])
         if ceremony is None:
             continue
-        for name, value in row.items():
-            if getattr(ceremony, name) is None and value is not None:
-                setattr(ceremony, name, value)
+        ceremony.size = ceremony.size if ceremony.size is not None else row["size"]
+        ceremony.pages = ceremony.pages if ceremony.pages is not None else row["pages"]
         session.add(ceremony)
     for row in recipients:
         recipient = session.get(Recipient, row["id"])
