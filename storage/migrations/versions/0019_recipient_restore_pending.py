@@ -1,6 +1,6 @@
 """a recipient rebuilt from the log alone says its off-log values are still to come from a backup
 
-Revision ID: 0022_recipient_restore_pending
+Revision ID: 0019_recipient_restore_pending
 Revises: 0018_transfers
 Create Date: 2026-12-05 03:00:00
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022_recipient_restore_pending"
+revision = "0019_recipient_restore_pending"
 down_revision = "0018_transfers"
 branch_labels = None
 depends_on = None
