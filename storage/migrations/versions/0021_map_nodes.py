@@ -1,7 +1,7 @@
 """map nodes: the head map's nodes per version, so a proof at any version reads one path
 
 Revision ID: 0021_map_nodes
-Revises: 0018_transfers
+Revises: 0019_recipient_restore_pending
 Create Date: 2026-12-05 03:00:00
 
 Existing maps are backfilled lazily, not here: hashing belongs to compliance/, which storage/ does not import.
@@ -16,7 +16,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0021_map_nodes"
-down_revision = "0018_transfers"
+down_revision = "0019_recipient_restore_pending"
 branch_labels = None
 depends_on = None
 
