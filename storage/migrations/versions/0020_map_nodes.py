@@ -1,6 +1,6 @@
 """map nodes: the head map's nodes per version, so a proof at any version reads one path
 
-Revision ID: 0021_map_nodes
+Revision ID: 0020_map_nodes
 Revises: 0019_recipient_restore_pending
 Create Date: 2026-12-05 03:00:00
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0021_map_nodes"
+revision = "0020_map_nodes"
 down_revision = "0019_recipient_restore_pending"
 branch_labels = None
 depends_on = None
