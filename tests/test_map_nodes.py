@@ -204,7 +204,7 @@ def test_restart_then_commit_reads_only_the_changed_paths(database_url: str) -> 
 
 def test_maps_from_before_the_node_table_are_backfilled_by_the_next_commit(db: Database) -> None:
     org_id, envelopes, roots = _history(db, random.Random(4), commits=4)
-    with db.session() as session:  # as migration 0021 finds them: leaves and roots, no nodes
+    with db.session() as session:  # as migration 0020 finds them: leaves and roots, no nodes
         disarm_triggers(session, "map_node")
         session.execute(text("DELETE FROM map_node WHERE org_id = :org"), {"org": org_id})
     _assert_proofs_match_the_leaves(db, org_id, envelopes, roots)  # rebuilt from the leaves meanwhile

@@ -7,7 +7,7 @@ reads one path (``stored_tree``), so neither rebuilds a map nor holds one in mem
 convenience, not evidence: the evidence is the ``map.root`` entry in the signed log, which an auditor re-derives
 from the entries, and a proof from a tampered node does not lead to that root.
 
-Maps committed before ``map_node`` existed (migration 0021) are backfilled by their organisation's next commit;
+Maps committed before ``map_node`` existed (migration 0020) are backfilled by their organisation's next commit;
 until then a proof at one of their versions is rebuilt from the leaves (``_load``).
 """
 
@@ -107,7 +107,7 @@ def _load(session: Session, org_id: str, version: int) -> HeadMap:
 
 def prove_at(session: Session, org_id: str, version: int, envelope_id: str) -> MapProof:
     """The map proof for ``envelope_id`` as committed at ``version``: one path of stored nodes, no lock taken."""
-    if session.get(MapNode, (org_id, ROOT, version)) is None:  # committed before 0021 and not backfilled yet
+    if session.get(MapNode, (org_id, ROOT, version)) is None:  # committed before 0020 and not backfilled yet
         return _load(session, org_id, version).prove(map_key(envelope_id))
     return prove(map_key(envelope_id), node_reader(session, org_id, version), head_reader(session, org_id, version))
 
