@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from compliance.sources import Sources
+from compliance.verifier.envelope_state import DEFAULT_CACHE
 from compliance.verifier.findings import Finding
 from compliance.verifier.scope import Scope
 
@@ -72,6 +73,10 @@ class Tuning:
     stop_after_entries: int | None = None  # test hook: the same after this many log entries
     save_seconds: float = 2.0  # durable positions are saved at most this often
     log_save_every: int = 1 << 14  # a log's position is saved at multiples of this many entries (a power of 2)
+    state_cache: int = (
+        DEFAULT_CACHE  # envelopes per table of a log audit's state kept in memory (the rest spills to SQLite)
+    )
+    scratch_dir: str | None = None  # where that state's temporary SQLite file goes (None: the system's temp dir)
 
 
 @dataclass

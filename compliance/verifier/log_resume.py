@@ -6,7 +6,7 @@ count, the compact range (one hash per set bit of the count: saving only at mult
 handful), the last signed checkpoint (size, root) and the leaf index of the last ``map.root`` entry. The
 per-envelope state (each chain's last seq and entry hash, the head map and the heads pending since the last
 map commit) is O(envelopes), too large to save; a resumed audit rebuilds it from the entries before the
-position, one "latest entry per envelope" query each.
+position, one "latest entry per envelope" query each, streamed into the audit's ``EnvelopeState``.
 
 Why that is sound: the state is saved only over a prefix the audit found clean, where every entry hashes to
 its leaf, is canonical, sits at the index it names, belongs to its row's envelope and links to its
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from compliance.headmap.sparse_tree import Head, map_key
 from compliance.ledger.chain import parse_entry
+from compliance.verifier.envelope_state import EnvelopeState
 from storage.models import Event
 
 MAX_POSITION = 1024  # the column's width
@@ -66,8 +68,8 @@ class LogState:
             return None
 
 
-def latest_heads(session: Session, org_id: str, start: int, end: int) -> dict[str, tuple[int, bytes]]:
-    """Each envelope's (seq, entry SHA-256) of its latest entry with ``start <= leaf_index < end``."""
+def latest_heads(session: Session, org_id: str, start: int, end: int) -> Iterator[tuple[int, Head]]:
+    """Each envelope's (map key, head) of its latest entry with ``start <= leaf_index < end``, streamed."""
     latest = (
         select(col(Event.envelope_id), func.max(Event.leaf_index).label("last"))
         .where(
@@ -85,23 +87,20 @@ def latest_heads(session: Session, org_id: str, start: int, end: int) -> dict[st
         .where(Event.org_id == org_id)
         .execution_options(yield_per=1000)
     )
-    heads: dict[str, tuple[int, bytes]] = {}
     for envelope_id, entry in rows:
         seq: Any = parse_entry(entry).get("seq")  # canonical: the prefix was audited clean
-        heads[str(envelope_id)] = (int(seq), hashlib.sha256(entry).digest())
-    return heads
+        yield map_key(str(envelope_id)), Head(int(seq), hashlib.sha256(entry).digest())
 
 
-def rebuild(
-    session: Session, org_id: str, state: LogState
-) -> tuple[dict[str, tuple[int, str]], dict[int, Head], dict[int, Head]]:
-    """(chains, heads committed by the last map.root, heads pending since it) at ``state.size``."""
+def rebuild(session: Session, org_id: str, state: LogState, into: EnvelopeState) -> None:
+    """Fill ``into`` (fresh) with the chains, the map committed by the last map.root and the heads since it."""
     committed_end = max(state.last_map_root, 0)
-    committed = latest_heads(session, org_id, 0, committed_end)
-    pending = latest_heads(session, org_id, committed_end, state.size)
-    chains = {env: (seq, digest.hex()) for env, (seq, digest) in {**committed, **pending}.items()}
-    return (
-        chains,
-        {map_key(env): Head(seq, digest) for env, (seq, digest) in committed.items()},
-        {map_key(env): Head(seq, digest) for env, (seq, digest) in pending.items()},
-    )
+
+    def chained(heads: Iterator[tuple[int, Head]]) -> Iterator[tuple[int, Head]]:
+        for key, head in heads:
+            into.chains.put(key.to_bytes(32, "big"), (head.seq, head.entry_hash))
+            yield key, head
+
+    into.load_committed(chained(latest_heads(session, org_id, 0, committed_end)))
+    for key, head in chained(latest_heads(session, org_id, committed_end, state.size)):
+        into.pend(key, head)

@@ -1,10 +1,12 @@
 """Each organisation's log re-derived from its raw entries in one streaming pass, compared with WORM.
 
 Events are streamed in leaf order in batches; the pass keeps only a compact range (a stack of at most log2(n)
-subtree roots) for the tree, the last sequence number and entry hash per envelope for the chains, and the head
-map for the ``map.root`` commits. At each checkpoint size the recomputed root must equal the signed one: that
-is consistency with every earlier checkpoint. Each consecutive pair is also checked with a consistency proof
-from the tile store, and each checkpoint object itself (lock, retention, other versions, signature, origin).
+subtree roots) for the tree; the per-envelope state (the last sequence number and entry hash of each chain, and
+the head map for the ``map.root`` commits) lives in a temporary SQLite file behind a bounded cache
+(``envelope_state``), so memory stays flat in envelopes. At each checkpoint size the recomputed root must equal
+the signed one: that is consistency with every earlier checkpoint. Each consecutive pair is also checked with a
+consistency proof from the tile store, and each checkpoint object itself (lock, retention, other versions,
+signature, origin).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from compliance.checkpoints.publisher import tree_for
-from compliance.headmap.sparse_tree import Head, HeadMap, map_key, tree_id_for
+from compliance.headmap.sparse_tree import Head, map_key, tree_id_for
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
 from compliance.ledger.event_catalogue import MAP_ROOT
@@ -29,6 +31,7 @@ from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
 from compliance.ledger.tiles import TILE_WIDTH
 from compliance.verifier.context import Context, MemoryRunLog
+from compliance.verifier.envelope_state import EnvelopeState
 from compliance.verifier.findings import Finding
 from compliance.verifier.log_resume import LogState, rebuild
 from compliance.verifier.reads import read_version
@@ -80,8 +83,7 @@ class LogAudit:
     def __init__(self, ctx: Context, org_id: str, limit: int) -> None:
         self.ctx, self.org_id, self.limit = ctx, org_id, limit
         self.tree = CompactRange()
-        self.chains: dict[str, tuple[int, str]] = {}  # envelope -> (last seq, its entry hash)
-        self.head_map, self.pending = HeadMap(tree_id_for(org_id)), dict[int, Head]()
+        self.envelopes = EnvelopeState(tree_id_for(org_id), ctx.tuning.state_cache, ctx.tuning.scratch_dir)
         self.expected_index = 0
         self.tile: tuple[int, bytes] | None = None
         self.last_signed: _Signed | None = None
@@ -102,8 +104,10 @@ class LogAudit:
         self.tree.size, self.tree.stack = state.size, list(state.stack)
         self.last_signed = _Signed(*state.signed) if state.signed else None
         self.expected_index, self.last_map_root = state.size, state.last_map_root
-        self.chains, committed, self.pending = rebuild(session, self.org_id, state)
-        self.head_map = HeadMap(tree_id_for(self.org_id), committed)
+        rebuild(session, self.org_id, state, self.envelopes)
+
+    def close(self) -> None:
+        self.envelopes.close()
 
     # --- entries ------------------------------------------------------------------------------------------
 
@@ -152,9 +156,10 @@ class LogAudit:
         envelope = value.get("envelope") if value else event.envelope_id
         if not isinstance(envelope, str):
             return
-        last = self.chains.get(envelope)
+        key = map_key(envelope).to_bytes(32, "big")
+        last = self.envelopes.chains.get(key)
         seq, prev = value.get("seq"), value.get("prev")
-        expected_seq, expected_prev = (0, None) if last is None else (last[0] + 1, last[1])
+        expected_seq, expected_prev = (0, None) if last is None else (last[0] + 1, last[1].hex())
         if seq != expected_seq or prev != expected_prev:
             self.report(
                 "Chain.Broken",
@@ -164,15 +169,15 @@ class LogAudit:
                 seq=seq,
                 expected_seq=expected_seq,
             )
-        self.chains[envelope] = (seq if isinstance(seq, int) else expected_seq, _sha256(event.entry).hexdigest())
+        self.envelopes.chains.put(key, (seq if isinstance(seq, int) else expected_seq, _sha256(event.entry).digest()))
 
     def _map(self, event: Event, value: dict[str, Any]) -> None:
         envelope, seq, data = value.get("envelope"), value.get("seq"), value.get("data")
         if isinstance(envelope, str) and isinstance(seq, int):
-            self.pending[map_key(envelope)] = Head(seq, _sha256(event.entry).digest())
+            self.envelopes.pend(map_key(envelope), Head(seq, _sha256(event.entry).digest()))
         elif value.get("type") == MAP_ROOT.name and envelope is None:
-            expected = self.head_map.update(self.pending)
-            self.pending, self.last_map_root = {}, event.leaf_index
+            expected = self.envelopes.commit()
+            self.last_map_root = event.leaf_index
             claimed = data.get("map_root") if isinstance(data, dict) else None
             version = data.get("version") if isinstance(data, dict) else None
             if claimed != expected.hex() or version != event.leaf_index:
@@ -381,55 +386,65 @@ def check_log(ctx: Context, org_id: str) -> None:
             try:
                 audit.restore(session, saved)
             except (LogError, TypeError, ValueError):  # an entry before the position changed since: start over
+                audit.close()
                 audit = LogAudit(ctx, org_id, limit)
-        start = audit.tree.size
-        events = _events(events_session, org_id, start, limit)
-        event = next(events, None)
-        last_save = time.monotonic()
-
-        def advance() -> None:
-            nonlocal event, last_save
-            assert event is not None
-            audit.entry(session, event)
-            event = next(events, None)
-            size = audit.tree.size
-            if (
-                size % ctx.tuning.log_save_every == 0
-                and not audit.faulty
-                and time.monotonic() - last_save >= ctx.tuning.save_seconds
-            ):
-                position = audit.state().encode()
-                if position is not None:
-                    ctx.runs.save_position(unit, position, size)
-                    last_save = time.monotonic()
-            ctx.log_step()
-
-        beyond: list[Listed] = []
-        for size, row, versions in _checkpoints(ctx, session, org_id):
-            if size > limit:
-                beyond.append((size, row, versions))
-                continue
-            if size < start:
-                continue  # verified before the interruption
-            while event is not None and audit.tree.size < size:
-                advance()
-            audit.checkpoint(session, size, row, versions)
-        while event is not None:
-            advance()
-        if beyond:
-            with ctx.sources.db.read_session() as now:
-                log_now = log_size(now, org_id)  # the log may have grown since the run started
-            for size, row, versions in beyond:
-                audit.beyond(size, row, versions, log_now)
-        if audit.expected_index < limit:
-            audit.report(
-                "Log.EntriesMissing",
-                "the log ends before its recorded size",
-                leaf_index=audit.expected_index,
-                size=limit,
-            )
+        try:
+            _audit(ctx, session, events_session, audit, unit, limit)
+        finally:
+            audit.close()
     ctx.count("entries", audit.entries)
     ctx.runs.save_position(unit, None, audit.tree.size, done=True)
+
+
+def _audit(ctx: Context, session: Session, events_session: Session, audit: LogAudit, unit: str, limit: int) -> None:
+    """The streaming pass of ``check_log`` from where ``audit`` stands."""
+    org_id = audit.org_id
+    start = audit.tree.size
+    events = _events(events_session, org_id, start, limit)
+    event = next(events, None)
+    last_save = time.monotonic()
+
+    def advance() -> None:
+        nonlocal event, last_save
+        assert event is not None
+        audit.entry(session, event)
+        event = next(events, None)
+        size = audit.tree.size
+        if (
+            size % ctx.tuning.log_save_every == 0
+            and not audit.faulty
+            and time.monotonic() - last_save >= ctx.tuning.save_seconds
+        ):
+            position = audit.state().encode()
+            if position is not None:
+                ctx.runs.save_position(unit, position, size)
+                last_save = time.monotonic()
+        ctx.log_step()
+
+    beyond: list[Listed] = []
+    for size, row, versions in _checkpoints(ctx, session, org_id):
+        if size > limit:
+            beyond.append((size, row, versions))
+            continue
+        if size < start:
+            continue  # verified before the interruption
+        while event is not None and audit.tree.size < size:
+            advance()
+        audit.checkpoint(session, size, row, versions)
+    while event is not None:
+        advance()
+    if beyond:
+        with ctx.sources.db.read_session() as now:
+            log_now = log_size(now, org_id)  # the log may have grown since the run started
+        for size, row, versions in beyond:
+            audit.beyond(size, row, versions, log_now)
+    if audit.expected_index < limit:
+        audit.report(
+            "Log.EntriesMissing",
+            "the log ends before its recorded size",
+            leaf_index=audit.expected_index,
+            size=limit,
+        )
 
 
 def audit_log(sources: Any, org_id: str) -> list[Finding]:
