@@ -10,6 +10,13 @@ API (untimed), then times, interleaved and at the same concurrency:
 Then the log pass alone: chain and tree verification over ``--log-entries`` synthetic entries held in memory
 (parse, chain link, compact-range tree, head-map bookkeeping), in entries/s.
 
+``--envelopes N [N ...]`` measures only the log pass's peak memory against the number of envelopes: a child
+process (the code under this checkout, and under ``--before`` in the same run) audits a log of ``--rounds-per-
+envelope`` events per envelope, round-robin, with a ``map.root`` after every ``--map-every`` of them, generated as
+it goes (an entry's predecessor is regenerated, not remembered), so the per-envelope state is all that grows.
+The map roots claimed are zeros: every ``map.root`` is a finding naming the derived root, and the digest of
+those derived roots must be the same for both checkouts (the same maps).
+
     python bench/verify.py            # 2,000 PDFs of 256 KiB + 20 of 50 MiB, a log of 10^6 entries
     python bench/verify.py --quick    # 200 of 256 KiB + 2 of 8 MiB, a log of 10^5 entries
 """
@@ -121,6 +128,89 @@ def _verify_process(
     return elapsed, int(peaks[-1]) if peaks else 0, done.stdout.strip().splitlines()[0]
 
 
+# Audits a generated log in this process (the code on PYTHONPATH) and prints one JSON line: peak RSS (VmHWM) and
+# RSS after imports in KiB, seconds, and a digest of the derived map roots. Uses only APIs both checkouts have.
+_LOG_MEMORY = """
+import hashlib, json, sys, time, datetime as dt
+from compliance.ledger.events import Actor, entry_bytes
+from compliance.ledger.merkle import leaf_hash
+from compliance.sources import Sources
+from compliance.verifier.context import Context, MemoryRunLog
+from compliance.verifier.logs import LogAudit
+from compliance.verifier.scope import Scope
+from storage.models import Event
+
+envelopes, rounds, every = (int(a) for a in sys.argv[1:4])
+org, start = "org_benchmem0000000000", dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+actor = Actor(org, key_id="k", key_prefix="lk_b")
+def kib(field):
+    return int(open("/proc/self/status").read().split(field + ":")[1].split()[0])
+def index(j):
+    return j + j // every
+def entry(e, r):
+    j = r * envelopes + e
+    prev = hashlib.sha256(entry(e, r - 1)).hexdigest() if r else None
+    return entry_bytes(org_id=org, leaf_index=index(j), envelope_id=f"env_{e:020d}", chain_seq=r, prev=prev,
+        event_type="vault.copy_issued", occurred_at=start + dt.timedelta(seconds=j), actor=actor, data={"j": j})
+def events():
+    for j in range(envelopes * rounds):
+        r, e = divmod(j, envelopes)
+        data = entry(e, r)
+        yield Event(org_id=org, leaf_index=index(j), envelope_id=f"env_{e:020d}", chain_seq=r,
+            event_type="vault.copy_issued", occurred_at=start, entry=data, entry_hash=hashlib.sha256(data).hexdigest())
+        if (j + 1) % every == 0:
+            i = index(j) + 1
+            data = entry_bytes(org_id=org, leaf_index=i, envelope_id=None, chain_seq=None, prev=None,
+                event_type="map.root", occurred_at=start, actor=actor, data={"map_root": "00" * 32, "version": i})
+            yield Event(org_id=org, leaf_index=i, envelope_id=None, chain_seq=None, event_type="map.root",
+                occurred_at=start, entry=data, entry_hash=hashlib.sha256(data).hexdigest())
+runs = MemoryRunLog()
+ctx = Context(Sources(None, None, None, None, "bench"), Scope(), runs)
+audit = LogAudit(ctx, org, index(envelopes * rounds))
+leaf = [b""]
+audit._stored_leaf = lambda _session, _index: leaf[0]
+base, began = kib("VmRSS"), time.perf_counter()
+for event in events():
+    leaf[0] = leaf_hash(event.entry)
+    audit.entry(None, event)
+seconds = time.perf_counter() - began
+findings = list(runs.findings.values())
+assert findings and all(f.code == "Map.RootMismatch" for f in findings), findings[:3]
+derived = "".join(f.details["derived"] for f in sorted(findings, key=lambda f: f.details["leaf_index"]))
+print(json.dumps({"peak_kib": kib("VmHWM"), "after_imports_kib": base, "seconds": round(seconds, 1),
+    "map_roots": len(findings), "roots_digest": hashlib.sha256(derived.encode()).hexdigest()[:16]}))
+"""
+
+
+def _log_memory(root: Path, envelopes: int, rounds: int, every: int) -> dict[str, Any]:
+    """The log pass's peak RSS (and the rest of ``_LOG_MEMORY``'s line) under the code at ``root``."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOG_MEMORY, str(envelopes), str(rounds), str(every)],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the log-memory child under {root} exited {done.returncode}:\n{done.stderr}")
+    line: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return line
+
+
+def _log_memory_section(args: argparse.Namespace) -> dict[str, Any]:
+    """Peak RSS of the log pass per envelope count, this checkout beside ``--before``, and the map roots agreeing."""
+    out: dict[str, Any] = {"rounds_per_envelope": args.rounds_per_envelope, "map_every": args.map_every}
+    for envelopes in args.envelopes:
+        row: dict[str, Any] = {"after": _log_memory(ROOT, envelopes, args.rounds_per_envelope, args.map_every)}
+        if args.before:
+            row["before"] = _log_memory(Path(args.before), envelopes, args.rounds_per_envelope, args.map_every)
+            row["same_map_roots"] = row["before"]["roots_digest"] == row["after"]["roots_digest"]
+            row["peak_mib_before_after"] = [round(row[k]["peak_kib"] / 1024, 1) for k in ("before", "after")]
+        out[str(envelopes)] = row
+    return out
+
+
 def _start_cost(env: dict[str, str]) -> float:
     """Interpreter start plus the imports of ``evault verify`` (what a tiny vault cannot amortise)."""
     start = time.perf_counter()
@@ -179,7 +269,13 @@ def main() -> None:
     parser.add_argument("--skip-log", action="store_true")
     parser.add_argument("--log-entries", type=int)
     parser.add_argument("--before", help="another checkout (e.g. the previous commit) timed in the same rounds")
+    parser.add_argument("--envelopes", type=int, nargs="+", help="only the log pass's peak RSS at these counts")
+    parser.add_argument("--rounds-per-envelope", type=int, default=3, help="with --envelopes: events per envelope")
+    parser.add_argument("--map-every", type=int, default=10_000, help="with --envelopes: entries between map.roots")
     args = parser.parse_args()
+    if args.envelopes:
+        print(json.dumps(_log_memory_section(args), indent=2))
+        return
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     small, large = (200, 2) if args.quick else (2000, 20)

@@ -23,7 +23,7 @@ from compliance.headmap.sparse_tree import Head
 from compliance.headmap.stored_tree import Node, apply
 
 DEFAULT_CACHE = 8192  # envelopes kept in memory per table
-COMMIT_CHUNK = 4096  # pending heads applied to the map in one walk
+COMMIT_CHUNK = 1024  # pending heads applied to the map in one walk
 _IN = 500  # terms in one ``IN (...)`` (SQLite's default limit is far above)
 _PAGE_CACHE_KIB = 8192  # SQLite's own page cache, per connection
 
