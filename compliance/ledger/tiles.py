@@ -17,9 +17,11 @@ wrote through ``append`` rolls back, discard the ``TiledTree``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from operator import itemgetter
 from typing import Protocol
 
 from compliance.ledger.log_error import CORRUPT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogCorrupt, LogError
@@ -119,15 +121,40 @@ def _range_nodes(lo: int, hi: int) -> list[Node]:
     return nodes
 
 
-def _inclusion_nodes(index: int, size: int) -> tuple[list[Node], list[Node], list[Node]]:
-    """RFC 9162 PATH(index, D[0:size]) as nodes, leaf side first: the siblings below the level ``d`` where the
-    leaf's path leaves the last leaf's (all perfect), the right-edge subtrees folded into the one proof hash at
-    level ``d``, and the perfect left siblings above it."""
-    d = (index ^ (size - 1)).bit_length() - 1
-    below = [(level, (index >> level) ^ 1) for level in range(d)]
-    edge = _range_nodes(((index >> d) + 1) << d, size) if d >= 0 else []
-    above = [(level, (index >> level) ^ 1) for level in range(d + 1, size.bit_length()) if index >> level & 1]
-    return below, edge, above
+def _plan(nodes: Sequence[Node], widths: dict[TileKey, int]) -> list[tuple[TileKey, int, int]]:
+    """Where each perfect subtree's hash sits: (tile, 0 for the bottom row or 1 for the interior, offset);
+    ``widths`` is widened to the bottom-row hashes each tile must hold."""
+    plan: list[tuple[TileKey, int, int]] = []
+    for level, index in nodes:
+        r = level & 7
+        key = (level >> 3, index >> (TILE_HEIGHT - r))
+        within = index & _LOW[r]
+        width = (within + 1) << r
+        if widths.get(key, 0) < width:
+            widths[key] = width
+        part, at = _AT[r << TILE_HEIGHT | within]
+        plan.append((key, part, at))
+    return plan
+
+
+@functools.cache
+def _siblings(within: int, rows: int) -> tuple[int, Callable[[bytes], tuple[bytes, ...]], int]:
+    """The siblings of the path up from hash ``within`` of a tile's bottom row, at the tile rows in the bit mask
+    ``rows``: where the row-0 one sits in the bottom row (-1: not wanted), a getter of the others from the
+    interior (lowest row first), and how many bottom-row hashes they need. Cached: 256 positions x masks."""
+    at0, width, slices = -1, 0, []
+    for r in range(TILE_HEIGHT):
+        if rows >> r & 1:
+            sibling = (within >> r) ^ 1
+            width = max(width, (sibling + 1) << r)
+            if r == 0:
+                at0 = sibling * HASH_SIZE
+            else:
+                at = _interior_offset(r, sibling)
+                slices.append(slice(at, at + HASH_SIZE))
+    if len(slices) > 1:
+        return at0, itemgetter(*slices), width
+    return at0, (lambda blob: tuple(blob[s] for s in slices)), width
 
 
 def _consistency_ranges(size1: int, size2: int) -> list[tuple[int, int]]:
@@ -162,6 +189,8 @@ class TiledTree:
         self._size = size
         self._cache: OrderedDict[TileKey, Tile] = OrderedDict()
         self._cache_tiles = cache_tiles
+        # The right edge's folded hash at each (start, size): a tree has one per level, shared by half its proofs.
+        self._edges: dict[tuple[int, int], bytes] = {}
 
     @property
     def size(self) -> int:
@@ -204,16 +233,7 @@ class TiledTree:
     def _node_hashes(self, nodes: Sequence[Node]) -> list[bytes]:
         """Hashes of perfect subtrees, in order, each a slice of one tile; every missing tile in one read."""
         widths: dict[TileKey, int] = {}
-        plan: list[tuple[TileKey, int, int]] = []
-        for level, index in nodes:
-            r = level & 7
-            key = (level >> 3, index >> (TILE_HEIGHT - r))
-            within = index & _LOW[r]
-            width = (within + 1) << r
-            if widths.get(key, 0) < width:
-                widths[key] = width
-            part, at = _AT[r << TILE_HEIGHT | within]
-            plan.append((key, part, at))
+        plan = _plan(nodes, widths)
         tiles = self._tiles(widths)
         return [tiles[key][part][at : at + HASH_SIZE] for key, part, at in plan]
 
@@ -233,16 +253,47 @@ class TiledTree:
         return self._range_hashes([(0, size)])[0] if size else EMPTY_ROOT
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
+        """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves.
+
+        Below the level ``d`` where the leaf's path parts from the last leaf's, every sibling is a perfect
+        subtree; at ``d`` the proof holds the right edge's subtrees folded into one hash; above it, the perfect
+        left siblings where the index has a 1 bit. The perfect siblings of one tile level all sit in the one
+        tile holding the path, and are sliced from it together; all the tiles come from one read. The folded
+        right edge is kept: it depends only on ``d`` and the size."""
         self._check_size(size)
         if not 0 <= index < size:
             raise LogError(INVALID_PROOF, f"leaf index {index} is not below tree size {size}")
-        below, edge, above = _inclusion_nodes(index, size)
-        hashes = self._node_hashes(below + edge + above)
-        if not edge:
-            return hashes
-        low, high = len(below), len(below) + len(edge)
-        return [*hashes[:low], _fold(hashes[low:high]), *hashes[high:]]
+        d = (index ^ (size - 1)).bit_length() - 1
+        wanted = index if d < 0 else ((1 << d) - 1) | (index >> (d + 1) << (d + 1))  # levels of perfect siblings
+        widths: dict[TileKey, int] = {}
+        siblings = []
+        shift = 0
+        while wanted >> shift:
+            rows = (wanted >> shift) & (TILE_WIDTH - 1)
+            if rows:
+                key = (shift >> 3, index >> (shift + TILE_HEIGHT))
+                at0, others, width = _siblings((index >> shift) & (TILE_WIDTH - 1), rows)
+                widths[key] = width
+                siblings.append((key, at0, others))
+            shift += TILE_HEIGHT
+        start = ((index >> d) + 1) << d if d >= 0 else size  # the right edge: leaves start..size
+        edge_hash = self._edges.get((start, size))
+        edge = _plan(_range_nodes(start, size), widths) if start < size and edge_hash is None else []
+        tiles = self._tiles(widths)
+        proof: list[bytes] = []
+        for key, at0, others in siblings:
+            tile = tiles[key]
+            if at0 >= 0:
+                proof.append(tile.hashes[at0 : at0 + HASH_SIZE])
+            proof.extend(others(tile.interior))
+        if edge:
+            edge_hash = _fold([tiles[key][part][at : at + HASH_SIZE] for key, part, at in edge])
+            if len(self._edges) >= self._cache_tiles:
+                self._edges.clear()
+            self._edges[(start, size)] = edge_hash
+        if edge_hash is not None:
+            proof.insert(d, edge_hash)
+        return proof
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """RFC 9162 consistency proof that the tree of ``size2`` leaves extends the one of ``size1``."""
