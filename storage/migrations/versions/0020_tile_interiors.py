@@ -2,7 +2,7 @@
 hashes instead of recomputing up to 255 of them per tile; backfilled from the bottom rows
 
 Revision ID: 0020_tile_interiors
-Revises: 0018_transfers
+Revises: 0019_recipient_restore_pending
 Create Date: 2026-12-05 03:00:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020_tile_interiors"
-down_revision = "0018_transfers"
+down_revision = "0019_recipient_restore_pending"
 branch_labels = None
 depends_on = None
 
