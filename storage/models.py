@@ -282,6 +282,23 @@ class MapRoot(SQLModel, table=True):
     entry_index: int = Field(sa_type=BigInteger)
 
 
+class MapNode(SQLModel, table=True):
+    """A head-map node as of ``version``, stored only at the versions that changed it; rows are only added.
+
+    ``node`` is the heap id ``(1 << depth) | prefix`` in hex (the root is "1"); ``leaf_key`` is the envelope key a
+    leaf holds, null for an interior node. The map at version V is, per node, the row with the greatest
+    version <= V, so a proof at any version reads one path (compliance/headmap/stored_tree.py).
+    """
+
+    __tablename__ = "map_node"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    node: str = Field(primary_key=True, max_length=65)
+    version: int = Field(primary_key=True, sa_type=BigInteger)
+    hash: str = Field(max_length=64)
+    leaf_key: str | None = Field(default=None, max_length=64)
+
+
 class StagedDocument(SQLModel, table=True):
     """A pre-signed PDF uploaded to a paper envelope and waiting for vault-in: not locked, and it expires."""
 
