@@ -412,7 +412,7 @@ def test_migration_keeps_existing_data_and_goes_both_ways(database_url: str) -> 
         before = _counts(database)
         database.migrate()
         assert _counts(database) == before
-        with database.engine.connect() as conn:  # 0020 gave each tile stored before it the interior its row implies
+        with database.engine.connect() as conn:  # 0021 gave each tile stored before it the interior its row implies
             tiles = {bytes(h): bytes(i) for h, i in conn.execute(text("SELECT hashes, interior FROM log_tile"))}
         assert tiles == {H1 + H2: hashlib.sha256(b"\x01" + H1 + H2).digest(), H1: b""}
         with pytest.raises(IntegrityError), database.engine.begin() as conn:

@@ -1,8 +1,8 @@
-"""Stored tile interiors (migration 0020): written with every tile, read by proofs, never trusted blindly.
+"""Stored tile interiors (migration 0021): written with every tile, read by proofs, never trusted blindly.
 
 A proof slices its hashes from the interiors; an interior that its own bottom row does not produce is named by
 the verifier's audit (``Log.TileEdited``), and the proofs it yields fail against the honest root. A tile without
-one (a row from before 0020) or with one of the wrong length has it recomputed from its row.
+one (a row from before 0021) or with one of the wrong length has it recomputed from its row.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def test_an_edited_interior_is_named_and_its_proofs_fail(log: tuple[Database, li
 def test_a_tile_without_a_usable_interior_has_it_recomputed(
     log: tuple[Database, list[bytes]], stored: bytes | None
 ) -> None:
-    """A row written before 0020 (NULL), or by a writer that kept no interior, still proves: from its row."""
+    """A row written before 0021 (NULL), or by a writer that kept no interior, still proves: from its row."""
     db, leaves = log
     with db.session() as session:
         session.execute(text("UPDATE log_tile SET interior = :i WHERE level = 0 AND idx = 1"), {"i": stored})

@@ -1,8 +1,8 @@
 """tile interiors: beside each tile's bottom row, the parents complete inside it, so that a proof reads its
 hashes instead of recomputing up to 255 of them per tile; backfilled from the bottom rows
 
-Revision ID: 0020_tile_interiors
-Revises: 0019_recipient_restore_pending
+Revision ID: 0021_tile_interiors
+Revises: 0020_map_nodes
 Create Date: 2026-12-05 03:00:00
 """
 
@@ -13,8 +13,8 @@ import hashlib
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0020_tile_interiors"
-down_revision = "0019_recipient_restore_pending"
+revision = "0021_tile_interiors"
+down_revision = "0020_map_nodes"
 branch_labels = None
 depends_on = None
 
