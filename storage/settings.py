@@ -239,6 +239,13 @@ class PdfSettings:
     # own threads win the CPU from them (10 on a host of its own); 0 leaves them level with every other process,
     # which a host shared with other busy processes needs: there a niced worker waits behind all of them.
     worker_nice: int = 0
+    # EVAULT_PDF_WORKERS: long-lived worker processes that vet uploads and stamp copies, per service process
+    # (started when first needed; each job takes one within its organisation's fair share)
+    workers: int = 2
+    worker_max_jobs: int = 200  # EVAULT_PDF_WORKER_MAX_JOBS: jobs one worker serves before it is replaced
+    # EVAULT_PDF_WORKER_MAX_RSS_BYTES: a worker whose resident memory after a job is past this is replaced, so a
+    # large document leaves no bloated worker behind (at most EVAULT_PDF_STAMP_MEMORY_BYTES)
+    worker_max_rss_bytes: int = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -370,9 +377,16 @@ def _pdf(env: Mapping[str, str]) -> PdfSettings:
         stamp_concurrency=_int(env, "EVAULT_PDF_STAMP_CONCURRENCY", d.stamp_concurrency, minimum=1),
         stamp_per_org=_int(env, "EVAULT_PDF_STAMP_PER_ORG", d.stamp_per_org, minimum=1),
         worker_nice=_int(env, "EVAULT_PDF_WORKER_NICE", d.worker_nice, minimum=0),
+        workers=_int(env, "EVAULT_PDF_WORKERS", d.workers, minimum=1),
+        worker_max_jobs=_int(env, "EVAULT_PDF_WORKER_MAX_JOBS", d.worker_max_jobs, minimum=1),
+        worker_max_rss_bytes=_int(
+            env, "EVAULT_PDF_WORKER_MAX_RSS_BYTES", d.worker_max_rss_bytes, minimum=64 * 1024 * 1024
+        ),
     )
     if pdf.worker_nice > 19:
         raise SettingsError(f"EVAULT_PDF_WORKER_NICE must be at most 19, got {pdf.worker_nice}")
+    if pdf.worker_max_rss_bytes > pdf.stamp_memory_bytes:
+        raise SettingsError("EVAULT_PDF_WORKER_MAX_RSS_BYTES must not exceed EVAULT_PDF_STAMP_MEMORY_BYTES")
     if pdf.stamp_per_org > pdf.stamp_concurrency:
         raise SettingsError("EVAULT_PDF_STAMP_PER_ORG must not exceed EVAULT_PDF_STAMP_CONCURRENCY")
     return pdf
