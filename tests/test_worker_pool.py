@@ -26,7 +26,7 @@ import pytest
 
 from compliance.conditions.copy_mark import CopyMark
 from compliance.errors import InvalidInput
-from storage.settings import PdfSettings
+from storage.settings import PdfSettings, Settings, SettingsError
 from tests import hostile_pdfs, pdf_factory
 from tests.helpers import create_envelope, server_port, upload
 from vault.pdf_inspect import inspect_pdf
@@ -291,3 +291,18 @@ def _children(pid: int) -> list[int]:
 def _workers(service: int) -> list[int]:
     """The service's PDF workers: the children of its forkserver (a child started with the first job)."""
     return [worker for child in _children(service) for worker in _children(child)]
+
+
+@pytest.mark.once
+def test_pool_settings_are_read_and_bounded() -> None:
+    pdf = Settings.from_env({}).pdf
+    assert (pdf.workers, pdf.worker_max_jobs, pdf.worker_max_rss_bytes) == (2, 200, 512 * MiB)
+    pdf = Settings.from_env({"EVAULT_PDF_WORKERS": "3", "EVAULT_PDF_WORKER_MAX_JOBS": "7"}).pdf
+    assert StampLimits.from_settings(pdf).pool().size == 3 and pdf.worker_max_jobs == 7
+    assert Settings.from_env({"EVAULT_PDF_STAMP_MEMORY_BYTES": str(256 * MiB)}).pdf.worker_max_rss_bytes == 128 * MiB
+    with pytest.raises(SettingsError, match="EVAULT_PDF_WORKER_MAX_RSS_BYTES"):
+        Settings.from_env(
+            {"EVAULT_PDF_STAMP_MEMORY_BYTES": str(256 * MiB), "EVAULT_PDF_WORKER_MAX_RSS_BYTES": str(300 * MiB)}
+        )
+    with pytest.raises(SettingsError, match="EVAULT_PDF_WORKERS"):
+        Settings.from_env({"EVAULT_PDF_WORKERS": "0"})
