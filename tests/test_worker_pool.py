@@ -51,6 +51,14 @@ def _cpu(pid: int) -> float:
     return sum(int(v) for v in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
     """``call()`` in a thread; its result or exception lands in the list."""
     answer: list[Any] = []
@@ -95,6 +103,11 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_next_job_is_served() -> Non
     assert replacement != first
     assert inspect_pdf(SMALL, pdf).page_count == 2
     assert pool.pids() == [replacement]
+    os.kill(replacement, signal.SIGKILL)  # killed while idle: the next job is not blamed for it
+    while _alive(replacement):
+        time.sleep(0.01)
+    assert inspect_pdf(SMALL, pdf).page_count == 2
+    assert replacement not in pool.pids() and len(pool.pids()) == 1
 
 
 @pytest.mark.once
@@ -161,14 +174,7 @@ def _live_workers() -> int:
     server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
     with open(f"/proc/{server}/task/{server}/children") as children:
         pids = children.read().split()
-    alive = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                alive += stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-        except FileNotFoundError:
-            pass
-    return alive
+    return sum(_alive(int(pid)) for pid in pids)
 
 
 @pytest.mark.once

@@ -244,6 +244,9 @@ class WorkerPool:
             if self._closed:
                 raise refuse("total", self.config.size)
             worker = self._idle.pop() if self._idle else None
+        if worker is not None and not worker.process.is_alive():  # died idle (the OOM killer, an operator)
+            _stop(worker)
+            worker = None
         if worker is None:  # the slots hold at most ``size`` jobs, so a worker is idle or one may start
             worker = self._spawn()
         with self._lock:
