@@ -236,9 +236,10 @@ class PdfSettings:
     stamp_concurrency: int = 2  # EVAULT_PDF_STAMP_CONCURRENCY: stampings, and vettings, at once per service process
     stamp_per_org: int = 1  # EVAULT_PDF_STAMP_PER_ORG: of those, at most this many for one organisation
     # EVAULT_PDF_WORKER_NICE: added to the niceness of the stamping and vetting processes (0-19), so that the API's
-    # own threads win the CPU from them (10 on a host of its own); 0 leaves them level with every other process,
-    # which a host shared with other busy processes needs: there a niced worker waits behind all of them.
-    worker_nice: int = 0
+    # own threads win the CPU from them and one tenant's documents cannot slow another's requests. A job starved
+    # past its wall clock (under half a core on average) is refused with 503 and Retry-After, never blamed on
+    # the document; 0 levels them with every other process, for a host shared with other busy processes.
+    worker_nice: int = 10
     # EVAULT_PDF_WORKERS: long-lived worker processes that vet uploads and stamp copies, per service process
     # (started when first needed; each job takes one within its organisation's fair share)
     workers: int = 2

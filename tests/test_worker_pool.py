@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from compliance.conditions.copy_mark import CopyMark
-from compliance.errors import InvalidInput
+from compliance.errors import InvalidInput, Unavailable
 from storage.settings import PdfSettings, Settings, SettingsError
 from tests import hostile_pdfs, pdf_factory
 from tests.helpers import create_envelope, server_port, upload
@@ -167,6 +167,21 @@ def test_a_job_past_its_cpu_budget_is_refused_with_the_right_code_while_the_wall
     with pytest.raises(InvalidInput) as refusal:  # the vetting's answer to the same budget
         inspect_pdf(hostile_pdfs.shared_content(5000), dataclasses.replace(pdf, max_cpu_seconds=1))
     assert (refusal.value.code, refusal.value.details["limit"]) == ("Document.TooComplex", "max_cpu_seconds")
+
+
+def test_a_starved_job_is_refused_as_ours_to_retry_not_as_the_documents_fault() -> None:
+    """A worker that gets (almost) no CPU before the wall clock, as a niced worker on a saturated host, is
+    killed and its job answered 503 with Retry-After: a small document is not ``Document.TooComplex``."""
+    pdf = PdfSettings(workers=1, stamp_timeout_seconds=2)
+    assert inspect_pdf(SMALL, pdf).page_count == 2
+    pool = _pool(pdf)
+    (worker,) = pool.pids()
+    os.kill(worker, signal.SIGSTOP)  # no CPU at all: starvation in its purest form
+    with pytest.raises(Unavailable) as refusal:
+        inspect_pdf(SMALL, pdf)
+    assert refusal.value.code == "Vault.Busy" and refusal.value.details["retry_after_seconds"] > 0
+    assert worker not in pool.pids()
+    assert inspect_pdf(SMALL, pdf).page_count == 2
 
 
 def _live_workers() -> int:

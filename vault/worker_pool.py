@@ -8,7 +8,9 @@ from the stamper's clean forkserver (never from the threaded service) and serves
 - ``RLIMIT_AS`` is set once, when the worker starts (every job of a pool shares its memory limit);
 - each job gets its own CPU budget: the worker raises its soft ``RLIMIT_CPU`` to the CPU it has used so far
   plus the budget, so the kernel kills it (``SIGXCPU``) when one job's CPU passes the budget;
-- the parent kills the worker when a job's wall clock passes its deadline;
+- the parent kills the worker when a job's wall clock passes its deadline. A job that had less than half a core
+  on average by then was starved (a niced worker on a busy host), not slow: it is refused with the caller's
+  503 and retry hint, never blamed on the document;
 - a worker that dies or is killed, or whose job failed any other way than a refusal of the document, is
   replaced at once, and the job answers with the stamper's failure kinds (:class:`StampFailure`);
 - a worker is retired after ``max_jobs`` jobs, or when its resident memory after a job is past ``max_rss_bytes``
@@ -194,6 +196,16 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """A worker's CPU seconds so far (user and system, from /proc; 0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(eq=False)
 class WorkerPool:
     """``config.size`` long-lived workers, started when first needed (see the module's docstring)."""
@@ -220,9 +232,12 @@ class WorkerPool:
         with self._slots.slot(None, refuse, wait_seconds=job.timeout_seconds, org=org):
             worker = self._checkout(refuse)
             deadline = time.monotonic() + job.timeout_seconds
+            started_cpu = _cpu_seconds(worker.process.pid)
             try:
                 worker.conn.send((job.target, job.cpu_seconds, job.args))
                 if not worker.conn.poll(job.timeout_seconds):
+                    if _cpu_seconds(worker.process.pid) - started_cpu < job.timeout_seconds / 2:
+                        raise refuse("total", self.config.size)  # starved, not slow: ours to retry
                     raise StampFailure("timeout", f"no answer within {job.timeout_seconds:.0f} s")
                 result = job.read(worker.conn, deadline)
             except (EOFError, OSError):
