@@ -237,7 +237,7 @@ class PdfSettings:
     stamp_per_org: int = 1  # EVAULT_PDF_STAMP_PER_ORG: of those, at most this many for one organisation
     # EVAULT_PDF_WORKER_NICE: added to the niceness of the stamping and vetting processes (0-19), so that the API's
     # own threads win the CPU from them and one tenant's documents cannot slow another's requests. A job starved
-    # past its wall clock (under half a core on average) is refused with 503 and Retry-After, never blamed on
+    # past its wall clock (under a quarter of a core on average) is refused with 503 and Retry-After, never blamed on
     # the document; 0 levels them with every other process, for a host shared with other busy processes.
     worker_nice: int = 10
     # EVAULT_PDF_WORKERS: long-lived worker processes that vet uploads and stamp copies, per service process

@@ -176,6 +176,8 @@ def test_a_starved_job_is_refused_as_ours_to_retry_not_as_the_documents_fault() 
     assert inspect_pdf(SMALL, pdf).page_count == 2
     pool = _pool(pdf)
     (worker,) = pool.pids()
+    with open(f"/proc/{worker}/stat") as stat:
+        assert int(stat.read().rsplit(")", 1)[1].split()[16]) == 10  # the default niceness, applied
     os.kill(worker, signal.SIGSTOP)  # no CPU at all: starvation in its purest form
     with pytest.raises(Unavailable) as refusal:
         inspect_pdf(SMALL, pdf)

@@ -8,8 +8,8 @@ from the stamper's clean forkserver (never from the threaded service) and serves
 - ``RLIMIT_AS`` is set once, when the worker starts (every job of a pool shares its memory limit);
 - each job gets its own CPU budget: the worker raises its soft ``RLIMIT_CPU`` to the CPU it has used so far
   plus the budget, so the kernel kills it (``SIGXCPU``) when one job's CPU passes the budget;
-- the parent kills the worker when a job's wall clock passes its deadline. A job that had less than half a core
-  on average by then was starved (a niced worker on a busy host), not slow: it is refused with the caller's
+- the parent kills the worker when a job's wall clock passes its deadline. A job that had less than a quarter of
+  a core on average by then was starved (a niced worker on a busy host), not slow: it is refused with the caller's
   503 and retry hint, never blamed on the document;
 - a worker that dies or is killed, or whose job failed any other way than a refusal of the document, is
   replaced at once, and the job answers with the stamper's failure kinds (:class:`StampFailure`);
@@ -236,7 +236,7 @@ class WorkerPool:
             try:
                 worker.conn.send((job.target, job.cpu_seconds, job.args))
                 if not worker.conn.poll(job.timeout_seconds):
-                    if _cpu_seconds(worker.process.pid) - started_cpu < job.timeout_seconds / 2:
+                    if _cpu_seconds(worker.process.pid) - started_cpu < job.timeout_seconds / 4:
                         raise refuse("total", self.config.size)  # starved, not slow: ours to retry
                     raise StampFailure("timeout", f"no answer within {job.timeout_seconds:.0f} s")
                 result = job.read(worker.conn, deadline)
