@@ -1,10 +1,11 @@
 """``evault rebuild --from-bucket``: a fresh database from the WORM bucket alone (and the vault's public keys).
 
 For each organisation's log in the bucket: the newest checkpoint the vault's keys sign, every entry it covers
-checked against its root (``vault/rebuild/bucket_log.py``), then the entries replayed in log order (the logs merged
-so that a chain handed from one log to another replays in its own order) into the rows they imply (``vault/rebuild/replay.py``) and the head map re-derived at every ``map.root`` entry, whose root must
-equal the one the entry names. Everything is read and checked before one row is written; then each
-organisation's rows, events (the exact entry bytes), tiles, log state, checkpoints and map commit together.
+checked against its root (``vault/rebuild/bucket_log.py``). Then the entries are replayed in log order into the
+rows they imply (``vault/rebuild/replay.py``), the logs merged so that a chain handed from one log to another
+replays in its own order, and the head map re-derived at every ``map.root`` entry, whose root must equal the one
+the entry names. Everything is read and checked before one row is written; then the rows, and each
+organisation's events (the exact entry bytes), tiles, log state, checkpoints and map commits, commit together.
 Only an empty database is rebuilt into: a vault that already holds rows is refused, never merged.
 """
 
