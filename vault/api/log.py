@@ -139,7 +139,7 @@ class EnvelopeProofController(Controller):
         "/",
         opt={"scope": "compliance:read"},
         sync_to_thread=True,
-        responses=answers(200, ProofBundleView, READ_ERRORS, "Proof bundle evault-proof-bundle/v2"),
+        responses=answers(200, ProofBundleView, READ_ERRORS, "Proof bundle evault-proof-bundle/v2 (v3 across logs)"),
     )
     def bundle(
         self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], envelope_id: FromPath[str]
