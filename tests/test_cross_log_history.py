@@ -21,8 +21,11 @@ import pytest
 from sqlmodel import select
 
 from compliance.bundles.proof_bundle import verify_bundle
+from compliance.ledger.event_catalogue import ENVELOPE_EXPIRED
+from compliance.ledger.events import Actor, append_event
 from compliance.ledger.log_error import LogError
 from compliance.verifier import Options, verify
+from storage.ids import utcnow
 from storage.models import Envelope
 from tests import outside_verifier
 from tests.helpers import API, create_envelope, upload
@@ -181,3 +184,26 @@ def test_a_round_trip_proves_three_segments_and_an_edited_controller_is_reported
     result = verify(runtime.sources(), options=Options(concurrency=2, record=False))
     found = [f for f in result.findings if f.code == "Control.Unsupported"]
     assert found and found[0].details["envelope_id"] == envelope_id, result.findings
+
+
+def test_the_verifier_names_a_chain_that_goes_on_in_the_log_it_was_handed_out_of(
+    client: Any, runtime: Runtime, parties: tuple[Party, Party, Party]
+) -> None:
+    (a, ah), (b, bh), _ = parties
+    envelope_id = _vaulted(client, ah)
+    _transfer(client, ah, bh, envelope_id, b)
+    with runtime.db.session() as session:  # a fault that writes the next link into A's log after the hand-off
+        append_event(
+            session,
+            actor=Actor(a, source="fault"),
+            event_type=ENVELOPE_EXPIRED,
+            occurred_at=utcnow(),
+            data={"expires_at": None},
+            envelope_id=envelope_id,
+            log=a,
+        )
+    result = verify(runtime.sources(), options=Options(concurrency=2, record=False))
+    broken = [f for f in result.findings if f.code == "Chain.Broken" and f.details.get("envelope_id") == envelope_id]
+    assert {f.details["org_id"] for f in broken} == {a}, result.findings  # the log pass and the row pass name A
+    assert any("crosses logs" in f.message for f in broken), broken
+    assert any("after its hand-off" in f.message for f in broken), broken
