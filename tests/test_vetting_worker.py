@@ -100,8 +100,8 @@ def test_a_worker_child_does_not_import_the_service_again(tmp_path: Path) -> Non
 
 @pytest.mark.once
 def test_worker_nice_is_read_and_bounded() -> None:
-    assert Settings.from_env({}).pdf.worker_nice == 0
-    assert Settings.from_env({"EVAULT_PDF_WORKER_NICE": "10"}).pdf.worker_nice == 10
+    assert Settings.from_env({}).pdf.worker_nice == 10
+    assert Settings.from_env({"EVAULT_PDF_WORKER_NICE": "0"}).pdf.worker_nice == 0
     for bad in ("20", "-1"):
         with pytest.raises(SettingsError, match="EVAULT_PDF_WORKER_NICE"):
             Settings.from_env({"EVAULT_PDF_WORKER_NICE": bad})
