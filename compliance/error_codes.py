@@ -316,6 +316,11 @@ CODES: dict[str, ErrorCode] = {
     "Log.Forked": ErrorCode(None, "a checkpoint of the remembered size has another root"),
     "Log.ProveFromTrusted": ErrorCode(None, "prove consistency from the remembered checkpoint"),
     "Log.Incomplete": ErrorCode(None, "a bundle's last event is not the head the map commits to"),
+    "Log.SegmentMissing": ErrorCode(
+        None, "a bundle of a chain that crossed logs leaves out one of its logs or segments"
+    ),
+    "Log.HandOffBroken": ErrorCode(None, "a chain changes log other than by a hand-off of control and its arrival"),
+    "Log.NotCovered": ErrorCode(409, "no signed checkpoint of a log covers the hand-off a bundle must prove yet"),
     "Log.CompletenessNotProven": ErrorCode(
         None, "a bundle proves a prefix of the history only (v1, no head map); log verify --allow-incomplete"
     ),

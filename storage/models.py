@@ -181,13 +181,15 @@ class CopyRecord(SQLModel, table=True):
 class Event(SQLModel, table=True):
     """One ledger entry: a link of its envelope's hash chain and a leaf of its organisation's Merkle log.
 
+    An envelope's entries sit in its organisation's log until a hand-off of control moves the chain to the
+    receiver's, so ``org_id`` names the log, not necessarily the envelope's organisation.
+
     ``entry`` is the exact canonical (RFC 8785) bytes that were hashed; everything else is an index into it.
     """
 
     __table_args__ = (
         UniqueConstraint("org_id", "leaf_index"),
         UniqueConstraint("envelope_id", "chain_seq"),
-        _envelope_of_org("event"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

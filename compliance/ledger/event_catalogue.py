@@ -344,7 +344,16 @@ TRANSFER_COMPLETED = EventType(
     "vault:release",
     True,
     {**_TRANSFER, "controller": S, "custodian": S},
+    {"next_log": S},  # a hand-off: the chain's last entry in this log; it continues in next_log's
     role=Role.CONTROL_CHANGE,
+)
+TRANSFER_ARRIVED = EventType(
+    "transfer.arrived",
+    "the hand-off of control, in the receiver's log: the envelope's chain continues here from the entry it names "
+    "(the transfer.completed that closed the chain in the transferor's log)",
+    None,
+    True,
+    {**_TRANSFER, "log": S, "leaf_index": ("integer",), "entry_hash": S},
 )
 TRANSFER_RECORDED = EventType(
     "transfer.recorded",
@@ -445,6 +454,7 @@ CATALOGUE: Mapping[str, EventType] = {
         TRANSFER_CANCELLED,
         TRANSFER_EXPIRED,
         TRANSFER_COMPLETED,
+        TRANSFER_ARRIVED,
         TRANSFER_RECORDED,
         ENVELOPE_SENT,
         RECIPIENT_VIEWED,

@@ -118,6 +118,32 @@ def chain_head(session: Session, envelope_id: str) -> Event | None:
     ).first()
 
 
+def chain_log(session: Session, envelope_id: str, head: Event | None, actor_org: str) -> str:
+    """The log an envelope's next entry goes into: its head's, or its registering organisation's when it has none."""
+    if head is not None:
+        return head.org_id
+    home = session.get(Envelope, envelope_id)
+    return home.org_id if home is not None else actor_org
+
+
+def _lock_chain(session: Session, envelope_id: str, log: str | None, actor_org: str) -> tuple[str, int, Event | None]:
+    """Lock the log the chain continues in and read the head under that lock: (log, its size, head).
+
+    The head is read again after the lock: a hand-off that committed meanwhile moved the chain to another log,
+    whose lock is then taken too (every lock is held to the end of the transaction, so this settles).
+    """
+    head = chain_head(session, envelope_id)
+    locked: dict[str, int] = {}
+    while True:
+        org_id = log or chain_log(session, envelope_id, head, actor_org)
+        if org_id not in locked:
+            locked[org_id] = lock_log(session, org_id)
+        again = chain_head(session, envelope_id)
+        if log is not None or (again.org_id if again else org_id) == org_id:
+            return org_id, locked[org_id], again
+        head = again
+
+
 def append_event(
     session: Session,
     *,
@@ -126,17 +152,20 @@ def append_event(
     occurred_at: datetime,
     data: dict[str, Any],
     envelope_id: str | None = None,
+    log: str | None = None,
 ) -> Event:
     """Record one declared event in the caller's transaction; nothing is visible unless that transaction commits.
 
-    An envelope's chain stays in the log of the organisation that registered it, whoever acts on it now (after a
-    transfer the actor names the receiver's key); an organisation event goes into the actor's own log.
+    An envelope's chain continues in the log its last entry is in (:func:`chain_log`): the registering
+    organisation's, until a hand-off of control moves it to the receiver's (``log`` names that log; the
+    hand-off's own entry passes it); an organisation event goes into the actor's own log.
     """
     check_declared(event_type, data, envelope_id)
-    home = session.get(Envelope, envelope_id) if envelope_id else None
-    org_id = home.org_id if home is not None else actor.org_id
-    size = lock_log(session, org_id)
-    head = chain_head(session, envelope_id) if envelope_id else None
+    if envelope_id is None:
+        org_id, head = actor.org_id, None
+        size = lock_log(session, org_id)
+    else:
+        org_id, size, head = _lock_chain(session, envelope_id, log, actor.org_id)
     seq = None if envelope_id is None else (0 if head is None else (head.chain_seq or 0) + 1)
     entry = entry_bytes(
         org_id=org_id,

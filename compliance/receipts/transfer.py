@@ -73,10 +73,10 @@ def transfer_receipt(
         attested = _attested(envelope_events(session, transfer.envelope_id), transfer_id)
         envelope_id = transfer.envelope_id
     sources.deadline.check()
-    log = attested[-1].event.org_id  # the record's chain is in one log
-    covering: dict[str, CheckpointRow] = {
-        log: covering_checkpoint(sources.db, checkpoints, log, max(a.event.leaf_index for a in attested) + 1)
-    }
+    covering: dict[str, CheckpointRow] = {}  # the chain may have crossed logs (a hand-off): one per log
+    for log in {a.event.org_id for a in attested}:
+        last = max(a.event.leaf_index for a in attested if a.event.org_id == log)
+        covering[log] = covering_checkpoint(sources.db, checkpoints, log, last + 1)
     sources.deadline.check()
     with sources.db.read_session() as session:
         return build_receipt(

@@ -273,6 +273,8 @@ def _log_verify(args: argparse.Namespace) -> int:
     text = Path(args.bundle).read_bytes()
     trust = trust_from(args)
     result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin, keys_from(args), trust)
+    if result.segments:
+        return _log_verify_v3(text, trust, result)
     token = strict_json.loads(text).get("timestamp_token")
     for line in trust.check(strict_json.loads(text)["checkpoint"], base64.b64decode(token) if token else None):
         print(line)
@@ -292,6 +294,32 @@ def _log_verify(args: argparse.Namespace) -> int:
     if not args.allow_incomplete:
         raise LogError(NOT_PROVEN, unproven + "; --allow-incomplete accepts a proven prefix only")
     print(unproven)
+    return 0
+
+
+def _log_verify_v3(text: bytes, trust: Any, result: Any) -> int:
+    """A history across logs (bundle v3): each segment, the hand-offs between them, and where it ends."""
+    for log in strict_json.loads(text)["logs"]:
+        token = log.get("timestamp_token")
+        for line in trust.check(log["checkpoint"], base64.b64decode(token) if token else None):
+            print(line)
+    for segment in result.segments:
+        print(
+            f"OK: events {segment.first_seq}..{segment.last_seq} of envelope {result.envelope_id} are in checkpoint "
+            f"{segment.origin} size {segment.checkpoint_size}; the map there names event {segment.last_seq} as the head"
+            + (f"; handed off to {segment.handed_to}" if segment.handed_to else "")
+        )
+    last = result.segments[-1]
+    if last.handed_to is not None:
+        print(
+            f"complete up to the hand-off: event {last.last_seq} handed control to {last.handed_to}; "
+            "the history goes on in its log (its bundle proves the rest)"
+        )
+        return 0
+    print(
+        f"complete: event {last.last_seq} is the envelope's head at checkpoint {last.origin} size "
+        f"{last.checkpoint_size}; chain unbroken across {len(result.segments)} segments"
+    )
     return 0
 
 

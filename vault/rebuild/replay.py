@@ -51,6 +51,7 @@ from compliance.ledger.event_catalogue import (
     SIGNING_KEY_ROTATED,
     SUBJECT_ERASED,
     TRANSFER_ACCEPTED,
+    TRANSFER_ARRIVED,
     TRANSFER_CANCELLED,
     TRANSFER_COMPLETED,
     TRANSFER_EXPIRED,
@@ -86,7 +87,7 @@ def _record(rows: Rows, entry: Entry) -> VaultRecord:
 
 
 def _org_created(rows: Rows, entry: Entry) -> None:
-    rows.organisation = Organisation(id=entry.org_id, name=entry.data["name"], created_at=entry.time)
+    rows.organisations[entry.org_id] = Organisation(id=entry.org_id, name=entry.data["name"], created_at=entry.time)
 
 
 def _key(rows: Rows, entry: Entry) -> None:
@@ -249,9 +250,10 @@ def _disposed(rows: Rows, entry: Entry) -> None:
 
 
 def _organisation(rows: Rows, entry: Entry) -> Organisation:
-    if rows.organisation is None:
+    organisation = rows.organisations.get(entry.org_id)
+    if organisation is None:
         raise refuse(entry, "changes an organisation the log never created")
-    return rows.organisation
+    return organisation
 
 
 def _mers_org_id_set(rows: Rows, entry: Entry) -> None:
@@ -306,7 +308,7 @@ def _transfer_initiated(rows: Rows, entry: Entry) -> None:
     rows.transfers[data["transfer_id"]] = Transfer(
         id=data["transfer_id"],
         envelope_id=envelope.id,
-        org_id=entry.org_id,
+        org_id=envelope.org_id,  # the envelope's organisation, whichever log holds the chain now
         from_org_id=data["from_org"],
         to_org_id=data["to_org"],
         type=data["type"],
@@ -353,6 +355,13 @@ def _transfer_closed(status: str) -> Callable[[Rows, Entry], None]:
     return step
 
 
+def _transfer_arrived(rows: Rows, entry: Entry) -> None:
+    """The chain goes on in this log: the completion before it moved the rows (no change of its own)."""
+    transfer = _transfer(rows, entry)
+    if transfer.status != "completed" or transfer.to_org_id != entry.org_id:
+        raise refuse(entry, "an arrival without a completed transfer of control to this log")
+
+
 def _nothing(rows: Rows, entry: Entry) -> None:
     """An event that changes no row the log projects (its entry alone is the record)."""
 
@@ -394,6 +403,7 @@ STEPS: Mapping[EventType, Step] = {
     TRANSFER_REJECTED: _transfer_closed("rejected"),
     TRANSFER_CANCELLED: _transfer_closed("cancelled"),
     TRANSFER_EXPIRED: _transfer_closed("expired"),
+    TRANSFER_ARRIVED: _transfer_arrived,
     TRANSFER_RECORDED: _nothing,  # the hand-off in a party's own log; the transfer's row is the record's log's
     ENVELOPE_SENT: ceremony_replay.sent,
     RECIPIENT_VIEWED: ceremony_replay.viewed,

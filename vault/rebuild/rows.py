@@ -36,13 +36,15 @@ class Entry:
     envelope_id: str | None
     key_id: str | None
     data: dict[str, Any]
+    seq: int | None = None  # the chain position an envelope entry names (a chain may cross logs)
 
 
 @dataclass
 class Rows:
-    """The projections of one organisation's log, built entry by entry, written once the whole log replayed."""
+    """The projections of the logs, built entry by entry (an envelope's chain may cross logs at a hand-off),
+    written once every log replayed."""
 
-    organisation: Organisation | None = None
+    organisations: dict[str, Organisation] = field(default_factory=dict)
     keys: dict[str, ApiKey] = field(default_factory=dict)
     envelopes: dict[str, Envelope] = field(default_factory=dict)
     subjects: dict[str, DataSubject] = field(default_factory=dict)
