@@ -7,7 +7,7 @@ to say (a hand-off and its arrival), and the verifier checks it (compliance/veri
 
 On SQLite the table is recreated (batch mode), so its append-only triggers are dropped first and made again.
 
-Revision ID: 0023_chain_follows_control
+Revision ID: 0022_chain_follows_control
 Revises: 0021_tile_interiors
 Create Date: 2026-12-05 03:00:00
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0023_chain_follows_control"
+revision = "0022_chain_follows_control"
 down_revision = "0021_tile_interiors"
 branch_labels = None
 depends_on = None
