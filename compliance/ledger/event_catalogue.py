@@ -312,6 +312,27 @@ PAPER_IN_ATTESTED = EventType(
     commitments=("attested_by",),
 )
 
+ENVELOPE_IMPORTED = EventType(
+    "envelope.imported",
+    "an authoritative copy released to this vault by another vault's vault-out was imported after every seal, "
+    "proof, checkpoint and receipt of its export package verified; it opens the envelope's chain here",
+    None,
+    True,
+    {
+        "kind": S,
+        "title": S,
+        "external_id": N,
+        "parties": A,
+        "secured_party": OBJ,
+        "authoritative_copy_id": S,
+        "source": S,
+        "retain_until": S,
+        "documents": A,
+        "origin": OBJ,
+    },
+    role=Role.VAULT_IN,
+)
+
 # Transfers between organisations (docs/transfers.md): each names its transfer; the receiver acts with its own key.
 _TRANSFER = {"transfer_id": S, "from_org": S, "to_org": S, "type": S}
 TRANSFER_INITIATED = EventType(
@@ -438,6 +459,7 @@ CATALOGUE: Mapping[str, EventType] = {
         ORG_RETENTION_DEFAULT_SET,
         AMENDED,
         PAPER_IN_ATTESTED,
+        ENVELOPE_IMPORTED,
         TRANSFER_INITIATED,
         TRANSFER_ACCEPTED,
         TRANSFER_REJECTED,

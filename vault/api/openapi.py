@@ -164,6 +164,7 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/release-receipt", "get"): "getReleaseReceipt",
     ("/envelopes/{envelope_id}/certified-copy", "get"): "getCertifiedCopy",
     ("/envelopes/{envelope_id}/evidence", "get"): "getEvidencePackage",
+    ("/envelopes/{envelope_id}/export-package", "get"): "getExportPackage",
     ("/envelopes/{envelope_id}/proof", "get"): "getProofBundle",
     ("/log/checkpoint", "get"): "getCheckpoint",
     ("/log/checkpoint", "post"): "signCheckpoint",
@@ -232,6 +233,9 @@ ALTERNATIVE_ANSWERS = {
         "application/pdf": {"schema": {"type": "string", "format": "binary"}}
     },
     ("/envelopes/{envelope_id}/evidence", "get"): {
+        "application/zip": {"schema": {"type": "string", "format": "binary"}}
+    },
+    ("/envelopes/{envelope_id}/export-package", "get"): {
         "application/zip": {"schema": {"type": "string", "format": "binary"}}
     },
 }

@@ -28,6 +28,7 @@ from compliance.ledger.event_catalogue import (
     DOCUMENT_STAGED,
     ENVELOPE_COMPLETED,
     ENVELOPE_CREATED,
+    ENVELOPE_IMPORTED,
     ENVELOPE_EXPIRED,
     ENVELOPE_REMINDED,
     ENVELOPE_SENT,
@@ -476,6 +477,7 @@ NOT_REPLAYED: frozenset[EventType] = frozenset(
         RECIPIENT_DECLINED,
         ENVELOPE_REMINDED,
         ENVELOPE_COMPLETED,
+        ENVELOPE_IMPORTED,  # its envelope_import row (the claim that keeps a release from being imported twice)
     }
 )
 

@@ -1,0 +1,42 @@
+"""envelope_import: each import of another vault's export package, unique per origin release event
+
+Revision ID: 0024_envelope_import
+Revises: 0018_transfers
+Create Date: 2026-12-05 03:00:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+revision = "0024_envelope_import"
+down_revision = "0018_transfers"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    string = sqlmodel.sql.sqltypes.AutoString
+    op.create_table(
+        "envelope_import",
+        sa.Column("envelope_id", string(length=40), nullable=False),
+        sa.Column("org_id", string(length=40), nullable=False),
+        sa.Column("origin_log", string(length=300), nullable=False),
+        sa.Column("origin_envelope_id", string(length=40), nullable=False),
+        sa.Column("release_leaf_index", sa.BigInteger(), nullable=False),
+        sa.Column("origin_key_id", string(length=80), nullable=False),
+        sa.Column("release_receipt_sha256", string(length=64), nullable=False),
+        sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["org_id"], ["organisation.id"]),
+        sa.PrimaryKeyConstraint("envelope_id"),
+        sa.UniqueConstraint("origin_log", "release_leaf_index", name="ux_envelope_import_release"),
+    )
+    op.create_index("ix_envelope_import_org_id", "envelope_import", ["org_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_envelope_import_org_id", table_name="envelope_import")
+    op.drop_table("envelope_import")

@@ -1,0 +1,316 @@
+"""Transfer to another vault: the sender's export package, imported by a second running vault only after every
+signature, proof and hash in it verified against the sender's trusted key; tampered packages are refused by name
+and change nothing (docs/vault-transfer.md)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import rfc8785
+from sqlalchemy import create_engine, func, text
+from sqlmodel import col, select
+
+from compliance.certificates.issuance import key_id_of
+from compliance.certificates.offline_check import verify_certificate
+from compliance.evidence_package.manifest import canonical_zip, file_entry
+from compliance.evidence_package.offline_check import verify_package
+from compliance.ledger.vault_key import VaultKey, load_or_create_key, public_key_path
+from storage.db import Database
+from storage.embedded_s3 import EmbeddedS3
+from storage.keys import AUTHORITATIVE_PREFIX
+from storage.models import EnvelopeImport, Event
+from storage.s3_client import make_s3_client
+from tests.conftest import PG_URL
+from tests.helpers import API, create_envelope, server_port, store_env, upload
+from tests.pdf_factory import make_pdf
+from tests.signed_pdfs import valid as signed_pdf
+from vault.cli.main import main as evault_main
+from vault.tenancy import SCOPES, create_api_key, create_organisation
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _files(package: bytes) -> dict[str, bytes]:
+    archive = zipfile.ZipFile(io.BytesIO(package))
+    return {name: archive.read(name) for name in archive.namelist()}
+
+
+# --- the export route, in process -------------------------------------------------------------------------------
+
+
+def test_export_package_only_after_a_vault_out_for_a_transfer(client: Any, tenant: Any, make_key: Any) -> None:
+    _, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, make_pdf(pages=1)).status_code == 201
+    url = f"{API}/envelopes/{envelope_id}/export-package"
+    before = client.get(url, headers=headers)
+    assert (before.status_code, before.json()["code"]) == (409, "Export.NotReleased")
+
+    paid = create_envelope(client, headers)
+    assert upload(client, headers, paid, make_pdf(pages=1)).status_code == 201
+    out = client.post(f"{API}/envelopes/{paid}/vault-out", json={"reason": "payoff"}, headers=headers)
+    assert out.status_code == 200
+    payoff = client.get(f"{API}/envelopes/{paid}/export-package", headers=headers)
+    assert (payoff.status_code, payoff.json()["code"]) == (409, "Export.NotTransfer")
+
+    body = {"reason": "transfer", "transferee": {"vault_id": "vault-b.example", "name": "Vault B"}}
+    assert client.post(f"{API}/envelopes/{envelope_id}/vault-out", json=body, headers=headers).status_code == 200
+    _, other = make_key()
+    foreign = client.get(url, headers={"X-API-Key": other})
+    assert (foreign.status_code, foreign.json()["code"]) == (404, "Envelope.NotFound")
+
+    answer = client.get(url, headers=headers)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+    keys = client.get("/.well-known/evault/keys").json()["keys"]
+    pem = str(next(k["pem"] for k in keys if k["use"] == "checkpoint")).encode()
+    verified = verify_package(answer.content, pem)  # an export package is an evidence package
+    assert verified.receipts["receipts/release.json"].fields["transferee"]["vault_id"] == "vault-b.example"
+    assert verified.bundle.events[-1]["type"] == "vault.released"
+
+
+# --- two running vaults ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Vault:
+    """One ``evault serve`` process with its own database, buckets, data directory, key and port."""
+
+    name: str
+    env: dict[str, str]
+    api: str
+    org_id: str
+    headers: dict[str, str]
+
+    @property
+    def pem(self) -> bytes:
+        return public_key_path(Path(self.env["EVAULT_DATA_DIR"]) / "vault-signing-key.pem").read_bytes()
+
+    def key(self) -> VaultKey:
+        path = Path(self.env["EVAULT_DATA_DIR"]) / "vault-signing-key.pem"
+        return load_or_create_key(path, self.name, create=False)
+
+    def db(self) -> Database:
+        return Database(self.env["EVAULT_DATABASE_URL"])
+
+
+@contextmanager
+def _database(tmp_path: Path, name: str) -> Iterator[str]:
+    """A database of its own: a SQLite file, or a PostgreSQL schema dropped afterwards."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / f'{name}.sqlite3'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def _serve(embedded_s3: EmbeddedS3, tmp_path: Path, name: str) -> Iterator[Vault]:
+    with _database(tmp_path, name.split(".")[0]) as url:
+        port = server_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")},
+            "EVAULT_DATA_DIR": str(tmp_path / name),
+            "EVAULT_DATABASE_URL": url,
+            **store_env(embedded_s3, uuid.uuid4().hex[:10]),
+            "EVAULT_PORT": str(port),
+            "EVAULT_KEY_NAME": name,
+            "EVAULT_LOG_ORIGIN": f"{name}/log",
+            "EVAULT_RETENTION_DAYS": "1",
+            "EVAULT_RATE_LIMIT": "100000/60",
+            "PYTHONPATH": str(ROOT),
+        }
+        log = (tmp_path / f"{name}.log").open("w")
+        server = subprocess.Popen([sys.executable, "-m", "vault.cli.main", "serve"], env=env, stdout=log, stderr=log)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, f"{name}: evault serve did not answer /health"
+                try:
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+            db = Database(url)
+            with db.session() as session:
+                org_id = create_organisation(session, f"Org of {name}").id
+                _, raw = create_api_key(session, org_id, "test key", list(SCOPES))
+            db.dispose()
+            yield Vault(name, env, base, org_id, {"X-API-Key": raw})
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
+            log.close()
+
+
+def _released(sender: Vault, receiver: str) -> tuple[str, bytes]:
+    """A signed PDF vaulted at the sender, released for a transfer to ``receiver``: (envelope id, package)."""
+    with httpx.Client(base_url=sender.api, timeout=60) as http:
+        envelope_id = create_envelope(http, sender.headers)
+        assert upload(http, sender.headers, envelope_id, signed_pdf(), flow="upload").status_code == 201
+        body = {"reason": "transfer", "transferee": {"vault_id": receiver, "name": "the receiving vault"}}
+        assert (
+            http.post(f"{API}/envelopes/{envelope_id}/vault-out", json=body, headers=sender.headers).status_code == 200
+        )
+        answer = http.get(f"{API}/envelopes/{envelope_id}/export-package", headers=sender.headers)
+    assert answer.status_code == 200, answer.text
+    return envelope_id, answer.content
+
+
+def _resigned(key: VaultKey, files: dict[str, bytes]) -> bytes:
+    """What a forger holding the sender's key would hand out: files changed, the manifest signed again."""
+    document = json.loads(files["manifest.json"])
+    body = document["manifest"]
+    body["files"] = [file_entry(path, data) for path, data in files.items() if path != "manifest.json"]
+    value = base64.b64encode(key.sign(rfc8785.dumps(body))).decode()
+    signature = {"alg": "Ed25519", "key_id": key_id_of(key.public_key), "value": value}
+    return canonical_zip({**files, "manifest.json": json.dumps({"manifest": body, "signature": signature}).encode()})
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
+def _written(vault: Vault) -> tuple[int, int, int]:
+    """What an import writes: log entries, import claims, and object versions in the authoritative bucket."""
+    db = vault.db()
+    with db.read_session() as session:
+        # Envelope events only: the receiver's checkpointer may commit its head map meanwhile.
+        events = session.exec(select(func.count()).select_from(Event).where(col(Event.envelope_id).is_not(None))).one()
+        claims = session.exec(select(func.count()).select_from(EnvelopeImport)).one()
+    db.dispose()
+    s3 = make_s3_client(
+        vault.env["EVAULT_S3_ENDPOINT"],
+        vault.env["EVAULT_S3_ACCESS_KEY"],
+        vault.env["EVAULT_S3_SECRET_KEY"],
+        "us-east-1",
+    )
+    listed = s3.list_object_versions(Bucket=vault.env["EVAULT_S3_BUCKET"], Prefix=AUTHORITATIVE_PREFIX)
+    versions = listed.get("Versions", [])
+    return events, claims, len(versions)
+
+
+def test_a_record_moves_between_two_running_vaults(
+    embedded_s3: EmbeddedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ExitStack() as stack:
+        sender = stack.enter_context(_serve(embedded_s3, tmp_path, "vault-a.example"))
+        receiver = stack.enter_context(_serve(embedded_s3, tmp_path, "vault-b.example"))
+        origin_id, package = _released(sender, receiver.name)
+        (tmp_path / "package.zip").write_bytes(package)
+        (tmp_path / "a.pem").write_bytes(sender.pem)
+        (tmp_path / "b.pem").write_bytes(receiver.pem)
+
+        # The real command, beside the running receiver.
+        command = [sys.executable, "-m", "vault.cli.main", "import", str(tmp_path / "package.zip")]
+        command += ["--org", receiver.org_id, "--trusted-key", str(tmp_path / "a.pem"), "--json"]
+        done = subprocess.run(command, env=receiver.env, capture_output=True, text=True, timeout=180, check=False)
+        assert done.returncode == 0, done.stderr
+        imported = json.loads(done.stdout)
+        envelope_id = imported["envelope_id"]
+        files = _files(package)
+
+        with httpx.Client(base_url=receiver.api, timeout=60) as http:
+            shown = http.get(f"{API}/envelopes/{envelope_id}", headers=receiver.headers).json()
+            assert (shown["vault_state"], shown["status"]) == ("vaulted", "completed")
+            certificate = http.get(f"{API}/envelopes/{envelope_id}/vault/certificate", headers=receiver.headers)
+            assert certificate.status_code == 200, certificate.text
+            compliance = http.get(f"{API}/envelopes/{envelope_id}/compliance", headers=receiver.headers).json()
+        checked = verify_certificate(certificate.content, receiver.pem)
+        provenance = checked.certificate["imported_from"]
+        assert provenance["key_id"] == key_id_of(sender.key().public_key)
+        assert provenance["log_origin"] == f"vault-a.example/log/{sender.org_id}"
+        assert provenance["envelope_id"] == origin_id and provenance["vault_id"] == "vault-a.example"
+        assert provenance["release_receipt_sha256"] == hashlib.sha256(files["receipts/release.json"]).hexdigest()
+        release_entry = json.loads(files["proof/bundle.json"])["events"][-1]
+        assert provenance["release"]["leaf_index"] == release_entry["leaf_index"]
+        assert provenance["checkpoint"]["note"] == json.loads(files["proof/bundle.json"])["checkpoint"]
+        sent_copy = json.loads(files["certificate/certificate.json"])["certificate"]["authoritative_copy"]
+        sent = [d["sha256"] for d in sent_copy["documents"]]
+        kept = checked.certificate["authoritative_copy"]["documents"]
+        assert [d["sha256"] for d in kept] == sent and all(d["lock_mode"] == "COMPLIANCE" for d in kept)
+        assert kept[0]["bucket"] == receiver.env["EVAULT_S3_BUCKET"]
+        assert checked.bundle.events[0]["type"] == "envelope.imported"
+        assert compliance["verdict"] == "pass", compliance
+
+        # Refusals, in process against the receiver's database and bucket: each by name, none writes anything.
+        for name, value in receiver.env.items():
+            monkeypatch.setenv(name, value)
+
+        def refused(data: bytes, pem: str = "a.pem") -> str:
+            (tmp_path / "bad.zip").write_bytes(data)
+            capsys.readouterr()
+            code = evault_main(
+                ["import", str(tmp_path / "bad.zip"), "--org", receiver.org_id, "--trusted-key", str(tmp_path / pem)]
+            )
+            err = capsys.readouterr().err
+            assert code == 1, err
+            return err.split(":")[1].strip()
+
+        before = _written(receiver)
+        key = sender.key()
+        pdf = next(p for p in files if p.startswith("documents/"))
+        offset = package.index(files[pdf]) + 400
+        proof = json.loads(files["proof/bundle.json"])
+        hashes = proof["events"][0]["inclusion_proof"]
+        hashes[0] = base64.b64encode(_flip(base64.b64decode(hashes[0]), 0)).decode()
+        receipt = json.loads(files["receipts/release.json"])
+        receipt["receipt"]["issued_at"] = "2020-01-01T00:00:00Z"
+        manifest = json.loads(files["manifest.json"])
+        manifest["signature"]["value"] = base64.b64encode(
+            _flip(base64.b64decode(manifest["signature"]["value"]), 5)
+        ).decode()
+        cases = {
+            "a byte of a PDF": (_flip(package, offset), "Import.HashMismatch"),
+            "a byte of a PDF, manifest signed again": (
+                _resigned(key, {**files, pdf: _flip(files[pdf], 400)}),
+                "Import.HashMismatch",
+            ),
+            "a byte of a proof": (
+                _resigned(key, {**files, "proof/bundle.json": json.dumps(proof).encode()}),
+                "Import.ProofInvalid",
+            ),
+            "a field of the receipt": (
+                _resigned(key, {**files, "receipts/release.json": json.dumps(receipt).encode()}),
+                "Import.BadSignature",
+            ),
+            "the manifest's signature": (
+                canonical_zip({**files, "manifest.json": json.dumps(manifest).encode()}),
+                "Import.BadSignature",
+            ),
+        }
+        for case, (data, code) in cases.items():
+            assert refused(data) == code, case
+        assert refused(package, "b.pem") == "Import.UntrustedKey"
+        assert refused(package) == "Import.AlreadyImported"
+        assert _written(receiver) == before
