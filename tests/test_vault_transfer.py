@@ -30,9 +30,15 @@ from compliance.certificates.issuance import key_id_of
 from compliance.certificates.offline_check import verify_certificate
 from compliance.evidence_package.manifest import canonical_zip, file_entry
 from compliance.evidence_package.offline_check import verify_package
+from compliance.ledger.event_catalogue import CHECK_FAILED
+from compliance.ledger.events import Actor, append_event
+from compliance.ledger.log_error import LogError
 from compliance.ledger.vault_key import VaultKey, load_or_create_key, public_key_path
+from compliance.receipts.after_release import check_still_released
+from compliance.receipts.offline_check import ReceiptInvalid, verify_receipt
 from storage.db import Database
 from storage.embedded_s3 import EmbeddedS3
+from storage.ids import utcnow
 from storage.keys import AUTHORITATIVE_PREFIX
 from storage.models import EnvelopeImport, Event
 from storage.s3_client import make_s3_client
@@ -41,6 +47,7 @@ from tests.helpers import API, create_envelope, server_port, store_env, upload
 from tests.pdf_factory import make_pdf
 from tests.signed_pdfs import valid as signed_pdf
 from vault.cli.main import main as evault_main
+from vault.runtime import Runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,3 +321,87 @@ def test_a_record_moves_between_two_running_vaults(
         assert refused(package, "b.pem") == "Import.UntrustedKey"
         assert refused(package) == "Import.AlreadyImported"
         assert _written(receiver) == before
+
+
+# --- still released: the release is the head at a later checkpoint ----------------------------------------------
+
+
+def _later_bundle(client: Any, headers: dict[str, str], envelope_id: str) -> dict[str, Any]:
+    """The envelope's proof bundle at a checkpoint signed after the log grew by another envelope's events."""
+    create_envelope(client, headers)
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    response = client.get(f"{API}/envelopes/{envelope_id}/proof", headers=headers)
+    assert response.status_code == 200, response.text
+    bundle: dict[str, Any] = response.json()
+    return bundle
+
+
+def _size(note: str) -> int:
+    return int(note.split("\n")[1])
+
+
+def test_a_release_is_shown_still_the_head_at_a_later_checkpoint(
+    client: Any, runtime: Runtime, tenant: Any, tmp_path: Path
+) -> None:
+    org_id, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, make_pdf(pages=1)).status_code == 201
+    body = {"reason": "transfer", "transferee": {"vault_id": "vault-b.example"}}
+    assert client.post(f"{API}/envelopes/{envelope_id}/vault-out", json=body, headers=headers).status_code == 200
+    receipt = client.get(f"{API}/envelopes/{envelope_id}/release-receipt", headers=headers).json()
+    bundle = _later_bundle(client, headers, envelope_id)
+    first, second = _size(receipt["receipt"]["checkpoints"][0]["note"]), _size(bundle["checkpoint"])
+    assert first < second
+    proof = client.get(f"{API}/log/proof/consistency", params={"first": first, "second": second}, headers=headers)
+    keys = client.get("/.well-known/evault/keys").json()["keys"]
+    pem = str(next(k["pem"] for k in keys if k["use"] == "checkpoint"))
+
+    work = tmp_path / "auditor"
+    work.mkdir()
+    for name, content in (
+        ("receipt.json", json.dumps(receipt)),
+        ("bundle.json", json.dumps(bundle)),
+        ("proof.json", proof.text),
+        ("vault.pem", pem),
+    ):
+        (work / name).write_text(content)
+    command = [sys.executable, "-m", "vault.cli.main", "receipt", "verify", "receipt.json", "--public-key", "vault.pem"]
+    command += ["--against", "bundle.json", "--consistency-proof", "proof.json"]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "still released" in done.stdout and f"size {second}" in done.stdout and "consistency proven" in done.stdout
+
+    verified = verify_receipt(json.dumps(receipt), pem.encode())
+    with pytest.raises(LogError):  # a consistency proof that is not the log's
+        bad = json.loads(proof.text)
+        bad["hashes"][0] = base64.b64encode(_flip(base64.b64decode(bad["hashes"][0]), 3)).decode()
+        check_still_released(verified, json.dumps(bundle), pem.encode(), consistency_proof=json.dumps(bad))
+    other = _later_bundle(client, headers, create_envelope(client, headers))
+    with pytest.raises(ReceiptInvalid) as foreign:
+        check_still_released(verified, json.dumps(other), pem.encode())
+    assert foreign.value.code == "Receipt.Inconsistent"
+
+    # An event after the release (here a failed check's record): the release is no longer the head.
+    with runtime.db.session() as session:
+        append_event(
+            session,
+            actor=Actor(org_id),
+            envelope_id=envelope_id,
+            event_type=CHECK_FAILED,
+            occurred_at=utcnow(),
+            data={"verdict": "fail", "failed": []},
+        )
+    later = _later_bundle(client, headers, envelope_id)
+    with pytest.raises(ReceiptInvalid) as superseded:
+        check_still_released(verified, json.dumps(later), pem.encode())
+    assert superseded.value.code == "Receipt.ReleaseSuperseded"
+    assert superseded.value.details["followed"] == ["compliance.check_failed"]
+    (work / "later.json").write_text(json.dumps(later))
+    command[command.index("bundle.json")] = "later.json"
+    done = subprocess.run(command[:-2], env=env, cwd=work, capture_output=True, text=True, timeout=120, check=False)
+    assert (
+        done.returncode == 2 and "Receipt.ReleaseSuperseded" in done.stderr and "compliance.check_failed" in done.stderr
+    )
+    # The earlier bundle still shows the past truthfully: at its checkpoint nothing had followed.
+    assert check_still_released(verified, json.dumps(bundle), pem.encode()).checkpoint.size == second
