@@ -339,6 +339,9 @@ CODES: dict[str, ErrorCode] = {
         None, "a signed receipt whose fields or events its own proofs contradict, or that lacks what its kind needs"
     ),
     "Receipt.KeyCompromised": ErrorCode(None, "a receipt signed by a key revoked as compromised: ask for a new one"),
+    "Receipt.ReleaseSuperseded": ErrorCode(
+        None, "evault receipt verify --against: an event followed the release at the later checkpoint"
+    ),
     "Receipt.NotReleased": ErrorCode(409, "a release receipt asked for before the envelope's vault-out"),
     "Receipt.NotCompleted": ErrorCode(409, "a transfer receipt asked for before the transfer completed"),
     "Evidence.NoDocumentSigner": ErrorCode(503, "the vault was started without a document-signing identity"),
