@@ -28,6 +28,8 @@ from sqlmodel import col, select
 
 from compliance.certificates.issuance import key_id_of
 from compliance.certificates.offline_check import verify_certificate
+from compliance.errors import Conflict
+from compliance.evidence_package.import_check import verify_export
 from compliance.evidence_package.manifest import canonical_zip, file_entry
 from compliance.evidence_package.offline_check import verify_package
 from compliance.ledger.event_catalogue import CHECK_FAILED
@@ -43,10 +45,11 @@ from storage.keys import AUTHORITATIVE_PREFIX
 from storage.models import EnvelopeImport, Event
 from storage.s3_client import make_s3_client
 from tests.conftest import PG_URL
-from tests.helpers import API, create_envelope, server_port, store_env, upload
+from tests.helpers import API, create_envelope, server_port, store_env, together, upload
 from tests.pdf_factory import make_pdf
 from tests.signed_pdfs import valid as signed_pdf
 from vault.cli.main import main as evault_main
+from vault.imports import import_package
 from vault.runtime import Runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
@@ -320,6 +323,8 @@ def test_a_record_moves_between_two_running_vaults(
             assert refused(data) == code, case
         assert refused(package, "b.pem") == "Import.UntrustedKey"
         assert refused(package) == "Import.AlreadyImported"
+        monkeypatch.setenv("EVAULT_CUSTODIAN_ID", "vault-c.example")  # a vault the record was not released to
+        assert refused(package) == "Import.NotAddressed"
         assert _written(receiver) == before
 
 
@@ -405,3 +410,38 @@ def test_a_release_is_shown_still_the_head_at_a_later_checkpoint(
     )
     # The earlier bundle still shows the past truthfully: at its checkpoint nothing had followed.
     assert check_still_released(verified, json.dumps(bundle), pem.encode()).checkpoint.size == second
+
+
+def test_two_imports_of_one_release_at_once_have_one_winner(
+    client: Any, runtime: Runtime, tenant: Any, make_key: Any
+) -> None:
+    """Into two organisations of one vault at once (the release names this vault): the claim's unique index lets
+    one import through; the other is Import.AlreadyImported and leaves no envelope, event or object behind."""
+    _, headers = tenant
+    vault_id = runtime.settings.evidence.custodian_id
+    receivers = [make_key()[0], make_key()[0]]
+    keys = client.get("/.well-known/evault/keys").json()["keys"]
+    pem = str(next(k["pem"] for k in keys if k["use"] == "checkpoint")).encode()
+    for _ in range(2):
+        envelope_id = create_envelope(client, headers)
+        assert upload(client, headers, envelope_id, signed_pdf()).status_code == 201
+        body = {"reason": "transfer", "transferee": {"vault_id": vault_id}}
+        assert client.post(f"{API}/envelopes/{envelope_id}/vault-out", json=body, headers=headers).status_code == 200
+        package = client.get(f"{API}/envelopes/{envelope_id}/export-package", headers=headers).content
+        export = verify_export(package, [pem], vault_id, [])
+        answers = together(
+            *(lambda org=org, export=export: import_package(runtime.custody(), org, export) for org in receivers)
+        )
+        won = [a for a in answers if not isinstance(a, Exception)]
+        lost = [a for a in answers if isinstance(a, Exception)]
+        assert len(won) == 1 and len(lost) == 1, answers
+        assert isinstance(lost[0], Conflict) and lost[0].code == "Import.AlreadyImported"
+        with runtime.db.read_session() as session:
+            claims = session.exec(select(EnvelopeImport).where(EnvelopeImport.origin_envelope_id == envelope_id))
+            assert [(c.envelope_id, c.recorded_at is not None) for c in claims] == [(won[0].id, True)]
+            imported = session.exec(select(Event).where(Event.event_type == "envelope.imported")).all()
+            assert won[0].id in {e.envelope_id for e in imported}
+        prefix = f"{AUTHORITATIVE_PREFIX}{won[0].org_id}/{won[0].id}/"
+        assert len(list(runtime.custody().authoritative.list_entries(prefix))) == 1
+        loser = next(org for org in receivers if org != won[0].org_id)
+        assert list(runtime.custody().authoritative.list_entries(f"{AUTHORITATIVE_PREFIX}{loser}/")) == []
