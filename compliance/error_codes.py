@@ -342,6 +342,15 @@ CODES: dict[str, ErrorCode] = {
     "Receipt.ReleaseSuperseded": ErrorCode(
         None, "evault receipt verify --against: an event followed the release at the later checkpoint"
     ),
+    "Receipt.BadCountersignature": ErrorCode(
+        None, "a receipt's countersignature does not verify over its statement, or names no party of it"
+    ),
+    "Countersign.Invalid": ErrorCode(400, "a countersignature needs key_id and a base64 signature"),
+    "Countersign.UnknownKey": ErrorCode(400, "the key_id is not a signing key registered for your organisation"),
+    "Countersign.BadSignature": ErrorCode(400, "the signature does not verify over the transfer receipt's statement"),
+    "Countersign.AlreadySigned": ErrorCode(409, "your organisation countersigned this transfer's receipt already"),
+    "Org.InvalidSigningKey": ErrorCode(None, "evault org add-signing-key: the file is not an Ed25519 public key"),
+    "Org.SigningKeyExists": ErrorCode(None, "evault org add-signing-key: that key is registered already"),
     "Receipt.NotReleased": ErrorCode(409, "a release receipt asked for before the envelope's vault-out"),
     "Receipt.NotCompleted": ErrorCode(409, "a transfer receipt asked for before the transfer completed"),
     "Evidence.NoDocumentSigner": ErrorCode(503, "the vault was started without a document-signing identity"),

@@ -708,3 +708,28 @@ class EnvelopeImport(SQLModel, table=True):
     release_receipt_sha256: str = Field(max_length=64)
     claimed_at: datetime = _utc_column()
     recorded_at: datetime | None = _utc_column(nullable=True)
+
+
+class OrgSigningKey(SQLModel, table=True):
+    """An organisation's own Ed25519 public key, registered by the operator (``evault org add-signing-key``,
+    logged as ``org.signing_key_added``): a party countersigns its transfer receipts with the private half."""
+
+    __tablename__ = "org_signing_key"
+
+    key_id: str = Field(primary_key=True, max_length=80)  # sha256:<hex of the key's SPKI DER>
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    public_pem: str = Field(max_length=400)
+    created_at: datetime = _utc_column()
+
+
+class ReceiptCountersignature(SQLModel, table=True):
+    """A party's Ed25519 signature over a completed transfer's receipt statement (docs/receipts.md), one per party;
+    logged as ``transfer.countersigned`` in the party's own log."""
+
+    __tablename__ = "receipt_countersignature"
+
+    transfer_id: str = Field(primary_key=True, foreign_key="transfer.id", max_length=40)
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    key_id: str = Field(foreign_key="org_signing_key.key_id", max_length=80)
+    value: str = Field(max_length=100)  # base64 of the 64-byte signature
+    created_at: datetime = _utc_column()

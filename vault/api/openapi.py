@@ -184,6 +184,7 @@ OPERATION_IDS = {
     ("/transfers/{transfer_id}/cancel", "post"): "cancelTransfer",
     ("/transfers/{transfer_id}/confirm", "post"): "confirmTransfer",
     ("/transfers/{transfer_id}/receipt", "get"): "getTransferReceipt",
+    ("/transfers/{transfer_id}/countersign", "post"): "countersignTransferReceipt",
     ("/embed/token", "post"): "createEmbedToken",
 }
 OUTSIDE_IDS = {

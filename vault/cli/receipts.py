@@ -70,6 +70,8 @@ def receipt_verify(args: argparse.Namespace) -> int:
         print(f"  {name}: {json.dumps(value, sort_keys=True)}")
     for line in result.trust:
         print(line)
+    for org in result.countersigned_by:
+        print(f"  countersigned by {org}: its signature over the receipt's statement verifies")
     if still is not None:
         where = f"{still.checkpoint.origin} size {still.checkpoint.size}"
         print(f"still released: the release is the envelope's head at checkpoint {where}; nothing followed it")

@@ -43,6 +43,7 @@ from compliance.ledger.event_catalogue import (
     ORG_CREATED,
     ORG_MERS_ORG_ID_SET,
     ORG_RETENTION_DEFAULT_SET,
+    ORG_SIGNING_KEY_ADDED,
     PAPER_IN_ATTESTED,
     RECIPIENT_CONSENTED,
     RECIPIENT_DECLINED,
@@ -57,6 +58,7 @@ from compliance.ledger.event_catalogue import (
     TRANSFER_ACCEPTED,
     TRANSFER_CANCELLED,
     TRANSFER_COMPLETED,
+    TRANSFER_COUNTERSIGNED,
     TRANSFER_EXPIRED,
     TRANSFER_INITIATED,
     TRANSFER_RECORDED,
@@ -478,6 +480,8 @@ NOT_REPLAYED: frozenset[EventType] = frozenset(
         ENVELOPE_REMINDED,
         ENVELOPE_COMPLETED,
         ENVELOPE_IMPORTED,  # its envelope_import row (the claim that keeps a release from being imported twice)
+        ORG_SIGNING_KEY_ADDED,  # the org_signing_key and receipt_countersignature rows: not rebuilt yet
+        TRANSFER_COUNTERSIGNED,
     }
 )
 

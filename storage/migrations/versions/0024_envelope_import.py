@@ -1,4 +1,5 @@
-"""envelope_import: each import of another vault's export package, unique per origin release event
+"""envelope_import (each import of another vault's export package, unique per origin release event), and
+org_signing_key and receipt_countersignature (parties countersign their transfer receipts)
 
 Revision ID: 0024_envelope_import
 Revises: 0018_transfers
@@ -35,8 +36,33 @@ def upgrade() -> None:
         sa.UniqueConstraint("origin_log", "release_leaf_index", name="ux_envelope_import_release"),
     )
     op.create_index("ix_envelope_import_org_id", "envelope_import", ["org_id"])
+    op.create_table(
+        "org_signing_key",
+        sa.Column("key_id", string(length=80), nullable=False),
+        sa.Column("org_id", string(length=40), nullable=False),
+        sa.Column("public_pem", string(length=400), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["org_id"], ["organisation.id"]),
+        sa.PrimaryKeyConstraint("key_id"),
+    )
+    op.create_index("ix_org_signing_key_org_id", "org_signing_key", ["org_id"])
+    op.create_table(
+        "receipt_countersignature",
+        sa.Column("transfer_id", string(length=40), nullable=False),
+        sa.Column("org_id", string(length=40), nullable=False),
+        sa.Column("key_id", string(length=80), nullable=False),
+        sa.Column("value", string(length=100), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["transfer_id"], ["transfer.id"]),
+        sa.ForeignKeyConstraint(["org_id"], ["organisation.id"]),
+        sa.ForeignKeyConstraint(["key_id"], ["org_signing_key.key_id"]),
+        sa.PrimaryKeyConstraint("transfer_id", "org_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("receipt_countersignature")
+    op.drop_index("ix_org_signing_key_org_id", table_name="org_signing_key")
+    op.drop_table("org_signing_key")
     op.drop_index("ix_envelope_import_org_id", table_name="envelope_import")
     op.drop_table("envelope_import")
