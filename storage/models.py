@@ -707,6 +707,7 @@ class EnvelopeImport(SQLModel, table=True):
     origin_key_id: str = Field(max_length=80)  # sha256:<hex> of the sending vault's key that signed the package
     release_receipt_sha256: str = Field(max_length=64)
     claimed_at: datetime = _utc_column()
+    retain_until: datetime = _utc_column()  # the COMPLIANCE lock date its objects are put with, fixed at the claim
     recorded_at: datetime | None = _utc_column(nullable=True)
 
 

@@ -23,7 +23,7 @@ from compliance.evidence_package.import_check import VerifiedExport, already_imp
 from compliance.ledger.event_catalogue import ENVELOPE_IMPORTED
 from compliance.ledger.events import Actor, append_event
 from storage.errors import StorageError
-from storage.ids import iso, new_id, utcnow
+from storage.ids import as_utc, iso, new_id, utcnow
 from storage.keys import authoritative_key
 from storage.models import Envelope, EnvelopeImport, Organisation, VaultedDocument, VaultRecord
 from vault.custody import Custody
@@ -47,6 +47,7 @@ def _claim(custody: Custody, org_id: str, export: VerifiedExport) -> EnvelopeImp
                 raise already_imported(envelope_id=found.envelope_id, **where)
             if found is not None:
                 return found  # an import that died before its record: this one finishes it
+            days = organisation_retention_days(session, org_id, custody.policy.retention_days)
             claim = EnvelopeImport(
                 envelope_id=new_id("env"),
                 org_id=org_id,
@@ -56,6 +57,7 @@ def _claim(custody: Custody, org_id: str, export: VerifiedExport) -> EnvelopeImp
                 origin_key_id=str(export.origin["key_id"]),
                 release_receipt_sha256=str(export.origin["release_receipt_sha256"]),
                 claimed_at=utcnow(),
+                retain_until=vault_in_retention(days, None, utcnow()),  # a retry puts under the same lock date
             )
             session.add(claim)
     except IntegrityError:  # two imports of one release at once: the unique index lets one claim it
@@ -66,9 +68,7 @@ def _claim(custody: Custody, org_id: str, export: VerifiedExport) -> EnvelopeImp
 def import_package(custody: Custody, org_id: str, export: VerifiedExport) -> Envelope:
     """Record a verified export package as a new envelope of ``org_id`` (see the module docstring)."""
     claim = _claim(custody, org_id, export)
-    with custody.db.read_session() as session:
-        days = organisation_retention_days(session, org_id, custody.policy.retention_days)
-    retain_until = vault_in_retention(days, None, utcnow())
+    retain_until = as_utc(claim.retain_until)
     versions = []
     for doc in export.documents:
         key = authoritative_key(org_id, claim.envelope_id, doc.position, doc.sha256)

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("origin_key_id", string(length=80), nullable=False),
         sa.Column("release_receipt_sha256", string(length=64), nullable=False),
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("retain_until", sa.DateTime(timezone=True), nullable=False),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["org_id"], ["organisation.id"]),
         sa.PrimaryKeyConstraint("envelope_id"),
