@@ -12,6 +12,7 @@ from typing import Any
 import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jsonschema import Draft202012Validator
 from sqlmodel import col, select
 
 from compliance.certificates.issuance import key_id_of
@@ -95,6 +96,11 @@ def test_both_parties_countersign_and_the_receipt_carries_it(
     signed = _sign(client, ah, transfer_id, a_id, a_key.sign(data))
     assert signed.status_code == 201, signed.text
     assert signed.json()["org_id"] == a and signed.json()["key_id"] == a_id
+    document = client.get("/api/v2/openapi.json").json()
+    operation = document["paths"][f"{API}/transfers/{{transfer_id}}/countersign"]["post"]
+    schema = operation["responses"]["201"]["content"]["application/json"]["schema"]
+    errors = list(Draft202012Validator({**schema, "components": document["components"]}).iter_errors(signed.json()))
+    assert errors == [] and operation["operationId"] == "countersignTransferReceipt"
     again = _sign(client, ah, transfer_id, a_id, a_key.sign(data))
     assert (again.status_code, again.json()["code"]) == (409, "Countersign.AlreadySigned")
     assert _sign(client, bh, transfer_id, b_id, b_key.sign(data)).status_code == 201

@@ -272,6 +272,10 @@ def test_a_record_moves_between_two_running_vaults(
         assert kept[0]["bucket"] == receiver.env["EVAULT_S3_BUCKET"]
         assert checked.bundle.events[0]["type"] == "envelope.imported"
         assert compliance["verdict"] == "pass", compliance
+        # The receiver's own verifier re-reads the imported objects and re-derives the rows from the chain.
+        verify = [sys.executable, "-m", "vault.cli.main", "verify", "--org", receiver.org_id]
+        checked_all = subprocess.run(verify, env=receiver.env, capture_output=True, text=True, timeout=300, check=False)
+        assert checked_all.returncode == 0, checked_all.stdout[-3000:] + checked_all.stderr[-3000:]
 
         # Refusals, in process against the receiver's database and bucket: each by name, none writes anything.
         for name, value in receiver.env.items():
