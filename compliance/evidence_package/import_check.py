@@ -95,8 +95,9 @@ def _classify(exc: EvaultError) -> ImportRefused:
     return ImportRefused(named, exc.message, **details)
 
 
-def _signer(data: bytes, trusted: list[bytes]) -> bytes:
-    """The trusted PEM whose key (or a successor the package's rotations prove) signed the manifest."""
+def _signer(data: bytes, trusted: list[bytes]) -> tuple[bytes, str]:
+    """The trusted PEM whose key (or a successor the package's rotations prove) signed the manifest, and the id of
+    the key that signed it."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             document = strict_json.loads(archive.read(MANIFEST))
@@ -110,7 +111,7 @@ def _signer(data: bytes, trusted: list[bytes]) -> bytes:
         except (LogError, ValueError):
             continue
         if key_id in {key_id_of(p.public_key) for p in periods}:
-            return pem
+            return pem, str(key_id)
     raise ImportRefused(
         UNTRUSTED_KEY, "the package is not signed by a key you trust for the sending vault", key_id=key_id
     )
@@ -185,7 +186,7 @@ def verify_export(
     """Every check of the module docstring, in its order; :class:`ImportRefused` names the first that fails."""
     if not trusted:
         raise ImportRefused(UNTRUSTED_KEY, "name the sending vault's public key (--trusted-key)")
-    pem = _signer(data, trusted)
+    pem, key_id = _signer(data, trusted)
     try:
         package = verify_package(data, pem)
     except EvaultError as exc:
@@ -199,7 +200,7 @@ def verify_export(
     origin = {
         "vault_id": certificate["custodian"]["id"],
         "log_origin": checkpoint.origin,
-        "key_id": package.manifest["issuer"]["key_id"],
+        "key_id": key_id,  # the key whose signature over the manifest verified
         "envelope_id": envelope["id"],
         "authoritative_copy_id": copy["id"],
         "release": {
