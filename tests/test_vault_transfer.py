@@ -423,19 +423,17 @@ def test_two_imports_of_one_release_at_once_have_one_winner(
     one import through; the other is Import.AlreadyImported and leaves no envelope, event or object behind."""
     _, headers = tenant
     vault_id = runtime.settings.evidence.custodian_id
-    receivers = [make_key()[0], make_key()[0]]
     keys = client.get("/.well-known/evault/keys").json()["keys"]
     pem = str(next(k["pem"] for k in keys if k["use"] == "checkpoint")).encode()
     for _ in range(2):
+        receivers = [make_key()[0], make_key()[0]]  # fresh each time: the loser must hold nothing at all
         envelope_id = create_envelope(client, headers)
         assert upload(client, headers, envelope_id, signed_pdf()).status_code == 201
         body = {"reason": "transfer", "transferee": {"vault_id": vault_id}}
         assert client.post(f"{API}/envelopes/{envelope_id}/vault-out", json=body, headers=headers).status_code == 200
         package = client.get(f"{API}/envelopes/{envelope_id}/export-package", headers=headers).content
         export = verify_export(package, [pem], vault_id, [])
-        answers = together(
-            *(lambda org=org, export=export: import_package(runtime.custody(), org, export) for org in receivers)
-        )
+        answers = together(*(lambda o=org, e=export: import_package(runtime.custody(), o, e) for org in receivers))
         won = [a for a in answers if not isinstance(a, Exception)]
         lost = [a for a in answers if isinstance(a, Exception)]
         assert len(won) == 1 and len(lost) == 1, answers
