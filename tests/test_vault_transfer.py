@@ -40,9 +40,9 @@ from compliance.receipts.after_release import check_still_released
 from compliance.receipts.offline_check import ReceiptInvalid, verify_receipt
 from storage.db import Database
 from storage.embedded_s3 import EmbeddedS3
-from storage.ids import utcnow
+from storage.ids import as_utc, utcnow
 from storage.keys import AUTHORITATIVE_PREFIX
-from storage.models import EnvelopeImport, Event
+from storage.models import EnvelopeImport, Event, VaultedDocument, VaultRecord
 from storage.s3_client import make_s3_client
 from tests.conftest import PG_URL
 from tests.helpers import API, create_envelope, server_port, store_env, together, upload
@@ -50,6 +50,8 @@ from tests.pdf_factory import make_pdf
 from tests.signed_pdfs import valid as signed_pdf
 from vault.cli.main import main as evault_main
 from vault.imports import import_package
+from vault.rebuild.replay import step_for
+from vault.rebuild.rows import Entry, Rows, parse_time
 from vault.runtime import Runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
@@ -447,3 +449,56 @@ def test_two_imports_of_one_release_at_once_have_one_winner(
         assert len(list(runtime.custody().authoritative.list_entries(prefix))) == 1
         loser = next(org for org in receivers if org != won[0].org_id)
         assert list(runtime.custody().authoritative.list_entries(f"{AUTHORITATIVE_PREFIX}{loser}/")) == []
+
+
+def test_the_rebuild_replays_an_import_into_the_rows_the_import_wrote(
+    client: Any, runtime: Runtime, tenant: Any, make_key: Any
+) -> None:
+    """The ledger is the truth: replaying the envelope.imported entry alone gives back the envelope, its record
+    and documents, and the import's claim, as the import wrote them."""
+    _, headers = tenant
+    vault_id = runtime.settings.evidence.custodian_id
+    receiver = make_key()[0]
+    keys = client.get("/.well-known/evault/keys").json()["keys"]
+    pem = str(next(k["pem"] for k in keys if k["use"] == "checkpoint")).encode()
+    envelope_id = create_envelope(client, headers)
+    assert upload(client, headers, envelope_id, signed_pdf()).status_code == 201
+    body = {"reason": "transfer", "transferee": {"vault_id": vault_id}}
+    assert client.post(f"{API}/envelopes/{envelope_id}/vault-out", json=body, headers=headers).status_code == 200
+    package = client.get(f"{API}/envelopes/{envelope_id}/export-package", headers=headers).content
+    imported = import_package(runtime.custody(), receiver, verify_export(package, [pem], vault_id, []))
+    with runtime.db.read_session() as session:
+        event = session.exec(select(Event).where(Event.envelope_id == imported.id)).one()
+        record = session.exec(select(VaultRecord).where(VaultRecord.envelope_id == imported.id)).one()
+        documents = session.exec(select(VaultedDocument).where(VaultedDocument.record_id == record.id)).all()
+        claim = session.get(EnvelopeImport, imported.id)
+        value = json.loads(event.entry)
+    entry = Entry(
+        org_id=receiver,
+        index=event.leaf_index,
+        type=value["type"],
+        time=parse_time(value["time"]),
+        envelope_id=imported.id,
+        key_id=None,
+        data=value["data"],
+    )
+    rows = Rows()
+    step_for(entry)(rows, entry)
+    envelope = rows.envelopes[imported.id]
+    fields = ("kind", "title", "status", "vault_state", "secured_party", "parties", "external_id")
+    assert [getattr(envelope, f) for f in fields] == [getattr(imported, f) for f in fields]
+    replayed = rows.records[imported.id]
+    for name in ("id", "source", "vaulted_by"):
+        assert getattr(replayed, name) == getattr(record, name), name
+    for name in ("retain_until", "vaulted_at"):  # SQLite reads datetimes back without their zone
+        assert as_utc(getattr(replayed, name)) == as_utc(getattr(record, name)), name
+    shown = ("id", "position", "sha256", "size", "s3_bucket", "s3_key", "s3_version_id", "signatures")
+    assert sorted(tuple(getattr(d, f) for f in shown) for d in rows.documents.values()) == sorted(
+        tuple(getattr(d, f) for f in shown) for d in documents
+    )
+    assert claim is not None and len(rows.imports) == 1
+    again = rows.imports[0]
+    for name in ("envelope_id", "org_id", "origin_log", "origin_envelope_id", "release_leaf_index", "origin_key_id"):
+        assert getattr(again, name) == getattr(claim, name), name
+    assert again.release_receipt_sha256 == claim.release_receipt_sha256
+    assert as_utc(again.retain_until) == as_utc(claim.retain_until)
