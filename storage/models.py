@@ -219,6 +219,8 @@ class LogTile(SQLModel, table=True):
     level: int = Field(primary_key=True)
     idx: int = Field(primary_key=True, sa_type=BigInteger)
     hashes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # The parents complete inside the tile, in completion order; NULL on rows from before migration 0021.
+    interior: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class Checkpoint(SQLModel, table=True):

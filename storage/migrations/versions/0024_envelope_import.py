@@ -2,7 +2,7 @@
 org_signing_key and receipt_countersignature (parties countersign their transfer receipts)
 
 Revision ID: 0024_envelope_import
-Revises: 0020_map_nodes
+Revises: 0021_tile_interiors
 Create Date: 2026-12-05 03:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0024_envelope_import"
-down_revision = "0020_map_nodes"
+down_revision = "0021_tile_interiors"
 branch_labels = None
 depends_on = None
 
