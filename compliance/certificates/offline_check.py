@@ -33,6 +33,7 @@ from compliance.conditions.projection import (
     control_claim,
     fold,
     hold_claim,
+    import_claim,
     paper_in_claims,
     release_claim,
     transfers_claim,
@@ -203,6 +204,7 @@ def _check_copies_and_release(body: dict[str, Any], chain: Projection) -> None:
     # Absent (a certificate from before amendments existed) is the same claim as none.
     _same(body.get("amendments", []), amendment_claims(chain), "amendments")
     _same(body.get("paper_in_attestations", []), paper_in_claims(chain), "paper-in attestations")
+    _same(body.get("imported_from"), import_claim(chain), "provenance of an import")
 
 
 def _check_control(body: dict[str, Any], chain: Projection, events: list[dict[str, Any]]) -> None:

@@ -312,6 +312,35 @@ PAPER_IN_ATTESTED = EventType(
     commitments=("attested_by",),
 )
 
+ENVELOPE_IMPORTED = EventType(
+    "envelope.imported",
+    "an authoritative copy released to this vault by another vault's vault-out was imported after every seal, "
+    "proof, checkpoint and receipt of its export package verified; it opens the envelope's chain here",
+    None,
+    True,
+    {
+        "kind": S,
+        "title": S,
+        "external_id": N,
+        "parties": A,
+        "secured_party": OBJ,
+        "authoritative_copy_id": S,
+        "source": S,
+        "retain_until": S,
+        "documents": A,
+        "origin": OBJ,
+    },
+    role=Role.VAULT_IN,
+)
+
+ORG_SIGNING_KEY_ADDED = EventType(
+    "org.signing_key_added",
+    "the operator registered an Ed25519 public key of the organisation's own, with which it countersigns receipts",
+    None,
+    False,
+    {"key_id": S, "public_key": S},
+)
+
 # Transfers between organisations (docs/transfers.md): each names its transfer; the receiver acts with its own key.
 _TRANSFER = {"transfer_id": S, "from_org": S, "to_org": S, "type": S}
 TRANSFER_INITIATED = EventType(
@@ -361,6 +390,13 @@ TRANSFER_RECORDED = EventType(
     None,
     False,
     {**_TRANSFER, "envelope_id": S, "log": S, "leaf_index": ("integer",), "entry_hash": S},
+)
+TRANSFER_COUNTERSIGNED = EventType(
+    "transfer.countersigned",
+    "a party countersigned the completed transfer's receipt statement with its registered key (in its own log)",
+    "vault:release",
+    False,
+    {"transfer_id": S, "envelope_id": S, "key_id": S, "statement_sha256": S, "signature": S},
 )
 
 # The e-sign ceremony (vault/ceremony/). A recipient's name and email (``signer``) and what their client showed at
@@ -448,6 +484,7 @@ CATALOGUE: Mapping[str, EventType] = {
         ORG_RETENTION_DEFAULT_SET,
         AMENDED,
         PAPER_IN_ATTESTED,
+        ENVELOPE_IMPORTED,
         TRANSFER_INITIATED,
         TRANSFER_ACCEPTED,
         TRANSFER_REJECTED,
@@ -456,6 +493,8 @@ CATALOGUE: Mapping[str, EventType] = {
         TRANSFER_COMPLETED,
         TRANSFER_ARRIVED,
         TRANSFER_RECORDED,
+        ORG_SIGNING_KEY_ADDED,
+        TRANSFER_COUNTERSIGNED,
         ENVELOPE_SENT,
         RECIPIENT_VIEWED,
         RECIPIENT_CONSENTED,

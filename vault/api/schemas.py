@@ -511,6 +511,17 @@ class TransferView:
 
 
 @dataclass
+class CountersignatureView:
+    """A party's countersignature of a transfer receipt's statement (docs/receipts.md)."""
+
+    transfer_id: str
+    org_id: str
+    key_id: str
+    value: str
+    created_at: str
+
+
+@dataclass
 class TransferPage:
     items: list[TransferView]
     next_cursor: str | None

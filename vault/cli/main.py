@@ -27,6 +27,7 @@ from storage.settings import Settings, SettingsError, log_format
 from vault.cli.dispose import add_commands as add_dispose_commands
 from vault.cli.erase import add_commands as add_erase_commands
 from vault.cli.evidence import add_cert_commands, add_keys_option, add_trust_options, keys_from, trust_from
+from vault.cli.imports import add_commands as add_import_commands
 from vault.cli.keys import add_commands as add_key_commands
 from vault.cli.packages import add_commands as add_package_commands
 from vault.cli.rebuild import add_commands as add_rebuild_commands
@@ -457,6 +458,7 @@ def parser() -> argparse.ArgumentParser:
     add_key_commands(commands)
     add_erase_commands(commands)
     add_dispose_commands(commands)
+    add_import_commands(commands)
     add_signing_key_commands(commands)
     add_rebuild_commands(commands)
     report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(

@@ -26,6 +26,7 @@ from compliance.ledger.event_catalogue import (
     ENVELOPE_COMPLETED,
     ENVELOPE_CREATED,
     ENVELOPE_EXPIRED,
+    ENVELOPE_IMPORTED,
     ENVELOPE_REMINDED,
     ENVELOPE_SENT,
     ENVELOPE_VOIDED,
@@ -39,6 +40,7 @@ from compliance.ledger.event_catalogue import (
     ORG_CREATED,
     ORG_MERS_ORG_ID_SET,
     ORG_RETENTION_DEFAULT_SET,
+    ORG_SIGNING_KEY_ADDED,
     PAPER_IN_ATTESTED,
     RECIPIENT_CONSENTED,
     RECIPIENT_DECLINED,
@@ -54,6 +56,7 @@ from compliance.ledger.event_catalogue import (
     TRANSFER_ARRIVED,
     TRANSFER_CANCELLED,
     TRANSFER_COMPLETED,
+    TRANSFER_COUNTERSIGNED,
     TRANSFER_EXPIRED,
     TRANSFER_INITIATED,
     TRANSFER_RECORDED,
@@ -66,9 +69,12 @@ from storage.models import (
     ApiKey,
     CopyRecord,
     Envelope,
+    EnvelopeImport,
     MersMin,
     Organisation,
+    OrgSigningKey,
     PaperInAttestation,
+    ReceiptCountersignature,
     Transfer,
     VaultedDocument,
     VaultRecord,
@@ -147,6 +153,47 @@ def _status(status: str) -> Callable[[Rows, Entry], None]:
         envelope_of(rows, entry).status = status
 
     return step
+
+
+def _envelope_imported(rows: Rows, entry: Entry) -> None:
+    """An import opens its chain: the envelope and its vault-in at once, and the claim on the origin's release."""
+    _envelope_created(rows, entry)
+    _vaulted_in(rows, entry)
+    origin = entry.data["origin"]
+    rows.imports.append(
+        EnvelopeImport(
+            envelope_id=entry.envelope_id or "",
+            org_id=entry.org_id,
+            origin_log=origin["log_origin"],
+            origin_envelope_id=origin["envelope_id"],
+            release_leaf_index=origin["release"]["leaf_index"],
+            origin_key_id=origin["key_id"],
+            release_receipt_sha256=origin["release_receipt_sha256"],
+            claimed_at=entry.time,
+            retain_until=parse_time(entry.data["retain_until"]),
+            recorded_at=entry.time,
+        )
+    )
+
+
+def _signing_key_added(rows: Rows, entry: Entry) -> None:
+    data = entry.data
+    rows.signing_keys.append(
+        OrgSigningKey(key_id=data["key_id"], org_id=entry.org_id, public_pem=data["public_key"], created_at=entry.time)
+    )
+
+
+def _countersigned(rows: Rows, entry: Entry) -> None:
+    data = entry.data
+    rows.countersignatures.append(
+        ReceiptCountersignature(
+            transfer_id=data["transfer_id"],
+            org_id=entry.org_id,
+            key_id=data["key_id"],
+            value=data["signature"],
+            created_at=entry.time,
+        )
+    )
 
 
 def _vaulted_in(rows: Rows, entry: Entry) -> None:
@@ -405,6 +452,9 @@ STEPS: Mapping[EventType, Step] = {
     TRANSFER_EXPIRED: _transfer_closed("expired"),
     TRANSFER_ARRIVED: _transfer_arrived,
     TRANSFER_RECORDED: _nothing,  # the hand-off in a party's own log; the transfer's row is the record's log's
+    ENVELOPE_IMPORTED: _envelope_imported,
+    ORG_SIGNING_KEY_ADDED: _signing_key_added,
+    TRANSFER_COUNTERSIGNED: _countersigned,
     ENVELOPE_SENT: ceremony_replay.sent,
     RECIPIENT_VIEWED: ceremony_replay.viewed,
     RECIPIENT_CONSENTED: ceremony_replay.consented,

@@ -14,9 +14,12 @@ from storage.models import (
     CopyRecord,
     DataSubject,
     Envelope,
+    EnvelopeImport,
     MersMin,
     Organisation,
+    OrgSigningKey,
     PaperInAttestation,
+    ReceiptCountersignature,
     Recipient,
     Transfer,
     VaultedDocument,
@@ -59,6 +62,9 @@ class Rows:
     attestations: list[PaperInAttestation] = field(default_factory=list)
     ceremonies: dict[str, Ceremony] = field(default_factory=dict)  # by envelope id
     recipients: dict[str, Recipient] = field(default_factory=dict)
+    imports: list[EnvelopeImport] = field(default_factory=list)  # envelope.imported: the release each imported
+    signing_keys: list[OrgSigningKey] = field(default_factory=list)
+    countersignatures: list[ReceiptCountersignature] = field(default_factory=list)  # written after the transfers
 
 
 def parse_time(text: Any) -> datetime:

@@ -235,7 +235,7 @@ def _write_rows(session: Session, rows: Rows) -> None:
         list(rows.records.values()),
         list(rows.documents.values()),
         list(rows.copies.values()),
-        [*rows.mins.values(), *rows.amendments, *rows.attestations],
+        [*rows.mins.values(), *rows.amendments, *rows.attestations, *rows.imports, *rows.signing_keys],
         [*rows.ceremonies.values(), *rows.recipients.values()],
     ):
         session.add_all(group)
@@ -340,6 +340,9 @@ def rebuild(
         for one in replayed:
             _write(session, one, rows.organisations[one.bucket.org_id])
         session.add_all(list(rows.transfers.values()))  # after every organisation: a transfer names two
+        session.flush()
+        for one in replayed:  # after the transfers and every organisation's keys they name
+            session.add_all(one.rows.countersignatures)
         session.flush()
     return [
         Rebuilt(
