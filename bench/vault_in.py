@@ -285,7 +285,7 @@ class Stages:
         self.wrap(ObjectStore, "_put", "s3 put_object (lock + checksum)")
         self.wrap(ObjectStore, "_check_lock", "s3 head_object (lock read-back)")
         self.wrap(vault_in, "record_claim", "record_claim: record + ledger txn (db)")
-        self.wrap(conventions, "envelope_outcome", "  of which: the answer (describe)")
+        self.wrap(conventions, "describe", "  of which: the answer (describe)")
         self.wrap(custody, "_replayed", "_replayed (db)")
         self.wrap(custody, "vault_in", "vault_in() total (worker thread)")
         engines = {id(e): e for e in (runtime.db.engine, runtime.db.read_engine)}
@@ -401,7 +401,14 @@ class ApiProcess:
 
 @contextmanager
 def serve_in_process(
-    runtime: Runtime, port: int, *, root: Path = ROOT, workers: int = 0, stages_file: Path | None = None
+    runtime: Runtime,
+    port: int,
+    *,
+    root: Path = ROOT,
+    workers: int = 0,
+    stages_file: Path | None = None,
+    loop: str = "auto",
+    http: str = "auto",
 ) -> Iterator[ApiProcess]:
     """The API in its own process (as deployed), sharing the embedded SeaweedFS, database and signing key.
 
@@ -428,6 +435,8 @@ def serve_in_process(
         "EVAULT_RATE_LIMIT": BENCH_RATE_LIMIT,
         "EVAULT_METRICS_PORT": "0",
         "EVAULT_BENCH_STAGES": str(stages_file or ""),
+        "EVAULT_BENCH_LOOP": loop,
+        "EVAULT_BENCH_HTTP": http,
     }
     if workers:
         command = [sys.executable, "-m", "vault.cli.main", "serve", "--workers", str(workers)]
@@ -481,7 +490,11 @@ def serve_child() -> int:
         runtime.start_checkpointer()
         app = create_app(runtime)
         options = {"host": settings.api.host, "port": settings.api.port, "log_level": "warning", "access_log": False}
-        uvicorn.Server(uvicorn_config(app, settings.edge, **options)).run()
+        config = uvicorn_config(app, settings.edge, loop=os.environ.get("EVAULT_BENCH_LOOP", "auto"), **options)
+        if os.environ.get("EVAULT_BENCH_HTTP") == "h11":  # the pure-Python parser, with the same header deadline
+            server = importlib.import_module("vault.api.server")
+            config.http = server.header_deadline_protocol(settings.edge.header_timeout_seconds, server.HeaderDeadline)
+        uvicorn.Server(config).run()
     finally:
         runtime.close()
     return 0
@@ -647,6 +660,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--before", type=Path, help="another checkout served beside this one (process server)")
     parser.add_argument("--workers", type=int, default=0, help="serve with `evault serve --workers N` (process)")
+    for who in ("", "before-"):
+        loops = ["auto", "asyncio", "uvloop"]
+        parser.add_argument(f"--{who}loop", choices=loops, default="auto", help=f"{who or 'service '}event loop")
+        parser.add_argument(f"--{who}http", choices=["auto", "h11"], default="auto", help="h11: the pure-Python parser")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--flow", choices=["upload", "signed"], default="upload", help="paper PDFs or signed PDFs")
     parser.add_argument("--database-url", default="", help="e.g. postgresql+psycopg://... (default: SQLite)")
@@ -714,6 +731,8 @@ def main(argv: list[str] | None = None) -> int:
                                 root=root,
                                 workers=args.workers,
                                 stages_file=Path(tmp) / f"stages-{name}.json" if args.stages else None,
+                                loop=args.before_loop if name == "before" else args.loop,
+                                http=args.before_http if name == "before" else args.http,
                             )
                         )
                         for name, root in targets.items()
