@@ -103,19 +103,33 @@ def entry_bytes(
     )
 
 
-def lock_log(session: Session, org_id: str) -> int:
-    """Take the organisation's append lock for this transaction and return the log's current size."""
+def _locked_state(session: Session, org_id: str) -> LogState:
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     session.execute(insert(LogState).values(org_id=org_id, size=0).on_conflict_do_nothing())
-    state = session.exec(select(LogState).where(LogState.org_id == org_id).with_for_update()).one()
-    return state.size
+    return session.exec(select(LogState).where(LogState.org_id == org_id).with_for_update()).one()
+
+
+def lock_log(session: Session, org_id: str) -> int:
+    """Take the organisation's append lock for this transaction and return the log's current size."""
+    return _locked_state(session, org_id).size
 
 
 def chain_head(session: Session, envelope_id: str) -> Event | None:
     return session.exec(
         select(Event).where(Event.envelope_id == envelope_id).order_by(col(Event.chain_seq).desc()).limit(1)
     ).first()
+
+
+def _chain_link(session: Session, envelope_id: str) -> tuple[int, str | None]:
+    """The next link's sequence number and its ``prev``: two columns of the head, not the whole entry."""
+    head = session.execute(
+        select(Event.chain_seq, Event.entry_hash)
+        .where(Event.envelope_id == envelope_id)
+        .order_by(col(Event.chain_seq).desc())
+        .limit(1)
+    ).first()
+    return (0, None) if head is None else ((head[0] or 0) + 1, head[1])
 
 
 def append_event(
@@ -135,15 +149,15 @@ def append_event(
     check_declared(event_type, data, envelope_id)
     home = session.get(Envelope, envelope_id) if envelope_id else None
     org_id = home.org_id if home is not None else actor.org_id
-    size = lock_log(session, org_id)
-    head = chain_head(session, envelope_id) if envelope_id else None
-    seq = None if envelope_id is None else (0 if head is None else (head.chain_seq or 0) + 1)
+    state = _locked_state(session, org_id)  # held here: a clean object unreferenced would leave the session
+    size = state.size
+    seq, prev = _chain_link(session, envelope_id) if envelope_id else (None, None)
     entry = entry_bytes(
         org_id=org_id,
         leaf_index=size,
         envelope_id=envelope_id,
         chain_seq=seq,
-        prev=head.entry_hash if head else None,
+        prev=prev,
         event_type=event_type.name,
         occurred_at=occurred_at,
         actor=actor,
@@ -162,8 +176,6 @@ def append_event(
         entry_hash=hashlib.sha256(entry).hexdigest(),
     )
     session.add(event)
-    state = session.get(LogState, org_id)
-    assert state is not None  # created by lock_log above
     state.size = new_size
     session.add(state)
     session.flush()
