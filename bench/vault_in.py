@@ -440,16 +440,19 @@ def serve_in_process(
     }
     if workers:
         command = [sys.executable, "-m", "vault.cli.main", "serve", "--workers", str(workers)]
-        child = subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = runtime.settings.data_dir / f"serve-{port}.log"  # its info lines; shown if it does not start
+        with log.open("wb") as out:
+            child = subprocess.Popen(command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT)
     else:
         child = subprocess.Popen([sys.executable, __file__, "--serve-child"], env=env, cwd=root)
     SERVER_PIDS.append(child.pid)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180  # spawned workers import everything again: slow on a loaded machine
         while True:
             if child.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the API process did not start")
+                said = log.read_text(errors="replace")[:3000] if workers else ""
+                raise RuntimeError(f"the API process did not start\n{said}")
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
