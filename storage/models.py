@@ -656,6 +656,9 @@ class Recipient(SQLModel, table=True):
     declined_at: datetime | None = _utc_column(nullable=True)
     signature: dict[str, Any] | None = _json_column(nullable=True)  # the adopted signature (typed name, image)
     decline_reason: str | None = Field(default=None, max_length=500)
+    # Rebuilt from the log alone (docs/rebuild.md): the link nonce is new, and the adopted signature's name and
+    # image, the decline reason and the person's clear values are to come from a backup (evault restore).
+    restore_pending: bool = False
 
 
 class MailMessage(SQLModel, table=True):
