@@ -219,6 +219,8 @@ class LogTile(SQLModel, table=True):
     level: int = Field(primary_key=True)
     idx: int = Field(primary_key=True, sa_type=BigInteger)
     hashes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # The parents complete inside the tile, in completion order; NULL on rows from before migration 0021.
+    interior: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class Checkpoint(SQLModel, table=True):
@@ -278,6 +280,23 @@ class MapRoot(SQLModel, table=True):
     version: int = Field(primary_key=True, sa_type=BigInteger)
     root_hash: str = Field(max_length=64)
     entry_index: int = Field(sa_type=BigInteger)
+
+
+class MapNode(SQLModel, table=True):
+    """A head-map node as of ``version``, stored only at the versions that changed it; rows are only added.
+
+    ``node`` is the heap id ``(1 << depth) | prefix`` in hex (the root is "1"); ``leaf_key`` is the envelope key a
+    leaf holds, null for an interior node. The map at version V is, per node, the row with the greatest
+    version <= V, so a proof at any version reads one path (compliance/headmap/stored_tree.py).
+    """
+
+    __tablename__ = "map_node"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    node: str = Field(primary_key=True, max_length=65)
+    version: int = Field(primary_key=True, sa_type=BigInteger)
+    hash: str = Field(max_length=64)
+    leaf_key: str | None = Field(default=None, max_length=64)
 
 
 class StagedDocument(SQLModel, table=True):

@@ -22,9 +22,10 @@ from sqlalchemy import Connection, Integer, MetaData, Table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, select
 
+from compliance.ledger.tiles import interior_of
 from compliance.verifier import audit_log
 from storage.db import MIGRATIONS, Database
-from storage.log_tiles import SqlTileStore
+from storage.log_tiles import SqlTileStore, Tile
 from storage.models import (
     Checkpoint,
     CopyRecord,
@@ -366,8 +367,9 @@ def test_honest_writes_still_go_through(db: Database) -> None:
         conn.execute(text("UPDATE log_state SET size = 1 WHERE org_id = 'org_b'"))  # unchanged is fine
         conn.execute(_table(Checkpoint).insert(), [_checkpoint("org_a", 4)])
     with db.session() as session:  # the tile upsert the log uses: grow, rewrite unchanged, add a new tile
-        SqlTileStore(session, "org_a").write_tiles({(0, 0): H1 + H2 + H3, (1, 0): H1})
-        SqlTileStore(session, "org_b").write_tiles({(0, 0): H1})
+        grown = H1 + H2 + H3
+        SqlTileStore(session, "org_a").write_tiles({(0, 0): Tile(grown, interior_of(grown)), (1, 0): Tile(H1, b"")})
+        SqlTileStore(session, "org_b").write_tiles({(0, 0): Tile(H1, b"")})
     with db.read_session() as session:
         tiles = {(t.org_id, t.level, t.idx): t.hashes for t in session.exec(select(LogTile))}
         record = session.get(VaultRecord, "ac_a")
@@ -410,6 +412,9 @@ def test_migration_keeps_existing_data_and_goes_both_ways(database_url: str) -> 
         before = _counts(database)
         database.migrate()
         assert _counts(database) == before
+        with database.engine.connect() as conn:  # 0021 gave each tile stored before it the interior its row implies
+            tiles = {bytes(h): bytes(i) for h, i in conn.execute(text("SELECT hashes, interior FROM log_tile"))}
+        assert tiles == {H1 + H2: hashlib.sha256(b"\x01" + H1 + H2).digest(), H1: b""}
         with pytest.raises(IntegrityError), database.engine.begin() as conn:
             conn.execute(text("DELETE FROM event"))
         with pytest.raises(IntegrityError), database.engine.begin() as conn:  # foreign keys are on again

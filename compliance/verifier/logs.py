@@ -27,7 +27,7 @@ from compliance.ledger.event_catalogue import MAP_ROOT
 from compliance.ledger.events import log_size
 from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
-from compliance.ledger.tiles import TILE_WIDTH
+from compliance.ledger.tiles import TILE_WIDTH, interior_of
 from compliance.verifier.context import Context, MemoryRunLog
 from compliance.verifier.findings import Finding
 from compliance.verifier.log_resume import LogState, rebuild
@@ -110,8 +110,13 @@ class LogAudit:
     def _stored_leaf(self, session: Session, index: int) -> bytes | None:
         tile_index = index // TILE_WIDTH
         if self.tile is None or self.tile[0] != tile_index:
-            tiles = SqlTileStore(session, self.org_id).read_tiles({(0, tile_index)})
-            self.tile = (tile_index, tiles.get((0, tile_index), b""))
+            tile = SqlTileStore(session, self.org_id).read_tiles({(0, tile_index)}).get((0, tile_index))
+            self.tile = (tile_index, b"" if tile is None else tile.hashes)
+            if tile is not None and tile.interior and tile.interior != interior_of(tile.hashes):
+                # Proofs and roots are read from interiors: one that its own row does not produce is an edit.
+                self.report(
+                    "Log.TileEdited", "a tile's stored interior is not the one its hashes imply", tile=tile_index
+                )
         offset = (index % TILE_WIDTH) * 32
         stored = self.tile[1][offset : offset + 32]
         return stored if len(stored) == 32 else None
