@@ -30,13 +30,13 @@ from vault.copy_stamp import stamp_copy
 from vault.pdf_inspect import inspect_pdf
 from vault.stamp_worker import (
     CopyStampError,
-    StampFailure,
     StampLimits,
     busy,
     run_stamp,
     slots_for,
     stamp_for_copy,
 )
+from vault.worker_pool import StampFailure
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
 
