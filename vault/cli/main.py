@@ -117,6 +117,9 @@ def _refuse_workers(settings: Settings, workers: int) -> None:
         raise StartupError(f"refusing to start {workers} workers: {reason}")
 
 
+WORKER_HEALTHCHECK_SECONDS = 60
+
+
 def _serve_workers(settings: Settings, workers: int, listener: socket.socket) -> int:
     """N uvicorn worker processes on ``listener``, after the vault was opened here once (migrations, keys, the
     first organisation, the metrics port); each worker opens its own runtime (vault.api.worker)."""
@@ -152,6 +155,10 @@ def _serve_workers(settings: Settings, workers: int, listener: socket.socket) ->
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=settings.api.shutdown_grace_seconds,
+            # uvicorn kills a worker that has not answered its ping within this many seconds, and a new worker
+            # answers only once its imports are done: with the default 5 s, a loaded machine (load average 20
+            # on 2 cores, seen running bench/vault_in.py --workers 2) killed and respawned every worker for ever.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         )
         Multiprocess(config, sockets=[listener]).run()  # until SIGTERM/SIGINT, which it handles
     finally:
