@@ -113,7 +113,7 @@ class EnvelopeState:
             os.unlink(path)  # the open connection keeps the file; nothing is left behind
         for pragma in ("journal_mode = OFF", "synchronous = OFF", f"cache_size = -{_PAGE_CACHE_KIB}"):
             self._db.execute(f"PRAGMA {pragma}")
-        self.chains = CachedTable(self._db, "chain", cache)  # envelope key -> (last seq, its entry hash)
+        self.chains = CachedTable(self._db, "chain", cache)  # envelope key -> (last seq, entry hash [+ 1: handed off])
         self._heads = CachedTable(self._db, "head", cache)  # map key -> the head the map holds
         self._pending = CachedTable(self._db, "pending", cache)  # map key -> its head since the last map.root
         self._db.execute("CREATE TABLE node (id BLOB PRIMARY KEY, hash BLOB NOT NULL, leaf BLOB) WITHOUT ROWID")

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from compliance.bundles.cross_log import handed_to
 from compliance.headmap.sparse_tree import Head, map_key
 from compliance.ledger.chain import parse_entry
 from compliance.verifier.envelope_state import EnvelopeState
@@ -68,8 +69,9 @@ class LogState:
             return None
 
 
-def latest_heads(session: Session, org_id: str, start: int, end: int) -> Iterator[tuple[int, Head]]:
-    """Each envelope's (map key, head) of its latest entry with ``start <= leaf_index < end``, streamed."""
+def latest_heads(session: Session, org_id: str, start: int, end: int) -> Iterator[tuple[int, Head, bool]]:
+    """Each envelope's (map key, head, whether it hands the chain off) of its latest entry with
+    ``start <= leaf_index < end``, streamed."""
     latest = (
         select(col(Event.envelope_id), func.max(Event.leaf_index).label("last"))
         .where(
@@ -88,17 +90,19 @@ def latest_heads(session: Session, org_id: str, start: int, end: int) -> Iterato
         .execution_options(yield_per=1000)
     )
     for envelope_id, entry in rows:
-        seq: Any = parse_entry(entry).get("seq")  # canonical: the prefix was audited clean
-        yield map_key(str(envelope_id)), Head(int(seq), hashlib.sha256(entry).digest())
+        value = parse_entry(entry)  # canonical: the prefix was audited clean
+        seq: Any = value.get("seq")
+        yield map_key(str(envelope_id)), Head(int(seq), hashlib.sha256(entry).digest()), handed_to(value) is not None
 
 
 def rebuild(session: Session, org_id: str, state: LogState, into: EnvelopeState) -> None:
-    """Fill ``into`` (fresh) with the chains, the map committed by the last map.root and the heads since it."""
+    """Fill ``into`` (fresh) with the chains (and which were handed out of this log), the map committed by the
+    last map.root and the heads since it."""
     committed_end = max(state.last_map_root, 0)
 
-    def chained(heads: Iterator[tuple[int, Head]]) -> Iterator[tuple[int, Head]]:
-        for key, head in heads:
-            into.chains.put(key.to_bytes(32, "big"), (head.seq, head.entry_hash))
+    def chained(heads: Iterator[tuple[int, Head, bool]]) -> Iterator[tuple[int, Head]]:
+        for key, head, handed in heads:
+            into.chains.put(key.to_bytes(32, "big"), (head.seq, head.entry_hash + (b"\x01" if handed else b"")))
             yield key, head
 
     into.load_committed(chained(latest_heads(session, org_id, 0, committed_end)))
