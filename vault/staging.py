@@ -24,6 +24,7 @@ from storage.errors import StorageError
 from storage.ids import as_utc, iso, new_id, utcnow
 from storage.keys import staging_key
 from storage.models import Envelope, StagedDocument, VaultClaim
+from storage.object_store import StoredObject
 from vault.custody import Custody, OnCommit
 from vault.envelopes import get_envelope, lock_envelope, staged_documents
 from vault.expiry import settle
@@ -48,12 +49,32 @@ def _check_stageable(envelope: Envelope) -> None:
         )
 
 
+def put_staged(
+    custody: Custody, org_id: str, envelope_id: str, upload: Upload, digest: str
+) -> tuple[str, StoredObject]:
+    """Store one vetted upload in the staging bucket under a fresh id, unlocked: staged bytes are not the record."""
+    upload_id = new_id("up")
+    try:
+        with upload.open() as body:
+            stored = custody.staging_store.put_write_once_file(
+                staging_key(org_id, envelope_id, upload_id), body, upload.size, digest, retain_until=None
+            )
+    except StorageError as exc:
+        raise Unavailable("Storage.Unavailable", "object storage did not accept the upload; retry") from exc
+    return upload_id, stored
+
+
+def remove_staged(custody: Custody, key: str, version_id: str) -> None:
+    """Best effort: the sweep retries registered rows, and an object without a row is left to a bucket rule."""
+    try:
+        custody.staging_store.delete_version(key, version_id)
+    except StorageError as exc:
+        log.warning("staged object %s not removed: %s", key, exc)
+
+
 def _remove(custody: Custody, rows: list[StagedDocument]) -> None:
     for row in rows:
-        try:
-            custody.staging_store.delete_version(row.s3_key, row.s3_version_id)
-        except StorageError as exc:  # the sweep retries rows; an object without a row is left to a bucket rule
-            log.warning("staged object %s not removed: %s", row.s3_key, exc)
+        remove_staged(custody, row.s3_key, row.s3_version_id)
 
 
 def stage_upload(
@@ -74,14 +95,7 @@ def stage_upload(
     rows: list[StagedDocument] = []
     try:
         for position, (upload, digest, _, _) in enumerate(checked):
-            upload_id = new_id("up")
-            try:
-                with upload.open() as body:
-                    stored = custody.staging_store.put_write_once_file(
-                        staging_key(actor.org_id, envelope_id, upload_id), body, upload.size, digest, retain_until=None
-                    )
-            except StorageError as exc:
-                raise Unavailable("Storage.Unavailable", "object storage did not accept the upload; retry") from exc
+            upload_id, stored = put_staged(custody, actor.org_id, envelope_id, upload, digest)
             rows.append(
                 StagedDocument(
                     id=upload_id,

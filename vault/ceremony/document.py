@@ -7,26 +7,20 @@ The bytes stay in the staging bucket (never the authoritative one) until the sea
 
 from __future__ import annotations
 
-import logging
-
 from pypdf import PdfReader
 
-from compliance.errors import Conflict, InvalidInput, Unavailable
+from compliance.errors import Conflict, InvalidInput
 from compliance.ledger.events import Actor
-from storage.errors import StorageError
-from storage.ids import new_id, utcnow
-from storage.keys import staging_key
+from storage.ids import utcnow
 from storage.models import Ceremony, Envelope
 from vault.ceremony.roster import check_fields_on_pages, roster
 from vault.custody import Custody, OnCommit
 from vault.envelopes import get_envelope, lock_envelope
 from vault.expiry import settle
 from vault.lifecycle import check_if_match, require_not_due, touch
-from vault.staging import stage_upload
+from vault.staging import put_staged, remove_staged, stage_upload
 from vault.vault_in import Upload, check_uploads
 from vault.vault_in_plan import safe_filename
-
-log = logging.getLogger("evault.ceremony")
 
 
 def page_sizes(upload: Upload) -> list[list[float]]:
@@ -74,14 +68,7 @@ def stage_document(
     pages = page_sizes(upload)
     with custody.db.read_session() as session:
         check_fields_on_pages(roster(session, envelope_id), pages)
-    document_id = new_id("up")
-    try:
-        with upload.open() as body:
-            stored = custody.staging_store.put_write_once_file(
-                staging_key(actor.org_id, envelope_id, document_id), body, upload.size, digest, retain_until=None
-            )
-    except StorageError as exc:
-        raise Unavailable("Storage.Unavailable", "object storage did not accept the document; retry") from exc
+    document_id, stored = put_staged(custody, actor.org_id, envelope_id, upload, digest)
     replaced: tuple[str, str] | None = None
     try:
         with custody.db.session() as session:
@@ -107,14 +94,7 @@ def stage_document(
             if on_commit is not None:
                 on_commit(session, envelope)
     except BaseException:
-        _remove(custody, stored.key, stored.version_id)
+        remove_staged(custody, stored.key, stored.version_id)
         raise
     if replaced is not None:
-        _remove(custody, *replaced)
-
-
-def _remove(custody: Custody, key: str, version_id: str) -> None:
-    try:
-        custody.staging_store.delete_version(key, version_id)
-    except StorageError as exc:  # left to the bucket's lifecycle rule
-        log.warning("staged ceremony document %s not removed: %s", key, exc)
+        remove_staged(custody, *replaced)
