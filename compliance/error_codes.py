@@ -97,6 +97,7 @@ CODES: dict[str, ErrorCode] = {
     "Ceremony.NoDocument": ErrorCode(409, "send needs the document to sign: upload it first"),
     "Ceremony.NoSigner": ErrorCode(409, "send needs at least one recipient with role signer"),
     "Ceremony.NotSent": ErrorCode(409, "signing links exist once the envelope is sent"),
+    "Ceremony.DocumentMissing": ErrorCode(410, "the document to sign is no longer staged (a rebuild found none)"),
     "Ceremony.InProgress": ErrorCode(
         409, "vault-in-signed of an envelope out for signing: it is vaulted by itself when its ceremony ends"
     ),
@@ -279,9 +280,6 @@ CODES: dict[str, ErrorCode] = {
     "Rebuild.LogMismatch": ErrorCode(None, "evault rebuild: a tile or entry bundle does not hash to the signed root"),
     "Rebuild.UnknownEvent": ErrorCode(
         None, "evault rebuild: an entry's event type has no replay step; nothing written"
-    ),
-    "Rebuild.NotReplayable": ErrorCode(
-        None, "evault rebuild or restore: the log holds an event whose rows this version cannot rebuild"
     ),
     "Rebuild.Inconsistent": ErrorCode(None, "evault rebuild: an entry contradicts the history before it"),
     "Restore.NotABackup": ErrorCode(None, "evault restore: the directory holds no evault backup"),

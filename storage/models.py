@@ -280,6 +280,23 @@ class MapRoot(SQLModel, table=True):
     entry_index: int = Field(sa_type=BigInteger)
 
 
+class MapNode(SQLModel, table=True):
+    """A head-map node as of ``version``, stored only at the versions that changed it; rows are only added.
+
+    ``node`` is the heap id ``(1 << depth) | prefix`` in hex (the root is "1"); ``leaf_key`` is the envelope key a
+    leaf holds, null for an interior node. The map at version V is, per node, the row with the greatest
+    version <= V, so a proof at any version reads one path (compliance/headmap/stored_tree.py).
+    """
+
+    __tablename__ = "map_node"
+
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    node: str = Field(primary_key=True, max_length=65)
+    version: int = Field(primary_key=True, sa_type=BigInteger)
+    hash: str = Field(max_length=64)
+    leaf_key: str | None = Field(default=None, max_length=64)
+
+
 class StagedDocument(SQLModel, table=True):
     """A pre-signed PDF uploaded to a paper envelope and waiting for vault-in: not locked, and it expires."""
 
@@ -671,6 +688,9 @@ class Recipient(SQLModel, table=True):
     declined_at: datetime | None = _utc_column(nullable=True)
     signature: dict[str, Any] | None = _json_column(nullable=True)  # the adopted signature (typed name, image)
     decline_reason: str | None = Field(default=None, max_length=500)
+    # Rebuilt from the log alone (docs/rebuild.md): the link nonce is new, and the adopted signature's name and
+    # image, the decline reason and the person's clear values are to come from a backup (evault restore).
+    restore_pending: bool = False
 
 
 class MailMessage(SQLModel, table=True):

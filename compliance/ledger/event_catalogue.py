@@ -363,6 +363,7 @@ ENVELOPE_SENT = EventType(
     "envelopes:write",
     True,
     {"document": OBJ, "recipients": A, "signers": A},
+    {"subjects": A},  # each recipient's data-subject id, in the roster's order (what a rebuild pairs them by)
     commitments=("signers",),
 )
 RECIPIENT_VIEWED = EventType(

@@ -55,7 +55,8 @@ def _signer_lines(ceremonies: Ceremonies, envelope_id: str) -> list[SignerLine]:
                 signed_at=as_utc(r.signed_at),
                 commitment=f"{c['subject']}:{c['commitment']}" if c else f"{r.subject_id} (erased)",
                 fields=r.fields,
-                picture=decode(r.signature["image"]) if r.signature.get("type") == "drawn" else None,
+                # A signature rebuilt from the log alone has no image until a restore (docs/rebuild.md).
+                picture=decode(r.signature["image"]) if "image" in r.signature else None,
             )
         )
     return lines
@@ -65,7 +66,8 @@ def _make_seal(ceremonies: Ceremonies, envelope: Envelope, ceremony: Ceremony) -
     custody = ceremonies.custody
     if ceremonies.signer is None:
         raise SealUnavailable("no document-signing identity to seal with")
-    assert ceremony.s3_key and ceremony.s3_version_id and ceremony.sha256
+    if not (ceremony.s3_key and ceremony.s3_version_id and ceremony.sha256):
+        raise SealUnavailable("the staged document is gone (a rebuild found none in the staging bucket)")
     original = custody.staging_store.read(ceremony.s3_key, ceremony.s3_version_id)
     if hashlib.sha256(original).hexdigest() != ceremony.sha256:
         raise SealUnavailable("the staged document changed since it was sent")

@@ -7,6 +7,8 @@ The bytes stay in the staging bucket (never the authoritative one) until the sea
 
 from __future__ import annotations
 
+from typing import IO
+
 from pypdf import PdfReader
 
 from compliance.errors import Conflict, InvalidInput
@@ -26,8 +28,12 @@ from vault.vault_in_plan import safe_filename
 def page_sizes(upload: Upload) -> list[list[float]]:
     """Each page's visible size (its crop box) in points, from a document the vetting already accepted."""
     with upload.open() as body:
-        reader = PdfReader(body)
-        return [[float(page.cropbox.width), float(page.cropbox.height)] for page in reader.pages]
+        return pdf_page_sizes(body)
+
+
+def pdf_page_sizes(body: IO[bytes]) -> list[list[float]]:
+    reader = PdfReader(body)
+    return [[float(page.cropbox.width), float(page.cropbox.height)] for page in reader.pages]
 
 
 def _check_draft(envelope: Envelope) -> None:

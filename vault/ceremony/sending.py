@@ -92,12 +92,23 @@ def send_envelope(
                     "filename": ceremony.filename,
                     "sha256": ceremony.sha256,
                     "pages": len(ceremony.pages),
+                    # What a rebuild from the log alone needs (docs/rebuild.md); none of it is personal data.
+                    "size": ceremony.size,
+                    "page_sizes": ceremony.pages,
                 },
                 "recipients": [
-                    {"recipient_id": r.id, "role": r.role, "order": r.signing_order, "fields": len(r.fields)}
+                    {
+                        "recipient_id": r.id,
+                        "role": r.role,
+                        "order": r.signing_order,
+                        "fields": len(r.fields),
+                        "position": r.position,
+                        "placements": r.fields,
+                    }
                     for r in rows
                 ],
                 "signers": [committed[r.id] for r in rows if r.id in committed],
+                "subjects": [r.subject_id for r in rows],
             },
         )
         queue_mail(session, ceremonies, [r for r in rows if r.role == "viewer"] + current_turn(rows), "link")

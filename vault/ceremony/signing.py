@@ -4,7 +4,8 @@ The token is the only credential (:mod:`vault.ceremony.tokens`). Every step lock
 this order, that the link is genuine (404 ``Signing.LinkNotFound`` otherwise, also for another organisation's
 recipient: a link names its recipient and nothing else), that its recipient has not signed or declined (409
 ``Signing.LinkUsed``), that the ceremony is still open (410 ``Signing.EnvelopeClosed``: voided, declined,
-expired, completed) and that the link has not expired (410 ``Signing.LinkExpired``). A refused step changes
+expired, completed), that its document is staged (410 ``Ceremony.DocumentMissing``, only after a rebuild that
+found none) and that the link has not expired (410 ``Signing.LinkExpired``). A refused step changes
 nothing. Each first view, consent, signature and decline is a ledger event; the person and their client (address,
 user agent, adopted name) reach it only as commitments (a data subject per step, erasable).
 """
@@ -91,6 +92,11 @@ def open_link(session: Session, ceremonies: Ceremonies, token: str, now: datetim
         )
     if envelope.status != "sent":
         raise Gone("Signing.EnvelopeClosed", f"the envelope is {envelope.status}", status=envelope.status)
+    if ceremony.s3_version_id is None:  # rebuilt without its staged document (docs/rebuild.md): nothing to sign
+        raise Gone(
+            "Ceremony.DocumentMissing",
+            "the document to sign is no longer staged; the sender must void this envelope and send a new one",
+        )
     expires = ceremonies.links_expire(envelope, ceremony)
     if ends is not None:  # an embed token (vault.embed): its own end, never past the link's
         expires = min(expires, ends) if expires is not None else ends
@@ -194,7 +200,7 @@ def document_location(ceremonies: Ceremonies, token: str) -> tuple[str, str, str
         if link.recipient.consented_at is None:
             raise Conflict("Signing.ConsentRequired", "consent to electronic records first (POST .../consent)")
         ceremony = link.ceremony
-        assert ceremony.s3_key and ceremony.s3_version_id and ceremony.sha256  # a sent ceremony has its document
+        assert ceremony.s3_key and ceremony.s3_version_id and ceremony.sha256  # open_link checked it is staged
         return ceremony.s3_key, ceremony.s3_version_id, ceremony.sha256, ceremony.filename or "document.pdf"
 
 

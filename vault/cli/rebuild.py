@@ -28,7 +28,11 @@ def _rebuild(args: argparse.Namespace) -> int:
         with runtime.db.read_session() as session:
             verifiers = [NoteVerifier.from_vkey(row.vkey) for row in generations(session)]
         stores = (runtime.db, runtime.authoritative, runtime.copies, verifiers, settings.vault.log_origin)
-        done = restore(*stores, Path(args.source)) if args.command == "restore" else rebuild(*stores)
+        staging = runtime.custody().staging_store  # where a ceremony in progress keeps its document
+        if args.command == "restore":
+            done = restore(*stores, Path(args.source), staging=staging)
+        else:
+            done = rebuild(*stores, staging=staging)
     finally:
         runtime.close()
     _print(done, args.json)

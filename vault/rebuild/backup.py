@@ -6,7 +6,8 @@ A restore never trusts the backup for what the log records. It rebuilds from the
 (``vault/rebuild/service.py``), adding the backup's entries logged after the bucket's latest checkpoint (which
 must continue the signed log exactly), and then lays over the rebuilt rows only what the log does not hold: API
 key hashes, envelope metadata, webhook configuration, signing-key generations, and each data subject's key and
-values, unless the log erased that subject (an erasure logged after the backup is applied again). So an older
+values, unless the log erased that subject (an erasure logged after the backup is applied again), and what a
+ceremony's rows keep off the log (link nonces, adopted signatures, decline reasons). So an older
 backup loses nothing the bucket holds, and a newer bucket always wins.
 """
 
@@ -29,7 +30,17 @@ from compliance.ledger.event_catalogue import SUBJECT_ERASED
 from compliance.ledger.note import NoteVerifier
 from storage.db import Database
 from storage.ids import iso, utcnow
-from storage.models import ApiKey, DataSubject, Envelope, Event, Organisation, SigningKey, WebhookConfig
+from storage.models import (
+    ApiKey,
+    Ceremony,
+    DataSubject,
+    Envelope,
+    Event,
+    Organisation,
+    Recipient,
+    SigningKey,
+    WebhookConfig,
+)
 from storage.object_store import ObjectStore
 from vault.rebuild.bucket_log import RebuildRefused
 from vault.rebuild.service import Rebuilt, rebuild
@@ -103,6 +114,8 @@ def restore(
     verifiers: Sequence[NoteVerifier],
     origin_prefix: str,
     directory: Path,
+    *,
+    staging: ObjectStore | None = None,
 ) -> list[Rebuilt]:
     """Rebuild the empty ``db`` from the bucket plus the backup's later entries, then lay the backup's
     off-log rows over it."""
@@ -113,7 +126,7 @@ def restore(
     tail: dict[str, list[tuple[int, bytes]]] = {}
     for row in tables.get("event", []):
         tail.setdefault(row["org_id"], []).append((row["leaf_index"], row["entry"]))
-    done = rebuild(db, worm, copies, [*verifiers, *more], origin_prefix, backup_entries=tail)
+    done = rebuild(db, worm, copies, [*verifiers, *more], origin_prefix, backup_entries=tail, staging=staging)
     with db.session() as session:
         for row in generations:
             if session.get(SigningKey, row["generation"]) is None:
@@ -132,8 +145,34 @@ def restore(
             if session.get(WebhookConfig, row["org_id"]) is not None or not _has_org(session, row["org_id"]):
                 continue
             session.add(WebhookConfig(**row))
+        _ceremonies(session, tables.get(_name(Ceremony), []), tables.get(_name(Recipient), []))
         _subjects(session, tables.get(_name(DataSubject), []))
     return done
+
+
+def _ceremonies(session: Session, ceremonies: list[dict[str, Any]], recipients: list[dict[str, Any]]) -> None:
+    """What the log does not hold of a ceremony: for an entry logged before they were, the document's size and
+    page sizes; each recipient's link nonce, place and fields; and their adopted signature and decline reason
+    only where the backup saw the step the log records (a signature logged after the backup stays
+    ``restore_pending``). Object versions are not taken: the rebuild looked in the staging bucket itself, and
+    what it did not find there is gone."""
+    for row in ceremonies:
+        ceremony = session.get(Ceremony, row["envelope_id"])
+        if ceremony is None:
+            continue
+        ceremony.size = ceremony.size if ceremony.size is not None else row["size"]
+        ceremony.pages = ceremony.pages if ceremony.pages is not None else row["pages"]
+        session.add(ceremony)
+    for row in recipients:
+        recipient = session.get(Recipient, row["id"])
+        if recipient is None or not recipient.restore_pending:
+            continue
+        recipient.link_nonce, recipient.position = row["link_nonce"], row["position"]
+        recipient.fields = recipient.fields or row["fields"]
+        if row["status"] == recipient.status:
+            recipient.signature, recipient.decline_reason = row["signature"], row["decline_reason"]
+            recipient.restore_pending = False
+        session.add(recipient)
 
 
 def _has_org(session: Session, org_id: str) -> bool:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from compliance.conditions.projection import RELEASE_DETAILS
 from compliance.ledger.event_catalogue import (
@@ -67,7 +64,6 @@ from storage.models import (
     Amendment,
     ApiKey,
     CopyRecord,
-    DataSubject,
     Envelope,
     MersMin,
     Organisation,
@@ -77,67 +73,15 @@ from storage.models import (
     VaultRecord,
 )
 from vault.lifecycle import initial_status
+from vault.rebuild import ceremony_replay
 from vault.rebuild.bucket_log import RebuildRefused
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One parsed log entry: what a step reads."""
-
-    org_id: str
-    index: int
-    type: str
-    time: datetime
-    envelope_id: str | None
-    key_id: str | None
-    data: dict[str, Any]
-
-
-@dataclass
-class Rows:
-    """The projections of one organisation's log, built entry by entry, written once the whole log replayed."""
-
-    organisation: Organisation | None = None
-    keys: dict[str, ApiKey] = field(default_factory=dict)
-    envelopes: dict[str, Envelope] = field(default_factory=dict)
-    subjects: dict[str, DataSubject] = field(default_factory=dict)
-    records: dict[str, VaultRecord] = field(default_factory=dict)  # by envelope id
-    documents: dict[str, VaultedDocument] = field(default_factory=dict)
-    copies: dict[str, CopyRecord] = field(default_factory=dict)
-    transfers: dict[str, Transfer] = field(default_factory=dict)  # written after every organisation (its parties)
-    # Copies whose object version and size come from the copies bucket, read after the replay.
-    unresolved_copies: list[str] = field(default_factory=list)
-    mins: dict[str, MersMin] = field(default_factory=dict)
-    amendments: list[Amendment] = field(default_factory=list)
-    attestations: list[PaperInAttestation] = field(default_factory=list)
-
-
-def parse_time(text: Any) -> datetime:
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-
-
-def _refuse(entry: Entry, message: str) -> RebuildRefused:
-    return RebuildRefused(
-        "Rebuild.Inconsistent",
-        f"entry {entry.index} ({entry.type}) of {entry.org_id}: {message}",
-        org_id=entry.org_id,
-        leaf_index=entry.index,
-    )
-
-
-def _envelope(rows: Rows, entry: Entry) -> Envelope:
-    envelope = rows.envelopes.get(entry.envelope_id or "")
-    if envelope is None:
-        raise _refuse(entry, "names an envelope the log never created")
-    envelope.revision += 1
-    envelope.updated_at = entry.time
-    return envelope
+from vault.rebuild.rows import Entry, Rows, envelope_of, parse_time, refuse, subject
 
 
 def _record(rows: Rows, entry: Entry) -> VaultRecord:
     record = rows.records.get(entry.envelope_id or "")
     if record is None or record.id != entry.data.get("authoritative_copy_id", record.id):
-        raise _refuse(entry, "names an authoritative copy the log never vaulted")
+        raise refuse(entry, "names an authoritative copy the log never vaulted")
     return record
 
 
@@ -168,7 +112,7 @@ def _key(rows: Rows, entry: Entry) -> None:
 def _key_revoked(rows: Rows, entry: Entry) -> None:
     key = rows.keys.get(entry.data["key_id"])
     if key is None:
-        raise _refuse(entry, "revokes a key the log never issued")
+        raise refuse(entry, "revokes a key the log never issued")
     key.revoked_at = entry.time
 
 
@@ -194,32 +138,19 @@ def _envelope_created(rows: Rows, entry: Entry) -> None:
             min=data["min"], org_id=entry.org_id, envelope_id=envelope_id, registered_at=entry.time
         )
     for party in data["parties"]:
-        _subject(rows, entry, party["subject"])
-
-
-def _subject(rows: Rows, entry: Entry, subject_id: str) -> None:
-    """A committed person: the key and values are not in the log, so erased until a backup restores them."""
-    rows.subjects[subject_id] = DataSubject(
-        id=subject_id,
-        org_id=entry.org_id,
-        envelope_id=entry.envelope_id or "",
-        key=None,
-        clear=None,
-        created_at=entry.time,
-        erased_at=entry.time,
-    )
+        subject(rows, entry, party["subject"])
 
 
 def _status(status: str) -> Callable[[Rows, Entry], None]:
     def step(rows: Rows, entry: Entry) -> None:
-        _envelope(rows, entry).status = status
+        envelope_of(rows, entry).status = status
 
     return step
 
 
 def _vaulted_in(rows: Rows, entry: Entry) -> None:
     data = entry.data
-    envelope = _envelope(rows, entry)
+    envelope = envelope_of(rows, entry)
     envelope.status, envelope.vault_state = "completed", "vaulted"
     envelope.secured_party = data["secured_party"]
     record = VaultRecord(
@@ -250,10 +181,10 @@ def _vaulted_in(rows: Rows, entry: Entry) -> None:
 
 def _copy_issued(rows: Rows, entry: Entry) -> None:
     data = entry.data
-    _envelope(rows, entry)
+    envelope_of(rows, entry)
     document = rows.documents.get(data["document_id"])
     if document is None:
-        raise _refuse(entry, "copies a document the log never vaulted")
+        raise refuse(entry, "copies a document the log never vaulted")
     rows.copies[data["copy_id"]] = CopyRecord(
         id=data["copy_id"],
         org_id=entry.org_id,
@@ -273,7 +204,7 @@ def _copy_issued(rows: Rows, entry: Entry) -> None:
 
 
 def _released(rows: Rows, entry: Entry) -> None:
-    envelope = _envelope(rows, entry)
+    envelope = envelope_of(rows, entry)
     record = _record(rows, entry)
     envelope.vault_state = "released"
     record.released_at = entry.time
@@ -283,31 +214,34 @@ def _released(rows: Rows, entry: Entry) -> None:
 
 
 def _assignee_changed(rows: Rows, entry: Entry) -> None:
-    _envelope(rows, entry).secured_party = entry.data["secured_party"]
+    envelope_of(rows, entry).secured_party = entry.data["secured_party"]
 
 
 def _subject_erased(rows: Rows, entry: Entry) -> None:
-    subject = rows.subjects.get(entry.data["subject"])
-    if subject is None:
-        raise _refuse(entry, "erases a subject the log never named")
-    subject.erased_at = entry.time
+    """A subject the log has not named yet is a draft's recipient (named at send): it comes back erased now."""
+    if entry.data["subject"] not in rows.subjects and entry.envelope_id in rows.envelopes:
+        subject(rows, entry, entry.data["subject"])
+    found = rows.subjects.get(entry.data["subject"])
+    if found is None:
+        raise refuse(entry, "erases a subject the log never named")
+    found.erased_at = entry.time
 
 
 def _retention_extended(rows: Rows, entry: Entry) -> None:
     _record(rows, entry).retain_until = parse_time(entry.data["retain_until"])
-    _envelope(rows, entry)
+    envelope_of(rows, entry)
 
 
 def _legal_hold_set(rows: Rows, entry: Entry) -> None:
     record = _record(rows, entry)
     record.legal_hold_reason, record.legal_hold_since = entry.data["reason"], entry.time
-    _envelope(rows, entry)
+    envelope_of(rows, entry)
 
 
 def _legal_hold_cleared(rows: Rows, entry: Entry) -> None:
     record = _record(rows, entry)
     record.legal_hold_reason, record.legal_hold_since = None, None
-    _envelope(rows, entry)
+    envelope_of(rows, entry)
 
 
 def _disposed(rows: Rows, entry: Entry) -> None:
@@ -316,7 +250,7 @@ def _disposed(rows: Rows, entry: Entry) -> None:
 
 def _organisation(rows: Rows, entry: Entry) -> Organisation:
     if rows.organisation is None:
-        raise _refuse(entry, "changes an organisation the log never created")
+        raise refuse(entry, "changes an organisation the log never created")
     return rows.organisation
 
 
@@ -329,7 +263,7 @@ def _retention_default_set(rows: Rows, entry: Entry) -> None:
 
 
 def _amended(rows: Rows, entry: Entry) -> None:
-    envelope = _envelope(rows, entry)
+    envelope = envelope_of(rows, entry)
     _record(rows, entry)
     data = entry.data
     rows.amendments.append(
@@ -348,10 +282,10 @@ def _amended(rows: Rows, entry: Entry) -> None:
 
 
 def _paper_in_attested(rows: Rows, entry: Entry) -> None:
-    envelope = _envelope(rows, entry)
+    envelope = envelope_of(rows, entry)
     data = entry.data
     (attested_by,) = data["attested_by"]
-    _subject(rows, entry, attested_by["subject"])
+    subject(rows, entry, attested_by["subject"])
     rows.attestations.append(
         PaperInAttestation(
             id=data["attestation_id"],
@@ -368,7 +302,7 @@ def _paper_in_attested(rows: Rows, entry: Entry) -> None:
 
 
 def _transfer_initiated(rows: Rows, entry: Entry) -> None:
-    data, envelope = entry.data, _envelope(rows, entry)
+    data, envelope = entry.data, envelope_of(rows, entry)
     rows.transfers[data["transfer_id"]] = Transfer(
         id=data["transfer_id"],
         envelope_id=envelope.id,
@@ -389,7 +323,7 @@ def _transfer_initiated(rows: Rows, entry: Entry) -> None:
 def _transfer(rows: Rows, entry: Entry) -> Transfer:
     transfer = rows.transfers.get(entry.data["transfer_id"])
     if transfer is None or transfer.envelope_id != entry.envelope_id:
-        raise _refuse(entry, "names a transfer the log never initiated")
+        raise refuse(entry, "names a transfer the log never initiated")
     return transfer
 
 
@@ -401,7 +335,7 @@ def _transfer_accepted(rows: Rows, entry: Entry) -> None:
 
 def _transfer_completed(rows: Rows, entry: Entry) -> None:
     """Control and/or custody move as the live service moves them (vault/transfers.py)."""
-    transfer, envelope = _transfer(rows, entry), _envelope(rows, entry)
+    transfer, envelope = _transfer(rows, entry), envelope_of(rows, entry)
     if "control" in transfer.type:
         envelope.controller_org_id = transfer.to_org_id
     if "location" in transfer.type:
@@ -461,38 +395,19 @@ STEPS: Mapping[EventType, Step] = {
     TRANSFER_CANCELLED: _transfer_closed("cancelled"),
     TRANSFER_EXPIRED: _transfer_closed("expired"),
     TRANSFER_RECORDED: _nothing,  # the hand-off in a party's own log; the transfer's row is the record's log's
+    ENVELOPE_SENT: ceremony_replay.sent,
+    RECIPIENT_VIEWED: ceremony_replay.viewed,
+    RECIPIENT_CONSENTED: ceremony_replay.consented,
+    RECIPIENT_SIGNED: ceremony_replay.signed,
+    RECIPIENT_DECLINED: ceremony_replay.declined,
+    ENVELOPE_REMINDED: ceremony_replay.reminded,
+    ENVELOPE_COMPLETED: ceremony_replay.completed,
 }
 
 
-# Declared types whose rows the rebuild cannot build yet: a log holding one is refused by name
-# (``Rebuild.NotReplayable``) rather than rebuilt into a vault that lacks what they record. The e-sign ceremony's
-# roster and links live in tables of their own (recipients, signing links, mail) that no step fills yet.
-NOT_REPLAYED: frozenset[EventType] = frozenset(
-    {
-        ENVELOPE_SENT,
-        RECIPIENT_VIEWED,
-        RECIPIENT_CONSENTED,
-        RECIPIENT_SIGNED,
-        RECIPIENT_DECLINED,
-        ENVELOPE_REMINDED,
-        ENVELOPE_COMPLETED,
-    }
-)
-
-
 def step_for(entry: Entry) -> Step:
-    """The step of the entry's declared type; ``Rebuild.UnknownEvent`` for a type without one, and
-    ``Rebuild.NotReplayable`` for a declared type this version cannot rebuild."""
+    """The step of the entry's declared type; ``Rebuild.UnknownEvent`` for a type without one."""
     declared = CATALOGUE.get(entry.type)
-    if declared in NOT_REPLAYED:
-        raise RebuildRefused(
-            "Rebuild.NotReplayable",
-            f"entry {entry.index} of {entry.org_id} is a {entry.type!r} event, whose rows this version cannot "
-            "rebuild from the log (nor restore, which rebuilds first); keep the database's own backups for it",
-            org_id=entry.org_id,
-            leaf_index=entry.index,
-            event_type=entry.type,
-        )
     step = STEPS.get(declared) if declared is not None else None
     if step is None:
         raise RebuildRefused(

@@ -10,6 +10,8 @@ Only an empty database is rebuilt into: a vault that already holds rows is refus
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,9 +28,11 @@ from compliance.ledger.merkle import leaf_hash
 from compliance.ledger.note import NoteVerifier
 from compliance.ledger.tiles import MemoryTileStore, TiledTree
 from storage.db import Database
+from storage.errors import ObjectMissing
 from storage.keys import copy_key
 from storage.log_tiles import SqlTileStore
 from storage.models import (
+    Ceremony,
     Checkpoint,
     Envelope,
     Event,
@@ -39,9 +43,11 @@ from storage.models import (
     VaultRecord,
 )
 from storage.object_store import ObjectStore
+from vault.ceremony.document import pdf_page_sizes
 from vault.pdf_inspect import page_count
 from vault.rebuild.bucket_log import BucketLog, RebuildRefused, entry_hash, organisations, read_log, signed_notes
-from vault.rebuild.replay import Entry, Rows, parse_time, step_for
+from vault.rebuild.replay import step_for
+from vault.rebuild.rows import Entry, Rows, parse_time
 
 log = logging.getLogger("evault.rebuild")
 
@@ -158,8 +164,9 @@ def _replay(bucket: BucketLog) -> _Log:
     return _Log(bucket, entries, rows, leaves, roots)
 
 
-def _objects(rows: Rows, worm: ObjectStore, copies: ObjectStore) -> None:
-    """What the log leaves to the objects themselves: page counts, and each copy's object version and size."""
+def _objects(rows: Rows, worm: ObjectStore, copies: ObjectStore, staging: ObjectStore | None) -> None:
+    """What the log leaves to the objects themselves: page counts, each copy's object version and size, and
+    each ceremony's staged document (while the staging bucket still holds it)."""
     for document in rows.documents.values():
         if document.s3_bucket != worm.bucket:
             raise RebuildRefused(
@@ -172,6 +179,26 @@ def _objects(rows: Rows, worm: ObjectStore, copies: ObjectStore) -> None:
         key = copy_key(copy.org_id, copy.envelope_id, copy.id)
         info = copies.head(key, None)
         copy.s3_bucket, copy.s3_key, copy.s3_version_id, copy.size = copies.bucket, key, info.version_id, info.size
+    if staging is not None:
+        for ceremony in rows.ceremonies.values():
+            _staged(ceremony, staging)
+
+
+def _staged(ceremony: Ceremony, staging: ObjectStore) -> None:
+    """The staged document's version, and what an entry logged before size and page sizes leaves out; nothing
+    when it is gone (a vaulted ceremony's is deleted) or another object lies at its key."""
+    assert ceremony.s3_key is not None  # the key is a function of the logged ids
+    try:
+        info = staging.head(ceremony.s3_key, None)
+    except ObjectMissing:
+        return
+    if info.sha256_hex not in (None, ceremony.sha256):
+        return
+    ceremony.s3_version_id = info.version_id
+    if ceremony.size is None or ceremony.pages is None:
+        data = staging.read(ceremony.s3_key, info.version_id)
+        if hashlib.sha256(data).hexdigest() == ceremony.sha256:
+            ceremony.size, ceremony.pages = len(data), pdf_page_sizes(io.BytesIO(data))
 
 
 def _write(session: Session, replayed: _Log) -> None:
@@ -186,6 +213,7 @@ def _write(session: Session, replayed: _Log) -> None:
         list(rows.documents.values()),
         list(rows.copies.values()),
         [*rows.mins.values(), *rows.amendments, *rows.attestations],
+        [*rows.ceremonies.values(), *rows.recipients.values()],
     ):
         session.add_all(group)
         session.flush()
@@ -258,9 +286,11 @@ def rebuild(
     origin_prefix: str,
     *,
     backup_entries: Mapping[str, Sequence[tuple[int, bytes]]] | None = None,
+    staging: ObjectStore | None = None,
 ) -> list[Rebuilt]:
     """Rebuild every organisation's log and projections from the bucket into the empty ``db``; with
-    ``backup_entries`` (org id -> (leaf index, entry)), the log continues with those the bucket has not signed.
+    ``backup_entries`` (org id -> (leaf index, entry)), the log continues with those the bucket has not signed;
+    with ``staging``, a ceremony in progress finds its staged document there.
 
     Every log is read, checked and replayed before anything is written, so a refusal leaves the database empty.
     """
@@ -273,7 +303,7 @@ def rebuild(
             continue
         checked = read_log(worm, org_id, notes)
         one = _replay(_continued(checked, (backup_entries or {}).get(org_id, ())))
-        _objects(one.rows, worm, copies)
+        _objects(one.rows, worm, copies, staging)
         replayed.append(one)
     if not replayed:
         raise RebuildRefused("Rebuild.NoLog", f"bucket {worm.bucket} holds no log with a checkpoint the vault signed")

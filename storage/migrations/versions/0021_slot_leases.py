@@ -1,7 +1,7 @@
 """slot leases: the upload and stamping caps per API key and per organisation, shared by every process
 
-Revision ID: 0019_slot_leases
-Revises: 0018_transfers
+Revision ID: 0021_slot_leases
+Revises: 0020_map_nodes
 Create Date: 2026-12-05 02:50:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0019_slot_leases"
-down_revision = "0018_transfers"
+revision = "0021_slot_leases"
+down_revision = "0020_map_nodes"
 branch_labels = None
 depends_on = None
 
