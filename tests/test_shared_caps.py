@@ -222,7 +222,7 @@ def test_two_workers_share_one_keys_upload_cap(
     spare: list[socket.socket] = []
     chosen: dict[int, list[socket.socket]] = {}  # the parent's children: two workers (and multiprocessing's own)
     try:
-        deadline = time.monotonic() + 180  # the second worker may still be starting when the first is ready
+        deadline = time.monotonic() + 300  # the second worker may still be starting when the first is ready
         while [len(held) for held in chosen.values()] != [K, K] and time.monotonic() < deadline:
             batch = together(*(lambda: _keep_alive(port) for _ in range(16)))  # opened at once: both get some
             owners = _owners(workers, port)
@@ -232,7 +232,8 @@ def test_two_workers_share_one_keys_upload_cap(
             for sock in spare:
                 sock.close()
             spare.clear()
-        assert [len(held) for held in chosen.values()] == [K, K], {pid: len(s) for pid, s in chosen.items()}
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+        assert [len(held) for held in chosen.values()] == [K, K], ({pid: len(s) for pid, s in chosen.items()}, alive)
         uploads = [sock for held in chosen.values() for sock in held]
         head = (
             f"POST {API}/envelopes/{envelope_a}/vault-in-upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
