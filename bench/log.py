@@ -132,10 +132,12 @@ def floor_seconds(messages: list[bytes], nodes: int) -> float:
 
 
 def log_tile_bytes(path: Path) -> tuple[int, int]:
-    """(bytes of the log_tile table's pages, bytes of hashes in it), from SQLite's dbstat when it has it."""
+    """(bytes of the log_tile table's pages, bytes of hashes in it: rows and interiors), from SQLite's dbstat."""
     with sqlite3.connect(path) as con:
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        payload = con.execute("SELECT SUM(length(hashes)) FROM log_tile").fetchone()[0] or 0
+        payload = (
+            con.execute("SELECT SUM(length(hashes) + COALESCE(length(interior), 0)) FROM log_tile").fetchone()[0] or 0
+        )
         try:
             pages = con.execute("SELECT SUM(pgsize) FROM dbstat WHERE name = 'log_tile'").fetchone()[0] or 0
         except sqlite3.OperationalError:

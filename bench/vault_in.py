@@ -14,6 +14,14 @@ Phases are interleaved (raw-lock, raw-plain, service; repeated ``--rounds`` time
 round; latency percentiles pool every request of every round.
 
     python bench/vault_in.py [--count N] [--concurrency C] [--rounds R] [--server thread|process] [--json]
+        [--stages] [--before CHECKOUT] [--workers N] [--database-url postgresql+psycopg://...]
+
+``--before CHECKOUT`` serves a second API process from another checkout (e.g. ``git worktree add`` of the
+previous commit) over the same store and database, and interleaves its ``before`` phase with ``service`` in
+every round, so that a change is measured against its predecessor on the same machine at the same moment.
+``--workers N`` serves the API as ``evault serve --workers N`` (more than one needs PostgreSQL).
+``--stages`` times each step of a vault-in in the API process (wall and, for the steps that run in a worker
+thread, that thread's CPU), counts its SQL statements, transactions and S3 requests, and the event loop's CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import inspect
 import json
 import logging
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -35,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -216,20 +225,25 @@ def timed_cpu(run: Callable[[], Round]) -> Round:
 
 
 class Stages:
-    """Wall time spent in each step of a vault-in, gathered by wrapping the service's functions in place."""
+    """Wall time (and the calling thread's CPU) spent in each step of a vault-in, gathered by wrapping the
+    service's functions in place; SQL statements, transactions and S3 requests are counted by event hooks."""
 
     def __init__(self) -> None:
-        self.times: dict[str, list[float]] = {}
+        self.times: dict[str, list[tuple[float, float]]] = {}  # name: [(wall, thread CPU or NaN)]
         self.lock = threading.Lock()
         self.enabled = False
+        self.loop_cpu = 0.0  # CPU of the event loop's thread while enabled (process server)
+        self._loop_t0 = 0.0
 
-    def add(self, name: str, seconds: float) -> None:
+    def add(self, name: str, seconds: float, cpu: float = float("nan")) -> None:
         if self.enabled:
             with self.lock:
-                self.times.setdefault(name, []).append(seconds)
+                self.times.setdefault(name, []).append((seconds, cpu))
 
     def wrap(self, owner: Any, attr: str, name: str) -> None:
-        inner = getattr(owner, attr)
+        inner = getattr(owner, attr, None)
+        if inner is None:  # an older checkout (--before) may not have this step
+            return
         if inspect.iscoroutinefunction(inner):
 
             async def timed_async(*args: Any, **kwargs: Any) -> Any:
@@ -243,11 +257,11 @@ class Stages:
             return
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return inner(*args, **kwargs)
             finally:
-                self.add(name, time.perf_counter() - t0)
+                self.add(name, time.perf_counter() - t0, time.thread_time() - c0)
 
         setattr(owner, attr, timed)
 
@@ -258,43 +272,68 @@ class Stages:
 
         custody = importlib.import_module("vault.api.custody")
         vault_in = importlib.import_module("vault.vault_in")
-        self.wrap(vault_in, "get_envelope", "get_envelope (db)")
-        self.wrap(vault_in, "_claim", "_claim: lock envelope + claim txn (db)")
         edge = importlib.import_module("vault.api.edge")
         upload_body = importlib.import_module("vault.api.upload_body")
-        self.wrap(edge, "_authenticate", "edge: API key lookup (db)")
-        self.wrap(upload_body, "_raw", "body: receive + spool + sha256 (event loop)")
+        conventions = importlib.import_module("vault.api.conventions")
+        self.wrap(edge, "_authenticate", "edge: API key + rate limit (db)")
+        self.wrap(upload_body, "_raw", "body: receive + spool + sha256 (event loop, wall)")
+        self.wrap(vault_in, "settle", "settle: expiry look (db)")
+        self.wrap(vault_in, "_look", "envelope + retention look (db)")
         self.wrap(vault_in, "check_uploads", "check_uploads: vetting (+ signatures)")
-        self.wrap(vault_in, "inspect_pdf", "  of which: vetting + rehearsal (worker, waited)")
-        self.wrap(ObjectStore, "_put", "s3 put_object (lock + checksum, unsigned)")
-        self.wrap(ObjectStore, "_check_lock", "s3 head_object (_check_lock)")
+        self.wrap(vault_in, "inspect_pdf", "  of which: vetting + rehearsal (worker)")
+        self.wrap(vault_in, "_claim", "_claim: lock envelope + claim txn (db)")
+        self.wrap(ObjectStore, "_put", "s3 put_object (lock + checksum)")
+        self.wrap(ObjectStore, "_check_lock", "s3 head_object (lock read-back)")
         self.wrap(vault_in, "record_claim", "record_claim: record + ledger txn (db)")
+        self.wrap(conventions, "describe", "  of which: the answer (describe)")
         self.wrap(custody, "_replayed", "_replayed (db)")
         self.wrap(custody, "vault_in", "vault_in() total (worker thread)")
+        engines = {id(e): e for e in (runtime.db.engine, runtime.db.read_engine)}
+        for engine in engines.values():
 
-        @event.listens_for(runtime.db.engine, "before_cursor_execute")
-        def _before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-            conn.info["bench_t0"] = time.perf_counter()
+            @event.listens_for(engine, "before_cursor_execute")
+            def _before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+                conn.info["bench_t0"] = time.perf_counter()
 
-        @event.listens_for(runtime.db.engine, "after_cursor_execute")
-        def _after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-            seconds = time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())
-            self.add(
-                "db: BEGIN IMMEDIATE (lock wait)" if statement.startswith("BEGIN") else "db: other statements", seconds
-            )
+            @event.listens_for(engine, "after_cursor_execute")
+            def _after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+                seconds = time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())
+                self.add("db: BEGIN (SQLite)" if statement.startswith("BEGIN") else "db: statements", seconds)
 
-    def report(self, requests: int) -> list[dict[str, Any]]:
-        rows = []
-        for name, values in self.times.items():
-            rows.append(
-                {
-                    "stage": name,
-                    "calls": len(values),
-                    "ms_per_request": round(sum(values) / requests * 1000, 1),
-                    "p95_ms": round(percentile(values, 0.95) * 1000, 1),
-                }
-            )
-        return rows
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Any) -> None:
+                self.add("db: transactions", 0.0)
+
+        def _s3(event_name: str, **_: Any) -> None:
+            self.add(f"s3 requests: {event_name.rsplit('.', 1)[-1]}", 0.0)
+
+        runtime.s3_client.meta.events.register("before-call.s3", _s3)
+
+    def start(self) -> None:
+        self._loop_t0 = time.thread_time()
+        self.enabled = True
+
+    def stop(self) -> None:
+        self.enabled = False
+        self.loop_cpu += time.thread_time() - self._loop_t0
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"stage": name, "calls": len(v), "wall": sum(w for w, _ in v), "cpu": sum(c for _, c in v)}
+            for name, v in self.times.items()
+        ]
+
+    @staticmethod
+    def report(rows: list[dict[str, Any]], requests: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "stage": row["stage"],
+                "calls_per_request": round(row["calls"] / requests, 2),
+                "wall_ms_per_request": round(row["wall"] / requests * 1000, 2),
+                "cpu_ms_per_request": None if row["cpu"] != row["cpu"] else round(row["cpu"] / requests * 1000, 2),
+            }
+            for row in rows
+        ]
 
 
 # --- the server -------------------------------------------------------------------------------------------------
@@ -332,13 +371,54 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
+@dataclass
+class ApiProcess:
+    """An API child: its base URL, pid, and (with --stages) the file its stage timings are dumped to."""
+
+    base_url: str
+    pid: int
+    stages_file: Path | None
+
+    def stages(self, enable: bool) -> None:
+        """SIGUSR1 starts the child's stage timing, SIGUSR2 stops it and dumps what it gathered so far."""
+        if self.stages_file is None:
+            return
+        if enable:
+            os.kill(self.pid, signal.SIGUSR1)
+            return
+        self.stages_file.unlink(missing_ok=True)
+        os.kill(self.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while not self.stages_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stage_rows(self) -> tuple[list[dict[str, Any]], float]:
+        if self.stages_file is None or not self.stages_file.exists():
+            return [], 0.0
+        dumped = json.loads(self.stages_file.read_text())
+        return dumped["rows"], dumped["loop_cpu"]
+
+
 @contextmanager
-def serve_in_process(runtime: Runtime, port: int) -> Iterator[str]:
-    """The API in its own process (as deployed), sharing the embedded SeaweedFS, SQLite file and signing key."""
+def serve_in_process(
+    runtime: Runtime,
+    port: int,
+    *,
+    root: Path = ROOT,
+    workers: int = 0,
+    stages_file: Path | None = None,
+    loop: str = "auto",
+    http: str = "auto",
+) -> Iterator[ApiProcess]:
+    """The API in its own process (as deployed), sharing the embedded SeaweedFS, database and signing key.
+
+    ``root``: the checkout whose code serves (another one with --before; this file's stage hooks still apply).
+    ``workers``: run ``evault serve --workers N`` itself instead of this file's quiet single-process child."""
     assert runtime.embedded_s3 is not None
     endpoint = runtime.embedded_s3.endpoint
     env = {
         **os.environ,
+        "PYTHONPATH": str(root),  # before the editable install's finder, so --before's code is what runs
         "EVAULT_DATA_DIR": str(runtime.settings.data_dir),
         "EVAULT_DATABASE_URL": runtime.settings.database_url,
         "EVAULT_S3_ENDPOINT": endpoint.url,
@@ -353,21 +433,32 @@ def serve_in_process(runtime: Runtime, port: int) -> Iterator[str]:
         "EVAULT_HOST": "127.0.0.1",
         "EVAULT_PORT": str(port),
         "EVAULT_RATE_LIMIT": BENCH_RATE_LIMIT,
+        "EVAULT_METRICS_PORT": "0",
+        "EVAULT_BENCH_STAGES": str(stages_file or ""),
+        "EVAULT_BENCH_LOOP": loop,
+        "EVAULT_BENCH_HTTP": http,
     }
-    child = subprocess.Popen([sys.executable, __file__, "--serve-child"], env=env, cwd=ROOT)
+    if workers:
+        command = [sys.executable, "-m", "vault.cli.main", "serve", "--workers", str(workers)]
+        log = runtime.settings.data_dir / f"serve-{port}.log"  # its info lines; shown if it does not start
+        with log.open("wb") as out:
+            child = subprocess.Popen(command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT)
+    else:
+        child = subprocess.Popen([sys.executable, __file__, "--serve-child"], env=env, cwd=root)
     SERVER_PIDS.append(child.pid)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # spawned workers import everything again: slow on a loaded machine
         while True:
             if child.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the API process did not start")
+                said = log.read_text(errors="replace")[:3000] if workers else ""
+                raise RuntimeError(f"the API process did not start\n{said}")
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        yield base
+        yield ApiProcess(base, child.pid, stages_file)
     finally:
         if child.poll() is None:
             SERVER_PEAK_RSS.append(peak_rss(child.pid))
@@ -380,14 +471,33 @@ def serve_in_process(runtime: Runtime, port: int) -> Iterator[str]:
 
 
 def serve_child() -> int:
-    """Entry point of the ``--server process`` child: what ``evault serve`` does, with quiet logs."""
+    """Entry point of the ``--server process`` child: what ``evault serve`` does, with quiet logs; with
+    ``EVAULT_BENCH_STAGES`` (a file) it times its stages between SIGUSR1 and SIGUSR2 and dumps them there."""
     settings = Settings.from_env()
     runtime = open_runtime(settings)
+    stages_file = os.environ.get("EVAULT_BENCH_STAGES", "")
     try:
+        if stages_file:
+            stages = Stages()
+            stages.install(runtime)
+
+            def stop_and_dump(*_: Any) -> None:
+                stages.stop()
+                rows = stages.rows()
+                Path(stages_file + ".tmp").write_text(json.dumps({"rows": rows, "loop_cpu": stages.loop_cpu}))
+                os.replace(stages_file + ".tmp", stages_file)
+
+            # Signal handlers run in the main thread, which is the event loop's: thread_time() there is its CPU.
+            signal.signal(signal.SIGUSR1, lambda *_: stages.start())
+            signal.signal(signal.SIGUSR2, stop_and_dump)
         runtime.start_checkpointer()
         app = create_app(runtime)
         options = {"host": settings.api.host, "port": settings.api.port, "log_level": "warning", "access_log": False}
-        uvicorn.Server(uvicorn_config(app, settings.edge, **options)).run()
+        config = uvicorn_config(app, settings.edge, loop=os.environ.get("EVAULT_BENCH_LOOP", "auto"), **options)
+        if os.environ.get("EVAULT_BENCH_HTTP") == "h11":  # the pure-Python parser, with the same header deadline
+            server = importlib.import_module("vault.api.server")
+            config.http = server.header_deadline_protocol(settings.edge.header_timeout_seconds, server.HeaderDeadline)
+        uvicorn.Server(config).run()
     finally:
         runtime.close()
     return 0
@@ -402,7 +512,13 @@ def b64_sha256(data: bytes) -> str:
 
 class Bench:
     def __init__(
-        self, runtime: Runtime, base_url: str, api_key: str, pdfs: list[bytes], concurrency: int, flow: str = "upload"
+        self,
+        runtime: Runtime,
+        base_urls: dict[str, str],
+        api_key: str,
+        pdfs: list[bytes],
+        concurrency: int,
+        flow: str = "upload",
     ) -> None:
         self.flow = flow
         self.vault = runtime
@@ -410,7 +526,11 @@ class Bench:
         self.pdfs = pdfs
         self.concurrency = concurrency
         self.headers = {"X-API-Key": api_key}
-        self.clients = [httpx.Client(base_url=base_url, timeout=120) for _ in range(concurrency)]
+        self.servers = {
+            name: [httpx.Client(base_url=url, timeout=120) for _ in range(concurrency)]
+            for name, url in base_urls.items()
+        }
+        self.clients = self.servers["service"]
         stamp = time.strftime("%H%M%S")
         self.lock_bucket = f"bench-lock-{stamp}"
         self.plain_bucket = f"bench-plain-{stamp}"
@@ -422,8 +542,9 @@ class Bench:
         admin_s3.create_bucket(Bucket=self.plain_bucket)
 
     def close(self) -> None:
-        for client in self.clients:
-            client.close()
+        for clients in self.servers.values():
+            for client in clients:
+                client.close()
 
     def raw_lock(self, tag: str, count: int) -> Round:
         retain_until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
@@ -470,11 +591,13 @@ class Bench:
         run_concurrently(count, self.concurrency, create)
         return ids
 
-    def service(self, envelope_ids: list[str], digests: list[str]) -> Round:
+    def service(self, envelope_ids: list[str], digests: list[str], server: str = "service") -> Round:
+        clients = self.servers[server]
+
         def vault_in(worker: int, i: int) -> None:
             j = i % len(self.pdfs)
             headers = {**self.headers, "Content-Type": "application/pdf", "X-Content-SHA256": digests[j]}
-            response = self.clients[worker].post(
+            response = clients[worker].post(
                 f"{API}/envelopes/{envelope_ids[i]}/vault-in-{self.flow}", content=self.pdfs[j], headers=headers
             )
             if response.status_code != 201:
@@ -501,7 +624,12 @@ def render(phases: list[PhaseResult], ratio: float, info: dict[str, Any]) -> str
             f"| {p.name:<10} | {p.objects_per_s:7.1f} | {p.mb_per_s:7.1f} | {p.p50_ms:7.1f} | {p.p99_ms:7.1f} | "
             f"{rounds:<12} |"
         )
-    lines += ["", f"service / raw-lock = {ratio:.2f}  (aim >= 0.60)", ""]
+    lines += ["", f"service / raw-lock = {ratio:.2f}  (aim >= 0.60)"]
+    before = next((p for p in phases if p.name == "before"), None)
+    if before is not None:
+        raw = next(p for p in phases if p.name == "raw-lock")
+        lines.append(f"before / raw-lock = {before.objects_per_s / raw.objects_per_s:.2f}  (--before, same rounds)")
+    lines.append("")
     cores = os.cpu_count() or 1
     lines += [
         f"CPU ms per object (bench = clients + the store's relay, and the API itself with --server thread); "
@@ -530,7 +658,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=16, help="objects per phase before timing")
     parser.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE, help="first embedded SeaweedFS port")
     parser.add_argument("--server", choices=["thread", "process"], default="thread")
-    parser.add_argument("--stages", action="store_true", help="also time each step of the service (thread server)")
+    parser.add_argument(
+        "--stages", action="store_true", help="also time each step of the service (thread or single process)"
+    )
+    parser.add_argument("--before", type=Path, help="another checkout served beside this one (process server)")
+    parser.add_argument("--workers", type=int, default=0, help="serve with `evault serve --workers N` (process)")
+    for who in ("", "before-"):
+        loops = ["auto", "asyncio", "uvloop"]
+        parser.add_argument(f"--{who}loop", choices=loops, default="auto", help=f"{who or 'service '}event loop")
+        parser.add_argument(f"--{who}http", choices=["auto", "h11"], default="auto", help="h11: the pure-Python parser")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--flow", choices=["upload", "signed"], default="upload", help="paper PDFs or signed PDFs")
     parser.add_argument("--database-url", default="", help="e.g. postgresql+psycopg://... (default: SQLite)")
@@ -538,8 +674,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve_child:
         return serve_child()
-    if args.stages and args.server != "thread":
-        parser.error("--stages needs --server thread")
+    if (args.before or args.workers) and args.server != "process":
+        parser.error("--before and --workers need --server process")
+    if args.stages and args.workers:
+        parser.error("--stages times one API process: leave --workers out")
     stages = Stages()
 
     def say(msg: str) -> None:
@@ -579,19 +717,38 @@ def main(argv: list[str] | None = None) -> int:
                 first = bootstrap(session)
             assert first is not None
             _, api_key = first
-            if args.stages:
-                stages.install(runtime)
-            if args.server == "thread":
-                runtime.start_checkpointer()
-                server = serve_in_thread(runtime, free_port())
-            else:
-                server = serve_in_process(runtime, free_port())
-            with server as base_url:
-                bench = Bench(runtime, base_url, api_key, pdfs, args.concurrency, args.flow)
+            with ExitStack() as servers:
+                if args.server == "thread":
+                    if args.stages:
+                        stages.install(runtime)
+                    runtime.start_checkpointer()
+                    urls = {"service": servers.enter_context(serve_in_thread(runtime, free_port()))}
+                    procs: dict[str, ApiProcess] = {}
+                else:
+                    targets = {"service": ROOT, **({"before": args.before.resolve()} if args.before else {})}
+                    procs = {
+                        name: servers.enter_context(
+                            serve_in_process(
+                                runtime,
+                                free_port(),
+                                root=root,
+                                workers=args.workers,
+                                stages_file=Path(tmp) / f"stages-{name}.json" if args.stages else None,
+                                loop=args.before_loop if name == "before" else args.loop,
+                                http=args.before_http if name == "before" else args.http,
+                            )
+                        )
+                        for name, root in targets.items()
+                    }
+                    urls = {name: proc.base_url for name, proc in procs.items()}
+                bench = Bench(runtime, urls, api_key, pdfs, args.concurrency, args.flow)
                 try:
-                    results = run_phases(bench, args, digests, say, stages)
+                    results = run_phases(bench, args, digests, say, stages, procs)
                 finally:
                     bench.close()
+                stage_rows = {name: proc.stage_rows() for name, proc in procs.items()}
+                if args.server == "thread" and args.stages:
+                    stage_rows = {"service": (stages.rows(), 0.0)}
         finally:
             t0 = time.perf_counter()
             runtime.close()
@@ -605,49 +762,102 @@ def main(argv: list[str] | None = None) -> int:
         "size": args.size,
         "concurrency": args.concurrency,
         "rounds": args.rounds,
-        "server": args.server,
+        "server": args.server + (f", evault serve --workers {args.workers}" if args.workers else ""),
         "flow": args.flow,
         "database": "postgresql" if args.database_url.startswith("postgresql") else "sqlite",
-        "server_peak_rss_mib": round(SERVER_PEAK_RSS[-1] / MIB) if SERVER_PEAK_RSS else None,
+        "server_peak_rss_mib": round(SERVER_PEAK_RSS[0] / MIB) if SERVER_PEAK_RSS else None,
     }
-    stage_rows = stages.report(args.count * args.rounds) if args.stages else []
+    requests = args.count * args.rounds
+    reports = {
+        name: Stages.report(rows, requests) + [loop_row(loop_cpu, requests)] * bool(loop_cpu)
+        for name, (rows, loop_cpu) in stage_rows.items()
+        if rows
+    }
     if args.json:
         out = {**info, "phases": [p.as_json() for p in phases], "ratio": round(ratio, 3)}
-        if stage_rows:
-            out["stages"] = stage_rows
+        if "before" in by_name:
+            out["before_ratio"] = round(by_name["before"].objects_per_s / by_name["raw-lock"].objects_per_s, 3)
+        if reports:
+            out["stages"] = reports
         print(json.dumps(out, indent=2))
     else:
         print(render(phases, ratio, info))
-        if stage_rows:
-            print(f"\n| {'service stage (timed vault-in requests)':<42} | calls | ms/request | p95 ms/call |")
-            print(f"|{'-' * 44}|-------|------------|-------------|")
-            for row in stage_rows:
-                print(f"| {row['stage']:<42} | {row['calls']:>5} | {row['ms_per_request']:>10} | {row['p95_ms']:>11} |")
+        if reports:
+            print(render_stages(reports))
     return 0
 
 
+LOOP_STAGE = "event loop thread (HTTP, routing, middleware, body, answer)"
+
+
+def loop_row(loop_cpu: float, requests: int) -> dict[str, Any]:
+    return {
+        "stage": LOOP_STAGE,
+        "calls_per_request": None,
+        "wall_ms_per_request": None,
+        "cpu_ms_per_request": round(loop_cpu / requests * 1000, 2),
+    }
+
+
+def render_stages(reports: dict[str, list[dict[str, Any]]]) -> str:
+    """One row per stage; for each server (service, and before with --before) calls, wall ms and CPU ms per
+    request (CPU only for steps in a worker thread, and for the event loop's thread as a whole)."""
+    names = list(reports)
+    order: list[str] = []
+    for rows in reports.values():
+        order += [row["stage"] for row in rows if row["stage"] not in order]
+    by = {name: {row["stage"]: row for row in rows} for name, rows in reports.items()}
+
+    def cell(value: Any) -> str:
+        return "" if value is None else f"{value:g}"
+
+    head = "| stage (per timed vault-in request) | " + " | ".join(
+        f"{n} calls | {n} wall ms | {n} CPU ms" for n in names
+    )
+    lines = ["", head + " |", "|---|" + "---:|" * (3 * len(names))]
+    for stage in order:
+        cells = []
+        for name in names:
+            row = by[name].get(stage, {})
+            cells += [cell(row.get(k)) for k in ("calls_per_request", "wall_ms_per_request", "cpu_ms_per_request")]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run_phases(
-    bench: Bench, args: argparse.Namespace, digests: list[str], say: Callable[[str], None], stages: Stages
+    bench: Bench,
+    args: argparse.Namespace,
+    digests: list[str],
+    say: Callable[[str], None],
+    stages: Stages,
+    procs: dict[str, ApiProcess],
 ) -> dict[str, list[Round]]:
     warm = min(args.warmup, args.count)
+    services = list(bench.servers)  # "service", and "before" with --before
     if warm:
         t0 = time.perf_counter()
         bench.raw_lock("warmup", warm)
         bench.raw_plain("warmup", warm)
-        bench.service(bench.create_envelopes("warmup", warm), digests)
+        for server in services:
+            bench.service(bench.create_envelopes(f"warmup-{server}", warm), digests, server)
         say(f"warm-up ({warm} objects per phase) in {time.perf_counter() - t0:.1f} s")
-    results: dict[str, list[Round]] = {"raw-lock": [], "raw-plain": [], "service": []}
+    results: dict[str, list[Round]] = {"raw-lock": [], "raw-plain": [], **{name: [] for name in services}}
     for r in range(args.rounds):
         tag = f"r{r}"
-        envelope_ids = bench.create_envelopes(tag, args.count)  # untimed
-        for name in results:
+        envelopes = {name: bench.create_envelopes(f"{tag}-{name}", args.count) for name in services}  # untimed
+        order = list(results) if r % 2 == 0 else ["raw-lock", "raw-plain", *reversed(services)]
+        for name in order:
             if name == "raw-lock":
                 done = timed_cpu(partial(bench.raw_lock, tag, args.count))
             elif name == "raw-plain":
                 done = timed_cpu(partial(bench.raw_plain, tag, args.count))
             else:
                 stages.enabled = True
-                done = timed_cpu(partial(bench.service, envelope_ids, digests))
+                if name in procs:
+                    procs[name].stages(True)
+                done = timed_cpu(partial(bench.service, envelopes[name], digests, name))
+                if name in procs:
+                    procs[name].stages(False)
                 stages.enabled = False
             results[name].append(done)
             say(f"round {r + 1} {name:<9}: {args.count / done.seconds:6.1f} obj/s ({done.seconds:.1f} s)")

@@ -316,6 +316,11 @@ CODES: dict[str, ErrorCode] = {
     "Log.Forked": ErrorCode(None, "a checkpoint of the remembered size has another root"),
     "Log.ProveFromTrusted": ErrorCode(None, "prove consistency from the remembered checkpoint"),
     "Log.Incomplete": ErrorCode(None, "a bundle's last event is not the head the map commits to"),
+    "Log.SegmentMissing": ErrorCode(
+        None, "a bundle of a chain that crossed logs leaves out one of its logs or segments"
+    ),
+    "Log.HandOffBroken": ErrorCode(None, "a chain changes log other than by a hand-off of control and its arrival"),
+    "Log.NotCovered": ErrorCode(409, "no signed checkpoint of a log covers the hand-off a bundle must prove yet"),
     "Log.CompletenessNotProven": ErrorCode(
         None, "a bundle proves a prefix of the history only (v1, no head map); log verify --allow-incomplete"
     ),
@@ -337,6 +342,18 @@ CODES: dict[str, ErrorCode] = {
         None, "a signed receipt whose fields or events its own proofs contradict, or that lacks what its kind needs"
     ),
     "Receipt.KeyCompromised": ErrorCode(None, "a receipt signed by a key revoked as compromised: ask for a new one"),
+    "Receipt.ReleaseSuperseded": ErrorCode(
+        None, "evault receipt verify --against: an event followed the release at the later checkpoint"
+    ),
+    "Receipt.BadCountersignature": ErrorCode(
+        None, "a receipt's countersignature does not verify over its statement, or names no party of it"
+    ),
+    "Countersign.Invalid": ErrorCode(400, "a countersignature needs key_id and a base64 signature"),
+    "Countersign.UnknownKey": ErrorCode(400, "the key_id is not a signing key registered for your organisation"),
+    "Countersign.BadSignature": ErrorCode(400, "the signature does not verify over the transfer receipt's statement"),
+    "Countersign.AlreadySigned": ErrorCode(409, "your organisation countersigned this transfer's receipt already"),
+    "Org.InvalidSigningKey": ErrorCode(None, "evault org add-signing-key: the file is not an Ed25519 public key"),
+    "Org.SigningKeyExists": ErrorCode(None, "evault org add-signing-key: that key is registered already"),
     "Receipt.NotReleased": ErrorCode(409, "a release receipt asked for before the envelope's vault-out"),
     "Receipt.NotCompleted": ErrorCode(409, "a transfer receipt asked for before the transfer completed"),
     "Evidence.NoDocumentSigner": ErrorCode(503, "the vault was started without a document-signing identity"),
@@ -344,6 +361,31 @@ CODES: dict[str, ErrorCode] = {
     "Package.BadSignature": ErrorCode(None, "an evidence package's manifest is not signed by the trusted key"),
     "Package.Altered": ErrorCode(None, "an evidence package's zip or a file in it differs from its signed manifest"),
     "Package.Inconsistent": ErrorCode(None, "an evidence package whose signed parts contradict each other"),
+    "Export.NotReleased": ErrorCode(409, "an export package asked for before a vault-out of reason transfer"),
+    "Export.NotTransfer": ErrorCode(409, "an export package asked for a record released for another reason"),
+    "Export.NotReleaser": ErrorCode(409, "an export package asked for by an organisation other than the releasing one"),
+    "Import.UntrustedKey": ErrorCode(None, "evault import: the package is not signed by a key trusted for its sender"),
+    "Import.BadSignature": ErrorCode(
+        None, "evault import: a signature in the package (manifest, certificate, checkpoint, receipt) does not verify"
+    ),
+    "Import.HashMismatch": ErrorCode(
+        None, "evault import: a file differs from the signed manifest, or a PDF from the vaulted document's hash"
+    ),
+    "Import.ProofInvalid": ErrorCode(
+        None, "evault import: an inclusion, head-map or completeness proof in the package does not hold"
+    ),
+    "Import.Malformed": ErrorCode(None, "evault import: the package lacks a part or a part does not parse"),
+    "Import.Inconsistent": ErrorCode(None, "evault import: the package's signed parts contradict each other"),
+    "Import.NotAddressed": ErrorCode(
+        None, "evault import: the record was not released for a transfer to this vault (EVAULT_CUSTODIAN_ID)"
+    ),
+    "Import.ReleaseNotHead": ErrorCode(
+        None, "evault import: an event followed the release in the sending vault's log: the package is stale"
+    ),
+    "Import.SealInvalid": ErrorCode(
+        None, "evault import: a PDF's embedded signature does not verify here, or its signer is not trusted here"
+    ),
+    "Import.AlreadyImported": ErrorCode(None, "evault import: this release was imported into this vault already"),
     "Report.KeyCompromised": ErrorCode(None, "a report whose key a since-revoked vault key endorsed"),
     "SigningKey.NotCurrent": ErrorCode(
         None, "evault signing-key: the key at hand is not the current one, or revoking the current key unrotated"

@@ -48,6 +48,7 @@ _CODES = (
     Code("Log.EntriesMissing", "leaf indexes have a gap: entries were deleted", log=True),
     Code("Log.EntryInserted", "an entry sits at a position it does not name, or beyond the log's size", log=True),
     Code("Log.RootMismatch", "the entries no longer produce the root a checkpoint signed", log=True),
+    Code("Log.TileEdited", "a stored tile's interior is not the one its bottom row implies", log=True),
     Code("Log.Inconsistent", "a consistency proof between consecutive checkpoints does not verify", log=True),
     Code("Chain.Broken", "an envelope's hash chain has a gap, a reordering or a wrong predecessor", log=True),
     Code("Map.RootMismatch", "a committed head-map root is not the map the entries produce", log=True),

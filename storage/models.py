@@ -181,13 +181,15 @@ class CopyRecord(SQLModel, table=True):
 class Event(SQLModel, table=True):
     """One ledger entry: a link of its envelope's hash chain and a leaf of its organisation's Merkle log.
 
+    An envelope's entries sit in its organisation's log until a hand-off of control moves the chain to the
+    receiver's, so ``org_id`` names the log, not necessarily the envelope's organisation.
+
     ``entry`` is the exact canonical (RFC 8785) bytes that were hashed; everything else is an index into it.
     """
 
     __table_args__ = (
         UniqueConstraint("org_id", "leaf_index"),
         UniqueConstraint("envelope_id", "chain_seq"),
-        _envelope_of_org("event"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -219,6 +221,8 @@ class LogTile(SQLModel, table=True):
     level: int = Field(primary_key=True)
     idx: int = Field(primary_key=True, sa_type=BigInteger)
     hashes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # The parents complete inside the tile, in completion order; NULL on rows from before migration 0021.
+    interior: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class Checkpoint(SQLModel, table=True):
@@ -723,4 +727,49 @@ class EmbedOrigin(SQLModel, table=True):
 
     org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
     origin: str = Field(primary_key=True, max_length=300)
+    created_at: datetime = _utc_column()
+
+
+class EnvelopeImport(SQLModel, table=True):
+    """One import of another vault's export package (docs/vault-transfer.md): claimed before its objects are
+    written, recorded with the envelope and its ``envelope.imported`` event. A release event of another vault's
+    log (its origin and leaf index) is imported once into this vault, whichever organisation tries again."""
+
+    __tablename__ = "envelope_import"
+    __table_args__ = (UniqueConstraint("origin_log", "release_leaf_index", name="ux_envelope_import_release"),)
+
+    envelope_id: str = Field(primary_key=True, max_length=40)  # the envelope it becomes here
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    origin_log: str = Field(max_length=300)  # the sending vault's log origin (its checkpoint's first line)
+    origin_envelope_id: str = Field(max_length=40)
+    release_leaf_index: int = Field(sa_type=BigInteger)  # of its vault.released entry in the origin log
+    origin_key_id: str = Field(max_length=80)  # sha256:<hex> of the sending vault's key that signed the package
+    release_receipt_sha256: str = Field(max_length=64)
+    claimed_at: datetime = _utc_column()
+    retain_until: datetime = _utc_column()  # the COMPLIANCE lock date its objects are put with, fixed at the claim
+    recorded_at: datetime | None = _utc_column(nullable=True)
+
+
+class OrgSigningKey(SQLModel, table=True):
+    """An organisation's own Ed25519 public key, registered by the operator (``evault org add-signing-key``,
+    logged as ``org.signing_key_added``): a party countersigns its transfer receipts with the private half."""
+
+    __tablename__ = "org_signing_key"
+
+    key_id: str = Field(primary_key=True, max_length=80)  # sha256:<hex of the key's SPKI DER>
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    public_pem: str = Field(max_length=400)
+    created_at: datetime = _utc_column()
+
+
+class ReceiptCountersignature(SQLModel, table=True):
+    """A party's Ed25519 signature over a completed transfer's receipt statement (docs/receipts.md), one per party;
+    logged as ``transfer.countersigned`` in the party's own log."""
+
+    __tablename__ = "receipt_countersignature"
+
+    transfer_id: str = Field(primary_key=True, foreign_key="transfer.id", max_length=40)
+    org_id: str = Field(primary_key=True, foreign_key="organisation.id", max_length=40)
+    key_id: str = Field(foreign_key="org_signing_key.key_id", max_length=80)
+    value: str = Field(max_length=100)  # base64 of the 64-byte signature
     created_at: datetime = _utc_column()

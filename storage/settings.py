@@ -233,12 +233,21 @@ class PdfSettings:
     max_cpu_seconds: int = 10  # EVAULT_PDF_MAX_CPU_SECONDS: CPU for vetting at vault-in, and for one stamping
     stamp_memory_bytes: int = 1024 * 1024 * 1024  # EVAULT_PDF_STAMP_MEMORY_BYTES: address space of a stamper
     stamp_timeout_seconds: int = 30  # EVAULT_PDF_STAMP_TIMEOUT_SECONDS: wall clock before a stamper is killed
-    stamp_concurrency: int = 2  # EVAULT_PDF_STAMP_CONCURRENCY: stamper processes at once, per service process
+    stamp_concurrency: int = 2  # EVAULT_PDF_STAMP_CONCURRENCY: stampings, and vettings, at once per service process
     stamp_per_org: int = 1  # EVAULT_PDF_STAMP_PER_ORG: stampings at once for one organisation, across every process
     # EVAULT_PDF_WORKER_NICE: added to the niceness of the stamping and vetting processes (0-19), so that the API's
-    # own threads win the CPU from them (10 on a host of its own); 0 leaves them level with every other process,
-    # which a host shared with other busy processes needs: there a niced worker waits behind all of them.
-    worker_nice: int = 0
+    # own threads win the CPU from them and one tenant's documents cannot slow another's requests. A job starved
+    # past its wall clock (under a quarter of a core on average) is refused with 503 and Retry-After, never blamed on
+    # the document; 0 levels them with every other process, for a host shared with other busy processes.
+    worker_nice: int = 10
+    # EVAULT_PDF_WORKERS: long-lived worker processes that vet uploads and stamp copies, per service process
+    # (started when first needed; each job takes one within its organisation's fair share)
+    workers: int = 2
+    worker_max_jobs: int = 200  # EVAULT_PDF_WORKER_MAX_JOBS: jobs one worker serves before it is replaced
+    # EVAULT_PDF_WORKER_MAX_RSS_BYTES: a worker whose resident memory after a job is past this is replaced, so a
+    # large document leaves no bloated worker behind (at most EVAULT_PDF_STAMP_MEMORY_BYTES; by default half of
+    # that when it is under 1 GiB)
+    worker_max_rss_bytes: int = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -362,19 +371,27 @@ def _edge(env: Mapping[str, str]) -> EdgeSettings:
 
 def _pdf(env: Mapping[str, str]) -> PdfSettings:
     d = PdfSettings()
+    memory = _int(env, "EVAULT_PDF_STAMP_MEMORY_BYTES", d.stamp_memory_bytes, minimum=256 * 1024 * 1024)
     pdf = PdfSettings(
         max_pages=_int(env, "EVAULT_PDF_MAX_PAGES", d.max_pages, minimum=1),
         max_objects=_int(env, "EVAULT_PDF_MAX_OBJECTS", d.max_objects, minimum=16),
         max_decoded_bytes=_int(env, "EVAULT_PDF_MAX_DECODED_BYTES", d.max_decoded_bytes, minimum=1024 * 1024),
         max_cpu_seconds=_int(env, "EVAULT_PDF_MAX_CPU_SECONDS", d.max_cpu_seconds, minimum=1),
-        stamp_memory_bytes=_int(env, "EVAULT_PDF_STAMP_MEMORY_BYTES", d.stamp_memory_bytes, minimum=256 * 1024 * 1024),
+        stamp_memory_bytes=memory,
         stamp_timeout_seconds=_int(env, "EVAULT_PDF_STAMP_TIMEOUT_SECONDS", d.stamp_timeout_seconds, minimum=1),
         stamp_concurrency=_int(env, "EVAULT_PDF_STAMP_CONCURRENCY", d.stamp_concurrency, minimum=1),
         stamp_per_org=_int(env, "EVAULT_PDF_STAMP_PER_ORG", d.stamp_per_org, minimum=1),
         worker_nice=_int(env, "EVAULT_PDF_WORKER_NICE", d.worker_nice, minimum=0),
+        workers=_int(env, "EVAULT_PDF_WORKERS", d.workers, minimum=1),
+        worker_max_jobs=_int(env, "EVAULT_PDF_WORKER_MAX_JOBS", d.worker_max_jobs, minimum=1),
+        worker_max_rss_bytes=_int(
+            env, "EVAULT_PDF_WORKER_MAX_RSS_BYTES", min(d.worker_max_rss_bytes, memory // 2), minimum=64 * 1024 * 1024
+        ),
     )
     if pdf.worker_nice > 19:
         raise SettingsError(f"EVAULT_PDF_WORKER_NICE must be at most 19, got {pdf.worker_nice}")
+    if pdf.worker_max_rss_bytes > pdf.stamp_memory_bytes:
+        raise SettingsError("EVAULT_PDF_WORKER_MAX_RSS_BYTES must not exceed EVAULT_PDF_STAMP_MEMORY_BYTES")
     if pdf.stamp_per_org > pdf.stamp_concurrency:
         raise SettingsError("EVAULT_PDF_STAMP_PER_ORG must not exceed EVAULT_PDF_STAMP_CONCURRENCY")
     return pdf

@@ -57,6 +57,9 @@ def vault_env(embedded_s3: EmbeddedS3, database_url: str, tmp_path: Path) -> dic
         "EVAULT_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
         "EVAULT_RATE_LIMIT": "100000/60",  # tests that count requests set their own
         "EVAULT_RATE_LIMIT_COPIES": "100000/60",
+        # the suite is a shared host (two passes on two cores): niced PDF workers would wait behind the other
+        # pass, and a large document's job would be starved past its wall clock (docs/isolation.md, Niceness)
+        "EVAULT_PDF_WORKER_NICE": "0",
     }
 
 

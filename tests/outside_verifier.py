@@ -194,7 +194,10 @@ def check_map_proof(org_id: str, envelope_id: str, proof: dict[str, Any], root: 
 
 
 def verify_bundle(bundle: dict[str, Any], pinned_pem: bytes) -> list[dict[str, Any]]:
-    """The envelope's events, proven complete; raise Rejected otherwise."""
+    """The envelope's events, proven complete (v3: up to the hand-off when the last is one); raise Rejected
+    otherwise."""
+    if bundle.get("format") == "evault-proof-bundle/v3":
+        return verify_bundle_v3(bundle, pinned_pem)
     if bundle.get("format") != "evault-proof-bundle/v2":
         raise Rejected("not a v2 bundle: completeness cannot be proven")
     key = _load_pem(pinned_pem)
@@ -232,6 +235,95 @@ def verify_bundle(bundle: dict[str, Any], pinned_pem: bytes) -> list[dict[str, A
             raise Rejected("map says absent, bundle shows events")
     elif held != (len(events) - 1, _sha256(entries[-1]) if entries else b""):
         raise Rejected("the history is not complete: the map names another head")
+    return events
+
+
+# §7.1: a history across logs -------------------------------------------------------------------------------
+
+
+def _hand_off(event: dict[str, Any]) -> str | None:
+    data = event.get("data") or {}
+    return data.get("next_log") if event.get("type") == "transfer.completed" else None
+
+
+def verify_bundle_v3(bundle: dict[str, Any], pinned_pem: bytes) -> list[dict[str, Any]]:
+    key = _load_pem(pinned_pem)
+    logs: dict[str, tuple[int, bytes]] = {}
+    for item in bundle["logs"]:  # step 2
+        name = check_vkey(item["key"]["vkey"], key)
+        origin, size, root = check_checkpoint(item["checkpoint"], name, key)
+        if origin != item["origin"] or origin in logs:
+            raise Rejected("a log's checkpoint has another origin, or a log is listed twice")
+        logs[origin] = (size, root)
+    if len({o.rsplit("/", 1)[0] for o in logs}) != 1:
+        raise Rejected("logs of different vaults")
+    final = [i for i in bundle["logs"] if i["origin"] == bundle["origin"]]
+    if not final or any(bundle[k] != final[0][k] for k in ("checkpoint", "key", "timestamp_token")):
+        raise Rejected("the top level is not the final log's checkpoint")
+
+    def included(item: dict[str, Any], origin: str) -> bytes:
+        if origin not in logs:
+            raise Rejected("an entry of a log the bundle carries no checkpoint of")
+        size, root = logs[origin]
+        entry = _b64(item["entry"])
+        check_inclusion(leaf_hash(entry), item["leaf_index"], size, [_b64(h) for h in item["inclusion_proof"]], root)
+        return entry
+
+    items = bundle["events"]
+    entries = [included(item, item["log"]) for item in items]  # step 3
+    events = check_chain(bundle["envelope_id"], entries)  # step 4
+    org = [item["log"].rsplit("/", 1)[-1] for item in items]
+    for item, event, org_id in zip(items, events, org, strict=True):
+        if event["index"] != item["leaf_index"] or event["log"] != org_id:
+            raise Rejected("entry proven at another position or log")
+    for i in range(1, len(events)):  # step 5
+        before, after = events[i - 1], events[i]
+        if org[i] != org[i - 1]:
+            data = after["data"]
+            if (
+                _hand_off(before) != org[i]
+                or before["data"].get("controller") != org[i]
+                or after["type"] != "transfer.arrived"
+                or data.get("log") != org[i - 1]
+                or data.get("leaf_index") != before["index"]
+                or data.get("entry_hash") != _sha256(entries[i - 1]).hex()
+                or data.get("transfer_id") != before["data"].get("transfer_id")
+            ):
+                raise Rejected("a change of log that is not a hand-off and its arrival")
+        elif _hand_off(before) is not None or after["type"] == "transfer.arrived":
+            raise Rejected("the chain goes on in a log it was handed out of")
+    if not items or items[-1]["log"] != bundle["origin"]:  # step 6
+        raise Rejected("the chain goes on in a log the bundle leaves out")
+    runs: list[list[int]] = []
+    for i in range(len(items)):
+        if i and org[i] == org[i - 1]:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    if len(runs) != len(bundle["segments"]):  # step 7
+        raise Rejected("another number of segments than the chain has")
+    for number, (run, segment) in enumerate(zip(runs, bundle["segments"], strict=True)):
+        origin, first, last = items[run[0]]["log"], run[0], run[-1]
+        if (segment["log"], segment["first_seq"], segment["last_seq"]) != (origin, first, last):
+            raise Rejected("a segment is missing or misplaced")
+        present = number == len(runs) - 1 and _hand_off(events[last]) is None  # step 8
+        commit = parse_entry(included(segment["map"]["entry"], origin))
+        version, index = commit["data"]["version"], commit["index"]
+        if commit["type"] != "map.root" or commit["envelope"] is not None or commit["log"] != org[last]:
+            raise Rejected("not a map.root commit of the segment's log")
+        if index != segment["map"]["entry"]["leaf_index"] or not 0 <= version <= index:
+            raise Rejected("the map commit names another position or an invalid version")
+        if (present and index != logs[origin][0] - 1) or (not present and version != index):
+            raise Rejected("the map commit is not where the segment needs it")
+        if any(items[i]["leaf_index"] >= version for i in run):
+            raise Rejected("events beyond the mapped version")
+        held = check_map_proof(
+            org[last], bundle["envelope_id"], segment["map"]["proof"], bytes.fromhex(commit["data"]["map_root"])
+        )
+        if held != (last, _sha256(entries[last])):
+            raise Rejected("the map's head in the segment's log is not its last event")
+        if number < len(runs) - 1 and _hand_off(events[last]) is None:
+            raise Rejected("a segment ends without a hand-off")
     return events
 
 

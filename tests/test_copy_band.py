@@ -30,7 +30,8 @@ from storage.settings import PdfSettings
 from tests import hostile_pdfs, pdf_factory, rendering
 from vault.copy_stamp import mark_objects, stamp_copy
 from vault.pdf_inspect import inspect_pdf
-from vault.stamp_worker import StampFailure, StampLimits, run_stamp
+from vault.stamp_worker import StampLimits, run_stamp
+from vault.worker_pool import StampFailure
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
 

@@ -22,9 +22,10 @@ from sqlalchemy import Connection, Integer, MetaData, Table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, select
 
+from compliance.ledger.tiles import interior_of
 from compliance.verifier import audit_log
 from storage.db import MIGRATIONS, Database
-from storage.log_tiles import SqlTileStore
+from storage.log_tiles import SqlTileStore, Tile
 from storage.models import (
     Checkpoint,
     CopyRecord,
@@ -227,7 +228,9 @@ BAD_WRITES = [
     Bad("update checkpoint", _sql("UPDATE checkpoint SET note = 'forged'"), "append-only"),
     Bad("delete checkpoint", _sql("DELETE FROM checkpoint"), "append-only"),
     Bad("vault record of another org's envelope", _insert(VaultRecord, _record("ac_x", "env_b", "org_a")), FK),
-    Bad("event of another org's envelope", _insert(Event, _event("org_a", 3, "env_b", 1)), FK),
+    # An event of another organisation's envelope is the chain after a hand-off of control (docs/transfers.md):
+    # which log may hold it is the ledger's to say and the verifier's to check; its envelope must exist.
+    Bad("event of no envelope", _insert(Event, _event("org_a", 3, "env_nowhere", 1)), "foreign key"),
     Bad("copy of another org's envelope", _insert(CopyRecord, _copy("cp_x", "org_b", "env_a", "doc_a")), FK),
     Bad("envelope moved to another org", _sql("UPDATE envelope SET org_id = 'org_b' WHERE id = 'env_a'"), FK),
     Bad("unknown vault state", _sql("UPDATE envelope SET vault_state = 'lost'"), "ck_envelope_vault_state"),
@@ -361,13 +364,15 @@ def test_honest_writes_still_go_through(db: Database) -> None:
         conn.execute(_table(VaultRecord).insert(), [_record("ac_a3", "env_a3", "org_a")])
         conn.execute(_table(VaultedDocument).insert(), [_document("doc_a3", "ac_a3", size=0)])
         conn.execute(_table(CopyRecord).insert(), [_copy("cp_a3", "org_a", "env_a3", "doc_a3")])
-        conn.execute(_table(Event).insert(), [_event("org_a", 3, "env_a3", 0), _event("org_b", 1, None, None)])
+        # org_b's log continues env_a's chain, as after a hand-off of control.
+        conn.execute(_table(Event).insert(), [_event("org_a", 3, "env_a3", 0), _event("org_b", 1, "env_a", 1)])
         conn.execute(text("UPDATE log_state SET size = 4 WHERE org_id = 'org_a'"))
         conn.execute(text("UPDATE log_state SET size = 1 WHERE org_id = 'org_b'"))  # unchanged is fine
         conn.execute(_table(Checkpoint).insert(), [_checkpoint("org_a", 4)])
     with db.session() as session:  # the tile upsert the log uses: grow, rewrite unchanged, add a new tile
-        SqlTileStore(session, "org_a").write_tiles({(0, 0): H1 + H2 + H3, (1, 0): H1})
-        SqlTileStore(session, "org_b").write_tiles({(0, 0): H1})
+        grown = H1 + H2 + H3
+        SqlTileStore(session, "org_a").write_tiles({(0, 0): Tile(grown, interior_of(grown)), (1, 0): Tile(H1, b"")})
+        SqlTileStore(session, "org_b").write_tiles({(0, 0): Tile(H1, b"")})
     with db.read_session() as session:
         tiles = {(t.org_id, t.level, t.idx): t.hashes for t in session.exec(select(LogTile))}
         record = session.get(VaultRecord, "ac_a")
@@ -410,6 +415,9 @@ def test_migration_keeps_existing_data_and_goes_both_ways(database_url: str) -> 
         before = _counts(database)
         database.migrate()
         assert _counts(database) == before
+        with database.engine.connect() as conn:  # 0021 gave each tile stored before it the interior its row implies
+            tiles = {bytes(h): bytes(i) for h, i in conn.execute(text("SELECT hashes, interior FROM log_tile"))}
+        assert tiles == {H1 + H2: hashlib.sha256(b"\x01" + H1 + H2).digest(), H1: b""}
         with pytest.raises(IntegrityError), database.engine.begin() as conn:
             conn.execute(text("DELETE FROM event"))
         with pytest.raises(IntegrityError), database.engine.begin() as conn:  # foreign keys are on again

@@ -30,17 +30,17 @@ from vault.copy_stamp import stamp_copy
 from vault.pdf_inspect import inspect_pdf
 from vault.stamp_worker import (
     CopyStampError,
-    StampFailure,
     StampLimits,
     busy,
     run_stamp,
     slots_for,
     stamp_for_copy,
 )
+from vault.worker_pool import StampFailure
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
 
-BUDGET = PdfSettings()
+BUDGET = PdfSettings(worker_nice=0)  # a shared host (the suite's two passes): see conftest's vault_env
 CPU_MARGIN = 3.0  # seconds on top of EVAULT_PDF_MAX_CPU_SECONDS: interpreter noise on a shared 2-core machine
 
 
@@ -158,10 +158,13 @@ def test_stamper_child_meets_its_memory_limit() -> None:
 def test_stamper_child_is_killed_at_its_deadline() -> None:
     source = hostile_pdfs.shared_content(20_000)  # never vetted: over the page limit, takes seconds to stamp
     started = time.monotonic()
-    with pytest.raises(StampFailure) as info:
+    with pytest.raises((StampFailure, Unavailable)) as info:
         run_stamp(source, _mark(source), StampLimits(1 << 30, 30, 0.5))
-    assert info.value.kind == "timeout"
     assert time.monotonic() - started < 5
+    if isinstance(info.value, StampFailure):  # it had its CPU: the document's time ran out
+        assert info.value.kind == "timeout"
+    else:  # a loaded machine starved the worker (niceness 10): ours to retry, never the document's fault
+        assert info.value.code == "Copy.Busy"
 
 
 def test_copy_path_failures_are_stable_codes(caplog: pytest.LogCaptureFixture) -> None:
@@ -171,11 +174,12 @@ def test_copy_path_failures_are_stable_codes(caplog: pytest.LogCaptureFixture) -
     assert info.value.code == "Copy.StampFailed" and info.value.category == "integrity"
     assert "stamping copy" in caplog.text
     slow = hostile_pdfs.shared_content(20_000)
-    with pytest.raises(CopyStampError) as info:
+    with pytest.raises((CopyStampError, Unavailable)) as timed_out:
         stamp_for_copy(
             dataclasses.replace(BUDGET, max_cpu_seconds=1, stamp_timeout_seconds=1), "org_a", slow, _mark(slow)
         )
-    assert info.value.code == "Copy.StampTimeout"
+    # the CPU budget or the wall clock with the CPU spent; or, on a machine that starved the niced worker, 503
+    assert timed_out.value.code in ("Copy.StampTimeout", "Copy.Busy")
 
 
 def test_slots_cap_per_key_and_in_total() -> None:

@@ -111,6 +111,7 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", "/envelopes/{envelope_id}/transfers"): {"json": {"to_organisation": "org_" + "0" * 20, "type": "control"}},
     ("POST", "/transfers/{transfer_id}/reject"): {"json": {"reason": "matrix"}},
+    ("POST", "/transfers/{transfer_id}/countersign"): {"json": {"key_id": "sha256:" + "0" * 64, "signature": "AA=="}},
     ("POST", "/embed/token"): {"json": {"envelope_id": "env_" + "0" * 20, "recipient_id": "rcp_" + "0" * 20}},
 }
 

@@ -20,9 +20,9 @@ from compliance.ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from compliance.ledger.tiles import MemoryTileStore, TiledTree, TileKey
+from compliance.ledger.tiles import MemoryTileStore, TiledTree, TileKey, interior_of
 from storage.db import Database
-from storage.log_tiles import SqlTileStore
+from storage.log_tiles import SqlTileStore, Tile
 from storage.models import Organisation
 
 pytestmark = pytest.mark.once  # independent of the database under test: the SQLite pass only
@@ -38,11 +38,11 @@ class CountingStore(MemoryTileStore):
         self.reads: list[int] = []
         self.writes: list[int] = []
 
-    def read_tiles(self, keys: Collection[TileKey]) -> dict[TileKey, bytes]:
+    def read_tiles(self, keys: Collection[TileKey]) -> dict[TileKey, Tile]:
         self.reads.append(len(keys))
         return super().read_tiles(keys)
 
-    def write_tiles(self, tiles: Mapping[TileKey, bytes]) -> None:
+    def write_tiles(self, tiles: Mapping[TileKey, Tile]) -> None:
         self.writes.append(len(tiles))
         super().write_tiles(tiles)
 
@@ -183,7 +183,7 @@ def test_argument_and_store_errors() -> None:
         with pytest.raises(LogError) as info:
             call()
         assert info.value.code == code
-    store.tiles[(0, 0)] = store.tiles[(0, 0)][:-1]
+    store.tiles[(0, 0)] = Tile(store.tiles[(0, 0)].hashes[:-1], store.tiles[(0, 0)].interior)
     with pytest.raises(LogError):
         TiledTree(store, 10).root()
 
@@ -223,7 +223,7 @@ def test_sql_tile_store(db: Database) -> None:
             (0, 5),
             (1, 0),
         ]
-        assert store.read_tiles([(0, 0)]) == {(0, 0): b"".join(hashes[:256])}
+        assert store.read_tiles([(0, 0)]) == {(0, 0): Tile(b"".join(hashes[:256]), interior_of(b"".join(hashes[:256])))}
         assert len(store.read_tiles([(0, n) for n in range(1000)])) == 6  # more keys than one query takes
         session.rollback()  # the caller owns the transaction: nothing was committed inside
     with db.session() as session:
@@ -231,4 +231,4 @@ def test_sql_tile_store(db: Database) -> None:
         assert tree.root() == root_from_leaf_hashes(hashes[:1000])
         assert SqlTileStore(session, "org_a").read_tiles([(0, 4)]) == {}
         other = SqlTileStore(session, "org_b").read_tiles([(0, 0), (0, 1)])
-        assert Counter(len(v) for v in other.values()) == {96: 1}
+        assert Counter(len(v.hashes) for v in other.values()) == {96: 1}

@@ -158,25 +158,31 @@ def test_control_and_location_move_to_the_receiver_after_escrow(
     assert _code(_authoritative(client, ah, envelope_id)) == (404, "Envelope.NotFound")
     assert client.get(f"{API}/transfers/{tid}", headers=ah).json()["status"] == "completed"
 
-    # One history: the chain in A's log, the receiver's retrieval after it, the hand-off in B's log too.
+    # One history: the chain in A's log up to the hand-off, then in B's: the receiver's retrieval lands there.
     events = _events(runtime, envelope_id)
-    assert events[-5:] == [
+    assert events[-6:] == [
         "transfer.initiated",
         "vault.copy_issued",  # a marked copy during escrow
         "transfer.accepted",
-        "transfer.completed",
-        "vault.retrieval_issued",  # by the receiver's key, in the record's one chain
+        "transfer.completed",  # the hand-off: the chain's last entry in A's log
+        "transfer.arrived",  # ... and its first in B's
+        "vault.retrieval_issued",  # by the receiver's key, in the receiver's log
     ]
     with runtime.db.read_session() as session:
-        chain = session.exec(select(Event).where(Event.envelope_id == envelope_id)).all()
-        assert {e.org_id for e in chain} == {a}
-        handoff = session.exec(select(Event).where(Event.org_id == b, Event.event_type == "transfer.recorded")).one()
+        chain = session.exec(select(Event).where(Event.envelope_id == envelope_id).order_by(col(Event.chain_seq)))
+        logs = [e.org_id for e in chain]
+        assert logs == [a] * (len(events) - 2) + [b, b]
+        completed = session.exec(select(Event).where(Event.org_id == a, Event.event_type == "transfer.completed")).one()
+        arrived = session.exec(select(Event).where(Event.org_id == b, Event.event_type == "transfer.arrived")).one()
+        assert session.exec(select(Event).where(Event.event_type == "transfer.recorded")).all() == []
         deliveries = session.exec(select(WebhookDelivery).where(WebhookDelivery.event_type == "transfer.completed"))
         assert sorted(d.org_id for d in deliveries) == sorted([a, b])
         retrieval = session.exec(select(WebhookDelivery).where(WebhookDelivery.event_type == "vault.copy_issued")).all()
         assert [d.org_id for d in retrieval] == [a]  # issued while A held it
-    recorded = json.loads(handoff.entry)["data"]
-    assert (recorded["envelope_id"], recorded["log"], recorded["transfer_id"]) == (envelope_id, a, tid)
+    assert json.loads(completed.entry)["data"]["next_log"] == b
+    named = json.loads(arrived.entry)["data"]
+    assert (named["log"], named["leaf_index"], named["entry_hash"]) == (a, completed.leaf_index, completed.entry_hash)
+    assert json.loads(arrived.entry)["prev"] == completed.entry_hash
 
     # The certificate tells the present, and checks offline.
     check = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=bh).json()
@@ -245,6 +251,7 @@ def test_reject_cancel_and_confirm(client: Any, runtime: Runtime, parties: tuple
         "transfer.initiated",
         "transfer.accepted",
         "transfer.completed",
+        "transfer.arrived",  # the hand-off of control: the chain goes on in B's log
     ]
     check = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=bh).json()
     assert check["verdict"] == "pass", check
@@ -351,7 +358,8 @@ def test_accept_cancel_and_reject_race_with_one_winner(
         assert codes == [200, 409, 409], [r.text for r in answers]
         assert all(r.json()["code"] == "Transfer.NotPending" for r in answers if r.status_code == 409)
         winner = next(r for r in answers if r.status_code == 200).json()["status"]
-        ending = {"completed": ["transfer.accepted", "transfer.completed"]}.get(winner, [f"transfer.{winner}"])
+        completed = ["transfer.accepted", "transfer.completed", "transfer.arrived"]  # the hand-off in B's log
+        ending = {"completed": completed}.get(winner, [f"transfer.{winner}"])
         assert _steps_of(runtime, tid) == ["transfer.initiated", *ending]
         with runtime.db.read_session() as session:
             row = session.get(Transfer, tid)

@@ -1,14 +1,16 @@
 """The vetting of an uploaded PDF, as the service calls it: in a limited worker process, within a fair share.
 
 The API process only receives, spools and hashes an upload's bytes (``vault.upload_spool``); parsing the
-document and rehearsing its copy (``vault.pdf_vetting``) run in a stamper-like child process under the copy
-path's own memory, CPU and wall-clock limits and at a lower priority (``vault.stamp_worker.run_vetting``). So a
-hostile file costs the API neither memory nor CPU, and other tenants' requests never wait for its GIL.
+document and rehearsing its copy (``vault.pdf_vetting``) run in one of the stamper's pooled worker processes
+(``vault.worker_pool``) under the copy path's own memory, CPU and wall-clock limits and at a lower priority
+(``vault.stamp_worker.run_vetting``). So a hostile file costs the API neither memory nor CPU, and other
+tenants' requests never wait for its GIL.
 
-How many vet at once is capped per service process (``EVAULT_PDF_STAMP_CONCURRENCY`` children, a pool of its
-own beside the copies'), and shared fairly (``vault.slots``): an organisation alone may use every slot, beside
-others it gets at most its share, so one tenant's flood of uploads leaves the others theirs. An upload that
-finds no slot within ``EVAULT_PDF_STAMP_TIMEOUT_SECONDS`` is refused with 503 ``Vault.Busy`` and a retry hint.
+How many vet at once is capped per service process (``EVAULT_PDF_STAMP_CONCURRENCY`` jobs, slots of their own
+beside the copies', all served by the ``EVAULT_PDF_WORKERS`` workers), and shared fairly (``vault.slots``): an
+organisation alone may use every slot, beside others it gets at most its share, so one tenant's flood of
+uploads leaves the others theirs. An upload that finds no slot within ``EVAULT_PDF_STAMP_TIMEOUT_SECONDS`` is
+refused with 503 ``Vault.Busy`` and a retry hint.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from compliance.errors import InvalidInput
 from storage.settings import PdfSettings
 from vault.pdf_vetting import PdfFacts, cannot_copy, page_count, too_complex
 from vault.slots import Slots
-from vault.stamp_worker import StampFailure, busy, run_vetting
+from vault.stamp_worker import busy, run_vetting
 from vault.upload_spool import SpooledDocument
+from vault.worker_pool import StampFailure
 
 __all__ = ["PdfFacts", "inspect_pdf", "page_count", "vetting_slots"]
 
@@ -57,7 +60,7 @@ def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None, o
     wait = float(pdf.stamp_timeout_seconds)
     with vetting_slots(pdf).slot(None, busy("Vault.Busy"), wait_seconds=wait, org=org_id):
         try:
-            return run_vetting(source, digest, pdf)
+            return run_vetting(source, digest, pdf, org_id)
         except StampFailure as exc:
             if exc.kind == "timeout":
                 raise too_complex("max_cpu_seconds", pdf.max_cpu_seconds) from exc

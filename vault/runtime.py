@@ -48,6 +48,7 @@ from vault.metrics.instruments import CHECKPOINT_FAILURES, failure_cause
 from vault.reconcile import reconcile_claims
 from vault.webhooks.outbox import install_outbox
 from vault.webhooks.sender import Sender
+from vault.worker_pool import close_pools
 
 log = logging.getLogger("evault")
 EVIDENCE_STOP_SECONDS = 5.0  # at close, for cancelled evidence jobs to reach their next step
@@ -246,8 +247,10 @@ class Runtime:
         self._mailer.start()
 
     def close(self) -> None:
-        """Stop in the reverse order of opening: threads, then the database, then the store they use."""
+        """Stop in the reverse order of opening: threads, then the database, then the store they use. The PDF
+        workers go first and at once: a vetting or stamping still in flight is refused with 503, not waited for."""
         self._stop.set()
+        close_pools()
         MAIL_WAKE.set()
         self.evidence_work.close(wait_seconds=EVIDENCE_STOP_SECONDS)
         stop_at = time.monotonic() + THREADS_STOP_SECONDS  # one budget for all, not one each

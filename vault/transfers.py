@@ -20,8 +20,10 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from compliance.errors import Conflict, Forbidden, InvalidInput, NotFound
+from compliance.headmap.sql_store import commit_head_map
 from compliance.ledger.event_catalogue import (
     TRANSFER_ACCEPTED,
+    TRANSFER_ARRIVED,
     TRANSFER_CANCELLED,
     TRANSFER_COMPLETED,
     TRANSFER_EXPIRED,
@@ -29,7 +31,7 @@ from compliance.ledger.event_catalogue import (
     TRANSFER_RECORDED,
     TRANSFER_REJECTED,
 )
-from compliance.ledger.events import Actor, append_event
+from compliance.ledger.events import Actor, append_event, chain_head, chain_log
 from storage.ids import as_utc, iso, new_id, utcnow
 from storage.models import Envelope, Organisation, Transfer
 from vault.custody import Custody
@@ -209,8 +211,9 @@ def _lock(session: Session, org_id: str, transfer_id: str) -> tuple[Envelope, Tr
 
 
 def _complete(session: Session, actor: Actor, envelope: Envelope, transfer: Transfer, now: datetime) -> None:
-    """Control and/or custody move: the row, the chain's ``transfer.completed``, and the hand-off in the log of
-    each party whose log does not hold the chain."""
+    """Control and/or custody move: the row and the chain's ``transfer.completed``. When control moves, the chain
+    moves with it: the completion closes it in its log (``next_log``) and ``transfer.arrived`` opens it in the
+    receiver's; a party whose log then holds neither gets ``transfer.recorded``."""
     if "control" in transfer.type:
         envelope.controller_org_id = transfer.to_org_id
     if "location" in transfer.type:
@@ -218,28 +221,42 @@ def _complete(session: Session, actor: Actor, envelope: Envelope, transfer: Tran
     touch(envelope, now)
     transfer.status, transfer.completed_at = "completed", now
     session.add_all([envelope, transfer])
+    log = chain_log(session, envelope.id, chain_head(session, envelope.id), envelope.org_id)
+    moves = "control" in transfer.type and transfer.to_org_id != log
     event = append_event(
         session,
         actor=actor,
         envelope_id=envelope.id,
         event_type=TRANSFER_COMPLETED,
         occurred_at=now,
-        data=_data(transfer, controller=envelope.controller, custodian=envelope.custodian),
+        data=_data(
+            transfer,
+            controller=envelope.controller,
+            custodian=envelope.custodian,
+            **({"next_log": transfer.to_org_id} if moves else {}),
+        ),
     )
     transfer.completed_index = event.leaf_index
-    for party in sorted({transfer.from_org_id, transfer.to_org_id} - {envelope.org_id}):
+    hand_off = {"log": event.org_id, "leaf_index": event.leaf_index, "entry_hash": event.entry_hash}
+    if moves:
+        commit_head_map(session, event.org_id)  # the transferor's map names the hand-off as its final head there
+        append_event(  # keyless: the receiver's log takes the chain over, on the completion's authority
+            session,
+            actor=Actor(transfer.to_org_id),
+            envelope_id=envelope.id,
+            event_type=TRANSFER_ARRIVED,
+            occurred_at=now,
+            data=_data(transfer, **hand_off),
+            log=transfer.to_org_id,
+        )
+    holds = {event.org_id, transfer.to_org_id} if moves else {event.org_id}
+    for party in sorted({transfer.from_org_id, transfer.to_org_id} - holds):
         append_event(
             session,
             actor=Actor(party),
             event_type=TRANSFER_RECORDED,
             occurred_at=now,
-            data=_data(
-                transfer,
-                envelope_id=envelope.id,
-                log=envelope.org_id,
-                leaf_index=event.leaf_index,
-                entry_hash=event.entry_hash,
-            ),
+            data=_data(transfer, envelope_id=envelope.id, **hand_off),
         )
 
 

@@ -32,12 +32,12 @@ from compliance.signatures.pdf_validation import validate_signatures
 from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import as_utc, iso, new_id, utcnow
 from storage.keys import authoritative_key
-from storage.models import VaultClaim, VaultedDocument, VaultRecord
+from storage.models import Envelope, VaultClaim, VaultedDocument, VaultRecord
 from vault.custody import Custody, OnCommit
 from vault.envelopes import get_envelope, lock_envelope, staged_documents, vault_record, vaulted_documents
 from vault.expiry import settle
 from vault.field_limits import check_filename
-from vault.lifecycle import check_if_match, require_not_due, transition
+from vault.lifecycle import check_if_match, expiry_due, require_not_due, transition
 from vault.pdf_inspect import PdfFacts, inspect_pdf
 from vault.retention import organisation_retention_days, vault_in_retention
 from vault.secured_party import check_identity
@@ -228,6 +228,19 @@ def _end_lease(custody: Custody, claim: VaultClaim) -> None:
         log.warning("could not end the lease of vault-in claim %s: %s", claim.claim_id, exc)
 
 
+def _look(custody: Custody, org_id: str, envelope_id: str) -> tuple[Envelope, float]:
+    """The envelope and its organisation's retention, in one read; a due expiry is applied first (rarely)."""
+    with custody.db.read_session() as session:
+        envelope = get_envelope(session, org_id, envelope_id)
+        due = expiry_due(envelope, utcnow())
+        retention_days = organisation_retention_days(session, envelope.org_id, custody.policy.retention_days)
+    if due:
+        settle(custody, org_id, envelope_id)
+        with custody.db.read_session() as session:
+            envelope = get_envelope(session, org_id, envelope_id)
+    return envelope, retention_days
+
+
 def vault_in(
     custody: Custody,
     actor: Actor,
@@ -242,10 +255,7 @@ def vault_in(
 ) -> VaultInResult:
     """``if_match`` and ``staged`` are checked under the claim's lock; ``on_commit`` runs in the record's
     transaction."""
-    settle(custody, actor.org_id, envelope_id)
-    with custody.db.read_session() as session:
-        envelope = get_envelope(session, actor.org_id, envelope_id)
-        retention_days = organisation_retention_days(session, envelope.org_id, custody.policy.retention_days)
+    envelope, retention_days = _look(custody, actor.org_id, envelope_id)
     check_claimable(envelope, source, vaulted_ok=True)
     checked = check_uploads(custody, uploads, source, actor.org_id)
     digests = [digest for _, digest, _, _ in checked]
@@ -329,8 +339,7 @@ def record_claim(
             vaulted_at=now,
             vaulted_by=actor.key_id or "",
         )
-        session.add(record)
-        session.flush()
+        session.add(record)  # flushed with its documents: their ids are ours, the unit of work orders the inserts
         documents = [
             VaultedDocument(
                 id=new_id("doc"),

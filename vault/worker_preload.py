@@ -1,8 +1,9 @@
 """Imported by the stamper's forkserver only: one vetting and one checked stamping of a small page, done once.
 
-pyHanko, pypdf and pdfium import much of themselves on first use (about 0.2 s of CPU here), and a child forked
-from the forkserver would otherwise pay that on every upload and copy. Done here, in the forkserver, before
-any child is forked, every child starts with it in place. Nothing imports this module in the service itself.
+pyHanko, pypdf and pdfium import much of themselves on first use (about 0.2 s of CPU here), and a worker forked
+from the forkserver would otherwise pay that on its first upload or copy (and again each time a worker is
+replaced). Done here, in the forkserver, before any worker is forked, every worker starts with it in place.
+Nothing imports this module in the service itself.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from compliance import strict_json
+from compliance.bundles.cross_log import FORMAT_V3, Segment, build_v3, crosses_logs, handed_to, verify_v3
 from compliance.checkpoints.auditor_memory import load_trusted_key
 from compliance.checkpoints.policy import CheckpointTrust
 from compliance.checkpoints.publisher import tree_for
@@ -32,11 +33,11 @@ from compliance.headmap.sparse_tree import MapProof, map_key, tree_id_for, verif
 from compliance.headmap.sql_store import map_root_ending, prove_at
 from compliance.ledger.chain import parse_entry, verify_chain
 from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
-from compliance.ledger.event_catalogue import MAP_ROOT
+from compliance.ledger.event_catalogue import MAP_ROOT, TRANSFER_ARRIVED
 from compliance.ledger.events import envelope_events
 from compliance.ledger.key_history import KeyHistory, KeyPeriod, KeySet
 from compliance.ledger.key_ring import generations
-from compliance.ledger.log_error import INCOMPLETE, INVALID_PROOF, MALFORMED, WRONG_KEY, LogError
+from compliance.ledger.log_error import INCOMPLETE, INVALID_PROOF, MALFORMED, SEGMENT_MISSING, WRONG_KEY, LogError
 from compliance.ledger.merkle import leaf_hash, verify_inclusion
 from compliance.ledger.note import NoteVerifier, b64decode_strict, parse_note
 from compliance.ledger.tiles import TiledTree
@@ -63,9 +64,15 @@ class VerifiedBundle:
     events: list[dict[str, Any]]
     completeness: Completeness | None  # None: a v1 bundle, which proves a prefix of the history only
     key: KeyPeriod  # the generation of the vault's key that signed the checkpoint
+    segments: tuple[Segment, ...] = ()  # v3: the chain's runs in each log, in order (empty: one log)
+
+    @property
+    def handed_to(self) -> str | None:
+        """v3: the organisation the last entry handed control to (the history goes on in its log), if any."""
+        return self.segments[-1].handed_to if self.segments else None
 
 
-def _proven(tree: TiledTree, size: int, event: Event) -> dict[str, Any]:
+def proven(tree: TiledTree, size: int, event: Event) -> dict[str, Any]:
     return {
         "leaf_index": event.leaf_index,
         "entry": base64.b64encode(event.entry).decode(),
@@ -94,6 +101,9 @@ def signing_key_of(session: Session, key: VaultKey, note: str) -> tuple[dict[str
 def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: CheckpointRow) -> dict[str, Any]:
     """The envelope's events up to the head map the checkpoint commits, with proofs; no events: proof of absence."""
     org_id = checkpoint.org_id
+    chain = envelope_events(session, envelope_id)
+    if crosses_logs(chain):
+        return build_v3(session, key, envelope_id, checkpoint, chain)
     committed = map_root_ending(session, org_id, checkpoint.size)
     if committed is None:
         raise Conflict("Log.MapNotCommitted", "the checkpoint does not end with a map commit", size=checkpoint.size)
@@ -102,9 +112,7 @@ def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: 
     map_entry = session.exec(
         select(Event).where(Event.org_id == org_id, Event.leaf_index == committed.entry_index)
     ).one()
-    events = [
-        e for e in envelope_events(session, envelope_id) if e.org_id == org_id and e.leaf_index < committed.version
-    ]
+    events = [e for e in chain if e.org_id == org_id and e.leaf_index < committed.version]
     return {
         "format": FORMAT,
         "origin": Checkpoint.parse(checkpoint.note.split("\n\n", 1)[0] + "\n").origin,
@@ -112,9 +120,9 @@ def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: 
         "checkpoint": checkpoint.note,
         "key": signed_by,
         **({"key_chain": key_chain} if key_chain else {}),
-        "events": [_proven(tree, checkpoint.size, e) for e in events],
+        "events": [proven(tree, checkpoint.size, e) for e in events],
         "map": {
-            "entry": _proven(tree, checkpoint.size, map_entry),
+            "entry": proven(tree, checkpoint.size, map_entry),
             "proof": prove_at(session, org_id, committed.version, envelope_id).as_json(),
         },
         # The TSA's reply over the note, if one was taken: checked by `--tsa-roots`, ignored otherwise.
@@ -124,7 +132,7 @@ def build_bundle(session: Session, key: VaultKey, envelope_id: str, checkpoint: 
     }
 
 
-def _field(obj: Any, name: str, kind: type) -> Any:
+def field(obj: Any, name: str, kind: type) -> Any:
     if not isinstance(obj, dict) or not isinstance(obj.get(name), kind) or isinstance(obj.get(name), bool):
         raise LogError(MALFORMED, f"bundle field {name!r} is missing or not a {kind.__name__}")
     return obj[name]
@@ -140,17 +148,17 @@ def key_history_for(bundle: dict[str, Any], trusted_pem: bytes, keys: KeySet | N
 
 def verifier_for(bundle_key: dict[str, Any], history: KeyHistory) -> tuple[NoteVerifier, KeyPeriod]:
     """The bundle names its key; it is trusted only as a key of the chain that starts at the auditor's key."""
-    named = NoteVerifier.from_vkey(_field(bundle_key, "vkey", str))
+    named = NoteVerifier.from_vkey(field(bundle_key, "vkey", str))
     try:
         return named, history.period_of(named.public_key)
     except LogError:
         raise LogError(WRONG_KEY, "the bundle was signed with a key other than the one you trust") from None
 
 
-def _included(item: Any, checkpoint: Checkpoint) -> tuple[int, bytes]:
-    index = _field(item, "leaf_index", int)
-    entry = b64decode_strict(_field(item, "entry", str), "entry")
-    hashes = _field(item, "inclusion_proof", list)
+def included(item: Any, checkpoint: Checkpoint) -> tuple[int, bytes]:
+    index = field(item, "leaf_index", int)
+    entry = b64decode_strict(field(item, "entry", str), "entry")
+    hashes = field(item, "inclusion_proof", list)
     if not all(isinstance(h, str) for h in hashes):
         raise LogError(MALFORMED, "proof hashes must be base64 strings")
     proof = [b64decode_strict(h, "proof hash") for h in hashes]
@@ -158,18 +166,21 @@ def _included(item: Any, checkpoint: Checkpoint) -> tuple[int, bytes]:
     return index, entry
 
 
-def _map_commit(item: Any, checkpoint: Checkpoint, org_id: str) -> tuple[int, bytes]:
-    """(version, root) of the map committed by the checkpoint's last entry, which must be a ``map.root``."""
-    index, entry = _included(item, checkpoint)
+def map_commit(item: Any, checkpoint: Checkpoint, org_id: str, last: bool = True) -> tuple[int, bytes]:
+    """(version, root) of the map a ``map.root`` entry commits: the checkpoint's last entry (the present), or with
+    ``last`` False any of its entries (a past map, as a hand-off's, which maps the entries before it)."""
+    index, entry = included(item, checkpoint)
     value = parse_entry(entry)
     data = value.get("data")
-    if index != checkpoint.size - 1 or value.get("index") != index or value.get("log") != org_id:
+    if (last and index != checkpoint.size - 1) or value.get("index") != index or value.get("log") != org_id:
         raise LogError(INVALID_PROOF, "the map commit is not the checkpoint's last entry of this log", leaf_index=index)
     if value.get("type") != MAP_ROOT.name or value.get("envelope") is not None or not isinstance(data, dict):
         raise LogError(MALFORMED, "the checkpoint's last entry is not a map.root entry", leaf_index=index)
     version, root = data.get("version"), data.get("map_root")
     if not isinstance(version, int) or version != data.get("log_size_mapped") or not 0 <= version <= index:
         raise LogError(MALFORMED, "map.root entry names no valid version")
+    if not last and version != index:
+        raise LogError(MALFORMED, "a past map.root entry maps another size than the entries before it")
     if not isinstance(root, str) or len(root) != 64:
         raise LogError(MALFORMED, "map.root entry names no 32-byte root")
     try:
@@ -182,8 +193,8 @@ def _completeness(
     bundle: dict[str, Any], checkpoint: Checkpoint, org_id: str, envelope_id: str, entries: list[bytes]
 ) -> Completeness:
     """Check the history against the head map: it must end exactly at the head the map commits to."""
-    part = _field(bundle, "map", dict)
-    version, root = _map_commit(_field(part, "entry", dict), checkpoint, org_id)
+    part = field(bundle, "map", dict)
+    version, root = map_commit(field(part, "entry", dict), checkpoint, org_id)
     if any(item["leaf_index"] >= version for item in bundle["events"]):
         raise LogError(INVALID_PROOF, "the bundle shows events the committed map does not cover", version=version)
     head = verify_map_proof(tree_id_for(org_id), map_key(envelope_id), MapProof.from_json(part.get("proof")), root)
@@ -214,25 +225,32 @@ def verify_bundle(
         bundle = strict_json.loads(text)
     except ValueError as exc:
         raise LogError(MALFORMED, "bundle is not JSON", error=str(exc)) from None
-    form = _field(bundle, "format", str)
-    if form not in (FORMAT, FORMAT_V1):
-        raise LogError(MALFORMED, f"bundle format must be {FORMAT} (or {FORMAT_V1})")
-    origin = _field(bundle, "origin", str)
+    form = field(bundle, "format", str)
+    if form not in (FORMAT, FORMAT_V1, FORMAT_V3):
+        raise LogError(MALFORMED, f"bundle format must be {FORMAT_V3} or {FORMAT} (or {FORMAT_V1})")
+    if form == FORMAT_V3:
+        history = key_history_for(bundle, trusted_pem, keys)
+        parsed, segments, final, head_seq = verify_v3(bundle, history, trust or CheckpointTrust(), expected_origin)
+        done = Completeness(head_seq, segments[-1].map_version)
+        return VerifiedBundle(bundle["envelope_id"], final.checkpoint, parsed, done, final.period, tuple(segments))
+    origin = field(bundle, "origin", str)
     if expected_origin is not None and origin != expected_origin:
         raise LogError("Log.WrongOrigin", "bundle is for another log", origin=origin, expected=expected_origin)
     history = key_history_for(bundle, trusted_pem, keys)
-    verifier, period = verifier_for(_field(bundle, "key", dict), history)
-    note = _field(bundle, "checkpoint", str)
+    verifier, period = verifier_for(field(bundle, "key", dict), history)
+    note = field(bundle, "checkpoint", str)
     checkpoint = verify_checkpoint(note, verifier, origin)
     token = bundle.get("timestamp_token")
     raw_token = b64decode_strict(token, "timestamp token") if isinstance(token, str) else None
     (trust or CheckpointTrust()).check_key(history, period, note, raw_token)
-    envelope_id = _field(bundle, "envelope_id", str)
+    envelope_id = field(bundle, "envelope_id", str)
     org_id = origin.rsplit("/", 1)[-1]
-    entries = [_included(item, checkpoint)[1] for item in _field(bundle, "events", list)]
+    entries = [included(item, checkpoint)[1] for item in field(bundle, "events", list)]
     if not entries and form == FORMAT_V1:
         raise LogError(MALFORMED, "bundle has no events")
     parsed = verify_chain(envelope_id, entries)
+    if any(handed_to(value) is not None or value.get("type") == TRANSFER_ARRIVED.name for value in parsed):
+        raise LogError(SEGMENT_MISSING, f"the chain crossed logs at a hand-off: only a {FORMAT_V3} bundle proves it")
     for item, value in zip(bundle["events"], parsed, strict=True):
         if value.get("index") != item["leaf_index"] or org_id != value.get("log"):
             raise LogError(

@@ -29,6 +29,7 @@ from compliance.conditions.projection import (
     control_claim,
     fold,
     hold_claim,
+    import_claim,
     paper_in_claims,
     release_claim,
     transfers_claim,
@@ -149,6 +150,8 @@ def certificate_body(
         "transfers": transfers_claim(chain),
         "copies": _copies(chain),
         "vault_out": release_claim(chain),
+        # An imported record's provenance: the origin vault's key, log, release receipt and checkpoint.
+        "imported_from": import_claim(chain),
         "amendments": amendment_claims(chain),
         # Custody evidence about a paper original; it does not make the scan a transferable record.
         "paper_in_attestations": paper_in_claims(chain),

@@ -46,6 +46,18 @@ def _release_lines(cert: dict[str, Any]) -> list[tuple[int, str]]:
     return [(10, f"Vault-out: {released.get('reason')} on {released.get('at')}"), (10, f"Transferee: {to}")]
 
 
+def _provenance_lines(cert: dict[str, Any]) -> list[tuple[int, str]]:
+    """An imported record names the vault it came from: its log, its key and its release event."""
+    origin = cert.get("imported_from")
+    if not origin:
+        return []
+    return [
+        (10, f"Imported on {origin.get('imported_at')} from {origin.get('log_origin')}"),
+        (8, f"    origin key {origin.get('key_id')}, envelope {origin.get('envelope_id')}"),
+        (8, f"    release receipt sha256 {origin.get('release_receipt_sha256')}"),
+    ]
+
+
 def _signature_lines(cert: dict[str, Any]) -> list[tuple[int, str]]:
     names = {d["id"]: d["filename"] for d in (cert.get("authoritative_copy") or {}).get("documents", [])}
     lines = []
@@ -117,6 +129,7 @@ def page_lines(document: dict[str, Any]) -> list[tuple[int, str]]:
         (10, f"Copies issued: {len(cert['copies'])}"),
         *_beside_lines(cert),
         *_release_lines(cert),
+        *_provenance_lines(cert),
         (10, f"Checkpoint: {cert['issuer']['log_origin']} size {checkpoint['size']}"),
         (10, ""),
         (8, f"The signed JSON certificate is embedded in this PDF as {ATTACHMENT}, SHA-256 of that file:"),

@@ -43,10 +43,22 @@ def covering_checkpoint(db: Database, checkpoints: SignsOnDemand, org_id: str, c
     return checkpoints.checkpoint_now(org_id)
 
 
-def checkpoint_for_envelope(db: Database, checkpoints: SignsOnDemand, org_id: str, envelope_id: str) -> CheckpointRow:
-    """A fresh checkpoint covering every event of one envelope (the question a bundle or certificate asks)."""
+def checkpoint_for_envelope(
+    db: Database, checkpoints: SignsOnDemand, org_id: str, envelope_id: str, until_log: str | None = None
+) -> CheckpointRow:
+    """A fresh checkpoint covering every event of one envelope (the question a bundle or certificate asks), in the
+    log its chain is in now (or ``until_log``, the chain's last log of a transferor's part). A chain that crossed
+    logs gets a fresh checkpoint in each earlier log too, covering the ``map.root`` each hand-off writes after
+    itself, so that its bundle proves every segment."""
     with db.read_session() as session:
         events = envelope_events(session, envelope_id)
-    # The envelope's chain is in its own organisation's log, also when a transfer moved it to another.
-    log = events[-1].org_id if events else org_id
-    return covering_checkpoint(db, checkpoints, log, events[-1].leaf_index + 1 if events else 0)
+    if not events:
+        return covering_checkpoint(db, checkpoints, org_id, 0)
+    last: dict[str, int] = {}
+    for event in events:
+        last[event.org_id] = event.leaf_index
+    log = until_log if until_log in last else events[-1].org_id
+    for other, index in last.items():
+        if other != log:
+            covering_checkpoint(db, checkpoints, other, index + 2)  # the hand-off and its map commit
+    return covering_checkpoint(db, checkpoints, log, last[log] + 1)

@@ -50,7 +50,8 @@ def export_tiles(
     stored = SqlTileStore(session, org_id).read_tiles({(level, index) for level, index, _ in refs})
     written = 0
     for level, index, width in refs:
-        blob = stored.get((level, index), b"")[: width * HASH_SIZE]
+        tile = stored.get((level, index))
+        blob = b"" if tile is None else tile.hashes[: width * HASH_SIZE]
         if len(blob) != width * HASH_SIZE:
             raise LogCorrupt(CORRUPT, f"tile ({level}, {index}) of {org_id} is shorter than its checkpoint needs")
         written += _put(worm, org_id, tile_path(level, index, width), blob, retain_until)

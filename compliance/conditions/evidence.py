@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from compliance.checkpoints.publisher import latest_checkpoint, tree_for
 from compliance.conditions.key_projection import compare_keys, key_ledger
@@ -48,6 +48,17 @@ class Policy:
 
 
 @dataclass
+class LogProof:
+    """One log's part of the evidence: its latest signed checkpoint, the map it commits, and inclusion proofs."""
+
+    org_id: str
+    checkpoint: CheckpointRow | None
+    map_entry: Event | None = None  # the checkpoint's last entry when it is a map.root commit
+    map_proof: MapProof | None = None
+    inclusion: dict[int, list[bytes]] = field(default_factory=dict)  # leaf index -> proof at checkpoint size
+
+
+@dataclass
 class Evidence:
     sources: Sources
     policy: Policy
@@ -57,11 +68,13 @@ class Evidence:
     copies: list[CopyRecord]
     events: list[Event]  # the envelope's chain as the database holds it, by seq
     keys: dict[str, ApiKey]  # the key rows the events' actors name
-    checkpoint: CheckpointRow | None  # the latest signed checkpoint of the organisation's log
-    map_entry: Event | None = None  # the checkpoint's last entry when it is a map.root commit
-    map_proof: MapProof | None = None
-    inclusion: dict[int, list[bytes]] = field(default_factory=dict)  # leaf index -> proof at checkpoint size
+    logs: dict[str, LogProof]  # each log the chain is in (the log it is in now last): its proofs
     unsupported: list[Mismatch] = field(default_factory=list)  # rows (and key rows) the ledger does not support
+
+    @property
+    def checkpoint(self) -> CheckpointRow | None:
+        """The latest signed checkpoint of the log the chain is in now."""
+        return next(reversed(self.logs.values())).checkpoint if self.logs else None
 
     def chain_supports_rows(self) -> list[Mismatch]:
         """Fold the chain into the state it implies and compare the rows; nothing when an entry does not parse
@@ -105,7 +118,8 @@ class Evidence:
 
 def gather(sources: Sources, policy: Policy, caller_org: str, envelope_id: str) -> Evidence:
     """Read everything the conditions need in one read transaction; an envelope the caller's organisation
-    neither controls nor keeps is a 404. The chain is read from the envelope's own organisation's log."""
+    neither controls nor keeps is a 404. The chain is read from every log it is in (a hand-off of control moves it
+    to the receiver's), each with its latest checkpoint."""
     sources.deadline.check()
     with sources.db.read_session() as session:
         snapshot(session)  # the rows and the events committed with them, as of one moment
@@ -132,7 +146,7 @@ def gather(sources: Sources, policy: Policy, caller_org: str, envelope_id: str) 
         )
         events = envelope_events(session, envelope_id)
         sources.deadline.check()
-        evidence = Evidence(sources, policy, envelope, record, documents, copies, events, {}, None)
+        evidence = Evidence(sources, policy, envelope, record, documents, copies, events, {}, {})
         key_ids = set()
         for event in events:
             actor = (evidence.parsed(event) or {}).get("actor")
@@ -144,22 +158,30 @@ def gather(sources: Sources, policy: Policy, caller_org: str, envelope_id: str) 
             owned = [k for k in evidence.keys.values() if k.org_id == owner]
             keys += compare_keys(key_ledger(session, owner), owned)
         evidence.unsupported = evidence.chain_supports_rows() + keys
-        checkpoint = latest_checkpoint(session, org_id)
-        evidence.checkpoint = checkpoint
-        if checkpoint is not None:
-            tree = tree_for(session, org_id, checkpoint.size)
-            covered = [e.leaf_index for e in events if 0 <= e.leaf_index < checkpoint.size]
-            committed = map_root_ending(session, org_id, checkpoint.size)
-            if committed is not None:
-                evidence.map_entry = session.exec(
-                    select(Event).where(Event.org_id == org_id, Event.leaf_index == committed.entry_index)
-                ).first()
-                evidence.map_proof = prove_at(session, org_id, committed.version, envelope_id)
-                covered.append(committed.entry_index)
-            for index in covered:
-                sources.deadline.check()
-                evidence.inclusion[index] = tree.inclusion_proof(index, checkpoint.size)
+        logs = [e.org_id for e in events] or [org_id]
+        for log in sorted(set(logs), key=lambda o: (o == logs[-1], logs.index(o))):  # the current log last
+            evidence.logs[log] = _log_proof(session, sources, log, [e for e in events if e.org_id == log], envelope_id)
     return evidence
+
+
+def _log_proof(session: Session, sources: Sources, org_id: str, events: list[Event], envelope_id: str) -> LogProof:
+    checkpoint = latest_checkpoint(session, org_id)
+    proof = LogProof(org_id, checkpoint)
+    if checkpoint is None:
+        return proof
+    tree = tree_for(session, org_id, checkpoint.size)
+    covered = [e.leaf_index for e in events if 0 <= e.leaf_index < checkpoint.size]
+    committed = map_root_ending(session, org_id, checkpoint.size)
+    if committed is not None:
+        proof.map_entry = session.exec(
+            select(Event).where(Event.org_id == org_id, Event.leaf_index == committed.entry_index)
+        ).first()
+        proof.map_proof = prove_at(session, org_id, committed.version, envelope_id)
+        covered.append(committed.entry_index)
+    for index in covered:
+        sources.deadline.check()
+        proof.inclusion[index] = tree.inclusion_proof(index, checkpoint.size)
+    return proof
 
 
 def as_dict(value: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 from sqlmodel import Session, col, select
 
-from compliance.conditions.evidence import Evidence, Policy, as_dict, entry_digest, gather
+from compliance.conditions.evidence import Evidence, LogProof, Policy, as_dict, entry_digest, gather
 from compliance.conditions.projection import TRANSFER_STEPS, control_claim, release_claim
 from compliance.errors import Unavailable
 from compliance.headmap.sparse_tree import map_key, tree_id_for, verify_map_proof
@@ -29,6 +29,7 @@ from compliance.ledger.event_catalogue import (
     CHECK_FAILED,
     RELEASED,
     TRANSFER_ACCEPTED,
+    TRANSFER_ARRIVED,
     TRANSFER_CANCELLED,
     TRANSFER_COMPLETED,
     TRANSFER_INITIATED,
@@ -326,7 +327,8 @@ class ChangesNeedControllingParty(_Base):
             if declared_as is None or not declared_as.envelope:
                 failures.append(f"{where}: not an envelope event the catalogue declares")
             elif scope is None:  # keyless by declaration: the organisation itself, never a key
-                if key_id is not None or actor.get("org_id") != home:
+                owner = control.controller if kind == TRANSFER_ARRIVED.name else home  # the receiver's log takes over
+                if key_id is not None or actor.get("org_id") != owner:
                     failures.append(f"{where}: a keyless event, caused by a key or another organisation")
             elif key is None:
                 failures.append(f"{where}: caused by no known key of the organisation")
@@ -441,43 +443,60 @@ class RevisionsIdentifiable(_Base):
         info["unsupported_rows"] = [mismatch.as_json() for mismatch in evidence.unsupported]
         if checkpoint is None:
             return self.result(failures, info, ["no signed checkpoint covers the envelope's events yet"])
+        covered: list[Any] = []
+        pending: list[str] = []
+        for log in evidence.logs.values():
+            failures += self._log(evidence, log, covered, pending)
+        info.update(covered=len(covered), pending=len(pending))
+        return self.result(failures, info, pending)
+
+    def _log(self, evidence: Evidence, log: LogProof, covered: list[Any], pending: list[str]) -> list[str]:
+        """One log's part: its checkpoint, the inclusion of the chain's entries there, and its head map."""
+        events = [e for e in evidence.events if e.org_id == log.org_id]
+        if log.checkpoint is None:
+            pending += [
+                f"event {e.chain_seq} ({e.event_type}) is not yet covered by a signed checkpoint" for e in events
+            ]
+            return []
         try:
             signed = verify_checkpoint(
-                checkpoint.note,
-                evidence.sources.checkpoint_verifier_for(checkpoint.note),
-                evidence.sources.origin(evidence.envelope.org_id),
+                log.checkpoint.note,
+                evidence.sources.checkpoint_verifier_for(log.checkpoint.note),
+                evidence.sources.origin(log.org_id),
             )
         except LogError as exc:
-            return self.result([*failures, f"the checkpoint does not verify ({exc.code})"], info)
-        covered = [e for e in evidence.events if e.leaf_index < signed.size]
-        for event in covered:
+            return [f"the checkpoint of {log.org_id} does not verify ({exc.code})"]
+        failures = []
+        here = [e for e in events if e.leaf_index < signed.size]
+        for event in here:
             evidence.sources.deadline.check()
             try:
-                proof = evidence.inclusion[event.leaf_index]
+                proof = log.inclusion[event.leaf_index]
                 verify_inclusion(leaf_hash(event.entry), event.leaf_index, signed.size, proof, signed.root_hash)
             except (KeyError, LogError):
                 failures.append(
                     f"event {event.chain_seq}: not the entry the signed checkpoint includes at leaf {event.leaf_index}"
                 )
-        failures += self._map(evidence, signed.size, signed.root_hash, covered)
-        pending = [
+        failures += self._map(evidence, log, signed.size, signed.root_hash, here)
+        covered += here
+        pending += [
             f"event {e.chain_seq} ({e.event_type}) is not yet covered by a signed checkpoint"
-            for e in evidence.events
+            for e in events
             if e.leaf_index >= signed.size
         ]
-        info.update(covered=len(covered), pending=len(pending))
-        return self.result(failures, info, pending)
+        return failures
 
-    def _map(self, evidence: Evidence, size: int, root: bytes, covered: list[Any]) -> list[str]:
-        """The head the signed map commits must be the last covered event: a deleted tail shows here."""
-        entry, proof = evidence.map_entry, evidence.map_proof
+    def _map(self, evidence: Evidence, log: LogProof, size: int, root: bytes, covered: list[Any]) -> list[str]:
+        """The head the signed map commits in this log must be the chain's last covered event there: a deleted
+        tail shows here (in an earlier log, the hand-off)."""
+        entry, proof = log.map_entry, log.map_proof
         if entry is None or proof is None:
             return []
         try:
-            verify_inclusion(leaf_hash(entry.entry), entry.leaf_index, size, evidence.inclusion[entry.leaf_index], root)
+            verify_inclusion(leaf_hash(entry.entry), entry.leaf_index, size, log.inclusion[entry.leaf_index], root)
             data = (evidence.parsed(entry) or {}).get("data") or {}
             head = verify_map_proof(
-                tree_id_for(evidence.envelope.org_id),
+                tree_id_for(log.org_id),
                 map_key(evidence.envelope.id),
                 proof,
                 bytes.fromhex(str(data.get("map_root"))),

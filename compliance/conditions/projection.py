@@ -22,6 +22,7 @@ from compliance.ledger.event_catalogue import (
     ENVELOPE_COMPLETED,
     ENVELOPE_CREATED,
     ENVELOPE_EXPIRED,
+    ENVELOPE_IMPORTED,
     ENVELOPE_SENT,
     ENVELOPE_VOIDED,
     LEGAL_HOLD_CLEARED,
@@ -53,13 +54,16 @@ TRANSFER_STEPS = {
 # Statuses only an event reaches; an envelope without that event must not be in one.
 TERMINAL_STATUS = {
     VAULTED_IN.name: "completed",
+    ENVELOPE_IMPORTED.name: "completed",
     ENVELOPE_VOIDED.name: "voided",
     ENVELOPE_EXPIRED.name: "expired",
     ENVELOPE_SENT.name: "sent",
     ENVELOPE_COMPLETED.name: "completed",
     RECIPIENT_DECLINED.name: "declined",
 }
-ASSIGNEE_EVENTS = (ENVELOPE_CREATED.name, VAULTED_IN.name, ASSIGNEE_CHANGED.name)
+ASSIGNEE_EVENTS = (ENVELOPE_CREATED.name, VAULTED_IN.name, ENVELOPE_IMPORTED.name, ASSIGNEE_CHANGED.name)
+# An import opens its chain as a creation and a vault-in at once (its entry holds both parts' fields).
+VAULT_IN_EVENTS = (VAULTED_IN.name, ENVELOPE_IMPORTED.name)
 CREATED_FIELDS = ("kind", "title", "external_id", "parties")
 RELEASE_DETAILS = ("transferee", "note")
 # A document row's field -> its name in the vault.vaulted_in entry.
@@ -92,6 +96,7 @@ class Projection:
     controller: str | None = None  # as the last transfer.completed left it (None: none yet)
     custodian: str | None = None
     transfers: dict[str, dict[str, Any]] = field(default_factory=dict)  # transfer id -> what its entries say
+    imported: dict[str, Any] | None = None  # envelope.imported entry: where the record came from
 
     def apply(self, value: dict[str, Any]) -> None:
         """Fold one parsed chain entry in."""
@@ -100,11 +105,13 @@ class Projection:
         entry = {"time": value.get("time"), "key_id": (value.get("actor") or {}).get("key_id"), "data": data}
         if kind == ENVELOPE_CREATED.name:
             self.created = data
+        elif kind == ENVELOPE_IMPORTED.name:
+            self.created, self.imported = {name: data.get(name) for name in CREATED_FIELDS}, entry
         if kind in ASSIGNEE_EVENTS:
             self.secured_party = data.get("secured_party")
         if isinstance(kind, str) and kind in TERMINAL_STATUS:
             self.status = TERMINAL_STATUS[kind]
-        if kind == VAULTED_IN.name:
+        if kind in VAULT_IN_EVENTS:
             self.vaulted = entry
             self.retain_until = data.get("retain_until")
         elif kind == RETENTION_EXTENDED.name:
@@ -156,6 +163,14 @@ def release_claim(chain: Projection) -> dict[str, Any] | None:
     data = chain.released["data"]
     details = {k: data[k] for k in RELEASE_DETAILS if k in data}
     return {"at": chain.released["time"], "reason": data.get("reason"), "details": details}
+
+
+def import_claim(chain: Projection) -> dict[str, Any] | None:
+    """Where an imported record came from, as its ``envelope.imported`` entry states it: the origin vault's key,
+    log, envelope, release receipt and checkpoint (what a certificate may claim of its provenance)."""
+    if chain.imported is None:
+        return None
+    return {"imported_at": chain.imported["time"], **dict(chain.imported["data"].get("origin") or {})}
 
 
 def control_claim(chain: Projection, home_org: str) -> dict[str, Any]:

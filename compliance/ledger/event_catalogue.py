@@ -312,6 +312,35 @@ PAPER_IN_ATTESTED = EventType(
     commitments=("attested_by",),
 )
 
+ENVELOPE_IMPORTED = EventType(
+    "envelope.imported",
+    "an authoritative copy released to this vault by another vault's vault-out was imported after every seal, "
+    "proof, checkpoint and receipt of its export package verified; it opens the envelope's chain here",
+    None,
+    True,
+    {
+        "kind": S,
+        "title": S,
+        "external_id": N,
+        "parties": A,
+        "secured_party": OBJ,
+        "authoritative_copy_id": S,
+        "source": S,
+        "retain_until": S,
+        "documents": A,
+        "origin": OBJ,
+    },
+    role=Role.VAULT_IN,
+)
+
+ORG_SIGNING_KEY_ADDED = EventType(
+    "org.signing_key_added",
+    "the operator registered an Ed25519 public key of the organisation's own, with which it countersigns receipts",
+    None,
+    False,
+    {"key_id": S, "public_key": S},
+)
+
 # Transfers between organisations (docs/transfers.md): each names its transfer; the receiver acts with its own key.
 _TRANSFER = {"transfer_id": S, "from_org": S, "to_org": S, "type": S}
 TRANSFER_INITIATED = EventType(
@@ -344,7 +373,16 @@ TRANSFER_COMPLETED = EventType(
     "vault:release",
     True,
     {**_TRANSFER, "controller": S, "custodian": S},
+    {"next_log": S},  # a hand-off: the chain's last entry in this log; it continues in next_log's
     role=Role.CONTROL_CHANGE,
+)
+TRANSFER_ARRIVED = EventType(
+    "transfer.arrived",
+    "the hand-off of control, in the receiver's log: the envelope's chain continues here from the entry it names "
+    "(the transfer.completed that closed the chain in the transferor's log)",
+    None,
+    True,
+    {**_TRANSFER, "log": S, "leaf_index": ("integer",), "entry_hash": S},
 )
 TRANSFER_RECORDED = EventType(
     "transfer.recorded",
@@ -352,6 +390,13 @@ TRANSFER_RECORDED = EventType(
     None,
     False,
     {**_TRANSFER, "envelope_id": S, "log": S, "leaf_index": ("integer",), "entry_hash": S},
+)
+TRANSFER_COUNTERSIGNED = EventType(
+    "transfer.countersigned",
+    "a party countersigned the completed transfer's receipt statement with its registered key (in its own log)",
+    "vault:release",
+    False,
+    {"transfer_id": S, "envelope_id": S, "key_id": S, "statement_sha256": S, "signature": S},
 )
 
 # The e-sign ceremony (vault/ceremony/). A recipient's name and email (``signer``) and what their client showed at
@@ -439,13 +484,17 @@ CATALOGUE: Mapping[str, EventType] = {
         ORG_RETENTION_DEFAULT_SET,
         AMENDED,
         PAPER_IN_ATTESTED,
+        ENVELOPE_IMPORTED,
         TRANSFER_INITIATED,
         TRANSFER_ACCEPTED,
         TRANSFER_REJECTED,
         TRANSFER_CANCELLED,
         TRANSFER_EXPIRED,
         TRANSFER_COMPLETED,
+        TRANSFER_ARRIVED,
         TRANSFER_RECORDED,
+        ORG_SIGNING_KEY_ADDED,
+        TRANSFER_COUNTERSIGNED,
         ENVELOPE_SENT,
         RECIPIENT_VIEWED,
         RECIPIENT_CONSENTED,

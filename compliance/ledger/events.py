@@ -103,19 +103,63 @@ def entry_bytes(
     )
 
 
-def lock_log(session: Session, org_id: str) -> int:
-    """Take the organisation's append lock for this transaction and return the log's current size."""
+def _locked_state(session: Session, org_id: str) -> LogState:
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     session.execute(insert(LogState).values(org_id=org_id, size=0).on_conflict_do_nothing())
-    state = session.exec(select(LogState).where(LogState.org_id == org_id).with_for_update()).one()
-    return state.size
+    return session.exec(select(LogState).where(LogState.org_id == org_id).with_for_update()).one()
+
+
+def lock_log(session: Session, org_id: str) -> int:
+    """Take the organisation's append lock for this transaction and return the log's current size."""
+    return _locked_state(session, org_id).size
 
 
 def chain_head(session: Session, envelope_id: str) -> Event | None:
     return session.exec(
         select(Event).where(Event.envelope_id == envelope_id).order_by(col(Event.chain_seq).desc()).limit(1)
     ).first()
+
+
+def _home_log(session: Session, envelope_id: str, actor_org: str) -> str:
+    home = session.get(Envelope, envelope_id)
+    return home.org_id if home is not None else actor_org
+
+
+def chain_log(session: Session, envelope_id: str, head: Event | None, actor_org: str) -> str:
+    """The log an envelope's next entry goes into: its head's, or its registering organisation's when it has none."""
+    return head.org_id if head is not None else _home_log(session, envelope_id, actor_org)
+
+
+def _head_link(session: Session, envelope_id: str) -> tuple[int, str, str] | None:
+    """The chain head's sequence number, hash and log: three columns, not the whole entry."""
+    head = session.execute(
+        select(Event.chain_seq, Event.entry_hash, Event.org_id)
+        .where(Event.envelope_id == envelope_id)
+        .order_by(col(Event.chain_seq).desc())
+        .limit(1)
+    ).first()
+    return None if head is None else (head[0] or 0, head[1], head[2])
+
+
+def _lock_chain(
+    session: Session, envelope_id: str, log: str | None, actor_org: str
+) -> tuple[LogState, tuple[int, str, str] | None]:
+    """Lock the log the chain continues in and read the head under that lock: (that log's state, head link).
+
+    The head is read again after the lock: a hand-off that committed meanwhile moved the chain to another log,
+    whose lock is then taken too (every lock is held to the end of the transaction, so this settles).
+    """
+    head = _head_link(session, envelope_id)
+    locked: dict[str, LogState] = {}
+    while True:
+        org_id = log or (head[2] if head is not None else _home_log(session, envelope_id, actor_org))
+        if org_id not in locked:
+            locked[org_id] = _locked_state(session, org_id)
+        again = _head_link(session, envelope_id)
+        if log is not None or (again[2] if again is not None else org_id) == org_id:
+            return locked[org_id], again
+        head = again
 
 
 def append_event(
@@ -126,24 +170,29 @@ def append_event(
     occurred_at: datetime,
     data: dict[str, Any],
     envelope_id: str | None = None,
+    log: str | None = None,
 ) -> Event:
     """Record one declared event in the caller's transaction; nothing is visible unless that transaction commits.
 
-    An envelope's chain stays in the log of the organisation that registered it, whoever acts on it now (after a
-    transfer the actor names the receiver's key); an organisation event goes into the actor's own log.
+    An envelope's chain continues in the log its last entry is in (:func:`chain_log`): the registering
+    organisation's, until a hand-off of control moves it to the receiver's (``log`` names that log; the
+    hand-off's own entry passes it); an organisation event goes into the actor's own log.
     """
     check_declared(event_type, data, envelope_id)
-    home = session.get(Envelope, envelope_id) if envelope_id else None
-    org_id = home.org_id if home is not None else actor.org_id
-    size = lock_log(session, org_id)
-    head = chain_head(session, envelope_id) if envelope_id else None
-    seq = None if envelope_id is None else (0 if head is None else (head.chain_seq or 0) + 1)
+    head: tuple[int, str, str] | None = None
+    if envelope_id is None:
+        state = _locked_state(session, actor.org_id)  # held here: a clean object unreferenced would leave the session
+    else:
+        state, head = _lock_chain(session, envelope_id, log, actor.org_id)
+    org_id, size = state.org_id, state.size
+    seq = None if envelope_id is None else (0 if head is None else head[0] + 1)
+    prev = None if head is None else head[1]
     entry = entry_bytes(
         org_id=org_id,
         leaf_index=size,
         envelope_id=envelope_id,
         chain_seq=seq,
-        prev=head.entry_hash if head else None,
+        prev=prev,
         event_type=event_type.name,
         occurred_at=occurred_at,
         actor=actor,
@@ -162,8 +211,6 @@ def append_event(
         entry_hash=hashlib.sha256(entry).hexdigest(),
     )
     session.add(event)
-    state = session.get(LogState, org_id)
-    assert state is not None  # created by lock_log above
     state.size = new_size
     session.add(state)
     session.flush()

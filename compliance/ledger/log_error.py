@@ -22,6 +22,8 @@ INCOMPLETE = "Log.Incomplete"  # the head map names a later head than the histor
 KEY_CHAIN_BROKEN = "Log.KeyChainBroken"  # a key rotation or revocation statement does not follow from the trusted key
 KEY_COMPROMISED = "Log.KeyCompromised"  # signed by a revoked key and not dated before its compromise
 NOT_PROVEN = "Log.CompletenessNotProven"  # a bundle without a head map (v1): a prefix only, later events unknown
+SEGMENT_MISSING = "Log.SegmentMissing"  # a chain that crossed logs, shown without one of its logs or segments
+HAND_OFF_BROKEN = "Log.HandOffBroken"  # the chain changes log other than by a hand-off of control and its arrival
 CORRUPT = "Log.Corrupt"  # the vault's own stored log (its tiles) is missing or damaged: our fault, not the input's
 
 CODES = frozenset(
@@ -38,6 +40,8 @@ CODES = frozenset(
         CHAIN_BROKEN,
         INCOMPLETE,
         KEY_CHAIN_BROKEN,
+        SEGMENT_MISSING,
+        HAND_OFF_BROKEN,
         KEY_COMPROMISED,
         NOT_PROVEN,
         CORRUPT,

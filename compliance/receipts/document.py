@@ -72,6 +72,7 @@ def build_receipt(
     attested: Sequence[Attested],
     bindings: Mapping[str, tuple[str, str]],
     checkpoints: Mapping[str, CheckpointRow],
+    countersignatures: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The signed receipt. ``fields`` are stated as given; each of ``bindings`` (field -> (role, pointer)) is
     read from the attested entry, so a bound field cannot disagree with the log. ``checkpoints`` maps each
@@ -108,6 +109,8 @@ def build_receipt(
             for c in used.values()
         ],
         **({"key_chain": chain} if chain else {}),
+        # The parties' own signatures over the statement (compliance/receipts/countersign.py), when they gave any.
+        **({"countersignatures": [dict(c) for c in countersignatures]} if countersignatures else {}),
     }
     value = key.sign(rfc8785.dumps(body))
     signature = {"alg": "Ed25519", "key_id": key_id_of(key.public_key), "value": base64.b64encode(value).decode()}

@@ -29,6 +29,7 @@ from compliance.ledger.key_history import KeyHistory, KeySet
 from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import leaf_hash, verify_inclusion
 from compliance.ledger.note import b64decode_strict
+from compliance.receipts.countersign import check_countersignatures
 from compliance.receipts.document import FORMAT
 from compliance.receipts.kinds import KINDS
 from compliance.receipts.pointer import PointerError, resolve
@@ -48,6 +49,7 @@ class VerifiedReceipt:
     events: dict[str, dict[str, Any]]  # role -> the parsed, proven log entry
     checkpoints: dict[str, Checkpoint]  # origin -> the verified checkpoint
     trust: list[str]  # what the witness and TSA policy proved
+    countersigned_by: tuple[str, ...] = ()  # the parties whose countersignature over the statement verified
 
     @property
     def kind(self) -> str:
@@ -210,4 +212,7 @@ def verify_receipt(
     checkpoints, proven = _checkpoints(body, history, trust or CheckpointTrust())
     events = _events(body, checkpoints)
     _check_kind(body, events, _check_bindings(body, events))
-    return VerifiedReceipt(body, events, checkpoints, proven)
+    fields = body["fields"]
+    parties = {str(fields.get(name)) for name in ("organisation", "from_organisation", "to_organisation")}
+    signed = check_countersignatures(body, parties - {"None"})
+    return VerifiedReceipt(body, events, checkpoints, proven, tuple(signed))

@@ -13,8 +13,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlmodel import Session, col, select
+
 from compliance.checkpoints.freshness import SignsOnDemand, covering_checkpoint
 from compliance.errors import Conflict, NotFound
+from compliance.ledger.chain import parse_entry
 from compliance.ledger.event_catalogue import (
     TRANSFER_ACCEPTED,
     TRANSFER_COMPLETED,
@@ -24,11 +27,13 @@ from compliance.ledger.event_catalogue import (
 )
 from compliance.ledger.events import Actor, envelope_events
 from compliance.ledger.vault_key import VaultKey
+from compliance.receipts.countersign import statement
 from compliance.receipts.document import Attested, build_receipt
 from compliance.receipts.kinds import TRANSFER
+from compliance.receipts.pointer import resolve
 from compliance.sources import Sources
 from storage.models import Checkpoint as CheckpointRow
-from storage.models import Event, Transfer
+from storage.models import Event, OrgSigningKey, ReceiptCountersignature, Transfer
 
 NOT_COMPLETED = "Receipt.NotCompleted"
 
@@ -73,10 +78,10 @@ def transfer_receipt(
         attested = _attested(envelope_events(session, transfer.envelope_id), transfer_id)
         envelope_id = transfer.envelope_id
     sources.deadline.check()
-    log = attested[-1].event.org_id  # the record's chain is in one log
-    covering: dict[str, CheckpointRow] = {
-        log: covering_checkpoint(sources.db, checkpoints, log, max(a.event.leaf_index for a in attested) + 1)
-    }
+    covering: dict[str, CheckpointRow] = {}  # the chain may have crossed logs (a hand-off): one per log
+    for log in {a.event.org_id for a in attested}:
+        last = max(a.event.leaf_index for a in attested if a.event.org_id == log)
+        covering[log] = covering_checkpoint(sources.db, checkpoints, log, last + 1)
     sources.deadline.check()
     with sources.db.read_session() as session:
         return build_receipt(
@@ -88,4 +93,28 @@ def transfer_receipt(
             attested=attested,
             bindings=BINDINGS,
             checkpoints=covering,
+            countersignatures=countersignatures(session, transfer_id),
         )
+
+
+def countersignatures(session: Session, transfer_id: str) -> list[dict[str, Any]]:
+    """The parties' countersignatures of the transfer's statement, each with its registered key, by organisation."""
+    rows = session.exec(
+        select(ReceiptCountersignature, OrgSigningKey)
+        .where(
+            ReceiptCountersignature.transfer_id == transfer_id, ReceiptCountersignature.key_id == OrgSigningKey.key_id
+        )
+        .order_by(col(ReceiptCountersignature.org_id))
+    )
+    return [
+        {"org_id": c.org_id, "key_id": c.key_id, "public_key": k.public_pem, "alg": "Ed25519", "value": c.value}
+        for c, k in rows
+    ]
+
+
+def transfer_statement(session: Session, transfer: Transfer) -> bytes:
+    """What a party countersigns: the statement every issue of this transfer's receipt makes (409 before it
+    completed)."""
+    attested = {a.role: a for a in _attested(envelope_events(session, transfer.envelope_id), transfer.id)}
+    fields = {f: resolve(parse_entry(attested[role].event.entry), p) for f, (role, p) in BINDINGS.items()}
+    return statement(TRANSFER.name, transfer.envelope_id, fields)

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from compliance.bundles.cross_log import handed_to
 from compliance.headmap.sparse_tree import Head, map_key
 from compliance.ledger.chain import parse_entry
 from storage.models import Event
@@ -66,8 +67,9 @@ class LogState:
             return None
 
 
-def latest_heads(session: Session, org_id: str, start: int, end: int) -> dict[str, tuple[int, bytes]]:
-    """Each envelope's (seq, entry SHA-256) of its latest entry with ``start <= leaf_index < end``."""
+def latest_heads(session: Session, org_id: str, start: int, end: int) -> dict[str, tuple[int, bytes, bool]]:
+    """Each envelope's (seq, entry SHA-256, whether it hands the chain off) of its latest entry with
+    ``start <= leaf_index < end``."""
     latest = (
         select(col(Event.envelope_id), func.max(Event.leaf_index).label("last"))
         .where(
@@ -85,23 +87,27 @@ def latest_heads(session: Session, org_id: str, start: int, end: int) -> dict[st
         .where(Event.org_id == org_id)
         .execution_options(yield_per=1000)
     )
-    heads: dict[str, tuple[int, bytes]] = {}
+    heads: dict[str, tuple[int, bytes, bool]] = {}
     for envelope_id, entry in rows:
-        seq: Any = parse_entry(entry).get("seq")  # canonical: the prefix was audited clean
-        heads[str(envelope_id)] = (int(seq), hashlib.sha256(entry).digest())
+        value = parse_entry(entry)  # canonical: the prefix was audited clean
+        seq: Any = value.get("seq")
+        heads[str(envelope_id)] = (int(seq), hashlib.sha256(entry).digest(), handed_to(value) is not None)
     return heads
 
 
 def rebuild(
     session: Session, org_id: str, state: LogState
-) -> tuple[dict[str, tuple[int, str]], dict[int, Head], dict[int, Head]]:
-    """(chains, heads committed by the last map.root, heads pending since it) at ``state.size``."""
+) -> tuple[dict[str, tuple[int, str]], dict[int, Head], dict[int, Head], set[str]]:
+    """(chains, heads committed by the last map.root, heads pending since it, chains handed out of this log) at
+    ``state.size``."""
     committed_end = max(state.last_map_root, 0)
     committed = latest_heads(session, org_id, 0, committed_end)
     pending = latest_heads(session, org_id, committed_end, state.size)
-    chains = {env: (seq, digest.hex()) for env, (seq, digest) in {**committed, **pending}.items()}
+    latest = {**committed, **pending}
+    chains = {env: (seq, digest.hex()) for env, (seq, digest, _) in latest.items()}
     return (
         chains,
-        {map_key(env): Head(seq, digest) for env, (seq, digest) in committed.items()},
-        {map_key(env): Head(seq, digest) for env, (seq, digest) in pending.items()},
+        {map_key(env): Head(seq, digest) for env, (seq, digest, _) in committed.items()},
+        {map_key(env): Head(seq, digest) for env, (seq, digest, _) in pending.items()},
+        {env for env, (_, _, left) in latest.items() if left},
     )

@@ -19,15 +19,16 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from compliance.bundles.cross_log import handed_to
 from compliance.checkpoints.publisher import tree_for
 from compliance.headmap.sparse_tree import Head, HeadMap, map_key, tree_id_for
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
-from compliance.ledger.event_catalogue import MAP_ROOT
+from compliance.ledger.event_catalogue import MAP_ROOT, TRANSFER_ARRIVED
 from compliance.ledger.events import log_size
 from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
-from compliance.ledger.tiles import TILE_WIDTH
+from compliance.ledger.tiles import TILE_WIDTH, interior_of
 from compliance.verifier.context import Context, MemoryRunLog
 from compliance.verifier.findings import Finding
 from compliance.verifier.log_resume import LogState, rebuild
@@ -81,6 +82,7 @@ class LogAudit:
         self.ctx, self.org_id, self.limit = ctx, org_id, limit
         self.tree = CompactRange()
         self.chains: dict[str, tuple[int, str]] = {}  # envelope -> (last seq, its entry hash)
+        self.left: set[str] = set()  # envelopes whose last entry here handed the chain to another log
         self.head_map, self.pending = HeadMap(tree_id_for(org_id)), dict[int, Head]()
         self.expected_index = 0
         self.tile: tuple[int, bytes] | None = None
@@ -102,7 +104,7 @@ class LogAudit:
         self.tree.size, self.tree.stack = state.size, list(state.stack)
         self.last_signed = _Signed(*state.signed) if state.signed else None
         self.expected_index, self.last_map_root = state.size, state.last_map_root
-        self.chains, committed, self.pending = rebuild(session, self.org_id, state)
+        self.chains, committed, self.pending, self.left = rebuild(session, self.org_id, state)
         self.head_map = HeadMap(tree_id_for(self.org_id), committed)
 
     # --- entries ------------------------------------------------------------------------------------------
@@ -110,8 +112,13 @@ class LogAudit:
     def _stored_leaf(self, session: Session, index: int) -> bytes | None:
         tile_index = index // TILE_WIDTH
         if self.tile is None or self.tile[0] != tile_index:
-            tiles = SqlTileStore(session, self.org_id).read_tiles({(0, tile_index)})
-            self.tile = (tile_index, tiles.get((0, tile_index), b""))
+            tile = SqlTileStore(session, self.org_id).read_tiles({(0, tile_index)}).get((0, tile_index))
+            self.tile = (tile_index, b"" if tile is None else tile.hashes)
+            if tile is not None and tile.interior and tile.interior != interior_of(tile.hashes):
+                # Proofs and roots are read from interiors: one that its own row does not produce is an edit.
+                self.report(
+                    "Log.TileEdited", "a tile's stored interior is not the one its hashes imply", tile=tile_index
+                )
         offset = (index % TILE_WIDTH) * 32
         stored = self.tile[1][offset : offset + 32]
         return stored if len(stored) == 32 else None
@@ -149,21 +156,41 @@ class LogAudit:
         self.entries += 1
 
     def _chain(self, event: Event, value: dict[str, Any]) -> None:
+        """Each entry links to the chain's last one in this log; a hand-off closes the chain here, and only a
+        ``transfer.arrived`` opens it (again), linking to the entry it names in the other log (checked across
+        logs by the row pass)."""
         envelope = value.get("envelope") if value else event.envelope_id
         if not isinstance(envelope, str):
             return
         last = self.chains.get(envelope)
         seq, prev = value.get("seq"), value.get("prev")
         expected_seq, expected_prev = (0, None) if last is None else (last[0] + 1, last[1])
-        if seq != expected_seq or prev != expected_prev:
+        if value.get("type") == TRANSFER_ARRIVED.name:
+            data = value.get("data") if isinstance(value.get("data"), dict) else {}
+            assert isinstance(data, dict)
+            sound = (
+                (last is None or envelope in self.left)
+                and isinstance(seq, int)
+                and seq >= expected_seq
+                and prev == data.get("entry_hash")
+                and data.get("log") != self.org_id
+            )
+            expected_seq = seq if sound and isinstance(seq, int) else expected_seq
+        else:
+            sound = seq == expected_seq and prev == expected_prev and envelope not in self.left
+        if not sound:
             self.report(
                 "Chain.Broken",
-                "the envelope's chain has a gap, a reordering or a wrong predecessor",
+                "the envelope's chain has a gap, a reordering, a wrong predecessor or an entry after its hand-off",
                 envelope_id=envelope,
                 leaf_index=event.leaf_index,
                 seq=seq,
                 expected_seq=expected_seq,
             )
+        if handed_to(value) is not None:
+            self.left.add(envelope)
+        else:
+            self.left.discard(envelope)
         self.chains[envelope] = (seq if isinstance(seq, int) else expected_seq, _sha256(event.entry).hexdigest())
 
     def _map(self, event: Event, value: dict[str, Any]) -> None:

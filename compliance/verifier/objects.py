@@ -21,6 +21,7 @@ from sqlmodel import col, select
 from compliance import strict_json
 from compliance.ledger.event_catalogue import (
     DISPOSED,
+    ENVELOPE_IMPORTED,
     LEGAL_HOLD_CLEARED,
     LEGAL_HOLD_SET,
     RETENTION_EXTENDED,
@@ -87,11 +88,18 @@ class Logged:
 
 Ledgered = dict[str, Logged]  # by envelope id
 PAGE = 256  # keys whose ledger entries are loaded in one query
-_OBJECT_EVENTS = (VAULTED_IN.name, RETENTION_EXTENDED.name, LEGAL_HOLD_SET.name, LEGAL_HOLD_CLEARED.name, DISPOSED.name)
+_OBJECT_EVENTS = (
+    VAULTED_IN.name,
+    ENVELOPE_IMPORTED.name,
+    RETENTION_EXTENDED.name,
+    LEGAL_HOLD_SET.name,
+    LEGAL_HOLD_CLEARED.name,
+    DISPOSED.name,
+)
 
 
 def _fold(found: Ledgered, envelope_id: str, event_type: str, data: dict[str, Any]) -> None:
-    if event_type == VAULTED_IN.name:
+    if event_type in (VAULTED_IN.name, ENVELOPE_IMPORTED.name):
         if envelope_id not in found:
             found[envelope_id] = Logged({d["id"]: d for d in data["documents"]}, data.get("retain_until"))
         return

@@ -13,9 +13,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import Session, col, select
 
+from compliance.bundles.cross_log import link
 from compliance.conditions.key_projection import compare_keys, key_ledger
 from compliance.conditions.projection import Projection, Rows, compare, snapshot
 from compliance.ledger.chain import parse_entry
@@ -69,26 +72,48 @@ def _rows(session: Session, ids: list[str]) -> dict[str, Rows]:
     }
 
 
-def _chains(session: Session, ids: list[str]) -> Iterator[tuple[str, Projection | None]]:
-    """Each envelope's chain folded, streamed in (envelope, seq) order; None when an entry does not parse."""
+@dataclass
+class _Fold:
+    """One envelope's chain folded across the logs it went through, and the first hand-off that does not link."""
+
+    projection: Projection | None
+    last: tuple[str, bytes, dict[str, Any]] | None = None  # (log, entry, parsed) of the entry before
+    broken: Finding | None = None
+
+    def add(self, envelope_id: str, org_id: str, entry: bytes) -> None:
+        if self.projection is None:
+            return
+        try:
+            value = parse_entry(entry)
+        except LogError:
+            self.projection = None
+            return
+        if self.last is not None and self.last[0] != org_id and self.broken is None:
+            try:
+                link(self.last[2], self.last[1], value)
+            except LogError as exc:
+                where = {"envelope_id": envelope_id, "org_id": org_id, "seq": value.get("seq")}
+                self.broken = Finding("Chain.Broken", f"the chain crosses logs badly: {exc.message}", where)
+        self.projection.apply(value)
+        self.last = (org_id, entry, value)
+
+
+def _chains(session: Session, ids: list[str]) -> Iterator[tuple[str, _Fold]]:
+    """Each envelope's chain folded across logs, streamed in (envelope, seq) order; a projection of None when an
+    entry does not parse (the log pass reports it)."""
     stmt = (
-        select(Event.envelope_id, Event.entry)
+        select(Event.envelope_id, Event.org_id, Event.entry)
         .where(col(Event.envelope_id).in_(ids))
         .order_by(col(Event.envelope_id), col(Event.chain_seq))
     )
-    current: tuple[str, Projection | None] | None = None
-    for envelope_id, entry in session.exec(stmt.execution_options(yield_per=1000)):
+    current: tuple[str, _Fold] | None = None
+    for envelope_id, org_id, entry in session.exec(stmt.execution_options(yield_per=1000)):
         assert envelope_id is not None  # selected by envelope
         if current is None or current[0] != envelope_id:
             if current is not None:
                 yield current
-            current = (envelope_id, Projection(envelope_id))
-        if current[1] is None:
-            continue
-        try:
-            current[1].apply(parse_entry(entry))
-        except LogError:
-            current = (envelope_id, None)
+            current = (envelope_id, _Fold(Projection(envelope_id)))
+        current[1].add(envelope_id, org_id, entry)
     if current is not None:
         yield current
 
@@ -113,10 +138,12 @@ def _check_page(ctx: Context, ids: list[str]) -> None:
     with ctx.sources.db.read_session() as session:
         snapshot(session)
         rows = _rows(session, ids)
-        for envelope_id, chain in _chains(session, ids):
+        for envelope_id, fold in _chains(session, ids):
             left = rows.pop(envelope_id, None)
-            if chain is not None and left is not None:
-                _report(ctx, chain, left)
+            if fold.broken is not None:
+                ctx.report(fold.broken)
+            if fold.projection is not None and left is not None:
+                _report(ctx, fold.projection, left)
     for envelope_id, left in rows.items():  # envelopes whose chain has no entry at all
         _report(ctx, Projection(envelope_id), left)
     ctx.count("envelopes", len(ids))

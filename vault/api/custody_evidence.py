@@ -16,6 +16,7 @@ from litestar.params import FromPath, FromQuery
 
 from compliance.errors import Unavailable
 from compliance.evidence_package.build import build_package
+from compliance.evidence_package.export import build_export
 from compliance.ledger.events import Actor
 from compliance.receipts.release import release_receipt
 from compliance.sources import Deadline
@@ -137,6 +138,43 @@ class CustodyEvidenceController(Controller):
                 runtime.settings.vault.tsa_url or None,
             )
             disposition = f'attachment; filename="evidence-{envelope_id}.zip"'
+            return Response(package, media_type="application/zip", headers={"Content-Disposition": disposition})
+
+        return await in_pool(request, runtime, actor, job)
+
+    @get(
+        "/export-package",
+        opt={"scope": "vault:read"},
+        responses=binary_answer("application/zip", "The export package another vault imports: an evidence package"),
+    )
+    async def export_package(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        actor: NamedDependency[Actor],
+        principal: NamedDependency[Principal],
+        envelope_id: FromPath[str],
+    ) -> Response[bytes]:
+        """After a vault-out of reason ``transfer``, for the organisation that released the record: the evidence
+        package (PDFs, certificate, the whole history as a proof bundle with its checkpoint, the release receipt,
+        public keys, signed manifest) with the transfer receipt of every transfer of control it went through
+        here. The receiving vault imports it with ``evault import`` (docs/vault-transfer.md). 409
+        ``Export.NotReleased``, ``Export.NotTransfer`` or ``Export.NotReleaser`` otherwise."""
+        checkpoints = runtime.checkpoint_requests(principal.scopes)
+
+        def job(deadline: Deadline) -> Response[bytes]:
+            package = build_export(
+                runtime.sources(deadline),
+                runtime.key,
+                checkpoints,
+                policy_of(runtime),
+                actor,
+                envelope_id,
+                keys_document(runtime),
+                runtime.document_signer,
+                runtime.settings.vault.tsa_url or None,
+            )
+            disposition = f'attachment; filename="export-{envelope_id}.zip"'
             return Response(package, media_type="application/zip", headers={"Content-Disposition": disposition})
 
         return await in_pool(request, runtime, actor, job)

@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from compliance.bundles.proof_bundle import build_bundle
+from compliance.checkpoints.freshness import checkpoint_for_envelope
 from compliance.checkpoints.publisher import tree_for
 from compliance.errors import Conflict, InvalidInput, NotFound
 from compliance.ledger.events import envelope_events, log_size
@@ -138,19 +139,25 @@ class EnvelopeProofController(Controller):
         "/",
         opt={"scope": "compliance:read"},
         sync_to_thread=True,
-        responses=answers(200, ProofBundleView, READ_ERRORS, "Proof bundle evault-proof-bundle/v2"),
+        responses=answers(200, ProofBundleView, READ_ERRORS, "Proof bundle evault-proof-bundle/v2 (v3 across logs)"),
     )
     def bundle(
         self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], envelope_id: FromPath[str]
     ) -> dict[str, Any]:
         """Self-contained bundle: the envelope's events, each with its inclusion proof, the checkpoint, the key."""
         with runtime.db.read_session() as session:
-            get_envelope(session, principal.org_id, envelope_id)
             events = envelope_events(session, envelope_id)
+            try:
+                get_envelope(session, principal.org_id, envelope_id)
+                until = None
+            except NotFound:  # a transferor proves its part: the chain up to its hand-off, in its own log
+                if not any(e.org_id == principal.org_id for e in events):
+                    raise
+                until = principal.org_id
         if not events:
             raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
         requests = runtime.checkpoint_requests(principal.scopes)
-        checkpoint = requests.covering(events[-1].org_id, events[-1].leaf_index + 1)  # the chain's own log
+        checkpoint = checkpoint_for_envelope(runtime.db, requests, principal.org_id, envelope_id, until)
         with runtime.db.read_session() as session:
             return build_bundle(session, runtime.key, envelope_id, checkpoint)
 

@@ -164,6 +164,7 @@ OPERATION_IDS = {
     ("/envelopes/{envelope_id}/release-receipt", "get"): "getReleaseReceipt",
     ("/envelopes/{envelope_id}/certified-copy", "get"): "getCertifiedCopy",
     ("/envelopes/{envelope_id}/evidence", "get"): "getEvidencePackage",
+    ("/envelopes/{envelope_id}/export-package", "get"): "getExportPackage",
     ("/envelopes/{envelope_id}/proof", "get"): "getProofBundle",
     ("/log/checkpoint", "get"): "getCheckpoint",
     ("/log/checkpoint", "post"): "signCheckpoint",
@@ -183,6 +184,7 @@ OPERATION_IDS = {
     ("/transfers/{transfer_id}/cancel", "post"): "cancelTransfer",
     ("/transfers/{transfer_id}/confirm", "post"): "confirmTransfer",
     ("/transfers/{transfer_id}/receipt", "get"): "getTransferReceipt",
+    ("/transfers/{transfer_id}/countersign", "post"): "countersignTransferReceipt",
     ("/embed/token", "post"): "createEmbedToken",
 }
 OUTSIDE_IDS = {
@@ -232,6 +234,9 @@ ALTERNATIVE_ANSWERS = {
         "application/pdf": {"schema": {"type": "string", "format": "binary"}}
     },
     ("/envelopes/{envelope_id}/evidence", "get"): {
+        "application/zip": {"schema": {"type": "string", "format": "binary"}}
+    },
+    ("/envelopes/{envelope_id}/export-package", "get"): {
         "application/zip": {"schema": {"type": "string", "format": "binary"}}
     },
 }

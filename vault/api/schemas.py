@@ -349,6 +349,7 @@ class BundleEvent:
     leaf_index: int
     entry: str
     inclusion_proof: list[str]
+    log: str | None = None  # v3: the origin of the log the entry is proven in
 
 
 @dataclass
@@ -375,19 +376,42 @@ class BundleMap:
 
 
 @dataclass
-class ProofBundleView:
-    """``evault-proof-bundle/v2``; docs/evidence-formats.md §7 says how to check it."""
+class BundleLog:
+    """v3: one log's signed checkpoint and the key that signed it."""
 
-    format: Literal["evault-proof-bundle/v2"]
+    origin: str
+    checkpoint: str
+    key: BundleKey
+    timestamp_token: str | None
+
+
+@dataclass
+class BundleSegment:
+    """v3: a run of the chain in one log, and the head-map commit that proves where it ends there."""
+
+    log: str
+    first_seq: int
+    last_seq: int
+    map: BundleMap
+
+
+@dataclass
+class ProofBundleView:
+    """``evault-proof-bundle/v2`` (one log), or ``/v3`` for a history that crossed logs at a hand-off of control;
+    docs/evidence-formats.md §7 and §7.1 say how to check them."""
+
+    format: Literal["evault-proof-bundle/v2", "evault-proof-bundle/v3"]
     origin: str
     envelope_id: str
     checkpoint: str
     key: BundleKey
     events: list[BundleEvent]
-    map: BundleMap
     timestamp_token: str | None
+    map: BundleMap | None = None  # v2
     # After a key rotation: the rotation statements from the first key to the one that signed the checkpoint.
     key_chain: list[str] | None = None
+    logs: list[BundleLog] | None = None  # v3
+    segments: list[BundleSegment] | None = None  # v3
 
 
 @dataclass
@@ -484,6 +508,17 @@ class TransferView:
     completed_at: str | None
     closed_at: str | None
     log: TransferLog
+
+
+@dataclass
+class CountersignatureView:
+    """A party's countersignature of a transfer receipt's statement (docs/receipts.md)."""
+
+    transfer_id: str
+    org_id: str
+    key_id: str
+    value: str
+    created_at: str
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""How the API is served: uvicorn's HTTP/1.1 protocol (h11) with a deadline for each request's headers.
+"""How the API is served: uvicorn's HTTP/1.1 protocol with a deadline for each request's headers.
+
+The parser is httptools (C, llhttp) when it is installed, as it is with the project's dependencies: h11 parses
+in pure Python, which cost the event loop's thread ~1 ms of CPU per 1 MiB upload more (bench/vault_in.py
+--stages, docs/benchmarks.md). h11 stays the fallback, with the same deadline.
 
 uvicorn has no header timeout: its keep-alive timer starts only after a response and any byte cancels it, so
 a client that sends no request, or trickles its headers, holds a socket and a descriptor for as long as it
@@ -18,6 +22,11 @@ from typing import Any, ClassVar
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools is a dependency; h11 serves without it
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
 from storage.settings import EdgeSettings
 
 
@@ -36,30 +45,28 @@ def _timeout_response(seconds: float) -> bytes:
     return head.encode("ascii") + body
 
 
-class HeaderDeadline(H11Protocol):
-    """h11 with a deadline from the connection's start (or the last response) to a request's full headers."""
+class _Deadline:
+    """A deadline from the connection's start (or the last response) to a request's full headers; mixed into
+    one of uvicorn's HTTP/1.1 protocols, whose ``loop``, ``transport`` and ``cycle`` it uses."""
 
     header_timeout: ClassVar[float] = 10.0
     _header_timer: asyncio.TimerHandle | None = None
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)
-
-    def handle_events(self) -> None:
-        cycle = self.cycle
-        super().handle_events()
-        if self.cycle is not cycle:  # a request's headers are in: its body is the edge's to pace
-            self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def on_response_complete(self) -> None:
         if not self.transport.is_closing():
             self._arm()  # before the pipelined next request, whose headers may already be here
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
 
     def _arm(self) -> None:
         self._disarm()
@@ -78,9 +85,33 @@ class HeaderDeadline(H11Protocol):
         self.transport.close()
 
 
-def header_deadline_protocol(seconds: float) -> type[HeaderDeadline]:
+class HeaderDeadline(_Deadline, H11Protocol):
+    """h11 (pure Python) with the header deadline."""
+
+    def handle_events(self) -> None:
+        cycle = self.cycle
+        super().handle_events()
+        if self.cycle is not cycle:  # a request's headers are in: its body is the edge's to pace
+            self._disarm()
+
+
+if HttpToolsProtocol is not None:
+
+    class HeaderDeadlineTools(_Deadline, HttpToolsProtocol):
+        """httptools (C) with the header deadline."""
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._disarm()  # a request's headers are in: its body is the edge's to pace
+
+    PROTOCOL: type[asyncio.Protocol] = HeaderDeadlineTools
+else:  # pragma: no cover
+    PROTOCOL = HeaderDeadline
+
+
+def header_deadline_protocol(seconds: float, base: type[asyncio.Protocol] | None = None) -> type[asyncio.Protocol]:
     """The protocol class with this deadline (uvicorn makes one instance per connection from the class)."""
-    return type("HeaderDeadline", (HeaderDeadline,), {"header_timeout": float(seconds)})
+    return type("HeaderDeadline", (base or PROTOCOL,), {"header_timeout": float(seconds)})
 
 
 def uvicorn_config(app: Any, edge: EdgeSettings, **options: Any) -> uvicorn.Config:

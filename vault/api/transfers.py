@@ -19,10 +19,19 @@ from sqlmodel import Session
 from compliance.ledger.events import Actor
 from compliance.receipts.transfer import transfer_receipt
 from compliance.sources import Deadline
-from storage.models import Transfer
+from storage.models import ReceiptCountersignature, Transfer
 from vault.api.conventions import API_PREFIX, Hook, Outcome, json_digest, mutate
 from vault.api.evidence import in_pool
-from vault.api.schemas import READ_ERRORS, WRITE_ERRORS, SignedReceipt, TransferPage, TransferView, answers
+from vault.api.schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    CountersignatureView,
+    SignedReceipt,
+    TransferPage,
+    TransferView,
+    answers,
+)
+from vault.countersign import countersign, countersignature_view
 from vault.listing import DEFAULT_LIMIT
 from vault.runtime import Runtime
 from vault.tenancy import Principal
@@ -42,6 +51,16 @@ class TransferIn:
 @dataclass
 class RejectIn:
     reason: str | None = None
+
+
+@dataclass
+class CountersignIn:
+    key_id: str  # sha256:<hex> of a key registered for your organisation (evault org add-signing-key)
+    signature: str  # base64 Ed25519 signature over the receipt's statement (docs/receipts.md)
+
+
+def _countersigned(_session: Session, row: ReceiptCountersignature, status: int) -> Outcome:
+    return Outcome(status, countersignature_view(row))
 
 
 def transfer_outcome(_session: Session, transfer: Transfer, status: int) -> Outcome:
@@ -197,3 +216,29 @@ class TransferController(Controller):
     ) -> Response[Any]:
         """The receiver refuses, with a reason; control stays."""
         return await _step(request, runtime, actor, transfer_id, "reject", data.reason)
+
+    @post(
+        "/{transfer_id:str}/countersign",
+        opt={"scope": "vault:release"},
+        status_code=201,
+        responses=answers(201, CountersignatureView, WRITE_ERRORS, "The countersignature, recorded"),
+    )
+    async def countersign(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[CountersignIn],
+        runtime: NamedDependency[Runtime],
+        actor: NamedDependency[Actor],
+        transfer_id: FromPath[str],
+    ) -> Response[Any]:
+        """A party countersigns the completed transfer's receipt: an Ed25519 signature, with a key registered for
+        its organisation, over the receipt's statement (RFC 8785 of ``{"format": "evault-receipt-statement/v1",
+        "kind", "envelope_id", "fields"}``). Every receipt of the transfer carries it from then on, and
+        ``evault receipt verify`` checks it. 409 ``Receipt.NotCompleted`` before completion,
+        ``Countersign.AlreadySigned`` the second time."""
+
+        def call(hook: Hook) -> None:
+            countersign(runtime.custody(), actor, transfer_id, data.key_id, data.signature, on_commit=hook)
+
+        digest = json_digest(await request.body())
+        return await mutate(request, runtime, actor.org_id, digest, 201, call, shape=_countersigned)

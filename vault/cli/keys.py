@@ -25,6 +25,7 @@ from compliance.errors import InvalidInput
 from storage.db import MIGRATIONS, Database
 from storage.ids import iso
 from storage.settings import Settings
+from vault.countersign import add_signing_key
 from vault.embed_origins import allowed_origins, frame_ancestors, set_allowed_origins
 from vault.keys import add_key, key_view, keys, organisations, parse_duration, revoke_key, rotate_key
 from vault.org_settings import organisation_view, set_mers_org_id, set_retention_default
@@ -140,6 +141,15 @@ def _org_origins(args: argparse.Namespace, db: Database) -> int:
     return 0
 
 
+def _org_add_signing_key(args: argparse.Namespace, db: Database) -> int:
+    pem = Path(args.public_key).read_text()
+    with db.session() as session:
+        row = add_signing_key(session, args.org, pem)
+        view = {"org_id": row.org_id, "key_id": row.key_id, "created_at": iso(row.created_at)}
+    _print(args, view, f"organisation {row.org_id}: signing key {row.key_id} registered")
+    return 0
+
+
 def _key_create(args: argparse.Namespace, db: Database) -> int:
     expires_in = parse_duration(args.expires_in) if args.expires_in else None
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
@@ -232,6 +242,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     origins.add_argument("org", help="organisation id (org_...)")
     origins.add_argument("origins", nargs="*", help="scheme://host[:port] each; replaces the list")
     origins.add_argument("--clear", action="store_true", help="allow no origin: frame-ancestors 'none'")
+
+    signing = database_command(
+        org,
+        "add-signing-key",
+        "register an Ed25519 public key the organisation countersigns receipts with",
+        _org_add_signing_key,
+    )
+    signing.add_argument("--org", required=True, help="organisation id (org_...)")
+    signing.add_argument("public_key", help="PEM file of the Ed25519 public key")
 
     key = commands.add_parser("key", help="API keys (against the live database)").add_subparsers(
         dest="key_command", required=True

@@ -27,6 +27,7 @@ from storage.settings import Settings, SettingsError, log_format
 from vault.cli.dispose import add_commands as add_dispose_commands
 from vault.cli.erase import add_commands as add_erase_commands
 from vault.cli.evidence import add_cert_commands, add_keys_option, add_trust_options, keys_from, trust_from
+from vault.cli.imports import add_commands as add_import_commands
 from vault.cli.keys import add_commands as add_key_commands
 from vault.cli.packages import add_commands as add_package_commands
 from vault.cli.rebuild import add_commands as add_rebuild_commands
@@ -116,6 +117,9 @@ def _refuse_workers(settings: Settings, workers: int) -> None:
         raise StartupError(f"refusing to start {workers} workers: {reason}")
 
 
+WORKER_HEALTHCHECK_SECONDS = 60
+
+
 def _serve_workers(settings: Settings, workers: int, listener: socket.socket) -> int:
     """N uvicorn worker processes on ``listener``, after the vault was opened here once (migrations, keys, the
     first organisation, the metrics port); each worker opens its own runtime (vault.api.worker)."""
@@ -151,6 +155,10 @@ def _serve_workers(settings: Settings, workers: int, listener: socket.socket) ->
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=settings.api.shutdown_grace_seconds,
+            # uvicorn kills a worker that has not answered its ping within this many seconds, and a new worker
+            # answers only once its imports are done: with the default 5 s, a loaded machine (load average 20
+            # on 2 cores, seen running bench/vault_in.py --workers 2) killed and respawned every worker for ever.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         )
         Multiprocess(config, sockets=[listener]).run()  # until SIGTERM/SIGINT, which it handles
     finally:
@@ -273,6 +281,8 @@ def _log_verify(args: argparse.Namespace) -> int:
     text = Path(args.bundle).read_bytes()
     trust = trust_from(args)
     result = verify_bundle(text, Path(args.public_key).read_bytes(), args.origin, keys_from(args), trust)
+    if result.segments:
+        return _log_verify_v3(text, trust, result)
     token = strict_json.loads(text).get("timestamp_token")
     for line in trust.check(strict_json.loads(text)["checkpoint"], base64.b64decode(token) if token else None):
         print(line)
@@ -292,6 +302,32 @@ def _log_verify(args: argparse.Namespace) -> int:
     if not args.allow_incomplete:
         raise LogError(NOT_PROVEN, unproven + "; --allow-incomplete accepts a proven prefix only")
     print(unproven)
+    return 0
+
+
+def _log_verify_v3(text: bytes, trust: Any, result: Any) -> int:
+    """A history across logs (bundle v3): each segment, the hand-offs between them, and where it ends."""
+    for log in strict_json.loads(text)["logs"]:
+        token = log.get("timestamp_token")
+        for line in trust.check(log["checkpoint"], base64.b64decode(token) if token else None):
+            print(line)
+    for segment in result.segments:
+        print(
+            f"OK: events {segment.first_seq}..{segment.last_seq} of envelope {result.envelope_id} are in checkpoint "
+            f"{segment.origin} size {segment.checkpoint_size}; the map there names event {segment.last_seq} as the head"
+            + (f"; handed off to {segment.handed_to}" if segment.handed_to else "")
+        )
+    last = result.segments[-1]
+    if last.handed_to is not None:
+        print(
+            f"complete up to the hand-off: event {last.last_seq} handed control to {last.handed_to}; "
+            "the history goes on in its log (its bundle proves the rest)"
+        )
+        return 0
+    print(
+        f"complete: event {last.last_seq} is the envelope's head at checkpoint {last.origin} size "
+        f"{last.checkpoint_size}; chain unbroken across {len(result.segments)} segments"
+    )
     return 0
 
 
@@ -429,6 +465,7 @@ def parser() -> argparse.ArgumentParser:
     add_key_commands(commands)
     add_erase_commands(commands)
     add_dispose_commands(commands)
+    add_import_commands(commands)
     add_signing_key_commands(commands)
     add_rebuild_commands(commands)
     report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(

@@ -26,6 +26,7 @@ from compliance.ledger.event_catalogue import (
     ENVELOPE_COMPLETED,
     ENVELOPE_CREATED,
     ENVELOPE_EXPIRED,
+    ENVELOPE_IMPORTED,
     ENVELOPE_REMINDED,
     ENVELOPE_SENT,
     ENVELOPE_VOIDED,
@@ -39,6 +40,7 @@ from compliance.ledger.event_catalogue import (
     ORG_CREATED,
     ORG_MERS_ORG_ID_SET,
     ORG_RETENTION_DEFAULT_SET,
+    ORG_SIGNING_KEY_ADDED,
     PAPER_IN_ATTESTED,
     RECIPIENT_CONSENTED,
     RECIPIENT_DECLINED,
@@ -51,8 +53,10 @@ from compliance.ledger.event_catalogue import (
     SIGNING_KEY_ROTATED,
     SUBJECT_ERASED,
     TRANSFER_ACCEPTED,
+    TRANSFER_ARRIVED,
     TRANSFER_CANCELLED,
     TRANSFER_COMPLETED,
+    TRANSFER_COUNTERSIGNED,
     TRANSFER_EXPIRED,
     TRANSFER_INITIATED,
     TRANSFER_RECORDED,
@@ -65,9 +69,12 @@ from storage.models import (
     ApiKey,
     CopyRecord,
     Envelope,
+    EnvelopeImport,
     MersMin,
     Organisation,
+    OrgSigningKey,
     PaperInAttestation,
+    ReceiptCountersignature,
     Transfer,
     VaultedDocument,
     VaultRecord,
@@ -86,7 +93,7 @@ def _record(rows: Rows, entry: Entry) -> VaultRecord:
 
 
 def _org_created(rows: Rows, entry: Entry) -> None:
-    rows.organisation = Organisation(id=entry.org_id, name=entry.data["name"], created_at=entry.time)
+    rows.organisations[entry.org_id] = Organisation(id=entry.org_id, name=entry.data["name"], created_at=entry.time)
 
 
 def _key(rows: Rows, entry: Entry) -> None:
@@ -146,6 +153,47 @@ def _status(status: str) -> Callable[[Rows, Entry], None]:
         envelope_of(rows, entry).status = status
 
     return step
+
+
+def _envelope_imported(rows: Rows, entry: Entry) -> None:
+    """An import opens its chain: the envelope and its vault-in at once, and the claim on the origin's release."""
+    _envelope_created(rows, entry)
+    _vaulted_in(rows, entry)
+    origin = entry.data["origin"]
+    rows.imports.append(
+        EnvelopeImport(
+            envelope_id=entry.envelope_id or "",
+            org_id=entry.org_id,
+            origin_log=origin["log_origin"],
+            origin_envelope_id=origin["envelope_id"],
+            release_leaf_index=origin["release"]["leaf_index"],
+            origin_key_id=origin["key_id"],
+            release_receipt_sha256=origin["release_receipt_sha256"],
+            claimed_at=entry.time,
+            retain_until=parse_time(entry.data["retain_until"]),
+            recorded_at=entry.time,
+        )
+    )
+
+
+def _signing_key_added(rows: Rows, entry: Entry) -> None:
+    data = entry.data
+    rows.signing_keys.append(
+        OrgSigningKey(key_id=data["key_id"], org_id=entry.org_id, public_pem=data["public_key"], created_at=entry.time)
+    )
+
+
+def _countersigned(rows: Rows, entry: Entry) -> None:
+    data = entry.data
+    rows.countersignatures.append(
+        ReceiptCountersignature(
+            transfer_id=data["transfer_id"],
+            org_id=entry.org_id,
+            key_id=data["key_id"],
+            value=data["signature"],
+            created_at=entry.time,
+        )
+    )
 
 
 def _vaulted_in(rows: Rows, entry: Entry) -> None:
@@ -249,9 +297,10 @@ def _disposed(rows: Rows, entry: Entry) -> None:
 
 
 def _organisation(rows: Rows, entry: Entry) -> Organisation:
-    if rows.organisation is None:
+    organisation = rows.organisations.get(entry.org_id)
+    if organisation is None:
         raise refuse(entry, "changes an organisation the log never created")
-    return rows.organisation
+    return organisation
 
 
 def _mers_org_id_set(rows: Rows, entry: Entry) -> None:
@@ -306,7 +355,7 @@ def _transfer_initiated(rows: Rows, entry: Entry) -> None:
     rows.transfers[data["transfer_id"]] = Transfer(
         id=data["transfer_id"],
         envelope_id=envelope.id,
-        org_id=entry.org_id,
+        org_id=envelope.org_id,  # the envelope's organisation, whichever log holds the chain now
         from_org_id=data["from_org"],
         to_org_id=data["to_org"],
         type=data["type"],
@@ -353,6 +402,13 @@ def _transfer_closed(status: str) -> Callable[[Rows, Entry], None]:
     return step
 
 
+def _transfer_arrived(rows: Rows, entry: Entry) -> None:
+    """The chain goes on in this log: the completion before it moved the rows (no change of its own)."""
+    transfer = _transfer(rows, entry)
+    if transfer.status != "completed" or transfer.to_org_id != entry.org_id:
+        raise refuse(entry, "an arrival without a completed transfer of control to this log")
+
+
 def _nothing(rows: Rows, entry: Entry) -> None:
     """An event that changes no row the log projects (its entry alone is the record)."""
 
@@ -394,7 +450,11 @@ STEPS: Mapping[EventType, Step] = {
     TRANSFER_REJECTED: _transfer_closed("rejected"),
     TRANSFER_CANCELLED: _transfer_closed("cancelled"),
     TRANSFER_EXPIRED: _transfer_closed("expired"),
+    TRANSFER_ARRIVED: _transfer_arrived,
     TRANSFER_RECORDED: _nothing,  # the hand-off in a party's own log; the transfer's row is the record's log's
+    ENVELOPE_IMPORTED: _envelope_imported,
+    ORG_SIGNING_KEY_ADDED: _signing_key_added,
+    TRANSFER_COUNTERSIGNED: _countersigned,
     ENVELOPE_SENT: ceremony_replay.sent,
     RECIPIENT_VIEWED: ceremony_replay.viewed,
     RECIPIENT_CONSENTED: ceremony_replay.consented,

@@ -14,9 +14,12 @@ from storage.models import (
     CopyRecord,
     DataSubject,
     Envelope,
+    EnvelopeImport,
     MersMin,
     Organisation,
+    OrgSigningKey,
     PaperInAttestation,
+    ReceiptCountersignature,
     Recipient,
     Transfer,
     VaultedDocument,
@@ -36,13 +39,15 @@ class Entry:
     envelope_id: str | None
     key_id: str | None
     data: dict[str, Any]
+    seq: int | None = None  # the chain position an envelope entry names (a chain may cross logs)
 
 
 @dataclass
 class Rows:
-    """The projections of one organisation's log, built entry by entry, written once the whole log replayed."""
+    """The projections of the logs, built entry by entry (an envelope's chain may cross logs at a hand-off),
+    written once every log replayed."""
 
-    organisation: Organisation | None = None
+    organisations: dict[str, Organisation] = field(default_factory=dict)
     keys: dict[str, ApiKey] = field(default_factory=dict)
     envelopes: dict[str, Envelope] = field(default_factory=dict)
     subjects: dict[str, DataSubject] = field(default_factory=dict)
@@ -57,6 +62,9 @@ class Rows:
     attestations: list[PaperInAttestation] = field(default_factory=list)
     ceremonies: dict[str, Ceremony] = field(default_factory=dict)  # by envelope id
     recipients: dict[str, Recipient] = field(default_factory=dict)
+    imports: list[EnvelopeImport] = field(default_factory=list)  # envelope.imported: the release each imported
+    signing_keys: list[OrgSigningKey] = field(default_factory=list)
+    countersignatures: list[ReceiptCountersignature] = field(default_factory=list)  # written after the transfers
 
 
 def parse_time(text: Any) -> datetime:

@@ -1,10 +1,11 @@
 """``evault rebuild --from-bucket``: a fresh database from the WORM bucket alone (and the vault's public keys).
 
 For each organisation's log in the bucket: the newest checkpoint the vault's keys sign, every entry it covers
-checked against its root (``vault/rebuild/bucket_log.py``), then the entries replayed in log order into the rows
-they imply (``vault/rebuild/replay.py``) and the head map re-derived at every ``map.root`` entry, whose root must
-equal the one the entry names. Everything is read and checked before one row is written; then each
-organisation's rows, events (the exact entry bytes), tiles, log state, checkpoints and map commit together.
+checked against its root (``vault/rebuild/bucket_log.py``). Then the entries are replayed in log order into the
+rows they imply (``vault/rebuild/replay.py``), the logs merged so that a chain handed from one log to another
+replays in its own order, and the head map re-derived at every ``map.root`` entry, whose root must equal the one
+the entry names. Everything is read and checked before one row is written; then the rows, and each
+organisation's events (the exact entry bytes), tiles, log state, checkpoints and map commits, commit together.
 Only an empty database is rebuilt into: a vault that already holds rows is refused, never merged.
 """
 
@@ -117,6 +118,7 @@ def _entries(bucket: BucketLog) -> list[Entry]:
                 envelope_id=value.get("envelope"),
                 key_id=actor.get("key_id"),
                 data=data if isinstance(data, dict) else {},
+                seq=value.get("seq") if isinstance(value.get("seq"), int) else None,
             )
         )
     return out
@@ -128,11 +130,9 @@ def _head_map(org_id: str, entries: list[Entry], raw: list[bytes]) -> tuple[list
     leaves: list[MapLeaf] = []
     roots: list[MapRoot] = []
     pending: dict[int, tuple[str, int, str]] = {}  # envelope key -> (envelope id, seq, entry hash)
-    seqs: dict[str, int] = {}
     for entry, blob in zip(entries, raw, strict=True):
         if entry.envelope_id is not None:
-            seqs[entry.envelope_id] = seqs.get(entry.envelope_id, -1) + 1
-            pending[map_key(entry.envelope_id)] = (entry.envelope_id, seqs[entry.envelope_id], entry_hash(blob))
+            pending[map_key(entry.envelope_id)] = (entry.envelope_id, _seq(entry), entry_hash(blob))
         if entry.type != MAP_ROOT.name:
             continue
         version = entry.data["version"]
@@ -153,15 +153,40 @@ def _head_map(org_id: str, entries: list[Entry], raw: list[bytes]) -> tuple[list
     return leaves, roots
 
 
-def _replay(bucket: BucketLog) -> _Log:
-    entries = _entries(bucket)
-    rows = Rows()
-    for entry in entries:
-        step_for(entry)(rows, entry)
-    if rows.organisation is None:
-        raise RebuildRefused("Rebuild.Inconsistent", f"the log of {bucket.org_id} has no org.created entry")
-    leaves, roots = _head_map(bucket.org_id, entries, bucket.entries)
-    return _Log(bucket, entries, rows, leaves, roots)
+def _seq(entry: Entry) -> int:
+    if entry.seq is None:
+        raise RebuildRefused("Rebuild.Inconsistent", f"entry {entry.index} of {entry.org_id} names no chain position")
+    return entry.seq
+
+
+def _replay(rows: Rows, logs: list[tuple[BucketLog, list[Entry]]]) -> None:
+    """Replay every log into ``rows``, merged so that each envelope's chain is replayed in its order: a log waits
+    at an entry of a chain that goes on from another log (after a hand-off) until that log has caught up."""
+    cursors = [0] * len(logs)
+    following: dict[str, int] = {}  # envelope -> the seq its chain continues with
+    while True:
+        moved = False
+        for number, (_, entries) in enumerate(logs):
+            while cursors[number] < len(entries):
+                entry = entries[cursors[number]]
+                if entry.envelope_id is not None:
+                    if _seq(entry) != following.get(entry.envelope_id, 0):
+                        break
+                    following[entry.envelope_id] = _seq(entry) + 1
+                step_for(entry)(rows, entry)
+                cursors[number] += 1
+                moved = True
+        if not moved:
+            break
+    for (bucket, entries), cursor in zip(logs, cursors, strict=True):
+        if cursor < len(entries):
+            entry = entries[cursor]
+            raise RebuildRefused(
+                "Rebuild.Inconsistent",
+                f"entry {entry.index} of {bucket.org_id} continues a chain no log leads to (seq {entry.seq})",
+            )
+        if bucket.org_id not in rows.organisations:
+            raise RebuildRefused("Rebuild.Inconsistent", f"the log of {bucket.org_id} has no org.created entry")
 
 
 def _objects(rows: Rows, worm: ObjectStore, copies: ObjectStore, staging: ObjectStore | None) -> None:
@@ -201,27 +226,26 @@ def _staged(ceremony: Ceremony, staging: ObjectStore) -> None:
             ceremony.size, ceremony.pages = len(data), pdf_page_sizes(io.BytesIO(data))
 
 
-def _write(session: Session, replayed: _Log) -> None:
-    bucket, rows = replayed.bucket, replayed.rows
-    assert rows.organisation is not None
+def _write_rows(session: Session, rows: Rows) -> None:
     for group in (
-        [rows.organisation],
+        list(rows.organisations.values()),
         list(rows.keys.values()),
         list(rows.envelopes.values()),
         list(rows.subjects.values()),
         list(rows.records.values()),
         list(rows.documents.values()),
         list(rows.copies.values()),
-        [*rows.mins.values(), *rows.amendments, *rows.attestations],
+        [*rows.mins.values(), *rows.amendments, *rows.attestations, *rows.imports, *rows.signing_keys],
         [*rows.ceremonies.values(), *rows.recipients.values()],
     ):
         session.add_all(group)
         session.flush()
-    seqs: dict[str, int] = {}
+
+
+def _write(session: Session, replayed: _Log, organisation: Organisation) -> None:
+    bucket = replayed.bucket
     for entry, raw in zip(replayed.entries, bucket.entries, strict=True):
-        seq = None
-        if entry.envelope_id is not None:
-            seq = seqs[entry.envelope_id] = seqs.get(entry.envelope_id, -1) + 1
+        seq = None if entry.envelope_id is None else _seq(entry)
         session.add(
             Event(
                 org_id=bucket.org_id,
@@ -240,7 +264,7 @@ def _write(session: Session, replayed: _Log) -> None:
     for signed in bucket.notes:
         size = signed.checkpoint.size
         # When it was signed is not in the note: the time of the last entry it covers (its map.root) stands in.
-        signed_at = replayed.entries[size - 1].time if size else rows.organisation.created_at
+        signed_at = replayed.entries[size - 1].time if size else organisation.created_at
         session.add(
             Checkpoint(
                 org_id=bucket.org_id,
@@ -295,29 +319,36 @@ def rebuild(
     Every log is read, checked and replayed before anything is written, so a refusal leaves the database empty.
     """
     check_empty(db)
-    replayed: list[_Log] = []
+    logs: list[tuple[BucketLog, list[Entry]]] = []
     for org_id in organisations(worm):
         notes = signed_notes(worm, org_id, origin_for(origin_prefix, org_id), verifiers)
         if not notes:
             log.warning("rebuild: log/%s/ holds no checkpoint the vault's keys sign; skipped", org_id)
             continue
-        checked = read_log(worm, org_id, notes)
-        one = _replay(_continued(checked, (backup_entries or {}).get(org_id, ())))
-        _objects(one.rows, worm, copies, staging)
-        replayed.append(one)
-    if not replayed:
+        bucket = _continued(read_log(worm, org_id, notes), (backup_entries or {}).get(org_id, ()))
+        logs.append((bucket, _entries(bucket)))
+    if not logs:
         raise RebuildRefused("Rebuild.NoLog", f"bucket {worm.bucket} holds no log with a checkpoint the vault signed")
+    rows = Rows()
+    _replay(rows, logs)
+    _objects(rows, worm, copies, staging)
+    replayed = [
+        _Log(bucket, entries, rows, *_head_map(bucket.org_id, entries, bucket.entries)) for bucket, entries in logs
+    ]
     with db.session() as session:
+        _write_rows(session, rows)
         for one in replayed:
-            _write(session, one)
-        for one in replayed:  # after every organisation: a transfer names two
-            session.add_all(list(one.rows.transfers.values()))
+            _write(session, one, rows.organisations[one.bucket.org_id])
+        session.add_all(list(rows.transfers.values()))  # after every organisation: a transfer names two
+        session.flush()
+        for one in replayed:  # after the transfers and every organisation's keys they name
+            session.add_all(one.rows.countersignatures)
         session.flush()
     return [
         Rebuilt(
             org_id=one.bucket.org_id,
             log_size=one.bucket.size,
-            envelopes=len(one.rows.envelopes),
+            envelopes=sum(1 for e in rows.envelopes.values() if e.org_id == one.bucket.org_id),
             checkpoints=len(one.bucket.notes),
             map_commits=len(one.map_roots),
         )

@@ -1,7 +1,7 @@
 """slot leases: the upload and stamping caps per API key and per organisation, shared by every process
 
-Revision ID: 0021_slot_leases
-Revises: 0020_map_nodes
+Revision ID: 0024_slot_leases
+Revises: 0023_envelope_import
 Create Date: 2026-12-05 02:50:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0021_slot_leases"
-down_revision = "0020_map_nodes"
+revision = "0024_slot_leases"
+down_revision = "0023_envelope_import"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,79 @@
+"""The export package: a released record leaving for another vault, as one evidence package it can import.
+
+After a vault-out of reason ``transfer`` (``transferee.vault_id`` names the receiving vault), the organisation
+that released the record may fetch it: the evidence package (:mod:`compliance.evidence_package.build`: the
+authoritative PDFs, the certificate, the envelope's whole history as a proof bundle with its checkpoint, the
+release receipt, the public keys and the signed manifest) with the transfer receipt of every transfer of control
+the record went through here. The receiving vault imports it with ``evault import`` only after checking every
+part (:mod:`compliance.evidence_package.import_check`); docs/vault-transfer.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import col, select
+
+from compliance.checkpoints.freshness import SignsOnDemand
+from compliance.conditions.evidence import Policy
+from compliance.errors import Conflict, NotFound
+from compliance.evidence_package.build import build_package
+from compliance.ledger.chain import parse_entry
+from compliance.ledger.event_catalogue import RELEASED
+from compliance.ledger.events import Actor, envelope_events
+from compliance.ledger.vault_key import VaultKey
+from compliance.receipts.transfer import transfer_receipt
+from compliance.signatures.document_identity import DocumentSigner
+from compliance.sources import Sources
+from storage.models import Envelope, Transfer
+
+NOT_RELEASED, NOT_TRANSFER, NOT_RELEASER = "Export.NotReleased", "Export.NotTransfer", "Export.NotReleaser"
+
+
+def _release(sources: Sources, actor: Actor, envelope_id: str) -> list[tuple[str, str]]:
+    """The record's completed transfers (id, receiver), once its release is shown to be the actor's, for a vault."""
+    with sources.db.read_session() as session:
+        envelope = session.get(Envelope, envelope_id)
+        if envelope is None or not envelope.held_by(actor.org_id):
+            raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
+        releases = [
+            parse_entry(e.entry) for e in envelope_events(session, envelope_id) if e.event_type == RELEASED.name
+        ]
+        transfers = session.exec(
+            select(Transfer.id, Transfer.to_org_id)
+            .where(Transfer.envelope_id == envelope_id, Transfer.status == "completed")
+            .order_by(col(Transfer.created_at), col(Transfer.id))
+        )
+        completed = [(transfer_id, to_org) for transfer_id, to_org in transfers]
+    if not releases:
+        raise Conflict(NOT_RELEASED, "an export package follows a vault-out of reason transfer; there was none")
+    release = releases[-1]
+    if release["data"].get("reason") != "transfer":
+        raise Conflict(
+            NOT_TRANSFER, "the record was released, but not for a transfer to another vault", reason=release["data"]
+        )
+    if (release.get("actor") or {}).get("org_id") != actor.org_id:
+        raise Conflict(NOT_RELEASER, "only the organisation that released the record may export it")
+    return completed
+
+
+def build_export(
+    sources: Sources,
+    key: VaultKey,
+    checkpoints: SignsOnDemand,
+    policy: Policy,
+    actor: Actor,
+    envelope_id: str,
+    keys_document: dict[str, Any],
+    signer: DocumentSigner | None = None,
+    tsa_url: str | None = None,
+) -> bytes:
+    """The export package of a record the actor released for a transfer (409 ``Export.*`` before or otherwise)."""
+    receipts = {}
+    for transfer_id, receiver in _release(sources, actor, envelope_id):
+        sources.deadline.check()
+        # Either party may read a transfer's receipt; its events are in the package's proof bundle anyway.
+        receipts[f"transfer-{transfer_id}"] = transfer_receipt(sources, key, checkpoints, Actor(receiver), transfer_id)
+    return build_package(
+        sources, key, checkpoints, policy, actor, envelope_id, keys_document, signer, tsa_url, receipts
+    )

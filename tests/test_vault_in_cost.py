@@ -1,0 +1,105 @@
+"""What one vault-in costs in round trips: SQL statements, transactions and S3 requests, pinned.
+
+A vault-in's CPU goes mostly to work per round trip (docs/benchmarks.md), so a change that adds a statement, a
+transaction or an S3 request to the hot path shows here first. The numbers are exact: lower them when a change
+saves a round trip, and raise them only with a reason. The promises stay visible in the list: the claim and the
+record are separate transactions around the put, and the lock is read back after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.helpers import create_envelope, upload
+from tests.pdf_factory import make_pdf
+from vault.runtime import Runtime
+
+
+@contextmanager
+def counted(runtime: Runtime) -> Iterator[list[str]]:
+    """Every SQL statement (SQLite's explicit BEGINs left out: PostgreSQL's drivers begin implicitly), every
+    transaction begun ("BEGIN") and committed ("COMMIT"; a read ends without one) and every S3 request
+    ("S3 <operation>") on the runtime's engines and client."""
+    seen: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if not sql.startswith("BEGIN"):
+            seen.append("SQL " + " ".join(sql.split())[:90])
+
+    def begin(_conn: Any) -> None:
+        seen.append("BEGIN")
+
+    def commit(_conn: Any) -> None:
+        seen.append("COMMIT")
+
+    def s3(event_name: str, **_: Any) -> None:
+        seen.append("S3 " + event_name.rsplit(".", 1)[-1])
+
+    engines = {id(e): e for e in (runtime.db.engine, runtime.db.read_engine)}.values()
+    hooks = [
+        (engine, name, fn)
+        for engine in engines
+        for name, fn in (("before_cursor_execute", statement), ("begin", begin), ("commit", commit))
+    ]
+    for engine, name, fn in hooks:
+        event.listen(engine, name, fn)
+    runtime.s3_client.meta.events.register("before-call.s3", s3)
+    try:
+        yield seen
+    finally:
+        for engine, name, fn in hooks:
+            event.remove(engine, name, fn)
+        runtime.s3_client.meta.events.unregister("before-call.s3", s3)
+
+
+def tally(seen: list[str]) -> dict[str, int]:
+    kinds = Counter("SQL" if line.startswith("SQL") else line for line in seen)
+    return dict(sorted(kinds.items()))
+
+
+def test_one_vault_in_costs_what_it_did(client: Any, runtime: Runtime, tenant: Any) -> None:
+    _, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    pdf = make_pdf(pages=2)
+    with counted(runtime) as seen:
+        response = upload(client, headers, envelope_id, pdf)
+    assert response.status_code == 201, response.text
+    # 5 transactions: the key and its rate counter (2), the envelope look (1), the claim (1), the record (1);
+    # 3 of them write. The statements: docs/benchmarks.md lists them.
+    assert tally(seen) == {"BEGIN": 5, "COMMIT": 3, "S3 HeadObject": 1, "S3 PutObject": 1, "SQL": 26}, "\n".join(seen)
+    # The order of the promises: claim committed before the put, lock read back after it, record after that.
+    marks = ("COMMIT", "S3 ", "SQL INSERT INTO vault_claim ", "SQL INSERT INTO vault_record ")
+    order = [line.split(" (")[0] for line in seen if line.startswith(marks)]
+    assert order[1:] == [
+        "SQL INSERT INTO vault_claim",
+        "COMMIT",
+        "S3 PutObject",
+        "S3 HeadObject",
+        "SQL INSERT INTO vault_record",
+        "COMMIT",
+    ], "\n".join(seen)  # order[0] is the rate counter's commit
+
+
+def test_an_idempotent_vault_in_adds_its_key_and_a_replay_writes_nothing(
+    client: Any, runtime: Runtime, tenant: Any
+) -> None:
+    _, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    pdf = make_pdf(pages=2)
+    keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex}
+    with counted(runtime) as first:
+        assert upload(client, keyed, envelope_id, pdf).status_code == 201
+    with counted(runtime) as again:
+        replay = upload(client, keyed, envelope_id, pdf)
+    assert replay.status_code == 201 and replay.headers.get("Idempotent-Replayed") == "true"
+    assert hashlib.sha256(pdf).hexdigest() in replay.text
+    # The key is claimed in a transaction of its own and completed in the record's.
+    assert tally(first) == {"BEGIN": 6, "COMMIT": 4, "S3 HeadObject": 1, "S3 PutObject": 1, "SQL": 30}, "\n".join(first)
+    assert tally(again) == {"BEGIN": 3, "COMMIT": 2, "SQL": 3}, "\n".join(again)

@@ -1,0 +1,331 @@
+"""The stamper's pool of long-lived workers keeps every limit a fresh child per job had.
+
+A worker killed in the middle of a job is replaced and its job refused with today's code; a memory bomb is
+refused and the next job of the same pool is served; a job past its CPU budget is killed with the right code
+while the wall clock is far; the pool never holds more than its size; and ``evault serve``, stopped with a
+vetting in flight, ends within its grace period and the pool's bound instead of waiting for the document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing import forkserver
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from compliance.conditions.copy_mark import CopyMark
+from compliance.errors import InvalidInput, Unavailable
+from storage.settings import PdfSettings, Settings, SettingsError
+from tests import hostile_pdfs, pdf_factory
+from tests.helpers import create_envelope, server_port, upload
+from vault.pdf_inspect import inspect_pdf
+from vault.stamp_worker import CopyStampError, StampLimits, run_stamp, stamp_for_copy
+from vault.worker_pool import StampFailure, WorkerPool, close_pools, pool_for
+
+MiB = 1024 * 1024
+SMALL = pdf_factory.make_pdf(pages=2)
+
+
+def _mark(source: bytes) -> CopyMark:
+    return CopyMark("cp_pool00000000000000000", "env_pool", hashlib.sha256(source).hexdigest(), dt.datetime.now(dt.UTC))
+
+
+def _pool(pdf: PdfSettings) -> WorkerPool:
+    return pool_for(StampLimits.from_settings(pdf).pool())
+
+
+def _cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    """``call()`` in a thread; its result or exception lands in the list."""
+    answer: list[Any] = []
+
+    def run() -> None:
+        try:
+            answer.append(call())
+        except Exception as exc:
+            answer.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, answer
+
+
+def _busy_worker(pool: WorkerPool, cpu: float = 0.3) -> int:
+    """The pid of the pool's one worker once it has spent ``cpu`` seconds on the job in flight."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pids = pool.pids()
+        if pids and _cpu(pids[0]) >= cpu:
+            return pids[0]
+        time.sleep(0.05)
+    raise AssertionError("no worker got to work")
+
+
+@pytest.mark.once
+def test_a_worker_killed_mid_job_is_replaced_and_the_next_job_is_served() -> None:
+    pdf = PdfSettings(workers=1)
+    assert inspect_pdf(SMALL, pdf).page_count == 2  # the worker is warm
+    pool = _pool(pdf)
+    (first,) = pool.pids()
+    slow = hostile_pdfs.shared_content(5000)  # seconds of vetting and pixel-checked rehearsal
+    thread, answer = _in_thread(lambda: inspect_pdf(slow, pdf))
+    assert _busy_worker(pool, _cpu(first) + 0.3) == first  # the same worker took the next job
+    os.kill(first, signal.SIGKILL)
+    thread.join(60)
+    (refusal,) = answer
+    assert isinstance(refusal, InvalidInput), refusal
+    assert (refusal.code, refusal.details["limit"]) == ("Document.TooComplex", "max_cpu_seconds")
+    (replacement,) = pool.pids()
+    assert replacement != first
+    assert inspect_pdf(SMALL, pdf).page_count == 2
+    assert pool.pids() == [replacement]
+    os.kill(replacement, signal.SIGKILL)  # killed while idle: the next job is not blamed for it
+    while _alive(replacement):
+        time.sleep(0.01)
+    assert inspect_pdf(SMALL, pdf).page_count == 2
+    assert replacement not in pool.pids() and len(pool.pids()) == 1
+
+
+@pytest.mark.once
+def test_a_memory_bomb_is_refused_and_the_next_upload_in_the_same_pool_succeeds() -> None:
+    """Five 74 MB streams joined by the rehearsal need more than the 256 MiB address space: the upload is
+    refused as too complex for the memory limit, its worker retired, and the pool serves the next one."""
+    pdf = PdfSettings(
+        stamp_memory_bytes=256 * MiB, max_decoded_bytes=1 << 30, workers=1, worker_max_rss_bytes=200 * MiB
+    )
+    blob = hostile_pdfs.inflating_stream(74_000_000)
+    refs = b" ".join(b"%d 0 R" % (6 + i) for i in range(5))
+    bomb = hostile_pdfs.assemble(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents [" + refs + b"] >>",
+            b"null",
+            b"null",
+            *[hostile_pdfs.stream(b"/Filter /FlateDecode", blob) for _ in range(5)],
+        ]
+    )
+    assert inspect_pdf(SMALL, pdf).page_count == 2
+    pool = _pool(pdf)
+    (first,) = pool.pids()
+    with pytest.raises(InvalidInput) as info:
+        inspect_pdf(bomb, pdf)
+    assert (info.value.code, info.value.details["limit"]) == ("Document.TooComplex", "stamp_memory_bytes")
+    assert _pool(pdf) is pool and pool.pids() != [first]  # the same pool, a fresh worker
+    assert inspect_pdf(SMALL, pdf).page_count == 2
+    limits = StampLimits.from_settings(pdf)
+    with pytest.raises(StampFailure) as failure:  # the copy path's own stamping meets the same limit
+        run_stamp(bomb, _mark(bomb), limits, keep=False)
+    assert failure.value.kind == "memory"
+    assert run_stamp(SMALL, _mark(SMALL), limits).check.passed
+
+
+@pytest.mark.once
+def test_a_job_past_its_cpu_budget_is_refused_with_the_right_code_while_the_wall_clock_is_far() -> None:
+    """The budget is each job's own: jobs that together spend more than it pass; one job past it is killed
+    (SIGXCPU) long before its 60 s wall clock, and the copy path answers ``Copy.StampTimeout``."""
+    pdf = PdfSettings(max_cpu_seconds=1, stamp_timeout_seconds=60, workers=1)
+    limits = StampLimits.from_settings(pdf)
+    medium = hostile_pdfs.shared_content(300)  # ~0.16 s of CPU to stamp and check here
+    run_stamp(medium, _mark(medium), limits)
+    (worker,) = _pool(pdf).pids()
+    spent = _cpu(worker)
+    while _cpu(worker) < spent + 1.5:  # more than one budget in all, in one worker
+        assert run_stamp(medium, _mark(medium), limits).check.passed
+    assert _pool(pdf).pids() == [worker]
+    slow = hostile_pdfs.shared_content(20_000)  # never vetted: seconds to stamp
+    started = time.monotonic()
+    with pytest.raises(CopyStampError) as info:
+        stamp_for_copy(pdf, "org_a", slow, _mark(slow))
+    assert info.value.code == "Copy.StampTimeout"
+    assert time.monotonic() - started < 30
+    assert _pool(pdf).pids() != [worker]
+    with pytest.raises(InvalidInput) as refusal:  # the vetting's answer to the same budget
+        inspect_pdf(hostile_pdfs.shared_content(5000), dataclasses.replace(pdf, max_cpu_seconds=1))
+    assert (refusal.value.code, refusal.value.details["limit"]) == ("Document.TooComplex", "max_cpu_seconds")
+
+
+def test_a_starved_job_is_refused_as_ours_to_retry_not_as_the_documents_fault() -> None:
+    """A worker that gets (almost) no CPU before the wall clock, as a niced worker on a saturated host, is
+    killed and its job answered 503 with Retry-After: a small document is not ``Document.TooComplex``."""
+    pdf = PdfSettings(workers=1, stamp_timeout_seconds=2)
+    assert inspect_pdf(SMALL, pdf).page_count == 2
+    pool = _pool(pdf)
+    (worker,) = pool.pids()
+    with open(f"/proc/{worker}/stat") as stat:
+        assert int(stat.read().rsplit(")", 1)[1].split()[16]) == 10  # the default niceness, applied
+    os.kill(worker, signal.SIGSTOP)  # no CPU at all: starvation in its purest form
+    with pytest.raises(Unavailable) as refusal:
+        inspect_pdf(SMALL, pdf)
+    assert refusal.value.code == "Vault.Busy" and refusal.value.details["retry_after_seconds"] > 0
+    assert worker not in pool.pids()
+    assert inspect_pdf(SMALL, pdf).page_count == 2
+
+
+def _live_workers() -> int:
+    """The forkserver's children that are alive (every worker is one; a killed one may linger as a zombie)."""
+    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    with open(f"/proc/{server}/task/{server}/children") as children:
+        pids = children.read().split()
+    return sum(_alive(int(pid)) for pid in pids)
+
+
+@pytest.mark.once
+def test_the_pool_holds_its_size_under_concurrency() -> None:
+    """Eight clients of four organisations, workers recycled every three jobs and one killed: never more than
+    two workers alive, every job answered, and two workers at the end."""
+    close_pools()
+    pdf = PdfSettings(workers=2, worker_max_jobs=3)
+    pool = _pool(pdf)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if forkserver._forkserver._forkserver_pid is not None:  # type: ignore[attr-defined]
+                seen.append(_live_workers())
+            time.sleep(0.005)
+
+    answers: list[Any] = []
+
+    def client(org: str) -> None:
+        for _ in range(5):
+            try:
+                answers.append(inspect_pdf(SMALL, pdf, org).page_count)
+            except Exception as exc:
+                answers.append(exc)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    clients = [threading.Thread(target=client, args=(f"org_{i % 4}",)) for i in range(8)]
+    for thread in clients:
+        thread.start()
+    while not pool.pids():
+        time.sleep(0.01)
+    os.kill(pool.pids()[0], signal.SIGKILL)
+    for thread in clients:
+        thread.join(120)
+    stop.set()
+    watcher.join()
+    refused = [a for a in answers if not isinstance(a, int)]
+    assert len(answers) == 40 and len(refused) <= 1, refused  # only the killed worker's job, if it had one
+    assert max(seen) <= 2, max(seen)
+    assert len(pool.pids()) == 2
+
+
+# --- evault serve, stopped with a vetting in flight ---------------------------------------------------------
+
+GRACE = 1  # EVAULT_SHUTDOWN_GRACE_SECONDS
+BOUND = GRACE + 9  # seconds from SIGTERM to exit: the grace, the runtime's close, the interpreter's exit
+
+
+@pytest.mark.s3
+@pytest.mark.once
+def test_sigterm_with_a_vetting_in_flight_ends_within_the_bound(
+    vault_env: dict[str, str], make_key: Any, tmp_path: Path
+) -> None:
+    """A vetting that would take about a minute (limits raised for it): SIGTERM ends the service in seconds;
+    before the pool, the request's thread waited for its child until the document was done."""
+    port = server_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
+    env.update(
+        vault_env,
+        EVAULT_PORT=str(port),
+        EVAULT_SHUTDOWN_GRACE_SECONDS=str(GRACE),
+        EVAULT_MAX_UPLOAD_BYTES=str(64 * MiB),
+        EVAULT_PDF_MAX_PAGES="200000",
+        EVAULT_PDF_MAX_CPU_SECONDS="300",
+        EVAULT_PDF_STAMP_TIMEOUT_SECONDS="300",
+        PYTHONPATH=os.getcwd(),
+    )
+    _, key = make_key()
+    headers = {"X-API-Key": key}
+    slow = hostile_pdfs.shared_content(60_000)
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vault.cli.main", "serve"], env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, f"evault serve exited with {proc.returncode}"
+                try:
+                    if http.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "evault serve did not start"
+                time.sleep(0.3)
+            envelope_id = create_envelope(http, headers)
+            thread, answer = _in_thread(lambda: upload(http, headers, envelope_id, slow))
+            while not [c for c in _workers(proc.pid) if _cpu(c) > 1.0]:  # a worker is at the vetting
+                assert thread.is_alive(), f"the upload ended before the stop: {answer[0].text}"
+                time.sleep(0.1)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(BOUND + 30)
+            took = time.monotonic() - started
+            thread.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "serve.log").read_text()
+    assert took < BOUND, took
+
+
+def _children(pid: int) -> list[int]:
+    """The children of every thread of ``pid`` (each thread's list holds those it started)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def _workers(service: int) -> list[int]:
+    """The service's PDF workers: the children of its forkserver (a child started with the first job)."""
+    return [worker for child in _children(service) for worker in _children(child)]
+
+
+@pytest.mark.once
+def test_pool_settings_are_read_and_bounded() -> None:
+    pdf = Settings.from_env({}).pdf
+    assert (pdf.workers, pdf.worker_max_jobs, pdf.worker_max_rss_bytes) == (2, 200, 512 * MiB)
+    pdf = Settings.from_env({"EVAULT_PDF_WORKERS": "3", "EVAULT_PDF_WORKER_MAX_JOBS": "7"}).pdf
+    assert StampLimits.from_settings(pdf).pool().size == 3 and pdf.worker_max_jobs == 7
+    assert Settings.from_env({"EVAULT_PDF_STAMP_MEMORY_BYTES": str(256 * MiB)}).pdf.worker_max_rss_bytes == 128 * MiB
+    with pytest.raises(SettingsError, match="EVAULT_PDF_WORKER_MAX_RSS_BYTES"):
+        Settings.from_env(
+            {"EVAULT_PDF_STAMP_MEMORY_BYTES": str(256 * MiB), "EVAULT_PDF_WORKER_MAX_RSS_BYTES": str(300 * MiB)}
+        )
+    with pytest.raises(SettingsError, match="EVAULT_PDF_WORKERS"):
+        Settings.from_env({"EVAULT_PDF_WORKERS": "0"})

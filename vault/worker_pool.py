@@ -1,0 +1,342 @@
+"""A pool of long-lived worker processes for the stamper's jobs (an upload's vetting, a copy's stamping).
+
+A hostile document must meet a memory limit, a CPU budget and a wall clock, out of the service's process. A
+fresh child per job gave that but cost a fork, a cold (copied-on-write) heap and a reap per upload: vault-in
+spent x1.44-1.52 the CPU per object it had spent with the vetting in the API. Here each worker is forked once
+from the stamper's clean forkserver (never from the threaded service) and serves job after job:
+
+- ``RLIMIT_AS`` is set once, when the worker starts (every job of a pool shares its memory limit);
+- each job gets its own CPU budget: the worker raises its soft ``RLIMIT_CPU`` to the CPU it has used so far
+  plus the budget, so the kernel kills it (``SIGXCPU``) when one job's CPU passes the budget;
+- the parent kills the worker when a job's wall clock passes its deadline. A job that had less than a quarter of
+  a core on average by then was starved (a niced worker on a busy host), not slow: it is refused with the caller's
+  503 and retry hint, never blamed on the document;
+- a worker that dies or is killed, or whose job failed any other way than a refusal of the document, is
+  replaced at once, and the job answers with the stamper's failure kinds (:class:`StampFailure`);
+- a worker is retired after ``max_jobs`` jobs, or when its resident memory after a job is past ``max_rss_bytes``
+  (so one large document cannot leave a bloated worker behind), and replaced;
+- ``size`` workers at most, started when first needed, taken by jobs through a fair share between
+  organisations (:class:`~vault.slots.Slots`): an organisation alone may use every worker, beside others its
+  share; a job that finds no worker within its wall clock is refused with the caller's retry hint.
+
+:func:`close_pools` (the runtime's close, on SIGTERM) kills every worker at once: a job in flight is refused
+with the caller's 503, so shutting down never waits for a document.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import math
+import multiprocessing
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerProcess, set_spawning_popen
+from typing import Any, Generic, Literal, TypeVar
+
+from compliance.errors import InvalidInput
+from vault.slots import Refusal, Slots
+
+CTX = multiprocessing.get_context("forkserver")
+
+
+class _Popen(popen_forkserver.Popen):
+    """The forkserver's launch, minus the parent's main module.
+
+    multiprocessing has each child re-create the parent's ``__main__`` (a script is run again, a ``-m`` module
+    re-executed) and the forkserver's preloading of ``__main__`` never happens (Python 3.11 asks
+    ``get_preparation_data`` for a key it does not give), so every child imported the whole service afresh:
+    over a second of CPU each here. The workers run only the stamper's functions on plain arguments, so they
+    need none of it: the preparation data goes without it, and a worker starts in a few milliseconds."""
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        prep_data.pop("init_main_from_name", None)
+        prep_data.pop("init_main_from_path", None)
+        buf = io.BytesIO()
+        set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            set_spawning_popen(None)
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]  # untyped
+        parent_w = os.dup(w)  # the child's sentinel of its parent, as the base class keeps it
+        close_fds = util.close_fds  # type: ignore[attr-defined]  # untyped in typeshed
+        self.finalizer = util.Finalize(self, close_fds, (parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _Child(ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> _Popen:
+        return _Popen(process_obj)
+
+
+Kind = Literal["failed", "timeout", "memory", "unmarked"]
+T = TypeVar("T")
+
+
+class StampFailure(Exception):
+    """The worker could not do the job: ``kind`` says whether it failed, ran out of time, or out of memory."""
+
+    def __init__(self, kind: Kind, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def died(exitcode: int | None) -> StampFailure:
+    """What a worker's death means for its job."""
+    if exitcode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return StampFailure("timeout", f"worker killed by signal {-(exitcode or 0)}")
+    if exitcode == -signal.SIGABRT:  # pdfium aborts, rather than raise, when RLIMIT_AS refuses it memory
+        return StampFailure("memory", "worker aborted: pdfium ran out of its address space")
+    return StampFailure("failed", f"worker exited with {exitcode}")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """What the workers of one pool share: their memory limit and niceness, how many, and when to retire one."""
+
+    memory_bytes: int
+    nice: int = 0
+    size: int = 2
+    max_jobs: int = 200
+    max_rss_bytes: int = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Job(Generic[T]):
+    """``target(conn, *args)`` run in a worker, which sends its answer on ``conn``; ``read(conn, deadline)``
+    takes the answer in the parent (raising :class:`StampFailure` or ``InvalidInput`` when it says so)."""
+
+    target: Callable[..., None]
+    args: tuple[Any, ...]
+    cpu_seconds: int
+    timeout_seconds: float
+    read: Callable[[Connection, float], T]
+
+
+# --- in the worker ------------------------------------------------------------------------------------------
+
+_job_started_cpu = 0.0
+
+
+def _cpu_used() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def job_usage() -> tuple[int, float]:
+    """In a worker, the current job's peak resident memory (bytes) and its CPU seconds so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, _cpu_used() - _job_started_cpu
+
+
+def _start_job(cpu_seconds: int) -> None:
+    """The job's own CPU budget (the soft ``RLIMIT_CPU`` raised from what the worker has used) and its own
+    peak-memory mark (``clear_refs`` resets the high-water mark that ``ru_maxrss`` reads)."""
+    global _job_started_cpu
+    _job_started_cpu = _cpu_used()
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = math.ceil(_job_started_cpu) + cpu_seconds
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def _serve(conn: Connection, memory_bytes: int, nice: int) -> None:
+    """A worker's life: its limits, once, then one job after another until its pipe closes.
+
+    The heap inherited from the forkserver is frozen, so the worker's garbage collections never walk (and
+    copy) the forkserver's pages."""
+    gc.freeze()
+    if nice:
+        os.nice(nice)
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    while True:
+        try:
+            target, cpu_seconds, args = conn.recv()
+        except EOFError:
+            return
+        _start_job(cpu_seconds)
+        target(conn, *args)
+
+
+# --- in the service -----------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: _Child
+    conn: Connection
+    jobs: int = 0
+
+
+def _rss_bytes(pid: int) -> int:
+    """A worker's resident memory now (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """A worker's CPU seconds so far (user and system, from /proc; 0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(eq=False)
+class WorkerPool:
+    """``config.size`` long-lived workers, started when first needed (see the module's docstring)."""
+
+    config: PoolConfig
+    _slots: Slots = field(init=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _idle: list[_Worker] = field(init=False, default_factory=list)
+    _busy: set[_Worker] = field(init=False, default_factory=set)
+    _closed: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        size = self.config.size
+        self._slots = Slots(size, size, size)
+
+    def pids(self) -> list[int]:
+        """The workers alive now, idle or at work."""
+        with self._lock:
+            workers = [*self._idle, *self._busy]
+        return [w.process.pid for w in workers if w.process.pid is not None and w.process.is_alive()]
+
+    def run(self, job: Job[T], org: str | None, refuse: Refusal) -> T:
+        """``job`` in a worker taken within ``org``'s share, waiting for one at most the job's wall clock."""
+        with self._slots.slot(None, refuse, wait_seconds=job.timeout_seconds, org=org):
+            worker = self._checkout(refuse)
+            deadline = time.monotonic() + job.timeout_seconds
+            started_cpu = _cpu_seconds(worker.process.pid)
+            try:
+                worker.conn.send((job.target, job.cpu_seconds, job.args))
+                if not worker.conn.poll(job.timeout_seconds):
+                    if _cpu_seconds(worker.process.pid) - started_cpu < job.timeout_seconds / 4:
+                        raise refuse("total", self.config.size)  # starved, not slow: ours to retry
+                    raise StampFailure("timeout", f"no answer within {job.timeout_seconds:.0f} s")
+                result = job.read(worker.conn, deadline)
+            except (EOFError, OSError):
+                self._retire(worker)
+                if self._closed:
+                    raise refuse("total", self.config.size) from None
+                raise died(worker.process.exitcode) from None
+            except InvalidInput:  # the document refused, the worker sound: it goes back
+                self._checkin(worker)
+                raise
+            except BaseException:
+                self._retire(worker)
+                raise
+            self._checkin(worker)
+            return result
+
+    def _checkout(self, refuse: Refusal) -> _Worker:
+        with self._lock:
+            if self._closed:
+                raise refuse("total", self.config.size)
+            worker = self._idle.pop() if self._idle else None
+        if worker is not None and not worker.process.is_alive():  # died idle (the OOM killer, an operator)
+            _stop(worker)
+            worker = None
+        if worker is None:  # the slots hold at most ``size`` jobs, so a worker is idle or one may start
+            worker = self._spawn()
+        with self._lock:
+            self._busy.add(worker)
+        return worker
+
+    def _spawn(self) -> _Worker:
+        conn, child_end = CTX.Pipe()
+        process = _Child(target=_serve, args=(child_end, self.config.memory_bytes, self.config.nice), daemon=True)
+        process.start()
+        child_end.close()
+        return _Worker(process, conn)
+
+    def _checkin(self, worker: _Worker) -> None:
+        worker.jobs += 1
+        spent = worker.jobs >= self.config.max_jobs or _rss_bytes(worker.process.pid or 0) > self.config.max_rss_bytes
+        if spent or self._closed:
+            self._retire(worker)
+            return
+        with self._lock:
+            self._busy.discard(worker)
+            self._idle.append(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        """Kill ``worker`` (it is between jobs, or its job is lost) and start its replacement."""
+        _stop(worker)
+        with self._lock:
+            self._busy.discard(worker)
+            if self._closed:
+                return
+        replacement = self._spawn()
+        with self._lock:
+            if not self._closed:
+                self._idle.append(replacement)
+                return
+        _stop(replacement)
+
+    def close(self) -> None:
+        """Kill every worker now: a job in flight is refused with its caller's retry hint (its thread, woken by
+        the end of the pipe, reaps its worker)."""
+        with self._lock:
+            self._closed = True
+            idle, busy = list(self._idle), list(self._busy)
+            self._idle.clear()
+        for worker in idle:
+            _stop(worker)
+        for worker in busy:
+            if worker.process.is_alive():
+                worker.process.kill()
+
+
+def _stop(worker: _Worker) -> None:
+    if worker.process.is_alive():
+        worker.process.kill()
+    worker.process.join()
+    worker.conn.close()
+
+
+_POOLS: dict[PoolConfig, WorkerPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def pool_for(config: PoolConfig) -> WorkerPool:
+    """This process's pool for ``config`` (one per configuration, shared by every request)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(config)
+        if pool is None:
+            pool = _POOLS[config] = WorkerPool(config)
+        return pool
+
+
+def close_pools() -> None:
+    """Stop every pool of this process (the service is stopping); a later job starts a new pool."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.close()
