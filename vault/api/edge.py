@@ -113,8 +113,13 @@ def _authenticate(
 class EdgeMiddleware:
     """ASGI middleware around every route (after routing, so the route's scope requirement is known)."""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime, slots: Slots, shared: SlotLeases) -> None:
-        self.app, self.runtime, self.slots, self.shared = app, runtime, slots, shared
+    def __init__(self, app: ASGIApp, runtime: Runtime, slots: Slots) -> None:
+        self.app, self.runtime, self.slots = app, runtime, slots
+
+    @property
+    def shared(self) -> SlotLeases:
+        """Every process's upload caps, in the database (looked up per request: building the app opens none)."""
+        return slot_leases(self.runtime.db)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -241,4 +246,4 @@ def edge_middleware(runtime: Runtime) -> DefineMiddleware:
     """The middleware for this runtime, with one set of upload slots shared by every route."""
     edge = runtime.settings.edge
     slots = Slots(edge.max_uploads, edge.max_uploads_per_key, edge.max_uploads_per_org)
-    return DefineMiddleware(EdgeMiddleware, runtime=runtime, slots=slots, shared=slot_leases(runtime.db))
+    return DefineMiddleware(EdgeMiddleware, runtime=runtime, slots=slots)
