@@ -202,6 +202,12 @@ _BY_DB: weakref.WeakKeyDictionary[Database, SlotLeases] = weakref.WeakKeyDiction
 _BY_DB_LOCK = threading.Lock()
 
 
+def shared_by_processes(db: Database) -> bool:
+    """Whether other service processes may share this database: PostgreSQL. SQLite is served by one process
+    (``--workers`` > 1 is refused on it), whose own slots hold every cap, so its caps cost no database rows."""
+    return not db.url.startswith("sqlite")
+
+
 def slot_leases(db: Database) -> SlotLeases:
     """This process's slot leases in ``db`` (one holder per process and database, so one renewal round)."""
     with _BY_DB_LOCK:
@@ -214,5 +220,8 @@ def slot_leases(db: Database) -> SlotLeases:
 @contextmanager
 def stamping_slot(db: Database, pdf: PdfSettings, org_id: str) -> Iterator[None]:
     """The organisation's stamping slot among every process's (``EVAULT_PDF_STAMP_PER_ORG``), else 503."""
+    if not shared_by_processes(db):  # the stamper's own per-organisation slots are the whole service's
+        yield
+        return
     with slot_leases(db).slots([Cap("stamp-org", org_id, pdf.stamp_per_org, "key")], busy("Copy.Busy")):
         yield

@@ -40,7 +40,7 @@ from storage.settings import EdgeSettings
 from vault.field_limits import MAX_BODY_DEPTH, check_json_depth
 from vault.ratelimit import Policy, admit, refuse_if_spent
 from vault.runtime import Runtime
-from vault.slot_leases import Cap, SlotLeases, slot_leases
+from vault.slot_leases import Cap, SlotLeases, shared_by_processes, slot_leases
 from vault.slots import Full, Slots
 from vault.tenancy import Principal, authenticate
 
@@ -157,6 +157,9 @@ class EdgeMiddleware:
             Cap("upload-org", principal.org_id, settings.edge.max_uploads_per_org, "org"),
         ]
         with self.slots.slot(principal.key_id, _refuse_upload, org=principal.org_id):  # this process's share
+            if not shared_by_processes(self.runtime.db):  # one process: its own slots are every process's
+                await self.app(scope, _counted(receive, limit, setting, pace), send)
+                return
             tickets = await to_thread.run_sync(self.shared.acquire, caps, _refuse_upload)  # every process's caps
             try:
                 await self.app(scope, _counted(receive, limit, setting, pace), send)
