@@ -8,9 +8,10 @@ Afterwards it checks:
 - ``evault verify`` (every organisation's log as one consistent history, every object) is clean.
 
 It reports each replica's share of the answers, and every answer that was not a success. Those must be 503 with
-``Retry-After``, a refused connection while a replica or the database was down, or a 409 replay of a retried
-request. Headline: answers per replica and error answers by kind over the run's wall time. It is not a
-throughput figure: the client's retries and the faults' pauses are inside it.
+``Retry-After``, 429 ``Request.TooManyUploads`` (the key's upload cap holds across replicas, and a killed
+replica's slots come back only when their leases lapse), a refused connection while a replica or the database
+was down, or a 409 replay of a retried request. Headline: answers per replica and error answers by kind over
+the run's wall time. It is not a throughput figure: the client's retries and the faults' pauses are inside it.
 
     .venv/bin/python bench/replicas.py [--seconds 180] [--replicas 3] [--clients 6] [--json]
 
@@ -146,7 +147,7 @@ class Traffic:
                 self.errors[f"{response.status_code} {code}"] += 1
             waited = response.headers.get("retry-after", "")
             in_flight = code in ("Idempotency.InProgress", "Vault.InProgress")
-            if waited.isdigit() and (response.status_code == 503 or in_flight):
+            if waited.isdigit() and (response.status_code == 503 or in_flight or code == "Request.TooManyUploads"):
                 time.sleep(min(int(waited), 5))
                 continue
             with self.lock:

@@ -367,6 +367,21 @@ class RateCounter(SQLModel, table=True):
     count: int = 0
 
 
+class SlotLease(SQLModel, table=True):
+    """One held slot of a shared in-flight cap (vault/slot_leases.py): slot ``slot`` of ``cap`` concurrent
+    holders of ``pool`` for ``scope`` (an API key or an organisation), held by one request of process ``holder``
+    until released, or until ``expires_at`` (epoch seconds) if that process stops renewing it (it died)."""
+
+    __tablename__ = "slot_lease"
+
+    pool: str = Field(primary_key=True, max_length=16)
+    scope: str = Field(primary_key=True, max_length=40)
+    slot: int = Field(primary_key=True)
+    holder: str = Field(max_length=80, index=True)
+    ticket: str = Field(max_length=32)
+    expires_at: float
+
+
 class VerifyRun(SQLModel, table=True):
     """One run of the nightly verifier: its fixed scope, code version, counts and verdict."""
 

@@ -234,7 +234,7 @@ class PdfSettings:
     stamp_memory_bytes: int = 1024 * 1024 * 1024  # EVAULT_PDF_STAMP_MEMORY_BYTES: address space of a stamper
     stamp_timeout_seconds: int = 30  # EVAULT_PDF_STAMP_TIMEOUT_SECONDS: wall clock before a stamper is killed
     stamp_concurrency: int = 2  # EVAULT_PDF_STAMP_CONCURRENCY: stampings, and vettings, at once per service process
-    stamp_per_org: int = 1  # EVAULT_PDF_STAMP_PER_ORG: of those, at most this many for one organisation
+    stamp_per_org: int = 1  # EVAULT_PDF_STAMP_PER_ORG: stampings at once for one organisation, across every process
     # EVAULT_PDF_WORKER_NICE: added to the niceness of the stamping and vetting processes (0-19), so that the API's
     # own threads win the CPU from them and one tenant's documents cannot slow another's requests. A job starved
     # past its wall clock (under a quarter of a core on average) is refused with 503 and Retry-After, never blamed on
@@ -285,10 +285,12 @@ class EdgeSettings:
     """What a request may cost before any work is done for it (checked at the edge, in this process)."""
 
     max_json_bytes: int = 64 * 1024  # EVAULT_MAX_JSON_BYTES: a JSON body larger than this is refused with 413
-    max_uploads_per_key: int = 4  # EVAULT_MAX_UPLOADS_PER_KEY: uploads in flight for one API key (429 beyond)
+    # EVAULT_MAX_UPLOADS_PER_KEY: uploads in flight for one API key, across every process and replica (429 beyond)
+    max_uploads_per_key: int = 4
     max_uploads: int = 16  # EVAULT_MAX_UPLOADS: uploads in flight in this process in total (503 beyond)
-    # EVAULT_MAX_UPLOADS_PER_ORG: uploads in flight for one organisation while it is alone (429 beyond; default
-    # three quarters of EVAULT_MAX_UPLOADS); beside others, each gets at most EVAULT_MAX_UPLOADS / their number.
+    # EVAULT_MAX_UPLOADS_PER_ORG: uploads in flight for one organisation while it is alone, across every process
+    # and replica (429 beyond; default three quarters of EVAULT_MAX_UPLOADS); beside others, each gets at most
+    # EVAULT_MAX_UPLOADS / their number of a process's slots.
     max_uploads_per_org: int = 12
     spool_memory_bytes: int = 1024 * 1024  # EVAULT_UPLOAD_SPOOL_MEMORY_BYTES: kept in memory, the rest on disk
     header_timeout_seconds: int = 10  # EVAULT_HEADER_TIMEOUT_SECONDS: a request's headers must be in by then (408)

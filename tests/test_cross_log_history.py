@@ -21,6 +21,7 @@ import pytest
 from sqlmodel import select
 
 from compliance.bundles.proof_bundle import verify_bundle
+from compliance.evidence_package.offline_check import verify_package
 from compliance.ledger.event_catalogue import ENVELOPE_EXPIRED
 from compliance.ledger.events import Actor, append_event
 from compliance.ledger.log_error import LogError
@@ -207,3 +208,22 @@ def test_the_verifier_names_a_chain_that_goes_on_in_the_log_it_was_handed_out_of
     assert {f.details["org_id"] for f in broken} == {a}, result.findings  # the log pass and the row pass name A
     assert any("crosses logs" in f.message for f in broken), broken
     assert any("after its hand-off" in f.message for f in broken), broken
+
+
+def test_the_receivers_evidence_package_carries_the_whole_history_and_verifies_offline(
+    client: Any, parties: tuple[Party, Party, Party]
+) -> None:
+    """The court-ready zip of a record that changed hands holds the v3 bundle, and its offline check accepts it."""
+    (_, ah), (b, bh), _ = parties
+    pem = _pem(client)
+    envelope_id = _vaulted(client, ah)
+    _transfer(client, ah, bh, envelope_id, b)
+    response = client.get(f"{API}/envelopes/{envelope_id}/evidence", headers=bh)
+    assert response.status_code == 200, response.text
+    checked = verify_package(response.content, pem)
+    assert checked.manifest["envelope_id"] == envelope_id
+    assert [e["type"] for e in checked.bundle.events][-2:] == [
+        "transfer.completed",
+        "transfer.arrived",
+    ]
+    assert any(r.kind == "transfer" for r in checked.receipts.values())

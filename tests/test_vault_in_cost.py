@@ -64,6 +64,14 @@ def tally(seen: list[str]) -> dict[str, int]:
     return dict(sorted(kinds.items()))
 
 
+def _with_shared_caps(runtime: Runtime, counts: dict[str, int]) -> dict[str, int]:
+    """On PostgreSQL an upload also takes and gives back its key's and organisation's slots shared by every
+    process (vault/slot_leases.py): per cap a read and a conditional upsert, then a delete. SQLite is one process."""
+    if runtime.db.url.startswith("sqlite"):
+        return counts
+    return {**counts, "BEGIN": counts["BEGIN"] + 6, "COMMIT": counts["COMMIT"] + 4, "SQL": counts["SQL"] + 6}
+
+
 def test_one_vault_in_costs_what_it_did(client: Any, runtime: Runtime, tenant: Any) -> None:
     _, headers = tenant
     envelope_id = create_envelope(client, headers)
@@ -72,8 +80,10 @@ def test_one_vault_in_costs_what_it_did(client: Any, runtime: Runtime, tenant: A
         response = upload(client, headers, envelope_id, pdf)
     assert response.status_code == 201, response.text
     # 5 transactions: the key and its rate counter (2), the envelope look (1), the claim (1), the record (1);
-    # 3 of them write. The statements: docs/benchmarks.md lists them.
-    assert tally(seen) == {"BEGIN": 5, "COMMIT": 3, "S3 HeadObject": 1, "S3 PutObject": 1, "SQL": 26}, "\n".join(seen)
+    # 3 of them write. The statements: docs/benchmarks.md lists them (the chain head is read before the log's
+    # lock, to know which log, and again under it, since a hand-off may have moved the chain meanwhile).
+    expected = {"BEGIN": 5, "COMMIT": 3, "S3 HeadObject": 1, "S3 PutObject": 1, "SQL": 27}
+    assert tally(seen) == _with_shared_caps(runtime, expected), "\n".join(seen)
     # The order of the promises: claim committed before the put, lock read back after it, record after that.
     marks = ("COMMIT", "S3 ", "SQL INSERT INTO vault_claim ", "SQL INSERT INTO vault_record ")
     order = [line.split(" (")[0] for line in seen if line.startswith(marks)]
@@ -101,5 +111,6 @@ def test_an_idempotent_vault_in_adds_its_key_and_a_replay_writes_nothing(
     assert replay.status_code == 201 and replay.headers.get("Idempotent-Replayed") == "true"
     assert hashlib.sha256(pdf).hexdigest() in replay.text
     # The key is claimed in a transaction of its own and completed in the record's.
-    assert tally(first) == {"BEGIN": 6, "COMMIT": 4, "S3 HeadObject": 1, "S3 PutObject": 1, "SQL": 30}, "\n".join(first)
+    expected = {"BEGIN": 6, "COMMIT": 4, "S3 HeadObject": 1, "S3 PutObject": 1, "SQL": 31}
+    assert tally(first) == _with_shared_caps(runtime, expected), "\n".join(first)
     assert tally(again) == {"BEGIN": 3, "COMMIT": 2, "SQL": 3}, "\n".join(again)

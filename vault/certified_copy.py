@@ -37,6 +37,7 @@ from vault.copy_stamp import stamp_copy
 from vault.custody import Custody
 from vault.envelopes import get_envelope, vault_record, vaulted_documents
 from vault.retrieval import read_verified, store_copy
+from vault.slot_leases import stamping_slot
 from vault.stamp_worker import stamp_for_copy
 from vault.text_pages import Line, text_pdf
 
@@ -194,7 +195,9 @@ def issue_certified_copy(
     facts = _facts(custody, checkpoints, actor.org_id, envelope.id)
     copy_id, now = new_id("cp"), utcnow()
     mark = CopyMark(copy_id, envelope.id, doc.sha256, now, certified=True)
-    marked = stamp_for_copy(custody.pdf, envelope.org_id, read_verified(custody, doc), mark)
+    source = read_verified(custody, doc)
+    with stamping_slot(custody.db, custody.pdf, envelope.org_id):  # the org's share across processes
+        marked = stamp_for_copy(custody.pdf, envelope.org_id, source, mark)
     verified_at = utcnow()
     pages = [*_history(facts), (9, ""), *_affidavit(facts, custodian, envelope.org_id, doc, copy_id, iso(now))]
     own_pages = stamp_copy(text_pdf(pages, f"Certified copy {copy_id}"), mark)

@@ -28,6 +28,7 @@ from storage.keys import authoritative_key
 from storage.models import Envelope, EnvelopeImport, Organisation, VaultedDocument, VaultRecord
 from vault.custody import Custody
 from vault.retention import organisation_retention_days, vault_in_retention
+from vault.vault_in import document_data
 from vault.vault_in_plan import safe_filename
 
 
@@ -149,19 +150,7 @@ def _record(
             "authoritative_copy_id": record.id,
             "source": record.source,
             "retain_until": iso(record.retain_until),
-            "documents": [
-                {
-                    "id": doc.id,
-                    "filename": doc.filename,
-                    "sha256": doc.sha256,
-                    "size": doc.size,
-                    "bucket": doc.s3_bucket,
-                    "key": doc.s3_key,
-                    "version_id": doc.s3_version_id,
-                    "signatures": doc.signatures,
-                }
-                for doc in documents
-            ],
+            "documents": [document_data(doc) for doc in documents],
             "origin": export.origin,
         }
         append_event(

@@ -27,6 +27,7 @@ from storage.keys import copy_key
 from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
 from vault.custody import Custody
 from vault.envelopes import get_envelope, lock_envelope, vault_record, vaulted_documents
+from vault.slot_leases import stamping_slot
 from vault.stamp_worker import stamp_for_copy
 from vault.transfers import check_no_open_transfer
 
@@ -226,7 +227,9 @@ def issue_copies(custody: Custody, actor: Actor, envelope_id: str, document_id: 
         now = utcnow()
         mark = CopyMark(copy_id, envelope.id, doc.sha256, now)
         # Only a copy whose mark passed its check (in the stamper's child) comes back; that is what is recorded.
-        stamped = stamp_for_copy(custody.pdf, envelope.org_id, read_verified(custody, doc), mark)
+        source = read_verified(custody, doc)
+        with stamping_slot(custody.db, custody.pdf, envelope.org_id):  # the org's share across processes
+            stamped = stamp_for_copy(custody.pdf, envelope.org_id, source, mark)
         copy = store_copy(custody, actor, record, envelope, doc, copy_id, stamped, now, utcnow())
         issued.append(
             IssuedUrl(

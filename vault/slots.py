@@ -7,7 +7,9 @@ without bound. An organisation alone may hold up to ``per_org``; while other org
 slots too, each may take a new one only while it holds fewer than its fair share, ``total`` divided by the
 number of organisations holding or waiting (at least one). So one tenant's slow requests leave the rest of
 the slots to the others, and a slot that frees goes to a tenant below its share. The counters are in-process
-state, so each service process has its own (``evault serve`` runs one).
+state, so each service process has its own: they bound what the process itself holds (spools, stampers). The
+per-key and per-organisation caps that must hold across processes are also taken as slot leases in the
+database (:mod:`vault.slot_leases`).
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ kind the callers turn into their own stable codes. An upload's vetting (:func:`r
 in the same workers, so its parsing and its rehearsal of a copy never hold the service's memory, CPU or GIL.
 
 The concurrency cap is in-process state (:class:`~vault.slots.Slots`): each service process has its own, so with
-several workers the machine-wide bound is workers x ``EVAULT_PDF_STAMP_CONCURRENCY``. A request that finds no
-free slot is refused with a retry hint instead of queueing without bound.
+several workers the machine-wide bound is workers x ``EVAULT_PDF_STAMP_CONCURRENCY`` (it bounds this process's
+stampers). An organisation's ``EVAULT_PDF_STAMP_PER_ORG`` also holds across processes: the callers take a
+slot lease first (:func:`vault.slot_leases.stamping_slot`). A request that finds no free slot is refused with a
+retry hint instead of queueing without bound.
 """
 
 from __future__ import annotations

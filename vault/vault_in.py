@@ -310,6 +310,20 @@ def _put_documents(custody: Custody, claim: VaultClaim, uploads: list[Upload]) -
     return versions
 
 
+def document_data(doc: VaultedDocument) -> dict[str, Any]:
+    """A vaulted document as the ledger records it: its identity, where its locked version lives, its signatures."""
+    return {
+        "id": doc.id,
+        "filename": doc.filename,
+        "sha256": doc.sha256,
+        "size": doc.size,
+        "bucket": doc.s3_bucket,
+        "key": doc.s3_key,
+        "version_id": doc.s3_version_id,
+        "signatures": doc.signatures,
+    }
+
+
 def record_claim(
     custody: Custody,
     envelope_id: str,
@@ -370,19 +384,7 @@ def record_claim(
             "secured_party": plan["secured_party"],
             "retain_until": iso(record.retain_until),
             "caller_metadata": plan["caller_metadata"],
-            "documents": [
-                {
-                    "id": doc.id,
-                    "filename": doc.filename,
-                    "sha256": doc.sha256,
-                    "size": doc.size,
-                    "bucket": doc.s3_bucket,
-                    "key": doc.s3_key,
-                    "version_id": doc.s3_version_id,
-                    "signatures": doc.signatures,
-                }
-                for doc in documents
-            ],
+            "documents": [document_data(doc) for doc in documents],
         }
         if reconciled:
             data["reconciled"] = True

@@ -31,11 +31,12 @@ from compliance.ledger.event_catalogue import DISPOSED
 from compliance.ledger.events import Actor
 from compliance.ledger.vault_key import VaultKey
 from compliance.receipts.release import release_receipt
+from compliance.receipts.transfer import transfer_receipt
 from compliance.signatures.document_identity import DocumentSigner
 from compliance.sources import Sources
 from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import iso, utcnow
-from storage.models import CopyRecord
+from storage.models import CopyRecord, Transfer
 
 
 class PackageIntegrity(EvaultError):
@@ -85,6 +86,17 @@ def copy_register(sources: Sources, envelope_id: str) -> list[dict[str, Any]]:
         ]
 
 
+def _completed_transfers(sources: Sources, envelope_id: str) -> list[tuple[str, str]]:
+    """The record's completed transfers of control, oldest first: (id, receiving organisation)."""
+    with sources.db.read_session() as session:
+        rows = session.exec(
+            select(Transfer.id, Transfer.to_org_id)
+            .where(Transfer.envelope_id == envelope_id, Transfer.status == "completed")
+            .order_by(col(Transfer.created_at), col(Transfer.id))
+        )
+        return [(transfer_id, to_org) for transfer_id, to_org in rows]
+
+
 def build_package(
     sources: Sources,
     key: VaultKey,
@@ -95,10 +107,10 @@ def build_package(
     keys_document: dict[str, Any],
     signer: DocumentSigner | None = None,
     tsa_url: str | None = None,
-    receipts: Mapping[str, dict[str, Any]] | None = None,
 ) -> bytes:
-    """The zip of one of the actor's envelopes (404 ``Envelope.NotFound`` for anyone else's). ``receipts`` adds
-    signed receipts by name (``transfer-tr_...``: stored as ``receipts/<name>.json``) beside the release one."""
+    """The zip of one of the actor's envelopes (404 ``Envelope.NotFound`` for anyone else's), with the signed
+    receipt of every transfer of control the record went through (``receipts/transfer-tr_....json``) and of its
+    release (``receipts/release.json``)."""
     trail = audit_trail(sources, actor.org_id, envelope_id)
     certificate = issue_certificate(sources, key, checkpoints, policy, actor, envelope_id)
     body = certificate["certificate"]
@@ -122,8 +134,11 @@ def build_package(
         files["proof/checkpoint.tsr"] = base64.b64decode(bundle["timestamp_token"])
     if body["envelope"]["vault_state"] == "released":
         files["receipts/release.json"] = _json(release_receipt(sources, key, checkpoints, actor, envelope_id))
-    for name, receipt in sorted((receipts or {}).items()):
-        files[f"receipts/{name}.json"] = _json(receipt)
+    for transfer_id, receiver in _completed_transfers(sources, envelope_id):
+        sources.deadline.check()
+        # Either party may read a transfer's receipt; its events are in the package's proof bundle anyway.
+        receipt = transfer_receipt(sources, key, checkpoints, Actor(receiver), transfer_id)
+        files[f"receipts/transfer-{transfer_id}.json"] = _json(receipt)
     files["keys/keys.json"] = _json(keys_document)
     sources.deadline.check()
     manifest = {

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import col, select
-
 from compliance.checkpoints.freshness import SignsOnDemand
 from compliance.conditions.evidence import Policy
 from compliance.errors import Conflict, NotFound
@@ -22,16 +20,15 @@ from compliance.ledger.chain import parse_entry
 from compliance.ledger.event_catalogue import RELEASED
 from compliance.ledger.events import Actor, envelope_events
 from compliance.ledger.vault_key import VaultKey
-from compliance.receipts.transfer import transfer_receipt
 from compliance.signatures.document_identity import DocumentSigner
 from compliance.sources import Sources
-from storage.models import Envelope, Transfer
+from storage.models import Envelope
 
 NOT_RELEASED, NOT_TRANSFER, NOT_RELEASER = "Export.NotReleased", "Export.NotTransfer", "Export.NotReleaser"
 
 
-def _release(sources: Sources, actor: Actor, envelope_id: str) -> list[tuple[str, str]]:
-    """The record's completed transfers (id, receiver), once its release is shown to be the actor's, for a vault."""
+def _check_released_for_transfer(sources: Sources, actor: Actor, envelope_id: str) -> None:
+    """The record's last release is a transfer to another vault, by the actor's organisation (409 otherwise)."""
     with sources.db.read_session() as session:
         envelope = session.get(Envelope, envelope_id)
         if envelope is None or not envelope.held_by(actor.org_id):
@@ -39,12 +36,6 @@ def _release(sources: Sources, actor: Actor, envelope_id: str) -> list[tuple[str
         releases = [
             parse_entry(e.entry) for e in envelope_events(session, envelope_id) if e.event_type == RELEASED.name
         ]
-        transfers = session.exec(
-            select(Transfer.id, Transfer.to_org_id)
-            .where(Transfer.envelope_id == envelope_id, Transfer.status == "completed")
-            .order_by(col(Transfer.created_at), col(Transfer.id))
-        )
-        completed = [(transfer_id, to_org) for transfer_id, to_org in transfers]
     if not releases:
         raise Conflict(NOT_RELEASED, "an export package follows a vault-out of reason transfer; there was none")
     release = releases[-1]
@@ -54,7 +45,6 @@ def _release(sources: Sources, actor: Actor, envelope_id: str) -> list[tuple[str
         )
     if (release.get("actor") or {}).get("org_id") != actor.org_id:
         raise Conflict(NOT_RELEASER, "only the organisation that released the record may export it")
-    return completed
 
 
 def build_export(
@@ -69,11 +59,5 @@ def build_export(
     tsa_url: str | None = None,
 ) -> bytes:
     """The export package of a record the actor released for a transfer (409 ``Export.*`` before or otherwise)."""
-    receipts = {}
-    for transfer_id, receiver in _release(sources, actor, envelope_id):
-        sources.deadline.check()
-        # Either party may read a transfer's receipt; its events are in the package's proof bundle anyway.
-        receipts[f"transfer-{transfer_id}"] = transfer_receipt(sources, key, checkpoints, Actor(receiver), transfer_id)
-    return build_package(
-        sources, key, checkpoints, policy, actor, envelope_id, keys_document, signer, tsa_url, receipts
-    )
+    _check_released_for_transfer(sources, actor, envelope_id)
+    return build_package(sources, key, checkpoints, policy, actor, envelope_id, keys_document, signer, tsa_url)

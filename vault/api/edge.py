@@ -20,8 +20,9 @@ For every route, in this order:
    ``Request.BodyTimeout`` and the connection is closed; the slot and the spooled part go with it. (The
    headers themselves have ``EVAULT_HEADER_TIMEOUT_SECONDS``: see :mod:`vault.api.server`.)
 
-The slots are in-process counters: ``evault serve`` runs one worker process (on 2 cores a second one measured
-slower), so they are the service's caps. Several processes would each have their own.
+The per-key and per-organisation caps are slot leases in the database (:mod:`vault.slot_leases`), so they hold
+across ``--workers`` and replicas; the total and the fair share beside other organisations are this process's
+own (:mod:`vault.slots`): they bound its spools and threads (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from storage.settings import EdgeSettings
 from vault.field_limits import MAX_BODY_DEPTH, check_json_depth
 from vault.ratelimit import Policy, admit, refuse_if_spent
 from vault.runtime import Runtime
+from vault.slot_leases import Cap, SlotLeases, shared_by_processes, slot_leases
 from vault.slots import Full, Slots
 from vault.tenancy import Principal, authenticate
 
@@ -114,6 +116,11 @@ class EdgeMiddleware:
     def __init__(self, app: ASGIApp, runtime: Runtime, slots: Slots) -> None:
         self.app, self.runtime, self.slots = app, runtime, slots
 
+    @property
+    def shared(self) -> SlotLeases:
+        """Every process's upload caps, in the database (looked up per request: building the app opens none)."""
+        return slot_leases(self.runtime.db)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
@@ -145,8 +152,20 @@ class EdgeMiddleware:
         if principal is None:  # a document route outside the partner API has no caller to count
             await self.app(scope, _counted(receive, limit, setting, pace), send)
             return
-        with self.slots.slot(principal.key_id, _refuse_upload, org=principal.org_id):
-            await self.app(scope, _counted(receive, limit, setting, pace), send)
+        caps = [
+            Cap("upload-key", principal.key_id, settings.edge.max_uploads_per_key, "key"),
+            Cap("upload-org", principal.org_id, settings.edge.max_uploads_per_org, "org"),
+        ]
+        with self.slots.slot(principal.key_id, _refuse_upload, org=principal.org_id):  # this process's share
+            if not shared_by_processes(self.runtime.db):  # one process: its own slots are every process's
+                await self.app(scope, _counted(receive, limit, setting, pace), send)
+                return
+            tickets = await to_thread.run_sync(self.shared.acquire, caps, _refuse_upload)  # every process's caps
+            try:
+                await self.app(scope, _counted(receive, limit, setting, pace), send)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await to_thread.run_sync(self.shared.release, tickets)
 
 
 class _Pace:
