@@ -33,5 +33,7 @@ export function passed(result: Compliance): boolean {
   return result.verdict === "pass" && result.conditions.every((c) => c.status !== "fail");
 }
 export function mapDepth(bundle: Bundle): number {
-  return bundle.map.proof.siblings.length + (bundle.timestamp_token === null ? 0 : 1);
+  // v2 proves the head in one log's map; v3 (a history that crossed logs) in each segment's: take the last.
+  const map = bundle.map ?? bundle.segments?.[bundle.segments.length - 1]?.map;
+  return (map ? map.proof.siblings.length : 0) + (bundle.timestamp_token === null ? 0 : 1);
 }
