@@ -68,6 +68,7 @@ class SlotLeases:
         self._db = weakref.ref(db)  # the registry below is keyed weakly by the database: no reference back
         self.ttl, self.holder = ttl, new_holder()
         self._held: set[Ticket] = set()
+        self._unreleased: list[Ticket] = []  # releases the database refused: retried before the next take
         self._lock = threading.Lock()
         self._renewer: threading.Thread | None = None
 
@@ -166,6 +167,8 @@ class SlotLeases:
 
     def acquire(self, caps: Sequence[Cap], refuse: Refusal) -> list[Ticket]:
         """A slot of every cap, or none: the first cap that is full is refused with ``refuse``."""
+        if self._unreleased:
+            self._retry_releases()
         held: list[Ticket] = []
         try:
             for cap in caps:
@@ -186,7 +189,20 @@ class SlotLeases:
             except Exception as exc:
                 with self._lock:
                     self._held.discard(ticket)
-                log.warning("releasing slot %s/%s failed (it lapses): %s", ticket.pool, ticket.slot, exc)
+                    self._unreleased.append(ticket)
+                log.warning("releasing slot %s/%s failed (retried, else it lapses): %s", ticket.pool, ticket.slot, exc)
+
+    def _retry_releases(self) -> None:
+        """Give back the slots a database outage kept: else they would refuse their callers (429) until they
+        lapse, although nobody holds them."""
+        with self._lock:
+            pending, self._unreleased = self._unreleased, []
+        for ticket in pending:
+            try:
+                self.give_back(ticket)
+            except Exception:
+                with self._lock:
+                    self._unreleased.append(ticket)
 
     @contextmanager
     def slots(self, caps: Sequence[Cap], refuse: Refusal) -> Iterator[None]:
