@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from sqlalchemy import text
 
@@ -195,3 +197,17 @@ def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, Any
         assert chunk
         rest += chunk
     return int(status_line.split()[1]), headers, json.loads(rest[:length] or b"{}")
+
+
+def wait_serving(proc: subprocess.Popen[bytes], http: httpx.Client, seconds: float = 120) -> None:
+    """Until ``evault serve`` (``proc``) answers ``/health`` on ``http``; it must not exit meanwhile."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, f"evault serve exited with {proc.returncode}"
+        try:
+            if http.get("/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "evault serve did not start"
+        time.sleep(0.3)

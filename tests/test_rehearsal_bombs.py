@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ import pytest
 from pypdf import PdfReader
 
 from tests import hostile_pdfs
-from tests.helpers import API, create_envelope, free_port, upload
+from tests.helpers import API, create_envelope, free_port, upload, wait_serving
 from vault.pdf_uses import CHUNK, UseCounter
 
 MiB = 1024 * 1024
@@ -152,16 +151,7 @@ def server(vault_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes],
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, f"evault serve exited with {proc.returncode}"
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "evault serve did not start"
-                time.sleep(0.3)
+            wait_serving(proc, http)
             yield proc, http
     finally:
         proc.terminate()

@@ -28,7 +28,7 @@ from compliance.conditions.copy_mark import CopyMark
 from compliance.errors import InvalidInput, Unavailable
 from storage.settings import PdfSettings, Settings, SettingsError
 from tests import hostile_pdfs, pdf_factory
-from tests.helpers import create_envelope, server_port, upload
+from tests.helpers import create_envelope, server_port, upload, wait_serving
 from vault.pdf_inspect import inspect_pdf
 from vault.stamp_worker import CopyStampError, StampLimits, run_stamp, stamp_for_copy
 from vault.worker_pool import StampFailure, WorkerPool, close_pools, pool_for
@@ -271,16 +271,7 @@ def test_sigterm_with_a_vetting_in_flight_ends_within_the_bound(
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, f"evault serve exited with {proc.returncode}"
-                try:
-                    if http.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "evault serve did not start"
-                time.sleep(0.3)
+            wait_serving(proc, http)
             envelope_id = create_envelope(http, headers)
             thread, answer = _in_thread(lambda: upload(http, headers, envelope_id, slow))
             while not [c for c in _workers(proc.pid) if _cpu(c) > 1.0]:  # a worker is at the vetting
