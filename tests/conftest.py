@@ -6,7 +6,6 @@ dropped afterwards; without it each test gets its own SQLite file.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,11 +13,10 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import create_engine, text
 
 from storage.embedded_s3 import EmbeddedS3
 from storage.settings import Settings
-from tests.helpers import store_env
+from tests.helpers import own_database, store_env
 from vault.api.app import create_app
 from vault.cli.main import main as evault_main
 from vault.runtime import Runtime, open_runtime
@@ -26,25 +24,11 @@ from vault.tenancy import SCOPES, create_api_key, create_organisation
 
 pytest_plugins = ["tests.fixtures_s3", "tests.pg_cluster"]
 
-PG_URL = os.environ.get("EVAULT_TEST_DATABASE_URL", "")
-
 
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str]:
-    if not PG_URL:
-        yield f"sqlite:///{tmp_path / 'evault.sqlite3'}"
-        return
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with own_database(tmp_path, "evault") as url:
+        yield url
 
 
 @pytest.fixture

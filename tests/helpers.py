@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import uvicorn
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from storage.buckets import ensure_bucket
 from storage.embedded_s3 import EmbeddedS3
@@ -211,3 +211,25 @@ def wait_serving(proc: subprocess.Popen[bytes], http: httpx.Client, seconds: flo
             pass
         assert time.monotonic() < deadline, "evault serve did not start"
         time.sleep(0.3)
+
+
+PG_URL = os.environ.get("EVAULT_TEST_DATABASE_URL", "")  # the PostgreSQL pass's server; empty: SQLite
+
+
+@contextmanager
+def own_database(tmp_path: Path, name: str) -> Iterator[str]:
+    """A database of its own: a SQLite file under ``tmp_path``, or a PostgreSQL schema dropped afterwards."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / f'{name}.sqlite3'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

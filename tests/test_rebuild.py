@@ -11,7 +11,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import create_engine, func, text
+from sqlalchemy import func
 from sqlmodel import select
 
 from compliance.checkpoints.publisher import tree_for
@@ -34,7 +33,7 @@ from storage.ids import iso
 from storage.models import ApiKey, Checkpoint, Event, LogState, MersMin, Organisation
 from storage.object_store import ObjectStore
 from storage.settings import Settings
-from tests.helpers import API, create_envelope, upload
+from tests.helpers import API, create_envelope, own_database, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
 from vault.erasure import erase_subject
@@ -46,7 +45,6 @@ from vault.rebuild.service import rebuild
 from vault.registry_ids import make_min
 from vault.runtime import Runtime, open_runtime
 
-PG_URL = os.environ.get("EVAULT_TEST_DATABASE_URL", "")
 # Fields a certificate takes from the moment it is issued, not from the record.
 MOMENT_FIELDS = {"issued_at", "signature", "checked_at"}
 
@@ -54,20 +52,8 @@ MOMENT_FIELDS = {"issued_at", "signature", "checked_at"}
 @pytest.fixture
 def fresh_database_url(tmp_path: Path) -> Iterator[str]:
     """A second, empty database: where the vault is rebuilt after its own is gone."""
-    if not PG_URL:
-        yield f"sqlite:///{tmp_path / 'rebuilt.sqlite3'}"
-        return
-    schema = f"r_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with own_database(tmp_path, "rebuilt") as url:
+        yield url
 
 
 def _vaulted(client: TestClient[Any], headers: dict[str, str], pages: int = 2) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import rfc8785
-from sqlalchemy import create_engine, func, text
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from compliance.certificates.issuance import key_id_of
@@ -44,8 +44,7 @@ from storage.ids import as_utc, utcnow
 from storage.keys import AUTHORITATIVE_PREFIX
 from storage.models import EnvelopeImport, Event, VaultedDocument, VaultRecord
 from storage.s3_client import make_s3_client
-from tests.conftest import PG_URL
-from tests.helpers import API, create_envelope, server_port, store_env, together, upload
+from tests.helpers import API, create_envelope, own_database, server_port, store_env, together, upload
 from tests.pdf_factory import make_pdf
 from tests.signed_pdfs import valid as signed_pdf
 from vault.cli.main import main as evault_main
@@ -122,27 +121,8 @@ class Vault:
 
 
 @contextmanager
-def _database(tmp_path: Path, name: str) -> Iterator[str]:
-    """A database of its own: a SQLite file, or a PostgreSQL schema dropped afterwards."""
-    if not PG_URL:
-        yield f"sqlite:///{tmp_path / f'{name}.sqlite3'}"
-        return
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@contextmanager
 def _serve(embedded_s3: EmbeddedS3, tmp_path: Path, name: str) -> Iterator[Vault]:
-    with _database(tmp_path, name.split(".")[0]) as url:
+    with own_database(tmp_path, name.split(".")[0]) as url:
         port = server_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")},
