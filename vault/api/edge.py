@@ -152,14 +152,14 @@ class EdgeMiddleware:
         if principal is None:  # a document route outside the partner API has no caller to count
             await self.app(scope, _counted(receive, limit, setting, pace), send)
             return
-        caps = [
-            Cap("upload-key", principal.key_id, settings.edge.max_uploads_per_key, "key"),
-            Cap("upload-org", principal.org_id, settings.edge.max_uploads_per_org, "org"),
-        ]
         with self.slots.slot(principal.key_id, _refuse_upload, org=principal.org_id):  # this process's share
             if not shared_by_processes(self.runtime.db):  # one process: its own slots are every process's
                 await self.app(scope, _counted(receive, limit, setting, pace), send)
                 return
+            caps = [
+                Cap("upload-key", principal.key_id, settings.edge.max_uploads_per_key, "key"),
+                Cap("upload-org", principal.org_id, settings.edge.max_uploads_per_org, "org"),
+            ]
             tickets = await to_thread.run_sync(self.shared.acquire, caps, _refuse_upload)  # every process's caps
             try:
                 await self.app(scope, _counted(receive, limit, setting, pace), send)
