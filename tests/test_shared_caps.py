@@ -30,8 +30,7 @@ from sqlmodel import select
 from compliance.errors import EvaultError, RateLimited
 from storage.db import Database
 from storage.models import SlotLease
-from tests.conftest import PG_URL
-from tests.helpers import API, create_envelope, read_answer, server_port, together, upload
+from tests.helpers import API, PG_URL, create_envelope, read_answer, server_port, together, upload
 from tests.pdf_factory import make_pdf
 from tests.test_workers import _children, _serve, _wait_ready
 from vault.runtime import Runtime

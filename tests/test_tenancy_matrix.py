@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,7 +23,6 @@ import pytest
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
-from sqlalchemy import create_engine, text
 from sqlmodel import select
 
 from compliance.ledger.events import log_size
@@ -32,8 +30,7 @@ from storage.embedded_s3 import EmbeddedS3
 from storage.ids import utcnow
 from storage.models import ApiKey, VaultedDocument, VaultRecord, WebhookDelivery
 from storage.settings import Settings
-from tests.conftest import PG_URL
-from tests.helpers import create_envelope, store_env, upload
+from tests.helpers import create_envelope, own_database, store_env, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
 from vault.keys import revoke_key
@@ -139,23 +136,6 @@ class World:
             return log_size(session, self.own["org_id"]), log_size(session, self.other["org_id"])
 
 
-def _database_url(stack: ExitStack, directory: Path) -> str:
-    if not PG_URL:
-        return f"sqlite:///{directory / 'evault.sqlite3'}"
-    schema = f"m_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    stack.callback(drop)
-    return f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
-
-
 def _tenant(client: TestClient[Any], runtime: Runtime, name: str, receiver: str) -> tuple[dict[str, str], str, str]:
     """An organisation with a webhook and a vaulted envelope offered to ``receiver`` (a pending transfer):
     (ids, all-scopes raw key, key prefix)."""
@@ -184,7 +164,7 @@ def world(embedded_s3: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory) -> 
     with ExitStack() as stack:
         env = {
             "EVAULT_DATA_DIR": str(directory / "data"),
-            "EVAULT_DATABASE_URL": _database_url(stack, directory),
+            "EVAULT_DATABASE_URL": stack.enter_context(own_database(directory, "evault")),
             **store_env(embedded_s3, uuid.uuid4().hex[:10]),
             "EVAULT_RETENTION_DAYS": "1",
         }

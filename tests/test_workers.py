@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PG_URL
-from tests.helpers import server_port
+from tests.helpers import PG_URL, server_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ESTABLISHED = "01"
