@@ -10,15 +10,16 @@ unavailable database fails fast with an error the API answers as 503 instead of 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlmodel import Session
+from sqlalchemy import Engine, create_engine, event, insert, inspect
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, SQLModel
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -122,3 +123,30 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         self.read_engine.dispose()
+
+
+def _values(rows: Sequence[SQLModel]) -> tuple[Any, list[dict[str, Any]]]:
+    mapper = inspect(type(rows[0]))
+    columns = [(attr.key, attr.columns[0].key) for attr in mapper.column_attrs]
+    return mapper.local_table, [{column: getattr(row, key) for key, column in columns} for row in rows]
+
+
+def insert_rows(session: Session, rows: Sequence[SQLModel]) -> None:
+    """New rows of one table as one plain INSERT in the session's transaction, without the unit of work.
+
+    For a hot path that builds rows nothing in the session reads back: the rows stay transient objects (not in
+    the session), so the caller must not change them and expect an UPDATE. Every mapped column is written as
+    the object holds it (None as a flush writes it: NULL, or JSON ``null`` in a JSON column), so this is for
+    tables without server-side defaults."""
+    if rows:
+        table, values = _values(rows)
+        session.connection().execute(insert(table), values)
+
+
+def insert_if_absent(session: Session, row: SQLModel) -> bool:
+    """As :func:`insert_rows` for one row, unless a row with its key is there (``ON CONFLICT DO NOTHING``):
+    whether it was inserted. One statement where a look-up and an insert would be two."""
+    table, values = _values([row])
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(values[0]).on_conflict_do_nothing()
+    return bool(session.connection().execute(statement).rowcount == 1)

@@ -70,20 +70,22 @@ class SqlTileStore:
         if not tiles:
             return
         connection = self._session.connection()
-        dialect = connection.dialect.name
-        insert: Any
-        if dialect == "sqlite":
-            insert = sqlite.insert(_TABLE)
-        elif dialect == "postgresql":
-            insert = postgresql.insert(_TABLE)
-        else:
-            raise NotImplementedError(f"no tile upsert for {dialect}")
-        statement = insert.on_conflict_do_update(
-            index_elements=[_TABLE.c.org_id, _TABLE.c.level, _TABLE.c.idx],
-            set_={"hashes": insert.excluded.hashes, "interior": insert.excluded.interior},
-        )
+        statement = _UPSERTS.get(connection.dialect.name)
+        if statement is None:
+            raise NotImplementedError(f"no tile upsert for {connection.dialect.name}")
         rows = [
             {"org_id": self._org_id, "level": k[0], "idx": k[1], "hashes": t.hashes, "interior": t.interior}
             for k, t in tiles.items()
         ]
         connection.execute(statement, rows)
+
+
+def _upsert(insert: Any) -> Any:
+    return insert.on_conflict_do_update(
+        index_elements=[_TABLE.c.org_id, _TABLE.c.level, _TABLE.c.idx],
+        set_={"hashes": insert.excluded.hashes, "interior": insert.excluded.interior},
+    )
+
+
+# Built once: every append writes tiles, and building this statement cost more than running it.
+_UPSERTS = {"sqlite": _upsert(sqlite.insert(_TABLE)), "postgresql": _upsert(postgresql.insert(_TABLE))}

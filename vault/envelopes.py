@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
@@ -160,6 +160,10 @@ def get_envelope(session: Session, org_id: str, envelope_id: str) -> Envelope:
     return envelope
 
 
+# Built once: every state change runs it, and building a statement costs more than SQLite takes to run it.
+_LOCK_ENVELOPE = select(Envelope).where(Envelope.id == bindparam("envelope_id")).with_for_update()
+
+
 def lock_envelope(session: Session, org_id: str, envelope_id: str) -> Envelope:
     """The envelope, locked for the rest of the caller's transaction: every state change starts here.
 
@@ -168,7 +172,7 @@ def lock_envelope(session: Session, org_id: str, envelope_id: str) -> Envelope:
     """
     if not ENVELOPE_ID.fullmatch(envelope_id):
         raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
-    envelope = session.exec(select(Envelope).where(Envelope.id == envelope_id).with_for_update()).first()
+    envelope = session.exec(_LOCK_ENVELOPE, params={"envelope_id": envelope_id}).first()
     if envelope is None or not envelope.held_by(org_id):
         raise NotFound("Envelope.NotFound", "no such envelope", envelope_id=envelope_id)
     return envelope
@@ -244,8 +248,15 @@ def parties_view(session: Session, parties: list[Any]) -> list[dict[str, Any]]:
     return view
 
 
-def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
-    """The envelope as the API shows it, with its staged uploads and, once vaulted, its vault record."""
+def describe(
+    session: Session, envelope: Envelope, written: tuple[VaultRecord, list[VaultedDocument]] | None = None
+) -> dict[str, Any]:
+    """The envelope as the API shows it, with its staged uploads and, once vaulted, its vault record.
+
+    ``written``: the record and documents the caller's transaction has just written (a vault-in's answer). They
+    are shown as they are, not read back, and so are no amendments and no paper-in attestations: both need the
+    record before them, under the envelope's lock, so a record written in this transaction has none."""
+    fresh = written is not None
     view: dict[str, Any] = {
         **summary(envelope),
         "min": min_of(session, envelope.id),
@@ -264,8 +275,8 @@ def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
             for doc in (staged_documents(session, envelope.id) if envelope.status == "awaiting_upload" else [])
         ],
         "vault": {"state": envelope.vault_state},
-        "amendments": [amendment_view(a) for a in amendments_of(session, envelope.id)],
-        "paper_in_attestations": attestations_view(session, envelope.id),
+        "amendments": [] if fresh else [amendment_view(a) for a in amendments_of(session, envelope.id)],
+        "paper_in_attestations": [] if fresh else attestations_view(session, envelope.id),
     }
     if envelope.kind == "esign":
         view["recipients"] = roster_view(session, envelope.id)
@@ -281,38 +292,42 @@ def describe(session: Session, envelope: Envelope) -> dict[str, Any]:
                 "pages": len(ceremony.pages or []),
             }
         )
-    record = vault_record(session, envelope.id)
-    if record is not None:
-        view["vault"].update(
-            {
-                "authoritative_copy_id": record.id,
-                "source": record.source,
-                "vaulted_at": iso(record.vaulted_at),
-                "retain_until": iso(record.retain_until),
-                "legal_hold": None
-                if record.legal_hold_reason is None or record.legal_hold_since is None
-                else {"reason": record.legal_hold_reason, "since": iso(record.legal_hold_since)},
-                "disposed_at": iso(record.disposed_at) if record.disposed_at else None,
-                "documents": [
-                    {
-                        "id": doc.id,
-                        "filename": doc.filename,
-                        "sha256": doc.sha256,
-                        "size": doc.size,
-                        "pages": doc.page_count,
-                        "version_id": doc.s3_version_id,
-                        "signatures": doc.signatures,
-                    }
-                    for doc in vaulted_documents(session, record.id)
-                ],
-                "released": None
-                if record.released_at is None
-                else {
-                    "at": iso(record.released_at),
-                    "by": record.released_by,
-                    "reason": record.release_reason,
-                    "details": record.release_details,
-                },
-            }
-        )
+    if written is not None:
+        view["vault"].update(record_view(*written))
+    elif (record := vault_record(session, envelope.id)) is not None:
+        view["vault"].update(record_view(record, vaulted_documents(session, record.id)))
     return view
+
+
+def record_view(record: VaultRecord, documents: list[VaultedDocument]) -> dict[str, Any]:
+    """An envelope's vault record as the API shows it under ``vault``."""
+    return {
+        "authoritative_copy_id": record.id,
+        "source": record.source,
+        "vaulted_at": iso(record.vaulted_at),
+        "retain_until": iso(record.retain_until),
+        "legal_hold": None
+        if record.legal_hold_reason is None or record.legal_hold_since is None
+        else {"reason": record.legal_hold_reason, "since": iso(record.legal_hold_since)},
+        "disposed_at": iso(record.disposed_at) if record.disposed_at else None,
+        "documents": [
+            {
+                "id": doc.id,
+                "filename": doc.filename,
+                "sha256": doc.sha256,
+                "size": doc.size,
+                "pages": doc.page_count,
+                "version_id": doc.s3_version_id,
+                "signatures": doc.signatures,
+            }
+            for doc in documents
+        ],
+        "released": None
+        if record.released_at is None
+        else {
+            "at": iso(record.released_at),
+            "by": record.released_by,
+            "reason": record.release_reason,
+            "details": record.release_details,
+        },
+    }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from compliance.errors import Conflict, InvalidInput
@@ -47,6 +48,9 @@ def register_min(session: Session, org_id: str, envelope_id: str, min_value: str
     session.add(MersMin(min=min_value, org_id=org_id, envelope_id=envelope_id, registered_at=now))
 
 
+_MIN_OF = select(MersMin.min).where(MersMin.envelope_id == bindparam("envelope_id"))  # every envelope view runs it
+
+
 def min_of(session: Session, envelope_id: str) -> str | None:
-    row = session.exec(select(MersMin).where(MersMin.envelope_id == envelope_id)).first()
-    return row.min if row else None
+    found: str | None = session.exec(_MIN_OF, params={"envelope_id": envelope_id}).first()
+    return found

@@ -57,8 +57,8 @@ def consume(db: Database, key_id: str, policy: Policy, now: float | None = None)
         )
         .returning(table.c.count)
     )
-    with db.session() as session:
-        count = session.connection().execute(statement).scalar()
+    with db.engine.begin() as connection:  # one statement: no ORM session around it
+        count = connection.execute(statement).scalar()
     if count is None:
         return Usage(policy, 0, reset, admitted=False)
     return Usage(policy, policy.quota - int(count), reset, admitted=True)

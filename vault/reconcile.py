@@ -78,7 +78,7 @@ def reconcile_claims(custody: Custody, older_than: timedelta) -> list[Reconciled
         complete = [v for v in versions if v is not None]
         try:
             if len(complete) == len(versions):
-                record_claim(custody, claim.envelope_id, claim.claim_id, complete, reconciled=True)
+                record_claim(custody, claim, complete, reconciled=True)
                 outcome = "completed"
             else:
                 stored = [d["key"] for d, v in zip(claim.plan["documents"], versions, strict=True) if v is not None]

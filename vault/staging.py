@@ -31,7 +31,7 @@ from vault.expiry import settle
 from vault.lifecycle import check_if_match, require_not_due, touch
 from vault.retrieval import IntegrityFailure
 from vault.upload_spool import SpooledDocument, spool_dir
-from vault.vault_in import MAX_DOCUMENTS, StagedChanged, Upload, VaultInResult, check_uploads, vault_in
+from vault.vault_in import MAX_DOCUMENTS, OnVaulted, StagedChanged, Upload, VaultInResult, check_uploads, vault_in
 from vault.vault_in_plan import check_claimable, safe_filename
 
 log = logging.getLogger("evault.staging")
@@ -169,7 +169,7 @@ def vault_in_staged(
     envelope_id: str,
     *,
     if_match: str | None = None,
-    on_commit: OnCommit | None = None,
+    on_commit: OnVaulted | None = None,
 ) -> VaultInResult:
     """Vault what was staged, in upload order; an expired staged document is refused, not skipped."""
     settle(custody, actor.org_id, envelope_id)
@@ -187,7 +187,7 @@ def vault_in_staged(
 
 
 def _vault_staged_once(
-    custody: Custody, actor: Actor, envelope_id: str, if_match: str | None, on_commit: OnCommit | None
+    custody: Custody, actor: Actor, envelope_id: str, if_match: str | None, on_commit: OnVaulted | None
 ) -> VaultInResult:
     """One read of the staged set, vaulted only if it is still the whole set when the claim commits."""
     with custody.db.read_session() as session:

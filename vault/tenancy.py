@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from compliance.errors import Forbidden, InvalidInput, Unauthenticated
@@ -134,12 +135,15 @@ def create_api_key(
     return key, raw
 
 
+_KEY_BY_HASH = select(ApiKey).where(ApiKey.key_hash == bindparam("key_hash"))  # built once: every request runs it
+
+
 def authenticate(session: Session, raw: str | None) -> Principal:
     if not raw:
         raise Unauthenticated("Auth.MissingKey", "send your API key in the X-API-Key header")
     if not KEY_PATTERN.fullmatch(raw):
         raise Unauthenticated("Auth.MalformedKey", "an API key is lk_ followed by at least 40 URL-safe characters")
-    key = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(raw))).first()
+    key = session.exec(_KEY_BY_HASH, params={"key_hash": hash_key(raw)}).first()
     if key is None:
         raise Unauthenticated("Auth.UnknownKey", "this API key is not known")
     if key.revoked_at is not None:

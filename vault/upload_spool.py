@@ -35,6 +35,7 @@ class SpooledDocument:
         self._directory = directory
         self._memory_bytes = memory_bytes
         self._buffer = bytearray()
+        self._held = b""  # the bytes, once finished, while they fit in memory
         self._file: IO[bytes] | None = None
         self._hash = hashlib.sha256()
         self.size = 0
@@ -55,10 +56,15 @@ class SpooledDocument:
         self._file.write(chunk)
 
     def finish(self) -> SpooledDocument:
-        """No more bytes: the digest is final and readers may open it."""
+        """No more bytes: the digest is final and readers may open it. Bytes kept in memory become one immutable
+        ``bytes`` here, the one copy they cost: every reader after that shares it (a 1 MiB copy is an mmap and
+        its page faults on this service, vault/api/allocator.py)."""
         self.sha256_hex = self._hash.hexdigest()
         if self._file is not None:
             self._file.flush()
+        else:
+            self._held = bytes(self._buffer)
+            self._buffer = bytearray()
         return self
 
     @property
@@ -67,14 +73,19 @@ class SpooledDocument:
         return Path(self._file.name) if self._file is not None else None
 
     def open(self) -> BinaryIO:
-        """A new, independent, seekable reader positioned at the start."""
+        """A new, independent, seekable reader positioned at the start (over the shared bytes, while in memory)."""
         if not self.sha256_hex:
             raise ValueError("spool not finished")
         if self._file is None:
-            return io.BytesIO(bytes(self._buffer))
+            return io.BytesIO(self._held)
         return open(self._file.name, "rb")
 
     def head(self, size: int) -> bytes:
+        """The first ``size`` bytes (all of them, without a copy, while they are in memory)."""
+        if not self.sha256_hex:
+            raise ValueError("spool not finished")
+        if self._file is None:
+            return self._held[:size]
         with self.open() as reader:
             return reader.read(size)
 
@@ -83,3 +94,4 @@ class SpooledDocument:
             self._file.close()
             self._file = None
         self._buffer = bytearray()
+        self._held = b""

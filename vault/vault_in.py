@@ -17,23 +17,25 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import col
+from sqlmodel import Session, col, select
 
 from compliance.errors import Conflict, InvalidInput, Unavailable
 from compliance.ledger.event_catalogue import VAULTED_IN
 from compliance.ledger.events import Actor, append_event
 from compliance.signatures.pdf_validation import validate_signatures
+from storage.db import insert_if_absent, insert_rows
 from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import as_utc, iso, new_id, utcnow
 from storage.keys import authoritative_key
 from storage.models import Envelope, VaultClaim, VaultedDocument, VaultRecord
-from vault.custody import Custody, OnCommit
+from vault.custody import Custody
 from vault.envelopes import get_envelope, lock_envelope, staged_documents, vault_record, vaulted_documents
 from vault.expiry import settle
 from vault.field_limits import check_filename
@@ -87,6 +89,20 @@ class VaultInResult:
     record: VaultRecord
     documents: list[VaultedDocument]
     replayed: bool
+
+
+@dataclass(frozen=True)
+class Vaulted:
+    """What a vault-in's record transaction wrote: the envelope as it now is, its record and its documents."""
+
+    envelope: Envelope
+    record: VaultRecord
+    documents: list[VaultedDocument]
+
+
+# Called inside the record's transaction, after the change: the outer ring shapes its answer from what was written
+# and records the request's idempotency record there, so it commits with the change or not at all.
+OnVaulted = Callable[[Session, Vaulted], None]
 
 
 def _check_signatures(custody: Custody, upload: Upload, position: int) -> dict[str, Any]:
@@ -187,21 +203,6 @@ def _claim(
         if staged is not None and [row.id for row in staged_documents(session, envelope.id)] != staged:
             raise StagedChanged
         now = utcnow()
-        existing = session.get(VaultClaim, envelope.id)
-        if existing is not None:
-            if existing.digests != digests or as_utc(existing.lease_until) > now:
-                raise Conflict(
-                    "Vault.InProgress",
-                    "another vault-in of this envelope is in flight; retry",
-                    envelope_id=envelope_id,
-                    retry_after_seconds=custody.policy.claim_lease_seconds,
-                )
-            # A retry of the same bytes whose first attempt failed or died: it takes the claim over, so only
-            # one request at a time ever puts this envelope's objects.
-            existing.claim_id = new_id("vc")
-            existing.lease_until = now + timedelta(seconds=custody.policy.claim_lease_seconds)
-            session.add(existing)
-            return existing
         claim = VaultClaim(
             envelope_id=envelope.id,
             org_id=envelope.org_id,
@@ -211,8 +212,23 @@ def _claim(
             claimed_at=now,
             lease_until=now + timedelta(seconds=custody.policy.claim_lease_seconds),
         )
-        session.add(claim)
-    return claim
+        if insert_if_absent(session, claim):  # the usual case: no claim yet
+            return claim
+        # Claims are deleted under the envelope's lock, which this transaction holds: the one in the way stays.
+        existing = session.exec(select(VaultClaim).where(VaultClaim.envelope_id == envelope.id)).one()
+        if existing.digests != digests or as_utc(existing.lease_until) > now:
+            raise Conflict(
+                "Vault.InProgress",
+                "another vault-in of this envelope is in flight; retry",
+                envelope_id=envelope_id,
+                retry_after_seconds=custody.policy.claim_lease_seconds,
+            )
+        # A retry of the same bytes whose first attempt failed or died: it takes the claim over, so only
+        # one request at a time ever puts this envelope's objects.
+        existing.claim_id = new_id("vc")
+        existing.lease_until = now + timedelta(seconds=custody.policy.claim_lease_seconds)
+        session.add(existing)
+        return existing
 
 
 def _end_lease(custody: Custody, claim: VaultClaim) -> None:
@@ -250,7 +266,7 @@ def vault_in(
     source: str,
     caller_metadata: dict[str, Any] | None = None,
     if_match: str | None = None,
-    on_commit: OnCommit | None = None,
+    on_commit: OnVaulted | None = None,
     staged: list[str] | None = None,
 ) -> VaultInResult:
     """``if_match`` and ``staged`` are checked under the claim's lock; ``on_commit`` runs in the record's
@@ -284,7 +300,7 @@ def vault_in(
 
     try:
         versions = _put_documents(custody, claim, [upload for upload, _, _, _ in checked])
-        return record_claim(custody, claim.envelope_id, claim.claim_id, versions, on_commit=on_commit)
+        return record_claim(custody, claim, versions, on_commit=on_commit)
     except (IntegrityError, VaultInRaced):
         return _replay_or_conflict(custody, envelope.id, digests)
     except Exception:
@@ -326,23 +342,26 @@ def document_data(doc: VaultedDocument) -> dict[str, Any]:
 
 def record_claim(
     custody: Custody,
-    envelope_id: str,
-    claim_id: str,
+    claim: VaultClaim,
     versions: list[str],
     *,
     reconciled: bool = False,
-    on_commit: OnCommit | None = None,
+    on_commit: OnVaulted | None = None,
 ) -> VaultInResult:
-    """Turn the claim into the record, its documents and the ledger event, in one transaction."""
+    """Turn the claim into the record, its documents and the ledger event, in one transaction.
+
+    ``claim`` is the claim as its holder read or made it (its plan does not change while its ``claim_id`` stands):
+    it is deleted under the envelope's lock only if it is still ours. The record and its documents are written
+    as plain inserts; the envelope and the ledger entry are flushed once, by the append."""
     now = utcnow()
+    plan = claim.plan
     with custody.db.session() as session:
-        claim = session.get(VaultClaim, envelope_id)
-        if claim is None or claim.claim_id != claim_id:
-            raise VaultInRaced
-        envelope = lock_envelope(session, claim.org_id, envelope_id)
+        envelope = lock_envelope(session, claim.org_id, claim.envelope_id)
         if envelope.vault_state != "not_vaulted":
             raise VaultInRaced
-        plan = claim.plan
+        ours = (col(VaultClaim.envelope_id) == claim.envelope_id) & (col(VaultClaim.claim_id) == claim.claim_id)
+        if session.connection().execute(delete(VaultClaim).where(ours)).rowcount != 1:
+            raise VaultInRaced
         actor = Actor(**plan["actor"])
         record = VaultRecord(
             id=new_id("ac"),
@@ -353,7 +372,6 @@ def record_claim(
             vaulted_at=now,
             vaulted_by=actor.key_id or "",
         )
-        session.add(record)  # flushed with its documents: their ids are ours, the unit of work orders the inserts
         documents = [
             VaultedDocument(
                 id=new_id("doc"),
@@ -370,14 +388,13 @@ def record_claim(
             )
             for doc, version in zip(plan["documents"], versions, strict=True)
         ]
-        session.add_all(documents)
+        insert_rows(session, [record])
+        insert_rows(session, documents)
         # An e-sign ceremony completed the envelope already (its last signature); vault-in then only vaults it.
         completed = None if envelope.status == "completed" else "completed"
         transition(envelope, now, status=completed, vault_state="vaulted")
         envelope.secured_party = plan["secured_party"]
         session.add(envelope)
-        session.delete(claim)
-        session.flush()
         data: dict[str, Any] = {
             "authoritative_copy_id": record.id,
             "source": record.source,
@@ -390,5 +407,5 @@ def record_claim(
             data["reconciled"] = True
         append_event(session, actor=actor, envelope_id=envelope.id, event_type=VAULTED_IN, occurred_at=now, data=data)
         if on_commit is not None:
-            on_commit(session, envelope)
+            on_commit(session, Vaulted(envelope, record, documents))
     return VaultInResult(record, documents, replayed=False)

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import rfc8785
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -103,11 +104,25 @@ def entry_bytes(
     )
 
 
+# Built once (every append runs them, and building a statement costs more than SQLite takes to run it).
+_LOCK_STATE = select(LogState).where(LogState.org_id == bindparam("org_id")).with_for_update()
+_HEAD_LINK = (
+    select(Event.chain_seq, Event.entry_hash, Event.org_id)
+    .where(Event.envelope_id == bindparam("envelope_id"))
+    .order_by(col(Event.chain_seq).desc())
+    .limit(1)
+)
+
+
 def _locked_state(session: Session, org_id: str) -> LogState:
+    """The organisation's ``log_state`` row, locked; made first (once per organisation) if it is not there."""
+    state = session.exec(_LOCK_STATE, params={"org_id": org_id}).first()
+    if state is not None:
+        return state
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     session.execute(insert(LogState).values(org_id=org_id, size=0).on_conflict_do_nothing())
-    return session.exec(select(LogState).where(LogState.org_id == org_id).with_for_update()).one()
+    return session.exec(_LOCK_STATE, params={"org_id": org_id}).one()
 
 
 def lock_log(session: Session, org_id: str) -> int:
@@ -133,12 +148,7 @@ def chain_log(session: Session, envelope_id: str, head: Event | None, actor_org:
 
 def _head_link(session: Session, envelope_id: str) -> tuple[int, str, str] | None:
     """The chain head's sequence number, hash and log: three columns, not the whole entry."""
-    head = session.execute(
-        select(Event.chain_seq, Event.entry_hash, Event.org_id)
-        .where(Event.envelope_id == envelope_id)
-        .order_by(col(Event.chain_seq).desc())
-        .limit(1)
-    ).first()
+    head = session.execute(_HEAD_LINK, {"envelope_id": envelope_id}).first()
     return None if head is None else (head[0] or 0, head[1], head[2])
 
 

@@ -20,7 +20,7 @@ from litestar import Request, Response
 from sqlmodel import Session
 
 from compliance.errors import InvalidInput
-from storage.models import Envelope
+from storage.models import Envelope, VaultedDocument, VaultRecord
 from vault.envelopes import describe
 from vault.idempotency import HEADER_VALUE, MAX_KEY, Pending, Replay, abandon, begin, complete_alone, fingerprint
 from vault.lifecycle import etag, matches
@@ -40,11 +40,19 @@ class Outcome:
         return Response(self.body, status_code=self.status, headers=headers)
 
 
-def envelope_outcome(session: Session, envelope: Envelope, status: int, **extra: Any) -> Outcome:
+def envelope_outcome(
+    session: Session,
+    envelope: Envelope,
+    status: int,
+    *,
+    written: tuple[VaultRecord, list[VaultedDocument]] | None = None,
+    **extra: Any,
+) -> Outcome:
+    """The envelope as it now is, with its ETag (and ``Location`` for 201); ``written``: see ``describe``."""
     headers = {"ETag": etag(envelope)}
     if status == 201:
         headers["Location"] = f"{API_PREFIX}/envelopes/{envelope.id}"
-    return Outcome(status, {**describe(session, envelope), **extra}, headers)
+    return Outcome(status, {**describe(session, envelope, written), **extra}, headers)
 
 
 def target(request: Request[Any, Any, Any]) -> str:

@@ -13,9 +13,10 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
+from sqlmodel import Session
 
 from compliance.ledger.events import Actor
-from vault.api.conventions import Hook, Outcome, if_match, json_digest, mutate
+from vault.api.conventions import Hook, Outcome, envelope_outcome, if_match, json_digest, mutate
 from vault.api.schemas import (
     READ_ERRORS,
     UPLOAD_ERRORS,
@@ -31,7 +32,7 @@ from vault.listing import show_envelope
 from vault.retrieval import authoritative_urls, issue_copies
 from vault.runtime import Runtime
 from vault.staging import vault_in_staged
-from vault.vault_in import VaultInResult, vault_in
+from vault.vault_in import Vaulted, VaultInResult, vault_in
 from vault.vault_out import vault_out
 
 
@@ -48,6 +49,11 @@ def _replayed(runtime: Runtime, actor: Actor, result: VaultInResult) -> Outcome 
         return None
     view, tag = show_envelope(runtime.custody(), actor.org_id, result.record.envelope_id)
     return Outcome(200, {**view, "replayed": True}, {"ETag": tag})
+
+
+def _vaulted_outcome(session: Session, vaulted: Vaulted, status: int, **extra: Any) -> Outcome:
+    """A vault-in's answer, shaped from the rows its transaction just wrote: nothing is read back."""
+    return envelope_outcome(session, vaulted.envelope, status, written=(vaulted.record, vaulted.documents), **extra)
 
 
 VAULT_IN_ANSWERS = {
@@ -86,7 +92,7 @@ class CustodyController(Controller):
             return _replayed(runtime, actor, result)
 
         try:
-            return await mutate(request, runtime, actor.org_id, digest, 201, call, replayed=False)
+            return await mutate(request, runtime, actor.org_id, digest, 201, call, _vaulted_outcome, replayed=False)
         finally:
             close_uploads(uploads)
 
