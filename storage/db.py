@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -125,10 +126,22 @@ class Database:
         self.read_engine.dispose()
 
 
-def _values(rows: Sequence[SQLModel]) -> tuple[Any, list[dict[str, Any]]]:
-    mapper = inspect(type(rows[0]))
-    columns = [(attr.key, attr.columns[0].key) for attr in mapper.column_attrs]
-    return mapper.local_table, [{column: getattr(row, key) for key, column in columns} for row in rows]
+@cache
+def _statements(model: type[SQLModel]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """(attribute, column) of each mapped column, and the plain and the ``ON CONFLICT DO NOTHING`` INSERT per
+    dialect: built once per table, since building a statement costs more than SQLite takes to run it."""
+    mapper = inspect(model)
+    table = mapper.local_table
+    statements = {
+        "plain": insert(table),
+        "sqlite": sqlite.insert(table).on_conflict_do_nothing(),
+        "postgresql": postgresql.insert(table).on_conflict_do_nothing(),
+    }
+    return [(attr.key, attr.columns[0].key) for attr in mapper.column_attrs], statements
+
+
+def _values(columns: list[tuple[str, str]], row: SQLModel) -> dict[str, Any]:
+    return {column: getattr(row, key) for key, column in columns}
 
 
 def insert_rows(session: Session, rows: Sequence[SQLModel]) -> None:
@@ -139,14 +152,14 @@ def insert_rows(session: Session, rows: Sequence[SQLModel]) -> None:
     the object holds it (None as a flush writes it: NULL, or JSON ``null`` in a JSON column), so this is for
     tables without server-side defaults."""
     if rows:
-        table, values = _values(rows)
-        session.connection().execute(insert(table), values)
+        columns, statements = _statements(type(rows[0]))
+        session.connection().execute(statements["plain"], [_values(columns, row) for row in rows])
 
 
 def insert_if_absent(session: Session, row: SQLModel) -> bool:
     """As :func:`insert_rows` for one row, unless a row with its key is there (``ON CONFLICT DO NOTHING``):
     whether it was inserted. One statement where a look-up and an insert would be two."""
-    table, values = _values([row])
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(values[0]).on_conflict_do_nothing()
-    return bool(session.connection().execute(statement).rowcount == 1)
+    columns, statements = _statements(type(row))
+    connection = session.connection()
+    dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
+    return bool(connection.execute(statements[dialect], _values(columns, row)).rowcount == 1)

@@ -34,7 +34,7 @@ class SpooledDocument:
     def __init__(self, directory: Path, memory_bytes: int = 1024 * 1024) -> None:
         self._directory = directory
         self._memory_bytes = memory_bytes
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []  # while they fit in memory; joined once, by finish()
         self._held = b""  # the bytes, once finished, while they fit in memory
         self._file: IO[bytes] | None = None
         self._hash = hashlib.sha256()
@@ -46,13 +46,13 @@ class SpooledDocument:
             raise ValueError("spool already finished")
         self._hash.update(chunk)
         self.size += len(chunk)
-        if self._file is None and len(self._buffer) + len(chunk) <= self._memory_bytes:
-            self._buffer += chunk
+        if self._file is None and self.size <= self._memory_bytes:
+            self._chunks.append(chunk if type(chunk) is bytes else bytes(chunk))  # a caller's buffer may be reused
             return
         if self._file is None:
             self._file = tempfile.NamedTemporaryFile(dir=self._directory, prefix="upload-", delete=True)
-            self._file.write(self._buffer)
-            self._buffer = bytearray()
+            self._file.writelines(self._chunks)
+            self._chunks = []
         self._file.write(chunk)
 
     def finish(self) -> SpooledDocument:
@@ -63,8 +63,8 @@ class SpooledDocument:
         if self._file is not None:
             self._file.flush()
         else:
-            self._held = bytes(self._buffer)
-            self._buffer = bytearray()
+            self._held = b"".join(self._chunks)  # a single chunk is not even copied
+            self._chunks = []
         return self
 
     @property
@@ -93,5 +93,5 @@ class SpooledDocument:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._buffer = bytearray()
+        self._chunks = []
         self._held = b""

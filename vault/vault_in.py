@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -340,6 +340,11 @@ def document_data(doc: VaultedDocument) -> dict[str, Any]:
     }
 
 
+_DELETE_CLAIM = delete(VaultClaim).where(  # built once (every vault-in runs it)
+    col(VaultClaim.envelope_id) == bindparam("envelope_id"), col(VaultClaim.claim_id) == bindparam("claim_id")
+)
+
+
 def record_claim(
     custody: Custody,
     claim: VaultClaim,
@@ -359,8 +364,8 @@ def record_claim(
         envelope = lock_envelope(session, claim.org_id, claim.envelope_id)
         if envelope.vault_state != "not_vaulted":
             raise VaultInRaced
-        ours = (col(VaultClaim.envelope_id) == claim.envelope_id) & (col(VaultClaim.claim_id) == claim.claim_id)
-        if session.connection().execute(delete(VaultClaim).where(ours)).rowcount != 1:
+        ours = {"envelope_id": claim.envelope_id, "claim_id": claim.claim_id}
+        if session.connection().execute(_DELETE_CLAIM, ours).rowcount != 1:
             raise VaultInRaced
         actor = Actor(**plan["actor"])
         record = VaultRecord(
@@ -405,7 +410,10 @@ def record_claim(
         }
         if reconciled:
             data["reconciled"] = True
-        append_event(session, actor=actor, envelope_id=envelope.id, event_type=VAULTED_IN, occurred_at=now, data=data)
+        with session.no_autoflush:  # the envelope's UPDATE goes in the append's one flush, with the entry
+            append_event(
+                session, actor=actor, envelope_id=envelope.id, event_type=VAULTED_IN, occurred_at=now, data=data
+            )
         if on_commit is not None:
             on_commit(session, Vaulted(envelope, record, documents))
     return VaultInResult(record, documents, replayed=False)
