@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from compliance.errors import RateLimited
@@ -40,25 +42,33 @@ class Usage:
         return f'"{self.policy.name}";r={self.remaining};t={self.reset}'
 
 
+def _upsert(dialect: Any) -> Any:
+    """Insert the window's row with count 1, or add one while under the quota; the new count, or no row."""
+    table = RateCounter.__table__  # type: ignore[attr-defined]
+    return (
+        dialect.insert(table)
+        .values(key_id=bindparam("key_id"), policy=bindparam("policy"), window_start=bindparam("window_start"), count=1)
+        .on_conflict_do_update(
+            index_elements=["key_id", "policy", "window_start"],
+            set_={"count": table.c.count + 1},
+            where=table.c.count < bindparam("quota"),
+        )
+        .returning(table.c.count)
+    )
+
+
+_UPSERTS = {"postgresql": _upsert(postgresql), "sqlite": _upsert(sqlite)}  # built once: every request counts
+
+
 def consume(db: Database, key_id: str, policy: Policy, now: float | None = None) -> Usage:
     """Count one request against ``policy`` for ``key_id``; never over the quota."""
     now = time.time() if now is None else now
     start = int(now) // policy.window * policy.window
     reset = max(1, start + policy.window - int(now))
-    dialect = postgresql if db.url.startswith("postgresql") else sqlite
-    table = RateCounter.__table__  # type: ignore[attr-defined]
-    statement = (
-        dialect.insert(table)
-        .values(key_id=key_id, policy=policy.name, window_start=start, count=1)
-        .on_conflict_do_update(
-            index_elements=["key_id", "policy", "window_start"],
-            set_={"count": table.c.count + 1},
-            where=table.c.count < policy.quota,
-        )
-        .returning(table.c.count)
-    )
+    statement = _UPSERTS["postgresql" if db.url.startswith("postgresql") else "sqlite"]
+    params = {"key_id": key_id, "policy": policy.name, "window_start": start, "quota": policy.quota}
     with db.engine.begin() as connection:  # one statement: no ORM session around it
-        count = connection.execute(statement).scalar()
+        count = connection.execute(statement, params).scalar()
     if count is None:
         return Usage(policy, 0, reset, admitted=False)
     return Usage(policy, policy.quota - int(count), reset, admitted=True)
