@@ -429,6 +429,7 @@ def serve_in_process(
         "EVAULT_SIGNING_KEY": str(runtime.settings.vault.signing_key_path),
         "EVAULT_MAX_UPLOAD_BYTES": str(runtime.settings.vault.max_upload_bytes),
         "EVAULT_MAX_UPLOADS_PER_KEY": str(runtime.settings.edge.max_uploads_per_key),
+        "EVAULT_MAX_UPLOADS_PER_ORG": str(runtime.settings.edge.max_uploads_per_org),
         "EVAULT_MAX_UPLOADS": str(runtime.settings.edge.max_uploads),
         "EVAULT_HOST": "127.0.0.1",
         "EVAULT_PORT": str(port),
@@ -703,8 +704,11 @@ def main(argv: list[str] | None = None) -> int:
                 "EVAULT_RETENTION_DAYS": "1",
                 "EVAULT_MAX_UPLOAD_BYTES": str(max(2 * args.size, 4 * MIB)),
                 "EVAULT_RATE_LIMIT": BENCH_RATE_LIMIT,  # the benchmark measures throughput, not the limiter
-                "EVAULT_MAX_UPLOADS_PER_KEY": str(max(4, args.concurrency)),
-                "EVAULT_MAX_UPLOADS": str(max(16, args.concurrency)),
+                # Twice the clients: a slot is given back just after its answer, so on PostgreSQL (every process's
+                # caps in the database) a client's next upload can find its last one still counted: 429.
+                "EVAULT_MAX_UPLOADS_PER_KEY": str(max(4, 2 * args.concurrency)),
+                "EVAULT_MAX_UPLOADS_PER_ORG": str(max(12, 2 * args.concurrency)),
+                "EVAULT_MAX_UPLOADS": str(max(16, 2 * args.concurrency)),
                 **({"EVAULT_DATABASE_URL": args.database_url} if args.database_url else {}),
             }
         )

@@ -132,10 +132,11 @@ def _statements(model: type[SQLModel]) -> tuple[list[tuple[str, str]], dict[str,
     dialect: built once per table, since building a statement costs more than SQLite takes to run it."""
     mapper = inspect(model)
     table = mapper.local_table
+    key = next(iter(table.primary_key))  # returned when inserted: psycopg reports no row count for a skipped row
     statements = {
         "plain": insert(table),
-        "sqlite": sqlite.insert(table).on_conflict_do_nothing(),
-        "postgresql": postgresql.insert(table).on_conflict_do_nothing(),
+        "sqlite": sqlite.insert(table).on_conflict_do_nothing().returning(key),
+        "postgresql": postgresql.insert(table).on_conflict_do_nothing().returning(key),
     }
     return [(attr.key, attr.columns[0].key) for attr in mapper.column_attrs], statements
 
@@ -162,4 +163,4 @@ def insert_if_absent(session: Session, row: SQLModel) -> bool:
     columns, statements = _statements(type(row))
     connection = session.connection()
     dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
-    return bool(connection.execute(statements[dialect], _values(columns, row)).rowcount == 1)
+    return connection.execute(statements[dialect], _values(columns, row)).first() is not None
