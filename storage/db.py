@@ -132,7 +132,7 @@ def _statements(model: type[SQLModel]) -> tuple[list[tuple[str, str]], dict[str,
     dialect: built once per table, since building a statement costs more than SQLite takes to run it."""
     mapper = inspect(model)
     table = mapper.local_table
-    key = next(iter(table.primary_key))  # returned when inserted: psycopg reports no row count for a skipped row
+    key = next(iter(table.primary_key))  # returned when inserted: on PostgreSQL the row count here reads -1
     statements = {
         "plain": insert(table),
         "sqlite": sqlite.insert(table).on_conflict_do_nothing().returning(key),
