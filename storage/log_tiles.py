@@ -32,7 +32,7 @@ def _read_sql(mark: str, counts: tuple[int, ...]) -> str:
     """The tiles of one organisation at levels holding ``counts`` indexes each, one ``SELECT`` per level joined
     by ``UNION ALL``, so that each is a look-up of the whole primary key (organisation, level, index). One
     ``WHERE`` with the levels ``OR``-ed made SQLite search the key by organisation alone and test every tile
-    of the log: a cold proof's read grew with the log (0.6 ms at 10^6 entries, against 17 µs now). Only
+    of the log: a cold proof's read grew with the log (three levels at 10^6 entries: 0.6 ms, now 17 µs). Only
     placeholders are spliced into the text; every value is a bound parameter (organisation, level, indexes, per
     level). Cached by shape: a proof asks one to four levels, a few indexes each."""
     return " UNION ALL ".join(
