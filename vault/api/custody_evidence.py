@@ -21,7 +21,7 @@ from compliance.evidence_package.export import build_export
 from compliance.ledger.events import Actor
 from compliance.receipts.release import release_receipt
 from compliance.sources import Deadline, Sources
-from vault.api.evidence import in_pool, policy_of
+from vault.api.evidence import in_pool, policy_of, receipt_answer
 from vault.api.log import keys_document
 from vault.api.schemas import WRITE_ERRORS, SignedReceipt, answers
 from vault.certified_copy import issue_certified_copy
@@ -86,13 +86,7 @@ class CustodyEvidenceController(Controller):
         """The signed receipt of the envelope's vault-out: why, to whom, when, the documents' hashes, and the
         release and vault-in events with their log positions and inclusion proofs. 409 ``Receipt.NotReleased``
         before the vault-out. Check it offline with ``evault receipt verify``."""
-        checkpoints = runtime.checkpoint_requests(principal.scopes)
-
-        def job(deadline: Deadline) -> Response[Any]:
-            document = release_receipt(runtime.sources(deadline), runtime.key, checkpoints, actor, envelope_id)
-            return Response(document, media_type="application/json")
-
-        return await in_pool(request, runtime, actor, job)
+        return await receipt_answer(request, runtime, actor, principal, release_receipt, envelope_id)
 
     @get(
         "/certified-copy",
