@@ -52,7 +52,8 @@ def test_a_tile_missing_from_our_database_is_500_log_corrupt(client: Any, runtim
     envelope_id = create_envelope(client, headers)
     assert upload(client, headers, envelope_id, make_pdf()).status_code == 201
     # The tiles are there, read from the database: no proof has read them, so this process keeps none in memory
-    # (storage/shared_tiles.py: a committed tile, once read, is served from memory; the verifier names it gone).
+    # (storage/shared_tiles.py: a committed tile a proof has read is served from memory after; the verifier's
+    # audit reads the database).
     with runtime.db.read_session() as session:
         assert SqlTileStore(session, org_id).read_tiles([(0, 0)])
     with runtime.db.session() as session:
