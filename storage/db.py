@@ -3,7 +3,6 @@
 SQLite write sessions start with ``BEGIN IMMEDIATE`` so that two requests never both read the log's size
 and then race to append: the second waits for the first (busy timeout) instead of failing on upgrade.
 PostgreSQL gets the same serialisation from ``SELECT ... FOR UPDATE`` on the organisation's log row.
-
 Every wait is bounded by ``timeout`` (connecting, taking a pooled connection, SQLite's write lock), so an
 unavailable database fails fast with an error the API answers as 503 instead of hanging the request.
 
