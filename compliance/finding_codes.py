@@ -74,6 +74,12 @@ _CODES = (
     Code("Key.Unlogged", "an API key row that its organisation's log never issued"),
     Code("Key.Edited", "an API key row's scopes, dates or owner differ from its log entries"),
     Code("Copy.Deleted", "the envelope's chain records a copy that has no register row"),
+    Code(
+        "Import.Unlogged",
+        "an import claim row recorded (or naming an envelope) that no envelope.imported entry records",
+    ),
+    Code("Import.Edited", "an import claim row's origin, release, key, organisation or dates differ from its entry"),
+    Code("Import.Deleted", "the envelope's chain records an envelope.imported entry that has no import claim row"),
     Code("Storage.Misconfigured", "a bucket is missing, not versioned, or (authoritative) without Object Lock"),
 )
 

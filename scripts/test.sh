@@ -206,6 +206,14 @@ run_pytest_pg() {
         run_pytest -m "not once" "$@"
 }
 
+# Every test module must import (mypy does not read tests/): a run of chosen files still collects them all.
+collect_tests() {
+    local out rc=0
+    out=$("$PY" -m pytest --collect-only -q -p no:cacheprovider tests 2>&1) || rc=$?
+    if [ "$rc" -ne 0 ]; then echo "$out"; else echo "$out" | tail -1; fi
+    return "$rc"
+}
+
 check "docker-compose config" docker-compose --env-file docker/example.env -f docker/compose.yaml config -q
 # Kubernetes manifests of the nightly verifier, against the schemas kubernetes-validate ships (no cluster).
 check "kubernetes manifests" "$VENV/bin/kubernetes-validate" --quiet --strict -k 1.30.0 docker/k8s/*.yaml
@@ -213,6 +221,7 @@ check "ruff check" "$PY" -m ruff check .
 check "ruff format --check" "$PY" -m ruff format --check .
 check "mypy" "$PY" -m mypy
 check "import contracts" "$VENV/bin/lint-imports"
+check "tests collect" collect_tests
 # The documentation site: a broken link or anchor, or a page left out of mkdocs.yml's nav, fails the build.
 DOCS_SITE=$(mktemp -d)
 check "mkdocs build --strict" env NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --site-dir "$DOCS_SITE"

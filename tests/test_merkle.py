@@ -167,6 +167,87 @@ def test_inclusion_edge_cases() -> None:
     _raises(MALFORMED, lambda: verify_inclusion(leaf, 0, 8, ["x" * 32], leaf))  # type: ignore[list-item]
 
 
+def _rfc_verify_inclusion(leaf: Any, index: Any, size: Any, proof: Any, root: Any) -> None:
+    """RFC 9162 §2.1.3.2 step by step, with every check before it: the verifier as it was before it split the
+    path (inner and border hashes) and checked the proof's hashes in C; the reference the split one must match."""
+
+    def hash_(value: Any, what: str) -> None:
+        if not isinstance(value, bytes) or len(value) != 32:
+            raise LogError(MALFORMED, what)
+
+    for value, what in ((leaf, "leaf"), (root, "root")):
+        hash_(value, what)
+    for value in (index, size):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
+            raise LogError(MALFORMED, "size")
+    if len(proof) > 64:
+        raise LogError(INVALID_PROOF, "too many")
+    for p in proof:
+        hash_(p, "proof hash")
+    if index >= size:
+        raise LogError(INVALID_PROOF, "index")
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise LogError(INVALID_PROOF, "too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise LogError(INVALID_PROOF, "too short")
+    if r != root:
+        raise LogError(INVALID_PROOF, "root")
+
+
+def _path(leaves: list[bytes], index: int) -> list[bytes]:
+    """RFC 9162 §2.1.3.1 PATH(m, D[n]), from its recursive definition."""
+    if len(leaves) == 1:
+        return []
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    if index < k:
+        return [*_path(leaves[:k], index), root_from_leaf_hashes(leaves[k:])]
+    return [*_path(leaves[k:], index - k), root_from_leaf_hashes(leaves[:k])]
+
+
+def _outcome(check: Callable[..., None], *claim: Any) -> str | None:
+    try:
+        check(*claim)
+    except LogError as exc:
+        return exc.code
+    return None
+
+
+def test_inclusion_verifier_agrees_with_the_rfc_loop() -> None:
+    """Every leaf of every tree up to 40 leaves (and three larger): the honest path, and the path cut, lengthened,
+    shifted, with a hash flipped or of another type or length, and at neighbouring indexes and sizes, are accepted
+    or refused (with the same code) exactly as the RFC's loop accepts or refuses them."""
+    hs = [hashlib.sha256(bytes([i])).digest() for i in range(70)]
+    accepted, sizes = 0, [*range(1, 41), 63, 64, 70]
+    for size in sizes:
+        root = root_from_leaf_hashes(hs[:size])
+        for index in range(size):
+            path = _path(hs[:size], index)
+            variants: list[list[Any]] = [path, path[:-1], path[1:], [*path, SOME_HASH], [SOME_HASH, *path]]
+            if path:
+                i = index % len(path)
+                flipped = bytes([path[i][0] ^ 1]) + path[i][1:]
+                for odd in (flipped, bytearray(path[i]), memoryview(path[i]), path[i][:31], path[i] + b"\0", 7):
+                    variants.append([*path[:i], odd, *path[i + 1 :]])
+            for at, n in [(index, size), (index + 1, size), (index - 1, size), (index, size + 1), (index, size - 1)]:
+                for p in variants:
+                    ours = _outcome(verify_inclusion, hs[index], at, n, p, root)
+                    assert ours == _outcome(_rfc_verify_inclusion, hs[index], at, n, p, root), (index, size, at, n)
+                    accepted += ours is None
+    assert accepted >= sum(sizes)  # every honest path (a tree of one leaf has three empty ones)
+
+
 @pytest.mark.parametrize(("size1", "size2", "proof"), CONSISTENCY)
 def test_published_consistency_proofs_and_their_corruptions(size1: int, size2: int, proof: list[str]) -> None:
     path, root1, root2 = _proof(proof), ROOTS[size1], ROOTS[size2]

@@ -153,6 +153,20 @@ def _signed_roots(runtime: Runtime) -> dict[str, tuple[int, str]]:
         return {row.org_id: (row.size, row.root_hash) for row in rows}
 
 
+def with_key_hashes(rebuilt: Runtime, original: Runtime) -> None:
+    """API keys come back as the log states them, unusable until restored from a backup: restore them from the
+    original database, as a backup would, so the rebuilt vault answers the same keys."""
+    with original.db.read_session() as session:
+        key_hashes = {k.id: k.key_hash for k in session.exec(select(ApiKey))}
+    with rebuilt.db.session() as session:
+        keys = session.exec(select(ApiKey)).all()
+        assert {k.id for k in keys} == set(key_hashes)
+        assert all(k.key_hash != key_hashes[k.id] for k in keys)
+        for key in keys:
+            key.key_hash = key_hashes[key.id]
+            session.add(key)
+
+
 def test_a_vault_rebuilt_from_the_bucket_verifies_and_proves_the_same(
     runtime: Runtime,
     client: TestClient[Any],
@@ -175,7 +189,6 @@ def test_a_vault_rebuilt_from_the_bucket_verifies_and_proves_the_same(
     roots = _signed_roots(runtime)
     assert set(roots) == {org_id, other_org}
     with runtime.db.read_session() as session:
-        key_hashes = {k.id: k.key_hash for k in session.exec(select(ApiKey))}
         events_before = session.exec(select(func.count()).select_from(Event)).one()
 
     monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
@@ -191,13 +204,7 @@ def test_a_vault_rebuilt_from_the_bucket_verifies_and_proves_the_same(
         with rebuilt.db.session() as session:
             assert session.exec(select(func.count()).select_from(Event)).one() == events_before
             assert {s.org_id: s.size for s in session.exec(select(LogState))} == {o: r[0] for o, r in roots.items()}
-            # API keys come back as the log states them, unusable until restored from a backup: restore them.
-            keys = session.exec(select(ApiKey)).all()
-            assert {k.id for k in keys} == set(key_hashes)
-            assert all(k.key_hash != key_hashes[k.id] for k in keys)
-            for key in keys:
-                key.key_hash = key_hashes[key.id]
-                session.add(key)
+        with_key_hashes(rebuilt, runtime)
         for org, (size, root) in roots.items():
             with rebuilt.db.read_session() as session:
                 assert tree_for(session, org, size).root().hex() == root

@@ -232,3 +232,23 @@ def test_sql_tile_store(db: Database) -> None:
         assert SqlTileStore(session, "org_a").read_tiles([(0, 4)]) == {}
         other = SqlTileStore(session, "org_b").read_tiles([(0, 0), (0, 1)])
         assert Counter(len(v.hashes) for v in other.values()) == {96: 1}
+
+
+def test_a_tile_read_looks_up_the_whole_key(db: Database) -> None:
+    """A proof's read finds each tile by its whole key (organisation, level, index) on SQLite: with the levels
+    OR-ed in one WHERE, SQLite searched by organisation alone and tested every tile of the log (a cold proof's
+    read grew with the log)."""
+    with db.session() as session:
+        tree = TiledTree(SqlTileStore(session, "org_a"), 0)
+        tree.append(_hashes(70_000))
+        raw = session.connection().connection.dbapi_connection
+        assert raw is not None
+        statements: list[str] = []
+        raw.set_trace_callback(statements.append)
+        TiledTree(SqlTileStore(session, "org_a"), 70_000).inclusion_proof(12_345, 70_000)  # tiles of levels 0, 1
+        raw.set_trace_callback(None)
+        (read,) = [s for s in statements if "FROM log_tile" in s]
+        plan = [row[-1] for row in session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {read}")]
+    searches = [step for step in plan if "log_tile" in step]
+    assert len(searches) == 2, plan
+    assert all(step.endswith("(org_id=? AND level=? AND idx=?)") for step in searches), plan

@@ -88,7 +88,8 @@ def latest_checkpoint(session: Session, org_id: str) -> CheckpointRow | None:
 
 
 def tree_for(session: Session, org_id: str, size: int) -> TiledTree:
-    return TiledTree(SqlTileStore(session, org_id), size)
+    """The tree that serves proofs and roots: it shares the process's committed tiles (``storage.shared_tiles``)."""
+    return TiledTree(SqlTileStore(session, org_id, shared=True), size)
 
 
 class CheckpointService:

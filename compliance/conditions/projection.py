@@ -96,7 +96,7 @@ class Projection:
     controller: str | None = None  # as the last transfer.completed left it (None: none yet)
     custodian: str | None = None
     transfers: dict[str, dict[str, Any]] = field(default_factory=dict)  # transfer id -> what its entries say
-    imported: dict[str, Any] | None = None  # envelope.imported entry: where the record came from
+    imported: dict[str, Any] | None = None  # envelope.imported entry (with its log): where the record came from
 
     def apply(self, value: dict[str, Any]) -> None:
         """Fold one parsed chain entry in."""
@@ -106,7 +106,8 @@ class Projection:
         if kind == ENVELOPE_CREATED.name:
             self.created = data
         elif kind == ENVELOPE_IMPORTED.name:
-            self.created, self.imported = {name: data.get(name) for name in CREATED_FIELDS}, entry
+            self.created = {name: data.get(name) for name in CREATED_FIELDS}
+            self.imported = entry | {"log": value.get("log")}  # the receiving organisation: its claim row's org_id
         if kind in ASSIGNEE_EVENTS:
             self.secured_party = data.get("secured_party")
         if isinstance(kind, str) and kind in TERMINAL_STATUS:

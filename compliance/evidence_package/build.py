@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import col, select
@@ -97,22 +98,26 @@ def _completed_transfers(sources: Sources, envelope_id: str) -> list[tuple[str, 
         return [(transfer_id, to_org) for transfer_id, to_org in rows]
 
 
-def build_package(
-    sources: Sources,
-    key: VaultKey,
-    checkpoints: SignsOnDemand,
-    policy: Policy,
-    actor: Actor,
-    envelope_id: str,
-    keys_document: dict[str, Any],
-    signer: DocumentSigner | None = None,
-    tsa_url: str | None = None,
-) -> bytes:
+@dataclass(frozen=True)
+class PackageIssuer:
+    """The vault as it issues a package: what signs its parts and what it publishes about itself. One value,
+    because every kind of package (evidence, export) is issued with the same."""
+
+    key: VaultKey
+    checkpoints: SignsOnDemand
+    policy: Policy
+    keys_document: dict[str, Any]
+    signer: DocumentSigner | None
+    tsa_url: str | None
+
+
+def build_package(sources: Sources, issuer: PackageIssuer, actor: Actor, envelope_id: str) -> bytes:
     """The zip of one of the actor's envelopes (404 ``Envelope.NotFound`` for anyone else's), with the signed
     receipt of every transfer of control the record went through (``receipts/transfer-tr_....json``) and of its
     release (``receipts/release.json``)."""
+    key, checkpoints = issuer.key, issuer.checkpoints
     trail = audit_trail(sources, actor.org_id, envelope_id)
-    certificate = issue_certificate(sources, key, checkpoints, policy, actor, envelope_id)
+    certificate = issue_certificate(sources, key, checkpoints, issuer.policy, actor, envelope_id)
     body = certificate["certificate"]
     if any(
         parse_entry(base64.b64decode(e["entry"]))["type"] == DISPOSED.name for e in body["ledger"]["bundle"]["events"]
@@ -124,8 +129,8 @@ def build_package(
         files[f"documents/{doc['id']}.pdf"] = _document(sources, doc)
     files["copies/register.json"] = _json({"envelope_id": envelope_id, "copies": copy_register(sources, envelope_id)})
     files["certificate/certificate.json"] = _json(certificate)
-    if signer is not None:
-        files["certificate/certificate.pdf"] = certificate_pdf(certificate, signer, tsa_url)
+    if issuer.signer is not None:
+        files["certificate/certificate.pdf"] = certificate_pdf(certificate, issuer.signer, issuer.tsa_url)
     files["audit/trail.json"] = _json(trail)
     bundle = body["ledger"]["bundle"]
     files["proof/bundle.json"] = _json(bundle)
@@ -139,7 +144,7 @@ def build_package(
         # Either party may read a transfer's receipt; its events are in the package's proof bundle anyway.
         receipt = transfer_receipt(sources, key, checkpoints, Actor(receiver), transfer_id)
         files[f"receipts/transfer-{transfer_id}.json"] = _json(receipt)
-    files["keys/keys.json"] = _json(keys_document)
+    files["keys/keys.json"] = _json(issuer.keys_document)
     sources.deadline.check()
     manifest = {
         "format": FORMAT,

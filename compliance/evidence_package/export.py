@@ -10,17 +10,11 @@ part (:mod:`compliance.evidence_package.import_check`); docs/vault-transfer.md.
 
 from __future__ import annotations
 
-from typing import Any
-
-from compliance.checkpoints.freshness import SignsOnDemand
-from compliance.conditions.evidence import Policy
 from compliance.errors import Conflict, NotFound
-from compliance.evidence_package.build import build_package
+from compliance.evidence_package.build import PackageIssuer, build_package
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.event_catalogue import RELEASED
 from compliance.ledger.events import Actor, envelope_events
-from compliance.ledger.vault_key import VaultKey
-from compliance.signatures.document_identity import DocumentSigner
 from compliance.sources import Sources
 from storage.models import Envelope
 
@@ -47,17 +41,7 @@ def _check_released_for_transfer(sources: Sources, actor: Actor, envelope_id: st
         raise Conflict(NOT_RELEASER, "only the organisation that released the record may export it")
 
 
-def build_export(
-    sources: Sources,
-    key: VaultKey,
-    checkpoints: SignsOnDemand,
-    policy: Policy,
-    actor: Actor,
-    envelope_id: str,
-    keys_document: dict[str, Any],
-    signer: DocumentSigner | None = None,
-    tsa_url: str | None = None,
-) -> bytes:
+def build_export(sources: Sources, issuer: PackageIssuer, actor: Actor, envelope_id: str) -> bytes:
     """The export package of a record the actor released for a transfer (409 ``Export.*`` before or otherwise)."""
     _check_released_for_transfer(sources, actor, envelope_id)
-    return build_package(sources, key, checkpoints, policy, actor, envelope_id, keys_document, signer, tsa_url)
+    return build_package(sources, issuer, actor, envelope_id)

@@ -12,7 +12,10 @@ from the entries, finds differing from the signed ones; it also re-derives each 
 
 A ``TiledTree`` caches tiles in an LRU. A cached tile is used only when it is at least as wide as the request
 needs, so a partial tile read before an append can never stand in for the grown one. After a transaction that
-wrote through ``append`` rolls back, discard the ``TiledTree``.
+wrote through ``append`` rolls back, discard the ``TiledTree``. A request's tree is new and its cache empty, so
+a store may also offer the process's cache of committed tiles and right-edge folds (``TileStore.shared``,
+``storage.shared_tiles``): the tree takes tiles from it before reading the rest in one query, and keeps what it
+read there; a tree that has appended stops using it (what it wrote may be rolled back).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Protocol
 from compliance.ledger.log_error import CORRUPT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogCorrupt, LogError
 from compliance.ledger.merkle import EMPTY_ROOT, HASH_SIZE
 from storage.log_tiles import Tile
+from storage.shared_tiles import OrgTiles
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
@@ -37,11 +41,14 @@ Node = tuple[int, int]  # (tree level, index within the level): a perfect subtre
 
 
 class TileStore(Protocol):
-    """Where tiles live; ``read_tiles`` leaves absent tiles out of its answer."""
+    """Where tiles live; ``read_tiles`` leaves absent tiles out of its answer. ``shared``: the process's cache
+    of this log's committed tiles, when everything this store reads now is committed; else None."""
 
     def read_tiles(self, keys: Collection[TileKey]) -> dict[TileKey, Tile]: ...
 
     def write_tiles(self, tiles: Mapping[TileKey, Tile]) -> None: ...
+
+    def shared(self) -> OrgTiles | None: ...
 
 
 class MemoryTileStore:
@@ -55,6 +62,9 @@ class MemoryTileStore:
 
     def write_tiles(self, tiles: Mapping[TileKey, Tile]) -> None:
         self.tiles.update(tiles)
+
+    def shared(self) -> OrgTiles | None:
+        return None
 
 
 def interior_length(width: int) -> int:
@@ -191,6 +201,10 @@ class TiledTree:
         self._cache_tiles = cache_tiles
         # The right edge's folded hash at each (start, size): a tree has one per level, shared by half its proofs.
         self._edges: dict[tuple[int, int], bytes] = {}
+        self._sharing = True  # until this tree appends
+
+    def _shared(self) -> OrgTiles | None:
+        return self._store.shared() if self._sharing else None
 
     @property
     def size(self) -> int:
@@ -202,11 +216,12 @@ class TiledTree:
         while len(self._cache) > self._cache_tiles:
             self._cache.popitem(last=False)
 
-    def _tiles(self, widths: Mapping[TileKey, int]) -> dict[TileKey, Tile]:
-        """Each tile holding at least ``widths[key]`` hashes, with its interior: cached if wide enough, else one
-        read. A stored interior of the wrong length for its row is not used: it is recomputed from the row."""
+    def _tiles(self, widths: Mapping[TileKey, int], shared: OrgTiles | None) -> dict[TileKey, Tile]:
+        """Each tile holding at least ``widths[key]`` hashes, with its interior: cached (here, else in ``shared``,
+        the store's shared cache if this tree may use it) if wide enough, else one read. A stored interior of the
+        wrong length for its row is not used: it is recomputed from the row."""
         found: dict[TileKey, Tile] = {}
-        missing: list[TileKey] = []
+        missing: dict[TileKey, int] = {}
         cache = self._cache
         for key, width in widths.items():
             tile = cache.get(key)
@@ -214,27 +229,37 @@ class TiledTree:
                 cache.move_to_end(key)
                 found[key] = tile
             else:
-                missing.append(key)
-        if missing:
-            got = self._store.read_tiles(missing)
-            for key in missing:
-                stored = got.get(key)
-                need = widths[key] * HASH_SIZE
-                row = b"" if stored is None else bytes(stored.hashes)
-                if stored is None or len(row) < need or len(row) > TILE_BYTES or len(row) % HASH_SIZE:
-                    raise LogCorrupt(CORRUPT, f"tile {key} is missing or has the wrong length", tile=key)
-                interior = bytes(stored.interior)
-                if len(interior) != interior_length(len(row) // HASH_SIZE):
-                    interior = interior_of(row)
-                found[key] = Tile(row, interior)
-                self._remember(key, found[key])
+                missing[key] = width
+        if not missing:
+            return found
+        if shared is not None:
+            for key, tile in shared.tiles(missing).items():
+                del missing[key]
+                found[key] = tile
+                self._remember(key, tile)
+            if not missing:
+                return found
+        got = self._store.read_tiles(missing)
+        read: dict[TileKey, Tile] = {}
+        for key, width in missing.items():
+            stored = got.get(key)
+            row = b"" if stored is None else bytes(stored.hashes)
+            if stored is None or len(row) < width * HASH_SIZE or len(row) > TILE_BYTES or len(row) % HASH_SIZE:
+                raise LogCorrupt(CORRUPT, f"tile {key} is missing or has the wrong length", tile=key)
+            interior = bytes(stored.interior)
+            if len(interior) != interior_length(len(row) // HASH_SIZE):
+                interior = interior_of(row)
+            read[key] = found[key] = Tile(row, interior)
+            self._remember(key, read[key])
+        if shared is not None:
+            shared.keep(read)
         return found
 
     def _node_hashes(self, nodes: Sequence[Node]) -> list[bytes]:
         """Hashes of perfect subtrees, in order, each a slice of one tile; every missing tile in one read."""
         widths: dict[TileKey, int] = {}
         plan = _plan(nodes, widths)
-        tiles = self._tiles(widths)
+        tiles = self._tiles(widths, self._shared())
         return [tiles[key][part][at : at + HASH_SIZE] for key, part, at in plan]
 
     def _range_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -259,7 +284,7 @@ class TiledTree:
         subtree; at ``d`` the proof holds the right edge's subtrees folded into one hash; above it, the perfect
         left siblings where the index has a 1 bit. The perfect siblings of one tile level all sit in the one
         tile holding the path, and are sliced from it together; all the tiles come from one read. The folded
-        right edge is kept: it depends only on ``d`` and the size."""
+        right edge is kept (here, and in the shared cache): it depends only on ``d`` and the size."""
         self._check_size(size)
         if not 0 <= index < size:
             raise LogError(INVALID_PROOF, f"leaf index {index} is not below tree size {size}")
@@ -278,8 +303,11 @@ class TiledTree:
             shift += TILE_HEIGHT
         start = ((index >> d) + 1) << d if d >= 0 else size  # the right edge: leaves start..size
         edge_hash = self._edges.get((start, size))
+        shared = self._shared()
+        if shared is not None and start < size and edge_hash is None:
+            edge_hash = shared.edge(start, size)
         edge = _plan(_range_nodes(start, size), widths) if start < size and edge_hash is None else []
-        tiles = self._tiles(widths)
+        tiles = self._tiles(widths, shared)
         proof: list[bytes] = []
         for key, at0, others in siblings:
             tile = tiles[key]
@@ -291,6 +319,8 @@ class TiledTree:
             if len(self._edges) >= self._cache_tiles:
                 self._edges.clear()
             self._edges[(start, size)] = edge_hash
+            if shared is not None:
+                shared.keep_edge(start, size, edge_hash)
         if edge_hash is not None:
             proof.insert(d, edge_hash)
         return proof
@@ -331,6 +361,7 @@ class TiledTree:
                 raise LogError(MALFORMED, "a leaf hash is not 32 bytes")
         if not leaf_hashes:
             return self._size
+        self._sharing = False
         edges: dict[TileKey, int] = {}
         count, tl = self._size, 0
         while count:
@@ -338,7 +369,7 @@ class TiledTree:
                 edges[(tl, count >> TILE_HEIGHT)] = count % TILE_WIDTH
             count >>= TILE_HEIGHT
             tl += 1
-        tiles = self._tiles(edges)
+        tiles = self._tiles(edges, None)
         writes: dict[TileKey, Tile] = {}
         new = b"".join(leaf_hashes)
         count, tl = self._size, 0

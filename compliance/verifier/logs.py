@@ -22,7 +22,6 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from compliance.bundles.cross_log import handed_to
-from compliance.checkpoints.publisher import tree_for
 from compliance.headmap.sparse_tree import Head, map_key, tree_id_for
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
@@ -30,7 +29,7 @@ from compliance.ledger.event_catalogue import MAP_ROOT, TRANSFER_ARRIVED
 from compliance.ledger.events import log_size
 from compliance.ledger.log_error import LogError
 from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
-from compliance.ledger.tiles import TILE_WIDTH, interior_of
+from compliance.ledger.tiles import TILE_WIDTH, TiledTree, interior_of
 from compliance.verifier.context import Context, MemoryRunLog
 from compliance.verifier.envelope_state import EnvelopeState
 from compliance.verifier.findings import Finding
@@ -341,7 +340,8 @@ class LogAudit:
         if previous is None or previous.size == 0:
             return
         try:
-            proof = tree_for(session, self.org_id, signed.size).consistency_proof(previous.size, signed.size)
+            tree = TiledTree(SqlTileStore(session, self.org_id), signed.size)  # the database, not a cache
+            proof = tree.consistency_proof(previous.size, signed.size)
             verify_consistency(previous.size, signed.size, proof, previous.root, signed.root_hash)
         except LogError as exc:
             self.report(

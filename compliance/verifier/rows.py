@@ -1,11 +1,12 @@
 """Rows against the chain: every envelope's rows that the ledger also records, re-derived from its chain.
 
 Per organisation, envelopes are taken in id order a page at a time; for a page, one snapshot reads the
-envelopes, their records, documents and copies, and streams their events in (envelope, seq) order, folding
-each chain into the state it implies (``compliance.conditions.projection``) and naming every row it does not
-support. Memory is one page's rows and one chain's fold. The log pass checks the entries themselves; an
-envelope whose entries do not parse is left to it. The position (the last envelope id of a finished page) is
-durable, so a resumed run starts after it.
+envelopes, their records, documents, copies and import claims, and streams their events in (envelope, seq)
+order, folding each chain into the state it implies (``compliance.conditions.projection``; an import claim:
+``compliance.conditions.import_projection``) and naming every row it does not support. Recorded import claims
+that name no envelope at all are looked up once per organisation. Memory is one page's rows and one chain's
+fold. The log pass checks the entries themselves; an envelope whose entries do not parse is left to it. The
+position (the last envelope id of a finished page) is durable, so a resumed run starts after it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from compliance.bundles.cross_log import link
+from compliance.conditions.import_projection import compare_import, unsupported_claim
 from compliance.conditions.key_projection import compare_keys, key_ledger
 from compliance.conditions.projection import Projection, Rows, compare, snapshot
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.log_error import LogError
 from compliance.verifier.context import Context, Interrupted
 from compliance.verifier.findings import Finding
-from storage.models import ApiKey, CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
+from storage.models import ApiKey, CopyRecord, Envelope, EnvelopeImport, Event, VaultedDocument, VaultRecord
 
 PAGE = 200  # envelopes compared per snapshot
 
@@ -118,9 +120,34 @@ def _chains(session: Session, ids: list[str]) -> Iterator[tuple[str, _Fold]]:
         yield current
 
 
-def _report(ctx: Context, chain: Projection, rows: Rows) -> None:
-    for mismatch in compare(chain, rows):
+def _report(ctx: Context, chain: Projection, rows: Rows, claim: EnvelopeImport | None) -> None:
+    for mismatch in compare(chain, rows) + compare_import(chain, claim):
         ctx.report(Finding(mismatch.code, mismatch.message, mismatch.details))
+
+
+def _claims(session: Session, ids: list[str]) -> dict[str, EnvelopeImport]:
+    """The page's import claims by envelope, whichever organisation a row names (an edited one is a finding)."""
+    return {
+        c.envelope_id: c for c in session.exec(select(EnvelopeImport).where(col(EnvelopeImport.envelope_id).in_(ids)))
+    }
+
+
+def _check_unattached_claims(ctx: Context, org_id: str) -> None:
+    """The organisation's recorded import claims that name no envelope at all: the page pass never meets them.
+
+    One anti-join on the claim's key; a claim not yet recorded is an import in flight, not a finding. (A run
+    scoped to envelopes names existing ones only, so it has none to look for.)"""
+    scope = ctx.scope
+    with ctx.sources.db.read_session() as session:
+        snapshot(session)
+        envelope = select(Envelope.id).where(Envelope.id == EnvelopeImport.envelope_id)
+        stmt = select(EnvelopeImport).where(
+            EnvelopeImport.org_id == org_id, col(EnvelopeImport.recorded_at).is_not(None), ~envelope.exists()
+        )
+        for claim in session.exec(stmt.order_by(col(EnvelopeImport.envelope_id))):
+            if scope.key_in_shard(claim.envelope_id):
+                for mismatch in unsupported_claim(claim):
+                    ctx.report(Finding(mismatch.code, mismatch.message, mismatch.details))
 
 
 def _check_keys(ctx: Context, org_id: str) -> None:
@@ -137,15 +164,15 @@ def _check_keys(ctx: Context, org_id: str) -> None:
 def _check_page(ctx: Context, ids: list[str]) -> None:
     with ctx.sources.db.read_session() as session:
         snapshot(session)
-        rows = _rows(session, ids)
+        rows, claims = _rows(session, ids), _claims(session, ids)
         for envelope_id, fold in _chains(session, ids):
             left = rows.pop(envelope_id, None)
             if fold.broken is not None:
                 ctx.report(fold.broken)
             if fold.projection is not None and left is not None:
-                _report(ctx, fold.projection, left)
+                _report(ctx, fold.projection, left, claims.get(envelope_id))
     for envelope_id, left in rows.items():  # envelopes whose chain has no entry at all
-        _report(ctx, Projection(envelope_id), left)
+        _report(ctx, Projection(envelope_id), left, claims.get(envelope_id))
     ctx.count("envelopes", len(ids))
 
 
@@ -158,6 +185,7 @@ def check_rows(ctx: Context, org_id: str) -> None:
     position, checked = state.position, state.checked
     if position is None and not ctx.scope.envelopes:
         _check_keys(ctx, org_id)
+        _check_unattached_claims(ctx, org_id)
     last_save = time.monotonic()
     for page in _envelope_ids(ctx, org_id, position):
         if ctx.stopping.is_set():

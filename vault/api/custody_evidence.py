@@ -7,6 +7,7 @@ answer. A receipt rests on a checkpoint covering its events: the latest when fre
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Controller, Request, Response, get
@@ -15,12 +16,12 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery
 
 from compliance.errors import Unavailable
-from compliance.evidence_package.build import build_package
+from compliance.evidence_package.build import PackageIssuer, build_package
 from compliance.evidence_package.export import build_export
 from compliance.ledger.events import Actor
 from compliance.receipts.release import release_receipt
-from compliance.sources import Deadline
-from vault.api.evidence import in_pool, policy_of
+from compliance.sources import Deadline, Sources
+from vault.api.evidence import in_pool, policy_of, receipt_answer
 from vault.api.log import keys_document
 from vault.api.schemas import WRITE_ERRORS, SignedReceipt, answers
 from vault.certified_copy import issue_certified_copy
@@ -33,6 +34,36 @@ def binary_answer(media_type: str, description: str) -> dict[int, ResponseSpec]:
     specs = answers(200, None, (*WRITE_ERRORS, 409), description)
     specs[200] = ResponseSpec(data_container=bytes, media_type=media_type, description=description)
     return specs
+
+
+async def _package_answer(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    actor: Actor,
+    principal: Principal,
+    envelope_id: str,
+    build: Callable[[Sources, PackageIssuer, Actor, str], bytes],
+    name: str,
+) -> Response[bytes]:
+    """The evidence and the export package are issued alike: built in the evidence pool on a checkpoint the
+    caller may have to request, and answered as the attachment ``{name}-{envelope_id}.zip``."""
+    checkpoints = runtime.checkpoint_requests(principal.scopes)
+
+    def job(deadline: Deadline) -> Response[bytes]:
+        sources = runtime.sources(deadline)
+        issuer = PackageIssuer(
+            runtime.key,
+            checkpoints,
+            policy_of(runtime),
+            keys_document(runtime),
+            runtime.document_signer,
+            runtime.settings.vault.tsa_url or None,
+        )
+        package = build(sources, issuer, actor, envelope_id)
+        disposition = f'attachment; filename="{name}-{envelope_id}.zip"'
+        return Response(package, media_type="application/zip", headers={"Content-Disposition": disposition})
+
+    return await in_pool(request, runtime, actor, job)
 
 
 class CustodyEvidenceController(Controller):
@@ -55,13 +86,7 @@ class CustodyEvidenceController(Controller):
         """The signed receipt of the envelope's vault-out: why, to whom, when, the documents' hashes, and the
         release and vault-in events with their log positions and inclusion proofs. 409 ``Receipt.NotReleased``
         before the vault-out. Check it offline with ``evault receipt verify``."""
-        checkpoints = runtime.checkpoint_requests(principal.scopes)
-
-        def job(deadline: Deadline) -> Response[Any]:
-            document = release_receipt(runtime.sources(deadline), runtime.key, checkpoints, actor, envelope_id)
-            return Response(document, media_type="application/json")
-
-        return await in_pool(request, runtime, actor, job)
+        return await receipt_answer(request, runtime, actor, principal, release_receipt, envelope_id)
 
     @get(
         "/certified-copy",
@@ -123,24 +148,7 @@ class CustodyEvidenceController(Controller):
         certificate (JSON and PDF), the audit trail, the proof bundle with its checkpoint (and any witness
         cosignatures and timestamp), the receipts, the vault's public keys, and a signed manifest of SHA-256
         sums (docs/evidence-package.md). Check it offline with ``evault evidence verify``."""
-        checkpoints = runtime.checkpoint_requests(principal.scopes)
-
-        def job(deadline: Deadline) -> Response[bytes]:
-            package = build_package(
-                runtime.sources(deadline),
-                runtime.key,
-                checkpoints,
-                policy_of(runtime),
-                actor,
-                envelope_id,
-                keys_document(runtime),
-                runtime.document_signer,
-                runtime.settings.vault.tsa_url or None,
-            )
-            disposition = f'attachment; filename="evidence-{envelope_id}.zip"'
-            return Response(package, media_type="application/zip", headers={"Content-Disposition": disposition})
-
-        return await in_pool(request, runtime, actor, job)
+        return await _package_answer(request, runtime, actor, principal, envelope_id, build_package, "evidence")
 
     @get(
         "/export-package",
@@ -160,21 +168,4 @@ class CustodyEvidenceController(Controller):
         public keys, signed manifest) with the transfer receipt of every transfer of control it went through
         here. The receiving vault imports it with ``evault import`` (docs/vault-transfer.md). 409
         ``Export.NotReleased``, ``Export.NotTransfer`` or ``Export.NotReleaser`` otherwise."""
-        checkpoints = runtime.checkpoint_requests(principal.scopes)
-
-        def job(deadline: Deadline) -> Response[bytes]:
-            package = build_export(
-                runtime.sources(deadline),
-                runtime.key,
-                checkpoints,
-                policy_of(runtime),
-                actor,
-                envelope_id,
-                keys_document(runtime),
-                runtime.document_signer,
-                runtime.settings.vault.tsa_url or None,
-            )
-            disposition = f'attachment; filename="export-{envelope_id}.zip"'
-            return Response(package, media_type="application/zip", headers={"Content-Disposition": disposition})
-
-        return await in_pool(request, runtime, actor, job)
+        return await _package_answer(request, runtime, actor, principal, envelope_id, build_export, "export")

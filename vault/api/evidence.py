@@ -18,12 +18,13 @@ from litestar.params import FromPath, FromQuery
 from compliance.audit.trail import as_csv, audit_trail
 from compliance.certificates.issuance import issue_certificate
 from compliance.certificates.pdf_page import certificate_pdf
-from compliance.checkpoints.freshness import checkpoint_for_envelope
+from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envelope
 from compliance.conditions.evidence import Custodian, Policy
 from compliance.conditions.policies import check_compliance
 from compliance.errors import InvalidInput
 from compliance.ledger.events import Actor
-from compliance.sources import Deadline
+from compliance.ledger.vault_key import VaultKey
+from compliance.sources import Deadline, Sources
 from vault.api.schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -73,6 +74,25 @@ def _disconnected(request: Request[Any, Any, Any]) -> Callable[[], Awaitable[Non
 
 async def in_pool(request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, job: Callable[[Deadline], T]) -> T:
     return await runtime.evidence_work.run(actor.org_id, job, _disconnected(request))
+
+
+async def receipt_answer(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    actor: Actor,
+    principal: Principal,
+    receipt: Callable[[Sources, VaultKey, SignsOnDemand, Actor, str], dict[str, Any]],
+    subject_id: str,
+) -> Response[Any]:
+    """A release and a transfer receipt are issued alike: signed in the evidence pool, on a checkpoint the caller
+    may have to request, and answered as JSON."""
+    checkpoints = runtime.checkpoint_requests(principal.scopes)
+
+    def job(deadline: Deadline) -> Response[Any]:
+        document = receipt(runtime.sources(deadline), runtime.key, checkpoints, actor, subject_id)
+        return Response(document, media_type="application/json")
+
+    return await in_pool(request, runtime, actor, job)
 
 
 class EvidenceController(Controller):

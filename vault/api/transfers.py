@@ -18,10 +18,9 @@ from sqlmodel import Session
 
 from compliance.ledger.events import Actor
 from compliance.receipts.transfer import transfer_receipt
-from compliance.sources import Deadline
 from storage.models import ReceiptCountersignature, Transfer
 from vault.api.conventions import API_PREFIX, Hook, Outcome, json_digest, mutate
-from vault.api.evidence import in_pool
+from vault.api.evidence import receipt_answer
 from vault.api.schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -197,13 +196,7 @@ class TransferController(Controller):
         type, the document hashes, the accept time, and the initiate, accept and complete events with their log
         positions and inclusion proofs. 409 ``Receipt.NotCompleted`` before it completed. Check it offline with
         ``evault receipt verify``."""
-        checkpoints = runtime.checkpoint_requests(principal.scopes)
-
-        def job(deadline: Deadline) -> Response[Any]:
-            document = transfer_receipt(runtime.sources(deadline), runtime.key, checkpoints, actor, transfer_id)
-            return Response(document, media_type="application/json")
-
-        return await in_pool(request, runtime, actor, job)
+        return await receipt_answer(request, runtime, actor, principal, transfer_receipt, transfer_id)
 
     @post("/{transfer_id:str}/reject", opt={"scope": "vault:release"}, status_code=200, responses=STEP_ANSWERS)
     async def reject(

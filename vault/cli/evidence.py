@@ -1,5 +1,6 @@
 """``evault cert verify``: check a §9-105 certificate offline, and the checkpoint options it shares with
-``evault log verify`` (witness keys with an N-of-M policy, TSA roots).
+``evault log verify`` (witness keys with an N-of-M policy, TSA roots) and the frame every offline check
+(certificate, receipt, evidence package) runs in.
 
 Exit codes: 0 the certificate is authentic and consistent (its verdict is printed: a valid certificate may
 say "fail"), 2 it is invalid, 3 the check could not run (unreadable file or key).
@@ -9,15 +10,51 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from compliance.certificates.offline_check import verify_certificate
+from compliance.certificates.offline_check import VerifiedCertificate, verify_certificate
 from compliance.checkpoints.policy import CheckpointTrust
 from compliance.errors import EvaultError
 from compliance.ledger.key_history import KeySet
 
 EXIT_VALID, EXIT_INVALID, EXIT_COULD_NOT_RUN = 0, 2, 3
+
+Given = tuple[bytes, bytes, CheckpointTrust, KeySet | None]  # what is checked, the trusted PEM, trust, key set
+Inputs = TypeVar("Inputs")
+Checked = TypeVar("Checked")
+
+
+def _no_more(_exc: EvaultError) -> Iterator[str]:
+    yield from ()
+
+
+def offline_check(
+    command: str,
+    read: Callable[[], Inputs],
+    check: Callable[[Inputs], Checked],
+    report: Callable[[Checked], Iterator[str]],
+    explain: Callable[[EvaultError], Iterator[str]] = _no_more,
+) -> int:
+    """Every offline check answers alike, for the scripts that branch on its exit code: 3 when its files or keys
+    cannot be read (``read`` raised OSError), 2 with the failure's code when the evidence fails (``check`` raised
+    EvaultError; ``explain`` adds lines), else 0 and what ``report`` says was proven."""
+    try:
+        inputs = read()
+    except OSError as exc:
+        print(f"evault {command}: could not run: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    try:
+        checked = check(inputs)
+    except EvaultError as exc:
+        print(f"INVALID: {exc.code}: {exc.message}", file=sys.stderr)
+        for line in explain(exc):
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    for line in report(checked):
+        print(line)
+    return EXIT_VALID
 
 
 def add_trust_options(parser: argparse.ArgumentParser) -> None:
@@ -65,26 +102,23 @@ def _summary(certificate: dict[str, Any]) -> list[str]:
     return lines
 
 
-def cert_verify(args: argparse.Namespace) -> int:
-    try:
-        text = Path(args.certificate).read_bytes()
-        pem = Path(args.public_key).read_bytes()
-        trust = trust_from(args)
-        keys = keys_from(args)
-    except OSError as exc:
-        print(f"evault cert verify: could not run: {exc}", file=sys.stderr)
-        return EXIT_COULD_NOT_RUN
-    try:
-        result = verify_certificate(text, pem, trust, keys)
-    except EvaultError as exc:
-        print(f"INVALID: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_INVALID
+def _certificate_report(result: VerifiedCertificate) -> Iterator[str]:
     done = result.bundle.completeness
-    print(f"OK: signature valid; {len(result.bundle.events)} events proven in {result.bundle.checkpoint.origin} ")
-    print(f"size {result.bundle.checkpoint.size}; complete at head {done.head_seq if done else None}")
-    for line in [*result.trust, *_summary(result.certificate)]:
-        print(line)
-    return EXIT_VALID
+    yield f"OK: signature valid; {len(result.bundle.events)} events proven in {result.bundle.checkpoint.origin} "
+    yield f"size {result.bundle.checkpoint.size}; complete at head {done.head_seq if done else None}"
+    yield from [*result.trust, *_summary(result.certificate)]
+
+
+def cert_verify(args: argparse.Namespace) -> int:
+    def read() -> Given:
+        return (
+            Path(args.certificate).read_bytes(),
+            Path(args.public_key).read_bytes(),
+            trust_from(args),
+            keys_from(args),
+        )
+
+    return offline_check("cert verify", read, lambda given: verify_certificate(*given), _certificate_report)
 
 
 def add_cert_commands(commands: Any) -> None:

@@ -7,42 +7,34 @@ byte), 3 the check could not run (unreadable file or key). The key defaults as f
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from compliance.errors import EvaultError
-from compliance.evidence_package.offline_check import verify_package
-from vault.cli.evidence import EXIT_COULD_NOT_RUN, EXIT_INVALID, EXIT_VALID, add_trust_options, keys_from, trust_from
+from compliance.evidence_package.offline_check import VerifiedPackage, verify_package
+from vault.cli.evidence import Given, add_trust_options, keys_from, offline_check, trust_from
 from vault.cli.receipts import trusted_key
 
 
-def evidence_verify(args: argparse.Namespace) -> int:
-    try:
-        data = Path(args.file).read_bytes()
-        pem = trusted_key(args.public_key)
-        trust = trust_from(args)
-        keys = keys_from(args)
-    except OSError as exc:
-        print(f"evault evidence verify: could not run: {exc}", file=sys.stderr)
-        return EXIT_COULD_NOT_RUN
-    try:
-        result = verify_package(data, pem, trust, keys)
-    except EvaultError as exc:
-        print(f"INVALID: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_INVALID
+def _package_report(result: VerifiedPackage) -> Iterator[str]:
     manifest = result.manifest
     certificate = result.certificate.certificate
-    print(f"OK: evidence package of envelope {manifest['envelope_id']}, created {manifest['created_at']}")
-    print(f"  {len(manifest['files'])} files match the signed manifest")
+    yield f"OK: evidence package of envelope {manifest['envelope_id']}, created {manifest['created_at']}"
+    yield f"  {len(manifest['files'])} files match the signed manifest"
     for path in result.documents:
-        print(f"  authoritative document {path}: the vaulted bytes")
+        yield f"  authoritative document {path}: the vaulted bytes"
     bundle = result.bundle
-    print(f"  {len(bundle.events)} events proven in {bundle.checkpoint.origin} size {bundle.checkpoint.size}, complete")
+    yield f"  {len(bundle.events)} events proven in {bundle.checkpoint.origin} size {bundle.checkpoint.size}, complete"
     for path, receipt in result.receipts.items():
-        print(f"  {path}: a valid {receipt.kind} receipt")
-    print(f"  certificate verdict: {certificate['conditions']['verdict']}")
-    return EXIT_VALID
+        yield f"  {path}: a valid {receipt.kind} receipt"
+    yield f"  certificate verdict: {certificate['conditions']['verdict']}"
+
+
+def evidence_verify(args: argparse.Namespace) -> int:
+    def read() -> Given:
+        return Path(args.file).read_bytes(), trusted_key(args.public_key), trust_from(args), keys_from(args)
+
+    return offline_check("evidence verify", read, lambda given: verify_package(*given), _package_report)
 
 
 def add_commands(commands: Any) -> None:

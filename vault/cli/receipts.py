@@ -13,16 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from compliance.checkpoints.policy import CheckpointTrust
 from compliance.errors import EvaultError
+from compliance.ledger.key_history import KeySet
 from compliance.ledger.vault_key import public_key_path
-from compliance.receipts.after_release import check_still_released
-from compliance.receipts.offline_check import verify_receipt
+from compliance.receipts.after_release import StillReleased, check_still_released
+from compliance.receipts.offline_check import VerifiedReceipt, verify_receipt
 from storage.settings import Settings, SettingsError
-from vault.cli.evidence import EXIT_COULD_NOT_RUN, EXIT_INVALID, EXIT_VALID, add_trust_options, keys_from, trust_from
+from vault.cli.evidence import add_trust_options, keys_from, offline_check, trust_from
+
+ReceiptGiven = tuple[bytes, bytes, CheckpointTrust, KeySet | None, bytes | None, str | None]  # + against, proof
+Checked = tuple[VerifiedReceipt, StillReleased | None]
 
 
 def trusted_key(given: str | None) -> bytes:
@@ -39,45 +44,52 @@ def trusted_key(given: str | None) -> bytes:
     return public_key_path(settings.vault.signing_key_path).read_bytes()
 
 
-def receipt_verify(args: argparse.Namespace) -> int:
-    try:
-        text = Path(args.file).read_bytes()
-        pem = trusted_key(args.public_key)
-        trust = trust_from(args)
-        keys = keys_from(args)
-        against = Path(args.against).read_bytes() if args.against else None
-        proof = Path(args.consistency_proof).read_text() if args.consistency_proof else None
-    except OSError as exc:
-        print(f"evault receipt verify: could not run: {exc}", file=sys.stderr)
-        return EXIT_COULD_NOT_RUN
-    try:
-        result = verify_receipt(text, pem, trust, keys)
-        still = None
-        if against is not None:
-            still = check_still_released(result, against, pem, consistency_proof=proof, keys=keys, trust=trust)
-    except EvaultError as exc:
-        print(f"INVALID: {exc.code}: {exc.message}", file=sys.stderr)
-        if exc.details.get("followed"):
-            print(f"  events after the release: {', '.join(map(str, exc.details['followed']))}", file=sys.stderr)
-        return EXIT_INVALID
+def _check(given: ReceiptGiven) -> Checked:
+    text, pem, trust, keys, against, proof = given
+    result = verify_receipt(text, pem, trust, keys)
+    still = None
+    if against is not None:
+        still = check_still_released(result, against, pem, consistency_proof=proof, keys=keys, trust=trust)
+    return result, still
+
+
+def _followed(exc: EvaultError) -> Iterator[str]:
+    if exc.details.get("followed"):
+        yield f"  events after the release: {', '.join(map(str, exc.details['followed']))}"
+
+
+def _report(checked: Checked) -> Iterator[str]:
+    result, still = checked
     receipt: dict[str, Any] = result.receipt
-    print(f"OK: {result.kind} receipt for envelope {receipt['envelope_id']}, issued {receipt['issued_at']}")
+    yield f"OK: {result.kind} receipt for envelope {receipt['envelope_id']}, issued {receipt['issued_at']}"
     for role, entry in result.events.items():
-        print(f"  {role}: {entry['type']} at {entry['log']} leaf {entry['index']} ({entry['time']})")
+        yield f"  {role}: {entry['type']} at {entry['log']} leaf {entry['index']} ({entry['time']})"
     for origin, checkpoint in result.checkpoints.items():
-        print(f"  checkpoint {origin} size {checkpoint.size}")
+        yield f"  checkpoint {origin} size {checkpoint.size}"
     for name, value in result.fields.items():
-        print(f"  {name}: {json.dumps(value, sort_keys=True)}")
-    for line in result.trust:
-        print(line)
+        yield f"  {name}: {json.dumps(value, sort_keys=True)}"
+    yield from result.trust
     for org in result.countersigned_by:
-        print(f"  countersigned by {org}: its signature over the receipt's statement verifies")
+        yield f"  countersigned by {org}: its signature over the receipt's statement verifies"
     if still is not None:
         where = f"{still.checkpoint.origin} size {still.checkpoint.size}"
-        print(f"still released: the release is the envelope's head at checkpoint {where}; nothing followed it")
+        yield f"still released: the release is the envelope's head at checkpoint {where}; nothing followed it"
         if still.extends is not None:
-            print(f"  that checkpoint extends the receipt's (size {still.extends.size}): consistency proven")
-    return EXIT_VALID
+            yield f"  that checkpoint extends the receipt's (size {still.extends.size}): consistency proven"
+
+
+def receipt_verify(args: argparse.Namespace) -> int:
+    def read() -> ReceiptGiven:
+        return (
+            Path(args.file).read_bytes(),
+            trusted_key(args.public_key),
+            trust_from(args),
+            keys_from(args),
+            Path(args.against).read_bytes() if args.against else None,
+            Path(args.consistency_proof).read_text() if args.consistency_proof else None,
+        )
+
+    return offline_check("receipt verify", read, _check, _report, explain=_followed)
 
 
 def add_commands(commands: Any) -> None:

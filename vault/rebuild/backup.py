@@ -6,9 +6,10 @@ A restore never trusts the backup for what the log records. It rebuilds from the
 (``vault/rebuild/service.py``), adding the backup's entries logged after the bucket's latest checkpoint (which
 must continue the signed log exactly), and then lays over the rebuilt rows only what the log does not hold: API
 key hashes, envelope metadata, webhook configuration, signing-key generations, and each data subject's key and
-values, unless the log erased that subject (an erasure logged after the backup is applied again), and what a
-ceremony's rows keep off the log (link nonces, adopted signatures, decline reasons). So an older
-backup loses nothing the bucket holds, and a newer bucket always wins.
+values, unless the log erased that subject (an erasure logged after the backup is applied again), what a
+ceremony's rows keep off the log (link nonces, adopted signatures, decline reasons), and of the import claims
+when each was claimed and those claimed but not recorded (so that importing such a package again takes its
+claim over). So an older backup loses nothing the bucket holds, and a newer bucket always wins.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from storage.models import (
     Ceremony,
     DataSubject,
     Envelope,
+    EnvelopeImport,
     Event,
     Organisation,
     Recipient,
@@ -147,6 +149,7 @@ def restore(
             session.add(WebhookConfig(**row))
         _ceremonies(session, tables.get(_name(Ceremony), []), tables.get(_name(Recipient), []))
         _subjects(session, tables.get(_name(DataSubject), []))
+        _import_claims(session, tables.get(_name(EnvelopeImport), []))
     return done
 
 
@@ -173,6 +176,28 @@ def _ceremonies(session: Session, ceremonies: list[dict[str, Any]], recipients: 
             recipient.signature, recipient.decline_reason = row["signature"], row["decline_reason"]
             recipient.restore_pending = False
         session.add(recipient)
+
+
+def _import_claims(session: Session, rows: list[dict[str, Any]]) -> None:
+    """What the log does not hold of an import claim: when it was claimed (the rebuild puts the time it was
+    recorded), and a claim not recorded at all, an import in flight or one that died after writing its objects.
+    Laid back, the next ``evault import`` of that package takes the claim over under the same envelope id, so the
+    objects it wrote are recorded rather than left behind named by no record (``Object.Unrecorded``). A claim
+    whose release the rebuilt log already imported (the import finished after the backup) is not laid back."""
+    for row in rows:
+        claim = session.get(EnvelopeImport, row["envelope_id"])
+        if claim is not None:
+            claim.claimed_at = row["claimed_at"]
+            session.add(claim)
+            continue
+        release = session.exec(
+            sqlmodel_select(EnvelopeImport).where(
+                EnvelopeImport.origin_log == row["origin_log"],
+                EnvelopeImport.release_leaf_index == row["release_leaf_index"],
+            )
+        ).first()
+        if row["recorded_at"] is None and release is None and _has_org(session, row["org_id"]):
+            session.add(EnvelopeImport(**row))
 
 
 def _has_org(session: Session, org_id: str) -> bool:
