@@ -67,8 +67,8 @@ def consume(db: Database, key_id: str, policy: Policy, now: float | None = None)
     reset = max(1, start + policy.window - int(now))
     statement = _UPSERTS["postgresql" if db.url.startswith("postgresql") else "sqlite"]
     params = {"key_id": key_id, "policy": policy.name, "window_start": start, "quota": policy.quota}
-    with db.engine.begin() as connection:  # one statement: no ORM session around it
-        count = connection.execute(statement, params).scalar()
+    with db.session() as session:  # a write session: on SQLite it takes this process's write turn
+        count = session.connection().execute(statement, params).scalar()
     if count is None:
         return Usage(policy, 0, reset, admitted=False)
     return Usage(policy, policy.quota - int(count), reset, admitted=True)
