@@ -306,7 +306,7 @@ class EvidenceWorkSettings:
     threads in this process, a share of it per organisation, and a deadline per request (503 beyond each)."""
 
     concurrency: int = 4  # EVAULT_EVIDENCE_CONCURRENCY: evidence requests at work at once in this process
-    per_org: int = 2  # EVAULT_EVIDENCE_PER_ORG: of those, at most this many for one organisation
+    per_org: int = 1  # EVAULT_EVIDENCE_PER_ORG: of those, at most this many for one organisation (docs/isolation.md)
     deadline_seconds: int = 30  # EVAULT_EVIDENCE_DEADLINE_SECONDS: then 503 Evidence.Timeout, and the work stops
 
 
