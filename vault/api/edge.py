@@ -33,7 +33,7 @@ import anyio
 from anyio import to_thread
 from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
-from litestar.types import ASGIApp, HTTPRequestEvent, Receive, ReceiveMessage, Scope, Send
+from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
 
 from compliance.errors import RateLimited, TimedOut, TooLarge, Unavailable
 from storage.settings import EdgeSettings
@@ -161,11 +161,26 @@ class EdgeMiddleware:
                 Cap("upload-org", principal.org_id, settings.edge.max_uploads_per_org, "org"),
             ]
             tickets = await to_thread.run_sync(self.shared.acquire, caps, _refuse_upload)  # every process's caps
+            released = False
+
+            async def release() -> None:
+                nonlocal released
+                if not released:
+                    released = True
+                    with anyio.CancelScope(shield=True):
+                        await to_thread.run_sync(self.shared.release, tickets)
+
+            async def send_then_free(message: Message) -> None:
+                """Give the slots back before the answer's last part: a client that waits for its answer and
+                sends its next upload must find them free (released after the answer, it could be refused)."""
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    await release()
+                await send(message)
+
             try:
-                await self.app(scope, _counted(receive, limit, setting, pace), send)
+                await self.app(scope, _counted(receive, limit, setting, pace), send_then_free)
             finally:
-                with anyio.CancelScope(shield=True):
-                    await to_thread.run_sync(self.shared.release, tickets)
+                await release()
 
 
 class _Pace:
