@@ -47,7 +47,16 @@ CODES: dict[str, ErrorCode] = {
     "Request.TooLarge": ErrorCode(
         413, "the body is larger than the route takes: EVAULT_MAX_UPLOAD_BYTES or EVAULT_MAX_JSON_BYTES (details)"
     ),
-    "Request.RateLimited": ErrorCode(429, "the key's quota for this window is spent; see Retry-After"),
+    "Request.RateLimited": ErrorCode(
+        429,
+        "the key's quota for this window is spent (details.policy: default for EVAULT_RATE_LIMIT, copies for "
+        "EVAULT_RATE_LIMIT_COPIES); see Retry-After",
+    ),
+    "Request.OrgRateLimited": ErrorCode(
+        429,
+        "the organisation's quota for this window, all its keys together, is spent (EVAULT_RATE_LIMIT_ORG): "
+        "another key of it will not help; see Retry-After",
+    ),
     "Request.TooManyUploads": ErrorCode(
         429,
         "the key has EVAULT_MAX_UPLOADS_PER_KEY uploads in flight, or its organisation its share "

@@ -357,11 +357,12 @@ class IdempotencyRecord(SQLModel, table=True):
 
 
 class RateCounter(SQLModel, table=True):
-    """Requests of one API key in one fixed window of one policy: shared by every worker."""
+    """Requests of one subject in one fixed window of one policy, shared by every worker: the subject is an API
+    key or an organisation, whichever the policy counts (vault/ratelimit.py)."""
 
     __tablename__ = "rate_counter"
 
-    key_id: str = Field(primary_key=True, max_length=40)
+    subject: str = Field(primary_key=True, max_length=40)
     policy: str = Field(primary_key=True, max_length=32)
     window_start: int = Field(primary_key=True)  # epoch seconds
     count: int = 0

@@ -335,6 +335,10 @@ class ApiSettings:
     # EVAULT_RATE_LIMIT_CHECKPOINTS: checkpoints signed on request per organisation (each is a locked WORM
     # object kept for the retention period), e.g. 60/3600; the scheduled ones do not count
     rate_limit_checkpoints: tuple[int, int]
+    # EVAULT_RATE_LIMIT_ORG: QUOTA/WINDOW requests per organisation, all its keys together (each request counts
+    # against its key's and its organisation's); by default three times EVAULT_RATE_LIMIT, e.g. 300/60, so one key
+    # alone never meets it and more keys do not multiply an organisation's share (docs/isolation.md)
+    rate_limit_org: tuple[int, int]
     # EVAULT_SHUTDOWN_GRACE_SECONDS: on SIGTERM, how long requests in flight may finish before they are cancelled
     shutdown_grace_seconds: int = 10
     # EVAULT_WORKERS (or `evault serve --workers N`): API worker processes on one port; more than 1 needs PostgreSQL
@@ -344,6 +348,13 @@ class ApiSettings:
     # outlives its holder's last renewal: another process or replica takes the job over within this (plus the
     # job's own interval) after a holder dies; a checkpoint (witnesses, TSA included) must finish within it
     lease_seconds: int = 60
+
+    def longest_rate_window(self) -> int:
+        """Seconds a rate counter must outlive its window's start: the longest window of any policy."""
+        return max(
+            window
+            for _, window in (self.rate_limit, self.rate_limit_copies, self.rate_limit_checkpoints, self.rate_limit_org)
+        )
 
 
 def _edge(env: Mapping[str, str]) -> EdgeSettings:
@@ -630,14 +641,16 @@ class Settings:
         for name, value in (("EVAULT_LOG_ORIGIN", vault.log_origin), ("EVAULT_KEY_NAME", vault.key_name)):
             if not value.isprintable() or " " in value or "+" in value:
                 raise SettingsError(f"{name} must be printable, without spaces or '+', got {value!r}")
+        rate_limit = _rate(env, "EVAULT_RATE_LIMIT", "100/60")
         api = ApiSettings(
             host=host,
             port=port,
             public_url=_http_url(env, "EVAULT_PUBLIC_URL") or f"http://{host}:{port}",
             idempotency_ttl_seconds=_int(env, "EVAULT_IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=1),
-            rate_limit=_rate(env, "EVAULT_RATE_LIMIT", "100/60"),
+            rate_limit=rate_limit,
             rate_limit_copies=_rate(env, "EVAULT_RATE_LIMIT_COPIES", "10/60"),
             rate_limit_checkpoints=_rate(env, "EVAULT_RATE_LIMIT_CHECKPOINTS", "60/3600"),
+            rate_limit_org=_rate(env, "EVAULT_RATE_LIMIT_ORG", f"{3 * rate_limit[0]}/{rate_limit[1]}"),
             shutdown_grace_seconds=_int(env, "EVAULT_SHUTDOWN_GRACE_SECONDS", 10, minimum=1),
             workers=_int(env, "EVAULT_WORKERS", 1, minimum=1),
             lease_seconds=_int(env, "EVAULT_LEASE_SECONDS", 60, minimum=1),

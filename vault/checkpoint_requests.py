@@ -47,7 +47,9 @@ class CheckpointRequests:
                 required_scope=WRITE_SCOPE,
                 retry_after_seconds=self.scheduled_every,
             )
-        usage = consume(self.db, org_id, Policy(POLICY_NAME, *self.quota))
+        usage = consume(
+            self.db, org_id, Policy(POLICY_NAME, *self.quota, RATE_LIMITED, "EVAULT_RATE_LIMIT_CHECKPOINTS")
+        )
         if not usage.admitted:
             quota, window = self.quota
             raise RateLimited(

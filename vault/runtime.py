@@ -220,8 +220,7 @@ class Runtime:
     def start_sweeper(self, interval_seconds: float = 30.0) -> None:
         """Apply deadlines in the background: envelope expiry, idempotency keys and rate counters under the lease
         ``expiry-sweep``, staged uploads under ``staging-sweep``."""
-        api = self.settings.api
-        window = max(api.rate_limit[1], api.rate_limit_copies[1])
+        window = self.settings.api.longest_rate_window()  # an hour's checkpoint quota must last its hour
         self._sweeper = self._start_leased(
             "expiry-sweep", interval_seconds, lambda: sweep_deadlines(self.custody(), window), False
         )

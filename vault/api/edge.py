@@ -2,9 +2,10 @@
 
 For every route, in this order:
 
-1. a partner route authenticates the API key, counts the request against the key's rate limits (429) and
-   checks the route's scope (403), from the headers alone, so an unauthenticated or throttled caller cannot
-   make the service read, buffer or parse a byte of its body;
+1. a partner route authenticates the API key, counts the request against the key's rate limits and its
+   organisation's, all or none (429, :mod:`vault.ratelimit`), and checks the route's scope (403), from the
+   headers alone, so an unauthenticated or throttled caller cannot make the service read, buffer or parse a
+   byte of its body;
 2. the body limit is the route's: the document routes (paths ending ``/vault-in-signed``,
    ``/vault-in-upload``, ``/upload``) take ``EVAULT_MAX_UPLOAD_BYTES``, every other route
    ``EVAULT_MAX_JSON_BYTES``. A ``Content-Length`` above it is 413 ``Request.TooLarge`` at once; a body that
@@ -38,7 +39,7 @@ from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveM
 from compliance.errors import RateLimited, TimedOut, TooLarge, Unavailable
 from storage.settings import EdgeSettings
 from vault.field_limits import MAX_BODY_DEPTH, check_json_depth
-from vault.ratelimit import Policy, admit, refuse_if_spent
+from vault.ratelimit import admit, refuse_if_spent, request_policies
 from vault.runtime import Runtime
 from vault.slot_leases import Cap, SlotLeases, shared_by_processes, slot_leases
 from vault.slots import Full, Slots
@@ -89,21 +90,14 @@ def _too_large(limit: int, setting: str) -> TooLarge:
     return TooLarge("Request.TooLarge", f"the body is larger than {limit} bytes", limit=limit, setting=setting)
 
 
-def _policies(runtime: Runtime, route_policy: str | None) -> list[Policy]:
-    api = runtime.settings.api
-    policies = [Policy("default", *api.rate_limit)]
-    if route_policy == "copies":
-        policies.append(Policy("copies", *api.rate_limit_copies))
-    return policies
-
-
 def _authenticate(
     runtime: Runtime, raw: str | None, scope: str | None, route_policy: str | None, state: dict[str, Any]
 ) -> Principal:
     """Who is calling, counted against their rate limits (the usage goes to ``state`` for the headers)."""
     with runtime.db.read_session() as session:
         principal = authenticate(session, raw)
-    state[RATE_STATE] = usages = admit(runtime.db, principal.key_id, _policies(runtime, route_policy))
+    policies = request_policies(runtime.settings.api, principal.key_id, principal.org_id, route_policy)
+    state[RATE_STATE] = usages = admit(runtime.db, policies)
     refuse_if_spent(usages)
     if scope is not None:
         principal.require(scope)

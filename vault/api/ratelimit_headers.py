@@ -1,5 +1,6 @@
 """Put the caller's rate-limit state on every answer: ``RateLimit-Policy``, ``RateLimit`` and, on 429,
-``Retry-After`` (draft-ietf-httpapi-ratelimit-headers-08+ structured fields). Answers to requests that never
+``Retry-After`` (draft-ietf-httpapi-ratelimit-headers-08+ structured fields), one item per policy the request
+counted against (the key's, and its organisation's across all its keys). Answers to requests that never
 identified a key (401, unknown routes before authentication) carry none: there is no quota to report."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from litestar.types import Message, Scope
 
 from vault.api.edge import RATE_STATE
-from vault.ratelimit import Usage
+from vault.ratelimit import Usage, retry_after
 
 
 def rate_headers(usages: list[Usage], status: int) -> list[tuple[bytes, bytes]]:
@@ -15,9 +16,9 @@ def rate_headers(usages: list[Usage], status: int) -> list[tuple[bytes, bytes]]:
         (b"ratelimit-policy", ", ".join(u.policy.header() for u in usages).encode()),
         (b"ratelimit", ", ".join(u.header() for u in usages).encode()),
     ]
-    spent = [u for u in usages if not u.admitted]
-    if status == 429 and spent:
-        headers.append((b"retry-after", str(spent[0].reset).encode()))
+    wait = retry_after(usages)
+    if status == 429 and wait is not None:  # when every spent policy (the key's, its organisation's) has room
+        headers.append((b"retry-after", str(wait).encode()))
     return headers
 
 
