@@ -113,7 +113,7 @@ def admit(db: Database, counts: Sequence[tuple[str, Policy]], now: float | None 
         resets.append(max(1, start + policy.window - int(now)))
     statement = _upsert("postgresql" if db.url.startswith("postgresql") else "sqlite", len(counts))
     with db.session() as session:  # a write session: on SQLite it takes this process's write turn
-        counted: dict[str, int] = dict(session.connection().execute(statement, params).tuples().all())
+        counted = {str(policy): int(count) for policy, count in session.connection().execute(statement, params)}
         admitted = len(counted) == len(counts)
         if not admitted:
             session.rollback()  # a quota is spent: the request counts against none of its policies

@@ -420,10 +420,11 @@ def complete(app: Litestar, schema: dict[str, Any], prefix: str = "/api/v2/partn
     links = _links(paths, prefix)
     rate_headers = {
         "RateLimit-Policy": {
-            "description": 'e.g. "default";q=100;w=60 (draft-ietf-httpapi-ratelimit-headers-08+)',
+            "description": 'e.g. "default";q=100;w=60, "org";q=300;w=60 (draft-ietf-httpapi-ratelimit-headers-08+): '
+            "the key's policies, then its organisation's (all its keys together)",
             "schema": _STRING,
         },
-        "RateLimit": {"description": 'e.g. "default";r=42;t=17', "schema": _STRING},
+        "RateLimit": {"description": 'e.g. "default";r=42;t=17, "org";r=250;t=17', "schema": _STRING},
     }
     too_large = {
         "description": MEANING[413],
