@@ -24,13 +24,22 @@ while A attacks with ``--copiers`` concurrent clients:
   ``Request.BodyTimeout``; B also uploads ``--uploads`` documents in each phase, and their answers are counted.
 
 A's clients wait ``Retry-After`` when refused, as clients do; ``--ignore-retry-after`` makes them call again at
-once, which turns the attack into a request flood (what the per-key rate limit is for; the bench lifts it).
+once, which turns the attack into a request flood (what the rate limits are for).
+
+The bench measures how well the expensive work is isolated, so it lifts the per-key rate limits
+(``EVAULT_RATE_LIMIT``, ``EVAULT_RATE_LIMIT_COPIES``), and by default the organisation's too: one key of A's with
+no limit of its own stands for an organisation with as many keys as it likes. ``--org-rate-limit default`` keeps
+the service's default organisation limit (``EVAULT_RATE_LIMIT_ORG``, three keys' worth of the default per-key
+limit), ``--org-rate-limit QUOTA/WINDOW`` sets one: then A's attack is what the limit lets through, and its
+excess is answered 429 ``Request.OrgRateLimited`` at the edge. Tenant B's requests are the measurement, not a
+client under test: with an organisation limit on they are spread over as many organisations of B's (each with its
+own envelope) as keep every one of them under it, so B is never refused.
 
 The report counts A's answers by status and gives B's p50/p99 under attack as ratios of its idle ones.
 
     python bench/copy_latency.py [--attack copies|compliance-many-copies|rehearsal-bomb|upload-flood|slow-uploads]
         [--pages N] [--copies N] [--requests N] [--copiers C] [--slow N] [--uploads N] [--ignore-retry-after]
-        [--worker-nice N] [--json]
+        [--worker-nice N] [--org-rate-limit lifted|default|QUOTA/WINDOW] [--json]
 """
 
 from __future__ import annotations
@@ -96,11 +105,14 @@ def new_envelope(client: httpx.Client, headers: dict[str, str]) -> str:
     return envelope_id
 
 
-def uploads(client: httpx.Client, headers: dict[str, str], pdf: bytes, count: int) -> tuple[list[float], Counter[int]]:
-    """``count`` vault-ins of ``pdf`` into fresh envelopes: their latencies and their answers."""
+def uploads(
+    client: httpx.Client, tenants: list[dict[str, str]], pdf: bytes, count: int
+) -> tuple[list[float], Counter[int]]:
+    """``count`` vault-ins of ``pdf`` into fresh envelopes, of each tenant in turn: their latencies and answers."""
     times: list[float] = []
     answers: Counter[int] = Counter()
-    for _ in range(count):
+    for n in range(count):
+        headers = tenants[n % len(tenants)]
         envelope_id = new_envelope(client, headers)
         started = time.perf_counter()
         response = client.post(
@@ -176,9 +188,11 @@ def attack_url(client: httpx.Client, attack: str, headers: dict[str, str], envel
     return f"{API}/envelopes/{envelope_id}/compliance"
 
 
-def latencies(client: httpx.Client, url: str, headers: dict[str, str], count: int) -> list[float]:
+def latencies(client: httpx.Client, targets: list[tuple[str, dict[str, str]]], count: int) -> list[float]:
+    """``count`` GETs, of each (url, headers) in turn: their latencies."""
     times = []
-    for _ in range(count):
+    for n in range(count):
+        url, headers = targets[n % len(targets)]
         started = time.perf_counter()
         client.get(url, headers=headers).raise_for_status()
         times.append(time.perf_counter() - started)
@@ -233,7 +247,7 @@ def _upload_loop(
             if status.status_code == 201:  # accepted despite the hash: a finding, and the envelope is used
                 return
             if status.status_code in (429, 503):
-                time.sleep(float(status.headers.get("Retry-After", "1")))
+                stop.wait(float(status.headers.get("Retry-After", "1")))
 
 
 def attack_uploads(
@@ -252,6 +266,16 @@ def attack_uploads(
     for thread in threads:
         thread.join()
     done.put(dict(outcomes))
+
+
+def b_organisations(runtime: Runtime, args: argparse.Namespace, slow: bool) -> int:
+    """How many organisations B's requests are spread over so that none meets the organisation limit: B's GETs
+    (warm-up and both phases), its uploads (an envelope and a vault-in each) and each tenant's set-up (two)."""
+    quota = runtime.settings.api.rate_limit_org[0]
+    requests = 20 + 2 * args.requests + (4 * args.uploads if slow else 0)
+    if quota <= 2:
+        raise SystemExit("--org-rate-limit: a quota of at least 3 leaves tenant B room to measure")
+    return max(1, -(-requests // (quota - 2)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--worker-nice", type=int, default=None, help="EVAULT_PDF_WORKER_NICE for the vetting and stamping children"
     )
+    parser.add_argument(
+        "--org-rate-limit",
+        default="lifted",
+        metavar="lifted|default|QUOTA/WINDOW",
+        help="EVAULT_RATE_LIMIT_ORG: lifted as the per-key limits (the default), the service's default, or this",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -286,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     slow = args.attack == "slow-uploads"
 
     with tempfile.TemporaryDirectory() as tmp:
+        org_rate = {
+            "lifted": vault_in_bench.BENCH_RATE_LIMIT,
+            "default": "{}/{}".format(*Settings.from_env({"EVAULT_DATA_DIR": tmp}).api.rate_limit_org),
+        }.get(args.org_rate_limit, args.org_rate_limit)
         env = {
             "EVAULT_DATA_DIR": tmp,
             "EVAULT_S3_EMBEDDED_PORT_BASE": str(args.port_base),
@@ -293,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             # the bench measures stamping's isolation, not the per-key rate limits (their own tests do)
             "EVAULT_RATE_LIMIT": vault_in_bench.BENCH_RATE_LIMIT,
             "EVAULT_RATE_LIMIT_COPIES": vault_in_bench.BENCH_RATE_LIMIT,
+            "EVAULT_RATE_LIMIT_ORG": org_rate,  # lifted unless --org-rate-limit says otherwise
             **({} if args.worker_nice is None else {"EVAULT_PDF_WORKER_NICE": str(args.worker_nice)}),
         }
         runtime = open_runtime(Settings.from_env(env))
@@ -302,12 +337,13 @@ def main(argv: list[str] | None = None) -> int:
                 b_pdf = make_pdf(pages=2)
                 a_pdf = b_pdf if uploading or slow else make_pdf(pages=args.pages)
                 a_headers, a_envelope = tenant(runtime, client, a_pdf)
-                b_headers, b_envelope = tenant(runtime, client, b_pdf)
+                b_tenants = [tenant(runtime, client, b_pdf) for _ in range(b_organisations(runtime, args, slow))]
+                b_keys = [headers for headers, _ in b_tenants]
                 a_url = "" if uploading or slow else attack_url(client, args.attack, a_headers, a_envelope, args.copies)
-                b_url = f"{API}/envelopes/{b_envelope}"
-                latencies(client, b_url, b_headers, 20)  # warm-up
-                alone = latencies(client, b_url, b_headers, args.requests)
-                b_alone = uploads(client, b_headers, b_pdf, args.uploads) if slow else None
+                b_targets = [(f"{API}/envelopes/{envelope}", headers) for headers, envelope in b_tenants]
+                latencies(client, b_targets, 20)  # warm-up
+                alone = latencies(client, b_targets, args.requests)
+                b_alone = uploads(client, b_keys, b_pdf, args.uploads) if slow else None
 
                 stop = threading.Event()
                 outcomes: Counter[Any] = Counter()
@@ -322,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                             if status.status_code == 200:
                                 copy_seconds.append(time.perf_counter() - started)
                             elif not args.ignore_retry_after:
-                                time.sleep(float(status.headers.get("Retry-After", "1")))
+                                stop.wait(float(status.headers.get("Retry-After", "1")))
 
                 files = bombs() if args.attack == "rehearsal-bomb" else [make_pdf(pages=25)]
                 rss_before = peak_rss()
@@ -343,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                     uploaders.start()
                     ready.wait(120)
                 time.sleep(1.0)  # let the copiers get going
-                loaded = latencies(client, b_url, b_headers, args.requests)
-                b_loaded = uploads(client, b_headers, b_pdf, args.uploads) if slow else None
+                loaded = latencies(client, b_targets, args.requests)
+                b_loaded = uploads(client, b_keys, b_pdf, args.uploads) if slow else None
                 stop.set()
                 halt.set()
                 for thread in threads:
@@ -362,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         "copies": args.copies if args.attack == "compliance-many-copies" else None,
         "copiers": args.slow if slow else args.copiers,
         "worker_nice": runtime.settings.pdf.worker_nice,
+        "org_rate_limit": org_rate,
+        "b_organisations": len(b_tenants),
         "load_average": [round(v, 2) for v in os.getloadavg()],  # other processes share the cores
         "alone": summary(alone),
         "under_attack": summary(loaded),
@@ -394,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             f"p50 {report['under_attack']['p50_ms']} ms, p99 {report['under_attack']['p99_ms']} ms "
             f"(x{report['p50_ratio']} / x{report['p99_ratio']})\n"
             f"tenant A responses: {dict(outcomes)}, successful p50 {report['attack_p50_s']} s; "
-            f"the process's peak RSS grew {report['peak_rss_growth_mib']} MiB"
+            f"the process's peak RSS grew {report['peak_rss_growth_mib']} MiB\n"
+            f"EVAULT_RATE_LIMIT_ORG {org_rate} (tenant B's requests over {len(b_tenants)} organisations)"
         )
         if "upload_p99_ratio" in report:
             print(
