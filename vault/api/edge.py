@@ -14,7 +14,8 @@ For every route, in this order:
 4. a document upload takes a slot: at most ``EVAULT_MAX_UPLOADS_PER_KEY`` in flight per API key, and for
    its organisation ``EVAULT_MAX_UPLOADS_PER_ORG`` while alone or its fair share beside others (else 429
    ``Request.TooManyUploads``), and ``EVAULT_MAX_UPLOADS`` in total (else 503 ``Request.ServerBusy``), all
-   with ``Retry-After``, instead of queueing without bound;
+   with ``Retry-After``, instead of queueing without bound. Its slots are given back before its answer's last
+   part is sent (a client that sends its next upload on reading it finds them free), or when it ends without one;
 5. every body must keep up: byte n must be in by ``EVAULT_BODY_GRACE_SECONDS`` + n /
    ``EVAULT_BODY_MIN_BYTES_PER_SECOND`` after the headers, or the request ends with 408
    ``Request.BodyTimeout`` and the connection is closed; the slot and the spooled part go with it. (The
