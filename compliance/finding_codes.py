@@ -80,6 +80,10 @@ _CODES = (
     ),
     Code("Import.Edited", "an import claim row's origin, release, key, organisation or dates differ from its entry"),
     Code("Import.Deleted", "the envelope's chain records an envelope.imported entry that has no import claim row"),
+    Code(
+        "Import.ClaimUnfinished",
+        "an import claim older than the grace period was never recorded (the import died; import the package again)",
+    ),
     Code("Storage.Misconfigured", "a bucket is missing, not versioned, or (authoritative) without Object Lock"),
 )
 

@@ -1,6 +1,8 @@
 """The ledger is the truth for imports: an ``envelope_import`` row is re-derived from the ``envelope.imported``
 entry the import appended, so a claim edited, deleted or planted in SQL is named by ``evault verify`` (exit 2),
-and a clean import verifies clean (compliance/conditions/import_projection.py)."""
+and a clean import verifies clean (compliance/conditions/import_projection.py). An import that died after its
+puts is in flight until the grace period ends (its objects are not ``Object.Unrecorded``), then named as
+``Import.ClaimUnfinished`` until the package is imported again (compliance/verifier/claims.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
+from compliance.evidence_package.import_check import verify_export
 from compliance.verifier import Options, fix_scope, verify
 from compliance.verifier.findings import Finding
 from storage.ids import new_id, utcnow
+from storage.keys import authoritative_key
 from storage.models import EnvelopeImport
 from tests.export_packages import export_package, release_to_self, vault_pem
 from tests.pdf_factory import make_pdf
+from vault import imports
 from vault.runtime import Runtime
 
 Evault = Callable[..., tuple[int, str, str]]
@@ -116,7 +122,8 @@ def test_an_import_claim_planted_in_sql_is_named_by_evault_verify(
     client: Any, runtime: Runtime, tenant: Any, make_key: Any, evault: Evault, tmp_path: Path
 ) -> None:
     """A recorded claim no entry records (for no envelope, or for one this vault never imported) is a finding; a
-    claim not yet recorded and naming no envelope is an import in flight, and is not."""
+    claim not yet recorded and naming no envelope is an import in flight, and is not (one naming an envelope is
+    not in flight: the objects beside that envelope's are still checked)."""
     org_id, headers = tenant
     receiver = make_key()[0]
     key = vault_pem(client, tmp_path / "vault.pem")
@@ -145,10 +152,70 @@ def test_an_import_claim_planted_in_sql_is_named_by_evault_verify(
         session.add(planted(nowhere, receiver, 10_001, recorded=True))  # blocks that release's import
         session.add(planted(native, org_id, 10_002, recorded=False))  # names an envelope that was not imported
         session.add(planted(in_flight, receiver, 10_003, recorded=False))
-    found = _imports(_findings(runtime))
+    # An object planted beside the native envelope's: its planted claim is no import in flight, hiding nothing.
+    stray = authoritative_key(org_id, native, 9, "ab" * 32)
+    runtime.authoritative.put_write_once(stray, b"%PDF-1.4 planted", retain_until=now + timedelta(days=1))
+    every = _findings(runtime)
+    assert [f.details["key"] for f in every if f.code == "Object.Unrecorded"] == [stray], every
+    found = _imports(every)
     assert set(found) == {("Import.Unlogged", nowhere), ("Import.Unlogged", native)}, found
     assert found[("Import.Unlogged", nowhere)].details["release_leaf_index"] == 10_001
     code, out, err = evault("verify", "--concurrency", "2")
     assert code == 2 and "Import.Unlogged" in out + err, out + err
     with runtime.db.read_session() as session:
         assert len(session.exec(select(EnvelopeImport)).all()) == 4  # the verifier reads; it changes no claim
+
+
+def _dies(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("the process died between its write-once puts and its record")
+
+
+def test_an_import_that_died_after_its_puts_is_named_once_its_claim_is_stale(
+    client: Any,
+    runtime: Runtime,
+    tenant: Any,
+    make_key: Any,
+    evault: Evault,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, headers = tenant
+    receiver = make_key()[0]
+    key = vault_pem(client, tmp_path / "vault.pem")
+    package = export_package(client, headers, release_to_self(client, runtime, headers, make_pdf(text="Died")))
+    export = verify_export(package, [key.read_bytes()], runtime.settings.evidence.custodian_id, [])
+    with monkeypatch.context() as dying:
+        dying.setattr(imports, "_record", _dies)
+        with pytest.raises(RuntimeError):
+            imports.import_package(runtime.custody(), receiver, export)
+    with runtime.db.read_session() as session:
+        (claim,) = session.exec(select(EnvelopeImport).where(EnvelopeImport.org_id == receiver)).all()
+    assert claim.recorded_at is None
+    prefix = f"authoritative/{receiver}/{claim.envelope_id}/"
+    listed = runtime.s3_client.list_object_versions(Bucket=runtime.authoritative.bucket, Prefix=prefix)
+    assert len(listed.get("Versions", [])) == len(export.documents) > 0  # its objects are in the bucket
+
+    # Within the grace period it is an import in flight: its objects are not Object.Unrecorded.
+    assert _findings(runtime) == []
+    code, out, err = evault("verify", "--concurrency", "2")
+    assert code == 0, out + err
+
+    _edit(runtime, claim.envelope_id, claimed_at=utcnow() - timedelta(hours=1))  # EVAULT_CLAIM_GRACE_SECONDS passes
+    found = _findings(runtime)
+    assert [(f.code, f.details["envelope_id"]) for f in found] == [("Import.ClaimUnfinished", claim.envelope_id)]
+    details = found[0].details
+    assert (details["org_id"], details["origin_log"], details["release_leaf_index"]) == (
+        receiver,
+        claim.origin_log,
+        claim.release_leaf_index,
+    )
+    code, out, err = evault("verify", "--concurrency", "2")
+    assert code == 2 and "Import.ClaimUnfinished" in out + err, out + err
+
+    # Imported again, the package takes its claim over and records the objects the dead import wrote.
+    path = tmp_path / "package.zip"
+    path.write_bytes(package)
+    code, out, err = evault("import", str(path), "--org", receiver, "--trusted-key", str(key), "--json")
+    assert code == 0, err
+    assert json.loads(out)["envelope_id"] == claim.envelope_id
+    assert _findings(runtime) == []

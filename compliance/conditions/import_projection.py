@@ -9,7 +9,8 @@ row is re-derived from the entry, and a difference is a finding, not a new truth
 recorded claim that no entry records, or a claim naming an envelope whose chain has no ``envelope.imported``;
 ``Import.Edited``: a row whose fields differ from its entry; ``Import.Deleted``: an entry with no row. A claim
 not yet recorded and naming no envelope is an import in flight (or one that died before its record, which the
-next import of the same package takes over): it has no entry by design and is no finding.
+next import of the same package takes over): it has no entry by design and is no finding here (older than the
+grace period, the verifier's objects pass names it ``Import.ClaimUnfinished``: compliance/verifier/claims.py).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from compliance.ledger.event_catalogue import (
     RETENTION_EXTENDED,
     VAULTED_IN,
 )
+from compliance.verifier.claims import InFlight, in_flight
 from compliance.verifier.context import Context
 from compliance.verifier.findings import Finding
 from compliance.verifier.merge import binary_order, merge_by_key
@@ -34,7 +35,7 @@ from compliance.verifier.pipeline import prefetch, run_ordered
 from compliance.verifier.reads import by_key, read_version
 from storage.ids import as_utc, iso
 from storage.keys import AUTHORITATIVE_PREFIX, envelope_of_key
-from storage.models import Event, VaultClaim, VaultedDocument, VaultRecord
+from storage.models import Event, VaultedDocument, VaultRecord
 from storage.object_store import VersionEntry
 
 Doc = tuple[VaultedDocument, VaultRecord]
@@ -274,10 +275,11 @@ def _recorded_versions(ctx: Context, key: str) -> set[str]:
 
 
 def check_unrecorded(
-    ctx: Context, org_id: str, key: str, versions: list[VersionEntry], recorded: set[str], in_flight: set[str]
+    ctx: Context, org_id: str, key: str, versions: list[VersionEntry], recorded: set[str], claimed: InFlight
 ) -> None:
-    """Versions on ``key`` that no record names (looked up in the database, whatever the run's filters)."""
-    if key in in_flight:
+    """Versions on ``key`` that no record names (looked up in the database, whatever the run's filters), unless
+    a claim in flight will record them."""
+    if claimed.holds(key):
         return
     candidates = [
         v for v in versions if not v.delete_marker and v.version_id not in recorded and _in_window(ctx, v.last_modified)
@@ -305,25 +307,6 @@ def _in_window(ctx: Context, when: datetime | None) -> bool:
     return (started is None or when <= started) and (since is None or when >= since)
 
 
-def _claims(ctx: Context, org_id: str) -> set[str]:
-    """Keys of vault-ins in flight (not findings); a claim older than the grace period is one."""
-    with ctx.sources.db.read_session() as session:
-        claims = list(session.exec(select(VaultClaim).where(VaultClaim.org_id == org_id)))
-    now = ctx.scope.started_at or datetime.now().astimezone()
-    keys: set[str] = set()
-    for claim in claims:
-        if as_utc(claim.claimed_at) < now - ctx.tuning.claim_grace:
-            ctx.report(
-                Finding(
-                    "Vault.ClaimUnfinished",
-                    "a vault-in claim was neither recorded nor released",
-                    {"org_id": org_id, "envelope_id": claim.envelope_id, "claim_id": claim.claim_id},
-                )
-            )
-        keys.update(doc["key"] for doc in claim.plan.get("documents", []))
-    return keys
-
-
 def _pages(
     ctx: Context, org_id: str, after: str | None
 ) -> Iterator[tuple[str, list[Doc], list[VersionEntry], Ledgered]]:
@@ -346,11 +329,11 @@ def check_objects(ctx: Context, org_id: str) -> None:
     state = ctx.runs.unit_state(unit)
     if state.done:
         return
-    in_flight = _claims(ctx, org_id)
+    claimed = in_flight(ctx, org_id)
 
     def jobs() -> Iterator[tuple[str, Any]]:
         for key, docs, versions, ledger in _pages(ctx, org_id, state.position):
-            yield key, lambda k=key, d=docs, v=versions, led=ledger: _check_key(ctx, org_id, k, d, v, in_flight, led)
+            yield key, lambda k=key, d=docs, v=versions, led=ledger: _check_key(ctx, org_id, k, d, v, claimed, led)
 
     run_ordered(ctx, unit, jobs())
 
@@ -361,12 +344,12 @@ def _check_key(
     key: str,
     docs: list[Doc],
     versions: list[VersionEntry],
-    in_flight: set[str],
+    claimed: InFlight,
     ledger: Ledgered,
 ) -> None:
     if docs and not versions:  # not in the listing: ask for this key alone before calling it missing
         versions = [v for v in ctx.sources.authoritative.list_entries(key) if v.key == key]
     for doc, record in docs:
         check_document(ctx, doc, record, versions, ledger)
-    check_unrecorded(ctx, org_id, key, versions, {d.s3_version_id for d, _ in docs}, in_flight)
+    check_unrecorded(ctx, org_id, key, versions, {d.s3_version_id for d, _ in docs}, claimed)
     ctx.count("objects", len(docs) or 1)

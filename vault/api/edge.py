@@ -15,7 +15,8 @@ For every route, in this order:
 4. a document upload takes a slot: at most ``EVAULT_MAX_UPLOADS_PER_KEY`` in flight per API key, and for
    its organisation ``EVAULT_MAX_UPLOADS_PER_ORG`` while alone or its fair share beside others (else 429
    ``Request.TooManyUploads``), and ``EVAULT_MAX_UPLOADS`` in total (else 503 ``Request.ServerBusy``), all
-   with ``Retry-After``, instead of queueing without bound;
+   with ``Retry-After``, instead of queueing without bound. Its slots are given back before its answer's last
+   part is sent (a client that sends its next upload on reading it finds them free), or when it ends without one;
 5. every body must keep up: byte n must be in by ``EVAULT_BODY_GRACE_SECONDS`` + n /
    ``EVAULT_BODY_MIN_BYTES_PER_SECOND`` after the headers, or the request ends with 408
    ``Request.BodyTimeout`` and the connection is closed; the slot and the spooled part go with it. (The
@@ -28,6 +29,7 @@ own (:mod:`vault.slots`): they bound its spools and threads (docs/scale-out.md).
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
@@ -146,35 +148,45 @@ class EdgeMiddleware:
         if principal is None:  # a document route outside the partner API has no caller to count
             await self.app(scope, _counted(receive, limit, setting, pace), send)
             return
-        with self.slots.slot(principal.key_id, _refuse_upload, org=principal.org_id):  # this process's share
-            if not shared_by_processes(self.runtime.db):  # one process: its own slots are every process's
-                await self.app(scope, _counted(receive, limit, setting, pace), send)
-                return
-            caps = [
-                Cap("upload-key", principal.key_id, settings.edge.max_uploads_per_key, "key"),
-                Cap("upload-org", principal.org_id, settings.edge.max_uploads_per_org, "org"),
-            ]
-            tickets = await to_thread.run_sync(self.shared.acquire, caps, _refuse_upload)  # every process's caps
-            released = False
+        held = _Held()
+        try:
+            held.stack.enter_context(self.slots.slot(principal.key_id, _refuse_upload, org=principal.org_id))
+            if shared_by_processes(self.runtime.db):  # else this process's own slots are every process's
+                caps = [
+                    Cap("upload-key", principal.key_id, settings.edge.max_uploads_per_key, "key"),
+                    Cap("upload-org", principal.org_id, settings.edge.max_uploads_per_org, "org"),
+                ]
+                tickets = await to_thread.run_sync(self.shared.acquire, caps, _refuse_upload)  # every process's
+                held.stack.push_async_callback(to_thread.run_sync, self.shared.release, tickets)
+            await self.app(scope, _counted(receive, limit, setting, pace), held.freeing_before_last_part(send))
+        finally:
+            await held.free()
 
-            async def release() -> None:
-                nonlocal released
-                if not released:
-                    released = True
-                    with anyio.CancelScope(shield=True):
-                        await to_thread.run_sync(self.shared.release, tickets)
 
-            async def send_then_free(message: Message) -> None:
-                """Give the slots back before the answer's last part: a client that waits for its answer and
-                sends its next upload must find them free (released after the answer, it could be refused)."""
-                if message["type"] == "http.response.body" and not message.get("more_body", False):
-                    await release()
-                await send(message)
+class _Held:
+    """An upload's slots (this process's, and on PostgreSQL every process's), given back exactly once: before
+    its answer's last part is sent, or when it ends without one (it raised, the client went away). A client
+    that sends its next upload the moment it reads an answer must find them free, even when sending that last
+    part yields to other requests before the handler returns."""
 
-            try:
-                await self.app(scope, _counted(receive, limit, setting, pace), send_then_free)
-            finally:
-                await release()
+    def __init__(self) -> None:
+        self.stack = AsyncExitStack()
+        self._freed = False
+
+    async def free(self) -> None:
+        if self._freed:
+            return
+        self._freed = True
+        with anyio.CancelScope(shield=True):  # a cancelled request gives its slots back all the same
+            await self.stack.aclose()
+
+    def freeing_before_last_part(self, send: Send) -> Send:
+        async def send_then_free(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self.free()
+            await send(message)
+
+        return send_then_free
 
 
 class _Pace:
