@@ -241,6 +241,9 @@ CODES: dict[str, ErrorCode] = {
     "Evidence.Timeout": ErrorCode(
         503, "the evidence passed EVAULT_EVIDENCE_DEADLINE_SECONDS; the work was stopped; see Retry-After"
     ),
+    "Evidence.WorkerFailed": ErrorCode(
+        503, "the process computing the evidence died or ran out of memory (ours, not the request's); see Retry-After"
+    ),
     # service health
     "Database.Unavailable": ErrorCode(503, "the database cannot be reached or locked; see Retry-After"),
     "Service.NotReady": ErrorCode(503, "a readiness check fails (details.failing names it)"),

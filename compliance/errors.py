@@ -21,6 +21,18 @@ class EvaultError(Exception):
         self.message = message
         self.details = details
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its code, message and details: evidence workers raise these across a pipe."""
+        return (_rebuilt, (type(self), self.code, self.message, self.details))
+
+
+def _rebuilt(kind: type[EvaultError], code: str, message: str, details: dict[str, Any]) -> EvaultError:
+    """The same class, code, message and details (a subclass's own constructor is not called: the service
+    answers from these alone)."""
+    error = kind.__new__(kind)
+    EvaultError.__init__(error, code, message, **details)
+    return error
+
 
 class InvalidInput(EvaultError):
     """The request is malformed or its content is unacceptable (400)."""

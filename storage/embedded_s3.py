@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -60,7 +60,7 @@ class S3Endpoint:
 
     url: str
     access_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)
     region: str = REGION
 
 

@@ -237,10 +237,11 @@ class PdfSettings:
     stamp_timeout_seconds: int = 30  # EVAULT_PDF_STAMP_TIMEOUT_SECONDS: wall clock before a stamper is killed
     stamp_concurrency: int = 2  # EVAULT_PDF_STAMP_CONCURRENCY: stampings, and vettings, at once per service process
     stamp_per_org: int = 1  # EVAULT_PDF_STAMP_PER_ORG: stampings at once for one organisation, across every process
-    # EVAULT_PDF_WORKER_NICE: added to the niceness of the stamping and vetting processes (0-19), so that the API's
-    # own threads win the CPU from them and one tenant's documents cannot slow another's requests. A job starved
-    # past its wall clock (under a quarter of a core on average) is refused with 503 and Retry-After, never blamed on
-    # the document; 0 levels them with every other process, for a host shared with other busy processes.
+    # EVAULT_PDF_WORKER_NICE: added to the niceness of the stamping, vetting and evidence processes (0-19), so that
+    # the API's own threads win the CPU from them and one tenant's documents or checks cannot slow another's
+    # requests. A job starved past its wall clock (under a quarter of a core on average) is refused with 503 and
+    # Retry-After, never blamed on the document; 0 levels them with every other process, for a host shared with
+    # other busy processes.
     worker_nice: int = 10
     # EVAULT_PDF_WORKERS: long-lived worker processes that vet uploads and stamp copies, per service process
     # (started when first needed; each job takes one within its organisation's fair share)
@@ -304,12 +305,16 @@ class EdgeSettings:
 
 @dataclass(frozen=True)
 class EvidenceWorkSettings:
-    """What the evidence routes (compliance, certificate JSON and PDF, audit) may cost: a bounded pool of worker
-    threads in this process, a share of it per organisation, and a deadline per request (503 beyond each)."""
+    """What the evidence routes (compliance, certificate JSON and PDF, audit, receipts, packages) may cost: a
+    bounded pool of worker processes per service process, a share of it per organisation, and a deadline per
+    request (503 beyond each)."""
 
-    concurrency: int = 4  # EVAULT_EVIDENCE_CONCURRENCY: evidence requests at work at once in this process
+    concurrency: int = 4  # EVAULT_EVIDENCE_CONCURRENCY: evidence requests (and workers) at once in this process
     per_org: int = 1  # EVAULT_EVIDENCE_PER_ORG: of those, at most this many for one organisation (docs/isolation.md)
     deadline_seconds: int = 30  # EVAULT_EVIDENCE_DEADLINE_SECONDS: then 503 Evidence.Timeout, and the work stops
+    # EVAULT_EVIDENCE_MEMORY_BYTES: each evidence worker's address space (RLIMIT_AS); one whose resident memory
+    # passes half of it after a job is replaced
+    memory_bytes: int = 2 * 1024 * 1024 * 1024
 
 
 def _evidence_work(env: Mapping[str, str]) -> EvidenceWorkSettings:
@@ -318,6 +323,7 @@ def _evidence_work(env: Mapping[str, str]) -> EvidenceWorkSettings:
         concurrency=_int(env, "EVAULT_EVIDENCE_CONCURRENCY", d.concurrency, minimum=1),
         per_org=_int(env, "EVAULT_EVIDENCE_PER_ORG", d.per_org, minimum=1),
         deadline_seconds=_int(env, "EVAULT_EVIDENCE_DEADLINE_SECONDS", d.deadline_seconds, minimum=1),
+        memory_bytes=_int(env, "EVAULT_EVIDENCE_MEMORY_BYTES", d.memory_bytes, minimum=512 * 1024 * 1024),
     )
     if work.per_org > work.concurrency:
         raise SettingsError("EVAULT_EVIDENCE_PER_ORG must not exceed EVAULT_EVIDENCE_CONCURRENCY")

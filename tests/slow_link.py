@@ -3,7 +3,8 @@
 Slow storage is what makes evidence work long in the field (a distant region, a busy store); the relay makes
 the real SeaweedFS that slow for the tests of deadlines, cancellation and shutdown, without touching the code
 under test. Each chunk the client sends is held ``delay`` seconds before it is forwarded (an S3 request's head
-is one chunk), and counted.
+is one chunk), and counted; the request lines it sees are kept (``lines``), so a test can tell what the
+service asked the store, whichever of its processes asked.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class SlowLink:
         self.port = port
         self.delay = 0.0
         self.requests = 0
+        self.lines: list[str] = []  # "GET /bucket/key?query HTTP/1.1" of each request head seen
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", port))
         self._closed = threading.Event()
@@ -48,6 +50,9 @@ class SlowLink:
                 if slow:
                     with self._lock:
                         self.requests += 1
+                        first = chunk.split(b"\r\n", 1)[0]
+                        if first.endswith((b" HTTP/1.1", b" HTTP/1.0")):
+                            self.lines.append(first.decode("latin-1"))
                     time.sleep(self.delay)
                 sink.sendall(chunk)
         except OSError:

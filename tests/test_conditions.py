@@ -21,7 +21,7 @@ from storage.settings import Settings
 from tests.helpers import API, create_envelope, disarm_triggers, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
-from vault.api.evidence import policy_of
+from vault.evidence_jobs import policy_of
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import hash_key
 

@@ -16,10 +16,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -34,8 +34,10 @@ from tests.pdf_factory import make_pdf
 from tests.ports import aux_port
 from tests.slow_link import SlowLink, slow_link
 from vault.api.app import create_app
+from vault.evidence_work import PRELOAD as EVIDENCE_PRELOAD
 from vault.evidence_work import EvidenceWork
 from vault.runtime import Runtime
+from vault.worker_pool import forkserver_pid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,26 +97,22 @@ def _condition(result: dict[str, Any], number: str) -> dict[str, Any]:
 # --- the mark, verified once --------------------------------------------------------------------------------
 
 
-def test_compliance_and_certificates_never_read_a_copys_bytes(client: Any, tenant: Any, runtime: Runtime) -> None:
+def test_compliance_and_certificates_never_read_a_copys_bytes(
+    client: Any, tenant: Any, runtime: Runtime, link: SlowLink
+) -> None:
+    """Counted at the store's door (the relay), since the checks run in the evidence workers."""
     _, headers = tenant
     envelope_id = _vaulted(client, headers, copies=3)
-    calls: Counter[tuple[str, str]] = Counter()
-
-    def note(params: dict[str, Any], event_name: str, **_: Any) -> None:
-        if params.get("Bucket") == runtime.copies.bucket:
-            calls[(event_name.rsplit(".", 1)[-1], str(params.get("Key")))] += 1
-
-    runtime.s3_client.meta.events.register("provide-client-params.s3.*", note)  # the service's own client
-    try:
-        result = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers).json()
-        certificate = client.get(f"{API}/envelopes/{envelope_id}/vault/certificate", headers=headers)
-    finally:
-        runtime.s3_client.meta.events.unregister("provide-client-params.s3.*", note)
+    seen = len(link.lines)
+    result = client.get(f"{API}/envelopes/{envelope_id}/compliance?checkpoint=now", headers=headers).json()
+    certificate = client.get(f"{API}/envelopes/{envelope_id}/vault/certificate", headers=headers)
     assert result["verdict"] == "pass", result
     assert certificate.status_code == 200 and certificate.json()["certificate"]["conditions"]["verdict"] == "pass"
-    assert [op for op, _ in calls if op == "GetObject"] == []  # not one copy read, whole or in part
-    assert {op for op, _ in calls} == {"ListObjectVersions"}  # one listing shows every copy's version and size
-    assert sum(calls.values()) == 2  # one per check (the certificate's included), however many copies
+    copies = [line.split()[:2] for line in link.lines[seen:] if line.split()[1].startswith(f"/{runtime.copies.bucket}")]
+    reads = [target for method, target in copies if method == "GET" and "versions" not in urlsplit(target).query]
+    listings = [target for method, target in copies if method == "GET" and "versions" in urlsplit(target).query]
+    assert reads == []  # not one copy read, whole or in part
+    assert len(copies) == len(listings) == 2  # one listing per check (the certificate's included), however many copies
 
 
 def test_issuance_records_the_mark_check_with_the_copy_and_in_the_ledger(
@@ -224,6 +222,53 @@ def test_a_check_whose_client_disconnects_stops(
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+def test_checks_run_in_worker_processes_and_a_dead_worker_is_503_then_replaced(
+    client: Any, tenant: Any, base_url: str, link: SlowLink
+) -> None:
+    """The check's work is not the service's process: killing the worker it runs in answers 503
+    ``Evidence.WorkerFailed`` (the service lives on), and the next check gets a new worker."""
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers, copies=1)
+    _joined(base_url, headers, envelope_id)
+    link.delay = 1.0  # the check needs four requests or more: four seconds (its deadline is three)
+    answers: list[httpx.Response] = []
+    caller = threading.Thread(target=lambda: answers.append(_compliance(base_url, headers, envelope_id)))
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not (workers := _evidence_workers()):
+        assert time.monotonic() < deadline, "no evidence worker started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the worker is inside the check
+    assert os.getpid() not in workers
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    caller.join(30)
+    (failed,) = answers
+    assert failed.status_code == 503, failed.text
+    assert failed.json()["code"] == "Evidence.WorkerFailed" and int(failed.headers["Retry-After"]) >= 1
+    link.delay = 0.0
+    again = _compliance(base_url, headers, envelope_id)
+    assert again.status_code == 200 and again.json()["verdict"] != "fail", again.text
+    assert set(_evidence_workers()).isdisjoint(workers)
+
+
+def _joined(base_url: str, headers: dict[str, str], envelope_id: str) -> None:
+    """A check answered: an evidence worker has joined the service (the first one, from a forkserver that has
+    just started, may take longer than this module's three-second deadline on a busy machine)."""
+    deadline = time.monotonic() + 60
+    while (answer := _compliance(base_url, headers, envelope_id)).status_code != 200:
+        assert answer.json()["code"] == "Evidence.Timeout" and time.monotonic() < deadline, answer.text
+
+
+def _evidence_workers() -> list[int]:
+    """The live children of the evidence workers' forkserver."""
+    server = forkserver_pid(EVIDENCE_PRELOAD)
+    if server is None:
+        return []
+    with open(f"/proc/{server}/task/{server}/children") as children:
+        return [int(pid) for pid in children.read().split() if Path(f"/proc/{pid}").exists()]
 
 
 def _stops(link: SlowLink, allow_seconds: float) -> None:

@@ -61,18 +61,18 @@ def test_a_worker_child_does_not_import_the_service_again(tmp_path: Path) -> Non
         textwrap.dedent(
             """
             import hashlib, os, time
-            from multiprocessing import forkserver
 
             import vault.api.app  # noqa: F401  the service's imports, in the parent's main module
             from compliance.conditions.copy_mark import CopyMark
             from storage.ids import utcnow
             from storage.settings import PdfSettings
             from tests.pdf_factory import make_pdf
-            from vault.stamp_worker import StampLimits, run_stamp
+            from vault.stamp_worker import PRELOAD, StampLimits, run_stamp
+            from vault.worker_pool import forkserver_pid
 
 
             def children_cpu():
-                with open(f"/proc/{forkserver._forkserver._forkserver_pid}/stat") as stat:
+                with open(f"/proc/{forkserver_pid(PRELOAD)}/stat") as stat:
                     fields = stat.read().rsplit(")", 1)[1].split()
                 return sum(int(v) for v in fields[13:15]) / os.sysconf("SC_CLK_TCK")
 

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,8 @@ from storage.settings import PdfSettings, Settings, SettingsError
 from tests import hostile_pdfs, pdf_factory
 from tests.helpers import create_envelope, server_port, upload, wait_serving
 from vault.pdf_inspect import inspect_pdf
-from vault.stamp_worker import CopyStampError, StampLimits, run_stamp, stamp_for_copy
-from vault.worker_pool import StampFailure, WorkerPool, close_pools, pool_for
+from vault.stamp_worker import PRELOAD, CopyStampError, StampLimits, run_stamp, stamp_for_copy
+from vault.worker_pool import StampFailure, WorkerPool, close_pools, forkserver_pid, pool_for
 
 MiB = 1024 * 1024
 SMALL = pdf_factory.make_pdf(pages=2)
@@ -188,7 +187,7 @@ def test_a_starved_job_is_refused_as_ours_to_retry_not_as_the_documents_fault() 
 
 def _live_workers() -> int:
     """The forkserver's children that are alive (every worker is one; a killed one may linger as a zombie)."""
-    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    server = forkserver_pid(PRELOAD)
     with open(f"/proc/{server}/task/{server}/children") as children:
         pids = children.read().split()
     return sum(_alive(int(pid)) for pid in pids)
@@ -206,7 +205,7 @@ def test_the_pool_holds_its_size_under_concurrency() -> None:
 
     def watch() -> None:
         while not stop.is_set():
-            if forkserver._forkserver._forkserver_pid is not None:  # type: ignore[attr-defined]
+            if forkserver_pid(PRELOAD) is not None:
                 seen.append(_live_workers())
             time.sleep(0.005)
 

@@ -1,34 +1,130 @@
-"""Evidence work (compliance checks, certificates, audit trails) in a bounded pool, per organisation, on a deadline.
+"""Evidence work (compliance checks, certificates, audit trails, receipts, packages) in a bounded pool of worker
+processes, per organisation, on a deadline.
 
-A check reads the ledger and live storage for one envelope, so its cost grows with what the envelope holds. It
-runs on a thread of this pool, never on the threads every other route shares: at most
-``EVAULT_EVIDENCE_CONCURRENCY`` at once in this process and ``EVAULT_EVIDENCE_PER_ORG`` for one organisation
-(else 503 ``Evidence.Busy`` with ``Retry-After``, at once, never queued). Each job gets a
+A check reads the ledger and live storage for one envelope, so its cost grows with what the envelope holds, and
+its CPU is Python's: run on a thread of the service, it held the GIL against every other tenant's requests (on
+a quiet machine another tenant's reads went ×3.2–3.5 slower while one organisation kept one check at work;
+docs/isolation.md). So each job runs in a worker process (:mod:`vault.worker_pool`, forked from a forkserver
+that has imported the evidence code, niced like the PDF workers), which joins the service's database and
+store once (:func:`~vault.runtime.open_runtime` with ``join``: nothing created, started or migrated) and
+serves job after job. A job is a module-level function and plain arguments (:class:`Call`), and answers an
+:class:`Answer` or raises the service's own error, both pickled back.
+
+At most ``EVAULT_EVIDENCE_CONCURRENCY`` jobs at once in this process and ``EVAULT_EVIDENCE_PER_ORG`` for one
+organisation (else 503 ``Evidence.Busy`` with ``Retry-After``, at once, never queued). Each job gets a
 :class:`~compliance.sources.Deadline` of ``EVAULT_EVIDENCE_DEADLINE_SECONDS``: the caller gets 503
-``Evidence.Timeout`` when it passes, and the job is cancelled then, when the client disconnects, or when the
-service stops; the checks look at the deadline between steps, so a cancelled job ends within one step (one
-storage request or query). A job's slot is held until the job has really ended, so abandoned work still counts.
+``Evidence.Timeout`` when it passes, and the job's worker is killed then, when the client disconnects, or
+when the service stops (so a stop never waits for evidence). A job's slot is held until its worker has
+answered or been killed. A worker that dies answers 503 ``Evidence.WorkerFailed``.
+
+A job whose heavy part already runs in a process of its own (the certified copy: its stamping is the PDF
+workers') runs on a thread here instead (:meth:`EvidenceWork.run`), under the same caps and deadline; the
+checks it makes look at the deadline between steps, so a cancelled one ends within one step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from compliance.errors import Unavailable
 from compliance.sources import Deadline
-from storage.settings import EvidenceWorkSettings
+from storage.embedded_s3 import S3Endpoint
+from storage.settings import EvidenceWorkSettings, Settings
 from vault.slots import Full, Slots
+from vault.worker_pool import Cancelled, Job, PoolConfig, StampFailure, pool_for
+
+if TYPE_CHECKING:
+    from vault.runtime import Runtime
 
 log = logging.getLogger("evault.evidence")
 T = TypeVar("T")
 RETRY_AFTER_SECONDS = 2
+WORKER_GRACE_SECONDS = 5.0  # past the deadline, before a worker's own wall clock would end it
+# what the evidence workers' forkserver imports before forking them, in this order
+PRELOAD = ("vault.metrics.in_memory", "vault.evidence_jobs")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a job hands back: a JSON document (dict or list) or bytes, with its media type and headers."""
+
+    content: Any
+    media_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One job for a worker: ``function(runtime, deadline, *args)``, a module-level function (it is pickled by
+    name), answering an :class:`Answer`."""
+
+    function: Callable[..., Answer]
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Joining:
+    """What a worker needs to open the service's runtime: its settings, the store it reached, and the signing
+    key's generation it signs with."""
+
+    settings: Settings
+    endpoint: S3Endpoint
+    vkey: str
+
+
+# --- in a worker --------------------------------------------------------------------------------------------
+
+_joined: tuple[Joining, Runtime] | None = None
+
+
+def _runtime_for(joining: Joining) -> Runtime:
+    """The worker's runtime, opened on its first job (and again if a job comes from other settings)."""
+    global _joined
+    if _joined is None or _joined[0] != joining:
+        from vault.runtime import open_runtime  # the runtime owns this module's pool: imported here, in a worker
+
+        _joined = (joining, open_runtime(joining.settings, join=joining))
+    return _joined[1]
+
+
+def _serve_call(conn: Connection, joining: Joining, call: Call, seconds: float) -> None:
+    """Run ``call`` and send ``("ok", answer)`` or ``("error", exception)``; an exception that cannot cross the
+    pipe goes as a :class:`RuntimeError` naming it (it is still an unexpected failure, logged by the service)."""
+    try:
+        outcome: tuple[str, Any] = ("ok", call.function(_runtime_for(joining), Deadline(seconds), *call.args))
+    except Exception as exc:
+        outcome = ("error", exc)
+    try:
+        conn.send(outcome)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        conn.send(("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+
+
+def _read_answer(conn: Connection, _deadline: float) -> Answer:
+    kind, value = conn.recv()
+    if kind == "error":
+        raise value
+    answer: Answer = value
+    return answer
+
+
+def _worker_failed(failure: StampFailure) -> Unavailable:
+    log.error("an evidence worker failed: %s", failure)
+    return Unavailable(
+        "Evidence.WorkerFailed",
+        f"the evidence process failed ({failure.detail}); retry shortly",
+        retry_after_seconds=RETRY_AFTER_SECONDS,
+    )
 
 
 def _refuse(full: Full, limit: int) -> Unavailable:
@@ -47,14 +143,41 @@ def _refuse(full: Full, limit: int) -> Unavailable:
 class EvidenceWork:
     """The pool: one per service process (see the module docstring)."""
 
-    def __init__(self, settings: EvidenceWorkSettings) -> None:
+    def __init__(self, settings: EvidenceWorkSettings, nice: int = 0) -> None:
         self.settings = settings
+        self._pool = PoolConfig(
+            settings.memory_bytes, nice, settings.concurrency, max_rss_bytes=settings.memory_bytes // 2, preload=PRELOAD
+        )
         self._slots = Slots(settings.concurrency, settings.per_org)
         self._lock = threading.Lock()
         self._jobs: dict[Deadline, threading.Thread] = {}
 
+    async def run_apart(self, org_id: str, joining: Joining, call: Call, gone: Callable[[], Awaitable[None]]) -> Answer:
+        """``call``'s answer, computed in a worker process; ``gone`` returns when the client has disconnected."""
+        seconds = float(self.settings.deadline_seconds)
+
+        def in_worker(deadline: Deadline) -> Answer:
+            job = Job(
+                _serve_call,
+                (joining, call, seconds),
+                int(seconds) + 1,
+                seconds + WORKER_GRACE_SECONDS,  # the deadline here passes first, and kills the worker
+                _read_answer,
+                cancelled=lambda: deadline.cancelled,
+            )
+            try:
+                return pool_for(self._pool).run(job, org_id, _refuse)
+            except Cancelled:
+                deadline.check()  # raises Evidence.Timeout: nobody waits for the answer any more
+                raise
+            except StampFailure as failure:
+                raise _worker_failed(failure) from None
+
+        return await self.run(org_id, in_worker, gone)
+
     async def run(self, org_id: str, job: Callable[[Deadline], T], gone: Callable[[], Awaitable[None]]) -> T:
-        """``job``'s answer, computed on a pool thread; ``gone`` returns when the client has disconnected."""
+        """``job``'s answer, computed on a thread of this pool; ``gone`` returns when the client has
+        disconnected."""
         hold = ExitStack()
         hold.enter_context(self._slots.slot(org_id, _refuse))  # no wait: a full pool refuses at once
         deadline = Deadline(float(self.settings.deadline_seconds))

@@ -19,7 +19,8 @@ from typing import Any
 from compliance.attach import checkpoint_trust
 from compliance.checkpoints.publisher import CheckpointService
 from compliance.checkpoints.timestamping import TimestampClient
-from compliance.ledger.key_ring import current_key, history, load_signer, record_first_key
+from compliance.ledger.key_ring import current_key, history, key_of_generation, load_signer, record_first_key
+from compliance.ledger.signer import Signer
 from compliance.ledger.vault_key import VaultKey, load_or_create_key
 from compliance.signatures.document_identity import DocumentSigner, load_or_create_document_signer
 from compliance.signatures.pdf_validation import load_trust_roots
@@ -29,7 +30,7 @@ from compliance.witness.client import WitnessClient
 from compliance.witness.cosignature import CosignatureVerifier
 from storage.buckets import check_worm_bucket, ensure_bucket
 from storage.db import Database
-from storage.embedded_s3 import EmbeddedS3
+from storage.embedded_s3 import EmbeddedS3, S3Endpoint
 from storage.errors import BucketNotWorm, StorageError
 from storage.leases import give_up, new_holder, take_lease
 from storage.object_store import ObjectStore
@@ -42,7 +43,7 @@ from vault.ceremony.mail import run_mailer
 from vault.ceremony.tokens import load_or_create_secret
 from vault.checkpoint_requests import CheckpointRequests
 from vault.custody import Custody
-from vault.evidence_work import EvidenceWork
+from vault.evidence_work import EvidenceWork, Joining
 from vault.expiry import sweep_deadlines, sweep_staged
 from vault.metrics.instruments import CHECKPOINT_FAILURES, failure_cause
 from vault.reconcile import reconcile_claims
@@ -84,6 +85,9 @@ class Runtime:
     _webhook_sender: threading.Thread | None = None
     _mailer: threading.Thread | None = None
     link_secret: bytes = field(default=b"", repr=False)  # signing links' HMAC key (settings, or the data dir's)
+    s3_endpoint: S3Endpoint | None = field(
+        default=None, repr=False
+    )  # where the store answers: what an evidence worker joins
 
     def sources(self, deadline: Deadline | None = None) -> Sources:
         """What the evidence checks read, without the signing key or the checkpointer (until ``deadline``)."""
@@ -269,9 +273,14 @@ class Runtime:
             self.embedded_s3.stop()
 
 
-def open_runtime(settings: Settings) -> Runtime:
-    """Start (or connect to) every part and check it; on any failure stop what was started and raise."""
+def open_runtime(settings: Settings, join: Joining | None = None) -> Runtime:
+    """Start (or connect to) every part and check it; on any failure stop what was started and raise.
+
+    ``join``: a service already open (an evidence worker's runtime, :mod:`vault.evidence_work`): its store and
+    its signing key's generation. Nothing is then created, started or migrated: the service did that, and
+    checked it."""
     embedded: EmbeddedS3 | None = None
+    opening = join is None
     db: Database | None = None
     s3 = settings.s3
     install_outbox()  # every session of this process queues webhooks with the events they announce
@@ -285,35 +294,47 @@ def open_runtime(settings: Settings) -> Runtime:
         tsa_roots = policy.tsa_roots_path.read_bytes() if policy.tsa_url and policy.tsa_roots_path else None
         roots_path = policy.signer_trust_roots_path
         signer_roots = tuple(load_trust_roots(roots_path.read_bytes())) if roots_path is not None else ()
-        if s3.embedded:
+        if join is not None:
+            endpoint = join.endpoint
+        elif s3.embedded:
             embedded = EmbeddedS3.from_settings(settings)
             endpoint = embedded.start()
-            credentials = (endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region)
         else:
-            credentials = (s3.endpoint, s3.access_key, s3.secret_key, s3.region)
+            endpoint = S3Endpoint(s3.endpoint, s3.access_key, s3.secret_key, s3.region)
+        credentials = (endpoint.url, endpoint.access_key, endpoint.secret_key, endpoint.region)
         client = make_s3_client(*credentials)
         probe_client = make_s3_client(*credentials, quick=True)
-        if s3.create_buckets:
+        if s3.create_buckets and opening:
             ensure_bucket(client, s3.authoritative_bucket, object_lock=True)
             ensure_bucket(client, s3.copies_bucket, object_lock=False)
             if s3.staging_bucket != s3.copies_bucket:
                 ensure_bucket(client, s3.staging_bucket, object_lock=False)
         try:
-            check_worm_bucket(client, s3.authoritative_bucket)
+            if opening:
+                check_worm_bucket(client, s3.authoritative_bucket)
         except BucketNotWorm as exc:
             raise StartupError(
                 f"refusing to start: bucket {s3.authoritative_bucket!r} cannot hold authoritative copies: {exc}"
             ) from exc
         db = Database(settings.database_url, timeout=settings.database_timeout)
-        db.migrate()
+        if opening:
+            db.migrate()
         try:
             key = load_or_create_key(
                 settings.vault.signing_key_path,
                 settings.vault.key_name,
-                create="EVAULT_SIGNING_KEY" not in settings.env,
+                create=opening and "EVAULT_SIGNING_KEY" not in settings.env,
             )
-            record_first_key(db, key, str(settings.vault.signing_key_path))
-            key = current_key(db, key, lambda ref: load_signer(ref, settings.vault.pkcs11))
+            if opening:
+                record_first_key(db, key, str(settings.vault.signing_key_path))
+
+            def loader(ref: str) -> Signer:
+                return load_signer(ref, settings.vault.pkcs11)
+
+            if join is None:
+                key = current_key(db, key, loader)
+            else:
+                key = key_of_generation(db, key, loader, join.vkey)
         except ValueError as exc:  # not PEM, or encrypted, or a rotated key that is not the recorded one
             raise StartupError(f"refusing to start: signing key {settings.vault.signing_key_path}: {exc}") from exc
         evidence = settings.evidence
@@ -328,7 +349,7 @@ def open_runtime(settings: Settings) -> Runtime:
             raise StartupError(f"refusing to start: document-signing identity: {exc}") from exc
         try:
             report_key = endorse_report_key(
-                settings.vault.report_key_path, key, create="EVAULT_REPORT_SIGNING_KEY" not in settings.env
+                settings.vault.report_key_path, key, create=opening and "EVAULT_REPORT_SIGNING_KEY" not in settings.env
             )
         except (OSError, ValueError) as exc:
             raise StartupError(f"refusing to start: report signing key: {exc}") from exc
@@ -374,5 +395,6 @@ def open_runtime(settings: Settings) -> Runtime:
         document_signer=document_signer,
         probe_client=probe_client,
         report_key=report_key,
-        evidence_work=EvidenceWork(settings.evidence_work),
+        evidence_work=EvidenceWork(settings.evidence_work, settings.pdf.worker_nice),
+        s3_endpoint=endpoint,
     )

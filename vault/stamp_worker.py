@@ -35,10 +35,10 @@ from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
 from vault.pdf_vetting import PdfFacts, vet_here
 from vault.slots import Full, Refusal, Slots
-from vault.worker_pool import CTX, Job, PoolConfig, StampFailure, job_usage, pool_for
+from vault.worker_pool import Job, PoolConfig, StampFailure, job_usage, pool_for
 
 log = logging.getLogger("evault.stamp")
-CTX.set_forkserver_preload(["vault.stamp_worker", "vault.worker_preload"])
+PRELOAD = ("vault.stamp_worker", "vault.worker_preload")  # what the stampers' forkserver imports first
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class StampLimits:
         )
 
     def pool(self) -> PoolConfig:
-        return PoolConfig(self.memory_bytes, self.nice, self.workers, self.worker_jobs, self.worker_rss_bytes)
+        return PoolConfig(self.memory_bytes, self.nice, self.workers, self.worker_jobs, self.worker_rss_bytes, PRELOAD)
 
 
 @dataclass(frozen=True)

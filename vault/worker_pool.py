@@ -18,6 +18,10 @@ from the stamper's clean forkserver (never from the threaded service) and serves
 - ``size`` workers at most, started when first needed, taken by jobs through a fair share between
   organisations (:class:`~vault.slots.Slots`): an organisation alone may use every worker, beside others its
   share; a job that finds no worker within its wall clock is refused with the caller's retry hint.
+- each pool names the modules its workers run (``preload``), and pools with different modules fork from
+  different forkservers: a stamper never carries the evidence workers' database and storage libraries in its
+  address space (its ``RLIMIT_AS``), nor they the stamper's;
+- a job may be cancelled while it runs (its caller is gone): its worker is killed and replaced.
 
 :func:`close_pools` (the runtime's close, on SIGTERM) kills every worker at once: a job in flight is refused
 with the caller's 503, so shutting down never waits for a document.
@@ -67,7 +71,8 @@ class _Popen(popen_forkserver.Popen):
             reduction.dump(process_obj, buf)
         finally:
             set_spawning_popen(None)
-        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]  # untyped
+        server = _forkserver_for(process_obj.preload)
+        self.sentinel, w = server.connect_to_new_process(self._fds)  # type: ignore[attr-defined]  # untyped
         parent_w = os.dup(w)  # the child's sentinel of its parent, as the base class keeps it
         close_fds = util.close_fds  # type: ignore[attr-defined]  # untyped in typeshed
         self.finalizer = util.Finalize(self, close_fds, (parent_w, self.sentinel))
@@ -77,9 +82,32 @@ class _Popen(popen_forkserver.Popen):
 
 
 class _Child(ForkServerProcess):
+    preload: tuple[str, ...] = ()  # the modules of the forkserver it forks from
+
     @staticmethod
     def _Popen(process_obj: Any) -> _Popen:
         return _Popen(process_obj)
+
+
+_SERVERS: dict[tuple[str, ...], forkserver.ForkServer] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def _forkserver_for(preload: tuple[str, ...]) -> forkserver.ForkServer:
+    """One forkserver per set of preloaded modules, started when its first worker is."""
+    with _SERVERS_LOCK:
+        server = _SERVERS.get(preload)
+        if server is None:
+            server = _SERVERS[preload] = forkserver.ForkServer()
+            server.set_forkserver_preload(list(preload))
+        return server
+
+
+def forkserver_pid(preload: tuple[str, ...]) -> int | None:
+    """The process id of the forkserver for ``preload``, once started (the parent of its pools' workers)."""
+    with _SERVERS_LOCK:
+        server = _SERVERS.get(preload)
+    return None if server is None else server._forkserver_pid  # type: ignore[attr-defined]  # private, untyped
 
 
 Kind = Literal["failed", "timeout", "memory", "unmarked"]
@@ -106,25 +134,37 @@ def died(exitcode: int | None) -> StampFailure:
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """What the workers of one pool share: their memory limit and niceness, how many, and when to retire one."""
+    """What the workers of one pool share: their memory limit and niceness, how many, when to retire one, and
+    the modules their forkserver imports before forking them."""
 
     memory_bytes: int
     nice: int = 0
     size: int = 2
     max_jobs: int = 200
     max_rss_bytes: int = 512 * 1024 * 1024
+    preload: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Job(Generic[T]):
     """``target(conn, *args)`` run in a worker, which sends its answer on ``conn``; ``read(conn, deadline)``
-    takes the answer in the parent (raising :class:`StampFailure` or ``InvalidInput`` when it says so)."""
+    takes the answer in the parent (raising :class:`StampFailure` or ``InvalidInput`` when it says so).
+    ``cancelled``, when given, is asked while the job runs: once it says so, the worker is killed and the job
+    raises :class:`Cancelled`."""
 
     target: Callable[..., None]
     args: tuple[Any, ...]
     cpu_seconds: int
     timeout_seconds: float
     read: Callable[[Connection, float], T]
+    cancelled: Callable[[], bool] | None = None
+
+
+class Cancelled(Exception):
+    """The job's caller stopped waiting; its worker was killed."""
+
+
+CANCEL_POLL_SECONDS = 0.05  # how soon a cancelled job's worker is killed
 
 
 # --- in the worker ------------------------------------------------------------------------------------------
@@ -235,7 +275,7 @@ class WorkerPool:
             started_cpu = _cpu_seconds(worker.process.pid)
             try:
                 worker.conn.send((job.target, job.cpu_seconds, job.args))
-                if not worker.conn.poll(job.timeout_seconds):
+                if not _answered(worker.conn, deadline, job.cancelled):
                     if _cpu_seconds(worker.process.pid) - started_cpu < job.timeout_seconds / 4:
                         raise refuse("total", self.config.size)  # starved, not slow: ours to retry
                     raise StampFailure("timeout", f"no answer within {job.timeout_seconds:.0f} s")
@@ -271,6 +311,7 @@ class WorkerPool:
     def _spawn(self) -> _Worker:
         conn, child_end = CTX.Pipe()
         process = _Child(target=_serve, args=(child_end, self.config.memory_bytes, self.config.nice), daemon=True)
+        process.preload = self.config.preload
         process.start()
         child_end.close()
         return _Worker(process, conn)
@@ -311,6 +352,18 @@ class WorkerPool:
         for worker in busy:
             if worker.process.is_alive():
                 worker.process.kill()
+
+
+def _answered(conn: Connection, deadline: float, cancelled: Callable[[], bool] | None) -> bool:
+    """Whether the worker answered before ``deadline``; raises :class:`Cancelled` once ``cancelled`` says so."""
+    if cancelled is None:
+        return conn.poll(max(0.0, deadline - time.monotonic()))
+    while not conn.poll(min(CANCEL_POLL_SECONDS, max(0.0, deadline - time.monotonic()))):
+        if cancelled():
+            raise Cancelled()
+        if time.monotonic() >= deadline:
+            return False
+    return True
 
 
 def _stop(worker: _Worker) -> None:

@@ -75,12 +75,26 @@ def current_key(db: Database, first: VaultKey, load: Callable[[str], Signer]) ->
     """The newest generation's key (``first`` itself before any rotation)."""
     with db.read_session() as session:
         rows = generations(session)
-    newest = rows[-1]
-    if newest.generation == 0:
+    return _generation_key(rows[-1], first, load)
+
+
+def key_of_generation(db: Database, first: VaultKey, load: Callable[[str], Signer], vkey: str) -> VaultKey:
+    """The recorded generation whose key is ``vkey``: a process that joins a running service (an evidence
+    worker) signs with the service's own generation, even after a rotation the service has not restarted for."""
+    with db.read_session() as session:
+        rows = generations(session)
+    row = next((r for r in rows if r.vkey == vkey), None)
+    if row is None:
+        raise ValueError(f"no recorded generation of the signing key is {vkey}")
+    return _generation_key(row, first, load)
+
+
+def _generation_key(row: SigningKey, first: VaultKey, load: Callable[[str], Signer]) -> VaultKey:
+    if row.generation == 0:
         return first
-    key = VaultKey(first.name, load(newest.key_ref))
-    if key.note_verifier.vkey != newest.vkey:
-        raise ValueError(f"the key at {newest.key_ref} is not generation {newest.generation}'s key {newest.vkey}")
+    key = VaultKey(first.name, load(row.key_ref))
+    if key.note_verifier.vkey != row.vkey:
+        raise ValueError(f"the key at {row.key_ref} is not generation {row.generation}'s key {row.vkey}")
     return key
 
 

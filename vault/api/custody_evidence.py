@@ -7,7 +7,6 @@ answer. A receipt rests on a checkpoint covering its events: the latest when fre
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from litestar import Controller, Request, Response, get
@@ -16,13 +15,13 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery
 
 from compliance.errors import Unavailable
-from compliance.evidence_package.build import PackageIssuer, build_package
+from compliance.evidence_package.build import build_package
 from compliance.evidence_package.export import build_export
 from compliance.ledger.events import Actor
 from compliance.receipts.release import release_receipt
-from compliance.sources import Deadline, Sources
-from vault.api.evidence import in_pool, policy_of, receipt_answer
-from vault.api.log import keys_document
+from compliance.sources import Deadline
+from vault import evidence_jobs
+from vault.api.evidence import apart, in_pool, receipt_answer
 from vault.api.schemas import WRITE_ERRORS, SignedReceipt, answers
 from vault.certified_copy import issue_certified_copy
 from vault.runtime import Runtime
@@ -42,28 +41,15 @@ async def _package_answer(
     actor: Actor,
     principal: Principal,
     envelope_id: str,
-    build: Callable[[Sources, PackageIssuer, Actor, str], bytes],
+    build: evidence_jobs.Package,
     name: str,
 ) -> Response[bytes]:
     """The evidence and the export package are issued alike: built in the evidence pool on a checkpoint the
     caller may have to request, and answered as the attachment ``{name}-{envelope_id}.zip``."""
-    checkpoints = runtime.checkpoint_requests(principal.scopes)
-
-    def job(deadline: Deadline) -> Response[bytes]:
-        sources = runtime.sources(deadline)
-        issuer = PackageIssuer(
-            runtime.key,
-            checkpoints,
-            policy_of(runtime),
-            keys_document(runtime),
-            runtime.document_signer,
-            runtime.settings.vault.tsa_url or None,
-        )
-        package = build(sources, issuer, actor, envelope_id)
-        disposition = f'attachment; filename="{name}-{envelope_id}.zip"'
-        return Response(package, media_type="application/zip", headers={"Content-Disposition": disposition})
-
-    return await in_pool(request, runtime, actor, job)
+    answer = await apart(
+        request, runtime, actor, evidence_jobs.package, build, name, actor, envelope_id, principal.scopes
+    )
+    return Response(answer.content, media_type=answer.media_type, headers=answer.headers)
 
 
 class CustodyEvidenceController(Controller):
@@ -116,7 +102,7 @@ class CustodyEvidenceController(Controller):
                 runtime.custody(),
                 signer,
                 checkpoints,
-                policy_of(runtime).custodian,
+                evidence_jobs.policy_of(runtime).custodian,
                 actor,
                 envelope_id,
                 document_id,

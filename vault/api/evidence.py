@@ -1,9 +1,9 @@
 """Evidence of the present: the §9-105 compliance check, the signed certificate (JSON or PDF), the audit trail.
 
-Each route parses, calls one compliance service with the runtime's sources, key and settings, and shapes the
-answer; ``?format=`` overrides the ``Accept`` header (``pdf`` for the certificate, ``csv`` for the trail). The
-service call runs in the evidence pool (:mod:`vault.evidence_work`): capped per organisation and in all, with a
-deadline, and cancelled when the client disconnects.
+Each route parses and authorises here, then runs one job of :mod:`vault.evidence_jobs` in the evidence pool
+(:mod:`vault.evidence_work`: worker processes, capped per organisation and in all, with a deadline, and
+cancelled when the client disconnects), and shapes its answer; ``?format=`` overrides the ``Accept`` header
+(``pdf`` for the certificate, ``csv`` for the trail).
 """
 
 from __future__ import annotations
@@ -15,16 +15,10 @@ from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
-from compliance.audit.trail import as_csv, audit_trail
-from compliance.certificates.issuance import issue_certificate
-from compliance.certificates.pdf_page import certificate_pdf
-from compliance.checkpoints.freshness import SignsOnDemand, checkpoint_for_envelope
-from compliance.conditions.evidence import Custodian, Policy
-from compliance.conditions.policies import check_compliance
 from compliance.errors import InvalidInput
 from compliance.ledger.events import Actor
-from compliance.ledger.vault_key import VaultKey
-from compliance.sources import Deadline, Sources
+from compliance.sources import Deadline
+from vault import evidence_jobs
 from vault.api.schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -33,23 +27,11 @@ from vault.api.schemas import (
     SignedCertificate,
     answers,
 )
+from vault.evidence_work import Answer, Call, Joining
 from vault.runtime import Runtime
 from vault.tenancy import Principal
 
 T = TypeVar("T")
-
-
-def policy_of(runtime: Runtime) -> Policy:
-    evidence = runtime.settings.evidence
-    return Policy(Custodian(evidence.custodian_name, evidence.custodian_id), runtime.settings.s3.authoritative_bucket)
-
-
-def document_signing_keys(runtime: Runtime) -> list[dict[str, Any]]:
-    """The published half of the document-signing identity, for ``/.well-known/evault/keys``."""
-    signer = runtime.document_signer
-    if signer is None:
-        return []
-    return [{"use": "document-signing", "algorithm": "ECDSA-P256", "pem": signer.certificate_pem()}]
 
 
 def _wants(request: Request[Any, Any, Any], chosen: str | None, kinds: dict[str, str]) -> str:
@@ -73,7 +55,22 @@ def _disconnected(request: Request[Any, Any, Any]) -> Callable[[], Awaitable[Non
 
 
 async def in_pool(request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, job: Callable[[Deadline], T]) -> T:
+    """``job`` on a thread of the evidence pool: for work whose heavy part already runs in a process of its own."""
     return await runtime.evidence_work.run(actor.org_id, job, _disconnected(request))
+
+
+async def apart(
+    request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, function: Callable[..., Answer], *args: Any
+) -> Answer:
+    """``function(runtime, deadline, *args)`` in an evidence worker process."""
+    if runtime.s3_endpoint is None:
+        raise RuntimeError("the runtime was not opened by open_runtime: evidence workers cannot join it")
+    joining = Joining(runtime.settings, runtime.s3_endpoint, runtime.key.note_verifier.vkey)
+    return await runtime.evidence_work.run_apart(actor.org_id, joining, Call(function, args), _disconnected(request))
+
+
+def response(answer: Answer) -> Response[Any]:
+    return Response(answer.content, media_type=answer.media_type, headers=answer.headers)
 
 
 async def receipt_answer(
@@ -81,18 +78,14 @@ async def receipt_answer(
     runtime: Runtime,
     actor: Actor,
     principal: Principal,
-    receipt: Callable[[Sources, VaultKey, SignsOnDemand, Actor, str], dict[str, Any]],
+    issue: evidence_jobs.Receipt,
     subject_id: str,
 ) -> Response[Any]:
     """A release and a transfer receipt are issued alike: signed in the evidence pool, on a checkpoint the caller
     may have to request, and answered as JSON."""
-    checkpoints = runtime.checkpoint_requests(principal.scopes)
-
-    def job(deadline: Deadline) -> Response[Any]:
-        document = receipt(runtime.sources(deadline), runtime.key, checkpoints, actor, subject_id)
-        return Response(document, media_type="application/json")
-
-    return await in_pool(request, runtime, actor, job)
+    return response(
+        await apart(request, runtime, actor, evidence_jobs.receipt, issue, actor, subject_id, principal.scopes)
+    )
 
 
 class EvidenceController(Controller):
@@ -123,16 +116,11 @@ class EvidenceController(Controller):
         """
         if checkpoint not in (None, "now"):
             raise InvalidInput("Request.Invalid", "checkpoint may only be 'now'", field="checkpoint")
-        checkpoints = runtime.checkpoint_requests(principal.scopes)
-
-        def job(deadline: Deadline) -> dict[str, Any]:
-            sources = runtime.sources(deadline)
-            if checkpoint == "now":
-                checkpoint_for_envelope(runtime.db, checkpoints, actor.org_id, envelope_id)
-            verdict = check_compliance(sources, policy_of(runtime), actor, envelope_id)
-            return {"envelope_id": envelope_id, **verdict.as_json()}
-
-        return await in_pool(request, runtime, actor, job)
+        answer = await apart(
+            request, runtime, actor, evidence_jobs.compliance, actor, envelope_id, checkpoint, principal.scopes
+        )
+        content: dict[str, Any] = answer.content
+        return content
 
     @get(
         "/vault/certificate",
@@ -155,19 +143,9 @@ class EvidenceController(Controller):
         It rests on a checkpoint covering every event: the latest when fresh, else one signed on request
         (``vault:write`` and the organisation's quota, as for ``?checkpoint=now``)."""
         kind = _wants(request, format, {"json": "application/json", "pdf": "application/pdf"})
-        signer = runtime.document_signer
-        checkpoints = runtime.checkpoint_requests(principal.scopes)
-
-        def job(deadline: Deadline) -> Response[Any]:
-            sources = runtime.sources(deadline)
-            document = issue_certificate(sources, runtime.key, checkpoints, policy_of(runtime), actor, envelope_id)
-            if kind == "pdf" and signer is not None:
-                pdf = certificate_pdf(document, signer, runtime.settings.vault.tsa_url or None)
-                disposition = f'inline; filename="certificate-{envelope_id}.pdf"'
-                return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": disposition})
-            return Response(document, media_type="application/json")
-
-        return await in_pool(request, runtime, actor, job)
+        return response(
+            await apart(request, runtime, actor, evidence_jobs.certificate, actor, envelope_id, kind, principal.scopes)
+        )
 
     @get(
         "/audit",
@@ -186,11 +164,4 @@ class EvidenceController(Controller):
         ``text/csv`` for people."""
         kind = _wants(request, format, {"json": "application/json", "csv": "text/csv"})
 
-        def job(deadline: Deadline) -> Response[Any]:
-            trail = audit_trail(runtime.sources(deadline), actor.org_id, envelope_id)
-            if kind == "csv":
-                disposition = f'attachment; filename="audit-{envelope_id}.csv"'
-                return Response(as_csv(trail), media_type="text/csv", headers={"Content-Disposition": disposition})
-            return Response(trail, media_type="application/json")
-
-        return await in_pool(request, runtime, actor, job)
+        return response(await apart(request, runtime, actor, evidence_jobs.audit, actor, envelope_id, kind))

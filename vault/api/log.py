@@ -15,10 +15,8 @@ from compliance.checkpoints.freshness import checkpoint_for_envelope
 from compliance.checkpoints.publisher import tree_for
 from compliance.errors import Conflict, InvalidInput, NotFound
 from compliance.ledger.events import envelope_events, log_size
-from compliance.ledger.key_ring import key_set
 from storage.models import Checkpoint as CheckpointRow
 from vault.api.conventions import Hook, Outcome, mutate, raw_digest
-from vault.api.evidence import document_signing_keys
 from vault.api.schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -30,6 +28,7 @@ from vault.api.schemas import (
 )
 from vault.checkpoint_requests import WRITE_SCOPE
 from vault.envelopes import get_envelope
+from vault.public_keys import keys_document
 from vault.runtime import Runtime
 from vault.tenancy import Principal
 
@@ -160,47 +159,6 @@ class EnvelopeProofController(Controller):
         checkpoint = checkpoint_for_envelope(runtime.db, requests, principal.org_id, envelope_id, until)
         with runtime.db.read_session() as session:
             return build_bundle(session, runtime.key, envelope_id, checkpoint)
-
-
-def keys_document(runtime: Runtime) -> dict[str, Any]:
-    """What ``/.well-known/evault/keys`` serves (and an evidence package carries as ``keys/keys.json``)."""
-    with runtime.db.read_session() as session:
-        chain = key_set(session)
-    return {
-        "keys": [
-            *(
-                {
-                    "use": "checkpoint",
-                    "algorithm": "Ed25519",
-                    "vkey": generation["vkey"],
-                    "pem": generation["pem"],
-                    "log_origin_prefix": runtime.settings.vault.log_origin,
-                    "generation": generation["generation"],
-                    "current": generation["vkey"] == runtime.key.note_verifier.vkey,
-                    "valid_from": generation["valid_from"],
-                    "valid_until": generation["valid_until"],
-                    "compromised_since": generation["compromised_since"],
-                }
-                for generation in reversed(chain["generations"])
-            ),
-            *document_signing_keys(runtime),
-            *(
-                [
-                    {
-                        "use": "report-signing",
-                        "algorithm": "Ed25519",
-                        "pem": runtime.report_key.public_pem,
-                        # The vault key's signature over "evault report-signing key v1\n" + the raw key.
-                        "endorsement": runtime.report_key.endorsement,
-                    }
-                ]
-                if runtime.report_key is not None
-                else []
-            ),
-        ],
-        # The rotation and revocation statements: save this document and pass it as `--keys` offline.
-        "signing_key_chain": chain,
-    }
 
 
 @get("/.well-known/evault/keys", tags=["Transparency log"], sync_to_thread=True)
