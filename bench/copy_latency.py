@@ -1,6 +1,7 @@
 """Isolation benchmark: does one tenant's copying, or its compliance checks, slow another tenant down?
 
-One run starts the real stack (embedded SeaweedFS, SQLite, uvicorn in a thread), vaults a ``--pages``-page PDF
+One run starts the real stack (embedded SeaweedFS, SQLite, uvicorn in a thread, or with ``--server process`` in
+a process of its own as deployed, away from the clients' GIL), vaults a ``--pages``-page PDF
 for tenant A and a small one for tenant B, then measures B's ``GET /envelopes/{id}`` latency twice: alone, and
 while A attacks with ``--copiers`` concurrent clients:
 
@@ -59,6 +60,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -207,15 +209,6 @@ def summary(times: list[float]) -> dict[str, float]:
     }
 
 
-def peak_rss() -> int:
-    """This process's resident high-water mark (VmHWM) in bytes: the API runs in it, in a thread."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def bombs() -> list[bytes]:
     hostile = importlib.import_module("tests.hostile_pdfs")
     return [
@@ -305,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="lifted|default|QUOTA/WINDOW",
         help="EVAULT_RATE_LIMIT_ORG: lifted as the per-key limits (the default), the service's default, or this",
     )
+    parser.add_argument(
+        "--server",
+        choices=("thread", "process"),
+        default="thread",
+        help="the API in a thread of this process (beside B's client), or in its own process, as deployed",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -312,7 +311,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT))
     make_pdf = importlib.import_module("tests.pdf_factory").make_pdf
     vault_in_bench = importlib.import_module("bench.vault_in")
-    serve = vault_in_bench.serve_in_thread  # uvicorn in a thread, as vault-in's bench
     slow = args.attack == "slow-uploads"
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -332,7 +330,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         runtime = open_runtime(Settings.from_env(env))
         try:
-            with serve(runtime, args.port) as base, httpx.Client(base_url=base, timeout=300) as client:
+            if args.server == "process":  # the API alone in its process; this one keeps the clients and the store
+                limits = {name: value for name, value in env.items() if name.startswith(("EVAULT_RATE", "EVAULT_PDF"))}
+                served = vault_in_bench.serve_in_process(runtime, args.port, extra_env=limits)
+            else:
+                served = vault_in_bench.serve_in_thread(runtime, args.port)
+            with served as api, ExitStack() as stack:
+                base, api_pid = (api, os.getpid()) if isinstance(api, str) else (api.base_url, api.pid)
+                client = stack.enter_context(httpx.Client(base_url=base, timeout=300))
                 uploading = args.attack in UPLOAD_ATTACKS
                 b_pdf = make_pdf(pages=2)
                 a_pdf = b_pdf if uploading or slow else make_pdf(pages=args.pages)
@@ -342,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                 a_url = "" if uploading or slow else attack_url(client, args.attack, a_headers, a_envelope, args.copies)
                 b_targets = [(f"{API}/envelopes/{envelope}", headers) for headers, envelope in b_tenants]
                 latencies(client, b_targets, 20)  # warm-up
+                if args.attack == "compliance-many-copies":  # the evidence workers started, as in a running service
+                    assert client.get(a_url, headers=a_headers).status_code == 200
                 alone = latencies(client, b_targets, args.requests)
                 b_alone = uploads(client, b_keys, b_pdf, args.uploads) if slow else None
 
@@ -361,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                                 stop.wait(float(status.headers.get("Retry-After", "1")))
 
                 files = bombs() if args.attack == "rehearsal-bomb" else [make_pdf(pages=25)]
-                rss_before = peak_rss()
+                rss_before = vault_in_bench.peak_rss(api_pid)  # the API's process
                 spawn = multiprocessing.get_context("spawn")
                 halt, ready, done = spawn.Event(), spawn.Event(), spawn.Queue()
                 uploaders = spawn.Process(
@@ -388,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                 if uploading:
                     outcomes.update(done.get(timeout=300))
                     uploaders.join()
-                rss_growth = peak_rss() - rss_before
+                rss_growth = vault_in_bench.peak_rss(api_pid) - rss_before
         finally:
             runtime.close()
 
@@ -399,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "copiers": args.slow if slow else args.copiers,
         "worker_nice": runtime.settings.pdf.worker_nice,
         "org_rate_limit": org_rate,
+        "server": args.server,
         "b_organisations": len(b_tenants),
         "load_average": [round(v, 2) for v in os.getloadavg()],  # other processes share the cores
         "alone": summary(alone),

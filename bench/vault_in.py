@@ -409,11 +409,13 @@ def serve_in_process(
     stages_file: Path | None = None,
     loop: str = "auto",
     http: str = "auto",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[ApiProcess]:
     """The API in its own process (as deployed), sharing the embedded SeaweedFS, database and signing key.
 
     ``root``: the checkout whose code serves (another one with --before; this file's stage hooks still apply).
-    ``workers``: run ``evault serve --workers N`` itself instead of this file's quiet single-process child."""
+    ``workers``: run ``evault serve --workers N`` itself instead of this file's quiet single-process child.
+    ``extra_env``: more settings for the API process (a caller's own limits)."""
     assert runtime.embedded_s3 is not None
     endpoint = runtime.embedded_s3.endpoint
     env = {
@@ -438,6 +440,7 @@ def serve_in_process(
         "EVAULT_BENCH_STAGES": str(stages_file or ""),
         "EVAULT_BENCH_LOOP": loop,
         "EVAULT_BENCH_HTTP": http,
+        **(extra_env or {}),
     }
     if workers:
         command = [sys.executable, "-m", "vault.cli.main", "serve", "--workers", str(workers)]
