@@ -254,6 +254,19 @@ def test_checks_run_in_worker_processes_and_a_dead_worker_is_503_then_replaced(
     assert set(_evidence_workers()).isdisjoint(workers)
 
 
+def test_an_error_answered_by_a_worker_keeps_the_worker(client: Any, tenant: Any, base_url: str) -> None:
+    """A 404 is the job's answer, not the worker's failure: the same worker serves the next check (a new one
+    would open the service's runtime again, a cost a tenant could make the service pay at will)."""
+    _, headers = tenant
+    envelope_id = _vaulted(client, headers, copies=0)
+    _joined(base_url, headers, envelope_id)
+    workers = _evidence_workers()
+    missing = _compliance(base_url, headers, "env_00000000000000000000")
+    assert missing.status_code == 404 and missing.json()["code"] == "Envelope.NotFound", missing.text
+    assert _compliance(base_url, headers, envelope_id).status_code == 200
+    assert _evidence_workers() == workers
+
+
 def _joined(base_url: str, headers: dict[str, str], envelope_id: str) -> None:
     """A check answered: an evidence worker has joined the service (the first one, from a forkserver that has
     just started, may take longer than this module's three-second deadline on a busy machine)."""

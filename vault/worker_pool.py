@@ -45,7 +45,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerProcess, set_spawning_popen
 from typing import Any, Generic, Literal, TypeVar
 
-from compliance.errors import InvalidInput
+from compliance.errors import EvaultError
 from vault.slots import Refusal, Slots
 
 CTX = multiprocessing.get_context("forkserver")
@@ -273,20 +273,25 @@ class WorkerPool:
             worker = self._checkout(refuse)
             deadline = time.monotonic() + job.timeout_seconds
             started_cpu = _cpu_seconds(worker.process.pid)
+            answered = False
             try:
                 worker.conn.send((job.target, job.cpu_seconds, job.args))
                 if not _answered(worker.conn, deadline, job.cancelled):
                     if _cpu_seconds(worker.process.pid) - started_cpu < job.timeout_seconds / 4:
                         raise refuse("total", self.config.size)  # starved, not slow: ours to retry
                     raise StampFailure("timeout", f"no answer within {job.timeout_seconds:.0f} s")
+                answered = True
                 result = job.read(worker.conn, deadline)
             except (EOFError, OSError):
                 self._retire(worker)
                 if self._closed:
                     raise refuse("total", self.config.size) from None
                 raise died(worker.process.exitcode) from None
-            except InvalidInput:  # the document refused, the worker sound: it goes back
-                self._checkin(worker)
+            except EvaultError:
+                if answered:  # the job's own answer (the document refused, an evidence 404): the worker is sound
+                    self._checkin(worker)
+                else:  # refused here while the worker still works on the job
+                    self._retire(worker)
                 raise
             except BaseException:
                 self._retire(worker)
