@@ -13,7 +13,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import col, or_, select
@@ -95,6 +95,16 @@ def envelope_status(custody: Custody, org_id: str, envelope_id: str) -> tuple[di
     return view, etag(envelope)
 
 
+def _utc_bound(value: datetime) -> datetime:
+    """``value`` in UTC, or the first or last instant Python holds when it lies beyond them: year 1 at +20:26 is
+    before year 1 in UTC, a valid RFC 3339 date-time before every row, and the filter keeps what the instant
+    itself would (nothing is older, everything is newer)."""
+    try:
+        return as_utc(value)
+    except OverflowError:
+        return (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
 def list_envelopes(
     custody: Custody, org_id: str, where: EnvelopeFilter, cursor: str | None = None, limit: int = DEFAULT_LIMIT
 ) -> dict[str, Any]:
@@ -117,9 +127,9 @@ def list_envelopes(
         (Envelope.updated_at, where.updated_after, where.updated_before),
     ):
         if after is not None:
-            query = query.where(col(moment) > as_utc(after))
+            query = query.where(col(moment) > _utc_bound(after))
         if before is not None:
-            query = query.where(col(moment) < as_utc(before))
+            query = query.where(col(moment) < _utc_bound(before))
     if cursor is not None:
         at, last_id = decode_cursor(cursor)
         query = query.where(
