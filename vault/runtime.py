@@ -85,9 +85,8 @@ class Runtime:
     _webhook_sender: threading.Thread | None = None
     _mailer: threading.Thread | None = None
     link_secret: bytes = field(default=b"", repr=False)  # signing links' HMAC key (settings, or the data dir's)
-    s3_endpoint: S3Endpoint | None = field(
-        default=None, repr=False
-    )  # where the store answers: what an evidence worker joins
+    # where the store answers: what an evidence worker joins (the secret key kept out of repr)
+    s3_endpoint: S3Endpoint | None = field(default=None, repr=False)
 
     def sources(self, deadline: Deadline | None = None) -> Sources:
         """What the evidence checks read, without the signing key or the checkpointer (until ``deadline``)."""
