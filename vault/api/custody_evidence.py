@@ -21,7 +21,7 @@ from compliance.ledger.events import Actor
 from compliance.receipts.release import release_receipt
 from compliance.sources import Deadline
 from vault import evidence_jobs
-from vault.api.evidence import apart, in_pool, receipt_answer
+from vault.api.evidence import apart, in_pool, receipt_answer, response
 from vault.api.schemas import WRITE_ERRORS, SignedReceipt, answers
 from vault.certified_copy import issue_certified_copy
 from vault.runtime import Runtime
@@ -46,10 +46,9 @@ async def _package_answer(
 ) -> Response[bytes]:
     """The evidence and the export package are issued alike: built in the evidence pool on a checkpoint the
     caller may have to request, and answered as the attachment ``{name}-{envelope_id}.zip``."""
-    answer = await apart(
-        request, runtime, actor, evidence_jobs.package, build, name, actor, envelope_id, principal.scopes
+    return response(
+        await apart(request, runtime, actor, evidence_jobs.package, build, name, actor, envelope_id, principal.scopes)
     )
-    return Response(answer.content, media_type=answer.media_type, headers=answer.headers)
 
 
 class CustodyEvidenceController(Controller):
