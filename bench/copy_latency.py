@@ -59,8 +59,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -261,6 +261,19 @@ def attack_uploads(
     done.put(dict(outcomes))
 
 
+@contextmanager
+def serve(bench: Any, runtime: Runtime, where: str, port: int, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """The API's base URL and process id: in a thread of this process, or alone in its own (``--server
+    process``) with this run's limits, this process keeping the clients and the store."""
+    if where == "thread":
+        with bench.serve_in_thread(runtime, port) as base:
+            yield base, os.getpid()
+        return
+    limits = {name: value for name, value in env.items() if name.startswith(("EVAULT_RATE", "EVAULT_PDF"))}
+    with bench.serve_in_process(runtime, port, extra_env=limits) as api:
+        yield api.base_url, api.pid
+
+
 def b_organisations(runtime: Runtime, args: argparse.Namespace, slow: bool) -> int:
     """How many organisations B's requests are spread over so that none meets the organisation limit: B's GETs
     (warm-up and both phases), its uploads (an envelope and a vault-in each) and each tenant's set-up (two)."""
@@ -330,14 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         runtime = open_runtime(Settings.from_env(env))
         try:
-            if args.server == "process":  # the API alone in its process; this one keeps the clients and the store
-                limits = {name: value for name, value in env.items() if name.startswith(("EVAULT_RATE", "EVAULT_PDF"))}
-                served = vault_in_bench.serve_in_process(runtime, args.port, extra_env=limits)
-            else:
-                served = vault_in_bench.serve_in_thread(runtime, args.port)
-            with served as api, ExitStack() as stack:
-                base, api_pid = (api, os.getpid()) if isinstance(api, str) else (api.base_url, api.pid)
-                client = stack.enter_context(httpx.Client(base_url=base, timeout=300))
+            served = serve(vault_in_bench, runtime, args.server, args.port, env)
+            with served as (base, api_pid), httpx.Client(base_url=base, timeout=300) as client:
                 uploading = args.attack in UPLOAD_ATTACKS
                 b_pdf = make_pdf(pages=2)
                 a_pdf = b_pdf if uploading or slow else make_pdf(pages=args.pages)
