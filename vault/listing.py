@@ -24,6 +24,7 @@ from storage.models import Envelope
 from vault.custody import Custody
 from vault.envelopes import ENVELOPE_ID, KINDS, describe, get_envelope, held_by, summary
 from vault.expiry import expire_due, settle
+from vault.field_limits import MAX_EXTERNAL_ID
 from vault.lifecycle import STATUSES, VAULT_STATES, etag
 
 DEFAULT_LIMIT = 50
@@ -49,9 +50,11 @@ class EnvelopeFilter:
         ):
             if value is not None and value not in allowed:
                 raise InvalidInput("Request.Invalid", f"{name} must be one of {allowed}", field=name)
-        if self.external_id is not None and ("\x00" in self.external_id or len(self.external_id) > 200):
+        if self.external_id is not None and ("\x00" in self.external_id or len(self.external_id) > MAX_EXTERNAL_ID):
             raise InvalidInput(
-                "Request.Invalid", "external_id is at most 200 characters, without NUL", field="external_id"
+                "Request.Invalid",
+                f"external_id is at most {MAX_EXTERNAL_ID} characters, without NUL",
+                field="external_id",
             )
 
 

@@ -21,6 +21,7 @@ from litestar.routes import HTTPRoute
 from vault.api.openapi_limits import amendment_data, state_query_limits, state_request_limits, vault_in_metadata
 from vault.api.schemas import MEANING
 from vault.envelopes import KINDS
+from vault.field_limits import MAX_EXTERNAL_ID
 from vault.idempotency import HEADER_VALUE, MAX_KEY
 from vault.lifecycle import STATUSES, VAULT_STATES
 from vault.listing import MAX_LIMIT
@@ -210,6 +211,7 @@ QUERY_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     ("/envelopes", "status"): {"enum": list(STATUSES)},
     ("/envelopes", "vault_state"): {"enum": list(VAULT_STATES)},
     ("/envelopes", "limit"): {"minimum": 1, "maximum": MAX_LIMIT},
+    ("/envelopes", "external_id"): {"maxLength": MAX_EXTERNAL_ID, "pattern": "^[^\\x00]*$"},  # vault/listing.py
     ("/envelopes/{envelope_id}/compliance", "checkpoint"): {"enum": ["now"]},
     ("/envelopes/{envelope_id}/vault/certificate", "format"): {"enum": ["json", "pdf"]},
     ("/envelopes/{envelope_id}/audit", "format"): {"enum": ["json", "csv"]},
