@@ -34,16 +34,16 @@ the service's default organisation limit (``EVAULT_RATE_LIMIT_ORG``, three keys'
 limit, paced with a burst of a tenth of it), ``--org-rate-limit QUOTA/WINDOW`` sets one and ``--org-burst N``
 its burst (``EVAULT_RATE_LIMIT_ORG_BURST``): then A's attack is what the limit lets through (its burst at once,
 then one request per WINDOW/QUOTA seconds), and its excess is answered 429 ``Request.OrgRateLimited`` at the
-edge. A's attack starts a second before B's measurement, so B meets what A's pace lets through, after most of
-A's burst. Tenant B's requests are the measurement, not a client under test: with an organisation limit on they
-are spread over as many organisations of B's (each with its own envelope) as keep every one of them within its
-burst, so B is never refused.
+edge. B's measurement starts ``--lead`` seconds (1) after A's first answer, so B meets what A's pace lets
+through, after most of A's burst; with ``--lead 0`` B meets the burst too. Tenant B's requests are the
+measurement, not a client under test: with an organisation limit on they are spread over as many organisations
+of B's (each with its own envelope) as keep every one of them within its burst, so B is never refused.
 
 The report counts A's answers by status and gives B's p50/p99 under attack as ratios of its idle ones.
 
     python bench/copy_latency.py [--attack copies|compliance-many-copies|rehearsal-bomb|upload-flood|slow-uploads]
         [--pages N] [--copies N] [--requests N] [--copiers C] [--slow N] [--uploads N] [--ignore-retry-after]
-        [--worker-nice N] [--org-rate-limit lifted|default|QUOTA/WINDOW] [--org-burst N] [--json]
+        [--worker-nice N] [--org-rate-limit lifted|default|QUOTA/WINDOW] [--org-burst N] [--lead S] [--json]
 """
 
 from __future__ import annotations
@@ -316,6 +316,12 @@ def main(argv: list[str] | None = None) -> int:
         help="EVAULT_RATE_LIMIT_ORG: lifted as the per-key limits (the default), the service's default, or this",
     )
     parser.add_argument(
+        "--lead",
+        type=float,
+        default=1.0,
+        help="seconds A's attack runs before B's measurement starts (0: B meets A's burst from its start)",
+    )
+    parser.add_argument(
         "--org-burst", type=int, default=None, help="EVAULT_RATE_LIMIT_ORG_BURST (default: the service's own)"
     )
     parser.add_argument(
@@ -400,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 if uploading:
                     uploaders.start()
                     ready.wait(120)
-                time.sleep(1.0)  # let the copiers get going
+                time.sleep(args.lead)  # let the attack get going
                 loaded = latencies(client, b_targets, args.requests)
                 b_loaded = uploads(client, b_keys, b_pdf, args.uploads) if slow else None
                 stop.set()
@@ -422,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker_nice": runtime.settings.pdf.worker_nice,
         "org_rate_limit": org_rate,
         "org_burst": runtime.settings.api.rate_limit_org_burst,
+        "lead_s": args.lead,
         "server": args.server,
         "b_organisations": len(b_tenants),
         "load_average": [round(v, 2) for v in os.getloadavg()],  # other processes share the cores
