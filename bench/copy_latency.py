@@ -31,16 +31,19 @@ The bench measures how well the expensive work is isolated, so it lifts the per-
 (``EVAULT_RATE_LIMIT``, ``EVAULT_RATE_LIMIT_COPIES``), and by default the organisation's too: one key of A's with
 no limit of its own stands for an organisation with as many keys as it likes. ``--org-rate-limit default`` keeps
 the service's default organisation limit (``EVAULT_RATE_LIMIT_ORG``, three keys' worth of the default per-key
-limit), ``--org-rate-limit QUOTA/WINDOW`` sets one: then A's attack is what the limit lets through, and its
-excess is answered 429 ``Request.OrgRateLimited`` at the edge. Tenant B's requests are the measurement, not a
-client under test: with an organisation limit on they are spread over as many organisations of B's (each with its
-own envelope) as keep every one of them under it, so B is never refused.
+limit, paced with a burst of a tenth of it), ``--org-rate-limit QUOTA/WINDOW`` sets one and ``--org-burst N``
+its burst (``EVAULT_RATE_LIMIT_ORG_BURST``): then A's attack is what the limit lets through (its burst at once,
+then one request per WINDOW/QUOTA seconds), and its excess is answered 429 ``Request.OrgRateLimited`` at the
+edge. B's measurement starts ``--lead`` seconds (1) after A's first answer, so B meets what A's pace lets
+through, after most of A's burst; with ``--lead 0`` B meets the burst too. Tenant B's requests are the
+measurement, not a client under test: with an organisation limit on they are spread over as many organisations
+of B's (each with its own envelope) as keep every one of them within its burst, so B is never refused.
 
 The report counts A's answers by status and gives B's p50/p99 under attack as ratios of its idle ones.
 
     python bench/copy_latency.py [--attack copies|compliance-many-copies|rehearsal-bomb|upload-flood|slow-uploads]
         [--pages N] [--copies N] [--requests N] [--copiers C] [--slow N] [--uploads N] [--ignore-retry-after]
-        [--worker-nice N] [--org-rate-limit lifted|default|QUOTA/WINDOW] [--json]
+        [--worker-nice N] [--org-rate-limit lifted|default|QUOTA/WINDOW] [--org-burst N] [--lead S] [--json]
 """
 
 from __future__ import annotations
@@ -276,12 +279,13 @@ def serve(bench: Any, runtime: Runtime, where: str, port: int, env: dict[str, st
 
 def b_organisations(runtime: Runtime, args: argparse.Namespace, slow: bool) -> int:
     """How many organisations B's requests are spread over so that none meets the organisation limit: B's GETs
-    (warm-up and both phases), its uploads (an envelope and a vault-in each) and each tenant's set-up (two)."""
-    quota = runtime.settings.api.rate_limit_org[0]
+    (warm-up and both phases), its uploads (an envelope and a vault-in each) and each tenant's set-up (two), within
+    each organisation's burst (B's requests come faster than any pace, so only the burst is counted on)."""
+    burst = runtime.settings.api.rate_limit_org_burst
     requests = 20 + 2 * args.requests + (4 * args.uploads if slow else 0)
-    if quota <= 2:
-        raise SystemExit("--org-rate-limit: a quota of at least 3 leaves tenant B room to measure")
-    return max(1, -(-requests // (quota - 2)))
+    if burst <= 2:
+        raise SystemExit("--org-rate-limit, --org-burst: a burst of at least 3 leaves tenant B room to measure")
+    return max(1, -(-requests // (burst - 2)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +316,15 @@ def main(argv: list[str] | None = None) -> int:
         help="EVAULT_RATE_LIMIT_ORG: lifted as the per-key limits (the default), the service's default, or this",
     )
     parser.add_argument(
+        "--lead",
+        type=float,
+        default=1.0,
+        help="seconds A's attack runs before B's measurement starts (0: B meets A's burst from its start)",
+    )
+    parser.add_argument(
+        "--org-burst", type=int, default=None, help="EVAULT_RATE_LIMIT_ORG_BURST (default: the service's own)"
+    )
+    parser.add_argument(
         "--server",
         choices=("thread", "process"),
         default="thread",
@@ -339,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             "EVAULT_RATE_LIMIT": vault_in_bench.BENCH_RATE_LIMIT,
             "EVAULT_RATE_LIMIT_COPIES": vault_in_bench.BENCH_RATE_LIMIT,
             "EVAULT_RATE_LIMIT_ORG": org_rate,  # lifted unless --org-rate-limit says otherwise
+            **({} if args.org_burst is None else {"EVAULT_RATE_LIMIT_ORG_BURST": str(args.org_burst)}),
             **({} if args.worker_nice is None else {"EVAULT_PDF_WORKER_NICE": str(args.worker_nice)}),
         }
         runtime = open_runtime(Settings.from_env(env))
@@ -392,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 if uploading:
                     uploaders.start()
                     ready.wait(120)
-                time.sleep(1.0)  # let the copiers get going
+                time.sleep(args.lead)  # let the attack get going
                 loaded = latencies(client, b_targets, args.requests)
                 b_loaded = uploads(client, b_keys, b_pdf, args.uploads) if slow else None
                 stop.set()
@@ -413,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         "copiers": args.slow if slow else args.copiers,
         "worker_nice": runtime.settings.pdf.worker_nice,
         "org_rate_limit": org_rate,
+        "org_burst": runtime.settings.api.rate_limit_org_burst,
+        "lead_s": args.lead,
         "server": args.server,
         "b_organisations": len(b_tenants),
         "load_average": [round(v, 2) for v in os.getloadavg()],  # other processes share the cores
@@ -448,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(x{report['p50_ratio']} / x{report['p99_ratio']})\n"
             f"tenant A responses: {dict(outcomes)}, successful p50 {report['attack_p50_s']} s; "
             f"the process's peak RSS grew {report['peak_rss_growth_mib']} MiB\n"
-            f"EVAULT_RATE_LIMIT_ORG {org_rate} (tenant B's requests over {len(b_tenants)} organisations)"
+            f"EVAULT_RATE_LIMIT_ORG {org_rate}, burst {report['org_burst']} "
+            f"(tenant B's requests over {len(b_tenants)} organisations)"
         )
         if "upload_p99_ratio" in report:
             print(

@@ -358,7 +358,8 @@ class IdempotencyRecord(SQLModel, table=True):
 
 class RateCounter(SQLModel, table=True):
     """Requests of one subject in one fixed window of one policy, shared by every worker: the subject is an API
-    key or an organisation, whichever the policy counts (vault/ratelimit.py)."""
+    key or an organisation, whichever the policy counts (vault/ratelimit.py). A paced policy has one row (window
+    start 0) and keeps its theoretical arrival time in ``tat``."""
 
     __tablename__ = "rate_counter"
 
@@ -366,6 +367,7 @@ class RateCounter(SQLModel, table=True):
     policy: str = Field(primary_key=True, max_length=32)
     window_start: int = Field(primary_key=True)  # epoch seconds
     count: int = 0
+    tat: float | None = None  # epoch seconds; paced policies only
 
 
 class SlotLease(SQLModel, table=True):

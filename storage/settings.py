@@ -347,6 +347,10 @@ class ApiSettings:
     # against its key's and its organisation's); by default three times EVAULT_RATE_LIMIT, e.g. 300/60, so one key
     # alone never meets it and more keys do not multiply an organisation's share (docs/isolation.md)
     rate_limit_org: tuple[int, int]
+    # EVAULT_RATE_LIMIT_ORG_BURST: the most requests an organisation may send at once; beyond it, its quota comes
+    # back evenly, one request every WINDOW/QUOTA seconds (GCRA), so its flood cannot spend a minute's quota in a
+    # few seconds; by default a tenth of the quota, e.g. 30 of 300/60 (docs/isolation.md)
+    rate_limit_org_burst: int
     # EVAULT_SHUTDOWN_GRACE_SECONDS: on SIGTERM, how long requests in flight may finish before they are cancelled
     shutdown_grace_seconds: int = 10
     # EVAULT_WORKERS (or `evault serve --workers N`): API worker processes on one port; more than 1 needs PostgreSQL
@@ -650,6 +654,7 @@ class Settings:
             if not value.isprintable() or " " in value or "+" in value:
                 raise SettingsError(f"{name} must be printable, without spaces or '+', got {value!r}")
         rate_limit = _rate(env, "EVAULT_RATE_LIMIT", "100/60")
+        rate_limit_org = _rate(env, "EVAULT_RATE_LIMIT_ORG", f"{3 * rate_limit[0]}/{rate_limit[1]}")
         api = ApiSettings(
             host=host,
             port=port,
@@ -658,11 +663,14 @@ class Settings:
             rate_limit=rate_limit,
             rate_limit_copies=_rate(env, "EVAULT_RATE_LIMIT_COPIES", "10/60"),
             rate_limit_checkpoints=_rate(env, "EVAULT_RATE_LIMIT_CHECKPOINTS", "60/3600"),
-            rate_limit_org=_rate(env, "EVAULT_RATE_LIMIT_ORG", f"{3 * rate_limit[0]}/{rate_limit[1]}"),
+            rate_limit_org=rate_limit_org,
+            rate_limit_org_burst=_int(env, "EVAULT_RATE_LIMIT_ORG_BURST", max(1, rate_limit_org[0] // 10), minimum=1),
             shutdown_grace_seconds=_int(env, "EVAULT_SHUTDOWN_GRACE_SECONDS", 10, minimum=1),
             workers=_int(env, "EVAULT_WORKERS", 1, minimum=1),
             lease_seconds=_int(env, "EVAULT_LEASE_SECONDS", 60, minimum=1),
         )
+        if api.rate_limit_org_burst > api.rate_limit_org[0]:
+            raise SettingsError("EVAULT_RATE_LIMIT_ORG_BURST must be at most EVAULT_RATE_LIMIT_ORG's quota")
         timeout = _int(env, "EVAULT_DATABASE_TIMEOUT", 10, minimum=1)
         return cls(
             data_dir=data_dir,

@@ -12,6 +12,7 @@ server's refusals are still checked:
   ``Idempotency-Key`` is fresh for each request (a reused key with another body is a 409);
 - a ``cursor`` is only one the server issued (followed through the ``next_cursor`` link), never a made-up one;
 - ``first <= second`` and ``leaf_index < tree_size``; an ``external_id`` is unique;
+- free JSON (``metadata``, ``data``) is clean at every depth, at most 16 levels deep and 16 KiB encoded;
 - a retention date lies in the future, at least the default retention away and at most 100 years; an envelope's
   ``expires_at`` is in the future;
 - a webhook ``url`` is one whose host resolves, inside the networks the test server allows over http;
@@ -31,12 +32,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import rfc8785
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi import stateful
 
 from tests.pdf_factory import make_pdf, make_signed_pdf
+from vault.field_limits import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_TEXT
 
 # Stateful roots: the operations that need no identifier (create, the envelope list, the log; the webhook's
 # deliveries list stays empty until events are sent, so it starts nothing). Schemathesis's own guess takes
@@ -156,14 +159,31 @@ def _json_object(text: str | bytes) -> bool:
 
 
 def _clean(value: Any) -> Any:
+    """Free JSON as the server keeps it (vault/field_limits.py's ``check_json``): clean strings and keys, safe
+    numbers, at most MAX_METADATA_DEPTH levels and MAX_METADATA_BYTES encoded. The schema spells out six levels
+    and leaves the rest as any JSON, so a generated value may nest deeper or grow larger than the server keeps."""
+    cleaned = _clean_at(value, 1)
+    while len(rfc8785.dumps(cleaned)) > MAX_METADATA_BYTES and isinstance(cleaned, dict | list) and cleaned:
+        if isinstance(cleaned, dict):
+            del cleaned[next(reversed(cleaned))]  # the object itself stays (a metadata part must be one)
+        else:
+            cleaned.pop()
+    if isinstance(cleaned, str) and len(rfc8785.dumps(cleaned)) > MAX_METADATA_BYTES:
+        cleaned = cleaned[: MAX_METADATA_BYTES // 8]
+    return cleaned
+
+
+def _clean_at(value: Any, depth: int) -> Any:
     if isinstance(value, str):
         return _UNSAFE.sub("", value)
     if isinstance(value, int | float) and not isinstance(value, bool) and not -(2**53) < value < 2**53:
         return 0  # numbers strictly within +-2**53 (and finite), as every kept number
     if isinstance(value, list):
-        return [_clean(item) for item in value]
+        return [_clean_at(item, depth + 1) for item in value] if depth < MAX_METADATA_DEPTH else []
     if isinstance(value, dict):
-        return {_clean(key): _clean(item) for key, item in value.items()}
+        if depth >= MAX_METADATA_DEPTH:
+            return {}
+        return {_clean_at(key, depth)[:MAX_TEXT]: _clean_at(item, depth + 1) for key, item in value.items()}
     return value
 
 

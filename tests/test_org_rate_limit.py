@@ -1,8 +1,10 @@
-"""One organisation's keys share one rate limit (``EVAULT_RATE_LIMIT_ORG``): more keys do not multiply its quota.
+"""One organisation's keys share one rate limit (``EVAULT_RATE_LIMIT_ORG``): more keys do not multiply its quota,
+and the quota is paced (``EVAULT_RATE_LIMIT_ORG_BURST`` at once, then evenly over the window).
 
-Each request counts against its key's window and its organisation's in one statement, all or none
+Each request counts against its key's window and its organisation's pace in one statement, all or none
 (vault/ratelimit.py): a request refused by either counts against neither. The quotas here have an hour's window,
-so that a window does not roll over in the middle of a test (a test waits when one is about to).
+so that a window does not roll over in the middle of a test (a test waits when one is about to), and the
+organisation's burst is its whole quota, so that within a test it comes back by one request per 10 minutes only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from litestar.testing import TestClient
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlmodel import col, select
 
 from storage.db import MIGRATIONS, Database
@@ -28,6 +30,7 @@ from tests.helpers import API, create_envelope, together, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
 from vault.expiry import sweep_deadlines
+from vault.ratelimit import Policy, admit
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
@@ -43,6 +46,7 @@ def limited(vault_env: dict[str, str]) -> Iterator[tuple[Runtime, TestClient[Any
         "EVAULT_RATE_LIMIT": f"{KEY_QUOTA}/{WINDOW}",
         "EVAULT_RATE_LIMIT_COPIES": f"{KEY_QUOTA}/{WINDOW}",
         "EVAULT_RATE_LIMIT_ORG": f"{ORG_QUOTA}/{WINDOW}",
+        "EVAULT_RATE_LIMIT_ORG_BURST": str(ORG_QUOTA),
     }
     if time.time() % WINDOW > WINDOW - 30:  # no test here takes half a minute: let the window roll over first
         time.sleep(WINDOW + 1 - time.time() % WINDOW)
@@ -63,10 +67,10 @@ def _org_keys(runtime: Runtime, count: int) -> tuple[str, list[str], list[dict[s
 
 
 def _counts(runtime: Runtime) -> dict[tuple[str, str], int]:
-    """Every counter row of the current window: (subject, policy) -> count."""
+    """Every counter row of the current window, and every paced row: (subject, policy) -> count."""
     start = int(time.time()) // WINDOW * WINDOW
     with runtime.db.read_session() as session:
-        rows = session.exec(select(RateCounter).where(col(RateCounter.window_start) == start))
+        rows = session.exec(select(RateCounter).where(col(RateCounter.window_start).in_((start, 0))))
         return {(row.subject, row.policy): row.count for row in rows}
 
 
@@ -161,6 +165,66 @@ def test_the_sweeper_keeps_a_long_window(limited: Any) -> None:
     assert _list(client, keys[0]).json()["code"] == "Request.OrgRateLimited"
 
 
+def test_a_paced_quota_admits_its_burst_then_one_request_per_interval(database_url: str) -> None:
+    """GCRA: 60 a minute with a burst of 3 admits 3 at once, then one a second, and idling never banks more than
+    the burst; a request refused counts nothing, so a client retrying at once does not push its turn back."""
+    database = Database(database_url)
+    database.migrate()
+    org = Policy("org", 60, 60, "Request.OrgRateLimited", "EVAULT_RATE_LIMIT_ORG", burst=3)
+
+    def admitted(at: float) -> tuple[bool, int, int]:
+        (usage,) = admit(database, [("org_paced", org)], now=at)
+        return usage.admitted, usage.remaining, usage.reset
+
+    try:
+        t0 = 1_800_000_000.0
+        assert [admitted(t0) for _ in range(4)] == [(True, 2, 1), (True, 1, 2), (True, 0, 3), (False, 0, 1)]
+        assert [admitted(t0 + 0.5) for _ in range(5)] == [(False, 0, 1)] * 5
+        assert admitted(t0 + 1.0) == (True, 0, 3)  # one interval later, one request, and no more
+        assert admitted(t0 + 1.5) == (False, 0, 1)
+        assert [admitted(t0 + 2.0)[0], admitted(t0 + 3.0)[0], admitted(t0 + 3.0)[0]] == [True, True, False]
+        later = t0 + 3600  # an hour idle banks the burst, not an hour's quota
+        assert [admitted(later)[0] for _ in range(4)] == [True, True, True, False]
+    finally:
+        database.dispose()
+
+
+def test_an_organisations_flood_is_refused_after_its_burst(vault_env: dict[str, str]) -> None:
+    """Over HTTP, at 60 an hour with a burst of 5: the sixth request at once is 429 Request.OrgRateLimited, and
+    Retry-After is one interval (60 s), not the rest of an hour."""
+    env = {
+        **vault_env,
+        "EVAULT_RATE_LIMIT": "1000/3600",
+        "EVAULT_RATE_LIMIT_ORG": "60/3600",
+        "EVAULT_RATE_LIMIT_ORG_BURST": "5",
+    }
+    opened = open_runtime(Settings.from_env(env))
+    try:
+        with TestClient(create_app(opened)) as client:
+            _, _, keys = _org_keys(opened, 5)
+            answers = [_list(client, keys[n]) for n in range(5)] + [_list(client, keys[0])]
+            assert [a.status_code for a in answers] == [200] * 5 + [429]
+            assert [_remaining(a)["org"] for a in answers] == [4, 3, 2, 1, 0, 0]
+            refused = answers[-1]
+            assert refused.json()["code"] == "Request.OrgRateLimited"
+            assert refused.headers["retry-after"] == "60" == str(refused.json()["details"]["retry_after"])
+            assert refused.headers["ratelimit-policy"].endswith('"org";q=60;w=3600')
+    finally:
+        opened.close()
+
+
+def test_the_sweeper_forgets_a_paced_row_once_it_is_on_schedule(limited: Any) -> None:
+    runtime, client = limited
+    org_id, _, (headers,) = _org_keys(runtime, 1)
+    assert _list(client, headers).status_code == 200
+    sweep_deadlines(runtime.custody(), runtime.settings.api.longest_rate_window())
+    assert (org_id, "org") in _counts(runtime)  # ten minutes ahead: kept
+    with runtime.db.session() as session:
+        session.exec(update(RateCounter).where(col(RateCounter.subject) == org_id).values(tat=time.time() - 1))
+    sweep_deadlines(runtime.custody(), runtime.settings.api.longest_rate_window())
+    assert (org_id, "org") not in _counts(runtime)
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
@@ -170,8 +234,16 @@ def test_the_sweeper_keeps_a_long_window(limited: Any) -> None:
     ],
 )
 def test_the_default_is_three_keys_worth(tmp_path: Path, env: dict[str, str], expected: tuple[int, int]) -> None:
-    """Unset, the organisation's quota follows the key's, so raising one key's limit never leaves it capped."""
-    assert Settings.from_env({"EVAULT_DATA_DIR": str(tmp_path), **env}).api.rate_limit_org == expected
+    """Unset, the organisation's quota follows the key's, so raising one key's limit never leaves it capped; its
+    burst is a tenth of it."""
+    api = Settings.from_env({"EVAULT_DATA_DIR": str(tmp_path), **env}).api
+    assert (api.rate_limit_org, api.rate_limit_org_burst) == (expected, expected[0] // 10)
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "many", "301"])
+def test_a_bad_org_burst_stops_the_start(tmp_path: Path, raw: str) -> None:
+    with pytest.raises(SettingsError, match="EVAULT_RATE_LIMIT_ORG_BURST"):
+        Settings.from_env({"EVAULT_DATA_DIR": str(tmp_path), "EVAULT_RATE_LIMIT_ORG_BURST": raw})
 
 
 @pytest.mark.parametrize("raw", ["0/60", "100", "100/0", "-1/60", "many/60"])
@@ -191,7 +263,13 @@ def test_the_migration_keeps_the_counts_under_their_new_name(database_url: str) 
             conn.execute(text("INSERT INTO rate_counter (key_id, policy, window_start, count) VALUES ('k', 'p', 0, 7)"))
             command.upgrade(config, "0025_org_rate_limit")
             assert conn.execute(text("SELECT subject, count FROM rate_counter")).all() == [("k", 7)]
-            command.downgrade(config, "0024_slot_leases")
+            command.upgrade(config, "0026_paced_rate")
+            conn.execute(text("INSERT INTO rate_counter VALUES ('org', 'org', 0, 2, 1800000000.5)"))
+            assert conn.execute(text("SELECT subject, count, tat FROM rate_counter ORDER BY subject")).all() == [
+                ("k", 7, None),
+                ("org", 2, 1800000000.5),
+            ]
+            command.downgrade(config, "0024_slot_leases")  # a paced row has no meaning as a window's count
             assert conn.execute(text("SELECT key_id, count FROM rate_counter")).all() == [("k", 7)]
     finally:
         database.dispose()

@@ -167,6 +167,9 @@ def world(embedded_s3: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory) -> 
             "EVAULT_DATABASE_URL": stack.enter_context(own_database(directory, "evault")),
             **store_env(embedded_s3, uuid.uuid4().hex[:10]),
             "EVAULT_RETENTION_DAYS": "1",
+            # ~400 requests in seconds, mostly of one organisation: more than its paced limit lets through at
+            # once (tests/test_org_rate_limit.py tests the limits; this file, who may see what)
+            "EVAULT_RATE_LIMIT": "100000/60",
         }
         runtime = open_runtime(Settings.from_env(env))
         stack.callback(runtime.close)

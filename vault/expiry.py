@@ -125,9 +125,10 @@ def sweep_deadlines(custody: Custody, rate_window_seconds: int) -> Swept:
     now = utcnow()
     with custody.db.session() as session:
         keys = session.exec(delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= now))
-        counters = session.exec(
-            delete(RateCounter).where(col(RateCounter.window_start) < int(now.timestamp()) - 2 * rate_window_seconds)
-        )
+        stale = int(now.timestamp()) - 2 * rate_window_seconds
+        windowed_past = col(RateCounter.tat).is_(None) & (col(RateCounter.window_start) < stale)
+        paced_idle = col(RateCounter.tat) < now.timestamp()  # on schedule again: the same as no row
+        counters = session.exec(delete(RateCounter).where(windowed_past | paced_idle))
     return Swept(expired, 0, keys.rowcount, counters.rowcount, transfers)
 
 
