@@ -85,6 +85,12 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> tuple[int, int]:
     return int(quota), int(window)
 
 
+def _org_burst(quota: int) -> int:
+    """EVAULT_RATE_LIMIT_ORG_BURST's default: a tenth of the organisation's quota (30 of 300/60: the documented
+    walk-through fits in it, docs/isolation.md measures what it costs others), at least 10, at most the quota."""
+    return min(quota, max(10, quota // 10))
+
+
 def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
     entries = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
@@ -349,7 +355,8 @@ class ApiSettings:
     rate_limit_org: tuple[int, int]
     # EVAULT_RATE_LIMIT_ORG_BURST: the most requests an organisation may send at once; beyond it, its quota comes
     # back evenly, one request every WINDOW/QUOTA seconds (GCRA), so its flood cannot spend a minute's quota in a
-    # few seconds; by default a tenth of the quota, e.g. 30 of 300/60 (docs/isolation.md)
+    # few seconds; by default a tenth of the quota, at least 10 and at most the quota: 30 of 300/60
+    # (docs/isolation.md)
     rate_limit_org_burst: int
     # EVAULT_SHUTDOWN_GRACE_SECONDS: on SIGTERM, how long requests in flight may finish before they are cancelled
     shutdown_grace_seconds: int = 10
@@ -664,7 +671,7 @@ class Settings:
             rate_limit_copies=_rate(env, "EVAULT_RATE_LIMIT_COPIES", "10/60"),
             rate_limit_checkpoints=_rate(env, "EVAULT_RATE_LIMIT_CHECKPOINTS", "60/3600"),
             rate_limit_org=rate_limit_org,
-            rate_limit_org_burst=_int(env, "EVAULT_RATE_LIMIT_ORG_BURST", max(1, rate_limit_org[0] // 10), minimum=1),
+            rate_limit_org_burst=_int(env, "EVAULT_RATE_LIMIT_ORG_BURST", _org_burst(rate_limit_org[0]), minimum=1),
             shutdown_grace_seconds=_int(env, "EVAULT_SHUTDOWN_GRACE_SECONDS", 10, minimum=1),
             workers=_int(env, "EVAULT_WORKERS", 1, minimum=1),
             lease_seconds=_int(env, "EVAULT_LEASE_SECONDS", 60, minimum=1),

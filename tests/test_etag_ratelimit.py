@@ -104,15 +104,12 @@ def test_stale_if_match_is_412_and_changes_nothing(client: Any, runtime: Runtime
 
 # --- rate limits --------------------------------------------------------------------------------------------
 
-# These tests count a key's own quota: the organisation's burst (by default a tenth of its quota, here 1 of 12)
-# is raised to its whole quota, so that it never refuses first (tests/test_org_rate_limit.py tests it).
-_ORG_UNPACED = {"EVAULT_RATE_LIMIT_ORG_BURST": "12"}
 _STRUCTURED = re.compile(r'"(default|copies|org)";r=(\d+);t=(\d+)')
 
 
 @pytest.fixture
 def limited(vault_env: dict[str, str]) -> Iterator[tuple[Runtime, TestClient[Any]]]:
-    env = {**vault_env, "EVAULT_RATE_LIMIT": "4/60", "EVAULT_RATE_LIMIT_COPIES": "1/60", **_ORG_UNPACED}
+    env = {**vault_env, "EVAULT_RATE_LIMIT": "4/60", "EVAULT_RATE_LIMIT_COPIES": "1/60"}
     opened = open_runtime(Settings.from_env(env))
     try:
         with TestClient(create_app(opened)) as test_client:
@@ -199,7 +196,7 @@ def test_the_count_is_shared_by_every_worker(limited: Any, vault_env: dict[str, 
     """Two ``evault serve`` processes over one database draw on one quota (4 a minute), whichever one answers."""
     runtime, _ = limited
     headers = _key(runtime)
-    env = {**vault_env, "EVAULT_RATE_LIMIT": "4/60", "EVAULT_RATE_LIMIT_COPIES": "1/60", **_ORG_UNPACED}
+    env = {**vault_env, "EVAULT_RATE_LIMIT": "4/60", "EVAULT_RATE_LIMIT_COPIES": "1/60"}
     with _serve(env, tmp_path / "a.log") as first, _serve(env, tmp_path / "b.log") as second:
         if time.time() % 60 > 50:  # the fixed window must not roll over between the six requests
             time.sleep(61 - time.time() % 60)

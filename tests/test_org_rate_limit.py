@@ -226,18 +226,21 @@ def test_the_sweeper_forgets_a_paced_row_once_it_is_on_schedule(limited: Any) ->
 
 
 @pytest.mark.parametrize(
-    ("env", "expected"),
+    ("env", "expected", "burst"),
     [
-        ({}, (300, 60)),
-        ({"EVAULT_RATE_LIMIT": "10/30"}, (30, 30)),
-        ({"EVAULT_RATE_LIMIT_ORG": "1000/3600"}, (1000, 3600)),
+        ({}, (300, 60), 30),
+        ({"EVAULT_RATE_LIMIT": "10/30"}, (30, 30), 10),
+        ({"EVAULT_RATE_LIMIT_ORG": "1000/3600"}, (1000, 3600), 100),
+        ({"EVAULT_RATE_LIMIT_ORG": "4/60"}, (4, 60), 4),
     ],
 )
-def test_the_default_is_three_keys_worth(tmp_path: Path, env: dict[str, str], expected: tuple[int, int]) -> None:
+def test_the_default_is_three_keys_worth(
+    tmp_path: Path, env: dict[str, str], expected: tuple[int, int], burst: int
+) -> None:
     """Unset, the organisation's quota follows the key's, so raising one key's limit never leaves it capped; its
-    burst is a tenth of it."""
+    burst is a tenth of it, at least 10, at most the quota."""
     api = Settings.from_env({"EVAULT_DATA_DIR": str(tmp_path), **env}).api
-    assert (api.rate_limit_org, api.rate_limit_org_burst) == (expected, expected[0] // 10)
+    assert (api.rate_limit_org, api.rate_limit_org_burst) == (expected, burst)
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "many", "301"])
