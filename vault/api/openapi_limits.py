@@ -116,6 +116,7 @@ _IDENTIFIER = {"type": "string", "pattern": "^[a-z]{2,4}_[A-Za-z0-9]{8,40}$"}
 
 # The secret of a v1 webhook: whsec_ and the standard base64 (padded) of 24 to 64 bytes.
 _B64 = "[A-Za-z0-9+/]"
+_BASE64 = f"(?:{_B64}{{4}})*(?:{_B64}{{2}}==|{_B64}{{3}}=)?"  # standard, padded base64 of any length
 WEBHOOK_SECRET = rf"^whsec_(?:(?:{_B64}{{4}}){{8,21}}(?:{_B64}{{2}}==)?|(?:{_B64}{{4}}){{8,20}}{_B64}{{3}}=)$"
 
 # Per request model (its component name), per field: what the document adds to the field's schema.
@@ -159,12 +160,22 @@ FIELD_RULES: dict[str, dict[str, dict[str, Any]]] = {
         "note": {"type": "string", "maxLength": MAX_TEXT, "pattern": TEXT_PATTERN},
         "expires_at": {"description": "a future date-time with its UTC offset"},
     },
+    "RejectIn": {"reason": {"type": "string", "maxLength": MAX_TEXT, "pattern": TEXT_PATTERN}},
     "SignatureIn": {
         "type": {"type": "string", "enum": list(SIGNATURE_TYPES)},
         "name": _line(MAX_PARTY_FIELD, not_blank=True),
+        "image": {
+            "type": "string",
+            "pattern": rf"^data:image/png;base64,{_BASE64}$",
+            "description": "drawn only: an 8-bit, non-interlaced PNG as a canvas gives it, at most 256 KiB",
+        },
     },
     "DeclineIn": {"reason": _line(MAX_DECLINE_REASON, not_blank=True)},
-    "AccessCodeIn": {"code": {"type": "string", "maxLength": 16}},
+    "AccessCodeIn": {"code": {"type": "string", "pattern": "^[0-9]{6}$", "description": "the image's six digits"}},
+    "CountersignIn": {
+        "key_id": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+        "signature": {"type": "string", "maxLength": 100, "pattern": f"^{_BASE64}$"},
+    },
     "Attestation": {
         "original": {"type": "string", "enum": list(ORIGINAL)},
         "attested_by": _line(MAX_PARTY_FIELD, not_blank=True),
