@@ -32,7 +32,8 @@ The bench measures how well the expensive work is isolated, so it lifts the per-
 no limit of its own stands for an organisation with as many keys as it likes. ``--org-rate-limit default`` keeps
 the service's default organisation limit (``EVAULT_RATE_LIMIT_ORG``, three keys' worth of the default per-key
 limit, paced with a burst of a tenth of it), ``--org-rate-limit QUOTA/WINDOW`` sets one and ``--org-burst N``
-its burst (``EVAULT_RATE_LIMIT_ORG_BURST``): then A's attack is what the limit lets through (its burst at once,
+its burst (``EVAULT_RATE_LIMIT_ORG_BURST``), ``--org-upload-burst N`` its uploads' burst
+(``EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST``): then A's attack is what the limit lets through (its burst at once,
 then one request per WINDOW/QUOTA seconds), and its excess is answered 429 ``Request.OrgRateLimited`` at the
 edge. B's measurement starts ``--lead`` seconds (1) after A's first answer, so B meets what A's pace lets
 through, after most of A's burst; with ``--lead 0`` B meets the burst too. Tenant B's requests are the
@@ -43,7 +44,8 @@ The report counts A's answers by status and gives B's p50/p99 under attack as ra
 
     python bench/copy_latency.py [--attack copies|compliance-many-copies|rehearsal-bomb|upload-flood|slow-uploads]
         [--pages N] [--copies N] [--requests N] [--copiers C] [--slow N] [--uploads N] [--ignore-retry-after]
-        [--worker-nice N] [--org-rate-limit lifted|default|QUOTA/WINDOW] [--org-burst N] [--lead S] [--json]
+        [--worker-nice N] [--org-rate-limit lifted|default|QUOTA/WINDOW] [--org-burst N] [--org-upload-burst N]
+        [--lead S] [--json]
 """
 
 from __future__ import annotations
@@ -325,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         "--org-burst", type=int, default=None, help="EVAULT_RATE_LIMIT_ORG_BURST (default: the service's own)"
     )
     parser.add_argument(
+        "--org-upload-burst",
+        type=int,
+        default=None,
+        help="EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST (default: the service's own)",
+    )
+    parser.add_argument(
         "--server",
         choices=("thread", "process"),
         default="thread",
@@ -353,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
             "EVAULT_RATE_LIMIT_COPIES": vault_in_bench.BENCH_RATE_LIMIT,
             "EVAULT_RATE_LIMIT_ORG": org_rate,  # lifted unless --org-rate-limit says otherwise
             **({} if args.org_burst is None else {"EVAULT_RATE_LIMIT_ORG_BURST": str(args.org_burst)}),
+            **(
+                {}
+                if args.org_upload_burst is None
+                else {"EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST": str(args.org_upload_burst)}
+            ),
             **({} if args.worker_nice is None else {"EVAULT_PDF_WORKER_NICE": str(args.worker_nice)}),
         }
         runtime = open_runtime(Settings.from_env(env))
@@ -428,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker_nice": runtime.settings.pdf.worker_nice,
         "org_rate_limit": org_rate,
         "org_burst": runtime.settings.api.rate_limit_org_burst,
+        "org_upload_burst": runtime.settings.api.rate_limit_org_upload_burst,
         "lead_s": args.lead,
         "server": args.server,
         "b_organisations": len(b_tenants),
@@ -464,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(x{report['p50_ratio']} / x{report['p99_ratio']})\n"
             f"tenant A responses: {dict(outcomes)}, successful p50 {report['attack_p50_s']} s; "
             f"the process's peak RSS grew {report['peak_rss_growth_mib']} MiB\n"
-            f"EVAULT_RATE_LIMIT_ORG {org_rate}, burst {report['org_burst']} "
+            f"EVAULT_RATE_LIMIT_ORG {org_rate}, burst {report['org_burst']} (uploads {report['org_upload_burst']}) "
             f"(tenant B's requests over {len(b_tenants)} organisations)"
         )
         if "upload_p99_ratio" in report:

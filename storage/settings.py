@@ -91,6 +91,13 @@ def _org_burst(quota: int) -> int:
     return min(quota, max(10, quota // 10))
 
 
+def _upload_burst(org_burst: int) -> int:
+    """EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST's default: a third of the organisation's burst (10 of 30: another
+    tenant's reads stayed within x3 of idle while 10 uploads came at once, not always while 30 did), at least 10,
+    at most the organisation's burst."""
+    return min(org_burst, max(10, org_burst // 3))
+
+
 def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
     entries = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
@@ -358,6 +365,11 @@ class ApiSettings:
     # few seconds; by default a tenth of the quota, at least 10 and at most the quota: 30 of 300/60
     # (docs/isolation.md)
     rate_limit_org_burst: int
+    # EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST: the most document uploads (the vault-in and staging routes) an
+    # organisation may send at once, paced like its requests (an upload counts against both); by default a third
+    # of EVAULT_RATE_LIMIT_ORG_BURST, at least 10 and at most it: 10 of 30. An upload costs the service far more
+    # than a read (docs/isolation.md)
+    rate_limit_org_upload_burst: int
     # EVAULT_SHUTDOWN_GRACE_SECONDS: on SIGTERM, how long requests in flight may finish before they are cancelled
     shutdown_grace_seconds: int = 10
     # EVAULT_WORKERS (or `evault serve --workers N`): API worker processes on one port; more than 1 needs PostgreSQL
@@ -662,6 +674,7 @@ class Settings:
                 raise SettingsError(f"{name} must be printable, without spaces or '+', got {value!r}")
         rate_limit = _rate(env, "EVAULT_RATE_LIMIT", "100/60")
         rate_limit_org = _rate(env, "EVAULT_RATE_LIMIT_ORG", f"{3 * rate_limit[0]}/{rate_limit[1]}")
+        org_burst = _int(env, "EVAULT_RATE_LIMIT_ORG_BURST", _org_burst(rate_limit_org[0]), minimum=1)
         api = ApiSettings(
             host=host,
             port=port,
@@ -671,13 +684,18 @@ class Settings:
             rate_limit_copies=_rate(env, "EVAULT_RATE_LIMIT_COPIES", "10/60"),
             rate_limit_checkpoints=_rate(env, "EVAULT_RATE_LIMIT_CHECKPOINTS", "60/3600"),
             rate_limit_org=rate_limit_org,
-            rate_limit_org_burst=_int(env, "EVAULT_RATE_LIMIT_ORG_BURST", _org_burst(rate_limit_org[0]), minimum=1),
+            rate_limit_org_burst=org_burst,
+            rate_limit_org_upload_burst=_int(
+                env, "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST", _upload_burst(org_burst), minimum=1
+            ),
             shutdown_grace_seconds=_int(env, "EVAULT_SHUTDOWN_GRACE_SECONDS", 10, minimum=1),
             workers=_int(env, "EVAULT_WORKERS", 1, minimum=1),
             lease_seconds=_int(env, "EVAULT_LEASE_SECONDS", 60, minimum=1),
         )
         if api.rate_limit_org_burst > api.rate_limit_org[0]:
             raise SettingsError("EVAULT_RATE_LIMIT_ORG_BURST must be at most EVAULT_RATE_LIMIT_ORG's quota")
+        if api.rate_limit_org_upload_burst > api.rate_limit_org_burst:
+            raise SettingsError("EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST must be at most EVAULT_RATE_LIMIT_ORG_BURST")
         timeout = _int(env, "EVAULT_DATABASE_TIMEOUT", 10, minimum=1)
         return cls(
             data_dir=data_dir,

@@ -1,5 +1,6 @@
 """One organisation's keys share one rate limit (``EVAULT_RATE_LIMIT_ORG``): more keys do not multiply its quota,
-and the quota is paced (``EVAULT_RATE_LIMIT_ORG_BURST`` at once, then evenly over the window).
+and the quota is paced (``EVAULT_RATE_LIMIT_ORG_BURST`` at once, then evenly over the window); its document
+uploads are paced alike with a smaller burst (``EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST``).
 
 Each request counts against its key's window and its organisation's pace in one statement, all or none
 (vault/ratelimit.py): a request refused by either counts against neither. The quotas here have an hour's window,
@@ -36,7 +37,7 @@ from vault.tenancy import SCOPES, create_api_key, create_organisation
 
 WINDOW = 3600
 KEY_QUOTA, ORG_QUOTA = 4, 6
-_ITEM = re.compile(r'"(\w+)";r=(\d+);t=(\d+)')
+_ITEM = re.compile(r'"([\w-]+)";r=(\d+);t=(\d+)')
 
 
 @pytest.fixture
@@ -213,6 +214,42 @@ def test_an_organisations_flood_is_refused_after_its_burst(vault_env: dict[str, 
         opened.close()
 
 
+def test_an_organisations_uploads_are_refused_after_their_smaller_burst(vault_env: dict[str, str]) -> None:
+    """At 60 an hour with a burst of 20 for requests and 3 for uploads: the fourth upload at once is 429
+    Request.OrgRateLimited naming the uploads' policy, counts nothing, and other requests still pass."""
+    env = {
+        **vault_env,
+        "EVAULT_RATE_LIMIT": "1000/3600",
+        "EVAULT_RATE_LIMIT_ORG": "60/3600",
+        "EVAULT_RATE_LIMIT_ORG_BURST": "20",
+        "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST": "3",
+    }
+    opened = open_runtime(Settings.from_env(env))
+    try:
+        with TestClient(create_app(opened)) as client:
+            org_id, _, keys = _org_keys(opened, 2)
+            envelopes = [create_envelope(client, keys[n % 2]) for n in range(4)]
+            answers = [upload(client, keys[n % 2], envelopes[n], make_pdf()) for n in range(4)]
+            assert [a.status_code for a in answers] == [201, 201, 201, 429], answers[-1].text
+            assert answers[0].headers["ratelimit-policy"].endswith('"org-uploads";q=60;w=3600, "org";q=60;w=3600')
+            assert [_remaining(a)["org-uploads"] for a in answers] == [2, 1, 0, 0]
+            refused = answers[-1].json()
+            assert (refused["code"], refused["details"]["policy"], refused["details"]["setting"]) == (
+                "Request.OrgRateLimited",
+                "org-uploads",
+                "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST",
+            )
+            assert answers[-1].headers["retry-after"] == "60"
+            counts = _counts(opened)
+            assert (counts[(org_id, "org-uploads")], counts[(org_id, "org")]) == (3, 7)  # the refusal: neither
+            assert _list(client, keys[0]).status_code == 200  # the organisation's own burst has room
+            left = client.get(f"{API}/envelopes/{envelopes[3]}", headers=keys[1])
+            assert left.json()["vault_state"] == "not_vaulted"  # the refused vault-in changed nothing
+            assert _remaining(left)["org"] == 20 - 9
+    finally:
+        opened.close()
+
+
 def test_the_sweeper_forgets_a_paced_row_once_it_is_on_schedule(limited: Any) -> None:
     runtime, client = limited
     org_id, _, (headers,) = _org_keys(runtime, 1)
@@ -226,21 +263,29 @@ def test_the_sweeper_forgets_a_paced_row_once_it_is_on_schedule(limited: Any) ->
 
 
 @pytest.mark.parametrize(
-    ("env", "expected", "burst"),
+    ("env", "expected", "burst", "uploads"),
     [
-        ({}, (300, 60), 30),
-        ({"EVAULT_RATE_LIMIT": "10/30"}, (30, 30), 10),
-        ({"EVAULT_RATE_LIMIT_ORG": "1000/3600"}, (1000, 3600), 100),
-        ({"EVAULT_RATE_LIMIT_ORG": "4/60"}, (4, 60), 4),
+        ({}, (300, 60), 30, 10),
+        ({"EVAULT_RATE_LIMIT": "10/30"}, (30, 30), 10, 10),
+        ({"EVAULT_RATE_LIMIT_ORG": "1000/3600"}, (1000, 3600), 100, 33),
+        ({"EVAULT_RATE_LIMIT_ORG": "4/60"}, (4, 60), 4, 4),
+        ({"EVAULT_RATE_LIMIT_ORG_BURST": "60"}, (300, 60), 60, 20),
     ],
 )
 def test_the_default_is_three_keys_worth(
-    tmp_path: Path, env: dict[str, str], expected: tuple[int, int], burst: int
+    tmp_path: Path, env: dict[str, str], expected: tuple[int, int], burst: int, uploads: int
 ) -> None:
     """Unset, the organisation's quota follows the key's, so raising one key's limit never leaves it capped; its
-    burst is a tenth of it, at least 10, at most the quota."""
+    burst is a tenth of it, at least 10, at most the quota; its uploads' burst a third of that, at least 10, at
+    most the burst."""
     api = Settings.from_env({"EVAULT_DATA_DIR": str(tmp_path), **env}).api
-    assert (api.rate_limit_org, api.rate_limit_org_burst) == (expected, burst)
+    assert (api.rate_limit_org, api.rate_limit_org_burst, api.rate_limit_org_upload_burst) == (expected, burst, uploads)
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "many", "31"])
+def test_a_bad_org_upload_burst_stops_the_start(tmp_path: Path, raw: str) -> None:
+    with pytest.raises(SettingsError, match="EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST"):
+        Settings.from_env({"EVAULT_DATA_DIR": str(tmp_path), "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST": raw})
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "many", "301"])

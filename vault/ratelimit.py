@@ -2,12 +2,13 @@
 
 A counter is one row per (subject, policy, window start). The subject is what its policy counts: an API key for
 ``default`` (every request, ``EVAULT_RATE_LIMIT``) and ``copies`` (copy issuances, ``EVAULT_RATE_LIMIT_COPIES``),
-an organisation for ``org`` (every request of all its keys together, ``EVAULT_RATE_LIMIT_ORG``) and
+an organisation for ``org`` (every request of all its keys together, ``EVAULT_RATE_LIMIT_ORG``), ``org-uploads``
+(its document uploads, paced at the same quota with the smaller ``EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST``) and
 ``checkpoints`` (``EVAULT_RATE_LIMIT_CHECKPOINTS``, :mod:`vault.checkpoint_requests`). Each policy counts one kind
 of subject, and the policy is part of the row's key, so a key's count and an organisation's never meet.
 
 Two kinds of policy. A *windowed* one counts in fixed windows: its quota may be spent at once, at the start of a
-window. A *paced* one (the organisation's) spreads its quota evenly over the window, with at most ``burst``
+window. A *paced* one (the organisation's two) spreads its quota evenly over the window, with at most ``burst``
 requests at once: the generic cell rate algorithm (GCRA, ITU-T I.371). Its one row (window start 0) keeps the
 theoretical arrival time ``tat``: each admitted request moves it one interval (window / quota) past
 ``max(tat, now)``, and a request is refused while that would put it more than ``burst`` intervals ahead of now. So
@@ -19,8 +20,8 @@ conflict counts it *only while that row's policy has room*, returning the rows i
 answer is a spent quota: the transaction is rolled back, so a refused request counts nothing anywhere (when the
 organisation's quota refuses it, its key's count is not spent either), and it is answered 429 with the code of
 the policy that refused it. On PostgreSQL the rows are locked in the order given: the key's first, the
-organisation's (shared by all its requests) last, so it is held only until the commit, and no two requests ever
-wait for each other in a cycle.
+organisation's (shared by all its requests) last, its uploads' just before, so they are held only until the
+commit, and no two requests ever wait for each other in a cycle.
 
 Answers carry the draft-ietf-httpapi-ratelimit-headers (-08 and later) structured fields, one item per policy:
 ``RateLimit-Policy: "default";q=100;w=60, "org";q=300;w=60`` and ``RateLimit: "default";r=42;t=17, "org";r=25;t=1``.
@@ -78,10 +79,14 @@ class Usage:
 
 
 def request_policies(api: ApiSettings, key_id: str, org_id: str, route_policy: str | None) -> list[tuple[str, Policy]]:
-    """What a partner request counts against, the key's policies first (see the module's note on lock order)."""
+    """What a partner request counts against, the key's policies first (see the module's note on lock order).
+    ``route_policy``: ``copies`` for a copy issuance, ``uploads`` for a document upload."""
     counts = [(key_id, Policy("default", *api.rate_limit, KEY_RATE_LIMITED, "EVAULT_RATE_LIMIT"))]
     if route_policy == "copies":
         counts.append((key_id, Policy("copies", *api.rate_limit_copies, KEY_RATE_LIMITED, "EVAULT_RATE_LIMIT_COPIES")))
+    if route_policy == "uploads":
+        burst, setting = api.rate_limit_org_upload_burst, "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST"
+        counts.append((org_id, Policy("org-uploads", *api.rate_limit_org, ORG_RATE_LIMITED, setting, burst=burst)))
     org = Policy("org", *api.rate_limit_org, ORG_RATE_LIMITED, "EVAULT_RATE_LIMIT_ORG", burst=api.rate_limit_org_burst)
     counts.append((org_id, org))
     return counts

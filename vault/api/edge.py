@@ -3,9 +3,9 @@
 For every route, in this order:
 
 1. a partner route authenticates the API key, counts the request against the key's rate limits and its
-   organisation's, all or none (429, :mod:`vault.ratelimit`), and checks the route's scope (403), from the
-   headers alone, so an unauthenticated or throttled caller cannot make the service read, buffer or parse a
-   byte of its body;
+   organisation's (a document upload also against its organisation's uploads), all or none (429,
+   :mod:`vault.ratelimit`), and checks the route's scope (403), from the headers alone, so an unauthenticated
+   or throttled caller cannot make the service read, buffer or parse a byte of its body;
 2. the body limit is the route's: the document routes (paths ending ``/vault-in-signed``,
    ``/vault-in-upload``, ``/upload``) take ``EVAULT_MAX_UPLOAD_BYTES``, every other route
    ``EVAULT_MAX_JSON_BYTES``. A ``Content-Length`` above it is 413 ``Request.TooLarge`` at once; a body that
@@ -127,9 +127,8 @@ class EdgeMiddleware:
             opt = scope["route_handler"].opt
             state = scope.setdefault("state", {})
             raw_key = _header(scope, b"x-api-key")
-            principal = await to_thread.run_sync(
-                _authenticate, self.runtime, raw_key, opt.get("scope"), opt.get("rate_policy"), state
-            )
+            policy = opt.get("rate_policy") or ("uploads" if path.endswith(UPLOAD_SUFFIXES) else None)
+            principal = await to_thread.run_sync(_authenticate, self.runtime, raw_key, opt.get("scope"), policy, state)
             state[PRINCIPAL_STATE] = principal
         upload = path.endswith(UPLOAD_SUFFIXES)
         settings = self.runtime.settings
