@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -190,64 +191,56 @@ def test_a_paced_quota_admits_its_burst_then_one_request_per_interval(database_u
         database.dispose()
 
 
-def test_an_organisations_flood_is_refused_after_its_burst(vault_env: dict[str, str]) -> None:
-    """Over HTTP, at 60 an hour with a burst of 5: the sixth request at once is 429 Request.OrgRateLimited, and
-    Retry-After is one interval (60 s), not the rest of an hour."""
-    env = {
-        **vault_env,
-        "EVAULT_RATE_LIMIT": "1000/3600",
-        "EVAULT_RATE_LIMIT_ORG": "60/3600",
-        "EVAULT_RATE_LIMIT_ORG_BURST": "5",
-    }
+@contextmanager
+def _hourly(vault_env: dict[str, str], **limits: str) -> Iterator[tuple[Runtime, TestClient[Any]]]:
+    """The service at 60 requests an hour per organisation (1,000 per key), with ``limits`` besides."""
+    env = {**vault_env, "EVAULT_RATE_LIMIT": "1000/3600", "EVAULT_RATE_LIMIT_ORG": "60/3600", **limits}
     opened = open_runtime(Settings.from_env(env))
     try:
         with TestClient(create_app(opened)) as client:
-            _, _, keys = _org_keys(opened, 5)
-            answers = [_list(client, keys[n]) for n in range(5)] + [_list(client, keys[0])]
-            assert [a.status_code for a in answers] == [200] * 5 + [429]
-            assert [_remaining(a)["org"] for a in answers] == [4, 3, 2, 1, 0, 0]
-            refused = answers[-1]
-            assert refused.json()["code"] == "Request.OrgRateLimited"
-            assert refused.headers["retry-after"] == "60" == str(refused.json()["details"]["retry_after"])
-            assert refused.headers["ratelimit-policy"].endswith('"org";q=60;w=3600')
+            yield opened, client
     finally:
         opened.close()
+
+
+def test_an_organisations_flood_is_refused_after_its_burst(vault_env: dict[str, str]) -> None:
+    """Over HTTP, at 60 an hour with a burst of 5: the sixth request at once is 429 Request.OrgRateLimited, and
+    Retry-After is one interval (60 s), not the rest of an hour."""
+    with _hourly(vault_env, EVAULT_RATE_LIMIT_ORG_BURST="5") as (opened, client):
+        _, _, keys = _org_keys(opened, 5)
+        answers = [_list(client, keys[n]) for n in range(5)] + [_list(client, keys[0])]
+        assert [a.status_code for a in answers] == [200] * 5 + [429]
+        assert [_remaining(a)["org"] for a in answers] == [4, 3, 2, 1, 0, 0]
+        refused = answers[-1]
+        assert refused.json()["code"] == "Request.OrgRateLimited"
+        assert refused.headers["retry-after"] == "60" == str(refused.json()["details"]["retry_after"])
+        assert refused.headers["ratelimit-policy"].endswith('"org";q=60;w=3600')
 
 
 def test_an_organisations_uploads_are_refused_after_their_smaller_burst(vault_env: dict[str, str]) -> None:
     """At 60 an hour with a burst of 20 for requests and 3 for uploads: the fourth upload at once is 429
     Request.OrgRateLimited naming the uploads' policy, counts nothing, and other requests still pass."""
-    env = {
-        **vault_env,
-        "EVAULT_RATE_LIMIT": "1000/3600",
-        "EVAULT_RATE_LIMIT_ORG": "60/3600",
-        "EVAULT_RATE_LIMIT_ORG_BURST": "20",
-        "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST": "3",
-    }
-    opened = open_runtime(Settings.from_env(env))
-    try:
-        with TestClient(create_app(opened)) as client:
-            org_id, _, keys = _org_keys(opened, 2)
-            envelopes = [create_envelope(client, keys[n % 2]) for n in range(4)]
-            answers = [upload(client, keys[n % 2], envelopes[n], make_pdf()) for n in range(4)]
-            assert [a.status_code for a in answers] == [201, 201, 201, 429], answers[-1].text
-            assert answers[0].headers["ratelimit-policy"].endswith('"org-uploads";q=60;w=3600, "org";q=60;w=3600')
-            assert [_remaining(a)["org-uploads"] for a in answers] == [2, 1, 0, 0]
-            refused = answers[-1].json()
-            assert (refused["code"], refused["details"]["policy"], refused["details"]["setting"]) == (
-                "Request.OrgRateLimited",
-                "org-uploads",
-                "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST",
-            )
-            assert answers[-1].headers["retry-after"] == "60"
-            counts = _counts(opened)
-            assert (counts[(org_id, "org-uploads")], counts[(org_id, "org")]) == (3, 7)  # the refusal: neither
-            assert _list(client, keys[0]).status_code == 200  # the organisation's own burst has room
-            left = client.get(f"{API}/envelopes/{envelopes[3]}", headers=keys[1])
-            assert left.json()["vault_state"] == "not_vaulted"  # the refused vault-in changed nothing
-            assert _remaining(left)["org"] == 20 - 9
-    finally:
-        opened.close()
+    bursts = {"EVAULT_RATE_LIMIT_ORG_BURST": "20", "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST": "3"}
+    with _hourly(vault_env, **bursts) as (opened, client):
+        org_id, _, keys = _org_keys(opened, 2)
+        envelopes = [create_envelope(client, keys[n % 2]) for n in range(4)]
+        answers = [upload(client, keys[n % 2], envelopes[n], make_pdf()) for n in range(4)]
+        assert [a.status_code for a in answers] == [201, 201, 201, 429], answers[-1].text
+        assert answers[0].headers["ratelimit-policy"].endswith('"org-uploads";q=60;w=3600, "org";q=60;w=3600')
+        assert [_remaining(a)["org-uploads"] for a in answers] == [2, 1, 0, 0]
+        refused = answers[-1].json()
+        assert (refused["code"], refused["details"]["policy"], refused["details"]["setting"]) == (
+            "Request.OrgRateLimited",
+            "org-uploads",
+            "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST",
+        )
+        assert answers[-1].headers["retry-after"] == "60"
+        counts = _counts(opened)
+        assert (counts[(org_id, "org-uploads")], counts[(org_id, "org")]) == (3, 7)  # the refusal: neither
+        assert _list(client, keys[0]).status_code == 200  # the organisation's own burst has room
+        left = client.get(f"{API}/envelopes/{envelopes[3]}", headers=keys[1])
+        assert left.json()["vault_state"] == "not_vaulted"  # the refused vault-in changed nothing
+        assert _remaining(left)["org"] == 20 - 9
 
 
 def test_the_sweeper_forgets_a_paced_row_once_it_is_on_schedule(limited: Any) -> None:
