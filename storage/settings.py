@@ -85,17 +85,9 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> tuple[int, int]:
     return int(quota), int(window)
 
 
-def _org_burst(quota: int) -> int:
-    """EVAULT_RATE_LIMIT_ORG_BURST's default: a tenth of the organisation's quota (30 of 300/60: the documented
-    walk-through fits in it, docs/isolation.md measures what it costs others), at least 10, at most the quota."""
-    return min(quota, max(10, quota // 10))
-
-
-def _upload_burst(org_burst: int) -> int:
-    """EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST's default: a third of the organisation's burst (10 of 30: another
-    tenant's read p99 while the uploads' burst is spent fell from x2.80 to x2.31 of idle under a flood, x3.29 to
-    x3.02 under the bombs, docs/isolation.md), at least 10, at most the organisation's burst."""
-    return min(org_burst, max(10, org_burst // 3))
+def _burst(bound: int, fraction: int) -> int:
+    """A burst's default: ``1/fraction`` of ``bound``, at least 10 (so a short script passes), at most ``bound``."""
+    return min(bound, max(10, bound // fraction))
 
 
 def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
@@ -674,7 +666,11 @@ class Settings:
                 raise SettingsError(f"{name} must be printable, without spaces or '+', got {value!r}")
         rate_limit = _rate(env, "EVAULT_RATE_LIMIT", "100/60")
         rate_limit_org = _rate(env, "EVAULT_RATE_LIMIT_ORG", f"{3 * rate_limit[0]}/{rate_limit[1]}")
-        org_burst = _int(env, "EVAULT_RATE_LIMIT_ORG_BURST", _org_burst(rate_limit_org[0]), minimum=1)
+        # A tenth of the quota: 30 of 300/60, which the documented walk-through fits in (docs/isolation.md).
+        org_burst = _int(env, "EVAULT_RATE_LIMIT_ORG_BURST", _burst(rate_limit_org[0], 10), minimum=1)
+        # A third of that: 10 of 30. Another tenant's read p99 while the uploads' burst is spent fell from x2.80 to
+        # x2.31 of idle under a flood, x3.29 to x3.02 under the bombs (docs/isolation.md).
+        upload_burst = _int(env, "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST", _burst(org_burst, 3), minimum=1)
         api = ApiSettings(
             host=host,
             port=port,
@@ -685,9 +681,7 @@ class Settings:
             rate_limit_checkpoints=_rate(env, "EVAULT_RATE_LIMIT_CHECKPOINTS", "60/3600"),
             rate_limit_org=rate_limit_org,
             rate_limit_org_burst=org_burst,
-            rate_limit_org_upload_burst=_int(
-                env, "EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST", _upload_burst(org_burst), minimum=1
-            ),
+            rate_limit_org_upload_burst=upload_burst,
             shutdown_grace_seconds=_int(env, "EVAULT_SHUTDOWN_GRACE_SECONDS", 10, minimum=1),
             workers=_int(env, "EVAULT_WORKERS", 1, minimum=1),
             lease_seconds=_int(env, "EVAULT_LEASE_SECONDS", 60, minimum=1),

@@ -122,15 +122,15 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        upload = path.endswith(UPLOAD_SUFFIXES)
         principal = None
         if path.startswith(PARTNER_PREFIX):
             opt = scope["route_handler"].opt
             state = scope.setdefault("state", {})
             raw_key = _header(scope, b"x-api-key")
-            policy = opt.get("rate_policy") or ("uploads" if path.endswith(UPLOAD_SUFFIXES) else None)
+            policy = opt.get("rate_policy") or ("uploads" if upload else None)
             principal = await to_thread.run_sync(_authenticate, self.runtime, raw_key, opt.get("scope"), policy, state)
             state[PRINCIPAL_STATE] = principal
-        upload = path.endswith(UPLOAD_SUFFIXES)
         settings = self.runtime.settings
         pace = _Pace(settings.edge, anyio.current_time())
         limit, setting = (
