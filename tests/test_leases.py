@@ -144,11 +144,11 @@ def test_a_checkpointer_that_lost_its_lease_stores_nothing(
 
 
 def _tenures(path: Path) -> list[tuple[str, int, int, float, float]]:
-    """(lease, token, pid, taken, given up) for every tenure a process logged."""
+    """(lease, token, pid, taken, giving up) for every tenure a process logged: its work lies within them."""
     taken: dict[tuple[str, int], tuple[int, float]] = {}
     tenures = []
     for line in path.read_text().splitlines():
-        found = re.match(r"(\S+) (\d+) lease (\S+) token (\d+) (taken|given up) by", line)
+        found = re.match(r"(\S+) (\d+) lease (\S+) token (\d+) (taken|giving up) by", line)
         if found is None:
             continue
         at, pid, name, token, what = float(found[1]), int(found[2]), found[3], int(found[4]), found[5]

@@ -139,8 +139,10 @@ class CheckpointService:
             try:
                 return self._checkpoint(org_id, tenure)
             finally:
+                # Logged before the release: once released, another process may take the lease and log its
+                # tenure before this line would, and the log would show two holders at once.
+                log.debug("lease %s token %d giving up by %s", name, tenure.token, self.holder)
                 give_up(self.db, name, self.holder)
-                log.debug("lease %s token %d given up by %s", name, tenure.token, self.holder)
 
     def _busy(self, org_id: str) -> LeaseLost:
         return LeaseLost(
