@@ -91,6 +91,10 @@ def test_both_parties_countersign_and_the_receipt_carries_it(
         (_sign(client, ah, transfer_id, a_id, b_key.sign(data)), (400, "Countersign.BadSignature")),
         (_sign(client, ah, transfer_id, a_id, a_key.sign(data + b" ")), (400, "Countersign.BadSignature")),
     ]
+    for malformed in ("\u0084", "not base64!", "QQ"):  # outside ASCII, outside the alphabet, unpadded
+        body = {"key_id": a_id, "signature": malformed}
+        answer = client.post(f"{API}/transfers/{transfer_id}/countersign", json=body, headers=ah)
+        refusals.append((answer, (400, "Countersign.Invalid")))
     for response, expected in refusals:
         assert (response.status_code, response.json()["code"]) == expected, response.text
     signed = _sign(client, ah, transfer_id, a_id, a_key.sign(data))

@@ -9,7 +9,6 @@ Both steps are ledger events of the organisation's own log (``org.signing_key_ad
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Callable
 from typing import Any
 
@@ -80,7 +79,7 @@ def countersign(
         raise InvalidInput("Countersign.Invalid", "key_id and signature (base64) are required", field="signature")
     try:
         base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character outside ASCII
         raise InvalidInput("Countersign.Invalid", "signature is not base64", field="signature") from None
     with custody.db.session() as session:
         transfer = visible_transfer(session, actor.org_id, transfer_id)  # anyone else's transfer is 404
