@@ -79,10 +79,10 @@ def _accept(env: Mapping[str, str], name: str) -> bool:
 def _rate(env: Mapping[str, str], name: str, default: str) -> tuple[int, int]:
     """``QUOTA/WINDOW_SECONDS``, e.g. ``100/60``."""
     raw = env.get(name) or default
-    quota, _, window = raw.partition("/")
-    if not (quota.isdigit() and window.isdigit() and int(quota) >= 1 and int(window) >= 1):
+    shape = re.fullmatch(r"([0-9]+)/([0-9]+)", raw)  # ASCII digits: str.isdigit() also takes "\u00b2"
+    if shape is None or int(shape[1]) < 1 or int(shape[2]) < 1:
         raise SettingsError(f"{name} must be QUOTA/WINDOW_SECONDS with both at least 1, e.g. 100/60, got {raw!r}")
-    return int(quota), int(window)
+    return int(shape[1]), int(shape[2])
 
 
 def _burst(bound: int, fraction: int) -> int:

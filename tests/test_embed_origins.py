@@ -36,6 +36,8 @@ BAD = [
     "https://app.example.com:0",
     "https://app.example.com:70000",
     "https://app.example.com:https",
+    "https://app.example.com:\u00b2",  # a digit to str.isdigit(), not to int()
+    "https://app.example.com:\u0663",  # an Arabic-Indic three, which int() reads as 3
     "https://app.example.com; script-src *",
     "https://app.example.com https://evil.example",
     "https://-bad-.example.com",

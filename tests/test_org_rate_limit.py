@@ -287,7 +287,7 @@ def test_a_bad_org_burst_stops_the_start(tmp_path: Path, raw: str) -> None:
         Settings.from_env({"EVAULT_DATA_DIR": str(tmp_path), "EVAULT_RATE_LIMIT_ORG_BURST": raw})
 
 
-@pytest.mark.parametrize("raw", ["0/60", "100", "100/0", "-1/60", "many/60"])
+@pytest.mark.parametrize("raw", ["0/60", "100", "100/0", "-1/60", "many/60", "\u00b2/60"])
 def test_a_bad_org_rate_stops_the_start(tmp_path: Path, raw: str) -> None:
     with pytest.raises(SettingsError, match="EVAULT_RATE_LIMIT_ORG"):
         Settings.from_env({"EVAULT_DATA_DIR": str(tmp_path), "EVAULT_RATE_LIMIT_ORG": raw})

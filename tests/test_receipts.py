@@ -18,6 +18,7 @@ import rfc8785
 from compliance.certificates.issuance import key_id_of
 from compliance.errors import EvaultError
 from compliance.receipts.offline_check import verify_receipt
+from compliance.receipts.pointer import resolve
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
 from vault.runtime import Runtime
@@ -203,3 +204,11 @@ def test_release_receipt_refusals(client: Any, tenant: Any, make_key: Any) -> No
     # A reader without vault:write still gets the receipt once a checkpoint covers the release.
     assert client.get(f"{API}/envelopes/{released}/release-receipt", headers=headers).status_code == 200
     assert client.get(f"{API}/envelopes/{released}/release-receipt", headers={"X-API-Key": reader}).status_code == 200
+
+
+@pytest.mark.once
+def test_a_pointers_array_index_is_ascii_digits_only() -> None:
+    """RFC 6901 spells an index in ASCII digits; ``str.isdigit()`` alone takes "\u0663" (read as 3) and "\u00b2"."""
+    document = {"a": [10, 11, 12, 13]}
+    assert resolve(document, "/a/3") == 13
+    assert resolve(document, "/a/\u0663") is None and resolve(document, "/a/\u00b2") is None

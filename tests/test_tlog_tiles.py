@@ -25,7 +25,8 @@ def test_index_and_paths_as_the_specification_spells_them() -> None:
     assert encode_index(1000) == "x001/000"
     assert parse_path("tile/0/x001/x234/067") == (0, 1234067, 256)
     assert parse_path("tile/entries/005.p/17") == (None, 5, 17)
-    for bad in ("tile/01/000", "tile/0/1", "tile/0/000.p/256", "tile/0/000.p/0", "tile/0/x1/000", "tile/64/000"):
+    bad_paths = ("tile/01/000", "tile/0/1", "tile/0/000.p/256", "tile/0/000.p/0", "tile/0/x1/000", "tile/64/000")
+    for bad in (*bad_paths, "tile/\u0663/000", "tile/\u00b2/000"):  # digits to str.isdigit(), not tile levels
         with pytest.raises(ValueError):
             parse_path(bad)
 

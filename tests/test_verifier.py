@@ -24,6 +24,7 @@ from compliance.verifier import objects as objects_module
 from compliance.verifier.context import Interrupted
 from compliance.verifier.findings import Finding
 from compliance.verifier.report import ReportSigner, verify_report
+from compliance.verifier.scope import parse_shard
 from storage.embedded_s3 import EmbeddedS3
 from storage.ids import as_utc
 from storage.keys import checkpoint_key
@@ -263,6 +264,14 @@ def test_a_resumed_run_reports_what_an_uninterrupted_run_reports(
     assert len(full.findings) == 4  # two extra versions, two unrecorded objects
     assert 0 < len(seen) < 9  # what was done before the interruption was not checked again
     assert resumed.run_id == run.id and resumed.scope == scope
+
+
+@pytest.mark.once
+def test_a_shard_is_two_ascii_numbers() -> None:
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "1", "a/3", "\u00b2/3", "1/\u0663"):  # "\u00b2" is a digit to str.isdigit(), not to int()
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
 
 
 def test_shards_cover_every_object_exactly_once(client: Any, runtime: Runtime, tenant: Any) -> None:

@@ -598,3 +598,18 @@ def test_a_receivers_retry_after_postpones_the_next_attempt(
     receiver.wait_for(1, timeout=10)
     first, second = receiver.received[0], receiver.received[1]
     assert second.at - first.at >= 1.9
+
+
+def test_a_retry_after_that_is_no_ascii_number_is_ignored(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    """``"\u00b2"`` is a digit to ``str.isdigit()`` but not to ``int()``: the schedule decides, and nothing crashes."""
+    _, headers = tenant
+    configure(client, headers, url=receiver.url)
+    receiver.mode, receiver.retry_after = "fail", "\u00b2"
+    create_envelope(client, headers)
+    wait_until(lambda: len(receiver.received) >= 2)  # retried on the schedule (0.3 s)
+    receiver.mode = "ok"
+    wait_until(lambda: deliveries(client, headers)["items"][0]["status"] == "delivered")
+    attempts = deliveries(client, headers)["items"][0]["attempts"]
+    assert ("http_error", 503) in [(a["outcome"], a["http_status"]) for a in attempts], attempts

@@ -25,7 +25,7 @@ class Receiver:
     def __init__(self) -> None:
         self.port = aux_port("webhook_receiver")
         self.mode = "ok"
-        self.retry_after: int | None = None  # sent with 503 when set
+        self.retry_after: int | str | None = None  # sent with 503 when set
         self.received: list[Received] = []
         self.released = threading.Event()
         self._server: ThreadingHTTPServer | None = None

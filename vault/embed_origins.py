@@ -52,7 +52,7 @@ def normalise_origin(raw: str) -> str:
     port: int | None = None
     head, sep, tail = host.rpartition(":")
     if sep and not tail.endswith("]"):
-        if not tail.isdigit() or not 0 < int(tail) < 65536:
+        if not re.fullmatch(r"[0-9]{1,5}", tail) or not 0 < int(tail) < 65536:  # str.isdigit() takes "²" and "٣"
             raise _bad(raw, "the port is 1-65535")
         host, port = head, int(tail)
     if not _host_ok(host):

@@ -84,7 +84,7 @@ class Rotation:
     @classmethod
     def parse(cls, note: str) -> Rotation:
         f = _fields(note, ROTATION_HEADER, ("generation", "old", "new", "valid-from"))
-        if not f["generation"].isdigit() or int(f["generation"]) < 1:
+        if not (f["generation"].isascii() and f["generation"].isdigit()) or int(f["generation"]) < 1:
             raise _broken("rotation generation must be a positive number")
         old, new = NoteVerifier.from_vkey(f["old"]), NoteVerifier.from_vkey(f["new"])
         if raw_public_key(old.public_key) == raw_public_key(new.public_key):

@@ -17,6 +17,7 @@ MAX_ENTRY_BYTES = 0xFFFF  # the bundle's uint16 length prefix
 _INDEX_GROUP = re.compile(r"x[0-9]{3}")
 _LAST_GROUP = re.compile(r"[0-9]{3}")
 _WIDTH = re.compile(r"[1-9][0-9]{0,2}")
+_LEVEL = re.compile(r"0|[1-9][0-9]?")  # ASCII digits, no leading zero
 
 TileRef = tuple[int, int, int]  # (level, index, width); width 256 is a full tile
 
@@ -53,7 +54,7 @@ def parse_path(path: str) -> tuple[int | None, int, int]:
     level: int | None
     if parts[1] == "entries":
         level = None
-    elif parts[1].isdigit() and (parts[1] == "0" or not parts[1].startswith("0")) and int(parts[1]) <= 63:
+    elif _LEVEL.fullmatch(parts[1]) and int(parts[1]) <= 63:
         level = int(parts[1])
     else:
         raise ValueError("not a tile level")

@@ -23,7 +23,7 @@ def resolve(document: Any, pointer: str) -> Any:
                 return None
             value = value[name]
         elif isinstance(value, list):
-            if not name.isdigit() or (len(name) > 1 and name[0] == "0") or int(name) >= len(value):
+            if not (name.isascii() and name.isdigit()) or (len(name) > 1 and name[0] == "0") or int(name) >= len(value):
                 return None
             value = value[int(name)]
         else:

@@ -356,7 +356,7 @@ def _worm_checkpoints(ctx: Context, org_id: str) -> Iterator[tuple[int, list[Ver
     prefix = checkpoint_key(org_id, 0).rsplit("/", 1)[0] + "/"
     for key, group in groupby(ctx.sources.authoritative.list_entries(prefix), key=lambda e: e.key):
         name = key.rsplit("/", 1)[1]
-        if name.isdigit():
+        if name.isascii() and name.isdigit():
             yield int(name), list(group)
 
 

@@ -9,6 +9,7 @@ live service adds while it runs: those are the next night's work.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,10 +24,10 @@ def shard_of(text: str, count: int) -> int:
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` with 0 <= I < N."""
-    index, sep, count = text.partition("/")
-    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+    shape = re.fullmatch(r"([0-9]+)/([0-9]+)", text)  # ASCII digits: str.isdigit() also takes "\u00b2"
+    if shape is None or not 0 <= int(shape[1]) < int(shape[2]):
         raise ValueError(f"--shard must be I/N with 0 <= I < N, not {text!r}")
-    return int(index), int(count)
+    return int(shape[1]), int(shape[2])
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ class EdgeMiddleware:
             else (settings.edge.max_json_bytes, "EVAULT_MAX_JSON_BYTES")
         )
         length = _header(scope, b"content-length")
-        if length is not None and length.strip().isdigit() and int(length) > limit:
+        if length is not None and length.strip().isascii() and length.strip().isdigit() and int(length) > limit:
             raise _too_large(limit, setting)
         if not upload:
             await self.app(scope, await _buffered(receive, limit, setting, pace), send)

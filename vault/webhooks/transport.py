@@ -8,6 +8,7 @@ the deadline, so a receiver that accepts and then trickles or hangs frees the wo
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import ssl
 import threading
@@ -72,4 +73,5 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -
     if 200 <= status < 300:
         return answer("delivered", status, None)
     note = " (redirects are not followed)" if 300 <= status < 400 else ""
-    return answer("http_error", status, f"HTTP {status}{note}", int(wait) if wait.isdigit() else None)
+    seconds = int(wait) if re.fullmatch(r"[0-9]{1,9}", wait) else None  # str.isdigit() also takes "\u00b2"
+    return answer("http_error", status, f"HTTP {status}{note}", seconds)
