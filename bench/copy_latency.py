@@ -31,21 +31,23 @@ The bench measures how well the expensive work is isolated, so it lifts the per-
 (``EVAULT_RATE_LIMIT``, ``EVAULT_RATE_LIMIT_COPIES``), and by default the organisation's too: one key of A's with
 no limit of its own stands for an organisation with as many keys as it likes. ``--org-rate-limit default`` keeps
 the service's default organisation limit (``EVAULT_RATE_LIMIT_ORG``, three keys' worth of the default per-key
-limit, paced with a burst of a tenth of it), ``--org-rate-limit QUOTA/WINDOW`` sets one and ``--org-burst N``
-its burst (``EVAULT_RATE_LIMIT_ORG_BURST``), ``--org-upload-burst N`` its uploads' burst
-(``EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST``): then A's attack is what the limit lets through (its burst at once,
-then one request per WINDOW/QUOTA seconds), and its excess is answered 429 ``Request.OrgRateLimited`` at the
-edge. B's measurement starts ``--lead`` seconds (1) after A's first answer, so B meets what A's pace lets
-through, after most of A's burst; with ``--lead 0`` B meets the burst too. Tenant B's requests are the
-measurement, not a client under test: with an organisation limit on they are spread over as many organisations
-of B's (each with its own envelope) as keep every one of them within its burst, so B is never refused.
+limit, paced with a burst of a tenth of it), ``--org-rate-limit QUOTA/WINDOW`` sets one and ``--org-burst N`` its
+burst (``EVAULT_RATE_LIMIT_ORG_BURST``), ``--org-upload-burst N`` its uploads' burst
+(``EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST``), ``--max-uploads-per-org N`` its uploads in flight
+(``EVAULT_MAX_UPLOADS_PER_ORG``, and the per-key cap at most that): then A's attack is what the limit lets through
+(its burst at once, then one request per WINDOW/QUOTA seconds), and its excess is answered 429
+``Request.OrgRateLimited`` at the edge. B's measurement starts ``--lead`` seconds (1) after A's first answer, so B
+meets what A's pace lets through, after most of A's burst; with ``--lead 0`` B meets the burst too. Tenant B's
+requests are the measurement, not a client under test: with an organisation limit on they are spread over as many
+organisations of B's (each with its own envelope) as keep every one of them within its burst, so B is never
+refused.
 
 The report counts A's answers by status and gives B's p50/p99 under attack as ratios of its idle ones.
 
     python bench/copy_latency.py [--attack copies|compliance-many-copies|rehearsal-bomb|upload-flood|slow-uploads]
         [--pages N] [--copies N] [--requests N] [--copiers C] [--slow N] [--uploads N] [--ignore-retry-after]
         [--worker-nice N] [--org-rate-limit lifted|default|QUOTA/WINDOW] [--org-burst N] [--org-upload-burst N]
-        [--lead S] [--json]
+        [--max-uploads-per-org N] [--lead S] [--json]
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from storage.settings import Settings
+from storage.settings import EdgeSettings, Settings
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, authenticate, create_api_key, create_organisation
 
@@ -333,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         help="EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST (default: the service's own)",
     )
     parser.add_argument(
+        "--max-uploads-per-org",
+        type=int,
+        default=None,
+        help="EVAULT_MAX_UPLOADS_PER_ORG, and EVAULT_MAX_UPLOADS_PER_KEY at most it (default: the service's own)",
+    )
+    parser.add_argument(
         "--server",
         choices=("thread", "process"),
         default="thread",
@@ -367,6 +375,16 @@ def main(argv: list[str] | None = None) -> int:
                 else {"EVAULT_RATE_LIMIT_ORG_UPLOAD_BURST": str(args.org_upload_burst)}
             ),
             **({} if args.worker_nice is None else {"EVAULT_PDF_WORKER_NICE": str(args.worker_nice)}),
+            **(
+                {}
+                if args.max_uploads_per_org is None
+                else {
+                    "EVAULT_MAX_UPLOADS_PER_ORG": str(args.max_uploads_per_org),
+                    "EVAULT_MAX_UPLOADS_PER_KEY": str(
+                        min(EdgeSettings().max_uploads_per_key, args.max_uploads_per_org)
+                    ),
+                }
+            ),
         }
         runtime = open_runtime(Settings.from_env(env))
         try:
@@ -442,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         "org_rate_limit": org_rate,
         "org_burst": runtime.settings.api.rate_limit_org_burst,
         "org_upload_burst": runtime.settings.api.rate_limit_org_upload_burst,
+        "max_uploads_per_org": runtime.settings.edge.max_uploads_per_org,
         "lead_s": args.lead,
         "server": args.server,
         "b_organisations": len(b_tenants),
