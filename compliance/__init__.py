@@ -4,3 +4,12 @@ Layers, top to bottom (import-linter contracts in pyproject.toml): ``verifier`` 
 ``audit``; ``conditions`` and ``bundles``; ``sources``; ``checkpoints``; ``witness``, ``headmap`` and
 ``signatures``; ``ledger``; and the shared vocabulary: ``errors``, ``error_codes``, ``finding_codes``.
 """
+
+import warnings
+
+from cryptography.utils import CryptographyDeprecationWarning
+
+# pyHanko (0.38) imports cryptography's DSA key type at import time, which cryptography 51 deprecates with a warning
+# on every start of every process, and an error under the test suite's strict warnings. The vault signs with Ed25519
+# and ECDSA only; the warning is about pyHanko's import, so it is silenced for pyHanko's modules and nothing else.
+warnings.filterwarnings("ignore", "DSA is deprecated", CryptographyDeprecationWarning, r"pyhanko\.")

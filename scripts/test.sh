@@ -3,7 +3,8 @@
 #
 #   bash scripts/test.sh [pytest args...]
 #
-# Idempotent, and works on a fresh machine: creates .venv and installs the package with its test extras,
+# Idempotent, and works on a fresh machine: creates .venv and installs the package with its test extras (at
+# constraints.txt's versions, the ones the suite last passed with),
 # installs PostgreSQL and docker-compose with apt when missing (as root), starts a throwaway PostgreSQL
 # cluster on 127.0.0.1:${EVAULT_TEST_PG_PORT:-25432} as an unprivileged user (stopped and removed on exit),
 # validates docker/compose.yaml, runs ruff and mypy, builds the docs strictly, then pytest twice: on SQLite and on
@@ -52,10 +53,10 @@ if [ ! -x "$PY" ]; then
     fi
 fi
 PIP_LOG=$(mktemp)
-if ! "$PY" -m pip install -q --disable-pip-version-check -e '.[test]' >"$PIP_LOG" 2>&1; then
+if ! "$PY" -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' >"$PIP_LOG" 2>&1; then
     cat "$PIP_LOG" >&2
     rm -f "$PIP_LOG"
-    die "pip install -e '.[test]' failed"
+    die "pip install -c constraints.txt -e '.[test]' failed"
 fi
 rm -f "$PIP_LOG"
 "$PY" --version

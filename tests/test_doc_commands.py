@@ -120,7 +120,7 @@ def _copy_tree(target: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".evault")
     for name in ("vault", "compliance", "storage", "scripts"):
         shutil.copytree(ROOT / name, target / name, ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "constraints.txt", "README.md"):
         shutil.copy2(ROOT / name, target / name)
 
 
