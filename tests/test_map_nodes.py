@@ -231,9 +231,20 @@ def test_maps_from_before_the_node_table_are_backfilled_by_the_next_commit(db: D
 
 def test_a_tampered_stored_node_yields_a_proof_the_signed_root_refuses(runtime: Runtime) -> None:
     org_id, envelopes, _ = _history(runtime.db, random.Random(5), commits=3)
-    checkpoint = runtime.checkpoints.checkpoint_now(org_id)
-    pem = runtime.key.public_pem().encode()
     envelope_id = envelopes[0]
+    assert len(envelopes) >= 2  # so the path has a sibling holding another envelope
+    with runtime.db.session() as session:  # the newest version changes this path alone: every sibling is older
+        # (the history's envelope ids are random, and once all of the path's siblings had changed last: CI)
+        append_event(
+            session,
+            actor=Actor(org_id),
+            event_type=ENVELOPE_VOIDED,
+            occurred_at=utcnow(),
+            data={"reason": "a note"},
+            envelope_id=envelope_id,
+        )
+    checkpoint = runtime.checkpoints.checkpoint_now(org_id)  # commits the map: its newest version
+    pem = runtime.key.public_pem().encode()
     with runtime.db.read_session() as session:
         good = build_bundle(session, runtime.key, envelope_id, checkpoint)
         version = session.exec(
