@@ -10,6 +10,6 @@ import warnings
 from cryptography.utils import CryptographyDeprecationWarning
 
 # pyHanko (0.38) imports cryptography's DSA key type at import time, which cryptography 51 deprecates with a warning
-# on every start of every process, and an error under the test suite's strict warnings. The vault signs with Ed25519
-# and ECDSA only; the warning is about pyHanko's import, so it is silenced for pyHanko's modules and nothing else.
+# on every start of every process, and an error under the test suite's strict warnings. It is about pyHanko's
+# import, not about a key the vault uses, so it is silenced for pyHanko's modules and nothing else.
 warnings.filterwarnings("ignore", "DSA is deprecated", CryptographyDeprecationWarning, r"pyhanko\.")
