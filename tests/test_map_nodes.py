@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import text
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from compliance.bundles.proof_bundle import build_bundle, verify_bundle
 from compliance.headmap import stored_tree
@@ -114,6 +114,18 @@ def db(database_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+def _void(session: Session, org_id: str, envelope_id: str, reason: str = "a note") -> None:
+    """An event for the envelope: its head, and so its path in the map, changes at the next commit."""
+    append_event(
+        session,
+        actor=Actor(org_id),
+        event_type=ENVELOPE_VOIDED,
+        occurred_at=utcnow(),
+        data={"reason": reason},
+        envelope_id=envelope_id,
+    )
+
+
 def _history(db: Database, rng: random.Random, commits: int) -> tuple[str, list[str], list[MapRoot]]:
     """An organisation whose envelopes gain events between map commits, at random."""
     with db.session() as session:
@@ -125,14 +137,7 @@ def _history(db: Database, rng: random.Random, commits: int) -> tuple[str, list[
             for _ in range(rng.randrange(0, 6)):
                 envelopes.append(create_envelope(session, Actor(org_id), NewEnvelope(kind="paper", title="L")).id)
             for envelope_id in rng.sample(envelopes, min(len(envelopes), rng.randrange(0, 4))):
-                append_event(
-                    session,
-                    actor=Actor(org_id),
-                    event_type=ENVELOPE_VOIDED,
-                    occurred_at=utcnow(),
-                    data={"reason": "a note"},
-                    envelope_id=envelope_id,
-                )
+                _void(session, org_id, envelope_id)
         with db.session() as session:
             committed = commit_head_map(session, org_id)
             if committed is not None:
@@ -178,14 +183,7 @@ def test_restart_then_commit_reads_only_the_changed_paths(database_url: str) -> 
     first.dispose()
     restarted = Database(database_url)  # a new process: nothing of the map in memory
     with restarted.session() as session:
-        append_event(
-            session,
-            actor=Actor(org_id),
-            event_type=ENVELOPE_VOIDED,
-            occurred_at=utcnow(),
-            data={"reason": "after the restart"},
-            envelope_id=envelopes[0],
-        )
+        _void(session, org_id, envelopes[0], "after the restart")
     seen, record = _statements(restarted)
     with restarted.session() as session:
         committed = commit_head_map(session, org_id)
@@ -209,14 +207,7 @@ def test_maps_from_before_the_node_table_are_backfilled_by_the_next_commit(db: D
         session.execute(text("DELETE FROM map_node WHERE org_id = :org"), {"org": org_id})
     _assert_proofs_match_the_leaves(db, org_id, envelopes, roots)  # rebuilt from the leaves meanwhile
     with db.session() as session:
-        append_event(
-            session,
-            actor=Actor(org_id),
-            event_type=ENVELOPE_VOIDED,
-            occurred_at=utcnow(),
-            data={"reason": "after the upgrade"},
-            envelope_id=envelopes[-1],
-        )
+        _void(session, org_id, envelopes[-1], "after the upgrade")
     with db.session() as session:
         committed = commit_head_map(session, org_id)
     assert committed is not None
@@ -235,14 +226,7 @@ def test_a_tampered_stored_node_yields_a_proof_the_signed_root_refuses(runtime: 
     assert len(envelopes) >= 2  # so the path has a sibling holding another envelope
     with runtime.db.session() as session:  # the newest version changes this path alone: every sibling is older
         # (the history's envelope ids are random, and once all of the path's siblings had changed last: CI)
-        append_event(
-            session,
-            actor=Actor(org_id),
-            event_type=ENVELOPE_VOIDED,
-            occurred_at=utcnow(),
-            data={"reason": "a note"},
-            envelope_id=envelope_id,
-        )
+        _void(session, org_id, envelope_id)
     checkpoint = runtime.checkpoints.checkpoint_now(org_id)  # commits the map: its newest version
     pem = runtime.key.public_pem().encode()
     with runtime.db.read_session() as session:
