@@ -138,8 +138,8 @@ class EdgeMiddleware:
             if upload
             else (settings.edge.max_json_bytes, "EVAULT_MAX_JSON_BYTES")
         )
-        length = _header(scope, b"content-length")
-        if length is not None and length.strip().isascii() and length.strip().isdigit() and int(length) > limit:
+        length = (_header(scope, b"content-length") or "").strip()
+        if length.isascii() and length.isdigit() and int(length) > limit:
             raise _too_large(limit, setting)
         if not upload:
             await self.app(scope, await _buffered(receive, limit, setting, pace), send)
