@@ -13,11 +13,12 @@ from sqlmodel import select
 
 from compliance.signatures.pdf_validation import load_trust_roots, validate_signatures
 from storage.models import VaultRecord
-from storage.settings import Settings
+from storage.settings import PdfSettings, Settings
 from tests import signed_pdfs
 from tests.helpers import create_envelope, upload
 from tests.pdf_factory import make_signed_pdf, make_signing_pki, signing_pki
 from vault.api.app import create_app
+from vault.pdf_inspect import inspect_pdf
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
@@ -49,6 +50,16 @@ def test_each_shape_gets_its_graded_verdict(name: str) -> None:
     assert result.verdicts and all(v.signer for v in result.verdicts if not v.error)
     if not result.clean:
         assert result.anomalies, "a file that is not clean must name its anomaly"
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_the_vetting_worker_grades_each_shape_as_validating_it_here_does(name: str) -> None:
+    """Vault-in takes the grade from its vetting, made in the worker from the reader that vetted the file."""
+    data, roots = getattr(signed_pdfs, name)(), load_trust_roots(_roots_pem())
+    facts = inspect_pdf(data, PdfSettings(worker_nice=0), None, roots)  # worker_nice: see conftest's vault_env
+    assert facts.signatures is not None and facts.signature_count == len(facts.signatures.verdicts)
+    assert facts.signatures.as_json() == validate_signatures(data, roots).as_json()
 
 
 def test_uncovered_tail_and_illegal_update_are_named() -> None:

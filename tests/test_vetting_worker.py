@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 
+from compliance.signatures import pdf_validation
 from storage.settings import PdfSettings, Settings, SettingsError
 from tests import hostile_pdfs, pdf_factory
 from tests.helpers import API, create_envelope, upload
+from vault import pdf_vetting
 from vault.pdf_inspect import inspect_pdf, vetting_slots
 from vault.pdf_vetting import vet_here
 from vault.stamp_worker import busy
@@ -50,6 +52,23 @@ def test_vetting_costs_the_calling_process_almost_no_cpu() -> None:
     assert facts.page_count == 2000
     assert here > 0.2, here
     assert waited < here / 4, (waited, here)
+
+
+@pytest.mark.once
+def test_signatures_are_graded_in_the_worker_not_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyHanko's validation and difference analysis read what an outsider wrote: with them broken in this
+    process, a signed upload is still graded (by the worker, under its limits), and an unsigned one is not."""
+
+    def not_here(*_args: Any) -> None:
+        raise AssertionError("signatures graded in the calling process")
+
+    monkeypatch.setattr(pdf_validation, "grade_signatures", not_here)
+    monkeypatch.setattr(pdf_validation, "validate_pdf_signature", not_here)
+    monkeypatch.setattr(pdf_vetting, "grade_signatures", not_here)
+    pdf = PdfSettings(worker_nice=0)
+    signed = inspect_pdf(pdf_factory.make_signed_pdf(), pdf, None, [pdf_factory.signing_pki()[2]])
+    assert signed.signatures is not None and signed.signatures.clean
+    assert inspect_pdf(pdf_factory.make_pdf(pages=1), pdf).signatures is None
 
 
 @pytest.mark.once

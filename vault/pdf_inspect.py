@@ -1,10 +1,10 @@
 """The vetting of an uploaded PDF, as the service calls it: in a limited worker process, within a fair share.
 
 The API process only receives, spools and hashes an upload's bytes (``vault.upload_spool``); parsing the
-document and rehearsing its copy (``vault.pdf_vetting``) run in one of the stamper's pooled worker processes
-(``vault.worker_pool``) under the copy path's own memory, CPU and wall-clock limits and at a lower priority
-(``vault.stamp_worker.run_vetting``). So a hostile file costs the API neither memory nor CPU, and other
-tenants' requests never wait for its GIL.
+document, rehearsing its copy and grading its signatures (``vault.pdf_vetting``) run in one of the stamper's
+pooled worker processes (``vault.worker_pool``) under the copy path's own memory, CPU and wall-clock limits and
+at a lower priority (``vault.stamp_worker.run_vetting``). So a hostile file costs the API neither memory nor
+CPU, and other tenants' requests never wait for its GIL.
 
 How many vet at once is capped per service process (``EVAULT_PDF_STAMP_CONCURRENCY`` jobs, slots of their own
 beside the copies', all served by the ``EVAULT_PDF_WORKERS`` workers), and shared fairly (``vault.slots``): an
@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+
+from asn1crypto import x509 as asn1_x509
 
 from compliance.errors import InvalidInput
 from storage.settings import PdfSettings
@@ -40,8 +43,14 @@ def vetting_slots(pdf: PdfSettings) -> Slots:
         return _SLOTS.setdefault(total, Slots(total, total, total))
 
 
-def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None, org_id: str | None = None) -> PdfFacts:
-    """Accept a complete, unencrypted, stampable PDF within the budget, or raise ``InvalidInput`` saying why not.
+def inspect_pdf(
+    data: bytes | SpooledDocument,
+    pdf: PdfSettings | None = None,
+    org_id: str | None = None,
+    trust_roots: Sequence[asn1_x509.Certificate] = (),
+) -> PdfFacts:
+    """Accept a complete, unencrypted, stampable PDF within the budget, or raise ``InvalidInput`` saying why not;
+    a signed one comes back with its signatures graded against ``trust_roots``.
 
     Only the first bytes are looked at here; a spooled file goes to the worker by its path, a small one (at
     most the spool's memory part) through the pipe."""
@@ -60,7 +69,7 @@ def inspect_pdf(data: bytes | SpooledDocument, pdf: PdfSettings | None = None, o
     wait = float(pdf.stamp_timeout_seconds)
     with vetting_slots(pdf).slot(None, busy("Vault.Busy"), wait_seconds=wait, org=org_id):
         try:
-            return run_vetting(source, digest, pdf, org_id)
+            return run_vetting(source, digest, pdf, org_id, tuple(root.dump() for root in trust_roots))
         except StampFailure as exc:
             if exc.kind == "timeout":
                 raise too_complex("max_cpu_seconds", pdf.max_cpu_seconds) from exc

@@ -20,15 +20,17 @@ callers never see parser exceptions. A ``MemoryError`` is let through: the worke
 from __future__ import annotations
 
 import contextvars
+import functools
 import io
 import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from asn1crypto import x509 as asn1_x509
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pypdf import PdfReader
@@ -37,10 +39,14 @@ from pypdf.generic import IndirectObject, StreamObject
 from compliance.conditions.copy_mark import CopyMark
 from compliance.conditions.mark_check import check_copy
 from compliance.errors import InvalidInput
+from compliance.signatures import hex_strings
+from compliance.signatures.pdf_validation import DocumentSignatures, grade_signatures
 from storage.ids import new_id, utcnow
 from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
 from vault.pdf_uses import CyclicForm, UseCounter, decoded_chunks
+
+hex_strings.install()  # both parsers read a signature's /Contents a byte at a time otherwise
 
 # Modules whose loggers speak while a document is read; muted only inside vet_here (see _Quiet).
 _PYHANKO_LOGGERS = (
@@ -78,11 +84,12 @@ def _quiet_pyhanko() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class PdfFacts:
-    """What the vault records about an accepted PDF."""
+    """What the vault records about an accepted PDF: with its signatures graded when it has any (None if not)."""
 
     page_count: int
     signature_count: int
     pdf_version: str
+    signatures: DocumentSignatures | None = None
 
 
 def malformed(message: str, error: Exception | None = None) -> InvalidInput:
@@ -242,16 +249,22 @@ def _rehearse(original: bytes, mark: CopyMark, budget: _Budget, check: bool) -> 
         raise too_complex("max_cpu_seconds", budget.pdf.max_cpu_seconds)
 
 
-def vet_here(source: bytes | Path, sha256_hex: str, pdf: PdfSettings) -> PdfFacts:
+def vet_here(source: bytes | Path, sha256_hex: str, pdf: PdfSettings, trust_roots: tuple[bytes, ...] = ()) -> PdfFacts:
     """Accept a complete, unencrypted, stampable PDF within the budget, or raise ``InvalidInput`` saying why not.
 
     Runs in this process, unlimited but for the budget: the service calls it in a worker process
     (``vault.pdf_inspect.inspect_pdf``). What cannot be stamped now is refused now: the copy stamper rehearses
     a copy with the copy path's own code. A file is read through file handles (pyHanko and pypdf seek in it)
-    and whole only for the rehearsal."""
+    and whole only for the rehearsal. Its signatures are graded here, against ``trust_roots`` (DER), from the
+    reader that vetted it: pyHanko's difference analysis reads what an outsider wrote, so it belongs under
+    the same limits, and the API process does not parse the document a second time."""
     budget = _Budget(pdf)
     with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as stream:
-        facts = _vet(stream, budget)
+        facts, embedded = _vet(stream, budget)
+        if embedded:
+            with _quiet_pyhanko():
+                graded = grade_signatures(embedded, _roots(trust_roots))
+            facts = replace(facts, signatures=graded)
         stream.seek(0)
         original = stream.read()
     mark = CopyMark(new_id("cp"), new_id("env"), sha256_hex, utcnow())
@@ -266,7 +279,14 @@ def page_count(data: bytes, pdf: PdfSettings | None = None) -> int:
         return _count_pages(reader.root.raw_get("/Pages"), _Budget(pdf or PdfSettings()))
 
 
-def _vet(stream: BinaryIO, budget: _Budget) -> PdfFacts:
+@functools.lru_cache(maxsize=4)
+def _roots(der: tuple[bytes, ...]) -> list[asn1_x509.Certificate]:
+    """The trust roots as pyHanko takes them, parsed once per worker for each set the service sends."""
+    return [asn1_x509.Certificate.load(cert) for cert in der]
+
+
+def _vet(stream: BinaryIO, budget: _Budget) -> tuple[PdfFacts, list[Any]]:
+    """The facts, and pyHanko's embedded signatures (read from ``stream``, which must stay open to grade them)."""
     with _quiet_pyhanko():
         try:
             reader = PdfFileReader(stream)
@@ -279,7 +299,7 @@ def _vet(stream: BinaryIO, budget: _Budget) -> PdfFacts:
             raise InvalidInput("Document.Encrypted", "The PDF is encrypted; upload an unencrypted document.")
         try:
             page_count = _count_pages(reader.root.raw_get("/Pages"), budget)
-            signature_count = len(reader.embedded_signatures)
+            embedded = list(reader.embedded_signatures)
             major, minor = reader.input_version
         except (InvalidInput, MemoryError):
             raise
@@ -294,4 +314,4 @@ def _vet(stream: BinaryIO, budget: _Budget) -> PdfFacts:
         raise
     except Exception as exc:  # RecursionError included: pypdf resolves references recursively
         raise malformed("An object of the PDF cannot be read.", exc) from exc
-    return PdfFacts(page_count=page_count, signature_count=signature_count, pdf_version=f"{major}.{minor}")
+    return PdfFacts(page_count=page_count, signature_count=len(embedded), pdf_version=f"{major}.{minor}"), embedded

@@ -132,9 +132,11 @@ def run_stamp(
     return pool_for(limits.pool()).run(job, org, busy("Copy.Busy"))
 
 
-def _vet_child(conn: Connection, source: bytes | Path, sha256_hex: str, pdf: PdfSettings) -> None:
+def _vet_child(
+    conn: Connection, source: bytes | Path, sha256_hex: str, pdf: PdfSettings, trust_roots: tuple[bytes, ...]
+) -> None:
     try:
-        facts = vet_here(source, sha256_hex, pdf)
+        facts = vet_here(source, sha256_hex, pdf, trust_roots)
     except InvalidInput as exc:
         conn.send(("invalid", exc.code, exc.message, exc.details))
         return
@@ -147,11 +149,18 @@ def _vet_child(conn: Connection, source: bytes | Path, sha256_hex: str, pdf: Pdf
     conn.send(("ok", facts))
 
 
-def run_vetting(source: bytes | Path, sha256_hex: str, pdf: PdfSettings, org: str | None = None) -> PdfFacts:
-    """An upload's vetting and copy rehearsal (:func:`vault.pdf_vetting.vet_here`) in a worker under the copy
-    path's limits: its facts, or the ``InvalidInput`` it raised, or :class:`StampFailure` if it failed, ran out
-    of time or of memory (503 ``Vault.Busy`` when no worker frees within the deadline). A path is read by the
-    worker, so a spooled upload never crosses the pipe."""
+def run_vetting(
+    source: bytes | Path,
+    sha256_hex: str,
+    pdf: PdfSettings,
+    org: str | None = None,
+    trust_roots: tuple[bytes, ...] = (),
+) -> PdfFacts:
+    """An upload's vetting, copy rehearsal and signature grading against ``trust_roots`` (DER;
+    :func:`vault.pdf_vetting.vet_here`) in a worker under the copy path's limits: its facts, or the
+    ``InvalidInput`` it raised, or :class:`StampFailure` if it failed, ran out of time or of memory (503
+    ``Vault.Busy`` when no worker frees within the deadline). A path is read by the worker, so a spooled upload
+    never crosses the pipe."""
     limits = StampLimits.from_settings(pdf)
 
     def read(receiver: Connection, _deadline: float) -> PdfFacts:
@@ -163,7 +172,7 @@ def run_vetting(source: bytes | Path, sha256_hex: str, pdf: PdfSettings, org: st
             raise InvalidInput(answer[1], answer[2], **answer[3])
         raise StampFailure(answer[0], answer[1])
 
-    job = Job(_vet_child, (source, sha256_hex, pdf), limits.cpu_seconds, limits.timeout_seconds, read)
+    job = Job(_vet_child, (source, sha256_hex, pdf, trust_roots), limits.cpu_seconds, limits.timeout_seconds, read)
     return pool_for(limits.pool()).run(job, org, busy("Vault.Busy"))
 
 

@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 from compliance.errors import Conflict, InvalidInput, Unavailable
 from compliance.ledger.event_catalogue import VAULTED_IN
 from compliance.ledger.events import Actor, append_event
-from compliance.signatures.pdf_validation import validate_signatures
+from compliance.signatures.pdf_validation import DocumentSignatures
 from storage.db import insert_if_absent, insert_rows
 from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import as_utc, iso, new_id, utcnow
@@ -105,11 +105,9 @@ class Vaulted:
 OnVaulted = Callable[[Session, Vaulted], None]
 
 
-def _check_signatures(custody: Custody, upload: Upload, position: int) -> dict[str, Any]:
-    """Grade every embedded signature; refuse a broken or illegally modified one, and, when the operator
-    requires it, an untrusted signer. The graded result is kept with the record and in the ledger."""
-    with upload.open() as reader:
-        result = validate_signatures(reader, list(custody.signer_trust_roots))
+def _check_signatures(custody: Custody, result: DocumentSignatures, position: int) -> dict[str, Any]:
+    """Refuse a broken or illegally modified signature (graded by the vetting), and, when the operator requires
+    it, an untrusted signer. The graded result is kept with the record and in the ledger."""
     if not result.acceptable:
         raise InvalidInput(
             "Document.SignatureInvalid",
@@ -138,7 +136,7 @@ def check_uploads(
     checked = []
     for position, upload in enumerate(uploads):
         check_filename(upload.filename, f"documents[{position}].filename")
-        facts = inspect_pdf(upload.data, custody.pdf, org_id)
+        facts = inspect_pdf(upload.data, custody.pdf, org_id, custody.signer_trust_roots)
         digest = upload.sha256_hex()
         expected = upload.expected_sha256
         if expected is not None and expected.lower() != digest:
@@ -155,7 +153,7 @@ def check_uploads(
                 "vault-in-signed takes signed PDFs; this one has no signature",
                 position=position,
             )
-        signatures = _check_signatures(custody, upload, position) if facts.signature_count else None
+        signatures = None if facts.signatures is None else _check_signatures(custody, facts.signatures, position)
         checked.append((upload, digest, facts, signatures))
     return checked
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
@@ -20,6 +21,10 @@ from asn1crypto import x509 as asn1_x509
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
 from pyhanko_certvalidator import ValidationContext
+
+from compliance.signatures import hex_strings
+
+hex_strings.install()  # a signature's /Contents is a long hex string, read a byte at a time by pyHanko
 
 # pyHanko logs every rejected signature with a traceback at ERROR; the verdict carries the reason instead.
 for _name in ("pyhanko.sign.validation", "pyhanko.sign.diff_analysis", "pyhanko_certvalidator"):
@@ -140,6 +145,8 @@ def _verdict(sig: Any, context: ValidationContext) -> SignatureVerdict:
             when = status.signer_reported_dt
             ts = status.timestamp_validity
             embedded_ts = None if ts is None else ("valid" if ts.valid and ts.intact else "invalid")
+    except MemoryError:  # the caller's memory limit, not the signature's fault
+        raise
     except Exception as exc:  # a damaged CMS blob raises instead of returning a status
         return _failed(field, kind, exc)
     return SignatureVerdict(
@@ -166,11 +173,17 @@ def _verdict(sig: Any, context: ValidationContext) -> SignatureVerdict:
 def validate_signatures(data: bytes | BinaryIO, trust_roots: list[asn1_x509.Certificate]) -> DocumentSignatures:
     """Grade every signature of a PDF the caller has already vetted as readable and unencrypted (its bytes, or a
     seekable stream of them: pyHanko reads the signed ranges from it)."""
-    context = ValidationContext(trust_roots=trust_roots, allow_fetching=False)
     try:
         embedded = PdfFileReader(io.BytesIO(data) if isinstance(data, bytes) else data).embedded_signatures
     except Exception as exc:  # a signature dictionary whose CMS cannot even be parsed
         return DocumentSignatures((_failed("(unparsable)", "signature", exc),))
+    return grade_signatures(embedded, trust_roots)
+
+
+def grade_signatures(embedded: Iterable[Any], trust_roots: list[asn1_x509.Certificate]) -> DocumentSignatures:
+    """Grade signatures a pyHanko reader has already found (``reader.embedded_signatures``), so a caller that
+    has parsed the document for its own reasons (an upload's vetting) does not parse it a second time."""
+    context = ValidationContext(trust_roots=trust_roots, allow_fetching=False)
     return DocumentSignatures(tuple(_verdict(sig, context) for sig in embedded))
 
 
