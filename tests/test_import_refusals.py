@@ -15,7 +15,7 @@ import pytest
 from compliance.evidence_package.manifest import canonical_zip
 from compliance.ledger.event_catalogue import CHECK_FAILED
 from compliance.ledger.events import Actor, append_event
-from compliance.signatures.pdf_validation import validate_signatures
+from compliance.signatures.pdf_validation import DocumentSignatures
 from storage.ids import utcnow
 from tests import signed_pdfs
 from tests.export_packages import export_package, release_to_self, vault_pem, vault_state
@@ -25,7 +25,6 @@ from tests.test_vault_transfer import _files, _resigned
 from vault import vault_in
 from vault.custody import Custody
 from vault.runtime import Runtime
-from vault.vault_in import Upload
 
 Evault = Callable[..., tuple[int, str, str]]
 
@@ -44,10 +43,9 @@ def _refused(evault: Evault, tmp_path: Path, package: bytes, org_id: str, key: P
     return first.split(":")[1].strip(), json.loads(rest) if rest.strip() else {}
 
 
-def _grade_only(custody: Custody, upload: Upload, position: int) -> dict[str, Any]:
+def _grade_only(custody: Custody, graded: DocumentSignatures, position: int) -> dict[str, Any]:
     """A sending vault that records its documents' signature verdicts but vaults a broken seal anyway."""
-    with upload.open() as reader:
-        return validate_signatures(reader, list(custody.signer_trust_roots)).as_json()
+    return graded.as_json()
 
 
 def test_a_seal_that_does_not_verify_here_is_refused_and_changes_nothing(
