@@ -21,15 +21,17 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, insert, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session, SQLModel
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -191,3 +193,31 @@ def insert_if_absent(session: Session, row: SQLModel) -> bool:
     connection = session.connection()
     dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
     return connection.execute(statements[dialect], _values(columns, row)).first() is not None
+
+
+@lru_cache(maxsize=64)
+def _compiled(statement: Any, dialect: Dialect) -> tuple[SQLCompiler, dict[str, Any]]:
+    """``statement`` compiled for ``dialect``, and the bind processors its parameters' types need there."""
+    compiled: SQLCompiler = statement.compile(dialect=dialect)
+    processors = {}
+    for name, bind in compiled.binds.items():
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            processors[name] = processor
+    return compiled, processors
+
+
+def execute_compiled_once(connection: Connection, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run a statement SQLAlchemy cannot cache, compiled once per dialect instead of on every call: the rows.
+
+    A multi-row ``VALUES`` has no cache key, so SQLAlchemy compiles it each time it runs, which cost the rate
+    limit's upsert most of its time on every request (docs/benchmarks.md). ``statement`` must be built once
+    (the compiled form is kept per statement object) and return plain values: the rows are the driver's, with
+    no result processing (str, int, float and None come back as they are on SQLite and psycopg)."""
+    compiled, processors = _compiled(statement, connection.dialect)
+    values = dict(compiled.construct_params(params) or {})
+    for name, processor in processors.items():
+        values[name] = processor(values[name])
+    positions = compiled.positiontup
+    driver_params: Any = tuple(values[name] for name in positions) if positions is not None else values
+    return [tuple(row) for row in connection.exec_driver_sql(compiled.string, driver_params)]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from storage.db import Database
 from storage.embedded_s3 import EmbeddedS3
 from storage.settings import Settings
 from tests.helpers import own_database, store_env
@@ -29,6 +30,17 @@ pytest_plugins = ["tests.fixtures_s3", "tests.pg_cluster"]
 def database_url(tmp_path: Path) -> Iterator[str]:
     with own_database(tmp_path, "evault") as url:
         yield url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """This test's database, migrated, without a service around it."""
+    database = Database(database_url)
+    database.migrate()
+    try:
+        yield database
+    finally:
+        database.dispose()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -104,14 +104,6 @@ def test_stored_proofs_at_every_version_equal_the_whole_maps(seed: int) -> None:
 
 
 # --- In SQL, on both databases --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _void(session: Session, org_id: str, envelope_id: str, reason: str = "a note") -> None:

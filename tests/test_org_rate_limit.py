@@ -191,6 +191,22 @@ def test_a_paced_quota_admits_its_burst_then_one_request_per_interval(database_u
         database.dispose()
 
 
+@pytest.mark.parametrize(("quota", "burst"), [(300, 30), (70, 7), (6000, 100)])
+def test_a_burst_at_one_instant_of_todays_clock_is_admitted_whole(database_url: str, quota: int, burst: int) -> None:
+    """Times near 1.8e9 s and an interval of 0.2 s do not add up exactly in floats: the default 300/60 with a
+    burst of 30 admitted 29 at one instant, and every answer showed one request fewer left than it had."""
+    database = Database(database_url)
+    database.migrate()
+    org = Policy("org", quota, 60, "Request.OrgRateLimited", "EVAULT_RATE_LIMIT_ORG", burst=burst)
+    try:
+        now = 1_800_000_000.123
+        usages = [admit(database, [("org_instant", org)], now=now)[0] for _ in range(burst + 1)]
+        assert [u.admitted for u in usages] == [True] * burst + [False]
+        assert [u.remaining for u in usages] == [*range(burst - 1, -1, -1), 0]
+    finally:
+        database.dispose()
+
+
 @contextmanager
 def _hourly(vault_env: dict[str, str], **limits: str) -> Iterator[tuple[Runtime, TestClient[Any]]]:
     """The service at 60 requests an hour per organisation (1,000 per key), with ``limits`` besides."""

@@ -44,16 +44,6 @@ def _refuse(full: Full, limit: int) -> EvaultError:
     return RateLimited("Test.Full", full, limit=limit)
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.dispose()
-
-
 def test_slots_are_taken_up_to_the_cap_and_given_back(db: Database) -> None:
     one, two = SlotLeases(db), SlotLeases(db)  # two processes' holders
     first = one.take("upload-key", "key_a", 2)

@@ -41,12 +41,17 @@ from sqlalchemy import Float, Integer, and_, bindparam, case, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from compliance.errors import RateLimited
-from storage.db import Database
+from storage.db import Database, execute_compiled_once
 from storage.models import RateCounter
 from storage.settings import ApiSettings
 
 KEY_RATE_LIMITED = "Request.RateLimited"
 ORG_RATE_LIMITED = "Request.OrgRateLimited"
+
+# A paced row's times are seconds since the epoch (~1.8e9, a float's step there ~2.4e-7 s), and each request adds
+# an interval to them: a burst at one instant drifts by a few microseconds, which had refused the default burst's
+# last request and shown one request fewer left. A thousandth of an interval early still counts as on time.
+PACE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,8 @@ def request_policies(api: ApiSettings, key_id: str, org_id: str, route_policy: s
 @cache
 def _upsert(dialect_name: str, paced: tuple[bool, ...]) -> Any:
     """Insert each row, or count it while its policy has room; (policy, count, tat) of each counted row. Built
-    once per dialect and kinds of rows: building a statement costs more than running it."""
+    once per dialect and kinds of rows, and compiled once (``execute_compiled_once``): building or compiling a
+    statement costs more than running it."""
     dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
     greatest = func.greatest if dialect_name == "postgresql" else func.max  # SQLite's max() of two is scalar
     table = RateCounter.__table__  # type: ignore[attr-defined]
@@ -146,16 +152,15 @@ def admit(db: Database, counts: Sequence[tuple[str, Policy]], now: float | None 
         params |= {f"subject_{n}": subject, f"policy_{n}": policy.name}
         if policy.burst is None:
             params |= {f"window_start_{n}": _window_start(policy, now), f"tat_{n}": None, f"quota_{n}": policy.quota}
-        else:  # one row; the tolerance keeps a float's last bit from refusing the burst's last request
-            limit = now + policy.burst * policy.interval + 1e-6
+        else:  # one row; the tolerance keeps floats' rounding from refusing the burst's last request
+            limit = now + policy.burst * policy.interval + policy.interval * PACE_TOLERANCE
             params |= {f"window_start_{n}": 0, f"tat_{n}": now + policy.interval, f"interval_{n}": policy.interval}
             params[f"limit_{n}"] = limit
     paced = tuple(policy.burst is not None for _, policy in counts)
     statement = _upsert("postgresql" if db.url.startswith("postgresql") else "sqlite", paced)
     with db.session() as session:  # a write session: on SQLite it takes this process's write turn
-        counted = {
-            str(policy): (int(count), tat) for policy, count, tat in session.connection().execute(statement, params)
-        }
+        rows = execute_compiled_once(session.connection(), statement, params)
+        counted = {str(policy): (int(count), tat) for policy, count, tat in rows}
         admitted = len(counted) == len(counts)
         if not admitted:
             session.rollback()  # a quota is spent: the request counts against none of its policies
@@ -178,7 +183,7 @@ def _usage(policy: Policy, counted: tuple[int, float | None] | None, admitted: b
     if counted is None:  # the row's tat was within an interval of its limit, so one interval frees a request
         return Usage(policy, 0, max(1, math.ceil(policy.interval)), admitted=False)
     tat = float(counted[1] or now) - (0 if admitted else policy.interval)
-    left = math.floor((now + policy.burst * policy.interval - tat) / policy.interval + 1e-9)
+    left = math.floor((now + policy.burst * policy.interval - tat) / policy.interval + PACE_TOLERANCE)
     return Usage(policy, max(0, left), max(1, math.ceil(tat - now)), admitted=True)
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import rfc8785
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from storage.ids import new_id
@@ -59,6 +60,10 @@ class Revealed:
         return {**(self.values or {}), "state": self.state}
 
 
+# Built once: every envelope's answer reveals its parties, and building a statement costs more than running it.
+_SUBJECTS = select(DataSubject).where(col(DataSubject.id).in_(bindparam("ids", expanding=True)))
+
+
 def reveal(session: Session, references: list[Any]) -> dict[str, Revealed]:
     """What stands behind each committed reference, by subject id."""
     wanted = {
@@ -68,7 +73,7 @@ def reveal(session: Session, references: list[Any]) -> dict[str, Revealed]:
     }
     if not wanted:
         return {}
-    found = {row.id: row for row in session.exec(select(DataSubject).where(col(DataSubject.id).in_(list(wanted))))}
+    found = {row.id: row for row in session.exec(_SUBJECTS, params={"ids": list(wanted)})}
     shown: dict[str, Revealed] = {}
     for subject_id, committed in wanted.items():
         row = found.get(subject_id)
