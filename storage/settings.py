@@ -24,14 +24,19 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
+# ASCII digits only: int() and float() also read "\u0663" (an Arabic-Indic 3) and "1_000", which an operator's
+# value should not silently be.
+_WHOLE = re.compile(r"-?[0-9]+")
+_SECONDS = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not _WHOLE.fullmatch(raw.strip()):
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}")
+    value = int(raw)
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
     return value
@@ -485,11 +490,11 @@ class WebhookSettings:
 def _retry_schedule(raw: str) -> tuple[float, ...]:
     if not raw.strip():
         return DEFAULT_RETRY_SCHEDULE
-    try:
-        delays = tuple(float(part) for part in raw.split(","))
-    except ValueError:
-        raise SettingsError(f"EVAULT_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, got {raw!r}") from None
-    if not all(0 < delay < 10 * 365 * 86400 for delay in delays):  # inf and nan fail this too
+    parts = [part.strip() for part in raw.split(",")]
+    if not all(_SECONDS.fullmatch(part) for part in parts):
+        raise SettingsError(f"EVAULT_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, got {raw!r}")
+    delays = tuple(float(part) for part in parts)
+    if not all(0 < delay < 10 * 365 * 86400 for delay in delays):
         raise SettingsError(f"EVAULT_WEBHOOK_RETRY_SCHEDULE takes positive seconds only, got {raw!r}")
     return delays
 

@@ -321,6 +321,11 @@ def _vkey() -> str:
         ({"EVAULT_TSA_URL": "https://tsa.example", "EVAULT_TSA_ROOTS": "/nonexistent.pem"}, "EVAULT_TSA_ROOTS"),
         ({"EVAULT_PUBLIC_URL": "ftp://x"}, "EVAULT_PUBLIC_URL"),
         ({"EVAULT_DATABASE_TIMEOUT": "0"}, "EVAULT_DATABASE_TIMEOUT"),
+        # whole numbers in ASCII digits: int() would read these as 3, 1000, 2 and 5
+        ({"EVAULT_PDF_WORKERS": "\u0663"}, "EVAULT_PDF_WORKERS"),
+        ({"EVAULT_MAX_UPLOADS": "1_000"}, "EVAULT_MAX_UPLOADS"),
+        ({"EVAULT_PORT": "\uff12"}, "EVAULT_PORT"),
+        ({"EVAULT_LEASE_SECONDS": "+5"}, "EVAULT_LEASE_SECONDS"),
     ],
 )
 def test_a_bad_setting_stops_the_start_and_is_named(env: dict[str, str], named: str) -> None:

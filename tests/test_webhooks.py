@@ -536,7 +536,8 @@ def test_retry_schedule_setting() -> None:
     default = Settings.from_env({}).webhooks.retry_schedule
     assert sum(default) > 24 * 3600 and list(default) == sorted(default)
     assert Settings.from_env({"EVAULT_WEBHOOK_RETRY_SCHEDULE": "1,2.5,3600"}).webhooks.retry_schedule == (1, 2.5, 3600)
-    for bad in ("0", "-1", "1,,2", "soon", "nan", "inf"):
+    assert Settings.from_env({"EVAULT_WEBHOOK_RETRY_SCHEDULE": " 1, 2 "}).webhooks.retry_schedule == (1, 2)
+    for bad in ("0", "-1", "1,,2", "soon", "nan", "inf", "\u0663", "1_0", "1e3"):
         with pytest.raises(SettingsError, match="EVAULT_WEBHOOK_RETRY_SCHEDULE"):
             Settings.from_env({"EVAULT_WEBHOOK_RETRY_SCHEDULE": bad})
     with pytest.raises(SettingsError, match="EVAULT_WEBHOOK_ALLOW_NETWORKS"):
