@@ -167,44 +167,34 @@ def test_the_sweeper_keeps_a_long_window(limited: Any) -> None:
     assert _list(client, keys[0]).json()["code"] == "Request.OrgRateLimited"
 
 
-def test_a_paced_quota_admits_its_burst_then_one_request_per_interval(database_url: str) -> None:
+def test_a_paced_quota_admits_its_burst_then_one_request_per_interval(db: Database) -> None:
     """GCRA: 60 a minute with a burst of 3 admits 3 at once, then one a second, and idling never banks more than
     the burst; a request refused counts nothing, so a client retrying at once does not push its turn back."""
-    database = Database(database_url)
-    database.migrate()
     org = Policy("org", 60, 60, "Request.OrgRateLimited", "EVAULT_RATE_LIMIT_ORG", burst=3)
 
     def admitted(at: float) -> tuple[bool, int, int]:
-        (usage,) = admit(database, [("org_paced", org)], now=at)
+        (usage,) = admit(db, [("org_paced", org)], now=at)
         return usage.admitted, usage.remaining, usage.reset
 
-    try:
-        t0 = 1_800_000_000.0
-        assert [admitted(t0) for _ in range(4)] == [(True, 2, 1), (True, 1, 2), (True, 0, 3), (False, 0, 1)]
-        assert [admitted(t0 + 0.5) for _ in range(5)] == [(False, 0, 1)] * 5
-        assert admitted(t0 + 1.0) == (True, 0, 3)  # one interval later, one request, and no more
-        assert admitted(t0 + 1.5) == (False, 0, 1)
-        assert [admitted(t0 + 2.0)[0], admitted(t0 + 3.0)[0], admitted(t0 + 3.0)[0]] == [True, True, False]
-        later = t0 + 3600  # an hour idle banks the burst, not an hour's quota
-        assert [admitted(later)[0] for _ in range(4)] == [True, True, True, False]
-    finally:
-        database.dispose()
+    t0 = 1_800_000_000.0
+    assert [admitted(t0) for _ in range(4)] == [(True, 2, 1), (True, 1, 2), (True, 0, 3), (False, 0, 1)]
+    assert [admitted(t0 + 0.5) for _ in range(5)] == [(False, 0, 1)] * 5
+    assert admitted(t0 + 1.0) == (True, 0, 3)  # one interval later, one request, and no more
+    assert admitted(t0 + 1.5) == (False, 0, 1)
+    assert [admitted(t0 + 2.0)[0], admitted(t0 + 3.0)[0], admitted(t0 + 3.0)[0]] == [True, True, False]
+    later = t0 + 3600  # an hour idle banks the burst, not an hour's quota
+    assert [admitted(later)[0] for _ in range(4)] == [True, True, True, False]
 
 
 @pytest.mark.parametrize(("quota", "burst"), [(300, 30), (70, 7), (6000, 100)])
-def test_a_burst_at_one_instant_of_todays_clock_is_admitted_whole(database_url: str, quota: int, burst: int) -> None:
+def test_a_burst_at_one_instant_of_todays_clock_is_admitted_whole(db: Database, quota: int, burst: int) -> None:
     """Times near 1.8e9 s and an interval of 0.2 s do not add up exactly in floats: the default 300/60 with a
     burst of 30 admitted 29 at one instant, and every answer showed one request fewer left than it had."""
-    database = Database(database_url)
-    database.migrate()
     org = Policy("org", quota, 60, "Request.OrgRateLimited", "EVAULT_RATE_LIMIT_ORG", burst=burst)
-    try:
-        now = 1_800_000_000.123
-        usages = [admit(database, [("org_instant", org)], now=now)[0] for _ in range(burst + 1)]
-        assert [u.admitted for u in usages] == [True] * burst + [False]
-        assert [u.remaining for u in usages] == [*range(burst - 1, -1, -1), 0]
-    finally:
-        database.dispose()
+    now = 1_800_000_000.123
+    usages = [admit(db, [("org_instant", org)], now=now)[0] for _ in range(burst + 1)]
+    assert [u.admitted for u in usages] == [True] * burst + [False]
+    assert [u.remaining for u in usages] == [*range(burst - 1, -1, -1), 0]
 
 
 @contextmanager
