@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from pypdf import PdfReader, PdfWriter
-from pypdf.generic import DecodedStreamObject, NameObject
+from pypdf.generic import ArrayObject, DecodedStreamObject, DictionaryObject, IndirectObject, NameObject
 
 from compliance.conditions.copy_mark import CopyMark, unmarked_pages
 from compliance.conditions.mark_check import check_copy
@@ -292,3 +292,45 @@ def test_copy_drops_scripts_optional_content_and_painting_annotations() -> None:
             assert list(annot["/Border"]) == [0, 0, 0]
     link = PdfReader(io.BytesIO(stamp_copy(hostile_pdfs.painting_link(), _mark(b"x")))).pages[0]["/Annots"][0]
     assert link.get_object()["/A"] == {"/S": "/URI", "/URI": "https://example.com/"}
+
+
+def _reached(reader: PdfReader) -> set[int]:
+    """The numbers of the objects that the trailer reaches, following every reference."""
+    reached: set[int] = set()
+    pending: list[Any] = [reader.trailer.raw_get(key) for key in ("/Root", "/Info") if key in reader.trailer]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, IndirectObject):
+            if node.idnum in reached:
+                continue
+            reached.add(node.idnum)
+            node = node.get_object()
+        if isinstance(node, DictionaryObject):
+            pending.extend(node.raw_get(key) for key in node)
+        elif isinstance(node, ArrayObject):
+            pending.extend(list.__iter__(node))  # the references themselves, not what they name
+    return reached
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        hostile_pdfs.painting_link,
+        hostile_pdfs.covering_annotation,
+        hostile_pdfs.hiding_optional_content,
+        lambda: hostile_pdfs.shared_content(5),
+        lambda: pdf_factory.make_signed_pdf(pages=2),
+        lambda: pdf_factory.make_pdf(size_bytes=300_000),
+    ],
+    ids=["painting-link", "covering-annotation", "optional-content", "shared-content", "signed", "padded"],
+)
+def test_copy_writes_only_what_the_trailer_reaches(make: Callable[[], bytes]) -> None:
+    """A page's replaced content stream, a dropped annotation and whatever only it named (the painting link's
+    white full-page appearance) are not written: the copy holds no object its trailer cannot reach, and the
+    original's bytes once, not twice."""
+    source = make()
+    copy = stamp_copy(source, _mark(source))
+    reader = PdfReader(io.BytesIO(copy))
+    written = {number for table in reader.xref.values() for number in table}
+    assert written and written <= _reached(reader)
+    assert len(copy) < len(source) + 16_384

@@ -29,6 +29,7 @@ from compliance.errors import Conflict, NotFound
 from compliance.ledger.chain import parse_entry
 from compliance.ledger.checkpoint_format import Checkpoint
 from compliance.ledger.events import Actor, envelope_events
+from compliance.pdf_bytes import PdfBytes
 from compliance.signatures.document_identity import DocumentSigner
 from compliance.signatures.pades import sign_pades
 from storage.ids import iso, new_id, utcnow
@@ -174,7 +175,7 @@ def _document(custody: Custody, org_id: str, envelope_id: str, document_id: str 
 def _joined(*parts: bytes) -> bytes:
     writer = PdfWriter()
     for part in parts:
-        writer.append(PdfReader(io.BytesIO(part)))
+        writer.append(PdfReader(PdfBytes(part)))
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()

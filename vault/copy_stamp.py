@@ -55,6 +55,7 @@ from compliance.conditions.copy_mark import (
     rotation,
     visible_box,
 )
+from compliance.pdf_bytes import PdfBytes
 
 _CATALOG_DROPPED = ("/AcroForm", "/Perms", "/DSS", "/OpenAction", "/AA", "/OCProperties")
 _HIDDEN_FLAGS = 2 | 32  # Hidden, NoView: the original does not show these appearances either
@@ -345,13 +346,41 @@ def _appearance(annot: DictionaryObject) -> tuple[StreamObject, tuple[float, ...
     return normal, (sx, 0.0, 0.0, sy, rect[0] - sx * tx0, rect[1] - sy * ty0)
 
 
+def _drop_unreachable(writer: PdfWriter) -> None:
+    """Free every object the trailer cannot reach: each page's replaced content stream (its bytes live on in
+    the page's form, so writing it would hold them twice) and the dropped annotations with all they alone use.
+
+    pypdf's ``compress_identical_objects(remove_duplicates=False)`` frees only objects that no object names,
+    and hashes every object's bytes first, a third of stamping a 1 MiB page (docs/benchmarks.md)."""
+    objects = writer._objects
+    reached = [False] * len(objects)
+    pending: list[Any] = [writer._ID]
+    for held in (writer._root_object, writer._info, writer._encrypt_entry):
+        if held is not None:
+            pending.append(held.indirect_reference)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, IndirectObject):
+            if node.pdf is not writer or not 0 < node.idnum <= len(objects) or reached[node.idnum - 1]:
+                continue
+            reached[node.idnum - 1] = True
+            node = objects[node.idnum - 1]
+        if isinstance(node, DictionaryObject):  # a stream's dictionary included
+            pending.extend(node.values())
+        elif isinstance(node, ArrayObject):
+            pending.extend(node)
+    for index, kept in enumerate(reached):
+        if not kept:
+            objects[index] = None
+
+
 def stamp_copy(source: bytes, mark: CopyMark) -> bytes:
     """A new PDF: every page carries the mark, signature fields are gone, metadata names the copy.
 
     Runs in-process; the service calls it through ``vault.stamp_worker`` so a hostile file meets a memory
     limit and a timeout.
     """
-    reader = PdfReader(io.BytesIO(source))
+    reader = PdfReader(PdfBytes(source))
     _strip_reader(reader)
     writer = PdfWriter(clone_from=reader)
     stamper = _PageStamper(writer, mark)
@@ -368,7 +397,7 @@ def stamp_copy(source: bytes, mark: CopyMark) -> bytes:
             ),
         }
     )
-    writer.compress_identical_objects(remove_duplicates=False, remove_unreferenced=True)  # dropped annotations
+    _drop_unreachable(writer)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()

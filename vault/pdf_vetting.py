@@ -39,6 +39,7 @@ from pypdf.generic import IndirectObject, StreamObject
 from compliance.conditions.copy_mark import CopyMark
 from compliance.conditions.mark_check import check_copy
 from compliance.errors import InvalidInput
+from compliance.pdf_bytes import PdfBytes
 from compliance.signatures import hex_strings
 from compliance.signatures.pdf_validation import DocumentSignatures, grade_signatures
 from storage.ids import new_id, utcnow
@@ -259,7 +260,7 @@ def vet_here(source: bytes | Path, sha256_hex: str, pdf: PdfSettings, trust_root
     reader that vetted it: pyHanko's difference analysis reads what an outsider wrote, so it belongs under
     the same limits, and the API process does not parse the document a second time."""
     budget = _Budget(pdf)
-    with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as stream:
+    with open(source, "rb") if isinstance(source, Path) else PdfBytes(source) as stream:
         facts, embedded = _vet(stream, budget)
         if embedded:
             with _quiet_pyhanko():

@@ -15,13 +15,14 @@ band of height ``band_height(C) = max(40, C / 25)`` across its full width at the
 from __future__ import annotations
 
 import datetime as dt
-import io
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from pypdf import PageObject, PdfReader
+
+from compliance.pdf_bytes import PdfBytes
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 HEADLINE = "NON-AUTHORITATIVE COPY"
@@ -144,7 +145,7 @@ def unmarked_pages(pdf: bytes, copy_id: str) -> list[int]:
     Only text that starts inside the band counts: a page that merely contains the words elsewhere (an
     original that is a picture or a transcript of some copy) is not marked."""
     try:
-        reader = PdfReader(io.BytesIO(pdf))
+        reader = PdfReader(PdfBytes(pdf))
         texts = [_band_text(page) for page in reader.pages]
     except Exception:  # any parser failure means the mark cannot be shown to be there
         return [0]

@@ -38,6 +38,7 @@ from compliance.errors import InvalidInput
 from compliance.evidence_package.manifest import FORMAT, MANIFEST, PATH, canonical_zip
 from compliance.ledger.key_history import KeySet
 from compliance.ledger.log_error import LogError
+from compliance.pdf_bytes import PdfBytes
 from compliance.receipts.offline_check import VerifiedReceipt, verify_receipt
 from compliance.signatures.pdf_validation import load_trust_roots, validate_signatures
 
@@ -185,7 +186,7 @@ def _check_pdf(files: dict[str, bytes], document_json: bytes) -> None:
     if len(signed) != 1 or not signed[0].bottom_line or signed[0].coverage != "ENTIRE_FILE":
         raise PackageInvalid(INCONSISTENT, "the certificate PDF's signature is not sound over the whole file")
     try:
-        attached = PdfReader(io.BytesIO(pdf)).attachments.get(ATTACHMENT, [])
+        attached = PdfReader(PdfBytes(pdf)).attachments.get(ATTACHMENT, [])
     except Exception:  # a PDF pypdf cannot read holds no checkable attachment
         attached = []
     if attached != [rfc8785.dumps(strict_json.loads(document_json))]:

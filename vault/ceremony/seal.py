@@ -20,6 +20,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pypdf import PageObject, PdfReader, PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject, NumberObject, StreamObject
 
+from compliance.pdf_bytes import PdfBytes
 from compliance.signatures.document_identity import DocumentSigner
 from vault.ceremony.drawn import Picture
 
@@ -164,7 +165,7 @@ def certificate_lines(
 
 def stamped(original: bytes, envelope_id: str, title: str, document_sha256: str, signers_: list[SignerLine]) -> bytes:
     """The document with each signature in its fields, plus the certificate page (not yet sealed)."""
-    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(original)))
+    writer = PdfWriter(clone_from=PdfReader(PdfBytes(original)))
     resources = _fonts(writer)
     images = {i: _image(writer, s.picture) for i, s in enumerate(signers_) if s.picture is not None}
     for number, page in enumerate(list(writer.pages), start=1):
