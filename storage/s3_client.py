@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 import weakref
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
+from botocore.utils import parse_timestamp
 
 from storage.errors import ChecksumMismatch, ObjectConflict, ObjectMissing, StorageError, StorageUnavailable
 
@@ -26,6 +31,33 @@ _CHECKSUM_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "I
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "NotFound"}
 # Parameters each client was built with, so a presigning client for another host can reuse them.
 _CLIENT_PARAMS: weakref.WeakKeyDictionary[Any, tuple[str, str, str, bool]] = weakref.WeakKeyDictionary()
+
+
+def read_timestamp(value: str) -> datetime:
+    """botocore's timestamp, read by the standard library: ISO 8601 (XML bodies, the lock's retain-until date)
+    and RFC 7231 (``Last-Modified``). botocore's own parser (dateutil) takes ~0.1 ms a timestamp, so a HEAD
+    spent ~0.2 ms reading its two and a page of 1,000 listed versions ~0.1 s. Anything else, or without a
+    zone, goes to botocore's parser, whose answer and errors stay botocore's."""
+    try:
+        parsed = datetime.fromisoformat(value) if value[:4].isdigit() else parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parse_timestamp(value)
+
+
+_SESSION: boto3.Session | None = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _session() -> boto3.Session:
+    """One session for every client, whose responses read their timestamps with :func:`read_timestamp`."""
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            core = botocore.session.get_session()
+            core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=read_timestamp)
+            _SESSION = boto3.Session(botocore_session=core)
+        return _SESSION
 
 
 def make_s3_client(
@@ -48,14 +80,16 @@ def make_s3_client(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    client: S3Client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name=region,
-        config=config,
-    )
+    session = _session()
+    with _SESSION_LOCK:  # a boto3 session is not safe to build clients from in two threads at once
+        client: S3Client = session.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name=region,
+            config=config,
+        )
     _CLIENT_PARAMS[client] = (access_key, secret_key, region, quick)
     return client
 

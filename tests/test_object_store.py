@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from botocore.exceptions import ClientError
+from botocore.utils import parse_timestamp
 
 from storage.buckets import check_worm_bucket
 from storage.errors import BucketNotWorm, ChecksumMismatch, ObjectConflict, ObjectMissing
 from storage.object_store import ObjectStore
-from storage.s3_client import storage_error
+from storage.s3_client import read_timestamp, storage_error
 
 pytestmark = pytest.mark.s3
 
@@ -191,3 +192,42 @@ def test_put_write_once_file_with_a_wrong_digest_is_refused_unsigned(s3_client: 
         store.put_write_once_file("w.pdf", io.BytesIO(PDF), len(PDF), wrong, retain_until=_retain())
     assert sent and sent[0]["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
     assert store.list_versions("w.pdf") == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sun, 06 Dec 2026 03:46:04 GMT",  # Last-Modified
+        "Mon, 7 Dec 2026 23:59:59 GMT",
+        "2036-12-06T03:46:04Z",  # the lock's retain-until date
+        "2036-12-06T03:46:04.123Z",
+        "2026-12-06T03:46:04.123456+00:00",
+        "2026-12-06T05:46:04+02:00",
+        "20261206T034604Z",
+        "1764992764",  # seconds since the epoch: botocore's own parser
+        "1764992764.5",
+    ],
+)
+def test_timestamps_read_as_botocore_reads_them(value: str) -> None:
+    ours, theirs = read_timestamp(value), parse_timestamp(value)
+    assert ours == theirs and ours.utcoffset() == theirs.utcoffset()
+
+
+@pytest.mark.parametrize("value", ["", "yesterday", "2026-13-45T00:00:00Z", "Sun, 32 Foo 2026 99:00:00 GMT"])
+def test_unreadable_timestamps_fail_as_botocore_fails(value: str) -> None:
+    with pytest.raises(ValueError) as theirs:
+        parse_timestamp(value)
+    with pytest.raises(ValueError) as ours:
+        read_timestamp(value)
+    assert type(ours.value) is type(theirs.value)
+
+
+def test_a_head_reads_its_dates_with_the_standard_library(s3_client: Any, worm_bucket: str) -> None:
+    """The store's answers go through ``read_timestamp`` (dateutil would give its own ``tzutc``)."""
+    store = ObjectStore(s3_client, worm_bucket)
+    until = _retain()
+    stored = store.put_write_once("dates.pdf", PDF, retain_until=until)
+    head = s3_client.head_object(Bucket=worm_bucket, Key="dates.pdf", VersionId=stored.version_id)
+    assert head["ObjectLockRetainUntilDate"] == until
+    assert head["ObjectLockRetainUntilDate"].tzinfo is dt.UTC and head["LastModified"].tzinfo is dt.UTC
+    assert store.head("dates.pdf", stored.version_id).retain_until == until
