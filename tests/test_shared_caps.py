@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 from sqlmodel import select
 
 from compliance.errors import EvaultError, RateLimited
@@ -67,6 +68,58 @@ def test_a_cap_of_several_is_all_or_nothing(db: Database) -> None:
     assert (refused.value.message, refused.value.details["limit"]) == ("org", 1)
     assert leases.live("upload-key", "key_a") == {held[0].slot}  # the key slot it took was given back
     leases.release(held)
+    assert leases.live("upload-key", "key_a") == set() and leases.live("upload-org", "org_a") == set()
+
+
+def test_a_cap_lost_to_a_racer_rolls_back_the_slots_taken_before_it(db: Database) -> None:
+    """The caps' slots are taken in one transaction: when the second is gone by the time it is taken (a racer
+    won it after the read), the first is not left behind, and nothing stays held or waits to be given back."""
+    leases, racer = SlotLeases(db), SlotLeases(db)
+    won = racer.take("upload-org", "org_a", 1)
+    assert won is not None
+    leases._live = lambda keys, now: {key: set() for key in keys}  # type: ignore[method-assign]  # read before it
+    caps = [Cap("upload-key", "key_a", 2, "key"), Cap("upload-org", "org_a", 1, "org")]
+    with pytest.raises(RateLimited) as refused:
+        leases.acquire(caps, _refuse)
+    assert refused.value.message == "org"
+    del leases._live
+    assert leases.live("upload-key", "key_a") == set() and leases.live("upload-org", "org_a") == {won.slot}
+    assert not leases._held and not leases._unreleased
+    racer.give_back(won)
+
+
+def test_several_caps_are_read_taken_and_given_back_in_three_transactions(db: Database) -> None:
+    seen: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if not sql.startswith("BEGIN"):
+            seen.append(sql.split()[0])
+
+    def begin(_conn: Any) -> None:
+        seen.append("BEGIN")
+
+    def commit(_conn: Any) -> None:
+        seen.append("COMMIT")
+
+    leases = SlotLeases(db)
+    caps = [Cap("upload-key", "key_a", 2, "key"), Cap("upload-org", "org_a", 3, "org")]
+    leases.release(leases.acquire(caps, _refuse))  # the engines' first connections are not counted
+    engines = {id(e): e for e in (db.engine, db.read_engine)}.values()
+    hooks = [
+        (e, name, fn)
+        for e in engines
+        for name, fn in (("before_cursor_execute", statement), ("begin", begin), ("commit", commit))
+    ]
+    for engine, name, fn in hooks:
+        event.listen(engine, name, fn)
+    try:
+        held = leases.acquire(caps, _refuse)
+        assert {(t.pool, t.scope) for t in held} == {("upload-key", "key_a"), ("upload-org", "org_a")}
+        leases.release(held)
+    finally:
+        for engine, name, fn in hooks:
+            event.remove(engine, name, fn)
+    assert seen == ["BEGIN", "SELECT", "BEGIN", "INSERT", "INSERT", "COMMIT", "BEGIN", "DELETE", "COMMIT"], seen
     assert leases.live("upload-key", "key_a") == set() and leases.live("upload-org", "org_a") == set()
 
 

@@ -25,10 +25,12 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import Connection, Insert, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, select
+from sqlmodel import col
 
 from storage.db import Database
 from storage.leases import new_holder
@@ -81,28 +83,32 @@ class SlotLeases:
 
     def live(self, pool: str, scope: str, now: float | None = None) -> set[int]:
         """The numbers of the slots of ``pool`` for ``scope`` that are held now (by anyone)."""
-        now = time.time() if now is None else now
-        with self.db.read_session() as session:
-            query = select(SlotLease.slot).where(
-                SlotLease.pool == pool, SlotLease.scope == scope, col(SlotLease.expires_at) > now
-            )
-            return set(session.exec(query))
+        return self._live([(pool, scope)], time.time() if now is None else now)[pool, scope]
 
-    def _take_slot(self, pool: str, scope: str, slot: int, now: float) -> Ticket | None:
+    def _live(self, keys: Sequence[tuple[str, str]], now: float) -> dict[tuple[str, str], set[int]]:
+        """The held slot numbers of each (pool, scope) in ``keys``: one statement for all of them."""
+        live: dict[tuple[str, str], set[int]] = {key: set() for key in keys}
+        params = {"pools": sorted({p for p, _ in keys}), "scopes": sorted({s for _, s in keys}), "now": now}
+        with self.db.read_session() as session:
+            for pool, scope, slot in session.connection().execute(_LIVE, params):
+                if (pool, scope) in live:  # the IN lists pair every pool with every scope
+                    live[pool, scope].add(slot)
+        return live
+
+    def _take_slot(self, connection: Connection, pool: str, scope: str, slot: int, now: float) -> Ticket | None:
         """Slot ``slot``, if it is free or its lease expired: one conditional upsert."""
         ticket = secrets.token_hex(16)
-        dialect = postgresql if self.db.url.startswith("postgresql") else sqlite
-        table = SlotLease.__table__  # type: ignore[attr-defined]
-        row = {"holder": self.holder, "ticket": ticket, "expires_at": now + self.ttl}
-        statement = (
-            dialect.insert(table)
-            .values(pool=pool, scope=scope, slot=slot, **row)
-            .on_conflict_do_update(index_elements=["pool", "scope", "slot"], set_=row, where=table.c.expires_at <= now)
-            .returning(table.c.ticket)
-        )
-        with self.db.session() as session:
-            taken = session.connection().execute(statement).scalar()
+        row = {"pool": pool, "scope": scope, "slot": slot, "holder": self.holder, "ticket": ticket}
+        params = {**row, "expires_at": now + self.ttl, "now": now}
+        taken = connection.execute(_take_statement(connection.dialect.name), params).scalar()
         return Ticket(pool, scope, slot, ticket) if taken == ticket else None
+
+    def _first_free(self, connection: Connection, cap: Cap, live: set[int], now: float) -> Ticket | None:
+        """A free slot of ``cap``, trying the numbers ``live`` leaves (a racer may win one: then the next)."""
+        for slot in range(cap.limit):
+            if slot not in live and (ticket := self._take_slot(connection, cap.pool, cap.scope, slot, now)) is not None:
+                return ticket
+        return None
 
     def take(self, pool: str, scope: str, cap: int, now: float | None = None) -> Ticket | None:
         """A slot of ``pool`` for ``scope`` while fewer than ``cap`` are held; None when all are."""
@@ -110,25 +116,27 @@ class SlotLeases:
         live = self.live(pool, scope, now)
         if len(live) >= cap:
             return None
-        for slot in range(cap):
-            if slot not in live and (ticket := self._take_slot(pool, scope, slot, now)) is not None:
-                self._hold(ticket)
-                return ticket
-        return None  # racers took the free ones first
+        with self.db.session() as session:
+            ticket = self._first_free(session.connection(), Cap(pool, scope, cap, "key"), live, now)
+        if ticket is not None:
+            self._hold([ticket])
+        return ticket
 
     def give_back(self, ticket: Ticket) -> None:
         """Release the slot (a lease this holder lost meanwhile is the new holder's, and stays)."""
+        self._delete_rows([ticket])
+
+    def _delete_rows(self, tickets: Sequence[Ticket]) -> None:
+        """Delete the rows that still carry these tickets: one statement (a ticket is one holding's own)."""
         with self._lock:
-            self._held.discard(ticket)
+            self._held.difference_update(tickets)
+        params = {
+            "pools": sorted({t.pool for t in tickets}),
+            "scopes": sorted({t.scope for t in tickets}),
+            "tickets": [t.ticket for t in tickets],
+        }
         with self.db.session() as session:
-            session.execute(
-                delete(SlotLease).where(
-                    col(SlotLease.pool) == ticket.pool,
-                    col(SlotLease.scope) == ticket.scope,
-                    col(SlotLease.slot) == ticket.slot,
-                    col(SlotLease.ticket) == ticket.ticket,
-                )
-            )
+            session.connection().execute(_GIVE_BACK, params)
 
     def renew(self, now: float | None = None) -> int:
         """Extend every lease this process holds by ``ttl`` from ``now``; how many rows were renewed."""
@@ -145,9 +153,9 @@ class SlotLeases:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
-    def _hold(self, ticket: Ticket) -> None:
+    def _hold(self, tickets: Sequence[Ticket]) -> None:
         with self._lock:
-            self._held.add(ticket)
+            self._held.update(tickets)
             if self._renewer is None:
                 self._renewer = threading.Thread(target=self._renew_while_held, daemon=True, name="evault-slots")
                 self._renewer.start()
@@ -166,43 +174,50 @@ class SlotLeases:
                 log.warning("renewing slot leases failed: %s", exc)
 
     def acquire(self, caps: Sequence[Cap], refuse: Refusal) -> list[Ticket]:
-        """A slot of every cap, or none: the first cap that is full is refused with ``refuse``."""
+        """A slot of every cap, or none: the first cap that is full is refused with ``refuse``.
+
+        One read of every cap's live slots, then every cap's slot taken in one transaction: a refusal rolls back
+        the slots taken before it, so nothing is left to give back (an upload's two caps cost three
+        transactions with the release, where one per cap and step cost six)."""
         if self._unreleased:
             self._retry_releases()
+        now = time.time()
+        live = self._live([(cap.pool, cap.scope) for cap in caps], now)
+        for cap in caps:
+            if len(live[cap.pool, cap.scope]) >= cap.limit:
+                raise refuse(cap.full, cap.limit)
         held: list[Ticket] = []
-        try:
+        with self.db.session() as session:
             for cap in caps:
-                ticket = self.take(cap.pool, cap.scope, cap.limit)
-                if ticket is None:
+                ticket = self._first_free(session.connection(), cap, live[cap.pool, cap.scope], now)
+                if ticket is None:  # racers took the free ones first
                     raise refuse(cap.full, cap.limit)
                 held.append(ticket)
-        except BaseException:
-            self.release(held)
-            raise
+        self._hold(held)
         return held
 
     def release(self, tickets: Sequence[Ticket]) -> None:
-        """Give back every slot; one that cannot be given back now lapses within the TTL."""
-        for ticket in tickets:
-            try:
-                self.give_back(ticket)
-            except Exception as exc:
-                with self._lock:
-                    self._held.discard(ticket)
-                    self._unreleased.append(ticket)
-                log.warning("releasing slot %s/%s failed (retried, else it lapses): %s", ticket.pool, ticket.slot, exc)
+        """Give back every slot; those that cannot be given back now are retried, else lapse within the TTL."""
+        if not tickets:
+            return
+        try:
+            self._delete_rows(tickets)
+        except Exception as exc:
+            with self._lock:
+                self._held.difference_update(tickets)
+                self._unreleased.extend(tickets)
+            log.warning("releasing %d slot(s) failed (retried, else they lapse): %s", len(tickets), exc)
 
     def _retry_releases(self) -> None:
         """Give back the slots a database outage kept: else they would refuse their callers (429) until they
         lapse, although nobody holds them."""
         with self._lock:
             pending, self._unreleased = self._unreleased, []
-        for ticket in pending:
-            try:
-                self.give_back(ticket)
-            except Exception:
-                with self._lock:
-                    self._unreleased.append(ticket)
+        try:
+            self._delete_rows(pending)
+        except Exception:
+            with self._lock:
+                self._unreleased.extend(pending)
 
     @contextmanager
     def slots(self, caps: Sequence[Cap], refuse: Refusal) -> Iterator[None]:
@@ -212,6 +227,35 @@ class SlotLeases:
             yield
         finally:
             self.release(tickets)
+
+
+_LEASES = SlotLease.__table__  # type: ignore[attr-defined]
+_LIVE = select(_LEASES.c.pool, _LEASES.c.scope, _LEASES.c.slot).where(
+    _LEASES.c.pool.in_(bindparam("pools", expanding=True)),
+    _LEASES.c.scope.in_(bindparam("scopes", expanding=True)),
+    _LEASES.c.expires_at > bindparam("now"),
+)
+_GIVE_BACK = delete(_LEASES).where(
+    _LEASES.c.pool.in_(bindparam("pools", expanding=True)),
+    _LEASES.c.scope.in_(bindparam("scopes", expanding=True)),
+    _LEASES.c.ticket.in_(bindparam("tickets", expanding=True)),
+)
+
+
+@cache
+def _take_statement(dialect: str) -> Insert:
+    """Insert slot (pool, scope, slot), or take it over only if its lease expired, returning the ticket it
+    holds now: built once per dialect, since building a statement costs more than the database takes to run it."""
+    row: dict[str, Any] = {name: bindparam(name) for name in ("holder", "ticket", "expires_at")}
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(_LEASES)
+    statement: Insert = (
+        insert.values(pool=bindparam("pool"), scope=bindparam("scope"), slot=bindparam("slot"), **row)
+        .on_conflict_do_update(
+            index_elements=["pool", "scope", "slot"], set_=row, where=_LEASES.c.expires_at <= bindparam("now")
+        )
+        .returning(_LEASES.c.ticket)
+    )
+    return statement
 
 
 _BY_DB: weakref.WeakKeyDictionary[Database, SlotLeases] = weakref.WeakKeyDictionary()
