@@ -44,6 +44,7 @@ from pypdf.generic import (
     TextStringObject,
 )
 
+from compliance import pdf_names
 from compliance.conditions.copy_mark import (
     BAND_RGB,
     Box,
@@ -56,6 +57,8 @@ from compliance.conditions.copy_mark import (
     visible_box,
 )
 from compliance.pdf_bytes import PdfBytes
+
+pdf_names.install()  # every name of every page is written; pypdf writes each a character at a time
 
 _CATALOG_DROPPED = ("/AcroForm", "/Perms", "/DSS", "/OpenAction", "/AA", "/OCProperties")
 _HIDDEN_FLAGS = 2 | 32  # Hidden, NoView: the original does not show these appearances either
