@@ -25,7 +25,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 from sqlmodel import select
 
 from compliance.errors import EvaultError, RateLimited
@@ -33,6 +32,7 @@ from storage.db import Database
 from storage.models import SlotLease
 from tests.helpers import API, PG_URL, create_envelope, read_answer, server_port, together, upload
 from tests.pdf_factory import make_pdf
+from tests.test_vault_in_cost import counted
 from tests.test_workers import _children, _serve, _wait_ready
 from vault.runtime import Runtime
 from vault.slot_leases import Cap, SlotLeases, Ticket
@@ -89,37 +89,15 @@ def test_a_cap_lost_to_a_racer_rolls_back_the_slots_taken_before_it(db: Database
 
 
 def test_several_caps_are_read_taken_and_given_back_in_three_transactions(db: Database) -> None:
-    seen: list[str] = []
-
-    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
-        if not sql.startswith("BEGIN"):
-            seen.append(sql.split()[0])
-
-    def begin(_conn: Any) -> None:
-        seen.append("BEGIN")
-
-    def commit(_conn: Any) -> None:
-        seen.append("COMMIT")
-
     leases = SlotLeases(db)
     caps = [Cap("upload-key", "key_a", 2, "key"), Cap("upload-org", "org_a", 3, "org")]
     leases.release(leases.acquire(caps, _refuse))  # the engines' first connections are not counted
-    engines = {id(e): e for e in (db.engine, db.read_engine)}.values()
-    hooks = [
-        (e, name, fn)
-        for e in engines
-        for name, fn in (("before_cursor_execute", statement), ("begin", begin), ("commit", commit))
-    ]
-    for engine, name, fn in hooks:
-        event.listen(engine, name, fn)
-    try:
+    with counted(db) as seen:
         held = leases.acquire(caps, _refuse)
         assert {(t.pool, t.scope) for t in held} == {("upload-key", "key_a"), ("upload-org", "org_a")}
         leases.release(held)
-    finally:
-        for engine, name, fn in hooks:
-            event.remove(engine, name, fn)
-    assert seen == ["BEGIN", "SELECT", "BEGIN", "INSERT", "INSERT", "COMMIT", "BEGIN", "DELETE", "COMMIT"], seen
+    steps = [line.split()[1] if line.startswith("SQL ") else line for line in seen]
+    assert steps == ["BEGIN", "SELECT", "BEGIN", "INSERT", "INSERT", "COMMIT", "BEGIN", "DELETE", "COMMIT"], seen
     assert leases.live("upload-key", "key_a") == set() and leases.live("upload-org", "org_a") == set()
 
 

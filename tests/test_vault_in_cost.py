@@ -18,16 +18,17 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from storage.db import Database
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf, make_signed_pdf
 from vault.runtime import Runtime
 
 
 @contextmanager
-def counted(runtime: Runtime) -> Iterator[list[str]]:
+def counted(db: Database, s3_client: Any = None) -> Iterator[list[str]]:
     """Every SQL statement (SQLite's explicit BEGINs left out: PostgreSQL's drivers begin implicitly), every
-    transaction begun ("BEGIN") and committed ("COMMIT"; a read ends without one) and every S3 request
-    ("S3 <operation>") on the runtime's engines and client."""
+    transaction begun ("BEGIN") and committed ("COMMIT"; a read ends without one) on the database's engines, and
+    every S3 request ("S3 <operation>") of ``s3_client``, if given."""
     seen: list[str] = []
 
     def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
@@ -43,7 +44,7 @@ def counted(runtime: Runtime) -> Iterator[list[str]]:
     def s3(event_name: str, **_: Any) -> None:
         seen.append("S3 " + event_name.rsplit(".", 1)[-1])
 
-    engines = {id(e): e for e in (runtime.db.engine, runtime.db.read_engine)}.values()
+    engines = {id(e): e for e in (db.engine, db.read_engine)}.values()
     hooks = [
         (engine, name, fn)
         for engine in engines
@@ -51,13 +52,15 @@ def counted(runtime: Runtime) -> Iterator[list[str]]:
     ]
     for engine, name, fn in hooks:
         event.listen(engine, name, fn)
-    runtime.s3_client.meta.events.register("before-call.s3", s3)
+    if s3_client is not None:
+        s3_client.meta.events.register("before-call.s3", s3)
     try:
         yield seen
     finally:
         for engine, name, fn in hooks:
             event.remove(engine, name, fn)
-        runtime.s3_client.meta.events.unregister("before-call.s3", s3)
+        if s3_client is not None:
+            s3_client.meta.events.unregister("before-call.s3", s3)
 
 
 def tally(seen: list[str]) -> dict[str, int]:
@@ -78,7 +81,7 @@ def test_one_vault_in_costs_what_it_did(client: Any, runtime: Runtime, tenant: A
     _, headers = tenant
     envelope_id = create_envelope(client, headers)
     pdf = make_pdf(pages=2)
-    with counted(runtime) as seen:
+    with counted(runtime.db, runtime.s3_client) as seen:
         response = upload(client, headers, envelope_id, pdf)
     assert response.status_code == 201, response.text
     # 5 transactions: the key and its rate counter (2), the envelope look (1), the claim (1), the record (1);
@@ -108,9 +111,9 @@ def test_an_idempotent_vault_in_adds_its_key_and_a_replay_writes_nothing(
     envelope_id = create_envelope(client, headers)
     pdf = make_pdf(pages=2)
     keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex}
-    with counted(runtime) as first:
+    with counted(runtime.db, runtime.s3_client) as first:
         assert upload(client, keyed, envelope_id, pdf).status_code == 201
-    with counted(runtime) as again:
+    with counted(runtime.db, runtime.s3_client) as again:
         replay = upload(client, keyed, envelope_id, pdf)
     assert replay.status_code == 201 and replay.headers.get("Idempotent-Replayed") == "true"
     assert hashlib.sha256(pdf).hexdigest() in replay.text
