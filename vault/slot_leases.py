@@ -98,8 +98,8 @@ class SlotLeases:
     def _take_slot(self, connection: Connection, pool: str, scope: str, slot: int, now: float) -> Ticket | None:
         """Slot ``slot``, if it is free or its lease expired: one conditional upsert."""
         ticket = secrets.token_hex(16)
-        row = {"pool": pool, "scope": scope, "slot": slot, "holder": self.holder, "ticket": ticket}
-        params = {**row, "expires_at": now + self.ttl, "now": now}
+        params = {"pool": pool, "scope": scope, "slot": slot, "holder": self.holder, "ticket": ticket}
+        params.update(expires_at=now + self.ttl, now=now)
         taken = connection.execute(_take_statement(connection.dialect.name), params).scalar()
         return Ticket(pool, scope, slot, ticket) if taken == ticket else None
 
@@ -213,6 +213,8 @@ class SlotLeases:
         lapse, although nobody holds them."""
         with self._lock:
             pending, self._unreleased = self._unreleased, []
+        if not pending:  # another thread retried them first
+            return
         try:
             self._delete_rows(pending)
         except Exception:
