@@ -12,6 +12,7 @@ import threading
 import weakref
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
@@ -45,19 +46,16 @@ def read_timestamp(value: str) -> datetime:
     return parsed if parsed.tzinfo is not None else parse_timestamp(value)
 
 
-_SESSION: boto3.Session | None = None
-_SESSION_LOCK = threading.Lock()
+_SESSION_LOCK = threading.Lock()  # a boto3 session is not safe to build clients from in two threads at once
 
 
+@cache
 def _session() -> boto3.Session:
-    """One session for every client, whose responses read their timestamps with :func:`read_timestamp`."""
-    global _SESSION
-    with _SESSION_LOCK:
-        if _SESSION is None:
-            core = botocore.session.get_session()
-            core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=read_timestamp)
-            _SESSION = boto3.Session(botocore_session=core)
-        return _SESSION
+    """One session for every client (made under ``_SESSION_LOCK``), whose responses read their timestamps with
+    :func:`read_timestamp`."""
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=read_timestamp)
+    return boto3.Session(botocore_session=core)
 
 
 def make_s3_client(
@@ -80,9 +78,8 @@ def make_s3_client(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = _session()
-    with _SESSION_LOCK:  # a boto3 session is not safe to build clients from in two threads at once
-        client: S3Client = session.client(
+    with _SESSION_LOCK:
+        client: S3Client = _session().client(
             "s3",
             endpoint_url=endpoint,
             aws_access_key_id=access_key,

@@ -308,7 +308,7 @@ def _reached(reader: PdfReader) -> set[int]:
         if isinstance(node, DictionaryObject):
             pending.extend(node.raw_get(key) for key in node)
         elif isinstance(node, ArrayObject):
-            pending.extend(list.__iter__(node))  # the references themselves, not what they name
+            pending.extend(node)  # an array yields its references as they are, unresolved
     return reached
 
 

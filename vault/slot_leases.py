@@ -103,10 +103,13 @@ class SlotLeases:
         taken = connection.execute(_take_statement(connection.dialect.name), params).scalar()
         return Ticket(pool, scope, slot, ticket) if taken == ticket else None
 
-    def _first_free(self, connection: Connection, cap: Cap, live: set[int], now: float) -> Ticket | None:
-        """A free slot of ``cap``, trying the numbers ``live`` leaves (a racer may win one: then the next)."""
-        for slot in range(cap.limit):
-            if slot not in live and (ticket := self._take_slot(connection, cap.pool, cap.scope, slot, now)) is not None:
+    def _first_free(
+        self, connection: Connection, pool: str, scope: str, limit: int, live: set[int], now: float
+    ) -> Ticket | None:
+        """A slot of ``pool`` for ``scope`` below ``limit`` that ``live`` leaves free (a racer may win one: then
+        the next)."""
+        for slot in range(limit):
+            if slot not in live and (ticket := self._take_slot(connection, pool, scope, slot, now)) is not None:
                 return ticket
         return None
 
@@ -117,7 +120,7 @@ class SlotLeases:
         if len(live) >= cap:
             return None
         with self.db.session() as session:
-            ticket = self._first_free(session.connection(), Cap(pool, scope, cap, "key"), live, now)
+            ticket = self._first_free(session.connection(), pool, scope, cap, live, now)
         if ticket is not None:
             self._hold([ticket])
         return ticket
@@ -189,7 +192,8 @@ class SlotLeases:
         held: list[Ticket] = []
         with self.db.session() as session:
             for cap in caps:
-                ticket = self._first_free(session.connection(), cap, live[cap.pool, cap.scope], now)
+                live_here = live[cap.pool, cap.scope]
+                ticket = self._first_free(session.connection(), cap.pool, cap.scope, cap.limit, live_here, now)
                 if ticket is None:  # racers took the free ones first
                     raise refuse(cap.full, cap.limit)
                 held.append(ticket)
@@ -202,9 +206,8 @@ class SlotLeases:
             return
         try:
             self._delete_rows(tickets)
-        except Exception as exc:
+        except Exception as exc:  # no longer held (``_delete_rows`` let them go first), but still to give back
             with self._lock:
-                self._held.difference_update(tickets)
                 self._unreleased.extend(tickets)
             log.warning("releasing %d slot(s) failed (retried, else they lapse): %s", len(tickets), exc)
 
