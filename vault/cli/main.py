@@ -382,9 +382,6 @@ def _verify(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 claim_grace=timedelta(seconds=settings.vault.claim_grace_seconds),
                 retention=timedelta(days=settings.vault.retention_days),
-                stop_after=int(os.environ["EVAULT_VERIFY_STOP_AFTER"])
-                if "EVAULT_VERIFY_STOP_AFTER" in os.environ
-                else None,
             )
             scope = None
             if not args.resume:
