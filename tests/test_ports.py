@@ -21,10 +21,25 @@ def test_ranges_fit_the_block_without_overlap() -> None:
     assert last_offset + last_width <= BLOCK
 
 
-def test_the_two_passes_blocks_are_apart_and_below_the_ephemeral_range() -> None:
+def _default(script: str, variable: str) -> int:
+    match = re.search(rf"{variable}:-(\d+)", script)
+    assert match is not None, variable
+    return int(match.group(1))
+
+
+def test_the_lanes_blocks_are_apart_and_below_the_ephemeral_range() -> None:
+    """The three lanes of the whole suite (SQLite, PostgreSQL, the tests marked once) run at once: their
+    blocks of named ranges, stores (a hundred ports) and served stores (a hundred) never overlap."""
     script = (Path(__file__).resolve().parents[1] / "scripts" / "test.sh").read_text()
-    match = re.search(r"EVAULT_TEST_PG_AUX_PORT_BASE:-(\d+)", script)
-    assert match is not None
-    sqlite_base, pg_base = 30000, int(match.group(1))
-    assert pg_base - sqlite_base >= BLOCK
-    assert pg_base + BLOCK <= 32768
+    aux = [30000, _default(script, "EVAULT_TEST_PG_AUX_PORT_BASE"), _default(script, "EVAULT_TEST_ONCE_AUX_PORT_BASE")]
+    stores = [28330, _default(script, "EVAULT_TEST_PG_S3_PORT_BASE"), _default(script, "EVAULT_TEST_ONCE_S3_PORT_BASE")]
+    served = [23400, _default(script, "EVAULT_TEST_PG_SERVE_PORT_BASE")]
+    served.append(_default(script, "EVAULT_TEST_ONCE_SERVE_PORT_BASE"))
+    spans = sorted(
+        [(base, base + BLOCK) for base in aux]
+        + [(base, base + 100) for base in stores + served]
+        + [(_default(script, "EVAULT_TEST_PG_PORT"), _default(script, "EVAULT_TEST_PG_PORT") + 1)]
+    )
+    for (_, end), (start, _) in pairwise(spans):
+        assert end <= start, spans
+    assert spans[-1][1] <= 32768
