@@ -257,7 +257,8 @@ def run(
     problems += [f"acknowledged vault-in of {e} is not in the log" for e in unlogged[0]]
     problems += [f"acknowledged vault-out of {e} is not in the log" for e in unlogged[1]]
     if verify.returncode != 0:
-        problems.append(f"evault verify exited {verify.returncode}: {verify.stdout[-2000:]} {verify.stderr[-2000:]}")
+        # stdout is the run's line and one line per finding; stderr is the log (its end only)
+        problems.append(f"evault verify exited {verify.returncode}:\n{verify.stdout}\n{verify.stderr[-2000:]}")
     return {
         "ok": not problems,
         "problems": problems,
