@@ -257,6 +257,23 @@ class VaultClaim(SQLModel, table=True):
     lease_until: datetime = _utc_column()  # until then the claim belongs to the request holding claim_id
 
 
+class CopyClaim(SQLModel, table=True):
+    """A copy in flight: committed before its object is put in the copies bucket, deleted with its register row.
+
+    A request that dies between the put and the register (a killed process) leaves its object unregistered;
+    the claim names it, so the verifier takes it for a copy on its way within the grace period, and the
+    reconciler deletes the object (the copies bucket is not locked) and the claim once the grace has passed.
+    """
+
+    __tablename__ = "copy_claim"
+
+    copy_id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organisation.id", index=True, max_length=40)
+    envelope_id: str = Field(foreign_key="envelope.id", max_length=40)
+    s3_key: str = Field(max_length=1024)
+    claimed_at: datetime = _utc_column()
+
+
 class MapLeaf(SQLModel, table=True):
     """One envelope's head in the head map as of ``version`` (the log size the map covers); rows are only added.
 

@@ -223,7 +223,7 @@ class VaultSettings:
     tsa_url: str  # EVAULT_TSA_URL: RFC 3161 time-stamping authority for every checkpoint (empty: none)
     tsa_roots_path: Path | None  # EVAULT_TSA_ROOTS: PEM trust roots the TSA's tokens must chain to
     # EVAULT_CLAIM_GRACE_SECONDS: a vault-in claim older than this is reconciled, and evault verify reports it (and
-    # an import claim older than this) as unfinished
+    # an import claim older than this) as unfinished; a copy claim older than this has its unregistered object deleted
     claim_grace_seconds: int
     claim_lease_seconds: int  # EVAULT_CLAIM_LEASE_SECONDS: how long a vault-in claim belongs to its request
     signer_trust_roots_path: Path | None  # EVAULT_SIGNER_TRUST_ROOTS: PEM roots PDF signers are trusted under

@@ -1,10 +1,16 @@
-"""Finishing vault-ins whose request died between the S3 put and the record.
+"""Finishing vault-ins whose request died between the S3 put and the record, and removing copies whose request
+died between the put and the register.
 
 A claim older than the grace period (longer than any upload may take) is completed from its plan when every
 planned object is stored with its lock, and released otherwise. Objects of a released claim stay locked (they
 cannot be deleted); the verifier reports them as ``Object.Unrecorded`` and the release event explains them.
 Runs at start-up and periodically beside the checkpointer; safe to run in several processes at once, since
 both outcomes lock the envelope and check that the claim is still the same one.
+
+A copy claim older than the grace period is taken (deleted, if it is still there) in the transaction that
+deletes its object's versions from the copies bucket, which is not locked: a request that registers the copy
+afterwards finds its claim gone and fails, deleting its object itself. A storage error rolls the claim back
+for the next round.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import delete
 from sqlmodel import col, select
 
 from compliance.ledger.event_catalogue import CLAIM_RELEASED
 from compliance.ledger.events import Actor, append_event
 from storage.errors import StorageError
 from storage.ids import utcnow
-from storage.models import VaultClaim
+from storage.models import CopyClaim, VaultClaim
 from vault.custody import Custody
 from vault.envelopes import lock_envelope
 from vault.vault_in import VaultInRaced, record_claim
@@ -89,3 +96,25 @@ def reconcile_claims(custody: Custody, older_than: timedelta) -> list[Reconciled
         log.info("vault-in claim %s of %s: %s", claim.claim_id, claim.envelope_id, outcome)
         outcomes.append(Reconciled(claim.envelope_id, claim.claim_id, outcome))
     return outcomes
+
+
+def reconcile_copy_claims(custody: Custody, older_than: timedelta) -> list[str]:
+    """Delete the objects of the copy claims older than ``older_than``, and the claims; the copy ids removed."""
+    cutoff = utcnow() - older_than
+    with custody.db.read_session() as session:
+        stale = list(session.exec(select(CopyClaim).where(col(CopyClaim.claimed_at) < cutoff)))
+    removed = []
+    for claim in stale:
+        try:
+            with custody.db.session() as session:
+                taken = session.exec(delete(CopyClaim).where(col(CopyClaim.copy_id) == claim.copy_id))
+                if taken.rowcount != 1:
+                    continue  # registered, or removed by another reconciler, meanwhile
+                for version in custody.copies.list_versions(claim.s3_key):
+                    custody.copies.delete_version(claim.s3_key, version)
+        except StorageError as exc:
+            log.warning("copy claim %s not reconciled now: %s", claim.copy_id, exc)
+            continue
+        log.info("copy claim %s: its unregistered object at %s removed", claim.copy_id, claim.s3_key)
+        removed.append(claim.copy_id)
+    return removed

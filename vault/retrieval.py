@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session
+from sqlalchemy import delete
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col
 
 from compliance.conditions.copy_mark import CopyMark
 from compliance.errors import Conflict, EvaultError, NotFound, Unavailable
@@ -24,7 +26,7 @@ from compliance.ledger.events import Actor, append_event
 from storage.errors import ChecksumMismatch, StorageError
 from storage.ids import iso, new_id, utcnow
 from storage.keys import copy_key
-from storage.models import CopyRecord, Envelope, VaultedDocument, VaultRecord
+from storage.models import CopyClaim, CopyRecord, Envelope, VaultedDocument, VaultRecord
 from vault.custody import Custody
 from vault.envelopes import get_envelope, lock_envelope, vault_record, vaulted_documents
 from vault.slot_leases import stamping_slot
@@ -134,14 +136,27 @@ def read_verified(custody: Custody, doc: VaultedDocument) -> bytes:
     return data
 
 
+def _drop_claim(custody: Custody, copy_id: str) -> None:
+    """After a failed put or register: the claim goes too (if the database refuses, the reconciler takes it)."""
+    try:
+        with custody.db.session() as session:
+            session.exec(delete(CopyClaim).where(col(CopyClaim.copy_id) == copy_id))
+    except SQLAlchemyError as exc:
+        log.warning("copy claim %s left to the reconciler: %s", copy_id, exc)
+
+
 def register_copy(
     custody: Custody, actor: Actor, record: VaultRecord, copy: CopyRecord, *, certified: bool = False
 ) -> None:
-    """Register the stored copy and its event under the envelope's lock; on failure remove the object again
-    (the copies bucket is not locked), so no copy exists that the register does not name."""
+    """Register the stored copy and its event under the envelope's lock, ending its claim; on failure remove the
+    object again (the copies bucket is not locked), so no copy exists that the register does not name. A process
+    killed before either leaves the claim, which names the object for the reconciler."""
     try:
         with custody.db.session() as session:
             lock_envelope(session, actor.org_id, copy.envelope_id)
+            ended = session.exec(delete(CopyClaim).where(col(CopyClaim.copy_id) == copy.id))
+            if ended.rowcount != 1:  # past the grace period, the reconciler took the claim and deletes the object
+                raise Unavailable("Storage.Unavailable", "the copy was stored after its claim expired; retry")
             session.add(copy)
             session.flush()
             append_event(
@@ -163,8 +178,10 @@ def register_copy(
     except BaseException:
         try:
             custody.copies.delete_version(copy.s3_key, copy.s3_version_id)
-        except StorageError as exc:  # the verifier reports it as an unregistered copy
+        except StorageError as exc:  # its claim stays: the reconciler deletes it after the grace period
             log.warning("unregistered copy %s left in %s: %s", copy.id, copy.s3_key, exc)
+        else:
+            _drop_claim(custody, copy.id)
         raise
 
 
@@ -181,13 +198,18 @@ def store_copy(
     *,
     certified: bool = False,
 ) -> CopyRecord:
-    """Store a marked copy (its mark checked at ``verified_at``) and register it with its event."""
+    """Claim, store a marked copy (its mark checked at ``verified_at``) and register it with its event."""
     digest = hashlib.sha256(pdf).hexdigest()
     if digest == doc.sha256:
         raise IntegrityFailure("Vault.CopyNotMarked", "a copy came out identical to the authoritative copy")
+    key = copy_key(envelope.org_id, envelope.id, copy_id)
+    with custody.db.session() as session:
+        session.add(
+            CopyClaim(copy_id=copy_id, org_id=envelope.org_id, envelope_id=envelope.id, s3_key=key, claimed_at=utcnow())
+        )
     try:
-        stored = custody.copies.put_plain(copy_key(envelope.org_id, envelope.id, copy_id), pdf, "application/pdf")
-    except StorageError as exc:
+        stored = custody.copies.put_plain(key, pdf, "application/pdf")
+    except StorageError as exc:  # a put that failed may still have stored: the claim stays for the reconciler
         raise Unavailable("Storage.Unavailable", "object storage did not accept the copy; retry") from exc
     copy = CopyRecord(
         id=copy_id,

@@ -46,7 +46,7 @@ from vault.custody import Custody
 from vault.evidence_work import EvidenceWork, Joining
 from vault.expiry import sweep_deadlines, sweep_staged
 from vault.metrics.instruments import CHECKPOINT_FAILURES, failure_cause
-from vault.reconcile import reconcile_claims
+from vault.reconcile import reconcile_claims, reconcile_copy_claims
 from vault.webhooks.outbox import install_outbox
 from vault.webhooks.sender import Sender
 from vault.worker_pool import close_pools
@@ -155,11 +155,13 @@ class Runtime:
         self._checkpointer.start()
 
     def start_reconciler(self) -> None:
-        """Finish or release stale vault-in claims now, then every third of the grace period (lease holder only)."""
+        """Finish or release stale vault-in claims and remove stale copy claims' objects now, then every third of
+        the grace period (lease holder only)."""
         grace = timedelta(seconds=self.settings.vault.claim_grace_seconds)
 
         def reconcile() -> None:
             reconcile_claims(self.custody(), grace)
+            reconcile_copy_claims(self.custody(), grace)
             reconcile_ceremonies(self.ceremonies(), timedelta(seconds=self.settings.vault.claim_lease_seconds))
 
         self._reconciler = self._start_leased("reconciler", max(1.0, grace.total_seconds() / 3), reconcile, True)

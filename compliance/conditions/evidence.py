@@ -24,7 +24,7 @@ from compliance.ledger.event_catalogue import Role, with_role
 from compliance.ledger.events import envelope_events
 from compliance.ledger.log_error import LogError
 from compliance.sources import Sources
-from storage.models import ApiKey, CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
+from storage.models import ApiKey, CopyClaim, CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
 from storage.models import Checkpoint as CheckpointRow
 
 
@@ -70,6 +70,7 @@ class Evidence:
     keys: dict[str, ApiKey]  # the key rows the events' actors name
     logs: dict[str, LogProof]  # each log the chain is in (the log it is in now last): its proofs
     unsupported: list[Mismatch] = field(default_factory=list)  # rows (and key rows) the ledger does not support
+    claimed_copies: frozenset[str] = frozenset()  # keys of copies in flight: put, not yet registered (CopyClaim)
 
     @property
     def checkpoint(self) -> CheckpointRow | None:
@@ -144,9 +145,12 @@ def gather(sources: Sources, policy: Policy, caller_org: str, envelope_id: str) 
                 select(CopyRecord).where(CopyRecord.envelope_id == envelope_id).order_by(col(CopyRecord.issued_at))
             )
         )
+        claimed = frozenset(session.exec(select(CopyClaim.s3_key).where(CopyClaim.envelope_id == envelope_id)))
         events = envelope_events(session, envelope_id)
         sources.deadline.check()
-        evidence = Evidence(sources, policy, envelope, record, documents, copies, events, {}, {})
+        evidence = Evidence(
+            sources, policy, envelope, record, documents, copies, events, {}, {}, claimed_copies=claimed
+        )
         key_ids = set()
         for event in events:
             actor = (evidence.parsed(event) or {}).get("actor")

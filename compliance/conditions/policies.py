@@ -368,8 +368,10 @@ def _copy_failures(copy: CopyRecord, logged: dict[str, Any] | None, originals: s
 class CopiesIdentifiable(_Base):
     """Each registered copy had its mark found on every page when it was issued (the register row and the
     ``vault.copy_issued`` entry say so, with the same hash), and its registered version is still in the store
-    with its registered size; nothing else sits under the envelope's copy prefix. One version listing of the
-    prefix shows all of that (one request per thousand copies).
+    with its registered size; nothing else sits under the envelope's copy prefix but copies in flight (a copy
+    claim names the key: put, its register not yet committed, or left by a request that died, which the
+    reconciler deletes after the grace period). One version listing of the prefix shows all of that (one request
+    per thousand copies).
 
     The copies' bytes are not read again: that made each check cost every copy ever issued. A version's bytes
     cannot change in place without a new version (which shows here as unregistered); whether the stored bytes
@@ -413,11 +415,14 @@ class CopiesIdentifiable(_Base):
             elif stored.size != copy.size:
                 failures.append(f"copy {copy.id}: the stored version's size is not the registered copy's")
         registered = {(c.s3_key, c.s3_version_id) for c in evidence.copies}
-        stray = sorted(k for k in listed if k not in registered)
+        unnamed = sorted(k for k in listed if k not in registered)
+        in_flight = [k for k in unnamed if k[0] in evidence.claimed_copies]  # put, its register not yet committed
+        stray = [k for k in unnamed if k[0] not in evidence.claimed_copies]
         failures += [f"unregistered object {key} (version {version}) under the copy prefix" for key, version in stray]
         missing = set(logged) - {c.id for c in evidence.copies}
         failures += [f"copy {cid} is in the ledger but not registered" for cid in sorted(map(str, missing))]
-        return self.result(failures, {"copies": copies, "copy_prefix": evidence.copy_prefix(), "unregistered": stray})
+        found = {"copies": copies, "copy_prefix": evidence.copy_prefix(), "unregistered": stray, "in_flight": in_flight}
+        return self.result(failures, found)
 
 
 class RevisionsIdentifiable(_Base):

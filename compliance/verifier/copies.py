@@ -3,13 +3,16 @@ and is not the original; every object in the copies bucket is in the register.
 
 Same shape as the object pass: one version listing per organisation (``copies/<org>/``) merged in key order with
 the register. A copy is read whole (the mark is recognised from its text by
-``compliance.conditions.copy_mark``), so memory per copy in flight is the copy's size.
+``compliance.conditions.copy_mark``), so memory per copy in flight is the copy's size. An unregistered object
+whose key a copy claim younger than the grace period names is a copy on its way (or the leftover of a request
+that died, which the reconciler removes after the grace period), not a finding.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import col, select
@@ -21,7 +24,7 @@ from compliance.verifier.merge import binary_order, merge_by_key
 from compliance.verifier.objects import _in_window
 from compliance.verifier.pipeline import prefetch, run_ordered
 from compliance.verifier.reads import by_key, read_version
-from storage.models import CopyRecord
+from storage.models import CopyClaim, CopyRecord
 from storage.object_store import VersionEntry
 
 
@@ -91,7 +94,22 @@ def _registered_versions(ctx: Context, key: str) -> set[str]:
         return set(session.exec(select(CopyRecord.s3_version_id).where(CopyRecord.s3_key == key)))
 
 
-def _check_key(ctx: Context, org_id: str, key: str, copies: list[CopyRecord], versions: list[VersionEntry]) -> None:
+def _claimed(ctx: Context, org_id: str) -> frozenset[str]:
+    """The keys of the organisation's copy claims within the grace period: copies on their way."""
+    now = ctx.scope.started_at or datetime.now().astimezone()
+    with ctx.sources.db.read_session() as session:
+        recent = col(CopyClaim.claimed_at) >= now - ctx.tuning.claim_grace
+        return frozenset(session.exec(select(CopyClaim.s3_key).where(CopyClaim.org_id == org_id, recent)))
+
+
+def _check_key(
+    ctx: Context,
+    org_id: str,
+    key: str,
+    copies: list[CopyRecord],
+    versions: list[VersionEntry],
+    claimed: frozenset[str],
+) -> None:
     if copies and not versions:
         versions = [v for v in ctx.sources.copies.list_entries(key) if v.key == key]
     for copy in copies:
@@ -102,8 +120,8 @@ def _check_key(ctx: Context, org_id: str, key: str, copies: list[CopyRecord], ve
     for version in versions:
         if version.delete_marker or version.version_id in registered or not _in_window(ctx, version.last_modified):
             continue
-        if copies:
-            continue  # a new version on a registered copy's key: reported as Copy.Altered
+        if copies or key in claimed:
+            continue  # a new version on a registered copy's key (reported as Copy.Altered), or a claimed copy
         ctx.report(
             Finding(
                 "Copy.Unregistered",
@@ -120,6 +138,8 @@ def check_copies(ctx: Context, org_id: str) -> None:
     if state.done:
         return
 
+    claimed = _claimed(ctx, org_id)
+
     def jobs() -> Iterator[tuple[str, Any]]:
         merged = merge_by_key(
             _register(ctx, org_id, state.position), lambda c: c.s3_key, prefetch(_listing(ctx, org_id, state.position))
@@ -128,7 +148,9 @@ def check_copies(ctx: Context, org_id: str) -> None:
             if ctx.scope.key_in_shard(key):
                 yield (
                     key,
-                    lambda key=key, copies=copies, versions=versions: _check_key(ctx, org_id, key, copies, versions),
+                    lambda key=key, copies=copies, versions=versions: _check_key(
+                        ctx, org_id, key, copies, versions, claimed
+                    ),
                 )
 
     run_ordered(ctx, unit, jobs())
