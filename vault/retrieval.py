@@ -137,7 +137,8 @@ def read_verified(custody: Custody, doc: VaultedDocument) -> bytes:
 
 
 def _drop_claim(custody: Custody, copy_id: str) -> None:
-    """After a failed put or register: the claim goes too (if the database refuses, the reconciler takes it)."""
+    """After a failed register, its object removed: the claim goes too (if the database refuses, the reconciler
+    takes it)."""
     try:
         with custody.db.session() as session:
             session.exec(delete(CopyClaim).where(col(CopyClaim.copy_id) == copy_id))
