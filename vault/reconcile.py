@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete
 from sqlmodel import col, select
 
 from compliance.ledger.event_catalogue import CLAIM_RELEASED
@@ -30,6 +29,7 @@ from storage.ids import utcnow
 from storage.models import CopyClaim, VaultClaim
 from vault.custody import Custody
 from vault.envelopes import lock_envelope
+from vault.retrieval import end_copy_claim
 from vault.vault_in import VaultInRaced, record_claim
 
 log = logging.getLogger("evault.reconcile")
@@ -107,8 +107,7 @@ def reconcile_copy_claims(custody: Custody, older_than: timedelta) -> list[str]:
     for claim in stale:
         try:
             with custody.db.session() as session:
-                taken = session.exec(delete(CopyClaim).where(col(CopyClaim.copy_id) == claim.copy_id))
-                if taken.rowcount != 1:
+                if not end_copy_claim(session, claim.copy_id):
                     continue  # registered, or removed by another reconciler, meanwhile
                 for version in custody.copies.list_versions(claim.s3_key):
                     custody.copies.delete_version(claim.s3_key, version)

@@ -136,12 +136,18 @@ def read_verified(custody: Custody, doc: VaultedDocument) -> bytes:
     return data
 
 
+def end_copy_claim(session: Session, copy_id: str) -> bool:
+    """Delete the copy's claim; whether it was still there (the register, the request's own clean-up and the
+    reconciler each end it, and only the first one finds it)."""
+    return bool(session.exec(delete(CopyClaim).where(col(CopyClaim.copy_id) == copy_id)).rowcount == 1)
+
+
 def _drop_claim(custody: Custody, copy_id: str) -> None:
     """After a failed register, its object removed: the claim goes too (if the database refuses, the reconciler
     takes it)."""
     try:
         with custody.db.session() as session:
-            session.exec(delete(CopyClaim).where(col(CopyClaim.copy_id) == copy_id))
+            end_copy_claim(session, copy_id)
     except SQLAlchemyError as exc:
         log.warning("copy claim %s left to the reconciler: %s", copy_id, exc)
 
@@ -155,8 +161,7 @@ def register_copy(
     try:
         with custody.db.session() as session:
             lock_envelope(session, actor.org_id, copy.envelope_id)
-            ended = session.exec(delete(CopyClaim).where(col(CopyClaim.copy_id) == copy.id))
-            if ended.rowcount != 1:  # past the grace period, the reconciler took the claim and deletes the object
+            if not end_copy_claim(session, copy.id):  # past the grace, the reconciler took it and deletes the object
                 raise Unavailable("Storage.Unavailable", "the copy was stored after its claim expired; retry")
             session.add(copy)
             session.flush()
