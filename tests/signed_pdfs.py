@@ -48,6 +48,11 @@ def valid() -> bytes:
     return make_signed_pdf()
 
 
+def padded(size_bytes: int) -> bytes:
+    """A valid signature over a PDF padded to about ``size_bytes`` (a vault-in's usual upload is 1 MiB)."""
+    return _sign(make_pdf(size_bytes=size_bytes), "Signature1")
+
+
 def certified() -> bytes:
     return _sign(make_pdf(1, "Certified agreement"), "Certification", certify=True)
 

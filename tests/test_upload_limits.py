@@ -208,7 +208,7 @@ def test_memory_of_concurrent_large_uploads_is_bounded(vault_env: dict[str, str]
     Held whole, as before, each in-flight 49 MiB upload cost about 90 MiB, so 4 of these would add ~220 MiB.
     Streamed, each costs its 1 MiB spool and socket buffers, and large files are vetted one at a time: pypdf
     holds the file's largest stream (here the whole 30 MiB padding) while it parses it. So: one body, 4 spools,
-    and ~14 MiB for buffers and the allocator. (Without the fixed mmap threshold, vault/api/allocator.py, glibc
+    and ~14 MiB for buffers and the allocator. (Without the fixed mmap threshold, vault/allocator.py, glibc
     kept freed bodies in its arenas: 92 MiB measured.)
     """
     _, key = tenant

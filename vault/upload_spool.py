@@ -58,7 +58,7 @@ class SpooledDocument:
     def finish(self) -> SpooledDocument:
         """No more bytes: the digest is final and readers may open it. Bytes kept in memory become one immutable
         ``bytes`` here, the one copy they cost: every reader after that shares it (a 1 MiB copy is an mmap and
-        its page faults on this service, vault/api/allocator.py)."""
+        its page faults on this service, vault/allocator.py)."""
         self.sha256_hex = self._hash.hexdigest()
         if self._file is not None:
             self._file.flush()

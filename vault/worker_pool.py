@@ -46,6 +46,7 @@ from multiprocessing.context import ForkServerProcess, set_spawning_popen
 from typing import Any, Generic, Literal, TypeVar
 
 from compliance.errors import EvaultError
+from vault.allocator import keep_buffers_between_jobs
 from vault.slots import Refusal, Slots
 
 CTX = multiprocessing.get_context("forkserver")
@@ -200,8 +201,9 @@ def _serve(conn: Connection, memory_bytes: int, nice: int) -> None:
     """A worker's life: its limits, once, then one job after another until its pipe closes.
 
     The heap inherited from the forkserver is frozen, so the worker's garbage collections never walk (and
-    copy) the forkserver's pages."""
+    copy) the forkserver's pages; freed buffers stay for the next job (``vault.allocator``)."""
     gc.freeze()
+    keep_buffers_between_jobs()
     if nice:
         os.nice(nice)
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))

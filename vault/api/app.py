@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.errors import EvaultError
 from storage.errors import StorageError
-from vault.api.allocator import return_large_buffers
+from vault.allocator import return_large_buffers
 from vault.api.allow import complete_allow
 from vault.api.ceremony import CeremonyController, SigningController
 from vault.api.custody import CustodyController
