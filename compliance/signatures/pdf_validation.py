@@ -22,9 +22,10 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
 from pyhanko_certvalidator import ValidationContext
 
-from compliance.signatures import hex_strings
+from compliance.signatures import hex_strings, name_prep
 
 hex_strings.install()  # a signature's /Contents is a long hex string, read a byte at a time by pyHanko
+name_prep.install()  # pyHanko compares certificate names, each value prepared afresh per comparison
 
 # pyHanko logs every rejected signature with a traceback at ERROR; the verdict carries the reason instead.
 for _name in ("pyhanko.sign.validation", "pyhanko.sign.diff_analysis", "pyhanko_certvalidator"):
