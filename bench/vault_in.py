@@ -37,6 +37,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -531,11 +532,9 @@ class Bench:
         self.pdfs = pdfs
         self.concurrency = concurrency
         self.headers = {"X-API-Key": api_key}
-        self.servers = {
-            name: [httpx.Client(base_url=url, timeout=120) for _ in range(concurrency)]
-            for name, url in base_urls.items()
-        }
-        self.clients = self.servers["service"]
+        self.base_urls = base_urls
+        self.tls = ssl.create_default_context()  # unused (plain http), but httpx builds one per client: ~40 ms
+        self.servers = {name: self._clients(name) for name in base_urls}
         stamp = time.strftime("%H%M%S")
         self.lock_bucket = f"bench-lock-{stamp}"
         self.plain_bucket = f"bench-plain-{stamp}"
@@ -545,6 +544,20 @@ class Bench:
         admin_s3 = make_s3_client(admin.url, admin.access_key, admin.secret_key, admin.region)
         ensure_bucket(admin_s3, self.lock_bucket, object_lock=True)
         admin_s3.create_bucket(Bucket=self.plain_bucket)
+
+    def _clients(self, server: str) -> list[httpx.Client]:
+        return [
+            httpx.Client(base_url=self.base_urls[server], timeout=120, verify=self.tls) for _ in range(self.concurrency)
+        ]
+
+    def _fresh_clients(self, server: str) -> list[httpx.Client]:
+        """New connections for a timed phase. One left idle since the server's last phase may be closed by its
+        keep-alive timeout just as a request goes out on it, and httpx does not retry the POST (seen with
+        ``--count 90``: "Server disconnected without sending a response")."""
+        for client in self.servers[server]:
+            client.close()
+        self.servers[server] = self._clients(server)
+        return self.servers[server]
 
     def close(self) -> None:
         for clients in self.servers.values():
@@ -579,6 +592,7 @@ class Bench:
 
     def create_envelopes(self, tag: str, count: int) -> list[str]:
         ids = [""] * count
+        clients = self._fresh_clients("service")
 
         def create(worker: int, i: int) -> None:
             body = {
@@ -588,7 +602,7 @@ class Bench:
                 "parties": [{"name": "Ada Borrower", "email": "ada@example.com"}],
                 "secured_party": {"name": "First Bank", "id": "bank-1"},
             }
-            response = self.clients[worker].post(f"{API}/envelopes", json=body, headers=self.headers)
+            response = clients[worker].post(f"{API}/envelopes", json=body, headers=self.headers)
             if response.status_code != 201:
                 raise RuntimeError(f"create envelope: {response.status_code} {response.text[:300]}")
             ids[i] = response.json()["id"]
@@ -597,7 +611,7 @@ class Bench:
         return ids
 
     def service(self, envelope_ids: list[str], digests: list[str], server: str = "service") -> Round:
-        clients = self.servers[server]
+        clients = self._fresh_clients(server)
 
         def vault_in(worker: int, i: int) -> None:
             j = i % len(self.pdfs)

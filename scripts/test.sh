@@ -8,7 +8,8 @@
 # installs PostgreSQL and docker-compose with apt when missing (as root), starts a throwaway PostgreSQL
 # cluster on 127.0.0.1:${EVAULT_TEST_PG_PORT:-25432} as an unprivileged user (stopped and removed on exit),
 # validates docker/compose.yaml, runs ruff and mypy, builds the docs strictly, then pytest twice, at once: on SQLite
-# and on PostgreSQL (the whole suite's SQLite pass in two lanes: the tests marked `once`, and the rest).
+# and on PostgreSQL (the whole suite in three lanes: the PostgreSQL pass; the SQLite pass; and the tests marked
+# `once`, then those marked `budgeted` on both databases).
 # Exits non-zero if any step fails or a pytest run collects no tests.
 set -euo pipefail
 
@@ -205,18 +206,30 @@ run_pytest() {
 # The PostgreSQL pass runs beside the SQLite one (most of a test's time is spent waiting on servers, so the
 # passes share 2 cores well), on its own ports, and skips the tests marked `once` (independent of the
 # database under test: servers on the embedded defaults, pure functions, their own PostgreSQL cluster).
+# $1: the pass's mark expression; the rest: pytest's arguments.
 run_pytest_pg() {
+    local marks=$1
+    shift
     EVAULT_TEST_DATABASE_URL="$PG_URL" EVAULT_TEST_S3_PORT_BASE="$PG_PASS_S3_BASE" \
         EVAULT_TEST_SERVE_PORT_BASE="$PG_PASS_SERVE_BASE" EVAULT_TEST_AUX_PORT_BASE="$PG_PASS_AUX_BASE" \
-        run_pytest -m "not once" "$@"
+        run_pytest -m "$marks" "$@"
 }
-# The whole suite (no pytest arguments) also takes the `once` tests out of the SQLite pass into a third lane on
-# its own ports: alone, the SQLite pass used about 0.6 of a core for 31 minutes, waiting on its servers, and it
-# was the run's critical path. A run of chosen tests keeps them in the SQLite pass (a lane that selects nothing
-# would count as a failure).
-run_pytest_once() {
+# The whole suite (no pytest arguments) runs a third lane on its own ports: the tests marked `once`, then the
+# tests marked `budgeted` (they run for a fixed time budget, minutes, whatever the machine) on SQLite and then
+# on PostgreSQL, one after the other. Alone, the SQLite pass used about 0.6 of a core for 31 minutes, waiting on
+# its servers; with the `once` tests in this lane it took ~23-25 minutes and this lane ~10, so the budgeted
+# tests (the contract test: ~4 minutes on each database) moved here too. A run of chosen tests keeps every test
+# in the two passes (a lane that selects nothing would count as a failure).
+third_lane_env() {
     EVAULT_TEST_S3_PORT_BASE="$ONCE_S3_BASE" EVAULT_TEST_SERVE_PORT_BASE="$ONCE_SERVE_BASE" \
-        EVAULT_TEST_AUX_PORT_BASE="$ONCE_AUX_BASE" run_pytest -m once
+        EVAULT_TEST_AUX_PORT_BASE="$ONCE_AUX_BASE" "$@"
+}
+run_third_lane() {
+    local rc=0
+    third_lane_env run_pytest -m once || rc=$?
+    third_lane_env run_pytest -m "budgeted and not once" || rc=$?
+    EVAULT_TEST_DATABASE_URL="$PG_URL" third_lane_env run_pytest -m "budgeted and not once" || rc=$?
+    return "$rc"
 }
 
 # Every test module must import (mypy does not read tests/): a run of chosen files still collects them all.
@@ -262,12 +275,13 @@ finish_lane() {
         failed+=("$name")
     fi
 }
-start_lane "pytest on postgresql" run_pytest_pg "$@"
 if [ "$#" -eq 0 ]; then
-    start_lane "pytest on sqlite, the tests marked once" run_pytest_once
-    check "pytest on sqlite" run_pytest -m "not once"
-    finish_lane "pytest on sqlite, the tests marked once"
+    start_lane "pytest on postgresql" run_pytest_pg "not once and not budgeted"
+    start_lane "pytest: the tests marked once, then those marked budgeted on both databases" run_third_lane
+    check "pytest on sqlite" run_pytest -m "not once and not budgeted"
+    finish_lane "pytest: the tests marked once, then those marked budgeted on both databases"
 else
+    start_lane "pytest on postgresql" run_pytest_pg "not once" "$@"
     check "pytest on sqlite" run_pytest "$@"
 fi
 finish_lane "pytest on postgresql"

@@ -28,8 +28,9 @@ def _default(script: str, variable: str) -> int:
 
 
 def test_the_lanes_blocks_are_apart_and_below_the_ephemeral_range() -> None:
-    """The three lanes of the whole suite (SQLite, PostgreSQL, the tests marked once) run at once: their
-    blocks of named ranges, stores (a hundred ports) and served stores (a hundred) never overlap."""
+    """The three lanes of the whole suite (SQLite, PostgreSQL, the tests marked once and then those marked
+    budgeted) run at once: their blocks of named ranges, stores (a hundred ports) and served stores (a hundred)
+    never overlap."""
     script = (Path(__file__).resolve().parents[1] / "scripts" / "test.sh").read_text()
     pg_port = _default(script, "EVAULT_TEST_PG_PORT")
     spans = [(pg_port, pg_port + 1)]
