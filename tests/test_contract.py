@@ -136,7 +136,7 @@ def _schemathesis(base: str, key: str, phases: str, budget: str, report: Path) -
     return result.stdout
 
 
-@pytest.mark.budgeted  # ~3.5 minutes on each database by its time budgets: the third lane runs it (scripts/test.sh)
+@pytest.mark.budgeted  # ~4 minutes on each database by its time budgets: the third lane runs it (scripts/test.sh)
 def test_schemathesis_finds_nothing(live_server: tuple[str, str], tmp_path: Path) -> None:
     base, key = live_server
     _schemathesis(base, key, "coverage,fuzzing", os.environ.get("EVAULT_CONTRACT_MAX_TIME", "90"), tmp_path / "a.txt")

@@ -315,7 +315,7 @@ def _workers(service: int) -> list[int]:
 @pytest.mark.once
 def test_a_worker_reuses_its_buffers_from_one_job_to_the_next(tmp_path: Path) -> None:
     """With glibc's defaults a worker gave back and faulted in again ~1,150 pages (4.5 MB) for each vetting of a
-    1 MiB signed PDF read from its spool file, ~15 % of the job's CPU. vault.allocator keeps its buffers: about
+    1 MiB signed PDF read from its spool file, 10-20 % of the job's CPU. vault.allocator keeps its buffers: about
     160 faults a job remain here."""
     source = tmp_path / "signed.pdf"
     source.write_bytes(signed_pdfs.padded(MiB))

@@ -9,7 +9,7 @@ its heap once 128 KiB there are free. The two kinds of process the vault runs wa
   A fixed threshold of 1 MiB keeps every large buffer an mmap that is returned when it is freed.
 - **A PDF worker** (vault.worker_pool) runs one job at a time under its own memory limit, and is retired when
   its resident size after a job passes its pool's bound. With glibc's defaults it gave back and faulted in
-  again about 4.5 MB a job: ~1,150 minor page faults per vetting of a 1 MiB signed PDF, ~15 % of the worker's
+  again about 4.5 MB a job: ~1,150 minor page faults per vetting of a 1 MiB signed PDF, 10-20 % of the worker's
   CPU for that job on this machine (docs/benchmarks.md). Buffers up to 16 MiB come from the heap and are kept
   for the next job, and up to 32 MiB of free heap top stays mapped.
 """
