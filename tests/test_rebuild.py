@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import select
 
 from compliance.checkpoints.publisher import tree_for
@@ -29,12 +29,14 @@ from compliance.ledger.merkle import leaf_hash
 from compliance.ledger.note import NoteVerifier
 from compliance.ledger.tile_paths import bundle, unbundle
 from compliance.verifier import verify_vault
-from storage.ids import iso
-from storage.models import ApiKey, Checkpoint, Event, LogState, MersMin, Organisation
+from storage.ids import iso, utcnow
+from storage.models import ApiKey, Checkpoint, CopyClaim, Event, LogState, MersMin, Organisation, VaultClaim
 from storage.object_store import ObjectStore
 from storage.settings import Settings
 from tests.helpers import API, create_envelope, own_database, upload
 from tests.pdf_factory import make_pdf
+from vault import retrieval
+from vault import vault_in as vault_in_module
 from vault.api.app import create_app
 from vault.erasure import erase_subject
 from vault.rebuild.backup import restore, write_backup
@@ -42,8 +44,11 @@ from vault.rebuild.bucket_log import RebuildRefused
 from vault.rebuild.replay import STEPS, step_for
 from vault.rebuild.rows import Entry, Rows
 from vault.rebuild.service import rebuild
+from vault.reconcile import reconcile_claims, reconcile_copy_claims
 from vault.registry_ids import make_min
 from vault.runtime import Runtime, open_runtime
+from vault.tenancy import authenticate
+from vault.vault_in import Upload
 
 # Fields a certificate takes from the moment it is issued, not from the record.
 MOMENT_FIELDS = {"issued_at", "signature", "checked_at"}
@@ -301,6 +306,11 @@ def _parties(client: TestClient[Any], envelope_id: str, headers: dict[str, str])
     return parties
 
 
+def _expire_claim_leases(runtime: Runtime) -> None:
+    with runtime.db.session() as session:
+        session.execute(update(VaultClaim).values(lease_until=utcnow() - dt.timedelta(seconds=1)))
+
+
 def _log_sizes(runtime: Runtime) -> dict[str, int]:
     with runtime.db.read_session() as session:
         return {s.org_id: s.size for s in session.exec(select(LogState))}
@@ -354,6 +364,71 @@ def test_a_restore_takes_the_log_from_the_bucket_and_the_rest_from_the_backup(
             assert again.get(f"{API}/envelopes/{later}", headers=headers).json()["vault_state"] == "vaulted"
             assert _parties(again, unsigned, other)[0]["state"] == "shown"
             assert again.get(f"{API}/envelopes/{theirs}", headers=other).json()["vault_state"] == "vaulted"
+    finally:
+        restored.close()
+
+
+@pytest.mark.parametrize("finished_after_backup", [False, True])
+def test_a_restore_lays_back_the_claims_of_requests_in_flight_so_the_reconciler_finishes_them(
+    finished_after_backup: bool,
+    runtime: Runtime,
+    client: TestClient[Any],
+    tenant: tuple[str, dict[str, str]],
+    vault_env: dict[str, str],
+    fresh_database_url: str,
+    evault: Callable[..., tuple[int, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A vault-in killed between its put and its record, and a copy killed between its put and its register,
+    when the backup was taken: after the restore their claims are back, so the reconciler records the one and
+    removes the other, and the verifier is clean (both objects were named by nothing before). A vault-in the
+    live reconciler finished after the backup is in the bucket's log, and its claim is not laid back."""
+    org_id, headers = tenant
+    with runtime.db.read_session() as session:
+        actor = authenticate(session, headers["X-API-Key"]).actor()
+
+    def killed(*_: Any, **__: Any) -> None:  # no clean-up runs: the process is gone after the put
+        raise SystemExit("process died after the put")
+
+    dying = create_envelope(client, headers)
+    pdf = make_pdf(text="in flight at the backup")
+    with monkeypatch.context() as patched, pytest.raises(SystemExit):
+        patched.setattr(vault_in_module, "record_claim", killed)
+        vault_in_module.vault_in(runtime.custody(), actor, dying, [Upload("loan.pdf", pdf)], source="upload")
+    copied = _vaulted(client, headers)
+    with monkeypatch.context() as patched, pytest.raises(SystemExit):
+        patched.setattr(retrieval, "register_copy", killed)
+        retrieval.issue_copies(runtime.custody(), actor, copied)
+    assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    code, _, err = evault("backup", "--to", str(tmp_path / "backup"))
+    assert code == 0, err
+    if finished_after_backup:
+        _expire_claim_leases(runtime)
+        assert [o.outcome for o in reconcile_claims(runtime.custody(), dt.timedelta(0))] == ["completed"]
+        assert len(reconcile_copy_claims(runtime.custody(), dt.timedelta(0))) == 1
+        assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+
+    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
+    code, _, err = evault("restore", "--from", str(tmp_path / "backup"))
+    assert code == 0, err
+    restored = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
+    try:
+        _expire_claim_leases(restored)  # time passes: the dead requests' leases and grace run out
+        in_flight = [] if finished_after_backup else [dying]
+        with restored.db.read_session() as session:
+            assert [c.envelope_id for c in session.exec(select(VaultClaim))] == in_flight
+            assert [c.envelope_id for c in session.exec(select(CopyClaim))] == [copied]  # no register names it
+        outcomes = [o.outcome for o in reconcile_claims(restored.custody(), dt.timedelta(0))]
+        assert outcomes == ([] if finished_after_backup else ["completed"])
+        assert len(reconcile_copy_claims(restored.custody(), dt.timedelta(0))) == 1
+        report = verify_vault(restored.sources(), dt.timedelta(0))
+        assert report["clean"], report["findings"]
+        with TestClient(create_app(restored)) as again:
+            body = again.get(f"{API}/envelopes/{dying}", headers=headers).json()
+            assert body["vault"]["state"] == "vaulted"
+            assert body["vault"]["documents"][0]["sha256"] == hashlib.sha256(pdf).hexdigest()
+        assert list(restored.copies.list_all_versions(f"copies/{org_id}/")) == []
     finally:
         restored.close()
 

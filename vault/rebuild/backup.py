@@ -7,9 +7,10 @@ A restore never trusts the backup for what the log records. It rebuilds from the
 must continue the signed log exactly), and then lays over the rebuilt rows only what the log does not hold: API
 key hashes, envelope metadata, webhook configuration, signing-key generations, and each data subject's key and
 values, unless the log erased that subject (an erasure logged after the backup is applied again), what a
-ceremony's rows keep off the log (link nonces, adopted signatures, decline reasons), and of the import claims
+ceremony's rows keep off the log (link nonces, adopted signatures, decline reasons), of the import claims
 when each was claimed and those claimed but not recorded (so that importing such a package again takes its
-claim over). So an older backup loses nothing the bucket holds, and a newer bucket always wins.
+claim over), and the vault-in and copy claims of requests in flight (so that the reconciler finishes them).
+So an older backup loses nothing the bucket holds, and a newer bucket always wins.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from storage.ids import iso, utcnow
 from storage.models import (
     ApiKey,
     Ceremony,
+    CopyClaim,
+    CopyRecord,
     DataSubject,
     Envelope,
     EnvelopeImport,
@@ -41,6 +44,7 @@ from storage.models import (
     Organisation,
     Recipient,
     SigningKey,
+    VaultClaim,
     WebhookConfig,
 )
 from storage.object_store import ObjectStore
@@ -150,6 +154,7 @@ def restore(
         _ceremonies(session, tables.get(_name(Ceremony), []), tables.get(_name(Recipient), []))
         _subjects(session, tables.get(_name(DataSubject), []))
         _import_claims(session, tables.get(_name(EnvelopeImport), []))
+        _claims_in_flight(session, tables.get(_name(VaultClaim), []), tables.get(_name(CopyClaim), []))
     return done
 
 
@@ -176,6 +181,26 @@ def _ceremonies(session: Session, ceremonies: list[dict[str, Any]], recipients: 
             recipient.signature, recipient.decline_reason = row["signature"], row["decline_reason"]
             recipient.restore_pending = False
         session.add(recipient)
+
+
+def _claims_in_flight(session: Session, vault_claims: list[dict[str, Any]], copy_claims: list[dict[str, Any]]) -> None:
+    """The claims of requests in flight when the backup was taken, which the log does not hold: a vault-in whose
+    envelope the rebuilt log has not vaulted, and a copy the rebuilt register does not name. Laid back, the
+    reconciler finishes or releases the vault-in from its plan (its objects recorded, or named by a release event)
+    and removes the copy's object, as it would have on the live vault. Without them such objects were named by
+    nothing after a restore (``Object.Unrecorded``, ``Copy.Unregistered``), for good."""
+    for row in vault_claims:
+        envelope = session.get(Envelope, row["envelope_id"])
+        if (
+            envelope is not None
+            and envelope.vault_state == "not_vaulted"
+            and session.get(VaultClaim, envelope.id) is None
+        ):
+            session.add(VaultClaim(**row))
+    for row in copy_claims:
+        known = session.get(CopyRecord, row["copy_id"]) or session.get(CopyClaim, row["copy_id"])
+        if known is None and _has_org(session, row["org_id"]):
+            session.add(CopyClaim(**row))
 
 
 def _import_claims(session: Session, rows: list[dict[str, Any]]) -> None:
