@@ -61,6 +61,25 @@ def fresh_database_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def into_fresh_database(
+    fresh_database_url: str,
+    vault_env: dict[str, str],
+    evault: Callable[..., tuple[int, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., tuple[Runtime, str]]:
+    """``evault ARGS`` (a rebuild or a restore) into the fresh database, which must succeed: the vault opened on
+    that database (the caller closes it) and what the command printed."""
+
+    def run(*args: str) -> tuple[Runtime, str]:
+        monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
+        code, out, err = evault(*args)
+        assert code == 0, err
+        return open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url})), out
+
+    return run
+
+
 def _vaulted(client: TestClient[Any], headers: dict[str, str], pages: int = 2) -> str:
     envelope_id = create_envelope(client, headers)
     response = upload(client, headers, envelope_id, make_pdf(pages, text=f"Loan {uuid.uuid4().hex[:6]}"))
@@ -177,10 +196,8 @@ def test_a_vault_rebuilt_from_the_bucket_verifies_and_proves_the_same(
     client: TestClient[Any],
     tenant: tuple[str, dict[str, str]],
     make_key: Callable[..., tuple[str, str]],
-    vault_env: dict[str, str],
-    fresh_database_url: str,
     evault: Callable[..., tuple[int, str, str]],
-    monkeypatch: pytest.MonkeyPatch,
+    into_fresh_database: Callable[..., tuple[Runtime, str]],
 ) -> None:
     org_id, headers = tenant
     other_org, other_raw = make_key()
@@ -196,12 +213,8 @@ def test_a_vault_rebuilt_from_the_bucket_verifies_and_proves_the_same(
     with runtime.db.read_session() as session:
         events_before = session.exec(select(func.count()).select_from(Event)).one()
 
-    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
-    code, out, err = evault("rebuild", "--from-bucket")
-    assert code == 0, err
+    rebuilt, out = into_fresh_database("rebuild", "--from-bucket")
     assert org_id in out and other_org in out
-
-    rebuilt = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
     try:
         report = verify_vault(rebuilt.sources())
         assert report["clean"], report["findings"]
@@ -321,11 +334,9 @@ def test_a_restore_takes_the_log_from_the_bucket_and_the_rest_from_the_backup(
     client: TestClient[Any],
     tenant: tuple[str, dict[str, str]],
     make_key: Callable[..., tuple[str, str]],
-    vault_env: dict[str, str],
-    fresh_database_url: str,
     evault: Callable[..., tuple[int, str, str]],
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    into_fresh_database: Callable[..., tuple[Runtime, str]],
 ) -> None:
     org_id, headers = tenant
     other_org, other_raw = make_key()
@@ -349,11 +360,8 @@ def test_a_restore_takes_the_log_from_the_bucket_and_the_rest_from_the_backup(
     assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
     sizes = _log_sizes(runtime)
 
-    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
-    code, out, err = evault("restore", "--from", str(tmp_path / "backup"))
-    assert code == 0, err
+    restored, out = into_fresh_database("restore", "--from", str(tmp_path / "backup"))
     assert org_id in out and other_org in out
-    restored = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
     try:
         assert _log_sizes(restored) == sizes  # the bucket's newer log, and the backup's unsigned tail
         report = verify_vault(restored.sources())
@@ -374,11 +382,10 @@ def test_a_restore_lays_back_the_claims_of_requests_in_flight_so_the_reconciler_
     runtime: Runtime,
     client: TestClient[Any],
     tenant: tuple[str, dict[str, str]],
-    vault_env: dict[str, str],
-    fresh_database_url: str,
     evault: Callable[..., tuple[int, str, str]],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    into_fresh_database: Callable[..., tuple[Runtime, str]],
 ) -> None:
     """A vault-in killed between its put and its record, and a copy killed between its put and its register,
     when the backup was taken: after the restore their claims are back, so the reconciler records the one and
@@ -409,10 +416,7 @@ def test_a_restore_lays_back_the_claims_of_requests_in_flight_so_the_reconciler_
         assert len(reconcile_copy_claims(runtime.custody(), dt.timedelta(0))) == 1
         assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
 
-    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
-    code, _, err = evault("restore", "--from", str(tmp_path / "backup"))
-    assert code == 0, err
-    restored = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
+    restored, _ = into_fresh_database("restore", "--from", str(tmp_path / "backup"))
     try:
         _expire_claim_leases(restored)  # time passes: the dead requests' leases and grace run out
         in_flight = [] if finished_after_backup else [dying]

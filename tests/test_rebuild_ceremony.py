@@ -25,14 +25,13 @@ from sqlmodel import col, select
 
 from compliance.verifier import verify_vault
 from storage.models import ApiKey, Ceremony, Recipient
-from storage.settings import Settings
 from tests.ceremony_helpers import SIGNERS, VIEWER, consent_and_sign, links, png_data_url, roster, sent_envelope
 from tests.helpers import API
-from tests.test_rebuild import _evidence, fresh_database_url  # noqa: F401 (a fixture)
+from tests.test_rebuild import _evidence, fresh_database_url, into_fresh_database  # noqa: F401 (fixtures)
 from vault.api.app import create_app
 from vault.rebuild.replay import STEPS
 from vault.rebuild.rows import Entry, Rows
-from vault.runtime import Runtime, open_runtime
+from vault.runtime import Runtime
 
 pytestmark = pytest.mark.s3
 
@@ -88,18 +87,11 @@ def _finish(client: TestClient[Any], headers: dict[str, str], envelope_id: str, 
     assert (view["status"], view["vault"]["state"], view["vault"]["source"]) == ("completed", "vaulted", "signed")
 
 
-def _open(vault_env: dict[str, str], url: str) -> Runtime:
-    return open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": url}))
-
-
 def test_ceremonies_rebuilt_from_the_bucket_read_the_same_and_one_in_progress_finishes(
     runtime: Runtime,
     client: TestClient[Any],
     tenant: tuple[str, dict[str, str]],
-    vault_env: dict[str, str],
-    fresh_database_url: str,  # noqa: F811
-    evault: Callable[..., tuple[int, str, str]],
-    monkeypatch: pytest.MonkeyPatch,
+    into_fresh_database: Callable[..., tuple[Runtime, str]],  # noqa: F811
 ) -> None:
     org_id, headers = tenant
     ids = _ceremonies(client, headers)
@@ -117,12 +109,8 @@ def test_ceremonies_rebuilt_from_the_bucket_read_the_same_and_one_in_progress_fi
     with runtime.db.read_session() as session:
         key_hashes = {k.id: k.key_hash for k in session.exec(select(ApiKey))}
 
-    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
-    code, out, err = evault("rebuild", "--from-bucket")
-    assert code == 0, err
+    rebuilt, out = into_fresh_database("rebuild", "--from-bucket")
     assert org_id in out
-
-    rebuilt = _open(vault_env, fresh_database_url)
     try:
         with rebuilt.db.session() as session:  # the log keeps no key hash: laid back as a restore would
             for key in session.exec(select(ApiKey)):
@@ -164,11 +152,9 @@ def test_ceremonies_restored_with_a_backup_read_the_same_and_the_old_links_work(
     runtime: Runtime,
     client: TestClient[Any],
     tenant: tuple[str, dict[str, str]],
-    vault_env: dict[str, str],
-    fresh_database_url: str,  # noqa: F811
     evault: Callable[..., tuple[int, str, str]],
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    into_fresh_database: Callable[..., tuple[Runtime, str]],  # noqa: F811
 ) -> None:
     _, headers = tenant
     ids = _ceremonies(client, headers)
@@ -181,10 +167,7 @@ def test_ceremonies_restored_with_a_backup_read_the_same_and_the_old_links_work(
     assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
     before = _state(client, headers, ids)
 
-    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
-    code, _, err = evault("restore", "--from", str(tmp_path / "backup"))
-    assert code == 0, err
-    restored = _open(vault_env, fresh_database_url)
+    restored, _ = into_fresh_database("restore", "--from", str(tmp_path / "backup"))
     try:
         assert verify_vault(restored.sources())["clean"]
         with TestClient(create_app(restored)) as again:

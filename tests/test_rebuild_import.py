@@ -26,16 +26,21 @@ from compliance.evidence_package.import_check import verify_export
 from compliance.verifier import verify_vault
 from storage.ids import as_utc, iso
 from storage.models import CopyRecord, EnvelopeImport, VaultedDocument, VaultRecord
-from storage.settings import Settings
 from tests.export_packages import export_package, release_to_self, vault_pem
 from tests.helpers import API
 from tests.pdf_factory import make_pdf
 from tests.signed_pdfs import valid as signed_pdf
-from tests.test_rebuild import _evidence, _signed_roots, fresh_database_url, with_key_hashes  # noqa: F401 (a fixture)
+from tests.test_rebuild import (  # noqa: F401 (fixtures)
+    _evidence,
+    _signed_roots,
+    fresh_database_url,
+    into_fresh_database,
+    with_key_hashes,
+)
 from vault import imports
 from vault.api.app import create_app
 from vault.imports import import_package
-from vault.runtime import Runtime, open_runtime
+from vault.runtime import Runtime
 
 pytestmark = pytest.mark.s3
 
@@ -95,11 +100,9 @@ def test_a_vault_that_imported_records_is_rebuilt_from_its_bucket(
     client: TestClient[Any],
     tenant: tuple[str, dict[str, str]],
     make_key: Callable[..., tuple[str, str]],
-    vault_env: dict[str, str],
-    fresh_database_url: str,  # noqa: F811
     evault: Evault,
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    into_fresh_database: Callable[..., tuple[Runtime, str]],  # noqa: F811
 ) -> None:
     org_a, a = tenant
     org_b, raw_b = make_key()
@@ -129,10 +132,8 @@ def test_a_vault_that_imported_records_is_rebuilt_from_its_bucket(
     roots = _signed_roots(runtime)
     assert set(roots) == {org_a, org_b, org_c}
 
-    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
-    code, out, err = evault("rebuild", "--from-bucket")
-    assert code == 0 and all(org in out for org in roots), err
-    rebuilt = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
+    rebuilt, out = into_fresh_database("rebuild", "--from-bucket")
+    assert all(org in out for org in roots), out
     try:
         report = verify_vault(rebuilt.sources())
         assert report["clean"], report["findings"]
@@ -157,11 +158,10 @@ def test_a_restore_lays_back_when_each_import_was_claimed_and_an_import_that_die
     client: TestClient[Any],
     tenant: tuple[str, dict[str, str]],
     make_key: Callable[..., tuple[str, str]],
-    vault_env: dict[str, str],
-    fresh_database_url: str,  # noqa: F811
     evault: Evault,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    into_fresh_database: Callable[..., tuple[Runtime, str]],  # noqa: F811
 ) -> None:
     _, a = tenant
     receiver, raw = make_key()
@@ -182,10 +182,7 @@ def test_a_restore_lays_back_when_each_import_was_claimed_and_an_import_that_die
     code, _, err = evault("backup", "--to", str(tmp_path / "backup"))
     assert code == 0, err
 
-    monkeypatch.setenv("EVAULT_DATABASE_URL", fresh_database_url)
-    code, _, err = evault("restore", "--from", str(tmp_path / "backup"))
-    assert code == 0, err
-    restored = open_runtime(Settings.from_env({**vault_env, "EVAULT_DATABASE_URL": fresh_database_url}))
+    restored, _ = into_fresh_database("restore", "--from", str(tmp_path / "backup"))
     try:
         assert _claims(restored) == claims
         # Imported again, the package takes its claim over: the objects the dead import wrote are recorded.
