@@ -45,21 +45,23 @@ def _pool(pdf: PdfSettings) -> WorkerPool:
     return pool_for(StampLimits.from_settings(pdf).pool())
 
 
-def _cpu(pid: int) -> float:
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name, from the state on."""
     with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def _cpu(pid: int) -> float:
+    return sum(int(v) for v in _stat(pid)[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
 def _minor_faults(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[7])
+    return int(_stat(pid)[7])
 
 
 def _alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        return _stat(pid)[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):  # reaped before or while its stat was read
         return False
 
