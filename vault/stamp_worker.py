@@ -35,7 +35,7 @@ from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
 from vault.pdf_vetting import PdfFacts, vet_here
 from vault.slots import Full, Refusal, Slots
-from vault.worker_pool import Job, PoolConfig, StampFailure, job_usage, pool_for
+from vault.worker_pool import Handoff, Job, PoolConfig, StampFailure, job_usage, pool_for
 
 log = logging.getLogger("evault.stamp")
 PRELOAD = ("vault.stamp_worker", "vault.worker_preload")  # what the stampers' forkserver imports first
@@ -117,8 +117,9 @@ def run_stamp(
     """Stamp in a worker; raise :class:`StampFailure` on any failure, never a parser exception (and 503
     ``Copy.Busy`` when no worker frees within the deadline).
 
-    A path is read by the worker (under its memory limit), so a large upload is not copied through the pipe;
-    a rehearsal (``keep=False``) gets no copy back, only the verdict."""
+    A path is read by the worker (under its memory limit), and bytes reach it as a memory file
+    (:class:`~vault.worker_pool.Handoff`), so a document is never copied through the pipe; a rehearsal
+    (``keep=False``) gets no copy back, only the verdict."""
 
     def read(receiver: Connection, deadline: float) -> StampOutcome:
         header = receiver.recv()
@@ -128,7 +129,8 @@ def run_stamp(
             raise StampFailure("timeout", f"no result within {limits.timeout_seconds:.0f} s")
         return StampOutcome(receiver.recv_bytes(), header[3], int(header[1]), float(header[2]))
 
-    job = Job(_child, (source, mark, limits.memory_bytes, keep), limits.cpu_seconds, limits.timeout_seconds, read)
+    document = Handoff(source) if isinstance(source, bytes) else source
+    job = Job(_child, (document, mark, limits.memory_bytes, keep), limits.cpu_seconds, limits.timeout_seconds, read)
     return pool_for(limits.pool()).run(job, org, busy("Copy.Busy"))
 
 
@@ -159,8 +161,8 @@ def run_vetting(
     """An upload's vetting, copy rehearsal and signature grading against ``trust_roots`` (DER;
     :func:`vault.pdf_vetting.vet_here`) in a worker under the copy path's limits: its facts, or the
     ``InvalidInput`` it raised, or :class:`StampFailure` if it failed, ran out of time or of memory (503
-    ``Vault.Busy`` when no worker frees within the deadline). A path is read by the worker, so a spooled upload
-    never crosses the pipe."""
+    ``Vault.Busy`` when no worker frees within the deadline). A path is read by the worker, and bytes held in
+    memory reach it as a memory file, so no upload crosses the pipe."""
     limits = StampLimits.from_settings(pdf)
 
     def read(receiver: Connection, _deadline: float) -> PdfFacts:
@@ -172,7 +174,8 @@ def run_vetting(
             raise InvalidInput(answer[1], answer[2], **answer[3])
         raise StampFailure(answer[0], answer[1])
 
-    job = Job(_vet_child, (source, sha256_hex, pdf, trust_roots), limits.cpu_seconds, limits.timeout_seconds, read)
+    document = Handoff(source) if isinstance(source, bytes) else source
+    job = Job(_vet_child, (document, sha256_hex, pdf, trust_roots), limits.cpu_seconds, limits.timeout_seconds, read)
     return pool_for(limits.pool()).run(job, org, busy("Vault.Busy"))
 
 
