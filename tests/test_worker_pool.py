@@ -316,6 +316,49 @@ def _workers(service: int) -> list[int]:
     return [worker for child in _children(service) for worker in _children(child)]
 
 
+def _forkservers(service: int) -> dict[int, list[int]]:
+    """The service's forkservers (its children running multiprocessing's forkserver), each with its workers."""
+    found = {}
+    for child in _children(service):
+        with contextlib.suppress(OSError):
+            if b"multiprocessing.forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found[child] = sorted(_children(child))
+    return found
+
+
+@pytest.mark.s3
+def test_the_service_starts_its_workers_before_it_serves(
+    vault_env: dict[str, str], make_key: Any, tmp_path: Path
+) -> None:
+    """The first upload after a start waited ~0.9 s for the stampers' forkserver and the first compliance read
+    ~2.5 s for an evidence worker to import and open the vault. ``evault serve`` starts both pools before it
+    answers: the first upload and the first compliance read are served by the workers that were there, and
+    nothing new is started for them."""
+    port = server_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
+    env.update(vault_env, EVAULT_PORT=str(port), PYTHONPATH=os.getcwd())
+    _, key = make_key()
+    headers = {"X-API-Key": key}
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vault.cli.main", "serve"], env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            wait_serving(proc, http)
+            started = _forkservers(proc.pid)
+            assert len(started) == 2 and all(started.values()), started  # the stampers' and the evidence's
+            envelope_id = create_envelope(http, headers)
+            assert upload(http, headers, envelope_id, SMALL).status_code == 201
+            compliance = http.get(f"/api/v2/partner/envelopes/{envelope_id}/compliance", headers=headers)
+            assert compliance.status_code == 200, compliance.text
+            assert _forkservers(proc.pid) == started
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        log.close()
+
+
 @pytest.mark.once
 def test_a_worker_reuses_its_buffers_from_one_job_to_the_next(tmp_path: Path) -> None:
     """With glibc's defaults a worker gave back and faulted in again ~1,150 pages (4.5 MB) for each vetting of a

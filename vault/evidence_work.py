@@ -110,6 +110,11 @@ def _serve_call(conn: Connection, joining: Joining, call: Call, seconds: float) 
         conn.send(("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
 
 
+def _nothing(_runtime: Runtime, _deadline: Deadline) -> Answer:
+    """The call of :meth:`EvidenceWork.warm`: its worker opens the vault for it, which is the point."""
+    return Answer(None)
+
+
 def _read_answer(conn: Connection, _deadline: float) -> Answer:
     kind, value = conn.recv()
     if kind == "error":
@@ -151,6 +156,19 @@ class EvidenceWork:
         self._slots = Slots(settings.concurrency, settings.per_org)
         self._lock = threading.Lock()
         self._jobs: dict[Deadline, threading.Thread] = {}
+
+    def warm(self, joining: Joining) -> None:
+        """Start a worker and open the vault in it (its forkserver's imports and the join: about 2 s here)
+        before the first compliance, certificate or audit request needs one."""
+        seconds = float(self.settings.deadline_seconds)
+        job = Job(
+            _serve_call,
+            (joining, Call(_nothing, ()), seconds),
+            int(seconds) + 1,
+            seconds + WORKER_GRACE_SECONDS,
+            _read_answer,
+        )
+        pool_for(self._pool).run(job, None, _refuse)
 
     async def run_apart(self, org_id: str, joining: Joining, call: Call, gone: Callable[[], Awaitable[None]]) -> Answer:
         """``call``'s answer, computed in a worker process; ``gone`` returns when the client has disconnected."""

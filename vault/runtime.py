@@ -47,6 +47,7 @@ from vault.evidence_work import EvidenceWork, Joining
 from vault.expiry import sweep_deadlines, sweep_staged
 from vault.metrics.instruments import CHECKPOINT_FAILURES, failure_cause
 from vault.reconcile import reconcile_claims, reconcile_copy_claims
+from vault.stamp_worker import warm_stampers
 from vault.webhooks.outbox import install_outbox
 from vault.webhooks.sender import Sender
 from vault.worker_pool import close_pools
@@ -137,6 +138,29 @@ class Runtime:
             self.settings.ceremony,
             self.settings.vault.tsa_url or None,
         )
+
+    def warm_workers(self) -> None:
+        """Start the PDF workers and the evidence workers (each pool's forkserver and one worker, which opens the
+        vault) before serving, both at once: the first upload after a restart waited 0.6-0.8 s for them and the
+        first evidence read ~2 s (docs/operations.md). A failure is logged and left to the first request, which
+        starts them as before."""
+        warms: dict[str, Callable[[], None]] = {"PDF": lambda: warm_stampers(self.settings.pdf)}
+        if self.s3_endpoint is not None:  # evidence workers join through it (vault/api/evidence.py)
+            joining = Joining(self.settings, self.s3_endpoint, self.key.note_verifier.vkey)
+            warms["evidence"] = lambda: self.evidence_work.warm(joining)
+
+        def attempt(which: str) -> None:
+            try:
+                warms[which]()
+            except Exception as exc:
+                log.warning("could not start the %s workers ahead of requests: %s", which, exc)
+
+        # daemon threads: a stop signal while they start must not wait for them
+        threads = [threading.Thread(target=attempt, args=(which,), daemon=True) for which in warms]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def start_checkpointer(self) -> None:
         interval = self.settings.vault.checkpoint_interval_seconds

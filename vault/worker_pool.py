@@ -168,6 +168,7 @@ class Cancelled(Exception):
 
 
 CANCEL_POLL_SECONDS = 0.05  # how soon a cancelled job's worker is killed
+WARM_SECONDS = 60.0  # a forkserver's imports and a worker's start, on a loaded machine
 
 
 HANDOFF_MIN_BYTES = 64 * 1024  # smaller documents are pickled with the job: a memory file would cost more
@@ -235,6 +236,11 @@ def _send_job(conn: Connection, job: Job[Any]) -> None:
 
 
 # --- in the worker ------------------------------------------------------------------------------------------
+
+
+def _warm_job(conn: Connection) -> None:
+    """The job of :meth:`WorkerPool.warm`: nothing to do but answer."""
+    conn.send(True)
 
 
 def _incoming(conn: Connection, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -385,6 +391,11 @@ class WorkerPool:
             self._checkin(worker)
             return result
 
+    def warm(self, refuse: Refusal, timeout_seconds: float = WARM_SECONDS) -> None:
+        """Start a worker now, and the forkserver it forks from, with a job that only answers: ``evault serve``
+        does so before it serves (``Runtime.warm_workers``), so that no request waits for them."""
+        self.run(Job(_warm_job, (), math.ceil(timeout_seconds), timeout_seconds, _read_warm), None, refuse)
+
     def _checkout(self, refuse: Refusal) -> _Worker:
         with self._lock:
             if self._closed:
@@ -443,6 +454,10 @@ class WorkerPool:
         for worker in busy:
             if worker.process.is_alive():
                 worker.process.kill()
+
+
+def _read_warm(conn: Connection, _deadline: float) -> None:
+    conn.recv()
 
 
 def _answered(conn: Connection, deadline: float, cancelled: Callable[[], bool] | None) -> bool:

@@ -27,6 +27,7 @@ def create() -> Litestar:
     """The app of this worker; its runtime closes when the worker shuts down."""
     configure_logging(log_format(os.environ))  # a spawned worker starts with no logging of ours
     runtime = open_runtime(Settings.from_env())
+    runtime.warm_workers()
     runtime.start_checkpointer()
     runtime.start_reconciler()
     runtime.start_sweeper()

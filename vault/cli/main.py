@@ -225,6 +225,7 @@ def _serve(args: argparse.Namespace) -> int:
                 failures.append(reason)
                 server.should_exit = True
 
+        runtime.warm_workers()
         runtime.start_checkpointer()
         runtime.start_reconciler()
         runtime.start_sweeper()
