@@ -7,13 +7,14 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import uvicorn
@@ -211,6 +212,32 @@ def wait_serving(proc: subprocess.Popen[bytes], http: httpx.Client, seconds: flo
             pass
         assert time.monotonic() < deadline, "evault serve did not start"
         time.sleep(0.3)
+
+
+@contextmanager
+def evault_serve(
+    vault_env: dict[str, str], port: int, timeout: float = 120, log: IO[bytes] | None = None, **settings: str
+) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+    """``evault serve`` in a subprocess on this test's database and store, with ``settings``, its output to
+    ``log``, and a client of it once it serves; stopped after (SIGTERM, then SIGKILL) unless the test did."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
+    env.update(vault_env, EVAULT_PORT=str(port), PYTHONPATH=os.getcwd(), **settings)
+    out = log if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vault.cli.main", "serve"], env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as http:
+            wait_serving(proc, http)
+            yield proc, http
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait()
 
 
 PG_URL = os.environ.get("EVAULT_TEST_DATABASE_URL", "")  # the PostgreSQL pass's server; empty: SQLite

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import zipfile
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests import outside_package_verifier
 from tests.helpers import API, create_envelope, upload
 from tests.pdf_factory import make_pdf
 from vault.runtime import Runtime
+from vault.worker_pool import HANDOFF_MIN_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -228,3 +230,28 @@ def test_evidence_refusals(client: Any, tenant: Any, make_key: Any) -> None:
     # Not yet vaulted: the package still proves the history so far (no documents, no copies).
     files = _files(_package(client, headers, envelope_id))
     assert not [p for p in files if p.startswith("documents/")]
+
+
+def test_a_large_package_comes_from_its_worker_as_a_memory_file(
+    client: Any, tenant: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package holds the envelope's documents, so it is as large as they are; read from the evidence worker's
+    pipe, each MiB cost the service's thread about a millisecond. It crosses as a memory file's descriptor: no
+    message the service receives holds it, and the package is whole."""
+    _, headers = tenant
+    envelope_id = create_envelope(client, headers)
+    document = make_pdf(pages=2, size_bytes=2 * 1024 * 1024)
+    assert upload(client, headers, envelope_id, document).status_code == 201
+    received: list[int] = []
+    recv_bytes = Connection._recv_bytes
+
+    def counted(conn: Connection, maxsize: int | None = None) -> Any:
+        buf = recv_bytes(conn, maxsize)
+        received.append(len(buf.getbuffer()))
+        return buf
+
+    monkeypatch.setattr(Connection, "_recv_bytes", counted)
+    package = _package(client, headers, envelope_id)
+    assert len(package) > len(document) and 0 < max(received) < HANDOFF_MIN_BYTES, received
+    assert document in _files(package).values()
+    assert verify_package(package, _pem(client)).bundle.completeness is not None

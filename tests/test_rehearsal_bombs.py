@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 from pypdf import PdfReader
 
 from tests import hostile_pdfs
-from tests.helpers import API, create_envelope, free_port, upload, wait_serving
+from tests.helpers import API, create_envelope, evault_serve, free_port, upload
 from vault.pdf_uses import CHUNK, UseCounter
 
 MiB = 1024 * 1024
@@ -139,27 +138,8 @@ def server(vault_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes],
     """``evault serve`` in a subprocess, on this test's database and store, on a port of this helper's range."""
     base = int(os.environ.get("EVAULT_TEST_SERVE_PORT_BASE", "23400"))
     port = free_port(base + 50, base + 99)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
-    env.update(vault_env, EVAULT_PORT=str(port), EVAULT_MAX_UPLOADS_PER_KEY="4", EVAULT_MAX_UPLOADS="16")
-    env["PYTHONPATH"] = os.getcwd()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vault.cli.main", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-            wait_serving(proc, http)
-            yield proc, http
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with evault_serve(vault_env, port, EVAULT_MAX_UPLOADS_PER_KEY="4", EVAULT_MAX_UPLOADS="16") as served:
+        yield served
 
 
 @pytest.mark.s3

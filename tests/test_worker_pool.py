@@ -16,9 +16,9 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,11 @@ import httpx
 import pytest
 
 from compliance.conditions.copy_mark import CopyMark
+from compliance.conditions.mark_check import check_copy
 from compliance.errors import InvalidInput, Unavailable
 from storage.settings import PdfSettings, Settings, SettingsError
 from tests import hostile_pdfs, pdf_factory, signed_pdfs
-from tests.helpers import create_envelope, server_port, upload, wait_serving
+from tests.helpers import create_envelope, evault_serve, server_port, upload
 from vault.pdf_inspect import inspect_pdf
 from vault.stamp_worker import PRELOAD, CopyStampError, StampLimits, run_stamp, run_vetting, stamp_for_copy
 from vault.worker_pool import HANDOFF_MIN_BYTES, StampFailure, WorkerPool, close_pools, forkserver_pid, pool_for
@@ -252,6 +253,18 @@ GRACE = 1  # EVAULT_SHUTDOWN_GRACE_SECONDS
 BOUND = GRACE + 9  # seconds from SIGTERM to exit: the grace, the runtime's close, the interpreter's exit
 
 
+@contextlib.contextmanager
+def _serving(
+    vault_env: dict[str, str], tmp_path: Path, timeout: float, **settings: str
+) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+    """``evault serve`` on a port of its own, its output in ``tmp_path/serve.log``."""
+    with (
+        (tmp_path / "serve.log").open("wb") as log,
+        evault_serve(vault_env, server_port(), timeout, log, **settings) as served,
+    ):
+        yield served
+
+
 @pytest.mark.s3
 @pytest.mark.once
 def test_sigterm_with_a_vetting_in_flight_ends_within_the_bound(
@@ -259,43 +272,27 @@ def test_sigterm_with_a_vetting_in_flight_ends_within_the_bound(
 ) -> None:
     """A vetting that would take about a minute (limits raised for it): SIGTERM ends the service in seconds;
     before the pool, the request's thread waited for its child until the document was done."""
-    port = server_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
-    env.update(
-        vault_env,
-        EVAULT_PORT=str(port),
-        EVAULT_SHUTDOWN_GRACE_SECONDS=str(GRACE),
-        EVAULT_MAX_UPLOAD_BYTES=str(64 * MiB),
-        EVAULT_PDF_MAX_PAGES="200000",
-        EVAULT_PDF_MAX_CPU_SECONDS="300",
-        EVAULT_PDF_STAMP_TIMEOUT_SECONDS="300",
-        PYTHONPATH=os.getcwd(),
-    )
     _, key = make_key()
     headers = {"X-API-Key": key}
     slow = hostile_pdfs.shared_content(60_000)
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vault.cli.main", "serve"], env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
-            wait_serving(proc, http)
-            envelope_id = create_envelope(http, headers)
-            thread, answer = _in_thread(lambda: upload(http, headers, envelope_id, slow))
-            while not [c for c in _workers(proc.pid) if _cpu(c) > 1.0]:  # a worker is at the vetting
-                assert thread.is_alive(), f"the upload ended before the stop: {answer[0].text}"
-                time.sleep(0.1)
-            started = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(BOUND + 30)
-            took = time.monotonic() - started
-            thread.join(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    settings = {
+        "EVAULT_SHUTDOWN_GRACE_SECONDS": str(GRACE),
+        "EVAULT_MAX_UPLOAD_BYTES": str(64 * MiB),
+        "EVAULT_PDF_MAX_PAGES": "200000",
+        "EVAULT_PDF_MAX_CPU_SECONDS": "300",
+        "EVAULT_PDF_STAMP_TIMEOUT_SECONDS": "300",
+    }
+    with _serving(vault_env, tmp_path, 300, **settings) as (proc, http):
+        envelope_id = create_envelope(http, headers)
+        thread, answer = _in_thread(lambda: upload(http, headers, envelope_id, slow))
+        while not [c for c in _stampers(proc.pid) if _cpu(c) > 1.0]:  # a PDF worker is at the vetting
+            assert thread.is_alive(), f"the upload ended before the stop: {answer[0].text}"
+            time.sleep(0.1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(BOUND + 30)
+        took = time.monotonic() - started
+        thread.join(30)
     assert proc.returncode == 0, (tmp_path / "serve.log").read_text()
     assert took < BOUND, took
 
@@ -311,52 +308,41 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _workers(service: int) -> list[int]:
-    """The service's PDF workers: the children of its forkserver (a child started with the first job)."""
-    return [worker for child in _children(service) for worker in _children(child)]
-
-
-def _forkservers(service: int) -> dict[int, list[int]]:
-    """The service's forkservers (its children running multiprocessing's forkserver), each with its workers."""
+def _forkservers(service: int, preloading: bytes = b"") -> dict[int, list[int]]:
+    """The service's forkservers (its children running multiprocessing's forkserver) whose command line names
+    ``preloading``, each with its workers."""
     found = {}
     for child in _children(service):
         with contextlib.suppress(OSError):
-            if b"multiprocessing.forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"multiprocessing.forkserver" in command and preloading in command:
                 found[child] = sorted(_children(child))
     return found
+
+
+def _stampers(service: int) -> list[int]:
+    """The service's PDF workers: the children of the forkserver that preloads the stamper."""
+    return [worker for workers in _forkservers(service, b"vault.stamp_worker").values() for worker in workers]
 
 
 @pytest.mark.s3
 def test_the_service_starts_its_workers_before_it_serves(
     vault_env: dict[str, str], make_key: Any, tmp_path: Path
 ) -> None:
-    """The first upload after a start waited ~0.9 s for the stampers' forkserver and the first compliance read
-    ~2.5 s for an evidence worker to import and open the vault. ``evault serve`` starts both pools before it
+    """The first upload after a restart waited 0.6-0.8 s for the stampers' forkserver and the first compliance
+    read ~2 s for an evidence worker to import and open the vault. ``evault serve`` starts both pools before it
     answers: the first upload and the first compliance read are served by the workers that were there, and
     nothing new is started for them."""
-    port = server_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
-    env.update(vault_env, EVAULT_PORT=str(port), PYTHONPATH=os.getcwd())
     _, key = make_key()
     headers = {"X-API-Key": key}
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vault.cli.main", "serve"], env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-            wait_serving(proc, http)
-            started = _forkservers(proc.pid)
-            assert len(started) == 2 and all(started.values()), started  # the stampers' and the evidence's
-            envelope_id = create_envelope(http, headers)
-            assert upload(http, headers, envelope_id, SMALL).status_code == 201
-            compliance = http.get(f"/api/v2/partner/envelopes/{envelope_id}/compliance", headers=headers)
-            assert compliance.status_code == 200, compliance.text
-            assert _forkservers(proc.pid) == started
-    finally:
-        proc.terminate()
-        proc.wait(60)
-        log.close()
+    with _serving(vault_env, tmp_path, 120) as (proc, http):
+        started = _forkservers(proc.pid)
+        assert len(started) == 2 and all(started.values()), started  # the stampers' and the evidence's
+        envelope_id = create_envelope(http, headers)
+        assert upload(http, headers, envelope_id, SMALL).status_code == 201
+        compliance = http.get(f"/api/v2/partner/envelopes/{envelope_id}/compliance", headers=headers)
+        assert compliance.status_code == 200, compliance.text
+        assert _forkservers(proc.pid) == started
 
 
 @pytest.mark.once
@@ -391,31 +377,42 @@ def _memory_files(pid: int) -> int:
 
 @pytest.mark.once
 def test_a_document_reaches_its_worker_as_a_memory_file_not_through_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 1 MiB upload pickled into the pipe cost the service ~0.85 ms of CPU and its worker ~0.4 ms; it crosses
-    as a memory file's descriptor now. The worker vets and stamps the very bytes, the service's messages hold
-    no document (a small one still goes inline), and no memory file stays open on either side."""
+    """A 1 MiB upload pickled into the pipe cost the service ~0.85 ms of CPU and its worker ~0.4 ms, and an 8
+    MiB copy read back from it ~8.8 ms; both cross as a memory file's descriptor now. The worker vets and
+    stamps the very bytes and the service gets the very copy, no message either way holds a document (a small
+    one still goes inline), and no memory file stays open on either side."""
     sent: list[int] = []
-    send_bytes = Connection._send_bytes
+    received: list[int] = []
+    send_bytes, recv_bytes = Connection._send_bytes, Connection._recv_bytes
 
     def counted(conn: Connection, buf: Any) -> None:
         sent.append(len(buf))
         send_bytes(conn, buf)
 
+    def counted_in(conn: Connection, maxsize: int | None = None) -> Any:
+        buf = recv_bytes(conn, maxsize)
+        received.append(len(buf.getbuffer()))
+        return buf
+
     monkeypatch.setattr(Connection, "_send_bytes", counted)
+    monkeypatch.setattr(Connection, "_recv_bytes", counted_in)
     large = pdf_factory.make_pdf(pages=3, size_bytes=MiB)
     digest = hashlib.sha256(large).hexdigest()
     pdf = PdfSettings(workers=1, worker_max_jobs=97)  # a pool of its own, with one worker to watch
     for _ in range(3):
         assert run_vetting(large, digest, pdf, "org_handoff").page_count == 3
-        stamped = run_stamp(large, _mark(large), StampLimits.from_settings(pdf), org="org_handoff")
+        mark = _mark(large)
+        stamped = run_stamp(large, mark, StampLimits.from_settings(pdf), org="org_handoff")
         assert stamped.check.passed and len(stamped.check.pages) == 3
+        assert len(stamped.pdf) > MiB and check_copy(large, stamped.pdf, mark.copy_id).passed
     assert 0 < max(sent) < HANDOFF_MIN_BYTES, sent
-    (worker,) = _pool(pdf).pids()
-    assert _memory_files(os.getpid()) == 0 and _memory_files(worker) == 0
+    assert 0 < max(received) < HANDOFF_MIN_BYTES, received
 
     sent.clear()
     assert run_vetting(SMALL, hashlib.sha256(SMALL).hexdigest(), pdf, "org_handoff").page_count == 2
     assert max(sent) > len(SMALL) and len(SMALL) < HANDOFF_MIN_BYTES  # inline: cheaper than a memory file
+    (worker,) = _pool(pdf).pids()  # done with the stamping's memory file: it took this job after
+    assert _memory_files(os.getpid()) == 0 and _memory_files(worker) == 0
 
 
 @pytest.mark.once

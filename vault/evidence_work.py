@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,7 +41,7 @@ from compliance.sources import Deadline
 from storage.embedded_s3 import S3Endpoint
 from storage.settings import EvidenceWorkSettings, Settings
 from vault.slots import Full, Slots
-from vault.worker_pool import Cancelled, Job, PoolConfig, StampFailure, pool_for
+from vault.worker_pool import Cancelled, Job, PoolConfig, StampFailure, pool_for, receive_document, send_document
 
 if TYPE_CHECKING:
     from vault.runtime import Runtime
@@ -99,15 +99,23 @@ def _runtime_for(joining: Joining) -> Runtime:
 
 def _serve_call(conn: Connection, joining: Joining, call: Call, seconds: float) -> None:
     """Run ``call`` and send ``("ok", answer)`` or ``("error", exception)``; an exception that cannot cross the
-    pipe goes as a :class:`RuntimeError` naming it (it is still an unexpected failure, logged by the service)."""
+    pipe goes as a :class:`RuntimeError` naming it (it is still an unexpected failure, logged by the service).
+    An answer of bytes (a package, a PDF) is sent as ``("document", answer without them)`` and the bytes
+    after it, by :func:`~vault.worker_pool.send_document`: a package of many documents is many MiB, and read
+    from the pipe each MiB cost the service's thread about a millisecond."""
     try:
         outcome: tuple[str, Any] = ("ok", call.function(_runtime_for(joining), Deadline(seconds), *call.args))
     except Exception as exc:
         outcome = ("error", exc)
+    kind, value = outcome
+    if kind == "ok" and isinstance(value.content, bytes):
+        conn.send(("document", replace(value, content=b"")))
+        send_document(conn, value.content)
+        return
     try:
         conn.send(outcome)
     except (pickle.PicklingError, TypeError, AttributeError):
-        conn.send(("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+        conn.send(("error", RuntimeError(f"{type(value).__name__}: {value}")))
 
 
 def _nothing(_runtime: Runtime, _deadline: Deadline) -> Answer:
@@ -119,7 +127,7 @@ def _read_answer(conn: Connection, _deadline: float) -> Answer:
     kind, value = conn.recv()
     if kind == "error":
         raise value
-    answer: Answer = value
+    answer: Answer = replace(value, content=receive_document(conn)) if kind == "document" else value
     return answer
 
 

@@ -35,7 +35,16 @@ from storage.settings import PdfSettings
 from vault.copy_stamp import stamp_copy
 from vault.pdf_vetting import PdfFacts, vet_here
 from vault.slots import Full, Refusal, Slots
-from vault.worker_pool import Handoff, Job, PoolConfig, StampFailure, job_usage, pool_for
+from vault.worker_pool import (
+    Handoff,
+    Job,
+    PoolConfig,
+    StampFailure,
+    job_usage,
+    pool_for,
+    receive_document,
+    send_document,
+)
 
 log = logging.getLogger("evault.stamp")
 PRELOAD = ("vault.stamp_worker", "vault.worker_preload")  # what the stampers' forkserver imports first
@@ -108,7 +117,7 @@ def _child(conn: Connection, source: bytes | Path, mark: CopyMark, memory_bytes:
         return
     peak_rss, cpu = job_usage()
     conn.send(("ok", peak_rss, cpu, check))
-    conn.send_bytes(pdf if keep else b"")
+    send_document(conn, pdf if keep else b"")
 
 
 def run_stamp(
@@ -118,8 +127,8 @@ def run_stamp(
     ``Copy.Busy`` when no worker frees within the deadline).
 
     A path is read by the worker (under its memory limit), and bytes reach it as a memory file
-    (:class:`~vault.worker_pool.Handoff`), so a document is never copied through the pipe; a rehearsal
-    (``keep=False``) gets no copy back, only the verdict."""
+    (:class:`~vault.worker_pool.Handoff`), and so does the copy coming back, so a document is never copied
+    through the pipe; a rehearsal (``keep=False``) gets no copy back, only the verdict."""
 
     def read(receiver: Connection, deadline: float) -> StampOutcome:
         header = receiver.recv()
@@ -127,7 +136,7 @@ def run_stamp(
             raise StampFailure(header[0], header[1])
         if not receiver.poll(max(0.0, deadline - time.monotonic())):
             raise StampFailure("timeout", f"no result within {limits.timeout_seconds:.0f} s")
-        return StampOutcome(receiver.recv_bytes(), header[3], int(header[1]), float(header[2]))
+        return StampOutcome(receive_document(receiver), header[3], int(header[1]), float(header[2]))
 
     document = Handoff(source) if isinstance(source, bytes) else source
     job = Job(_child, (document, mark, limits.memory_bytes, keep), limits.cpu_seconds, limits.timeout_seconds, read)
