@@ -22,8 +22,10 @@ from the stamper's clean forkserver (never from the threaded service) and serves
   different forkservers: a stamper never carries the evidence workers' database and storage libraries in its
   address space (its ``RLIMIT_AS``), nor they the stamper's;
 - a job may be cancelled while it runs (its caller is gone): its worker is killed and replaced;
-- a document a job reads goes to its worker as an anonymous memory file whose descriptor crosses the pipe
-  (:class:`Handoff`), not pickled through it.
+- a document a job reads goes to its worker, and a document the worker makes comes back, as an anonymous
+  memory file whose descriptor crosses the pipe (:class:`Handoff`, :func:`send_document`), not through the
+  pipe itself;
+- :meth:`WorkerPool.warm` starts a pool's forkserver and a worker before any request needs them.
 
 :func:`close_pools` (the runtime's close, on SIGTERM) kills every worker at once: a job in flight is refused
 with the caller's 503, so shutting down never waits for a document.
