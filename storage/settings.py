@@ -254,7 +254,8 @@ class PdfSettings:
     # other busy processes.
     worker_nice: int = 10
     # EVAULT_PDF_WORKERS: long-lived worker processes that vet uploads and stamp copies, per service process
-    # (started when first needed; each job takes one within its organisation's fair share)
+    # (one started before `evault serve` serves, the rest when first needed; each job takes one within its
+    # organisation's fair share)
     workers: int = 2
     worker_max_jobs: int = 200  # EVAULT_PDF_WORKER_MAX_JOBS: jobs one worker serves before it is replaced
     # EVAULT_PDF_WORKER_MAX_RSS_BYTES: a worker whose resident memory after a job is past this is replaced, so a
