@@ -21,6 +21,7 @@ import rfc8785
 
 from compliance.certificates.issuance import key_id_of
 from compliance.errors import EvaultError
+from compliance.evidence_package.import_check import verify_export
 from compliance.evidence_package.manifest import canonical_zip, file_entry
 from compliance.evidence_package.offline_check import verify_package
 from tests import outside_package_verifier
@@ -149,6 +150,25 @@ def test_any_altered_byte_fails_the_package(client: Any, tenant: Any, tmp_path: 
     flipped[len(package) // 2] ^= 0x01
     run = _cli(tmp_path, bytes(flipped), pem)
     assert run.returncode == 2 and "INVALID: Package." in run.stderr, run.stderr
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("bit", [0, 3, 5, 6, 11])
+def test_a_flag_set_on_a_file_is_refused_as_altered(bit: int) -> None:
+    """A package's files carry no flags (docs/evidence-package.md). One byte flipped in the central directory's
+    flags once made zipfile raise RuntimeError ("encrypted, password required") out of the offline check (CI,
+    test_any_altered_byte_fails_the_package, where the flipped positions follow the package's length): now
+    every flag set is the package altered."""
+    package = bytearray(canonical_zip({"manifest.json": b"{}", "keys/keys.json": b"{}"}))
+    directory = package.index(b"PK\x01\x02")
+    flags = struct.unpack_from("<H", package, directory + 8)[0]
+    struct.pack_into("<H", package, directory + 8, flags | 1 << bit)
+    with pytest.raises(EvaultError) as refused:
+        verify_package(bytes(package), b"")
+    assert refused.value.code == "Package.Altered", refused.value
+    with pytest.raises(EvaultError) as refused:  # an import reads the manifest first, to find its signer
+        verify_export(bytes(package), [b"any trusted key"], "vault.here.example", [])
+    assert refused.value.code == "Import.Malformed", refused.value
 
 
 def test_a_changed_file_in_a_tidy_zip_fails_on_its_hash(client: Any, tenant: Any) -> None:

@@ -100,10 +100,13 @@ def _signer(data: bytes, trusted: list[bytes]) -> tuple[bytes, str]:
     the key that signed it."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            document = strict_json.loads(archive.read(MANIFEST))
+            entry = archive.getinfo(MANIFEST)
+            if entry.compress_type != zipfile.ZIP_STORED or entry.flag_bits or entry.file_size > len(data):
+                raise ValueError("the manifest is not stored as a package stores it (plain, no flags)")
+            document = strict_json.loads(archive.read(entry))
         key_id = document["signature"]["key_id"]
         chain = document["manifest"].get("key_chain", [])
-    except (zipfile.BadZipFile, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError, AttributeError, OSError, EOFError) as exc:
         raise ImportRefused(MALFORMED, f"the package has no readable signed manifest: {exc}") from None
     for pem in trusted:
         try:

@@ -76,6 +76,8 @@ def _files(data: bytes) -> dict[str, bytes]:
             raise PackageInvalid(MALFORMED, "the package is larger than a package may be")
         if any(i.compress_type != zipfile.ZIP_STORED for i in infos):  # never inflate: stored is canonical
             raise PackageInvalid(ALTERED, "the zip compresses a file: a package stores its files as they are")
+        if any(i.flag_bits for i in infos):  # zipfile would refuse to read an encrypted one with RuntimeError
+            raise PackageInvalid(ALTERED, "the zip sets flags on a file (encrypted, patched...): a package's are 0")
         if len(set(names)) != len(names):
             raise PackageInvalid(MALFORMED, "the zip names one file twice")
         if not all(PATH.fullmatch(n) and ".." not in n for n in names):
