@@ -13,10 +13,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
@@ -238,6 +240,27 @@ def evault_serve(
             except subprocess.TimeoutExpired:
                 proc.kill()
         proc.wait()
+
+
+def pipe_messages(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """The sizes of the messages this process sends and receives on multiprocessing's connections (its worker
+    pools' pipes) from now on, as (sent, received): what a document handed over as a memory file keeps out."""
+    sent: list[int] = []
+    received: list[int] = []
+    send_bytes, recv_bytes = Connection._send_bytes, Connection._recv_bytes
+
+    def counted_out(conn: Connection, buf: Any) -> None:
+        sent.append(len(buf))
+        send_bytes(conn, buf)
+
+    def counted_in(conn: Connection, maxsize: int | None = None) -> Any:
+        buf = recv_bytes(conn, maxsize)
+        received.append(len(buf.getbuffer()))
+        return buf
+
+    monkeypatch.setattr(Connection, "_send_bytes", counted_out)
+    monkeypatch.setattr(Connection, "_recv_bytes", counted_in)
+    return sent, received
 
 
 PG_URL = os.environ.get("EVAULT_TEST_DATABASE_URL", "")  # the PostgreSQL pass's server; empty: SQLite

@@ -12,7 +12,6 @@ import struct
 import subprocess
 import sys
 import zipfile
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from compliance.evidence_package.import_check import verify_export
 from compliance.evidence_package.manifest import canonical_zip, file_entry
 from compliance.evidence_package.offline_check import verify_package
 from tests import outside_package_verifier
-from tests.helpers import API, create_envelope, upload
+from tests.helpers import API, create_envelope, pipe_messages, upload
 from tests.pdf_factory import make_pdf
 from vault.runtime import Runtime
 from vault.worker_pool import HANDOFF_MIN_BYTES
@@ -262,15 +261,7 @@ def test_a_large_package_comes_from_its_worker_as_a_memory_file(
     envelope_id = create_envelope(client, headers)
     document = make_pdf(pages=2, size_bytes=2 * 1024 * 1024)
     assert upload(client, headers, envelope_id, document).status_code == 201
-    received: list[int] = []
-    recv_bytes = Connection._recv_bytes
-
-    def counted(conn: Connection, maxsize: int | None = None) -> Any:
-        buf = recv_bytes(conn, maxsize)
-        received.append(len(buf.getbuffer()))
-        return buf
-
-    monkeypatch.setattr(Connection, "_recv_bytes", counted)
+    _, received = pipe_messages(monkeypatch)
     package = _package(client, headers, envelope_id)
     assert len(package) > len(document) and 0 < max(received) < HANDOFF_MIN_BYTES, received
     assert document in _files(package).values()

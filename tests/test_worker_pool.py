@@ -19,7 +19,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from compliance.conditions.mark_check import check_copy
 from compliance.errors import InvalidInput, Unavailable
 from storage.settings import PdfSettings, Settings, SettingsError
 from tests import hostile_pdfs, pdf_factory, signed_pdfs
-from tests.helpers import create_envelope, evault_serve, server_port, upload
+from tests.helpers import create_envelope, evault_serve, pipe_messages, server_port, upload
 from vault.pdf_inspect import inspect_pdf
 from vault.stamp_worker import PRELOAD, CopyStampError, StampLimits, run_stamp, run_vetting, stamp_for_copy
 from vault.worker_pool import HANDOFF_MIN_BYTES, StampFailure, WorkerPool, close_pools, forkserver_pid, pool_for
@@ -381,21 +380,7 @@ def test_a_document_reaches_its_worker_as_a_memory_file_not_through_the_pipe(mon
     MiB copy read back from it ~8.8 ms; both cross as a memory file's descriptor now. The worker vets and
     stamps the very bytes and the service gets the very copy, no message either way holds a document (a small
     one still goes inline), and no memory file stays open on either side."""
-    sent: list[int] = []
-    received: list[int] = []
-    send_bytes, recv_bytes = Connection._send_bytes, Connection._recv_bytes
-
-    def counted(conn: Connection, buf: Any) -> None:
-        sent.append(len(buf))
-        send_bytes(conn, buf)
-
-    def counted_in(conn: Connection, maxsize: int | None = None) -> Any:
-        buf = recv_bytes(conn, maxsize)
-        received.append(len(buf.getbuffer()))
-        return buf
-
-    monkeypatch.setattr(Connection, "_send_bytes", counted)
-    monkeypatch.setattr(Connection, "_recv_bytes", counted_in)
+    sent, received = pipe_messages(monkeypatch)
     large = pdf_factory.make_pdf(pages=3, size_bytes=MiB)
     digest = hashlib.sha256(large).hexdigest()
     pdf = PdfSettings(workers=1, worker_max_jobs=97)  # a pool of its own, with one worker to watch

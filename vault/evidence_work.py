@@ -165,32 +165,28 @@ class EvidenceWork:
         self._lock = threading.Lock()
         self._jobs: dict[Deadline, threading.Thread] = {}
 
+    def _job(self, joining: Joining, call: Call, cancelled: Callable[[], bool] | None = None) -> Job[Answer]:
+        """``call`` as a worker's job, within the evidence deadline."""
+        seconds = float(self.settings.deadline_seconds)
+        return Job(
+            _serve_call,
+            (joining, call, seconds),
+            int(seconds) + 1,
+            seconds + WORKER_GRACE_SECONDS,  # a request's own deadline (run) passes first, and kills the worker
+            _read_answer,
+            cancelled=cancelled,
+        )
+
     def warm(self, joining: Joining) -> None:
         """Start a worker and open the vault in it (its forkserver's imports and the join: about 2 s here)
         before the first compliance, certificate or audit request needs one."""
-        seconds = float(self.settings.deadline_seconds)
-        job = Job(
-            _serve_call,
-            (joining, Call(_nothing, ()), seconds),
-            int(seconds) + 1,
-            seconds + WORKER_GRACE_SECONDS,
-            _read_answer,
-        )
-        pool_for(self._pool).run(job, None, _refuse)
+        pool_for(self._pool).run(self._job(joining, Call(_nothing, ())), None, _refuse)
 
     async def run_apart(self, org_id: str, joining: Joining, call: Call, gone: Callable[[], Awaitable[None]]) -> Answer:
         """``call``'s answer, computed in a worker process; ``gone`` returns when the client has disconnected."""
-        seconds = float(self.settings.deadline_seconds)
 
         def in_worker(deadline: Deadline) -> Answer:
-            job = Job(
-                _serve_call,
-                (joining, call, seconds),
-                int(seconds) + 1,
-                seconds + WORKER_GRACE_SECONDS,  # the deadline here passes first, and kills the worker
-                _read_answer,
-                cancelled=lambda: deadline.cancelled,
-            )
+            job = self._job(joining, call, cancelled=lambda: deadline.cancelled)
             try:
                 return pool_for(self._pool).run(job, org_id, _refuse)
             except Cancelled:

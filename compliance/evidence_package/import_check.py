@@ -27,7 +27,7 @@ from compliance.certificates.issuance import key_id_of
 from compliance.checkpoints.auditor_memory import load_trusted_key
 from compliance.errors import Conflict, EvaultError, InvalidInput
 from compliance.evidence_package.manifest import MANIFEST
-from compliance.evidence_package.offline_check import VerifiedPackage, verify_package
+from compliance.evidence_package.offline_check import VerifiedPackage, stored_plainly, verify_package
 from compliance.ledger.key_history import KeySet
 from compliance.ledger.log_error import LogError
 from compliance.signatures.pdf_validation import validate_signatures
@@ -101,7 +101,7 @@ def _signer(data: bytes, trusted: list[bytes]) -> tuple[bytes, str]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             entry = archive.getinfo(MANIFEST)
-            if entry.compress_type != zipfile.ZIP_STORED or entry.flag_bits or entry.file_size > len(data):
+            if not stored_plainly(entry) or entry.file_size > len(data):
                 raise ValueError("the manifest is not stored as a package stores it (plain, no flags)")
             document = strict_json.loads(archive.read(entry))
         key_id = document["signature"]["key_id"]

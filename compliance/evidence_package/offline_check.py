@@ -67,6 +67,12 @@ def _get(obj: Any, name: str, kind: type) -> Any:
     return value
 
 
+def stored_plainly(entry: zipfile.ZipInfo) -> bool:
+    """A zip entry as the vault writes a package's (docs/evidence-package.md): stored, so never inflated here,
+    and with no flags, so zipfile reads it (an encrypted or patched entry makes it raise, not refuse)."""
+    return entry.compress_type == zipfile.ZIP_STORED and not entry.flag_bits
+
+
 def _files(data: bytes) -> dict[str, bytes]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -74,10 +80,10 @@ def _files(data: bytes) -> dict[str, bytes]:
         names = [i.filename for i in infos]
         if len(infos) > MAX_FILES or sum(i.file_size for i in infos) > MAX_BYTES:
             raise PackageInvalid(MALFORMED, "the package is larger than a package may be")
-        if any(i.compress_type != zipfile.ZIP_STORED for i in infos):  # never inflate: stored is canonical
-            raise PackageInvalid(ALTERED, "the zip compresses a file: a package stores its files as they are")
-        if any(i.flag_bits for i in infos):  # zipfile would refuse to read an encrypted one with RuntimeError
-            raise PackageInvalid(ALTERED, "the zip sets flags on a file (encrypted, patched...): a package's are 0")
+        if not all(stored_plainly(i) for i in infos):
+            raise PackageInvalid(
+                ALTERED, "the zip compresses a file or sets flags on it: a package stores its files as they are"
+            )
         if len(set(names)) != len(names):
             raise PackageInvalid(MALFORMED, "the zip names one file twice")
         if not all(PATH.fullmatch(n) and ".." not in n for n in names):
