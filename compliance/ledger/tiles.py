@@ -21,14 +21,13 @@ read there; a tree that has appended stops using it (what it wrote may be rolled
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from operator import itemgetter
 from typing import Protocol
 
 from compliance.ledger.log_error import CORRUPT, INVALID_PROOF, MALFORMED, ROLLED_BACK, LogCorrupt, LogError
-from compliance.ledger.merkle import EMPTY_ROOT, HASH_SIZE
+from compliance.ledger.merkle import EMPTY_ROOT, HASH_SIZE, node_hash, start_node
 from storage.log_tiles import Tile
 from storage.shared_tiles import OrgTiles
 
@@ -91,7 +90,7 @@ _AT = [
 
 def _grow_interior(row: bytes, done: int, interior: bytes) -> bytes:
     """``interior`` (the parents complete among the first ``done`` hashes of ``row``) extended to all of ``row``."""
-    sha = hashlib.sha256
+    node = start_node
     stack: list[bytes] = []  # the perfect subtrees of the first ``done`` hashes, largest first
     lo = 0
     for r in range(TILE_HEIGHT, -1, -1):
@@ -104,7 +103,10 @@ def _grow_interior(row: bytes, done: int, interior: bytes) -> bytes:
     for count in range(done + 1, len(row) // HASH_SIZE + 1):
         h = row[(count - 1) * HASH_SIZE : count * HASH_SIZE]
         while not count & 1:
-            h = sha(b"\x01" + pop() + h).digest()
+            n = node()
+            n.update(pop())
+            n.update(h)
+            h = n.digest()
             add(h)
             count >>= 1
         push(h)
@@ -397,8 +399,7 @@ class TiledTree:
 
 def _fold(hashes: Sequence[bytes]) -> bytes:
     """MTH of adjacent perfect subtrees given left to right, each at least as big as the next."""
-    sha = hashlib.sha256
     h = hashes[-1]
     for left in reversed(hashes[:-1]):
-        h = sha(b"\x01" + left + h).digest()
+        h = node_hash(left, h)
     return h

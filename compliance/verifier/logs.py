@@ -28,7 +28,7 @@ from compliance.ledger.checkpoint_format import Checkpoint, verify_checkpoint
 from compliance.ledger.event_catalogue import MAP_ROOT, TRANSFER_ARRIVED
 from compliance.ledger.events import log_size
 from compliance.ledger.log_error import LogError
-from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
+from compliance.ledger.merkle import EMPTY_ROOT, leaf_hash, node_hash, start_node, verify_consistency
 from compliance.ledger.tiles import TILE_WIDTH, TiledTree, interior_of
 from compliance.verifier.context import Context, MemoryRunLog
 from compliance.verifier.envelope_state import EnvelopeState
@@ -58,7 +58,10 @@ class CompactRange:
         self.size += 1
         merges, h = self.size, leaf
         while not merges & 1:
-            h = _sha256(b"\x01" + self.stack.pop() + h).digest()
+            n = start_node()
+            n.update(self.stack.pop())
+            n.update(h)
+            h = n.digest()
             merges >>= 1
         self.stack.append(h)
 
@@ -67,7 +70,7 @@ class CompactRange:
             return EMPTY_ROOT
         root = self.stack[-1]
         for left in reversed(self.stack[:-1]):
-            root = _sha256(b"\x01" + left + root).digest()
+            root = node_hash(left, root)
         return root
 
 
