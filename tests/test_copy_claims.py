@@ -91,6 +91,15 @@ def test_a_copy_whose_process_died_before_its_register_is_in_flight_then_removed
     # Within the grace period the object is a copy on its way; past it, and with the claim gone, it is reported.
     assert _codes(verify_vault(runtime.sources(), HOUR)) == []
     assert _codes(verify_vault(runtime.sources(), NOW)) == ["Copy.Unregistered"]
+    # The live check agrees once the claim is past the grace period, with no reconciler run in between.
+    grace = timedelta(seconds=runtime.settings.vault.claim_grace_seconds)
+    with runtime.db.session() as session:
+        session.execute(update(CopyClaim).values(claimed_at=utcnow() - grace - timedelta(seconds=5)))
+    five = _condition_5(client, headers, envelope_id)
+    assert five["status"] == "fail" and five["evidence"]["in_flight"] == [], five
+    assert five["evidence"]["unregistered"] == [[key, version]]
+    assert "past the grace period" in " ".join(five["reasons"]), five
+    (claim,) = _rows(runtime, CopyClaim)
     assert reconcile_copy_claims(runtime.custody(), HOUR) == []  # young: left alone
     assert reconcile_copy_claims(runtime.custody(), NOW) == [claim.copy_id]
     assert _copy_objects(runtime, org_id) == [] and _rows(runtime, CopyClaim) == []

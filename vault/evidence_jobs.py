@@ -9,6 +9,7 @@ and authorise in the service, and turn the answer into the response.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from compliance.audit.trail import as_csv, audit_trail
@@ -30,8 +31,12 @@ Package = Callable[[Sources, PackageIssuer, Actor, str], bytes]
 
 
 def policy_of(runtime: Runtime) -> Policy:
-    evidence = runtime.settings.evidence
-    return Policy(Custodian(evidence.custodian_name, evidence.custodian_id), runtime.settings.s3.authoritative_bucket)
+    settings = runtime.settings
+    return Policy(
+        Custodian(settings.evidence.custodian_name, settings.evidence.custodian_id),
+        settings.s3.authoritative_bucket,
+        timedelta(seconds=settings.vault.claim_grace_seconds),
+    )
 
 
 def compliance(

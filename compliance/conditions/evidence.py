@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -24,6 +25,7 @@ from compliance.ledger.event_catalogue import Role, with_role
 from compliance.ledger.events import envelope_events
 from compliance.ledger.log_error import LogError
 from compliance.sources import Sources
+from storage.ids import utcnow
 from storage.models import ApiKey, CopyClaim, CopyRecord, Envelope, Event, VaultedDocument, VaultRecord
 from storage.models import Checkpoint as CheckpointRow
 
@@ -45,6 +47,10 @@ class Policy:
 
     custodian: Custodian
     authoritative_bucket: str
+    # A copy claim younger than this names a copy on its way (put, its register not yet committed); an older one
+    # is a request that died, whose object is an unregistered copy until the reconciler deletes it, as the
+    # verifier says (EVAULT_CLAIM_GRACE_SECONDS).
+    claim_grace: timedelta = timedelta(minutes=15)
 
 
 @dataclass
@@ -71,6 +77,7 @@ class Evidence:
     logs: dict[str, LogProof]  # each log the chain is in (the log it is in now last): its proofs
     unsupported: list[Mismatch] = field(default_factory=list)  # rows (and key rows) the ledger does not support
     claimed_copies: frozenset[str] = frozenset()  # keys of copies in flight: put, not yet registered (CopyClaim)
+    stale_claims: frozenset[str] = frozenset()  # keys of copy claims past the grace period: requests that died
 
     @property
     def checkpoint(self) -> CheckpointRow | None:
@@ -145,11 +152,22 @@ def gather(sources: Sources, policy: Policy, caller_org: str, envelope_id: str) 
                 select(CopyRecord).where(CopyRecord.envelope_id == envelope_id).order_by(col(CopyRecord.issued_at))
             )
         )
-        claimed = frozenset(session.exec(select(CopyClaim.s3_key).where(CopyClaim.envelope_id == envelope_id)))
+        recent = col(CopyClaim.claimed_at) >= utcnow() - policy.claim_grace
+        claims = session.exec(select(CopyClaim.s3_key, recent).where(CopyClaim.envelope_id == envelope_id)).all()
         events = envelope_events(session, envelope_id)
         sources.deadline.check()
         evidence = Evidence(
-            sources, policy, envelope, record, documents, copies, events, {}, {}, claimed_copies=claimed
+            sources,
+            policy,
+            envelope,
+            record,
+            documents,
+            copies,
+            events,
+            {},
+            {},
+            claimed_copies=frozenset(key for key, young in claims if young),
+            stale_claims=frozenset(key for key, young in claims if not young),
         )
         key_ids = set()
         for event in events:
