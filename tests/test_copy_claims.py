@@ -99,7 +99,6 @@ def test_a_copy_whose_process_died_before_its_register_is_in_flight_then_removed
     assert five["status"] == "fail" and five["evidence"]["in_flight"] == [], five
     assert five["evidence"]["unregistered"] == [[key, version]]
     assert "past the grace period" in " ".join(five["reasons"]), five
-    (claim,) = _rows(runtime, CopyClaim)
     assert reconcile_copy_claims(runtime.custody(), HOUR) == []  # young: left alone
     assert reconcile_copy_claims(runtime.custody(), NOW) == [claim.copy_id]
     assert _copy_objects(runtime, org_id) == [] and _rows(runtime, CopyClaim) == []

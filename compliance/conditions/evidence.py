@@ -50,7 +50,7 @@ class Policy:
     # A copy claim younger than this names a copy on its way (put, its register not yet committed); an older one
     # is a request that died, whose object is an unregistered copy until the reconciler deletes it, as the
     # verifier says (EVAULT_CLAIM_GRACE_SECONDS).
-    claim_grace: timedelta = timedelta(minutes=15)
+    claim_grace: timedelta
 
 
 @dataclass
