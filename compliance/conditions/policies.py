@@ -418,15 +418,10 @@ class CopiesIdentifiable(_Base):
         unnamed = sorted(k for k in listed if k not in registered)
         in_flight = [k for k in unnamed if k[0] in evidence.claimed_copies]  # put, its register not yet committed
         stray = [k for k in unnamed if k[0] not in evidence.claimed_copies]
-        failures += [
-            f"unregistered object {key} (version {version}) under the copy prefix"
-            + (
-                ": its copy claim is past the grace period, a request that died (the reconciler deletes the object)"
-                if key in evidence.stale_claims
-                else ""
-            )
-            for key, version in stray
-        ]
+        for key, version in stray:
+            why = ": its copy claim is past the grace period, a request that died (the reconciler deletes the object)"
+            stale = why if key in evidence.stale_claims else ""
+            failures.append(f"unregistered object {key} (version {version}) under the copy prefix{stale}")
         missing = set(logged) - {c.id for c in evidence.copies}
         failures += [f"copy {cid} is in the ledger but not registered" for cid in sorted(map(str, missing))]
         found = {"copies": copies, "copy_prefix": evidence.copy_prefix(), "unregistered": stray, "in_flight": in_flight}
