@@ -23,8 +23,9 @@ MAX_PROOF_LEN = 64  # a tree of fewer than 2**64 leaves has no longer proof
 _sha256 = hashlib.sha256
 _HASH_LENGTH = frozenset({HASH_SIZE})
 # An interior node's hash starts as a copy of this one, its 0x01 prefix already absorbed, and takes its two
-# children: a tree's fold costs about a tenth less than hashing each concatenation, which makes two new byte
-# strings (docs/benchmarks.md). Only ever copied, never updated, so threads may share it.
+# children, instead of hashing a concatenation (two new byte strings per node); a throwaway diagnostic put the
+# fold about a tenth nearer raw SHA-256, which bench/log.py cannot tell apart (docs/benchmarks.md). The hot loops
+# inline it: a call per node would cost what it saves. Only ever copied, never updated, so threads may share it.
 start_node = hashlib.sha256(b"\x01").copy
 
 
