@@ -62,7 +62,9 @@ class SqlTileStore:
         if not self._share or self._session.info.get(_WROTE_TILES):
             return None
         if self._shared is None:
-            bind = self._session.get_bind()
+            bind = self._session.bind  # the engine the vault's sessions are made with: get_bind() costs more
+            if bind is None:
+                bind = self._session.get_bind()
             self._shared = OrgTiles(shared_tiles(bind if isinstance(bind, Engine) else bind.engine), self._org_id)
         return self._shared
 

@@ -119,7 +119,11 @@ _BY_ENGINE_LOCK = threading.Lock()
 
 
 def shared_tiles(engine: Engine) -> SharedTiles:
-    """The process's cache for the database behind ``engine`` (dropped with the engine)."""
+    """The process's cache for the database behind ``engine`` (dropped with the engine). Found without the
+    lock, as every proof's tree asks; made under it."""
+    shared = _BY_ENGINE.get(engine)
+    if shared is not None:
+        return shared
     with _BY_ENGINE_LOCK:
         shared = _BY_ENGINE.get(engine)
         if shared is None:

@@ -15,7 +15,7 @@ needs, so a partial tile read before an append can never stand in for the grown 
 wrote through ``append`` rolls back, discard the ``TiledTree``. A request's tree is new and its cache empty, so
 a store may also offer the process's cache of committed tiles and right-edge folds (``TileStore.shared``,
 ``storage.shared_tiles``): the tree takes tiles from it before reading the rest in one query, and keeps what it
-read there; a tree that has appended stops using it (what it wrote may be rolled back).
+read there only; a tree that has appended stops using it (what it wrote may be rolled back).
 """
 
 from __future__ import annotations
@@ -219,26 +219,25 @@ class TiledTree:
             self._cache.popitem(last=False)
 
     def _tiles(self, widths: Mapping[TileKey, int], shared: OrgTiles | None) -> dict[TileKey, Tile]:
-        """Each tile holding at least ``widths[key]`` hashes, with its interior: cached (here, else in ``shared``,
-        the store's shared cache if this tree may use it) if wide enough, else one read. A stored interior of the
-        wrong length for its row is not used: it is recomputed from the row."""
-        found: dict[TileKey, Tile] = {}
-        missing: dict[TileKey, int] = {}
-        cache = self._cache
-        for key, width in widths.items():
-            tile = cache.get(key)
-            if tile is not None and len(tile.hashes) >= width * HASH_SIZE:
-                cache.move_to_end(key)
-                found[key] = tile
-            else:
-                missing[key] = width
-        if not missing:
-            return found
+        """Each tile holding at least ``widths[key]`` hashes, with its interior: cached if wide enough, else one
+        read. A tree that shares (``shared``: the store's shared cache, while this tree may use it) keeps what it
+        reads there alone: its own cache fills only once it has appended, so it is empty while sharing and not
+        looked in. A stored interior of the wrong length for its row is not used: it is recomputed from the row."""
         if shared is not None:
-            for key, tile in shared.tiles(missing).items():
-                del missing[key]
-                found[key] = tile
-                self._remember(key, tile)
+            found = shared.tiles(widths)
+            if len(found) == len(widths):
+                return found
+            missing = {key: width for key, width in widths.items() if key not in found}
+        else:
+            found, missing = {}, {}
+            cache = self._cache
+            for key, width in widths.items():
+                tile = cache.get(key)
+                if tile is not None and len(tile.hashes) >= width * HASH_SIZE:
+                    cache.move_to_end(key)
+                    found[key] = tile
+                else:
+                    missing[key] = width
             if not missing:
                 return found
         got = self._store.read_tiles(missing)
@@ -252,9 +251,11 @@ class TiledTree:
             if len(interior) != interior_length(len(row) // HASH_SIZE):
                 interior = interior_of(row)
             read[key] = found[key] = Tile(row, interior)
-            self._remember(key, read[key])
         if shared is not None:
             shared.keep(read)
+        else:
+            for key, tile in read.items():
+                self._remember(key, tile)
         return found
 
     def _node_hashes(self, nodes: Sequence[Node]) -> list[bytes]:
