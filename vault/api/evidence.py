@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from anyio import to_thread
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
+from sqlmodel import Session
 
 from compliance.errors import InvalidInput
 from compliance.ledger.events import Actor
@@ -27,6 +29,7 @@ from vault.api.schemas import (
     SignedCertificate,
     answers,
 )
+from vault.envelopes import get_envelope
 from vault.evidence_work import Answer, Call, Joining
 from vault.runtime import Runtime
 from vault.tenancy import Principal
@@ -52,6 +55,21 @@ def _disconnected(request: Request[Any, Any, Any]) -> Callable[[], Awaitable[Non
             pass
 
     return wait
+
+
+async def require_visible(
+    runtime: Runtime, find: Callable[[Session, str, str], object], actor: Actor, subject_id: str
+) -> None:
+    """404 unless ``find`` (``get_envelope``, ``visible_transfer``) shows the subject to the actor's organisation,
+    asked before an evidence route takes its organisation's slot: the job looks it up again, but a request for
+    something that is not there must not take (or be refused for want of) the one slot an organisation has by
+    default."""
+
+    def look() -> None:
+        with runtime.db.read_session() as session:
+            find(session, actor.org_id, subject_id)
+
+    await to_thread.run_sync(look)
 
 
 async def in_pool(request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, job: Callable[[Deadline], T]) -> T:
@@ -116,6 +134,7 @@ class EvidenceController(Controller):
         """
         if checkpoint not in (None, "now"):
             raise InvalidInput("Request.Invalid", "checkpoint may only be 'now'", field="checkpoint")
+        await require_visible(runtime, get_envelope, actor, envelope_id)
         answer = await apart(
             request, runtime, actor, evidence_jobs.compliance, actor, envelope_id, checkpoint, principal.scopes
         )
@@ -143,6 +162,7 @@ class EvidenceController(Controller):
         It rests on a checkpoint covering every event: the latest when fresh, else one signed on request
         (``vault:write`` and the organisation's quota, as for ``?checkpoint=now``)."""
         kind = _wants(request, format, {"json": "application/json", "pdf": "application/pdf"})
+        await require_visible(runtime, get_envelope, actor, envelope_id)
         return response(
             await apart(request, runtime, actor, evidence_jobs.certificate, actor, envelope_id, kind, principal.scopes)
         )
@@ -163,5 +183,5 @@ class EvidenceController(Controller):
         """Every event of the envelope: actor, time, type, data, chain hashes and exact entry bytes (JSON);
         ``text/csv`` for people."""
         kind = _wants(request, format, {"json": "application/json", "csv": "text/csv"})
-
+        await require_visible(runtime, get_envelope, actor, envelope_id)
         return response(await apart(request, runtime, actor, evidence_jobs.audit, actor, envelope_id, kind))
