@@ -185,7 +185,29 @@ def test_one_organisation_gets_503_beyond_its_share_while_another_is_served(
     started = time.monotonic()
     second, third = (_compliance(base_url, a_headers, a_envelope) for _ in range(2))
     refused_in = time.monotonic() - started
-    # While A's one slot is taken, envelopes A cannot see are still 404, not 503: looked up before the slot.
+    other = _compliance(base_url, b_headers, b_envelope)
+    first.join(60)
+    for refused in (second, third):
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "Evidence.Busy" and int(refused.headers["Retry-After"]) >= 1
+        assert refused.json()["details"]["setting"] == "EVAULT_EVIDENCE_PER_ORG"
+    assert refused_in < 1.0  # refused at once, not queued behind the first
+    assert other.status_code == 200 and other.json()["verdict"] != "fail", other.text
+    assert answers["a1"].status_code == 200, answers["a1"].text
+
+
+def test_what_an_organisation_cannot_see_is_404_while_its_slot_is_taken(
+    client: Any, make_key: Any, base_url: str, link: SlowLink
+) -> None:
+    """An evidence route looks up what it names before it takes its organisation's slot: requests for envelopes
+    (and a transfer) that A cannot see are 404, not 503 ``Evidence.Busy``, while A's one slot is taken."""
+    a_headers, b_headers = ({"X-API-Key": make_key()[1]} for _ in range(2))
+    a_envelope, b_envelope = _vaulted(client, a_headers, 0), _vaulted(client, b_headers, 0)
+    assert _compliance(base_url, a_headers, a_envelope).status_code == 200  # a worker's first check, untimed
+    link.delay = 1.5  # A's next check outlasts its 3 s deadline, so its slot stays taken until then
+    holder = threading.Thread(target=lambda: _compliance(base_url, a_headers, a_envelope))
+    holder.start()
+    time.sleep(0.5)  # A's check is at work
     urls = [
         f"{base_url}{API}/envelopes/{envelope_id}{route}"
         for envelope_id in ("env_" + "0" * 20, b_envelope)
@@ -193,19 +215,12 @@ def test_one_organisation_gets_503_beyond_its_share_while_another_is_served(
     ] + [f"{base_url}{API}/transfers/tr_{'0' * 20}/receipt"]
     with ThreadPoolExecutor(len(urls)) as pool:  # at once, as the reads that found this did
         missing = list(pool.map(lambda url: httpx.get(url, headers=a_headers, timeout=60), urls))
-    fourth = _compliance(base_url, a_headers, a_envelope)  # and the slot was still taken all that time
-    other = _compliance(base_url, b_headers, b_envelope)
-    first.join(60)
-    for refused in (second, third, fourth):
-        assert refused.status_code == 503, refused.text
-        assert refused.json()["code"] == "Evidence.Busy" and int(refused.headers["Retry-After"]) >= 1
-        assert refused.json()["details"]["setting"] == "EVAULT_EVIDENCE_PER_ORG"
-    assert refused_in < 1.0  # refused at once, not queued behind the first
+    after = _compliance(base_url, a_headers, a_envelope)  # the slot was still taken all that time
+    holder.join(60)
+    assert after.status_code == 503 and after.json()["code"] == "Evidence.Busy", after.text
     for url, answer in zip(urls, missing, strict=True):
         code = "Transfer.NotFound" if "/transfers/" in url else "Envelope.NotFound"
         assert answer.status_code == 404 and answer.json()["code"] == code, (url, answer.text)
-    assert other.status_code == 200 and other.json()["verdict"] != "fail", other.text
-    assert answers["a1"].status_code == 200, answers["a1"].text
 
 
 def test_a_check_past_its_deadline_is_503_and_its_work_stops(
