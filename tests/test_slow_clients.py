@@ -5,7 +5,7 @@
   trickles end in 408 ``Request.BodyTimeout`` within their pace, and their slots and spools are released;
 - a body sent at an honest pace, for longer than the header deadline, is served;
 - connections whose headers never finish (or that send nothing) get 408 ``Request.HeaderTimeout`` and are
-  closed after ``EVAULT_HEADER_TIMEOUT_SECONDS``;
+  closed after ``EVAULT_HEADER_TIMEOUT_SECONDS``; a client still sending then reads the 408 and a clean end;
 - the slots' fair share: an organisation over its share beside others waits behind one below it.
 """
 
@@ -186,6 +186,39 @@ def test_connections_with_unfinished_headers_are_closed_after_the_deadline(serve
         assert time.monotonic() - started < HEADER_TIMEOUT + 5
     finally:
         for sock in silent + partial:
+            sock.close()
+
+
+def test_clients_still_sending_when_the_deadline_fires_read_the_408_and_a_clean_end(
+    server: tuple[str, int],
+) -> None:
+    """Bytes that reach a socket closed with input unread make its kernel answer with a reset, and the reset
+    made the client's recv fail after the 408: the server now half-closes and drops input before it closes."""
+    socks = [socket.create_connection(server, timeout=10) for _ in range(100)]
+    try:
+        opened = time.monotonic()
+        for sock in socks:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        while time.monotonic() - opened < HEADER_TIMEOUT + 0.5:  # a byte each, again and again, across the deadline
+            for sock in socks:
+                try:
+                    sock.send(b"x")
+                except OSError:
+                    pass  # the server has stopped reading: what it sent is still to be read
+        resets = 0
+        for sock in socks:
+            data = b""
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                while chunk := sock.recv(65536):
+                    data += chunk
+            except OSError:  # reset: ECONNRESET, or ENOTCONN from the shutdown
+                resets += 1
+                continue
+            assert data.startswith(b"HTTP/1.1 408 "), data[:80]
+        assert resets == 0, f"{resets} of {len(socks)} connections reset"
+    finally:
+        for sock in socks:
             sock.close()
 
 

@@ -8,7 +8,11 @@ uvicorn has no header timeout: its keep-alive timer starts only after a response
 a client that sends no request, or trickles its headers, holds a socket and a descriptor for as long as it
 likes (1,500 such connections stayed open for over 72 s). :class:`HeaderDeadline` arms a timer when the
 connection opens and again after each response; a request's complete headers cancel it. When it fires first
-the client gets 408 ``Request.HeaderTimeout`` and the connection is closed. The body has its own pace, kept
+the client gets 408 ``Request.HeaderTimeout`` and the connection is closed, lingering as nginx's does: the
+server half-closes, then reads and drops what still arrives for up to :attr:`_Deadline.linger_seconds` before
+it closes. A socket closed with input unread, or receiving input after its close, answers with a reset, and a
+reset can make the client's stack drop the 408 it already holds (seen under load: a client still sending its
+headers when the deadline fired read ``ECONNRESET``). The body has its own pace, kept
 by the edge middleware (:mod:`vault.api.edge`). ``evault serve``, the tests and the benches serve with
 :func:`uvicorn_config`, so they all run the same protocol.
 """
@@ -50,7 +54,9 @@ class _Deadline:
     one of uvicorn's HTTP/1.1 protocols, whose ``loop``, ``transport`` and ``cycle`` it uses."""
 
     header_timeout: ClassVar[float] = 10.0
+    linger_seconds: ClassVar[float] = 2.0
     _header_timer: asyncio.TimerHandle | None = None
+    _lingering: bool = False
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     cycle: Any
@@ -62,6 +68,11 @@ class _Deadline:
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # after the 408: read and dropped, so that the close is a FIN and not a reset
+        super().data_received(data)  # type: ignore[misc]
 
     def on_response_complete(self) -> None:
         if not self.transport.is_closing():
@@ -82,7 +93,12 @@ class _Deadline:
         if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
             return
         self.transport.write(_timeout_response(self.header_timeout))
-        self.transport.close()
+        if not self.transport.can_write_eof():  # pragma: no cover - TCP transports can
+            self.transport.close()
+            return
+        self._lingering = True
+        self.transport.write_eof()  # the 408, then a FIN; the client's own FIN closes the transport
+        self._header_timer = self.loop.call_later(self.linger_seconds, self.transport.close)
 
 
 class HeaderDeadline(_Deadline, H11Protocol):
