@@ -90,6 +90,34 @@ def test_hostile_file_is_refused_within_the_budget(make: Callable[[], bytes], co
     assert wall <= BUDGET.max_cpu_seconds + BUDGET.stamp_timeout_seconds, wall
 
 
+_PAGE = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>"
+
+
+@pytest.mark.parametrize(
+    ("objects", "message"),
+    [
+        ([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R 2 0 R] /Count 2 >>", _PAGE], "cycle"),
+        ([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R 3 0 R] /Count 2 >>", _PAGE], "cycle"),
+        (
+            [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R 9 0 R] /Count 2 >>", _PAGE],
+            "not a dict",
+        ),
+        (
+            [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R 4 0 R] /Count 2 >>", _PAGE, b"42"],
+            "not a dict",
+        ),
+        ([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids 3 0 R /Count 1 >>", _PAGE], "not an array"),
+        ([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"], "no pages"),
+    ],
+    ids=["kid-is-its-parent", "page-twice", "dangling-kid", "kid-is-a-number", "kids-not-an-array", "no-pages"],
+)
+def test_a_broken_page_tree_is_malformed(objects: list[bytes], message: str) -> None:
+    """The page tree is walked node by node (on pypdf's objects, the stamper's parser) before anything is used."""
+    result, _ = _vet(hostile_pdfs.assemble(objects))
+    assert isinstance(result, InvalidInput), result
+    assert result.code == "Document.Malformed" and message in result.message, result.message
+
+
 def test_each_limit_is_configurable() -> None:
     data = pdf_factory.make_pdf(pages=10)
     for field, value, limit in [
