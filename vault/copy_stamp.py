@@ -377,13 +377,15 @@ def _drop_unreachable(writer: PdfWriter) -> None:
             objects[index] = None
 
 
-def stamp_copy(source: bytes, mark: CopyMark) -> bytes:
+def stamp_copy(source: bytes | PdfReader, mark: CopyMark) -> bytes:
     """A new PDF: every page carries the mark, signature fields are gone, metadata names the copy.
 
-    Runs in-process; the service calls it through ``vault.stamp_worker`` so a hostile file meets a memory
-    limit and a timeout.
+    ``source`` is the original, or a reader of it that nothing has changed (vetting's rehearsal hands in the
+    reader that vetted the file, so it is not parsed again); the reader is changed by the stamping. Runs
+    in-process; the service calls it through ``vault.stamp_worker`` so a hostile file meets a memory limit and
+    a timeout.
     """
-    reader = PdfReader(PdfBytes(source))
+    reader = source if isinstance(source, PdfReader) else PdfReader(PdfBytes(source))
     _strip_reader(reader)
     writer = PdfWriter(clone_from=reader)
     stamper = _PageStamper(writer, mark)

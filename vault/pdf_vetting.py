@@ -13,8 +13,9 @@ Whatever is accepted must also be stampable later, and cheaply. So the page tree
 walked, every stream is decoded with a running total across the file (the file's /Count, /Size and /Length
 are attacker-written and prove nothing), and counted again each time a page or form uses it
 (``vault.pdf_uses``: the stamper joins a /Contents array element by element), CPU time is checked as the work
-goes, and finally the copy stamper itself (pypdf, the other parser) rehearses a copy; for a document beyond the
-small bounds below, the copy's mark is also checked by rendering, as at issuance.
+goes, and finally the copy stamper itself rehearses a copy, from the pypdf reader that vetted the file (its copy
+is the copy path's, byte for byte); for a document beyond the small bounds below, the copy's mark is also
+checked by rendering, as at issuance.
 Every failure becomes an ``InvalidInput`` with a stable code (``Document.TooComplex`` names the limit):
 callers never see parser exceptions. A ``MemoryError`` is let through: the worker reports it as its limit.
 """
@@ -183,10 +184,10 @@ def _count_decoded(stream: StreamObject, budget: _Budget) -> None:
         budget.tick()
 
 
-def _scan_objects(stream: BinaryIO, budget: _Budget) -> int:
+def _scan_objects(stream: BinaryIO, budget: _Budget) -> tuple[int, PdfReader]:
     """Read every object with pypdf (the stamper's parser): the page tree, counted; then the decoded bytes as
     the pages use them (a stream used N times counts N times, so a bomb of repeats stops after a sliver); then
-    every stream once. The page count.
+    every stream once. The page count, and the reader for the rehearsal.
 
     Each stream is dropped from pypdf's cache once counted, so a spooled file is never held whole in memory."""
     reader = PdfReader(stream)
@@ -214,7 +215,7 @@ def _scan_objects(stream: BinaryIO, budget: _Budget) -> int:
             if isinstance(obj, StreamObject):
                 _count_decoded(obj, budget)
                 reader.resolved_objects.pop((generation, number), None)
-    return pages
+    return pages, reader
 
 
 # A document this small cannot make the stamper's memory or time run away (the vetting has just counted every
@@ -241,10 +242,12 @@ def cannot_copy(detail: str) -> InvalidInput:
     )
 
 
-def _rehearse(original: bytes, mark: CopyMark, budget: _Budget, check: bool) -> None:
-    """Stamp a throwaway copy with the copy path's own code (and, if ``check``, check its mark as issuance does)."""
+def _rehearse(reader: PdfReader, original: bytes, mark: CopyMark, budget: _Budget, check: bool) -> None:
+    """Stamp a throwaway copy with the copy path's own code (and, if ``check``, check its mark as issuance does),
+    from the reader that vetted ``original``: its copy is the copy path's, byte for byte (tested), without a
+    third parse."""
     try:
-        copy = stamp_copy(original, mark)
+        copy = stamp_copy(reader, mark)
         verdict = check_copy(original, copy, mark.copy_id) if check else None
     except MemoryError:
         raise
@@ -267,15 +270,15 @@ def vet_here(source: bytes | Path, sha256_hex: str, pdf: PdfSettings, trust_root
     the same limits, and the API process does not parse the document a second time."""
     budget = _Budget(pdf)
     with open(source, "rb") if isinstance(source, Path) else PdfBytes(source) as stream:
-        facts, embedded = _vet(stream, budget)
+        facts, embedded, reader = _vet(stream, budget)
         if embedded:
             with _quiet_pyhanko():
                 graded = grade_signatures(embedded, _roots(trust_roots))
             facts = replace(facts, signatures=graded)
         stream.seek(0)
         original = stream.read()
-    mark = CopyMark(new_id("cp"), new_id("env"), sha256_hex, utcnow())
-    _rehearse(original, mark, budget, check=not _light(len(original), budget, facts.page_count))
+        mark = CopyMark(new_id("cp"), new_id("env"), sha256_hex, utcnow())
+        _rehearse(reader, original, mark, budget, check=not _light(len(original), budget, facts.page_count))
     return facts
 
 
@@ -290,8 +293,9 @@ def _roots(der: tuple[bytes, ...]) -> list[asn1_x509.Certificate]:
     return [asn1_x509.Certificate.load(cert) for cert in der]
 
 
-def _vet(stream: BinaryIO, budget: _Budget) -> tuple[PdfFacts, list[Any]]:
-    """The facts, and pyHanko's embedded signatures (read from ``stream``, which must stay open to grade them)."""
+def _vet(stream: BinaryIO, budget: _Budget) -> tuple[PdfFacts, list[Any], PdfReader]:
+    """The facts, pyHanko's embedded signatures and pypdf's reader (both read from ``stream``, which must stay
+    open to grade and to rehearse)."""
     with _quiet_pyhanko():
         try:
             reader = PdfFileReader(stream)
@@ -311,9 +315,10 @@ def _vet(stream: BinaryIO, budget: _Budget) -> tuple[PdfFacts, list[Any]]:
             raise malformed("The PDF's form fields cannot be read.", exc) from exc
     try:
         stream.seek(0)
-        page_count = _scan_objects(stream, budget)
+        page_count, scanned = _scan_objects(stream, budget)
     except (InvalidInput, MemoryError):
         raise
     except Exception as exc:  # RecursionError included: pypdf resolves references recursively
         raise malformed("An object of the PDF cannot be read.", exc) from exc
-    return PdfFacts(page_count=page_count, signature_count=len(embedded), pdf_version=f"{major}.{minor}"), embedded
+    facts = PdfFacts(page_count=page_count, signature_count=len(embedded), pdf_version=f"{major}.{minor}")
+    return facts, embedded, scanned
