@@ -59,10 +59,11 @@ def _session() -> boto3.Session:
 
 
 def make_s3_client(
-    endpoint: str, access_key: str, secret_key: str, region: str, *, quick: bool = False, attempts: int = 4
+    endpoint: str, access_key: str, secret_key: str, region: str, *, quick: bool = False, attempts: int = 5
 ) -> S3Client:
-    """Path-style SigV4 client; ``quick`` (short timeouts, no retries) is for readiness probes; ``attempts`` is
-    botocore's own retry budget (the verifier retries itself: a damaged needle costs SeaweedFS ~16 s a GET)."""
+    """Path-style SigV4 client; ``quick`` (short timeouts, one attempt) is for readiness probes; ``attempts`` is
+    botocore's budget of attempts in all, the first included (the verifier retries itself, with one attempt
+    each: a damaged needle costs SeaweedFS ~13 s a GET before its 500)."""
     config = Config(
         signature_version="s3v4",
         region_name=region,
@@ -70,7 +71,9 @@ def make_s3_client(
         # plain http. The body is still bound: every put carries ChecksumSHA256 (a signed header), which the
         # server checks against the bytes it receives (a wrong one is 400 BadDigest, tested).
         s3={"addressing_style": "path", "payload_signing_enabled": False},
-        retries={"max_attempts": 1 if quick else attempts, "mode": "standard"},
+        # total_max_attempts counts the first attempt; botocore's max_attempts counts retries, so the 1 it was
+        # given here meant two attempts, which doubled a damaged needle's wait for probes and the verifier.
+        retries={"total_max_attempts": 1 if quick else attempts, "mode": "standard"},
         connect_timeout=2 if quick else 5,
         read_timeout=5 if quick else 60,
         max_pool_connections=32,

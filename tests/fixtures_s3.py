@@ -29,7 +29,7 @@ def embedded_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(timeout=3)  # thrown away: weed's graceful exit on SIGTERM took ~15 s of every session's end
 
 
 @pytest.fixture(scope="session")

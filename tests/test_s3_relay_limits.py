@@ -45,7 +45,7 @@ def store(tmp_path: Path) -> Iterator[EmbeddedS3]:
     )
     server.start()
     yield server
-    server.stop()
+    server.stop(timeout=3)  # thrown away: weed's graceful exit would take ~15 s
 
 
 def test_idle_connections_are_capped_evicted_for_real_traffic_and_closed(store: EmbeddedS3) -> None:
