@@ -210,7 +210,7 @@ def test_accepted_hostile_file_copies_correctly_within_limits(make: Callable[[],
     ],
 )
 @pytest.mark.parametrize("as_file", [False, True], ids=["in-memory", "spooled-file"])
-def test_the_rehearsal_stamps_the_copy_path_s_copy(
+def test_the_rehearsal_stamps_what_the_copy_path_stamps(
     make: Callable[[], bytes], as_file: bool, tmp_path: pathlib.Path
 ) -> None:
     """Vetting rehearses the copy from the reader that vetted the file (no third parse); what it stamps must be
