@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import io
 import os
+import socket
 import time
 from typing import Any
 
@@ -16,9 +17,9 @@ from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp
 
 from storage.buckets import check_worm_bucket
-from storage.errors import BucketNotWorm, ChecksumMismatch, ObjectConflict, ObjectMissing
+from storage.errors import BucketNotWorm, ChecksumMismatch, ObjectConflict, ObjectMissing, StorageUnavailable
 from storage.object_store import ObjectStore
-from storage.s3_client import read_timestamp, storage_error
+from storage.s3_client import make_s3_client, raise_storage_error, read_timestamp, storage_error
 
 pytestmark = pytest.mark.s3
 
@@ -231,3 +232,21 @@ def test_a_head_reads_its_dates_with_the_standard_library(s3_client: Any, worm_b
     assert head["ObjectLockRetainUntilDate"] == until
     assert head["ObjectLockRetainUntilDate"].tzinfo is dt.UTC and head["LastModified"].tzinfo is dt.UTC
     assert store.head("dates.pdf", stored.version_id).retain_until == until
+
+
+@pytest.mark.parametrize(("options", "sent"), [({"attempts": 1}, 1), ({"attempts": 2}, 2), ({"quick": True}, 1)])
+def test_a_client_makes_as_many_attempts_as_it_is_given(options: dict[str, Any], sent: int) -> None:
+    """Counted at the wire (botocore's ``before-send``), against a port nothing listens on. botocore's own
+    ``max_attempts`` counts retries: given there, ``attempts=1`` and the probes' ``quick`` sent two."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: connections to it are refused
+    client = make_s3_client(f"http://127.0.0.1:{port}", "access", "secret", "us-east-1", **options)
+    attempts: list[str] = []
+    client.meta.events.register("before-send.s3", lambda request, **_: attempts.append(request.url))
+    with pytest.raises(StorageUnavailable):
+        try:
+            client.head_bucket(Bucket="nothing-here")
+        except Exception as exc:
+            raise_storage_error(exc, "head bucket")
+    assert len(attempts) == sent
