@@ -45,10 +45,10 @@ pytestmark = pytest.mark.once  # independent of the database under test: the SQL
 
 BUDGET = PdfSettings(worker_nice=0)  # a shared host (the suite's two passes): see conftest's vault_env
 CPU_MARGIN = 3.0  # seconds on top of EVAULT_PDF_MAX_CPU_SECONDS: interpreter noise on a shared 2-core machine
-# What a file at the page limit is tested against: the default 10 s of CPU is near what vetting a 5,000-page file
-# takes on a slower machine (9.6-9.7 s alone on a 2-core AMD EPYC, refused under CI's load; 7.3-7.8 s since its
-# page tree is walked once), so with it the test timed the machine rather than the code. The default's headroom
-# is a deployment's to size (docs/isolation.md).
+# What a file at the page limit is tested against: the default 10 s of CPU was near what vetting a 5,000-page file
+# took on a slower machine (9.6-9.7 s alone on a 2-core AMD EPYC, refused under CI's load; 6.2-6.3 s since vetting
+# parses it twice, not three times), so with it the test timed the machine rather than the code. The default's
+# headroom is a deployment's to size (docs/isolation.md).
 ROOMY = PdfSettings(worker_nice=0, max_cpu_seconds=60)
 
 
