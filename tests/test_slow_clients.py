@@ -3,6 +3,7 @@
 - sixteen uploads from four keys of one organisation, each trickling a byte every half second, take at most
   that organisation's share of the upload slots; another organisation uploads and reads meanwhile; the
   trickles end in 408 ``Request.BodyTimeout`` within their pace, and their slots and spools are released;
+  bodies still trickling when their pace runs out read that 408 and a clean end, not a reset;
 - a body sent at an honest pace, for longer than the header deadline, is served;
 - connections whose headers never finish (or that send nothing) get 408 ``Request.HeaderTimeout`` and are
   closed after ``EVAULT_HEADER_TIMEOUT_SECONDS``; a client still sending then reads the 408 and a clean end;
@@ -216,6 +217,42 @@ def test_clients_still_sending_when_the_deadline_fires_read_the_408_and_a_clean_
                 resets += 1
                 continue
             assert data.startswith(b"HTTP/1.1 408 "), data[:80]
+        assert resets == 0, f"{resets} of {len(socks)} connections reset"
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_bodies_still_trickling_when_their_pace_runs_out_read_the_408_and_a_clean_end(
+    server: tuple[str, int], make_key: Any
+) -> None:
+    """The body's 408 closes the connection too (the rest of a too-slow body is not worth reading). Closed at
+    once, with the client's bytes still arriving, the socket answered them with a reset: the server now
+    lingers after that close as after the header deadline's."""
+    _, raw_key = make_key()
+    headers = {"X-API-Key": raw_key, "Content-Type": "application/json"}
+    socks = [send_head(server, f"{API}/envelopes", headers, 5_000) for _ in range(50)]
+    try:
+        opened = time.monotonic()
+        while time.monotonic() - opened < GRACE + 1.0:  # ~50 bytes a second each, well under the pace, across it
+            for sock in socks:
+                try:
+                    sock.send(b" ")
+                except OSError:
+                    pass  # the server has stopped reading: what it sent is still to be read
+            time.sleep(0.02)
+        resets = 0
+        for sock in socks:
+            data = b""
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                while chunk := sock.recv(65536):
+                    data += chunk
+            except OSError:  # reset: ECONNRESET, or ENOTCONN from the shutdown
+                resets += 1
+                continue
+            assert data.startswith(b"HTTP/1.1 408 "), data[:80]
+            assert b'"Request.BodyTimeout"' in data
         assert resets == 0, f"{resets} of {len(socks)} connections reset"
     finally:
         for sock in socks:

@@ -309,7 +309,7 @@ def _vet(stream: BinaryIO, budget: _Budget) -> tuple[PdfFacts, list[Any], PdfRea
         try:
             embedded = list(reader.embedded_signatures)
             major, minor = reader.input_version
-        except (InvalidInput, MemoryError):
+        except MemoryError:
             raise
         except Exception as exc:
             raise malformed("The PDF's form fields cannot be read.", exc) from exc

@@ -8,20 +8,24 @@ uvicorn has no header timeout: its keep-alive timer starts only after a response
 a client that sends no request, or trickles its headers, holds a socket and a descriptor for as long as it
 likes (1,500 such connections stayed open for over 72 s). :class:`HeaderDeadline` arms a timer when the
 connection opens and again after each response; a request's complete headers cancel it. When it fires first
-the client gets 408 ``Request.HeaderTimeout`` and the connection is closed, lingering as nginx's does: the
-server half-closes, then reads and drops what still arrives for up to :attr:`_Deadline.linger_seconds` before
-it closes. A socket closed with input unread, or receiving input after its close, answers with a reset, and a
-reset can make the client's stack drop the 408 it already holds (seen under load: a client still sending its
-headers when the deadline fired read ``ECONNRESET``). The body has its own pace, kept
-by the edge middleware (:mod:`vault.api.edge`). ``evault serve``, the tests and the benches serve with
-:func:`uvicorn_config`, so they all run the same protocol.
+the client gets 408 ``Request.HeaderTimeout`` and the connection is closed.
+
+A connection closed while its client may still be sending (the header deadline's 408, and any response that
+closes before the request's body is read to its end: the body's 408 ``Request.BodyTimeout``) is closed
+lingering, as nginx's ``lingering_close`` does: the server half-closes, then reads and drops what still arrives
+for up to :attr:`_Deadline.linger_seconds` before it closes. A socket closed with input unread, or receiving
+input after its close, answers with a reset, and a reset can make the client's stack drop the answer it already
+holds (seen under load: clients still sending read ``ECONNRESET`` instead of the 408). uvicorn closes its
+transport itself, so the protocol hands it a :class:`_LingeringTransport` whose ``close`` lingers when input
+may be unread. The body has its own pace, kept by the edge middleware (:mod:`vault.api.edge`). ``evault serve``,
+the tests and the benches serve with :func:`uvicorn_config`, so they all run the same protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -49,20 +53,44 @@ def _timeout_response(seconds: float) -> bytes:
     return head.encode("ascii") + body
 
 
+class _LingeringTransport:
+    """The connection's transport as uvicorn holds it: ``close`` lingers while the client may still be sending,
+    and the connection reads as closing from then on (so uvicorn neither answers nor waits on it again)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Deadline) -> None:
+        self._wrapped = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._wrapped.is_closing()
+
+    def close(self) -> None:
+        if not self.is_closing() and self._protocol.input_unread():
+            self._protocol.linger()
+        else:
+            self._wrapped.close()
+
+
 class _Deadline:
-    """A deadline from the connection's start (or the last response) to a request's full headers; mixed into
-    one of uvicorn's HTTP/1.1 protocols, whose ``loop``, ``transport`` and ``cycle`` it uses."""
+    """A deadline from the connection's start (or the last response) to a request's full headers, and the
+    lingering close; mixed into one of uvicorn's HTTP/1.1 protocols, whose ``loop``, ``transport`` and ``cycle``
+    it uses."""
 
     header_timeout: ClassVar[float] = 10.0
     linger_seconds: ClassVar[float] = 2.0
-    _header_timer: asyncio.TimerHandle | None = None
-    _lingering: bool = False
+    _header_timer: asyncio.TimerHandle | None = None  # the header deadline, then the linger's end
+    lingering: bool = False
     loop: asyncio.AbstractEventLoop
-    transport: asyncio.Transport
+    transport: asyncio.Transport  # uvicorn's: the lingering one
+    _socket: asyncio.Transport  # the event loop's, under it
     cycle: Any
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+        self._socket = cast(asyncio.Transport, transport)
+        super().connection_made(_LingeringTransport(self._socket, self))  # type: ignore[misc]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -70,14 +98,29 @@ class _Deadline:
         super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return  # after the 408: read and dropped, so that the close is a FIN and not a reset
+        if self.lingering:
+            return  # after the close: read and dropped, so that the close is a FIN and not a reset
         super().data_received(data)  # type: ignore[misc]
 
     def on_response_complete(self) -> None:
         if not self.transport.is_closing():
             self._arm()  # before the pipelined next request, whose headers may already be here
         super().on_response_complete()  # type: ignore[misc]
+
+    def input_unread(self) -> bool:
+        """A request's body is not read to its end: its client may still be sending it."""
+        return self.cycle is not None and bool(self.cycle.more_body)
+
+    def linger(self) -> None:
+        """Half-close, drop what arrives, and close when the client does or ``linger_seconds`` have passed."""
+        self._disarm()
+        if not self._socket.can_write_eof():  # pragma: no cover - TCP transports can
+            self._socket.close()
+            return
+        self.lingering = True
+        self._socket.write_eof()  # what was written, then a FIN; the client's own FIN closes the transport
+        self._socket.resume_reading()  # uvicorn may have paused it while the body waited for the app
+        self._header_timer = self.loop.call_later(self.linger_seconds, self._socket.close)
 
     def _arm(self) -> None:
         self._disarm()
@@ -93,12 +136,7 @@ class _Deadline:
         if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
             return
         self.transport.write(_timeout_response(self.header_timeout))
-        if not self.transport.can_write_eof():  # pragma: no cover - TCP transports can
-            self.transport.close()
-            return
-        self._lingering = True
-        self.transport.write_eof()  # the 408, then a FIN; the client's own FIN closes the transport
-        self._header_timer = self.loop.call_later(self.linger_seconds, self.transport.close)
+        self.linger()  # the headers' sender may still be sending
 
 
 class HeaderDeadline(_Deadline, H11Protocol):
