@@ -21,7 +21,7 @@ from compliance.ledger.events import Actor
 from compliance.receipts.release import release_receipt
 from compliance.sources import Deadline
 from vault import evidence_jobs
-from vault.api.evidence import apart, in_pool, receipt_answer, require_visible, response
+from vault.api.evidence import Subject, apart, in_pool, receipt_answer, response
 from vault.api.schemas import WRITE_ERRORS, SignedReceipt, answers
 from vault.certified_copy import issue_certified_copy
 from vault.envelopes import get_envelope
@@ -47,9 +47,11 @@ async def _package_answer(
 ) -> Response[bytes]:
     """The evidence and the export package are issued alike: built in the evidence pool on a checkpoint the
     caller may have to request, and answered as the attachment ``{name}-{envelope_id}.zip``."""
-    await require_visible(runtime, get_envelope, actor, envelope_id)
+    envelope = Subject(get_envelope, envelope_id)
     return response(
-        await apart(request, runtime, actor, evidence_jobs.package, build, name, actor, envelope_id, principal.scopes)
+        await apart(
+            request, runtime, actor, envelope, evidence_jobs.package, build, name, actor, envelope_id, principal.scopes
+        )
     )
 
 
@@ -73,8 +75,8 @@ class CustodyEvidenceController(Controller):
         """The signed receipt of the envelope's vault-out: why, to whom, when, the documents' hashes, and the
         release and vault-in events with their log positions and inclusion proofs. 409 ``Receipt.NotReleased``
         before the vault-out. Check it offline with ``evault receipt verify``."""
-        await require_visible(runtime, get_envelope, actor, envelope_id)
-        return await receipt_answer(request, runtime, actor, principal, release_receipt, envelope_id)
+        envelope = Subject(get_envelope, envelope_id)
+        return await receipt_answer(request, runtime, actor, principal, release_receipt, envelope)
 
     @get(
         "/certified-copy",
@@ -94,7 +96,6 @@ class CustodyEvidenceController(Controller):
         as a certified, non-authoritative copy, then the record's history and the custodian's affidavit, PAdES-
         signed by the vault. It is registered as a copy (``vault.copy_issued`` with ``certified``); its id and
         hash are in the ``X-Evault-Copy-Id`` and ``X-Evault-Copy-SHA256`` headers."""
-        await require_visible(runtime, get_envelope, actor, envelope_id)
         checkpoints = runtime.checkpoint_requests(principal.scopes)
         signer = runtime.document_signer
         if signer is None:
@@ -118,7 +119,7 @@ class CustodyEvidenceController(Controller):
             }
             return Response(made.pdf, media_type="application/pdf", headers=headers)
 
-        return await in_pool(request, runtime, actor, job)
+        return await in_pool(request, runtime, actor, Subject(get_envelope, envelope_id), job)
 
     @get(
         "/evidence",

@@ -3,12 +3,14 @@
 Each route parses and authorises here, then runs one job of :mod:`vault.evidence_jobs` in the evidence pool
 (:mod:`vault.evidence_work`: worker processes, capped per organisation and in all, with a deadline, and
 cancelled when the client disconnects), and shapes its answer; ``?format=`` overrides the ``Accept`` header
-(``pdf`` for the certificate, ``csv`` for the trail).
+(``pdf`` for the certificate, ``csv`` for the trail). A job names its :class:`Subject`, which the pool's two
+doors (:func:`in_pool`, :func:`apart`) look up before taking a slot, so no route can forget to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from anyio import to_thread
@@ -57,32 +59,48 @@ def _disconnected(request: Request[Any, Any, Any]) -> Callable[[], Awaitable[Non
     return wait
 
 
-async def require_visible(
-    runtime: Runtime, find: Callable[[Session, str, str], object], actor: Actor, subject_id: str
-) -> None:
-    """404 unless ``find`` (``get_envelope``, ``visible_transfer``) shows the subject to the actor's organisation,
-    asked before an evidence route takes its organisation's slot: the job looks it up again, but a request for
-    something that is not there must not take (or be refused for want of) the one slot an organisation has by
-    default."""
+@dataclass(frozen=True)
+class Subject:
+    """What an evidence route reads: ``find`` (``get_envelope``, ``visible_transfer``) shows it to an organisation
+    or raises 404."""
+
+    find: Callable[[Session, str, str], object]
+    id: str
+
+
+async def _require_visible(runtime: Runtime, actor: Actor, subject: Subject) -> None:
+    """404 unless the subject is the actor's organisation's to see, asked before the route takes its
+    organisation's slot in the evidence pool: the job looks it up again, but a request for something that is
+    not there must not take (or be refused for want of) the one slot an organisation has by default."""
 
     def look() -> None:
         with runtime.db.read_session() as session:
-            find(session, actor.org_id, subject_id)
+            subject.find(session, actor.org_id, subject.id)
 
     await to_thread.run_sync(look)
 
 
-async def in_pool(request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, job: Callable[[Deadline], T]) -> T:
-    """``job`` on a thread of the evidence pool: for work whose heavy part already runs in a process of its own."""
+async def in_pool(
+    request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, subject: Subject, job: Callable[[Deadline], T]
+) -> T:
+    """``job`` on a thread of the evidence pool, once ``subject`` is visible: for work whose heavy part already
+    runs in a process of its own."""
+    await _require_visible(runtime, actor, subject)
     return await runtime.evidence_work.run(actor.org_id, job, _disconnected(request))
 
 
 async def apart(
-    request: Request[Any, Any, Any], runtime: Runtime, actor: Actor, function: Callable[..., Answer], *args: Any
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    actor: Actor,
+    subject: Subject,
+    function: Callable[..., Answer],
+    *args: Any,
 ) -> Answer:
-    """``function(runtime, deadline, *args)`` in an evidence worker process."""
+    """``function(runtime, deadline, *args)`` in an evidence worker process, once ``subject`` is visible."""
     if runtime.s3_endpoint is None:
         raise RuntimeError("the runtime was not opened by open_runtime: evidence workers cannot join it")
+    await _require_visible(runtime, actor, subject)
     joining = Joining(runtime.settings, runtime.s3_endpoint, runtime.key.note_verifier.vkey)
     return await runtime.evidence_work.run_apart(actor.org_id, joining, Call(function, args), _disconnected(request))
 
@@ -97,12 +115,12 @@ async def receipt_answer(
     actor: Actor,
     principal: Principal,
     issue: evidence_jobs.Receipt,
-    subject_id: str,
+    subject: Subject,
 ) -> Response[Any]:
     """A release and a transfer receipt are issued alike: signed in the evidence pool, on a checkpoint the caller
     may have to request, and answered as JSON."""
     return response(
-        await apart(request, runtime, actor, evidence_jobs.receipt, issue, actor, subject_id, principal.scopes)
+        await apart(request, runtime, actor, subject, evidence_jobs.receipt, issue, actor, subject.id, principal.scopes)
     )
 
 
@@ -134,9 +152,17 @@ class EvidenceController(Controller):
         """
         if checkpoint not in (None, "now"):
             raise InvalidInput("Request.Invalid", "checkpoint may only be 'now'", field="checkpoint")
-        await require_visible(runtime, get_envelope, actor, envelope_id)
+        envelope = Subject(get_envelope, envelope_id)
         answer = await apart(
-            request, runtime, actor, evidence_jobs.compliance, actor, envelope_id, checkpoint, principal.scopes
+            request,
+            runtime,
+            actor,
+            envelope,
+            evidence_jobs.compliance,
+            actor,
+            envelope_id,
+            checkpoint,
+            principal.scopes,
         )
         content: dict[str, Any] = answer.content
         return content
@@ -162,9 +188,11 @@ class EvidenceController(Controller):
         It rests on a checkpoint covering every event: the latest when fresh, else one signed on request
         (``vault:write`` and the organisation's quota, as for ``?checkpoint=now``)."""
         kind = _wants(request, format, {"json": "application/json", "pdf": "application/pdf"})
-        await require_visible(runtime, get_envelope, actor, envelope_id)
+        envelope = Subject(get_envelope, envelope_id)
         return response(
-            await apart(request, runtime, actor, evidence_jobs.certificate, actor, envelope_id, kind, principal.scopes)
+            await apart(
+                request, runtime, actor, envelope, evidence_jobs.certificate, actor, envelope_id, kind, principal.scopes
+            )
         )
 
     @get(
@@ -183,5 +211,5 @@ class EvidenceController(Controller):
         """Every event of the envelope: actor, time, type, data, chain hashes and exact entry bytes (JSON);
         ``text/csv`` for people."""
         kind = _wants(request, format, {"json": "application/json", "csv": "text/csv"})
-        await require_visible(runtime, get_envelope, actor, envelope_id)
-        return response(await apart(request, runtime, actor, evidence_jobs.audit, actor, envelope_id, kind))
+        envelope = Subject(get_envelope, envelope_id)
+        return response(await apart(request, runtime, actor, envelope, evidence_jobs.audit, actor, envelope_id, kind))

@@ -20,7 +20,7 @@ from compliance.ledger.events import Actor
 from compliance.receipts.transfer import transfer_receipt
 from storage.models import ReceiptCountersignature, Transfer
 from vault.api.conventions import API_PREFIX, Hook, Outcome, json_digest, mutate
-from vault.api.evidence import receipt_answer, require_visible
+from vault.api.evidence import Subject, receipt_answer
 from vault.api.schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -196,8 +196,8 @@ class TransferController(Controller):
         type, the document hashes, the accept time, and the initiate, accept and complete events with their log
         positions and inclusion proofs. 409 ``Receipt.NotCompleted`` before it completed. Check it offline with
         ``evault receipt verify``."""
-        await require_visible(runtime, visible_transfer, actor, transfer_id)
-        return await receipt_answer(request, runtime, actor, principal, transfer_receipt, transfer_id)
+        transfer = Subject(visible_transfer, transfer_id)
+        return await receipt_answer(request, runtime, actor, principal, transfer_receipt, transfer)
 
     @post("/{transfer_id:str}/reject", opt={"scope": "vault:release"}, status_code=200, responses=STEP_ANSWERS)
     async def reject(
