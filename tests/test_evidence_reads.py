@@ -211,7 +211,15 @@ def test_what_an_organisation_cannot_see_is_404_while_its_slot_is_taken(
     urls = [
         f"{base_url}{API}/envelopes/{envelope_id}{route}"
         for envelope_id in ("env_" + "0" * 20, b_envelope)
-        for route in ("/compliance", "/vault/certificate", "/audit", "/evidence", "/certified-copy", "/release-receipt")
+        for route in (
+            "/compliance",
+            "/vault/certificate",
+            "/audit",
+            "/evidence",
+            "/export-package",
+            "/certified-copy",
+            "/release-receipt",
+        )
     ] + [f"{base_url}{API}/transfers/tr_{'0' * 20}/receipt"]
     with ThreadPoolExecutor(len(urls)) as pool:  # at once, as the reads that found this did
         missing = list(pool.map(lambda url: httpx.get(url, headers=a_headers, timeout=60), urls))
