@@ -190,6 +190,35 @@ def test_connections_with_unfinished_headers_are_closed_after_the_deadline(serve
             sock.close()
 
 
+def _send_across(socks: list[socket.socket], seconds: float, byte: bytes, pause: float) -> None:
+    """A byte on each socket, again and again for ``seconds``, whether or not the server still reads."""
+    opened = time.monotonic()
+    while time.monotonic() - opened < seconds:
+        for sock in socks:
+            try:
+                sock.send(byte)
+            except OSError:
+                pass  # the server has stopped reading: what it sent is still to be read
+        time.sleep(pause)
+
+
+def _answers_read_to_a_clean_end(socks: list[socket.socket], code: str) -> None:
+    """Half-close each socket and read it to its end: each holds a 408 with ``code``, and none was reset."""
+    resets = 0
+    for sock in socks:
+        data = b""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                data += chunk
+        except OSError:  # reset: ECONNRESET, or ENOTCONN from the shutdown
+            resets += 1
+            continue
+        assert data.startswith(b"HTTP/1.1 408 "), data[:80]
+        assert f'"{code}"'.encode() in data
+    assert resets == 0, f"{resets} of {len(socks)} connections reset"
+
+
 def test_clients_still_sending_when_the_deadline_fires_read_the_408_and_a_clean_end(
     server: tuple[str, int],
 ) -> None:
@@ -197,27 +226,10 @@ def test_clients_still_sending_when_the_deadline_fires_read_the_408_and_a_clean_
     made the client's recv fail after the 408: the server now half-closes and drops input before it closes."""
     socks = [socket.create_connection(server, timeout=10) for _ in range(100)]
     try:
-        opened = time.monotonic()
         for sock in socks:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-        while time.monotonic() - opened < HEADER_TIMEOUT + 0.5:  # a byte each, again and again, across the deadline
-            for sock in socks:
-                try:
-                    sock.send(b"x")
-                except OSError:
-                    pass  # the server has stopped reading: what it sent is still to be read
-        resets = 0
-        for sock in socks:
-            data = b""
-            try:
-                sock.shutdown(socket.SHUT_WR)
-                while chunk := sock.recv(65536):
-                    data += chunk
-            except OSError:  # reset: ECONNRESET, or ENOTCONN from the shutdown
-                resets += 1
-                continue
-            assert data.startswith(b"HTTP/1.1 408 "), data[:80]
-        assert resets == 0, f"{resets} of {len(socks)} connections reset"
+        _send_across(socks, HEADER_TIMEOUT + 0.5, b"x", 0)  # as fast as it goes, across the deadline
+        _answers_read_to_a_clean_end(socks, "Request.HeaderTimeout")
     finally:
         for sock in socks:
             sock.close()
@@ -233,27 +245,8 @@ def test_bodies_still_trickling_when_their_pace_runs_out_read_the_408_and_a_clea
     headers = {"X-API-Key": raw_key, "Content-Type": "application/json"}
     socks = [send_head(server, f"{API}/envelopes", headers, 5_000) for _ in range(50)]
     try:
-        opened = time.monotonic()
-        while time.monotonic() - opened < GRACE + 1.0:  # ~50 bytes a second each, well under the pace, across it
-            for sock in socks:
-                try:
-                    sock.send(b" ")
-                except OSError:
-                    pass  # the server has stopped reading: what it sent is still to be read
-            time.sleep(0.02)
-        resets = 0
-        for sock in socks:
-            data = b""
-            try:
-                sock.shutdown(socket.SHUT_WR)
-                while chunk := sock.recv(65536):
-                    data += chunk
-            except OSError:  # reset: ECONNRESET, or ENOTCONN from the shutdown
-                resets += 1
-                continue
-            assert data.startswith(b"HTTP/1.1 408 "), data[:80]
-            assert b'"Request.BodyTimeout"' in data
-        assert resets == 0, f"{resets} of {len(socks)} connections reset"
+        _send_across(socks, GRACE + 1.0, b" ", 0.02)  # ~50 bytes a second each, well under the pace, across it
+        _answers_read_to_a_clean_end(socks, "Request.BodyTimeout")
     finally:
         for sock in socks:
             sock.close()
