@@ -26,7 +26,7 @@ from storage.buckets import ensure_bucket
 from storage.embedded_s3 import EmbeddedS3
 from storage.s3_client import make_s3_client
 from storage.settings import EdgeSettings
-from vault.api.server import uvicorn_config
+from vault.api.server import HeaderDeadline, header_deadline_protocol, uvicorn_config
 
 API = "/api/v2/partner"
 
@@ -74,11 +74,15 @@ def bound_listener(first: int, last: int) -> socket.socket:
 
 
 @contextmanager
-def serving(app: Any, edge: EdgeSettings, first: int, last: int) -> Iterator[tuple[str, int]]:
+def serving(
+    app: Any, edge: EdgeSettings, first: int, last: int, *, parser: str = "httptools"
+) -> Iterator[tuple[str, int]]:
     """``app`` served as ``evault serve`` serves it (its header deadline included), in a thread, on a loopback
-    port in [first, last): (host, port)."""
+    port in [first, last): (host, port). ``parser="h11"`` serves it with the fallback parser instead."""
     listener = bound_listener(first, last)
     config = uvicorn_config(app, edge, log_level="warning", lifespan="off")
+    if parser == "h11":
+        config.http = header_deadline_protocol(edge.header_timeout_seconds, HeaderDeadline)
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()

@@ -8,6 +8,8 @@
 - connections whose headers never finish (or that send nothing) get 408 ``Request.HeaderTimeout`` and are
   closed after ``EVAULT_HEADER_TIMEOUT_SECONDS``; a client still sending then reads the 408 and a clean end;
 - the slots' fair share: an organisation over its share beside others waits behind one below it.
+
+The deadline and lingering tests run with each of uvicorn's parsers (httptools, as served, and h11).
 """
 
 from __future__ import annotations
@@ -51,10 +53,16 @@ def vault_env(vault_env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(runtime: Runtime) -> Iterator[tuple[str, int]]:
-    """The app served as ``evault serve`` serves it, on a loopback port of this helper's range, in a thread."""
-    with serving(create_app(runtime), runtime.settings.edge, *port_range("slow_clients")) as address:
+def server(runtime: Runtime, request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    """The app served as ``evault serve`` serves it, on a loopback port of this helper's range, in a thread;
+    with the parser a test names (:data:`EACH_PARSER`), else httptools, as the service runs."""
+    parser = getattr(request, "param", "httptools")
+    with serving(create_app(runtime), runtime.settings.edge, *port_range("slow_clients"), parser=parser) as address:
         yield address
+
+
+# The header deadline and the lingering close are mixed into both of uvicorn's protocols: h11 is the fallback.
+EACH_PARSER = pytest.mark.parametrize("server", ["httptools", "h11"], indirect=True)
 
 
 def _trickle(sock: socket.socket, stop: threading.Event) -> tuple[int, str]:
@@ -169,6 +177,7 @@ def test_a_body_at_an_honest_pace_outlasts_the_header_deadline(server: tuple[str
     assert status == 201, body
 
 
+@EACH_PARSER
 def test_connections_with_unfinished_headers_are_closed_after_the_deadline(server: tuple[str, int]) -> None:
     silent = [socket.create_connection(server, timeout=10) for _ in range(50)]
     partial = [socket.create_connection(server, timeout=10) for _ in range(150)]
@@ -219,6 +228,7 @@ def _answers_read_to_a_clean_end(socks: list[socket.socket], code: str) -> None:
     assert resets == 0, f"{resets} of {len(socks)} connections reset"
 
 
+@EACH_PARSER
 def test_clients_still_sending_when_the_deadline_fires_read_the_408_and_a_clean_end(
     server: tuple[str, int],
 ) -> None:
@@ -235,6 +245,7 @@ def test_clients_still_sending_when_the_deadline_fires_read_the_408_and_a_clean_
             sock.close()
 
 
+@EACH_PARSER
 def test_bodies_still_trickling_when_their_pace_runs_out_read_the_408_and_a_clean_end(
     server: tuple[str, int], make_key: Any
 ) -> None:
@@ -252,6 +263,7 @@ def test_bodies_still_trickling_when_their_pace_runs_out_read_the_408_and_a_clea
             sock.close()
 
 
+@EACH_PARSER
 def test_keep_alive_connection_gets_a_new_deadline_after_each_response(server: tuple[str, int]) -> None:
     with socket.create_connection(server, timeout=10) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
