@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import httpx
 import pytest
@@ -75,7 +75,7 @@ def bound_listener(first: int, last: int) -> socket.socket:
 
 @contextmanager
 def serving(
-    app: Any, edge: EdgeSettings, first: int, last: int, *, parser: str = "httptools"
+    app: Any, edge: EdgeSettings, first: int, last: int, *, parser: Literal["httptools", "h11"] = "httptools"
 ) -> Iterator[tuple[str, int]]:
     """``app`` served as ``evault serve`` serves it (its header deadline included), in a thread, on a loopback
     port in [first, last): (host, port). ``parser="h11"`` serves it with the fallback parser instead."""
