@@ -340,16 +340,29 @@ def test_esign_goes_draft_to_completed_on_vault_in_signed(client: Any, tenant: A
 # --- expiry ------------------------------------------------------------------------------------------------
 
 
-def _expiring(client: Any, headers: dict[str, str], seconds: float, kind: str = "paper") -> str:
-    at = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
-    return create_envelope(client, headers, kind=kind, expires_at=at, external_id=f"x-{uuid.uuid4().hex}")
+# How far ahead an expiring envelope's expiry is set: room for the requests that must come before it, under the
+# load of a CI pass (1 s was not: a creation on PostgreSQL arrived after its own expiry and was refused).
+EXPIRY_LEAD = timedelta(seconds=3)
+
+
+def _expiring(client: Any, headers: dict[str, str], kind: str = "paper") -> tuple[str, datetime]:
+    """A new envelope that expires ``EXPIRY_LEAD`` from now: (its id, its expiry)."""
+    at = datetime.now(UTC) + EXPIRY_LEAD
+    envelope_id = create_envelope(
+        client, headers, kind=kind, expires_at=at.isoformat(), external_id=f"x-{uuid.uuid4().hex}"
+    )
+    return envelope_id, at
+
+
+def _sleep_past(at: datetime) -> None:
+    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 0.2)
 
 
 def test_expiry_applies_on_read_and_refuses_changes(client: Any, runtime: Runtime, tenant: Any) -> None:
     _, headers = tenant
-    envelope_id = _expiring(client, headers, 1)
+    envelope_id, at = _expiring(client, headers)
     assert _get(client, headers, envelope_id)["status"] == "awaiting_upload"
-    time.sleep(1.2)
+    _sleep_past(at)
     shown = _get(client, headers, envelope_id)
     assert shown["status"] == "expired" and shown["expires_at"]
     assert _events(runtime, envelope_id) == ["envelope.created", "envelope.expired"]
@@ -362,10 +375,10 @@ def test_expiry_applies_on_read_and_refuses_changes(client: Any, runtime: Runtim
 
 def test_expiry_is_swept_without_a_read_and_spares_vaulted(client: Any, runtime: Runtime, tenant: Any) -> None:
     _, headers = tenant
-    lapsing = _expiring(client, headers, 1, kind="esign")
-    kept = _expiring(client, headers, 1)
+    lapsing, _ = _expiring(client, headers, kind="esign")
+    kept, at = _expiring(client, headers)
     assert upload(client, headers, kept, make_pdf()).status_code == 201
-    time.sleep(1.2)
+    _sleep_past(at)  # the later of the two
     swept = sweep(runtime.custody(), 60)
     assert swept.expired == [lapsing]
     assert _events(runtime, lapsing)[-1] == "envelope.expired"
