@@ -117,6 +117,7 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
+            one_at_a_time(connection, "migrate")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -153,6 +154,17 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         self.read_engine.dispose()
+
+
+def one_at_a_time(connection: Connection, what: str) -> None:
+    """Hold ``what``'s lock until this transaction ends, so processes starting together (replicas) do it in
+    turn. PostgreSQL: a transaction-scoped advisory lock, keyed by ``what`` and the schema, so that two vaults'
+    schemas in one database do not wait on each other. SQLite: nothing to do, a write transaction already holds
+    the whole file (``BEGIN IMMEDIATE``)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock(hashtext(%(what)s || current_schema()))", {"what": f"evault.{what}."}
+        )
 
 
 @cache

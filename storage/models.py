@@ -598,6 +598,17 @@ class Lease(SQLModel, table=True):
     expires_at: datetime = _utc_column()
 
 
+class SharedSecret(SQLModel, table=True):
+    """A fingerprint of a secret every process of the vault must hold alike (vault/shared_secrets.py): the first
+    process to start records it, and a process started with another one is refused."""
+
+    __tablename__ = "shared_secret"
+
+    name: str = Field(primary_key=True, max_length=40)
+    fingerprint: str = Field(max_length=100)
+    recorded_at: datetime = _utc_column()
+
+
 class MersMin(SQLModel, table=True):
     """A MIN registered in this vault: one row per MIN for good (no update or delete), so none is ever reused,
     even once its envelope is voided, released or disposed of. ``envelope_id`` is unique: one MIN per envelope."""

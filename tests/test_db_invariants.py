@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Integer, MetaData, Table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, select
@@ -27,6 +31,7 @@ from compliance.verifier import audit_log
 from storage.db import MIGRATIONS, Database
 from storage.log_tiles import SqlTileStore, Tile
 from storage.models import (
+    ApiKey,
     Checkpoint,
     CopyRecord,
     Envelope,
@@ -37,9 +42,10 @@ from storage.models import (
     VaultedDocument,
     VaultRecord,
 )
-from tests.helpers import API, create_envelope, disarm_triggers, upload
+from tests.helpers import API, create_envelope, disarm_triggers, together, upload
 from tests.pdf_factory import make_pdf
 from vault.runtime import Runtime
+from vault.tenancy import bootstrap
 
 NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(days=3650)
@@ -431,6 +437,51 @@ def test_migration_keeps_existing_data_and_goes_both_ways(database_url: str) -> 
         assert _counts(database) == before
     finally:
         database.dispose()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_processes_starting_at_once_migrate_one_at_a_time(database_url: str) -> None:
+    """Replicas started together (a first deployment, or a new version's pods) each migrate at start. Without the
+    migration's turn, on PostgreSQL one's CREATE TABLE met another's and that replica failed (DuplicateTable)."""
+    migrate = "import sys; from storage.db import Database; Database(sys.argv[1]).migrate()"
+    starts = [
+        subprocess.Popen([sys.executable, "-c", migrate, database_url], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    failures = [err for proc in starts for err in [proc.communicate(timeout=120)[1]] if proc.returncode != 0]
+    assert failures == []
+    database = Database(database_url)
+    try:
+        with database.engine.connect() as conn:
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    finally:
+        database.dispose()
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert version == ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_replicas_starting_together_on_an_empty_database_make_one_first_organisation(database_url: str) -> None:
+    """Each replica's start bootstraps a first organisation and key if there is none; without a turn for it,
+    replicas started together on PostgreSQL each saw none and each made one."""
+    databases = [Database(database_url) for _ in range(3)]
+    databases[0].migrate()
+
+    def start(database: Database) -> bool:
+        with database.session() as session:
+            return bootstrap(session) is not None
+
+    try:
+        made = together(*(lambda d=d: start(d) for d in databases))
+        assert sorted(made) == [False, False, True]
+        with databases[0].read_session() as session:
+            assert len(session.exec(select(Organisation)).all()) == 1
+            assert len(session.exec(select(ApiKey)).all()) == 1
+    finally:
+        for database in databases:
+            database.dispose()
 
 
 def _busy_envelope(client: Any, headers: dict[str, str]) -> str:

@@ -19,9 +19,16 @@ from typing import Any
 from compliance.attach import checkpoint_trust
 from compliance.checkpoints.publisher import CheckpointService
 from compliance.checkpoints.timestamping import TimestampClient
-from compliance.ledger.key_ring import current_key, history, key_of_generation, load_signer, record_first_key
+from compliance.ledger.key_ring import (
+    current_key,
+    first_key_recorded,
+    history,
+    key_of_generation,
+    load_signer,
+    record_first_key,
+)
 from compliance.ledger.signer import Signer
-from compliance.ledger.vault_key import VaultKey, load_or_create_key
+from compliance.ledger.vault_key import SigningKeyError, VaultKey, load_or_create_key
 from compliance.signatures.document_identity import DocumentSigner, load_or_create_document_signer
 from compliance.signatures.pdf_validation import load_trust_roots
 from compliance.sources import Deadline, Sources
@@ -47,6 +54,7 @@ from vault.evidence_work import EvidenceWork, Joining
 from vault.expiry import sweep_deadlines, sweep_staged
 from vault.metrics.instruments import CHECKPOINT_FAILURES, failure_cause
 from vault.reconcile import reconcile_claims, reconcile_copy_claims
+from vault.shared_secrets import Held, SecretsDiffer, check_held
 from vault.stamp_worker import warm_stampers
 from vault.webhooks.outbox import install_outbox
 from vault.webhooks.sender import Sender
@@ -348,7 +356,7 @@ def open_runtime(settings: Settings, join: Joining | None = None) -> Runtime:
             key = load_or_create_key(
                 settings.vault.signing_key_path,
                 settings.vault.key_name,
-                create=opening and "EVAULT_SIGNING_KEY" not in settings.env,
+                create=opening and "EVAULT_SIGNING_KEY" not in settings.env and not first_key_recorded(db),
             )
             if opening:
                 record_first_key(db, key, str(settings.vault.signing_key_path))
@@ -360,7 +368,9 @@ def open_runtime(settings: Settings, join: Joining | None = None) -> Runtime:
                 key = current_key(db, key, loader)
             else:
                 key = key_of_generation(db, key, loader, join.vkey)
-        except ValueError as exc:  # not PEM, or encrypted, or a rotated key that is not the recorded one
+        except SigningKeyError as exc:  # missing, or not a usable key file
+            raise StartupError(f"refusing to start: {exc}") from exc
+        except ValueError as exc:  # not the recorded key
             raise StartupError(f"refusing to start: signing key {settings.vault.signing_key_path}: {exc}") from exc
         evidence = settings.evidence
         try:
@@ -382,6 +392,11 @@ def open_runtime(settings: Settings, join: Joining | None = None) -> Runtime:
             link_secret = settings.ceremony.link_secret or load_or_create_secret(settings.ceremony.link_secret_path)
         except (OSError, ValueError) as exc:
             raise StartupError(f"refusing to start: signing-link secret: {exc}") from exc
+        if opening:  # a joining evidence worker holds what the service it joins was checked for
+            try:
+                check_held(db, Held.of(document_signer, link_secret))
+            except SecretsDiffer as exc:
+                raise StartupError(f"refusing to start: {exc}") from exc
     except BaseException as exc:
         # Nothing started may outlive a failed start: the next start on this data directory must work.
         if db is not None:

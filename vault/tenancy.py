@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 from compliance.errors import Forbidden, InvalidInput, Unauthenticated
 from compliance.ledger.event_catalogue import KEY_CREATED, ORG_CREATED
 from compliance.ledger.events import Actor, append_event
+from storage.db import one_at_a_time
 from storage.ids import as_utc, iso, new_id, utcnow
 from storage.models import ApiKey, Organisation
 
@@ -154,7 +155,9 @@ def authenticate(session: Session, raw: str | None) -> Principal:
 
 
 def bootstrap(session: Session) -> tuple[Organisation, str] | None:
-    """On first start, create a first organisation and an all-scopes key; later starts do nothing."""
+    """On first start, create a first organisation and an all-scopes key; later starts do nothing. Replicas
+    starting together on an empty database take turns, so only the first makes one."""
+    one_at_a_time(session.connection(), "bootstrap")
     if session.exec(select(Organisation).limit(1)).first() is not None:
         return None
     org = create_organisation(session, "First organisation")

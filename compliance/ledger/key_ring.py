@@ -71,18 +71,34 @@ def generations(session: Session) -> list[SigningKey]:
     return list(session.exec(select(SigningKey).order_by(col(SigningKey.generation))))
 
 
-def current_key(db: Database, first: VaultKey, load: Callable[[str], Signer]) -> VaultKey:
-    """The newest generation's key (``first`` itself before any rotation)."""
+def first_key_recorded(db: Database) -> bool:
+    """Whether generation 0 is recorded: a process of an existing vault must then be given its key, not make one."""
+    with db.read_session() as session:
+        return session.get(SigningKey, 0) is not None
+
+
+def _recorded(db: Database, first: VaultKey) -> list[SigningKey]:
+    """The generations, once the configured key is checked to be generation 0's: a replica given another key
+    (its own data directory's, made on its first start) would otherwise sign with a key no auditor was shown."""
     with db.read_session() as session:
         rows = generations(session)
-    return _generation_key(rows[-1], first, load)
+    if rows[0].vkey != first.note_verifier.vkey:
+        raise ValueError(
+            f"it is {first.note_verifier.vkey}, not this vault's first key {rows[0].vkey}: give every process of "
+            "the vault the same key (EVAULT_SIGNING_KEY)"
+        )
+    return rows
+
+
+def current_key(db: Database, first: VaultKey, load: Callable[[str], Signer]) -> VaultKey:
+    """The newest generation's key (``first`` itself before any rotation)."""
+    return _generation_key(_recorded(db, first)[-1], first, load)
 
 
 def key_of_generation(db: Database, first: VaultKey, load: Callable[[str], Signer], vkey: str) -> VaultKey:
     """The recorded generation whose key is ``vkey``: a process that joins a running service (an evidence
     worker) signs with the service's own generation, even after a rotation the service has not restarted for."""
-    with db.read_session() as session:
-        rows = generations(session)
+    rows = _recorded(db, first)
     row = next((r for r in rows if r.vkey == vkey), None)
     if row is None:
         raise ValueError(f"no recorded generation of the signing key is {vkey}")

@@ -85,14 +85,14 @@ def _cell(value: Any) -> str:
     return ",".join(value) if isinstance(value, list) else str(value)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def table_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
     cells = [[_cell(row[c]) for c in columns] for row in rows]
     widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
     lines = [[c.upper() for c in columns], *cells]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
-def _print(args: argparse.Namespace, data: Any, human: str) -> None:
+def print_answer(args: argparse.Namespace, data: Any, human: str) -> None:
     print(json.dumps(data, indent=2) if args.json else human)
 
 
@@ -100,21 +100,21 @@ def _org_create(args: argparse.Namespace, db: Database) -> int:
     with db.session() as session:
         org = create_organisation(session, args.name)
     view = {"id": org.id, "name": org.name, "created_at": iso(org.created_at)}
-    _print(args, view, f"created organisation {org.id} ({org.name})")
+    print_answer(args, view, f"created organisation {org.id} ({org.name})")
     return 0
 
 
 def _org_list(args: argparse.Namespace, db: Database) -> int:
     with db.read_session() as session:
         views = [organisation_view(o) for o in organisations(session)]
-    _print(args, views, _table(views, ["id", "name", "created_at", "mers_org_id", "retention_days"]))
+    print_answer(args, views, table_text(views, ["id", "name", "created_at", "mers_org_id", "retention_days"]))
     return 0
 
 
 def _org_set_mers_id(args: argparse.Namespace, db: Database) -> int:
     with db.session() as session:
         org = set_mers_org_id(session, args.org, None if args.clear else args.mers_org_id)
-    _print(args, organisation_view(org), f"organisation {org.id}: MERS Org ID {_cell(org.mers_org_id)}")
+    print_answer(args, organisation_view(org), f"organisation {org.id}: MERS Org ID {_cell(org.mers_org_id)}")
     return 0
 
 
@@ -122,7 +122,7 @@ def _org_set_retention(args: argparse.Namespace, db: Database) -> int:
     with db.session() as session:
         org = set_retention_default(session, args.org, None if args.clear else args.days)
     shown = f"{org.retention_days} days" if org.retention_days is not None else "the settings' default"
-    _print(args, organisation_view(org), f"organisation {org.id}: retention {shown}")
+    print_answer(args, organisation_view(org), f"organisation {org.id}: retention {shown}")
     return 0
 
 
@@ -137,7 +137,7 @@ def _org_origins(args: argparse.Namespace, db: Database) -> int:
         with db.read_session() as session:
             origins = allowed_origins(session, args.org)
     view = {"org_id": args.org, "origins": origins, "content_security_policy": frame_ancestors(origins)}
-    _print(args, view, f"{args.org}: {view['content_security_policy']}")
+    print_answer(args, view, f"{args.org}: {view['content_security_policy']}")
     return 0
 
 
@@ -146,7 +146,7 @@ def _org_add_signing_key(args: argparse.Namespace, db: Database) -> int:
     with db.session() as session:
         row = add_signing_key(session, args.org, pem)
         view = {"org_id": row.org_id, "key_id": row.key_id, "created_at": iso(row.created_at)}
-    _print(args, view, f"organisation {row.org_id}: signing key {row.key_id} registered")
+    print_answer(args, view, f"organisation {row.org_id}: signing key {row.key_id} registered")
     return 0
 
 
@@ -156,7 +156,7 @@ def _key_create(args: argparse.Namespace, db: Database) -> int:
     with db.session() as session:
         key, raw = add_key(session, args.org, args.name, scopes, expires_in)
     view = key_view(key)
-    _print(args, {**view, "key": raw}, _shown_once(raw, view))
+    print_answer(args, {**view, "key": raw}, _shown_once(raw, view))
     return 0
 
 
@@ -172,14 +172,14 @@ def _shown_once(raw: str, view: dict[str, Any]) -> str:
 def _key_list(args: argparse.Namespace, db: Database) -> int:
     with db.read_session() as session:
         views = [key_view(k) for k in keys(session, args.org)]
-    _print(args, views, _table(views, KEY_COLUMNS))
+    print_answer(args, views, table_text(views, KEY_COLUMNS))
     return 0
 
 
 def _key_revoke(args: argparse.Namespace, db: Database) -> int:
     with db.session() as session:
         key = revoke_key(session, args.key)
-    _print(args, key_view(key), f"revoked key {key.id} ({key.prefix}) of {key.org_id}")
+    print_answer(args, key_view(key), f"revoked key {key.id} ({key.prefix}) of {key.org_id}")
     return 0
 
 
@@ -189,7 +189,7 @@ def _key_rotate(args: argparse.Namespace, db: Database) -> int:
         old, new, raw = rotate_key(session, args.key, grace)
     new_view, old_view = key_view(new), key_view(old)
     human = f"rotated key {old.id} ({old.prefix}): it stops working at {old_view['expires_at']}\n"
-    _print(args, {"key": raw, "new": new_view, "old": old_view}, human + _shown_once(raw, new_view))
+    print_answer(args, {"key": raw, "new": new_view, "old": old_view}, human + _shown_once(raw, new_view))
     return 0
 
 

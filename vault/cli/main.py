@@ -32,6 +32,7 @@ from vault.cli.keys import add_commands as add_key_commands
 from vault.cli.packages import add_commands as add_package_commands
 from vault.cli.rebuild import add_commands as add_rebuild_commands
 from vault.cli.receipts import add_commands as add_receipt_commands
+from vault.cli.shared_secrets import add_commands as add_shared_secret_commands
 from vault.cli.signing_keys import add_commands as add_signing_key_commands
 from vault.log_format import configure as configure_logging
 from vault.metrics.multiproc import metrics_dir, use_multiprocess_dir
@@ -465,6 +466,7 @@ def parser() -> argparse.ArgumentParser:
     add_dispose_commands(commands)
     add_import_commands(commands)
     add_signing_key_commands(commands)
+    add_shared_secret_commands(commands)
     add_rebuild_commands(commands)
     report = commands.add_parser("report", help="check a verifier report offline").add_subparsers(
         dest="report_command", required=True
