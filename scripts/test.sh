@@ -242,7 +242,7 @@ collect_tests() {
 }
 
 check "docker-compose config" docker-compose --env-file docker/example.env -f docker/compose.yaml config -q
-# Kubernetes manifests of the nightly verifier, against the schemas kubernetes-validate ships (no cluster).
+# Kubernetes manifests (the API and the nightly verifier), against the schemas kubernetes-validate ships (no cluster).
 check "kubernetes manifests" "$VENV/bin/kubernetes-validate" --quiet --strict -k 1.30.0 docker/k8s/*.yaml
 check "ruff check" "$PY" -m ruff check .
 check "ruff format --check" "$PY" -m ruff format --check .
