@@ -47,6 +47,7 @@ from tests.pdf_factory import make_pdf
 from vault.runtime import Runtime
 from vault.tenancy import bootstrap
 
+ROOT = Path(__file__).resolve().parents[1]
 NOW = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(days=3650)
 H1, H2, H3 = (hashlib.sha256(bytes([i])).digest() for i in range(3))
@@ -437,9 +438,6 @@ def test_migration_keeps_existing_data_and_goes_both_ways(database_url: str) -> 
         assert _counts(database) == before
     finally:
         database.dispose()
-
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_processes_starting_at_once_migrate_one_at_a_time(database_url: str) -> None:
