@@ -23,9 +23,11 @@ next ``--replicas``, PostgreSQL one more). ``tests/test_replicas.py`` runs a sho
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -46,6 +48,8 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from compliance.ledger.signer import create_key_file  # noqa: E402
+from compliance.signatures.document_identity import CERT_FILE, KEY_FILE, load_or_create_document_signer  # noqa: E402
 from storage.embedded_s3 import EmbeddedS3  # noqa: E402
 from tests.helpers import bootstrap_key, store_env  # noqa: E402
 from tests.pdf_factory import make_pdf  # noqa: E402
@@ -57,8 +61,8 @@ SUCCESS = {200, 201}
 
 @dataclass
 class Fleet:
-    """The replicas: one ``evault serve`` each, sharing the environment (database, store, data directory and its
-    keys, as replicas share their secrets) but not a port."""
+    """The replicas: one ``evault serve`` each, sharing the environment (database, store, and the vault's secrets
+    given as settings, as on separate hosts) but not a port or a data directory."""
 
     env: dict[str, str]
     ports: list[int]
@@ -68,12 +72,31 @@ class Fleet:
     def url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.ports[i]}"
 
+    def start_all(self) -> None:
+        """All at once, as a deployment starts them: on the empty database they migrate and bootstrap in turn."""
+        for i in range(len(self.ports)):
+            self._spawn(i)
+        for i in range(len(self.ports)):
+            self._wait_ready(i)
+
     def start(self, i: int) -> None:
+        self._spawn(i)
+        self._wait_ready(i)
+
+    def _spawn(self, i: int) -> None:
         log = (self.logs / f"replica-{i}.log").open("ab")
-        env = {**os.environ, **self.env, "EVAULT_HOST": "127.0.0.1", "EVAULT_PORT": str(self.ports[i])}
+        env = {
+            **os.environ,
+            **self.env,
+            "EVAULT_DATA_DIR": str(self.logs / f"replica-{i}"),
+            "EVAULT_HOST": "127.0.0.1",
+            "EVAULT_PORT": str(self.ports[i]),
+        }
         self.procs[i] = subprocess.Popen(
             [sys.executable, "-m", "vault.cli.main", "serve"], env=env, cwd=ROOT, stdout=log, stderr=log
         )
+
+    def _wait_ready(self, i: int) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.procs[i].poll() is not None:
@@ -102,11 +125,17 @@ class Fleet:
                 proc.wait(10)
 
     def key(self) -> str:
-        for line in (self.logs / "replica-0.log").read_text().splitlines():
-            found = bootstrap_key(line)
-            if found:
-                return found
-        raise RuntimeError("replica 0 printed no bootstrap key")
+        """The one bootstrap key, from whichever replica made the first organisation (its log names the file
+        in its data directory that holds it)."""
+        found = [
+            key
+            for i in range(len(self.ports))
+            for line in (self.logs / f"replica-{i}.log").read_text().splitlines()
+            if (key := bootstrap_key(line))
+        ]
+        if len(found) != 1:
+            raise RuntimeError(f"{len(found)} replicas made a first organisation, not one")
+        return found[0]
 
 
 @dataclass
@@ -224,8 +253,7 @@ def run(
     fleet = Fleet(env, ports, logs)
     started = time.monotonic()
     try:
-        for i in range(len(ports)):
-            fleet.start(i)
+        fleet.start_all()
         traffic = Traffic(fleet, {"X-API-Key": fleet.key()})
         threads = traffic.run(clients)
         time.sleep(seconds / 3)
@@ -273,6 +301,20 @@ def run(
     }
 
 
+def _shared_secrets(directory: Path) -> dict[str, str]:
+    """What every replica must hold alike, made once and given to each as settings, as a deployment's secrets
+    are (docs/scale-out.md#what-every-process-must-hold-alike): a replica that made its own would be refused."""
+    directory.mkdir(mode=0o700, parents=True)
+    create_key_file(directory / "vault-signing-key.pem")
+    load_or_create_document_signer(directory, None, None, "replicas bench document signing")
+    return {
+        "EVAULT_SIGNING_KEY": str(directory / "vault-signing-key.pem"),
+        "EVAULT_DOCUMENT_SIGNING_KEY": str(directory / KEY_FILE),
+        "EVAULT_DOCUMENT_SIGNING_CERT": str(directory / CERT_FILE),
+        "EVAULT_SIGNING_LINK_SECRET": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+
+
 @contextmanager
 def _stack(base: int, replicas: int, workdir: Path) -> Iterator[tuple[dict[str, str], list[int], PrivateCluster]]:
     store = EmbeddedS3(workdir / "store", base, buckets=(), unprotected=False)
@@ -282,7 +324,8 @@ def _stack(base: int, replicas: int, workdir: Path) -> Iterator[tuple[dict[str, 
         cluster.init()
         cluster.start()
         env = {
-            "EVAULT_DATA_DIR": str(workdir / "vault"),
+            "EVAULT_DATA_DIR": str(workdir / "vault"),  # the verifier's; each replica has its own (Fleet)
+            **_shared_secrets(workdir / "keys"),
             "EVAULT_DATABASE_URL": cluster.url,
             "EVAULT_DATABASE_TIMEOUT": "2",
             "EVAULT_CLAIM_LEASE_SECONDS": "2",
