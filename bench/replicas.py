@@ -1,6 +1,7 @@
-"""Replicas under load: N ``evault serve`` processes over one PostgreSQL and one S3 store, with clients
-spreading mixed traffic over them (create, vault-in, copies, vault-out). Mid-load one replica is killed with
-SIGKILL and restarted, and PostgreSQL is restarted once.
+"""Replicas under load: N ``evault serve`` processes over one PostgreSQL and one S3 store, started together,
+each with a data directory of its own and the vault's secrets given as settings, as on separate hosts, with
+clients spreading mixed traffic over them (create, vault-in, copies, vault-out). Mid-load one replica is killed
+with SIGKILL and restarted, and PostgreSQL is restarted once.
 
 Afterwards it checks:
 - no envelope was vaulted or released twice;
