@@ -54,7 +54,7 @@ from vault.evidence_work import EvidenceWork, Joining
 from vault.expiry import sweep_deadlines, sweep_staged
 from vault.metrics.instruments import CHECKPOINT_FAILURES, failure_cause
 from vault.reconcile import reconcile_claims, reconcile_copy_claims
-from vault.shared_secrets import Held, SecretsDiffer, check_held
+from vault.shared_secrets import SecretsDiffer, check_held, held
 from vault.stamp_worker import warm_stampers
 from vault.webhooks.outbox import install_outbox
 from vault.webhooks.sender import Sender
@@ -394,7 +394,7 @@ def open_runtime(settings: Settings, join: Joining | None = None) -> Runtime:
             raise StartupError(f"refusing to start: signing-link secret: {exc}") from exc
         if opening:  # a joining evidence worker holds what the service it joins was checked for
             try:
-                check_held(db, Held.of(document_signer, link_secret))
+                check_held(db, held(document_signer, link_secret))
             except SecretsDiffer as exc:
                 raise StartupError(f"refusing to start: {exc}") from exc
     except BaseException as exc:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import delete
@@ -40,30 +39,18 @@ class SecretsDiffer(Exception):
     """This process holds a secret other than the one the vault's processes recorded."""
 
 
-@dataclass(frozen=True)
-class Held:
-    """The fingerprints of what this process holds."""
-
-    document_signing: str
-    signing_link: str
-
-    @classmethod
-    def of(cls, signer: DocumentSigner, link_secret: bytes) -> Held:
-        """The certificate's SHA-256 (it is published anyway); for the link secret an HMAC keyed by it, which
-        tells the secret apart from another without revealing it."""
-        der = signer.certificate.public_bytes(serialization.Encoding.DER)
-        return cls(
-            document_signing=hashlib.sha256(der).hexdigest(),
-            signing_link=hmac.new(link_secret, _LINK_LABEL, hashlib.sha256).hexdigest(),
-        )
-
-    def by_name(self) -> dict[str, str]:
-        return {DOCUMENT_SIGNING: self.document_signing, SIGNING_LINK: self.signing_link}
+def held(signer: DocumentSigner, link_secret: bytes) -> dict[str, str]:
+    """The fingerprints of what this process holds, by name: the certificate's SHA-256 (it is published anyway);
+    for the link secret an HMAC keyed by it, which tells the secret apart from another without revealing it."""
+    der = signer.certificate.public_bytes(serialization.Encoding.DER)
+    return {
+        DOCUMENT_SIGNING: hashlib.sha256(der).hexdigest(),
+        SIGNING_LINK: hmac.new(link_secret, _LINK_LABEL, hashlib.sha256).hexdigest(),
+    }
 
 
-def check_held(db: Database, held: Held) -> None:
+def check_held(db: Database, mine: dict[str, str]) -> None:
     """Record what is not recorded yet, in one transaction, and refuse what differs from the record."""
-    mine = held.by_name()
     with db.session() as session:
         for name, fingerprint in mine.items():
             insert_if_absent(session, SharedSecret(name=name, fingerprint=fingerprint, recorded_at=utcnow()))
