@@ -26,6 +26,17 @@ from vault.tenancy import SCOPES, create_api_key, create_organisation
 pytest_plugins = ["tests.fixtures_s3", "tests.pg_cluster"]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Heavy variants (marked ``slow``) run only when the mark expression names them (``-m slow``): every other
+    run, CI's included, leaves them out (deselected, not skipped) without each lane's expression saying so."""
+    if "slow" in (config.option.markexpr or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str]:
     with own_database(tmp_path, "evault") as url:

@@ -38,6 +38,8 @@ from tests.pdf_factory import make_pdf
 from vault import retrieval
 from vault import vault_in as vault_in_module
 from vault.api.app import create_app
+from vault.envelopes import NewEnvelope
+from vault.envelopes import create_envelope as create_envelope_row
 from vault.erasure import erase_subject
 from vault.rebuild.backup import restore, write_backup
 from vault.rebuild.bucket_log import RebuildRefused
@@ -464,3 +466,51 @@ def test_a_backup_of_another_history_is_refused(
         assert refused.value.code == "Restore.Diverged"
     finally:
         target.close()
+
+
+def _created(runtime: Runtime, raw_key: str, count: int) -> None:
+    """``count`` envelopes created as the API creates them (``envelope.created`` each), 1,000 to a transaction:
+    a history of tens of thousands of entries in minutes rather than an hour of requests."""
+    with runtime.db.read_session() as session:
+        actor = authenticate(session, raw_key).actor()
+    for start in range(0, count, 1000):
+        with runtime.db.session() as session:
+            for _ in range(min(1000, count - start)):
+                create_envelope_row(session, actor, NewEnvelope(kind="paper", title="Loan 1001"))
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [
+        pytest.param((260, 3), id="across-one-tile"),
+        # 66,113 envelopes, so over 66,113 entries: 258 full tiles at level 0, a full one at level 1 (65,536
+        # entries), partial ones above and at the right edge, each checkpoint leaving partial tiles of its width.
+        pytest.param((300, 3, 65_560, 250), id="a-full-level-1-tile", marks=pytest.mark.slow),
+    ],
+)
+def test_a_log_across_tile_boundaries_is_rebuilt_from_its_full_and_partial_tiles(
+    batches: tuple[int, ...],
+    runtime: Runtime,
+    client: TestClient[Any],
+    tenant: tuple[str, dict[str, str]],
+    into_fresh_database: Callable[..., tuple[Runtime, str]],
+) -> None:
+    org_id, headers = tenant
+    for count in batches:
+        _created(runtime, headers["X-API-Key"], count)
+        assert client.post(f"{API}/log/checkpoint", headers=headers).status_code == 200
+    roots = _signed_roots(runtime)
+    size = roots[org_id][0]
+    assert size > sum(batches)  # and the organisation's, its key's and the head map's entries
+    with runtime.db.read_session() as session:
+        assert session.exec(select(func.count()).select_from(Event)).one() == size
+    rebuilt, _ = into_fresh_database("rebuild", "--from-bucket")
+    try:
+        assert _signed_roots(rebuilt) == roots
+        with rebuilt.db.read_session() as session:
+            assert session.exec(select(func.count()).select_from(Event)).one() == size
+            assert tree_for(session, org_id, size).root().hex() == roots[org_id][1]
+        report = verify_vault(rebuilt.sources())
+        assert report["clean"], report["findings"]
+    finally:
+        rebuilt.close()
