@@ -57,8 +57,7 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     template = Database(f"sqlite:///{path}")
     template.migrate()
     template.dispose()
-    with closing(sqlite3.connect(path)) as connection:  # one self-contained file: no -wal beside it to copy
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with closing(sqlite3.connect(path)) as connection:  # one self-contained file: leaving WAL checkpoints it
         connection.execute("PRAGMA journal_mode=DELETE")
     return path
 
