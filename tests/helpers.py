@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -20,9 +22,12 @@ from typing import IO, Any, Literal
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.engine import Connection as DbConnection
+from sqlalchemy.pool import NullPool
 
 from storage.buckets import ensure_bucket
+from storage.db import Database
 from storage.embedded_s3 import EmbeddedS3
 from storage.s3_client import make_s3_client
 from storage.settings import EdgeSettings
@@ -287,3 +292,63 @@ def own_database(tmp_path: Path, name: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def _pg_database(name: str) -> str:
+    """The PostgreSQL pass's server URL, naming database ``name``."""
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def migrated_template(directory: Path) -> Iterator[str]:
+    """A database migrated to head once, which :func:`copy_of` copies: a SQLite file under ``directory``, or a
+    PostgreSQL database (dropped afterwards), named by what :func:`copy_of` takes. A migration from empty costs
+    0.4 s on SQLite and 0.6 s on PostgreSQL; a copy 0.01 s and 0.13 s (CREATE DATABASE ... TEMPLATE)."""
+    if not PG_URL:
+        path = directory / "evault.sqlite3"
+        template = Database(f"sqlite:///{path}")
+        template.migrate()
+        template.dispose()
+        with closing(sqlite3.connect(path)) as connection:  # one self-contained file: leaving WAL checkpoints it
+            connection.execute("PRAGMA journal_mode=DELETE")
+        yield str(path)
+        return
+    name = f"tmpl_{uuid.uuid4().hex[:16]}"
+    with _pg_admin() as admin:
+        admin.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            template = Database(_pg_database(name))
+            template.migrate()
+            template.dispose()  # a template takes no copies while anyone is connected to it
+            yield name
+        finally:
+            admin.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def copy_of(template: str, tmp_path: Path) -> Iterator[str]:
+    """A database of its own starting as a copy of ``template`` (:func:`migrated_template`): a SQLite file under
+    ``tmp_path``, or a PostgreSQL database dropped afterwards (its connections too: a test may leave one)."""
+    if not PG_URL:
+        path = tmp_path / "migrated.sqlite3"  # beside, not in place of, ``own_database``'s empty one
+        shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
+        return
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with _pg_admin() as admin:
+        admin.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        try:
+            yield _pg_database(name)
+        finally:
+            admin.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def _pg_admin() -> Iterator[DbConnection]:
+    """A connection to the PostgreSQL pass's server outside any transaction (CREATE DATABASE needs that)."""
+    engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()

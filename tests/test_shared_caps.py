@@ -141,10 +141,10 @@ time.sleep(600)
 """
 
 
-def test_a_killed_holders_slots_come_back_within_the_lease(database_url: str, db: Database) -> None:
+def test_a_killed_holders_slots_come_back_within_the_lease(db: Database) -> None:
     ttl = 2.0
     child = subprocess.Popen(
-        [sys.executable, "-c", HOLD, database_url, str(ttl)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD, db.url, str(ttl)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "held"
