@@ -68,6 +68,20 @@ def test_a_replica_with_another_signing_key_is_refused(
     assert runtime.key.note_verifier.vkey in str(refused.value)
 
 
+def test_a_replica_that_loses_the_race_to_the_first_key_keeps_no_key_of_its_own(
+    runtime: Runtime, vault_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes start on an empty database: both find no first key recorded and make one, and the second to
+    record it is refused. Its key signed nothing, and kept in its data directory it would be offered again."""
+    monkeypatch.setattr("vault.runtime.first_key_recorded", lambda db: False)  # it looked before the first recorded
+    with pytest.raises(StartupError, match="not this vault's first key"):
+        open_runtime(_replica(vault_env, tmp_path))
+    assert sorted(p.name for p in (tmp_path / "replica").glob("vault-signing-key*")) == []
+    monkeypatch.undo()
+    with pytest.raises(StartupError, match=r"vault-signing-key\.pem does not exist \(set EVAULT_SIGNING_KEY"):
+        open_runtime(_replica(vault_env, tmp_path))  # its next start asks for the vault's key
+
+
 def test_a_replica_with_secrets_of_its_own_is_refused_naming_each(
     runtime: Runtime, vault_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -28,7 +28,7 @@ from compliance.ledger.key_ring import (
     record_first_key,
 )
 from compliance.ledger.signer import Signer
-from compliance.ledger.vault_key import SigningKeyError, VaultKey, load_or_create_key
+from compliance.ledger.vault_key import SigningKeyError, VaultKey, discard_key_file, load_or_create_key
 from compliance.signatures.document_identity import DocumentSigner, load_or_create_document_signer
 from compliance.signatures.pdf_validation import load_trust_roots
 from compliance.sources import Deadline, Sources
@@ -352,12 +352,10 @@ def open_runtime(settings: Settings, join: Joining | None = None) -> Runtime:
         db = Database(settings.database_url, timeout=settings.database_timeout)
         if opening:
             db.migrate()
+        create_key = opening and "EVAULT_SIGNING_KEY" not in settings.env and not first_key_recorded(db)
+        made_key = create_key and not settings.vault.signing_key_path.exists()
         try:
-            key = load_or_create_key(
-                settings.vault.signing_key_path,
-                settings.vault.key_name,
-                create=opening and "EVAULT_SIGNING_KEY" not in settings.env and not first_key_recorded(db),
-            )
+            key = load_or_create_key(settings.vault.signing_key_path, settings.vault.key_name, create=create_key)
             if opening:
                 record_first_key(db, key, str(settings.vault.signing_key_path))
 
@@ -371,6 +369,8 @@ def open_runtime(settings: Settings, join: Joining | None = None) -> Runtime:
         except SigningKeyError as exc:  # missing, or not a usable key file
             raise StartupError(f"refusing to start: {exc}") from exc
         except ValueError as exc:  # not the recorded key
+            if made_key:  # another process recorded generation 0 first: the key made here signs nothing
+                discard_key_file(settings.vault.signing_key_path)
             raise StartupError(f"refusing to start: signing key {settings.vault.signing_key_path}: {exc}") from exc
         evidence = settings.evidence
         try:

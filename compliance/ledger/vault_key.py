@@ -65,6 +65,13 @@ def load_or_create_key(path: Path, name: str, *, create: bool) -> VaultKey:
     return vault_key
 
 
+def discard_key_file(path: Path) -> None:
+    """Remove a key file this start made, and its public half, once it is known to sign nothing: a process that
+    lost the race to record the first key would otherwise keep one that no generation names."""
+    path.unlink(missing_ok=True)
+    public_key_path(path).unlink(missing_ok=True)
+
+
 def public_key_path(private_key_path: Path) -> Path:
     """Where the public half of the key at ``private_key_path`` is kept: ``x.pem`` -> ``x.pub``, else ``x.pub``
     appended, so the private key is never the target."""
