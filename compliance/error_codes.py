@@ -62,6 +62,9 @@ CODES: dict[str, ErrorCode] = {
         "the key has EVAULT_MAX_UPLOADS_PER_KEY uploads in flight, or its organisation its share "
         "(EVAULT_MAX_UPLOADS_PER_ORG alone, less beside others; details.setting); see Retry-After",
     ),
+    "Request.Malformed": ErrorCode(
+        400, "the request is not valid HTTP/1.1 (request line, headers or body framing); the connection is closed"
+    ),
     "Request.HeaderTimeout": ErrorCode(
         408, "the request's headers took longer than EVAULT_HEADER_TIMEOUT_SECONDS; the connection is closed"
     ),

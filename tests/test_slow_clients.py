@@ -7,6 +7,7 @@
 - a body sent at an honest pace, for longer than the header deadline, is served;
 - connections whose headers never finish (or that send nothing) get 408 ``Request.HeaderTimeout`` and are
   closed after ``EVAULT_HEADER_TIMEOUT_SECONDS``; a client still sending then reads the 408 and a clean end;
+- bytes that are not HTTP get 400 ``Request.Malformed`` in the API's error body, and a clean end;
 - the slots' fair share: an organisation over its share beside others waits behind one below it.
 
 The deadline and lingering tests run with each of uvicorn's parsers (httptools, as served, and h11).
@@ -14,6 +15,7 @@ The deadline and lingering tests run with each of uvicorn's parsers (httptools, 
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import threading
@@ -228,8 +230,8 @@ def _send_until_answered(socks: list[socket.socket], byte: bytes, pause: float, 
         time.sleep(pause)
 
 
-def _answers_read_to_a_clean_end(socks: list[socket.socket], code: str) -> None:
-    """Half-close each socket and read it to its end: each holds a 408 with ``code``, and none was reset."""
+def _answers_read_to_a_clean_end(socks: list[socket.socket], code: str, status: int = 408) -> None:
+    """Half-close each socket and read it to its end: each holds a ``status`` with ``code``, and none was reset."""
     resets = 0
     for sock in socks:
         data = b""
@@ -240,7 +242,7 @@ def _answers_read_to_a_clean_end(socks: list[socket.socket], code: str) -> None:
         except OSError:  # reset: ECONNRESET, or ENOTCONN from the shutdown
             resets += 1
             continue
-        assert data.startswith(b"HTTP/1.1 408 "), data[:80]
+        assert data.startswith(f"HTTP/1.1 {status} ".encode()), data[:80]
         assert f'"{code}"'.encode() in data
     assert resets == 0, f"{resets} of {len(socks)} connections reset"
 
@@ -275,6 +277,32 @@ def test_bodies_still_trickling_when_their_pace_runs_out_read_the_408_and_a_clea
     try:
         _send_until_answered(socks, b" ", 0.02)  # ~50 bytes a second each, well under the pace, across it
         _answers_read_to_a_clean_end(socks, "Request.BodyTimeout")
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@EACH_PARSER
+def test_bytes_that_are_not_http_get_the_apis_400_and_a_clean_end(server: tuple[str, int]) -> None:
+    """uvicorn answered its parser's refusals itself, in plain text with no code, and closed at once: a client
+    still sending could read a reset instead."""
+    with socket.create_connection(server, timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), data[:80]
+    answer = json.loads(body)
+    assert answer["code"] == "Request.Malformed" and answer["details"] == {}
+    assert f"x-request-id: {answer['request_id']}".encode() in head.lower()
+    assert answer["request_id"].startswith("req_") and len(answer["request_id"]) == 36
+    socks = [socket.create_connection(server, timeout=10) for _ in range(50)]
+    try:
+        for sock in socks:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        _send_until_answered(socks, b"x", 0.01)
+        _answers_read_to_a_clean_end(socks, "Request.Malformed", status=400)
     finally:
         for sock in socks:
             sock.close()

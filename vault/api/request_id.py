@@ -18,11 +18,15 @@ from litestar.types import Message, Scope
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
 def ids(scope: Scope | dict[str, Any]) -> tuple[str, str | None]:
     """``(request_id, correlation_id)`` of this request, made once and then kept in the scope."""
     state = scope.setdefault("state", {})
     if "request_id" not in state:
-        state["request_id"] = f"req_{uuid.uuid4().hex}"
+        state["request_id"] = new_request_id()
         supplied = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         state["correlation_id"] = supplied if _SANE.fullmatch(supplied) else None
     return state["request_id"], state["correlation_id"]

@@ -8,17 +8,19 @@ uvicorn has no header timeout: its keep-alive timer starts only after a response
 a client that sends no request, or trickles its headers, holds a socket and a descriptor for as long as it
 likes (1,500 such connections stayed open for over 72 s). :class:`HeaderDeadline` arms a timer when the
 connection opens and again after each response; a request's complete headers cancel it. When it fires first
-the client gets 408 ``Request.HeaderTimeout`` and the connection is closed.
+the client gets 408 ``Request.HeaderTimeout`` and the connection is closed. Bytes the parser refuses get 400
+``Request.Malformed`` (uvicorn's own answer is plain text with no code), and the connection is closed too.
 
-A connection closed while its client may still be sending (the header deadline's 408, and any response that
-closes before the request's body is read to its end: the body's 408 ``Request.BodyTimeout``) is closed
-lingering, as nginx's ``lingering_close`` does: the server half-closes, then reads and drops what still arrives
-for up to :attr:`_Deadline.linger_seconds` before it closes. A socket closed with input unread, or receiving
-input after its close, answers with a reset, and a reset can make the client's stack drop the answer it already
-holds (seen under load: clients still sending read ``ECONNRESET`` instead of the 408). uvicorn closes its
-transport itself, so the protocol hands it a :class:`_LingeringTransport` whose ``close`` lingers when input
-may be unread. The body has its own pace, kept by the edge middleware (:mod:`vault.api.edge`). ``evault serve``,
-the tests and the benches serve with :func:`uvicorn_config`, so they all run the same protocol.
+A connection closed while its client may still be sending (the header deadline's 408, the parser's 400, and
+any response that closes before the request's body is read to its end: the body's 408 ``Request.BodyTimeout``)
+is closed lingering, as nginx's ``lingering_close`` does: the server half-closes, then reads and drops what
+still arrives for up to :attr:`_Deadline.linger_seconds` before it closes. A socket closed with input unread,
+or receiving input after its close, answers with a reset, and a reset can make the client's stack drop the
+answer it already holds (seen under load: clients still sending read ``ECONNRESET`` instead of the 408).
+uvicorn closes its transport itself, so the protocol hands it a :class:`_LingeringTransport` whose ``close``
+lingers when input may be unread. The body has its own pace, kept by the edge middleware
+(:mod:`vault.api.edge`). ``evault serve``, the tests and the benches serve with :func:`uvicorn_config`, so they
+all run the same protocol.
 """
 
 from __future__ import annotations
@@ -36,21 +38,28 @@ except ImportError:  # pragma: no cover - httptools is a dependency; h11 serves 
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 from storage.settings import EdgeSettings
+from vault.api.request_id import new_request_id
+
+
+def _closing_answer(status: str, code: str, message: str, details: dict[str, Any]) -> bytes:
+    """An answer the protocol gives itself, before any request reaches the app: the API's error body with a
+    request id (also in ``X-Request-Id``, as every answer of the app carries one), and ``connection: close``."""
+    request_id = new_request_id()
+    body = json.dumps({"code": code, "message": message, "details": details, "request_id": request_id}).encode()
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"x-request-id: {request_id}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
 def _timeout_response(seconds: float) -> bytes:
-    body = json.dumps(
-        {
-            "code": "Request.HeaderTimeout",
-            "message": f"the request's headers did not arrive within {seconds:g} s",
-            "details": {"timeout_seconds": seconds, "setting": "EVAULT_HEADER_TIMEOUT_SECONDS"},
-        }
-    ).encode()
-    head = (
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    return _closing_answer(
+        "408 Request Timeout",
+        "Request.HeaderTimeout",
+        f"the request's headers did not arrive within {seconds:g} s",
+        {"timeout_seconds": seconds, "setting": "EVAULT_HEADER_TIMEOUT_SECONDS"},
     )
-    return head.encode("ascii") + body
 
 
 class _LingeringTransport:
@@ -121,6 +130,19 @@ class _Deadline:
         self._socket.write_eof()  # what was written, then a FIN; the client's own FIN closes the transport
         self._socket.resume_reading()  # uvicorn may have paused it while the body waited for the app
         self._header_timer = self.loop.call_later(self.linger_seconds, self._socket.close)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser refuses (``msg`` is its own text): the API's error body, and a
+        lingering close, since the rest of what the client sends is never read."""
+        self.transport.write(
+            _closing_answer(
+                "400 Bad Request",
+                "Request.Malformed",
+                "the request is not valid HTTP/1.1 (its request line, headers or body framing); nothing was done",
+                {},
+            )
+        )
+        self.linger()
 
     def _arm(self) -> None:
         self._disarm()
