@@ -309,7 +309,7 @@ class EdgeSettings:
     spool_memory_bytes: int = 1024 * 1024  # EVAULT_UPLOAD_SPOOL_MEMORY_BYTES: kept in memory, the rest on disk
     header_timeout_seconds: int = 10  # EVAULT_HEADER_TIMEOUT_SECONDS: a request's headers must be in by then (408)
     # EVAULT_BODY_MIN_BYTES_PER_SECOND: a body must arrive at this average rate after the grace: byte n by
-    # grace + n / rate seconds after the headers, or the request ends with 408.
+    # grace + n / rate seconds after its headers are accepted (the API key checked), or the request ends with 408.
     body_min_bytes_per_second: int = 8 * 1024
     body_grace_seconds: int = 10  # EVAULT_BODY_GRACE_SECONDS: the grace of that pace, in seconds
 

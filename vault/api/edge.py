@@ -18,7 +18,8 @@ For every route, in this order:
    with ``Retry-After``, instead of queueing without bound. Its slots are given back before its answer's last
    part is sent (a client that sends its next upload on reading it finds them free), or when it ends without one;
 5. every body must keep up: byte n must be in by ``EVAULT_BODY_GRACE_SECONDS`` + n /
-   ``EVAULT_BODY_MIN_BYTES_PER_SECOND`` after the headers, or the request ends with 408
+   ``EVAULT_BODY_MIN_BYTES_PER_SECOND`` after its headers are accepted (the service's own time checking the key
+   is not the client's), or the request ends with 408
    ``Request.BodyTimeout`` and the connection is closed; the slot and the spooled part go with it. (The
    headers themselves have ``EVAULT_HEADER_TIMEOUT_SECONDS``: see :mod:`vault.api.server`.)
 
@@ -189,7 +190,7 @@ class _Held:
 
 
 class _Pace:
-    """The pace a body must keep: its n-th byte in by ``grace + n / rate`` seconds after the headers."""
+    """The pace a body must keep: its n-th byte in by ``grace + n / rate`` seconds after its headers are accepted."""
 
     def __init__(self, edge: EdgeSettings, started: float) -> None:
         self.rate, self.grace, self.started = edge.body_min_bytes_per_second, edge.body_grace_seconds, started
