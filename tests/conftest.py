@@ -63,7 +63,6 @@ def migrated_database_url(template_database: str, tmp_path: Path) -> Iterator[st
 def db(migrated_database_url: str) -> Iterator[Database]:
     """This test's database, migrated, without a service around it."""
     database = Database(migrated_database_url)
-    database.migrate()
     try:
         yield database
     finally:
