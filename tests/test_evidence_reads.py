@@ -169,6 +169,13 @@ def test_a_registered_copy_removed_from_the_store_fails_condition_5(client: Any,
 # --- the pool: a cap per organisation, a deadline, cancellation -----------------------------------------------
 
 
+def test_every_evidence_worker_is_started_and_joined_ahead(runtime: Runtime) -> None:
+    """``warm`` (as ``evault serve`` starts) leaves ``EVAULT_EVIDENCE_CONCURRENCY`` workers, each of which has
+    opened the vault: with one, a second organisation's first check while it was busy waited for a worker's
+    start and join, past this module's deadline on a loaded machine."""
+    assert len(_evidence_workers()) == 2
+
+
 def test_one_organisation_gets_503_beyond_its_share_while_another_is_served(
     client: Any, make_key: Any, base_url: str, link: SlowLink
 ) -> None:

@@ -30,7 +30,7 @@ import pickle
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
@@ -178,9 +178,15 @@ class EvidenceWork:
         )
 
     def warm(self, joining: Joining) -> None:
-        """Start a worker and open the vault in it (its forkserver's imports and the join: about 2 s here)
-        before the first compliance, certificate or audit request needs one."""
-        pool_for(self._pool).run(self._job(joining, Call(_nothing, ())), None, _refuse)
+        """Start every worker and open the vault in each (the forkserver's imports, then a join per worker) before
+        the first compliance, certificate or audit request needs one. With one started ahead, a second
+        organisation's first request while it was busy waited for a worker's start and join, past a 3 s deadline
+        on a loaded machine. The jobs run at once, so each takes a worker of its own."""
+        pool, job = pool_for(self._pool), self._job(joining, Call(_nothing, ()))
+        with ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="evidence-warm") as threads:
+            started = [threads.submit(pool.run, job, None, _refuse) for _ in range(self.settings.concurrency)]
+        for each in started:
+            each.result()  # the first failure is the caller's to log
 
     async def run_apart(self, org_id: str, joining: Joining, call: Call, gone: Callable[[], Awaitable[None]]) -> Answer:
         """``call``'s answer, computed in a worker process; ``gone`` returns when the client has disconnected."""
