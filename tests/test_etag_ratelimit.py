@@ -22,7 +22,6 @@ from storage.settings import Settings
 from tests.helpers import API, create_envelope, server_port, upload
 from tests.pdf_factory import make_pdf
 from vault.api.app import create_app
-from vault.ratelimit import Policy, admit
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import SCOPES, create_api_key, create_organisation
 
@@ -204,18 +203,3 @@ def test_the_count_is_shared_by_every_worker(limited: Any, vault_env: dict[str, 
     assert [a.status_code for a in answers] == [200, 200, 200, 200, 429, 429]
     assert [a.headers["ratelimit"].split(";")[1] for a in answers[:4]] == ["r=3", "r=2", "r=1", "r=0"]
     assert {a.json()["code"] for a in answers[4:]} == {"Request.RateLimited"}
-
-
-def test_rate_check_cost(limited: Any) -> None:
-    """The counters cost one upsert per request, the key's row and its organisation's together; report its time
-    on this database, and a single row's beside it."""
-    runtime, _ = limited
-    key = Policy("bench", 10**9, 60, "Request.RateLimited", "EVAULT_RATE_LIMIT")
-    org = Policy("bench-org", 10**9, 60, "Request.OrgRateLimited", "EVAULT_RATE_LIMIT_ORG", burst=10**9)
-    for label, counts in (("key", [("key_bench", key)]), ("key + org", [("key_bench", key), ("org_bench", org)])):
-        started = time.perf_counter()
-        for _ in range(200):
-            assert all(u.admitted for u in admit(runtime.db, counts))
-        per_call_ms = (time.perf_counter() - started) / 200 * 1000
-        print(f"rate-limit upsert ({label}): {per_call_ms:.2f} ms per request on {runtime.db.url.split(':')[0]}")
-        assert per_call_ms < 50
