@@ -22,7 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,9 @@ KEY = Policy("bench", 10**9, 60, "Request.RateLimited", "EVAULT_RATE_LIMIT")
 ORG = Policy("bench-org", 10**9, 60, "Request.OrgRateLimited", "EVAULT_RATE_LIMIT_ORG", burst=10**9)
 
 
-def raw_upsert(db: Database) -> Callable[[], None]:
-    """One counter row bumped in a transaction of its own, on the DBAPI connection under the same engine."""
+@contextmanager
+def raw_upsert(db: Database) -> Iterator[Callable[[], None]]:
+    """One counter row bumped in a transaction of its own, on a DBAPI connection of the same engine."""
     with db.engine.begin() as connection:
         connection.execute(text(f"CREATE TABLE {RAW_TABLE} (subject VARCHAR PRIMARY KEY, count INTEGER NOT NULL)"))
     raw = db.engine.raw_connection()
@@ -52,11 +54,17 @@ def raw_upsert(db: Database) -> Callable[[], None]:
         if sqlite:
             cursor.execute("BEGIN IMMEDIATE")  # as the service's write sessions begin on SQLite
         cursor.execute(statement)
-        assert cursor.fetchone()[0] > 0
+        (count,) = cursor.fetchone() or (0,)
+        assert count > 0
         raw.commit()
         cursor.close()
 
-    return call
+    try:
+        yield call
+    finally:
+        raw.close()
+        with db.engine.begin() as connection:
+            connection.execute(text(f"DROP TABLE {RAW_TABLE}"))
 
 
 def ours(db: Database, counts: list[tuple[str, Policy]]) -> Callable[[], None]:
@@ -74,17 +82,18 @@ def timed(call: Callable[[], None], calls: int) -> float:
 
 
 def run(db: Database, calls: int, rounds: int) -> dict[str, Any]:
-    phases = {
-        "raw": raw_upsert(db),
-        "key": ours(db, [("key_bench", KEY)]),
-        "key + org": ours(db, [("key_bench", KEY), ("org_bench", ORG)]),
-    }
-    for call in phases.values():  # warm: the rows exist, the statements are compiled and cached
-        timed(call, 20)
-    seconds: dict[str, list[float]] = {name: [] for name in phases}
-    for _ in range(rounds):
-        for name, call in phases.items():
-            seconds[name].append(timed(call, calls))
+    with raw_upsert(db) as raw:
+        phases = {
+            "raw": raw,
+            "key": ours(db, [("key_bench", KEY)]),
+            "key + org": ours(db, [("key_bench", KEY), ("org_bench", ORG)]),
+        }
+        for call in phases.values():  # warm: the rows exist, the statements are compiled and cached
+            timed(call, 20)
+        seconds: dict[str, list[float]] = {name: [] for name in phases}
+        for _ in range(rounds):
+            for name, call in phases.items():
+                seconds[name].append(timed(call, calls))
     median = {name: statistics.median(runs) for name, runs in seconds.items()}
     return {
         "database": db.url.split(":", 1)[0],
@@ -109,8 +118,6 @@ def main() -> int:
         try:
             result = run(db, args.calls, args.rounds)
         finally:
-            with db.engine.begin() as connection:
-                connection.execute(text(f"DROP TABLE IF EXISTS {RAW_TABLE}"))
             db.dispose()
     if args.json:
         print(json.dumps(result, indent=2))
