@@ -282,16 +282,13 @@ def own_database(tmp_path: Path, name: str) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / f'{name}.sqlite3'}"
         return
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with _pg_admin() as admin:
+        admin.execute(text(f'CREATE SCHEMA "{schema}"'))
+        try:
+            yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 def _pg_database(name: str) -> str:
