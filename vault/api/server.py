@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from http import HTTPStatus
 from typing import Any, ClassVar, cast
 
 import uvicorn
@@ -37,25 +38,30 @@ try:
 except ImportError:  # pragma: no cover - httptools is a dependency; h11 serves without it
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
+from compliance.error_codes import CODES
 from storage.settings import EdgeSettings
 from vault.api.request_id import new_request_id
 
 
-def _closing_answer(status: str, code: str, message: str, details: dict[str, Any]) -> bytes:
+def _closing_answer(code: str, message: str, details: dict[str, Any]) -> bytes:
     """An answer the protocol gives itself, before any request reaches the app: the API's error body with a
-    request id (also in ``X-Request-Id``, as every answer of the app carries one), and ``connection: close``."""
+    request id (also in ``X-Request-Id``, as every answer of the app carries one), the status the code's
+    catalogue entry names, and ``connection: close``."""
+    catalogued = CODES[code].status
+    if catalogued is None:  # pragma: no cover - an operator's code, never an HTTP answer
+        raise ValueError(f"{code} has no HTTP status")
+    status = HTTPStatus(catalogued)
     request_id = new_request_id()
     body = json.dumps({"code": code, "message": message, "details": details, "request_id": request_id}).encode()
     head = (
-        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-        f"x-request-id: {request_id}\r\nconnection: close\r\n\r\n"
+        f"HTTP/1.1 {status.value} {status.phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
 
 
 def _timeout_response(seconds: float) -> bytes:
     return _closing_answer(
-        "408 Request Timeout",
         "Request.HeaderTimeout",
         f"the request's headers did not arrive within {seconds:g} s",
         {"timeout_seconds": seconds, "setting": "EVAULT_HEADER_TIMEOUT_SECONDS"},
@@ -136,7 +142,6 @@ class _Deadline:
         lingering close, since the rest of what the client sends is never read."""
         self.transport.write(
             _closing_answer(
-                "400 Bad Request",
                 "Request.Malformed",
                 "the request is not valid HTTP/1.1 (its request line, headers or body framing); nothing was done",
                 {},
