@@ -6,11 +6,21 @@ import secrets
 from datetime import UTC, datetime
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+_DIGITS = 20
+_SPACE = len(_ALPHABET) ** _DIGITS
 
 
 def new_id(prefix: str) -> str:
-    """``prefix_`` + 20 random base-36 characters (~103 bits): unguessable, safe in URLs and S3 keys."""
-    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(20))
+    """``prefix_`` + 20 random base-36 characters (~103 bits): unguessable, safe in URLs and S3 keys.
+
+    One draw of the whole number, written in base 36: a choice per character read the system's randomness 20
+    times (~65 µs an id here, several ids per vault-in); this is the same uniform distribution in one read."""
+    number = secrets.randbelow(_SPACE)
+    digits = []
+    for _ in range(_DIGITS):
+        number, digit = divmod(number, 36)
+        digits.append(_ALPHABET[digit])
+    return f"{prefix}_" + "".join(digits)
 
 
 def utcnow() -> datetime:
