@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache, lru_cache
@@ -30,11 +31,13 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InvalidatePoolError, OperationalError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session, SQLModel
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+IDLE_PING_SECONDS = 1.0  # PostgreSQL: a pooled connection idle longer than this is pinged before its next use
+_IDLE_SINCE = "evault.idle_since"
 
 
 class DatabaseFileChanged(RuntimeError):
@@ -71,6 +74,34 @@ def _sqlite_engine(url: str, *, immediate: bool, timeout: float) -> Engine:
     return engine
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's pre-ping, but only for a connection that sat in the pool longer than ``IDLE_PING_SECONDS``.
+
+    ``pool_pre_ping`` paid a round trip on every checkout (~0.11 ms of CPU and ~0.12 ms of wall here, eight
+    times per vault-in), and a connection returned moments ago is almost always sound. One whose server end died
+    meanwhile (PostgreSQL restarted under load) fails its statement, which the API answers 503
+    ``Database.Unavailable`` and which invalidates the whole pool, as a failed ping does, so the next request
+    connects afresh. A connection that was idle (a quiet night, a proxy's idle timeout) is pinged as before; the
+    pool hands out the most recent connection first (``pool_use_lifo``), so the idle ones stay idle."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)  # none for a new connection (a replaced one's info starts empty)
+        if since is None or time.monotonic() - since <= IDLE_PING_SECONDS:
+            return
+        dialect = engine.dialect
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if not dialect.is_disconnect(exc, dbapi_connection, None):
+                raise
+            raise InvalidatePoolError(f"pooled connection idle {time.monotonic() - since:.0f} s is gone") from exc
+
+
 class Database:
     """Owns the engine; hands out sessions whose transaction commits on success and rolls back on error."""
 
@@ -92,10 +123,11 @@ class Database:
                 url,
                 pool_size=10,
                 max_overflow=10,
-                pool_pre_ping=True,
+                pool_use_lifo=True,
                 pool_timeout=timeout,
                 connect_args={"connect_timeout": max(2, round(timeout))},  # libpq's minimum is 2 s
             )
+            _ping_when_idle(self.engine)
             self.read_engine = self.engine
 
     def ping(self) -> None:

@@ -1,0 +1,95 @@
+"""PostgreSQL's pooled connections are pinged only after sitting idle (``storage.db._ping_when_idle``).
+
+A connection whose server end died while it sat idle is replaced before anyone uses it; one in use moments
+before is not pinged, and if its server end died it fails once (the API's 503 ``Database.Unavailable``), after
+which the pool connects afresh. The server end is killed with ``pg_terminate_backend``, as a restart would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+import storage.db
+from storage.db import Database
+from tests.helpers import PG_URL
+
+pytestmark = pytest.mark.skipif(not PG_URL, reason="pooled pings are PostgreSQL's: this runs in the PostgreSQL pass")
+
+
+@pytest.fixture
+def pg(database_url: str) -> Iterator[tuple[Database, Engine]]:
+    """The vault's database, and a connection of its own outside the pool to kill the vault's server ends."""
+    db = Database(database_url)
+    admin = create_engine(database_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        yield db, admin
+    finally:
+        db.dispose()
+        admin.dispose()
+
+
+def _backend(db: Database) -> int:
+    with db.engine.connect() as connection:
+        pid: int = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    return pid
+
+
+def _kill(admin: Engine, pid: int) -> None:
+    with admin.connect() as connection:
+        assert connection.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
+        deadline = time.monotonic() + 10
+        while connection.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).scalar():
+            assert time.monotonic() < deadline, f"backend {pid} still there"
+            time.sleep(0.05)
+
+
+def _counting_pings(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    pings: list[int] = []
+    ping = db.engine.dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        pings.append(1)
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(db.engine.dialect, "do_ping", counted)
+    return pings
+
+
+def test_an_idle_connection_whose_server_end_died_is_replaced_unseen(
+    pg: tuple[Database, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, admin = pg
+    monkeypatch.setattr(storage.db, "IDLE_PING_SECONDS", 0.2)
+    pings = _counting_pings(db, monkeypatch)
+    first = _backend(db)
+    _kill(admin, first)
+    time.sleep(0.3)  # idle past the threshold
+    assert _backend(db) != first  # no error: the ping found it gone and the pool connected afresh
+    assert len(pings) == 1
+
+
+def test_a_connection_in_use_moments_ago_is_not_pinged_and_fails_once_if_its_server_end_died(
+    pg: tuple[Database, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, admin = pg
+    monkeypatch.setattr(storage.db, "IDLE_PING_SECONDS", 60.0)
+    pings = _counting_pings(db, monkeypatch)
+    backends = {_backend(db) for _ in range(50)}
+    assert len(backends) == 1 and pings == []  # the most recent connection each time, never pinged
+    _kill(admin, backends.pop())
+    with pytest.raises(DBAPIError) as failed:
+        _backend(db)
+    assert failed.value.connection_invalidated  # what the API answers 503 Database.Unavailable
+    _backend(db)  # the pool connected afresh
+    assert pings == []
+    monkeypatch.setattr(storage.db, "IDLE_PING_SECONDS", 0.2)
+    time.sleep(0.3)
+    _backend(db)
+    assert len(pings) == 1
