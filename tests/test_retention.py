@@ -139,12 +139,17 @@ def test_disposal_deletes_what_is_due_and_keeps_the_hashes(
     client: Any, runtime: Runtime, tenant: Any, evault: Any, s3_admin_client: Any
 ) -> None:
     _, headers = tenant
-    _short_retention(runtime, 2)
+    # Long enough that the first listing comes before either is due: with 2 s (cut to the whole second, as S3
+    # keeps it), a CLI that took ~1.3 s to start on a loaded machine found one due already (CI, 2026-12-07).
+    _short_retention(runtime, 6)
     due_id, held_id = _vaulted(client, headers), _vaulted(client, headers)
     assert client.post(f"{API}/envelopes/{held_id}/legal-hold", json={"reason": "audit"}, headers=headers).is_success
     code, out, _ = evault("dispose", "--due", "--json")
     assert code == 0 and json.loads(out) == []  # not yet due
-    time.sleep(3)
+    due = dt.datetime.fromisoformat(
+        client.get(f"{API}/envelopes/{due_id}", headers=headers).json()["vault"]["retain_until"]
+    )
+    time.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
 
     code, out, err = evault("dispose", "--due", "--json")
     assert code == 0, err
