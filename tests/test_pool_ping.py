@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -23,13 +24,27 @@ from tests.helpers import PG_URL
 pytestmark = pytest.mark.skipif(not PG_URL, reason="pooled pings are PostgreSQL's: this runs in the PostgreSQL pass")
 
 
+@dataclass
+class Pool:
+    db: Database  # the vault's database
+    admin: Engine  # a connection of its own outside the pool, to kill the vault's server ends
+    pings: list[int]  # one item per ping of a pooled connection
+
+
 @pytest.fixture
-def pg(database_url: str) -> Iterator[tuple[Database, Engine]]:
-    """The vault's database, and a connection of its own outside the pool to kill the vault's server ends."""
+def pool(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pool]:
     db = Database(database_url)
     admin = create_engine(database_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    pings: list[int] = []
+    ping = db.engine.dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        pings.append(1)
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(db.engine.dialect, "do_ping", counted)
     try:
-        yield db, admin
+        yield Pool(db, admin, pings)
     finally:
         db.dispose()
         admin.dispose()
@@ -50,46 +65,30 @@ def _kill(admin: Engine, pid: int) -> None:
             time.sleep(0.05)
 
 
-def _counting_pings(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    pings: list[int] = []
-    ping = db.engine.dialect.do_ping
-
-    def counted(dbapi_connection: Any) -> bool:
-        pings.append(1)
-        return ping(dbapi_connection)
-
-    monkeypatch.setattr(db.engine.dialect, "do_ping", counted)
-    return pings
-
-
 def test_an_idle_connection_whose_server_end_died_is_replaced_unseen(
-    pg: tuple[Database, Engine], monkeypatch: pytest.MonkeyPatch
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db, admin = pg
     monkeypatch.setattr(storage.db, "IDLE_PING_SECONDS", 0.2)
-    pings = _counting_pings(db, monkeypatch)
-    first = _backend(db)
-    _kill(admin, first)
+    first = _backend(pool.db)
+    _kill(pool.admin, first)
     time.sleep(0.3)  # idle past the threshold
-    assert _backend(db) != first  # no error: the ping found it gone and the pool connected afresh
-    assert len(pings) == 1
+    assert _backend(pool.db) != first  # no error: the ping found it gone and the pool connected afresh
+    assert len(pool.pings) == 1
 
 
 def test_a_connection_in_use_moments_ago_is_not_pinged_and_fails_once_if_its_server_end_died(
-    pg: tuple[Database, Engine], monkeypatch: pytest.MonkeyPatch
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db, admin = pg
     monkeypatch.setattr(storage.db, "IDLE_PING_SECONDS", 60.0)
-    pings = _counting_pings(db, monkeypatch)
-    backends = {_backend(db) for _ in range(50)}
-    assert len(backends) == 1 and pings == []  # the most recent connection each time, never pinged
-    _kill(admin, backends.pop())
+    backends = {_backend(pool.db) for _ in range(50)}
+    assert len(backends) == 1 and pool.pings == []  # the most recent connection each time, never pinged
+    _kill(pool.admin, backends.pop())
     with pytest.raises(DBAPIError) as failed:
-        _backend(db)
+        _backend(pool.db)
     assert failed.value.connection_invalidated  # what the API answers 503 Database.Unavailable
-    _backend(db)  # the pool connected afresh
-    assert pings == []
+    _backend(pool.db)  # the pool connected afresh
+    assert pool.pings == []
     monkeypatch.setattr(storage.db, "IDLE_PING_SECONDS", 0.2)
     time.sleep(0.3)
-    _backend(db)
-    assert len(pings) == 1
+    _backend(pool.db)
+    assert len(pool.pings) == 1
