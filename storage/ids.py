@@ -6,8 +6,9 @@ import secrets
 from datetime import UTC, datetime
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+_BASE = len(_ALPHABET)
 _DIGITS = 20
-_SPACE = len(_ALPHABET) ** _DIGITS
+_SPACE = _BASE**_DIGITS
 
 
 def new_id(prefix: str) -> str:
@@ -18,7 +19,7 @@ def new_id(prefix: str) -> str:
     number = secrets.randbelow(_SPACE)
     digits = []
     for _ in range(_DIGITS):
-        number, digit = divmod(number, 36)
+        number, digit = divmod(number, _BASE)
         digits.append(_ALPHABET[digit])
     return f"{prefix}_" + "".join(digits)
 
