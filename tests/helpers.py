@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -34,6 +35,10 @@ from storage.settings import EdgeSettings
 from vault.api.server import HeaderDeadline, header_deadline_protocol, uvicorn_config
 
 API = "/api/v2/partner"
+# How far ahead a test sets a deadline it then waits out (an envelope's expiry, a transfer's): room for the
+# requests that must come before it under the load of a CI pass (1 s was not: an envelope's creation on
+# PostgreSQL arrived after its own expiry and was refused).
+EXPIRY_LEAD = timedelta(seconds=3)
 
 
 def create_envelope(client: Any, headers: dict[str, str], kind: str = "paper", **extra: Any) -> str:

@@ -15,7 +15,7 @@ from sqlmodel import col, select
 
 from storage.models import Event, StagedDocument, VaultedDocument
 from storage.settings import Settings
-from tests.helpers import API, create_envelope, upload
+from tests.helpers import API, EXPIRY_LEAD, create_envelope, upload
 from tests.pdf_factory import make_pdf, make_signed_pdf
 from vault.api.app import create_app
 from vault.expiry import sweep
@@ -338,11 +338,6 @@ def test_esign_goes_draft_to_completed_on_vault_in_signed(client: Any, tenant: A
 
 
 # --- expiry ------------------------------------------------------------------------------------------------
-
-
-# How far ahead an expiring envelope's expiry is set: room for the requests that must come before it, under the
-# load of a CI pass (1 s was not: a creation on PostgreSQL arrived after its own expiry and was refused).
-EXPIRY_LEAD = timedelta(seconds=3)
 
 
 def _expiring(client: Any, headers: dict[str, str], kind: str = "paper") -> tuple[str, datetime]:

@@ -33,7 +33,7 @@ from storage.ids import iso, utcnow
 from storage.models import ApiKey, Checkpoint, CopyClaim, Event, LogState, MersMin, Organisation, VaultClaim
 from storage.object_store import ObjectStore
 from storage.settings import Settings
-from tests.helpers import API, create_envelope, own_database, upload
+from tests.helpers import API, EXPIRY_LEAD, create_envelope, own_database, upload
 from tests.pdf_factory import make_pdf
 from vault import retrieval
 from vault import vault_in as vault_in_module
@@ -121,8 +121,8 @@ def _history(
 
     voided = create_envelope(client, headers)
     assert client.post(f"{API}/envelopes/{voided}/void", json={"reason": "withdrawn"}, headers=headers).is_success
-    at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat()
-    expired = create_envelope(client, headers, expires_at=at, external_id=f"x-{uuid.uuid4().hex}")
+    at = dt.datetime.now(dt.UTC) + EXPIRY_LEAD
+    expired = create_envelope(client, headers, expires_at=at.isoformat(), external_id=f"x-{uuid.uuid4().hex}")
     draft = create_envelope(client, headers, kind="esign")
 
     theirs = _vaulted(client, other)
@@ -141,7 +141,7 @@ def _history(
         step = client.post(f"{API}/transfers/{created.json()['id']}/{answer}", json={}, headers=other)
         assert step.status_code == 200, step.text
 
-    time.sleep(1.2)
+    time.sleep(max(0.0, (at - dt.datetime.now(dt.UTC)).total_seconds()) + 0.2)
     assert client.get(f"{API}/envelopes/{expired}", headers=headers).json()["status"] == "expired"
     for who in (headers, other):
         assert client.post(f"{API}/log/checkpoint", headers=who).status_code == 200

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from compliance.ledger.events import log_size
 from compliance.verifier import Options, verify
 from storage.ids import iso, utcnow
 from storage.models import Envelope, Event, Transfer, WebhookDelivery
-from tests.helpers import API, create_envelope, together, upload
+from tests.helpers import API, EXPIRY_LEAD, create_envelope, together, upload
 from tests.pdf_factory import make_pdf
 from vault.expiry import sweep_deadlines
 from vault.runtime import Runtime
@@ -38,6 +38,14 @@ REPO = Path(__file__).resolve().parents[1]
 HOOK = "https://93.184.215.14/hooks"  # a public address: configurable, never called (no sender runs in tests)
 TRIALS = 4
 Party = tuple[str, dict[str, str]]
+
+
+def _deadline() -> datetime:
+    return utcnow() + EXPIRY_LEAD
+
+
+def _sleep_past(deadline: datetime, margin: float) -> None:
+    time.sleep(max(0.0, (deadline - utcnow()).total_seconds()) + margin)
 
 
 @pytest.fixture
@@ -311,15 +319,16 @@ def test_a_transfer_past_its_deadline_expires_and_control_stays(
 ) -> None:
     (_, ah), (b, bh), _ = parties
     envelope_id = _vaulted(client, ah)
-    soon = lambda: iso(utcnow() + timedelta(seconds=1))  # noqa: E731
-    tid = _offered(client, ah, envelope_id, b, expires_at=soon())
-    time.sleep(1.2)
+    deadline = _deadline()
+    tid = _offered(client, ah, envelope_id, b, expires_at=iso(deadline))
+    _sleep_past(deadline, 0.2)
     late = _step(client, bh, tid, "accept")
     assert _code(late) == (409, "Transfer.NotPending") and late.json()["details"]["status"] == "expired"
     assert _authoritative(client, ah, envelope_id).status_code == 200
 
-    swept_id = _offered(client, ah, envelope_id, b, expires_at=soon())
-    time.sleep(1.2)
+    deadline = _deadline()
+    swept_id = _offered(client, ah, envelope_id, b, expires_at=iso(deadline))
+    _sleep_past(deadline, 0.2)
     swept = sweep_deadlines(runtime.custody(), 60)
     assert swept.transfers_expired == [swept_id]
     assert sweep_deadlines(runtime.custody(), 60).transfers_expired == []
@@ -372,8 +381,9 @@ def test_accept_racing_expiry_has_one_outcome(
     (_, ah), (b, bh), _ = parties
     for _ in range(TRIALS):
         envelope_id = _vaulted(client, ah)
-        tid = _offered(client, ah, envelope_id, b, expires_at=iso(utcnow() + timedelta(seconds=1)))
-        time.sleep(1.05)
+        deadline = _deadline()
+        tid = _offered(client, ah, envelope_id, b, expires_at=iso(deadline))
+        _sleep_past(deadline, 0.05)
         accept, sweep = together(
             lambda tid=tid: _step(client, bh, tid, "accept"),
             lambda: sweep_deadlines(runtime.custody(), 60),
