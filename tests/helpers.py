@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -39,6 +39,11 @@ API = "/api/v2/partner"
 # requests that must come before it under the load of a CI pass (1 s was not: an envelope's creation on
 # PostgreSQL arrived after its own expiry and was refused).
 EXPIRY_LEAD = timedelta(seconds=3)
+
+
+def sleep_past(at: datetime, margin: float) -> None:
+    """Sleep until ``at`` (aware) has passed, and ``margin`` seconds more: a deadline waited out by its own time."""
+    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + margin)
 
 
 def create_envelope(client: Any, headers: dict[str, str], kind: str = "paper", **extra: Any) -> str:
@@ -288,7 +293,7 @@ def own_database(tmp_path: Path, name: str) -> Iterator[str]:
         return
     schema = f"t_{uuid.uuid4().hex[:16]}"
     sep = "&" if "?" in PG_URL else "?"
-    with _pg_admin() as admin:
+    with pg_admin() as admin:
         admin.execute(text(f'CREATE SCHEMA "{schema}"'))
         try:
             yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
@@ -316,7 +321,7 @@ def migrated_template(directory: Path) -> Iterator[str]:
         yield str(path)
         return
     name = f"tmpl_{uuid.uuid4().hex[:16]}"
-    with _pg_admin() as admin:
+    with pg_admin() as admin:
         admin.execute(text(f'CREATE DATABASE "{name}"'))
         try:
             template = Database(_pg_database(name))
@@ -337,7 +342,7 @@ def copy_of(template: str, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{path}"
         return
     name = f"t_{uuid.uuid4().hex[:16]}"
-    with _pg_admin() as admin:
+    with pg_admin() as admin:
         admin.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
         try:
             yield _pg_database(name)
@@ -346,7 +351,7 @@ def copy_of(template: str, tmp_path: Path) -> Iterator[str]:
 
 
 @contextmanager
-def _pg_admin() -> Iterator[DbConnection]:
+def pg_admin() -> Iterator[DbConnection]:
     """A connection to the PostgreSQL pass's server outside any transaction (CREATE DATABASE needs that)."""
     engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -42,7 +41,7 @@ from tests.ceremony_helpers import (
     sign,
     upload_document,
 )
-from tests.helpers import API, together, upload
+from tests.helpers import API, sleep_past, together, upload
 from tests.pdf_factory import make_pdf
 from vault.ceremony.completion import reconcile_ceremonies
 from vault.ceremony.drawn import decode
@@ -276,7 +275,7 @@ def test_expiry_mid_ceremony_kills_the_links_on_time(client: Any, runtime: Runti
     assert {link["expires_at"] for link in answer} == {iso(deadline)}
     assert consent_and_sign(client, paths[ADA], "Ada").status_code == 200
     assert client.post(f"{paths[BOB]}/consent").status_code == 200
-    time.sleep(max(0.0, (deadline - utcnow()).total_seconds()) + 0.5)
+    sleep_past(deadline, 0.5)
     refused = sign(client, paths[BOB], "Bob")
     assert (refused.status_code, refused.json()["code"]) == (410, "Signing.EnvelopeClosed")
     assert refused.json()["details"]["status"] == "expired"

@@ -15,7 +15,7 @@ from sqlmodel import col, select
 
 from storage.models import Event, StagedDocument, VaultedDocument
 from storage.settings import Settings
-from tests.helpers import API, EXPIRY_LEAD, create_envelope, upload
+from tests.helpers import API, EXPIRY_LEAD, create_envelope, sleep_past, upload
 from tests.pdf_factory import make_pdf, make_signed_pdf
 from vault.api.app import create_app
 from vault.expiry import sweep
@@ -349,15 +349,11 @@ def _expiring(client: Any, headers: dict[str, str], kind: str = "paper") -> tupl
     return envelope_id, at
 
 
-def _sleep_past(at: datetime) -> None:
-    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 0.2)
-
-
 def test_expiry_applies_on_read_and_refuses_changes(client: Any, runtime: Runtime, tenant: Any) -> None:
     _, headers = tenant
     envelope_id, at = _expiring(client, headers)
     assert _get(client, headers, envelope_id)["status"] == "awaiting_upload"
-    _sleep_past(at)
+    sleep_past(at, 0.2)
     shown = _get(client, headers, envelope_id)
     assert shown["status"] == "expired" and shown["expires_at"]
     assert _events(runtime, envelope_id) == ["envelope.created", "envelope.expired"]
@@ -373,7 +369,7 @@ def test_expiry_is_swept_without_a_read_and_spares_vaulted(client: Any, runtime:
     lapsing, _ = _expiring(client, headers, kind="esign")
     kept, at = _expiring(client, headers)
     assert upload(client, headers, kept, make_pdf()).status_code == 201
-    _sleep_past(at)  # the later of the two
+    sleep_past(at, 0.2)  # the later of the two
     swept = sweep(runtime.custody(), 60)
     assert swept.expired == [lapsing]
     assert _events(runtime, lapsing)[-1] == "envelope.expired"

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import Connection as DbConnection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
 import storage.db
 from storage.db import Database
-from tests.helpers import PG_URL
+from tests.helpers import PG_URL, pg_admin
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="pooled pings are PostgreSQL's: this runs in the PostgreSQL pass")
 
@@ -27,14 +26,13 @@ pytestmark = pytest.mark.skipif(not PG_URL, reason="pooled pings are PostgreSQL'
 @dataclass
 class Pool:
     db: Database  # the vault's database
-    admin: Engine  # a connection of its own outside the pool, to kill the vault's server ends
+    admin: DbConnection  # a connection of its own outside the pool, to kill the vault's server ends
     pings: list[int]  # one item per ping of a pooled connection
 
 
 @pytest.fixture
 def pool(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pool]:
     db = Database(database_url)
-    admin = create_engine(database_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     pings: list[int] = []
     ping = db.engine.dialect.do_ping
 
@@ -44,10 +42,10 @@ def pool(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pool]:
 
     monkeypatch.setattr(db.engine.dialect, "do_ping", counted)
     try:
-        yield Pool(db, admin, pings)
+        with pg_admin() as admin:
+            yield Pool(db, admin, pings)
     finally:
         db.dispose()
-        admin.dispose()
 
 
 def _backend(db: Database) -> int:
@@ -56,13 +54,12 @@ def _backend(db: Database) -> int:
     return pid
 
 
-def _kill(admin: Engine, pid: int) -> None:
-    with admin.connect() as connection:
-        assert connection.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
-        deadline = time.monotonic() + 10
-        while connection.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).scalar():
-            assert time.monotonic() < deadline, f"backend {pid} still there"
-            time.sleep(0.05)
+def _kill(admin: DbConnection, pid: int) -> None:
+    assert admin.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
+    deadline = time.monotonic() + 10
+    while admin.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).scalar():
+        assert time.monotonic() < deadline, f"backend {pid} still there"
+        time.sleep(0.05)
 
 
 def test_an_idle_connection_whose_server_end_died_is_replaced_unseen(

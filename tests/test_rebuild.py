@@ -11,7 +11,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from storage.ids import iso, utcnow
 from storage.models import ApiKey, Checkpoint, CopyClaim, Event, LogState, MersMin, Organisation, VaultClaim
 from storage.object_store import ObjectStore
 from storage.settings import Settings
-from tests.helpers import API, EXPIRY_LEAD, create_envelope, own_database, upload
+from tests.helpers import API, EXPIRY_LEAD, create_envelope, own_database, sleep_past, upload
 from tests.pdf_factory import make_pdf
 from vault import retrieval
 from vault import vault_in as vault_in_module
@@ -141,7 +140,7 @@ def _history(
         step = client.post(f"{API}/transfers/{created.json()['id']}/{answer}", json={}, headers=other)
         assert step.status_code == 200, step.text
 
-    time.sleep(max(0.0, (at - dt.datetime.now(dt.UTC)).total_seconds()) + 0.2)
+    sleep_past(at, 0.2)
     assert client.get(f"{API}/envelopes/{expired}", headers=headers).json()["status"] == "expired"
     for who in (headers, other):
         assert client.post(f"{API}/log/checkpoint", headers=who).status_code == 200

@@ -25,7 +25,7 @@ from compliance.verifier import Options, verify
 from storage.ids import iso
 from storage.models import Event, VaultedDocument, VaultRecord
 from tests import outside_verifier
-from tests.helpers import API, create_envelope, together, upload
+from tests.helpers import API, create_envelope, sleep_past, together, upload
 from tests.pdf_factory import make_pdf
 from vault.runtime import Runtime
 
@@ -149,7 +149,7 @@ def test_disposal_deletes_what_is_due_and_keeps_the_hashes(
     due = dt.datetime.fromisoformat(
         client.get(f"{API}/envelopes/{due_id}", headers=headers).json()["vault"]["retain_until"]
     )
-    time.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
+    sleep_past(due, 1)
 
     code, out, err = evault("dispose", "--due", "--json")
     assert code == 0, err

@@ -29,7 +29,7 @@ from compliance.ledger.events import log_size
 from compliance.verifier import Options, verify
 from storage.ids import iso, utcnow
 from storage.models import Envelope, Event, Transfer, WebhookDelivery
-from tests.helpers import API, EXPIRY_LEAD, create_envelope, together, upload
+from tests.helpers import API, EXPIRY_LEAD, create_envelope, sleep_past, together, upload
 from tests.pdf_factory import make_pdf
 from vault.expiry import sweep_deadlines
 from vault.runtime import Runtime
@@ -42,10 +42,6 @@ Party = tuple[str, dict[str, str]]
 
 def _deadline() -> datetime:
     return utcnow() + EXPIRY_LEAD
-
-
-def _sleep_past(deadline: datetime, margin: float) -> None:
-    time.sleep(max(0.0, (deadline - utcnow()).total_seconds()) + margin)
 
 
 @pytest.fixture
@@ -321,14 +317,14 @@ def test_a_transfer_past_its_deadline_expires_and_control_stays(
     envelope_id = _vaulted(client, ah)
     deadline = _deadline()
     tid = _offered(client, ah, envelope_id, b, expires_at=iso(deadline))
-    _sleep_past(deadline, 0.2)
+    sleep_past(deadline, 0.2)
     late = _step(client, bh, tid, "accept")
     assert _code(late) == (409, "Transfer.NotPending") and late.json()["details"]["status"] == "expired"
     assert _authoritative(client, ah, envelope_id).status_code == 200
 
     deadline = _deadline()
     swept_id = _offered(client, ah, envelope_id, b, expires_at=iso(deadline))
-    _sleep_past(deadline, 0.2)
+    sleep_past(deadline, 0.2)
     swept = sweep_deadlines(runtime.custody(), 60)
     assert swept.transfers_expired == [swept_id]
     assert sweep_deadlines(runtime.custody(), 60).transfers_expired == []
@@ -383,7 +379,7 @@ def test_accept_racing_expiry_has_one_outcome(
         envelope_id = _vaulted(client, ah)
         deadline = _deadline()
         tid = _offered(client, ah, envelope_id, b, expires_at=iso(deadline))
-        _sleep_past(deadline, 0.05)
+        sleep_past(deadline, 0.05)
         accept, sweep = together(
             lambda tid=tid: _step(client, bh, tid, "accept"),
             lambda: sweep_deadlines(runtime.custody(), 60),
