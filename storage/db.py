@@ -77,12 +77,12 @@ def _sqlite_engine(url: str, *, immediate: bool, timeout: float) -> Engine:
 def _ping_when_idle(engine: Engine) -> None:
     """SQLAlchemy's pre-ping, but only for a connection that sat in the pool longer than ``IDLE_PING_SECONDS``.
 
-    ``pool_pre_ping`` paid a round trip on every checkout (~0.11 ms of CPU and ~0.12 ms of wall here, eight
-    times per vault-in), and a connection returned moments ago is almost always sound. One whose server end died
-    meanwhile (PostgreSQL restarted under load) fails its statement, which the API answers 503
-    ``Database.Unavailable`` and which invalidates the whole pool, as a failed ping does, so the next request
-    connects afresh. A connection that was idle (a quiet night, a proxy's idle timeout) is pinged as before; the
-    pool hands out the most recent connection first (``pool_use_lifo``), so the idle ones stay idle."""
+    ``pool_pre_ping`` paid a round trip to the database on every checkout (eight per vault-in), and a connection
+    returned moments ago is almost always sound. One whose server end died meanwhile (PostgreSQL restarted under
+    load) fails its statement, which the API answers 503 ``Database.Unavailable`` and which invalidates the whole
+    pool, as a failed ping does, so the next request connects afresh. A connection that was idle (a quiet night, a
+    proxy's idle timeout) is pinged as before; the pool hands out the most recent connection first
+    (``pool_use_lifo``), so the idle ones stay idle."""
 
     @event.listens_for(engine, "checkin")
     def _idle_from(_dbapi_connection: Any, record: Any) -> None:

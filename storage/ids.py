@@ -15,7 +15,7 @@ def new_id(prefix: str) -> str:
     """``prefix_`` + 20 random base-36 characters (~103 bits): unguessable, safe in URLs and S3 keys.
 
     One draw of the whole number, written in base 36: a choice per character read the system's randomness 20
-    times (~65 µs an id here, several ids per vault-in); this is the same uniform distribution in one read."""
+    times (five ids per vault-in); this is the same uniform distribution in one read."""
     number = secrets.randbelow(_SPACE)
     digits = []
     for _ in range(_DIGITS):
