@@ -66,6 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 API = "/api/v2/partner"
 BENCH_RATE_LIMIT = "1000000/60"
 RATIO_AIMS = {"upload": 0.5, "signed": 0.3}  # service / raw-lock on 2 cores, per flow (issue 25)
+FLOORS = {"floor": True, "floor-io": False}  # --floor's phases: bench/stack_floor.py with its PDF work, and without
 MIB = 1 << 20
 DEFAULT_PORT_BASE = 26430  # below Linux's ephemeral range (32768+), where ports collide
 
@@ -181,7 +182,7 @@ def summarise(name: str, rounds: list[Round], size: int) -> PhaseResult:
 # --- CPU per process group: where the two cores go ----------------------------------------------------------
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-SERVER_PIDS: list[int] = []  # the --server process child, while it runs
+SERVER_PIDS: dict[int, str] = {}  # the API children (--server process, --before, --floor) by pid: their phase
 
 
 def _stat(pid: int) -> tuple[str, int, float] | None:
@@ -197,29 +198,32 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
     return comm, int(fields[1]), sum(int(v) for v in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
 
 
-def cpu_snapshot() -> dict[str, float]:
+def cpu_snapshot(phase: str = "service") -> dict[str, float]:
     """CPU seconds so far of this process (clients, the store's relay, and the API with --server thread), the
-    API child (with its stamper children), and the SeaweedFS processes: every descendant of this process. With
+    API child serving ``phase`` (with its stamper children), and the SeaweedFS processes: every descendant of
+    this process. The other API children (``before``, the floors), idle in this phase, count as "idle"; with
     --server thread the stamper's forkserver and its vetting and stamping children count as "other"."""
     stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _stat(int(d))) is not None}
     children: dict[int, list[int]] = {}
     for pid, (_, parent, _) in stats.items():
         children.setdefault(parent, []).append(pid)
-    totals = {"bench": stats[os.getpid()][2], "api": 0.0, "weed": 0.0, "other": 0.0}
+    totals = {"bench": stats[os.getpid()][2], "api": 0.0, "weed": 0.0, "other": 0.0, "idle": 0.0}
     stack: list[tuple[int, str | None]] = [(child, None) for child in children.get(os.getpid(), [])]
     while stack:
         pid, group = stack.pop()
         comm, _, cpu = stats[pid]
-        group = group or ("api" if pid in SERVER_PIDS else "weed" if comm == "weed" else None)
+        if group is None and pid in SERVER_PIDS:
+            group = "api" if SERVER_PIDS[pid] == phase else "idle"
+        group = group or ("weed" if comm == "weed" else None)
         totals[group or "other"] += cpu
         stack.extend((child, group) for child in children.get(pid, []))
     return totals
 
 
-def timed_cpu(run: Callable[[], Round]) -> Round:
-    before = cpu_snapshot()
+def timed_cpu(run: Callable[[], Round], phase: str = "service") -> Round:
+    before = cpu_snapshot(phase)
     done = run()
-    after = cpu_snapshot()
+    after = cpu_snapshot(phase)
     return replace(done, cpu={name: after[name] - before[name] for name in after})
 
 
@@ -362,7 +366,7 @@ def serve_in_thread(runtime: Runtime, port: int) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-SERVER_PEAK_RSS: list[int] = []  # VmHWM of the --server process child, read just before it is stopped
+SERVER_PEAK_RSS: dict[str, int] = {}  # VmHWM of each server child by phase, read just before it is stopped
 
 
 def peak_rss(pid: int) -> int:
@@ -412,12 +416,13 @@ def serve_in_process(
     loop: str = "auto",
     http: str = "auto",
     extra_env: dict[str, str] | None = None,
+    phase: str = "service",
 ) -> Iterator[ApiProcess]:
     """The API in its own process (as deployed), sharing the embedded SeaweedFS, database and signing key.
 
     ``root``: the checkout whose code serves (another one with --before; this file's stage hooks still apply).
     ``workers``: run ``evault serve --workers N`` itself instead of this file's quiet single-process child.
-    ``extra_env``: more settings for the API process (a caller's own limits)."""
+    ``extra_env``: more settings for the API process (a caller's own limits). ``phase``: whose CPU it is."""
     assert runtime.embedded_s3 is not None
     endpoint = runtime.embedded_s3.endpoint
     env = {
@@ -444,36 +449,70 @@ def serve_in_process(
         "EVAULT_BENCH_HTTP": http,
         **(extra_env or {}),
     }
+    command = [sys.executable, __file__, "--serve-child"]
     if workers:
         command = [sys.executable, "-m", "vault.cli.main", "serve", "--workers", str(workers)]
-        log = runtime.settings.data_dir / f"serve-{port}.log"  # its info lines; shown if it does not start
-        with log.open("wb") as out:
-            child = subprocess.Popen(command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT)
-    else:
-        child = subprocess.Popen([sys.executable, __file__, "--serve-child"], env=env, cwd=root)
-    SERVER_PIDS.append(child.pid)
+    log = runtime.settings.data_dir / f"serve-{port}.log" if workers else None  # its info lines
+    with _child(command, env, root, port, phase, log) as child:
+        yield ApiProcess(f"http://127.0.0.1:{port}", child.pid, stages_file)
+
+
+@contextmanager
+def serve_floor(runtime: Runtime, port: int, bucket: str, *, pdf: bool, phase: str) -> Iterator[str]:
+    """``bench/stack_floor.py`` in its own process over the same store and database (tables of its own), writing
+    to ``bucket``; ``pdf``: with its PDF work (a floor of the whole vault-in), else transport only."""
+    assert runtime.embedded_s3 is not None
+    endpoint, admin = runtime.embedded_s3.endpoint, runtime.embedded_s3.admin_endpoint
+    ensure_bucket(make_s3_client(admin.url, admin.access_key, admin.secret_key, admin.region), bucket, object_lock=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "EVAULT_FLOOR_PORT": str(port),
+        "EVAULT_FLOOR_PDF": "1" if pdf else "0",
+        "EVAULT_FLOOR_BUCKET": bucket,
+        "EVAULT_FLOOR_DATABASE_URL": runtime.settings.database_url,
+        "EVAULT_FLOOR_S3_URL": endpoint.url,
+        "EVAULT_FLOOR_S3_ACCESS_KEY": endpoint.access_key,
+        "EVAULT_FLOOR_S3_SECRET_KEY": endpoint.secret_key,
+        "EVAULT_FLOOR_S3_REGION": endpoint.region,
+    }
+    with _child([sys.executable, str(ROOT / "bench" / "stack_floor.py")], env, ROOT, port, phase, None):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def _child(
+    command: list[str], env: dict[str, str], cwd: Path, port: int, phase: str, log: Path | None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, counted as ``phase``'s CPU, once its ``/health`` answers 200; stopped on the way out.
+    ``log``: where its output goes (shown if it does not start), else this process's own."""
+    with ExitStack() as files:
+        out = files.enter_context(log.open("wb")) if log else None
+        child = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT if out else None)
+    SERVER_PIDS[child.pid] = phase
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180  # spawned workers import everything again: slow on a loaded machine
         while True:
             if child.poll() is not None or time.monotonic() > deadline:
-                said = log.read_text(errors="replace")[:3000] if workers else ""
-                raise RuntimeError(f"the API process did not start\n{said}")
+                said = log.read_text(errors="replace")[:3000] if log else ""
+                raise RuntimeError(f"the server process {command[1:]} did not start\n{said}")
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        yield ApiProcess(base, child.pid, stages_file)
+        yield child
     finally:
         if child.poll() is None:
-            SERVER_PEAK_RSS.append(peak_rss(child.pid))
+            SERVER_PEAK_RSS[phase] = peak_rss(child.pid)
         child.terminate()
         try:
             child.wait(timeout=30)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+        SERVER_PIDS.pop(child.pid, None)
 
 
 def serve_child() -> int:
@@ -525,16 +564,18 @@ class Bench:
         pdfs: list[bytes],
         concurrency: int,
         flow: str = "upload",
+        floors: dict[str, str] | None = None,
     ) -> None:
         self.flow = flow
+        self.floors = floors or {}
         self.vault = runtime
         self.s3 = runtime.s3_client
         self.pdfs = pdfs
         self.concurrency = concurrency
         self.headers = {"X-API-Key": api_key}
-        self.base_urls = base_urls
+        self.base_urls = {**base_urls, **self.floors}
         self.tls = ssl.create_default_context()  # unused (plain http), but httpx builds one per client: ~40 ms
-        self.servers = {name: self._clients(name) for name in base_urls}
+        self.servers = {name: self._clients(name) for name in self.base_urls}
         stamp = time.strftime("%H%M%S")
         self.lock_bucket = f"bench-lock-{stamp}"
         self.plain_bucket = f"bench-plain-{stamp}"
@@ -624,6 +665,19 @@ class Bench:
 
         return run_concurrently(len(envelope_ids), self.concurrency, vault_in)
 
+    def floor(self, name: str, tag: str, count: int, digests: list[str]) -> Round:
+        """The same uploads to a ``bench/stack_floor.py`` server, each under a key of its own."""
+        clients = self._fresh_clients(name)
+
+        def vault_in(worker: int, i: int) -> None:
+            j = i % len(self.pdfs)
+            headers = {"Content-Type": "application/pdf", "X-Content-SHA256": digests[j]}
+            response = clients[worker].post(f"/vault-in-{self.flow}/{tag}-{i}", content=self.pdfs[j], headers=headers)
+            if response.status_code != 201:
+                raise RuntimeError(f"{name} {tag}-{i}: {response.status_code} {response.text[:300]}")
+
+        return run_concurrently(count, self.concurrency, vault_in)
+
 
 # --- main -------------------------------------------------------------------------------------------------------
 
@@ -648,18 +702,25 @@ def render(phases: list[PhaseResult], ratio: float, info: dict[str, Any]) -> str
     if before is not None:
         raw = next(p for p in phases if p.name == "raw-lock")
         lines.append(f"before / raw-lock = {before.objects_per_s / raw.objects_per_s:.2f}  (--before, same rounds)")
+    service_cpu = next(p for p in phases if p.name == "service").cpu_ms_per_object.get("api", 0.0)
+    for floor in (p for p in phases if p.name in FLOORS):
+        floor_cpu = floor.cpu_ms_per_object.get("api", 0.0)
+        lines.append(
+            f"{floor.name}: its server's CPU {floor_cpu:.1f} ms per object, the service's {service_cpu:.1f}: "
+            f"service / {floor.name} = {service_cpu / floor_cpu:.2f}  (bench/stack_floor.py, same rounds)"
+        )
     lines.append("")
     cores = os.cpu_count() or 1
     lines += [
-        f"CPU ms per object (bench = clients + the store's relay, and the API itself with --server thread); "
-        f"bound = {cores} cores / total",
+        f"CPU ms per object (bench = clients + the store's relay, and the API itself with --server thread; api = "
+        f"the phase's own server; the idle servers' CPU is left out); bound = {cores} cores / total",
         "",
         "| phase      |   bench |     api |    weed |   other |   total | bound obj/s |",
         f"|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 13}|",
     ]
     for p in phases:
         c = p.cpu_ms_per_object
-        total = sum(c.values())
+        total = sum(v for group, v in c.items() if group != "idle")
         bound = cores * 1000 / total if total else float("inf")
         lines.append(
             f"| {p.name:<10} | {c.get('bench', 0):7.1f} | {c.get('api', 0):7.1f} | {c.get('weed', 0):7.1f} | "
@@ -689,12 +750,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--flow", choices=["upload", "signed"], default="upload", help="paper PDFs or signed PDFs")
     parser.add_argument("--database-url", default="", help="e.g. postgresql+psycopg://... (default: SQLite)")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time bench/stack_floor.py, the least vault-in the bound packages allow, with and without PDF work",
+    )
     parser.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_child:
         return serve_child()
-    if (args.before or args.workers) and args.server != "process":
-        parser.error("--before and --workers need --server process")
+    if (args.before or args.workers or args.floor) and args.server != "process":
+        parser.error("--before, --workers and --floor need --server process (the API's CPU is its process's)")
     if args.stages and args.workers:
         parser.error("--stages times one API process: leave --workers out")
     stages = Stages()
@@ -763,7 +829,14 @@ def main(argv: list[str] | None = None) -> int:
                         for name, root in targets.items()
                     }
                     urls = {name: proc.base_url for name, proc in procs.items()}
-                bench = Bench(runtime, urls, api_key, pdfs, args.concurrency, args.flow)
+                stamp = time.strftime("%H%M%S")
+                floors = {
+                    name: servers.enter_context(
+                        serve_floor(runtime, free_port(), f"bench-{name}-{stamp}", pdf=pdf, phase=name)
+                    )
+                    for name, pdf in (FLOORS.items() if args.floor else ())
+                }
+                bench = Bench(runtime, urls, api_key, pdfs, args.concurrency, args.flow, floors)
                 try:
                     results = run_phases(bench, args, digests, say, stages, procs)
                 finally:
@@ -787,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
         "server": args.server + (f", evault serve --workers {args.workers}" if args.workers else ""),
         "flow": args.flow,
         "database": "postgresql" if args.database_url.startswith("postgresql") else "sqlite",
-        "server_peak_rss_mib": round(SERVER_PEAK_RSS[0] / MIB) if SERVER_PEAK_RSS else None,
+        "server_peak_rss_mib": round(SERVER_PEAK_RSS["service"] / MIB) if "service" in SERVER_PEAK_RSS else None,
     }
     requests = args.count * args.rounds
     reports = {
@@ -855,29 +928,34 @@ def run_phases(
     procs: dict[str, ApiProcess],
 ) -> dict[str, list[Round]]:
     warm = min(args.warmup, args.count)
-    services = list(bench.servers)  # "service", and "before" with --before
+    services = [name for name in bench.servers if name not in bench.floors]  # "service", "before" with --before
     if warm:
         t0 = time.perf_counter()
         bench.raw_lock("warmup", warm)
         bench.raw_plain("warmup", warm)
         for server in services:
             bench.service(bench.create_envelopes(f"warmup-{server}", warm), digests, server)
+        for name in bench.floors:
+            bench.floor(name, "warmup", warm, digests)
         say(f"warm-up ({warm} objects per phase) in {time.perf_counter() - t0:.1f} s")
-    results: dict[str, list[Round]] = {"raw-lock": [], "raw-plain": [], **{name: [] for name in services}}
+    servers = [*services, *bench.floors]
+    results: dict[str, list[Round]] = {"raw-lock": [], "raw-plain": [], **{name: [] for name in servers}}
     for r in range(args.rounds):
         tag = f"r{r}"
         envelopes = {name: bench.create_envelopes(f"{tag}-{name}", args.count) for name in services}  # untimed
-        order = list(results) if r % 2 == 0 else ["raw-lock", "raw-plain", *reversed(services)]
+        order = list(results) if r % 2 == 0 else ["raw-lock", "raw-plain", *reversed(servers)]
         for name in order:
             if name == "raw-lock":
                 done = timed_cpu(partial(bench.raw_lock, tag, args.count))
             elif name == "raw-plain":
                 done = timed_cpu(partial(bench.raw_plain, tag, args.count))
+            elif name in bench.floors:
+                done = timed_cpu(partial(bench.floor, name, tag, args.count, digests), name)
             else:
                 stages.enabled = True
                 if name in procs:
                     procs[name].stages(True)
-                done = timed_cpu(partial(bench.service, envelopes[name], digests, name))
+                done = timed_cpu(partial(bench.service, envelopes[name], digests, name), name)
                 if name in procs:
                     procs[name].stages(False)
                 stages.enabled = False
