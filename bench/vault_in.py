@@ -824,6 +824,7 @@ def main(argv: list[str] | None = None) -> int:
                                 stages_file=Path(tmp) / f"stages-{name}.json" if args.stages else None,
                                 loop=args.before_loop if name == "before" else args.loop,
                                 http=args.before_http if name == "before" else args.http,
+                                phase=name,
                             )
                         )
                         for name, root in targets.items()
