@@ -85,6 +85,9 @@ def _engine(url: str) -> sa.Engine:
 
 
 class Floor:
+    """The floor's state: its S3 client, its engine and its tables, made once per process as the vault's are, so
+    that a request pays only for its own work."""
+
     def __init__(self, env: dict[str, str]) -> None:
         self.pdf = env.get("EVAULT_FLOOR_PDF", "1") == "1"
         self.bucket = env["EVAULT_FLOOR_BUCKET"]
