@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any, Literal
 
 import httpx
@@ -39,6 +41,18 @@ API = "/api/v2/partner"
 # requests that must come before it under the load of a CI pass (1 s was not: an envelope's creation on
 # PostgreSQL arrived after its own expiry and was refused).
 EXPIRY_LEAD = timedelta(seconds=3)
+
+
+def bench_module(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (``bench/`` is scripts, not a package), registered in ``sys.modules`` so
+    that its dataclasses resolve their annotations through it."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def sleep_past(at: datetime, margin: float) -> None:

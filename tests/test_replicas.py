@@ -5,31 +5,19 @@ version of ``bench/replicas.py`` (which runs minutes); its own PostgreSQL cluste
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.helpers import bench_module
 from tests.ports import port_range
 
 pytestmark = pytest.mark.once
 
 
-def _bench() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "replicas.py"
-    spec = importlib.util.spec_from_file_location("bench_replicas", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_replicas_survive_a_replica_kill_and_a_database_restart(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = bench_module("replicas")
     with bench._stack(port_range("replicas")[0], 3, tmp_path) as (env, ports, cluster):
 
         def restart_database() -> None:

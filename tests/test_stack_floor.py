@@ -6,12 +6,8 @@ document that is not a PDF is refused before anything is written."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,22 +15,11 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from storage.embedded_s3 import EmbeddedS3
-from tests.helpers import store_env
+from tests.helpers import bench_module, store_env
 from tests.pdf_factory import make_pdf
 from tests.signed_pdfs import valid as signed_pdf
 
-
-def _floor_module() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "stack_floor.py"
-    spec = importlib.util.spec_from_file_location("bench_stack_floor", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-FLOOR = _floor_module()
+FLOOR = bench_module("stack_floor")
 
 
 def _env(embedded_s3: EmbeddedS3, database_url: str, *, pdf: bool) -> dict[str, str]:
