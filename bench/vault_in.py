@@ -652,31 +652,26 @@ class Bench:
         return ids
 
     def service(self, envelope_ids: list[str], digests: list[str], server: str = "service") -> Round:
-        clients = self._fresh_clients(server)
-
-        def vault_in(worker: int, i: int) -> None:
-            j = i % len(self.pdfs)
-            headers = {**self.headers, "Content-Type": "application/pdf", "X-Content-SHA256": digests[j]}
-            response = clients[worker].post(
-                f"{API}/envelopes/{envelope_ids[i]}/vault-in-{self.flow}", content=self.pdfs[j], headers=headers
-            )
-            if response.status_code != 201:
-                raise RuntimeError(f"vault-in {envelope_ids[i]}: {response.status_code} {response.text[:300]}")
-
-        return run_concurrently(len(envelope_ids), self.concurrency, vault_in)
+        paths = [f"{API}/envelopes/{envelope_id}/vault-in-{self.flow}" for envelope_id in envelope_ids]
+        return self._uploads(server, paths, digests, self.headers)
 
     def floor(self, name: str, tag: str, count: int, digests: list[str]) -> Round:
-        """The same uploads to a ``bench/stack_floor.py`` server, each under a key of its own."""
-        clients = self._fresh_clients(name)
+        """The same uploads to a ``bench/stack_floor.py`` server, each under a key of its own (no API key)."""
+        return self._uploads(name, [f"/vault-in-{self.flow}/{tag}-{i}" for i in range(count)], digests, {})
 
-        def vault_in(worker: int, i: int) -> None:
+    def _uploads(self, server: str, paths: list[str], digests: list[str], auth: dict[str, str]) -> Round:
+        """Upload ``pdfs[i % len]`` to ``paths[i]`` of ``server`` with its digest, on fresh connections; each
+        must be answered 201."""
+        clients = self._fresh_clients(server)
+
+        def upload(worker: int, i: int) -> None:
             j = i % len(self.pdfs)
-            headers = {"Content-Type": "application/pdf", "X-Content-SHA256": digests[j]}
-            response = clients[worker].post(f"/vault-in-{self.flow}/{tag}-{i}", content=self.pdfs[j], headers=headers)
+            headers = {**auth, "Content-Type": "application/pdf", "X-Content-SHA256": digests[j]}
+            response = clients[worker].post(paths[i], content=self.pdfs[j], headers=headers)
             if response.status_code != 201:
-                raise RuntimeError(f"{name} {tag}-{i}: {response.status_code} {response.text[:300]}")
+                raise RuntimeError(f"{server} {paths[i]}: {response.status_code} {response.text[:300]}")
 
-        return run_concurrently(count, self.concurrency, vault_in)
+        return run_concurrently(len(paths), self.concurrency, upload)
 
 
 # --- main -------------------------------------------------------------------------------------------------------
