@@ -234,6 +234,7 @@ CODES: dict[str, ErrorCode] = {
     "Webhook.InvalidScheme": ErrorCode(400, "scheme is v1 (HMAC-SHA256) or v1a (Ed25519)"),
     "Webhook.UrlRequired": ErrorCode(409, "no webhook is configured yet: the first configuration needs a url"),
     "Webhook.NotConfigured": ErrorCode(404, "no webhook is configured for your organisation"),
+    "Webhook.Disabled": ErrorCode(409, "the webhook is disabled (a 410 Gone, or by you): enable it first"),
     "Delivery.NotFound": ErrorCode(404, "no such webhook delivery in your organisation"),
     "Delivery.InFlight": ErrorCode(409, "an attempt of this delivery is in flight; retry when it ends"),
     "Evidence.Busy": ErrorCode(

@@ -486,6 +486,8 @@ class WebhookConfig(SQLModel, table=True):
 
     ``secret`` is ``whsec_...`` (HMAC-SHA256, signatures ``v1``) or ``whsk_...`` (Ed25519, ``v1a``: receivers
     hold only its public key). ``previous_secret`` still signs beside it until ``previous_until`` (a rotation).
+    While ``disabled_at`` is set nothing is sent or queued (``disabled_reason`` says why: a 410 Gone, or the
+    organisation's own choice).
     """
 
     __tablename__ = "webhook_config"
@@ -497,6 +499,8 @@ class WebhookConfig(SQLModel, table=True):
     previous_until: datetime | None = _utc_column(nullable=True)
     created_at: datetime = _utc_column()
     updated_at: datetime = _utc_column()
+    disabled_at: datetime | None = _utc_column(nullable=True)
+    disabled_reason: str | None = Field(default=None, max_length=200)
 
 
 class WebhookDelivery(SQLModel, table=True):

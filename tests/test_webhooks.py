@@ -35,6 +35,7 @@ from tests.webhook_receiver import Receiver
 from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import Principal
+from vault.webhooks.config import WebhookChange, configure_webhook
 from vault.webhooks.sender import LEASE, Sender
 
 pytestmark = pytest.mark.s3
@@ -616,3 +617,91 @@ def test_a_retry_after_that_is_no_ascii_number_is_ignored(
     wait_until(lambda: deliveries(client, headers)["items"][0]["status"] == "delivered")
     attempts = deliveries(client, headers)["items"][0]["attempts"]
     assert ("http_error", 503) in [(a["outcome"], a["http_status"]) for a in attempts], attempts
+
+
+def _round_with(runtime: Runtime, **overrides: Any) -> int:
+    """One sender round with these webhook settings changed; the deliveries it started, finished."""
+    settings = type(runtime.settings.webhooks)(**{**runtime.settings.webhooks.__dict__, **overrides})
+    sender = Sender(runtime.db, settings)
+    try:
+        return sender.round()
+    finally:
+        sender._pool.shutdown(wait=True)
+        give_up(runtime.db, LEASE, sender.holder)
+
+
+def test_a_410_gone_ends_the_delivery_and_disables_the_webhook_until_it_is_enabled(
+    client: TestClient[Any], sending: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    """The Standard Webhooks specification: a 410 says the receiver wants no more; stop sending to it."""
+    _, headers = tenant
+    configure(client, headers, url=receiver.url)
+    receiver.mode = "gone"
+    create_envelope(client, headers)
+
+    wait_until(lambda: deliveries(client, headers)["items"][0]["status"] == "failed")
+    time.sleep(1.0)  # the retry schedule (0.3 s) would have tried again by now, more than once
+    assert len(receiver.received) == 1
+    gone = deliveries(client, headers)["items"][0]
+    assert gone["attempt_count"] == 1 and gone["attempts"][0]["http_status"] == 410
+    shown = client.get(f"{API}/webhook", headers=headers).json()
+    assert (shown["enabled"], shown["disabled_reason"]) == (False, "the endpoint answered 410 Gone")
+    assert shown["disabled_at"] is not None
+
+    create_envelope(client, headers)  # not queued while the webhook is disabled
+    assert [d["id"] for d in deliveries(client, headers)["items"]] == [gone["id"]]
+    refused = client.post(f"{API}/webhook/deliveries/{gone['id']}/redeliver", headers=headers)
+    assert (refused.status_code, refused.json()["code"]) == (409, "Webhook.Disabled")
+    assert refused.json()["details"]["disabled_reason"] == "the endpoint answered 410 Gone"
+    assert deliveries(client, headers)["items"][0]["status"] == "failed"  # the refusal changed nothing
+
+    receiver.mode = "ok"
+    enabled = configure(client, headers, enabled=True)
+    assert (enabled["enabled"], enabled["disabled_at"], enabled["disabled_reason"]) == (True, None, None)
+    assert client.post(f"{API}/webhook/deliveries/{gone['id']}/redeliver", headers=headers).status_code == 202
+    envelope_id = create_envelope(client, headers)
+    got = receiver.wait_for(2)
+    assert got[0].headers["webhook-id"] == receiver.received[0].headers["webhook-id"]  # the one the 410 ended
+    assert envelope_id.encode() in got[1].body
+
+
+def test_a_disabled_webhook_keeps_its_pending_deliveries_until_it_is_enabled(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    _, headers = tenant
+    configure(client, headers, url=receiver.url)
+    create_envelope(client, headers)  # queued; no sender runs yet
+    off = configure(client, headers, enabled=False)
+    assert (off["enabled"], off["disabled_reason"]) == (False, "disabled by the organisation")
+    assert configure(client, headers, url=receiver.url)["enabled"] is False  # the same url: still disabled
+
+    assert _round_with(runtime) == 0  # nothing is due for a disabled webhook
+    assert receiver.received == [] and deliveries(client, headers)["items"][0]["status"] == "pending"
+
+    moved = f"http://127.0.0.1:{receiver.port}/moved"
+    assert configure(client, headers, url=moved)["enabled"] is True  # a new endpoint has said nothing yet
+    assert _round_with(runtime) == 1
+    receiver.wait_for(1)
+    wait_until(lambda: deliveries(client, headers)["items"][0]["status"] == "delivered")
+
+
+def test_a_410_from_a_url_no_longer_configured_disables_nothing(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    """The organisation moved its webhook while an attempt to the old URL was under way: the old one's 410 ends
+    that attempt's delivery, but does not switch off the new endpoint."""
+    org_id, headers = tenant
+    configure(client, headers, url=receiver.url)
+    create_envelope(client, headers)
+    moved = f"http://127.0.0.1:{receiver.port}/moved"
+    receiver.mode = "gone"
+    receiver.before_answer = lambda: configure_webhook(
+        runtime.db, runtime.settings.webhooks, org_id, WebhookChange(url=moved)
+    )
+
+    assert _round_with(runtime, timeout_seconds=30) == 1
+
+    assert len(receiver.received) == 1
+    shown = client.get(f"{API}/webhook", headers=headers).json()
+    assert (shown["url"], shown["enabled"], shown["disabled_reason"]) == (moved, True, None)
+    assert deliveries(client, headers)["items"][0]["status"] == "failed"

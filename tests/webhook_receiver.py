@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,12 +21,14 @@ class Received:
 
 
 class Receiver:
-    """``mode``: ``ok`` (204), ``fail`` (503), ``redirect`` (307 to elsewhere) or ``hang`` (no answer for long)."""
+    """``mode``: ``ok`` (204), ``fail`` (503), ``redirect`` (307 to elsewhere), ``gone`` (410) or ``hang`` (no
+    answer for long); ``before_answer``, if set, runs after a request is recorded and before it is answered."""
 
     def __init__(self) -> None:
         self.port = aux_port("webhook_receiver")
         self.mode = "ok"
         self.retry_after: int | str | None = None  # sent with 503 when set
+        self.before_answer: Callable[[], None] | None = None
         self.received: list[Received] = []
         self.released = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -42,12 +45,13 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 mode = receiver.mode
+                status = {"ok": 204, "fail": 503, "redirect": 307, "gone": 410, "hang": 0}[mode]
+                receiver.received.append(Received(dict(self.headers), body, status))
                 if mode == "hang":
-                    receiver.received.append(Received(dict(self.headers), body, 0))
                     receiver.released.wait(60)
                     return
-                status = {"ok": 204, "fail": 503, "redirect": 307}[mode]
-                receiver.received.append(Received(dict(self.headers), body, status))
+                if receiver.before_answer is not None:
+                    receiver.before_answer()
                 self.send_response(status)
                 if mode == "redirect":
                     self.send_header("Location", "http://10.0.0.1/elsewhere")

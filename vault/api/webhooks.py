@@ -21,7 +21,8 @@ from vault.webhooks.deliveries import DEFAULT_LIMIT, list_deliveries, redeliver
 
 @dataclass
 class WebhookView:
-    """``secret`` only in the answer that generated it (v1); ``public_key`` (``whpk_``) for v1a."""
+    """``secret`` only in the answer that generated it (v1); ``public_key`` (``whpk_``) for v1a. ``enabled`` is
+    false after a ``410 Gone`` from the receiver or ``"enabled": false``; ``disabled_reason`` says which."""
 
     url: str
     scheme: str
@@ -29,6 +30,9 @@ class WebhookView:
     rotation_ends_at: str | None
     created_at: str
     updated_at: str
+    enabled: bool
+    disabled_at: str | None
+    disabled_reason: str | None
     secret: str | None = None
 
 
@@ -75,7 +79,8 @@ class WebhookController(Controller):
     def configure(
         self, data: JSONBody[WebhookChange], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
     ) -> dict[str, Any]:
-        """Set the URL, choose the scheme (v1 HMAC, v1a Ed25519) or rotate the key; a generated secret is shown once."""
+        """Set the URL, choose the scheme (v1 HMAC, v1a Ed25519), rotate the key, or disable or enable sending; a
+        generated secret is shown once."""
         return configure_webhook(runtime.db, runtime.settings.webhooks, principal.org_id, data)
 
     @get(
@@ -114,5 +119,6 @@ class WebhookController(Controller):
     def redeliver(
         self, delivery_id: FromPath[str], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
     ) -> dict[str, Any]:
-        """Send the delivery again (same ``webhook-id``, fresh retry schedule); 409 while an attempt is in flight."""
+        """Send the delivery again (same ``webhook-id``, fresh retry schedule); 409 while an attempt is in flight or
+        the webhook is disabled."""
         return redeliver(runtime.db, principal.org_id, delivery_id)

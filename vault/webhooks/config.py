@@ -6,6 +6,9 @@ shown once when the caller gives none: a ``whsec_`` secret for ``v1`` (HMAC-SHA2
 changing the scheme rotates: the old key keeps signing beside the new one for
 ``EVAULT_WEBHOOK_ROTATION_GRACE_SECONDS``. The URL is checked (:mod:`vault.webhooks.targets`) before anything
 is stored; the row is locked for the change, so two changes at once apply one after the other.
+
+A webhook is disabled by a ``410 Gone`` from its receiver (:mod:`vault.webhooks.sender`) or by ``"enabled":
+false``; ``"enabled": true``, or a new URL, enables it again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ class WebhookChange:
     secret: str | None = None  # a whsec_ secret of the caller's; else one is generated (shown once)
     scheme: str | None = None  # v1 (HMAC-SHA256, default) or v1a (Ed25519)
     rotate: bool = False  # a new generated key, the old one signing beside it for the grace period
+    enabled: bool | None = None  # false: stop sending and queueing; true: start again (a new url also does)
+
+
+DISABLED_BY_ORGANISATION = "disabled by the organisation"
 
 
 def view(config: WebhookConfig, shown_key: str | None = None) -> dict[str, Any]:
@@ -46,6 +53,9 @@ def view(config: WebhookConfig, shown_key: str | None = None) -> dict[str, Any]:
         "rotation_ends_at": iso(config.previous_until) if config.previous_until else None,
         "created_at": iso(config.created_at),
         "updated_at": iso(config.updated_at),
+        "enabled": config.disabled_at is None,
+        "disabled_at": iso(config.disabled_at) if config.disabled_at else None,
+        "disabled_reason": config.disabled_reason,
     }
     if shown_key is not None and scheme == "v1":
         body["secret"] = shown_key
@@ -92,9 +102,18 @@ def configure_webhook(db: Database, settings: WebhookSettings, org_id: str, chan
                 )
             insert = pg_insert if dialect == "postgresql" else sqlite_insert
             key = change.secret or new_key(change.scheme or "v1")
+            off = change.enabled is False
             session.execute(
                 insert(WebhookConfig)
-                .values(org_id=org_id, url=change.url, secret=key, created_at=now, updated_at=now)
+                .values(
+                    org_id=org_id,
+                    url=change.url,
+                    secret=key,
+                    created_at=now,
+                    updated_at=now,
+                    disabled_at=now if off else None,
+                    disabled_reason=DISABLED_BY_ORGANISATION if off else None,
+                )
                 .on_conflict_do_nothing()
             )
             config = _lock(session, org_id)
@@ -119,6 +138,11 @@ def _change(
         else:
             config.previous_secret, config.previous_until = None, None
         config.secret = key
+    if change.enabled is False:
+        if config.disabled_at is None:
+            config.disabled_at, config.disabled_reason = now, DISABLED_BY_ORGANISATION
+    elif change.enabled or (change.url is not None and change.url != config.url):
+        config.disabled_at, config.disabled_reason = None, None
     if change.url is not None:
         config.url = change.url
     config.updated_at = now

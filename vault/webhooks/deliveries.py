@@ -2,7 +2,8 @@
 
 A page is ordered by (created_at, id) descending and its cursor is the last row's position, as for envelopes.
 A redelivery keeps the delivery's ``webhook-id`` (it is the same event: a receiver that already processed it
-may de-duplicate) and starts the retry schedule again; it is refused while an attempt is in flight.
+may de-duplicate) and starts the retry schedule again; it is refused while an attempt is in flight, and while
+the webhook is disabled (it would only wait).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlmodel import col, or_, select
 from compliance.errors import Conflict, InvalidInput, NotFound
 from storage.db import Database
 from storage.ids import as_utc, iso, utcnow
-from storage.models import WebhookAttempt, WebhookDelivery
+from storage.models import WebhookAttempt, WebhookConfig, WebhookDelivery
 from vault.webhooks.outbox import WAKE
 
 DEFAULT_LIMIT = 50
@@ -104,7 +105,8 @@ def list_deliveries(db: Database, org_id: str, cursor: str | None = None, limit:
 
 
 def redeliver(db: Database, org_id: str, delivery_id: str) -> dict[str, Any]:
-    """Make the delivery due now with a fresh schedule; 409 while an attempt of it is in flight."""
+    """Make the delivery due now with a fresh schedule; 409 while an attempt of it is in flight or the webhook is
+    disabled."""
     now = utcnow()
     with db.session() as session:
         row = session.exec(
@@ -116,6 +118,13 @@ def redeliver(db: Database, org_id: str, delivery_id: str) -> dict[str, Any]:
             raise NotFound("Delivery.NotFound", "no such webhook delivery in your organisation")
         if row.claimed_by is not None:
             raise Conflict("Delivery.InFlight", "an attempt of this delivery is in flight; retry when it ends")
+        config = session.get(WebhookConfig, org_id)
+        if config is not None and config.disabled_at is not None:
+            raise Conflict(
+                "Webhook.Disabled",
+                "the webhook is disabled: enable it (PATCH /webhook with enabled true) first",
+                disabled_reason=config.disabled_reason,
+            )
         row.status, row.next_attempt_at, row.retry_step = "pending", now, 0
         session.add(row)
         view = _view(row, _attempts(session, [row.id])[row.id])

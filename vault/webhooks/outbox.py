@@ -2,9 +2,9 @@
 
 One hook, not one call per route: a ``before_flush`` listener on every session looks at the new ledger
 :class:`~storage.models.Event` rows about to be written and, for each whose type has a webhook event and whose
-organisation has a webhook configured, adds a :class:`~storage.models.WebhookDelivery`. Both commit or roll back
-together, so an event is never announced that did not happen, nor lost once it did. A commit that queued a
-delivery wakes this process's sender at once; another process's sender finds it on its next poll.
+organisation has a webhook configured and enabled, adds a :class:`~storage.models.WebhookDelivery`. Both commit
+or roll back together, so an event is never announced that did not happen, nor lost once it did. A commit that
+queued a delivery wakes this process's sender at once; another process's sender finds it on its next poll.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ WAKE = threading.Event()  # set when this process committed a delivery; the send
 _QUEUED = "evault.webhooks.queued"
 
 
-# Whether an organisation has a webhook, in its own words: every flushed event asks, and the whole row (or the
-# ORM around it) is not needed for a yes or no. Built once.
-_CONFIGURED = select(col(WebhookConfig.org_id)).where(col(WebhookConfig.org_id) == bindparam("org_id"))
+# Whether an organisation has an enabled webhook, in its own words: every flushed event asks, and the whole row
+# (or the ORM around it) is not needed for a yes or no. Built once.
+_CONFIGURED = select(col(WebhookConfig.org_id)).where(
+    col(WebhookConfig.org_id) == bindparam("org_id"), col(WebhookConfig.disabled_at).is_(None)
+)
 
 
 def _queue(session: Session, _context: Any, _instances: Any) -> None:

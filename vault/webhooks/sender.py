@@ -6,6 +6,10 @@ backlog cannot crowd the others out of the round), and hands each to a worker; a
 claim moves the delivery's ``next_attempt_at`` past the attempt's deadline, so a sender that dies mid-attempt
 leaves it due again for the next tenure. Every attempt re-resolves and re-checks
 the target, is signed afresh with its own ``webhook-timestamp`` under the same ``webhook-id``, and is recorded.
+
+A ``410 Gone`` ends its delivery and disables the webhook, as the Standard Webhooks specification asks ("the
+server is no longer interested in receiving webhooks from this source"), unless the organisation moved it to
+another URL meanwhile. Deliveries of a disabled webhook wait, pending, until it is enabled again.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ LEASE = "webhook-sender"
 LEASE_SECONDS = 30
 CLAIM_MARGIN_SECONDS = 5
 MAX_RETRY_AFTER_SECONDS = 86400
+GONE = 410
+GONE_REASON = "the endpoint answered 410 Gone"
+# The organisations whose webhook is disabled: their deliveries are neither claimed nor counted as due.
+_DISABLED = select(col(WebhookConfig.org_id)).where(col(WebhookConfig.disabled_at).is_not(None))
 
 
 def keys_in_force(config: WebhookConfig) -> list[str]:
@@ -90,7 +98,9 @@ class Sender:
 
     def _anything_due(self) -> bool:
         query = select(col(WebhookDelivery.id)).where(
-            col(WebhookDelivery.status) == "pending", col(WebhookDelivery.next_attempt_at) <= utcnow()
+            col(WebhookDelivery.status) == "pending",
+            col(WebhookDelivery.next_attempt_at) <= utcnow(),
+            col(WebhookDelivery.org_id).not_in(_DISABLED),
         )
         with self.db.read_session() as session:
             return session.exec(query.limit(1)).first() is not None
@@ -124,7 +134,11 @@ class Sender:
     def _due(self, now: datetime, free: int, busy: dict[str, int]) -> Any:
         """The due deliveries to lock, oldest first, at most ``per_org`` of each organisation, none of one that is
         at its cap already: one organisation's backlog cannot fill the window and starve the others."""
-        due = (col(WebhookDelivery.status) == "pending") & (col(WebhookDelivery.next_attempt_at) <= now)
+        due = (
+            (col(WebhookDelivery.status) == "pending")
+            & (col(WebhookDelivery.next_attempt_at) <= now)
+            & col(WebhookDelivery.org_id).not_in(_DISABLED)
+        )
         capped = [org for org, count in busy.items() if count >= self.settings.per_org]
         if capped:
             due = due & col(WebhookDelivery.org_id).not_in(capped)
@@ -165,6 +179,9 @@ class Sender:
             config = session.get(WebhookConfig, delivery.org_id) if delivery is not None else None
         if delivery is None or delivery.claimed_by != token:
             return
+        if config is not None and config.disabled_at is not None:  # disabled since the claim: wait, unsent
+            self._release(delivery_id, token)
+            return
         attempted_at = utcnow()
         if config is None:
             answer = Answer("refused", None, "no webhook is configured", 0)
@@ -184,9 +201,19 @@ class Sender:
                     "webhook-signature": sign(keys_in_force(config), delivery.webhook_id, timestamp, body),
                 }
                 answer = post(target, body, headers, self.settings.timeout_seconds)
-        self._record(delivery_id, token, attempted_at, answer)
+        self._record(delivery_id, token, attempted_at, answer, config.url if config is not None else None)
 
-    def _record(self, delivery_id: str, token: int, attempted_at: datetime, answer: Answer) -> None:
+    def _release(self, delivery_id: str, token: int) -> None:
+        """Give the claim back untried: the delivery stays pending, due as soon as its webhook is enabled."""
+        with self.db.session() as session:
+            delivery = session.exec(
+                select(WebhookDelivery).where(WebhookDelivery.id == delivery_id).with_for_update()
+            ).first()
+            if delivery is not None and delivery.claimed_by == token:
+                delivery.claimed_by, delivery.next_attempt_at = None, utcnow()
+                session.add(delivery)
+
+    def _record(self, delivery_id: str, token: int, attempted_at: datetime, answer: Answer, url: str | None) -> None:
         now = utcnow()
         schedule = self.settings.retry_schedule
         with self.db.session() as session:
@@ -210,6 +237,9 @@ class Sender:
             delivery.claimed_by = None
             if answer.outcome == "delivered":
                 delivery.status, delivery.next_attempt_at = "delivered", None
+            elif answer.http_status == GONE:
+                delivery.status, delivery.next_attempt_at = "failed", None
+                _disable_gone(session, delivery.org_id, url, now)
             elif delivery.retry_step < len(schedule):
                 delay = schedule[delivery.retry_step] * (1 + secrets.randbelow(101) / 1000)  # up to 10 % jitter
                 if answer.retry_after is not None:  # the receiver's Retry-After, up to a day
@@ -219,3 +249,13 @@ class Sender:
             else:
                 delivery.status, delivery.next_attempt_at = "failed", None
             session.add(delivery)
+
+
+def _disable_gone(session: Any, org_id: str, url: str | None, now: datetime) -> None:
+    """Disable the organisation's webhook after a 410 from ``url``; not if it has moved to another URL since."""
+    config = session.exec(select(WebhookConfig).where(WebhookConfig.org_id == org_id).with_for_update()).first()
+    if config is None or config.url != url or config.disabled_at is not None:
+        return
+    config.disabled_at, config.disabled_reason = now, GONE_REASON
+    session.add(config)
+    log.warning("webhook of organisation %s disabled: %s", org_id, GONE_REASON)  # not its URL: it may hold a token
