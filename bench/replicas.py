@@ -313,6 +313,7 @@ def _shared_secrets(directory: Path) -> dict[str, str]:
         "EVAULT_DOCUMENT_SIGNING_KEY": str(directory / KEY_FILE),
         "EVAULT_DOCUMENT_SIGNING_CERT": str(directory / CERT_FILE),
         "EVAULT_SIGNING_LINK_SECRET": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "EVAULT_WEBHOOK_SECRETS_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import threading
 import time
@@ -36,6 +37,7 @@ from storage.settings import WebhookSettings
 from vault.tenancy import create_organisation
 from vault.webhooks.config import WebhookChange, configure_webhook
 from vault.webhooks.outbox import install_outbox
+from vault.webhooks.secret_box import SecretBox
 from vault.webhooks.sender import Sender
 from vault.webhooks.signing import new_key, sign
 from vault.webhooks.targets import resolve
@@ -82,7 +84,8 @@ def main() -> None:
         install_outbox()
         with db.session() as session:
             org_id = create_organisation(session, "bench").id
-        configure_webhook(db, settings, org_id, WebhookChange(url=url))
+        box = SecretBox(os.urandom(32))  # the outbox opens the sealed key for every attempt, as the service does
+        configure_webhook(db, settings, box, org_id, WebhookChange(url=url))
         for i in range(args.count):
             with db.session() as session:
                 append_event(
@@ -94,7 +97,7 @@ def main() -> None:
                 )
 
         stop = threading.Event()
-        sender = Sender(db, settings)
+        sender = Sender(db, settings, box)
         started = time.perf_counter()
         thread = threading.Thread(target=sender.run, args=(stop,), daemon=True)
         thread.start()

@@ -235,6 +235,9 @@ CODES: dict[str, ErrorCode] = {
     "Webhook.UrlRequired": ErrorCode(409, "no webhook is configured yet: the first configuration needs a url"),
     "Webhook.NotConfigured": ErrorCode(404, "no webhook is configured for your organisation"),
     "Webhook.Disabled": ErrorCode(409, "the webhook is disabled (a 410 Gone, or by you): enable it first"),
+    "Webhook.SecretUnreadable": ErrorCode(
+        503, "the webhook's stored key does not open with this vault's EVAULT_WEBHOOK_SECRETS_KEY"
+    ),
     "Delivery.NotFound": ErrorCode(404, "no such webhook delivery in your organisation"),
     "Delivery.InFlight": ErrorCode(409, "an attempt of this delivery is in flight; retry when it ends"),
     "Evidence.Busy": ErrorCode(

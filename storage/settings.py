@@ -486,6 +486,10 @@ class WebhookSettings:
     concurrency: int = 8  # EVAULT_WEBHOOK_CONCURRENCY: attempts in flight at once, per sender
     per_org: int = 2  # EVAULT_WEBHOOK_PER_ORG: of those, at most this many for one organisation
     rotation_grace_seconds: int = 86400  # EVAULT_WEBHOOK_ROTATION_GRACE_SECONDS: an old secret signs this long
+    # EVAULT_WEBHOOK_SECRETS_KEY: base64 of at least 32 bytes; seals the webhooks' keys in the database. Unset: 32
+    # random bytes made once into <data dir>/webhook-secrets-key (0600) at start, like the vault's other keys
+    secrets_key: bytes | None = field(default=None, repr=False)
+    secrets_key_path: Path = Path(".evault/webhook-secrets-key")
 
 
 def _retry_schedule(raw: str) -> tuple[float, ...]:
@@ -507,9 +511,11 @@ def _networks(raw: str) -> tuple[str, ...]:
         raise SettingsError(f"EVAULT_WEBHOOK_ALLOW_NETWORKS must be comma-separated CIDRs: {exc}") from None
 
 
-def _webhooks(env: Mapping[str, str]) -> WebhookSettings:
+def _webhooks(env: Mapping[str, str], data_dir: Path) -> WebhookSettings:
     d = WebhookSettings()
     hooks = WebhookSettings(
+        secrets_key=_secret_bytes(env, "EVAULT_WEBHOOK_SECRETS_KEY"),
+        secrets_key_path=data_dir / "webhook-secrets-key",
         retry_schedule=_retry_schedule(env.get("EVAULT_WEBHOOK_RETRY_SCHEDULE", "")),
         allow_networks=_networks(env.get("EVAULT_WEBHOOK_ALLOW_NETWORKS", "")),
         timeout_seconds=_int(env, "EVAULT_WEBHOOK_TIMEOUT_SECONDS", d.timeout_seconds, minimum=1),
@@ -547,16 +553,22 @@ class CeremonySettings:
         )
 
 
+def _secret_bytes(env: Mapping[str, str], name: str) -> bytes | None:
+    """A secret given as base64 of at least 32 bytes, or None when unset (the data directory's file then)."""
+    raw = env.get(name, "")
+    if not raw:
+        return None
+    try:
+        secret = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError(f"{name} must be base64") from None
+    if len(secret) < 32:
+        raise SettingsError(f"{name} must hold at least 32 bytes")
+    return secret
+
+
 def _ceremony(env: Mapping[str, str], data_dir: Path) -> CeremonySettings:
-    raw = env.get("EVAULT_SIGNING_LINK_SECRET", "")
-    secret = None
-    if raw:
-        try:
-            secret = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError):
-            raise SettingsError("EVAULT_SIGNING_LINK_SECRET must be base64") from None
-        if len(secret) < 32:
-            raise SettingsError("EVAULT_SIGNING_LINK_SECRET must hold at least 32 bytes")
+    secret = _secret_bytes(env, "EVAULT_SIGNING_LINK_SECRET")
     smtp = env.get("EVAULT_SMTP_URL", "")
     if smtp and (urlsplit(smtp).scheme not in ("smtp", "smtps") or not urlsplit(smtp).hostname):
         raise SettingsError(f"EVAULT_SMTP_URL must be smtp://host[:port] or smtps://..., got {mask_url(smtp)!r}")
@@ -707,7 +719,7 @@ class Settings:
             pdf=_pdf(env),
             evidence=_evidence(env, vault.key_name),
             edge=_edge(env),
-            webhooks=_webhooks(env),
+            webhooks=_webhooks(env, data_dir),
             evidence_work=_evidence_work(env),
             observability=_observability(env, port),
             ceremony=_ceremony(env, data_dir),

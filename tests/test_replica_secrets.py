@@ -3,7 +3,8 @@
 Replicas share one database and one bucket, but each reads its secrets from its own environment and data
 directory, and the embedded default makes a missing one there. Before these checks a second process given an
 empty data directory started: it signed checkpoints with a key of its own that no generation recorded, sealed
-certificates with a document-signing identity nobody pinned, and minted signing links the first refused. Each
+certificates with a document-signing identity nobody pinned, and minted signing links the first refused (and
+would seal webhook keys the others cannot open). Each
 test here has the ``runtime`` fixture as the first process and opens the vault again as a replica would, with a
 data directory of its own.
 """
@@ -25,7 +26,7 @@ from compliance.ledger.signer import create_key_file
 from compliance.signatures.document_identity import CERT_FILE, KEY_FILE
 from storage.settings import Settings
 from vault.runtime import Runtime, StartupError, open_runtime
-from vault.shared_secrets import DOCUMENT_SIGNING, SIGNING_LINK, recorded_secrets
+from vault.shared_secrets import DOCUMENT_SIGNING, SIGNING_LINK, WEBHOOK_SECRETS, recorded_secrets
 
 
 def _replica(vault_env: dict[str, str], tmp_path: Path, **more: str) -> Settings:
@@ -43,6 +44,7 @@ def _all_secrets(vault_env: dict[str, str], runtime: Runtime) -> dict[str, str]:
         "EVAULT_DOCUMENT_SIGNING_KEY": str(data / KEY_FILE),
         "EVAULT_DOCUMENT_SIGNING_CERT": str(data / CERT_FILE),
         "EVAULT_SIGNING_LINK_SECRET": base64.b64encode(runtime.link_secret).decode(),
+        "EVAULT_WEBHOOK_SECRETS_KEY": base64.b64encode((data / "webhook-secrets-key").read_bytes()).decode(),
     }
 
 
@@ -86,13 +88,14 @@ def test_a_replica_with_secrets_of_its_own_is_refused_naming_each(
     runtime: Runtime, vault_env: dict[str, str], tmp_path: Path
 ) -> None:
     before = _fingerprints(runtime)
-    assert set(before) == {DOCUMENT_SIGNING, SIGNING_LINK}
+    assert set(before) == {DOCUMENT_SIGNING, SIGNING_LINK, WEBHOOK_SECRETS}
     with pytest.raises(StartupError) as refused:
         open_runtime(_replica(vault_env, tmp_path, **_vault_key(vault_env)))
     message = str(refused.value)
     assert "the document-signing secret is not the one" in message
     assert "EVAULT_DOCUMENT_SIGNING_KEY and EVAULT_DOCUMENT_SIGNING_CERT" in message
     assert "the signing-link secret is not the one" in message and "EVAULT_SIGNING_LINK_SECRET" in message
+    assert "the webhook-secrets secret is not the one" in message and "EVAULT_WEBHOOK_SECRETS_KEY" in message
     assert base64.b64encode(runtime.link_secret).decode() not in message
     assert _fingerprints(runtime) == before  # the refused process recorded nothing
 
@@ -105,16 +108,22 @@ def test_a_replica_given_the_vault_secrets_starts_holding_the_same(
         assert replica.key.note_verifier.vkey == runtime.key.note_verifier.vkey
         assert replica.link_secret == runtime.link_secret
         assert replica.document_signer.certificate == runtime.document_signer.certificate
+        assert replica.webhook_box.fingerprint == runtime.webhook_box.fingerprint
     finally:
         replica.close()
 
 
-def test_the_fingerprints_are_the_certificate_hash_and_a_keyed_hash_of_the_link_secret(runtime: Runtime) -> None:
+def test_the_fingerprints_are_the_certificate_hash_and_keyed_hashes_of_the_secrets(
+    runtime: Runtime, vault_env: dict[str, str]
+) -> None:
     der = runtime.document_signer.certificate.public_bytes(serialization.Encoding.DER)
     label = b"evault signing-link secret fingerprint v1"
+    webhook_key = (Path(vault_env["EVAULT_DATA_DIR"]) / "webhook-secrets-key").read_bytes()
+    webhook_label = b"evault webhook-secrets key fingerprint v1"
     assert _fingerprints(runtime) == {
         DOCUMENT_SIGNING: hashlib.sha256(der).hexdigest(),
         SIGNING_LINK: hmac.new(runtime.link_secret, label, hashlib.sha256).hexdigest(),
+        WEBHOOK_SECRETS: hmac.new(webhook_key, webhook_label, hashlib.sha256).hexdigest(),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from vault.api.app import create_app
 from vault.runtime import Runtime, open_runtime
 from vault.tenancy import Principal
 from vault.webhooks.config import WebhookChange, configure_webhook
+from vault.webhooks.secret_box import SecretBox
 from vault.webhooks.sender import LEASE, Sender
 
 pytestmark = pytest.mark.s3
@@ -431,16 +433,19 @@ def test_plain_http_is_refused_outside_the_allowed_networks(
     assert response.status_code == 200, response.text
 
 
-def _one_round(runtime: Runtime, resolver: Any, allow: bool = True) -> None:
-    settings = runtime.settings.webhooks
-    if not allow:
-        settings = type(settings)(**{**settings.__dict__, "allow_networks": ()})
-    sender = Sender(runtime.db, settings, resolver)
+def _round_with(runtime: Runtime, resolver: Any = socket.getaddrinfo, **overrides: Any) -> int:
+    """One sender round with these webhook settings changed; the deliveries it started, finished."""
+    settings = type(runtime.settings.webhooks)(**{**runtime.settings.webhooks.__dict__, **overrides})
+    sender = Sender(runtime.db, settings, runtime.webhook_box, resolver)
     try:
-        assert sender.round() >= 1
+        return sender.round()
     finally:
         sender._pool.shutdown(wait=True)
         give_up(runtime.db, LEASE, sender.holder)
+
+
+def _one_round(runtime: Runtime, resolver: Any, allow: bool = True) -> None:
+    assert _round_with(runtime, resolver, **({} if allow else {"allow_networks": ()})) >= 1
 
 
 def _attempts(runtime: Runtime, org_id: str) -> list[WebhookAttempt]:
@@ -502,8 +507,8 @@ def test_one_sender_at_a_time_and_a_stale_one_is_fenced_off(
     org_id, headers = tenant
     configure(client, headers, url=receiver.url)
     create_envelope(client, headers)
-    first = Sender(runtime.db, runtime.settings.webhooks)
-    second = Sender(runtime.db, runtime.settings.webhooks)
+    first = Sender(runtime.db, runtime.settings.webhooks, runtime.webhook_box)
+    second = Sender(runtime.db, runtime.settings.webhooks, runtime.webhook_box)
     tenure = take_lease(runtime.db, LEASE, first.holder, timedelta(seconds=30))
     assert tenure is not None
     assert take_lease(runtime.db, LEASE, second.holder, timedelta(seconds=30)) is None
@@ -547,6 +552,20 @@ def test_retry_schedule_setting() -> None:
         Settings.from_env({"EVAULT_WEBHOOK_ALLOW_NETWORKS": "10.0.0.0/8,not-a-network"})
 
 
+def test_webhook_secrets_key_setting() -> None:
+    key = bytes(range(32))
+    given = Settings.from_env({"EVAULT_WEBHOOK_SECRETS_KEY": base64.b64encode(key).decode(), "EVAULT_DATA_DIR": "/d"})
+    assert given.webhooks.secrets_key == key and str(given.webhooks.secrets_key_path) == "/d/webhook-secrets-key"
+    assert base64.b64encode(key).decode() not in repr(given) and repr(key) not in repr(given)
+    assert Settings.from_env({}).webhooks.secrets_key is None  # the data directory's file, made at start
+    for bad, why in (
+        ("not base64!", "must be base64"),
+        (base64.b64encode(bytes(31)).decode(), "must hold at least 32 bytes"),
+    ):
+        with pytest.raises(SettingsError, match=f"EVAULT_WEBHOOK_SECRETS_KEY {why}"):
+            Settings.from_env({"EVAULT_WEBHOOK_SECRETS_KEY": bad})
+
+
 def test_two_first_configurations_at_once_make_one_webhook_whose_secret_one_of_them_saw(
     client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
 ) -> None:
@@ -561,7 +580,7 @@ def test_two_first_configurations_at_once_make_one_webhook_whose_secret_one_of_t
     shown = [a.json()["secret"] for a in answers if "secret" in a.json()]
     with runtime.db.read_session() as session:
         stored = list(session.exec(select(WebhookConfig).where(WebhookConfig.org_id == org_id)))
-    assert len(stored) == 1 and shown == [stored[0].secret]
+    assert len(stored) == 1 and shown == [runtime.webhook_box.open(org_id, stored[0].secret)]
 
 
 def test_the_documented_schemas_are_the_real_answers(
@@ -617,17 +636,6 @@ def test_a_retry_after_that_is_no_ascii_number_is_ignored(
     wait_until(lambda: deliveries(client, headers)["items"][0]["status"] == "delivered")
     attempts = deliveries(client, headers)["items"][0]["attempts"]
     assert ("http_error", 503) in [(a["outcome"], a["http_status"]) for a in attempts], attempts
-
-
-def _round_with(runtime: Runtime, **overrides: Any) -> int:
-    """One sender round with these webhook settings changed; the deliveries it started, finished."""
-    settings = type(runtime.settings.webhooks)(**{**runtime.settings.webhooks.__dict__, **overrides})
-    sender = Sender(runtime.db, settings)
-    try:
-        return sender.round()
-    finally:
-        sender._pool.shutdown(wait=True)
-        give_up(runtime.db, LEASE, sender.holder)
 
 
 def test_a_410_gone_ends_the_delivery_and_disables_the_webhook_until_it_is_enabled(
@@ -696,7 +704,7 @@ def test_a_410_from_a_url_no_longer_configured_disables_nothing(
     moved = f"http://127.0.0.1:{receiver.port}/moved"
     receiver.mode = "gone"
     receiver.before_answer = lambda: configure_webhook(
-        runtime.db, runtime.settings.webhooks, org_id, WebhookChange(url=moved)
+        runtime.db, runtime.settings.webhooks, runtime.webhook_box, org_id, WebhookChange(url=moved)
     )
 
     assert _round_with(runtime, timeout_seconds=30) == 1
@@ -705,3 +713,105 @@ def test_a_410_from_a_url_no_longer_configured_disables_nothing(
     shown = client.get(f"{API}/webhook", headers=headers).json()
     assert (shown["url"], shown["enabled"], shown["disabled_reason"]) == (moved, True, None)
     assert deliveries(client, headers)["items"][0]["status"] == "failed"
+
+
+def _stored(runtime: Runtime, org_id: str) -> WebhookConfig:
+    with runtime.db.read_session() as session:
+        config = session.get(WebhookConfig, org_id)
+    assert config is not None
+    return config
+
+
+def test_webhook_keys_are_sealed_at_rest_and_open_only_for_their_organisation(
+    client: TestClient[Any],
+    runtime: Runtime,
+    tenant: tuple[str, Headers],
+    receiver: Receiver,
+    make_key: Callable[..., tuple[str, str]],
+) -> None:
+    """A copy of the database does not sign deliveries: the key is sealed under EVAULT_WEBHOOK_SECRETS_KEY, and a
+    sealed key copied into another organisation's row does not open there."""
+    org_id, headers = tenant
+    secret = configure(client, headers, url=receiver.url)["secret"]
+    rotated = configure(client, headers, rotate=True)["secret"]
+    stored = _stored(runtime, org_id)
+    for column, shown in ((stored.secret, rotated), (stored.previous_secret, secret)):
+        assert column is not None and column.startswith("sealed1:")
+        assert shown not in column and shown.removeprefix("whsec_") not in column
+    create_envelope(client, headers)
+    _one_round(runtime, socket.getaddrinfo)
+    got = receiver.wait_for(1)[0]
+    Webhook(rotated).verify(got.body, got.headers)  # the receiver's library, with the key shown once
+    Webhook(secret).verify(got.body, got.headers)  # and the previous one, in its grace period
+
+    other_org, other_raw = make_key()
+    other = {"X-API-Key": other_raw}
+    configure(client, other, url=receiver.url)
+    with runtime.db.session() as session:  # an attacker with the database copies the sealed key across
+        row = session.get(WebhookConfig, other_org)
+        assert row is not None
+        row.secret = stored.secret
+        session.add(row)
+    refused = client.get(f"{API}/webhook", headers=other)
+    assert (refused.status_code, refused.json()["code"]) == (503, "Webhook.SecretUnreadable")
+    assert refused.headers["Retry-After"].isdigit()
+    assert rotated not in refused.text
+    create_envelope(client, other)
+    _one_round(runtime, socket.getaddrinfo)
+    attempts = _attempts(runtime, other_org)
+    assert [(a.outcome, a.http_status) for a in attempts] == [("refused", None)]
+    assert attempts[0].error is not None and attempts[0].error.startswith("Webhook.SecretUnreadable")
+    assert len(receiver.received) == 1  # nothing was sent for it
+
+
+def test_keys_stored_before_sealing_are_sealed_at_the_next_start(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], vault_env: dict[str, str]
+) -> None:
+    org_id, headers = tenant
+    configure(client, headers, url="http://127.0.0.1:9/hooks", scheme="v1a")
+    public = client.get(f"{API}/webhook", headers=headers).json()["public_key"]
+    key = runtime.webhook_box.open(org_id, _stored(runtime, org_id).secret)
+    with runtime.db.session() as session:  # as a vault before sealing stored it
+        row = session.get(WebhookConfig, org_id)
+        assert row is not None
+        row.secret = key
+        session.add(row)
+    assert client.get(f"{API}/webhook", headers=headers).json()["public_key"] == public  # read as it is meanwhile
+
+    restarted = open_runtime(Settings.from_env(vault_env))
+    restarted.close()
+
+    sealed = _stored(runtime, org_id).secret
+    assert sealed.startswith("sealed1:") and key not in sealed
+    assert runtime.webhook_box.open(org_id, sealed) == key
+    assert client.get(f"{API}/webhook", headers=headers).json()["public_key"] == public
+
+
+def test_a_key_sealed_under_another_vault_key_is_mended_by_setting_a_new_one(
+    client: TestClient[Any], runtime: Runtime, tenant: tuple[str, Headers], receiver: Receiver
+) -> None:
+    """After the operator changed EVAULT_WEBHOOK_SECRETS_KEY: the old sealed key answers 503 and changes nothing,
+    until the organisation rotates; the old key cannot sign beside the new one, so there is no grace period."""
+    org_id, headers = tenant
+    configure(client, headers, url=receiver.url)
+    with runtime.db.session() as session:
+        row = session.get(WebhookConfig, org_id)
+        assert row is not None
+        row.secret = SecretBox(bytes(32)).seal(org_id, "whsec_" + base64.b64encode(bytes(32)).decode())
+        session.add(row)
+    before = _stored(runtime, org_id)
+
+    moved = client.patch(f"{API}/webhook", json={"url": f"{receiver.url}/moved"}, headers=headers)
+    assert (moved.status_code, moved.json()["code"]) == (503, "Webhook.SecretUnreadable")
+    assert _stored(runtime, org_id) == before  # nothing changed
+
+    mended = configure(client, headers, rotate=True)
+
+    assert mended["scheme"] == "v1" and mended["rotation_ends_at"] is None
+    stored = _stored(runtime, org_id)
+    assert stored.previous_secret is None and runtime.webhook_box.open(org_id, stored.secret) == mended["secret"]
+    create_envelope(client, headers)
+    _one_round(runtime, socket.getaddrinfo)
+    got = receiver.wait_for(1)[0]
+    Webhook(mended["secret"]).verify(got.body, got.headers)
+    assert " " not in got.headers["webhook-signature"]  # one signature: the new key's alone

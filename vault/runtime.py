@@ -56,7 +56,9 @@ from vault.metrics.instruments import CHECKPOINT_FAILURES, failure_cause
 from vault.reconcile import reconcile_claims, reconcile_copy_claims
 from vault.shared_secrets import SecretsDiffer, check_held, held
 from vault.stamp_worker import warm_stampers
+from vault.webhooks.config import seal_stored_keys
 from vault.webhooks.outbox import install_outbox
+from vault.webhooks.secret_box import SecretBox
 from vault.webhooks.sender import Sender
 from vault.worker_pool import close_pools
 
@@ -78,6 +80,7 @@ class Runtime:
     copies: ObjectStore
     key: VaultKey
     checkpoints: CheckpointService
+    webhook_box: SecretBox  # seals and opens the webhooks' keys in the database
     embedded_s3: EmbeddedS3 | None = None
     document_signer: DocumentSigner | None = None  # signs certificate PDFs (PAdES, ECDSA P-256)
     signer_trust_roots: tuple[Any, ...] = ()
@@ -267,7 +270,7 @@ class Runtime:
 
     def start_webhook_sender(self) -> None:
         """Deliver the outbox in the background; across processes only the lease holder sends."""
-        sender = Sender(self.db, self.settings.webhooks)
+        sender = Sender(self.db, self.settings.webhooks, self.webhook_box)
         self._webhook_sender = threading.Thread(
             target=sender.run, args=(self._stop,), daemon=True, name="evault-webhook-sender"
         )
@@ -392,11 +395,18 @@ def open_runtime(settings: Settings, join: Joining | None = None) -> Runtime:
             link_secret = settings.ceremony.link_secret or load_or_create_secret(settings.ceremony.link_secret_path)
         except (OSError, ValueError) as exc:
             raise StartupError(f"refusing to start: signing-link secret: {exc}") from exc
+        try:
+            webhook_box = SecretBox(
+                settings.webhooks.secrets_key or load_or_create_secret(settings.webhooks.secrets_key_path)
+            )
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"refusing to start: webhook secrets key: {exc}") from exc
         if opening:  # a joining evidence worker holds what the service it joins was checked for
             try:
-                check_held(db, held(document_signer, link_secret))
+                check_held(db, held(document_signer, link_secret, webhook_box))
             except SecretsDiffer as exc:
                 raise StartupError(f"refusing to start: {exc}") from exc
+            seal_stored_keys(db, webhook_box)
     except BaseException as exc:
         # Nothing started may outlive a failed start: the next start on this data directory must work.
         if db is not None:
@@ -421,6 +431,7 @@ def open_runtime(settings: Settings, join: Joining | None = None) -> Runtime:
         authoritative=authoritative,
         copies=ObjectStore(client, s3.copies_bucket),
         key=key,
+        webhook_box=webhook_box,
         checkpoints=CheckpointService(
             db,
             authoritative,

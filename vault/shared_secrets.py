@@ -2,13 +2,15 @@
 
 Workers and replicas share one database and one bucket, but each reads its secrets from its own environment
 and data directory, and on the embedded default a missing one is made there on first start. A replica given an
-empty data directory would then seal certificates with a document-signing identity nobody pinned, and mint
-signing links the other replicas refuse. The database keeps a fingerprint of each (never the secret): the first
-process to start records it, and one whose fingerprint differs is refused with what to set. The vault's
-checkpoint key is held to its recorded generations instead (:mod:`compliance.ledger.key_ring`).
+empty data directory would then seal certificates with a document-signing identity nobody pinned, mint
+signing links the other replicas refuse, and seal webhook keys the others cannot open. The database keeps a
+fingerprint of each (never the secret): the first process to start records it, and one whose fingerprint
+differs is refused with what to set. The vault's checkpoint key is held to its recorded generations instead
+(:mod:`compliance.ledger.key_ring`).
 
 Changing a secret on purpose is ``evault shared-secrets forget NAME`` once every process has the new one,
-then a restart of each: the first to start records the new fingerprint.
+then a restart of each: the first to start records the new fingerprint. (The webhook secrets key is the
+exception: what it sealed opens with it alone, so changing it means every webhook's key is set anew.)
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from compliance.signatures.document_identity import DocumentSigner
 from storage.db import Database, insert_if_absent
 from storage.ids import utcnow
 from storage.models import SharedSecret
+from vault.webhooks.secret_box import SecretBox
 
 DOCUMENT_SIGNING = "document-signing"
 SIGNING_LINK = "signing-link"
+WEBHOOK_SECRETS = "webhook-secrets"
 # What sets each one, named in the refusal.
 SETTINGS = {
     DOCUMENT_SIGNING: "EVAULT_DOCUMENT_SIGNING_KEY and EVAULT_DOCUMENT_SIGNING_CERT",
     SIGNING_LINK: "EVAULT_SIGNING_LINK_SECRET",
+    WEBHOOK_SECRETS: "EVAULT_WEBHOOK_SECRETS_KEY",
 }
 _LINK_LABEL = b"evault signing-link secret fingerprint v1"
 
@@ -39,13 +44,15 @@ class SecretsDiffer(Exception):
     """This process holds a secret other than the one the vault's processes recorded."""
 
 
-def held(signer: DocumentSigner, link_secret: bytes) -> dict[str, str]:
+def held(signer: DocumentSigner, link_secret: bytes, webhook_box: SecretBox) -> dict[str, str]:
     """The fingerprints of what this process holds, by name: the certificate's SHA-256 (it is published anyway);
-    for the link secret an HMAC keyed by it, which tells the secret apart from another without revealing it."""
+    for the link secret and the webhook secrets key an HMAC keyed by each, which tells the secret apart from
+    another without revealing it."""
     der = signer.certificate.public_bytes(serialization.Encoding.DER)
     return {
         DOCUMENT_SIGNING: hashlib.sha256(der).hexdigest(),
         SIGNING_LINK: hmac.new(link_secret, _LINK_LABEL, hashlib.sha256).hexdigest(),
+        WEBHOOK_SECRETS: webhook_box.fingerprint,
     }
 
 

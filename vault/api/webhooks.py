@@ -81,7 +81,7 @@ class WebhookController(Controller):
     ) -> dict[str, Any]:
         """Set the URL, choose the scheme (v1 HMAC, v1a Ed25519), rotate the key, or disable or enable sending; a
         generated secret is shown once."""
-        return configure_webhook(runtime.db, runtime.settings.webhooks, principal.org_id, data)
+        return configure_webhook(runtime.db, runtime.settings.webhooks, runtime.webhook_box, principal.org_id, data)
 
     @get(
         "/",
@@ -91,7 +91,7 @@ class WebhookController(Controller):
     )
     def show(self, runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
         """The webhook's URL, scheme, public key (v1a) and rotation; 404 ``Webhook.NotConfigured`` when none."""
-        return show_webhook(runtime.db, principal.org_id)
+        return show_webhook(runtime.db, runtime.webhook_box, principal.org_id)
 
     @get(
         "/deliveries",

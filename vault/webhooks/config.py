@@ -7,6 +7,8 @@ changing the scheme rotates: the old key keeps signing beside the new one for
 ``EVAULT_WEBHOOK_ROTATION_GRACE_SECONDS``. The URL is checked (:mod:`vault.webhooks.targets`) before anything
 is stored; the row is locked for the change, so two changes at once apply one after the other.
 
+The keys are stored sealed (:mod:`vault.webhooks.secret_box`); a key is shown only in the answer that made it.
+
 A webhook is disabled by a ``410 Gone`` from its receiver (:mod:`vault.webhooks.sender`) or by ``"enabled":
 false``; ``"enabled": true``, or a new URL, enables it again.
 """
@@ -17,15 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from compliance.errors import Conflict, InvalidInput, NotFound
+from compliance.errors import Conflict, InvalidInput, NotFound, Unavailable
 from storage.db import Database
 from storage.ids import iso, utcnow
 from storage.models import WebhookConfig
 from storage.settings import WebhookSettings
+from vault.webhooks.secret_box import SecretBox, is_sealed
 from vault.webhooks.signing import SCHEMES, hmac_key, new_key, public_key, scheme_of
 from vault.webhooks.targets import resolve
 
@@ -44,12 +48,13 @@ class WebhookChange:
 DISABLED_BY_ORGANISATION = "disabled by the organisation"
 
 
-def view(config: WebhookConfig, shown_key: str | None = None) -> dict[str, Any]:
-    scheme = scheme_of(config.secret)
+def view(config: WebhookConfig, box: SecretBox, shown_key: str | None = None) -> dict[str, Any]:
+    key = box.open(config.org_id, config.secret)
+    scheme = scheme_of(key)
     body: dict[str, Any] = {
         "url": config.url,
         "scheme": scheme,
-        "public_key": public_key(config.secret) if scheme == "v1a" else None,
+        "public_key": public_key(key) if scheme == "v1a" else None,
         "rotation_ends_at": iso(config.previous_until) if config.previous_until else None,
         "created_at": iso(config.created_at),
         "updated_at": iso(config.updated_at),
@@ -62,12 +67,12 @@ def view(config: WebhookConfig, shown_key: str | None = None) -> dict[str, Any]:
     return body
 
 
-def show_webhook(db: Database, org_id: str) -> dict[str, Any]:
+def show_webhook(db: Database, box: SecretBox, org_id: str) -> dict[str, Any]:
     with db.read_session() as session:
         config = session.get(WebhookConfig, org_id)
     if config is None:
         raise NotFound("Webhook.NotConfigured", "no webhook is configured for your organisation")
-    return view(config)
+    return view(config, box)
 
 
 def _lock(session: Session, org_id: str) -> WebhookConfig | None:
@@ -86,7 +91,9 @@ def _checked(change: WebhookChange) -> WebhookChange:
     return change
 
 
-def configure_webhook(db: Database, settings: WebhookSettings, org_id: str, change: WebhookChange) -> dict[str, Any]:
+def configure_webhook(
+    db: Database, settings: WebhookSettings, box: SecretBox, org_id: str, change: WebhookChange
+) -> dict[str, Any]:
     """Create or change the organisation's webhook; the answer shows a generated ``whsec_`` secret once."""
     change = _checked(change)
     if change.url is not None:
@@ -102,13 +109,14 @@ def configure_webhook(db: Database, settings: WebhookSettings, org_id: str, chan
                 )
             insert = pg_insert if dialect == "postgresql" else sqlite_insert
             key = change.secret or new_key(change.scheme or "v1")
+            sealed = box.seal(org_id, key)
             off = change.enabled is False
             session.execute(
                 insert(WebhookConfig)
                 .values(
                     org_id=org_id,
                     url=change.url,
-                    secret=key,
+                    secret=sealed,
                     created_at=now,
                     updated_at=now,
                     disabled_at=now if off else None,
@@ -118,26 +126,38 @@ def configure_webhook(db: Database, settings: WebhookSettings, org_id: str, chan
             )
             config = _lock(session, org_id)
             assert config is not None
-            if config.secret == key:  # ours, not a concurrent first configuration
-                return view(config, None if change.secret else key)
-        return _change(session, config, change, settings, now)
+            if config.secret == sealed:  # ours, not a concurrent first configuration
+                return view(config, box, None if change.secret else key)
+        return _change(session, config, change, settings, box, now)
 
 
 def _change(
-    session: Session, config: WebhookConfig, change: WebhookChange, settings: WebhookSettings, now: datetime
+    session: Session,
+    config: WebhookConfig,
+    change: WebhookChange,
+    settings: WebhookSettings,
+    box: SecretBox,
+    now: datetime,
 ) -> dict[str, Any]:
-    scheme = change.scheme or scheme_of(config.secret)
+    new_key_asked = change.secret is not None or change.rotate or change.scheme is not None
+    try:
+        current: str | None = scheme_of(box.open(config.org_id, config.secret))
+    except Unavailable:
+        if not new_key_asked:
+            raise
+        current = None  # sealed under another key: a new key mends it, and the old one cannot sign beside it
+    scheme = change.scheme or current or "v1"
     shown: str | None = None
-    if change.secret is not None or change.rotate or scheme != scheme_of(config.secret):
+    if change.secret is not None or change.rotate or scheme != current:
         key = change.secret or new_key(scheme)
         if change.secret is None:
             shown = key
         grace = timedelta(seconds=settings.rotation_grace_seconds)
-        if grace > timedelta(0):
+        if grace > timedelta(0) and current is not None:
             config.previous_secret, config.previous_until = config.secret, now + grace
         else:
             config.previous_secret, config.previous_until = None, None
-        config.secret = key
+        config.secret = box.seal(config.org_id, key)
     if change.enabled is False:
         if config.disabled_at is None:
             config.disabled_at, config.disabled_reason = now, DISABLED_BY_ORGANISATION
@@ -147,4 +167,26 @@ def _change(
         config.url = change.url
     config.updated_at = now
     session.add(config)
-    return view(config, shown)
+    return view(config, box, shown)
+
+
+def seal_stored_keys(db: Database, box: SecretBox) -> int:
+    """Seal every key still stored as it was given (before sealing, or by an older process during an upgrade);
+    the number sealed. Each update holds only if the row still has the value read, so a change made meanwhile
+    is never overwritten."""
+    with db.read_session() as session:
+        rows = [(r.org_id, r.secret, r.previous_secret) for r in session.exec(select(WebhookConfig))]
+    sealed = 0
+    for org_id, secret, previous in rows:
+        for column, value in (("secret", secret), ("previous_secret", previous)):
+            if value is None or is_sealed(value):
+                continue
+            field = getattr(WebhookConfig, column)
+            statement = (
+                update(WebhookConfig)
+                .where(col(WebhookConfig.org_id) == org_id, col(field) == value)
+                .values({column: box.seal(org_id, value)})
+            )
+            with db.session() as session:
+                sealed += session.connection().execute(statement).rowcount
+    return sealed

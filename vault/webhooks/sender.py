@@ -26,13 +26,14 @@ from typing import Any
 
 from sqlmodel import col, func, select
 
-from compliance.errors import InvalidInput
+from compliance.errors import InvalidInput, Unavailable
 from storage.db import Database
 from storage.ids import as_utc, utcnow
 from storage.leases import Tenure, give_up, holds, new_holder, take_lease
 from storage.models import WebhookAttempt, WebhookConfig, WebhookDelivery
 from storage.settings import WebhookSettings
 from vault.webhooks.outbox import WAKE
+from vault.webhooks.secret_box import SecretBox
 from vault.webhooks.signing import sign
 from vault.webhooks.targets import Resolver, resolve
 from vault.webhooks.transport import Answer, post
@@ -49,18 +50,21 @@ GONE_REASON = "the endpoint answered 410 Gone"
 _DISABLED = select(col(WebhookConfig.org_id)).where(col(WebhookConfig.disabled_at).is_not(None))
 
 
-def keys_in_force(config: WebhookConfig) -> list[str]:
-    """The current key, and the previous one while its rotation's grace lasts."""
-    keys = [config.secret]
+def keys_in_force(config: WebhookConfig, box: SecretBox) -> list[str]:
+    """The current key, and the previous one while its rotation's grace lasts, opened."""
+    keys = [box.open(config.org_id, config.secret)]
     if config.previous_secret and config.previous_until and as_utc(config.previous_until) > utcnow():
-        keys.append(config.previous_secret)
+        keys.append(box.open(config.org_id, config.previous_secret))
     return keys
 
 
 class Sender:
-    def __init__(self, db: Database, settings: WebhookSettings, resolver: Resolver = socket.getaddrinfo) -> None:
+    def __init__(
+        self, db: Database, settings: WebhookSettings, box: SecretBox, resolver: Resolver = socket.getaddrinfo
+    ) -> None:
         self.db = db
         self.settings = settings
+        self.box = box
         self.resolver = resolver
         self.holder = new_holder()
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="evault-webhook")
@@ -188,7 +192,8 @@ class Sender:
         else:
             try:
                 target = resolve(config.url, self.settings.allow_networks, self.resolver)
-            except InvalidInput as exc:
+                keys = keys_in_force(config, self.box)
+            except (InvalidInput, Unavailable) as exc:
                 answer = Answer("refused", None, f"{exc.code}: {exc.message}", 0)
             else:
                 body = delivery.body.encode()
@@ -198,7 +203,7 @@ class Sender:
                     "User-Agent": "evault-webhooks/1",
                     "webhook-id": delivery.webhook_id,
                     "webhook-timestamp": str(timestamp),
-                    "webhook-signature": sign(keys_in_force(config), delivery.webhook_id, timestamp, body),
+                    "webhook-signature": sign(keys, delivery.webhook_id, timestamp, body),
                 }
                 answer = post(target, body, headers, self.settings.timeout_seconds)
         self._record(delivery_id, token, attempted_at, answer, config.url if config is not None else None)
