@@ -204,9 +204,14 @@ def test_leader_election_between_two_processes_survives_sigkill(
         victim, survivor = children
         victim.send_signal(signal.SIGKILL)  # no clean stop: whatever it held must lapse
         victim.wait()
+        killed_at = time.time()  # a tenure the victim had not given up ended here, at the latest
         for _ in range(4):  # the survivor takes every log over within the lease TTL (plus its round)
             grow_and_wait(time.monotonic() + TTL + 1 + 3)
-        tenures = [t for path in logs for t in _tenures(path)]
+        tenures = [
+            (name, token, pid, since, killed_at if pid == victim.pid and until == float("inf") else until)
+            for path in logs
+            for name, token, pid, since, until in _tenures(path)
+        ]
         assert {pid for _, _, pid, _, _ in tenures} == {victim.pid, survivor.pid}
         after_kill = [t for t in tenures if t[2] == survivor.pid and t[3] > time.time() - 30]
         assert after_kill
