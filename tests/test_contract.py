@@ -146,7 +146,7 @@ def test_schemathesis_finds_nothing(live_server: tuple[str, str], tmp_path: Path
     _schemathesis(base, key, "coverage,fuzzing", os.environ.get("EVAULT_CONTRACT_MAX_TIME", "90"), tmp_path / "a.txt")
     # The stateful phase runs on its own budget: sharing one, a slow machine's coverage phase left it too little
     # time to follow half the links (CI, 2026-12-05: 20 of 41 after 150 s in all; 2026-12-07, a loaded 2-core
-    # EPYC: 20 of 41 in 120 s of its own, so 240 s now: the third lane has the time, it ends first).
+    # EPYC: 20 of 41 in 120 s of its own, so 240 s now: its lane still ends before the PostgreSQL lane).
     stateful = _schemathesis(
         base, key, "stateful", os.environ.get("EVAULT_CONTRACT_STATEFUL_TIME", "240"), tmp_path / "b.txt"
     )
