@@ -396,14 +396,13 @@ def open_runtime(settings: Settings, join: Joining | None = None) -> Runtime:
         except (OSError, ValueError) as exc:
             raise StartupError(f"refusing to start: signing-link secret: {exc}") from exc
         try:
-            webhook_box = SecretBox(
-                settings.webhooks.secrets_key or load_or_create_secret(settings.webhooks.secrets_key_path)
-            )
+            webhook_key = settings.webhooks.secrets_key or load_or_create_secret(settings.webhooks.secrets_key_path)
+            webhook_box = SecretBox(webhook_key)
         except (OSError, ValueError) as exc:
             raise StartupError(f"refusing to start: webhook secrets key: {exc}") from exc
         if opening:  # a joining evidence worker holds what the service it joins was checked for
             try:
-                check_held(db, held(document_signer, link_secret, webhook_box))
+                check_held(db, held(document_signer, link_secret, webhook_key))
             except SecretsDiffer as exc:
                 raise StartupError(f"refusing to start: {exc}") from exc
             seal_stored_keys(db, webhook_box)

@@ -26,7 +26,6 @@ from compliance.signatures.document_identity import DocumentSigner
 from storage.db import Database, insert_if_absent
 from storage.ids import utcnow
 from storage.models import SharedSecret
-from vault.webhooks.secret_box import SecretBox
 
 DOCUMENT_SIGNING = "document-signing"
 SIGNING_LINK = "signing-link"
@@ -38,13 +37,14 @@ SETTINGS = {
     WEBHOOK_SECRETS: "EVAULT_WEBHOOK_SECRETS_KEY",
 }
 _LINK_LABEL = b"evault signing-link secret fingerprint v1"
+_WEBHOOK_LABEL = b"evault webhook-secrets key fingerprint v1"
 
 
 class SecretsDiffer(Exception):
     """This process holds a secret other than the one the vault's processes recorded."""
 
 
-def held(signer: DocumentSigner, link_secret: bytes, webhook_box: SecretBox) -> dict[str, str]:
+def held(signer: DocumentSigner, link_secret: bytes, webhook_key: bytes) -> dict[str, str]:
     """The fingerprints of what this process holds, by name: the certificate's SHA-256 (it is published anyway);
     for the link secret and the webhook secrets key an HMAC keyed by each, which tells the secret apart from
     another without revealing it."""
@@ -52,7 +52,7 @@ def held(signer: DocumentSigner, link_secret: bytes, webhook_box: SecretBox) -> 
     return {
         DOCUMENT_SIGNING: hashlib.sha256(der).hexdigest(),
         SIGNING_LINK: hmac.new(link_secret, _LINK_LABEL, hashlib.sha256).hexdigest(),
-        WEBHOOK_SECRETS: webhook_box.fingerprint,
+        WEBHOOK_SECRETS: hmac.new(webhook_key, _WEBHOOK_LABEL, hashlib.sha256).hexdigest(),
     }
 
 

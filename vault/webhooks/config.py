@@ -170,13 +170,12 @@ def _change(
     return view(config, box, shown)
 
 
-def seal_stored_keys(db: Database, box: SecretBox) -> int:
-    """Seal every key still stored as it was given (before sealing, or by an older process during an upgrade);
-    the number sealed. Each update holds only if the row still has the value read, so a change made meanwhile
-    is never overwritten."""
+def seal_stored_keys(db: Database, box: SecretBox) -> None:
+    """Seal every key still stored as it was given (before sealing, or by an older process during an upgrade).
+    Each update holds only if the row still has the value read, so a change made meanwhile is never
+    overwritten."""
     with db.read_session() as session:
         rows = [(r.org_id, r.secret, r.previous_secret) for r in session.exec(select(WebhookConfig))]
-    sealed = 0
     for org_id, secret, previous in rows:
         for column, value in (("secret", secret), ("previous_secret", previous)):
             if value is None or is_sealed(value):
@@ -188,5 +187,4 @@ def seal_stored_keys(db: Database, box: SecretBox) -> int:
                 .values({column: box.seal(org_id, value)})
             )
             with db.session() as session:
-                sealed += session.connection().execute(statement).rowcount
-    return sealed
+                session.connection().execute(statement)

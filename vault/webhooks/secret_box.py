@@ -4,7 +4,7 @@ A webhook's HMAC secret or Ed25519 key must be read back to sign each delivery, 
 API key is. Stored as it was, anyone holding a copy of the database (a backup, a dump, a replica's disk) could
 sign deliveries that the lender's systems accept as the vault's. Sealed, the copy is not enough: the key is in
 ``EVAULT_WEBHOOK_SECRETS_KEY`` (or the data directory's ``webhook-secrets-key``), never in the database, whose
-``shared_secret`` table holds only its fingerprint (:mod:`vault.shared_secrets`).
+``shared_secret`` table holds only its fingerprint (:func:`vault.shared_secrets.held`).
 
 A sealed value is ``sealed1:`` and the base64 of a 96-bit nonce and the ciphertext with its tag. The AEAD's
 associated data is the organisation's id, so a value copied into another organisation's row does not open. A
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -29,7 +27,6 @@ from compliance.errors import Unavailable
 
 PREFIX = "sealed1:"
 _INFO = b"evault webhook secrets v1"
-_FINGERPRINT_LABEL = b"evault webhook-secrets key fingerprint v1"
 _NONCE_BYTES = 12
 
 
@@ -41,7 +38,6 @@ class SecretBox:
             raise ValueError("the webhook secrets key must hold at least 32 bytes")
         derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(key)
         self._aead = AESGCM(derived)
-        self.fingerprint = hmac.new(key, _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
 
     def __repr__(self) -> str:
         return "SecretBox(***)"
